@@ -7,13 +7,13 @@
     │   ├── CertNotTrustedError      CERT_NOT_TRUSTED
     │   ├── CertDeviceMismatchError  CERT_DEVICE_MISMATCH
     │   └── TopicMismatchError       TOPIC_MISMATCH
-    ├── UnknownEnrollmentError       UNKNOWN_ENROLLMENT, 410
+    ├── UnknownEnrollmentError       UNKNOWN_ENROLLMENT, 401 (as for any device we cannot authenticate)
     ├── EnrollmentTokenError         ENROLLMENT_TOKEN_INVALID / ENROLLMENT_TOKEN_EXPIRED, 403
     ├── PolicyError                  a policy refusal (APNS_CERT_*, USER_*, restrictions ...), 403
-    ├── NotFoundError                admin API: an object that does not exist in this tenant, 404
-    ├── ConflictError                admin API: a name already taken, 409
-    ├── ForbiddenError               admin API: bad or missing token, or another tenant's object, 401/403
-    └── InvalidInputError            admin API / CLI: a bad argument, 422
+    ├── NotFoundError                NOT_FOUND: no such object in this tenant (also another tenant's), 404
+    ├── ConflictError                ALREADY_EXISTS: a name already taken, 409
+    ├── ForbiddenError               API_AUTH_FAILED: missing or unknown admin token, or not allowed, 401
+    └── InvalidInputError            INVALID_INPUT: a bad argument to the admin API or CLI, 422
 
 The HTTP boundary maps them: device endpoints get the status Apple expects, the admin API gets
 ``{reason, message, request_id}``.
@@ -74,7 +74,7 @@ class TopicMismatchError(AuthError):
 
 class UnknownEnrollmentError(PomonaError):
     reason = ReasonCode.UNKNOWN_ENROLLMENT
-    http_status = 410
+    http_status = 401
 
 
 class EnrollmentTokenError(PomonaError):
@@ -87,20 +87,20 @@ class PolicyError(PomonaError):
 
 
 class NotFoundError(PomonaError):
-    reason = ReasonCode.UNKNOWN
+    reason = ReasonCode.NOT_FOUND
     http_status = 404
 
 
 class ConflictError(PomonaError):
-    reason = ReasonCode.MALFORMED_REQUEST
+    reason = ReasonCode.ALREADY_EXISTS
     http_status = 409
 
 
 class ForbiddenError(PomonaError):
-    reason = ReasonCode.UNKNOWN
+    reason = ReasonCode.API_AUTH_FAILED
     http_status = 401
 
 
 class InvalidInputError(PomonaError):
-    reason = ReasonCode.MALFORMED_REQUEST
+    reason = ReasonCode.INVALID_INPUT
     http_status = 422

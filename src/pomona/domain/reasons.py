@@ -69,3 +69,8 @@ class ReasonCode(StrEnum):
     # Generic
     INTERNAL_ERROR = "INTERNAL_ERROR"
     UNKNOWN = "UNKNOWN"
+    # Admin API (Pomona additions, listed in docs/REASONS.additions.md)
+    API_AUTH_FAILED = "API_AUTH_FAILED"
+    NOT_FOUND = "NOT_FOUND"
+    INVALID_INPUT = "INVALID_INPUT"
+    ALREADY_EXISTS = "ALREADY_EXISTS"

@@ -1,0 +1,324 @@
+"""The `pomona` command. Same wiring as the server (pomona.app.build). Every command takes --data-dir
+(or POMONA_DATABASE_URL) and --json for scripts. rich is imported lazily: start-up time matters.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from pomona.domain.errors import InvalidInputError, PomonaError
+from pomona.i18n import t
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90s', '15m', '1h', '7d' -> timedelta."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        if text[-1] in units:
+            return timedelta(seconds=float(text[:-1]) * units[text[-1]])
+        return timedelta(seconds=float(text))
+    except (ValueError, IndexError):
+        raise InvalidInputError(f"not a duration: {text!r} (use 90s, 15m, 1h, 7d)") from None
+
+
+def common(fn: F) -> F:
+    """--data-dir and --json on every command; PomonaError becomes a clear message and exit code 2."""
+
+    @click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path),
+        envvar="POMONA_DATA_DIR",
+        default=Path("pomona-data"),
+        show_default=True,
+        help="Where the SQLite database lives (ignored when POMONA_DATABASE_URL is set).",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, data_dir: Path, as_json: bool, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        ctx.obj = {"data_dir": data_dir, "json": as_json}
+        try:
+            return fn(*args, **kwargs)
+        except PomonaError as exc:
+            if as_json:
+                click.echo(json.dumps({"reason": str(exc.reason), "message": exc.detail}))
+            else:
+                click.echo(t("cli.error", reason=exc.reason, message=exc.detail), err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _pomona(public_url: str | None = None) -> Any:
+    from pomona.app import Settings, build
+
+    ctx = click.get_current_context()
+    return build(Settings.from_env(data_dir=ctx.obj["data_dir"], public_url=public_url))
+
+
+def _json() -> bool:
+    return bool(click.get_current_context().obj["json"])
+
+
+def _out(data: object, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if _json() else text)
+
+
+@click.group()
+@click.version_option(package_name="pomona")
+def main() -> None:
+    """Pomona: enroll and manage iPhones and iPads, and explain every enrollment failure."""
+
+
+# --- tenants --------------------------------------------------------------------------------------
+@main.group()
+def tenant() -> None:
+    """Create and list tenants."""
+
+
+@tenant.command("create")
+@click.argument("name")
+@click.option("--domain", required=True, help="The organisation's DNS domain, e.g. example.com.")
+@click.option("--key-type", type=click.Choice(["rsa", "p256"]), default="rsa", show_default=True, help="The device CA's key.")
+@common
+def tenant_create(name: str, domain: str, key_type: str) -> None:
+    """Create a tenant with its own device CA."""
+    p = _pomona()
+    tn = p.admin.create_tenant(name, domain, key_type=key_type)
+    _out({"id": tn.id, "name": tn.name, "domain": tn.domain}, t("cli.tenant.created", name=tn.name, id=tn.id, domain=tn.domain))
+
+
+@tenant.command("list")
+@common
+def tenant_list() -> None:
+    """List tenants."""
+    p = _pomona()
+    ts = p.admin.list_tenants()
+    rows = [
+        {"id": x.id, "name": x.name, "domain": x.domain, "push_topic": x.push_topic,
+         "push_not_after": None if x.push_not_after is None else x.push_not_after.isoformat(),
+         "mdm_authority": x.mdm_authority}
+        for x in ts
+    ]
+    if _json():
+        click.echo(json.dumps({"tenants": rows}, indent=2))
+        return
+    if not rows:
+        click.echo(t("cli.tenant.none"))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in ("tenant", "domain", "topic", "id"):
+        table.add_column(t(f"cli.column.{col}"))
+    for r in rows:
+        table.add_row(str(r["name"]), str(r["domain"]), str(r["push_topic"] or "—"), str(r["id"]))
+    Console().print(table)
+
+
+@tenant.command("set-authority")
+@click.option("--tenant", "tenant_name", required=True)
+@click.argument("authority", type=click.Choice(["pomona"]))
+@common
+def tenant_set_authority(tenant_name: str, authority: str) -> None:
+    """Set the tenant's MDM authority."""
+    p = _pomona()
+    tn = p.admin.set_authority(tenant_name, authority)
+    _out({"name": tn.name, "mdm_authority": tn.mdm_authority}, t("cli.tenant.authority", name=tn.name, authority=authority))
+
+
+# --- APNs -----------------------------------------------------------------------------------------
+@main.group()
+def apns() -> None:
+    """The APNs push certificate."""
+
+
+@apns.command("upload")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--cert", "cert_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@common
+def apns_upload(tenant_name: str, cert_path: Path, key_path: Path) -> None:
+    """Upload the tenant's MDM push certificate (PEM) and its private key (PEM)."""
+    p = _pomona()
+    info = p.admin.upload_push_cert(tenant_name, cert_path.read_bytes(), key_path.read_bytes())
+    _out({"tenant": tenant_name, "topic": info.topic, "not_after": info.not_after},
+         t("cli.apns.uploaded", tenant=tenant_name, topic=info.topic, not_after=info.not_after))
+
+
+# --- users and tokens -----------------------------------------------------------------------------
+@main.group()
+def user() -> None:
+    """Users of a tenant."""
+
+
+@user.command("create")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--upn", required=True, help="The user's sign-in name, e.g. ana@example.com.")
+@click.option("--display-name", default=None)
+@click.option("--password", default=None, help="For local portal sign-in (stored hashed).")
+@common
+def user_create(tenant_name: str, upn: str, display_name: str | None, password: str | None) -> None:
+    """Create a user."""
+    p = _pomona()
+    u = p.admin.create_user(tenant_name, upn, display_name=display_name)
+    _out({"id": u.id, "upn": u.upn, "display_name": u.display_name}, t("cli.user.created", upn=u.upn, tenant=tenant_name))
+
+
+@main.group("enroll-token")
+def enroll_token() -> None:
+    """Enrollment links (each is also the SCEP challenge)."""
+
+
+@enroll_token.command("create")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--user", "upn", required=True)
+@click.option("--uses", default=1, show_default=True, help="How many devices may enroll with this link.")
+@click.option("--expires", default="24h", show_default=True, help="Lifetime: 90s, 15m, 1h, 7d.")
+@click.option("--public-url", envvar="POMONA_PUBLIC_URL", default="http://127.0.0.1:8080", show_default=True)
+@common
+def enroll_token_create(tenant_name: str, upn: str, uses: int, expires: str, public_url: str) -> None:
+    """Create an enrollment link for a user and print its URL."""
+    p = _pomona(public_url)
+    issued = p.admin.create_enrollment_token(tenant_name, upn, uses=uses, expires_in=parse_duration(expires))
+    url = p.enrollment.urls.enroll(issued.secret)
+    if _json():
+        click.echo(json.dumps({"url": url, "id": issued.token.id, "uses": uses, "expires_at": issued.token.expires_at.isoformat()}))
+    else:
+        click.echo(t("cli.enroll_token.created", upn=upn, uses=uses, expires=issued.token.expires_at.isoformat()), err=True)
+        click.echo(url)
+
+
+@main.group()
+def token() -> None:
+    """Admin API tokens."""
+
+
+@token.command("create")
+@click.option("--tenant", "tenant_name", default=None, help="The tenant the token reaches (its only tenant).")
+@click.option("--server", "server_wide", is_flag=True, help="A server-wide token that can create tenants.")
+@click.option("--name", default="admin", show_default=True)
+@common
+def token_create(tenant_name: str | None, server_wide: bool, name: str) -> None:
+    """Create an admin API token and print it (once)."""
+    if (tenant_name is None) == (not server_wide):
+        raise InvalidInputError("give exactly one of --tenant NAME or --server")
+    p = _pomona()
+    issued = p.admin.create_api_token(tenant_name, name)
+    if _json():
+        click.echo(json.dumps({"token": issued.secret, "id": issued.token.id, "tenant": tenant_name}))
+    else:
+        click.echo(t("cli.token.created"), err=True)
+        click.echo(issued.secret)
+
+
+# --- devices --------------------------------------------------------------------------------------
+@main.group()
+def device() -> None:
+    """Enrolled devices."""
+
+
+@device.command("list")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--limit", default=100, show_default=True)
+@common
+def device_list(tenant_name: str, limit: int) -> None:
+    """List a tenant's devices."""
+    from pomona.http.api import device_json
+
+    p = _pomona()
+    views, total = p.commands.list_devices(tenant_name, limit=limit)
+    rows = [device_json(v.device, v.enrollment) for v in views]
+    if _json():
+        click.echo(json.dumps({"total": total, "devices": rows}, indent=2))
+        return
+    if not rows:
+        click.echo(t("cli.devices.none", tenant=tenant_name))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in ("serial", "model", "os", "name", "last_seen", "enrolled"):
+        table.add_column(t(f"cli.column.{col}"))
+    for r in rows:
+        table.add_row(str(r["serial"]), str(r["product_name"]), str(r["os_version"]), str(r["device_name"] or ""),
+                      str(r["last_seen_at"] or ""), "✓" if r["enrolled"] else "—")
+    Console().print(table)
+
+
+# --- serving --------------------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True)
+@click.option("--public-url", envvar="POMONA_PUBLIC_URL", default=None, help="The https:// address devices reach (default: http://HOST:PORT).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None, help="Serve HTTPS with this certificate (PEM).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--workers", default=1, show_default=True, help="Server processes (use PostgreSQL for more than one).")
+@click.option("--log-level", default="warning", show_default=True)
+@common
+def serve(host: str, port: int, public_url: str | None, tls_cert: str | None, tls_key: str | None, workers: int, log_level: str) -> None:
+    """Run the Pomona server (device endpoints, admin API)."""
+    import os
+
+    import uvicorn
+
+    scheme = "https" if tls_cert else "http"
+    public = (public_url or f"{scheme}://{host}:{port}").rstrip("/")
+    os.environ["POMONA_PUBLIC_URL"] = public
+    os.environ["POMONA_DATA_DIR"] = str(click.get_current_context().obj["data_dir"])
+    p = _pomona(public)  # migrate and create the signing identity once, before workers start
+    db = p.settings.database_url or str(p.settings.url())
+    p.close()
+    if workers > 1 and not os.environ.get("POMONA_DATABASE_URL"):
+        raise InvalidInputError("several workers need PostgreSQL (set POMONA_DATABASE_URL)")
+    click.echo(t("cli.serve.starting", url=f"{scheme}://{host}:{port}", public=public, db=_redact(db)), err=True)
+    if scheme == "http":
+        click.echo(t("cli.serve.tls_hint"), err=True)
+    uvicorn.run(
+        "pomona.http.asgi:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def _register_optional() -> None:
+    try:
+        from pomona.cli.simulate import simulate
+    except ImportError:  # pragma: no cover - the simulator ships with the package
+        return
+    main.add_command(simulate)
+    from pomona.cli.demo import demo
+
+    main.add_command(demo)
+
+
+_register_optional()
+
+if __name__ == "__main__":
+    main()

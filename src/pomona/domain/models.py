@@ -1,0 +1,188 @@
+"""Plain domain records. Storage returns these; services and adapters read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class EnrollmentStatus(StrEnum):
+    ACTIVE = "active"  # authenticated; commands flow
+    REMOVED = "removed"  # CheckOut received (the user removed the profile) or the device was erased
+    REPLACED = "replaced"  # the same device authenticated again with a new identity
+    RETIRED = "retired"  # an admin retired the record
+
+
+class EnrollmentType(StrEnum):
+    BYOD = "byod"
+    CORPORATE = "corporate"
+    ADE = "ade"
+    ACCOUNT_DRIVEN = "account_driven"
+    DEM = "dem"
+
+
+class CommandStatus(StrEnum):
+    QUEUED = "Queued"
+    SENT = "Sent"
+    ACKNOWLEDGED = "Acknowledged"
+    ERROR = "Error"
+    COMMAND_FORMAT_ERROR = "CommandFormatError"
+    NOT_NOW = "NotNow"
+    CANCELLED = "Cancelled"
+
+
+class Step(StrEnum):
+    """The enrollment and management steps that leave events."""
+
+    PORTAL = "portal"
+    PROFILE = "profile"
+    SCEP = "scep"
+    AUTHENTICATE = "authenticate"
+    TOKENUPDATE = "tokenupdate"
+    CHECKOUT = "checkout"
+    COMMAND = "command"
+    ADMIN = "admin"
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    name: str
+    domain: str
+    created_at: datetime
+    ca_cert_pem: bytes
+    ca_key_pem: bytes
+    push_cert_pem: bytes | None = None
+    push_key_pem: bytes | None = None
+    push_topic: str | None = None
+    push_not_after: datetime | None = None
+    mdm_authority: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    tenant_id: str
+    upn: str
+    email: str
+    display_name: str
+    enabled: bool = True
+    password_hash: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentToken:
+    id: str
+    tenant_id: str
+    user_id: str | None
+    expires_at: datetime
+    uses_allowed: int
+    uses_count: int
+    created_at: datetime
+    revoked: bool = False
+
+    def remaining(self) -> int:
+        return max(0, self.uses_allowed - self.uses_count)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCert:
+    """A device identity certificate issued through SCEP, and what it was issued for."""
+
+    fingerprint: str  # sha256 hex of the DER
+    tenant_id: str
+    serial: str
+    token_id: str | None
+    user_id: str | None
+    not_after: datetime
+    issued_at: datetime
+    enrollment_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    tenant_id: str
+    udid: str
+    serial: str | None
+    product_name: str | None = None
+    model: str | None = None
+    model_name: str | None = None
+    device_name: str | None = None
+    os_version: str | None = None
+    build_version: str | None = None
+    imei: str | None = None
+    meid: str | None = None
+    capacity_gb: float | None = None
+    battery_level: float | None = None
+    last_seen_at: datetime | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    id: str
+    tenant_id: str
+    device_id: str
+    udid: str
+    user_id: str | None
+    status: EnrollmentStatus
+    type: EnrollmentType
+    cert_fingerprint: str
+    topic: str
+    started_at: datetime
+    push_token: bytes | None = None
+    push_magic: str | None = None
+    unlock_token: bytes | None = None
+    awaiting_configuration: bool = False
+    token_updated_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedCommand:
+    id: int
+    tenant_id: str
+    command_uuid: str
+    enrollment_id: str
+    device_id: str
+    request_type: str
+    body: bytes  # the command plist as sent to the device
+    status: CommandStatus
+    created_at: datetime
+    sent_at: datetime | None = None
+    result_at: datetime | None = None
+    result: bytes | None = None  # the device's raw report plist
+    error_chain: list[dict[str, object]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    tenant_id: str
+    at: datetime
+    step: Step
+    outcome: Outcome
+    reason: str | None = None
+    user_id: str | None = None
+    upn: str | None = None
+    serial: str | None = None
+    udid: str | None = None
+    enrollment_id: str | None = None
+    request_id: str | None = None
+    detail: dict[str, object] = field(default_factory=dict)
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    id: str
+    tenant_id: str | None  # None: a server-wide admin token
+    name: str
+    created_at: datetime

@@ -1,0 +1,308 @@
+"""The admin API under /api/v1 (JSON, OpenAPI at /api/v1/openapi.json). Errors: {reason, message, request_id}.
+
+Every tenant route checks that the bearer token belongs to that tenant (or is a server-wide token);
+another tenant's objects answer NOT_FOUND, exactly like objects that do not exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import plistlib
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from pomona.app import Pomona
+from pomona.domain.errors import ForbiddenError, NotFoundError, PomonaError
+from pomona.domain.models import ApiToken, Device, Enrollment, Event, QueuedCommand
+from pomona.domain.reasons import ReasonCode
+from pomona.services.context import request_id_var
+
+
+def _rid(request: Request) -> str:
+    rid = getattr(request.state, "request_id", None)
+    if rid is None:
+        rid = request.state.request_id = uuid.uuid4().hex[:16]
+    return str(rid)
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def device_json(d: Device, active: Enrollment | None) -> dict[str, object]:
+    return {
+        "id": d.id,
+        "udid": d.udid,
+        "serial": d.serial,
+        "model": d.model,
+        "model_name": d.model_name,
+        "product_name": d.product_name,
+        "device_name": d.device_name,
+        "os_version": d.os_version,
+        "build_version": d.build_version,
+        "imei": d.imei,
+        "meid": d.meid,
+        "capacity_gb": d.capacity_gb,
+        "battery_level": d.battery_level,
+        "last_seen_at": None if d.last_seen_at is None else d.last_seen_at.isoformat(),
+        "enrolled": active is not None,
+        "enrollment_id": None if active is None else active.id,
+        "user_id": None if active is None else active.user_id,
+    }
+
+
+def enrollment_json(e: Enrollment) -> dict[str, object]:
+    return {
+        "id": e.id,
+        "status": e.status.value,
+        "type": e.type.value,
+        "user_id": e.user_id,
+        "topic": e.topic,
+        "started_at": e.started_at.isoformat(),
+        "ended_at": None if e.ended_at is None else e.ended_at.isoformat(),
+        "push_token_present": e.push_token is not None,
+        "awaiting_configuration": e.awaiting_configuration,
+    }
+
+
+def command_json(c: QueuedCommand, *, with_result: bool = False) -> dict[str, object]:
+    out: dict[str, object] = {
+        "command_uuid": c.command_uuid,
+        "request_type": c.request_type,
+        "status": c.status.value,
+        "device_id": c.device_id,
+        "enrollment_id": c.enrollment_id,
+        "created_at": c.created_at.isoformat(),
+        "sent_at": None if c.sent_at is None else c.sent_at.isoformat(),
+        "result_at": None if c.result_at is None else c.result_at.isoformat(),
+        "error_chain": _jsonable(c.error_chain),
+    }
+    if with_result and c.result:
+        try:
+            out["result"] = _jsonable(plistlib.loads(c.result))
+        except Exception:
+            out["result"] = None
+    return out
+
+
+def event_json(e: Event) -> dict[str, object]:
+    return {
+        "id": e.id,
+        "at": e.at.isoformat(),
+        "step": e.step.value,
+        "outcome": e.outcome.value,
+        "reason": e.reason,
+        "user_id": e.user_id,
+        "upn": e.upn,
+        "serial": e.serial,
+        "udid": e.udid,
+        "enrollment_id": e.enrollment_id,
+        "request_id": e.request_id,
+        "detail": _jsonable(e.detail),
+    }
+
+
+class TenantIn(BaseModel):
+    name: str
+    domain: str
+    key_type: str = "rsa"
+
+
+class UserIn(BaseModel):
+    upn: str
+    display_name: str | None = None
+    email: str | None = None
+
+
+class EnrollTokenIn(BaseModel):
+    upn: str
+    uses: int = 1
+    expires_in_seconds: int = 24 * 3600
+
+
+class ApnsIn(BaseModel):
+    cert_pem: str
+    key_pem: str
+
+
+class CommandIn(BaseModel):
+    request_type: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    devices: list[str]
+
+
+def create_api(p: Pomona) -> FastAPI:
+    api = FastAPI(
+        title="Pomona admin API",
+        version="1",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+
+    @api.exception_handler(PomonaError)
+    def _pomona_error(request: Request, exc: PomonaError) -> JSONResponse:
+        return JSONResponse(
+            {"reason": str(exc.reason), "message": exc.detail or str(exc.reason), "request_id": _rid(request)},
+            status_code=exc.http_status,
+        )
+
+    @api.exception_handler(RequestValidationError)
+    def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        msg = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
+        return JSONResponse(
+            {"reason": ReasonCode.INVALID_INPUT.value, "message": msg, "request_id": _rid(request)}, status_code=422
+        )
+
+    @api.exception_handler(Exception)
+    def _internal(request: Request, exc: Exception) -> JSONResponse:
+        import logging
+
+        logging.getLogger("pomona.http").exception("internal error, request %s", _rid(request))
+        return JSONResponse(
+            {"reason": ReasonCode.INTERNAL_ERROR.value, "message": "internal error", "request_id": _rid(request)},
+            status_code=500,
+        )
+
+    def auth(request: Request, authorization: Annotated[str | None, Header()] = None) -> ApiToken:
+        request_id_var.set(_rid(request))
+        secret = None
+        if authorization and authorization.lower().startswith("bearer "):
+            secret = authorization[7:].strip()
+        return p.admin.authenticate_api_token(secret)
+
+    Auth = Annotated[ApiToken, Depends(auth)]
+
+    def tenant_scope(token: ApiToken, tenant: str) -> str:
+        """Resolve the tenant in the path and check that the token may reach it."""
+        try:
+            t = p.admin.get_tenant(tenant)
+        except NotFoundError:
+            raise NotFoundError(f"no tenant {tenant!r}") from None
+        if token.tenant_id is not None and token.tenant_id != t.id:
+            raise NotFoundError(f"no tenant {tenant!r}")
+        return t.id
+
+    @api.post("/api/v1/tenants", status_code=201)
+    def create_tenant(body: TenantIn, token: Auth) -> dict[str, object]:
+        if token.tenant_id is not None:
+            raise ForbiddenError("creating tenants needs a server-wide token")
+        t = p.admin.create_tenant(body.name, body.domain, key_type=body.key_type)
+        return {"id": t.id, "name": t.name, "domain": t.domain}
+
+    @api.get("/api/v1/tenants")
+    def list_tenants(token: Auth) -> dict[str, object]:
+        ts = [t for t in p.admin.list_tenants() if token.tenant_id in (None, t.id)]
+        return {
+            "tenants": [
+                {"id": t.id, "name": t.name, "domain": t.domain, "push_topic": t.push_topic,
+                 "push_not_after": None if t.push_not_after is None else t.push_not_after.isoformat()}
+                for t in ts
+            ]
+        }
+
+    @api.post("/api/v1/tenants/{tenant}/tokens", status_code=201)
+    def create_token(tenant: str, token: Auth) -> dict[str, object]:
+        if token.tenant_id is not None:
+            raise ForbiddenError("creating admin tokens needs a server-wide token")
+        tid = tenant_scope(token, tenant)
+        issued = p.admin.create_api_token(tid)
+        return {"id": issued.token.id, "token": issued.secret}
+
+    @api.put("/api/v1/tenants/{tenant}/apns")
+    def upload_apns(tenant: str, body: ApnsIn, token: Auth) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        info = p.admin.upload_push_cert(tid, body.cert_pem.encode(), body.key_pem.encode())
+        p.checkin.forget_tenant(tid)
+        return {"topic": info.topic, "not_after": info.not_after, "subject": info.subject}
+
+    @api.post("/api/v1/tenants/{tenant}/users", status_code=201)
+    def create_user(tenant: str, body: UserIn, token: Auth) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        u = p.admin.create_user(tid, body.upn, display_name=body.display_name, email=body.email)
+        return {"id": u.id, "upn": u.upn, "display_name": u.display_name, "email": u.email}
+
+    @api.get("/api/v1/tenants/{tenant}/users")
+    def list_users(
+        tenant: str, token: Auth, limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0
+    ) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        return {"users": [{"id": u.id, "upn": u.upn, "display_name": u.display_name, "enabled": u.enabled}
+                          for u in p.admin.list_users(tid, limit=limit, offset=offset)]}
+
+    @api.post("/api/v1/tenants/{tenant}/enrollment-tokens", status_code=201)
+    def create_enroll_token(tenant: str, body: EnrollTokenIn, token: Auth) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        issued = p.admin.create_enrollment_token(
+            tid, body.upn, uses=body.uses, expires_in=timedelta(seconds=body.expires_in_seconds)
+        )
+        return {
+            "id": issued.token.id,
+            "url": p.enrollment.urls.enroll(issued.secret),
+            "uses": issued.token.uses_allowed,
+            "expires_at": issued.token.expires_at.isoformat(),
+        }
+
+    @api.get("/api/v1/tenants/{tenant}/devices")
+    def list_devices(
+        tenant: str, token: Auth, limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0
+    ) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        views, total = p.commands.list_devices(tid, limit=limit, offset=offset)
+        return {"total": total, "devices": [device_json(v.device, v.enrollment) for v in views]}
+
+    @api.get("/api/v1/tenants/{tenant}/devices/{ref}")
+    def get_device(tenant: str, ref: str, token: Auth) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        v = p.commands.device(tid, ref)
+        out = device_json(v.device, v.enrollment)
+        out["enrollments"] = [enrollment_json(e) for e in v.history]
+        out["commands"] = [command_json(c) for c in v.commands]
+        return out
+
+    @api.post("/api/v1/tenants/{tenant}/commands", status_code=201)
+    def enqueue(tenant: str, body: CommandIn, token: Auth) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        queued = p.commands.enqueue(tid, body.request_type, body.params, body.devices)
+        return {"commands": [command_json(c) for c in queued]}
+
+    @api.get("/api/v1/tenants/{tenant}/commands/{command_uuid}")
+    def get_command(tenant: str, command_uuid: str, token: Auth) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        return command_json(p.commands.command(tid, command_uuid), with_result=True)
+
+    @api.get("/api/v1/tenants/{tenant}/events")
+    def events(
+        tenant: str,
+        token: Auth,
+        upn: str | None = None,
+        serial: str | None = None,
+        udid: str | None = None,
+        reason: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        evs = p.commands.events(tid, upn=upn, serial=serial, udid=udid, reason=reason, since=since, until=until, limit=limit)
+        return {"events": [event_json(e) for e in evs]}
+
+    @api.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return api

@@ -1,0 +1,183 @@
+"""The ASGI entry: device endpoints are served by a lean raw-ASGI handler (they are the hot path:
+every check-in of every device), everything else by the FastAPI admin application.
+
+Device endpoints:
+    GET       /enroll/{token}              the signed enrollment profile
+    GET|POST  /scep/{tenant_id}            SCEP (GetCACaps, GetCACert, PKIOperation)
+    PUT       /mdm/{tenant_id}/checkin     check-in messages (CheckInURL)
+    PUT       /mdm/{tenant_id}/connect     the command channel (ServerURL)
+Both MDM URLs route by Content-Type, as Apple's devices label their messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import anyio.to_thread
+
+from pomona.app import Pomona
+from pomona.domain.errors import MalformedRequestError, PomonaError
+from pomona.domain.reasons import ReasonCode
+from pomona.services.checkin import MAX_BODY
+from pomona.services.context import request_id_var
+from pomona.services.enrollment import PROFILE_CONTENT_TYPE
+
+log = logging.getLogger("pomona.http")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+CHECKIN_TYPE = "application/x-apple-aspen-mdm-checkin"
+COMMAND_TYPE = "application/x-apple-aspen-mdm"
+MAX_SCEP_BODY = 256 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def respond(send: Send, status: int, body: bytes, content_type: str | None, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [(b"content-length", str(len(body)).encode())]
+    if content_type:
+        headers.append((b"content-type", content_type.encode()))
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_body(reason: str, message: str, request_id: str) -> bytes:
+    return json.dumps({"reason": reason, "message": message, "request_id": request_id}).encode()
+
+
+class RootApp:
+    def __init__(self, pomona: Pomona) -> None:
+        from pomona.http.api import create_api
+
+        self.pomona = pomona
+        self.api = create_api(pomona)
+        self._scep: dict[str, object] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith("/mdm/"):
+                return await self._mdm(scope, receive, send)
+            if path.startswith("/scep/"):
+                return await self._scep_endpoint(scope, receive, send)
+            if path.startswith("/enroll/"):
+                return await self._enroll(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            return await self.api(scope, receive, send)  # type: ignore[no-any-return]
+        await self.api(scope, receive, send)
+
+    async def _run(self, send: Send, fn: Callable[[], tuple[int, bytes, str | None]]) -> None:
+        rid = uuid.uuid4().hex[:16]
+
+        def call() -> tuple[int, bytes, str | None]:
+            token = request_id_var.set(rid)
+            try:
+                return fn()
+            except PomonaError as exc:
+                return exc.http_status, error_body(exc.reason, exc.detail or exc.reason, rid), "application/json"
+            except Exception:
+                log.exception("internal error, request %s", rid)
+                return 500, error_body(ReasonCode.INTERNAL_ERROR, "internal error", rid), "application/json"
+            finally:
+                request_id_var.reset(token)
+
+        status, body, ctype = await anyio.to_thread.run_sync(call)
+        await respond(send, status, body, ctype, [(b"x-request-id", rid.encode())])
+
+    async def _reject(self, send: Send, exc: PomonaError) -> None:
+        rid = uuid.uuid4().hex[:16]
+        await respond(send, exc.http_status, error_body(exc.reason, exc.detail, rid), "application/json")
+
+    async def _mdm(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parts = scope["path"].strip("/").split("/")
+        if len(parts) != 3 or parts[2] not in ("checkin", "connect"):
+            return await respond(send, 404, b"", None)
+        if scope["method"] != "PUT":
+            return await respond(send, 405, b"", None)
+        tenant_id = parts[1]
+        headers = dict(scope["headers"])
+        signature = headers.get(b"mdm-signature", b"").decode("ascii", "replace") or None
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().decode("ascii", "replace")
+        try:
+            body = await read_body(receive, MAX_BODY)
+        except BodyTooLarge:
+            svc = self.pomona.checkin
+
+            def too_large() -> tuple[int, bytes, str | None]:
+                raise MalformedRequestError("body larger than 2 MiB", http_status=413)
+
+            # Record the refusal like any other (the tenant is known from the URL).
+            def record() -> tuple[int, bytes, str | None]:
+                try:
+                    svc._tenant(tenant_id)
+                except PomonaError:
+                    return too_large()
+                from pomona.domain.models import Step
+
+                svc.record_failure(tenant_id, Step.COMMAND if parts[2] == "connect" else Step.AUTHENTICATE,
+                                   ReasonCode.MALFORMED_REQUEST, detail={"error": "body too large"})
+                return too_large()
+
+            return await self._run(send, record)
+        # Apple's devices label check-ins and command reports; the content type decides.
+        if ctype == CHECKIN_TYPE or (not ctype and parts[2] == "checkin"):
+            handler = self.pomona.checkin.checkin
+        else:
+            handler = self.pomona.checkin.connect
+
+        def work() -> tuple[int, bytes, str | None]:
+            out = handler(tenant_id, body, signature)
+            return 200, out, ("application/xml" if out else None)
+
+        await self._run(send, work)
+
+    async def _enroll(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in ("GET", "HEAD"):
+            return await respond(send, 405, b"", None)
+        secret = scope["path"][len("/enroll/"):].strip("/")
+        svc = self.pomona.enrollment
+
+        def work() -> tuple[int, bytes, str | None]:
+            return 200, svc.profile(secret), PROFILE_CONTENT_TYPE
+
+        await self._run(send, work)
+
+    async def _scep_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from pomona.http.scep import scep_request
+
+        tenant_id = scope["path"][len("/scep/"):].strip("/")
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        try:
+            body = await read_body(receive, MAX_SCEP_BODY)
+        except BodyTooLarge:
+            return await respond(send, 413, b"request too large\n", "text/plain")
+        method = scope["method"]
+        await self._run(send, lambda: scep_request(self.pomona, self._scep, tenant_id, method, query, body))

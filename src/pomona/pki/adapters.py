@@ -1,0 +1,62 @@
+"""The Pki and ProfileSigner ports, implemented on pki.ca and protocol.cms."""
+
+from __future__ import annotations
+
+import threading
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from pomona.pki.ca import CertificateAuthority, PrivateKey, generate_signing_identity
+from pomona.protocol import cms
+
+
+class LocalPki:
+    """Tenant CAs held in the database (PEM), loaded once per process."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[bytes, CertificateAuthority] = {}
+        self._lock = threading.Lock()
+
+    def new_ca(self, common_name: str, key_type: str) -> CertificateAuthority:
+        if key_type not in ("rsa", "p256"):
+            raise ValueError("key type must be rsa or p256")
+        return CertificateAuthority.generate(common_name, "rsa" if key_type == "rsa" else "p256")
+
+    def load_ca(self, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority:
+        with self._lock:
+            ca = self._loaded.get(cert_pem)
+            if ca is None:
+                ca = self._loaded[cert_pem] = CertificateAuthority.from_pem(cert_pem, key_pem)
+            return ca
+
+
+class CmsProfileSigner:
+    """Signs profiles with the server's signing identity (CMS SignedData, content attached)."""
+
+    def __init__(self, cert: x509.Certificate, key: PrivateKey, chain: tuple[x509.Certificate, ...] = ()) -> None:
+        self.certificate = cert
+        self.key = key
+        self.chain = chain
+
+    def sign(self, content: bytes) -> bytes:
+        return cms.sign_attached(content, self.certificate, self.key, self.chain)
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> CmsProfileSigner:
+        """Load 'certificate(s) then key' PEM: the first certificate is the signer, the rest its chain."""
+        certs = x509.load_pem_x509_certificates(pem)
+        key = serialization.load_pem_private_key(pem[pem.index(b"-----BEGIN", pem.rindex(b"-----END CERTIFICATE-----")) :], None)
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+        if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+            raise ValueError("the signing key must be RSA or EC")
+        return cls(certs[0], key, tuple(certs[1:]))
+
+    @classmethod
+    def generate(cls, common_name: str) -> tuple[CmsProfileSigner, bytes]:
+        cert, key = generate_signing_identity(common_name)
+        pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        return cls(cert, key), pem

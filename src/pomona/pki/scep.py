@@ -1,0 +1,175 @@
+"""The SCEP responder (RFC 8894 server side) over a `CertificateAuthority`.
+
+`ScepResponder` turns PKIOperation bodies into CertRep messages; `on_request` (wired by the app to the
+enrollment store) checks the challenge and issues, or raises `ScepRefusal` with a failInfo and a Pomona
+reason code. `handle_scep_http` maps the three SCEP HTTP operations onto a responder without knowing
+about any web framework.
+
+Only PKCSReq is served. RenewalReq, CertPoll, GetCert and GetCRL are answered with FAILURE badRequest,
+which is why "Renewal" is not advertised in GetCACaps.
+
+When the CA key is not RSA (a P-256 CA) clients cannot envelope to it, so the responder uses an RSA
+RA certificate issued by the CA (pass `ra=`, or one is generated in memory) and GetCACert returns the
+RA and CA certificates as `application/x-x509-ca-ra-cert`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Callable, Mapping
+from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from pomona.pki.ca import CertificateAuthority
+from pomona.protocol import cms
+from pomona.protocol.scep import (
+    CsrInfo,
+    CsrSignatureError,
+    FailInfo,
+    MessageType,
+    PkiMessage,
+    ScepMalformedError,
+    decode_csr,
+    decode_pki_message,
+    encode_cert_rep,
+)
+
+__all__ = ["ScepRefusal", "ScepResponder", "handle_scep_http"]
+
+log = logging.getLogger(__name__)
+
+CA_CAPS = (b"POSTPKIOperation", b"SCEPStandard", b"AES", b"DES3", b"SHA-256", b"SHA-1")
+
+# Pomona reason codes (see shared/REASONS.md) for refusals this module decides by itself.
+REASON_MALFORMED = "MALFORMED_REQUEST"
+REASON_SIGNATURE = "SIGNATURE_INVALID"
+
+
+class ScepRefusal(Exception):
+    """Raised by `on_request` to refuse issuance: answered as CertRep FAILURE with `fail_info`."""
+
+    def __init__(self, fail_info: FailInfo, reason: str) -> None:
+        super().__init__(f"{reason} ({fail_info.name})")
+        self.fail_info = fail_info
+        self.reason = reason
+
+
+OnRequest = Callable[[CsrInfo, PkiMessage], x509.Certificate]
+
+
+class ScepResponder:
+    """Serves GetCACaps, GetCACert and PKIOperation (PKCSReq) for one CA."""
+
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        on_request: OnRequest,
+        *,
+        ra: tuple[x509.Certificate, rsa.RSAPrivateKey] | None = None,
+    ) -> None:
+        self.ca = ca
+        self.on_request = on_request
+        if ra is None and not isinstance(ca.key, rsa.RSAPrivateKey):
+            ra_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            ca_cn = ca.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            cn = f"{ca_cn[0].value!s} SCEP RA" if ca_cn else "Pomona SCEP RA"
+            subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+            ra = (ca.issue_signing(ra_key.public_key(), subject, days=3650), ra_key)
+        self._ra = ra
+        if ra is not None:
+            self._cert, self._key = ra
+        else:
+            assert isinstance(ca.key, rsa.RSAPrivateKey)
+            self._cert, self._key = ca.certificate, ca.key
+
+    @property
+    def responder_certificate(self) -> x509.Certificate:
+        """The certificate requests are enveloped to and CertReps are signed with (CA or RA)."""
+        return self._cert
+
+    def get_ca_caps(self) -> bytes:
+        """The GetCACaps body: one capability a line."""
+        return b"\n".join(CA_CAPS) + b"\n"
+
+    def get_ca_cert(self) -> tuple[bytes, str]:
+        """The GetCACert body and content type (the CA alone, or RA + CA as certs-only PKCS#7)."""
+        if self._ra is None:
+            return self.ca.certificate.public_bytes(serialization.Encoding.DER), "application/x-x509-ca-cert"
+        return cms.certs_only([self._ra[0], self.ca.certificate]), "application/x-x509-ca-ra-cert"
+
+    def _fail(self, msg: PkiMessage, info: FailInfo, reason: str) -> tuple[bytes, str | None]:
+        log.info("SCEP refusal %s (%s) transaction %s", reason, info.name, msg.transaction_id)
+        return encode_cert_rep(msg, self._cert, self._key, fail_info=info), reason
+
+    def pki_operation(self, body: bytes) -> tuple[bytes, str | None]:
+        """Answer one PKIOperation: (CertRep DER, refusal reason or None).
+
+        Raises `ScepMalformedError` when the body is not a correctly signed pkiMessage (nobody to
+        answer to); every later problem becomes a CertRep FAILURE.
+        """
+        msg = decode_pki_message(body)
+        if msg.message_type is not MessageType.PKCS_REQ:
+            return self._fail(msg, FailInfo.BAD_REQUEST, REASON_MALFORMED)
+        if not isinstance(msg.signer.public_key(), rsa.RSAPublicKey):
+            # The CertRep is enveloped to the requester's signer certificate: key transport needs RSA.
+            return self._fail(msg, FailInfo.BAD_ALG, REASON_MALFORMED)
+        try:
+            csr_der = msg.decrypt(self._cert, self._key)
+        except ScepMalformedError:
+            return self._fail(msg, FailInfo.BAD_MESSAGE_CHECK, REASON_MALFORMED)
+        try:
+            csr = decode_csr(csr_der)
+        except CsrSignatureError:
+            return self._fail(msg, FailInfo.BAD_MESSAGE_CHECK, REASON_SIGNATURE)
+        except ScepMalformedError:
+            return self._fail(msg, FailInfo.BAD_REQUEST, REASON_MALFORMED)
+        try:
+            issued = self.on_request(csr, msg)
+        except ScepRefusal as refusal:
+            return self._fail(msg, refusal.fail_info, refusal.reason)
+        rep = encode_cert_rep(msg, self._cert, self._key, issued=issued)
+        return rep, None
+
+
+def _b64_message(raw: str) -> bytes:
+    text = unquote(raw) if "%" in raw else raw
+    text = text.replace(" ", "+").replace("\n", "").replace("\r", "")
+    text = text.replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ScepMalformedError("message parameter is not base64") from exc
+
+
+def handle_scep_http(
+    responder: ScepResponder, method: str, query: Mapping[str, str], body: bytes
+) -> tuple[int, bytes, str]:
+    """Serve one SCEP HTTP request: (status, body, content type). No framework needed.
+
+    `query` holds the decoded query parameters (`operation`, `message`).
+    """
+    operation = query.get("operation", "")
+    method = method.upper()
+    if method not in ("GET", "POST"):
+        return 405, b"method not allowed\n", "text/plain"
+    if operation == "GetCACaps":
+        return 200, responder.get_ca_caps(), "text/plain"
+    if operation == "GetCACert":
+        data, ctype = responder.get_ca_cert()
+        return 200, data, ctype
+    if operation == "PKIOperation":
+        try:
+            message = body if method == "POST" else _b64_message(query.get("message", ""))
+            rep, _reason = responder.pki_operation(message)
+        except ScepMalformedError as exc:
+            log.info("SCEP malformed PKIOperation: %s", exc)
+            return 400, b"malformed SCEP message\n", "text/plain"
+        return 200, rep, "application/x-pki-message"
+    return 400, b"unknown SCEP operation\n", "text/plain"

@@ -1,0 +1,354 @@
+"""Check-in protocol messages: one frozen dataclass per ``MessageType``, each keeping its raw body.
+
+Devices ``PUT`` these plists to the ``CheckInURL`` of the enrollment profile with the content type
+:data:`CHECKIN_CONTENT_TYPE`. :func:`decode_checkin` turns a body into :class:`Authenticate`,
+:class:`TokenUpdate`, :class:`CheckOut`, or :class:`OtherCheckin` for the other known message types, and
+fails in typed ways: :class:`UnrecognizedMessageTypeError` for a missing or unknown ``MessageType``,
+:class:`CheckinParseError` for anything else (both keep the raw body). Unknown keys are tolerated (a Mac
+sends an undocumented ``Challenge`` in ``Authenticate``).
+
+The ``encode_*`` functions build the bodies a device sends, for the virtual device and tests.
+
+Reference: https://developer.apple.com/documentation/devicemanagement/check-in
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Final
+
+from pomona.protocol import plist
+from pomona.protocol.errors import (
+    CheckinParseError,
+    PlistError,
+    ProtocolError,
+    UnrecognizedMessageTypeError,
+)
+
+__all__ = [
+    "CHECKIN_CONTENT_TYPE",
+    "OTHER_MESSAGE_TYPES",
+    "Authenticate",
+    "CheckOut",
+    "CheckinMessage",
+    "CheckinParseError",
+    "OtherCheckin",
+    "ProtocolError",
+    "TokenUpdate",
+    "UnrecognizedMessageTypeError",
+    "decode_checkin",
+    "encode_authenticate",
+    "encode_checkout",
+    "encode_token_update",
+]
+
+CHECKIN_CONTENT_TYPE: Final = "application/x-apple-aspen-mdm-checkin"
+"""Content type of check-in requests (the command channel uses ``application/x-apple-aspen-mdm``)."""
+
+OTHER_MESSAGE_TYPES: Final = frozenset(
+    {
+        "UserAuthenticate",
+        "GetBootstrapToken",
+        "SetBootstrapToken",
+        "DeclarativeManagement",
+        "GetToken",
+    }
+)
+"""Known message types that decode to :class:`OtherCheckin`."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Authenticate:
+    """The first check-in of an enrollment, sent when the MDM profile is being installed.
+
+    ``udid`` is the device channel identifier: the UDID, or the ``EnrollmentID`` for a user enrollment
+    (which has no UDID). Device facts are optional: iOS 9+ sends serial, product, OS and build; macOS also
+    sends ``DeviceName``, ``Model`` and ``ModelName``.
+
+    https://developer.apple.com/documentation/devicemanagement/authenticaterequest
+    """
+
+    message_type: ClassVar[str] = "Authenticate"
+
+    udid: str
+    topic: str
+    raw: bytes = field(repr=False)
+    enrollment_id: str | None = None
+    serial_number: str | None = None
+    product_name: str | None = None
+    model: str | None = None
+    model_name: str | None = None
+    device_name: str | None = None
+    os_version: str | None = None
+    build_version: str | None = None
+    imei: str | None = None
+    meid: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenUpdate:
+    """Sent after enrollment and whenever the push token changes; carries what APNs pushes need.
+
+    A message with ``user_id`` or ``enrollment_user_id`` is for a user channel (Shared iPad or a macOS
+    user); otherwise it is for the device channel.
+
+    https://developer.apple.com/documentation/devicemanagement/tokenupdaterequest
+    """
+
+    message_type: ClassVar[str] = "TokenUpdate"
+
+    udid: str
+    topic: str
+    token: bytes = field(repr=False)
+    push_magic: str = field(repr=False)
+    raw: bytes = field(repr=False)
+    unlock_token: bytes | None = field(default=None, repr=False)
+    awaiting_configuration: bool = False
+    enrollment_id: str | None = None
+    enrollment_user_id: str | None = None
+    user_id: str | None = None
+    user_short_name: str | None = None
+    user_long_name: str | None = None
+    not_on_console: bool | None = None
+
+    @property
+    def is_user_channel(self) -> bool:
+        """Whether this token is for a user channel rather than the device channel."""
+        return self.user_id is not None or self.enrollment_user_id is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckOut:
+    """Sent when the MDM profile is removed (only if the profile set ``CheckOutWhenRemoved``).
+
+    https://developer.apple.com/documentation/devicemanagement/checkoutrequest
+    """
+
+    message_type: ClassVar[str] = "CheckOut"
+
+    udid: str
+    topic: str
+    raw: bytes = field(repr=False)
+    enrollment_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OtherCheckin:
+    """A known check-in message type that Pomona does not model field by field.
+
+    ``message_type`` is one of :data:`OTHER_MESSAGE_TYPES`; ``fields`` holds every decoded key.
+    UserAuthenticate: https://developer.apple.com/documentation/devicemanagement/userauthenticaterequest
+    GetBootstrapToken: https://developer.apple.com/documentation/devicemanagement/getbootstraptokenrequest
+    SetBootstrapToken: https://developer.apple.com/documentation/devicemanagement/setbootstraptokenrequest
+    DeclarativeManagement: https://developer.apple.com/documentation/devicemanagement/declarativemanagementrequest
+    GetToken: https://developer.apple.com/documentation/devicemanagement/gettokenrequest
+    """
+
+    message_type: str
+    udid: str | None
+    raw: bytes = field(repr=False)
+    fields: Mapping[str, object] = field(default_factory=dict, repr=False, compare=False)
+
+
+CheckinMessage = Authenticate | TokenUpdate | CheckOut | OtherCheckin
+"""Any decoded check-in message."""
+
+
+class _Reader:
+    """Typed access to the keys of a decoded check-in dictionary; wrong types raise CheckinParseError."""
+
+    __slots__ = ("_d", "_raw")
+
+    def __init__(self, d: Mapping[str, object], raw: bytes) -> None:
+        self._d = d
+        self._raw = raw
+
+    def _fail(self, key: str, expected: str) -> CheckinParseError:
+        got = type(self._d[key]).__name__ if key in self._d else "nothing"
+        return CheckinParseError(f"{key} must be {expected}, got {got}", raw=self._raw)
+
+    def opt_str(self, key: str) -> str | None:
+        value = self._d.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self._fail(key, "a string")
+        return value
+
+    def req_str(self, key: str) -> str:
+        value = self.opt_str(key)
+        if value is None or value == "":
+            raise self._fail(key, "a non-empty string")
+        return value
+
+    def opt_bytes(self, key: str) -> bytes | None:
+        value = self._d.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, bytes):
+            raise self._fail(key, "data")
+        return value
+
+    def req_bytes(self, key: str) -> bytes:
+        value = self.opt_bytes(key)
+        if not value:
+            raise self._fail(key, "non-empty data")
+        return value
+
+    def opt_bool(self, key: str) -> bool | None:
+        value = self._d.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            raise self._fail(key, "a boolean")
+        return value
+
+    def channel_id(self) -> str:
+        """The device channel id: ``UDID``, else ``EnrollmentID`` (user enrollment has no UDID)."""
+        udid = self.opt_str("UDID")
+        if udid:
+            return udid
+        enrollment_id = self.opt_str("EnrollmentID")
+        if enrollment_id:
+            return enrollment_id
+        raise CheckinParseError("neither UDID nor EnrollmentID is present", raw=self._raw)
+
+
+def _authenticate(r: _Reader, raw: bytes) -> Authenticate:
+    return Authenticate(
+        udid=r.channel_id(),
+        topic=r.req_str("Topic"),
+        raw=raw,
+        enrollment_id=r.opt_str("EnrollmentID"),
+        serial_number=r.opt_str("SerialNumber"),
+        product_name=r.opt_str("ProductName"),
+        model=r.opt_str("Model"),
+        model_name=r.opt_str("ModelName"),
+        device_name=r.opt_str("DeviceName"),
+        os_version=r.opt_str("OSVersion"),
+        build_version=r.opt_str("BuildVersion"),
+        imei=r.opt_str("IMEI"),
+        meid=r.opt_str("MEID"),
+    )
+
+
+def _token_update(r: _Reader, raw: bytes) -> TokenUpdate:
+    return TokenUpdate(
+        udid=r.channel_id(),
+        topic=r.req_str("Topic"),
+        token=r.req_bytes("Token"),
+        push_magic=r.req_str("PushMagic"),
+        raw=raw,
+        unlock_token=r.opt_bytes("UnlockToken"),
+        awaiting_configuration=bool(r.opt_bool("AwaitingConfiguration")),
+        enrollment_id=r.opt_str("EnrollmentID"),
+        enrollment_user_id=r.opt_str("EnrollmentUserID"),
+        user_id=r.opt_str("UserID"),
+        user_short_name=r.opt_str("UserShortName"),
+        user_long_name=r.opt_str("UserLongName"),
+        not_on_console=r.opt_bool("NotOnConsole"),
+    )
+
+
+def _checkout(r: _Reader, raw: bytes) -> CheckOut:
+    return CheckOut(
+        udid=r.channel_id(),
+        topic=r.req_str("Topic"),
+        raw=raw,
+        enrollment_id=r.opt_str("EnrollmentID"),
+    )
+
+
+def decode_checkin(body: bytes, *, max_size: int = plist.DEFAULT_MAX_SIZE) -> CheckinMessage:
+    """Decode a check-in request body.
+
+    Raises :class:`UnrecognizedMessageTypeError` when ``MessageType`` is missing or unknown, and
+    :class:`CheckinParseError` for a body that is not a plist dictionary (too large, malformed, unsafe)
+    or lacks a required key or has a key of the wrong type. Both keep the raw body.
+    """
+    raw = bytes(body)
+    try:
+        d = plist.loads(raw, max_size=max_size)
+    except PlistError as exc:
+        raise CheckinParseError(str(exc), raw=raw) from exc
+    message_type = d.get("MessageType")
+    if not isinstance(message_type, str):
+        raise UnrecognizedMessageTypeError(None, raw=raw)
+    r = _Reader(d, raw)
+    if message_type == "Authenticate":
+        return _authenticate(r, raw)
+    if message_type == "TokenUpdate":
+        return _token_update(r, raw)
+    if message_type == "CheckOut":
+        return _checkout(r, raw)
+    if message_type in OTHER_MESSAGE_TYPES:
+        udid = r.opt_str("UDID") or r.opt_str("EnrollmentID")
+        return OtherCheckin(message_type=message_type, udid=udid, raw=raw, fields=d)
+    raise UnrecognizedMessageTypeError(message_type, raw=raw)
+
+
+def _put(d: dict[str, object], key: str, value: object) -> None:
+    if value is not None:
+        d[key] = value
+
+
+def encode_authenticate(
+    *,
+    udid: str,
+    topic: str,
+    serial_number: str | None = None,
+    product_name: str | None = None,
+    model: str | None = None,
+    model_name: str | None = None,
+    device_name: str | None = None,
+    os_version: str | None = None,
+    build_version: str | None = None,
+    imei: str | None = None,
+    meid: str | None = None,
+) -> bytes:
+    """Encode an ``Authenticate`` check-in as a device sends it (absent facts are left out)."""
+    d: dict[str, object] = {"MessageType": "Authenticate", "Topic": topic, "UDID": udid}
+    _put(d, "SerialNumber", serial_number)
+    _put(d, "ProductName", product_name)
+    _put(d, "Model", model)
+    _put(d, "ModelName", model_name)
+    _put(d, "DeviceName", device_name)
+    _put(d, "OSVersion", os_version)
+    _put(d, "BuildVersion", build_version)
+    _put(d, "IMEI", imei)
+    _put(d, "MEID", meid)
+    return plist.dumps(d)
+
+
+def encode_token_update(
+    *,
+    udid: str,
+    topic: str,
+    token: bytes,
+    push_magic: str,
+    unlock_token: bytes | None = None,
+    awaiting_configuration: bool = False,
+    user_id: str | None = None,
+    user_short_name: str | None = None,
+    user_long_name: str | None = None,
+) -> bytes:
+    """Encode a ``TokenUpdate`` check-in as iOS sends it (``AwaitingConfiguration`` always present)."""
+    d: dict[str, object] = {
+        "MessageType": "TokenUpdate",
+        "Topic": topic,
+        "UDID": udid,
+        "Token": token,
+        "PushMagic": push_magic,
+        "AwaitingConfiguration": awaiting_configuration,
+    }
+    _put(d, "UnlockToken", unlock_token)
+    _put(d, "UserID", user_id)
+    _put(d, "UserShortName", user_short_name)
+    _put(d, "UserLongName", user_long_name)
+    return plist.dumps(d)
+
+
+def encode_checkout(*, udid: str, topic: str) -> bytes:
+    """Encode a ``CheckOut`` check-in as a device sends it when its MDM profile is removed."""
+    return plist.dumps({"MessageType": "CheckOut", "Topic": topic, "UDID": udid})

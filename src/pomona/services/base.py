@@ -1,0 +1,74 @@
+"""What every service shares: the database, the clock, and the failure-event helper."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pomona.domain.models import Event, Outcome, Step
+from pomona.domain.reasons import ReasonCode
+from pomona.ports import Clock, Database
+from pomona.services.context import current_request_id
+
+
+@dataclass
+class ServiceBase:
+    db: Database
+    clock: Clock
+
+    def record_failure(
+        self,
+        tenant_id: str,
+        step: Step,
+        reason: ReasonCode | str,
+        *,
+        user_id: str | None = None,
+        upn: str | None = None,
+        serial: str | None = None,
+        udid: str | None = None,
+        enrollment_id: str | None = None,
+        detail: dict[str, object] | None = None,
+    ) -> None:
+        """Record a refusal in its own transaction, so it survives the rollback of the refused work."""
+        with self.db.unit_of_work() as uow:
+            uow.events.append(
+                Event(
+                    tenant_id=tenant_id,
+                    at=self.clock.now(),
+                    step=step,
+                    outcome=Outcome.FAILED,
+                    reason=str(reason),
+                    user_id=user_id,
+                    upn=upn,
+                    serial=serial,
+                    udid=udid,
+                    enrollment_id=enrollment_id,
+                    request_id=current_request_id(),
+                    detail=detail or {},
+                )
+            )
+
+    def ok_event(
+        self,
+        tenant_id: str,
+        step: Step,
+        *,
+        user_id: str | None = None,
+        upn: str | None = None,
+        serial: str | None = None,
+        udid: str | None = None,
+        enrollment_id: str | None = None,
+        detail: dict[str, object] | None = None,
+    ) -> Event:
+        return Event(
+            tenant_id=tenant_id,
+            at=self.clock.now(),
+            step=step,
+            outcome=Outcome.OK,
+            user_id=user_id,
+            upn=upn,
+            serial=serial,
+            udid=udid,
+            enrollment_id=enrollment_id,
+            request_id=current_request_id(),
+            detail=detail or {},
+        )

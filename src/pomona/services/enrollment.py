@@ -1,0 +1,152 @@
+"""Enrollment use cases: serving the signed profile, and answering a SCEP certificate request."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+
+from pomona.domain.errors import EnrollmentTokenError, PolicyError, PomonaError
+from pomona.domain.models import EnrollmentToken, IssuedCert, Step, Tenant
+from pomona.domain.reasons import ReasonCode
+from pomona.ports import Pki, ProfileSigner, UnitOfWork
+from pomona.protocol.profile import build_enrollment_profile, encode_profile
+from pomona.services.admin import hash_secret
+from pomona.services.base import ServiceBase
+
+PROFILE_CONTENT_TYPE = "application/x-apple-aspen-config"
+
+
+@dataclass(frozen=True)
+class Urls:
+    public_url: str
+
+    def scep(self, tenant_id: str) -> str:
+        return f"{self.public_url}/scep/{tenant_id}"
+
+    def checkin(self, tenant_id: str) -> str:
+        return f"{self.public_url}/mdm/{tenant_id}/checkin"
+
+    def server(self, tenant_id: str) -> str:
+        return f"{self.public_url}/mdm/{tenant_id}/connect"
+
+    def enroll(self, secret: str) -> str:
+        return f"{self.public_url}/enroll/{secret}"
+
+
+def check_push_cert(tenant: Tenant, now: datetime) -> None:
+    """A tenant without a usable push certificate cannot enroll anything ("No enrollment policy")."""
+    if tenant.push_cert_pem is None or tenant.push_topic is None or tenant.push_not_after is None:
+        raise PolicyError("the tenant has no APNs push certificate", reason=ReasonCode.APNS_CERT_MISSING)
+    if tenant.push_not_after <= now:
+        raise PolicyError(
+            f"the tenant's APNs push certificate expired on {tenant.push_not_after:%Y-%m-%d}",
+            reason=ReasonCode.APNS_CERT_EXPIRED,
+        )
+
+
+def check_token(token: EnrollmentToken | None, now: datetime) -> EnrollmentToken:
+    if token is None:
+        raise EnrollmentTokenError("unknown enrollment token")
+    if token.revoked or token.remaining() <= 0:
+        raise EnrollmentTokenError("the enrollment token was already used", token_id=token.id)
+    if token.expires_at <= now:
+        raise EnrollmentTokenError(
+            "the enrollment token has expired", reason=ReasonCode.ENROLLMENT_TOKEN_EXPIRED, token_id=token.id
+        )
+    return token
+
+
+@dataclass
+class EnrollmentService(ServiceBase):
+    pki: Pki
+    signer: ProfileSigner
+    urls: Urls
+
+    def _user_facts(self, uow: UnitOfWork, token: EnrollmentToken | None) -> tuple[str | None, str | None]:
+        if token is None or token.user_id is None:
+            return None, None
+        user = uow.users.get(token.tenant_id, token.user_id)
+        return token.user_id, None if user is None else user.upn
+
+    def profile(self, secret: str) -> bytes:
+        """The signed .mobileconfig for an enrollment link, or a refusal with its reason code."""
+        now = self.clock.now()
+        with self.db.unit_of_work(readonly=True) as uow:
+            raw = uow.enrollment_tokens.by_hash(hash_secret(secret))
+            tenant = None if raw is None else uow.tenants.get(raw.tenant_id)
+            user_id, upn = self._user_facts(uow, raw)
+        try:
+            token = check_token(raw, now)
+            assert tenant is not None
+            check_push_cert(tenant, now)
+        except PomonaError as exc:
+            if raw is not None:
+                self.record_failure(raw.tenant_id, Step.PROFILE, exc.reason, user_id=user_id, upn=upn)
+            raise
+        assert tenant.push_topic is not None
+        profile = build_enrollment_profile(
+            tenant_id=tenant.id,
+            organization=tenant.name,
+            display_name=f"{tenant.name} device management",
+            scep_url=self.urls.scep(tenant.id),
+            scep_challenge=secret,
+            scep_subject=[[["O", tenant.name]], [["CN", f"Pomona device ({tenant.domain})"]]],
+            scep_name=f"{tenant.name} device identity",
+            server_url=self.urls.server(tenant.id),
+            check_in_url=self.urls.checkin(tenant.id),
+            topic=tenant.push_topic,
+            allow_loopback_http=True,
+        )
+        signed = self.signer.sign(encode_profile(profile))
+        with self.db.unit_of_work() as uow:
+            uow.events.append(
+                self.ok_event(tenant.id, Step.PROFILE, user_id=user_id, upn=upn, detail={"token_id": token.id})
+            )
+        return signed
+
+    def scep_issue(
+        self, tenant_id: str, challenge: str | None, public_key: CertificatePublicKeyTypes, subject: x509.Name
+    ) -> x509.Certificate:
+        """Check the SCEP challenge against the enrollment token, consume one use, and issue the identity.
+
+        Consuming the token and recording the certificate happen in one transaction.
+        """
+        now = self.clock.now()
+        secret = challenge or ""
+        try:
+            with self.db.unit_of_work() as uow:
+                tenant = uow.tenants.get(tenant_id)
+                if tenant is None:
+                    raise EnrollmentTokenError("unknown tenant")
+                raw = uow.enrollment_tokens.by_hash_for_update(hash_secret(secret)) if secret else None
+                if raw is not None and raw.tenant_id != tenant_id:
+                    raw = None  # another tenant's token is no token here
+                user_id, upn = self._user_facts(uow, raw)
+                token = check_token(raw, now)
+                ca = self.pki.load_ca(tenant.ca_cert_pem, tenant.ca_key_pem)
+                cert = ca.issue(public_key, subject, days=365)
+                fp = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+                uow.enrollment_tokens.consume(token.id)
+                uow.certs.add(
+                    IssuedCert(
+                        fingerprint=fp,
+                        tenant_id=tenant_id,
+                        serial=format(cert.serial_number, "x"),
+                        token_id=token.id,
+                        user_id=token.user_id,
+                        not_after=cert.not_valid_after_utc,
+                        issued_at=now,
+                    )
+                )
+                uow.events.append(
+                    self.ok_event(tenant_id, Step.SCEP, user_id=user_id, upn=upn, detail={"cert_serial": format(cert.serial_number, "x")})
+                )
+                return cert
+        except PomonaError as exc:
+            self.record_failure(tenant_id, Step.SCEP, exc.reason, detail={"error": exc.detail})
+            raise

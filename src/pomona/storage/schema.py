@@ -1,0 +1,198 @@
+"""Table definitions (SQLAlchemy Core). Alembic migrations under ``migrations/`` create them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = String(36)
+TS = DateTime(timezone=True)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("domain", String(255), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("ca_cert_pem", LargeBinary, nullable=False),
+    Column("ca_key_pem", LargeBinary, nullable=False),
+    Column("push_cert_pem", LargeBinary),
+    Column("push_key_pem", LargeBinary),
+    Column("push_topic", String(255)),
+    Column("push_not_after", TS),
+    Column("mdm_authority", String(50)),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE")),
+    Column("name", String(100), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", TS, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("upn", String(320), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("display_name", String(255), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("password_hash", String(255)),
+    Column("created_at", TS, nullable=False),
+    UniqueConstraint("tenant_id", "upn", name="uq_users_tenant_upn"),
+)
+
+enrollment_tokens = Table(
+    "enrollment_tokens",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", ID, ForeignKey("users.id", ondelete="CASCADE")),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("expires_at", TS, nullable=False),
+    Column("uses_allowed", Integer, nullable=False),
+    Column("uses_count", Integer, nullable=False, default=0),
+    Column("revoked", Boolean, nullable=False, default=False),
+    Column("created_at", TS, nullable=False),
+)
+
+certs = Table(
+    "device_certs",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("serial", String(64), nullable=False),
+    Column("token_id", ID, ForeignKey("enrollment_tokens.id", ondelete="SET NULL")),
+    Column("user_id", ID, ForeignKey("users.id", ondelete="SET NULL")),
+    Column("not_after", TS, nullable=False),
+    Column("issued_at", TS, nullable=False),
+    Column("enrollment_id", ID),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("udid", String(64), nullable=False),
+    Column("serial", String(64)),
+    Column("product_name", String(64)),
+    Column("model", String(64)),
+    Column("model_name", String(64)),
+    Column("device_name", String(255)),
+    Column("os_version", String(32)),
+    Column("build_version", String(32)),
+    Column("imei", String(32)),
+    Column("meid", String(32)),
+    Column("capacity_gb", Float),
+    Column("battery_level", Float),
+    Column("last_seen_at", TS),
+    Column("created_at", TS, nullable=False),
+    UniqueConstraint("tenant_id", "udid", name="uq_devices_tenant_udid"),
+    Index("ix_devices_tenant_serial", "tenant_id", "serial"),
+)
+
+enrollments = Table(
+    "enrollments",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("device_id", ID, ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    Column("udid", String(64), nullable=False),
+    Column("user_id", ID, ForeignKey("users.id", ondelete="SET NULL")),
+    Column("status", String(16), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("cert_fingerprint", String(64), nullable=False),
+    Column("topic", String(255), nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("push_token", LargeBinary),
+    Column("push_magic", String(64)),
+    Column("unlock_token", LargeBinary),
+    Column("awaiting_configuration", Boolean, nullable=False, default=False),
+    Column("token_updated_at", TS),
+    Column("ended_at", TS),
+    Index("ix_enrollments_fingerprint", "cert_fingerprint"),
+    Index("ix_enrollments_tenant_udid_status", "tenant_id", "udid", "status"),
+    Index("ix_enrollments_device", "device_id"),
+    Index("ix_enrollments_user_status", "user_id", "status"),
+)
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("command_uuid", String(64), nullable=False),
+    Column("enrollment_id", ID, ForeignKey("enrollments.id", ondelete="CASCADE"), nullable=False),
+    Column("device_id", ID, nullable=False),
+    Column("request_type", String(64), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("sent_at", TS),
+    Column("result_at", TS),
+    Column("result", LargeBinary),
+    Column("error_chain", Text),
+    UniqueConstraint("tenant_id", "command_uuid", name="uq_commands_tenant_uuid"),
+    Index("ix_commands_enrollment_status", "enrollment_id", "status", "id"),
+    Index("ix_commands_device", "device_id", "id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("tenant_id", ID, nullable=False),
+    Column("at", TS, nullable=False),
+    Column("step", String(16), nullable=False),
+    Column("outcome", String(8), nullable=False),
+    Column("reason", String(64)),
+    Column("user_id", ID),
+    Column("upn", String(320)),
+    Column("serial", String(64)),
+    Column("udid", String(64)),
+    Column("enrollment_id", ID),
+    Column("request_id", String(64)),
+    Column("detail", Text),
+    Index("ix_events_tenant_at", "tenant_id", "at"),
+    Index("ix_events_tenant_reason_at", "tenant_id", "reason", "at"),
+    Index("ix_events_tenant_serial", "tenant_id", "serial"),
+    Index("ix_events_tenant_udid", "tenant_id", "udid"),
+    Index("ix_events_tenant_upn", "tenant_id", "upn"),
+)

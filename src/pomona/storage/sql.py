@@ -1,0 +1,817 @@
+"""The SQL implementation of the store ports: SQLAlchemy 2 Core, sync, on SQLite or PostgreSQL.
+
+SQLite runs in WAL mode; write transactions start with BEGIN IMMEDIATE so that two writers never
+deadlock on a lock upgrade. PostgreSQL claims queue rows with FOR UPDATE SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.pool import NullPool
+
+from pomona.domain.models import (
+    ApiToken,
+    CommandStatus,
+    Device,
+    Enrollment,
+    EnrollmentStatus,
+    EnrollmentToken,
+    EnrollmentType,
+    Event,
+    IssuedCert,
+    Outcome,
+    QueuedCommand,
+    Step,
+    Tenant,
+    User,
+)
+from pomona.storage import schema as s
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _utc_req(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'pomona.db').resolve()}"
+
+
+class SqlDatabase:
+    """An engine plus the unit-of-work factory. One per process."""
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine: Engine = create_engine(
+                url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=pool_size
+            )
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine, "begin", _sqlite_on_begin)
+        else:
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            self.url = url
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        self._local = threading.local()
+
+    @classmethod
+    def for_tests(cls, url: str) -> SqlDatabase:
+        db = cls(url)
+        return db
+
+    def create_all(self) -> None:
+        """Apply the Alembic migrations up to head."""
+        from pomona.storage.migrate import upgrade
+
+        upgrade(self.engine)
+
+    @contextmanager
+    def unit_of_work(self, *, readonly: bool = False) -> Iterator[SqlUnitOfWork]:
+        conn = self.engine.connect()
+        if self.is_sqlite:
+            conn.info["sqlite_readonly"] = readonly
+        try:
+            with conn.begin():
+                yield SqlUnitOfWork(conn, self.is_sqlite)
+        finally:
+            conn.close()
+
+    def settings_get(self, key: str) -> bytes | None:
+        with self.unit_of_work(readonly=True) as uow:
+            row = uow.conn.execute(select(s.settings.c.value).where(s.settings.c.key == key)).first()
+            return None if row is None else bytes(row[0])
+
+    def settings_put(self, key: str, value: bytes) -> None:
+        with self.unit_of_work() as uow:
+            done = uow.conn.execute(
+                update(s.settings).where(s.settings.c.key == key).values(value=value)
+            ).rowcount
+            if not done:
+                uow.conn.execute(insert(s.settings).values(key=key, value=value))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN" if conn.info.get("sqlite_readonly") else "BEGIN IMMEDIATE")
+
+
+class SqlUnitOfWork:
+    def __init__(self, conn: Connection, is_sqlite: bool) -> None:
+        self.conn = conn
+        self.is_sqlite = is_sqlite
+        self.tenants = SqlTenantStore(conn)
+        self.api_tokens = SqlApiTokenStore(conn)
+        self.users = SqlUserStore(conn)
+        self.enrollment_tokens = SqlEnrollmentTokenStore(conn, is_sqlite)
+        self.certs = SqlCertStore(conn)
+        self.devices = SqlDeviceStore(conn)
+        self.enrollments = SqlEnrollmentStore(conn)
+        self.commands = SqlCommandQueue(conn, is_sqlite)
+        self.events = SqlEventLog(conn)
+
+    def __enter__(self) -> SqlUnitOfWork:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# --- stores ---------------------------------------------------------------------------------------
+
+
+def _tenant(r: Row[Any]) -> Tenant:
+    m = r._mapping
+    return Tenant(
+        id=m["id"],
+        name=m["name"],
+        domain=m["domain"],
+        created_at=_utc_req(m["created_at"]),
+        ca_cert_pem=bytes(m["ca_cert_pem"]),
+        ca_key_pem=bytes(m["ca_key_pem"]),
+        push_cert_pem=None if m["push_cert_pem"] is None else bytes(m["push_cert_pem"]),
+        push_key_pem=None if m["push_key_pem"] is None else bytes(m["push_key_pem"]),
+        push_topic=m["push_topic"],
+        push_not_after=_utc(m["push_not_after"]),
+        mdm_authority=m["mdm_authority"],
+    )
+
+
+class SqlTenantStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, tenant: Tenant) -> None:
+        self.conn.execute(
+            insert(s.tenants).values(
+                id=tenant.id,
+                name=tenant.name,
+                domain=tenant.domain,
+                created_at=tenant.created_at,
+                ca_cert_pem=tenant.ca_cert_pem,
+                ca_key_pem=tenant.ca_key_pem,
+                push_cert_pem=tenant.push_cert_pem,
+                push_key_pem=tenant.push_key_pem,
+                push_topic=tenant.push_topic,
+                push_not_after=tenant.push_not_after,
+                mdm_authority=tenant.mdm_authority,
+            )
+        )
+
+    def get(self, tenant_id: str) -> Tenant | None:
+        r = self.conn.execute(select(s.tenants).where(s.tenants.c.id == tenant_id)).first()
+        return None if r is None else _tenant(r)
+
+    def by_name(self, name: str) -> Tenant | None:
+        r = self.conn.execute(select(s.tenants).where(s.tenants.c.name == name)).first()
+        return None if r is None else _tenant(r)
+
+    def list(self) -> list[Tenant]:
+        return [_tenant(r) for r in self.conn.execute(select(s.tenants).order_by(s.tenants.c.name))]
+
+    def set_push_cert(
+        self, tenant_id: str, cert_pem: bytes, key_pem: bytes, topic: str, not_after: datetime
+    ) -> None:
+        self.conn.execute(
+            update(s.tenants)
+            .where(s.tenants.c.id == tenant_id)
+            .values(push_cert_pem=cert_pem, push_key_pem=key_pem, push_topic=topic, push_not_after=not_after)
+        )
+
+    def set_authority(self, tenant_id: str, authority: str) -> None:
+        self.conn.execute(update(s.tenants).where(s.tenants.c.id == tenant_id).values(mdm_authority=authority))
+
+
+class SqlApiTokenStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, token: ApiToken, token_hash: str) -> None:
+        self.conn.execute(
+            insert(s.api_tokens).values(
+                id=token.id,
+                tenant_id=token.tenant_id,
+                name=token.name,
+                token_hash=token_hash,
+                created_at=token.created_at,
+            )
+        )
+
+    def by_hash(self, token_hash: str) -> ApiToken | None:
+        r = self.conn.execute(select(s.api_tokens).where(s.api_tokens.c.token_hash == token_hash)).first()
+        if r is None:
+            return None
+        m = r._mapping
+        return ApiToken(id=m["id"], tenant_id=m["tenant_id"], name=m["name"], created_at=_utc_req(m["created_at"]))
+
+
+def _user(r: Row[Any]) -> User:
+    m = r._mapping
+    return User(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        upn=m["upn"],
+        email=m["email"],
+        display_name=m["display_name"],
+        enabled=bool(m["enabled"]),
+        password_hash=m["password_hash"],
+        created_at=_utc(m["created_at"]),
+    )
+
+
+class SqlUserStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, user: User) -> None:
+        self.conn.execute(
+            insert(s.users).values(
+                id=user.id,
+                tenant_id=user.tenant_id,
+                upn=user.upn,
+                email=user.email,
+                display_name=user.display_name,
+                enabled=user.enabled,
+                password_hash=user.password_hash,
+                created_at=user.created_at,
+            )
+        )
+
+    def get(self, tenant_id: str, user_id: str) -> User | None:
+        r = self.conn.execute(
+            select(s.users).where(and_(s.users.c.tenant_id == tenant_id, s.users.c.id == user_id))
+        ).first()
+        return None if r is None else _user(r)
+
+    def by_upn(self, tenant_id: str, upn: str) -> User | None:
+        r = self.conn.execute(
+            select(s.users).where(and_(s.users.c.tenant_id == tenant_id, s.users.c.upn == upn.lower()))
+        ).first()
+        return None if r is None else _user(r)
+
+    def list(self, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[User]:
+        q = (
+            select(s.users)
+            .where(s.users.c.tenant_id == tenant_id)
+            .order_by(s.users.c.upn)
+            .limit(limit)
+            .offset(offset)
+        )
+        return [_user(r) for r in self.conn.execute(q)]
+
+
+def _etoken(r: Row[Any]) -> EnrollmentToken:
+    m = r._mapping
+    return EnrollmentToken(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        user_id=m["user_id"],
+        expires_at=_utc_req(m["expires_at"]),
+        uses_allowed=m["uses_allowed"],
+        uses_count=m["uses_count"],
+        created_at=_utc_req(m["created_at"]),
+        revoked=bool(m["revoked"]),
+    )
+
+
+class SqlEnrollmentTokenStore:
+    def __init__(self, conn: Connection, is_sqlite: bool) -> None:
+        self.conn = conn
+        self.is_sqlite = is_sqlite
+
+    def add(self, token: EnrollmentToken, token_hash: str) -> None:
+        self.conn.execute(
+            insert(s.enrollment_tokens).values(
+                id=token.id,
+                tenant_id=token.tenant_id,
+                user_id=token.user_id,
+                token_hash=token_hash,
+                expires_at=token.expires_at,
+                uses_allowed=token.uses_allowed,
+                uses_count=token.uses_count,
+                revoked=token.revoked,
+                created_at=token.created_at,
+            )
+        )
+
+    def by_hash(self, token_hash: str) -> EnrollmentToken | None:
+        r = self.conn.execute(
+            select(s.enrollment_tokens).where(s.enrollment_tokens.c.token_hash == token_hash)
+        ).first()
+        return None if r is None else _etoken(r)
+
+    def by_hash_for_update(self, token_hash: str) -> EnrollmentToken | None:
+        q = select(s.enrollment_tokens).where(s.enrollment_tokens.c.token_hash == token_hash)
+        if not self.is_sqlite:
+            q = q.with_for_update()
+        r = self.conn.execute(q).first()
+        return None if r is None else _etoken(r)
+
+    def consume(self, token_id: str) -> None:
+        self.conn.execute(
+            update(s.enrollment_tokens)
+            .where(s.enrollment_tokens.c.id == token_id)
+            .values(uses_count=s.enrollment_tokens.c.uses_count + 1)
+        )
+
+
+def _cert(r: Row[Any]) -> IssuedCert:
+    m = r._mapping
+    return IssuedCert(
+        fingerprint=m["fingerprint"],
+        tenant_id=m["tenant_id"],
+        serial=m["serial"],
+        token_id=m["token_id"],
+        user_id=m["user_id"],
+        not_after=_utc_req(m["not_after"]),
+        issued_at=_utc_req(m["issued_at"]),
+        enrollment_id=m["enrollment_id"],
+    )
+
+
+class SqlCertStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, cert: IssuedCert) -> None:
+        self.conn.execute(
+            insert(s.certs).values(
+                fingerprint=cert.fingerprint,
+                tenant_id=cert.tenant_id,
+                serial=cert.serial,
+                token_id=cert.token_id,
+                user_id=cert.user_id,
+                not_after=cert.not_after,
+                issued_at=cert.issued_at,
+                enrollment_id=cert.enrollment_id,
+            )
+        )
+
+    def get(self, fingerprint: str) -> IssuedCert | None:
+        r = self.conn.execute(select(s.certs).where(s.certs.c.fingerprint == fingerprint)).first()
+        return None if r is None else _cert(r)
+
+    def bind(self, fingerprint: str, enrollment_id: str) -> None:
+        self.conn.execute(
+            update(s.certs).where(s.certs.c.fingerprint == fingerprint).values(enrollment_id=enrollment_id)
+        )
+
+
+_DEVICE_FIELDS = (
+    "serial",
+    "product_name",
+    "model",
+    "model_name",
+    "device_name",
+    "os_version",
+    "build_version",
+    "imei",
+    "meid",
+    "capacity_gb",
+    "battery_level",
+)
+
+
+def _device(r: Row[Any]) -> Device:
+    m = r._mapping
+    return Device(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        udid=m["udid"],
+        last_seen_at=_utc(m["last_seen_at"]),
+        created_at=_utc(m["created_at"]),
+        **{k: m[k] for k in _DEVICE_FIELDS},
+    )
+
+
+class SqlDeviceStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def upsert(self, device: Device) -> Device:
+        """Insert the device, or refresh the facts it reported (only those that are set)."""
+        existing = self.by_udid(device.tenant_id, device.udid)
+        if existing is None:
+            self.conn.execute(
+                insert(s.devices).values(
+                    id=device.id,
+                    tenant_id=device.tenant_id,
+                    udid=device.udid,
+                    last_seen_at=device.last_seen_at,
+                    created_at=device.created_at,
+                    **{k: getattr(device, k) for k in _DEVICE_FIELDS},
+                )
+            )
+            return device
+        values: dict[str, object] = {k: getattr(device, k) for k in _DEVICE_FIELDS if getattr(device, k) is not None}
+        if device.last_seen_at is not None:
+            values["last_seen_at"] = device.last_seen_at
+        if values:
+            self.conn.execute(update(s.devices).where(s.devices.c.id == existing.id).values(**values))
+        refreshed = self.get(device.tenant_id, existing.id)
+        assert refreshed is not None
+        return refreshed
+
+    def by_udid(self, tenant_id: str, udid: str) -> Device | None:
+        r = self.conn.execute(
+            select(s.devices).where(and_(s.devices.c.tenant_id == tenant_id, s.devices.c.udid == udid))
+        ).first()
+        return None if r is None else _device(r)
+
+    def get(self, tenant_id: str, device_id: str) -> Device | None:
+        r = self.conn.execute(
+            select(s.devices).where(and_(s.devices.c.tenant_id == tenant_id, s.devices.c.id == device_id))
+        ).first()
+        return None if r is None else _device(r)
+
+    def by_serial(self, tenant_id: str, serial: str) -> list[Device]:
+        q = select(s.devices).where(and_(s.devices.c.tenant_id == tenant_id, s.devices.c.serial == serial))
+        return [_device(r) for r in self.conn.execute(q)]
+
+    def list(self, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[Device]:
+        q = (
+            select(s.devices)
+            .where(s.devices.c.tenant_id == tenant_id)
+            .order_by(s.devices.c.created_at, s.devices.c.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return [_device(r) for r in self.conn.execute(q)]
+
+    def count(self, tenant_id: str) -> int:
+        q = select(func.count()).select_from(s.devices).where(s.devices.c.tenant_id == tenant_id)
+        return int(self.conn.execute(q).scalar_one())
+
+    def update_inventory(self, tenant_id: str, device_id: str, fields: dict[str, object]) -> None:
+        values = {k: v for k, v in fields.items() if k in _DEVICE_FIELDS or k == "last_seen_at"}
+        if values:
+            self.conn.execute(
+                update(s.devices)
+                .where(and_(s.devices.c.tenant_id == tenant_id, s.devices.c.id == device_id))
+                .values(**values)
+            )
+
+    def touch(self, device_id: str, at: datetime) -> None:
+        self.conn.execute(update(s.devices).where(s.devices.c.id == device_id).values(last_seen_at=at))
+
+
+def _enrollment(r: Row[Any]) -> Enrollment:
+    m = r._mapping
+    return Enrollment(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        device_id=m["device_id"],
+        udid=m["udid"],
+        user_id=m["user_id"],
+        status=EnrollmentStatus(m["status"]),
+        type=EnrollmentType(m["type"]),
+        cert_fingerprint=m["cert_fingerprint"],
+        topic=m["topic"],
+        started_at=_utc_req(m["started_at"]),
+        push_token=None if m["push_token"] is None else bytes(m["push_token"]),
+        push_magic=m["push_magic"],
+        unlock_token=None if m["unlock_token"] is None else bytes(m["unlock_token"]),
+        awaiting_configuration=bool(m["awaiting_configuration"]),
+        token_updated_at=_utc(m["token_updated_at"]),
+        ended_at=_utc(m["ended_at"]),
+    )
+
+
+_ACTIVE_BY_FP = (
+    select(s.enrollments, s.devices.c.last_seen_at)
+    .join(s.devices, s.devices.c.id == s.enrollments.c.device_id)
+    .where(
+        and_(
+            s.enrollments.c.cert_fingerprint == bindparam("fp"),
+            s.enrollments.c.status == EnrollmentStatus.ACTIVE.value,
+        )
+    )
+    .limit(1)
+)
+
+
+class SqlEnrollmentStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, enrollment: Enrollment) -> None:
+        e = enrollment
+        self.conn.execute(
+            insert(s.enrollments).values(
+                id=e.id,
+                tenant_id=e.tenant_id,
+                device_id=e.device_id,
+                udid=e.udid,
+                user_id=e.user_id,
+                status=e.status.value,
+                type=e.type.value,
+                cert_fingerprint=e.cert_fingerprint,
+                topic=e.topic,
+                started_at=e.started_at,
+                push_token=e.push_token,
+                push_magic=e.push_magic,
+                unlock_token=e.unlock_token,
+                awaiting_configuration=e.awaiting_configuration,
+                token_updated_at=e.token_updated_at,
+                ended_at=e.ended_at,
+            )
+        )
+
+    def get(self, tenant_id: str, enrollment_id: str) -> Enrollment | None:
+        r = self.conn.execute(
+            select(s.enrollments).where(
+                and_(s.enrollments.c.tenant_id == tenant_id, s.enrollments.c.id == enrollment_id)
+            )
+        ).first()
+        return None if r is None else _enrollment(r)
+
+    def active_for_udid(self, tenant_id: str, udid: str) -> Enrollment | None:
+        r = self.conn.execute(
+            select(s.enrollments).where(
+                and_(
+                    s.enrollments.c.tenant_id == tenant_id,
+                    s.enrollments.c.udid == udid,
+                    s.enrollments.c.status == EnrollmentStatus.ACTIVE.value,
+                )
+            )
+        ).first()
+        return None if r is None else _enrollment(r)
+
+    def by_fingerprint(self, fingerprint: str) -> Enrollment | None:
+        r = self.conn.execute(
+            select(s.enrollments)
+            .where(s.enrollments.c.cert_fingerprint == fingerprint)
+            .order_by(s.enrollments.c.started_at.desc())
+            .limit(1)
+        ).first()
+        return None if r is None else _enrollment(r)
+
+    def active_by_fingerprint(self, fingerprint: str) -> tuple[Enrollment, datetime | None] | None:
+        """The active enrollment a device identity is bound to, with the device's last check-in."""
+        r = self.conn.execute(_ACTIVE_BY_FP, {"fp": fingerprint}).first()
+        if r is None:
+            return None
+        return _enrollment(r), _utc(r._mapping["last_seen_at"])
+
+    def for_device(self, tenant_id: str, device_id: str) -> list[Enrollment]:
+        q = (
+            select(s.enrollments)
+            .where(and_(s.enrollments.c.tenant_id == tenant_id, s.enrollments.c.device_id == device_id))
+            .order_by(s.enrollments.c.started_at.desc())
+        )
+        return [_enrollment(r) for r in self.conn.execute(q)]
+
+    def end(self, enrollment_id: str, status: EnrollmentStatus, at: datetime) -> None:
+        self.conn.execute(
+            update(s.enrollments)
+            .where(s.enrollments.c.id == enrollment_id)
+            .values(status=status.value, ended_at=at)
+        )
+
+    def update_token(
+        self,
+        enrollment_id: str,
+        push_token: bytes,
+        push_magic: str,
+        unlock_token: bytes | None,
+        awaiting_configuration: bool,
+        at: datetime,
+    ) -> None:
+        values: dict[str, object] = {
+            "push_token": push_token,
+            "push_magic": push_magic,
+            "awaiting_configuration": awaiting_configuration,
+            "token_updated_at": at,
+        }
+        if unlock_token is not None:
+            values["unlock_token"] = unlock_token
+        self.conn.execute(update(s.enrollments).where(s.enrollments.c.id == enrollment_id).values(**values))
+
+    def set_type(self, enrollment_id: str, type_: EnrollmentType) -> None:
+        self.conn.execute(update(s.enrollments).where(s.enrollments.c.id == enrollment_id).values(type=type_.value))
+
+
+def _command(r: Row[Any]) -> QueuedCommand:
+    m = r._mapping
+    return QueuedCommand(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        command_uuid=m["command_uuid"],
+        enrollment_id=m["enrollment_id"],
+        device_id=m["device_id"],
+        request_type=m["request_type"],
+        body=bytes(m["body"]),
+        status=CommandStatus(m["status"]),
+        created_at=_utc_req(m["created_at"]),
+        sent_at=_utc(m["sent_at"]),
+        result_at=_utc(m["result_at"]),
+        result=None if m["result"] is None else bytes(m["result"]),
+        error_chain=json.loads(m["error_chain"]) if m["error_chain"] else [],
+    )
+
+
+_PENDING = (CommandStatus.QUEUED.value, CommandStatus.SENT.value, CommandStatus.NOT_NOW.value)
+
+
+class SqlCommandQueue:
+    def __init__(self, conn: Connection, is_sqlite: bool) -> None:
+        self.conn = conn
+        self.is_sqlite = is_sqlite
+
+    def enqueue(self, command: QueuedCommand) -> QueuedCommand:
+        c = command
+        res = self.conn.execute(
+            insert(s.commands)
+            .values(
+                tenant_id=c.tenant_id,
+                command_uuid=c.command_uuid,
+                enrollment_id=c.enrollment_id,
+                device_id=c.device_id,
+                request_type=c.request_type,
+                body=c.body,
+                status=c.status.value,
+                created_at=c.created_at,
+            )
+            .returning(s.commands.c.id)
+        )
+        new_id = int(res.scalar_one())
+        return QueuedCommand(
+            id=new_id,
+            tenant_id=c.tenant_id,
+            command_uuid=c.command_uuid,
+            enrollment_id=c.enrollment_id,
+            device_id=c.device_id,
+            request_type=c.request_type,
+            body=c.body,
+            status=c.status,
+            created_at=c.created_at,
+        )
+
+    def next_for(self, enrollment_id: str, *, skip_not_now: bool) -> QueuedCommand | None:
+        statuses = _PENDING[:2] if skip_not_now else _PENDING
+        q = (
+            select(s.commands)
+            .where(and_(s.commands.c.enrollment_id == enrollment_id, s.commands.c.status.in_(statuses)))
+            .order_by(s.commands.c.id)
+            .limit(1)
+        )
+        r = self.conn.execute(q).first()
+        return None if r is None else _command(r)
+
+    def mark_sent(self, command_id: int, at: datetime) -> None:
+        self.conn.execute(
+            update(s.commands).where(s.commands.c.id == command_id).values(status=CommandStatus.SENT.value, sent_at=at)
+        )
+
+    def get_by_uuid(self, tenant_id: str, command_uuid: str) -> QueuedCommand | None:
+        r = self.conn.execute(
+            select(s.commands).where(
+                and_(s.commands.c.tenant_id == tenant_id, s.commands.c.command_uuid == command_uuid)
+            )
+        ).first()
+        return None if r is None else _command(r)
+
+    def record_result(
+        self,
+        enrollment_id: str,
+        command_uuid: str,
+        status: CommandStatus,
+        result: bytes,
+        error_chain: list[dict[str, object]],
+        at: datetime,
+    ) -> QueuedCommand | None:
+        r = self.conn.execute(
+            select(s.commands).where(
+                and_(s.commands.c.enrollment_id == enrollment_id, s.commands.c.command_uuid == command_uuid)
+            )
+        ).first()
+        if r is None:
+            return None
+        cmd = _command(r)
+        self.conn.execute(
+            update(s.commands)
+            .where(s.commands.c.id == cmd.id)
+            .values(
+                status=status.value,
+                result=result,
+                result_at=at,
+                error_chain=json.dumps(error_chain, default=str) if error_chain else None,
+            )
+        )
+        return cmd
+
+    def cancel_pending(self, enrollment_id: str) -> int:
+        res = self.conn.execute(
+            update(s.commands)
+            .where(and_(s.commands.c.enrollment_id == enrollment_id, s.commands.c.status.in_(_PENDING)))
+            .values(status=CommandStatus.CANCELLED.value)
+        )
+        return int(res.rowcount or 0)
+
+    def list_for_device(self, tenant_id: str, device_id: str, *, limit: int = 100) -> list[QueuedCommand]:
+        q = (
+            select(s.commands)
+            .where(and_(s.commands.c.tenant_id == tenant_id, s.commands.c.device_id == device_id))
+            .order_by(s.commands.c.id.desc())
+            .limit(limit)
+        )
+        return [_command(r) for r in self.conn.execute(q)]
+
+
+def _event(r: Row[Any]) -> Event:
+    m = r._mapping
+    return Event(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        at=_utc_req(m["at"]),
+        step=Step(m["step"]),
+        outcome=Outcome(m["outcome"]),
+        reason=m["reason"],
+        user_id=m["user_id"],
+        upn=m["upn"],
+        serial=m["serial"],
+        udid=m["udid"],
+        enrollment_id=m["enrollment_id"],
+        request_id=m["request_id"],
+        detail=json.loads(m["detail"]) if m["detail"] else {},
+    )
+
+
+class SqlEventLog:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def append(self, event: Event) -> None:
+        e = event
+        self.conn.execute(
+            insert(s.events).values(
+                tenant_id=e.tenant_id,
+                at=e.at,
+                step=e.step.value,
+                outcome=e.outcome.value,
+                reason=e.reason,
+                user_id=e.user_id,
+                upn=e.upn,
+                serial=e.serial,
+                udid=e.udid,
+                enrollment_id=e.enrollment_id,
+                request_id=e.request_id,
+                detail=json.dumps(e.detail, default=str) if e.detail else None,
+            )
+        )
+
+    def query(
+        self,
+        tenant_id: str,
+        *,
+        upn: str | None = None,
+        serial: str | None = None,
+        udid: str | None = None,
+        reason: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        t = s.events
+        conds = [t.c.tenant_id == tenant_id]
+        if upn is not None:
+            conds.append(t.c.upn == upn.lower())
+        if serial is not None:
+            conds.append(t.c.serial == serial)
+        if udid is not None:
+            conds.append(t.c.udid == udid)
+        if reason is not None:
+            conds.append(t.c.reason == reason)
+        if since is not None:
+            conds.append(t.c.at >= since)
+        if until is not None:
+            conds.append(t.c.at < until)
+        q = select(t).where(and_(*conds)).order_by(t.c.at.desc(), t.c.id.desc()).limit(limit)
+        return [_event(r) for r in self.conn.execute(q)]
