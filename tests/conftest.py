@@ -25,11 +25,7 @@ IN_CI = os.environ.get("CI") == "true"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def missing(what: str) -> None:
-    """Fail in CI, skip loudly elsewhere."""
-    if IN_CI:
-        pytest.fail(f"CI=true and {what}", pytrace=False)
-    pytest.skip(f"MISSING PART: {what}")
+from helpers import missing  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -84,50 +80,3 @@ def pomona(db_url: str, tmp_path: Path) -> Iterator[object]:
     p.close()
 
 
-# --- live servers ---------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class LiveServer:
-    url: str
-    process: subprocess.Popen[bytes]
-    data_dir: Path
-    database_url: str | None
-    log: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
-def start_server(data_dir: Path, database_url: str | None = None, *, workers: int = 1) -> LiveServer:
-    """Run `pomona serve` as a real uvicorn process on 127.0.0.1 and wait until it answers."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ)
-    env.pop("POMONA_DATABASE_URL", None)
-    if database_url:
-        env["POMONA_DATABASE_URL"] = database_url
-    log = data_dir / f"server-{port}.log"
-    cmd = [sys.executable, "-m", "pomona.cli.main", "serve", "--data-dir", str(data_dir), "--port", str(port),
-           "--public-url", url, "--workers", str(workers)]
-    proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return LiveServer(url, proc, data_dir, database_url, log)
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"server did not start: {log.read_text()}")

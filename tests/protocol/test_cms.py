@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 from asn1crypto import cms as asn1_cms
@@ -305,3 +306,56 @@ class TestSigningTime:
         when = dt.datetime(2051, 1, 1, tzinfo=dt.UTC)
         der = cms.sign(CONTENT, cert, key, signing_time=when)
         assert cms.verify_attached(der)[0] == CONTENT
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + content
+
+
+def _foreign_envelope(cert: x509.Certificate, plain: bytes, algorithm: str, chunked: bool) -> bytes:
+    """An EnvelopedData built by hand, as Go's pkcs7 (micromdm) does: optionally with the ciphertext
+    as a constructed [0] of OCTET STRING chunks, and with single DES."""
+    from asn1crypto import algos, core
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    key_len = {"des": 8, "aes128_cbc": 16}[algorithm]
+    cek, iv = os.urandom(key_len), os.urandom(8 if algorithm == "des" else 16)
+    block = len(iv)
+    cipher = TripleDES(cek * 3) if algorithm == "des" else algorithms.AES(cek)
+    pad = block - len(plain) % block
+    enc = Cipher(cipher, modes.CBC(iv)).encryptor()
+    ciphertext = enc.update(plain + bytes([pad]) * pad) + enc.finalize()
+    public_key = cert.public_key()
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    template = asn1_cms.ContentInfo.load(cms.encrypt_enveloped(b"x", cert, "aes128_cbc"))["content"]
+    ktri = template["recipient_infos"][0].chosen
+    ktri["encrypted_key"] = public_key.encrypt(cek, asym_padding.PKCS1v15())
+    alg = algos.EncryptionAlgorithm({"algorithm": algorithm, "parameters": core.OctetString(iv)}).dump()
+    if chunked:
+        half = len(ciphertext) // 2
+        body = _tlv(0xA0, _tlv(0x04, ciphertext[:half]) + _tlv(0x04, ciphertext[half:]))
+    else:
+        body = _tlv(0x80, ciphertext)
+    eci = _tlv(0x30, _tlv(0x06, core.ObjectIdentifier("1.2.840.113549.1.7.1").contents) + alg + body)
+    recipients = _tlv(0x31, template["recipient_infos"][0].dump(force=True))
+    enveloped = _tlv(0x30, b"\x02\x01\x00" + recipients + eci)
+    oid = core.ObjectIdentifier("1.2.840.113549.1.7.3").dump()
+    return _tlv(0x30, oid + _tlv(0xA0, enveloped))
+
+
+class TestForeignEnvelopes:
+    @pytest.mark.parametrize("algorithm", ["des", "aes128_cbc"])
+    @pytest.mark.parametrize("chunked", [False, True])
+    def test_decrypts(
+        self, rsa_identity: tuple[x509.Certificate, rsa.RSAPrivateKey], algorithm: str, chunked: bool
+    ) -> None:
+        """Single-DES and chunked (constructed) ciphertexts, as micromdm's Go client sends, decrypt."""
+        cert, key = rsa_identity
+        env = _foreign_envelope(cert, b"a CSR" * 50, algorithm, chunked)
+        assert cms.decrypt_enveloped(env, cert, key) == b"a CSR" * 50

@@ -116,6 +116,18 @@ def event_json(e: Event) -> dict[str, object]:
     }
 
 
+def _auth(request: Request, authorization: Annotated[str | None, Header()] = None) -> ApiToken:
+    request_id_var.set(_rid(request))
+    secret = None
+    if authorization and authorization.lower().startswith("bearer "):
+        secret = authorization[7:].strip()
+    p: Pomona = request.app.state.pomona
+    return p.admin.authenticate_api_token(secret)
+
+
+Auth = Annotated[ApiToken, Depends(_auth)]
+
+
 class TenantIn(BaseModel):
     name: str
     domain: str
@@ -153,6 +165,7 @@ def create_api(p: Pomona) -> FastAPI:
         docs_url="/api/v1/docs",
         redoc_url=None,
     )
+    api.state.pomona = p
 
     @api.exception_handler(PomonaError)
     def _pomona_error(request: Request, exc: PomonaError) -> JSONResponse:
@@ -177,15 +190,6 @@ def create_api(p: Pomona) -> FastAPI:
             {"reason": ReasonCode.INTERNAL_ERROR.value, "message": "internal error", "request_id": _rid(request)},
             status_code=500,
         )
-
-    def auth(request: Request, authorization: Annotated[str | None, Header()] = None) -> ApiToken:
-        request_id_var.set(_rid(request))
-        secret = None
-        if authorization and authorization.lower().startswith("bearer "):
-            secret = authorization[7:].strip()
-        return p.admin.authenticate_api_token(secret)
-
-    Auth = Annotated[ApiToken, Depends(auth)]
 
     def tenant_scope(token: ApiToken, tenant: str) -> str:
         """Resolve the tenant in the path and check that the token may reach it."""

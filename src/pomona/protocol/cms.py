@@ -599,8 +599,8 @@ def _cipher_for(name: str, key: bytes) -> BlockCipherAlgorithm:
         return algorithms.AES(key)
     if name == "tripledes_3key":
         return TripleDES(key)
-    if name == "des":  # single DES is 3DES with K1 = K2 = K3
-        return TripleDES(key)
+    if name == "des":  # single DES (micromdm's default) is 3DES with K1 = K2 = K3
+        return TripleDES(key * 3)
     raise CmsError(f"unsupported content encryption {name}")
 
 

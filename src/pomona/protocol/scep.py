@@ -51,6 +51,7 @@ __all__ = [
     "decode_pki_message",
     "encode_cert_rep",
     "reply_encryption_for",
+    "transaction_id_for",
 ]
 
 OID_MESSAGE_TYPE = "2.16.840.1.113733.1.9.2"

@@ -564,13 +564,22 @@ class VirtualDevice:
         Raises ``EnrollmentRefused`` when the server refuses a step, ``ServerMisbehaved`` when it
         answers something an iPhone would reject.
         """
+        self.download(enroll_url)
+        self.install()
+
+    def download(self, enroll_url: str | None = None) -> EnrollmentProfile:
+        """Download and verify the profile only, as iOS keeps it under "Profile Downloaded"."""
         url = enroll_url or self.enroll_url
         if not url:
             raise ValueError("no enrollment URL")
         profile = self.fetch_profile(url)
-        enrollment = _Enrollment(profile=profile)
         # Kept even if a later step fails, so that tests can inspect what the device got so far.
-        self._enrollment = enrollment
+        self._enrollment = _Enrollment(profile=profile)
+        return profile
+
+    def install(self) -> None:
+        """Install the downloaded profile: SCEP, then Authenticate and TokenUpdate."""
+        enrollment = self._require_enrollment("scep")
         self.run_scep()
         self._device_put(
             "authenticate", self._checkin_url(), self.authenticate_message(), CHECKIN_CONTENT_TYPE

@@ -1,0 +1,108 @@
+"""Test helpers shared by the flow and end-to-end suites (importable: tests/ is on pythonpath)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pomona.app import Pomona
+from pomona.testing.pushcert import make_standin_push_cert
+
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def missing(what: str) -> None:
+    """Fail in CI, skip loudly elsewhere."""
+    if IN_CI:
+        pytest.fail(f"CI=true and {what}", pytrace=False)
+    pytest.skip(f"MISSING PART: {what}")
+
+
+@dataclass
+class TenantSetup:
+    name: str
+    tenant_id: str
+    upn: str
+    admin_token: str
+    enroll_url: str
+    topic: str
+
+
+def setup_tenant(p: Pomona, name: str = "acme", *, uses: int = 10, upn: str | None = None, push: bool = True) -> TenantSetup:
+    """A tenant with a stand-in push certificate, one user and an enrollment link, as an admin would."""
+    t = p.admin.create_tenant(name, f"{name}.example")
+    topic = ""
+    if push:
+        cert, key = make_standin_push_cert()
+        topic = p.admin.upload_push_cert(name, cert, key).topic
+    upn = upn or f"ana@{name}.example"
+    p.admin.create_user(name, upn)
+    admin = p.admin.create_api_token(name).secret
+    issued = p.admin.create_enrollment_token(name, upn, uses=uses)
+    return TenantSetup(name, t.id, upn, admin, p.enrollment.urls.enroll(issued.secret), topic)
+
+
+def events(p: Pomona, tenant: str, **filters: Any) -> list[Any]:
+    return p.commands.events(tenant, **filters)
+
+
+def reasons(p: Pomona, tenant: str, **filters: Any) -> list[str]:
+    return [e.reason for e in p.commands.events(tenant, **filters) if e.reason]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+    database_url: str | None
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def start_server(data_dir: Path, database_url: str | None = None, *, workers: int = 1, port: int | None = None) -> LiveServer:
+    """Run `pomona serve` as a real uvicorn process on 127.0.0.1 and wait until it answers."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    env.pop("POMONA_DATABASE_URL", None)
+    if database_url:
+        env["POMONA_DATABASE_URL"] = database_url
+    log = data_dir / f"server-{port}.log"
+    cmd = [sys.executable, "-m", "pomona.cli.main", "serve", "--data-dir", str(data_dir), "--port", str(port),
+           "--public-url", url, "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return LiveServer(url, proc, data_dir, database_url, log)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"server did not start: {log.read_text()}")
