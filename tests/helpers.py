@@ -17,7 +17,6 @@ import pytest
 from pomona.app import Pomona
 from pomona.testing.pushcert import make_standin_push_cert
 
-
 IN_CI = os.environ.get("CI") == "true"
 
 

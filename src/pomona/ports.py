@@ -7,6 +7,7 @@ database transaction: a use case either commits everything it wrote or nothing.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -27,6 +28,19 @@ from pomona.domain.models import (
     Tenant,
     User,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelState:
+    """What the command channel needs to answer an idle device: read in one statement."""
+
+    enrollment_id: str
+    tenant_id: str
+    udid: str
+    device_id: str
+    last_seen_at: datetime | None
+    next_command_id: int | None
+    next_command_body: bytes | None
 
 
 class Clock(Protocol):
@@ -153,6 +167,7 @@ class UnitOfWork(Protocol):
 
 class Database(Protocol):
     def unit_of_work(self, *, readonly: bool = False) -> AbstractContextManager[UnitOfWork]: ...
+    def channel_state(self, fingerprint: str, *, skip_not_now: bool) -> ChannelState | None: ...
     def settings_get(self, key: str) -> bytes | None: ...
     def settings_put(self, key: str, value: bytes) -> None: ...
 

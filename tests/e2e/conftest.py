@@ -7,8 +7,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from helpers import LiveServer, TenantSetup, free_port, setup_tenant, start_server
 
+from helpers import LiveServer, TenantSetup, free_port, setup_tenant, start_server
 from pomona.app import Settings, build
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import free_port, start_server
 
+from helpers import free_port, start_server
 from pomona.testing.pushcert import make_standin_push_cert
 from pomona.testing.virtual_device import VirtualDevice
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from helpers import TenantSetup, reasons, setup_tenant
 from starlette.testclient import TestClient
 
+from helpers import TenantSetup, reasons, setup_tenant
 from pomona.app import Pomona, create_app
 from pomona.pki.ca import CertificateAuthority
 from pomona.protocol import cms

@@ -334,6 +334,21 @@ class CheckinService(ServiceBase):
             except ProtocolError as exc:
                 raise MalformedRequestError(str(exc)) from exc
             now = self.clock.now()
+            if report.is_idle:
+                # The hot path: one read outside any transaction; nothing to write for an idle device
+                # with an empty queue that was seen within the last minute.
+                state = self.db.channel_state(signed.fingerprint, skip_not_now=False)
+                if state is None:
+                    raise UnknownEnrollmentError("no active enrollment for this identity", udid=report.udid)
+                if state.tenant_id != signed.tenant.id:
+                    raise CertNotTrustedError("identity of another tenant")
+                if state.udid != report.udid:
+                    raise CertDeviceMismatchError(
+                        "the message names another device than the identity's", bound_udid=state.udid, udid=report.udid
+                    )
+                fresh = state.last_seen_at is not None and now - state.last_seen_at < TOUCH_EVERY
+                if state.next_command_id is None and fresh:
+                    return b""
             with self.db.unit_of_work() as uow:
                 enrollment, last_seen = self._bound_enrollment(uow, signed, report.udid)
                 if not report.is_idle:

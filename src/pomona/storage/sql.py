@@ -14,9 +14,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    and_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.engine import Row
-from sqlalchemy.pool import NullPool
 
 from pomona.domain.models import (
     ApiToken,
@@ -34,6 +46,7 @@ from pomona.domain.models import (
     Tenant,
     User,
 )
+from pomona.ports import ChannelState
 from pomona.storage import schema as s
 
 
@@ -67,7 +80,7 @@ class SqlDatabase:
             if url.startswith("postgresql://") or url.startswith("postgres://"):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             self.url = url
-            self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
         self._local = threading.local()
 
     @classmethod
@@ -91,6 +104,17 @@ class SqlDatabase:
                 yield SqlUnitOfWork(conn, self.is_sqlite)
         finally:
             conn.close()
+
+    def channel_state(self, fingerprint: str, *, skip_not_now: bool) -> ChannelState | None:
+        """The command channel's hot read, in one statement outside any transaction: the active
+        enrollment bound to this identity, the device's last check-in, and the next command, if any.
+        """
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            q = _CHANNEL_SKIP_NOT_NOW if skip_not_now else _CHANNEL_ANY
+            r = conn.execute(q, {"fp": fingerprint}).first()
+        if r is None:
+            return None
+        return ChannelState(r[0], r[1], r[2], r[3], _utc(r[4]), r[5], None if r[6] is None else bytes(r[6]))
 
     def settings_get(self, key: str) -> bytes | None:
         with self.unit_of_work(readonly=True) as uow:
@@ -120,6 +144,8 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
+    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return
     conn.exec_driver_sql("BEGIN" if conn.info.get("sqlite_readonly") else "BEGIN IMMEDIATE")
 
 
@@ -479,7 +505,7 @@ class SqlDeviceStore:
             )
 
     def touch(self, device_id: str, at: datetime) -> None:
-        self.conn.execute(update(s.devices).where(s.devices.c.id == device_id).values(last_seen_at=at))
+        self.conn.execute(_TOUCH, {"did": device_id, "at": at})
 
 
 def _enrollment(r: Row[Any]) -> Enrollment:
@@ -640,6 +666,45 @@ def _command(r: Row[Any]) -> QueuedCommand:
 _PENDING = (CommandStatus.QUEUED.value, CommandStatus.SENT.value, CommandStatus.NOT_NOW.value)
 
 
+def _next_command(statuses: tuple[str, ...]) -> Select[Any]:
+    """The oldest pending command of an enrollment; built once (the check-in hot path)."""
+    return (
+        select(s.commands)
+        .where(and_(s.commands.c.enrollment_id == bindparam("eid"), s.commands.c.status.in_([literal(x) for x in statuses])))
+        .order_by(s.commands.c.id)
+        .limit(1)
+    )
+
+
+_NEXT_ANY = _next_command(_PENDING)
+_NEXT_SKIP_NOT_NOW = _next_command(_PENDING[:2])
+def _channel(statuses: tuple[str, ...]) -> Select[Any]:
+    e, d, c = s.enrollments, s.devices, s.commands
+    pending = s.commands.alias("pending")
+    nxt = (
+        select(pending.c.id)
+        .where(and_(pending.c.enrollment_id == e.c.id, pending.c.status.in_([literal(x) for x in statuses])))
+        .order_by(pending.c.id)
+        .limit(1)
+        .correlate(e)
+        .scalar_subquery()
+    )
+    return (
+        select(e.c.id, e.c.tenant_id, e.c.udid, e.c.device_id, d.c.last_seen_at, c.c.id, c.c.body)
+        .select_from(e.join(d, d.c.id == e.c.device_id).outerjoin(c, c.c.id == nxt))
+        .where(and_(e.c.cert_fingerprint == bindparam("fp"), e.c.status == EnrollmentStatus.ACTIVE.value))
+        .limit(1)
+    )
+
+
+_CHANNEL_ANY = _channel(_PENDING)
+_CHANNEL_SKIP_NOT_NOW = _channel(_PENDING[:2])
+_MARK_SENT = update(s.commands).where(s.commands.c.id == bindparam("cid")).values(
+    status=CommandStatus.SENT.value, sent_at=bindparam("at")
+)
+_TOUCH = update(s.devices).where(s.devices.c.id == bindparam("did")).values(last_seen_at=bindparam("at"))
+
+
 class SqlCommandQueue:
     def __init__(self, conn: Connection, is_sqlite: bool) -> None:
         self.conn = conn
@@ -675,20 +740,12 @@ class SqlCommandQueue:
         )
 
     def next_for(self, enrollment_id: str, *, skip_not_now: bool) -> QueuedCommand | None:
-        statuses = _PENDING[:2] if skip_not_now else _PENDING
-        q = (
-            select(s.commands)
-            .where(and_(s.commands.c.enrollment_id == enrollment_id, s.commands.c.status.in_(statuses)))
-            .order_by(s.commands.c.id)
-            .limit(1)
-        )
-        r = self.conn.execute(q).first()
+        q = _NEXT_SKIP_NOT_NOW if skip_not_now else _NEXT_ANY
+        r = self.conn.execute(q, {"eid": enrollment_id}).first()
         return None if r is None else _command(r)
 
     def mark_sent(self, command_id: int, at: datetime) -> None:
-        self.conn.execute(
-            update(s.commands).where(s.commands.c.id == command_id).values(status=CommandStatus.SENT.value, sent_at=at)
-        )
+        self.conn.execute(_MARK_SENT, {"cid": command_id, "at": at})
 
     def get_by_uuid(self, tenant_id: str, command_uuid: str) -> QueuedCommand | None:
         r = self.conn.execute(
