@@ -51,7 +51,9 @@ def total_cpu(server: LiveServer) -> float:
     return sum(cpu_seconds(p) for p in server_pids(server))
 
 
-def live(database_url: str | None, *, uses: int = 100_000, workers: int = 1) -> tuple[LiveServer, TenantSetup]:
+def live(
+    database_url: str | None, *, uses: int = 100_000, workers: int = 1
+) -> tuple[LiveServer, TenantSetup]:
     data_dir = Path(tempfile.mkdtemp(prefix="pomona-bench-"))
     port = free_port()
     p = build(Settings(data_dir=data_dir, database_url=database_url, public_url=f"http://127.0.0.1:{port}"))

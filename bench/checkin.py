@@ -56,8 +56,12 @@ def run(db_name: str, database_url: str | None, args: argparse.Namespace) -> dic
             conn = http.client.HTTPConnection(target.hostname, target.port)
             for n in range(per_thread):
                 body, sig = msgs[(i * per_thread + n) % len(msgs)]
-                conn.request("PUT", target.path, body=body,
-                             headers={"Content-Type": COMMAND_CONTENT_TYPE, "Mdm-Signature": sig})
+                conn.request(
+                    "PUT",
+                    target.path,
+                    body=body,
+                    headers={"Content-Type": COMMAND_CONTENT_TYPE, "Mdm-Signature": sig},
+                )
                 r = conn.getresponse()
                 r.read()
                 if r.status != 200:
@@ -109,10 +113,14 @@ def main() -> None:
         finally:
             if url:
                 drop_pg_database(pg_admin, url)
-        print(f"[{db_name}] full enrollment: {r['enroll_cpu_ms']:.2f} ms server CPU each "
-              f"({r['devices']} devices, {r['enroll_per_s']:.1f} enrollments/s)   target <= 15 ms")
-        print(f"[{db_name}] signed idle check-in: {r['idle_cpu_ms']:.3f} ms server CPU each "
-              f"({r['idle']} check-ins, {r['idle_per_s']:.0f}/s)   target <= 0.6 ms")
+        print(
+            f"[{db_name}] full enrollment: {r['enroll_cpu_ms']:.2f} ms server CPU each "
+            f"({r['devices']} devices, {r['enroll_per_s']:.1f} enrollments/s)   target <= 15 ms"
+        )
+        print(
+            f"[{db_name}] signed idle check-in: {r['idle_cpu_ms']:.3f} ms server CPU each "
+            f"({r['idle']} check-ins, {r['idle_per_s']:.0f}/s)   target <= 0.6 ms"
+        )
 
 
 if __name__ == "__main__":

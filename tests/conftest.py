@@ -72,5 +72,3 @@ def pomona(db_url: str, tmp_path: Path) -> Iterator[object]:
     p = build(Settings(data_dir=tmp_path, database_url=db_url, public_url="https://pomona.test"))
     yield p
     p.close()
-
-

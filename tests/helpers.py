@@ -37,7 +37,9 @@ class TenantSetup:
     topic: str
 
 
-def setup_tenant(p: Pomona, name: str = "acme", *, uses: int = 10, upn: str | None = None, push: bool = True) -> TenantSetup:
+def setup_tenant(
+    p: Pomona, name: str = "acme", *, uses: int = 10, upn: str | None = None, push: bool = True
+) -> TenantSetup:
     """A tenant with a stand-in push certificate, one user and an enrollment link, as an admin would."""
     t = p.admin.create_tenant(name, f"{name}.example")
     topic = ""
@@ -82,7 +84,9 @@ class LiveServer:
                 self.process.kill()
 
 
-def start_server(data_dir: Path, database_url: str | None = None, *, workers: int = 1, port: int | None = None) -> LiveServer:
+def start_server(
+    data_dir: Path, database_url: str | None = None, *, workers: int = 1, port: int | None = None
+) -> LiveServer:
     """Run `pomona serve` as a real uvicorn process on 127.0.0.1 and wait until it answers."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
@@ -91,8 +95,20 @@ def start_server(data_dir: Path, database_url: str | None = None, *, workers: in
     if database_url:
         env["POMONA_DATABASE_URL"] = database_url
     log = data_dir / f"server-{port}.log"
-    cmd = [sys.executable, "-m", "pomona.cli.main", "serve", "--data-dir", str(data_dir), "--port", str(port),
-           "--public-url", url, "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pomona.cli.main",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+        "--public-url",
+        url,
+        "--workers",
+        str(workers),
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pomona.domain.models import (
     ApiToken,
@@ -149,20 +149,27 @@ class EventLog(Protocol):
 
 
 class UnitOfWork(Protocol):
-    """One transaction over every store. ``with uow:`` commits on success and rolls back on error."""
+    """One transaction over every store: ``with db.unit_of_work() as uow:`` commits on success and rolls
+    back on error."""
 
-    tenants: TenantStore
-    api_tokens: ApiTokenStore
-    users: UserStore
-    enrollment_tokens: EnrollmentTokenStore
-    certs: CertStore
-    devices: DeviceStore
-    enrollments: EnrollmentStore
-    commands: CommandQueue
-    events: EventLog
-
-    def __enter__(self) -> UnitOfWork: ...
-    def __exit__(self, *exc: object) -> None: ...
+    @property
+    def tenants(self) -> TenantStore: ...
+    @property
+    def api_tokens(self) -> ApiTokenStore: ...
+    @property
+    def users(self) -> UserStore: ...
+    @property
+    def enrollment_tokens(self) -> EnrollmentTokenStore: ...
+    @property
+    def certs(self) -> CertStore: ...
+    @property
+    def devices(self) -> DeviceStore: ...
+    @property
+    def enrollments(self) -> EnrollmentStore: ...
+    @property
+    def commands(self) -> CommandQueue: ...
+    @property
+    def events(self) -> EventLog: ...
 
 
 class Database(Protocol):
@@ -172,14 +179,14 @@ class Database(Protocol):
     def settings_put(self, key: str, value: bytes) -> None: ...
 
 
-
-
 class CertificateAuthority(Protocol):
     """A tenant's device CA (pki/ implements it)."""
 
     certificate: x509.Certificate
 
-    def issue(self, public_key: CertificatePublicKeyTypes, subject: x509.Name, days: int = 365) -> x509.Certificate: ...
+    def issue(
+        self, public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey, subject: x509.Name, days: int = 365
+    ) -> x509.Certificate: ...
     def is_issuer_of(self, cert: x509.Certificate) -> bool: ...
     def to_pem(self) -> tuple[bytes, bytes]: ...
 

@@ -12,7 +12,9 @@ from helpers import LiveServer, TenantSetup, free_port, setup_tenant, start_serv
 from pomona.app import Settings, build
 
 
-def live_server_with_tenant(data_dir: Path, database_url: str | None, *, uses: int = 1000) -> tuple[LiveServer, TenantSetup]:
+def live_server_with_tenant(
+    data_dir: Path, database_url: str | None, *, uses: int = 1000
+) -> tuple[LiveServer, TenantSetup]:
     """Set up a tenant as an admin would (same database), then start the real server on it."""
     port = free_port()
     p = build(Settings(data_dir=data_dir, database_url=database_url, public_url=f"http://127.0.0.1:{port}"))

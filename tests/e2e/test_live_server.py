@@ -23,8 +23,13 @@ def cli(data_dir: Path, database_url: str | None, *args: str) -> dict[str, objec
     env.pop("POMONA_DATABASE_URL", None)
     if database_url:
         env["POMONA_DATABASE_URL"] = database_url
-    out = subprocess.run([sys.executable, "-m", "pomona.cli.main", *args, "--data-dir", str(data_dir), "--json"],
-                         env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "pomona.cli.main", *args, "--data-dir", str(data_dir), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr + out.stdout
     data: dict[str, object] = json.loads(out.stdout)
     return data
@@ -44,42 +49,95 @@ class TestLiveServer:
         (tmp_path / "push.pem").write_bytes(cert)
         (tmp_path / "push.key").write_bytes(key)
         cli(tmp_path, database, "tenant", "create", "acme", "--domain", "acme.example")
-        up = cli(tmp_path, database, "apns", "upload", "--tenant", "acme", "--cert", str(tmp_path / "push.pem"), "--key", str(tmp_path / "push.key"))
+        up = cli(
+            tmp_path,
+            database,
+            "apns",
+            "upload",
+            "--tenant",
+            "acme",
+            "--cert",
+            str(tmp_path / "push.pem"),
+            "--key",
+            str(tmp_path / "push.key"),
+        )
         assert str(up["topic"]).startswith("com.apple.mgmt.External.")
         cli(tmp_path, database, "user", "create", "--tenant", "acme", "--upn", "ana@acme.example")
-        link = cli(tmp_path, database, "enroll-token", "create", "--tenant", "acme", "--user", "ana@acme.example",
-                   "--uses", "8", "--expires", "1h", "--public-url", base)
+        link = cli(
+            tmp_path,
+            database,
+            "enroll-token",
+            "create",
+            "--tenant",
+            "acme",
+            "--user",
+            "ana@acme.example",
+            "--uses",
+            "8",
+            "--expires",
+            "1h",
+            "--public-url",
+            base,
+        )
         admin = cli(tmp_path, database, "token", "create", "--tenant", "acme")["token"]
         server = start_server(tmp_path, database, port=port)
         try:
             # A fleet through the user-facing simulator ...
             env = dict(os.environ, POMONA_LANG="en")
-            sim = subprocess.run([sys.executable, "-m", "pomona.cli.main", "simulate", "--enroll-url", str(link["url"]),
-                                  "--devices", "5", "--concurrency", "3", "--json"], capture_output=True, text=True,
-                                 timeout=300, env=env)
+            sim = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pomona.cli.main",
+                    "simulate",
+                    "--enroll-url",
+                    str(link["url"]),
+                    "--devices",
+                    "5",
+                    "--concurrency",
+                    "3",
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=env,
+            )
             assert sim.returncode == 0, sim.stderr
             summary = json.loads(sim.stdout)
             assert summary["enrolled"] == 5 and not summary["failed"]
             # ... and devices we keep, to answer commands.
-            devices = [VirtualDevice(str(link["url"]), product=p, os_version=v)
-                       for p, v in (("iPhone15,2", "17.4"), ("iPad13,18", "16.7"))]
+            devices = [
+                VirtualDevice(str(link["url"]), product=p, os_version=v)
+                for p, v in (("iPhone15,2", "17.4"), ("iPad13,18", "16.7"))
+            ]
             for d in devices:
                 d.enroll()
             h = {"Authorization": f"Bearer {admin}"}
-            r = httpx.post(f"{base}/api/v1/tenants/acme/commands", headers=h,
-                           json={"request_type": "DeviceInformation", "devices": [d.udid for d in devices]})
+            r = httpx.post(
+                f"{base}/api/v1/tenants/acme/commands",
+                headers=h,
+                json={"request_type": "DeviceInformation", "devices": [d.udid for d in devices]},
+            )
             assert r.status_code == 201, r.text
             uuids = [c["command_uuid"] for c in r.json()["commands"]]
             for d in devices:
                 assert [x.status for x in d.poll()] == ["Acknowledged"]
             for u in uuids:
-                assert httpx.get(f"{base}/api/v1/tenants/acme/commands/{u}", headers=h).json()["status"] == "Acknowledged"
+                assert (
+                    httpx.get(f"{base}/api/v1/tenants/acme/commands/{u}", headers=h).json()["status"]
+                    == "Acknowledged"
+                )
             listed = httpx.get(f"{base}/api/v1/tenants/acme/devices", headers=h).json()
             assert listed["total"] == 7
             rows = {row["serial"]: row for row in listed["devices"]}
             for d in devices:
                 row = rows[d.serial]
-                assert (row["product_name"], row["os_version"], row["model_name"]) == (d.product, d.os_version, d.facts.model_name)
+                assert (row["product_name"], row["os_version"], row["model_name"]) == (
+                    d.product,
+                    d.os_version,
+                    d.facts.model_name,
+                )
             cli_list = cli(tmp_path, database, "device", "list", "--tenant", "acme")
             assert cli_list["total"] == 7
         finally:

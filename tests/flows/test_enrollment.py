@@ -36,7 +36,9 @@ def device(client: TestClient, url: str | None = None, **kw: object) -> VirtualD
 
 
 def api(client: TestClient, s: TenantSetup, method: str, path: str, **kw: object) -> object:
-    r = client.request(method, f"/api/v1/tenants/{s.name}{path}", headers={"Authorization": f"Bearer {s.admin_token}"}, **kw)  # type: ignore[arg-type]
+    r = client.request(
+        method, f"/api/v1/tenants/{s.name}{path}", headers={"Authorization": f"Bearer {s.admin_token}"}, **kw
+    )  # type: ignore[arg-type]
     return r
 
 
@@ -46,11 +48,15 @@ def enrollment_count(p: Pomona, s: TenantSetup) -> int:
 
 
 class TestHappyPath:
-    def test_enroll_and_device_information(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
+    def test_enroll_and_device_information(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup
+    ) -> None:
         """A device enrolls, DeviceInformation comes back Acknowledged and fills the inventory."""
         d = device(client, acme.enroll_url, product="iPad13,18", os_version="17.4")
         d.enroll()
-        r = api(client, acme, "POST", "/commands", json={"request_type": "DeviceInformation", "devices": [d.udid]})
+        r = api(
+            client, acme, "POST", "/commands", json={"request_type": "DeviceInformation", "devices": [d.udid]}
+        )
         assert r.status_code == 201, r.text  # type: ignore[attr-defined]
         uuid_ = r.json()["commands"][0]["command_uuid"]  # type: ignore[attr-defined]
         handled = d.poll()
@@ -60,12 +66,21 @@ class TestHappyPath:
         listed = api(client, acme, "GET", "/devices").json()["devices"]  # type: ignore[attr-defined]
         assert len(listed) == 1
         row = listed[0]
-        assert (row["serial"], row["product_name"], row["os_version"], row["model_name"]) == (d.serial, "iPad13,18", "17.4", "iPad")
+        assert (row["serial"], row["product_name"], row["os_version"], row["model_name"]) == (
+            d.serial,
+            "iPad13,18",
+            "17.4",
+            "iPad",
+        )
         assert row["enrolled"] and row["last_seen_at"]
         steps = [(e.step.value, e.outcome.value) for e in pomona.commands.events(acme.name, udid=d.udid)]
-        assert ("authenticate", "ok") in steps and ("tokenupdate", "ok") in steps and ("command", "ok") in steps
+        assert (
+            ("authenticate", "ok") in steps and ("tokenupdate", "ok") in steps and ("command", "ok") in steps
+        )
 
-    def test_profile_is_signed_and_stable(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
+    def test_profile_is_signed_and_stable(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup
+    ) -> None:
         """The profile is CMS-signed by the server identity and keeps one identifier per tenant."""
         r1 = client.get(acme.enroll_url)
         assert r1.status_code == 200 and r1.headers["content-type"] == "application/x-apple-aspen-config"
@@ -85,9 +100,15 @@ class TestHappyPath:
         d.enroll()
         d.inject("SecurityInfo", status="NotNow", times=1)
         d.inject("ProfileList", status="Error", times=1)
-        uuids = [pomona.commands.enqueue(acme.name, rt, {}, [d.udid])[0].command_uuid for rt in ("SecurityInfo", "ProfileList")]
+        uuids = [
+            pomona.commands.enqueue(acme.name, rt, {}, [d.udid])[0].command_uuid
+            for rt in ("SecurityInfo", "ProfileList")
+        ]
         first = d.poll()
-        assert [(h.request_type, h.status) for h in first] == [("SecurityInfo", "NotNow"), ("ProfileList", "Error")]
+        assert [(h.request_type, h.status) for h in first] == [
+            ("SecurityInfo", "NotNow"),
+            ("ProfileList", "Error"),
+        ]
         second = d.poll()
         assert [(h.request_type, h.status) for h in second] == [("SecurityInfo", "Acknowledged")]
         err = pomona.commands.command(acme.name, uuids[1])
@@ -132,7 +153,9 @@ class TestHappyPath:
         with pytest.raises(EnrollmentRefused) as err:
             c.enroll()
         assert err.value.reason == "ENROLLMENT_TOKEN_INVALID"
-        pomona.commands.enqueue(s.name, "Settings", {"Settings": [{"Item": "DeviceName", "DeviceName": "Kiosk 1"}]}, [a.udid])
+        pomona.commands.enqueue(
+            s.name, "Settings", {"Settings": [{"Item": "DeviceName", "DeviceName": "Kiosk 1"}]}, [a.udid]
+        )
         a.poll()
         assert a.facts.device_name == "Kiosk 1"
 
@@ -141,7 +164,11 @@ class TestTokens:
     def test_unknown_token(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
         """An unknown link answers ENROLLMENT_TOKEN_INVALID."""
         r = client.get("/enroll/not-a-token")
-        assert r.status_code == 403 and r.json()["reason"] == "ENROLLMENT_TOKEN_INVALID" and r.json()["request_id"]
+        assert (
+            r.status_code == 403
+            and r.json()["reason"] == "ENROLLMENT_TOKEN_INVALID"
+            and r.json()["request_id"]
+        )
 
     def test_used_token(self, pomona: Pomona, client: TestClient) -> None:
         """A one-time link is refused after its enrollment, with an event naming the user."""
@@ -166,7 +193,9 @@ class TestTokens:
         with pytest.raises(EnrollmentRefused) as err:
             d.install()
         assert err.value.step == "scep"
-        assert reasons(pomona, acme.name, reason="ENROLLMENT_TOKEN_EXPIRED") == ["ENROLLMENT_TOKEN_EXPIRED"] * 2
+        assert (
+            reasons(pomona, acme.name, reason="ENROLLMENT_TOKEN_EXPIRED") == ["ENROLLMENT_TOKEN_EXPIRED"] * 2
+        )
         assert enrollment_count(pomona, acme) == 0
 
 
@@ -183,7 +212,9 @@ class TestPushCertificate:
         with pomona.db.unit_of_work() as uow:
             t = uow.tenants.by_name(acme.name)
             assert t is not None and t.push_cert_pem and t.push_key_pem
-            uow.tenants.set_push_cert(t.id, t.push_cert_pem, t.push_key_pem, acme.topic, datetime.now(UTC) - timedelta(days=1))
+            uow.tenants.set_push_cert(
+                t.id, t.push_cert_pem, t.push_key_pem, acme.topic, datetime.now(UTC) - timedelta(days=1)
+            )
         r = client.get(acme.enroll_url)
         assert r.status_code == 403 and r.json()["reason"] == "APNS_CERT_EXPIRED"
 
@@ -213,9 +244,13 @@ class TestForgedMessages:
     def test_unsigned(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
         """A check-in without Mdm-Signature is SIGNATURE_INVALID."""
         d = self._enrolled(client, acme)
-        r = d.signed_put(d.check_in_url or "", d.authenticate_message(), CHECKIN_CONTENT_TYPE, signature="omit")
+        r = d.signed_put(
+            d.check_in_url or "", d.authenticate_message(), CHECKIN_CONTENT_TYPE, signature="omit"
+        )
         assert (r.status_code, r.json()["reason"]) == (401, "SIGNATURE_INVALID")
-        r = d.signed_put(d.check_in_url or "", d.authenticate_message(), CHECKIN_CONTENT_TYPE, signature=b"garbage")
+        r = d.signed_put(
+            d.check_in_url or "", d.authenticate_message(), CHECKIN_CONTENT_TYPE, signature=b"garbage"
+        )
         assert (r.status_code, r.json()["reason"]) == (401, "SIGNATURE_INVALID")
         assert reasons(pomona, acme.name, reason="SIGNATURE_INVALID") == ["SIGNATURE_INVALID"] * 2
 
@@ -292,11 +327,20 @@ class TestForgedMessages:
     def test_garbage_signature_base64(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
         """A header that is not base64 CMS is SIGNATURE_INVALID, not a server error."""
         d = self._enrolled(client, acme)
-        r = client.put(d.check_in_url or "", content=d.authenticate_message(),
-                       headers={"Content-Type": CHECKIN_CONTENT_TYPE, "Mdm-Signature": "%%%not base64"})
+        r = client.put(
+            d.check_in_url or "",
+            content=d.authenticate_message(),
+            headers={"Content-Type": CHECKIN_CONTENT_TYPE, "Mdm-Signature": "%%%not base64"},
+        )
         assert (r.status_code, r.json()["reason"]) == (401, "SIGNATURE_INVALID")
-        r = client.put(d.check_in_url or "", content=d.authenticate_message(),
-                       headers={"Content-Type": CHECKIN_CONTENT_TYPE, "Mdm-Signature": base64.b64encode(b"\x30\x03\x02\x01\x01").decode()})
+        r = client.put(
+            d.check_in_url or "",
+            content=d.authenticate_message(),
+            headers={
+                "Content-Type": CHECKIN_CONTENT_TYPE,
+                "Mdm-Signature": base64.b64encode(b"\x30\x03\x02\x01\x01").decode(),
+            },
+        )
         assert (r.status_code, r.json()["reason"]) == (401, "SIGNATURE_INVALID")
 
 
@@ -309,7 +353,11 @@ class TestAdminApi:
         h = {"Authorization": f"Bearer {acme.admin_token}"}
         r = client.get("/api/v1/tenants/beta/devices", headers=h)
         assert (r.status_code, r.json()["reason"]) == (404, "NOT_FOUND")
-        r = client.post("/api/v1/tenants/acme/commands", headers=h, json={"request_type": "DeviceLock", "devices": [d.udid]})
+        r = client.post(
+            "/api/v1/tenants/acme/commands",
+            headers=h,
+            json={"request_type": "DeviceLock", "devices": [d.udid]},
+        )
         assert (r.status_code, r.json()["reason"]) == (404, "NOT_FOUND")
         assert [t["name"] for t in client.get("/api/v1/tenants", headers=h).json()["tenants"]] == ["acme"]
         r = client.post("/api/v1/tenants", headers=h, json={"name": "x", "domain": "x.example"})
@@ -329,22 +377,41 @@ class TestAdminApi:
         """A server-wide token creates tenants and their admin tokens; the new token works on its tenant."""
         server = pomona.admin.create_api_token(None).secret
         h = {"Authorization": f"Bearer {server}"}
-        assert client.post("/api/v1/tenants", headers=h, json={"name": "gamma", "domain": "gamma.example"}).status_code == 201
+        assert (
+            client.post(
+                "/api/v1/tenants", headers=h, json={"name": "gamma", "domain": "gamma.example"}
+            ).status_code
+            == 201
+        )
         r = client.post("/api/v1/tenants", headers=h, json={"name": "gamma", "domain": "gamma.example"})
         assert (r.status_code, r.json()["reason"]) == (409, "ALREADY_EXISTS")
         tok = client.post("/api/v1/tenants/gamma/tokens", headers=h).json()["token"]
-        assert client.get("/api/v1/tenants/gamma/devices", headers={"Authorization": f"Bearer {tok}"}).json()["total"] == 0
+        assert (
+            client.get("/api/v1/tenants/gamma/devices", headers={"Authorization": f"Bearer {tok}"}).json()[
+                "total"
+            ]
+            == 0
+        )
 
     def test_bulk_enqueue_and_events(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
         """One request queues a command for many devices; events are queryable by device and code."""
         ds = [device(client, acme.enroll_url) for _ in range(3)]
         for d in ds:
             d.enroll()
-        r = api(client, acme, "POST", "/commands", json={"request_type": "RestartDevice", "devices": [d.serial for d in ds]})
+        r = api(
+            client,
+            acme,
+            "POST",
+            "/commands",
+            json={"request_type": "RestartDevice", "devices": [d.serial for d in ds]},
+        )
         assert r.status_code == 201 and len(r.json()["commands"]) == 3  # type: ignore[attr-defined]
         for d in ds:
             assert [h.status for h in d.poll()] == ["Acknowledged"]
         ev = api(client, acme, "GET", "/events", params={"serial": ds[0].serial}).json()["events"]  # type: ignore[attr-defined]
         assert {e["step"] for e in ev} >= {"authenticate"}
         detail = api(client, acme, "GET", f"/devices/{ds[0].udid}").json()  # type: ignore[attr-defined]
-        assert detail["enrollments"][0]["status"] == "active" and detail["commands"][0]["status"] == "Acknowledged"
+        assert (
+            detail["enrollments"][0]["status"] == "active"
+            and detail["commands"][0]["status"] == "Acknowledged"
+        )

@@ -39,18 +39,41 @@ def db(db_url: str) -> Iterator[SqlDatabase]:
 
 
 def tenant(name: str = "acme") -> Tenant:
-    return Tenant(id=str(uuid.uuid4()), name=name, domain=f"{name}.example", created_at=NOW,
-                  ca_cert_pem=b"cert", ca_key_pem=b"key")
+    return Tenant(
+        id=str(uuid.uuid4()),
+        name=name,
+        domain=f"{name}.example",
+        created_at=NOW,
+        ca_cert_pem=b"cert",
+        ca_key_pem=b"key",
+    )
 
 
 def seed(db: SqlDatabase) -> tuple[Tenant, User, Device, Enrollment]:
     t = tenant()
-    u = User(id=str(uuid.uuid4()), tenant_id=t.id, upn="ana@acme.example", email="ana@acme.example",
-             display_name="Ana", created_at=NOW)
-    d = Device(id=str(uuid.uuid4()), tenant_id=t.id, udid="UDID-1", serial="SER1", created_at=NOW, last_seen_at=NOW)
-    e = Enrollment(id=str(uuid.uuid4()), tenant_id=t.id, device_id=d.id, udid=d.udid, user_id=u.id,
-                   status=EnrollmentStatus.ACTIVE, type=EnrollmentType.BYOD, cert_fingerprint="fp1",
-                   topic="com.apple.mgmt.x", started_at=NOW)
+    u = User(
+        id=str(uuid.uuid4()),
+        tenant_id=t.id,
+        upn="ana@acme.example",
+        email="ana@acme.example",
+        display_name="Ana",
+        created_at=NOW,
+    )
+    d = Device(
+        id=str(uuid.uuid4()), tenant_id=t.id, udid="UDID-1", serial="SER1", created_at=NOW, last_seen_at=NOW
+    )
+    e = Enrollment(
+        id=str(uuid.uuid4()),
+        tenant_id=t.id,
+        device_id=d.id,
+        udid=d.udid,
+        user_id=u.id,
+        status=EnrollmentStatus.ACTIVE,
+        type=EnrollmentType.BYOD,
+        cert_fingerprint="fp1",
+        topic="com.apple.mgmt.x",
+        started_at=NOW,
+    )
     with db.unit_of_work() as uow:
         uow.tenants.add(t)
         uow.users.add(u)
@@ -60,9 +83,17 @@ def seed(db: SqlDatabase) -> tuple[Tenant, User, Device, Enrollment]:
 
 
 def command(t: Tenant, e: Enrollment, n: int) -> QueuedCommand:
-    return QueuedCommand(id=0, tenant_id=t.id, command_uuid=f"cmd-{n}", enrollment_id=e.id, device_id=e.device_id,
-                         request_type="DeviceInformation", body=b"<plist/>", status=CommandStatus.QUEUED,
-                         created_at=NOW + timedelta(seconds=n))
+    return QueuedCommand(
+        id=0,
+        tenant_id=t.id,
+        command_uuid=f"cmd-{n}",
+        enrollment_id=e.id,
+        device_id=e.device_id,
+        request_type="DeviceInformation",
+        body=b"<plist/>",
+        status=CommandStatus.QUEUED,
+        created_at=NOW + timedelta(seconds=n),
+    )
 
 
 class TestMigrations:
@@ -101,11 +132,27 @@ class TestTenantsAndUsers:
             uow.tenants.add(t1)
             uow.tenants.add(t2)
             for t in (t1, t2):
-                uow.users.add(User(id=str(uuid.uuid4()), tenant_id=t.id, upn="x@e.com", email="x@e.com",
-                                   display_name="X", created_at=NOW))
+                uow.users.add(
+                    User(
+                        id=str(uuid.uuid4()),
+                        tenant_id=t.id,
+                        upn="x@e.com",
+                        email="x@e.com",
+                        display_name="X",
+                        created_at=NOW,
+                    )
+                )
         with pytest.raises(IntegrityError), db.unit_of_work() as uow:
-            uow.users.add(User(id=str(uuid.uuid4()), tenant_id=t1.id, upn="x@e.com", email="x@e.com",
-                               display_name="X", created_at=NOW))
+            uow.users.add(
+                User(
+                    id=str(uuid.uuid4()),
+                    tenant_id=t1.id,
+                    upn="x@e.com",
+                    email="x@e.com",
+                    display_name="X",
+                    created_at=NOW,
+                )
+            )
         with db.unit_of_work(readonly=True) as uow:
             assert uow.users.by_upn(t1.id, "X@E.com") is not None
             assert len(uow.users.list(t2.id)) == 1
@@ -135,8 +182,15 @@ class TestTokensAndCerts:
     def test_token_consume(self, db: SqlDatabase) -> None:
         """Consuming a token counts its uses."""
         t, u, _, _ = seed(db)
-        tok = EnrollmentToken(id=str(uuid.uuid4()), tenant_id=t.id, user_id=u.id, expires_at=NOW + timedelta(hours=1),
-                              uses_allowed=2, uses_count=0, created_at=NOW)
+        tok = EnrollmentToken(
+            id=str(uuid.uuid4()),
+            tenant_id=t.id,
+            user_id=u.id,
+            expires_at=NOW + timedelta(hours=1),
+            uses_allowed=2,
+            uses_count=0,
+            created_at=NOW,
+        )
         with db.unit_of_work() as uow:
             uow.enrollment_tokens.add(tok, "h" * 64)
             uow.enrollment_tokens.consume(tok.id)
@@ -149,8 +203,17 @@ class TestTokensAndCerts:
         """An issued certificate is bound to the enrollment it authenticated."""
         t, u, _, e = seed(db)
         with db.unit_of_work() as uow:
-            uow.certs.add(IssuedCert(fingerprint="f" * 64, tenant_id=t.id, serial="1", token_id=None, user_id=u.id,
-                                     not_after=NOW + timedelta(days=365), issued_at=NOW))
+            uow.certs.add(
+                IssuedCert(
+                    fingerprint="f" * 64,
+                    tenant_id=t.id,
+                    serial="1",
+                    token_id=None,
+                    user_id=u.id,
+                    not_after=NOW + timedelta(days=365),
+                    issued_at=NOW,
+                )
+            )
             uow.certs.bind("f" * 64, e.id)
         with db.unit_of_work(readonly=True) as uow:
             c = uow.certs.get("f" * 64)
@@ -163,8 +226,15 @@ class TestDevicesAndEnrollments:
         t, _, d, _ = seed(db)
         with db.unit_of_work() as uow:
             uow.devices.update_inventory(t.id, d.id, {"model_name": "iPhone", "os_version": "17.4"})
-            got = uow.devices.upsert(Device(id="ignored", tenant_id=t.id, udid=d.udid, serial=None, os_version="17.5"))
-        assert got.id == d.id and got.model_name == "iPhone" and got.os_version == "17.5" and got.serial == "SER1"
+            got = uow.devices.upsert(
+                Device(id="ignored", tenant_id=t.id, udid=d.udid, serial=None, os_version="17.5")
+            )
+        assert (
+            got.id == d.id
+            and got.model_name == "iPhone"
+            and got.os_version == "17.5"
+            and got.serial == "SER1"
+        )
 
     def test_active_by_fingerprint(self, db: SqlDatabase) -> None:
         """Only an active enrollment answers for its identity; ending it removes it."""
@@ -230,7 +300,10 @@ class TestCommandQueue:
         t, _, _, e = seed(db)
         with db.unit_of_work() as uow:
             uow.commands.enqueue(command(t, e, 1))
-            assert uow.commands.record_result("other", "cmd-1", CommandStatus.ACKNOWLEDGED, b"r", [], NOW) is None
+            assert (
+                uow.commands.record_result("other", "cmd-1", CommandStatus.ACKNOWLEDGED, b"r", [], NOW)
+                is None
+            )
 
 
 class TestEvents:
@@ -238,14 +311,28 @@ class TestEvents:
         """Events are found by user, device, code and time, newest first."""
         t, _, _, _ = seed(db)
         with db.unit_of_work() as uow:
-            for i, (reason, serial) in enumerate([(None, "S1"), ("ENROLLMENT_TOKEN_INVALID", "S1"), ("SIGNATURE_INVALID", "S2")]):
-                uow.events.append(Event(tenant_id=t.id, at=NOW + timedelta(minutes=i), step=Step.SCEP,
-                                        outcome=Outcome.OK if reason is None else Outcome.FAILED, reason=reason,
-                                        upn="ana@acme.example", serial=serial, detail={"i": i}))
+            for i, (reason, serial) in enumerate(
+                [(None, "S1"), ("ENROLLMENT_TOKEN_INVALID", "S1"), ("SIGNATURE_INVALID", "S2")]
+            ):
+                uow.events.append(
+                    Event(
+                        tenant_id=t.id,
+                        at=NOW + timedelta(minutes=i),
+                        step=Step.SCEP,
+                        outcome=Outcome.OK if reason is None else Outcome.FAILED,
+                        reason=reason,
+                        upn="ana@acme.example",
+                        serial=serial,
+                        detail={"i": i},
+                    )
+                )
         with db.unit_of_work(readonly=True) as uow:
             assert [e.detail["i"] for e in uow.events.query(t.id)] == [2, 1, 0]
             assert [e.detail["i"] for e in uow.events.query(t.id, serial="S1")] == [1, 0]
             assert [e.detail["i"] for e in uow.events.query(t.id, reason="SIGNATURE_INVALID")] == [2]
             assert [e.detail["i"] for e in uow.events.query(t.id, since=NOW + timedelta(minutes=1))] == [2, 1]
-            assert [e.detail["i"] for e in uow.events.query(t.id, upn="ANA@acme.example", until=NOW + timedelta(minutes=1))] == [0]
+            assert [
+                e.detail["i"]
+                for e in uow.events.query(t.id, upn="ANA@acme.example", until=NOW + timedelta(minutes=1))
+            ] == [0]
             assert uow.events.query("other-tenant") == []

@@ -16,11 +16,19 @@ DEMO_USER = "ana@demo.pomona.example"
 
 
 @click.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("pomona-data"), show_default=True, envvar="POMONA_DATA_DIR")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path("pomona-data"),
+    show_default=True,
+    envvar="POMONA_DATA_DIR",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True)
 @click.option("--devices", default=5, show_default=True, help="Virtual devices to enroll.")
-@click.option("--exit-after-setup", is_flag=True, help="Stop once the devices have enrolled (for scripts and CI).")
+@click.option(
+    "--exit-after-setup", is_flag=True, help="Stop once the devices have enrolled (for scripts and CI)."
+)
 def demo(data_dir: Path, host: str, port: int, devices: int, exit_after_setup: bool) -> None:
     """Run Pomona on SQLite with a demo tenant, a stand-in push certificate and virtual devices."""
     import uvicorn
@@ -57,8 +65,13 @@ def demo(data_dir: Path, host: str, port: int, devices: int, exit_after_setup: b
 
     with Progress(transient=True) as bar:
         task = bar.add_task(t("cli.progress.enrolling"), total=devices)
-        summary = run_fleet(enroll_url, devices, min(devices, 4) or 1, products=("iPhone15,2", "iPad13,18"),
-                            progress=lambda _r: bar.advance(task))
+        summary = run_fleet(
+            enroll_url,
+            devices,
+            min(devices, 4) or 1,
+            products=("iPhone15,2", "iPad13,18"),
+            progress=lambda _r: bar.advance(task),
+        )
     click.echo(t("cli.demo.ready"))
     click.echo(t("cli.demo.api", url=base))
     click.echo(t("cli.demo.token", token=admin_token))

@@ -90,13 +90,22 @@ def tenant() -> None:
 @tenant.command("create")
 @click.argument("name")
 @click.option("--domain", required=True, help="The organisation's DNS domain, e.g. example.com.")
-@click.option("--key-type", type=click.Choice(["rsa", "p256"]), default="rsa", show_default=True, help="The device CA's key.")
+@click.option(
+    "--key-type",
+    type=click.Choice(["rsa", "p256"]),
+    default="rsa",
+    show_default=True,
+    help="The device CA's key.",
+)
 @common
 def tenant_create(name: str, domain: str, key_type: str) -> None:
     """Create a tenant with its own device CA."""
     p = _pomona()
     tn = p.admin.create_tenant(name, domain, key_type=key_type)
-    _out({"id": tn.id, "name": tn.name, "domain": tn.domain}, t("cli.tenant.created", name=tn.name, id=tn.id, domain=tn.domain))
+    _out(
+        {"id": tn.id, "name": tn.name, "domain": tn.domain},
+        t("cli.tenant.created", name=tn.name, id=tn.id, domain=tn.domain),
+    )
 
 
 @tenant.command("list")
@@ -106,9 +115,14 @@ def tenant_list() -> None:
     p = _pomona()
     ts = p.admin.list_tenants()
     rows = [
-        {"id": x.id, "name": x.name, "domain": x.domain, "push_topic": x.push_topic,
-         "push_not_after": None if x.push_not_after is None else x.push_not_after.isoformat(),
-         "mdm_authority": x.mdm_authority}
+        {
+            "id": x.id,
+            "name": x.name,
+            "domain": x.domain,
+            "push_topic": x.push_topic,
+            "push_not_after": None if x.push_not_after is None else x.push_not_after.isoformat(),
+            "mdm_authority": x.mdm_authority,
+        }
         for x in ts
     ]
     if _json():
@@ -136,7 +150,10 @@ def tenant_set_authority(tenant_name: str, authority: str) -> None:
     """Set the tenant's MDM authority."""
     p = _pomona()
     tn = p.admin.set_authority(tenant_name, authority)
-    _out({"name": tn.name, "mdm_authority": tn.mdm_authority}, t("cli.tenant.authority", name=tn.name, authority=authority))
+    _out(
+        {"name": tn.name, "mdm_authority": tn.mdm_authority},
+        t("cli.tenant.authority", name=tn.name, authority=authority),
+    )
 
 
 # --- APNs -----------------------------------------------------------------------------------------
@@ -147,15 +164,21 @@ def apns() -> None:
 
 @apns.command("upload")
 @click.option("--tenant", "tenant_name", required=True)
-@click.option("--cert", "cert_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--cert", "cert_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.option(
+    "--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
 @common
 def apns_upload(tenant_name: str, cert_path: Path, key_path: Path) -> None:
     """Upload the tenant's MDM push certificate (PEM) and its private key (PEM)."""
     p = _pomona()
     info = p.admin.upload_push_cert(tenant_name, cert_path.read_bytes(), key_path.read_bytes())
-    _out({"tenant": tenant_name, "topic": info.topic, "not_after": info.not_after},
-         t("cli.apns.uploaded", tenant=tenant_name, topic=info.topic, not_after=info.not_after))
+    _out(
+        {"tenant": tenant_name, "topic": info.topic, "not_after": info.not_after},
+        t("cli.apns.uploaded", tenant=tenant_name, topic=info.topic, not_after=info.not_after),
+    )
 
 
 # --- users and tokens -----------------------------------------------------------------------------
@@ -174,7 +197,10 @@ def user_create(tenant_name: str, upn: str, display_name: str | None, password: 
     """Create a user."""
     p = _pomona()
     u = p.admin.create_user(tenant_name, upn, display_name=display_name)
-    _out({"id": u.id, "upn": u.upn, "display_name": u.display_name}, t("cli.user.created", upn=u.upn, tenant=tenant_name))
+    _out(
+        {"id": u.id, "upn": u.upn, "display_name": u.display_name},
+        t("cli.user.created", upn=u.upn, tenant=tenant_name),
+    )
 
 
 @main.group("enroll-token")
@@ -195,9 +221,21 @@ def enroll_token_create(tenant_name: str, upn: str, uses: int, expires: str, pub
     issued = p.admin.create_enrollment_token(tenant_name, upn, uses=uses, expires_in=parse_duration(expires))
     url = p.enrollment.urls.enroll(issued.secret)
     if _json():
-        click.echo(json.dumps({"url": url, "id": issued.token.id, "uses": uses, "expires_at": issued.token.expires_at.isoformat()}))
+        click.echo(
+            json.dumps(
+                {
+                    "url": url,
+                    "id": issued.token.id,
+                    "uses": uses,
+                    "expires_at": issued.token.expires_at.isoformat(),
+                }
+            )
+        )
     else:
-        click.echo(t("cli.enroll_token.created", upn=upn, uses=uses, expires=issued.token.expires_at.isoformat()), err=True)
+        click.echo(
+            t("cli.enroll_token.created", upn=upn, uses=uses, expires=issued.token.expires_at.isoformat()),
+            err=True,
+        )
         click.echo(url)
 
 
@@ -254,8 +292,14 @@ def device_list(tenant_name: str, limit: int) -> None:
     for col in ("serial", "model", "os", "name", "last_seen", "enrolled"):
         table.add_column(t(f"cli.column.{col}"))
     for r in rows:
-        table.add_row(str(r["serial"]), str(r["product_name"]), str(r["os_version"]), str(r["device_name"] or ""),
-                      str(r["last_seen_at"] or ""), "✓" if r["enrolled"] else "—")
+        table.add_row(
+            str(r["serial"]),
+            str(r["product_name"]),
+            str(r["os_version"]),
+            str(r["device_name"] or ""),
+            str(r["last_seen_at"] or ""),
+            "✓" if r["enrolled"] else "—",
+        )
     Console().print(table)
 
 
@@ -263,13 +307,33 @@ def device_list(tenant_name: str, limit: int) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True)
-@click.option("--public-url", envvar="POMONA_PUBLIC_URL", default=None, help="The https:// address devices reach (default: http://HOST:PORT).")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None, help="Serve HTTPS with this certificate (PEM).")
+@click.option(
+    "--public-url",
+    envvar="POMONA_PUBLIC_URL",
+    default=None,
+    help="The https:// address devices reach (default: http://HOST:PORT).",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Serve HTTPS with this certificate (PEM).",
+)
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--workers", default=1, show_default=True, help="Server processes (use PostgreSQL for more than one).")
+@click.option(
+    "--workers", default=1, show_default=True, help="Server processes (use PostgreSQL for more than one)."
+)
 @click.option("--log-level", default="warning", show_default=True)
 @common
-def serve(host: str, port: int, public_url: str | None, tls_cert: str | None, tls_key: str | None, workers: int, log_level: str) -> None:
+def serve(
+    host: str,
+    port: int,
+    public_url: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    workers: int,
+    log_level: str,
+) -> None:
     """Run the Pomona server (device endpoints, admin API)."""
     import os
 
@@ -284,7 +348,9 @@ def serve(host: str, port: int, public_url: str | None, tls_cert: str | None, tl
     p.close()
     if workers > 1 and not os.environ.get("POMONA_DATABASE_URL"):
         raise InvalidInputError("several workers need PostgreSQL (set POMONA_DATABASE_URL)")
-    click.echo(t("cli.serve.starting", url=f"{scheme}://{host}:{port}", public=public, db=_redact(db)), err=True)
+    click.echo(
+        t("cli.serve.starting", url=f"{scheme}://{host}:{port}", public=public, db=_redact(db)), err=True
+    )
     if scheme == "http":
         click.echo(t("cli.serve.tls_hint"), err=True)
     uvicorn.run(

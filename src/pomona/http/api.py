@@ -170,7 +170,11 @@ def create_api(p: Pomona) -> FastAPI:
     @api.exception_handler(PomonaError)
     def _pomona_error(request: Request, exc: PomonaError) -> JSONResponse:
         return JSONResponse(
-            {"reason": str(exc.reason), "message": exc.detail or str(exc.reason), "request_id": _rid(request)},
+            {
+                "reason": str(exc.reason),
+                "message": exc.detail or str(exc.reason),
+                "request_id": _rid(request),
+            },
             status_code=exc.http_status,
         )
 
@@ -178,7 +182,8 @@ def create_api(p: Pomona) -> FastAPI:
     def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         msg = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
         return JSONResponse(
-            {"reason": ReasonCode.INVALID_INPUT.value, "message": msg, "request_id": _rid(request)}, status_code=422
+            {"reason": ReasonCode.INVALID_INPUT.value, "message": msg, "request_id": _rid(request)},
+            status_code=422,
         )
 
     @api.exception_handler(Exception)
@@ -187,7 +192,11 @@ def create_api(p: Pomona) -> FastAPI:
 
         logging.getLogger("pomona.http").exception("internal error, request %s", _rid(request))
         return JSONResponse(
-            {"reason": ReasonCode.INTERNAL_ERROR.value, "message": "internal error", "request_id": _rid(request)},
+            {
+                "reason": ReasonCode.INTERNAL_ERROR.value,
+                "message": "internal error",
+                "request_id": _rid(request),
+            },
             status_code=500,
         )
 
@@ -213,8 +222,13 @@ def create_api(p: Pomona) -> FastAPI:
         ts = [t for t in p.admin.list_tenants() if token.tenant_id in (None, t.id)]
         return {
             "tenants": [
-                {"id": t.id, "name": t.name, "domain": t.domain, "push_topic": t.push_topic,
-                 "push_not_after": None if t.push_not_after is None else t.push_not_after.isoformat()}
+                {
+                    "id": t.id,
+                    "name": t.name,
+                    "domain": t.domain,
+                    "push_topic": t.push_topic,
+                    "push_not_after": None if t.push_not_after is None else t.push_not_after.isoformat(),
+                }
                 for t in ts
             ]
         }
@@ -242,11 +256,18 @@ def create_api(p: Pomona) -> FastAPI:
 
     @api.get("/api/v1/tenants/{tenant}/users")
     def list_users(
-        tenant: str, token: Auth, limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0
+        tenant: str,
+        token: Auth,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
-        return {"users": [{"id": u.id, "upn": u.upn, "display_name": u.display_name, "enabled": u.enabled}
-                          for u in p.admin.list_users(tid, limit=limit, offset=offset)]}
+        return {
+            "users": [
+                {"id": u.id, "upn": u.upn, "display_name": u.display_name, "enabled": u.enabled}
+                for u in p.admin.list_users(tid, limit=limit, offset=offset)
+            ]
+        }
 
     @api.post("/api/v1/tenants/{tenant}/enrollment-tokens", status_code=201)
     def create_enroll_token(tenant: str, body: EnrollTokenIn, token: Auth) -> dict[str, object]:
@@ -263,7 +284,10 @@ def create_api(p: Pomona) -> FastAPI:
 
     @api.get("/api/v1/tenants/{tenant}/devices")
     def list_devices(
-        tenant: str, token: Auth, limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0
+        tenant: str,
+        token: Auth,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
         views, total = p.commands.list_devices(tid, limit=limit, offset=offset)
@@ -302,7 +326,9 @@ def create_api(p: Pomona) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
-        evs = p.commands.events(tid, upn=upn, serial=serial, udid=udid, reason=reason, since=since, until=until, limit=limit)
+        evs = p.commands.events(
+            tid, upn=upn, serial=serial, udid=udid, reason=reason, since=since, until=until, limit=limit
+        )
         return {"events": [event_json(e) for e in evs]}
 
     @api.get("/healthz")

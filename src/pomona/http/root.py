@@ -57,7 +57,13 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def respond(send: Send, status: int, body: bytes, content_type: str | None, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str | None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     headers = [(b"content-length", str(len(body)).encode())]
     if content_type:
         headers.append((b"content-type", content_type.encode()))
@@ -89,7 +95,7 @@ class RootApp:
             if path.startswith("/enroll/"):
                 return await self._enroll(scope, receive, send)
         elif scope["type"] == "lifespan":
-            return await self.api(scope, receive, send)  # type: ignore[no-any-return]
+            return await self.api(scope, receive, send)
         await self.api(scope, receive, send)
 
     async def _run(self, send: Send, fn: Callable[[], tuple[int, bytes, str | None]]) -> None:
@@ -100,7 +106,11 @@ class RootApp:
             try:
                 return fn()
             except PomonaError as exc:
-                return exc.http_status, error_body(exc.reason, exc.detail or exc.reason, rid), "application/json"
+                return (
+                    exc.http_status,
+                    error_body(exc.reason, exc.detail or exc.reason, rid),
+                    "application/json",
+                )
             except Exception:
                 log.exception("internal error, request %s", rid)
                 return 500, error_body(ReasonCode.INTERNAL_ERROR, "internal error", rid), "application/json"
@@ -143,8 +153,12 @@ class RootApp:
                     return too_large()
                 from pomona.domain.models import Step
 
-                svc.record_failure(tenant_id, Step.COMMAND if parts[2] == "connect" else Step.AUTHENTICATE,
-                                   ReasonCode.MALFORMED_REQUEST, detail={"error": "body too large"})
+                svc.record_failure(
+                    tenant_id,
+                    Step.COMMAND if parts[2] == "connect" else Step.AUTHENTICATE,
+                    ReasonCode.MALFORMED_REQUEST,
+                    detail={"error": "body too large"},
+                )
                 return too_large()
 
             return await self._run(send, record)
@@ -163,7 +177,7 @@ class RootApp:
     async def _enroll(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
             return await respond(send, 405, b"", None)
-        secret = scope["path"][len("/enroll/"):].strip("/")
+        secret = scope["path"][len("/enroll/") :].strip("/")
         svc = self.pomona.enrollment
 
         def work() -> tuple[int, bytes, str | None]:
@@ -174,7 +188,7 @@ class RootApp:
     async def _scep_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
         from pomona.http.scep import scep_request
 
-        tenant_id = scope["path"][len("/scep/"):].strip("/")
+        tenant_id = scope["path"][len("/scep/") :].strip("/")
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         try:
             body = await read_body(receive, MAX_SCEP_BODY)

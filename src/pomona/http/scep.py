@@ -36,7 +36,12 @@ def _responder(p: Pomona, cache: MutableMapping[str, object], tenant_id: str) ->
 
 
 def scep_request(
-    p: Pomona, cache: MutableMapping[str, object], tenant_id: str, method: str, query: Mapping[str, str], body: bytes
+    p: Pomona,
+    cache: MutableMapping[str, object],
+    tenant_id: str,
+    method: str,
+    query: Mapping[str, str],
+    body: bytes,
 ) -> tuple[int, bytes, str | None]:
     responder = _responder(p, cache, tenant_id)
     if responder is None:

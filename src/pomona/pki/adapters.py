@@ -7,8 +7,9 @@ import threading
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from pomona.pki.ca import CertificateAuthority, PrivateKey, generate_signing_identity
+from pomona.pki.ca import CertificateAuthority, generate_signing_identity
 from pomona.protocol import cms
+from pomona.protocol.cms import PrivateKey
 
 
 class LocalPki:
@@ -34,7 +35,9 @@ class LocalPki:
 class CmsProfileSigner:
     """Signs profiles with the server's signing identity (CMS SignedData, content attached)."""
 
-    def __init__(self, cert: x509.Certificate, key: PrivateKey, chain: tuple[x509.Certificate, ...] = ()) -> None:
+    def __init__(
+        self, cert: x509.Certificate, key: PrivateKey, chain: tuple[x509.Certificate, ...] = ()
+    ) -> None:
         self.certificate = cert
         self.key = key
         self.chain = chain
@@ -46,7 +49,9 @@ class CmsProfileSigner:
     def from_pem(cls, pem: bytes) -> CmsProfileSigner:
         """Load 'certificate(s) then key' PEM: the first certificate is the signer, the rest its chain."""
         certs = x509.load_pem_x509_certificates(pem)
-        key = serialization.load_pem_private_key(pem[pem.index(b"-----BEGIN", pem.rindex(b"-----END CERTIFICATE-----")) :], None)
+        key = serialization.load_pem_private_key(
+            pem[pem.index(b"-----BEGIN", pem.rindex(b"-----END CERTIFICATE-----")) :], None
+        )
         from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
         if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):

@@ -140,7 +140,9 @@ class AdminService(ServiceBase):
                 created_at=self.clock.now(),
             )
             uow.users.add(user)
-            uow.events.append(self.ok_event(t.id, Step.ADMIN, user_id=user.id, upn=upn, detail={"action": "user.create"}))
+            uow.events.append(
+                self.ok_event(t.id, Step.ADMIN, user_id=user.id, upn=upn, detail={"action": "user.create"})
+            )
         return user
 
     def list_users(self, tenant_name: str, *, limit: int = 100, offset: int = 0) -> list[User]:
@@ -173,7 +175,13 @@ class AdminService(ServiceBase):
             )
             uow.enrollment_tokens.add(tok, hash_secret(secret))
             uow.events.append(
-                self.ok_event(t.id, Step.ADMIN, user_id=user.id, upn=user.upn, detail={"action": "enroll_token.create", "uses": uses})
+                self.ok_event(
+                    t.id,
+                    Step.ADMIN,
+                    user_id=user.id,
+                    upn=user.upn,
+                    detail={"action": "enroll_token.create", "uses": uses},
+                )
             )
         return IssuedEnrollmentToken(tok, secret)
 
@@ -183,7 +191,9 @@ class AdminService(ServiceBase):
         try:
             cert = x509.load_pem_x509_certificate(cert_pem)
         except ValueError as exc:
-            raise PomonaError("not a PEM certificate", reason=ReasonCode.APNS_CERT_INVALID, http_status=422) from exc
+            raise PomonaError(
+                "not a PEM certificate", reason=ReasonCode.APNS_CERT_INVALID, http_status=422
+            ) from exc
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)
         except (ValueError, TypeError) as exc:
@@ -202,20 +212,30 @@ class AdminService(ServiceBase):
         if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)) or _pub_der(
             key.public_key()
         ) != _pub_der(cert.public_key()):
-            raise PomonaError("the key does not match the certificate", reason=ReasonCode.APNS_CERT_INVALID, http_status=422)
+            raise PomonaError(
+                "the key does not match the certificate", reason=ReasonCode.APNS_CERT_INVALID, http_status=422
+            )
         not_after = cert.not_valid_after_utc
         if not_after <= self.clock.now():
             raise PomonaError(
-                f"the certificate expired on {not_after:%Y-%m-%d}", reason=ReasonCode.APNS_CERT_EXPIRED, http_status=422
+                f"the certificate expired on {not_after:%Y-%m-%d}",
+                reason=ReasonCode.APNS_CERT_EXPIRED,
+                http_status=422,
             )
         key_out = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         with self.db.unit_of_work() as uow:
             t = self.tenant(uow, tenant_name)
-            uow.tenants.set_push_cert(t.id, cert.public_bytes(serialization.Encoding.PEM), key_out, topic, not_after)
-            uow.events.append(self.ok_event(t.id, Step.ADMIN, detail={"action": "apns.upload", "topic": topic}))
-        return PushCertInfo(topic=topic, not_after=not_after.isoformat(), subject=cert.subject.rfc4514_string())
+            uow.tenants.set_push_cert(
+                t.id, cert.public_bytes(serialization.Encoding.PEM), key_out, topic, not_after
+            )
+            uow.events.append(
+                self.ok_event(t.id, Step.ADMIN, detail={"action": "apns.upload", "topic": topic})
+            )
+        return PushCertInfo(
+            topic=topic, not_after=not_after.isoformat(), subject=cert.subject.rfc4514_string()
+        )
 
 
 def _pub_der(key: object) -> bytes:

@@ -147,7 +147,9 @@ class CheckinService(ServiceBase):
         key = (tenant.id, fp)
         if self._issued_by.get(key) is None:
             if not self._ca(tenant).is_issuer_of(cert):
-                raise CertNotTrustedError("the signing certificate was not issued by this tenant's CA", fingerprint=fp)
+                raise CertNotTrustedError(
+                    "the signing certificate was not issued by this tenant's CA", fingerprint=fp
+                )
             self._issued_by.put(key, True)
         now = self.clock.now()
         if cert.not_valid_after_utc <= now or cert.not_valid_before_utc > now + timedelta(minutes=5):
@@ -183,7 +185,9 @@ class CheckinService(ServiceBase):
             return b""
         except PomonaError as exc:
             if not isinstance(exc, UnknownTenantError):
-                self.record_failure(tenant_id, step, exc.reason, udid=udid, serial=serial, detail={"error": exc.detail})
+                self.record_failure(
+                    tenant_id, step, exc.reason, udid=udid, serial=serial, detail={"error": exc.detail}
+                )
             raise
 
     def _authenticate(self, signed: SignedMessage, msg: Authenticate) -> None:
@@ -260,7 +264,9 @@ class CheckinService(ServiceBase):
                 )
             )
 
-    def _bound_enrollment(self, uow: UnitOfWork, signed: SignedMessage, udid: str) -> tuple[Enrollment, datetime | None]:
+    def _bound_enrollment(
+        self, uow: UnitOfWork, signed: SignedMessage, udid: str
+    ) -> tuple[Enrollment, datetime | None]:
         found = uow.enrollments.active_by_fingerprint(signed.fingerprint)
         if found is None:
             raise UnknownEnrollmentError("no active enrollment for this identity", udid=udid)
@@ -316,7 +322,12 @@ class CheckinService(ServiceBase):
             if msg.udid is not None:
                 self._bound_enrollment(uow, signed, msg.udid)
             uow.events.append(
-                self.ok_event(signed.tenant.id, Step.AUTHENTICATE, udid=msg.udid, detail={"message_type": msg.message_type})
+                self.ok_event(
+                    signed.tenant.id,
+                    Step.AUTHENTICATE,
+                    udid=msg.udid,
+                    detail={"message_type": msg.message_type},
+                )
             )
 
     # --- command loop -----------------------------------------------------------------------------
@@ -344,7 +355,9 @@ class CheckinService(ServiceBase):
                     raise CertNotTrustedError("identity of another tenant")
                 if state.udid != report.udid:
                     raise CertDeviceMismatchError(
-                        "the message names another device than the identity's", bound_udid=state.udid, udid=report.udid
+                        "the message names another device than the identity's",
+                        bound_udid=state.udid,
+                        udid=report.udid,
                     )
                 fresh = state.last_seen_at is not None and now - state.last_seen_at < TOUCH_EVERY
                 if state.next_command_id is None and fresh:

@@ -42,7 +42,9 @@ class CommandService(ServiceBase):
             raise NotFoundError(f"no device {ref!r} in tenant {tenant.name}", device=ref)
         return d
 
-    def list_devices(self, tenant_ref: str, *, limit: int = 100, offset: int = 0) -> tuple[list[DeviceView], int]:
+    def list_devices(
+        self, tenant_ref: str, *, limit: int = 100, offset: int = 0
+    ) -> tuple[list[DeviceView], int]:
         with self.db.unit_of_work(readonly=True) as uow:
             t = self._tenant(uow, tenant_ref)
             out = []
@@ -97,7 +99,9 @@ class CommandService(ServiceBase):
                 out.append(queued)
             uow.events.append(
                 self.ok_event(
-                    t.id, Step.ADMIN, detail={"action": "command.enqueue", "request_type": request_type, "count": len(out)}
+                    t.id,
+                    Step.ADMIN,
+                    detail={"action": "command.enqueue", "request_type": request_type, "count": len(out)},
                 )
             )
         return out

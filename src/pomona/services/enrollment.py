@@ -8,7 +8,7 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pomona.domain.errors import EnrollmentTokenError, PolicyError, PomonaError
 from pomona.domain.models import EnrollmentToken, IssuedCert, Step, Tenant
@@ -105,12 +105,18 @@ class EnrollmentService(ServiceBase):
         signed = self.signer.sign(encode_profile(profile))
         with self.db.unit_of_work() as uow:
             uow.events.append(
-                self.ok_event(tenant.id, Step.PROFILE, user_id=user_id, upn=upn, detail={"token_id": token.id})
+                self.ok_event(
+                    tenant.id, Step.PROFILE, user_id=user_id, upn=upn, detail={"token_id": token.id}
+                )
             )
         return signed
 
     def scep_issue(
-        self, tenant_id: str, challenge: str | None, public_key: CertificatePublicKeyTypes, subject: x509.Name
+        self,
+        tenant_id: str,
+        challenge: str | None,
+        public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
+        subject: x509.Name,
     ) -> x509.Certificate:
         """Check the SCEP challenge against the enrollment token, consume one use, and issue the identity.
 
@@ -144,7 +150,13 @@ class EnrollmentService(ServiceBase):
                     )
                 )
                 uow.events.append(
-                    self.ok_event(tenant_id, Step.SCEP, user_id=user_id, upn=upn, detail={"cert_serial": format(cert.serial_number, "x")})
+                    self.ok_event(
+                        tenant_id,
+                        Step.SCEP,
+                        user_id=user_id,
+                        upn=upn,
+                        detail={"cert_serial": format(cert.serial_number, "x")},
+                    )
                 )
                 return cert
         except PomonaError as exc:

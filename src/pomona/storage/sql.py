@@ -232,7 +232,9 @@ class SqlTenantStore:
         )
 
     def set_authority(self, tenant_id: str, authority: str) -> None:
-        self.conn.execute(update(s.tenants).where(s.tenants.c.id == tenant_id).values(mdm_authority=authority))
+        self.conn.execute(
+            update(s.tenants).where(s.tenants.c.id == tenant_id).values(mdm_authority=authority)
+        )
 
 
 class SqlApiTokenStore:
@@ -255,7 +257,9 @@ class SqlApiTokenStore:
         if r is None:
             return None
         m = r._mapping
-        return ApiToken(id=m["id"], tenant_id=m["tenant_id"], name=m["name"], created_at=_utc_req(m["created_at"]))
+        return ApiToken(
+            id=m["id"], tenant_id=m["tenant_id"], name=m["name"], created_at=_utc_req(m["created_at"])
+        )
 
 
 def _user(r: Row[Any]) -> User:
@@ -456,7 +460,9 @@ class SqlDeviceStore:
                 )
             )
             return device
-        values: dict[str, object] = {k: getattr(device, k) for k in _DEVICE_FIELDS if getattr(device, k) is not None}
+        values: dict[str, object] = {
+            k: getattr(device, k) for k in _DEVICE_FIELDS if getattr(device, k) is not None
+        }
         if device.last_seen_at is not None:
             values["last_seen_at"] = device.last_seen_at
         if values:
@@ -641,7 +647,9 @@ class SqlEnrollmentStore:
         self.conn.execute(update(s.enrollments).where(s.enrollments.c.id == enrollment_id).values(**values))
 
     def set_type(self, enrollment_id: str, type_: EnrollmentType) -> None:
-        self.conn.execute(update(s.enrollments).where(s.enrollments.c.id == enrollment_id).values(type=type_.value))
+        self.conn.execute(
+            update(s.enrollments).where(s.enrollments.c.id == enrollment_id).values(type=type_.value)
+        )
 
 
 def _command(r: Row[Any]) -> QueuedCommand:
@@ -670,7 +678,12 @@ def _next_command(statuses: tuple[str, ...]) -> Select[Any]:
     """The oldest pending command of an enrollment; built once (the check-in hot path)."""
     return (
         select(s.commands)
-        .where(and_(s.commands.c.enrollment_id == bindparam("eid"), s.commands.c.status.in_([literal(x) for x in statuses])))
+        .where(
+            and_(
+                s.commands.c.enrollment_id == bindparam("eid"),
+                s.commands.c.status.in_([literal(x) for x in statuses]),
+            )
+        )
         .order_by(s.commands.c.id)
         .limit(1)
     )
@@ -678,6 +691,8 @@ def _next_command(statuses: tuple[str, ...]) -> Select[Any]:
 
 _NEXT_ANY = _next_command(_PENDING)
 _NEXT_SKIP_NOT_NOW = _next_command(_PENDING[:2])
+
+
 def _channel(statuses: tuple[str, ...]) -> Select[Any]:
     e, d, c = s.enrollments, s.devices, s.commands
     pending = s.commands.alias("pending")
@@ -699,8 +714,10 @@ def _channel(statuses: tuple[str, ...]) -> Select[Any]:
 
 _CHANNEL_ANY = _channel(_PENDING)
 _CHANNEL_SKIP_NOT_NOW = _channel(_PENDING[:2])
-_MARK_SENT = update(s.commands).where(s.commands.c.id == bindparam("cid")).values(
-    status=CommandStatus.SENT.value, sent_at=bindparam("at")
+_MARK_SENT = (
+    update(s.commands)
+    .where(s.commands.c.id == bindparam("cid"))
+    .values(status=CommandStatus.SENT.value, sent_at=bindparam("at"))
 )
 _TOUCH = update(s.devices).where(s.devices.c.id == bindparam("did")).values(last_seen_at=bindparam("at"))
 
