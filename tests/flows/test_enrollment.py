@@ -415,3 +415,51 @@ class TestAdminApi:
             detail["enrollments"][0]["status"] == "active"
             and detail["commands"][0]["status"] == "Acknowledged"
         )
+
+
+class TestServedProfileSchema:
+    def test_served_profile_passes_apple_schema(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup
+    ) -> None:
+        """The profile the server serves passes Apple's schema for com.apple.mdm and com.apple.security.scep."""
+        import plistlib
+
+        from apple_schema import check_profile_payload
+
+        content, _ = cms.verify_attached(client.get(acme.enroll_url).content)
+        profile = plistlib.loads(content)
+        payloads = {pl["PayloadType"]: pl for pl in profile["PayloadContent"]}
+        assert set(payloads) >= {"com.apple.mdm", "com.apple.security.scep"}
+        for kind in ("com.apple.mdm", "com.apple.security.scep"):
+            assert check_profile_payload(payloads[kind], platform="iOS") == [], kind
+        assert (
+            payloads["com.apple.mdm"]["IdentityCertificateUUID"]
+            == payloads["com.apple.security.scep"]["PayloadUUID"]
+        )
+        assert payloads["com.apple.security.scep"]["PayloadContent"]["Key Usage"] == 5
+        assert payloads["com.apple.mdm"]["AccessRights"] == 8191
+
+
+class TestScepRefusalEvents:
+    def test_garbage_pkioperation(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
+        """A PKIOperation that is not a pkiMessage gets 400 and a MALFORMED_REQUEST event."""
+        r = client.post(f"/scep/{acme.tenant_id}?operation=PKIOperation", content=b"not der")
+        assert r.status_code == 400
+        assert reasons(pomona, acme.name) == ["MALFORMED_REQUEST"]
+
+    def test_wrong_challenge(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
+        """A wrong challenge gets a CertRep FAILURE and one ENROLLMENT_TOKEN_INVALID event."""
+        from pomona.protocol.scep import build_csr, build_pkcs_req, decode_cert_rep
+
+        d = device(client)
+        r = client.get(f"/scep/{acme.tenant_id}?operation=GetCACert")
+        ca = x509.load_der_x509_certificate(r.content)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
+        from pomona.pki.ca import CertificateAuthority as CA
+
+        signer = CA.generate("self").issue(d.key.public_key(), name)  # any self-made signer will do
+        req = build_pkcs_req(build_csr(d.key, name, "wrong"), signer, d.key, ca)
+        rep = client.post(f"/scep/{acme.tenant_id}?operation=PKIOperation", content=req)
+        result = decode_cert_rep(rep.content, signer, d.key)
+        assert result.fail_info is not None and result.certificate is None
+        assert reasons(pomona, acme.name) == ["ENROLLMENT_TOKEN_INVALID"]

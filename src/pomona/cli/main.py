@@ -196,7 +196,7 @@ def user() -> None:
 def user_create(tenant_name: str, upn: str, display_name: str | None, password: str | None) -> None:
     """Create a user."""
     p = _pomona()
-    u = p.admin.create_user(tenant_name, upn, display_name=display_name)
+    u = p.admin.create_user(tenant_name, upn, display_name=display_name, password=password)
     _out(
         {"id": u.id, "upn": u.upn, "display_name": u.display_name},
         t("cli.user.created", upn=u.upn, tenant=tenant_name),

@@ -25,6 +25,15 @@ _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}$")
 _UPN_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+def hash_password(password: str) -> str:
+    """argon2id, for local sign-in to the portal."""
+    if len(password) < 8:
+        raise InvalidInputError("a password needs at least 8 characters", field="password")
+    from argon2 import PasswordHasher
+
+    return PasswordHasher().hash(password)
+
+
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
@@ -122,7 +131,13 @@ class AdminService(ServiceBase):
 
     # --- users ------------------------------------------------------------------------------------
     def create_user(
-        self, tenant_name: str, upn: str, *, display_name: str | None = None, email: str | None = None
+        self,
+        tenant_name: str,
+        upn: str,
+        *,
+        display_name: str | None = None,
+        email: str | None = None,
+        password: str | None = None,
     ) -> User:
         upn = upn.strip().lower()
         if not _UPN_RE.match(upn):
@@ -137,6 +152,7 @@ class AdminService(ServiceBase):
                 upn=upn,
                 email=(email or upn).lower(),
                 display_name=display_name or upn.split("@", 1)[0],
+                password_hash=None if password is None else hash_password(password),
                 created_at=self.clock.now(),
             )
             uow.users.add(user)

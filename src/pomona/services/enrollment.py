@@ -124,16 +124,17 @@ class EnrollmentService(ServiceBase):
         """
         now = self.clock.now()
         secret = challenge or ""
+        user_id: str | None = None
+        upn: str | None = None
         try:
             with self.db.unit_of_work() as uow:
-                tenant = uow.tenants.get(tenant_id)
-                if tenant is None:
-                    raise EnrollmentTokenError("unknown tenant")
                 raw = uow.enrollment_tokens.by_hash_for_update(hash_secret(secret)) if secret else None
                 if raw is not None and raw.tenant_id != tenant_id:
                     raw = None  # another tenant's token is no token here
                 user_id, upn = self._user_facts(uow, raw)
                 token = check_token(raw, now)
+                tenant = uow.tenants.get(tenant_id)
+                assert tenant is not None
                 ca = self.pki.load_ca(tenant.ca_cert_pem, tenant.ca_key_pem)
                 cert = ca.issue(public_key, subject, days=365)
                 fp = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
@@ -160,5 +161,7 @@ class EnrollmentService(ServiceBase):
                 )
                 return cert
         except PomonaError as exc:
-            self.record_failure(tenant_id, Step.SCEP, exc.reason, detail={"error": exc.detail})
+            self.record_failure(
+                tenant_id, Step.SCEP, exc.reason, user_id=user_id, upn=upn, detail={"error": exc.detail}
+            )
             raise
