@@ -30,7 +30,7 @@ from pomona.testing.virtual_device import VirtualDevice
 
 
 def run(db_name: str, database_url: str | None, args: argparse.Namespace) -> dict[str, float]:
-    server, setup = live(database_url)
+    server, setup = live(database_url, workers=args.workers)
     try:
         pool = KeyPool.load_or_create(None, size=args.devices)
         devices = [VirtualDevice(setup.enroll_url, key=pool.take()) for _ in range(args.devices)]
@@ -99,6 +99,7 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=20000)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--db", default="sqlite,postgres")
+    ap.add_argument("--workers", type=int, default=1, help="server processes (PostgreSQL only when > 1)")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     pg_admin = os.environ.get("POMONA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

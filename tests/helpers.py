@@ -47,7 +47,10 @@ def setup_tenant(
         cert, key = make_standin_push_cert()
         topic = p.admin.upload_push_cert(name, cert, key).topic
     upn = upn or f"ana@{name}.example"
+    p.admin.set_authority(name, "pomona")
+    p.policy.set_seats(name, 100)
     p.admin.create_user(name, upn)
+    p.policy.licence(name, upn, assign=True)
     admin = p.admin.create_api_token(name).secret
     issued = p.admin.create_enrollment_token(name, upn, uses=uses)
     return TenantSetup(name, t.id, upn, admin, p.enrollment.urls.enroll(issued.secret), topic)
@@ -98,7 +101,7 @@ def start_server(
     cmd = [
         sys.executable,
         "-m",
-        "pomona.cli.main",
+        "pomona",
         "serve",
         "--data-dir",
         str(data_dir),

@@ -16,6 +16,7 @@ from pomona.services.admin import AdminService
 from pomona.services.checkin import CheckinService
 from pomona.services.commands import CommandService
 from pomona.services.enrollment import EnrollmentService, Urls
+from pomona.services.policy import PolicyService
 from pomona.storage.sql import SqlDatabase, sqlite_url
 
 SIGNING_IDENTITY_KEY = "profile_signing_identity_pem"
@@ -63,6 +64,7 @@ class Pomona:
     enrollment: EnrollmentService
     checkin: CheckinService
     commands: CommandService
+    policy: PolicyService
     pki: LocalPki
     signer: CmsProfileSigner
     extras: dict[str, object] = field(default_factory=dict)
@@ -91,14 +93,16 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
     pki = LocalPki()
     signer = _signer(settings, db)
     urls = Urls(settings.public_url.rstrip("/"))
+    policy = PolicyService(db, clock)
     return Pomona(
         settings=settings,
         db=db,
         clock=clock,
         admin=AdminService(db, clock, pki),
-        enrollment=EnrollmentService(db, clock, pki, signer, urls),
-        checkin=CheckinService(db, clock, pki),
+        enrollment=EnrollmentService(db, clock, pki, signer, urls, policy),
+        checkin=CheckinService(db, clock, pki, policy),
         commands=CommandService(db, clock),
+        policy=policy,
         pki=pki,
         signer=signer,
     )

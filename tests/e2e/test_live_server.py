@@ -24,7 +24,7 @@ def cli(data_dir: Path, database_url: str | None, *args: str) -> dict[str, objec
     if database_url:
         env["POMONA_DATABASE_URL"] = database_url
     out = subprocess.run(
-        [sys.executable, "-m", "pomona.cli.main", *args, "--data-dir", str(data_dir), "--json"],
+        [sys.executable, "-m", "pomona", *args, "--data-dir", str(data_dir), "--json"],
         env=env,
         capture_output=True,
         text=True,
@@ -49,6 +49,8 @@ class TestLiveServer:
         (tmp_path / "push.pem").write_bytes(cert)
         (tmp_path / "push.key").write_bytes(key)
         cli(tmp_path, database, "tenant", "create", "acme", "--domain", "acme.example")
+        cli(tmp_path, database, "tenant", "set-authority", "--tenant", "acme", "pomona")
+        cli(tmp_path, database, "licence", "set", "--tenant", "acme", "--seats", "10")
         up = cli(
             tmp_path,
             database,
@@ -62,7 +64,8 @@ class TestLiveServer:
             str(tmp_path / "push.key"),
         )
         assert str(up["topic"]).startswith("com.apple.mgmt.External.")
-        cli(tmp_path, database, "user", "create", "--tenant", "acme", "--upn", "ana@acme.example")
+        cli(tmp_path, database, "user", "create", "--tenant", "acme", "--upn", "ana@acme.example", "--dem")
+        cli(tmp_path, database, "licence", "assign", "--tenant", "acme", "--user", "ana@acme.example")
         link = cli(
             tmp_path,
             database,
@@ -88,7 +91,7 @@ class TestLiveServer:
                 [
                     sys.executable,
                     "-m",
-                    "pomona.cli.main",
+                    "pomona",
                     "simulate",
                     "--enroll-url",
                     str(link["url"]),

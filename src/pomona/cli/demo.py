@@ -46,7 +46,10 @@ def demo(data_dir: Path, host: str, port: int, devices: int, exit_after_setup: b
         p.admin.set_authority(DEMO_TENANT, "pomona")
         cert, key = make_standin_push_cert()
         p.admin.upload_push_cert(DEMO_TENANT, cert, key)
-        p.admin.create_user(DEMO_TENANT, DEMO_USER, display_name="Ana Demo")
+        p.admin.create_user(DEMO_TENANT, DEMO_USER, display_name="Ana Demo", password="pomona-demo")
+        p.policy.set_seats(DEMO_TENANT, 25)
+        p.policy.licence(DEMO_TENANT, DEMO_USER, assign=True)
+        p.policy.set_user_flags(DEMO_TENANT, DEMO_USER, is_dem=True)  # the demo fleet exceeds 15 devices
     admin_token = p.admin.create_api_token(DEMO_TENANT, "demo").secret
     enroll = p.admin.create_enrollment_token(DEMO_TENANT, DEMO_USER, uses=max(devices, 1) + 5)
     enroll_url = p.enrollment.urls.enroll(enroll.secret)

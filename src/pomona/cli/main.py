@@ -192,11 +192,30 @@ def user() -> None:
 @click.option("--upn", required=True, help="The user's sign-in name, e.g. ana@example.com.")
 @click.option("--display-name", default=None)
 @click.option("--password", default=None, help="For local portal sign-in (stored hashed).")
+@click.option("--dem", is_flag=True, help="Device enrollment manager: up to 1,000 devices, no user affinity.")
+@click.option("--disabled", is_flag=True, help="Create the user blocked from signing in.")
+@click.option("--mfa-required", is_flag=True, help="Require MFA (TOTP) at portal sign-in.")
 @common
-def user_create(tenant_name: str, upn: str, display_name: str | None, password: str | None) -> None:
+def user_create(
+    tenant_name: str,
+    upn: str,
+    display_name: str | None,
+    password: str | None,
+    dem: bool,
+    disabled: bool,
+    mfa_required: bool,
+) -> None:
     """Create a user."""
     p = _pomona()
-    u = p.admin.create_user(tenant_name, upn, display_name=display_name, password=password)
+    u = p.admin.create_user(
+        tenant_name,
+        upn,
+        display_name=display_name,
+        password=password,
+        enabled=not disabled,
+        is_dem=dem,
+        mfa_required=mfa_required,
+    )
     _out(
         {"id": u.id, "upn": u.upn, "display_name": u.display_name},
         t("cli.user.created", upn=u.upn, tenant=tenant_name),
@@ -382,9 +401,13 @@ def _register_optional() -> None:
     from pomona.cli.demo import demo
 
     main.add_command(demo)
+    import pomona.cli.policy_cmds  # noqa: F401  (registers its commands on `main`)
 
 
 _register_optional()
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module's group, on which every command module registered itself.
+    from pomona.cli.main import main as _main
+
+    _main()

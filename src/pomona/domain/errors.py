@@ -8,6 +8,8 @@
     │   ├── CertDeviceMismatchError  CERT_DEVICE_MISMATCH
     │   └── TopicMismatchError       TOPIC_MISMATCH
     ├── UnknownEnrollmentError       UNKNOWN_ENROLLMENT, 401 (as for any device we cannot authenticate)
+    ├── UnenrollDeviceError          DEVICE_BLOCKED / UNKNOWN_ENROLLMENT for a blocked or retired enrollment:
+    │                                403 with Apple's com.apple.unrecognized.device body, so the device unenrolls
     ├── EnrollmentTokenError         ENROLLMENT_TOKEN_INVALID / ENROLLMENT_TOKEN_EXPIRED, 403
     ├── PolicyError                  a policy refusal (APNS_CERT_*, USER_*, restrictions ...), 403
     ├── NotFoundError                NOT_FOUND: no such object in this tenant (also another tenant's), 404
@@ -75,6 +77,17 @@ class TopicMismatchError(AuthError):
 class UnknownEnrollmentError(PomonaError):
     reason = ReasonCode.UNKNOWN_ENROLLMENT
     http_status = 401
+
+
+class UnenrollDeviceError(PomonaError):
+    """Answered with Apple's 403 ``com.apple.unrecognized.device``: the device removes its enrollment.
+
+    https://developer.apple.com/documentation/devicemanagement/errorunrecognizeddevice
+    """
+
+    reason = ReasonCode.UNKNOWN_ENROLLMENT
+    http_status = 403
+    apple_code = "com.apple.unrecognized.device"
 
 
 class EnrollmentTokenError(PomonaError):

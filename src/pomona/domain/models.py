@@ -11,7 +11,8 @@ class EnrollmentStatus(StrEnum):
     ACTIVE = "active"  # authenticated; commands flow
     REMOVED = "removed"  # CheckOut received (the user removed the profile) or the device was erased
     REPLACED = "replaced"  # the same device authenticated again with a new identity
-    RETIRED = "retired"  # an admin retired the record
+    RETIRED = "retired"  # an admin, or the user in the portal, retired the record
+    BLOCKED = "blocked"  # an admin blocked the device
 
 
 class EnrollmentType(StrEnum):
@@ -63,6 +64,7 @@ class Tenant:
     push_topic: str | None = None
     push_not_after: datetime | None = None
     mdm_authority: str | None = None
+    licence_seats: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,10 @@ class User:
     enabled: bool = True
     password_hash: str | None = None
     created_at: datetime | None = None
+    licensed: bool = False
+    mfa_required: bool = False
+    totp_secret: str | None = None
+    is_dem: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,4 +191,34 @@ class ApiToken:
     id: str
     tenant_id: str | None  # None: a server-wide admin token
     name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    id: str
+    tenant_id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CorporateIdentifier:
+    id: str
+    tenant_id: str
+    kind: str  # serial | imei
+    value: str
+    description: str | None
+    state: str  # not_contacted | enrolled | failed
+    last_contact_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedDevice:
+    id: str
+    tenant_id: str
+    kind: str  # serial | udid
+    value: str
+    note: str | None
     created_at: datetime

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from pomona.app import Pomona
-from pomona.domain.errors import MalformedRequestError, PomonaError
+from pomona.domain.errors import MalformedRequestError, PomonaError, UnenrollDeviceError
 from pomona.domain.reasons import ReasonCode
 from pomona.services.checkin import MAX_BODY
 from pomona.services.context import request_id_var

@@ -19,6 +19,7 @@ from pomona.domain.reasons import ReasonCode
 from pomona.ports import Pki, UnitOfWork
 from pomona.protocol.apns import is_mdm_topic, push_topic_of
 from pomona.services.base import ServiceBase
+from pomona.services.policy import PolicyService
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}$")
@@ -83,6 +84,7 @@ class AdminService(ServiceBase):
             if uow.tenants.by_name(name) is not None:
                 raise ConflictError(f"a tenant named {name!r} exists", name=name)
             uow.tenants.add(tenant)
+            PolicyService(self.db, self.clock).ensure_defaults(uow, tenant.id)
             uow.events.append(self.ok_event(tenant.id, Step.ADMIN, detail={"action": "tenant.create"}))
         return tenant
 
@@ -138,6 +140,9 @@ class AdminService(ServiceBase):
         display_name: str | None = None,
         email: str | None = None,
         password: str | None = None,
+        enabled: bool = True,
+        is_dem: bool = False,
+        mfa_required: bool = False,
     ) -> User:
         upn = upn.strip().lower()
         if not _UPN_RE.match(upn):
@@ -154,6 +159,9 @@ class AdminService(ServiceBase):
                 display_name=display_name or upn.split("@", 1)[0],
                 password_hash=None if password is None else hash_password(password),
                 created_at=self.clock.now(),
+                enabled=enabled,
+                is_dem=is_dem,
+                mfa_required=mfa_required,
             )
             uow.users.add(user)
             uow.events.append(

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes
 
 from pomona.domain.errors import (
     CertDeviceMismatchError,
+    UnenrollDeviceError,
     CertNotTrustedError,
     MalformedRequestError,
     PomonaError,
@@ -38,7 +39,10 @@ from pomona.domain.models import (
     Step,
     Tenant,
 )
+from pomona.domain.policy import Stage, decide, platform_of_product
+from pomona.domain.reasons import ReasonCode
 from pomona.ports import CertificateAuthority, Pki, UnitOfWork
+from pomona.services.policy import PolicyService, refusal
 from pomona.protocol import cms
 from pomona.protocol.checkin import Authenticate, CheckOut, OtherCheckin, TokenUpdate, decode_checkin
 from pomona.protocol.command import CommandReport, ReportStatus, decode_report
@@ -106,6 +110,7 @@ class _Lru:
 @dataclass
 class CheckinService(ServiceBase):
     pki: Pki
+    policy: PolicyService
     _cas: dict[str, CertificateAuthority] = field(default_factory=dict)
     _tenants: _Lru = field(default_factory=lambda: _Lru(1024))
     _issued_by: _Lru = field(default_factory=lambda: _Lru(200_000))
@@ -184,7 +189,7 @@ class CheckinService(ServiceBase):
                 self._other(signed, msg)
             return b""
         except PomonaError as exc:
-            if not isinstance(exc, UnknownTenantError):
+            if not isinstance(exc, UnknownTenantError) and not exc.context.get("recorded"):
                 self.record_failure(
                     tenant_id, step, exc.reason, udid=udid, serial=serial, detail={"error": exc.detail}
                 )
@@ -195,6 +200,10 @@ class CheckinService(ServiceBase):
         if msg.topic != tenant.push_topic:
             raise TopicMismatchError(f"topic {msg.topic!r} is not this tenant's push topic")
         now = self.clock.now()
+        corporate_id: str | None = None
+        refused: PomonaError | None = None
+        upn: str | None = None
+        user_id: str | None = None
         with self.db.unit_of_work() as uow:
             issued = uow.certs.get(signed.fingerprint)
             if issued is None or issued.tenant_id != tenant.id:
@@ -206,70 +215,138 @@ class CheckinService(ServiceBase):
                         "this identity belongs to another device", bound_udid=bound.udid, udid=msg.udid
                     )
             user = None if issued.user_id is None else uow.users.get(tenant.id, issued.user_id)
-            device = uow.devices.upsert(
-                Device(
-                    id=str(uuid.uuid4()),
-                    tenant_id=tenant.id,
-                    udid=msg.udid,
-                    serial=msg.serial_number,
-                    product_name=msg.product_name,
-                    model=msg.model,
-                    model_name=msg.model_name,
-                    device_name=msg.device_name,
+            user_id, upn = issued.user_id, None if user is None else user.upn
+            corp = uow.corporate.match(tenant.id, msg.serial_number, msg.imei)
+            corporate_id = None if corp is None else corp.id
+            # The policy, with the device's own facts. A refusal writes nothing and counts nothing.
+            decision = decide(
+                self.policy.policy_input(
+                    uow,
+                    tenant,
+                    stage=Stage.AUTHENTICATE,
+                    user=user,
+                    platform=platform_of_product(msg.product_name),
                     os_version=msg.os_version,
-                    build_version=msg.build_version,
-                    imei=msg.imei,
-                    meid=msg.meid,
-                    last_seen_at=now,
-                    created_at=now,
-                )
-            )
-            current = uow.enrollments.active_for_udid(tenant.id, msg.udid)
-            if current is not None and current.cert_fingerprint == signed.fingerprint:
-                enrollment_id = current.id  # the same identity authenticating again: refresh
-            else:
-                if current is not None:
-                    uow.enrollments.end(current.id, EnrollmentStatus.REPLACED, now)
-                    uow.commands.cancel_pending(current.id)
-                enrollment_id = str(uuid.uuid4())
-                uow.enrollments.add(
-                    Enrollment(
-                        id=enrollment_id,
-                        tenant_id=tenant.id,
-                        device_id=device.id,
-                        udid=msg.udid,
-                        user_id=issued.user_id,
-                        status=EnrollmentStatus.ACTIVE,
-                        type=EnrollmentType.BYOD,
-                        cert_fingerprint=signed.fingerprint,
-                        topic=msg.topic,
-                        started_at=now,
-                    )
-                )
-                uow.certs.bind(signed.fingerprint, enrollment_id)
-            uow.events.append(
-                self.ok_event(
-                    tenant.id,
-                    Step.AUTHENTICATE,
-                    user_id=issued.user_id,
-                    upn=None if user is None else user.upn,
                     serial=msg.serial_number,
                     udid=msg.udid,
-                    enrollment_id=enrollment_id,
-                    detail={
-                        "product": msg.product_name,
-                        "os_version": msg.os_version,
-                        "replaced": None if current is None or current.id == enrollment_id else current.id,
-                    },
+                    imei=msg.imei,
                 )
             )
+            if not decision.allowed:
+                refused = refusal(decision)
+            else:
+                self._enroll(
+                    uow, signed, msg, tenant, issued.user_id, upn, decision.is_dem, corp is not None, now
+                )
+                if corporate_id is not None:
+                    uow.corporate.set_state(corporate_id, "enrolled", now)
+        if refused is not None:
+            if corporate_id is not None:
+                with self.db.unit_of_work() as uow:
+                    uow.corporate.set_state(corporate_id, "failed", now)
+            self.record_failure(
+                tenant.id,
+                Step.AUTHENTICATE,
+                refused.reason,
+                user_id=user_id,
+                upn=upn,
+                serial=msg.serial_number,
+                udid=msg.udid,
+                detail={
+                    "error": refused.detail,
+                    **refused.context,
+                    "product": msg.product_name,
+                    "os_version": msg.os_version,
+                },
+            )
+            refused.context["recorded"] = True
+            raise refused
+
+    def _enroll(
+        self,
+        uow: UnitOfWork,
+        signed: SignedMessage,
+        msg: Authenticate,
+        tenant: Tenant,
+        user_id: str | None,
+        upn: str | None,
+        is_dem: bool,
+        corporate: bool,
+        now: datetime,
+    ) -> None:
+        device = uow.devices.upsert(
+            Device(
+                id=str(uuid.uuid4()),
+                tenant_id=tenant.id,
+                udid=msg.udid,
+                serial=msg.serial_number,
+                product_name=msg.product_name,
+                model=msg.model,
+                model_name=msg.model_name,
+                device_name=msg.device_name,
+                os_version=msg.os_version,
+                build_version=msg.build_version,
+                imei=msg.imei,
+                meid=msg.meid,
+                last_seen_at=now,
+                created_at=now,
+            )
+        )
+        type_ = (
+            EnrollmentType.DEM if is_dem else EnrollmentType.CORPORATE if corporate else EnrollmentType.BYOD
+        )
+        replaced = None
+        enrollment_id = None
+        for current in uow.enrollments.active_for_device(tenant.id, msg.udid, msg.serial_number):
+            if current.cert_fingerprint == signed.fingerprint and current.udid == msg.udid:
+                enrollment_id = current.id  # the same identity authenticating again: refresh
+                continue
+            # The same device (UDID or serial) re-enrolling for the same user: its old record ends, and
+            # commands queued for it are cancelled, never replayed.
+            uow.enrollments.end(current.id, EnrollmentStatus.REPLACED, now)
+            uow.commands.cancel_pending(current.id)
+            replaced = current.id
+        if enrollment_id is None:
+            enrollment_id = str(uuid.uuid4())
+            uow.enrollments.add(
+                Enrollment(
+                    id=enrollment_id,
+                    tenant_id=tenant.id,
+                    device_id=device.id,
+                    udid=msg.udid,
+                    user_id=user_id,
+                    status=EnrollmentStatus.ACTIVE,
+                    type=type_,
+                    cert_fingerprint=signed.fingerprint,
+                    topic=msg.topic,
+                    started_at=now,
+                )
+            )
+            uow.certs.bind(signed.fingerprint, enrollment_id)
+        uow.events.append(
+            self.ok_event(
+                tenant.id,
+                Step.AUTHENTICATE,
+                user_id=user_id,
+                upn=upn,
+                serial=msg.serial_number,
+                udid=msg.udid,
+                enrollment_id=enrollment_id,
+                detail={
+                    "product": msg.product_name,
+                    "os_version": msg.os_version,
+                    "replaced": replaced,
+                    "type": type_.value,
+                },
+            )
+        )
 
     def _bound_enrollment(
         self, uow: UnitOfWork, signed: SignedMessage, udid: str
     ) -> tuple[Enrollment, datetime | None]:
         found = uow.enrollments.active_by_fingerprint(signed.fingerprint)
         if found is None:
-            raise UnknownEnrollmentError("no active enrollment for this identity", udid=udid)
+            raise self._not_active(uow, signed.fingerprint, udid)
         enrollment, last_seen = found
         if enrollment.tenant_id != signed.tenant.id:
             raise CertNotTrustedError("identity of another tenant")
@@ -278,6 +355,15 @@ class CheckinService(ServiceBase):
                 "the message names another device than the identity's", bound_udid=enrollment.udid, udid=udid
             )
         return enrollment, last_seen
+
+    def _not_active(self, uow: UnitOfWork, fingerprint: str, udid: str) -> PomonaError:
+        """Why an identity has no active enrollment: a blocked or retired device is told to unenroll."""
+        last = uow.enrollments.by_fingerprint(fingerprint)
+        if last is not None and last.status is EnrollmentStatus.BLOCKED:
+            return UnenrollDeviceError("this device is blocked", reason=ReasonCode.DEVICE_BLOCKED, udid=udid)
+        if last is not None and last.status is EnrollmentStatus.RETIRED:
+            return UnenrollDeviceError("this enrollment was retired", udid=udid)
+        return UnknownEnrollmentError("no active enrollment for this identity", udid=udid)
 
     def _token_update(self, signed: SignedMessage, msg: TokenUpdate) -> None:
         if msg.topic != signed.tenant.push_topic:
@@ -350,7 +436,8 @@ class CheckinService(ServiceBase):
                 # with an empty queue that was seen within the last minute.
                 state = self.db.channel_state(signed.fingerprint, skip_not_now=False)
                 if state is None:
-                    raise UnknownEnrollmentError("no active enrollment for this identity", udid=report.udid)
+                    with self.db.unit_of_work(readonly=True) as uow:
+                        raise self._not_active(uow, signed.fingerprint, report.udid)
                 if state.tenant_id != signed.tenant.id:
                     raise CertNotTrustedError("identity of another tenant")
                 if state.udid != report.udid:

@@ -17,6 +17,8 @@ from pomona.ports import Pki, ProfileSigner, UnitOfWork
 from pomona.protocol.profile import build_enrollment_profile, encode_profile
 from pomona.services.admin import hash_secret
 from pomona.services.base import ServiceBase
+from pomona.services.policy import PolicyService, refusal
+from pomona.domain.policy import Stage, decide, platform_of_user_agent
 
 PROFILE_CONTENT_TYPE = "application/x-apple-aspen-config"
 
@@ -66,6 +68,7 @@ class EnrollmentService(ServiceBase):
     pki: Pki
     signer: ProfileSigner
     urls: Urls
+    policy: PolicyService
 
     def _user_facts(self, uow: UnitOfWork, token: EnrollmentToken | None) -> tuple[str | None, str | None]:
         if token is None or token.user_id is None:
@@ -73,20 +76,42 @@ class EnrollmentService(ServiceBase):
         user = uow.users.get(token.tenant_id, token.user_id)
         return token.user_id, None if user is None else user.upn
 
-    def profile(self, secret: str) -> bytes:
-        """The signed .mobileconfig for an enrollment link, or a refusal with its reason code."""
+    def profile(self, secret: str, user_agent: str | None = None) -> bytes:
+        """The signed .mobileconfig for an enrollment link, or a refusal with its reason code.
+
+        The same checks as the portal run first, with what the browser says (platform and OS version
+        from the User-Agent); Authenticate checks again with the device's own facts.
+        """
         now = self.clock.now()
+        platform, os_version = platform_of_user_agent(user_agent)
+        decision = None
         with self.db.unit_of_work(readonly=True) as uow:
             raw = uow.enrollment_tokens.by_hash(hash_secret(secret))
             tenant = None if raw is None else uow.tenants.get(raw.tenant_id)
             user_id, upn = self._user_facts(uow, raw)
+            if tenant is not None and raw is not None:
+                user = None if raw.user_id is None else uow.users.get(tenant.id, raw.user_id)
+                decision = decide(
+                    self.policy.policy_input(
+                        uow, tenant, stage=Stage.PROFILE, user=user, platform=platform, os_version=os_version
+                    )
+                )
+                active = 0 if user is None else uow.enrollments.active_count_for_user(user.id)
         try:
             token = check_token(raw, now)
-            assert tenant is not None
-            check_push_cert(tenant, now)
+            assert tenant is not None and decision is not None
+            if not decision.allowed:
+                raise refusal(decision)
         except PomonaError as exc:
             if raw is not None:
-                self.record_failure(raw.tenant_id, Step.PROFILE, exc.reason, user_id=user_id, upn=upn)
+                self.record_failure(
+                    raw.tenant_id,
+                    Step.PROFILE,
+                    exc.reason,
+                    user_id=user_id,
+                    upn=upn,
+                    detail={"error": exc.detail, **exc.context, "user_agent": user_agent},
+                )
             raise
         assert tenant.push_topic is not None
         profile = build_enrollment_profile(

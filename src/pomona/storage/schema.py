@@ -52,6 +52,7 @@ tenants = Table(
     Column("push_topic", String(255)),
     Column("push_not_after", TS),
     Column("mdm_authority", String(50)),
+    Column("licence_seats", Integer, nullable=False, server_default="0"),
 )
 
 api_tokens = Table(
@@ -75,7 +76,86 @@ users = Table(
     Column("enabled", Boolean, nullable=False, default=True),
     Column("password_hash", String(255)),
     Column("created_at", TS, nullable=False),
+    Column("licensed", Boolean, nullable=False, server_default="0"),
+    Column("mfa_required", Boolean, nullable=False, server_default="0"),
+    Column("totp_secret", String(64)),
+    Column("is_dem", Boolean, nullable=False, server_default="0"),
     UniqueConstraint("tenant_id", "upn", name="uq_users_tenant_upn"),
+    Index("ix_users_tenant_licensed", "tenant_id", "licensed"),
+)
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("created_at", TS, nullable=False),
+    UniqueConstraint("tenant_id", "name", name="uq_groups_tenant_name"),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", ID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", ID, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_group_members_user", "user_id"),
+)
+
+restrictions = Table(
+    "restrictions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("type", String(16), nullable=False),  # platform | limit
+    Column("priority", Integer, nullable=False),  # 1 is the highest; the Default has 0 and ranks last
+    Column("is_default", Boolean, nullable=False, server_default="0"),
+    Column("ios_allowed", Boolean, nullable=False, server_default="1"),
+    Column("ipados_allowed", Boolean, nullable=False, server_default="1"),
+    Column("ios_personal_allowed", Boolean, nullable=False, server_default="1"),
+    Column("ipados_personal_allowed", Boolean, nullable=False, server_default="1"),
+    Column("ios_min_os", String(16)),
+    Column("ios_max_os", String(16)),
+    Column("ipados_min_os", String(16)),
+    Column("ipados_max_os", String(16)),
+    Column("device_limit", Integer, nullable=False, server_default="15"),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    UniqueConstraint("tenant_id", "type", "priority", name="uq_restrictions_tenant_type_priority"),
+)
+
+restriction_groups = Table(
+    "restriction_groups",
+    metadata,
+    Column("restriction_id", ID, ForeignKey("restrictions.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_id", ID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+)
+
+corporate_identifiers = Table(
+    "corporate_identifiers",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(8), nullable=False),  # serial | imei
+    Column("value", String(64), nullable=False),
+    Column("description", String(255)),
+    Column("state", String(16), nullable=False, server_default="not_contacted"),
+    Column("last_contact_at", TS),
+    Column("created_at", TS, nullable=False),
+    UniqueConstraint("tenant_id", "kind", "value", name="uq_corporate_identifiers_tenant_kind_value"),
+)
+
+blocked_devices = Table(
+    "blocked_devices",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(8), nullable=False),  # serial | udid
+    Column("value", String(64), nullable=False),
+    Column("note", String(255)),
+    Column("created_at", TS, nullable=False),
+    UniqueConstraint("tenant_id", "kind", "value", name="uq_blocked_devices_tenant_kind_value"),
 )
 
 enrollment_tokens = Table(
@@ -151,6 +231,7 @@ enrollments = Table(
     Index("ix_enrollments_tenant_udid_status", "tenant_id", "udid", "status"),
     Index("ix_enrollments_device", "device_id"),
     Index("ix_enrollments_user_status", "user_id", "status"),
+    Index("ix_enrollments_tenant_status", "tenant_id", "status"),
 )
 
 commands = Table(

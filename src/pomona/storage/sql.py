@@ -21,10 +21,12 @@ from sqlalchemy import (
     and_,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -48,6 +50,7 @@ from pomona.domain.models import (
 )
 from pomona.ports import ChannelState
 from pomona.storage import schema as s
+from pomona.storage.policy_sql import SqlBlockStore, SqlCorporateStore, SqlGroupStore, SqlRestrictionStore
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -162,6 +165,10 @@ class SqlUnitOfWork:
         self.enrollments = SqlEnrollmentStore(conn)
         self.commands = SqlCommandQueue(conn, is_sqlite)
         self.events = SqlEventLog(conn)
+        self.groups = SqlGroupStore(conn)
+        self.restrictions = SqlRestrictionStore(conn)
+        self.corporate = SqlCorporateStore(conn)
+        self.blocks = SqlBlockStore(conn)
 
     def __enter__(self) -> SqlUnitOfWork:
         return self
@@ -187,6 +194,7 @@ def _tenant(r: Row[Any]) -> Tenant:
         push_topic=m["push_topic"],
         push_not_after=_utc(m["push_not_after"]),
         mdm_authority=m["mdm_authority"],
+        licence_seats=int(m["licence_seats"]),
     )
 
 
@@ -236,6 +244,9 @@ class SqlTenantStore:
             update(s.tenants).where(s.tenants.c.id == tenant_id).values(mdm_authority=authority)
         )
 
+    def set_seats(self, tenant_id: str, seats: int) -> None:
+        self.conn.execute(update(s.tenants).where(s.tenants.c.id == tenant_id).values(licence_seats=seats))
+
 
 class SqlApiTokenStore:
     def __init__(self, conn: Connection) -> None:
@@ -273,6 +284,10 @@ def _user(r: Row[Any]) -> User:
         enabled=bool(m["enabled"]),
         password_hash=m["password_hash"],
         created_at=_utc(m["created_at"]),
+        licensed=bool(m["licensed"]),
+        mfa_required=bool(m["mfa_required"]),
+        totp_secret=m["totp_secret"],
+        is_dem=bool(m["is_dem"]),
     )
 
 
@@ -291,8 +306,47 @@ class SqlUserStore:
                 enabled=user.enabled,
                 password_hash=user.password_hash,
                 created_at=user.created_at,
+                licensed=user.licensed,
+                mfa_required=user.mfa_required,
+                totp_secret=user.totp_secret,
+                is_dem=user.is_dem,
             )
         )
+
+    def update(self, tenant_id: str, user_id: str, **fields: object) -> None:
+        allowed = {
+            "enabled",
+            "licensed",
+            "mfa_required",
+            "totp_secret",
+            "is_dem",
+            "display_name",
+            "password_hash",
+        }
+        values = {k: v for k, v in fields.items() if k in allowed}
+        if values:
+            self.conn.execute(
+                update(s.users)
+                .where(and_(s.users.c.tenant_id == tenant_id, s.users.c.id == user_id))
+                .values(**values)
+            )
+
+    def delete(self, tenant_id: str, user_id: str) -> None:
+        self.conn.execute(
+            delete(s.users).where(and_(s.users.c.tenant_id == tenant_id, s.users.c.id == user_id))
+        )
+
+    def licensed_count(self, tenant_id: str) -> int:
+        q = (
+            select(func.count())
+            .select_from(s.users)
+            .where(and_(s.users.c.tenant_id == tenant_id, s.users.c.licensed))
+        )
+        return int(self.conn.execute(q).scalar_one())
+
+    def group_ids(self, user_id: str) -> set[str]:
+        q = select(s.group_members.c.group_id).where(s.group_members.c.user_id == user_id)
+        return {r[0] for r in self.conn.execute(q)}
 
     def get(self, tenant_id: str, user_id: str) -> User | None:
         r = self.conn.execute(
@@ -611,6 +665,49 @@ class SqlEnrollmentStore:
         if r is None:
             return None
         return _enrollment(r), _utc(r._mapping["last_seen_at"])
+
+    def active_count_for_user(self, user_id: str) -> int:
+        q = (
+            select(func.count())
+            .select_from(s.enrollments)
+            .where(
+                and_(
+                    s.enrollments.c.user_id == user_id,
+                    s.enrollments.c.status == EnrollmentStatus.ACTIVE.value,
+                )
+            )
+        )
+        return int(self.conn.execute(q).scalar_one())
+
+    def active_for_user(self, user_id: str) -> list[Enrollment]:
+        q = (
+            select(s.enrollments)
+            .where(
+                and_(
+                    s.enrollments.c.user_id == user_id,
+                    s.enrollments.c.status == EnrollmentStatus.ACTIVE.value,
+                )
+            )
+            .order_by(s.enrollments.c.started_at)
+        )
+        return [_enrollment(r) for r in self.conn.execute(q)]
+
+    def active_for_device(self, tenant_id: str, udid: str | None, serial: str | None) -> list[Enrollment]:
+        """Active enrollments of a device known by UDID or serial number."""
+        e, d = s.enrollments, s.devices
+        conds = []
+        if udid:
+            conds.append(e.c.udid == udid)
+        if serial:
+            conds.append(d.c.serial == serial)
+        if not conds:
+            return []
+        q = (
+            select(e)
+            .join(d, d.c.id == e.c.device_id)
+            .where(and_(e.c.tenant_id == tenant_id, e.c.status == EnrollmentStatus.ACTIVE.value, or_(*conds)))
+        )
+        return [_enrollment(r) for r in self.conn.execute(q)]
 
     def for_device(self, tenant_id: str, device_id: str) -> list[Enrollment]:
         q = (

@@ -579,8 +579,12 @@ class VirtualDevice:
 
     def install(self) -> None:
         """Install the downloaded profile: SCEP, then Authenticate and TokenUpdate."""
-        enrollment = self._require_enrollment("scep")
         self.run_scep()
+        self.complete_enrollment()
+
+    def complete_enrollment(self) -> None:
+        """After SCEP: Authenticate, then TokenUpdate (tests change server state in between steps)."""
+        enrollment = self._require_enrollment("authenticate")
         self._device_put(
             "authenticate", self._checkin_url(), self.authenticate_message(), CHECKIN_CONTENT_TYPE
         )

@@ -1,0 +1,5 @@
+"""`python -m pomona` runs the CLI."""
+
+from pomona.cli.main import main
+
+main()

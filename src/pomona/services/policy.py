@@ -1,0 +1,586 @@
+"""Enrollment policy use cases: licences, groups, restrictions, corporate identifiers, blocking,
+retiring, and the decision itself (at the portal, at the enrollment link, at Authenticate, and as a
+dry run for admins).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from dataclasses import dataclass, replace
+
+from pomona.domain.errors import ConflictError, InvalidInputError, NotFoundError, PolicyError, PomonaError
+from pomona.domain.models import (
+    BlockedDevice,
+    CorporateIdentifier,
+    EnrollmentStatus,
+    Group,
+    Step,
+    Tenant,
+    User,
+)
+from pomona.domain.policy import (
+    DEFAULT_DEVICE_LIMIT,
+    MAX_DEVICE_LIMIT,
+    Decision,
+    OtherEnrollment,
+    Platform,
+    PolicyInput,
+    Restriction,
+    Stage,
+    UserFacts,
+    decide,
+    parse_version,
+)
+from pomona.domain.reasons import ReasonCode
+from pomona.ports import UnitOfWork
+from pomona.services.base import ServiceBase
+
+DEFAULT_PRIORITY = 1_000_000  # the built-in Default ranks after every assigned restriction
+MAX_CORPORATE_ROWS = 5000
+_IMEI_DIGITS = 15
+
+
+def normalize_identifier(value: str) -> str:
+    return "".join(value.split()).upper()
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    imported: int
+    unchanged: int
+    errors: list[dict[str, object]]  # {"row": n, "value": ..., "error": ...}
+
+
+@dataclass
+class PolicyService(ServiceBase):
+    # --- helpers ----------------------------------------------------------------------------------
+    def _tenant(self, uow: UnitOfWork, ref: str) -> Tenant:
+        t = uow.tenants.by_name(ref) or uow.tenants.get(ref)
+        if t is None:
+            raise NotFoundError(f"no tenant {ref!r}", tenant=ref)
+        return t
+
+    def _user(self, uow: UnitOfWork, t: Tenant, upn: str) -> User:
+        u = uow.users.by_upn(t.id, upn)
+        if u is None:
+            raise NotFoundError(f"no user {upn} in tenant {t.name}", upn=upn)
+        return u
+
+    def _group(self, uow: UnitOfWork, t: Tenant, name: str) -> Group:
+        g = uow.groups.by_name(t.id, name)
+        if g is None:
+            raise NotFoundError(f"no group {name!r} in tenant {t.name}", group=name)
+        return g
+
+    def _audit(self, uow: UnitOfWork, t: Tenant, action: str, **detail: object) -> None:
+        uow.events.append(self.ok_event(t.id, Step.ADMIN, detail={"action": action, **detail}))
+
+    def ensure_defaults(self, uow: UnitOfWork, tenant_id: str) -> list[Restriction]:
+        existing = uow.restrictions.list(tenant_id)
+        kinds = {r.type for r in existing if r.is_default}
+        now = self.clock.now()
+        for kind in ("platform", "limit"):
+            if kind not in kinds:
+                uow.restrictions.add(
+                    Restriction(
+                        id=str(uuid.uuid4()),
+                        name=f"Default {kind} restriction",
+                        type=kind,
+                        priority=DEFAULT_PRIORITY,
+                        is_default=True,
+                        device_limit=DEFAULT_DEVICE_LIMIT,
+                    ),
+                    tenant_id,
+                    now,
+                )
+        return uow.restrictions.list(tenant_id) if len(kinds) < 2 else existing
+
+    # --- the decision -----------------------------------------------------------------------------
+    def policy_input(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        *,
+        stage: Stage,
+        user: User | None,
+        platform: Platform | None = None,
+        os_version: str | None = None,
+        serial: str | None = None,
+        udid: str | None = None,
+        imei: str | None = None,
+        ade: bool = False,
+    ) -> PolicyInput:
+        restrictions = tuple(self.ensure_defaults(uow, tenant.id))
+        facts = None
+        count = 0
+        other = None
+        if user is not None:
+            gids = uow.users.group_ids(user.id)
+            facts = UserFacts(
+                user.id,
+                user.upn,
+                user.enabled,
+                user.licensed,
+                user.is_dem,
+                frozenset(gids),
+                uow.groups.names(tenant.id, gids),
+            )
+            mine = uow.enrollments.active_for_user(user.id)
+            this_device = (
+                {e.id for e in uow.enrollments.active_for_device(tenant.id, udid, serial)}
+                if (udid or serial)
+                else set()
+            )
+            count = sum(1 for e in mine if e.id not in this_device)
+        if udid or serial:
+            for e in uow.enrollments.active_for_device(tenant.id, udid, serial):
+                if user is None or e.user_id != user.id:
+                    prev = None if e.user_id is None else uow.users.get(tenant.id, e.user_id)
+                    other = OtherEnrollment(e.id, e.user_id, None if prev is None else prev.upn, e.started_at)
+                    break
+        corporate = ade or uow.corporate.match(tenant.id, serial, imei) is not None
+        blocked = uow.blocks.is_blocked(tenant.id, serial=serial, udid=udid) if (serial or udid) else False
+        free = max(0, tenant.licence_seats - uow.users.licensed_count(tenant.id))
+        return PolicyInput(
+            stage=stage,
+            now=self.clock.now(),
+            mdm_authority=tenant.mdm_authority,
+            push_not_after=tenant.push_not_after if tenant.push_cert_pem else None,
+            user=facts,
+            free_seats=free,
+            restrictions=restrictions,
+            platform=platform,
+            os_version=os_version,
+            serial=serial,
+            udid=udid,
+            corporate=corporate,
+            blocked=blocked,
+            active_device_count=count,
+            other_user_enrollment=other,
+        )
+
+    def explain(
+        self,
+        tenant_ref: str,
+        upn: str,
+        *,
+        serial: str | None = None,
+        os_version: str | None = None,
+        platform: str | None = None,
+        udid: str | None = None,
+    ) -> Decision:
+        """The dry run: what would happen if this user enrolled this device now (at Authenticate)."""
+        plat = _platform_arg(platform)
+        if os_version is not None:
+            _check_version(os_version)
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = self._tenant(uow, tenant_ref)
+            user = uow.users.by_upn(t.id, upn)
+            inp = self.policy_input(
+                uow,
+                t,
+                stage=Stage.AUTHENTICATE,
+                user=user,
+                platform=plat,
+                os_version=os_version,
+                serial=serial,
+                udid=udid,
+            )
+        return decide(inp)
+
+    # --- licences ---------------------------------------------------------------------------------
+    def set_seats(self, tenant_ref: str, seats: int) -> dict[str, int]:
+        if not 0 <= seats <= 10_000_000:
+            raise InvalidInputError("seats must be between 0 and 10000000", field="seats")
+        with self.db.unit_of_work() as uow:
+            t = self._tenant(uow, tenant_ref)
+            used = uow.users.licensed_count(t.id)
+            if seats < used:
+                raise InvalidInputError(
+                    f"{used} seats are assigned; remove licences before going below that",
+                    field="seats",
+                    used=used,
+                )
+            uow.tenants.set_seats(t.id, seats)
+            self._audit(uow, t, "licence.set", seats=seats)
+            return {"seats": seats, "assigned": used, "free": seats - used}
+
+    def licence(self, tenant_ref: str, upn: str, *, assign: bool) -> dict[str, object]:
+        with self.db.unit_of_work() as uow:
+            t = self._tenant(uow, tenant_ref)
+            u = self._user(uow, t, upn)
+            used = uow.users.licensed_count(t.id)
+            if assign and not u.licensed:
+                if used >= t.licence_seats:
+                    raise PolicyError(
+                        f"all {t.licence_seats} seats are assigned",
+                        reason=ReasonCode.LICENSES_EXHAUSTED,
+                        http_status=409,
+                        seats=t.licence_seats,
+                    )
+                used += 1
+            elif not assign and u.licensed:
+                used -= 1
+            uow.users.update(t.id, u.id, licensed=assign)
+            self._audit(uow, t, "licence.assign" if assign else "licence.remove", upn=u.upn)
+            return {
+                "upn": u.upn,
+                "licensed": assign,
+                "seats": t.licence_seats,
+                "assigned": used,
+                "free": t.licence_seats - used,
+            }
+
+    # --- users and groups -------------------------------------------------------------------------
+    def set_user_flags(self, tenant_ref: str, upn: str, **flags: object) -> User:
+        with self.db.unit_of_work() as uow:
+            t = self._tenant(uow, tenant_ref)
+            u = self._user(uow, t, upn)
+            uow.users.update(t.id, u.id, **flags)
+            self._audit(
+                uow, t, "user.update", upn=u.upn, **{k: v for k, v in flags.items() if k != "totp_secret"}
+            )
+            got = uow.users.get(t.id, u.id)
+            assert got is not None
+            return got
+
+    def delete_user(self, tenant_ref: str, upn: str) -> None:
+        with self.db.unit_of_work() as uow:
+            t = self._tenant(uow, tenant_ref)
+            u = self._user(uow, t, upn)
+            uow.users.delete(t.id, u.id)
+            self._audit(uow, t, "user.delete", upn=u.upn)
+
+    def create_group(self, tenant_ref: str, name: str) -> Group:
+        name = name.strip()
+        if not name or len(name) > 255:
+            raise InvalidInputError("a group needs a name of 1 to 255 characters", field="name")
+        with self.db.unit_of_work() as uow:
+            t = self._tenant(uow, tenant_ref)
+            if uow.groups.by_name(t.id, name) is not None:
+                raise ConflictError(f"group {name!r} exists", group=name)
+            g = Group(str(uuid.uuid4()), t.id, name, self.clock.now())
+            uow.groups.add(g)
+            self._audit(uow, t, "group.create", group=name)
+            return g
+
+    def add_member(self, tenant_ref: str, group: str, upn: str, *, remove: bool = False) -> None:
+        with self.db.unit_of_work() as uow:
+            t = self._tenant(uow, tenant_ref)
+            g = self._group(uow, t, group)
+            u = self._user(uow, t, upn)
+            if remove:
+                uow.groups.remove_member(g.id, u.id)
+            else:
+                uow.groups.add_member(g.id, u.id)
+            self._audit(
+                uow, t, "group.remove_member" if remove else "group.add_member", group=group, upn=u.upn
+            )
+
+    def list_groups(self, tenant_ref: str) -> list[tuple[Group, int]]:
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = self._tenant(uow, tenant_ref)
+            return [(g, uow.groups.member_count(g.id)) for g in uow.groups.list(t.id)]
+
+    # --- restrictions -----------------------------------------------------------------------------
+    def list_restrictions(self, tenant_ref: str) -> tuple[list[Restriction], dict[str, str]]:
+        with self.db.unit_of_work() as uow:
+            t = self._tenant(uow, tenant_ref)
+            rs = self.ensure_defaults(uow, t.id)
+            names = uow.groups.names(t.id, {g for r in rs for g in r.group_ids})
+            return rs, names
+
+    def create_restriction(
+        self,
+        tenant_ref: str,
+        *,
+        type_: str,
+        priority: int,
+        groups: list[str],
+        name: str | None = None,
+        **settings: object,
+    ) -> Restriction:
+        if type_ not in ("platform", "limit"):
+            raise InvalidInputError("type must be platform or limit", field="type")
+        if not 1 <= priority < DEFAULT_PRIORITY:
+            raise InvalidInputError("priority must be 1 or more (1 is the highest)", field="priority")
+        values = _restriction_settings(type_, settings)
+        with self.db.unit_of_work() as uow:
+            t = self._tenant(uow, tenant_ref)
+            existing = self.ensure_defaults(uow, t.id)
+            if any(r.type == type_ and r.priority == priority for r in existing):
+                raise ConflictError(
+                    f"a {type_} restriction already has priority {priority}", priority=priority
+                )
+            gids = frozenset(self._group(uow, t, g).id for g in groups)
+            r = Restriction(
+                id=str(uuid.uuid4()),
+                name=name or f"{type_} restriction {priority}",
+                type=type_,
+                priority=priority,
+                is_default=False,
+                group_ids=gids,
+                **values,
+            )  # type: ignore[arg-type]
+            uow.restrictions.add(r, t.id, self.clock.now())
+            self._audit(
+                uow,
+                t,
+                "restriction.create",
+                restriction=r.name,
+                type=type_,
+                priority=priority,
+                groups=groups,
+                **values,
+            )
+            return r
+
+    def edit_restriction(
+        self,
+        tenant_ref: str,
+        *,
+        type_: str,
+        default: bool = False,
+        priority: int | None = None,
+        new_priority: int | None = None,
+        groups: list[str] | None = None,
+        **settings: object,
+    ) -> Restriction:
+        """Edit a restriction (the Default of a type, or the one with `priority`); `groups` adds assignments."""
+        values = _restriction_settings(type_, settings, partial=True)
+        with self.db.unit_of_work() as uow:
+            t = self._tenant(uow, tenant_ref)
+            rs = self.ensure_defaults(uow, t.id)
+            target = next(
+                (r for r in rs if r.type == type_ and (r.is_default if default else r.priority == priority)),
+                None,
+            )
+            if target is None:
+                raise NotFoundError("no such restriction", type=type_, priority=priority)
+            if new_priority is not None:
+                if target.is_default:
+                    raise InvalidInputError("the Default restriction always ranks last", field="priority")
+                if any(r.type == type_ and r.priority == new_priority and r.id != target.id for r in rs):
+                    raise ConflictError(f"a {type_} restriction already has priority {new_priority}")
+                values["priority"] = new_priority
+            if groups:
+                if target.is_default:
+                    raise InvalidInputError("the Default restriction applies to everyone; it is not assigned")
+                for g in groups:
+                    uow.restrictions.assign(target.id, self._group(uow, t, g).id)
+            uow.restrictions.update(target.id, self.clock.now(), **values)
+            self._audit(uow, t, "restriction.edit", restriction=target.name, **values)
+            return next(r for r in uow.restrictions.list(t.id) if r.id == target.id)
+
+    def delete_restriction(self, tenant_ref: str, type_: str, priority: int) -> None:
+        with self.db.unit_of_work() as uow:
+            t = self._tenant(uow, tenant_ref)
+            target = next(
+                (r for r in uow.restrictions.list(t.id) if r.type == type_ and r.priority == priority), None
+            )
+            if target is None:
+                raise NotFoundError("no such restriction", type=type_, priority=priority)
+            if target.is_default:
+                raise InvalidInputError("the Default restriction can be edited but not deleted")
+            uow.restrictions.delete(target.id)
+            self._audit(uow, t, "restriction.delete", restriction=target.name)
+
+    # --- corporate identifiers --------------------------------------------------------------------
+    def import_corporate(self, tenant_ref: str, text: str) -> ImportReport:
+        """CSV rows `identifier[,description]` (serial numbers, or 15-digit IMEIs). All or nothing."""
+        rows: list[CorporateIdentifier] = []
+        errors: list[dict[str, object]] = []
+        seen: set[tuple[str, str]] = set()
+        now = self.clock.now()
+        reader = csv.reader(io.StringIO(text))
+        for n, rec in enumerate(reader, start=1):
+            if not rec or not "".join(rec).strip():
+                continue
+            raw = rec[0].strip()
+            if n == 1 and raw.lower() in ("serial", "imei", "identifier", "serial number", "serialnumber"):
+                continue
+            value = normalize_identifier(raw)
+            kind = "imei" if value.isdigit() and len(value) == _IMEI_DIGITS else "serial"
+            if kind == "serial" and not (8 <= len(value) <= 20 and value.isalnum()):
+                errors.append(
+                    {
+                        "row": n,
+                        "value": raw,
+                        "error": "not a serial number (8-20 letters and digits) nor a 15-digit IMEI",
+                    }
+                )
+                continue
+            if (kind, value) in seen:
+                errors.append({"row": n, "value": raw, "error": "duplicate of an earlier row"})
+                continue
+            seen.add((kind, value))
+            desc = rec[1].strip() if len(rec) > 1 and rec[1].strip() else None
+            rows.append(
+                CorporateIdentifier(str(uuid.uuid4()), "", kind, value, desc, "not_contacted", None, now)
+            )
+            if len(rows) > MAX_CORPORATE_ROWS:
+                raise InvalidInputError(f"at most {MAX_CORPORATE_ROWS} identifiers per import", field="file")
+        if errors:
+            return ImportReport(0, 0, errors)
+        with self.db.unit_of_work() as uow:
+            t = self._tenant(uow, tenant_ref)
+            added = uow.corporate.upsert_many(t.id, [replace(r, tenant_id=t.id) for r in rows])
+            self._audit(uow, t, "corporate.import", rows=len(rows), added=added)
+        return ImportReport(added, len(rows) - added, [])
+
+    def list_corporate(
+        self, tenant_ref: str, *, limit: int = 1000, offset: int = 0
+    ) -> list[CorporateIdentifier]:
+        with self.db.unit_of_work(readonly=True) as uow:
+            return uow.corporate.list(self._tenant(uow, tenant_ref).id, limit=limit, offset=offset)
+
+    # --- devices: block, retire -------------------------------------------------------------------
+    def block(
+        self,
+        tenant_ref: str,
+        *,
+        serial: str | None = None,
+        udid: str | None = None,
+        note: str | None = None,
+        unblock: bool = False,
+    ) -> int:
+        """Block (or unblock) a device by serial or UDID. Its active enrollments become blocked: their
+        next check-in is answered with Apple's 403 com.apple.unrecognized.device, and the device unenrolls."""
+        if (serial is None) == (udid is None):
+            raise InvalidInputError("give exactly one of serial or udid")
+        kind, value = ("serial", normalize_identifier(serial)) if serial else ("udid", (udid or "").strip())
+        with self.db.unit_of_work() as uow:
+            t = self._tenant(uow, tenant_ref)
+            if unblock:
+                uow.blocks.remove(t.id, kind, value)
+                self._audit(uow, t, "device.unblock", **{kind: value})
+                return 0
+            uow.blocks.add(BlockedDevice(str(uuid.uuid4()), t.id, kind, value, note, self.clock.now()))
+            ended = 0
+            for e in uow.enrollments.active_for_device(
+                t.id, value if kind == "udid" else None, value if kind == "serial" else None
+            ):
+                uow.enrollments.end(e.id, EnrollmentStatus.BLOCKED, self.clock.now())
+                uow.commands.cancel_pending(e.id)
+                ended += 1
+            self._audit(uow, t, "device.block", ended_enrollments=ended, **{kind: value})
+            return ended
+
+    def retire(
+        self,
+        tenant_ref: str,
+        *,
+        serial: str | None = None,
+        udid: str | None = None,
+        by_user: User | None = None,
+    ) -> int:
+        """Retire a device's active enrollment: it stops counting against the limit, and the device is
+        told to unenroll at its next check-in. `by_user` limits it to that user's own devices (portal)."""
+        if (serial is None) == (udid is None):
+            raise InvalidInputError("give exactly one of serial or udid")
+        with self.db.unit_of_work() as uow:
+            t = self._tenant(uow, tenant_ref)
+            found = uow.enrollments.active_for_device(
+                t.id, udid, normalize_identifier(serial) if serial else None
+            )
+            if by_user is not None:
+                found = [e for e in found if e.user_id == by_user.id]
+            if not found:
+                raise NotFoundError("no active enrollment for that device", serial=serial, udid=udid)
+            for e in found:
+                uow.enrollments.end(e.id, EnrollmentStatus.RETIRED, self.clock.now())
+                uow.commands.cancel_pending(e.id)
+            self._audit(
+                uow, t, "device.retire", serial=serial, udid=udid, by=None if by_user is None else by_user.upn
+            )
+            return len(found)
+
+
+def _platform_arg(platform: str | None) -> Platform | None:
+    if platform is None:
+        return None
+    p = platform.strip().lower()
+    if p in ("ios", "iphone", "ipod"):
+        return Platform.IOS
+    if p in ("ipados", "ipad"):
+        return Platform.IPADOS
+    if p.startswith("iphone") or p.startswith("ipod"):
+        return Platform.IOS
+    if p.startswith("ipad"):
+        return Platform.IPADOS
+    raise InvalidInputError(
+        "platform must be iOS, iPadOS, iPhone or iPad (or a product such as iPhone15,2)", field="platform"
+    )
+
+
+def _check_version(v: str) -> str:
+    try:
+        parse_version(v)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc), field="os_version") from exc
+    return v
+
+
+def _restriction_settings(type_: str, s: dict[str, object], *, partial: bool = False) -> dict[str, object]:
+    """Map CLI/API settings (ios, ipados, personal, min_os, max_os, limit) to restriction fields."""
+    out: dict[str, object] = {}
+
+    def flag(name: str) -> bool | None:
+        v = s.get(name)
+        if v is None:
+            return None
+        if isinstance(v, bool):
+            return v
+        if v in ("allow", "block"):
+            return v == "allow"
+        raise InvalidInputError(f"{name} must be allow or block", field=name)
+
+    if type_ == "platform":
+        for key, fields in (
+            ("ios", ("ios_allowed",)),
+            ("ipados", ("ipados_allowed",)),
+            ("personal", ("ios_personal_allowed", "ipados_personal_allowed")),
+            ("ios_personal", ("ios_personal_allowed",)),
+            ("ipados_personal", ("ipados_personal_allowed",)),
+        ):
+            allowed = flag(key)
+            if allowed is not None:
+                for f in fields:
+                    out[f] = allowed
+        for key, fields in (
+            ("min_os", ("ios_min_os", "ipados_min_os")),
+            ("max_os", ("ios_max_os", "ipados_max_os")),
+            ("ios_min_os", ("ios_min_os",)),
+            ("ios_max_os", ("ios_max_os",)),
+            ("ipados_min_os", ("ipados_min_os",)),
+            ("ipados_max_os", ("ipados_max_os",)),
+        ):
+            version = s.get(key)
+            if version is not None:
+                for f in fields:
+                    out[f] = None if version == "" else _check_version(str(version))
+        if s.get("limit") is not None:
+            raise InvalidInputError("--limit belongs to a limit restriction", field="limit")
+    else:
+        limit = s.get("limit")
+        if limit is not None:
+            if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_DEVICE_LIMIT:
+                raise InvalidInputError(
+                    f"the device limit is a number from 1 to {MAX_DEVICE_LIMIT}", field="limit"
+                )
+            out["device_limit"] = limit
+        elif not partial:
+            out["device_limit"] = DEFAULT_DEVICE_LIMIT
+        if any(s.get(k) is not None for k in ("ios", "ipados", "personal", "min_os", "max_os")):
+            raise InvalidInputError("platform settings belong to a platform restriction")
+    return out
+
+
+def refusal(decision: Decision) -> PomonaError:
+    """The error a refused decision raises, carrying its facts for the event and the response."""
+    assert decision.reason is not None
+    err = PolicyError(decision.message, reason=decision.reason)
+    err.context.update(decision.facts)
+    return err
