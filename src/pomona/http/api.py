@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from pomona.app import Pomona
-from pomona.domain.errors import ForbiddenError, NotFoundError, PomonaError
-from pomona.domain.models import ApiToken, Device, Enrollment, Event, QueuedCommand
+from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundError, PomonaError
+from pomona.domain.models import ApiToken, Device, Enrollment, Event, QueuedCommand, User
 from pomona.domain.reasons import ReasonCode
 from pomona.services.context import request_id_var
 
@@ -138,6 +138,72 @@ class UserIn(BaseModel):
     upn: str
     display_name: str | None = None
     email: str | None = None
+    password: str | None = None
+    enabled: bool = True
+    dem: bool = False
+    mfa_required: bool = False
+    licensed: bool = False
+
+
+class UserPatch(BaseModel):
+    enabled: bool | None = None
+    dem: bool | None = None
+    mfa_required: bool | None = None
+    licensed: bool | None = None
+
+
+class SeatsIn(BaseModel):
+    seats: int
+
+
+class GroupIn(BaseModel):
+    name: str
+
+
+class MemberIn(BaseModel):
+    upn: str
+
+
+class RestrictionIn(BaseModel):
+    type: str
+    priority: int
+    groups: list[str]
+    name: str | None = None
+    ios: str | None = None
+    ipados: str | None = None
+    personal: str | None = None
+    min_os: str | None = None
+    max_os: str | None = None
+    limit: int | None = None
+
+
+class RestrictionPatch(BaseModel):
+    new_priority: int | None = None
+    groups: list[str] = Field(default_factory=list)
+    ios: str | None = None
+    ipados: str | None = None
+    personal: str | None = None
+    min_os: str | None = None
+    max_os: str | None = None
+    limit: int | None = None
+
+
+class CorporateIn(BaseModel):
+    csv: str
+
+
+class DeviceRefIn(BaseModel):
+    serial: str | None = None
+    udid: str | None = None
+    note: str | None = None
+
+
+class ExplainIn(BaseModel):
+    upn: str
+    serial: str | None = None
+    udid: str | None = None
+    os_version: str | None = None
+    platform: str | None = None
 
 
 class EnrollTokenIn(BaseModel):
@@ -248,11 +314,195 @@ def create_api(p: Pomona) -> FastAPI:
         p.checkin.forget_tenant(tid)
         return {"topic": info.topic, "not_after": info.not_after, "subject": info.subject}
 
+    def user_json(u: User) -> dict[str, object]:
+        return {
+            "id": u.id,
+            "upn": u.upn,
+            "display_name": u.display_name,
+            "email": u.email,
+            "enabled": u.enabled,
+            "licensed": u.licensed,
+            "dem": u.is_dem,
+            "mfa_required": u.mfa_required,
+        }
+
     @api.post("/api/v1/tenants/{tenant}/users", status_code=201)
     def create_user(tenant: str, body: UserIn, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
-        u = p.admin.create_user(tid, body.upn, display_name=body.display_name, email=body.email)
-        return {"id": u.id, "upn": u.upn, "display_name": u.display_name, "email": u.email}
+        u = p.admin.create_user(
+            tid,
+            body.upn,
+            display_name=body.display_name,
+            email=body.email,
+            password=body.password,
+            enabled=body.enabled,
+            is_dem=body.dem,
+            mfa_required=body.mfa_required,
+        )
+        if body.licensed:
+            p.policy.licence(tid, u.upn, assign=True)
+            u = p.policy.set_user_flags(tid, u.upn)
+        return user_json(u)
+
+    @api.patch("/api/v1/tenants/{tenant}/users/{upn}")
+    def patch_user(tenant: str, upn: str, body: UserPatch, token: Auth) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        if body.licensed is not None:
+            p.policy.licence(tid, upn, assign=body.licensed)
+        flags = {
+            k: v
+            for k, v in (("enabled", body.enabled), ("is_dem", body.dem), ("mfa_required", body.mfa_required))
+            if v is not None
+        }
+        return user_json(p.policy.set_user_flags(tid, upn, **flags))
+
+    @api.delete("/api/v1/tenants/{tenant}/users/{upn}", status_code=204)
+    def delete_user(tenant: str, upn: str, token: Auth) -> None:
+        p.policy.delete_user(tenant_scope(token, tenant), upn)
+
+    @api.put("/api/v1/tenants/{tenant}/licences")
+    def set_seats(tenant: str, body: SeatsIn, token: Auth) -> dict[str, int]:
+        return p.policy.set_seats(tenant_scope(token, tenant), body.seats)
+
+    @api.put("/api/v1/tenants/{tenant}/authority")
+    def set_authority(tenant: str, token: Auth) -> dict[str, object]:
+        t = p.admin.set_authority(tenant_scope(token, tenant), "pomona")
+        return {"mdm_authority": t.mdm_authority}
+
+    @api.post("/api/v1/tenants/{tenant}/groups", status_code=201)
+    def create_group(tenant: str, body: GroupIn, token: Auth) -> dict[str, object]:
+        g = p.policy.create_group(tenant_scope(token, tenant), body.name)
+        return {"id": g.id, "name": g.name}
+
+    @api.get("/api/v1/tenants/{tenant}/groups")
+    def list_groups(tenant: str, token: Auth) -> dict[str, object]:
+        rows = p.policy.list_groups(tenant_scope(token, tenant))
+        return {"groups": [{"id": g.id, "name": g.name, "members": n} for g, n in rows]}
+
+    @api.post("/api/v1/tenants/{tenant}/groups/{group}/members", status_code=201)
+    def add_member(tenant: str, group: str, body: MemberIn, token: Auth) -> dict[str, object]:
+        p.policy.add_member(tenant_scope(token, tenant), group, body.upn)
+        return {"group": group, "upn": body.upn}
+
+    @api.delete("/api/v1/tenants/{tenant}/groups/{group}/members/{upn}", status_code=204)
+    def remove_member(tenant: str, group: str, upn: str, token: Auth) -> None:
+        p.policy.add_member(tenant_scope(token, tenant), group, upn, remove=True)
+
+    @api.get("/api/v1/tenants/{tenant}/restrictions")
+    def list_restrictions(tenant: str, token: Auth) -> dict[str, object]:
+        from pomona.cli.policy_cmds import restriction_json
+
+        rs, names = p.policy.list_restrictions(tenant_scope(token, tenant))
+        return {"restrictions": [restriction_json(r, names) for r in rs]}
+
+    @api.post("/api/v1/tenants/{tenant}/restrictions", status_code=201)
+    def create_restriction(tenant: str, body: RestrictionIn, token: Auth) -> dict[str, object]:
+        from pomona.cli.policy_cmds import restriction_json
+
+        r = p.policy.create_restriction(
+            tenant_scope(token, tenant),
+            type_=body.type,
+            priority=body.priority,
+            groups=body.groups,
+            name=body.name,
+            ios=body.ios,
+            ipados=body.ipados,
+            personal=body.personal,
+            min_os=body.min_os,
+            max_os=body.max_os,
+            limit=body.limit,
+        )
+        return restriction_json(r)
+
+    @api.patch("/api/v1/tenants/{tenant}/restrictions/{type_}/{which}")
+    def edit_restriction(
+        tenant: str, type_: str, which: str, body: RestrictionPatch, token: Auth
+    ) -> dict[str, object]:
+        """`which` is `default` or the restriction's priority."""
+        from pomona.cli.policy_cmds import restriction_json
+
+        default = which == "default"
+        if not default and not which.isdigit():
+            raise InvalidInputError("which must be 'default' or a priority number")
+        r = p.policy.edit_restriction(
+            tenant_scope(token, tenant),
+            type_=type_,
+            default=default,
+            priority=None if default else int(which),
+            new_priority=body.new_priority,
+            groups=body.groups,
+            ios=body.ios,
+            ipados=body.ipados,
+            personal=body.personal,
+            min_os=body.min_os,
+            max_os=body.max_os,
+            limit=body.limit,
+        )
+        return restriction_json(r)
+
+    @api.delete("/api/v1/tenants/{tenant}/restrictions/{type_}/{priority}", status_code=204)
+    def delete_restriction(tenant: str, type_: str, priority: int, token: Auth) -> None:
+        p.policy.delete_restriction(tenant_scope(token, tenant), type_, priority)
+
+    @api.post("/api/v1/tenants/{tenant}/corporate-identifiers")
+    def import_corporate(tenant: str, body: CorporateIn, token: Auth) -> JSONResponse:
+        r = p.policy.import_corporate(tenant_scope(token, tenant), body.csv)
+        data = {"imported": r.imported, "unchanged": r.unchanged, "errors": r.errors}
+        if r.errors:
+            data.update(
+                reason=ReasonCode.INVALID_INPUT.value,
+                message="nothing was imported: fix the rows listed",
+                request_id=request_id_var.get(),
+            )
+        return JSONResponse(data, status_code=422 if r.errors else 200)
+
+    @api.get("/api/v1/tenants/{tenant}/corporate-identifiers")
+    def list_corporate(
+        tenant: str,
+        token: Auth,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, object]:
+        rows = p.policy.list_corporate(tenant_scope(token, tenant), limit=limit, offset=offset)
+        return {
+            "identifiers": [
+                {
+                    "kind": c.kind,
+                    "value": c.value,
+                    "description": c.description,
+                    "state": c.state,
+                    "last_contact_at": None if c.last_contact_at is None else c.last_contact_at.isoformat(),
+                }
+                for c in rows
+            ]
+        }
+
+    @api.post("/api/v1/tenants/{tenant}/blocked-devices", status_code=201)
+    def block_device(tenant: str, body: DeviceRefIn, token: Auth) -> dict[str, object]:
+        n = p.policy.block(tenant_scope(token, tenant), serial=body.serial, udid=body.udid, note=body.note)
+        return {"blocked": body.serial or body.udid, "ended_enrollments": n}
+
+    @api.post("/api/v1/tenants/{tenant}/blocked-devices/remove")
+    def unblock_device(tenant: str, body: DeviceRefIn, token: Auth) -> dict[str, object]:
+        p.policy.block(tenant_scope(token, tenant), serial=body.serial, udid=body.udid, unblock=True)
+        return {"unblocked": body.serial or body.udid}
+
+    @api.post("/api/v1/tenants/{tenant}/devices/retire")
+    def retire_device(tenant: str, body: DeviceRefIn, token: Auth) -> dict[str, object]:
+        n = p.policy.retire(tenant_scope(token, tenant), serial=body.serial, udid=body.udid)
+        return {"retired": body.serial or body.udid, "enrollments": n}
+
+    @api.post("/api/v1/tenants/{tenant}/policy/explain")
+    def explain(tenant: str, body: ExplainIn, token: Auth) -> dict[str, object]:
+        d = p.policy.explain(
+            tenant_scope(token, tenant),
+            body.upn,
+            serial=body.serial,
+            udid=body.udid,
+            os_version=body.os_version,
+            platform=body.platform,
+        )
+        return d.to_dict()
 
     @api.get("/api/v1/tenants/{tenant}/users")
     def list_users(

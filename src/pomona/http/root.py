@@ -105,6 +105,9 @@ class RootApp:
             token = request_id_var.set(rid)
             try:
                 return fn()
+            except UnenrollDeviceError as exc:
+                body = {"code": exc.apple_code, "description": exc.detail, "reason": str(exc.reason), "request_id": rid}
+                return exc.http_status, json.dumps(body).encode(), "application/json"
             except PomonaError as exc:
                 return (
                     exc.http_status,

@@ -21,12 +21,12 @@ from cryptography.hazmat.primitives import hashes
 
 from pomona.domain.errors import (
     CertDeviceMismatchError,
-    UnenrollDeviceError,
     CertNotTrustedError,
     MalformedRequestError,
     PomonaError,
     SignatureInvalidError,
     TopicMismatchError,
+    UnenrollDeviceError,
     UnknownEnrollmentError,
 )
 from pomona.domain.models import (
@@ -42,12 +42,12 @@ from pomona.domain.models import (
 from pomona.domain.policy import Stage, decide, platform_of_product
 from pomona.domain.reasons import ReasonCode
 from pomona.ports import CertificateAuthority, Pki, UnitOfWork
-from pomona.services.policy import PolicyService, refusal
 from pomona.protocol import cms
 from pomona.protocol.checkin import Authenticate, CheckOut, OtherCheckin, TokenUpdate, decode_checkin
 from pomona.protocol.command import CommandReport, ReportStatus, decode_report
 from pomona.protocol.errors import ProtocolError
 from pomona.services.base import ServiceBase
+from pomona.services.policy import PolicyService, refusal
 
 MAX_BODY = 2 * 1024 * 1024
 TOUCH_EVERY = timedelta(seconds=60)  # last-seen is written at most once a minute per device

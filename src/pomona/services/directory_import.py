@@ -92,7 +92,7 @@ def import_users(
         group_ids: dict[str, str] = {g.name: g.id for g in uow.groups.list(t.id)}
         now = svc.clock.now()
         licensed_after = uow.users.licensed_count(t.id)
-        for i, (n, upn, display, email, groups, licensed, dem, mfa, enabled) in enumerate(parsed, start=1):
+        for i, (_row, upn, display, email, groups, licensed, dem, mfa, enabled) in enumerate(parsed, start=1):
             user = uow.users.by_upn(t.id, upn)
             if user is None:
                 user = User(
@@ -110,7 +110,7 @@ def import_users(
                 uow.users.add(user)
                 licensed_after += 1 if licensed else 0
             else:
-                flags = {
+                flags: dict[str, object] = {
                     k: v
                     for k, v in (
                         ("licensed", licensed),

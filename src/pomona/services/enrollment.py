@@ -12,13 +12,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pomona.domain.errors import EnrollmentTokenError, PolicyError, PomonaError
 from pomona.domain.models import EnrollmentToken, IssuedCert, Step, Tenant
+from pomona.domain.policy import Stage, decide, platform_of_user_agent
 from pomona.domain.reasons import ReasonCode
 from pomona.ports import Pki, ProfileSigner, UnitOfWork
 from pomona.protocol.profile import build_enrollment_profile, encode_profile
 from pomona.services.admin import hash_secret
 from pomona.services.base import ServiceBase
 from pomona.services.policy import PolicyService, refusal
-from pomona.domain.policy import Stage, decide, platform_of_user_agent
 
 PROFILE_CONTENT_TYPE = "application/x-apple-aspen-config"
 
@@ -85,6 +85,7 @@ class EnrollmentService(ServiceBase):
         now = self.clock.now()
         platform, os_version = platform_of_user_agent(user_agent)
         decision = None
+        active = 0
         with self.db.unit_of_work(readonly=True) as uow:
             raw = uow.enrollment_tokens.by_hash(hash_secret(secret))
             tenant = None if raw is None else uow.tenants.get(raw.tenant_id)
@@ -129,9 +130,20 @@ class EnrollmentService(ServiceBase):
         )
         signed = self.signer.sign(encode_profile(profile))
         with self.db.unit_of_work() as uow:
+            # A user who already has an active enrollment and downloads the profile again: the evidence
+            # diagnosis reads for MDM_PROFILE_ALREADY_INSTALLED (iOS refuses a second MDM profile).
             uow.events.append(
                 self.ok_event(
-                    tenant.id, Step.PROFILE, user_id=user_id, upn=upn, detail={"token_id": token.id}
+                    tenant.id,
+                    Step.PROFILE,
+                    user_id=user_id,
+                    upn=upn,
+                    detail={
+                        "token_id": token.id,
+                        "user_agent": user_agent,
+                        "user_active_enrollments": active,
+                        "repeat_download": active > 0,
+                    },
                 )
             )
         return signed

@@ -315,15 +315,17 @@ class PolicyService(ServiceBase):
                     f"a {type_} restriction already has priority {priority}", priority=priority
                 )
             gids = frozenset(self._group(uow, t, g).id for g in groups)
-            r = Restriction(
-                id=str(uuid.uuid4()),
-                name=name or f"{type_} restriction {priority}",
-                type=type_,
-                priority=priority,
-                is_default=False,
-                group_ids=gids,
-                **values,
-            )  # type: ignore[arg-type]
+            r = replace(
+                Restriction(
+                    id=str(uuid.uuid4()),
+                    name=name or f"{type_} restriction {priority}",
+                    type=type_,
+                    priority=priority,
+                    is_default=False,
+                    group_ids=gids,
+                ),
+                **values,  # type: ignore[arg-type]  # checked by _restriction_settings
+            )
             uow.restrictions.add(r, t.id, self.clock.now())
             self._audit(
                 uow,
