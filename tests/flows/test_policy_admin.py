@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from helpers import TenantSetup, reasons, setup_tenant
 from starlette.testclient import TestClient
 
+from helpers import TenantSetup, reasons, setup_tenant
 from pomona.app import Pomona, create_app
 from pomona.domain.errors import PomonaError
 from pomona.protocol.command import COMMAND_CONTENT_TYPE
@@ -40,14 +40,20 @@ def add_user(p: Pomona, s: TenantSetup, upn: str, **flags: bool) -> None:
 
 
 class TestPriority:
-    def test_best_priority_wins_among_overlapping_groups(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
+    def test_best_priority_wins_among_overlapping_groups(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup
+    ) -> None:
         """A user in two groups gets the limit restriction with the better priority; swapping priorities swaps it."""
         p, s = pomona, acme
         for g in ("sales", "staff"):
             p.policy.create_group(s.name, g)
             p.policy.add_member(s.name, g, s.upn)
-        p.policy.create_restriction(s.name, type_="limit", priority=2, groups=["staff"], name="staff 3", limit=3)
-        p.policy.create_restriction(s.name, type_="limit", priority=1, groups=["sales"], name="sales 1", limit=1)
+        p.policy.create_restriction(
+            s.name, type_="limit", priority=2, groups=["staff"], name="staff 3", limit=3
+        )
+        p.policy.create_restriction(
+            s.name, type_="limit", priority=1, groups=["sales"], name="sales 1", limit=1
+        )
         d = p.policy.explain(s.name, s.upn)
         assert d.limit_restriction is not None and d.limit_restriction.name == "sales 1"
         assert d.limit_restriction.via_group == "sales" and d.device_limit == 1
@@ -57,7 +63,9 @@ class TestPriority:
         assert (err.value.step, err.value.reason) == ("profile", "DEVICE_LIMIT_REACHED")
         p.policy.edit_restriction(s.name, type_="limit", priority=1, new_priority=5)
         d = p.policy.explain(s.name, s.upn)
-        assert d.limit_restriction is not None and d.limit_restriction.name == "staff 3" and d.device_count == 1
+        assert (
+            d.limit_restriction is not None and d.limit_restriction.name == "staff 3" and d.device_count == 1
+        )
         device(client, s.enroll_url).enroll()
 
     def test_default_applies_and_cannot_be_deleted(self, pomona: Pomona, acme: TenantSetup) -> None:
@@ -76,7 +84,9 @@ class TestPriority:
             p.policy.edit_restriction(s.name, type_="limit", default=True, limit=16)
         assert err.value.reason == "INVALID_INPUT"
 
-    def test_platform_restriction_by_group(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
+    def test_platform_restriction_by_group(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup
+    ) -> None:
         """A platform restriction assigned to a group blocks iPadOS for its members only."""
         p, s = pomona, acme
         add_user(p, s, "bo@acme.example")
@@ -117,9 +127,14 @@ class TestCorporate:
         r = p.policy.import_corporate(s.name, "F2LX12345678,ipad cart\n35 209900 176148 1\n")
         assert (r.imported, r.errors) == (2, [])
         kinds = {(c.kind, c.value, c.state) for c in p.policy.list_corporate(s.name)}
-        assert kinds == {("serial", "F2LX12345678", "not_contacted"), ("imei", "352099001761481", "not_contacted")}
+        assert kinds == {
+            ("serial", "F2LX12345678", "not_contacted"),
+            ("imei", "352099001761481", "not_contacted"),
+        }
 
-    def test_corporate_device_passes_personal_block(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
+    def test_corporate_device_passes_personal_block(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup
+    ) -> None:
         """With personal devices blocked, a listed serial enrolls as corporate and its identifier shows Enrolled."""
         p, s = pomona, acme
         p.policy.edit_restriction(s.name, type_="platform", default=True, personal="block")
@@ -137,7 +152,9 @@ class TestCorporate:
 
 
 class TestBlockAndRetire:
-    def test_blocked_device_is_told_to_unenroll(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
+    def test_blocked_device_is_told_to_unenroll(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup
+    ) -> None:
         """Blocking an enrolled device answers its next check-in with Apple's 403 unrecognized-device body."""
         p, s = pomona, acme
         d = device(client, s.enroll_url)
@@ -181,7 +198,9 @@ class TestReenrollment:
         again.enroll()
         assert p.commands.device(s.name, first.udid).enrollment is not None
 
-    def test_same_user_replaces_and_cancels(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
+    def test_same_user_replaces_and_cancels(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup
+    ) -> None:
         """The same device re-enrolling for the same user replaces its record and cancels its queued commands."""
         p, s = pomona, acme
         d = device(client, s.enroll_url)
@@ -242,19 +261,32 @@ class TestDirectory:
 
 
 class TestAdminSurface:
-    def test_api_explain_and_restrictions(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
+    def test_api_explain_and_restrictions(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup
+    ) -> None:
         """The API creates groups and restrictions and answers the dry run."""
         h = {"Authorization": f"Bearer {acme.admin_token}"}
         base = f"/api/v1/tenants/{acme.name}"
         assert client.post(f"{base}/groups", headers=h, json={"name": "ops"}).status_code == 201
         assert client.post(f"{base}/groups/ops/members", headers=h, json={"upn": acme.upn}).status_code == 201
-        r = client.post(f"{base}/restrictions", headers=h,
-                        json={"type": "platform", "priority": 1, "groups": ["ops"], "min_os": "17.0"})
+        r = client.post(
+            f"{base}/restrictions",
+            headers=h,
+            json={"type": "platform", "priority": 1, "groups": ["ops"], "min_os": "17.0"},
+        )
         assert r.status_code == 201, r.text
-        r = client.post(f"{base}/policy/explain", headers=h, json={"upn": acme.upn, "os_version": "16.7", "platform": "iPhone"})
+        r = client.post(
+            f"{base}/policy/explain",
+            headers=h,
+            json={"upn": acme.upn, "os_version": "16.7", "platform": "iPhone"},
+        )
         body = r.json()
         assert body["reason"] == "OS_VERSION_TOO_LOW" and body["platform_restriction"]["via_group"] == "ops"
-        r = client.post(f"{base}/restrictions", headers=h, json={"type": "limit", "priority": 1, "groups": ["ops"], "limit": 99})
+        r = client.post(
+            f"{base}/restrictions",
+            headers=h,
+            json={"type": "limit", "priority": 1, "groups": ["ops"], "limit": 99},
+        )
         assert (r.status_code, r.json()["reason"]) == (422, "INVALID_INPUT")
         r = client.post(f"{base}/corporate-identifiers", headers=h, json={"csv": "!!\n"})
         assert (r.status_code, r.json()["reason"]) == (422, "INVALID_INPUT")

@@ -402,6 +402,7 @@ def _register_optional() -> None:
 
     main.add_command(demo)
     import pomona.cli.policy_cmds  # noqa: F401  (registers its commands on `main`)
+    import pomona.cli.portal_cmds  # noqa: F401
 
 
 _register_optional()

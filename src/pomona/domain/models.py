@@ -65,6 +65,7 @@ class Tenant:
     push_not_after: datetime | None = None
     mdm_authority: str | None = None
     licence_seats: int = 0
+    policy_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,7 +82,10 @@ class RootApp:
         from pomona.http.api import create_api
 
         self.pomona = pomona
+        from pomona.http.portal import create_portal
+
         self.api = create_api(pomona)
+        self.portal = create_portal(pomona)
         self._scep: dict[str, object] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -94,6 +97,8 @@ class RootApp:
                 return await self._scep_endpoint(scope, receive, send)
             if path.startswith("/enroll/"):
                 return await self._enroll(scope, receive, send)
+            if path == "/portal" or path.startswith("/portal/"):
+                return await self.portal(scope, receive, send)
         elif scope["type"] == "lifespan":
             return await self.api(scope, receive, send)
         await self.api(scope, receive, send)
@@ -106,7 +111,12 @@ class RootApp:
             try:
                 return fn()
             except UnenrollDeviceError as exc:
-                body = {"code": exc.apple_code, "description": exc.detail, "reason": str(exc.reason), "request_id": rid}
+                body = {
+                    "code": exc.apple_code,
+                    "description": exc.detail,
+                    "reason": str(exc.reason),
+                    "request_id": rid,
+                }
                 return exc.http_status, json.dumps(body).encode(), "application/json"
             except PomonaError as exc:
                 return (

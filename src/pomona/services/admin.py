@@ -19,6 +19,8 @@ from pomona.domain.reasons import ReasonCode
 from pomona.ports import Pki, UnitOfWork
 from pomona.protocol.apns import is_mdm_topic, push_topic_of
 from pomona.services.base import ServiceBase
+from pomona.services.passwords import MIN_LENGTH
+from pomona.services.passwords import hash_password as _hash_password
 from pomona.services.policy import PolicyService
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -27,12 +29,10 @@ _UPN_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def hash_password(password: str) -> str:
-    """argon2id, for local sign-in to the portal."""
-    if len(password) < 8:
-        raise InvalidInputError("a password needs at least 8 characters", field="password")
-    from argon2 import PasswordHasher
-
-    return PasswordHasher().hash(password)
+    """argon2id (services.passwords), for local sign-in to the portal."""
+    if len(password) < MIN_LENGTH:
+        raise InvalidInputError(f"a password needs at least {MIN_LENGTH} characters", field="password")
+    return _hash_password(password)
 
 
 def hash_secret(secret: str) -> str:

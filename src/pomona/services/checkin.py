@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -50,7 +51,8 @@ from pomona.services.base import ServiceBase
 from pomona.services.policy import PolicyService, refusal
 
 MAX_BODY = 2 * 1024 * 1024
-TOUCH_EVERY = timedelta(seconds=60)  # last-seen is written at most once a minute per device
+TOUCH_EVERY = timedelta(seconds=60)
+TENANT_TTL = 30.0  # seconds a process trusts its cached copy of a tenant row  # last-seen is written at most once a minute per device
 
 _STATUS = {
     ReportStatus.ACKNOWLEDGED: CommandStatus.ACKNOWLEDGED,
@@ -117,18 +119,22 @@ class CheckinService(ServiceBase):
 
     # --- authentication ---------------------------------------------------------------------------
     def _tenant(self, tenant_id: str) -> Tenant:
-        t = self._tenants.get(tenant_id)
-        if isinstance(t, Tenant):
-            return t
+        """The tenant, cached for TENANT_TTL: its CA never changes, its push topic rarely. Authenticate
+        re-reads the tenant inside its transaction, so policy decisions never use a stale copy."""
+        hit = self._tenants.get(tenant_id)
+        now = time.monotonic()
+        if isinstance(hit, tuple) and now - hit[0] < TENANT_TTL:
+            tenant: Tenant = hit[1]
+            return tenant
         with self.db.unit_of_work(readonly=True) as uow:
-            tenant = uow.tenants.get(tenant_id)
-        if tenant is None:
+            found = uow.tenants.get(tenant_id)
+        if found is None:
             raise UnknownTenantError("no such tenant")
-        self._tenants.put(tenant_id, tenant)
-        return tenant
+        self._tenants.put(tenant_id, (now, found))
+        return found
 
     def forget_tenant(self, tenant_id: str) -> None:
-        """Drop cached tenant facts (the push topic changed)."""
+        """Drop this process's cached tenant facts (the push topic changed)."""
         self._tenants.put(tenant_id, 0)
 
     def _ca(self, tenant: Tenant) -> CertificateAuthority:
@@ -196,15 +202,15 @@ class CheckinService(ServiceBase):
             raise
 
     def _authenticate(self, signed: SignedMessage, msg: Authenticate) -> None:
-        tenant = signed.tenant
-        if msg.topic != tenant.push_topic:
-            raise TopicMismatchError(f"topic {msg.topic!r} is not this tenant's push topic")
         now = self.clock.now()
         corporate_id: str | None = None
         refused: PomonaError | None = None
         upn: str | None = None
         user_id: str | None = None
         with self.db.unit_of_work() as uow:
+            tenant = uow.tenants.get(signed.tenant.id) or signed.tenant  # fresh: authority, push certificate
+            if msg.topic != tenant.push_topic:
+                raise TopicMismatchError(f"topic {msg.topic!r} is not this tenant's push topic")
             issued = uow.certs.get(signed.fingerprint)
             if issued is None or issued.tenant_id != tenant.id:
                 raise CertNotTrustedError("the identity was not issued through this tenant's SCEP")

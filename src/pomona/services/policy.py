@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from pomona.domain.errors import ConflictError, InvalidInputError, NotFoundError, PolicyError, PomonaError
 from pomona.domain.models import (
@@ -55,6 +55,8 @@ class ImportReport:
 
 @dataclass
 class PolicyService(ServiceBase):
+    _cache: dict[str, tuple[int, tuple[Restriction, ...]]] = field(default_factory=dict)
+
     # --- helpers ----------------------------------------------------------------------------------
     def _tenant(self, uow: UnitOfWork, ref: str) -> Tenant:
         t = uow.tenants.by_name(ref) or uow.tenants.get(ref)
@@ -76,6 +78,15 @@ class PolicyService(ServiceBase):
 
     def _audit(self, uow: UnitOfWork, t: Tenant, action: str, **detail: object) -> None:
         uow.events.append(self.ok_event(t.id, Step.ADMIN, detail={"action": action, **detail}))
+
+    def restrictions(self, uow: UnitOfWork, tenant: Tenant) -> tuple[Restriction, ...]:
+        """The tenant's restrictions, cached per process and checked against the tenant's policy version."""
+        cached = self._cache.get(tenant.id)
+        if cached is not None and cached[0] == tenant.policy_version:
+            return cached[1]
+        rs = tuple(self.ensure_defaults(uow, tenant.id))
+        self._cache[tenant.id] = (tenant.policy_version, rs)
+        return rs
 
     def ensure_defaults(self, uow: UnitOfWork, tenant_id: str) -> list[Restriction]:
         existing = uow.restrictions.list(tenant_id)
@@ -112,7 +123,7 @@ class PolicyService(ServiceBase):
         imei: str | None = None,
         ade: bool = False,
     ) -> PolicyInput:
-        restrictions = tuple(self.ensure_defaults(uow, tenant.id))
+        restrictions = self.restrictions(uow, tenant)
         facts = None
         count = 0
         other = None
@@ -142,7 +153,9 @@ class PolicyService(ServiceBase):
                     break
         corporate = ade or uow.corporate.match(tenant.id, serial, imei) is not None
         blocked = uow.blocks.is_blocked(tenant.id, serial=serial, udid=udid) if (serial or udid) else False
-        free = max(0, tenant.licence_seats - uow.users.licensed_count(tenant.id))
+        free = 0
+        if user is not None and not user.licensed:  # only then does the number of free seats matter
+            free = max(0, tenant.licence_seats - uow.users.licensed_count(tenant.id))
         return PolicyInput(
             stage=stage,
             now=self.clock.now(),
@@ -327,6 +340,7 @@ class PolicyService(ServiceBase):
                 **values,  # type: ignore[arg-type]  # checked by _restriction_settings
             )
             uow.restrictions.add(r, t.id, self.clock.now())
+            uow.tenants.bump_policy_version(t.id)
             self._audit(
                 uow,
                 t,
@@ -373,6 +387,7 @@ class PolicyService(ServiceBase):
                 for g in groups:
                     uow.restrictions.assign(target.id, self._group(uow, t, g).id)
             uow.restrictions.update(target.id, self.clock.now(), **values)
+            uow.tenants.bump_policy_version(t.id)
             self._audit(uow, t, "restriction.edit", restriction=target.name, **values)
             return next(r for r in uow.restrictions.list(t.id) if r.id == target.id)
 
@@ -387,6 +402,7 @@ class PolicyService(ServiceBase):
             if target.is_default:
                 raise InvalidInputError("the Default restriction can be edited but not deleted")
             uow.restrictions.delete(target.id)
+            uow.tenants.bump_policy_version(t.id)
             self._audit(uow, t, "restriction.delete", restriction=target.name)
 
     # --- corporate identifiers --------------------------------------------------------------------

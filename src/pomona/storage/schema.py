@@ -53,6 +53,8 @@ tenants = Table(
     Column("push_not_after", TS),
     Column("mdm_authority", String(50)),
     Column("licence_seats", Integer, nullable=False, server_default="0"),
+    # Bumped by every change to restrictions or their assignments: processes cache restrictions by it.
+    Column("policy_version", Integer, nullable=False, server_default="0"),
 )
 
 api_tokens = Table(

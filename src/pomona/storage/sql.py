@@ -26,7 +26,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    or_,
     select,
     update,
 )
@@ -195,6 +194,7 @@ def _tenant(r: Row[Any]) -> Tenant:
         push_not_after=_utc(m["push_not_after"]),
         mdm_authority=m["mdm_authority"],
         licence_seats=int(m["licence_seats"]),
+        policy_version=int(m["policy_version"]),
     )
 
 
@@ -243,6 +243,10 @@ class SqlTenantStore:
         self.conn.execute(
             update(s.tenants).where(s.tenants.c.id == tenant_id).values(mdm_authority=authority)
         )
+
+    def bump_policy_version(self, tenant_id: str) -> None:
+        t = s.tenants
+        self.conn.execute(update(t).where(t.c.id == tenant_id).values(policy_version=t.c.policy_version + 1))
 
     def set_seats(self, tenant_id: str, seats: int) -> None:
         self.conn.execute(update(s.tenants).where(s.tenants.c.id == tenant_id).values(licence_seats=seats))
@@ -693,21 +697,30 @@ class SqlEnrollmentStore:
         return [_enrollment(r) for r in self.conn.execute(q)]
 
     def active_for_device(self, tenant_id: str, udid: str | None, serial: str | None) -> list[Enrollment]:
-        """Active enrollments of a device known by UDID or serial number."""
+        """Active enrollments of a device known by UDID or serial number (two indexed lookups)."""
         e, d = s.enrollments, s.devices
-        conds = []
+        found: dict[str, Enrollment] = {}
         if udid:
-            conds.append(e.c.udid == udid)
+            q = select(e).where(
+                and_(
+                    e.c.tenant_id == tenant_id, e.c.udid == udid, e.c.status == EnrollmentStatus.ACTIVE.value
+                )
+            )
+            found.update((x.id, x) for x in map(_enrollment, self.conn.execute(q)))
         if serial:
-            conds.append(d.c.serial == serial)
-        if not conds:
-            return []
-        q = (
-            select(e)
-            .join(d, d.c.id == e.c.device_id)
-            .where(and_(e.c.tenant_id == tenant_id, e.c.status == EnrollmentStatus.ACTIVE.value, or_(*conds)))
-        )
-        return [_enrollment(r) for r in self.conn.execute(q)]
+            q = (
+                select(e)
+                .join(d, d.c.id == e.c.device_id)
+                .where(
+                    and_(
+                        d.c.tenant_id == tenant_id,
+                        d.c.serial == serial,
+                        e.c.status == EnrollmentStatus.ACTIVE.value,
+                    )
+                )
+            )
+            found.update((x.id, x) for x in map(_enrollment, self.conn.execute(q)))
+        return list(found.values())
 
     def for_device(self, tenant_id: str, device_id: str) -> list[Enrollment]:
         q = (
