@@ -13,7 +13,8 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "pomona"
 ALLOWED = {
     "protocol": {"protocol"},
     "domain": {"domain", "protocol"},
-    "services": {"services", "domain", "protocol", "ports"},
+    "services": {"services", "domain", "protocol", "ports", "knowledge", "i18n"},
+    "knowledge": {"knowledge", "domain"},
     "storage": {"storage", "domain", "ports"},
     "pki": {"pki", "protocol"},
 }

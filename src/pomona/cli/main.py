@@ -403,6 +403,10 @@ def _register_optional() -> None:
     main.add_command(demo)
     import pomona.cli.policy_cmds  # noqa: F401  (registers its commands on `main`)
     import pomona.cli.portal_cmds  # noqa: F401
+    import pomona.cli.diagnose_cmds  # noqa: F401
+    from pomona.cli.emulate import emulate
+
+    main.add_command(emulate)
 
 
 _register_optional()

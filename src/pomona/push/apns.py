@@ -29,12 +29,14 @@ no answer: connect/TLS error, GOAWAY, reset, protocol error     transient       
 
 Transient failures are retried inside the client, with capped exponential backoff and full jitter, up to
 ``max_attempts`` times; only then is a push reported ``transient``. Resending is always safe: an MDM push
-is an idempotent wake-up (httpx does not retry a stream refused by GOAWAY; this client does). The same
+is an idempotent wake-up (httpx/httpcore do not retry a stream refused by GOAWAY; this client does). The same
 ``apns-id`` is sent on every attempt of one push.
 
-Connections: one pool (an ``httpx.AsyncClient`` speaking HTTP/2 only) per topic, keyed by the SHA-256
-fingerprint of the certificate; a new certificate for a topic builds a new pool, and the old one is closed
-once its in-flight requests finish. ``max_streams`` bounds the requests in flight per topic.
+Connections: one pool per topic, keyed by the SHA-256 fingerprint of the certificate; a new certificate
+for a topic builds a new pool, and the old one is closed once its in-flight requests finish. A pool is
+``connections`` HTTP/2 connections (httpcore, the engine of httpx, used directly: httpx's request and
+URL models cost more CPU than the whole rest of a push), each carrying up to 100 concurrent streams;
+``max_streams`` bounds the requests in flight per topic.
 
 Event loops and threads: an :class:`ApnsClient` belongs to ONE event loop, the first one that calls
 :meth:`ApnsClient.send` (using it from another raises ``RuntimeError``). Sync code calls
@@ -65,9 +67,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Final, Literal, NamedTuple, Protocol, TypeVar
+from urllib.parse import urlsplit
 
-import httpx
+import httpcore
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from pomona.domain.reasons import ReasonCode
 from pomona.protocol.apns import push_topic_of
@@ -305,8 +309,6 @@ class IdentitySource(Protocol):
     def identity_for(self, topic: str) -> PushIdentity | None: ...
 
 
-from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
-
 _DER: Final = Encoding.DER
 
 
@@ -345,18 +347,27 @@ def build_ssl_context(
     return ctx
 
 
+#: httpx/httpcore open at most this many concurrent streams on one HTTP/2 connection.
+STREAMS_PER_CONNECTION: Final = 100
+_TRANSPORT_ERRORS: Final = (httpcore.NetworkError, httpcore.ProtocolError, httpcore.TimeoutException)
+
+
 @dataclass(eq=False)
 class _Pool:
-    client: httpx.AsyncClient
+    """One topic's connections: ``connections`` httpcore pools of one HTTP/2 connection each (httpcore
+    queues requests beyond a connection's streams in a list it scans per request: keep queues short)."""
+
+    connections: list[httpcore.AsyncConnectionPool]
     fingerprint: str
-    streams: asyncio.Semaphore
+    streams: list[asyncio.Semaphore]
     active: int = 0
     retired: bool = False
 
     async def close_when_idle(self) -> None:
         while self.active:
             await asyncio.sleep(0.05)
-        await self.client.aclose()
+        for conn in self.connections:
+            await conn.aclose()
 
 
 @dataclass
@@ -371,7 +382,8 @@ class ApnsClient:
     ``max_streams`` bounds the requests in flight per topic; ``max_attempts`` is the number of tries per
     push (the first one included) for transient failures; backoff doubles from ``backoff`` up to
     ``max_backoff`` seconds, with full jitter. ``connections`` is the number of HTTP/2 connections per
-    topic (httpx allows up to 100 concurrent streams on one connection).
+    topic (httpcore allows up to 100 concurrent streams on one connection, so in-flight requests per topic
+    are at most ``min(max_streams, 100 * connections)``).
     """
 
     def __init__(
@@ -407,6 +419,16 @@ class ApnsClient:
         self._thread_lock = threading.Lock()
         self._closers: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
+        parsed = urlsplit(self.base_url)
+        if parsed.scheme != "https" or not parsed.hostname:
+            raise ValueError(f"base_url must be https://host[:port], not {base_url!r}")
+        self._scheme = b"https"
+        self._host = parsed.hostname.encode("idna")
+        self._port = parsed.port or 443
+        self._authority = parsed.netloc.encode("idna")
+        self._extensions: dict[str, object] = {
+            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        }
 
     # -- identities ---------------------------------------------------------------------------------
     def set_identity(self, cert_pem: bytes, key_pem: bytes, topic: str | None = None) -> PushIdentity:
@@ -453,7 +475,8 @@ class ApnsClient:
         """Close every connection pool (of the loop the client belongs to)."""
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
-            await pool.client.aclose()
+            for conn in pool.connections:
+                await conn.aclose()
         for task in list(self._closers):
             await task
 
@@ -506,20 +529,18 @@ class ApnsClient:
         pool = self._pools.get(identity.topic)
         if pool is not None and pool.fingerprint == identity.fingerprint:
             return pool
-        transport = httpx.AsyncHTTPTransport(
-            verify=build_ssl_context(identity, self.verify),
-            http1=False,
-            http2=True,
-            limits=httpx.Limits(max_connections=self.connections, max_keepalive_connections=self.connections),
-            retries=0,
+        ctx = build_ssl_context(identity, self.verify)
+        per_connection = max(1, min(STREAMS_PER_CONNECTION, -(-self.max_streams // self.connections)))
+        new = _Pool(
+            [
+                httpcore.AsyncConnectionPool(
+                    ssl_context=ctx, max_connections=1, http1=False, http2=True, retries=0
+                )
+                for _ in range(self.connections)
+            ],
+            identity.fingerprint,
+            [asyncio.Semaphore(per_connection) for _ in range(self.connections)],
         )
-        client = httpx.AsyncClient(
-            transport=transport,
-            base_url=self.base_url,
-            timeout=httpx.Timeout(self.timeout),
-            follow_redirects=False,
-        )
-        new = _Pool(client, identity.fingerprint, asyncio.Semaphore(self.max_streams))
         self._pools[identity.topic] = new
         self.pools_built += 1
         if pool is not None:
@@ -545,35 +566,40 @@ class ApnsClient:
             return
         queue = iter(indices)
 
-        async def worker() -> None:
+        async def worker(slot: int) -> None:
             for i in queue:
-                results[i] = await self._send_one(identity, pushes[i])
+                results[i] = await self._send_one(identity, pushes[i], slot)
 
-        workers = min(len(indices), self.max_streams)
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        per_connection = max(1, min(STREAMS_PER_CONNECTION, -(-self.max_streams // self.connections)))
+        workers = min(len(indices), per_connection * self.connections)
+        await asyncio.gather(*(worker(w % self.connections) for w in range(workers)))
 
-    async def _send_one(self, identity: PushIdentity, push: Push) -> PushResult:
+    async def _send_one(self, identity: PushIdentity, push: Push, slot: int) -> PushResult:
         token = normalize_token(push.token)
         if token is None:
             return _local_result(
                 push,
                 "device_permanent",
                 ReasonCode.PUSH_REJECTED,
-                ApnsReason.BAD_DEVICE_TOKEN,
+                ApnsReason.BAD_DEVICE_TOKEN.value,
                 "the device token is not hex (checked locally, not sent)",
             )
         apns_id = str(uuid.uuid4())
-        headers = {
-            "apns-topic": identity.topic,
-            "apns-push-type": "mdm",
-            "apns-priority": "10",
-            "apns-id": apns_id,
-            "content-type": "application/json",
-        }
-        if push.expiration is not None:
-            headers["apns-expiration"] = str(push.expiration)
         body = mdm_payload(push.push_magic)
-        path = f"/3/device/{token}"
+        headers = [
+            (b"apns-topic", identity.topic.encode()),
+            (b"apns-push-type", b"mdm"),
+            (b"apns-priority", b"10"),
+            (b"apns-id", apns_id.encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if push.expiration is not None:
+            headers.append((b"apns-expiration", str(push.expiration).encode()))
+        url = httpcore.URL(
+            scheme=self._scheme, host=self._host, port=self._port, target=f"/3/device/{token}".encode()
+        )
+        headers.insert(0, (b"host", self._authority))
         attempt = 0
         while True:
             attempt += 1
@@ -585,13 +611,17 @@ class ApnsClient:
             answered_id = apns_id
             pool.active += 1
             try:
-                async with pool.streams:
-                    response = await pool.client.post(path, content=body, headers=headers)
-                status = response.status_code
-                answered_id = response.headers.get("apns-id", apns_id)
+                async with pool.streams[slot]:
+                    response = await pool.connections[slot].request(
+                        b"POST", url, headers=headers, content=body, extensions=self._extensions
+                    )
+                status = response.status
+                for name, value in response.headers:
+                    if name.lower() == b"apns-id":
+                        answered_id = value.decode("ascii", "replace")
                 if status != 200:
                     reason, stamp = _error_body(response.content)
-            except httpx.TransportError as exc:
+            except _TRANSPORT_ERRORS as exc:
                 detail = f"{type(exc).__name__}: {exc}"[:300]
             finally:
                 pool.active -= 1
