@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pomona.domain.models import Tenant
 from pomona.pki.adapters import CmsProfileSigner, LocalPki
@@ -16,6 +17,11 @@ from pomona.services.admin import AdminService
 from pomona.services.checkin import CheckinService
 from pomona.services.commands import CommandService
 from pomona.services.enrollment import EnrollmentService, Urls
+from pomona.net.dns import DnsResolver
+from pomona.net.http import HttpFetcher
+from pomona.services.diagnose import DiagnoseService, DiagnoseSettings
+from pomona.services.health import HealthService
+from pomona.services.reports import ReportService
 from pomona.services.policy import PolicyService
 from pomona.storage.sql import SqlDatabase, sqlite_url
 
@@ -33,6 +39,9 @@ class Settings:
     database_url: str | None = None  # POMONA_DATABASE_URL; SQLite under data_dir when unset
     public_url: str = "http://127.0.0.1:8080"
     signing_identity: Path | None = None  # PEM: certificate(s) then key; generated when unset
+    dns_server: str | None = None  # POMONA_DNS_SERVER (ip or ip:port) for diagnosis; the system's when unset
+    enrollment_cname_target: str | None = None  # what EnterpriseEnrollment.<domain> must point to
+    registration_cname_target: str | None = None  # what EnterpriseRegistration.<domain> must point to
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -43,6 +52,11 @@ class Settings:
             values["data_dir"] = Path(os.environ["POMONA_DATA_DIR"])
         if os.environ.get("POMONA_PUBLIC_URL"):
             values["public_url"] = os.environ["POMONA_PUBLIC_URL"]
+        for env, key in (("POMONA_DNS_SERVER", "dns_server"),
+                         ("POMONA_ENROLLMENT_CNAME_TARGET", "enrollment_cname_target"),
+                         ("POMONA_REGISTRATION_CNAME_TARGET", "registration_cname_target")):
+            if os.environ.get(env):
+                values[key] = os.environ[env]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
@@ -65,6 +79,9 @@ class Pomona:
     checkin: CheckinService
     commands: CommandService
     policy: PolicyService
+    diagnose: DiagnoseService
+    health: HealthService
+    reports: ReportService
     pki: LocalPki
     signer: CmsProfileSigner
     extras: dict[str, object] = field(default_factory=dict)
@@ -94,6 +111,13 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
     signer = _signer(settings, db)
     urls = Urls(settings.public_url.rstrip("/"))
     policy = PolicyService(db, clock)
+    host = urlsplit(settings.public_url).hostname or "localhost"
+    diagnose = DiagnoseService(
+        db, clock, policy, DnsResolver(settings.dns_server), HttpFetcher(),
+        DiagnoseSettings(settings.enrollment_cname_target or host, settings.registration_cname_target or host),
+    )
+    health = HealthService(db, clock, diagnose.resolver, diagnose.settings)
+    reports = ReportService(db, clock)
     return Pomona(
         settings=settings,
         db=db,
@@ -103,6 +127,9 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
         checkin=CheckinService(db, clock, pki, policy),
         commands=CommandService(db, clock),
         policy=policy,
+        diagnose=diagnose,
+        health=health,
+        reports=reports,
         pki=pki,
         signer=signer,
     )

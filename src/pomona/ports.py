@@ -6,10 +6,11 @@ database transaction: a use case either commits everything it wrote or nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -45,6 +46,18 @@ class ChannelState:
     last_seen_at: datetime | None
     next_command_id: int | None
     next_command_body: bytes | None
+
+
+class Resolver(Protocol):
+    """DNS look-ups for diagnosis (net/dns.py implements it on dnspython)."""
+
+    def cname(self, name: str) -> str | None: ...
+
+
+class WellKnownFetcher(Protocol):
+    """GET of https://<domain>/.well-known/com.apple.remotemanagement: (status, body) or raises OSError."""
+
+    def fetch(self, url: str) -> tuple[int, bytes]: ...
 
 
 class Clock(Protocol):
@@ -159,6 +172,7 @@ class EventLog(Protocol):
         until: datetime | None = None,
         limit: int = 100,
     ) -> list[Event]: ...
+    def failure_report(self, tenant_id: str, since: datetime, until: datetime, group_by: str) -> list[tuple[str, int]]: ...
 
 
 class GroupStore(Protocol):
@@ -196,6 +210,92 @@ class BlockStore(Protocol):
     def list(self, tenant_id: str) -> list[BlockedDevice]: ...
 
 
+class HealthStore(Protocol):
+    def open_findings(self, tenant_id: str) -> list[dict[str, Any]]: ...
+    def record(self, tenant_id: str, found: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]: ...
+    def mark_notified(self, tenant_id: str, codes: list[tuple[str, str]], now: datetime) -> None: ...
+    def stuck_awaiting(self, tenant_id: str, before: datetime) -> list[tuple[str, str, datetime]]: ...
+    def orphaned_by_topic(self, tenant_id: str, topic: str) -> int: ...
+    def unlicensed_users(self, tenant_id: str) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PushJob:
+    """A claimed queue row with what sending and recording need."""
+
+    enrollment_id: str
+    tenant_id: str
+    kind: str
+    attempts: int
+    failures: int
+    first_pushed_at: datetime | None
+    udid: str
+    device_id: str
+    status: str
+    topic: str
+    push_token: bytes | None
+    push_magic: str | None
+    token_invalid: bool
+    reenroll_required: bool
+    tenant_topic: str | None
+    tenant_cert_invalid: bool
+    tenant_not_after: datetime | None
+    has_pending: bool
+    last_seen_at: datetime | None
+    first_unanswered_push_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reachability:
+    enrollment_id: str
+    device_id: str
+    udid: str
+    serial: str | None
+    last_push_at: datetime | None
+    last_push_status: str | None
+    last_seen_at: datetime | None
+    first_unanswered_push_at: datetime | None
+    push_token_invalid_reason: str | None
+
+class PushQueueStore(Protocol):
+    """The durable push queue and per-enrollment push state (storage/push_sql.py)."""
+
+    def request(self, tenant_id: str, enrollment_ids: Iterable[str], now: datetime, kind: str = "command") -> None: ...
+    def token_updated(self, enrollment_id: str, tenant_id: str, now: datetime) -> None: ...
+    def claim(self, now: datetime, lease_until: datetime, claimed_by: str, limit: int) -> list[PushJob]: ...
+    def reschedule(self, claimed_by: str, rows: Sequence[dict[str, Any]]) -> None: ...
+    def drop(self, claimed_by: str, enrollment_ids: Sequence[str]) -> None: ...
+    def record_pushes(self, rows: Sequence[dict[str, Any]]) -> None: ...
+    def mark_token_invalid(self, rows: Sequence[dict[str, Any]]) -> None: ...
+    def reachability(self, tenant_id: str, *, limit: int = 1000) -> list[Reachability]: ...
+    def unanswered(self, tenant_id: str, before: datetime) -> list[Reachability]: ...
+    def queue_size(self, tenant_id: str | None = None) -> int: ...
+    def set_cert_invalid(self, tenant_id: str, at: datetime, reason: str) -> bool: ...
+    def cert_state(self, tenant_id: str) -> dict[str, Any]: ...
+    def set_pending_key(self, tenant_id: str, sealed: bytes | None) -> None: ...
+    def cert_changed(self, tenant_id: str, at: datetime, apple_id: str | None) -> None: ...
+    def active_on_topic(self, tenant_id: str, topic: str) -> int: ...
+    def mark_reenroll_required(self, tenant_id: str, old_topic: str, at: datetime) -> int: ...
+    def reenroll_required(self, tenant_id: str, *, limit: int = 1000) -> tuple[int, list[dict[str, Any]]]: ...
+    def pick_canary(self, tenant_id: str, topic: str, count: int, seen_before: datetime) -> list[tuple[str, str]]: ...
+    def seen_since(self, device_ids: Sequence[str]) -> dict[str, datetime | None]: ...
+    def last_pushes(self, enrollment_ids: Sequence[str]) -> dict[str, tuple[datetime | None, str | None]]: ...
+    def set_webhook(self, tenant_id: str, url: str, sealed_secret: bytes, at: datetime) -> None: ...
+    def webhook(self, tenant_id: str) -> tuple[str, bytes] | None: ...
+    def record_delivery(
+        self,
+        tenant_id: str,
+        at: datetime,
+        url: str,
+        codes: str,
+        attempts: int,
+        status: str,
+        http_status: int | None,
+        error: str | None,
+    ) -> None: ...
+    def deliveries(self, tenant_id: str, *, limit: int = 50) -> list[dict[str, Any]]: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over every store: ``with db.unit_of_work() as uow:`` commits on success and rolls
     back on error."""
@@ -226,6 +326,10 @@ class UnitOfWork(Protocol):
     def corporate(self) -> CorporateStore: ...
     @property
     def blocks(self) -> BlockStore: ...
+    @property
+    def pushes(self) -> PushQueueStore: ...
+    @property
+    def health(self) -> HealthStore: ...
 
 
 class Database(Protocol):
@@ -250,6 +354,71 @@ class CertificateAuthority(Protocol):
 class Pki(Protocol):
     def new_ca(self, common_name: str, key_type: str) -> CertificateAuthority: ...
     def load_ca(self, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority: ...
+
+
+# --- push delivery and the push certificate (issue 4) ----------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PushRequest:
+    """One MDM wake-up: the device's token (raw bytes), its PushMagic and the tenant's topic."""
+
+    token: bytes
+    push_magic: str
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushReply:
+    """What APNs said about one push, already classified (push/apns.py ``classify``).
+
+    ``outcome`` is delivered | device_permanent | tenant_permanent | transient; ``reason_code`` the
+    ReasonCode value (None when delivered); ``status``/``reason`` are Apple's own.
+    """
+
+    outcome: str
+    reason_code: str | None
+    status: int | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+
+class PushGateway(Protocol):
+    """Sends pushes (push/ implements it over the APNs client). One per process, on the worker's loop."""
+
+    async def send(self, pushes: Sequence[PushRequest]) -> list[PushReply]: ...
+    def forget(self, topic: str) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PushCertCheck:
+    """An uploaded push certificate as upload validation sees it (push/certkit.py builds it)."""
+
+    cert_pem: bytes
+    key_pem: bytes  # PKCS#8 PEM, unencrypted (sealed before it is stored)
+    topic: str | None
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    fingerprint_sha256: str
+    problems: list[str] = field(default_factory=list)  # no_topic, not_mdm_topic, expired, ...
+
+
+class PushCertKit(Protocol):
+    """The cryptography of the push certificate lifecycle; the server key seals keys at rest."""
+
+    def make_csr(self, common_name: str, email: str | None) -> tuple[bytes, bytes]: ...
+    def vendor_sign(self, csr_pem: bytes, vendor_chain_pem: bytes, vendor_key_pem: bytes) -> str: ...
+    def check(
+        self, cert: bytes, key_pem: bytes | None, p12_password: bytes | None, now: datetime
+    ) -> PushCertCheck: ...
+    def seal(self, plaintext: bytes, context: str) -> bytes: ...
+    def open(self, sealed: bytes, context: str) -> bytes: ...
+
+
+class WebhookPoster(Protocol):
+    """POSTs a JSON body with headers; returns the HTTP status or raises OSError."""
+
+    def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int: ...
 
 
 class ProfileSigner(Protocol):

@@ -79,6 +79,20 @@ def platform_of_user_agent(user_agent: str | None) -> tuple[Platform | None, str
     return platform, version
 
 
+def platform_from_detail(detail: dict[str, object]) -> str:
+    """The platform an event speaks of, from what it recorded: the product, or the browser's User-Agent."""
+    product = detail.get("product")
+    if isinstance(product, str) and (p := platform_of_product(product)) is not None:
+        return p.value
+    ua = detail.get("user_agent")
+    if isinstance(ua, str) and (p := platform_of_user_agent(ua)[0]) is not None:
+        return p.value
+    plat = detail.get("platform")
+    if isinstance(plat, str) and plat in ("ios", "ipados"):
+        return plat
+    return "unknown"
+
+
 def parse_version(text: str) -> tuple[int, ...]:
     parts = text.strip().split(".")
     if not parts or not all(p.isdigit() for p in parts) or len(parts) > 3:

@@ -198,6 +198,17 @@ class DeviceRefIn(BaseModel):
     note: str | None = None
 
 
+class DiagnoseIn(BaseModel):
+    tenant: str | None = None
+    upn: str | None = None
+    serial: str | None = None
+    udid: str | None = None
+    imei: str | None = None
+    message: str | None = None
+    at: datetime | None = None
+    lang: str = "en"
+
+
 class ExplainIn(BaseModel):
     upn: str
     serial: str | None = None
@@ -580,6 +591,62 @@ def create_api(p: Pomona) -> FastAPI:
             tid, upn=upn, serial=serial, udid=udid, reason=reason, since=since, until=until, limit=limit
         )
         return {"events": [event_json(e) for e in evs]}
+
+    def run_diagnose(tid: str, body: DiagnoseIn) -> dict[str, object]:
+        from pomona.services.diagnose import to_json
+
+        if body.lang not in ("en", "zh-CN"):
+            raise InvalidInputError("lang must be en or zh-CN")
+        d = p.diagnose.diagnose(tid, upn=body.upn, serial=body.serial, udid=body.udid, imei=body.imei,
+                                message=body.message, at=body.at)
+        return to_json(d, body.lang)
+
+    @api.post("/api/v1/tenants/{tenant}/diagnose")
+    def diagnose_tenant(tenant: str, body: DiagnoseIn, token: Auth) -> dict[str, object]:
+        return run_diagnose(tenant_scope(token, tenant), body)
+
+    @api.post("/api/v1/diagnose")
+    def diagnose(body: DiagnoseIn, token: Auth) -> dict[str, object]:
+        """The tenant is the token's own, or `tenant` in the body for a server-wide token."""
+        tenant = body.tenant or token.tenant_id
+        if tenant is None:
+            raise InvalidInputError("a server-wide token must name the tenant")
+        return run_diagnose(tenant_scope(token, tenant), body)
+
+    @api.get("/api/v1/health/findings")
+    def health_findings(token: Auth, tenant: str | None = None, lang: str = "en") -> dict[str, object]:
+        """Tenant health, checked now; the tenant is the token's own (or `tenant` for a server-wide token)."""
+        from pomona import knowledge
+
+        ref = tenant or token.tenant_id
+        if ref is None:
+            raise InvalidInputError("a server-wide token must name the tenant")
+        data = p.health.run(tenant_scope(token, ref))
+        for f in data["findings"]:
+            f["title"] = knowledge.text_for(f["code"], lang, **f["facts"]).title
+        return data
+
+    @api.get("/api/v1/reports/enrollment-failures", response_model=None)
+    def failure_report(
+        token: Auth,
+        tenant: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: str = "reason",
+        format: str = "json",
+    ) -> object:
+        from fastapi.responses import Response
+
+        ref = tenant or token.tenant_id
+        if ref is None:
+            raise InvalidInputError("a server-wide token must name the tenant")
+        now = p.clock.now()
+        r = p.reports.failures(tenant_scope(token, ref), since=since or now - timedelta(days=30), until=until or now,
+                               group_by=group_by)
+        if format == "csv":
+            return Response(p.reports.to_csv(r), media_type="text/csv",
+                            headers={"Content-Disposition": 'attachment; filename="enrollment-failures.csv"'})
+        return r
 
     @api.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -192,9 +192,10 @@ class RootApp:
             return await respond(send, 405, b"", None)
         secret = scope["path"][len("/enroll/") :].strip("/")
         svc = self.pomona.enrollment
+        ua = dict(scope["headers"]).get(b"user-agent", b"").decode("latin-1") or None
 
         def work() -> tuple[int, bytes, str | None]:
-            return 200, svc.profile(secret), PROFILE_CONTENT_TYPE
+            return 200, svc.profile(secret, ua), PROFILE_CONTENT_TYPE
 
         await self._run(send, work)
 

@@ -1,0 +1,135 @@
+"""Failure reports and incident summaries: the founding document's checklist, filled in from the log.
+
+The incident summary goes beyond the document: it lists configuration changes in the hour before the
+first failure (certificate uploaded, restriction edited, licences changed...) as suspects, from the
+audit log (every admin action leaves an `admin` event with its action).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pomona.domain.errors import InvalidInputError, NotFoundError
+from pomona.domain.models import Event, Outcome, Step
+from pomona.domain.policy import platform_from_detail
+from pomona.services.base import ServiceBase
+
+GROUPS = ("reason", "platform", "type", "step", "day")
+SUSPECT_WINDOW = timedelta(hours=1)
+_WHERE = {Step.PORTAL: "portal", Step.PROFILE: "profile download", Step.SCEP: "profile installation (SCEP)",
+          Step.AUTHENTICATE: "profile installation (Authenticate)", Step.TOKENUPDATE: "profile installation (TokenUpdate)",
+          Step.COMMAND: "management (command channel)", Step.CHECKOUT: "profile removal", Step.ADMIN: "admin"}
+
+
+@dataclass
+class ReportService(ServiceBase):
+    def failures(self, tenant_ref: str, *, since: datetime, until: datetime, group_by: str = "reason") -> dict[str, object]:
+        if group_by not in GROUPS:
+            raise InvalidInputError(f"group_by must be one of {', '.join(GROUPS)}", field="group_by")
+        if until < since:
+            raise InvalidInputError("until is before since", field="until")
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = uow.tenants.by_name(tenant_ref) or uow.tenants.get(tenant_ref)
+            if t is None:
+                raise NotFoundError(f"no tenant {tenant_ref!r}")
+            rows = uow.events.failure_report(t.id, since, until, group_by)
+            top = rows if group_by == "reason" else uow.events.failure_report(t.id, since, until, "reason")
+        total = sum(n for _, n in rows)
+        return {
+            "tenant": t.name,
+            "since": since.isoformat(),
+            "until": until.isoformat(),
+            "group_by": group_by,
+            "total": total,
+            "groups": [{"key": k, "count": n} for k, n in rows],
+            "top_reasons": [{"reason": k, "count": n} for k, n in top[:5]],
+        }
+
+    @staticmethod
+    def to_csv(report: dict[str, object]) -> str:
+        out = io.StringIO()
+        w = csv.writer(out)
+        w.writerow([report["group_by"], "count"])
+        for g in report["groups"]:  # type: ignore[attr-defined]
+            w.writerow([g["key"], g["count"]])
+        return out.getvalue()
+
+    def incident(
+        self, tenant_ref: str, *, codes: list[str], since: datetime, until: datetime, message: str | None = None
+    ) -> dict[str, object]:
+        """The helpdesk checklist for failures with these codes since `since`."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = uow.tenants.by_name(tenant_ref) or uow.tenants.get(tenant_ref)
+            if t is None:
+                raise NotFoundError(f"no tenant {tenant_ref!r}")
+            failures: list[Event] = []
+            for code in codes:
+                failures += uow.events.query(t.id, reason=code, since=since, until=until, limit=100_000)
+            failures = [e for e in failures if e.outcome is Outcome.FAILED]
+            failures.sort(key=lambda e: e.at)
+            attempts = [e for e in uow.events.query(t.id, since=since, until=until, limit=200_000)
+                        if e.step in (Step.PORTAL, Step.PROFILE, Step.SCEP, Step.AUTHENTICATE)]
+            first = failures[0].at if failures else None
+            changes = []
+            if first is not None:
+                changes = [e for e in uow.events.query(t.id, since=first - SUSPECT_WINDOW, until=first, limit=500)
+                           if e.step is Step.ADMIN]
+        users = {e.upn for e in failures if e.upn}
+        devices = {e.udid or e.serial for e in failures if e.udid or e.serial}
+        att_users = {e.upn for e in attempts if e.upn}
+        att_devices = {e.udid or e.serial for e in attempts if e.udid or e.serial}
+        platforms = sorted({platform_from_detail(e.detail) for e in failures})
+        types = sorted({str(e.detail.get("type") or "byod") for e in failures})
+        return {
+            "tenant": t.name,
+            "codes": codes,
+            "exact_error": message or ", ".join(codes),
+            "where_seen": sorted({_WHERE.get(e.step, e.step.value) for e in failures}),
+            "first_occurrence": None if first is None else first.isoformat(),
+            "last_occurrence": None if not failures else failures[-1].at.isoformat(),
+            "failures": len(failures),
+            "platforms": platforms,
+            "affected_users": len(users),
+            "attempting_users": len(att_users | users),
+            "affected_devices": len(devices),
+            "attempting_devices": len(att_devices | devices),
+            "mdm_authority": t.mdm_authority,
+            "enrollment_types": types,
+            "suspect_changes": [
+                {"at": e.at.isoformat(), "action": e.detail.get("action"),
+                 "detail": {k: v for k, v in e.detail.items() if k != "action"}, "event_id": e.id}
+                for e in changes
+            ],
+            "sample_events": [{"id": e.id, "at": e.at.isoformat(), "upn": e.upn, "serial": e.serial,
+                               "reason": e.reason, "step": e.step.value} for e in failures[:10]],
+        }
+
+    @staticmethod
+    def incident_markdown(inc: dict[str, object], lang: str) -> str:
+        from pomona.i18n import t
+
+        def line(key: str, value: object) -> str:
+            return f"- **{t('incident.' + key, lang)}**: {value}"
+
+        lines = [f"# {t('incident.title', lang, tenant=inc['tenant'])}", ""]
+        lines.append(line("exact_error", f"`{inc['exact_error']}`"))
+        lines.append(line("where_seen", ", ".join(inc["where_seen"]) or "—"))  # type: ignore[arg-type]
+        lines.append(line("first_occurrence", inc["first_occurrence"] or "—"))
+        lines.append(line("platforms", ", ".join(inc["platforms"]) or "—"))  # type: ignore[arg-type]
+        lines.append(line("users", t("incident.out_of", lang, n=inc["affected_users"], total=inc["attempting_users"])))
+        lines.append(line("devices", t("incident.out_of", lang, n=inc["affected_devices"], total=inc["attempting_devices"])))
+        lines.append(line("mdm_authority", inc["mdm_authority"] or t("incident.not_set", lang)))
+        lines.append(line("enrollment_types", ", ".join(inc["enrollment_types"]) or "—"))  # type: ignore[arg-type]
+        lines += ["", f"## {t('incident.suspects', lang)}", ""]
+        suspects: list[dict[str, object]] = inc["suspect_changes"]  # type: ignore[assignment]
+        if not suspects:
+            lines.append(t("incident.no_suspects", lang))
+        for s in suspects:
+            lines.append(f"- {s['at']} `{s['action']}` {s['detail']}")
+        lines += ["", f"## {t('incident.samples', lang)}", ""]
+        for e in inc["sample_events"]:  # type: ignore[attr-defined]
+            lines.append(f"- #{e['id']} {e['at']} {e['upn'] or ''} {e['serial'] or ''} `{e['reason']}` ({e['step']})")
+        return "\n".join(lines) + "\n"
