@@ -29,11 +29,24 @@ from pomona.app import Settings, build
 from pomona.storage import schema as s
 from pomona.testing.pushcert import make_standin_push_cert
 
-CODES = ["DEVICE_LIMIT_REACHED", "USER_NOT_LICENSED", "PERSONAL_DEVICE_BLOCKED", "ENROLLMENT_TOKEN_INVALID",
-         "OS_VERSION_TOO_LOW", "SIGNATURE_INVALID", "DEVICE_ENROLLED_TO_OTHER_USER", "PLATFORM_BLOCKED"]
+CODES = [
+    "DEVICE_LIMIT_REACHED",
+    "USER_NOT_LICENSED",
+    "PERSONAL_DEVICE_BLOCKED",
+    "ENROLLMENT_TOKEN_INVALID",
+    "OS_VERSION_TOO_LOW",
+    "SIGNATURE_INVALID",
+    "DEVICE_ENROLLED_TO_OTHER_USER",
+    "PLATFORM_BLOCKED",
+]
 STEPS = ["portal", "profile", "scep", "authenticate", "tokenupdate", "command"]
-MESSAGES = ["Device Cap Reached", "Profile Installation Failed. Connection to the server could not be established.",
-            "User License Type Invalid", "配置文件安装失败。无法建立到服务器的连接。", "NoEnrollmentPolicy"]
+MESSAGES = [
+    "Device Cap Reached",
+    "Profile Installation Failed. Connection to the server could not be established.",
+    "User License Type Invalid",
+    "配置文件安装失败。无法建立到服务器的连接。",
+    "NoEnrollmentPolicy",
+]
 
 
 def seed(p, args: argparse.Namespace) -> tuple[list[str], list[str]]:  # type: ignore[no-untyped-def]
@@ -50,21 +63,55 @@ def seed(p, args: argparse.Namespace) -> tuple[list[str], list[str]]:  # type: i
     serials = [f"SN{i:010d}" for i in range(args.devices)]
     with p.db.unit_of_work() as uow:
         c = uow.conn  # type: ignore[attr-defined]
-        c.execute(insert(s.users), [{"id": uid, "tenant_id": t.id, "upn": u, "email": u, "display_name": u,
-                                     "enabled": True, "created_at": now, "licensed": i % 20 != 0,
-                                     "mfa_required": False, "is_dem": False}
-                                    for i, (uid, u) in enumerate(zip(user_ids, users, strict=True))])
+        c.execute(
+            insert(s.users),
+            [
+                {
+                    "id": uid,
+                    "tenant_id": t.id,
+                    "upn": u,
+                    "email": u,
+                    "display_name": u,
+                    "enabled": True,
+                    "created_at": now,
+                    "licensed": i % 20 != 0,
+                    "mfa_required": False,
+                    "is_dem": False,
+                }
+                for i, (uid, u) in enumerate(zip(user_ids, users, strict=True))
+            ],
+        )
         for k in range(0, args.devices, 20000):
             drows, erows = [], []
             for i in range(k, min(args.devices, k + 20000)):
                 did = str(uuid.uuid4())
-                drows.append({"id": did, "tenant_id": t.id, "udid": f"00008030-{i:016X}", "serial": serials[i],
-                              "product_name": "iPhone15,2" if i % 3 else "iPad13,18", "os_version": "17.4",
-                              "created_at": now, "last_seen_at": now})
-                erows.append({"id": str(uuid.uuid4()), "tenant_id": t.id, "device_id": did, "udid": f"00008030-{i:016X}",
-                              "user_id": user_ids[i % n_users], "status": "active", "type": "byod",
-                              "cert_fingerprint": uuid.uuid4().hex * 2, "topic": "com.apple.mgmt.x",
-                              "started_at": now, "awaiting_configuration": False})
+                drows.append(
+                    {
+                        "id": did,
+                        "tenant_id": t.id,
+                        "udid": f"00008030-{i:016X}",
+                        "serial": serials[i],
+                        "product_name": "iPhone15,2" if i % 3 else "iPad13,18",
+                        "os_version": "17.4",
+                        "created_at": now,
+                        "last_seen_at": now,
+                    }
+                )
+                erows.append(
+                    {
+                        "id": str(uuid.uuid4()),
+                        "tenant_id": t.id,
+                        "device_id": did,
+                        "udid": f"00008030-{i:016X}",
+                        "user_id": user_ids[i % n_users],
+                        "status": "active",
+                        "type": "byod",
+                        "cert_fingerprint": uuid.uuid4().hex * 2,
+                        "topic": "com.apple.mgmt.x",
+                        "started_at": now,
+                        "awaiting_configuration": False,
+                    }
+                )
             c.execute(insert(s.devices), drows)
             c.execute(insert(s.enrollments), erows)
     rollup: Counter[tuple[str, str, str, str, str]] = Counter()
@@ -79,18 +126,42 @@ def seed(p, args: argparse.Namespace) -> tuple[list[str], list[str]]:  # type: i
             reason = rnd.choice(CODES) if failed else None
             step = rnd.choice(STEPS)
             product = "iPhone15,2" if i % 3 else "iPad13,18"
-            rows.append({"tenant_id": t.id, "at": at, "step": step, "outcome": "failed" if failed else "ok",
-                         "reason": reason, "upn": users[ui], "serial": serials[rnd.randrange(args.devices)],
-                         "udid": None, "detail": f'{{"product": "{product}"}}'})
+            rows.append(
+                {
+                    "tenant_id": t.id,
+                    "at": at,
+                    "step": step,
+                    "outcome": "failed" if failed else "ok",
+                    "reason": reason,
+                    "upn": users[ui],
+                    "serial": serials[rnd.randrange(args.devices)],
+                    "udid": None,
+                    "detail": f'{{"product": "{product}"}}',
+                }
+            )
             if failed:
-                rollup[(at.strftime("%Y-%m-%d"), str(reason), "ios" if i % 3 else "ipados", "byod", step)] += 1
+                rollup[
+                    (at.strftime("%Y-%m-%d"), str(reason), "ios" if i % 3 else "ipados", "byod", step)
+                ] += 1
         with p.db.unit_of_work() as uow:
             uow.conn.execute(insert(s.events), rows)  # type: ignore[attr-defined]
         print(f"  events {min(args.events, k + batch):>9}", end="\r", flush=True)
     with p.db.unit_of_work() as uow:
-        uow.conn.execute(insert(s.failure_rollup), [  # type: ignore[attr-defined]
-            {"tenant_id": t.id, "day": d, "reason": r, "platform": pl, "enrollment_type": ty, "step": st, "count": n}
-            for (d, r, pl, ty, st), n in rollup.items()])
+        uow.conn.execute(
+            insert(s.failure_rollup),
+            [  # type: ignore[attr-defined]
+                {
+                    "tenant_id": t.id,
+                    "day": d,
+                    "reason": r,
+                    "platform": pl,
+                    "enrollment_type": ty,
+                    "step": st,
+                    "count": n,
+                }
+                for (d, r, pl, ty, st), n in rollup.items()
+            ],
+        )
     print()
     return users, serials
 
@@ -106,8 +177,13 @@ def main() -> None:
     pg_admin = os.environ.get("POMONA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
     url = fresh_pg_database(pg_admin) if args.db == "postgres" else None
     # DNS look-ups go to a closed local port: they fail fast and count as "can't tell".
-    p = build(Settings(data_dir=Path(tempfile.mkdtemp(prefix="pomona-bench-diag-")), database_url=url,
-                       dns_server="127.0.0.1:9"))
+    p = build(
+        Settings(
+            data_dir=Path(tempfile.mkdtemp(prefix="pomona-bench-diag-")),
+            database_url=url,
+            dns_server="127.0.0.1:9",
+        )
+    )
     p.diagnose.resolver = None  # no network here; the DNS checks are timed by the tests, not the bench
     p.diagnose.fetcher = None
     try:
@@ -117,19 +193,27 @@ def main() -> None:
         rnd = random.Random(9)
         times = []
         for i in range(args.runs):
-            kw = {"upn": rnd.choice(users)} if i % 2 else {"serial": rnd.choice(serials), "upn": rnd.choice(users)}
+            kw = (
+                {"upn": rnd.choice(users)}
+                if i % 2
+                else {"serial": rnd.choice(serials), "upn": rnd.choice(users)}
+            )
             t1 = time.perf_counter()
             p.diagnose.diagnose("big", message=rnd.choice(MESSAGES), **kw)  # type: ignore[arg-type]
             times.append((time.perf_counter() - t1) * 1000)
         times.sort()
-        print(f"[{args.db}] diagnose: p50 {statistics.median(times):.1f} ms, p95 {times[int(len(times) * 0.95)]:.1f} ms "
-              f"over {len(times)} runs   target p95 < 50 ms")
+        print(
+            f"[{args.db}] diagnose: p50 {statistics.median(times):.1f} ms, p95 {times[int(len(times) * 0.95)]:.1f} ms "
+            f"over {len(times)} runs   target p95 < 50 ms"
+        )
         now = datetime.now(UTC)
         for group in ("reason", "platform", "type", "day"):
             t1 = time.perf_counter()
             r = p.reports.failures("big", since=now - timedelta(days=30), until=now, group_by=group)
-            print(f"[{args.db}] failure report, 30 days, by {group}: {(time.perf_counter() - t1) * 1000:.1f} ms "
-                  f"({r['total']} failures, {len(r['groups'])} groups)   target < 200 ms")  # type: ignore[arg-type]
+            print(
+                f"[{args.db}] failure report, 30 days, by {group}: {(time.perf_counter() - t1) * 1000:.1f} ms "
+                f"({r['total']} failures, {len(r['groups'])} groups)   target < 200 ms"
+            )  # type: ignore[arg-type]
     finally:
         p.close()
         if url:

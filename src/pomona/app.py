@@ -52,9 +52,11 @@ class Settings:
             values["data_dir"] = Path(os.environ["POMONA_DATA_DIR"])
         if os.environ.get("POMONA_PUBLIC_URL"):
             values["public_url"] = os.environ["POMONA_PUBLIC_URL"]
-        for env, key in (("POMONA_DNS_SERVER", "dns_server"),
-                         ("POMONA_ENROLLMENT_CNAME_TARGET", "enrollment_cname_target"),
-                         ("POMONA_REGISTRATION_CNAME_TARGET", "registration_cname_target")):
+        for env, key in (
+            ("POMONA_DNS_SERVER", "dns_server"),
+            ("POMONA_ENROLLMENT_CNAME_TARGET", "enrollment_cname_target"),
+            ("POMONA_REGISTRATION_CNAME_TARGET", "registration_cname_target"),
+        ):
             if os.environ.get(env):
                 values[key] = os.environ[env]
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -113,8 +115,14 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
     policy = PolicyService(db, clock)
     host = urlsplit(settings.public_url).hostname or "localhost"
     diagnose = DiagnoseService(
-        db, clock, policy, DnsResolver(settings.dns_server), HttpFetcher(),
-        DiagnoseSettings(settings.enrollment_cname_target or host, settings.registration_cname_target or host),
+        db,
+        clock,
+        policy,
+        DnsResolver(settings.dns_server),
+        HttpFetcher(),
+        DiagnoseSettings(
+            settings.enrollment_cname_target or host, settings.registration_cname_target or host
+        ),
     )
     health = HealthService(db, clock, diagnose.resolver, diagnose.settings)
     reports = ReportService(db, clock)

@@ -20,18 +20,29 @@ from pomona.testing.virtual_device import EnrollmentRefused, VirtualDevice
 
 SERVER_HOST = "mdm.pomona.test"
 MESSAGES = {
-    "network": ("Profile Installation Failed. A network error has occurred.", "配置文件安装失败。发生了网络错误。"),
-    "connection": ("Profile Installation Failed. Connection to the server could not be established.",
-                   "配置文件安装失败。无法建立到服务器的连接。"),
+    "network": (
+        "Profile Installation Failed. A network error has occurred.",
+        "配置文件安装失败。发生了网络错误。",
+    ),
+    "connection": (
+        "Profile Installation Failed. Connection to the server could not be established.",
+        "配置文件安装失败。无法建立到服务器的连接。",
+    ),
     "no_policy": ("This service is not supported. No enrollment policy.", "不支持此服务。无注册策略。"),
-    "portal": ("Company Portal Temporarily Unavailable. The Company Portal app encountered a problem.",
-               "公司门户暂时不可用。公司门户应用遇到问题。"),
+    "portal": (
+        "Company Portal Temporarily Unavailable. The Company Portal app encountered a problem.",
+        "公司门户暂时不可用。公司门户应用遇到问题。",
+    ),
     "cap": ("Device Cap Reached", "已达到设备上限"),
     "license": ("User License Type Invalid", "用户许可证类型无效"),
-    "user": ("User Name Not Recognized. This user account is not authorized to use Microsoft Intune.",
-             "未识别用户名。此用户帐户无权使用 Microsoft Intune。"),
-    "payload": ("Profile Installation Failed. The new MDM payload does not match the old payload.",
-                "配置文件安装失败。新的 MDM 有效负载与旧的负载不匹配。"),
+    "user": (
+        "User Name Not Recognized. This user account is not authorized to use Microsoft Intune.",
+        "未识别用户名。此用户帐户无权使用 Microsoft Intune。",
+    ),
+    "payload": (
+        "Profile Installation Failed. The new MDM payload does not match the old payload.",
+        "配置文件安装失败。新的 MDM 有效负载与旧的负载不匹配。",
+    ),
     "onboarded": ("AccountNotOnboarded", "AccountNotOnboarded"),
     "nep": ("NoEnrollmentPolicy", "NoEnrollmentPolicy"),
 }
@@ -51,7 +62,9 @@ class Zone:
                 reply = request.reply()
                 name = str(request.q.qname).rstrip(".").lower()
                 if name in zone.cnames:
-                    reply.add_answer(RR(request.q.qname, QTYPE.CNAME, rdata=CNAME(zone.cnames[name] + "."), ttl=5))
+                    reply.add_answer(
+                        RR(request.q.qname, QTYPE.CNAME, rdata=CNAME(zone.cnames[name] + "."), ttl=5)
+                    )
                 else:
                     reply.header.rcode = RCODE.NXDOMAIN
                 return reply
@@ -76,8 +89,14 @@ def zone() -> Iterator[Zone]:
 
 @pytest.fixture
 def p(db_url: str, tmp_path: Path, zone: Zone) -> Iterator[Pomona]:
-    pom = build(Settings(data_dir=tmp_path, database_url=db_url, public_url=f"https://{SERVER_HOST}",
-                         dns_server=f"127.0.0.1:{zone.port}"))
+    pom = build(
+        Settings(
+            data_dir=tmp_path,
+            database_url=db_url,
+            public_url=f"https://{SERVER_HOST}",
+            dns_server=f"127.0.0.1:{zone.port}",
+        )
+    )
     yield pom
     pom.close()
 
@@ -102,7 +121,9 @@ class World:
         return d
 
     def link(self, upn: str) -> str:
-        return self.p.enrollment.urls.enroll(self.p.admin.create_enrollment_token(self.s.name, upn, uses=20).secret)
+        return self.p.enrollment.urls.enroll(
+            self.p.admin.create_enrollment_token(self.s.name, upn, uses=20).secret
+        )
 
     def dns_ok(self) -> None:
         self.zone.cnames[f"enterpriseenrollment.{self.s.name}.example"] = SERVER_HOST
@@ -226,7 +247,10 @@ class TestFoundingDocument:
         """No push certificate: APNS_CERT_MISSING proven, for the sentence and for the code alone."""
         s2 = setup_tenant(w.p, "nopush", push=False)
         for key in ("no_policy", "nep"):
-            res = to_json(w.p.diagnose.diagnose(s2.name, message=MESSAGES[key][0 if lang == "en" else 1], upn=s2.upn), lang)
+            res = to_json(
+                w.p.diagnose.diagnose(s2.name, message=MESSAGES[key][0 if lang == "en" else 1], upn=s2.upn),
+                lang,
+            )
             assert (top(res)["code"], top(res)["verdict"]) == ("APNS_CERT_MISSING", "proven")
 
     def test_no_enrollment_policy_twin(self, w: World, lang: str) -> None:
@@ -294,7 +318,9 @@ class TestFoundingDocument:
         with w.p.db.unit_of_work() as uow:
             t = uow.tenants.by_name(w.s.name)
             assert t is not None and t.push_cert_pem and t.push_key_pem and t.push_not_after
-            uow.tenants.set_push_cert(t.id, t.push_cert_pem, t.push_key_pem, "com.apple.mgmt.External.new", t.push_not_after)
+            uow.tenants.set_push_cert(
+                t.id, t.push_cert_pem, t.push_key_pem, "com.apple.mgmt.External.new", t.push_not_after
+            )
         r = diagnose(w, "onboarded", lang, udid=d.udid)
         assert (top(r)["code"], top(r)["verdict"]) == ("APNS_TOPIC_CHANGED", "proven")
 
@@ -319,8 +345,11 @@ class TestHonesty:
     def test_api_and_shape(self, w: World) -> None:
         """POST /api/v1/diagnose answers the documented shape for the token's tenant."""
         w.p.policy.licence(w.s.name, w.s.upn, assign=False)
-        r = w.client.post("/api/v1/diagnose", headers={"Authorization": f"Bearer {w.s.admin_token}"},
-                          json={"upn": w.s.upn, "message": "User License Type Invalid", "lang": "zh-CN"})
+        r = w.client.post(
+            "/api/v1/diagnose",
+            headers={"Authorization": f"Bearer {w.s.admin_token}"},
+            json={"upn": w.s.upn, "message": "User License Type Invalid", "lang": "zh-CN"},
+        )
         body = r.json()
         assert r.status_code == 200, body
         f = body["findings"][0]

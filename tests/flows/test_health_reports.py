@@ -61,8 +61,10 @@ class TestHealth:
         with pomona.db.unit_of_work() as uow:
             t = uow.tenants.by_name(s3.name)
             assert t is not None
-            uow.conn.execute(__import__("sqlalchemy").text("UPDATE tenants SET mdm_authority = NULL WHERE id = :i"),  # type: ignore[attr-defined]
-                             {"i": t.id})
+            uow.conn.execute(
+                __import__("sqlalchemy").text("UPDATE tenants SET mdm_authority = NULL WHERE id = :i"),  # type: ignore[attr-defined]
+                {"i": t.id},
+            )
         assert "MDM_AUTHORITY_NOT_SET" in codes(pomona.health.run(s3.name))
 
     def test_new_findings_are_notified(self, pomona: Pomona, acme: TenantSetup) -> None:
@@ -81,7 +83,9 @@ class TestHealth:
 
 
 class TestReports:
-    def test_failure_report_groups_and_csv(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
+    def test_failure_report_groups_and_csv(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup
+    ) -> None:
         """Refusals are counted by reason, platform and day; the CSV export matches."""
         pomona.policy.edit_restriction(acme.name, type_="limit", default=True, limit=1)
         VirtualDevice(acme.enroll_url, client=client).enroll()  # type: ignore[arg-type]
@@ -96,22 +100,30 @@ class TestReports:
         now = datetime.now(UTC)
         r = pomona.reports.failures(acme.name, since=now - timedelta(days=1), until=now, group_by="reason")
         assert {g["key"]: g["count"] for g in r["groups"]}["DEVICE_LIMIT_REACHED"] == 2  # type: ignore[attr-defined]
-        by_platform = pomona.reports.failures(acme.name, since=now - timedelta(days=1), until=now, group_by="platform")
+        by_platform = pomona.reports.failures(
+            acme.name, since=now - timedelta(days=1), until=now, group_by="platform"
+        )
         assert {g["key"] for g in by_platform["groups"]} == {"ios", "ipados"}  # type: ignore[attr-defined]
         h = {"Authorization": f"Bearer {acme.admin_token}"}
-        csv_ = client.get("/api/v1/reports/enrollment-failures", headers=h, params={"group_by": "reason", "format": "csv"})
+        csv_ = client.get(
+            "/api/v1/reports/enrollment-failures", headers=h, params={"group_by": "reason", "format": "csv"}
+        )
         assert csv_.headers["content-type"].startswith("text/csv") and "DEVICE_LIMIT_REACHED,2" in csv_.text
         bad = client.get("/api/v1/reports/enrollment-failures", headers=h, params={"group_by": "color"})
         assert (bad.status_code, bad.json()["reason"]) == (422, "INVALID_INPUT")
 
-    def test_incident_names_suspect_changes(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
+    def test_incident_names_suspect_changes(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup
+    ) -> None:
         """The incident summary counts affected users out of attempting ones and lists recent config changes."""
         VirtualDevice(acme.enroll_url, client=client).enroll()  # type: ignore[arg-type]
         pomona.policy.edit_restriction(acme.name, type_="platform", default=True, personal="block")
         with pytest.raises(EnrollmentRefused):
             VirtualDevice(acme.enroll_url, client=client).enroll()  # type: ignore[arg-type]
         now = datetime.now(UTC)
-        inc = pomona.reports.incident(acme.name, codes=["PERSONAL_DEVICE_BLOCKED"], since=now - timedelta(hours=1), until=now)
+        inc = pomona.reports.incident(
+            acme.name, codes=["PERSONAL_DEVICE_BLOCKED"], since=now - timedelta(hours=1), until=now
+        )
         assert inc["failures"] == 1 and inc["affected_users"] == 1 and inc["mdm_authority"] == "pomona"
         assert any(s["action"] == "restriction.edit" for s in inc["suspect_changes"])  # type: ignore[attr-defined]
         md = pomona.reports.incident_markdown(inc, "zh-CN")

@@ -19,7 +19,9 @@ def parse_time(text: str | None) -> datetime | None:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidInputError(f"not a time: {text!r} (use 2026-11-26T09:30 or 2026-11-26T09:30+08:00)") from None
+        raise InvalidInputError(
+            f"not a time: {text!r} (use 2026-11-26T09:30 or 2026-11-26T09:30+08:00)"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -29,13 +31,24 @@ def parse_time(text: str | None) -> datetime | None:
 @click.option("--serial", default=None)
 @click.option("--udid", default=None)
 @click.option("--imei", default=None)
-@click.option("--message", default=None, help="The error message as the user reported it (English or Chinese).")
+@click.option(
+    "--message", default=None, help="The error message as the user reported it (English or Chinese)."
+)
 @click.option("--at", "at_text", default=None, help="When it happened (ISO 8601; default: now).")
 @click.option("--lang", type=click.Choice(["en", "zh-CN"]), default=None)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @common
-def diagnose(tenant_name: str, upn: str | None, serial: str | None, udid: str | None, imei: str | None,
-             message: str | None, at_text: str | None, lang: str | None, fmt: str) -> None:
+def diagnose(
+    tenant_name: str,
+    upn: str | None,
+    serial: str | None,
+    udid: str | None,
+    imei: str | None,
+    message: str | None,
+    at_text: str | None,
+    lang: str | None,
+    fmt: str,
+) -> None:
     """Name the cause of an enrollment failure from the live state, and the fix for this tenant."""
     from pomona.services.diagnose import to_json
 
@@ -43,8 +56,9 @@ def diagnose(tenant_name: str, upn: str | None, serial: str | None, udid: str | 
         raise InvalidInputError("give --serial or --udid, not both")
     lang = detect_lang(lang)
     p = _pomona()
-    d = p.diagnose.diagnose(tenant_name, upn=upn, serial=serial, udid=udid, imei=imei, message=message,
-                            at=parse_time(at_text))
+    d = p.diagnose.diagnose(
+        tenant_name, upn=upn, serial=serial, udid=udid, imei=imei, message=message, at=parse_time(at_text)
+    )
     data = to_json(d, lang)
     ctx = click.get_current_context()
     if fmt == "json" or ctx.obj["json"]:
@@ -63,17 +77,25 @@ def render(data: dict[str, Any], lang: str) -> None:
     who = data.get("upn") or (data.get("device") or {}).get("serial") or "?"
     top = findings[0]
     verdict = t(f"diagnose.verdict.{top['verdict']}", lang)
-    body = [f"[bold]{escape(t('diagnose.answer', lang, title=top['title'], code=top['code'], verdict=verdict))}[/bold]",
-            escape(str(top["cause"])), "", f"[bold]{t('diagnose.do', lang)}[/bold]"]
+    body = [
+        f"[bold]{escape(t('diagnose.answer', lang, title=top['title'], code=top['code'], verdict=verdict))}[/bold]",
+        escape(str(top["cause"])),
+        "",
+        f"[bold]{t('diagnose.do', lang)}[/bold]",
+    ]
     body += [f"  {i}. {escape(str(step))}" for i, step in enumerate(top["resolution"], start=1)]
     if top["evidence"]:
         body += ["", f"[bold]{t('diagnose.evidence', lang)}[/bold]"]
         body += [f"  - {escape(json.dumps(e, ensure_ascii=False, default=str))}" for e in top["evidence"][:6]]
-    con.print(Panel("\n".join(body), title=escape(t("diagnose.heading", lang, who=who, tenant=data["tenant"]))))
+    con.print(
+        Panel("\n".join(body), title=escape(t("diagnose.heading", lang, who=who, tenant=data["tenant"])))
+    )
     if len(findings) > 1:
         con.print(f"[bold]{t('diagnose.others', lang)}[/bold]")
         for f in findings[1:]:
-            con.print(f"  {f['code']:<32} {t('diagnose.verdict.' + str(f['verdict']), lang):<12} {escape(str(f['observed']))}")
+            con.print(
+                f"  {f['code']:<32} {t('diagnose.verdict.' + str(f['verdict']), lang):<12} {escape(str(f['observed']))}"
+            )
     ask: list[str] = data.get("ask") or []
     if ask:
         con.print(f"[bold]{t('diagnose.ask', lang)}[/bold]")
@@ -101,8 +123,10 @@ def health(tenant_name: str, fmt: str, lang: str | None) -> None:
         click.echo(t("health.none", lang, tenant=tenant_name))
         return
     for f in data["findings"]:
-        click.echo(f"[{f['severity']}] {f['code']} ({f['subject']}): {f['title']}  "
-                   f"{t('health.since', lang, first=f['first_seen'], last=f['last_seen'])}")
+        click.echo(
+            f"[{f['severity']}] {f['code']} ({f['subject']}): {f['title']}  "
+            f"{t('health.since', lang, first=f['first_seen'], last=f['last_seen'])}"
+        )
 
 
 @main.command()
@@ -114,8 +138,15 @@ def health(tenant_name: str, fmt: str, lang: str | None) -> None:
 @click.option("--lang", type=click.Choice(["en", "zh-CN"]), default=None)
 @click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown")
 @common
-def incident(tenant_name: str, codes: tuple[str, ...], message: str | None, since: str | None,
-             until_text: str | None, lang: str | None, fmt: str) -> None:
+def incident(
+    tenant_name: str,
+    codes: tuple[str, ...],
+    message: str | None,
+    since: str | None,
+    until_text: str | None,
+    lang: str | None,
+    fmt: str,
+) -> None:
     """The helpdesk checklist for an incident, filled in, with suspect configuration changes."""
     from datetime import timedelta
 
@@ -130,8 +161,13 @@ def incident(tenant_name: str, codes: tuple[str, ...], message: str | None, sinc
         raise InvalidInputError("give --code CODE or a --message Pomona recognises")
     p = _pomona()
     now = p.clock.now()
-    inc = p.reports.incident(tenant_name, codes=wanted, since=parse_time(since) or now - timedelta(days=7),
-                             until=parse_time(until_text) or now, message=message)
+    inc = p.reports.incident(
+        tenant_name,
+        codes=wanted,
+        since=parse_time(since) or now - timedelta(days=7),
+        until=parse_time(until_text) or now,
+        message=message,
+    )
     if fmt == "json" or click.get_current_context().obj["json"]:
         click.echo(json.dumps(inc, indent=2, ensure_ascii=False, default=str))
     else:
@@ -147,17 +183,25 @@ def report() -> None:
 @click.option("--tenant", "tenant_name", required=True)
 @click.option("--since", default=None, help="ISO 8601; default 30 days ago.")
 @click.option("--until", "until_text", default=None)
-@click.option("--group-by", type=click.Choice(["reason", "platform", "type", "step", "day"]), default="reason")
+@click.option(
+    "--group-by", type=click.Choice(["reason", "platform", "type", "step", "day"]), default="reason"
+)
 @click.option("--csv", "as_csv", is_flag=True)
 @common
-def report_failures(tenant_name: str, since: str | None, until_text: str | None, group_by: str, as_csv: bool) -> None:
+def report_failures(
+    tenant_name: str, since: str | None, until_text: str | None, group_by: str, as_csv: bool
+) -> None:
     """Enrollment failures counted by reason, platform, enrollment type, step or day."""
     from datetime import timedelta
 
     p = _pomona()
     now = p.clock.now()
-    r = p.reports.failures(tenant_name, since=parse_time(since) or now - timedelta(days=30),
-                           until=parse_time(until_text) or now, group_by=group_by)
+    r = p.reports.failures(
+        tenant_name,
+        since=parse_time(since) or now - timedelta(days=30),
+        until=parse_time(until_text) or now,
+        group_by=group_by,
+    )
     if as_csv:
         click.echo(p.reports.to_csv(r), nl=False)
     elif click.get_current_context().obj["json"]:

@@ -597,8 +597,15 @@ def create_api(p: Pomona) -> FastAPI:
 
         if body.lang not in ("en", "zh-CN"):
             raise InvalidInputError("lang must be en or zh-CN")
-        d = p.diagnose.diagnose(tid, upn=body.upn, serial=body.serial, udid=body.udid, imei=body.imei,
-                                message=body.message, at=body.at)
+        d = p.diagnose.diagnose(
+            tid,
+            upn=body.upn,
+            serial=body.serial,
+            udid=body.udid,
+            imei=body.imei,
+            message=body.message,
+            at=body.at,
+        )
         return to_json(d, body.lang)
 
     @api.post("/api/v1/tenants/{tenant}/diagnose")
@@ -641,11 +648,18 @@ def create_api(p: Pomona) -> FastAPI:
         if ref is None:
             raise InvalidInputError("a server-wide token must name the tenant")
         now = p.clock.now()
-        r = p.reports.failures(tenant_scope(token, ref), since=since or now - timedelta(days=30), until=until or now,
-                               group_by=group_by)
+        r = p.reports.failures(
+            tenant_scope(token, ref),
+            since=since or now - timedelta(days=30),
+            until=until or now,
+            group_by=group_by,
+        )
         if format == "csv":
-            return Response(p.reports.to_csv(r), media_type="text/csv",
-                            headers={"Content-Disposition": 'attachment; filename="enrollment-failures.csv"'})
+            return Response(
+                p.reports.to_csv(r),
+                media_type="text/csv",
+                headers={"Content-Disposition": 'attachment; filename="enrollment-failures.csv"'},
+            )
         return r
 
     @api.get("/healthz")

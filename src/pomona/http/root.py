@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from pomona.app import Pomona
-from pomona.domain.errors import MalformedRequestError, PomonaError, UnenrollDeviceError
+from pomona.domain.errors import PomonaError, UnenrollDeviceError
 from pomona.domain.reasons import ReasonCode
 from pomona.services.checkin import MAX_BODY
 from pomona.services.context import request_id_var
@@ -136,10 +136,6 @@ class RootApp:
         status, body, ctype = call()
         await respond(send, status, body, ctype, [(b"x-request-id", rid.encode())])
 
-    async def _reject(self, send: Send, exc: PomonaError) -> None:
-        rid = uuid.uuid4().hex[:16]
-        await respond(send, exc.http_status, error_body(exc.reason, exc.detail, rid), "application/json")
-
     async def _mdm(self, scope: Scope, receive: Receive, send: Send) -> None:
         parts = scope["path"].strip("/").split("/")
         if len(parts) != 3 or parts[2] not in ("checkin", "connect"):
@@ -153,28 +149,8 @@ class RootApp:
         try:
             body = await read_body(receive, MAX_BODY)
         except BodyTooLarge:
-            svc = self.pomona.checkin
-
-            def too_large() -> tuple[int, bytes, str | None]:
-                raise MalformedRequestError("body larger than 2 MiB", http_status=413)
-
-            # Record the refusal like any other (the tenant is known from the URL).
-            def record() -> tuple[int, bytes, str | None]:
-                try:
-                    svc._tenant(tenant_id)
-                except PomonaError:
-                    return too_large()
-                from pomona.domain.models import Step
-
-                svc.record_failure(
-                    tenant_id,
-                    Step.COMMAND if parts[2] == "connect" else Step.AUTHENTICATE,
-                    ReasonCode.MALFORMED_REQUEST,
-                    detail={"error": "body too large"},
-                )
-                return too_large()
-
-            return await self._run(send, record)
+            step = "connect" if parts[2] == "connect" else "checkin"
+            return await self._run(send, lambda: self.pomona.checkin.refuse_oversized(tenant_id, step))
         # Apple's devices label check-ins and command reports; the content type decides.
         if ctype == CHECKIN_TYPE or (not ctype and parts[2] == "checkin"):
             handler = self.pomona.checkin.checkin

@@ -167,6 +167,13 @@ class CheckinService(ServiceBase):
             raise CertNotTrustedError("the signing certificate is expired or not yet valid", fingerprint=fp)
         return SignedMessage(tenant, cert, fp)
 
+    def refuse_oversized(self, tenant_id: str, channel: str) -> tuple[int, bytes, str | None]:
+        """A body over MAX_BODY was cut off at the HTTP layer: record the refusal (for a known tenant)."""
+        self._tenant(tenant_id)  # an unknown tenant is refused as such, with no event
+        step = Step.COMMAND if channel == "connect" else Step.AUTHENTICATE
+        self.record_failure(tenant_id, step, ReasonCode.MALFORMED_REQUEST, detail={"error": "body too large"})
+        raise MalformedRequestError(f"body larger than {MAX_BODY} bytes", http_status=413)
+
     # --- check-in ---------------------------------------------------------------------------------
     def checkin(self, tenant_id: str, body: bytes, signature: str | None) -> bytes:
         """Handle one check-in message. Returns the response body (empty on success)."""

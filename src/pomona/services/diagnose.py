@@ -22,7 +22,14 @@ from enum import StrEnum
 
 from pomona.domain.errors import InvalidInputError, NotFoundError
 from pomona.domain.models import Device, Enrollment, EnrollmentStatus, Event, Outcome, Step, Tenant, User
-from pomona.domain.policy import Decision, Platform, Stage, decide, platform_of_product, platform_of_user_agent
+from pomona.domain.policy import (
+    Decision,
+    Platform,
+    Stage,
+    decide,
+    platform_of_product,
+    platform_of_user_agent,
+)
 from pomona.domain.reasons import ReasonCode as R
 from pomona.ports import Resolver, UnitOfWork, WellKnownFetcher
 from pomona.services.base import ServiceBase
@@ -102,8 +109,16 @@ class Context:
             self._decided = True
             if self.user is not None or self.upn is not None:
                 platform, os_version, serial, udid = self.device_facts()
-                inp = self.policy.policy_input(self.uow, self.tenant, stage=Stage.AUTHENTICATE, user=self.user,
-                                               platform=platform, os_version=os_version, serial=serial, udid=udid)
+                inp = self.policy.policy_input(
+                    self.uow,
+                    self.tenant,
+                    stage=Stage.AUTHENTICATE,
+                    user=self.user,
+                    platform=platform,
+                    os_version=os_version,
+                    serial=serial,
+                    udid=udid,
+                )
                 self._decision = decide(inp)
         return self._decision
 
@@ -112,9 +127,16 @@ class Context:
 
     def base_facts(self) -> dict[str, object]:
         platform, os_version, serial, udid = self.device_facts()
-        return {"tenant": self.tenant.name, "upn": self.upn or "", "serial": serial or "", "udid": udid or "",
-                "platform": "" if platform is None else platform.value, "os_version": os_version or "",
-                "domain": self.tenant.domain, "topic": self.tenant.push_topic or ""}
+        return {
+            "tenant": self.tenant.name,
+            "upn": self.upn or "",
+            "serial": serial or "",
+            "udid": udid or "",
+            "platform": "" if platform is None else platform.value,
+            "os_version": os_version or "",
+            "domain": self.tenant.domain,
+            "topic": self.tenant.push_topic or "",
+        }
 
 
 @dataclass(frozen=True)
@@ -124,8 +146,17 @@ class DiagnoseSettings:
 
 
 def ev(e: Event) -> dict[str, object]:
-    return {"kind": "event", "id": e.id, "at": e.at.isoformat(), "step": e.step.value, "outcome": e.outcome.value,
-            "reason": e.reason, "upn": e.upn, "serial": e.serial, "udid": e.udid}
+    return {
+        "kind": "event",
+        "id": e.id,
+        "at": e.at.isoformat(),
+        "step": e.step.value,
+        "outcome": e.outcome.value,
+        "reason": e.reason,
+        "upn": e.upn,
+        "serial": e.serial,
+        "udid": e.udid,
+    }
 
 
 Checker = Callable[[Context], Finding]
@@ -145,11 +176,20 @@ def _by_events(ctx: Context, code: str, *, device_only: bool = False) -> Finding
     """A cause only the server's own refusals can show (protocol, token, push codes)."""
     hits = ctx.refusals(code)
     if hits:
-        return Finding(code, Verdict.PROVEN, [ev(e) for e in hits[:5]], {"count": len(hits), "first": hits[-1].at.isoformat(),
-                                                                        "last": hits[0].at.isoformat()},
-                       f"the server refused {len(hits)} time(s) with {code}")
-    return Finding(code, Verdict.UNKNOWN if device_only else Verdict.RULED_OUT, [], {},
-                   f"no {code} refusal for this user or device in the last {WINDOW.days} days")
+        return Finding(
+            code,
+            Verdict.PROVEN,
+            [ev(e) for e in hits[:5]],
+            {"count": len(hits), "first": hits[-1].at.isoformat(), "last": hits[0].at.isoformat()},
+            f"the server refused {len(hits)} time(s) with {code}",
+        )
+    return Finding(
+        code,
+        Verdict.UNKNOWN if device_only else Verdict.RULED_OUT,
+        [],
+        {},
+        f"no {code} refusal for this user or device in the last {WINDOW.days} days",
+    )
 
 
 # --- tenant set-up --------------------------------------------------------------------------------
@@ -165,16 +205,31 @@ def _authority(ctx: Context) -> Finding:
 def _push(code: R) -> Checker:
     def run(ctx: Context) -> Finding:
         t = ctx.tenant
-        evidence: list[dict[str, object]] = [{"kind": "push_certificate", "topic": t.push_topic,
-                                              "not_after": None if t.push_not_after is None else t.push_not_after.isoformat()}]
-        facts: dict[str, object] = {"topic": t.push_topic or "",
-                                    "expires": "" if t.push_not_after is None else f"{t.push_not_after:%Y-%m-%d}"}
+        evidence: list[dict[str, object]] = [
+            {
+                "kind": "push_certificate",
+                "topic": t.push_topic,
+                "not_after": None if t.push_not_after is None else t.push_not_after.isoformat(),
+            }
+        ]
+        facts: dict[str, object] = {
+            "topic": t.push_topic or "",
+            "expires": "" if t.push_not_after is None else f"{t.push_not_after:%Y-%m-%d}",
+        }
         missing = t.push_cert_pem is None or t.push_not_after is None
         if code is R.APNS_CERT_MISSING:
             v = Verdict.PROVEN if missing else Verdict.RULED_OUT
-            return Finding(code, v, evidence, facts, "no push certificate" if missing else "a push certificate is present")
+            return Finding(
+                code,
+                v,
+                evidence,
+                facts,
+                "no push certificate" if missing else "a push certificate is present",
+            )
         if missing:
-            return Finding(code, Verdict.RULED_OUT, evidence, facts, "no push certificate at all (see APNS_CERT_MISSING)")
+            return Finding(
+                code, Verdict.RULED_OUT, evidence, facts, "no push certificate at all (see APNS_CERT_MISSING)"
+            )
         assert t.push_not_after is not None
         left = t.push_not_after - ctx.now
         facts["days_left"] = max(0, left.days)
@@ -186,8 +241,16 @@ def _push(code: R) -> Checker:
             return Finding(code, v, evidence, facts, f"{left.days} days left")
         hits = ctx.refusals(code.value)
         if hits:
-            return Finding(code, Verdict.PROVEN, evidence + [ev(e) for e in hits[:5]], facts, "APNs rejected the certificate")
-        return Finding(code, Verdict.RULED_OUT, evidence, facts, "the topic is an MDM topic and APNs has not rejected it")
+            return Finding(
+                code,
+                Verdict.PROVEN,
+                evidence + [ev(e) for e in hits[:5]],
+                facts,
+                "APNs rejected the certificate",
+            )
+        return Finding(
+            code, Verdict.RULED_OUT, evidence, facts, "the topic is an MDM topic and APNs has not rejected it"
+        )
 
     return run
 
@@ -199,13 +262,22 @@ for _c in (R.APNS_CERT_MISSING, R.APNS_CERT_EXPIRED, R.APNS_CERT_EXPIRING, R.APN
 @checker(R.APNS_TOPIC_CHANGED)
 def _topic_changed(ctx: Context) -> Finding:
     t = ctx.tenant
-    orphaned = [e for e in ctx.enrollments if e.status is EnrollmentStatus.ACTIVE and t.push_topic and e.topic != t.push_topic]
+    orphaned = [
+        e
+        for e in ctx.enrollments
+        if e.status is EnrollmentStatus.ACTIVE and t.push_topic and e.topic != t.push_topic
+    ]
     if orphaned:
-        return Finding(R.APNS_TOPIC_CHANGED, Verdict.PROVEN,
-                       [{"kind": "enrollment", "id": e.id, "topic": e.topic} for e in orphaned],
-                       {"old_topic": orphaned[0].topic, "topic": t.push_topic or ""},
-                       "the device enrolled under another push topic")
-    return Finding(R.APNS_TOPIC_CHANGED, Verdict.RULED_OUT, [], {}, "the device's topic is the tenant's topic")
+        return Finding(
+            R.APNS_TOPIC_CHANGED,
+            Verdict.PROVEN,
+            [{"kind": "enrollment", "id": e.id, "topic": e.topic} for e in orphaned],
+            {"old_topic": orphaned[0].topic, "topic": t.push_topic or ""},
+            "the device enrolled under another push topic",
+        )
+    return Finding(
+        R.APNS_TOPIC_CHANGED, Verdict.RULED_OUT, [], {}, "the device's topic is the tenant's topic"
+    )
 
 
 # --- directory ------------------------------------------------------------------------------------
@@ -217,8 +289,11 @@ def _directory(code: R) -> Checker:
         seats = ctx.tenant.licence_seats
         free = max(0, seats - ctx.uow.users.licensed_count(ctx.tenant.id))
         facts: dict[str, object] = {"seats": seats, "free": free}
-        evidence: list[dict[str, object]] = [] if u is None else [
-            {"kind": "user", "id": u.id, "upn": u.upn, "enabled": u.enabled, "licensed": u.licensed}]
+        evidence: list[dict[str, object]] = (
+            []
+            if u is None
+            else [{"kind": "user", "id": u.id, "upn": u.upn, "enabled": u.enabled, "licensed": u.licensed}]
+        )
         holds = {
             R.USER_NOT_FOUND: u is None,
             R.USER_DISABLED: u is not None and not u.enabled,
@@ -226,8 +301,13 @@ def _directory(code: R) -> Checker:
             R.LICENSES_EXHAUSTED: u is not None and not u.licensed and free == 0,
         }[code]
         evidence += [ev(e) for e in ctx.refusals(code.value)[:3]]
-        return Finding(code, Verdict.PROVEN if holds else Verdict.RULED_OUT, evidence, facts,
-                       f"{code} {'holds' if holds else 'does not hold'} for {ctx.upn}")
+        return Finding(
+            code,
+            Verdict.PROVEN if holds else Verdict.RULED_OUT,
+            evidence,
+            facts,
+            f"{code} {'holds' if holds else 'does not hold'} for {ctx.upn}",
+        )
 
     return run
 
@@ -250,33 +330,67 @@ def _policy(code: R) -> Checker:
         evidence: list[dict[str, object]] = [ev(e) for e in refusals[:5]]
         if d is not None:
             facts.update(d.facts)
-            facts.update(count=d.device_count, limit=d.device_limit,
-                         restriction=(d.limit_restriction.name if code is R.DEVICE_LIMIT_REACHED and d.limit_restriction
-                                      else d.platform_restriction.name if d.platform_restriction else ""),
-                         group=(d.platform_restriction.via_group if d.platform_restriction else None) or "")
+            facts.update(
+                count=d.device_count,
+                limit=d.device_limit,
+                restriction=(
+                    d.limit_restriction.name
+                    if code is R.DEVICE_LIMIT_REACHED and d.limit_restriction
+                    else d.platform_restriction.name
+                    if d.platform_restriction
+                    else ""
+                ),
+                group=(d.platform_restriction.via_group if d.platform_restriction else None) or "",
+            )
             evidence.append({"kind": "policy", "decision": d.to_dict()})
             if code is R.DEVICE_LIMIT_REACHED and ctx.user is not None:
-                evidence += [{"kind": "enrollment", "id": e.id, "udid": e.udid, "since": e.started_at.isoformat()}
-                             for e in ctx.uow.enrollments.active_for_user(ctx.user.id)]
+                evidence += [
+                    {"kind": "enrollment", "id": e.id, "udid": e.udid, "since": e.started_at.isoformat()}
+                    for e in ctx.uow.enrollments.active_for_user(ctx.user.id)
+                ]
         if d is not None and d.reason == code:
             return Finding(code, Verdict.PROVEN, evidence, facts, d.message)
-        missing_facts = (code in _NEEDS_PLATFORM and platform is None) or (code in _NEEDS_DEVICE and not (serial or udid))
+        missing_facts = (code in _NEEDS_PLATFORM and platform is None) or (
+            code in _NEEDS_DEVICE and not (serial or udid)
+        )
         if refusals and (d is None or missing_facts):
-            return Finding(code, Verdict.PROVEN, evidence, {**refusals[0].detail, **facts},
-                           f"the server refused with {code} at {refusals[0].at:%Y-%m-%d %H:%M} UTC")
+            return Finding(
+                code,
+                Verdict.PROVEN,
+                evidence,
+                {**refusals[0].detail, **facts},
+                f"the server refused with {code} at {refusals[0].at:%Y-%m-%d %H:%M} UTC",
+            )
         if d is None or missing_facts:
-            return Finding(code, Verdict.UNKNOWN, evidence, facts,
-                           "need the device's model and iOS version (or its serial number) to tell")
+            return Finding(
+                code,
+                Verdict.UNKNOWN,
+                evidence,
+                facts,
+                "need the device's model and iOS version (or its serial number) to tell",
+            )
         if refusals:
-            return Finding(code, Verdict.RULED_OUT, evidence, facts,
-                           f"it was the cause at {refusals[0].at:%Y-%m-%d %H:%M} UTC but no longer holds")
+            return Finding(
+                code,
+                Verdict.RULED_OUT,
+                evidence,
+                facts,
+                f"it was the cause at {refusals[0].at:%Y-%m-%d %H:%M} UTC but no longer holds",
+            )
         return Finding(code, Verdict.RULED_OUT, evidence, facts, f"the policy does not refuse with {code}")
 
     return run
 
 
-for _c in (R.PLATFORM_BLOCKED, R.PERSONAL_DEVICE_BLOCKED, R.OS_VERSION_TOO_LOW, R.OS_VERSION_TOO_HIGH,
-           R.DEVICE_LIMIT_REACHED, R.DEVICE_BLOCKED, R.DEVICE_ENROLLED_TO_OTHER_USER):
+for _c in (
+    R.PLATFORM_BLOCKED,
+    R.PERSONAL_DEVICE_BLOCKED,
+    R.OS_VERSION_TOO_LOW,
+    R.OS_VERSION_TOO_HIGH,
+    R.DEVICE_LIMIT_REACHED,
+    R.DEVICE_BLOCKED,
+    R.DEVICE_ENROLLED_TO_OTHER_USER,
+):
     CHECKERS[_c.value] = _policy(_c)
 
 
@@ -285,25 +399,46 @@ def _already_installed(ctx: Context) -> Finding:
     active = [e for e in ctx.enrollments if e.status is EnrollmentStatus.ACTIVE]
     repeats = [e for e in ctx.events if e.step is Step.PROFILE and e.detail.get("repeat_download")]
     seen = [d for d in ctx.devices if d.last_seen_at and ctx.now - d.last_seen_at <= RECENT_CHECKIN]
-    evidence = [ev(e) for e in repeats[:5]] + [{"kind": "enrollment", "id": e.id, "udid": e.udid} for e in active]
+    evidence = [ev(e) for e in repeats[:5]] + [
+        {"kind": "enrollment", "id": e.id, "udid": e.udid} for e in active
+    ]
     if active and seen:
-        return Finding(R.MDM_PROFILE_ALREADY_INSTALLED, Verdict.LIKELY, evidence,
-                       {"last_seen": f"{seen[0].last_seen_at:%Y-%m-%d %H:%M}"},
-                       "the device is actively enrolled and checked in recently: its management profile is installed")
+        return Finding(
+            R.MDM_PROFILE_ALREADY_INSTALLED,
+            Verdict.LIKELY,
+            evidence,
+            {"last_seen": f"{seen[0].last_seen_at:%Y-%m-%d %H:%M}"},
+            "the device is actively enrolled and checked in recently: its management profile is installed",
+        )
     if repeats:
-        return Finding(R.MDM_PROFILE_ALREADY_INSTALLED, Verdict.LIKELY, evidence, {"downloads": len(repeats)},
-                       "the profile was downloaded again while an enrollment was active, and no Authenticate followed")
+        return Finding(
+            R.MDM_PROFILE_ALREADY_INSTALLED,
+            Verdict.LIKELY,
+            evidence,
+            {"downloads": len(repeats)},
+            "the profile was downloaded again while an enrollment was active, and no Authenticate followed",
+        )
     if ctx.user is not None or ctx.devices:
-        return Finding(R.MDM_PROFILE_ALREADY_INSTALLED, Verdict.RULED_OUT, evidence, {},
-                       "no active Pomona enrollment and no repeated download; another server's profile would be "
-                       "ENROLLED_WITH_OTHER_MDM")
+        return Finding(
+            R.MDM_PROFILE_ALREADY_INSTALLED,
+            Verdict.RULED_OUT,
+            evidence,
+            {},
+            "no active Pomona enrollment and no repeated download; another server's profile would be "
+            "ENROLLED_WITH_OTHER_MDM",
+        )
     return Finding(R.MDM_PROFILE_ALREADY_INSTALLED, Verdict.UNKNOWN, evidence, {}, "no user or device given")
 
 
 @checker(R.ENROLLED_WITH_OTHER_MDM)
 def _other_mdm(ctx: Context) -> Finding:
-    return Finding(R.ENROLLED_WITH_OTHER_MDM, Verdict.UNKNOWN, [], {},
-                   "only the device shows another server's management profile")
+    return Finding(
+        R.ENROLLED_WITH_OTHER_MDM,
+        Verdict.UNKNOWN,
+        [],
+        {},
+        "only the device shows another server's management profile",
+    )
 
 
 @checker(R.ENROLLMENT_ABANDONED)
@@ -314,10 +449,20 @@ def _abandoned(ctx: Context) -> Finding:
     last = served[0]
     later = [e for e in ctx.events if e.at >= last.at and e.step in (Step.SCEP, Step.AUTHENTICATE)]
     if not later and ctx.now - last.at >= ABANDON_AFTER:
-        return Finding(R.ENROLLMENT_ABANDONED, Verdict.PROVEN, [ev(last)], {"served_at": f"{last.at:%Y-%m-%d %H:%M}"},
-                       "the profile was served and nothing followed")
-    return Finding(R.ENROLLMENT_ABANDONED, Verdict.RULED_OUT, [ev(last)] + [ev(e) for e in later[:3]], {},
-                   "the enrollment went on after the profile")
+        return Finding(
+            R.ENROLLMENT_ABANDONED,
+            Verdict.PROVEN,
+            [ev(last)],
+            {"served_at": f"{last.at:%Y-%m-%d %H:%M}"},
+            "the profile was served and nothing followed",
+        )
+    return Finding(
+        R.ENROLLMENT_ABANDONED,
+        Verdict.RULED_OUT,
+        [ev(last)] + [ev(e) for e in later[:3]],
+        {},
+        "the enrollment went on after the profile",
+    )
 
 
 @checker(R.PROFILE_INSTALL_FAILED)
@@ -325,26 +470,58 @@ def _install_failed(ctx: Context) -> Finding:
     served = [e for e in ctx.events if e.step is Step.PROFILE and e.outcome is Outcome.OK]
     server_refusals = [e for e in ctx.events if e.outcome is Outcome.FAILED and e.reason]
     if served:
-        later = [e for e in ctx.events if e.at >= served[0].at and e.step in (Step.SCEP, Step.AUTHENTICATE)
-                 and e.outcome is Outcome.OK]
+        later = [
+            e
+            for e in ctx.events
+            if e.at >= served[0].at and e.step in (Step.SCEP, Step.AUTHENTICATE) and e.outcome is Outcome.OK
+        ]
         if later:
-            return Finding(R.PROFILE_INSTALL_FAILED, Verdict.RULED_OUT, [ev(served[0]), ev(later[0])], {},
-                           "the device installed the profile: SCEP and Authenticate followed")
+            return Finding(
+                R.PROFILE_INSTALL_FAILED,
+                Verdict.RULED_OUT,
+                [ev(served[0]), ev(later[0])],
+                {},
+                "the device installed the profile: SCEP and Authenticate followed",
+            )
         if not server_refusals:
-            return Finding(R.PROFILE_INSTALL_FAILED, Verdict.LIKELY, [ev(served[0])], {},
-                           "the profile was served, the device never came back, and the server refused nothing")
+            return Finding(
+                R.PROFILE_INSTALL_FAILED,
+                Verdict.LIKELY,
+                [ev(served[0])],
+                {},
+                "the profile was served, the device never came back, and the server refused nothing",
+            )
     return Finding(R.PROFILE_INSTALL_FAILED, Verdict.UNKNOWN, [], {}, "only the device can show this fault")
 
 
 @checker(R.AWAITING_CONFIGURATION_STUCK)
 def _stuck(ctx: Context) -> Finding:
-    stuck = [e for e in ctx.enrollments if e.status is EnrollmentStatus.ACTIVE and e.awaiting_configuration
-             and e.token_updated_at and ctx.now - e.token_updated_at > AWAITING_STUCK_AFTER]
+    stuck = [
+        e
+        for e in ctx.enrollments
+        if e.status is EnrollmentStatus.ACTIVE
+        and e.awaiting_configuration
+        and e.token_updated_at
+        and ctx.now - e.token_updated_at > AWAITING_STUCK_AFTER
+    ]
     if stuck:
-        return Finding(R.AWAITING_CONFIGURATION_STUCK, Verdict.PROVEN,
-                       [{"kind": "enrollment", "id": e.id, "since": e.token_updated_at.isoformat() if e.token_updated_at else None}
-                        for e in stuck], {}, "held at Setup Assistant")
-    return Finding(R.AWAITING_CONFIGURATION_STUCK, Verdict.RULED_OUT, [], {}, "no device waits for DeviceConfigured")
+        return Finding(
+            R.AWAITING_CONFIGURATION_STUCK,
+            Verdict.PROVEN,
+            [
+                {
+                    "kind": "enrollment",
+                    "id": e.id,
+                    "since": e.token_updated_at.isoformat() if e.token_updated_at else None,
+                }
+                for e in stuck
+            ],
+            {},
+            "held at Setup Assistant",
+        )
+    return Finding(
+        R.AWAITING_CONFIGURATION_STUCK, Verdict.RULED_OUT, [], {}, "no device waits for DeviceConfigured"
+    )
 
 
 # --- DNS discovery --------------------------------------------------------------------------------
@@ -359,9 +536,16 @@ def _dns(code: R) -> Checker:
         try:
             target = ctx.resolver.cname(name)
         except LookupError as exc:
-            return Finding(code, Verdict.UNKNOWN, [{"kind": "dns", "name": name, "error": str(exc)}], {"name": name},
-                           "the name server did not answer")
-        evidence: list[dict[str, object]] = [{"kind": "dns", "name": name, "cname": target, "expected": expected}]
+            return Finding(
+                code,
+                Verdict.UNKNOWN,
+                [{"kind": "dns", "name": name, "error": str(exc)}],
+                {"name": name},
+                "the name server did not answer",
+            )
+        evidence: list[dict[str, object]] = [
+            {"kind": "dns", "name": name, "cname": target, "expected": expected}
+        ]
         facts: dict[str, object] = {"name": name, "expected_target": expected, "found": target or ""}
         if code is R.DNS_ENROLLMENT_CNAME_WRONG:
             v = Verdict.PROVEN if target is not None and target != expected.lower() else Verdict.RULED_OUT
@@ -380,12 +564,19 @@ for _c in (R.DNS_ENROLLMENT_CNAME_MISSING, R.DNS_ENROLLMENT_CNAME_WRONG, R.DNS_R
 def _well_known(ctx: Context) -> Finding:
     url = f"https://{ctx.tenant.domain}/.well-known/com.apple.remotemanagement"
     if ctx.fetcher is None:
-        return Finding(R.WELL_KNOWN_DISCOVERY_FAILED, Verdict.UNKNOWN, [], {"url": url}, "no HTTP client configured")
+        return Finding(
+            R.WELL_KNOWN_DISCOVERY_FAILED, Verdict.UNKNOWN, [], {"url": url}, "no HTTP client configured"
+        )
     try:
         status, body = ctx.fetcher.fetch(url)
     except OSError as exc:
-        return Finding(R.WELL_KNOWN_DISCOVERY_FAILED, Verdict.PROVEN, [{"kind": "http", "url": url, "error": str(exc)}],
-                       {"url": url}, "unreachable")
+        return Finding(
+            R.WELL_KNOWN_DISCOVERY_FAILED,
+            Verdict.PROVEN,
+            [{"kind": "http", "url": url, "error": str(exc)}],
+            {"url": url},
+            "unreachable",
+        )
     import json
 
     ok = False
@@ -396,17 +587,33 @@ def _well_known(ctx: Context) -> Finding:
         except ValueError:
             ok = False
     v = Verdict.RULED_OUT if ok else Verdict.PROVEN
-    return Finding(R.WELL_KNOWN_DISCOVERY_FAILED, v, [{"kind": "http", "url": url, "status": status}], {"url": url},
-                   f"HTTP {status}")
+    return Finding(
+        R.WELL_KNOWN_DISCOVERY_FAILED,
+        v,
+        [{"kind": "http", "url": url, "status": status}],
+        {"url": url},
+        f"HTTP {status}",
+    )
 
 
 # --- codes only the event log shows ---------------------------------------------------------------
-for _c in (R.ENROLLMENT_TOKEN_INVALID, R.ENROLLMENT_TOKEN_EXPIRED, R.MALFORMED_REQUEST, R.SIGNATURE_INVALID,
-           R.CERT_NOT_TRUSTED, R.CERT_DEVICE_MISMATCH, R.TOPIC_MISMATCH, R.UNKNOWN_ENROLLMENT,
-           R.PUSH_TOKEN_UNREGISTERED, R.PUSH_REJECTED, R.PUSH_UNREACHABLE, R.DEVICE_UNRESPONSIVE):
-    CHECKERS[_c.value] = (lambda code: (lambda ctx: _by_events(ctx, code)))(_c.value)
+for _c in (
+    R.ENROLLMENT_TOKEN_INVALID,
+    R.ENROLLMENT_TOKEN_EXPIRED,
+    R.MALFORMED_REQUEST,
+    R.SIGNATURE_INVALID,
+    R.CERT_NOT_TRUSTED,
+    R.CERT_DEVICE_MISMATCH,
+    R.TOPIC_MISMATCH,
+    R.UNKNOWN_ENROLLMENT,
+    R.PUSH_TOKEN_UNREGISTERED,
+    R.PUSH_REJECTED,
+    R.PUSH_UNREACHABLE,
+    R.DEVICE_UNRESPONSIVE,
+):
+    CHECKERS[_c.value] = (lambda code: lambda ctx: _by_events(ctx, code))(_c.value)
 for _c in (R.DEP_NETWORK_ERROR,):
-    CHECKERS[_c.value] = (lambda code: (lambda ctx: _by_events(ctx, code, device_only=True)))(_c.value)
+    CHECKERS[_c.value] = (lambda code: lambda ctx: _by_events(ctx, code, device_only=True))(_c.value)
 # The ABM (DEP_*) checkers slot in here with the Automated Device Enrollment issue; until then the
 # server cannot tell, and says so.
 
@@ -462,8 +669,21 @@ class DiagnoseService(ServiceBase):
             if user is not None and not devices:
                 enrollments += uow.enrollments.active_for_user(user.id)
             events = _events(uow, t, upn, devices, serial, udid, at)
-            ctx = Context(t, now, at, upn.lower() if upn else None, user, devices, enrollments, events, uow,
-                          self.policy, self.resolver, self.fetcher, self.settings)
+            ctx = Context(
+                t,
+                now,
+                at,
+                upn.lower() if upn else None,
+                user,
+                devices,
+                enrollments,
+                events,
+                uow,
+                self.policy,
+                self.resolver,
+                self.fetcher,
+                self.settings,
+            )
             findings = [self._run(ctx, c) for c in candidates if c in CHECKERS]
         order = {c: i for i, c in enumerate(candidates)}
         findings.sort(key=lambda f: (_RANK[f.verdict], order.get(f.code, 999)))
@@ -471,22 +691,38 @@ class DiagnoseService(ServiceBase):
         for f in findings:
             f.facts = {**base, **{k: v for k, v in f.facts.items() if v is not None}}
         if not any(f.verdict in (Verdict.PROVEN, Verdict.LIKELY) for f in findings):
-            findings.insert(0, Finding(R.UNKNOWN, Verdict.UNKNOWN, [], base,
-                                       "no cause could be proven from the server's side"))
+            findings.insert(
+                0,
+                Finding(
+                    R.UNKNOWN, Verdict.UNKNOWN, [], base, "no cause could be proven from the server's side"
+                ),
+            )
         d = ctx.device
-        return Diagnosis(findings, [f.code for f in findings if f.code != R.UNKNOWN],
-                         [m.id for m in matches], t.name, upn,
-                         None if d is None else {"id": d.id, "udid": d.udid, "serial": d.serial})
+        return Diagnosis(
+            findings,
+            [f.code for f in findings if f.code != R.UNKNOWN],
+            [m.id for m in matches],
+            t.name,
+            upn,
+            None if d is None else {"id": d.id, "udid": d.udid, "serial": d.serial},
+        )
 
     def _run(self, ctx: Context, code: str) -> Finding:
         try:
             return CHECKERS[code](ctx)
         except Exception as exc:  # a checker fault must not hide the other findings
-            return Finding(code, Verdict.UNKNOWN, [{"kind": "error", "error": f"{type(exc).__name__}: {exc}"}], {},
-                           "the checker failed")
+            return Finding(
+                code,
+                Verdict.UNKNOWN,
+                [{"kind": "error", "error": f"{type(exc).__name__}: {exc}"}],
+                {},
+                "the checker failed",
+            )
 
 
-def _find_devices(uow: UnitOfWork, t: Tenant, serial: str | None, udid: str | None, imei: str | None) -> list[Device]:
+def _find_devices(
+    uow: UnitOfWork, t: Tenant, serial: str | None, udid: str | None, imei: str | None
+) -> list[Device]:
     out: list[Device] = []
     if udid:
         d = uow.devices.by_udid(t.id, udid)
@@ -495,12 +731,21 @@ def _find_devices(uow: UnitOfWork, t: Tenant, serial: str | None, udid: str | No
     if serial:
         out += [d for d in uow.devices.by_serial(t.id, serial.strip().upper()) if d not in out]
     if imei and not out:
-        raise InvalidInputError("look-up by IMEI needs the device to have reported it; give the serial or UDID")
+        raise InvalidInputError(
+            "look-up by IMEI needs the device to have reported it; give the serial or UDID"
+        )
     return out
 
 
-def _events(uow: UnitOfWork, t: Tenant, upn: str | None, devices: list[Device], serial: str | None,
-            udid: str | None, at: datetime) -> list[Event]:
+def _events(
+    uow: UnitOfWork,
+    t: Tenant,
+    upn: str | None,
+    devices: list[Device],
+    serial: str | None,
+    udid: str | None,
+    at: datetime,
+) -> list[Event]:
     since, until = at - WINDOW, at + timedelta(hours=1)
     seen: dict[int | None, Event] = {}
     queries: list[dict[str, object]] = []
@@ -527,16 +772,18 @@ def to_json(d: Diagnosis, lang: str) -> dict[str, object]:
     out = []
     for f in d.findings:
         text = knowledge.text_for(f.code, lang, **f.facts)
-        out.append({
-            "code": f.code,
-            "verdict": f.verdict.value,
-            "title": text.title,
-            "cause": text.cause,
-            "device_only": knowledge.device_only(f.code),
-            "observed": f.note,
-            "evidence": f.evidence,
-            "resolution": list(text.resolution),
-        })
+        out.append(
+            {
+                "code": f.code,
+                "verdict": f.verdict.value,
+                "title": text.title,
+                "cause": text.cause,
+                "device_only": knowledge.device_only(f.code),
+                "observed": f.note,
+                "evidence": f.evidence,
+                "resolution": list(text.resolution),
+            }
+        )
     top = out[0]
     unknown = top["code"] == R.UNKNOWN
     return {
@@ -545,8 +792,12 @@ def to_json(d: Diagnosis, lang: str) -> dict[str, object]:
         "device": d.device,
         "lang": lang,
         "matched_messages": d.matched_messages,
-        "answer": {"code": top["code"], "verdict": top["verdict"], "title": top["title"],
-                   "first_step": (top["resolution"] or [""])[0]},  # type: ignore[index]
+        "answer": {
+            "code": top["code"],
+            "verdict": top["verdict"],
+            "title": top["title"],
+            "first_step": (top["resolution"] or [""])[0],
+        },  # type: ignore[index]
         "findings": out,
         "checked": d.checked,
         "ask": _questions(lang) if unknown else [],

@@ -46,13 +46,27 @@ class HealthService(ServiceBase):
         else:
             left = t.push_not_after - now
             if left <= timedelta(0):
-                out.append(finding(R.APNS_CERT_EXPIRED, "critical", expired=f"{t.push_not_after:%Y-%m-%d}",
-                                   topic=t.push_topic))
+                out.append(
+                    finding(
+                        R.APNS_CERT_EXPIRED,
+                        "critical",
+                        expired=f"{t.push_not_after:%Y-%m-%d}",
+                        topic=t.push_topic,
+                    )
+                )
             elif left <= timedelta(days=EXPIRY_STEPS[0]):
                 step = min(s for s in EXPIRY_STEPS if left <= timedelta(days=s))
-                out.append(finding(R.APNS_CERT_EXPIRING, "critical" if step <= 7 else "warning",
-                                   subject=f"expiry:{step}d", days_left=left.days, step=step,
-                                   expires=f"{t.push_not_after:%Y-%m-%d}", topic=t.push_topic))
+                out.append(
+                    finding(
+                        R.APNS_CERT_EXPIRING,
+                        "critical" if step <= 7 else "warning",
+                        subject=f"expiry:{step}d",
+                        days_left=left.days,
+                        step=step,
+                        expires=f"{t.push_not_after:%Y-%m-%d}",
+                        topic=t.push_topic,
+                    )
+                )
             orphaned = uow.health.orphaned_by_topic(t.id, t.push_topic or "")
             if orphaned:
                 out.append(finding(R.APNS_TOPIC_CHANGED, "critical", count=orphaned, topic=t.push_topic))
@@ -60,11 +74,20 @@ class HealthService(ServiceBase):
         if free <= 0:
             waiting = uow.health.unlicensed_users(t.id)
             if waiting:
-                out.append(finding(R.LICENSES_EXHAUSTED, "warning", seats=t.licence_seats, unlicensed_users=waiting))
+                out.append(
+                    finding(R.LICENSES_EXHAUSTED, "warning", seats=t.licence_seats, unlicensed_users=waiting)
+                )
         stuck = uow.health.stuck_awaiting(t.id, now - STUCK_AFTER)
         for _eid, udid, since in stuck:
-            out.append(finding(R.AWAITING_CONFIGURATION_STUCK, "warning", subject=f"device:{udid}", udid=udid,
-                               since=since.isoformat()))
+            out.append(
+                finding(
+                    R.AWAITING_CONFIGURATION_STUCK,
+                    "warning",
+                    subject=f"device:{udid}",
+                    udid=udid,
+                    since=since.isoformat(),
+                )
+            )
         out += self._dns(t)
         for extra in self.extra_checks:
             out += extra(t, now)
@@ -84,10 +107,22 @@ class HealthService(ServiceBase):
             except LookupError:
                 continue  # the name server did not answer: no finding either way
             if target is None:
-                out.append(finding(code_missing, "warning", subject=f"dns:{name}", name=name, expected_target=expected))
+                out.append(
+                    finding(
+                        code_missing, "warning", subject=f"dns:{name}", name=name, expected_target=expected
+                    )
+                )
             elif prefix == "enterpriseenrollment" and target != expected.lower():
-                out.append(finding(R.DNS_ENROLLMENT_CNAME_WRONG, "warning", subject=f"dns:{name}", name=name,
-                                   found=target, expected_target=expected))
+                out.append(
+                    finding(
+                        R.DNS_ENROLLMENT_CNAME_WRONG,
+                        "warning",
+                        subject=f"dns:{name}",
+                        name=name,
+                        found=target,
+                        expected_target=expected,
+                    )
+                )
         return out
 
     def run(self, tenant_ref: str) -> dict[str, Any]:
@@ -105,10 +140,22 @@ class HealthService(ServiceBase):
             with self.db.unit_of_work() as uow:
                 uow.health.mark_notified(t.id, [(f["code"], f["subject"]) for f in new], now)
         findings.sort(key=lambda f: (SEVERITY.get(f["severity"], 9), f["code"], f["subject"]))
-        return {"tenant": t.name, "checked_at": now.isoformat(), "new": len(new),
-                "findings": [{"code": f["code"], "severity": f["severity"], "subject": f["subject"],
-                              "facts": f["facts"], "first_seen": _iso(f["first_seen"]),
-                              "last_seen": _iso(f["last_seen"])} for f in findings]}
+        return {
+            "tenant": t.name,
+            "checked_at": now.isoformat(),
+            "new": len(new),
+            "findings": [
+                {
+                    "code": f["code"],
+                    "severity": f["severity"],
+                    "subject": f["subject"],
+                    "facts": f["facts"],
+                    "first_seen": _iso(f["first_seen"]),
+                    "last_seen": _iso(f["last_seen"]),
+                }
+                for f in findings
+            ],
+        }
 
     def run_all(self) -> int:
         with self.db.unit_of_work(readonly=True) as uow:

@@ -19,14 +19,23 @@ from pomona.services.base import ServiceBase
 
 GROUPS = ("reason", "platform", "type", "step", "day")
 SUSPECT_WINDOW = timedelta(hours=1)
-_WHERE = {Step.PORTAL: "portal", Step.PROFILE: "profile download", Step.SCEP: "profile installation (SCEP)",
-          Step.AUTHENTICATE: "profile installation (Authenticate)", Step.TOKENUPDATE: "profile installation (TokenUpdate)",
-          Step.COMMAND: "management (command channel)", Step.CHECKOUT: "profile removal", Step.ADMIN: "admin"}
+_WHERE = {
+    Step.PORTAL: "portal",
+    Step.PROFILE: "profile download",
+    Step.SCEP: "profile installation (SCEP)",
+    Step.AUTHENTICATE: "profile installation (Authenticate)",
+    Step.TOKENUPDATE: "profile installation (TokenUpdate)",
+    Step.COMMAND: "management (command channel)",
+    Step.CHECKOUT: "profile removal",
+    Step.ADMIN: "admin",
+}
 
 
 @dataclass
 class ReportService(ServiceBase):
-    def failures(self, tenant_ref: str, *, since: datetime, until: datetime, group_by: str = "reason") -> dict[str, object]:
+    def failures(
+        self, tenant_ref: str, *, since: datetime, until: datetime, group_by: str = "reason"
+    ) -> dict[str, object]:
         if group_by not in GROUPS:
             raise InvalidInputError(f"group_by must be one of {', '.join(GROUPS)}", field="group_by")
         if until < since:
@@ -58,7 +67,13 @@ class ReportService(ServiceBase):
         return out.getvalue()
 
     def incident(
-        self, tenant_ref: str, *, codes: list[str], since: datetime, until: datetime, message: str | None = None
+        self,
+        tenant_ref: str,
+        *,
+        codes: list[str],
+        since: datetime,
+        until: datetime,
+        message: str | None = None,
     ) -> dict[str, object]:
         """The helpdesk checklist for failures with these codes since `since`."""
         with self.db.unit_of_work(readonly=True) as uow:
@@ -70,13 +85,19 @@ class ReportService(ServiceBase):
                 failures += uow.events.query(t.id, reason=code, since=since, until=until, limit=100_000)
             failures = [e for e in failures if e.outcome is Outcome.FAILED]
             failures.sort(key=lambda e: e.at)
-            attempts = [e for e in uow.events.query(t.id, since=since, until=until, limit=200_000)
-                        if e.step in (Step.PORTAL, Step.PROFILE, Step.SCEP, Step.AUTHENTICATE)]
+            attempts = [
+                e
+                for e in uow.events.query(t.id, since=since, until=until, limit=200_000)
+                if e.step in (Step.PORTAL, Step.PROFILE, Step.SCEP, Step.AUTHENTICATE)
+            ]
             first = failures[0].at if failures else None
             changes = []
             if first is not None:
-                changes = [e for e in uow.events.query(t.id, since=first - SUSPECT_WINDOW, until=first, limit=500)
-                           if e.step is Step.ADMIN]
+                changes = [
+                    e
+                    for e in uow.events.query(t.id, since=first - SUSPECT_WINDOW, until=first, limit=500)
+                    if e.step is Step.ADMIN
+                ]
         users = {e.upn for e in failures if e.upn}
         devices = {e.udid or e.serial for e in failures if e.udid or e.serial}
         att_users = {e.upn for e in attempts if e.upn}
@@ -99,12 +120,25 @@ class ReportService(ServiceBase):
             "mdm_authority": t.mdm_authority,
             "enrollment_types": types,
             "suspect_changes": [
-                {"at": e.at.isoformat(), "action": e.detail.get("action"),
-                 "detail": {k: v for k, v in e.detail.items() if k != "action"}, "event_id": e.id}
+                {
+                    "at": e.at.isoformat(),
+                    "action": e.detail.get("action"),
+                    "detail": {k: v for k, v in e.detail.items() if k != "action"},
+                    "event_id": e.id,
+                }
                 for e in changes
             ],
-            "sample_events": [{"id": e.id, "at": e.at.isoformat(), "upn": e.upn, "serial": e.serial,
-                               "reason": e.reason, "step": e.step.value} for e in failures[:10]],
+            "sample_events": [
+                {
+                    "id": e.id,
+                    "at": e.at.isoformat(),
+                    "upn": e.upn,
+                    "serial": e.serial,
+                    "reason": e.reason,
+                    "step": e.step.value,
+                }
+                for e in failures[:10]
+            ],
         }
 
     @staticmethod
@@ -119,8 +153,15 @@ class ReportService(ServiceBase):
         lines.append(line("where_seen", ", ".join(inc["where_seen"]) or "—"))  # type: ignore[arg-type]
         lines.append(line("first_occurrence", inc["first_occurrence"] or "—"))
         lines.append(line("platforms", ", ".join(inc["platforms"]) or "—"))  # type: ignore[arg-type]
-        lines.append(line("users", t("incident.out_of", lang, n=inc["affected_users"], total=inc["attempting_users"])))
-        lines.append(line("devices", t("incident.out_of", lang, n=inc["affected_devices"], total=inc["attempting_devices"])))
+        lines.append(
+            line("users", t("incident.out_of", lang, n=inc["affected_users"], total=inc["attempting_users"]))
+        )
+        lines.append(
+            line(
+                "devices",
+                t("incident.out_of", lang, n=inc["affected_devices"], total=inc["attempting_devices"]),
+            )
+        )
         lines.append(line("mdm_authority", inc["mdm_authority"] or t("incident.not_set", lang)))
         lines.append(line("enrollment_types", ", ".join(inc["enrollment_types"]) or "—"))  # type: ignore[arg-type]
         lines += ["", f"## {t('incident.suspects', lang)}", ""]
@@ -131,5 +172,7 @@ class ReportService(ServiceBase):
             lines.append(f"- {s['at']} `{s['action']}` {s['detail']}")
         lines += ["", f"## {t('incident.samples', lang)}", ""]
         for e in inc["sample_events"]:  # type: ignore[attr-defined]
-            lines.append(f"- #{e['id']} {e['at']} {e['upn'] or ''} {e['serial'] or ''} `{e['reason']}` ({e['step']})")
+            lines.append(
+                f"- #{e['id']} {e['at']} {e['upn'] or ''} {e['serial'] or ''} `{e['reason']}` ({e['step']})"
+            )
         return "\n".join(lines) + "\n"

@@ -19,7 +19,11 @@ class SqlHealthStore:
 
     def open_findings(self, tenant_id: str) -> list[dict[str, Any]]:
         h = s.health_findings
-        q = select(h).where(and_(h.c.tenant_id == tenant_id, h.c.resolved_at.is_(None))).order_by(h.c.first_seen)
+        q = (
+            select(h)
+            .where(and_(h.c.tenant_id == tenant_id, h.c.resolved_at.is_(None)))
+            .order_by(h.c.first_seen)
+        )
         return [{**r._mapping, "facts": json.loads(r.facts) if r.facts else {}} for r in self.conn.execute(q)]
 
     def record(self, tenant_id: str, found: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
@@ -31,12 +35,24 @@ class SqlHealthStore:
             key = (f["code"], f["subject"])
             facts = json.dumps(f.get("facts") or {}, default=str)
             if key in current:
-                self.conn.execute(update(h).where(h.c.id == current.pop(key)["id"])
-                                  .values(last_seen=now, facts=facts, severity=f["severity"]))
+                self.conn.execute(
+                    update(h)
+                    .where(h.c.id == current.pop(key)["id"])
+                    .values(last_seen=now, facts=facts, severity=f["severity"])
+                )
             else:
-                self.conn.execute(insert(h).values(id=str(uuid.uuid4()), tenant_id=tenant_id, code=f["code"],
-                                                   subject=f["subject"], severity=f["severity"], facts=facts,
-                                                   first_seen=now, last_seen=now))
+                self.conn.execute(
+                    insert(h).values(
+                        id=str(uuid.uuid4()),
+                        tenant_id=tenant_id,
+                        code=f["code"],
+                        subject=f["subject"],
+                        severity=f["severity"],
+                        facts=facts,
+                        first_seen=now,
+                        last_seen=now,
+                    )
+                )
                 new.append(f)
         for gone in current.values():
             self.conn.execute(update(h).where(h.c.id == gone["id"]).values(resolved_at=now))
@@ -45,23 +61,55 @@ class SqlHealthStore:
     def mark_notified(self, tenant_id: str, codes: list[tuple[str, str]], now: datetime) -> None:
         h = s.health_findings
         for code, subject in codes:
-            self.conn.execute(update(h).where(and_(h.c.tenant_id == tenant_id, h.c.code == code, h.c.subject == subject,
-                                                   h.c.resolved_at.is_(None))).values(notified_at=now))
+            self.conn.execute(
+                update(h)
+                .where(
+                    and_(
+                        h.c.tenant_id == tenant_id,
+                        h.c.code == code,
+                        h.c.subject == subject,
+                        h.c.resolved_at.is_(None),
+                    )
+                )
+                .values(notified_at=now)
+            )
 
     def stuck_awaiting(self, tenant_id: str, before: datetime) -> list[tuple[str, str, datetime]]:
         e = s.enrollments
-        q = select(e.c.id, e.c.udid, e.c.token_updated_at).where(and_(
-            e.c.tenant_id == tenant_id, e.c.status == EnrollmentStatus.ACTIVE.value, e.c.awaiting_configuration,
-            e.c.token_updated_at < before)).limit(1000)
+        q = (
+            select(e.c.id, e.c.udid, e.c.token_updated_at)
+            .where(
+                and_(
+                    e.c.tenant_id == tenant_id,
+                    e.c.status == EnrollmentStatus.ACTIVE.value,
+                    e.c.awaiting_configuration,
+                    e.c.token_updated_at < before,
+                )
+            )
+            .limit(1000)
+        )
         return [(r[0], r[1], r[2]) for r in self.conn.execute(q)]
 
     def orphaned_by_topic(self, tenant_id: str, topic: str) -> int:
         e = s.enrollments
-        q = select(func.count()).select_from(e).where(and_(
-            e.c.tenant_id == tenant_id, e.c.status == EnrollmentStatus.ACTIVE.value, e.c.topic != topic))
+        q = (
+            select(func.count())
+            .select_from(e)
+            .where(
+                and_(
+                    e.c.tenant_id == tenant_id,
+                    e.c.status == EnrollmentStatus.ACTIVE.value,
+                    e.c.topic != topic,
+                )
+            )
+        )
         return int(self.conn.execute(q).scalar_one())
 
     def unlicensed_users(self, tenant_id: str) -> int:
         u = s.users
-        q = select(func.count()).select_from(u).where(and_(u.c.tenant_id == tenant_id, u.c.enabled, ~u.c.licensed))
+        q = (
+            select(func.count())
+            .select_from(u)
+            .where(and_(u.c.tenant_id == tenant_id, u.c.enabled, ~u.c.licensed))
+        )
         return int(self.conn.execute(q).scalar_one())
