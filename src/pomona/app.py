@@ -12,17 +12,19 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pomona.domain.models import Tenant
-from pomona.pki.adapters import CmsProfileSigner, LocalPki
-from pomona.services.admin import AdminService
-from pomona.services.checkin import CheckinService
-from pomona.services.commands import CommandService
-from pomona.services.enrollment import EnrollmentService, Urls
 from pomona.net.dns import DnsResolver
 from pomona.net.http import HttpFetcher
+from pomona.pki.adapters import CmsProfileSigner, LocalPki
+from pomona.services.admin import AdminService
+from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
+from pomona.services.checkin import CheckinService
+from pomona.services.commands import CommandService
 from pomona.services.diagnose import DiagnoseService, DiagnoseSettings
+from pomona.services.enrollment import EnrollmentService, Urls
 from pomona.services.health import HealthService
-from pomona.services.reports import ReportService
 from pomona.services.policy import PolicyService
+from pomona.services.push import PushService, PushSettings
+from pomona.services.reports import ReportService
 from pomona.storage.sql import SqlDatabase, sqlite_url
 
 SIGNING_IDENTITY_KEY = "profile_signing_identity_pem"
@@ -42,6 +44,15 @@ class Settings:
     dns_server: str | None = None  # POMONA_DNS_SERVER (ip or ip:port) for diagnosis; the system's when unset
     enrollment_cname_target: str | None = None  # what EnterpriseEnrollment.<domain> must point to
     registration_cname_target: str | None = None  # what EnterpriseRegistration.<domain> must point to
+    # APNs (issue 4): where pushes go and which CA the client trusts there (None: the system's).
+    apns_url: str = "https://api.push.apple.com"  # POMONA_APNS_URL
+    apns_ca: Path | None = None  # POMONA_APNS_CA: a CA bundle (the emulator's ca.pem)
+    # The server (Settings.from_env) sends pushes unless POMONA_PUSH_WORKER=0; Settings() built in code
+    # (tests, scripts) does not start a worker unless asked.
+    push_worker: bool = False
+    push: PushSettings = field(default_factory=PushSettings)  # POMONA_PUSH_* (see _push_settings)
+    # Where account-driven enrollment's discovery document is fetched; {domain} is the tenant's domain.
+    well_known_url: str = "https://{domain}/.well-known/com.apple.remotemanagement"
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -54,11 +65,18 @@ class Settings:
             values["public_url"] = os.environ["POMONA_PUBLIC_URL"]
         for env, key in (
             ("POMONA_DNS_SERVER", "dns_server"),
+            ("POMONA_WELL_KNOWN_URL", "well_known_url"),
             ("POMONA_ENROLLMENT_CNAME_TARGET", "enrollment_cname_target"),
             ("POMONA_REGISTRATION_CNAME_TARGET", "registration_cname_target"),
         ):
             if os.environ.get(env):
                 values[key] = os.environ[env]
+        if os.environ.get("POMONA_APNS_URL"):
+            values["apns_url"] = os.environ["POMONA_APNS_URL"]
+        if os.environ.get("POMONA_APNS_CA"):
+            values["apns_ca"] = Path(os.environ["POMONA_APNS_CA"])
+        values["push_worker"] = os.environ.get("POMONA_PUSH_WORKER", "1") not in ("0", "false", "no")
+        values["push"] = _push_settings()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
@@ -86,10 +104,64 @@ class Pomona:
     reports: ReportService
     pki: LocalPki
     signer: CmsProfileSigner
+    push: PushService
+    apns: ApnsLifecycle
+    notifier: Notifier
     extras: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
         self.db.dispose()
+
+    async def start_background(self) -> None:
+        """The server's lifespan start: this process's push worker (one APNs client per process)."""
+        import asyncio
+
+        if not self.settings.push_worker or "push_task" in self.extras:
+            return
+        from pomona.push.apns import ApnsClient
+        from pomona.push.gateway import ApnsGateway, TenantIdentitySource
+
+        kit = self.apns.kit
+        source = TenantIdentitySource(self.db, kit.open)
+        verify: str | bool = str(self.settings.apns_ca) if self.settings.apns_ca else True
+        client = ApnsClient(source, base_url=self.settings.apns_url, verify=verify)
+        self.push.gateway = ApnsGateway(client, source)
+        self.extras["push_task"] = asyncio.get_running_loop().create_task(self.push.run(), name="pomona-push")
+
+    async def stop_background(self) -> None:
+        import asyncio
+        import contextlib
+
+        task = self.extras.pop("push_task", None)
+        if isinstance(task, asyncio.Task):
+            self.push.stop()
+            try:
+                await asyncio.wait_for(task, 5)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        if self.push.gateway is not None:
+            with contextlib.suppress(Exception):
+                await self.push.gateway.aclose()
+            self.push.gateway = None
+
+
+def _push_settings() -> PushSettings:
+    """POMONA_PUSH_REPUSH ("60,300,1800,3600" seconds), POMONA_PUSH_REPUSH_CAP, POMONA_PUSH_LEASE,
+    POMONA_PUSH_RETRY_BASE, POMONA_PUSH_UNRESPONSIVE_AFTER, POMONA_PUSH_POLL (seconds)."""
+    env = os.environ
+    values: dict[str, object] = {}
+    if env.get("POMONA_PUSH_REPUSH"):
+        values["repush"] = PushSettings.parse_schedule(env["POMONA_PUSH_REPUSH"])
+    for name, key in (
+        ("POMONA_PUSH_REPUSH_CAP", "repush_cap"),
+        ("POMONA_PUSH_LEASE", "lease"),
+        ("POMONA_PUSH_RETRY_BASE", "retry_base"),
+        ("POMONA_PUSH_UNRESPONSIVE_AFTER", "unresponsive_after"),
+        ("POMONA_PUSH_POLL", "poll_interval"),
+    ):
+        if env.get(name):
+            values[key] = float(env[name])
+    return PushSettings(**values)  # type: ignore[arg-type]
 
 
 def _signer(settings: Settings, db: SqlDatabase) -> CmsProfileSigner:
@@ -121,11 +193,20 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
         DnsResolver(settings.dns_server),
         HttpFetcher(),
         DiagnoseSettings(
-            settings.enrollment_cname_target or host, settings.registration_cname_target or host
+            settings.enrollment_cname_target or host,
+            settings.registration_cname_target or host,
+            settings.well_known_url,
         ),
     )
     health = HealthService(db, clock, diagnose.resolver, diagnose.settings)
     reports = ReportService(db, clock)
+    from pomona.pki.apns_certs import load_or_create_server_key
+    from pomona.push.certkit import LocalPushCertKit
+    from pomona.push.webhooks import HttpWebhookPoster
+
+    kit = LocalPushCertKit(load_or_create_server_key(settings.data_dir))
+    push = PushService(db, clock, None, settings.push)
+    commands = CommandService(db, clock, push.wake)
     return Pomona(
         settings=settings,
         db=db,
@@ -133,13 +214,16 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
         admin=AdminService(db, clock, pki),
         enrollment=EnrollmentService(db, clock, pki, signer, urls, policy),
         checkin=CheckinService(db, clock, pki, policy),
-        commands=CommandService(db, clock),
+        commands=commands,
         policy=policy,
         diagnose=diagnose,
         health=health,
         reports=reports,
         pki=pki,
         signer=signer,
+        push=push,
+        apns=ApnsLifecycle(db, clock, kit, push.wake),
+        notifier=Notifier(db, clock, kit, HttpWebhookPoster()),
     )
 
 

@@ -4,21 +4,15 @@ message is reported as a user would, in English and in Chinese."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
-from starlette.testclient import TestClient
 
-from helpers import TenantSetup, setup_tenant
-from pomona.app import Pomona, Settings, build, create_app
+from diag_helpers import World, later_clock
+from helpers import setup_tenant
 from pomona.services.diagnose import to_json
-from pomona.testing.virtual_device import EnrollmentRefused, VirtualDevice
+from pomona.testing.virtual_device import EnrollmentRefused
 
-SERVER_HOST = "mdm.pomona.test"
 MESSAGES = {
     "network": (
         "Profile Installation Failed. A network error has occurred.",
@@ -46,95 +40,6 @@ MESSAGES = {
     "onboarded": ("AccountNotOnboarded", "AccountNotOnboarded"),
     "nep": ("NoEnrollmentPolicy", "NoEnrollmentPolicy"),
 }
-
-
-class Zone:
-    """A tiny authoritative DNS server on 127.0.0.1 (dnslib) with the CNAMEs a scenario needs."""
-
-    def __init__(self) -> None:
-        from dnslib import CNAME, QTYPE, RCODE, RR
-        from dnslib.server import BaseResolver, DNSServer
-
-        zone = self
-
-        class Resolver(BaseResolver):  # type: ignore[misc]
-            def resolve(self, request, handler):  # type: ignore[no-untyped-def]
-                reply = request.reply()
-                name = str(request.q.qname).rstrip(".").lower()
-                if name in zone.cnames:
-                    reply.add_answer(
-                        RR(request.q.qname, QTYPE.CNAME, rdata=CNAME(zone.cnames[name] + "."), ttl=5)
-                    )
-                else:
-                    reply.header.rcode = RCODE.NXDOMAIN
-                return reply
-
-        self.cnames: dict[str, str] = {}
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server = DNSServer(Resolver(), port=self.port, address="127.0.0.1")
-        self.server.start_thread()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-@pytest.fixture
-def zone() -> Iterator[Zone]:
-    z = Zone()
-    yield z
-    z.stop()
-
-
-@pytest.fixture
-def p(db_url: str, tmp_path: Path, zone: Zone) -> Iterator[Pomona]:
-    pom = build(
-        Settings(
-            data_dir=tmp_path,
-            database_url=db_url,
-            public_url=f"https://{SERVER_HOST}",
-            dns_server=f"127.0.0.1:{zone.port}",
-        )
-    )
-    yield pom
-    pom.close()
-
-
-@pytest.fixture
-def client(p: Pomona) -> Iterator[TestClient]:
-    with TestClient(create_app(pomona=p), base_url=f"https://{SERVER_HOST}") as c:  # type: ignore[arg-type]
-        yield c
-
-
-@dataclass
-class World:
-    p: Pomona
-    client: TestClient
-    zone: Zone
-    s: TenantSetup
-    devices: list[VirtualDevice] = field(default_factory=list)
-
-    def device(self, url: str | None = None, **kw: object) -> VirtualDevice:
-        d = VirtualDevice(url or self.s.enroll_url, client=self.client, **kw)  # type: ignore[arg-type]
-        self.devices.append(d)
-        return d
-
-    def link(self, upn: str) -> str:
-        return self.p.enrollment.urls.enroll(
-            self.p.admin.create_enrollment_token(self.s.name, upn, uses=20).secret
-        )
-
-    def dns_ok(self) -> None:
-        self.zone.cnames[f"enterpriseenrollment.{self.s.name}.example"] = SERVER_HOST
-        self.zone.cnames[f"enterpriseregistration.{self.s.name}.example"] = SERVER_HOST
-
-
-@pytest.fixture
-def w(p: Pomona, client: TestClient, zone: Zone) -> World:
-    world = World(p, client, zone, setup_tenant(p, uses=50))
-    world.dns_ok()
-    return world
 
 
 def diagnose(w: World, msg_key: str, lang: str, **kw: object) -> dict[str, object]:
@@ -165,7 +70,7 @@ LANGS = pytest.mark.parametrize("lang", ["en", "zh-CN"])
 class TestFoundingDocument:
     def test_network_error(self, w: World, lang: str) -> None:
         """Profile downloaded and never installed: PROFILE_INSTALL_FAILED is likely (device-only)."""
-        w.p.diagnose.clock = _later(w.p, minutes=40)
+        w.p.diagnose.clock = later_clock(40)  # type: ignore[assignment]
         w.client.get(w.s.enroll_url)
         r = diagnose(w, "network", lang, upn=w.s.upn)
         assert (top(r)["code"], top(r)["verdict"]) == ("PROFILE_INSTALL_FAILED", "likely")
@@ -263,7 +168,7 @@ class TestFoundingDocument:
         """An expired enrollment link: ENROLLMENT_TOKEN_EXPIRED proven from the refusal."""
         issued = w.p.admin.create_enrollment_token(w.s.name, w.s.upn, expires_in=timedelta(minutes=1))
         url = w.p.enrollment.urls.enroll(issued.secret)
-        w.p.enrollment.clock = _later(w.p, minutes=5)
+        w.p.enrollment.clock = later_clock(5)  # type: ignore[assignment]
         w.client.get(url)
         r = diagnose(w, "portal", lang, upn=w.s.upn)
         assert (top(r)["code"], top(r)["verdict"]) == ("ENROLLMENT_TOKEN_EXPIRED", "proven")
@@ -274,13 +179,14 @@ class TestFoundingDocument:
         assert verdict_of(r, "ENROLLMENT_TOKEN_EXPIRED") == "ruled_out"
 
     def test_device_cap(self, w: World, lang: str) -> None:
-        """At the limit: DEVICE_LIMIT_REACHED proven, the steps name the count and the limit."""
+        """At the limit: DEVICE_LIMIT_REACHED proven; the cause names the count, limit and restriction."""
         w.p.policy.edit_restriction(w.s.name, type_="limit", default=True, limit=2)
         for _ in range(2):
             w.device().enroll()
         r = diagnose(w, "cap", lang, upn=w.s.upn)
         assert (top(r)["code"], top(r)["verdict"]) == ("DEVICE_LIMIT_REACHED", "proven")
-        assert "2" in steps(r)
+        assert "2" in str(top(r)["cause"]) and "Default limit restriction" in str(top(r)["cause"])
+        assert w.s.upn in steps(r)
 
     def test_device_cap_twin(self, w: World, lang: str) -> None:
         """Below the limit: DEVICE_LIMIT_REACHED ruled out."""
@@ -355,8 +261,3 @@ class TestHonesty:
         f = body["findings"][0]
         assert set(f) >= {"code", "verdict", "title", "evidence", "resolution"}
         assert (f["code"], f["verdict"]) == ("USER_NOT_LICENSED", "proven")
-
-
-def _later(p: Pomona, minutes: int) -> object:
-    later = datetime.now(UTC) + timedelta(minutes=minutes)
-    return type("LaterClock", (), {"now": staticmethod(lambda: later)})()

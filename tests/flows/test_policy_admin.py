@@ -96,7 +96,8 @@ class TestPriority:
         device(client, link(p, s), product="iPad13,18").enroll()
         with pytest.raises(EnrollmentRefused) as err:
             device(client, link(p, s, "bo@acme.example"), product="iPad13,18").enroll()
-        assert (err.value.step, err.value.reason) == ("authenticate", "PLATFORM_BLOCKED")
+        # The browser says iPad: the link refuses before any profile is served.
+        assert (err.value.step, err.value.reason) == ("profile", "PLATFORM_BLOCKED")
         d = p.policy.explain(s.name, "bo@acme.example", platform="iPad", os_version="17.4")
         assert d.reason == "PLATFORM_BLOCKED" and d.platform_restriction is not None
         assert d.platform_restriction.via_group == "kiosk"

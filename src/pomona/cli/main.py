@@ -156,29 +156,7 @@ def tenant_set_authority(tenant_name: str, authority: str) -> None:
     )
 
 
-# --- APNs -----------------------------------------------------------------------------------------
-@main.group()
-def apns() -> None:
-    """The APNs push certificate."""
-
-
-@apns.command("upload")
-@click.option("--tenant", "tenant_name", required=True)
-@click.option(
-    "--cert", "cert_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
-)
-@click.option(
-    "--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
-)
-@common
-def apns_upload(tenant_name: str, cert_path: Path, key_path: Path) -> None:
-    """Upload the tenant's MDM push certificate (PEM) and its private key (PEM)."""
-    p = _pomona()
-    info = p.admin.upload_push_cert(tenant_name, cert_path.read_bytes(), key_path.read_bytes())
-    _out(
-        {"tenant": tenant_name, "topic": info.topic, "not_after": info.not_after},
-        t("cli.apns.uploaded", tenant=tenant_name, topic=info.topic, not_after=info.not_after),
-    )
+# --- APNs: see cli/apns_cmds.py ------------------------------------------------------------------
 
 
 # --- users and tokens -----------------------------------------------------------------------------
@@ -401,9 +379,10 @@ def _register_optional() -> None:
     from pomona.cli.demo import demo
 
     main.add_command(demo)
+    import pomona.cli.apns_cmds  # noqa: F401
+    import pomona.cli.diagnose_cmds  # noqa: F401
     import pomona.cli.policy_cmds  # noqa: F401  (registers its commands on `main`)
     import pomona.cli.portal_cmds  # noqa: F401
-    import pomona.cli.diagnose_cmds  # noqa: F401
     from pomona.cli.emulate import emulate
 
     main.add_command(emulate)

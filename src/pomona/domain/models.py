@@ -44,6 +44,7 @@ class Step(StrEnum):
     CHECKOUT = "checkout"
     COMMAND = "command"
     ADMIN = "admin"
+    PUSH = "push"
 
 
 class Outcome(StrEnum):

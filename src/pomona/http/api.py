@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import plistlib
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -224,18 +226,45 @@ class EnrollTokenIn(BaseModel):
 
 
 class ApnsIn(BaseModel):
-    cert_pem: str
-    key_pem: str
+    cert_pem: str | None = None  # PEM certificate (and key, or key_pem)
+    key_pem: str | None = None  # omitted: the key of the tenant's pending CSR
+    p12_base64: str | None = None  # or a .p12, base64
+    password: str | None = None
+    apple_id: str | None = None
+    replace: bool = False
+    confirm: str | None = None  # "devices-must-re-enroll" with replace
+    canary: bool = True
+
+
+class ApnsCsrIn(BaseModel):
+    email: str | None = None
+    vendor_cert_pem: str | None = None
+    vendor_key_pem: str | None = None
+
+
+class WebhookIn(BaseModel):
+    url: str
+    secret: str
 
 
 class CommandIn(BaseModel):
     request_type: str
     params: dict[str, Any] = Field(default_factory=dict)
     devices: list[str]
+    push: bool = True
 
 
 def create_api(p: Pomona) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await p.start_background()
+        try:
+            yield
+        finally:
+            await p.stop_background()
+
     api = FastAPI(
+        lifespan=lifespan,
         title="Pomona admin API",
         version="1",
         openapi_url="/api/v1/openapi.json",
@@ -321,9 +350,61 @@ def create_api(p: Pomona) -> FastAPI:
     @api.put("/api/v1/tenants/{tenant}/apns")
     def upload_apns(tenant: str, body: ApnsIn, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
-        info = p.admin.upload_push_cert(tid, body.cert_pem.encode(), body.key_pem.encode())
+        if body.p12_base64:
+            cert = base64.b64decode(body.p12_base64)
+        elif body.cert_pem:
+            cert = body.cert_pem.encode()
+        else:
+            raise InvalidInputError("give cert_pem or p12_base64", field="cert_pem")
+        res = p.apns.upload(
+            tid,
+            cert,
+            None if body.key_pem is None else body.key_pem.encode(),
+            password=None if body.password is None else body.password.encode(),
+            apple_id=body.apple_id,
+            replace=body.replace,
+            confirm=body.confirm,
+            canary=body.canary,
+        )
         p.checkin.forget_tenant(tid)
-        return {"topic": info.topic, "not_after": info.not_after, "subject": info.subject}
+        return res.to_json()
+
+    @api.post("/api/v1/tenants/{tenant}/apns/csr")
+    def apns_csr(tenant: str, body: ApnsCsrIn, token: Auth) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        r = p.apns.csr(
+            tid,
+            email=body.email,
+            vendor_chain_pem=None if body.vendor_cert_pem is None else body.vendor_cert_pem.encode(),
+            vendor_key_pem=None if body.vendor_key_pem is None else body.vendor_key_pem.encode(),
+        )
+        return {"csr_pem": r.csr_pem, "vendor_signed_request": r.vendor_signed}
+
+    @api.get("/api/v1/tenants/{tenant}/apns")
+    def apns_status(tenant: str, token: Auth) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        out = p.apns.status(tid)
+        out["findings"] = p.apns.findings(tid, p.clock.now())
+        return out
+
+    @api.get("/api/v1/tenants/{tenant}/apns/reenroll")
+    def apns_reenroll(tenant: str, token: Auth) -> dict[str, object]:
+        return p.apns.reenroll_required(tenant_scope(token, tenant))
+
+    @api.put("/api/v1/tenants/{tenant}/webhook")
+    def set_webhook(tenant: str, body: WebhookIn, token: Auth) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        p.notifier.configure(tid, body.url, body.secret)
+        return {"url": body.url}
+
+    @api.get("/api/v1/tenants/{tenant}/push")
+    def push_state(tenant: str, token: Auth) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        return {
+            "queued": p.push.queue_size(tid),
+            "devices": p.push.reachability(tid),
+            "unresponsive": p.push.unresponsive(tid, p.clock.now()),
+        }
 
     def user_json(u: User) -> dict[str, object]:
         return {
@@ -566,7 +647,7 @@ def create_api(p: Pomona) -> FastAPI:
     @api.post("/api/v1/tenants/{tenant}/commands", status_code=201)
     def enqueue(tenant: str, body: CommandIn, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
-        queued = p.commands.enqueue(tid, body.request_type, body.params, body.devices)
+        queued = p.commands.enqueue(tid, body.request_type, body.params, body.devices, push=body.push)
         return {"commands": [command_json(c) for c in queued]}
 
     @api.get("/api/v1/tenants/{tenant}/commands/{command_uuid}")

@@ -20,7 +20,9 @@ class DnsResolver:
             r = dns.resolver.Resolver()
         else:
             r = dns.resolver.Resolver(configure=False)
-            host, _, port = self.server.rpartition(":") if self.server.count(":") == 1 else (self.server, "", "")
+            host, _, port = (
+                self.server.rpartition(":") if self.server.count(":") == 1 else (self.server, "", "")
+            )
             r.nameservers = [host or self.server]
             if port:
                 r.port = int(port)
@@ -39,6 +41,6 @@ class DnsResolver:
         except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
             raise LookupError(f"DNS look-up of {name} failed: {exc}") from exc
         for rr in answer.rrset or ():
-            target = str(rr.target)  # type: ignore[attr-defined]
+            target = str(rr.target)
             return target.rstrip(".").lower()
         return None

@@ -29,14 +29,19 @@ no answer: connect/TLS error, GOAWAY, reset, protocol error     transient       
 
 Transient failures are retried inside the client, with capped exponential backoff and full jitter, up to
 ``max_attempts`` times; only then is a push reported ``transient``. Resending is always safe: an MDM push
-is an idempotent wake-up (httpx/httpcore do not retry a stream refused by GOAWAY; this client does). The same
-``apns-id`` is sent on every attempt of one push.
+is an idempotent wake-up, so delivery is at least once: a stream cut off by a lost connection is resent
+(it may have been delivered). A stream the server certainly did not process (above the ``last_stream_id``
+of a GOAWAY, or refused with RST_STREAM REFUSED_STREAM) is resent at once on another connection, without
+backoff and without counting an attempt (up to ``max_attempts`` such resends). The same ``apns-id`` is
+sent on every attempt of one push.
 
 Connections: one pool per topic, keyed by the SHA-256 fingerprint of the certificate; a new certificate
-for a topic builds a new pool, and the old one is closed once its in-flight requests finish. A pool is
-``connections`` HTTP/2 connections (httpcore, the engine of httpx, used directly: httpx's request and
-URL models cost more CPU than the whole rest of a push), each carrying up to 100 concurrent streams;
-``max_streams`` bounds the requests in flight per topic.
+for a topic builds a new pool, and the old one is closed once its in-flight requests finish. A pool is up
+to ``connections`` HTTP/2 connections (:mod:`pomona.push.h2conn`: the ``h2`` state machine on asyncio TLS
+transports, writes batched once per event-loop turn), each carrying up to the server's
+``SETTINGS_MAX_CONCURRENT_STREAMS`` streams (APNs: about 1000); ``max_streams`` bounds the requests in
+flight per topic. The headers go in Apple's order: ``:method``, ``:path``, ``:scheme``, ``:authority``,
+``apns-topic``, ``apns-push-type``, ``apns-expiration``, ``apns-priority``, ``apns-id``.
 
 Event loops and threads: an :class:`ApnsClient` belongs to ONE event loop, the first one that calls
 :meth:`ApnsClient.send` (using it from another raises ``RuntimeError``). Sync code calls
@@ -69,12 +74,12 @@ from pathlib import Path
 from typing import Final, Literal, NamedTuple, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-import httpcore
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from pomona.domain.reasons import ReasonCode
 from pomona.protocol.apns import push_topic_of
+from pomona.push.h2conn import H2Error, H2Pool, unindexed
 
 __all__ = [
     "PRODUCTION_URL",
@@ -347,27 +352,25 @@ def build_ssl_context(
     return ctx
 
 
-#: httpx/httpcore open at most this many concurrent streams on one HTTP/2 connection.
-STREAMS_PER_CONNECTION: Final = 100
-_TRANSPORT_ERRORS: Final = (httpcore.NetworkError, httpcore.ProtocolError, httpcore.TimeoutException)
+_METHOD: Final = (b":method", b"POST")
+_SCHEME: Final = (b":scheme", b"https")
+_PUSH_TYPE: Final = (b"apns-push-type", b"mdm")
+_PRIORITY: Final = (b"apns-priority", b"10")
 
 
 @dataclass(eq=False)
 class _Pool:
-    """One topic's connections: ``connections`` httpcore pools of one HTTP/2 connection each (httpcore
-    queues requests beyond a connection's streams in a list it scans per request: keep queues short)."""
+    """One topic's connections (an :class:`H2Pool`) and the certificate they present."""
 
-    connections: list[httpcore.AsyncConnectionPool]
+    h2: H2Pool
     fingerprint: str
-    streams: list[asyncio.Semaphore]
-    active: int = 0
+    topic: tuple[bytes, bytes]  # the apns-topic header
     retired: bool = False
 
     async def close_when_idle(self) -> None:
-        while self.active:
+        while self.h2.inflight:
             await asyncio.sleep(0.05)
-        for conn in self.connections:
-            await conn.aclose()
+        await self.h2.aclose()
 
 
 @dataclass
@@ -382,8 +385,10 @@ class ApnsClient:
     ``max_streams`` bounds the requests in flight per topic; ``max_attempts`` is the number of tries per
     push (the first one included) for transient failures; backoff doubles from ``backoff`` up to
     ``max_backoff`` seconds, with full jitter. ``connections`` is the number of HTTP/2 connections per
-    topic (httpcore allows up to 100 concurrent streams on one connection, so in-flight requests per topic
-    are at most ``min(max_streams, 100 * connections)``).
+    topic, opened as needed: each carries about ``max_streams / connections`` streams, more when another
+    connection is not open yet, never more than the server's ``SETTINGS_MAX_CONCURRENT_STREAMS`` (APNs:
+    about 1000). ``timeout`` bounds connecting (TCP, TLS and the HTTP/2 preface), each answer and the
+    wait for a free stream.
     """
 
     def __init__(
@@ -422,13 +427,9 @@ class ApnsClient:
         parsed = urlsplit(self.base_url)
         if parsed.scheme != "https" or not parsed.hostname:
             raise ValueError(f"base_url must be https://host[:port], not {base_url!r}")
-        self._scheme = b"https"
-        self._host = parsed.hostname.encode("idna")
+        self._host = parsed.hostname
         self._port = parsed.port or 443
-        self._authority = parsed.netloc.encode("idna")
-        self._extensions: dict[str, object] = {
-            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
-        }
+        self._authority = (b":authority", parsed.netloc.encode("idna"))
 
     # -- identities ---------------------------------------------------------------------------------
     def set_identity(self, cert_pem: bytes, key_pem: bytes, topic: str | None = None) -> PushIdentity:
@@ -475,8 +476,7 @@ class ApnsClient:
         """Close every connection pool (of the loop the client belongs to)."""
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
-            for conn in pool.connections:
-                await conn.aclose()
+            await pool.h2.aclose()
         for task in list(self._closers):
             await task
 
@@ -530,16 +530,17 @@ class ApnsClient:
         if pool is not None and pool.fingerprint == identity.fingerprint:
             return pool
         ctx = build_ssl_context(identity, self.verify)
-        per_connection = max(1, min(STREAMS_PER_CONNECTION, -(-self.max_streams // self.connections)))
         new = _Pool(
-            [
-                httpcore.AsyncConnectionPool(
-                    ssl_context=ctx, max_connections=1, http1=False, http2=True, retries=0
-                )
-                for _ in range(self.connections)
-            ],
+            H2Pool(
+                self._host,
+                self._port,
+                ctx,
+                connections=self.connections,
+                max_inflight=self.max_streams,
+                timeout=self.timeout,
+            ),
             identity.fingerprint,
-            [asyncio.Semaphore(per_connection) for _ in range(self.connections)],
+            (b"apns-topic", identity.topic.encode()),
         )
         self._pools[identity.topic] = new
         self.pools_built += 1
@@ -566,15 +567,13 @@ class ApnsClient:
             return
         queue = iter(indices)
 
-        async def worker(slot: int) -> None:
+        async def worker() -> None:
             for i in queue:
-                results[i] = await self._send_one(identity, pushes[i], slot)
+                results[i] = await self._send_one(identity, pushes[i])
 
-        per_connection = max(1, min(STREAMS_PER_CONNECTION, -(-self.max_streams // self.connections)))
-        workers = min(len(indices), per_connection * self.connections)
-        await asyncio.gather(*(worker(w % self.connections) for w in range(workers)))
+        await asyncio.gather(*(worker() for _ in range(min(len(indices), self.max_streams))))
 
-    async def _send_one(self, identity: PushIdentity, push: Push, slot: int) -> PushResult:
+    async def _send_one(self, identity: PushIdentity, push: Push) -> PushResult:
         token = normalize_token(push.token)
         if token is None:
             return _local_result(
@@ -586,45 +585,44 @@ class ApnsClient:
             )
         apns_id = str(uuid.uuid4())
         body = mdm_payload(push.push_magic)
-        headers = [
-            (b"apns-topic", identity.topic.encode()),
-            (b"apns-push-type", b"mdm"),
-            (b"apns-priority", b"10"),
-            (b"apns-id", apns_id.encode()),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
+        # Apple's order: pseudo-headers, then topic, push type, expiration, priority, id.
+        tail: list[tuple[bytes, bytes]] = [_PUSH_TYPE, _PRIORITY, unindexed(b"apns-id", apns_id.encode())]
         if push.expiration is not None:
-            headers.append((b"apns-expiration", str(push.expiration).encode()))
-        url = httpcore.URL(
-            scheme=self._scheme, host=self._host, port=self._port, target=f"/3/device/{token}".encode()
-        )
-        headers.insert(0, (b"host", self._authority))
+            tail.insert(1, (b"apns-expiration", str(push.expiration).encode()))
+        path = unindexed(b":path", b"/3/device/" + token.encode())
         attempt = 0
+        refusals = 0
         while True:
             attempt += 1
-            pool = self._pool_for(identity)
             status: int | None = None
             reason: str | None = None
             detail: str | None = None
             stamp: datetime | None = None
             answered_id = apns_id
-            pool.active += 1
             try:
-                async with pool.streams[slot]:
-                    response = await pool.connections[slot].request(
-                        b"POST", url, headers=headers, content=body, extensions=self._extensions
+                while True:
+                    pool = self._pool_for(identity)
+                    future = pool.h2.try_submit(
+                        [_METHOD, path, _SCHEME, self._authority, pool.topic, *tail], body
                     )
+                    if future is not None:
+                        break
+                    await pool.h2.wait()
+                response = await future
                 status = response.status
                 for name, value in response.headers:
-                    if name.lower() == b"apns-id":
+                    if name == b"apns-id":
                         answered_id = value.decode("ascii", "replace")
                 if status != 200:
-                    reason, stamp = _error_body(response.content)
-            except _TRANSPORT_ERRORS as exc:
+                    reason, stamp = _error_body(response.body)
+            except H2Error as exc:
                 detail = f"{type(exc).__name__}: {exc}"[:300]
-            finally:
-                pool.active -= 1
+                if exc.refused and refusals < self.max_attempts:
+                    # Never processed (GOAWAY above its last stream, REFUSED_STREAM): resend at once,
+                    # on another connection, without counting an attempt.
+                    refusals += 1
+                    attempt -= 1
+                    continue
             outcome, code = classify(status, reason)
             if outcome != "transient" or attempt >= self.max_attempts:
                 return PushResult(

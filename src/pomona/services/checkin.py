@@ -167,6 +167,26 @@ class CheckinService(ServiceBase):
             raise CertNotTrustedError("the signing certificate is expired or not yet valid", fingerprint=fp)
         return SignedMessage(tenant, cert, fp)
 
+    def _claimed_udid(self, body: bytes, signature: str | None) -> str | None:
+        """For the event of a refused message: the UDID it claims, or the one its signer is bound to.
+
+        Best effort, never trusted for anything else; it lets diagnosis find the refusal by device."""
+        try:
+            from pomona.protocol import plist
+
+            claimed = plist.loads(body, max_size=MAX_BODY).get("UDID")
+            if isinstance(claimed, str) and claimed:
+                return claimed[:64]
+        except ValueError:
+            pass
+        try:
+            cert = cms.verify_detached(base64.b64decode(signature or ""), body)
+        except (ValueError, binascii.Error):
+            return None
+        with self.db.unit_of_work(readonly=True) as uow:
+            e = uow.enrollments.by_fingerprint(cert.fingerprint(hashes.SHA256()).hex())
+        return None if e is None else e.udid
+
     def refuse_oversized(self, tenant_id: str, channel: str) -> tuple[int, bytes, str | None]:
         """A body over MAX_BODY was cut off at the HTTP layer: record the refusal (for a known tenant)."""
         self._tenant(tenant_id)  # an unknown tenant is refused as such, with no event
@@ -203,6 +223,7 @@ class CheckinService(ServiceBase):
             return b""
         except PomonaError as exc:
             if not isinstance(exc, UnknownTenantError) and not exc.context.get("recorded"):
+                udid = udid or self._claimed_udid(body, signature)
                 self.record_failure(
                     tenant_id, step, exc.reason, udid=udid, serial=serial, detail={"error": exc.detail}
                 )
@@ -388,6 +409,7 @@ class CheckinService(ServiceBase):
                 enrollment.id, msg.token, msg.push_magic, msg.unlock_token, msg.awaiting_configuration, now
             )
             uow.devices.touch(enrollment.device_id, now)
+            uow.pushes.token_updated(enrollment.id, signed.tenant.id, now)  # a 410'd token is valid again
             uow.events.append(
                 self.ok_event(
                     signed.tenant.id,
@@ -478,7 +500,7 @@ class CheckinService(ServiceBase):
                     tenant_id,
                     Step.COMMAND,
                     exc.reason,
-                    udid=None if report is None else report.udid,
+                    udid=report.udid if report is not None else self._claimed_udid(body, signature),
                     detail={"error": exc.detail},
                 )
             raise

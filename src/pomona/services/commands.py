@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pomona.domain.errors import InvalidInputError, NotFoundError
@@ -26,6 +26,8 @@ class DeviceView:
 
 @dataclass
 class CommandService(ServiceBase):
+    on_push: Callable[[], None] | None = None  # wakes this process's push worker (app.py wires it)
+
     def _tenant(self, uow: UnitOfWork, name_or_id: str) -> Tenant:
         t = uow.tenants.by_name(name_or_id) or uow.tenants.get(name_or_id)
         if t is None:
@@ -62,9 +64,19 @@ class CommandService(ServiceBase):
             return DeviceView(d, active, history, uow.commands.list_for_device(t.id, d.id, limit=50))
 
     def enqueue(
-        self, tenant_ref: str, request_type: str, params: Mapping[str, object], devices: Sequence[str]
+        self,
+        tenant_ref: str,
+        request_type: str,
+        params: Mapping[str, object],
+        devices: Sequence[str],
+        *,
+        push: bool = True,
     ) -> list[QueuedCommand]:
-        """Queue one command for each device (by id, UDID or serial). All or nothing."""
+        """Queue one command for each device (by id, UDID or serial). All or nothing.
+
+        With ``push`` (the default) the devices are pushed: a push-queue row per enrollment is written in
+        the same transaction as the commands, so a command is never queued without its wake-up.
+        """
         if not devices:
             raise InvalidInputError("name at least one device", field="devices")
         if len(devices) > MAX_TARGETS:
@@ -97,6 +109,8 @@ class CommandService(ServiceBase):
                     )
                 )
                 out.append(queued)
+            if push:
+                uow.pushes.request(t.id, [c.enrollment_id for c in out], now)
             uow.events.append(
                 self.ok_event(
                     t.id,
@@ -104,6 +118,8 @@ class CommandService(ServiceBase):
                     detail={"action": "command.enqueue", "request_type": request_type, "count": len(out)},
                 )
             )
+        if push and self.on_push is not None:
+            self.on_push()
         return out
 
     def command(self, tenant_ref: str, command_uuid: str) -> QueuedCommand:

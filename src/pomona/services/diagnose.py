@@ -8,8 +8,9 @@ no message is given) one checker looks at the live state and the event log and r
     ruled_out  the live state shows this cause does not hold (or no longer holds)
     unknown    the server cannot tell; the finding says what to ask the user
 
-Findings are ranked proven > likely > unknown > ruled_out, then in the order the founding document
-lists the causes for the message. When nothing is proven or likely, the answer is UNKNOWN: it lists
+Findings the evidence points to (proven or likely) come first: the causes the reported message names
+(in the founding document's order) before the ones Pomona adds behind the same message, proven before
+likely; then what the server cannot tell; then what is ruled out. When nothing is proven or likely, the answer is UNKNOWN: it lists
 what was checked and what to ask. A cause is never called proven on a guess.
 """
 
@@ -91,7 +92,12 @@ class Context:
         os_version = d.os_version if d else None
         serial = d.serial if d else None
         udid = d.udid if d else None
-        for e in self.events:
+        # The device in question is the one the server refused, if any: read failed events first, and take
+        # a serial or UDID only from those (an enrolled device of the same user is not the one failing).
+        ordered = [e for e in self.events if e.outcome is Outcome.FAILED] + [
+            e for e in self.events if e.outcome is not Outcome.FAILED
+        ]
+        for e in ordered:
             if platform is None and isinstance(e.detail.get("product"), str):
                 platform = platform_of_product(str(e.detail["product"]))
             if os_version is None and isinstance(e.detail.get("os_version"), str):
@@ -99,8 +105,9 @@ class Context:
             if (platform is None or os_version is None) and isinstance(e.detail.get("user_agent"), str):
                 p2, v2 = platform_of_user_agent(str(e.detail["user_agent"]))
                 platform, os_version = platform or p2, os_version or v2
-            serial = serial or e.serial
-            udid = udid or e.udid
+            if e.outcome is Outcome.FAILED:
+                serial = serial or e.serial
+                udid = udid or e.udid
         return platform, os_version, serial, udid
 
     def decision(self) -> Decision | None:
@@ -143,6 +150,7 @@ class Context:
 class DiagnoseSettings:
     enrollment_target: str  # what EnterpriseEnrollment.<domain> must be a CNAME of
     registration_target: str  # what EnterpriseRegistration.<domain> must be a CNAME of
+    well_known_url: str = "https://{domain}/.well-known/com.apple.remotemanagement"
 
 
 def ev(e: Event) -> dict[str, object]:
@@ -562,7 +570,7 @@ for _c in (R.DNS_ENROLLMENT_CNAME_MISSING, R.DNS_ENROLLMENT_CNAME_WRONG, R.DNS_R
 
 @checker(R.WELL_KNOWN_DISCOVERY_FAILED)
 def _well_known(ctx: Context) -> Finding:
-    url = f"https://{ctx.tenant.domain}/.well-known/com.apple.remotemanagement"
+    url = ctx.settings.well_known_url.format(domain=ctx.tenant.domain)
     if ctx.fetcher is None:
         return Finding(
             R.WELL_KNOWN_DISCOVERY_FAILED, Verdict.UNKNOWN, [], {"url": url}, "no HTTP client configured"
@@ -655,10 +663,16 @@ class DiagnoseService(ServiceBase):
             candidates: list[str] = []
         elif matches:
             candidates = []
-            for m in matches:
+            for m in matches:  # the document's causes first, in its order, then what Pomona adds
                 candidates += [c for c in m.codes if c not in candidates]
+            for m in matches:
+                candidates += [c for c in m.also if c not in candidates]
         else:
-            candidates = [c for c in CHECKERS if c not in ("APNS_CERT_EXPIRING",)]
+            # Everything checkable, except what only a specific report calls for: the expiry warning is
+            # health's business, and the well-known document matters for account-driven enrollment only.
+            candidates = [
+                c for c in CHECKERS if c not in ("APNS_CERT_EXPIRING", "WELL_KNOWN_DISCOVERY_FAILED")
+            ]
         with self.db.unit_of_work(readonly=True) as uow:
             t = uow.tenants.by_name(tenant_ref) or uow.tenants.get(tenant_ref)
             if t is None:
@@ -686,7 +700,20 @@ class DiagnoseService(ServiceBase):
             )
             findings = [self._run(ctx, c) for c in candidates if c in CHECKERS]
         order = {c: i for i, c in enumerate(candidates)}
-        findings.sort(key=lambda f: (_RANK[f.verdict], order.get(f.code, 999)))
+        primary = {c for m in matches for c in m.codes} or set(candidates)
+
+        def rank(f: Finding) -> tuple[int, int, int, int]:
+            # A cause the message names (the document's list) outranks what Pomona adds behind the same
+            # message (e.g. ENROLLMENT_ABANDONED, a symptom), as long as the evidence points to it.
+            found = f.verdict in (Verdict.PROVEN, Verdict.LIKELY)
+            return (
+                0 if found else _RANK[f.verdict],
+                0 if f.code in primary else 1,
+                _RANK[f.verdict],
+                order.get(f.code, 999),
+            )
+
+        findings.sort(key=rank)
         base = ctx.base_facts()
         for f in findings:
             f.facts = {**base, **{k: v for k, v in f.facts.items() if v is not None}}
@@ -785,6 +812,7 @@ def to_json(d: Diagnosis, lang: str) -> dict[str, object]:
             }
         )
     top = out[0]
+    first_steps = list(knowledge.text_for(d.findings[0].code, lang, **d.findings[0].facts).resolution)
     unknown = top["code"] == R.UNKNOWN
     return {
         "tenant": d.tenant,
@@ -796,8 +824,8 @@ def to_json(d: Diagnosis, lang: str) -> dict[str, object]:
             "code": top["code"],
             "verdict": top["verdict"],
             "title": top["title"],
-            "first_step": (top["resolution"] or [""])[0],
-        },  # type: ignore[index]
+            "first_step": first_steps[0] if first_steps else "",
+        },
         "findings": out,
         "checked": d.checked,
         "ask": _questions(lang) if unknown else [],

@@ -55,6 +55,13 @@ tenants = Table(
     Column("licence_seats", Integer, nullable=False, server_default="0"),
     # Bumped by every change to restrictions or their assignments: processes cache restrictions by it.
     Column("policy_version", Integer, nullable=False, server_default="0"),
+    # APNs certificate lifecycle (issue 4): who owns it in Apple's portal, when it last changed, the
+    # pending key of a CSR (encrypted with the server key) and a tenant-wide refusal by APNs.
+    Column("push_apple_id", String(320)),
+    Column("push_cert_updated_at", TS),
+    Column("push_pending_key", LargeBinary),
+    Column("push_cert_invalid_at", TS),
+    Column("push_cert_invalid_reason", String(64)),
 )
 
 api_tokens = Table(
@@ -229,6 +236,14 @@ enrollments = Table(
     Column("awaiting_configuration", Boolean, nullable=False, default=False),
     Column("token_updated_at", TS),
     Column("ended_at", TS),
+    # Push reachability (issue 4). A 410 or a permanent rejection stops pushes until a new TokenUpdate.
+    Column("push_token_invalid_at", TS),
+    Column("push_token_invalid_reason", String(64)),
+    Column("last_push_at", TS),
+    Column("last_push_status", String(64)),
+    Column("first_unanswered_push_at", TS),
+    # Set when the tenant's push certificate was replaced by one with another topic.
+    Column("reenroll_required_at", TS),
     Index("ix_enrollments_fingerprint", "cert_fingerprint"),
     Index("ix_enrollments_tenant_udid_status", "tenant_id", "udid", "status"),
     Index("ix_enrollments_device", "device_id"),
@@ -278,4 +293,79 @@ events = Table(
     Index("ix_events_tenant_serial", "tenant_id", "serial"),
     Index("ix_events_tenant_udid", "tenant_id", "udid"),
     Index("ix_events_tenant_upn", "tenant_id", "upn"),
+)
+
+# --- troubleshooting (diagnose, health, reports) -------------------------------------------------
+health_findings = Table(
+    "health_findings",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("subject", String(255), nullable=False),  # "tenant", "domain:example.com", "device:<udid>", ...
+    Column("severity", String(16), nullable=False),  # critical | warning | info
+    Column("facts", Text),
+    Column("first_seen", TS, nullable=False),
+    Column("last_seen", TS, nullable=False),
+    Column("resolved_at", TS),
+    Column("notified_at", TS),
+    Index("ix_health_findings_tenant_open", "tenant_id", "resolved_at", "code"),
+)
+
+# Failure counts per day, maintained as failure events are appended, so that reports over months of a
+# large event log read hundreds of rows, not millions.
+failure_rollup = Table(
+    "failure_rollup",
+    metadata,
+    Column("tenant_id", ID, primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD (UTC)
+    Column("reason", String(64), primary_key=True),
+    Column("platform", String(16), primary_key=True),  # ios | ipados | unknown
+    Column("enrollment_type", String(16), primary_key=True),
+    Column("step", String(16), primary_key=True),
+    Column("count", Integer, nullable=False),
+)
+
+# One pending push per enrollment (coalesced). A row stays while the enrollment has pending commands and
+# is re-pushed with backoff; claimed_until is the lease that lets another process take over after a crash.
+push_queue = Table(
+    "push_queue",
+    metadata,
+    Column("enrollment_id", ID, ForeignKey("enrollments.id", ondelete="CASCADE"), primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("due_at", TS, nullable=False),
+    Column("kind", String(16), nullable=False, server_default="command"),  # command | canary
+    Column("attempts", Integer, nullable=False, server_default="0"),  # accepted pushes (re-push backoff)
+    Column("failures", Integer, nullable=False, server_default="0"),  # transient failures in a row
+    Column("last_error", String(64)),
+    Column("first_pushed_at", TS),
+    Column("claimed_until", TS),
+    Column("claimed_by", String(64)),
+    Column("created_at", TS, nullable=False),
+    Index("ix_push_queue_due_at", "due_at"),
+    Index("ix_push_queue_tenant", "tenant_id"),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("url", String(2000), nullable=False),
+    Column("secret", LargeBinary, nullable=False),  # encrypted with the server key
+    Column("created_at", TS, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("codes", String(255), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # delivered | failed
+    Column("http_status", Integer),
+    Column("error", Text),
+    Index("ix_webhook_deliveries_tenant_at", "tenant_id", "at"),
 )

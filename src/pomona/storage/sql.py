@@ -47,8 +47,10 @@ from pomona.domain.models import (
     Tenant,
     User,
 )
+from pomona.domain.policy import platform_from_detail
 from pomona.ports import ChannelState
 from pomona.storage import schema as s
+from pomona.storage.health_sql import SqlHealthStore
 from pomona.storage.policy_sql import SqlBlockStore, SqlCorporateStore, SqlGroupStore, SqlRestrictionStore
 
 
@@ -168,6 +170,10 @@ class SqlUnitOfWork:
         self.restrictions = SqlRestrictionStore(conn)
         self.corporate = SqlCorporateStore(conn)
         self.blocks = SqlBlockStore(conn)
+        from pomona.storage.push_sql import SqlPushQueue
+
+        self.pushes = SqlPushQueue(conn, is_sqlite)
+        self.health = SqlHealthStore(conn)
 
     def __enter__(self) -> SqlUnitOfWork:
         return self
@@ -970,6 +976,52 @@ class SqlEventLog:
                 detail=json.dumps(e.detail, default=str) if e.detail else None,
             )
         )
+        if e.outcome is Outcome.FAILED and e.reason:
+            self._count_failure(e)
+
+    def _count_failure(self, e: Event) -> None:
+        key = {
+            "tenant_id": e.tenant_id,
+            "day": e.at.astimezone(UTC).strftime("%Y-%m-%d"),
+            "reason": e.reason,
+            "platform": platform_from_detail(e.detail),
+            "enrollment_type": str(e.detail.get("type") or e.detail.get("enrollment_type") or "byod"),
+            "step": e.step.value,
+        }
+        fr = s.failure_rollup
+        if self.conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
+        stmt = upsert(fr).values(count=1, **key)
+        stmt = stmt.on_conflict_do_update(index_elements=list(key), set_={"count": fr.c.count + 1})
+        self.conn.execute(stmt)
+
+    def failure_report(
+        self, tenant_id: str, since: datetime, until: datetime, group_by: str
+    ) -> list[tuple[str, int]]:
+        """Failure counts from the daily roll-up, grouped by reason, platform, type, step or day."""
+        fr = s.failure_rollup
+        col = {
+            "reason": fr.c.reason,
+            "platform": fr.c.platform,
+            "type": fr.c.enrollment_type,
+            "step": fr.c.step,
+            "day": fr.c.day,
+        }[group_by]
+        q = (
+            select(col, func.sum(fr.c.count))
+            .where(
+                and_(
+                    fr.c.tenant_id == tenant_id,
+                    fr.c.day >= since.astimezone(UTC).strftime("%Y-%m-%d"),
+                    fr.c.day <= until.astimezone(UTC).strftime("%Y-%m-%d"),
+                )
+            )
+            .group_by(col)
+            .order_by(func.sum(fr.c.count).desc(), col)
+        )
+        return [(str(r[0]), int(r[1])) for r in self.conn.execute(q)]
 
     def query(
         self,

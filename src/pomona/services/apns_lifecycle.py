@@ -1,0 +1,463 @@
+"""The APNs push certificate's lifecycle: request (CSR), upload (PEM or .p12), renew never replace,
+expiry findings, webhook notices, and a canary push after every upload.
+
+Renew, never replace: devices enrolled under a topic can only ever be woken with a certificate of that
+topic. A certificate with another topic is refused (APNS_TOPIC_CHANGED, saying how many devices would be
+cut off) unless the admin confirms the replacement; then every enrollment under the old topic is marked
+as needing re-enrollment (:meth:`ApnsLifecycle.reenroll_required`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pomona.domain.errors import InvalidInputError, NotFoundError, PomonaError
+from pomona.domain.models import Step, Tenant
+from pomona.domain.reasons import ReasonCode
+from pomona.ports import PushCertCheck, PushCertKit, UnitOfWork, WebhookPoster
+from pomona.services.base import ServiceBase
+
+REPLACE_CONFIRMATION = "devices-must-re-enroll"
+EXPIRY_STEPS = (30, 14, 7, 1)  # days: APNS_CERT_EXPIRING at each of these
+SIGNATURE_HEADER = "X-Pomona-Signature"  # "sha256=<hex HMAC-SHA256 of the body>"
+
+
+def _invalid(detail: str, **context: object) -> PomonaError:
+    return PomonaError(detail, reason=ReasonCode.APNS_CERT_INVALID, http_status=422, **context)
+
+
+@dataclass(frozen=True)
+class CsrResult:
+    tenant: str
+    csr_pem: str
+    vendor_signed: str | None  # the base64 plist for Apple's portal, when a vendor certificate was given
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    tenant_id: str
+    topic: str
+    not_after: str
+    subject: str
+    apple_id: str | None
+    renewed: bool  # same topic as the certificate it replaced
+    replaced: bool  # another topic, confirmed: devices must re-enroll
+    reenroll_required: int
+    canary: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tenant_id": self.tenant_id,
+            "topic": self.topic,
+            "not_after": self.not_after,
+            "subject": self.subject,
+            "apple_id": self.apple_id,
+            "renewed": self.renewed,
+            "replaced": self.replaced,
+            "reenroll_required": self.reenroll_required,
+            "canary": self.canary,
+        }
+
+
+@dataclass
+class ApnsLifecycle(ServiceBase):
+    kit: PushCertKit
+    wake_push: Callable[[], None] | None = None
+    canary_devices: int = 3
+    canary_wait: float = 5.0  # seconds the upload waits for canary devices to check in
+
+    def _tenant(self, uow: UnitOfWork, ref: str) -> Tenant:
+        t = uow.tenants.by_name(ref) or uow.tenants.get(ref)
+        if t is None:
+            raise NotFoundError(f"no tenant {ref!r}", tenant=ref)
+        return t
+
+    # -- request -----------------------------------------------------------------------------------
+    def csr(
+        self,
+        tenant: str,
+        *,
+        email: str | None = None,
+        vendor_chain_pem: bytes | None = None,
+        vendor_key_pem: bytes | None = None,
+    ) -> CsrResult:
+        """A new key pair (kept sealed as the tenant's pending key) and its CSR, vendor-signed if asked."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = self._tenant(uow, tenant)
+        key_pem, csr_pem = self.kit.make_csr(f"Pomona MDM push ({t.name})", email)
+        signed = None
+        if vendor_chain_pem is not None or vendor_key_pem is not None:
+            if vendor_chain_pem is None or vendor_key_pem is None:
+                raise InvalidInputError("vendor signing needs both the vendor certificate chain and its key")
+            try:
+                signed = self.kit.vendor_sign(csr_pem, vendor_chain_pem, vendor_key_pem)
+            except ValueError as exc:
+                raise InvalidInputError(f"the vendor certificate cannot sign: {exc}", field="vendor") from exc
+        with self.db.unit_of_work() as uow:
+            uow.pushes.set_pending_key(t.id, self.kit.seal(key_pem, f"pending-push-key:{t.id}"))
+            uow.events.append(
+                self.ok_event(t.id, Step.ADMIN, detail={"action": "apns.csr", "vendor_signed": bool(signed)})
+            )
+        return CsrResult(t.name, csr_pem.decode(), signed)
+
+    # -- upload ------------------------------------------------------------------------------------
+    def upload(
+        self,
+        tenant: str,
+        cert: bytes,
+        key_pem: bytes | None = None,
+        *,
+        password: bytes | None = None,
+        apple_id: str | None = None,
+        replace: bool = False,
+        confirm: str | None = None,
+        canary: bool = True,
+    ) -> UploadResult:
+        now = self.clock.now()
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = self._tenant(uow, tenant)
+            pending = uow.pushes.cert_state(t.id).get("pending_key")
+            on_old_topic = 0 if t.push_topic is None else uow.pushes.active_on_topic(t.id, t.push_topic)
+        if (
+            key_pem is None
+            and pending is not None
+            and cert.lstrip().startswith(b"-----")
+            and b"PRIVATE KEY" not in cert
+        ):
+            key_pem = self.kit.open(pending, f"pending-push-key:{t.id}")
+        check = self._check(cert, key_pem, password, now)
+        topic = check.topic
+        assert topic is not None
+        renewed = t.push_topic == topic
+        replaced = t.push_topic is not None and not renewed
+        if replaced and not (replace and confirm == REPLACE_CONFIRMATION):
+            self.record_failure(
+                t.id,
+                Step.ADMIN,
+                ReasonCode.APNS_TOPIC_CHANGED,
+                detail={"old_topic": t.push_topic, "new_topic": topic, "devices_cut_off": on_old_topic},
+            )
+            raise PomonaError(
+                f"this certificate's topic {topic} is not the current {t.push_topic}: the {on_old_topic} "
+                "enrolled device(s) would no longer receive pushes and would have to re-enroll. Renew "
+                "instead: sign in to https://identity.apple.com/pushcert with the same Apple ID"
+                + (f" ({t_apple})" if (t_apple := self._apple_id(t.id)) else "")
+                + ", choose Renew on the existing certificate, and upload the renewed one. To replace it "
+                "anyway: --replace --i-understand-devices-must-re-enroll (API: replace=true, "
+                f'confirm="{REPLACE_CONFIRMATION}").',
+                reason=ReasonCode.APNS_TOPIC_CHANGED,
+                http_status=409,
+                old_topic=t.push_topic,
+                new_topic=topic,
+                devices=on_old_topic,
+            )
+        marked = 0
+        with self.db.unit_of_work() as uow:
+            uow.tenants.set_push_cert(
+                t.id, check.cert_pem, self.kit.seal(check.key_pem, f"push-key:{t.id}"), topic, check.not_after
+            )
+            uow.pushes.cert_changed(t.id, now, apple_id)
+            if replaced and t.push_topic is not None:
+                marked = uow.pushes.mark_reenroll_required(t.id, t.push_topic, now)
+            uow.events.append(
+                self.ok_event(
+                    t.id,
+                    Step.ADMIN,
+                    detail={
+                        "action": "apns.upload",
+                        "topic": topic,
+                        "renewed": renewed,
+                        "replaced": replaced,
+                        "reenroll_required": marked,
+                        "fingerprint": check.fingerprint_sha256,
+                    },
+                )
+            )
+        result = UploadResult(
+            tenant_id=t.id,
+            topic=topic,
+            not_after=check.not_after.isoformat(),
+            subject=check.subject,
+            apple_id=apple_id or self._apple_id(t.id),
+            renewed=renewed,
+            replaced=replaced,
+            reenroll_required=marked,
+        )
+        if canary:
+            result.canary.update(self.canary(t.id, topic))
+        return result
+
+    def _apple_id(self, tenant_id: str) -> str | None:
+        with self.db.unit_of_work(readonly=True) as uow:
+            value = uow.pushes.cert_state(tenant_id).get("apple_id")
+        return value if isinstance(value, str) else None
+
+    def _check(
+        self, cert: bytes, key_pem: bytes | None, password: bytes | None, now: datetime
+    ) -> PushCertCheck:
+        try:
+            check = self.kit.check(cert, key_pem, password, now)
+        except ValueError as exc:  # PushCertError: not_pem, not_p12, bad_password, no_key, ...
+            raise _invalid(
+                f"the certificate or key cannot be used: {exc}", kind=getattr(exc, "kind", None)
+            ) from exc
+        problems = check.problems
+        if "no_topic" in problems:
+            raise _invalid(
+                "the certificate has no subject UID: it is not an MDM push certificate", problems=problems
+            )
+        if "not_mdm_topic" in problems:
+            raise _invalid(
+                f"the certificate's topic {check.topic} is not under com.apple.mgmt.",
+                topic=check.topic,
+                problems=problems,
+            )
+        if "no_client_auth" in problems:
+            raise _invalid("the certificate's extended key usage does not allow client authentication")
+        if "key_mismatch" in problems:
+            raise _invalid("the private key does not match the certificate")
+        if "not_yet_valid" in problems:
+            raise _invalid(f"the certificate is not valid before {check.not_before:%Y-%m-%d %H:%M} UTC")
+        if "no_key" in problems:
+            raise _invalid("no private key: give the key (PEM), upload the .p12, or make the CSR here first")
+        if "expired" in problems:
+            raise PomonaError(
+                f"the certificate expired on {check.not_after:%Y-%m-%d}",
+                reason=ReasonCode.APNS_CERT_EXPIRED,
+                http_status=422,
+                not_after=check.not_after.isoformat(),
+            )
+        return check
+
+    def inspect(
+        self, cert: bytes, key_pem: bytes | None = None, password: bytes | None = None
+    ) -> dict[str, Any]:
+        """What the certificate is (topic, validity, problems), without storing anything."""
+        try:
+            c = self.kit.check(cert, key_pem, password, self.clock.now())
+        except ValueError as exc:
+            raise _invalid(f"the certificate cannot be read: {exc}") from exc
+        return {
+            "topic": c.topic,
+            "subject": c.subject,
+            "not_before": c.not_before.isoformat(),
+            "not_after": c.not_after.isoformat(),
+            "fingerprint_sha256": c.fingerprint_sha256,
+            "problems": c.problems,
+        }
+
+    # -- canary ------------------------------------------------------------------------------------
+    def canary(self, tenant_id: str, topic: str) -> dict[str, Any]:
+        """Push a few enrolled devices through the queue and wait (boundedly) for them to check in.
+
+        A check-in is recorded at most once a minute on the command channel, so a device seen in the
+        last minute cannot prove a new check-in: it counts as ``recently_seen``; APNs accepting the push
+        (``accepted``) already proves the certificate works.
+        """
+        start = self.clock.now()
+        with self.db.unit_of_work() as uow:
+            picked = uow.pushes.pick_canary(tenant_id, topic, self.canary_devices, start)
+            if not picked:
+                return {"devices": 0, "result": "no_enrolled_devices"}
+            uow.pushes.request(tenant_id, [e for e, _ in picked], start, kind="canary")
+        if self.wake_push is not None:
+            self.wake_push()
+        eids = [e for e, _ in picked]
+        dids = [d for _, d in picked]
+        deadline = time.monotonic() + self.canary_wait
+        accepted: set[str] = set()
+        refused: dict[str, str] = {}
+        checked_in: set[str] = set()
+        seen: dict[str, datetime | None] = {}
+        while True:
+            with self.db.unit_of_work(readonly=True) as uow:
+                pushes = uow.pushes.last_pushes(eids)
+                seen = uow.pushes.seen_since(dids)
+            for eid, did in picked:
+                at, status = pushes.get(eid, (None, None))
+                if at is not None and at >= start:
+                    if status == "delivered":
+                        accepted.add(eid)
+                    elif status:
+                        refused[eid] = status
+                last = seen.get(did)
+                if last is not None and last >= start:
+                    checked_in.add(eid)
+            recent_ids = {
+                e for e, d in picked if (x := seen.get(d)) is not None and x >= start - timedelta(seconds=60)
+            }
+            settled = all(
+                e in checked_in or (e in recent_ids and (e in accepted or e in refused)) for e in eids
+            )
+            if settled or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        recent = [
+            e
+            for e, d in picked
+            if e not in checked_in and (s := seen.get(d)) is not None and s >= start - timedelta(seconds=60)
+        ]
+        return {
+            "devices": len(picked),
+            "accepted": len(accepted),
+            "refused": refused,
+            "checked_in": len(checked_in),
+            "recently_seen": len(recent),
+            "result": "ok"
+            if accepted and (checked_in or recent)
+            else ("accepted" if accepted else "no_answer"),
+        }
+
+    # -- queries -----------------------------------------------------------------------------------
+    def reenroll_required(self, tenant: str, *, limit: int = 1000) -> dict[str, Any]:
+        """Enrollments cut off by a replaced certificate: count and list (health and the console)."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = self._tenant(uow, tenant)
+            count, rows = uow.pushes.reenroll_required(t.id, limit=limit)
+        return {"count": count, "enrollments": rows}
+
+    def status(self, tenant: str) -> dict[str, Any]:
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = self._tenant(uow, tenant)
+            st = uow.pushes.cert_state(t.id)
+            count, _ = uow.pushes.reenroll_required(t.id, limit=0)
+        return {
+            "topic": t.push_topic,
+            "not_after": None if t.push_not_after is None else t.push_not_after.isoformat(),
+            "apple_id": st.get("apple_id"),
+            "updated_at": None if st.get("updated_at") is None else st["updated_at"].isoformat(),
+            "refused_by_apns": st.get("invalid_reason"),
+            "refused_at": None if st.get("invalid_at") is None else st["invalid_at"].isoformat(),
+            "pending_csr": st.get("pending_key") is not None,
+            "reenroll_required": count,
+        }
+
+    def findings(self, tenant: str, now: datetime) -> list[dict[str, Any]]:
+        """APNS_CERT_EXPIRING at 30/14/7/1 days, APNS_CERT_EXPIRED after, APNS_CERT_INVALID when APNs
+        refused the certificate, APNS_TOPIC_CHANGED while enrollments must re-enroll."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = self._tenant(uow, tenant)
+            st = uow.pushes.cert_state(t.id)
+            count, _ = uow.pushes.reenroll_required(t.id, limit=0)
+        out: list[dict[str, Any]] = []
+        if t.push_not_after is not None:
+            left = t.push_not_after - now
+            days = left.total_seconds() / 86400
+            facts = {
+                "topic": t.push_topic,
+                "not_after": t.push_not_after.isoformat(),
+                "apple_id": st.get("apple_id"),
+            }
+            if left.total_seconds() <= 0:
+                out.append({"code": ReasonCode.APNS_CERT_EXPIRED.value, "severity": "error", "facts": facts})
+            else:
+                step = next((d for d in sorted(EXPIRY_STEPS) if days <= d), None)
+                if step is not None:
+                    out.append(
+                        {
+                            "code": ReasonCode.APNS_CERT_EXPIRING.value,
+                            "severity": "error" if step <= 7 else "warning",
+                            "facts": {**facts, "days_left": int(days), "threshold_days": step},
+                        }
+                    )
+        if st.get("invalid_at") is not None:
+            out.append(
+                {
+                    "code": ReasonCode.APNS_CERT_INVALID.value,
+                    "severity": "error",
+                    "facts": {
+                        "topic": t.push_topic,
+                        "since": st["invalid_at"].isoformat(),
+                        "apns": st.get("invalid_reason"),
+                    },
+                }
+            )
+        if count:
+            out.append(
+                {
+                    "code": ReasonCode.APNS_TOPIC_CHANGED.value,
+                    "severity": "error",
+                    "facts": {"topic": t.push_topic, "enrollments_to_re_enroll": count},
+                }
+            )
+        return out
+
+
+@dataclass
+class Notifier(ServiceBase):
+    """Webhook notices of findings: JSON POST signed with HMAC-SHA256 of the body (header
+    ``X-Pomona-Signature: sha256=<hex>``), retried with backoff, every delivery recorded."""
+
+    kit: PushCertKit
+    poster: WebhookPoster
+    attempts: int = 4
+    backoff: float = 1.0  # seconds, doubled after each failed attempt
+    timeout: float = 5.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def configure(self, tenant: str, url: str, secret: str) -> None:
+        if not url.startswith(("https://", "http://")):
+            raise InvalidInputError("the webhook URL must be http(s)://", field="url")
+        if len(secret) < 16:
+            raise InvalidInputError("the webhook secret needs at least 16 characters", field="secret")
+        with self.db.unit_of_work() as uow:
+            t = uow.tenants.by_name(tenant) or uow.tenants.get(tenant)
+            if t is None:
+                raise NotFoundError(f"no tenant {tenant!r}", tenant=tenant)
+            uow.pushes.set_webhook(
+                t.id, url, self.kit.seal(secret.encode(), f"webhook:{t.id}"), self.clock.now()
+            )
+            uow.events.append(self.ok_event(t.id, Step.ADMIN, detail={"action": "webhook.set", "url": url}))
+
+    def notify(self, tenant_id: str, findings: list[dict[str, Any]]) -> dict[str, Any]:
+        """POST the findings to the tenant's webhook (if one is set); returns the recorded delivery."""
+        if not findings:
+            return {"status": "nothing_to_send"}
+        with self.db.unit_of_work(readonly=True) as uow:
+            hook = uow.pushes.webhook(tenant_id)
+        if hook is None:
+            return {"status": "no_webhook"}
+        url, sealed = hook
+        secret = self.kit.open(sealed, f"webhook:{tenant_id}")
+        body = json.dumps(
+            {"tenant_id": tenant_id, "at": self.clock.now().isoformat(), "findings": findings},
+            default=str,
+            separators=(",", ":"),
+        ).encode()
+        sig = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sig}
+        status: int | None = None
+        error: str | None = None
+        attempt = 0
+        for attempt in range(1, self.attempts + 1):
+            try:
+                status = self.poster.post(url, body, headers, self.timeout)
+                error = None
+                if 200 <= status < 300:
+                    break
+                error = f"HTTP {status}"
+            except OSError as exc:
+                status, error = None, f"{type(exc).__name__}: {exc}"[:300]
+            if attempt < self.attempts:
+                self.sleep(self.backoff * 2 ** (attempt - 1))
+        outcome = "delivered" if error is None else "failed"
+        codes = ",".join(sorted({str(f.get("code")) for f in findings}))
+        with self.db.unit_of_work() as uow:
+            uow.pushes.record_delivery(
+                tenant_id, self.clock.now(), url, codes, attempt, outcome, status, error
+            )
+        return {"status": outcome, "attempts": attempt, "http_status": status, "error": error}
+
+    def deliveries(self, tenant: str, *, limit: int = 50) -> list[dict[str, Any]]:
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = uow.tenants.by_name(tenant) or uow.tenants.get(tenant)
+            if t is None:
+                raise NotFoundError(f"no tenant {tenant!r}", tenant=tenant)
+            return uow.pushes.deliveries(t.id, limit=limit)
