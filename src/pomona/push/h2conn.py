@@ -236,7 +236,7 @@ class H2ClientConnection(asyncio.Protocol):
         )
         h2c.initiate_connection()
         h2c.increment_flow_control_window(_RECEIVE_WINDOW)
-        transport.write(h2c.data_to_send())
+        self.transport.write(h2c.data_to_send())
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._error is None:
