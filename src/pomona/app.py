@@ -50,6 +50,7 @@ class Settings:
     # The server (Settings.from_env) sends pushes unless POMONA_PUSH_WORKER=0; Settings() built in code
     # (tests, scripts) does not start a worker unless asked.
     push_worker: bool = False
+    health_interval: float = 300.0  # seconds between scheduled health checks (POMONA_HEALTH_INTERVAL; 0: off)
     push: PushSettings = field(default_factory=PushSettings)  # POMONA_PUSH_* (see _push_settings)
     # Where account-driven enrollment's discovery document is fetched; {domain} is the tenant's domain.
     well_known_url: str = "https://{domain}/.well-known/com.apple.remotemanagement"
@@ -76,6 +77,8 @@ class Settings:
         if os.environ.get("POMONA_APNS_CA"):
             values["apns_ca"] = Path(os.environ["POMONA_APNS_CA"])
         values["push_worker"] = os.environ.get("POMONA_PUSH_WORKER", "1") not in ("0", "false", "no")
+        if os.environ.get("POMONA_HEALTH_INTERVAL"):
+            values["health_interval"] = float(os.environ["POMONA_HEALTH_INTERVAL"])
         values["push"] = _push_settings()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -118,6 +121,10 @@ class Pomona:
 
         if not self.settings.push_worker or "push_task" in self.extras:
             return
+        if self.settings.health_interval > 0:
+            self.extras["health_task"] = asyncio.get_running_loop().create_task(
+                self._health_loop(), name="pomona-health"
+            )
         from pomona.push.apns import ApnsClient
         from pomona.push.gateway import ApnsGateway, TenantIdentitySource
 
@@ -128,9 +135,25 @@ class Pomona:
         self.push.gateway = ApnsGateway(client, source)
         self.extras["push_task"] = asyncio.get_running_loop().create_task(self.push.run(), name="pomona-push")
 
+    async def _health_loop(self) -> None:
+        """Tenant health on a schedule: findings kept with first/last seen, new ones sent to webhooks."""
+        import asyncio
+        import logging
+
+        while True:
+            await asyncio.sleep(self.settings.health_interval)
+            try:
+                await asyncio.to_thread(self.health.run_all)
+            except Exception:  # a failed round must not stop the schedule
+                logging.getLogger("pomona.health").exception("scheduled health check failed")
+
     async def stop_background(self) -> None:
         import asyncio
         import contextlib
+
+        health_task = self.extras.pop("health_task", None)
+        if isinstance(health_task, asyncio.Task):
+            health_task.cancel()
 
         task = self.extras.pop("push_task", None)
         if isinstance(task, asyncio.Task):
@@ -207,6 +230,13 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
     kit = LocalPushCertKit(load_or_create_server_key(settings.data_dir))
     push = PushService(db, clock, None, settings.push)
     commands = CommandService(db, clock, push.wake)
+    apns = ApnsLifecycle(db, clock, kit, push.wake)
+    notifier = Notifier(db, clock, kit, HttpWebhookPoster())
+    # Tenant health reads the certificate lifecycle and push reachability, and reports new findings
+    # to the tenant's webhook.
+    health.push_cert_findings = apns.findings
+    health.extra_checks.append(lambda t, now: _unresponsive(push, t.id, now))
+    health.notify = notifier.notify
     return Pomona(
         settings=settings,
         db=db,
@@ -222,9 +252,25 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
         pki=pki,
         signer=signer,
         push=push,
-        apns=ApnsLifecycle(db, clock, kit, push.wake),
-        notifier=Notifier(db, clock, kit, HttpWebhookPoster()),
+        apns=apns,
+        notifier=notifier,
     )
+
+
+def _unresponsive(push: PushService, tenant_id: str, now: datetime) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for f in push.unresponsive(tenant_id, now):
+        facts = {k: v for k, v in f.items() if k != "code"}
+        udid = f.get("udid")
+        out.append(
+            {
+                "code": "DEVICE_UNRESPONSIVE",
+                "severity": "warning",
+                "subject": f"device:{udid}",
+                "facts": facts,
+            }
+        )
+    return out
 
 
 def create_app(settings: Settings | None = None, *, pomona: Pomona | None = None) -> object:

@@ -416,6 +416,38 @@ class TestAdminApi:
             and detail["commands"][0]["status"] == "Acknowledged"
         )
 
+    def test_bulk_enqueue_refs_all_or_nothing(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup
+    ) -> None:
+        """Refs by id, UDID or serial resolve in bulk; the first bad ref is named and nothing is queued."""
+        from pomona.domain.errors import InvalidInputError, NotFoundError
+
+        ds = [device(client, acme.enroll_url) for _ in range(3)]
+        for d in ds:
+            d.enroll()
+        gone = device(client, acme.enroll_url)
+        gone.enroll()
+        gone.checkout()
+        dev_id = pomona.commands.device(acme.name, ds[0].udid).device.id
+        refs = [dev_id, ds[1].udid, ds[2].serial, ds[1].udid]  # a repeated ref gets its own command
+        out = pomona.commands.enqueue(acme.name, "SecurityInfo", {}, refs)
+        assert [c.device_id for c in out] == [
+            pomona.commands.device(acme.name, r).device.id
+            for r in (dev_id, ds[1].udid, ds[2].serial, ds[1].udid)
+        ]
+        assert len({c.command_uuid for c in out}) == 4 and len({c.id for c in out}) == 4
+        for c in out:
+            assert c.command_uuid.encode() in c.body and c.body.count(b"<string>SecurityInfo</string>") == 1
+            assert pomona.commands.command(acme.name, c.command_uuid).id == c.id
+        before = len(pomona.commands.device(acme.name, ds[0].udid).commands)
+        with pytest.raises(NotFoundError) as nf:
+            pomona.commands.enqueue(acme.name, "SecurityInfo", {}, [ds[0].udid, "nope", gone.udid])
+        assert nf.value.context.get("device") == "nope"
+        with pytest.raises(InvalidInputError) as ie:
+            pomona.commands.enqueue(acme.name, "SecurityInfo", {}, [ds[0].udid, gone.udid, "nope"])
+        assert ie.value.context.get("device") == gone.udid
+        assert len(pomona.commands.device(acme.name, ds[0].udid).commands) == before
+
 
 class TestServedProfileSchema:
     def test_served_profile_passes_apple_schema(

@@ -56,7 +56,7 @@ class TestHealth:
         found = pomona.health.run(acme.name)
         assert {"APNS_CERT_EXPIRING", "LICENSES_EXHAUSTED"} <= codes(found)
         exp = next(f for f in found["findings"] if f["code"] == "APNS_CERT_EXPIRING")  # type: ignore[attr-defined]
-        assert exp["facts"]["step"] == 14
+        assert exp["facts"]["threshold_days"] == 14 and exp["subject"] == "expiry:14d"
         s3 = setup_tenant(pomona, "noauth")
         with pomona.db.unit_of_work() as uow:
             t = uow.tenants.by_name(s3.name)

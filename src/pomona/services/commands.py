@@ -44,6 +44,22 @@ class CommandService(ServiceBase):
             raise NotFoundError(f"no device {ref!r} in tenant {tenant.name}", device=ref)
         return d
 
+    def _resolve(self, uow: UnitOfWork, tenant: Tenant, refs: Sequence[str]) -> dict[str, Device]:
+        """Devices by id, UDID or serial number, in a few IN queries (the rules of :meth:`_device`):
+        an id first, then a UDID, then a serial number held by exactly one device. Unknown refs are
+        left out."""
+        wanted = list(dict.fromkeys(refs))
+        found: dict[str, Device] = dict(uow.devices.by_ids(tenant.id, wanted))
+        rest = [r for r in wanted if r not in found]
+        if rest:
+            found.update(uow.devices.by_udids(tenant.id, rest))
+            rest = [r for r in rest if r not in found]
+        if rest:
+            for serial, matches in uow.devices.by_serials(tenant.id, rest).items():
+                if len(matches) == 1:
+                    found[serial] = matches[0]
+        return found
+
     def list_devices(
         self, tenant_ref: str, *, limit: int = 100, offset: int = 0
     ) -> tuple[list[DeviceView], int]:
@@ -86,29 +102,36 @@ class CommandService(ServiceBase):
         except CommandBuildError as exc:
             raise InvalidInputError(str(exc), field="params") from exc
         now = self.clock.now()
-        out: list[QueuedCommand] = []
+        bodies = _Bodies(request_type, params)
         with self.db.unit_of_work() as uow:
             t = self._tenant(uow, tenant_ref)
+            # Every ref is resolved in a few IN queries, then checked in the caller's order so the first
+            # bad ref is the one reported, as when they were looked up one by one.
+            found = self._resolve(uow, t, devices)
+            active = uow.enrollments.active_for_udids(t.id, list({d.udid for d in found.values()}))
+            todo: list[QueuedCommand] = []
             for ref in devices:
-                d = self._device(uow, t, ref)
-                active = uow.enrollments.active_for_udid(t.id, d.udid)
-                if active is None:
+                d = found.get(ref)
+                if d is None:
+                    raise NotFoundError(f"no device {ref!r} in tenant {t.name}", device=ref)
+                e = active.get(d.udid)
+                if e is None:
                     raise InvalidInputError(f"device {ref} is not enrolled", field="devices", device=ref)
-                cmd = build_command(request_type, params, command_uuid=str(uuid.uuid4()))
-                queued = uow.commands.enqueue(
+                command_uuid, body = bodies.next()
+                todo.append(
                     QueuedCommand(
                         id=0,
                         tenant_id=t.id,
-                        command_uuid=cmd.command_uuid,
-                        enrollment_id=active.id,
+                        command_uuid=command_uuid,
+                        enrollment_id=e.id,
                         device_id=d.id,
                         request_type=request_type,
-                        body=cmd.to_plist(),
+                        body=body,
                         status=CommandStatus.QUEUED,
                         created_at=now,
                     )
                 )
-                out.append(queued)
+            out = uow.commands.enqueue_many(todo)
             if push:
                 uow.pushes.request(t.id, [c.enrollment_id for c in out], now)
             uow.events.append(
@@ -134,3 +157,25 @@ class CommandService(ServiceBase):
         with self.db.unit_of_work(readonly=True) as uow:
             t = self._tenant(uow, tenant_ref)
             return uow.events.query(t.id, **filters)  # type: ignore[arg-type]
+
+
+class _Bodies:
+    """Command bodies for one request: built once, then each copy gets its own CommandUUID.
+
+    A UUID needs no plist escaping, so replacing a unique placeholder UUID gives the very bytes a
+    fresh build would; when the placeholder is not found exactly once, every body is built anew."""
+
+    def __init__(self, request_type: str, params: Mapping[str, object]) -> None:
+        self.request_type = request_type
+        self.params = params
+        self.mark = str(uuid.uuid4())
+        template = build_command(request_type, params, command_uuid=self.mark).to_plist()
+        needle = f"<string>{self.mark}</string>".encode()
+        self.template = template if template.count(self.mark.encode()) == 1 and needle in template else None
+
+    def next(self) -> tuple[str, bytes]:
+        command_uuid = str(uuid.uuid4())
+        if self.template is not None:
+            return command_uuid, self.template.replace(self.mark.encode(), command_uuid.encode())
+        cmd = build_command(self.request_type, self.params, command_uuid=command_uuid)
+        return cmd.command_uuid, cmd.to_plist()

@@ -35,7 +35,8 @@ class HealthService(ServiceBase):
     resolver: Resolver | None
     settings: DiagnoseSettings
     extra_checks: list[ExtraCheck] = field(default_factory=list)
-    notify: Callable[[str, list[dict[str, Any]]], None] | None = None
+    notify: Callable[[str, list[dict[str, Any]]], object] | None = None
+    push_cert_findings: Callable[[str, datetime], list[dict[str, Any]]] | None = None
 
     def check(self, uow: UnitOfWork, t: Tenant, now: datetime) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -43,33 +44,21 @@ class HealthService(ServiceBase):
             out.append(finding(R.MDM_AUTHORITY_NOT_SET, "critical"))
         if t.push_cert_pem is None or t.push_not_after is None:
             out.append(finding(R.APNS_CERT_MISSING, "critical"))
-        else:
-            left = t.push_not_after - now
-            if left <= timedelta(0):
+        elif self.push_cert_findings is None:
+            out += self._push_cert(uow, t, now)
+        else:  # the certificate lifecycle's own findings (expiry steps, APNs refusals, topic changes)
+            for f in self.push_cert_findings(t.id, now):
+                facts = dict(f.get("facts") or {})
+                step = facts.get("threshold_days")
+                subject = f"expiry:{step}d" if f["code"] == R.APNS_CERT_EXPIRING and step else "tenant"
                 out.append(
-                    finding(
-                        R.APNS_CERT_EXPIRED,
-                        "critical",
-                        expired=f"{t.push_not_after:%Y-%m-%d}",
-                        topic=t.push_topic,
-                    )
+                    {
+                        "code": f["code"],
+                        "severity": "critical" if f["severity"] == "error" else f["severity"],
+                        "subject": subject,
+                        "facts": facts,
+                    }
                 )
-            elif left <= timedelta(days=EXPIRY_STEPS[0]):
-                step = min(s for s in EXPIRY_STEPS if left <= timedelta(days=s))
-                out.append(
-                    finding(
-                        R.APNS_CERT_EXPIRING,
-                        "critical" if step <= 7 else "warning",
-                        subject=f"expiry:{step}d",
-                        days_left=left.days,
-                        step=step,
-                        expires=f"{t.push_not_after:%Y-%m-%d}",
-                        topic=t.push_topic,
-                    )
-                )
-            orphaned = uow.health.orphaned_by_topic(t.id, t.push_topic or "")
-            if orphaned:
-                out.append(finding(R.APNS_TOPIC_CHANGED, "critical", count=orphaned, topic=t.push_topic))
         free = t.licence_seats - uow.users.licensed_count(t.id)
         if free <= 0:
             waiting = uow.health.unlicensed_users(t.id)
@@ -91,6 +80,38 @@ class HealthService(ServiceBase):
         out += self._dns(t)
         for extra in self.extra_checks:
             out += extra(t, now)
+        return out
+
+    def _push_cert(self, uow: UnitOfWork, t: Tenant, now: datetime) -> list[dict[str, Any]]:
+        """Expiry and topic findings when no certificate lifecycle service is wired (tests, tools)."""
+        assert t.push_not_after is not None
+        out = []
+        left = t.push_not_after - now
+        if left <= timedelta(0):
+            out.append(
+                finding(
+                    R.APNS_CERT_EXPIRED,
+                    "critical",
+                    expired=f"{t.push_not_after:%Y-%m-%d}",
+                    topic=t.push_topic,
+                )
+            )
+        elif left <= timedelta(days=EXPIRY_STEPS[0]):
+            step = min(s for s in EXPIRY_STEPS if left <= timedelta(days=s))
+            out.append(
+                finding(
+                    R.APNS_CERT_EXPIRING,
+                    "critical" if step <= 7 else "warning",
+                    subject=f"expiry:{step}d",
+                    days_left=left.days,
+                    threshold_days=step,
+                    expires=f"{t.push_not_after:%Y-%m-%d}",
+                    topic=t.push_topic,
+                )
+            )
+        orphaned = uow.health.orphaned_by_topic(t.id, t.push_topic or "")
+        if orphaned:
+            out.append(finding(R.APNS_TOPIC_CHANGED, "critical", count=orphaned, topic=t.push_topic))
         return out
 
     def _dns(self, t: Tenant) -> list[dict[str, Any]]:

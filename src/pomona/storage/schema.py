@@ -290,9 +290,10 @@ events = Table(
     Column("detail", Text),
     Index("ix_events_tenant_at", "tenant_id", "at"),
     Index("ix_events_tenant_reason_at", "tenant_id", "reason", "at"),
-    Index("ix_events_tenant_serial", "tenant_id", "serial"),
-    Index("ix_events_tenant_udid", "tenant_id", "udid"),
-    Index("ix_events_tenant_upn", "tenant_id", "upn"),
+    # Diagnosis reads one user's or one device's recent events: (who, time) indexes answer that directly.
+    Index("ix_events_tenant_serial_at", "tenant_id", "serial", "at"),
+    Index("ix_events_tenant_udid_at", "tenant_id", "udid", "at"),
+    Index("ix_events_tenant_upn_at", "tenant_id", "upn", "at"),
 )
 
 # --- troubleshooting (diagnose, health, reports) -------------------------------------------------

@@ -6,13 +6,14 @@ deadlock on a lock upgrade. PostgreSQL claims queue rows with FOR UPDATE SKIP LO
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -62,6 +63,16 @@ def _utc(value: datetime | None) -> datetime | None:
 
 def _utc_req(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+_IN_CHUNK = 500  # ids per IN list or multi-row INSERT: well under SQLite's and PostgreSQL's bind limits
+
+_T = TypeVar("_T")
+
+
+def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    for i in range(0, len(items), _IN_CHUNK):
+        yield items[i : i + _IN_CHUNK]
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -551,6 +562,34 @@ class SqlDeviceStore:
         q = select(s.devices).where(and_(s.devices.c.tenant_id == tenant_id, s.devices.c.serial == serial))
         return [_device(r) for r in self.conn.execute(q)]
 
+    def by_ids(self, tenant_id: str, ids: Sequence[str]) -> dict[str, Device]:
+        """Devices by id, in IN queries of at most _IN_CHUNK: {id: device}."""
+        d = s.devices
+        out: dict[str, Device] = {}
+        for part in _chunks(ids):
+            for r in self.conn.execute(select(d).where(and_(d.c.tenant_id == tenant_id, d.c.id.in_(part)))):
+                out[r._mapping["id"]] = _device(r)
+        return out
+
+    def by_udids(self, tenant_id: str, udids: Sequence[str]) -> dict[str, Device]:
+        """Devices by UDID (unique in a tenant): {udid: device}."""
+        d = s.devices
+        out: dict[str, Device] = {}
+        for part in _chunks(udids):
+            for r in self.conn.execute(select(d).where(and_(d.c.tenant_id == tenant_id, d.c.udid.in_(part)))):
+                out[r._mapping["udid"]] = _device(r)
+        return out
+
+    def by_serials(self, tenant_id: str, serials: Sequence[str]) -> dict[str, list[Device]]:
+        """Devices by serial number (not unique): {serial: [devices]}."""
+        d = s.devices
+        out: dict[str, list[Device]] = {}
+        for part in _chunks(serials):
+            q = select(d).where(and_(d.c.tenant_id == tenant_id, d.c.serial.in_(part)))
+            for r in self.conn.execute(q):
+                out.setdefault(r._mapping["serial"], []).append(_device(r))
+        return out
+
     def list(self, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[Device]:
         q = (
             select(s.devices)
@@ -659,6 +698,22 @@ class SqlEnrollmentStore:
             )
         ).first()
         return None if r is None else _enrollment(r)
+
+    def active_for_udids(self, tenant_id: str, udids: Sequence[str]) -> dict[str, Enrollment]:
+        """The active enrollment of each UDID that has one: {udid: enrollment}."""
+        e = s.enrollments
+        out: dict[str, Enrollment] = {}
+        for part in _chunks(udids):
+            q = select(e).where(
+                and_(
+                    e.c.tenant_id == tenant_id,
+                    e.c.udid.in_(part),
+                    e.c.status == EnrollmentStatus.ACTIVE.value,
+                )
+            )
+            for r in self.conn.execute(q):
+                out.setdefault(r._mapping["udid"], _enrollment(r))
+        return out
 
     def by_fingerprint(self, fingerprint: str) -> Enrollment | None:
         r = self.conn.execute(
@@ -871,6 +926,29 @@ class SqlCommandQueue:
             status=c.status,
             created_at=c.created_at,
         )
+
+    def enqueue_many(self, commands: Sequence[QueuedCommand]) -> list[QueuedCommand]:
+        """Insert the commands in batches (one multi-row INSERT ... RETURNING each), in order."""
+        c = s.commands
+        stmt = insert(c).returning(c.c.id, sort_by_parameter_order=True)
+        out: list[QueuedCommand] = []
+        for part in _chunks(commands):
+            rows = [
+                {
+                    "tenant_id": x.tenant_id,
+                    "command_uuid": x.command_uuid,
+                    "enrollment_id": x.enrollment_id,
+                    "device_id": x.device_id,
+                    "request_type": x.request_type,
+                    "body": x.body,
+                    "status": x.status.value,
+                    "created_at": x.created_at,
+                }
+                for x in part
+            ]
+            ids = [int(r[0]) for r in self.conn.execute(stmt, rows)]
+            out.extend(dataclasses.replace(x, id=i) for x, i in zip(part, ids, strict=True))
+        return out
 
     def next_for(self, enrollment_id: str, *, skip_not_now: bool) -> QueuedCommand | None:
         q = _NEXT_SKIP_NOT_NOW if skip_not_now else _NEXT_ANY
