@@ -12,6 +12,7 @@ report grouped by reason, platform, type and day. Targets: diagnose p95 < 50 ms;
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
@@ -142,7 +143,7 @@ def seed(p, args: argparse.Namespace) -> tuple[list[str], list[str]]:  # type: i
                     users[rnd.randrange(n_users)],
                     serials[rnd.randrange(args.devices)],
                     None,
-                    '{"product": "%s"}' % product,
+                    json.dumps({"product": product}),
                 )
             )
             if failed:
