@@ -484,6 +484,14 @@ class CheckinService(ServiceBase):
                 fresh = state.last_seen_at is not None and now - state.last_seen_at < TOUCH_EVERY
                 if state.next_command_id is None and fresh:
                     return b""
+                if state.next_command_id is not None and state.next_command_body is not None:
+                    # The read named the next command: take it with one guarded UPDATE (still pending,
+                    # enrollment still active) instead of reading it all again in the transaction.
+                    with self.db.unit_of_work() as uow:
+                        if uow.commands.take(state.next_command_id, state.enrollment_id, now):
+                            if not fresh:
+                                uow.devices.touch(state.device_id, now)
+                            return state.next_command_body
             with self.db.unit_of_work() as uow:
                 enrollment, last_seen = self._bound_enrollment(uow, signed, report.udid)
                 if not report.is_idle:

@@ -161,7 +161,11 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_on_begin(conn: Connection) -> None:
     if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
         return
-    conn.exec_driver_sql("BEGIN" if conn.info.get("sqlite_readonly") else "BEGIN IMMEDIATE")
+    # Straight on the driver connection: the same statement without a trip through the engine's
+    # execution machinery (twice per check-in).
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute("BEGIN" if conn.info.get("sqlite_readonly") else "BEGIN IMMEDIATE")
 
 
 class SqlUnitOfWork:
@@ -890,6 +894,39 @@ _MARK_SENT = (
     .where(s.commands.c.id == bindparam("cid"))
     .values(status=CommandStatus.SENT.value, sent_at=bindparam("at"))
 )
+_TAKE = (
+    update(s.commands)
+    .where(
+        and_(
+            s.commands.c.id == bindparam("cid"),
+            s.commands.c.enrollment_id == bindparam("eid"),
+            s.commands.c.status.in_([literal(x) for x in _PENDING]),
+            select(literal(1))
+            .where(
+                and_(
+                    s.enrollments.c.id == bindparam("eid"),
+                    s.enrollments.c.status == EnrollmentStatus.ACTIVE.value,
+                )
+            )
+            .exists(),
+        )
+    )
+    .values(status=CommandStatus.SENT.value, sent_at=bindparam("at"))
+)
+_BY_ENROLLMENT_UUID = select(s.commands).where(
+    and_(s.commands.c.enrollment_id == bindparam("eid"), s.commands.c.command_uuid == bindparam("cuuid"))
+)
+_RECORD_RESULT = (
+    update(s.commands)
+    .where(s.commands.c.id == bindparam("cid"))
+    .values(
+        status=bindparam("b_status"),
+        result=bindparam("b_result"),
+        result_at=bindparam("b_at"),
+        error_chain=bindparam("b_chain"),
+    )
+)
+_INSERT_EVENT = insert(s.events)
 _TOUCH = update(s.devices).where(s.devices.c.id == bindparam("did")).values(last_seen_at=bindparam("at"))
 
 
@@ -975,25 +1012,26 @@ class SqlCommandQueue:
         error_chain: list[dict[str, object]],
         at: datetime,
     ) -> QueuedCommand | None:
-        r = self.conn.execute(
-            select(s.commands).where(
-                and_(s.commands.c.enrollment_id == enrollment_id, s.commands.c.command_uuid == command_uuid)
-            )
-        ).first()
+        r = self.conn.execute(_BY_ENROLLMENT_UUID, {"eid": enrollment_id, "cuuid": command_uuid}).first()
         if r is None:
             return None
         cmd = _command(r)
         self.conn.execute(
-            update(s.commands)
-            .where(s.commands.c.id == cmd.id)
-            .values(
-                status=status.value,
-                result=result,
-                result_at=at,
-                error_chain=json.dumps(error_chain, default=str) if error_chain else None,
-            )
+            _RECORD_RESULT,
+            {
+                "cid": cmd.id,
+                "b_status": status.value,
+                "b_result": result,
+                "b_at": at,
+                "b_chain": json.dumps(error_chain, default=str) if error_chain else None,
+            },
         )
         return cmd
+
+    def take(self, command_id: int, enrollment_id: str, at: datetime) -> bool:
+        """Mark a command read outside the transaction as sent, if it is still pending and its
+        enrollment still active: False when either changed meanwhile (then look again)."""
+        return bool(self.conn.execute(_TAKE, {"cid": command_id, "eid": enrollment_id, "at": at}).rowcount)
 
     def cancel_pending(self, enrollment_id: str) -> int:
         res = self.conn.execute(
@@ -1039,20 +1077,21 @@ class SqlEventLog:
     def append(self, event: Event) -> None:
         e = event
         self.conn.execute(
-            insert(s.events).values(
-                tenant_id=e.tenant_id,
-                at=e.at,
-                step=e.step.value,
-                outcome=e.outcome.value,
-                reason=e.reason,
-                user_id=e.user_id,
-                upn=e.upn,
-                serial=e.serial,
-                udid=e.udid,
-                enrollment_id=e.enrollment_id,
-                request_id=e.request_id,
-                detail=json.dumps(e.detail, default=str) if e.detail else None,
-            )
+            _INSERT_EVENT,
+            {
+                "tenant_id": e.tenant_id,
+                "at": e.at,
+                "step": e.step.value,
+                "outcome": e.outcome.value,
+                "reason": e.reason,
+                "user_id": e.user_id,
+                "upn": e.upn,
+                "serial": e.serial,
+                "udid": e.udid,
+                "enrollment_id": e.enrollment_id,
+                "request_id": e.request_id,
+                "detail": json.dumps(e.detail, default=str) if e.detail else None,
+            },
         )
         if e.outcome is Outcome.FAILED and e.reason:
             self._count_failure(e)
