@@ -295,7 +295,8 @@ def _directory(code: R) -> Checker:
             return Finding(code, Verdict.UNKNOWN, [], {}, "no user given: ask for the sign-in name")
         u = ctx.user
         seats = ctx.tenant.licence_seats
-        free = max(0, seats - ctx.uow.users.licensed_count(ctx.tenant.id))
+        # Counting licensed users reads the whole directory: only when it decides between the two codes.
+        free = max(0, seats - ctx.uow.users.licensed_count(ctx.tenant.id)) if u is not None and not u.licensed else 0
         facts: dict[str, object] = {"seats": seats, "free": free}
         evidence: list[dict[str, object]] = (
             []

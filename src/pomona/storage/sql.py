@@ -12,8 +12,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -53,6 +54,9 @@ from pomona.ports import ChannelState
 from pomona.storage import schema as s
 from pomona.storage.health_sql import SqlHealthStore
 from pomona.storage.policy_sql import SqlBlockStore, SqlCorporateStore, SqlGroupStore, SqlRestrictionStore
+
+if TYPE_CHECKING:
+    from pomona.storage.push_sql import SqlPushQueue
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -124,9 +128,16 @@ class SqlDatabase:
         """The command channel's hot read, in one statement outside any transaction: the active
         enrollment bound to this identity, the device's last check-in, and the next command, if any.
         """
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            q = _CHANNEL_SKIP_NOT_NOW if skip_not_now else _CHANNEL_ANY
-            r = conn.execute(q, {"fp": fingerprint}).first()
+        q = _CHANNEL_SKIP_NOT_NOW if skip_not_now else _CHANNEL_ANY
+        if self.is_sqlite:
+            # A deferred (read) transaction is the same one-statement snapshot, and costs half of
+            # switching the pooled connection to autocommit and back.
+            with self.engine.connect() as conn:
+                conn.info["sqlite_readonly"] = True
+                r = conn.execute(q, {"fp": fingerprint}).first()
+        else:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                r = conn.execute(q, {"fp": fingerprint}).first()
         if r is None:
             return None
         return ChannelState(r[0], r[1], r[2], r[3], _utc(r[4]), r[5], None if r[6] is None else bytes(r[6]))
@@ -169,26 +180,74 @@ def _sqlite_on_begin(conn: Connection) -> None:
 
 
 class SqlUnitOfWork:
+    """The stores over one transaction's connection, each made on first use (a check-in touches two or
+    three of them)."""
+
     def __init__(self, conn: Connection, is_sqlite: bool) -> None:
         self.conn = conn
         self.is_sqlite = is_sqlite
-        self.tenants = SqlTenantStore(conn)
-        self.api_tokens = SqlApiTokenStore(conn)
-        self.users = SqlUserStore(conn)
-        self.enrollment_tokens = SqlEnrollmentTokenStore(conn, is_sqlite)
-        self.certs = SqlCertStore(conn)
-        self.devices = SqlDeviceStore(conn)
-        self.enrollments = SqlEnrollmentStore(conn)
-        self.commands = SqlCommandQueue(conn, is_sqlite)
-        self.events = SqlEventLog(conn)
-        self.groups = SqlGroupStore(conn)
-        self.restrictions = SqlRestrictionStore(conn)
-        self.corporate = SqlCorporateStore(conn)
-        self.blocks = SqlBlockStore(conn)
+
+    @cached_property
+    def tenants(self) -> SqlTenantStore:
+        return SqlTenantStore(self.conn)
+
+    @cached_property
+    def api_tokens(self) -> SqlApiTokenStore:
+        return SqlApiTokenStore(self.conn)
+
+    @cached_property
+    def users(self) -> SqlUserStore:
+        return SqlUserStore(self.conn)
+
+    @cached_property
+    def enrollment_tokens(self) -> SqlEnrollmentTokenStore:
+        return SqlEnrollmentTokenStore(self.conn, self.is_sqlite)
+
+    @cached_property
+    def certs(self) -> SqlCertStore:
+        return SqlCertStore(self.conn)
+
+    @cached_property
+    def devices(self) -> SqlDeviceStore:
+        return SqlDeviceStore(self.conn)
+
+    @cached_property
+    def enrollments(self) -> SqlEnrollmentStore:
+        return SqlEnrollmentStore(self.conn)
+
+    @cached_property
+    def commands(self) -> SqlCommandQueue:
+        return SqlCommandQueue(self.conn, self.is_sqlite)
+
+    @cached_property
+    def events(self) -> SqlEventLog:
+        return SqlEventLog(self.conn)
+
+    @cached_property
+    def groups(self) -> SqlGroupStore:
+        return SqlGroupStore(self.conn)
+
+    @cached_property
+    def restrictions(self) -> SqlRestrictionStore:
+        return SqlRestrictionStore(self.conn)
+
+    @cached_property
+    def corporate(self) -> SqlCorporateStore:
+        return SqlCorporateStore(self.conn)
+
+    @cached_property
+    def blocks(self) -> SqlBlockStore:
+        return SqlBlockStore(self.conn)
+
+    @cached_property
+    def pushes(self) -> SqlPushQueue:
         from pomona.storage.push_sql import SqlPushQueue
 
-        self.pushes = SqlPushQueue(conn, is_sqlite)
-        self.health = SqlHealthStore(conn)
+        return SqlPushQueue(self.conn, self.is_sqlite)
+
+    @cached_property
+    def health(self) -> SqlHealthStore:
+        return SqlHealthStore(self.conn)
 
     def __enter__(self) -> SqlUnitOfWork:
         return self
@@ -788,12 +847,11 @@ class SqlEnrollmentStore:
         return list(found.values())
 
     def for_device(self, tenant_id: str, device_id: str) -> list[Enrollment]:
-        q = (
-            select(s.enrollments)
-            .where(and_(s.enrollments.c.tenant_id == tenant_id, s.enrollments.c.device_id == device_id))
-            .order_by(s.enrollments.c.started_at.desc())
-        )
-        return [_enrollment(r) for r in self.conn.execute(q)]
+        # By device id alone (unique, indexed): with tenant_id in the WHERE clause SQLite's planner took the
+        # (tenant, status) index and scanned the tenant's enrollments. The tenant is checked on the rows.
+        q = select(s.enrollments).where(s.enrollments.c.device_id == device_id)
+        rows = [_enrollment(r) for r in self.conn.execute(q)]
+        return sorted((e for e in rows if e.tenant_id == tenant_id), key=lambda e: e.started_at, reverse=True)
 
     def end(self, enrollment_id: str, status: EnrollmentStatus, at: datetime) -> None:
         self.conn.execute(
