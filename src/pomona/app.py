@@ -237,6 +237,8 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
     health.push_cert_findings = apns.findings
     health.extra_checks.append(lambda t, now: _unresponsive(push, t.id, now))
     health.notify = notifier.notify
+    diagnose.unresponsive = push.unresponsive
+    diagnose.cert_findings = apns.findings
     return Pomona(
         settings=settings,
         db=db,

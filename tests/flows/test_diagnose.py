@@ -75,12 +75,16 @@ class TestFoundingDocument:
         r = diagnose(w, "network", lang, upn=w.s.upn)
         assert (top(r)["code"], top(r)["verdict"]) == ("PROFILE_INSTALL_FAILED", "likely")
         assert top(r)["device_only"] is True
+        last = r["funnel"][-1]  # type: ignore[index]
+        assert (last["reached"], last["state"]) == (["profile"], "stalled")
 
     def test_network_error_twin(self, w: World, lang: str) -> None:
         """When the device did install the profile, PROFILE_INSTALL_FAILED is ruled out."""
         w.device().enroll()
         r = diagnose(w, "network", lang, upn=w.s.upn)
         assert verdict_of(r, "PROFILE_INSTALL_FAILED") == "ruled_out"
+        last = r["funnel"][-1]  # type: ignore[index]
+        assert last["state"] == "enrolled" and last["reached"][-3:] == ["scep", "authenticate", "tokenupdate"]
 
     def test_connection_personal_blocked(self, w: World, lang: str) -> None:
         """Personal devices blocked and the serial not corporate: PERSONAL_DEVICE_BLOCKED proven."""

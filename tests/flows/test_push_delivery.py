@@ -90,6 +90,12 @@ def enroll(p: Pomona, setup: Any, emu: ApnsEmulator, count: int = 1) -> list[Vir
     return devices
 
 
+def diagnosed(p: Pomona, code: str, **who: str) -> tuple[str, str]:
+    """The first finding of `pomona diagnose` when an admin pastes `code`."""
+    first = p.diagnose.diagnose("acme", message=code, **who).findings[0]  # type: ignore[arg-type]
+    return str(first.code), first.verdict.value
+
+
 def drain(p: Pomona, emu: ApnsEmulator, rounds: int = 5) -> None:
     for _ in range(rounds):
         if run_batch(p, emu).claimed == 0:
@@ -165,6 +171,10 @@ class TestPushQueue:
         run_batch(pomona, emu_clean)
         assert "PUSH_TOKEN_UNREGISTERED" in reasons(pomona, "acme")
         assert pomona.push.queue_size("acme") == 0
+        assert diagnosed(pomona, "PUSH_TOKEN_UNREGISTERED", udid=d.udid) == (
+            "PUSH_TOKEN_UNREGISTERED",
+            "proven",
+        )
         pomona.commands.enqueue("acme", "ProfileList", {}, [d.udid])
         assert run_batch(pomona, emu_clean).sent == 0  # not pushed again
         emu_clean.set_token_outcome(d.push_token or "", None)
@@ -182,6 +192,7 @@ class TestPushQueue:
         run_batch(pomona, emu_clean)
         assert "PUSH_REJECTED" in reasons(pomona, "acme")
         assert pomona.push.reachability("acme")[0]["push_token_invalid"] == "PUSH_REJECTED"
+        assert diagnosed(pomona, "PUSH_REJECTED", udid=d.udid) == ("PUSH_REJECTED", "proven")
 
     @pytest.mark.parametrize("reason", ["BadCertificate", "BadCertificateEnvironment", "TopicDisallowed"])
     def test_tenant_refusal_stops_pushing_until_the_certificate_changes(
@@ -198,6 +209,7 @@ class TestPushQueue:
             f["code"] for f in pomona.apns.findings("acme", dt.datetime.now(dt.UTC))
         ]
         assert run_batch(pomona, emu_clean).sent == 0  # held
+        assert diagnosed(pomona, "NoEnrollmentPolicy", udid=d.udid) == ("APNS_CERT_INVALID", "proven")
         emu_clean.reset_faults()
         cert, key = emu_clean.issue_push_cert(setup_topic(pomona))
         pomona.apns.upload("acme", cert, key, canary=False)
@@ -238,6 +250,10 @@ class TestPushQueue:
         found = pomona.push.unresponsive("acme", later)
         assert [f["code"] for f in found] == ["DEVICE_UNRESPONSIVE"]
         assert pomona.push.unresponsive("acme", dt.datetime.now(dt.UTC)) == []
+        # diagnose reads the same reachability: ruled out now, proven past the threshold
+        assert diagnosed(pomona, "DEVICE_UNRESPONSIVE", udid=d.udid)[1] != "proven"
+        pomona.diagnose.clock = type("Later", (), {"now": staticmethod(lambda: later)})()  # type: ignore[assignment]
+        assert diagnosed(pomona, "DEVICE_UNRESPONSIVE", udid=d.udid) == ("DEVICE_UNRESPONSIVE", "proven")
 
 
 def setup_topic(p: Pomona) -> str:

@@ -410,11 +410,13 @@ class CheckinService(ServiceBase):
             )
             uow.devices.touch(enrollment.device_id, now)
             uow.pushes.token_updated(enrollment.id, signed.tenant.id, now)  # a 410'd token is valid again
+            user = None if enrollment.user_id is None else uow.users.get(signed.tenant.id, enrollment.user_id)
             uow.events.append(
                 self.ok_event(
                     signed.tenant.id,
                     Step.TOKENUPDATE,
                     user_id=enrollment.user_id,
+                    upn=None if user is None else user.upn,  # the funnel of a user's attempt reads it
                     udid=msg.udid,
                     enrollment_id=enrollment.id,
                     detail={"awaiting_configuration": msg.awaiting_configuration},

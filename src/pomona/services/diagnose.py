@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from pomona.domain.errors import InvalidInputError, NotFoundError
 from pomona.domain.models import Device, Enrollment, EnrollmentStatus, Event, Outcome, Step, Tenant, User
@@ -77,6 +78,8 @@ class Context:
     resolver: Resolver | None
     fetcher: WellKnownFetcher | None
     settings: DiagnoseSettings
+    unresponsive: Callable[[str, datetime], list[dict[str, object]]] | None = None
+    cert_findings: Callable[[str, datetime], list[dict[str, Any]]] | None = None
     _decision: Decision | None = None
     _decided: bool = False
 
@@ -248,13 +251,20 @@ def _push(code: R) -> Checker:
             v = Verdict.PROVEN if timedelta(0) < left <= timedelta(days=EXPIRING_DAYS) else Verdict.RULED_OUT
             return Finding(code, v, evidence, facts, f"{left.days} days left")
         hits = ctx.refusals(code.value)
-        if hits:
+        held = [
+            f
+            for f in (ctx.cert_findings(t.id, ctx.now) if ctx.cert_findings else [])
+            if f["code"] == code.value
+        ]
+        if hits or held:
             return Finding(
                 code,
                 Verdict.PROVEN,
-                evidence + [ev(e) for e in hits[:5]],
+                evidence
+                + [{"kind": "push_certificate_state", **(held[0].get("facts") or {})} for _ in held[:1]]
+                + [ev(e) for e in hits[:5]],
                 facts,
-                "APNs rejected the certificate",
+                "APNs rejected the certificate: the tenant's pushes are held until a renewed certificate is uploaded",
             )
         return Finding(
             code, Verdict.RULED_OUT, evidence, facts, "the topic is an MDM topic and APNs has not rejected it"
@@ -296,7 +306,11 @@ def _directory(code: R) -> Checker:
         u = ctx.user
         seats = ctx.tenant.licence_seats
         # Counting licensed users reads the whole directory: only when it decides between the two codes.
-        free = max(0, seats - ctx.uow.users.licensed_count(ctx.tenant.id)) if u is not None and not u.licensed else 0
+        free = (
+            max(0, seats - ctx.uow.users.licensed_count(ctx.tenant.id))
+            if u is not None and not u.licensed
+            else 0
+        )
         facts: dict[str, object] = {"seats": seats, "free": free}
         evidence: list[dict[str, object]] = (
             []
@@ -618,13 +632,82 @@ for _c in (
     R.PUSH_TOKEN_UNREGISTERED,
     R.PUSH_REJECTED,
     R.PUSH_UNREACHABLE,
-    R.DEVICE_UNRESPONSIVE,
 ):
     CHECKERS[_c.value] = (lambda code: lambda ctx: _by_events(ctx, code))(_c.value)
+
+
+@checker(R.DEVICE_UNRESPONSIVE)
+def _unresponsive(ctx: Context) -> Finding:
+    """Pushes APNs accepted and the device silent since (the push service keeps the reachability)."""
+    if ctx.unresponsive is not None and ctx.devices:
+        udids = {d.udid for d in ctx.devices}
+        silent = [f for f in ctx.unresponsive(ctx.tenant.id, ctx.now) if f.get("udid") in udids]
+        if silent:
+            return Finding(
+                R.DEVICE_UNRESPONSIVE,
+                Verdict.PROVEN,
+                [{"kind": "reachability", **silent[0]}],
+                {"last_push": silent[0].get("last_push_at"), "last_seen": silent[0].get("last_seen_at")},
+                "APNs accepted the pushes and the device has not come since",
+            )
+        return Finding(R.DEVICE_UNRESPONSIVE, Verdict.RULED_OUT, [], {}, "the device answers its pushes")
+    return _by_events(ctx, R.DEVICE_UNRESPONSIVE.value)
+
+
 for _c in (R.DEP_NETWORK_ERROR,):
     CHECKERS[_c.value] = (lambda code: lambda ctx: _by_events(ctx, code, device_only=True))(_c.value)
 # The ABM (DEP_*) checkers slot in here with the Automated Device Enrollment issue; until then the
 # server cannot tell, and says so.
+
+
+_FUNNEL = (Step.PORTAL, Step.PROFILE, Step.SCEP, Step.AUTHENTICATE, Step.TOKENUPDATE, Step.COMMAND)
+
+
+def funnel(events: list[Event], now: datetime) -> list[dict[str, object]]:
+    """Enrollment attempts from the event log, oldest first: the steps each reached and where it stopped.
+
+    An attempt starts at a portal or profile event (after the previous attempt got past the profile) and
+    runs portal, profile, scep, authenticate, tokenupdate, first command."""
+    attempts: list[dict[str, Any]] = []
+    cur: dict[str, Any] | None = None
+    for e in sorted(events, key=lambda x: (x.at, x.id or 0)):
+        if e.step not in _FUNNEL:
+            continue
+        starts = e.step in (Step.PORTAL, Step.PROFILE) and (
+            cur is None
+            or cur["failed"]
+            or any(s not in ("portal", "profile") for s in cur["reached"])
+            or (e.step is Step.PROFILE and "profile" in cur["reached"])
+        )
+        if starts:
+            cur = {"started_at": e.at, "reached": [], "failed": None, "last_at": e.at}
+            attempts.append(cur)
+        if cur is None or (e.step is Step.COMMAND and "command" in cur["reached"]):
+            continue
+        cur["last_at"] = e.at
+        if e.outcome is Outcome.FAILED:
+            cur["failed"] = {"step": e.step.value, "reason": e.reason, "event": e.id}
+        elif e.step.value not in cur["reached"]:
+            cur["reached"].append(e.step.value)
+    out = []
+    for a in attempts:
+        done = "tokenupdate" in a["reached"]
+        stalled = not done and not a["failed"] and now - a["last_at"] >= ABANDON_AFTER
+        out.append(
+            {
+                "started_at": a["started_at"].isoformat(),
+                "reached": a["reached"],
+                "failed": a["failed"],
+                "state": "enrolled"
+                if done
+                else "failed"
+                if a["failed"]
+                else "stalled"
+                if stalled
+                else "in_progress",
+            }
+        )
+    return out[-10:]
 
 
 @dataclass
@@ -635,6 +718,7 @@ class Diagnosis:
     tenant: str
     upn: str | None
     device: dict[str, object] | None
+    funnel: list[dict[str, object]] = field(default_factory=list)
 
 
 @dataclass
@@ -643,6 +727,8 @@ class DiagnoseService(ServiceBase):
     resolver: Resolver | None
     fetcher: WellKnownFetcher | None
     settings: DiagnoseSettings
+    unresponsive: Callable[[str, datetime], list[dict[str, object]]] | None = None
+    cert_findings: Callable[[str, datetime], list[dict[str, Any]]] | None = None
 
     def diagnose(
         self,
@@ -698,6 +784,8 @@ class DiagnoseService(ServiceBase):
                 self.resolver,
                 self.fetcher,
                 self.settings,
+                self.unresponsive,
+                self.cert_findings,
             )
             findings = [self._run(ctx, c) for c in candidates if c in CHECKERS]
         order = {c: i for i, c in enumerate(candidates)}
@@ -733,6 +821,7 @@ class DiagnoseService(ServiceBase):
             t.name,
             upn,
             None if d is None else {"id": d.id, "udid": d.udid, "serial": d.serial},
+            funnel(ctx.events, now),
         )
 
     def _run(self, ctx: Context, code: str) -> Finding:
@@ -828,6 +917,7 @@ def to_json(d: Diagnosis, lang: str) -> dict[str, object]:
             "first_step": first_steps[0] if first_steps else "",
         },
         "findings": out,
+        "funnel": d.funnel,
         "checked": d.checked,
         "ask": _questions(lang) if unknown else [],
     }
