@@ -9,8 +9,12 @@ inserted directly): what is measured goes through the real server.
 1. pushed: one push queued for each device (a canary row each; no command), until the emulator has
    accepted them all. Server CPU is read from /proc for the server process only.
 2. fan-out: ONE admin API request queues a command for every device; the server pushes them, each
-   device (a light responder driven by the emulator's delivery threads) connects, takes the command
-   and acknowledges it. Time from the request to the last Acknowledged result.
+   device connects, takes the command and acknowledges it. Time from the request to the last
+   Acknowledged result. The devices are light responders in their own processes (--responders, 2 by
+   default, 8 threads each), woken through a queue by the emulator's delivery callbacks. Each signs
+   its messages with RSA-2048 like a device; only the Idle report, whose body never changes, is
+   signed once and sent again. Their CPU is printed apart from the server's, so the reader sees who
+   is limited (on 2 cores they share the machine with the server).
 
 Targets on the 2-core machine: <= 0.5 ms server CPU per push; 10,000 devices pushed in < 10 s; fan-out
 to 10,000 devices in < 60 s.

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Engine,
     Select,
     and_,
+    any_,
     bindparam,
     create_engine,
     delete,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 
 from pomona.domain.models import (
@@ -77,6 +79,18 @@ _T = TypeVar("_T")
 def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
     for i in range(0, len(items), _IN_CHUNK):
         yield items[i : i + _IN_CHUNK]
+
+
+def _in(conn: Connection, col: Any, values: Sequence[str]) -> Iterator[Any]:
+    """Conditions ``col IN values``, one per query to run: on PostgreSQL a single ``= ANY(array)``
+    (one bind parameter, one plan, one scan), on SQLite IN lists of at most _IN_CHUNK."""
+    if not values:
+        return
+    if conn.dialect.name == "postgresql":
+        yield col == any_(bindparam(None, list(values), type_=ARRAY(col.type)))
+        return
+    for part in _chunks(values):
+        yield col.in_(part)
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -629,8 +643,8 @@ class SqlDeviceStore:
         """Devices by id, in IN queries of at most _IN_CHUNK: {id: device}."""
         d = s.devices
         out: dict[str, Device] = {}
-        for part in _chunks(ids):
-            for r in self.conn.execute(select(d).where(and_(d.c.tenant_id == tenant_id, d.c.id.in_(part)))):
+        for cond in _in(self.conn, d.c.id, ids):
+            for r in self.conn.execute(select(d).where(and_(d.c.tenant_id == tenant_id, cond))):
                 out[r._mapping["id"]] = _device(r)
         return out
 
@@ -638,8 +652,8 @@ class SqlDeviceStore:
         """Devices by UDID (unique in a tenant): {udid: device}."""
         d = s.devices
         out: dict[str, Device] = {}
-        for part in _chunks(udids):
-            for r in self.conn.execute(select(d).where(and_(d.c.tenant_id == tenant_id, d.c.udid.in_(part)))):
+        for cond in _in(self.conn, d.c.udid, udids):
+            for r in self.conn.execute(select(d).where(and_(d.c.tenant_id == tenant_id, cond))):
                 out[r._mapping["udid"]] = _device(r)
         return out
 
@@ -647,8 +661,8 @@ class SqlDeviceStore:
         """Devices by serial number (not unique): {serial: [devices]}."""
         d = s.devices
         out: dict[str, list[Device]] = {}
-        for part in _chunks(serials):
-            q = select(d).where(and_(d.c.tenant_id == tenant_id, d.c.serial.in_(part)))
+        for cond in _in(self.conn, d.c.serial, serials):
+            q = select(d).where(and_(d.c.tenant_id == tenant_id, cond))
             for r in self.conn.execute(q):
                 out.setdefault(r._mapping["serial"], []).append(_device(r))
         return out
@@ -766,11 +780,11 @@ class SqlEnrollmentStore:
         """The active enrollment of each UDID that has one: {udid: enrollment}."""
         e = s.enrollments
         out: dict[str, Enrollment] = {}
-        for part in _chunks(udids):
+        for cond in _in(self.conn, e.c.udid, udids):
             q = select(e).where(
                 and_(
                     e.c.tenant_id == tenant_id,
-                    e.c.udid.in_(part),
+                    cond,
                     e.c.status == EnrollmentStatus.ACTIVE.value,
                 )
             )
