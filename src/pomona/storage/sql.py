@@ -640,7 +640,7 @@ class SqlDeviceStore:
         return [_device(r) for r in self.conn.execute(q)]
 
     def by_ids(self, tenant_id: str, ids: Sequence[str]) -> dict[str, Device]:
-        """Devices by id, in IN queries of at most _IN_CHUNK: {id: device}."""
+        """Devices by id, in a few queries (see _in): {id: device}."""
         d = s.devices
         out: dict[str, Device] = {}
         for cond in _in(self.conn, d.c.id, ids):
