@@ -59,6 +59,8 @@ def live(
     p = build(Settings(data_dir=data_dir, database_url=database_url, public_url=f"http://127.0.0.1:{port}"))
     try:
         setup = setup_tenant(p, "bench", uses=uses)
+        # One user enrolls the whole bench fleet: a device enrollment manager (up to 1,000 devices).
+        p.policy.set_user_flags("bench", setup.upn, is_dem=True)
     finally:
         p.close()
     return start_server(data_dir, database_url, workers=workers, port=port), setup

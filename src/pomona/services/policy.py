@@ -127,6 +127,9 @@ class PolicyService(ServiceBase):
         facts = None
         count = 0
         other = None
+        device_enrollments = (
+            uow.enrollments.active_for_device(tenant.id, udid, serial) if (udid or serial) else []
+        )
         if user is not None:
             gids = uow.users.group_ids(user.id)
             facts = UserFacts(
@@ -138,19 +141,15 @@ class PolicyService(ServiceBase):
                 frozenset(gids),
                 uow.groups.names(tenant.id, gids),
             )
-            mine = uow.enrollments.active_for_user(user.id)
-            this_device = (
-                {e.id for e in uow.enrollments.active_for_device(tenant.id, udid, serial)}
-                if (udid or serial)
-                else set()
+            # Only active enrollments count, and not this device's own (a re-enrollment replaces it).
+            count = uow.enrollments.active_count_for_user(user.id) - sum(
+                1 for e in device_enrollments if e.user_id == user.id
             )
-            count = sum(1 for e in mine if e.id not in this_device)
-        if udid or serial:
-            for e in uow.enrollments.active_for_device(tenant.id, udid, serial):
-                if user is None or e.user_id != user.id:
-                    prev = None if e.user_id is None else uow.users.get(tenant.id, e.user_id)
-                    other = OtherEnrollment(e.id, e.user_id, None if prev is None else prev.upn, e.started_at)
-                    break
+        for e in device_enrollments:
+            if user is None or e.user_id != user.id:
+                prev = None if e.user_id is None else uow.users.get(tenant.id, e.user_id)
+                other = OtherEnrollment(e.id, e.user_id, None if prev is None else prev.upn, e.started_at)
+                break
         corporate = ade or uow.corporate.match(tenant.id, serial, imei) is not None
         blocked = uow.blocks.is_blocked(tenant.id, serial=serial, udid=udid) if (serial or udid) else False
         free = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Row
 
 from pomona.domain.models import BlockedDevice, CorporateIdentifier, Group
@@ -226,12 +226,17 @@ class SqlCorporateStore:
         return None if r is None else _corp(r)
 
     def match(self, tenant_id: str, serial: str | None, imei: str | None) -> CorporateIdentifier | None:
-        for kind, value in (("serial", serial), ("imei", imei)):
-            if value:
-                found = self.get(tenant_id, kind, normalize_identifier(value))
-                if found is not None:
-                    return found
-        return None
+        """The identifier listing this device's serial (preferred) or IMEI, in one query."""
+        t = s.corporate_identifiers
+        wanted = [(k, normalize_identifier(v)) for k, v in (("serial", serial), ("imei", imei)) if v]
+        if not wanted:
+            return None
+        conds = [and_(t.c.kind == k, t.c.value == v) for k, v in wanted]
+        rows = [
+            _corp(r)
+            for r in self.conn.execute(select(t).where(and_(t.c.tenant_id == tenant_id, or_(*conds))))
+        ]
+        return min(rows, key=lambda c: c.kind != "serial", default=None)
 
     def set_state(self, identifier_id: str, state: str, at: datetime) -> None:
         t = s.corporate_identifiers
@@ -287,14 +292,11 @@ class SqlBlockStore:
 
     def is_blocked(self, tenant_id: str, *, serial: str | None = None, udid: str | None = None) -> bool:
         t = s.blocked_devices
-        for kind, value in (("serial", serial), ("udid", udid)):
-            if value:
-                q = select(t.c.id).where(
-                    and_(t.c.tenant_id == tenant_id, t.c.kind == kind, t.c.value == value)
-                )
-                if self.conn.execute(q).first() is not None:
-                    return True
-        return False
+        conds = [and_(t.c.kind == k, t.c.value == v) for k, v in (("serial", serial), ("udid", udid)) if v]
+        if not conds:
+            return False
+        q = select(t.c.id).where(and_(t.c.tenant_id == tenant_id, or_(*conds))).limit(1)
+        return self.conn.execute(q).first() is not None
 
     def list(self, tenant_id: str) -> list[BlockedDevice]:
         t = s.blocked_devices
