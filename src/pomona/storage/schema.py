@@ -249,6 +249,8 @@ enrollments = Table(
     Index("ix_enrollments_device", "device_id"),
     Index("ix_enrollments_user_status", "user_id", "status"),
     Index("ix_enrollments_tenant_status", "tenant_id", "status"),
+    # Devices orphaned by a topic change are counted by health and diagnose on every run.
+    Index("ix_enrollments_tenant_reenroll", "tenant_id", "reenroll_required_at"),
 )
 
 commands = Table(
