@@ -152,6 +152,19 @@ def topic_mismatch(w: World, present: bool) -> dict[str, object]:
     return {"udid": d.udid}
 
 
+def untrusted(w: World, present: bool) -> dict[str, object]:
+    """A device of another tenant signs a check-in here (its identity is not from this tenant's CA)."""
+    from helpers import setup_tenant
+
+    other = setup_tenant(w.p, "other", uses=5)
+    d = w.device(other.enroll_url)
+    d.enroll()
+    if present:
+        body = encode_authenticate(udid=d.udid, topic=w.s.topic, serial_number=d.serial)
+        d.signed_put(w.p.enrollment.urls.checkin(w.s.tenant_id), body, CHECKIN_CONTENT_TYPE)
+    return {"udid": d.udid}
+
+
 def malformed(w: World, present: bool) -> dict[str, object]:
     d = _enrolled(w)
     if present:
@@ -237,6 +250,7 @@ SCENARIOS: dict[str, Scenario] = {
     "CERT_DEVICE_MISMATCH": mismatch,
     "TOPIC_MISMATCH": topic_mismatch,
     "MALFORMED_REQUEST": malformed,
+    "CERT_NOT_TRUSTED": untrusted,
     "UNKNOWN_ENROLLMENT": unknown_enrollment,
     "AWAITING_CONFIGURATION_STUCK": stuck,
     "DNS_ENROLLMENT_CNAME_WRONG": cname_wrong,
