@@ -166,28 +166,30 @@ class MemberIn(BaseModel):
     upn: str
 
 
-class RestrictionIn(BaseModel):
+class RestrictionSettings(BaseModel):
+    """What a restriction sets: platform (allow/block), ownership, OS range, or the device limit."""
+
+    ios: str | None = None
+    ipados: str | None = None
+    personal: str | None = None
+    min_os: str | None = None
+    max_os: str | None = None
+    limit: int | None = None
+
+    def settings(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in RestrictionSettings.model_fields}
+
+
+class RestrictionIn(RestrictionSettings):
     type: str
     priority: int
     groups: list[str]
     name: str | None = None
-    ios: str | None = None
-    ipados: str | None = None
-    personal: str | None = None
-    min_os: str | None = None
-    max_os: str | None = None
-    limit: int | None = None
 
 
-class RestrictionPatch(BaseModel):
+class RestrictionPatch(RestrictionSettings):
     new_priority: int | None = None
     groups: list[str] = Field(default_factory=list)
-    ios: str | None = None
-    ipados: str | None = None
-    personal: str | None = None
-    min_os: str | None = None
-    max_os: str | None = None
-    limit: int | None = None
 
 
 class CorporateIn(BaseModel):
@@ -497,12 +499,7 @@ def create_api(p: Pomona) -> FastAPI:
             priority=body.priority,
             groups=body.groups,
             name=body.name,
-            ios=body.ios,
-            ipados=body.ipados,
-            personal=body.personal,
-            min_os=body.min_os,
-            max_os=body.max_os,
-            limit=body.limit,
+            **body.settings(),
         )
         return restriction_json(r)
 
@@ -523,12 +520,7 @@ def create_api(p: Pomona) -> FastAPI:
             priority=None if default else int(which),
             new_priority=body.new_priority,
             groups=body.groups,
-            ios=body.ios,
-            ipados=body.ipados,
-            personal=body.personal,
-            min_os=body.min_os,
-            max_os=body.max_os,
-            limit=body.limit,
+            **body.settings(),
         )
         return restriction_json(r)
 
