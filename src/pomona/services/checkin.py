@@ -252,6 +252,7 @@ class CheckinService(ServiceBase):
             user_id, upn = issued.user_id, None if user is None else user.upn
             corp = uow.corporate.match(tenant.id, msg.serial_number, msg.imei)
             corporate_id = None if corp is None else corp.id
+            current = uow.enrollments.active_for_device(tenant.id, msg.udid, msg.serial_number)
             # The policy, with the device's own facts. A refusal writes nothing and counts nothing.
             decision = decide(
                 self.policy.policy_input(
@@ -264,13 +265,24 @@ class CheckinService(ServiceBase):
                     serial=msg.serial_number,
                     udid=msg.udid,
                     imei=msg.imei,
+                    device_enrollments=current,
+                    corporate=corp is not None,
                 )
             )
             if not decision.allowed:
                 refused = refusal(decision)
             else:
                 self._enroll(
-                    uow, signed, msg, tenant, issued.user_id, upn, decision.is_dem, corp is not None, now
+                    uow,
+                    signed,
+                    msg,
+                    tenant,
+                    issued.user_id,
+                    upn,
+                    decision.is_dem,
+                    corp is not None,
+                    now,
+                    current,
                 )
                 if corporate_id is not None:
                     uow.corporate.set_state(corporate_id, "enrolled", now)
@@ -307,6 +319,7 @@ class CheckinService(ServiceBase):
         is_dem: bool,
         corporate: bool,
         now: datetime,
+        current_enrollments: list[Enrollment],
     ) -> None:
         device = uow.devices.upsert(
             Device(
@@ -331,7 +344,7 @@ class CheckinService(ServiceBase):
         )
         replaced = None
         enrollment_id = None
-        for current in uow.enrollments.active_for_device(tenant.id, msg.udid, msg.serial_number):
+        for current in current_enrollments:
             if current.cert_fingerprint == signed.fingerprint and current.udid == msg.udid:
                 enrollment_id = current.id  # the same identity authenticating again: refresh
                 continue

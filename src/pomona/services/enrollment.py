@@ -89,15 +89,15 @@ class EnrollmentService(ServiceBase):
         with self.db.unit_of_work(readonly=True) as uow:
             raw = uow.enrollment_tokens.by_hash(hash_secret(secret))
             tenant = None if raw is None else uow.tenants.get(raw.tenant_id)
-            user_id, upn = self._user_facts(uow, raw)
+            user = None if raw is None or raw.user_id is None else uow.users.get(raw.tenant_id, raw.user_id)
+            user_id, upn = (None if raw is None else raw.user_id), (None if user is None else user.upn)
             if tenant is not None and raw is not None:
-                user = None if raw.user_id is None else uow.users.get(tenant.id, raw.user_id)
                 decision = decide(
                     self.policy.policy_input(
                         uow, tenant, stage=Stage.PROFILE, user=user, platform=platform, os_version=os_version
                     )
                 )
-                active = 0 if user is None else uow.enrollments.active_count_for_user(user.id)
+                active = decision.device_count  # no device facts here: every active enrollment counts
         try:
             token = check_token(raw, now)
             assert tenant is not None and decision is not None

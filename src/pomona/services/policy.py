@@ -14,6 +14,7 @@ from pomona.domain.errors import ConflictError, InvalidInputError, NotFoundError
 from pomona.domain.models import (
     BlockedDevice,
     CorporateIdentifier,
+    Enrollment,
     EnrollmentStatus,
     Group,
     Step,
@@ -122,14 +123,19 @@ class PolicyService(ServiceBase):
         udid: str | None = None,
         imei: str | None = None,
         ade: bool = False,
+        device_enrollments: list[Enrollment] | None = None,
+        corporate: bool | None = None,
     ) -> PolicyInput:
+        """The facts the policy engine decides on. A caller that has already read the device's active
+        enrollments or its corporate-identifier match passes them, so they are not read twice."""
         restrictions = self.restrictions(uow, tenant)
         facts = None
         count = 0
         other = None
-        device_enrollments = (
-            uow.enrollments.active_for_device(tenant.id, udid, serial) if (udid or serial) else []
-        )
+        if device_enrollments is None:
+            device_enrollments = (
+                uow.enrollments.active_for_device(tenant.id, udid, serial) if (udid or serial) else []
+            )
         if user is not None:
             gids = uow.users.group_ids(user.id)
             facts = UserFacts(
@@ -150,7 +156,9 @@ class PolicyService(ServiceBase):
                 prev = None if e.user_id is None else uow.users.get(tenant.id, e.user_id)
                 other = OtherEnrollment(e.id, e.user_id, None if prev is None else prev.upn, e.started_at)
                 break
-        corporate = ade or uow.corporate.match(tenant.id, serial, imei) is not None
+        if corporate is None:
+            corporate = uow.corporate.match(tenant.id, serial, imei) is not None
+        corporate = corporate or ade
         blocked = uow.blocks.is_blocked(tenant.id, serial=serial, udid=udid) if (serial or udid) else False
         free = 0
         if user is not None and not user.licensed:  # only then does the number of free seats matter
