@@ -55,7 +55,7 @@ def seed(p, args: argparse.Namespace) -> tuple[list[str], list[str]]:  # type: i
     t = p.admin.create_tenant("big", "big.example")
     p.admin.set_authority("big", "pomona")
     cert, key = make_standin_push_cert()
-    p.admin.upload_push_cert("big", cert, key)
+    p.apns.upload("big", cert, key, canary=False)
     n_users = max(1, args.devices // 2)
     p.policy.set_seats("big", n_users)
     now = datetime.now(UTC)

@@ -35,7 +35,7 @@ def populate(p, args: argparse.Namespace) -> tuple[str, list[str], list[tuple[st
     t = p.admin.create_tenant("big", "big.example")
     p.admin.set_authority("big", "pomona")
     cert, key = make_standin_push_cert()
-    p.admin.upload_push_cert("big", cert, key)
+    p.apns.upload("big", cert, key, canary=False)
     p.policy.set_seats("big", args.users)
     now = datetime.now(UTC)
     user_ids = [str(uuid.uuid4()) for _ in range(args.users)]

@@ -45,7 +45,7 @@ def setup_tenant(
     topic = ""
     if push:
         cert, key = make_standin_push_cert()
-        topic = p.admin.upload_push_cert(name, cert, key).topic
+        topic = p.apns.upload(name, cert, key, canary=False).topic
     upn = upn or f"ana@{name}.example"
     p.admin.set_authority(name, "pomona")
     p.policy.set_seats(name, 100)

@@ -19,10 +19,13 @@ from pomona.services.admin import AdminService
 from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
 from pomona.services.checkin import CheckinService
 from pomona.services.commands import CommandService
+from pomona.services.container import Services
 from pomona.services.diagnose import DiagnoseService, DiagnoseSettings
 from pomona.services.enrollment import EnrollmentService, Urls
 from pomona.services.health import HealthService
+from pomona.services.jobs import Background
 from pomona.services.policy import PolicyService
+from pomona.services.portal import PortalService
 from pomona.services.push import PushService, PushSettings
 from pomona.services.reports import ReportService
 from pomona.storage.sql import SqlDatabase, sqlite_url
@@ -91,81 +94,16 @@ class Settings:
 
 
 @dataclass
-class Pomona:
-    """Everything wired: what the HTTP app and the CLI use."""
+class Pomona(Services):
+    """Everything wired for one process: the services the adapters use, and what the root alone owns."""
 
     settings: Settings
     db: SqlDatabase
-    clock: SystemClock
-    admin: AdminService
-    enrollment: EnrollmentService
-    checkin: CheckinService
-    commands: CommandService
-    policy: PolicyService
-    diagnose: DiagnoseService
-    health: HealthService
-    reports: ReportService
     pki: LocalPki
     signer: CmsProfileSigner
-    push: PushService
-    apns: ApnsLifecycle
-    notifier: Notifier
-    extras: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
         self.db.dispose()
-
-    async def start_background(self) -> None:
-        """The server's lifespan start: this process's push worker (one APNs client per process)."""
-        import asyncio
-
-        if not self.settings.push_worker or "push_task" in self.extras:
-            return
-        if self.settings.health_interval > 0:
-            self.extras["health_task"] = asyncio.get_running_loop().create_task(
-                self._health_loop(), name="pomona-health"
-            )
-        from pomona.push.apns import ApnsClient
-        from pomona.push.gateway import ApnsGateway, TenantIdentitySource
-
-        kit = self.apns.kit
-        source = TenantIdentitySource(self.db, kit.open)
-        verify: str | bool = str(self.settings.apns_ca) if self.settings.apns_ca else True
-        client = ApnsClient(source, base_url=self.settings.apns_url, verify=verify)
-        self.push.gateway = ApnsGateway(client, source)
-        self.extras["push_task"] = asyncio.get_running_loop().create_task(self.push.run(), name="pomona-push")
-
-    async def _health_loop(self) -> None:
-        """Tenant health on a schedule: findings kept with first/last seen, new ones sent to webhooks."""
-        import asyncio
-        import logging
-
-        while True:
-            await asyncio.sleep(self.settings.health_interval)
-            try:
-                await asyncio.to_thread(self.health.run_all)
-            except Exception:  # a failed round must not stop the schedule
-                logging.getLogger("pomona.health").exception("scheduled health check failed")
-
-    async def stop_background(self) -> None:
-        import asyncio
-        import contextlib
-
-        health_task = self.extras.pop("health_task", None)
-        if isinstance(health_task, asyncio.Task):
-            health_task.cancel()
-
-        task = self.extras.pop("push_task", None)
-        if isinstance(task, asyncio.Task):
-            self.push.stop()
-            try:
-                await asyncio.wait_for(task, 5)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
-        if self.push.gateway is not None:
-            with contextlib.suppress(Exception):
-                await self.push.gateway.aclose()
-            self.push.gateway = None
 
 
 def _push_settings() -> PushSettings:
@@ -200,62 +138,76 @@ def _signer(settings: Settings, db: SqlDatabase) -> CmsProfileSigner:
 
 
 def build(settings: Settings, *, migrate: bool = True) -> Pomona:
+    """Build every part once, each given what it needs through its constructor."""
+    from pomona.pki.apns_certs import load_or_create_server_key
+    from pomona.push.apns import ApnsClient
+    from pomona.push.certkit import LocalPushCertKit
+    from pomona.push.gateway import ApnsGateway, TenantIdentitySource
+    from pomona.push.webhooks import HttpWebhookPoster
+
     db = SqlDatabase(settings.url())
     if migrate:
         db.create_all()
     clock = SystemClock()
     pki = LocalPki()
     signer = _signer(settings, db)
-    urls = Urls(settings.public_url.rstrip("/"))
-    policy = PolicyService(db, clock)
-    host = urlsplit(settings.public_url).hostname or "localhost"
-    diagnose = DiagnoseService(
-        db,
-        clock,
-        policy,
-        DnsResolver(settings.dns_server),
-        HttpFetcher(),
-        DiagnoseSettings(
-            settings.enrollment_cname_target or host,
-            settings.registration_cname_target or host,
-            settings.well_known_url,
-        ),
-    )
-    health = HealthService(db, clock, diagnose.resolver, diagnose.settings)
-    reports = ReportService(db, clock)
-    from pomona.pki.apns_certs import load_or_create_server_key
-    from pomona.push.certkit import LocalPushCertKit
-    from pomona.push.webhooks import HttpWebhookPoster
-
+    public_url = settings.public_url.rstrip("/")
     kit = LocalPushCertKit(load_or_create_server_key(settings.data_dir))
-    push = PushService(db, clock, None, settings.push)
-    commands = CommandService(db, clock, push.wake)
-    apns = ApnsLifecycle(db, clock, kit, push.wake)
+
+    # Push: one APNs client per process (it connects on first use, on its own loop thread).
+    identities = TenantIdentitySource(db, kit.open)
+    verify: str | bool = str(settings.apns_ca) if settings.apns_ca else True
+    gateway = ApnsGateway(ApnsClient(identities, base_url=settings.apns_url, verify=verify), identities)
+    push = PushService(db, clock, gateway, settings.push)
+
+    policy = PolicyService(db, clock)
+    admin = AdminService(db, clock, pki)
+    enrollment = EnrollmentService(db, clock, pki, signer, Urls(public_url), policy)
     notifier = Notifier(db, clock, kit, HttpWebhookPoster())
+    host = urlsplit(public_url).hostname or "localhost"
+    diagnose_settings = DiagnoseSettings(
+        settings.enrollment_cname_target or host,
+        settings.registration_cname_target or host,
+        settings.well_known_url,
+    )
+    resolver = DnsResolver(settings.dns_server)
+    health = HealthService(db, clock, resolver, diagnose_settings)
+    background = Background(
+        push=push,
+        close_gateway=gateway.aclose,
+        health_round=health.run_all,
+        push_worker=settings.push_worker,
+        health_interval=settings.health_interval,
+    )
+    apns = ApnsLifecycle(db, clock, kit, push.wake, background)
+    diagnose = DiagnoseService(db, clock, policy, resolver, HttpFetcher(), diagnose_settings)
+    diagnose.unresponsive = push.unresponsive
+    diagnose.cert_findings = apns.findings
     # Tenant health reads the certificate lifecycle and push reachability, and reports new findings
     # to the tenant's webhook.
     health.push_cert_findings = apns.findings
     health.extra_checks.append(lambda t, now: _unresponsive(push, t.id, now))
     health.notify = notifier.notify
-    diagnose.unresponsive = push.unresponsive
-    diagnose.cert_findings = apns.findings
     return Pomona(
-        settings=settings,
-        db=db,
         clock=clock,
-        admin=AdminService(db, clock, pki),
-        enrollment=EnrollmentService(db, clock, pki, signer, urls, policy),
+        public_url=public_url,
+        admin=admin,
+        enrollment=enrollment,
         checkin=CheckinService(db, clock, pki, policy),
-        commands=commands,
+        commands=CommandService(db, clock, push.wake),
         policy=policy,
+        portal=PortalService(db, clock, admin, policy, enrollment),
         diagnose=diagnose,
         health=health,
-        reports=reports,
-        pki=pki,
-        signer=signer,
+        reports=ReportService(db, clock),
         push=push,
         apns=apns,
         notifier=notifier,
+        background=background,
+        settings=settings,
+        db=db,
+        pki=pki,
+        signer=signer,
     )
 
 

@@ -52,7 +52,7 @@ def expired_cert(w: World, present: bool) -> dict[str, object]:
 def expiring_cert(w: World, present: bool) -> dict[str, object]:
     if present:
         cert, key = make_standin_push_cert(w.s.topic, days=10)
-        w.p.admin.upload_push_cert(w.s.name, cert, key)
+        w.p.apns.upload(w.s.name, cert, key, canary=False)
     return {"upn": w.s.upn}
 
 

@@ -225,11 +225,11 @@ class TestPushCertificate:
 
         cert, key = make_standin_push_cert("com.example.not-mdm")
         with pytest.raises(PomonaError) as err:
-            pomona.admin.upload_push_cert(acme.name, cert, key)
+            pomona.apns.upload(acme.name, cert, key, canary=False)
         assert err.value.reason == "APNS_CERT_INVALID"
         cert2, _ = make_standin_push_cert()
         with pytest.raises(PomonaError) as err:
-            pomona.admin.upload_push_cert(acme.name, cert2, key)
+            pomona.apns.upload(acme.name, cert2, key, canary=False)
         assert err.value.reason == "APNS_CERT_INVALID"
 
 

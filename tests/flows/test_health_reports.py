@@ -42,15 +42,15 @@ class TestHealth:
         from pomona.testing.pushcert import make_standin_push_cert
 
         cert, key = make_standin_push_cert()
-        pomona.admin.upload_push_cert(s2.name, cert, key)
+        pomona.apns.upload(s2.name, cert, key, canary=False)
         assert "APNS_CERT_MISSING" not in codes(pomona.health.run(s2.name))
 
     def test_expiring_and_authority_and_licences(self, pomona: Pomona, acme: TenantSetup) -> None:
         """Expiry within 30 days, an unset authority and exhausted seats are tenant findings."""
         from pomona.testing.pushcert import make_standin_push_cert
 
-        cert, key = make_standin_push_cert(days=10)
-        pomona.admin.upload_push_cert(acme.name, cert, key)
+        cert, key = make_standin_push_cert(acme.topic, days=10)
+        pomona.apns.upload(acme.name, cert, key, canary=False)
         pomona.policy.set_seats(acme.name, 1)
         pomona.admin.create_user(acme.name, "bo@acme.example")
         found = pomona.health.run(acme.name)

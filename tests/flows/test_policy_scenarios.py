@@ -255,7 +255,7 @@ class TestTenantOnboarding:
     ) -> None:
         """Once the uploaded push certificate's validity ends, enrollment stops: APNS_CERT_EXPIRED."""
         cert, key = make_standin_push_cert(acme.topic, days=2)
-        pomona.admin.upload_push_cert(acme.name, cert, key)
+        pomona.apns.upload(acme.name, cert, key, canary=False)
         pomona.checkin.forget_tenant(acme.tenant_id)
         d = staged(pomona, client, acme.name, PIA)
         later = datetime.now(UTC) + timedelta(days=3)  # push certificate expired, device identity valid

@@ -537,4 +537,4 @@ class TestLanguage:
 class TestService:
     def test_portal_service_is_shared(self, pomona: Pomona, app: object) -> None:
         """The app wires one PortalService (its rate limiter is per process)."""
-        assert isinstance(pomona.extras["portal"], PortalService)
+        assert isinstance(pomona.portal, PortalService)

@@ -184,6 +184,8 @@ def user_create(
     mfa_required: bool,
 ) -> None:
     """Create a user."""
+    from pomona.presenters import user_json
+
     p = _pomona()
     u = p.admin.create_user(
         tenant_name,
@@ -195,7 +197,7 @@ def user_create(
         mfa_required=mfa_required,
     )
     _out(
-        {"id": u.id, "upn": u.upn, "display_name": u.display_name},
+        user_json(u),
         t("cli.user.created", upn=u.upn, tenant=tenant_name),
     )
 
@@ -271,7 +273,7 @@ def device() -> None:
 @common
 def device_list(tenant_name: str, limit: int) -> None:
     """List a tenant's devices."""
-    from pomona.http.api import device_json
+    from pomona.presenters import device_json
 
     p = _pomona()
     views, total = p.commands.list_devices(tenant_name, limit=limit)

@@ -11,6 +11,7 @@ import click
 from pomona.cli.main import _json, _out, _pomona, common, main
 from pomona.domain.errors import InvalidInputError
 from pomona.i18n import t
+from pomona.presenters import corporate_json, restriction_json, user_json
 
 
 # --- licences -------------------------------------------------------------------------------------
@@ -89,7 +90,7 @@ def user_set(
         )
     u = _pomona().policy.set_user_flags(tenant_name, upn, **flags)
     _out(
-        {"upn": u.upn, "enabled": u.enabled, "dem": u.is_dem, "mfa_required": u.mfa_required},
+        user_json(u),
         t("cli.user.updated", upn=u.upn),
     )
 
@@ -223,34 +224,6 @@ def _settings(
         "max_os": max_os,
         "limit": limit,
     }
-
-
-def restriction_json(r: object, names: dict[str, str] | None = None) -> dict[str, object]:
-    from pomona.domain.policy import Restriction
-
-    assert isinstance(r, Restriction)
-    d: dict[str, object] = {
-        "id": r.id,
-        "name": r.name,
-        "type": r.type,
-        "default": r.is_default,
-        "priority": None if r.is_default else r.priority,
-        "groups": sorted((names or {}).get(g, g) for g in r.group_ids),
-    }
-    if r.type == "platform":
-        d.update(
-            ios="allow" if r.ios_allowed else "block",
-            ipados="allow" if r.ipados_allowed else "block",
-            ios_personal="allow" if r.ios_personal_allowed else "block",
-            ipados_personal="allow" if r.ipados_personal_allowed else "block",
-            ios_min_os=r.ios_min_os,
-            ios_max_os=r.ios_max_os,
-            ipados_min_os=r.ipados_min_os,
-            ipados_max_os=r.ipados_max_os,
-        )
-    else:
-        d["limit"] = r.device_limit
-    return d
 
 
 @restriction.command("create")
@@ -392,16 +365,7 @@ def corporate_import(tenant_name: str, csv_file: Path) -> None:
 @common
 def corporate_list(tenant_name: str) -> None:
     """List identifiers with their state (not contacted, enrolled, failed)."""
-    rows = [
-        {
-            "kind": c.kind,
-            "value": c.value,
-            "description": c.description,
-            "state": c.state,
-            "last_contact_at": None if c.last_contact_at is None else c.last_contact_at.isoformat(),
-        }
-        for c in _pomona().policy.list_corporate(tenant_name)
-    ]
+    rows = [corporate_json(c) for c in _pomona().policy.list_corporate(tenant_name)]
     _out({"identifiers": rows}, "\n".join(f"{r['kind']}\t{r['value']}\t{r['state']}" for r in rows))
 
 

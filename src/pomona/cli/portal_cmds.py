@@ -38,12 +38,9 @@ def portal_oidc(
     claim: str | None,
 ) -> None:
     """Let the tenant's users sign in to the portal with their organisation account (OpenID Connect)."""
-    from pomona.services.portal import PortalService
-
     p = _pomona()
     try:
-        svc = PortalService(p.db, p.clock, p.admin, p.policy, p.enrollment)
-        cfg = svc.set_oidc(
+        cfg = p.portal.set_oidc(
             tenant_name,
             issuer=issuer,
             client_id=client_id,
@@ -54,7 +51,7 @@ def portal_oidc(
         tenant = p.admin.get_tenant(tenant_name)
     finally:
         p.close()
-    redirect = f"{p.settings.public_url.rstrip('/')}/portal/{tenant.name}/oidc/callback"
+    redirect = f"{p.public_url}/portal/{tenant.name}/oidc/callback"
     _out(
         {"tenant": tenant.name, "issuer": cfg.issuer, "client_id": cfg.client_id, "redirect_uri": redirect},
         t("portal.cli.oidc_set", tenant=tenant.name, issuer=cfg.issuer, redirect_uri=redirect),

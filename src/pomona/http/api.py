@@ -7,7 +7,6 @@ another tenant's objects answer NOT_FOUND, exactly like objects that do not exis
 from __future__ import annotations
 
 import base64
-import plistlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,10 +18,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from pomona.app import Pomona
 from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundError, PomonaError
-from pomona.domain.models import ApiToken, Device, Enrollment, Event, QueuedCommand, User
+from pomona.domain.models import ApiToken
 from pomona.domain.reasons import ReasonCode
+from pomona.presenters import (
+    command_json,
+    corporate_json,
+    device_json,
+    enrollment_json,
+    event_json,
+    restriction_json,
+    tenant_json,
+    user_json,
+)
+from pomona.services.container import Services
 from pomona.services.context import request_id_var
 
 
@@ -33,97 +42,12 @@ def _rid(request: Request) -> str:
     return str(rid)
 
 
-def _jsonable(value: object) -> object:
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def device_json(d: Device, active: Enrollment | None) -> dict[str, object]:
-    return {
-        "id": d.id,
-        "udid": d.udid,
-        "serial": d.serial,
-        "model": d.model,
-        "model_name": d.model_name,
-        "product_name": d.product_name,
-        "device_name": d.device_name,
-        "os_version": d.os_version,
-        "build_version": d.build_version,
-        "imei": d.imei,
-        "meid": d.meid,
-        "capacity_gb": d.capacity_gb,
-        "battery_level": d.battery_level,
-        "last_seen_at": None if d.last_seen_at is None else d.last_seen_at.isoformat(),
-        "enrolled": active is not None,
-        "enrollment_id": None if active is None else active.id,
-        "user_id": None if active is None else active.user_id,
-    }
-
-
-def enrollment_json(e: Enrollment) -> dict[str, object]:
-    return {
-        "id": e.id,
-        "status": e.status.value,
-        "type": e.type.value,
-        "user_id": e.user_id,
-        "topic": e.topic,
-        "started_at": e.started_at.isoformat(),
-        "ended_at": None if e.ended_at is None else e.ended_at.isoformat(),
-        "push_token_present": e.push_token is not None,
-        "awaiting_configuration": e.awaiting_configuration,
-    }
-
-
-def command_json(c: QueuedCommand, *, with_result: bool = False) -> dict[str, object]:
-    out: dict[str, object] = {
-        "command_uuid": c.command_uuid,
-        "request_type": c.request_type,
-        "status": c.status.value,
-        "device_id": c.device_id,
-        "enrollment_id": c.enrollment_id,
-        "created_at": c.created_at.isoformat(),
-        "sent_at": None if c.sent_at is None else c.sent_at.isoformat(),
-        "result_at": None if c.result_at is None else c.result_at.isoformat(),
-        "error_chain": _jsonable(c.error_chain),
-    }
-    if with_result and c.result:
-        try:
-            out["result"] = _jsonable(plistlib.loads(c.result))
-        except Exception:
-            out["result"] = None
-    return out
-
-
-def event_json(e: Event) -> dict[str, object]:
-    return {
-        "id": e.id,
-        "at": e.at.isoformat(),
-        "step": e.step.value,
-        "outcome": e.outcome.value,
-        "reason": e.reason,
-        "user_id": e.user_id,
-        "upn": e.upn,
-        "serial": e.serial,
-        "udid": e.udid,
-        "enrollment_id": e.enrollment_id,
-        "request_id": e.request_id,
-        "detail": _jsonable(e.detail),
-    }
-
-
 def _auth(request: Request, authorization: Annotated[str | None, Header()] = None) -> ApiToken:
     request_id_var.set(_rid(request))
     secret = None
     if authorization and authorization.lower().startswith("bearer "):
         secret = authorization[7:].strip()
-    p: Pomona = request.app.state.pomona
+    p: Services = request.app.state.pomona
     return p.admin.authenticate_api_token(secret)
 
 
@@ -256,14 +180,14 @@ class CommandIn(BaseModel):
     push: bool = True
 
 
-def create_api(p: Pomona) -> FastAPI:
+def create_api(p: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await p.start_background()
+        await p.background.start()
         try:
             yield
         finally:
-            await p.stop_background()
+            await p.background.stop()
 
     api = FastAPI(
         lifespan=lifespan,
@@ -328,18 +252,7 @@ def create_api(p: Pomona) -> FastAPI:
     @api.get("/api/v1/tenants")
     def list_tenants(token: Auth) -> dict[str, object]:
         ts = [t for t in p.admin.list_tenants() if token.tenant_id in (None, t.id)]
-        return {
-            "tenants": [
-                {
-                    "id": t.id,
-                    "name": t.name,
-                    "domain": t.domain,
-                    "push_topic": t.push_topic,
-                    "push_not_after": None if t.push_not_after is None else t.push_not_after.isoformat(),
-                }
-                for t in ts
-            ]
-        }
+        return {"tenants": [tenant_json(t) for t in ts]}
 
     @api.post("/api/v1/tenants/{tenant}/tokens", status_code=201)
     def create_token(tenant: str, token: Auth) -> dict[str, object]:
@@ -408,18 +321,6 @@ def create_api(p: Pomona) -> FastAPI:
             "unresponsive": p.push.unresponsive(tid, p.clock.now()),
         }
 
-    def user_json(u: User) -> dict[str, object]:
-        return {
-            "id": u.id,
-            "upn": u.upn,
-            "display_name": u.display_name,
-            "email": u.email,
-            "enabled": u.enabled,
-            "licensed": u.licensed,
-            "dem": u.is_dem,
-            "mfa_required": u.mfa_required,
-        }
-
     @api.post("/api/v1/tenants/{tenant}/users", status_code=201)
     def create_user(tenant: str, body: UserIn, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
@@ -484,15 +385,11 @@ def create_api(p: Pomona) -> FastAPI:
 
     @api.get("/api/v1/tenants/{tenant}/restrictions")
     def list_restrictions(tenant: str, token: Auth) -> dict[str, object]:
-        from pomona.cli.policy_cmds import restriction_json
-
         rs, names = p.policy.list_restrictions(tenant_scope(token, tenant))
         return {"restrictions": [restriction_json(r, names) for r in rs]}
 
     @api.post("/api/v1/tenants/{tenant}/restrictions", status_code=201)
     def create_restriction(tenant: str, body: RestrictionIn, token: Auth) -> dict[str, object]:
-        from pomona.cli.policy_cmds import restriction_json
-
         r = p.policy.create_restriction(
             tenant_scope(token, tenant),
             type_=body.type,
@@ -508,8 +405,6 @@ def create_api(p: Pomona) -> FastAPI:
         tenant: str, type_: str, which: str, body: RestrictionPatch, token: Auth
     ) -> dict[str, object]:
         """`which` is `default` or the restriction's priority."""
-        from pomona.cli.policy_cmds import restriction_json
-
         default = which == "default"
         if not default and not which.isdigit():
             raise InvalidInputError("which must be 'default' or a priority number")
@@ -548,18 +443,7 @@ def create_api(p: Pomona) -> FastAPI:
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, object]:
         rows = p.policy.list_corporate(tenant_scope(token, tenant), limit=limit, offset=offset)
-        return {
-            "identifiers": [
-                {
-                    "kind": c.kind,
-                    "value": c.value,
-                    "description": c.description,
-                    "state": c.state,
-                    "last_contact_at": None if c.last_contact_at is None else c.last_contact_at.isoformat(),
-                }
-                for c in rows
-            ]
-        }
+        return {"identifiers": [corporate_json(c) for c in rows]}
 
     @api.post("/api/v1/tenants/{tenant}/blocked-devices", status_code=201)
     def block_device(tenant: str, body: DeviceRefIn, token: Auth) -> dict[str, object]:
@@ -596,12 +480,7 @@ def create_api(p: Pomona) -> FastAPI:
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
-        return {
-            "users": [
-                {"id": u.id, "upn": u.upn, "display_name": u.display_name, "enabled": u.enabled}
-                for u in p.admin.list_users(tid, limit=limit, offset=offset)
-            ]
-        }
+        return {"users": [user_json(u) for u in p.admin.list_users(tid, limit=limit, offset=offset)]}
 
     @api.post("/api/v1/tenants/{tenant}/enrollment-tokens", status_code=201)
     def create_enroll_token(tenant: str, body: EnrollTokenIn, token: Auth) -> dict[str, object]:

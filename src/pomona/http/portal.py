@@ -45,15 +45,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pomona.app import Pomona
 from pomona.domain.errors import NotFoundError, PomonaError
 from pomona.domain.models import Tenant, User
 from pomona.domain.reasons import ReasonCode
 from pomona.i18n import catalogue
+from pomona.services.container import Services
 from pomona.services.context import request_id_var
 from pomona.services.enrollment import PROFILE_CONTENT_TYPE
 from pomona.services.portal import (
-    SESSION_SECRET_KEY,
     OidcStart,
     PortalService,
     SignIn,
@@ -154,13 +153,9 @@ class PortalHeaders:
 
 # --- the app ----------------------------------------------------------------------------------------
 class Portal:
-    def __init__(self, p: Pomona) -> None:
+    def __init__(self, p: Services) -> None:
         self.p = p
-        svc = p.extras.get("portal")
-        if not isinstance(svc, PortalService):
-            svc = PortalService(p.db, p.clock, p.admin, p.policy, p.enrollment)
-            p.extras["portal"] = svc
-        self.svc: PortalService = svc
+        self.svc: PortalService = p.portal
         self.env = Environment(
             loader=FileSystemLoader(str(_HERE / "templates" / "portal")),
             autoescape=select_autoescape(["html"]),
@@ -324,7 +319,7 @@ class Portal:
         return self.after_sign_in(request, tenant, result)
 
     def redirect_uri(self, request: Request, tenant: Tenant) -> str:
-        base = self.p.settings.public_url.rstrip("/")
+        base = self.p.public_url
         return f"{base}/portal/{tenant.name}/oidc/callback"
 
     async def oidc_start(self, request: Request, tenant: Tenant) -> Response:
@@ -584,17 +579,7 @@ class Portal:
         return self.message(request, None, 404, "portal.error.no_tenant.title", "portal.error.no_tenant.body")
 
 
-def session_secret(p: Pomona) -> str:
-    """The session-signing key: generated once, kept in the database (all workers share it)."""
-    raw = p.db.settings_get(SESSION_SECRET_KEY)
-    if raw is None:
-        p.db.settings_put(SESSION_SECRET_KEY, secrets.token_urlsafe(48).encode())
-        raw = p.db.settings_get(SESSION_SECRET_KEY)  # two processes at once: the first writer wins
-    assert raw is not None
-    return raw.decode()
-
-
-def create_portal(p: Pomona) -> ASGIApp:
+def create_portal(p: Services) -> ASGIApp:
     """The portal's ASGI app; RootApp routes every path under /portal to it."""
     portal = Portal(p)
     r = portal.route
@@ -623,7 +608,7 @@ def create_portal(p: Pomona) -> ASGIApp:
             Middleware(PortalHeaders),
             Middleware(
                 SessionMiddleware,
-                secret_key=session_secret(p),
+                secret_key=p.portal.session_secret(),
                 session_cookie="pomona_portal",
                 max_age=SESSION_MAX_AGE,
                 path="/portal",

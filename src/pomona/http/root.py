@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from pomona.app import Pomona
 from pomona.domain.errors import PomonaError, UnenrollDeviceError
 from pomona.domain.reasons import ReasonCode
 from pomona.services.checkin import MAX_BODY
+from pomona.services.container import Services
 from pomona.services.context import request_id_var
 from pomona.services.enrollment import PROFILE_CONTENT_TYPE
 
@@ -78,7 +78,7 @@ def error_body(reason: str, message: str, request_id: str) -> bytes:
 
 
 class RootApp:
-    def __init__(self, pomona: Pomona) -> None:
+    def __init__(self, pomona: Services) -> None:
         from pomona.http.api import create_api
 
         self.pomona = pomona
@@ -185,4 +185,4 @@ class RootApp:
         except BodyTooLarge:
             return await respond(send, 413, b"request too large\n", "text/plain")
         method = scope["method"]
-        await self._run(send, lambda: scep_request(self.pomona, self._scep, tenant_id, method, query, body))
+        await self._run(send, lambda: scep_request(self.pomona, self._scep, tenant_id, method, query, body))  # type: ignore[arg-type]  # until ScepService

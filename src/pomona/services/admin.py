@@ -9,15 +9,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-from pomona.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError, PomonaError
+from pomona.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from pomona.domain.models import ApiToken, EnrollmentToken, Step, Tenant, User
-from pomona.domain.reasons import ReasonCode
 from pomona.ports import Pki, UnitOfWork
-from pomona.protocol.apns import is_mdm_topic, push_topic_of
 from pomona.services.base import ServiceBase
 from pomona.services.passwords import MIN_LENGTH
 from pomona.services.passwords import hash_password as _hash_password
@@ -49,13 +43,6 @@ class IssuedEnrollmentToken:
 class IssuedApiToken:
     token: ApiToken
     secret: str
-
-
-@dataclass(frozen=True)
-class PushCertInfo:
-    topic: str
-    not_after: str
-    subject: str
 
 
 @dataclass
@@ -208,62 +195,3 @@ class AdminService(ServiceBase):
                 )
             )
         return IssuedEnrollmentToken(tok, secret)
-
-    # --- push certificate -------------------------------------------------------------------------
-    def upload_push_cert(self, tenant_name: str, cert_pem: bytes, key_pem: bytes) -> PushCertInfo:
-        """Accept an MDM push certificate (PEM) and its private key for the tenant."""
-        try:
-            cert = x509.load_pem_x509_certificate(cert_pem)
-        except ValueError as exc:
-            raise PomonaError(
-                "not a PEM certificate", reason=ReasonCode.APNS_CERT_INVALID, http_status=422
-            ) from exc
-        try:
-            key = serialization.load_pem_private_key(key_pem, password=None)
-        except (ValueError, TypeError) as exc:
-            raise PomonaError(
-                "not an unencrypted PEM private key", reason=ReasonCode.APNS_CERT_INVALID, http_status=422
-            ) from exc
-        topic = push_topic_of(cert)
-        if not is_mdm_topic(topic):
-            raise PomonaError(
-                "the certificate's subject UID is not an MDM topic (com.apple.mgmt.…)",
-                reason=ReasonCode.APNS_CERT_INVALID,
-                http_status=422,
-                topic=topic,
-            )
-        assert topic is not None
-        if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)) or _pub_der(
-            key.public_key()
-        ) != _pub_der(cert.public_key()):
-            raise PomonaError(
-                "the key does not match the certificate", reason=ReasonCode.APNS_CERT_INVALID, http_status=422
-            )
-        not_after = cert.not_valid_after_utc
-        if not_after <= self.clock.now():
-            raise PomonaError(
-                f"the certificate expired on {not_after:%Y-%m-%d}",
-                reason=ReasonCode.APNS_CERT_EXPIRED,
-                http_status=422,
-            )
-        key_out = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        with self.db.unit_of_work() as uow:
-            t = self.tenant(uow, tenant_name)
-            uow.tenants.set_push_cert(
-                t.id, cert.public_bytes(serialization.Encoding.PEM), key_out, topic, not_after
-            )
-            uow.pushes.cert_changed(t.id, self.clock.now(), None)  # the full checks: ApnsLifecycle.upload
-            uow.events.append(
-                self.ok_event(t.id, Step.ADMIN, detail={"action": "apns.upload", "topic": topic})
-            )
-        return PushCertInfo(
-            topic=topic, not_after=not_after.isoformat(), subject=cert.subject.rfc4514_string()
-        )
-
-
-def _pub_der(key: object) -> bytes:
-    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
-        return b""
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

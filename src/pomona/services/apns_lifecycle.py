@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pomona.domain.errors import InvalidInputError, NotFoundError, PomonaError
@@ -23,6 +24,7 @@ from pomona.domain.models import Step, Tenant
 from pomona.domain.reasons import ReasonCode
 from pomona.ports import PushCertCheck, PushCertKit, UnitOfWork, WebhookPoster
 from pomona.services.base import ServiceBase
+from pomona.services.jobs import Jobs
 
 REPLACE_CONFIRMATION = "devices-must-re-enroll"
 EXPIRY_STEPS = (30, 14, 7, 1)  # days: APNS_CERT_EXPIRING at each of these
@@ -70,8 +72,9 @@ class UploadResult:
 class ApnsLifecycle(ServiceBase):
     kit: PushCertKit
     wake_push: Callable[[], None] | None = None
+    jobs: Jobs | None = None  # where the canary runs after an upload (the server's background); None: inline
     canary_devices: int = 3
-    canary_wait: float = 5.0  # seconds the upload waits for canary devices to check in
+    canary_wait: float = 5.0  # seconds the canary waits for its devices to check in
 
     def _tenant(self, uow: UnitOfWork, ref: str) -> Tenant:
         t = uow.tenants.by_name(ref) or uow.tenants.get(ref)
@@ -191,8 +194,26 @@ class ApnsLifecycle(ServiceBase):
             reenroll_required=marked,
         )
         if canary:
-            result.canary.update(self.canary(t.id, topic))
+            # In a running server the canary is a background job (the upload answers at once, the result
+            # is an event); from the CLI it runs before the command returns and is printed.
+            result.canary["result"] = "scheduled"
+            run = partial(self._canary_job, t.id, topic, result.canary)
+            if self.jobs is None:
+                run()
+            else:
+                self.jobs.submit("apns-canary", run)
         return result
+
+    def _canary_job(self, tenant_id: str, topic: str, into: dict[str, Any]) -> None:
+        found = self.canary(tenant_id, topic)
+        into.clear()
+        into.update(found)
+        with self.db.unit_of_work() as uow:
+            uow.events.append(
+                self.ok_event(
+                    tenant_id, Step.ADMIN, detail={"action": "apns.canary", "topic": topic, **found}
+                )
+            )
 
     def _apple_id(self, tenant_id: str) -> str | None:
         with self.db.unit_of_work(readonly=True) as uow:

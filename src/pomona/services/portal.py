@@ -201,6 +201,15 @@ class PortalService(ServiceBase):
     _totp_used: dict[str, int] = field(default_factory=dict)  # user id -> last accepted time step
 
     # --- helpers ----------------------------------------------------------------------------------
+    def session_secret(self) -> str:
+        """The session-signing key: generated once, kept in the database (all workers share it)."""
+        raw = self.db.settings_get(SESSION_SECRET_KEY)
+        if raw is None:
+            self.db.settings_put(SESSION_SECRET_KEY, secrets.token_urlsafe(48).encode())
+            raw = self.db.settings_get(SESSION_SECRET_KEY)  # two processes at once: the first writer wins
+        assert raw is not None
+        return raw.decode()
+
     def tenant(self, name: str) -> Tenant:
         with self.db.unit_of_work(readonly=True) as uow:
             t = uow.tenants.by_name(name)

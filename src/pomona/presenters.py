@@ -1,0 +1,173 @@
+"""The JSON shapes Pomona shows: one function per object, used by the admin API, the CLI's ``--json``
+and (later) the console, so the three never disagree.
+
+Adapters import this module; it imports only the domain (and stdlib codecs). Times are ISO 8601 in UTC,
+bytes are base64, absent values are ``null``.
+"""
+
+from __future__ import annotations
+
+import base64
+import plistlib
+from collections.abc import Mapping
+from datetime import datetime
+
+from pomona.domain.models import (
+    CorporateIdentifier,
+    Device,
+    Enrollment,
+    Event,
+    QueuedCommand,
+    Tenant,
+    User,
+)
+from pomona.domain.policy import Restriction
+
+
+def jsonable(value: object) -> object:
+    """Anything stored in an event detail or a command result, as JSON can carry it."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def tenant_json(t: Tenant) -> dict[str, object]:
+    return {
+        "id": t.id,
+        "name": t.name,
+        "domain": t.domain,
+        "push_topic": t.push_topic,
+        "push_not_after": iso(t.push_not_after),
+    }
+
+
+def user_json(u: User) -> dict[str, object]:
+    return {
+        "id": u.id,
+        "upn": u.upn,
+        "display_name": u.display_name,
+        "email": u.email,
+        "enabled": u.enabled,
+        "licensed": u.licensed,
+        "dem": u.is_dem,
+        "mfa_required": u.mfa_required,
+    }
+
+
+def device_json(d: Device, active: Enrollment | None) -> dict[str, object]:
+    return {
+        "id": d.id,
+        "udid": d.udid,
+        "serial": d.serial,
+        "model": d.model,
+        "model_name": d.model_name,
+        "product_name": d.product_name,
+        "device_name": d.device_name,
+        "os_version": d.os_version,
+        "build_version": d.build_version,
+        "imei": d.imei,
+        "meid": d.meid,
+        "capacity_gb": d.capacity_gb,
+        "battery_level": d.battery_level,
+        "last_seen_at": iso(d.last_seen_at),
+        "enrolled": active is not None,
+        "enrollment_id": None if active is None else active.id,
+        "user_id": None if active is None else active.user_id,
+    }
+
+
+def enrollment_json(e: Enrollment) -> dict[str, object]:
+    return {
+        "id": e.id,
+        "status": e.status.value,
+        "type": e.type.value,
+        "user_id": e.user_id,
+        "topic": e.topic,
+        "started_at": e.started_at.isoformat(),
+        "ended_at": iso(e.ended_at),
+        "push_token_present": e.push_token is not None,
+        "awaiting_configuration": e.awaiting_configuration,
+    }
+
+
+def command_json(c: QueuedCommand, *, with_result: bool = False) -> dict[str, object]:
+    out: dict[str, object] = {
+        "command_uuid": c.command_uuid,
+        "request_type": c.request_type,
+        "status": c.status.value,
+        "device_id": c.device_id,
+        "enrollment_id": c.enrollment_id,
+        "created_at": c.created_at.isoformat(),
+        "sent_at": iso(c.sent_at),
+        "result_at": iso(c.result_at),
+        "error_chain": jsonable(c.error_chain),
+    }
+    if with_result and c.result:
+        try:
+            out["result"] = jsonable(plistlib.loads(c.result))
+        except Exception:  # a device's result that is not a plist is shown as absent, never an error
+            out["result"] = None
+    return out
+
+
+def event_json(e: Event) -> dict[str, object]:
+    return {
+        "id": e.id,
+        "at": e.at.isoformat(),
+        "step": e.step.value,
+        "outcome": e.outcome.value,
+        "reason": e.reason,
+        "user_id": e.user_id,
+        "upn": e.upn,
+        "serial": e.serial,
+        "udid": e.udid,
+        "enrollment_id": e.enrollment_id,
+        "request_id": e.request_id,
+        "detail": jsonable(e.detail),
+    }
+
+
+def corporate_json(c: CorporateIdentifier) -> dict[str, object]:
+    return {
+        "kind": c.kind,
+        "value": c.value,
+        "description": c.description,
+        "state": c.state,
+        "last_contact_at": iso(c.last_contact_at),
+    }
+
+
+def restriction_json(r: Restriction, names: Mapping[str, str] | None = None) -> dict[str, object]:
+    """A restriction with its group names (ids where a name is not given)."""
+    d: dict[str, object] = {
+        "id": r.id,
+        "name": r.name,
+        "type": r.type,
+        "default": r.is_default,
+        "priority": None if r.is_default else r.priority,
+        "groups": sorted((names or {}).get(g, g) for g in r.group_ids),
+    }
+    if r.type == "platform":
+        d.update(
+            ios="allow" if r.ios_allowed else "block",
+            ipados="allow" if r.ipados_allowed else "block",
+            ios_personal="allow" if r.ios_personal_allowed else "block",
+            ipados_personal="allow" if r.ipados_personal_allowed else "block",
+            ios_min_os=r.ios_min_os,
+            ios_max_os=r.ios_max_os,
+            ipados_min_os=r.ipados_min_os,
+            ipados_max_os=r.ipados_max_os,
+        )
+    else:
+        d["limit"] = r.device_limit
+    return d
