@@ -18,8 +18,9 @@ from pomona.pki.adapters import CmsProfileSigner, LocalPki
 from pomona.services.admin import AdminService
 from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
 from pomona.services.checkin import CheckinService
+from pomona.services.checks import DiscoverySettings, unresponsive_check
 from pomona.services.commands import CommandService
-from pomona.services.diagnose import DiagnoseService, DiagnoseSettings
+from pomona.services.diagnose import DiagnoseService
 from pomona.services.enrollment import EnrollmentService, Urls
 from pomona.services.health import HealthService
 from pomona.services.policy import PolicyService
@@ -209,19 +210,12 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
     urls = Urls(settings.public_url.rstrip("/"))
     policy = PolicyService(db, clock)
     host = urlsplit(settings.public_url).hostname or "localhost"
-    diagnose = DiagnoseService(
-        db,
-        clock,
-        policy,
-        DnsResolver(settings.dns_server),
-        HttpFetcher(),
-        DiagnoseSettings(
-            settings.enrollment_cname_target or host,
-            settings.registration_cname_target or host,
-            settings.well_known_url,
-        ),
+    discovery = DiscoverySettings(
+        settings.enrollment_cname_target or host,
+        settings.registration_cname_target or host,
+        settings.well_known_url,
     )
-    health = HealthService(db, clock, diagnose.resolver, diagnose.settings)
+    resolver = DnsResolver(settings.dns_server)
     reports = ReportService(db, clock)
     from pomona.pki.apns_certs import load_or_create_server_key
     from pomona.push.certkit import LocalPushCertKit
@@ -232,13 +226,13 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
     commands = CommandService(db, clock, push.wake)
     apns = ApnsLifecycle(db, clock, kit, push.wake)
     notifier = Notifier(db, clock, kit, HttpWebhookPoster())
-    # Tenant health reads the certificate lifecycle and push reachability, and reports new findings
-    # to the tenant's webhook.
-    health.push_cert_findings = apns.findings
-    health.extra_checks.append(lambda t, now: _unresponsive(push, t.id, now))
-    health.notify = notifier.notify
-    diagnose.unresponsive = push.unresponsive
-    diagnose.cert_findings = apns.findings
+    # Health and diagnose read the certificate lifecycle's findings and push reachability; health
+    # reports new findings to the tenant's webhook.
+    unresponsive = unresponsive_check(push.unresponsive)
+    diagnose = DiagnoseService(
+        db, clock, policy, resolver, HttpFetcher(), discovery, apns.check, unresponsive
+    )
+    health = HealthService(db, clock, resolver, discovery, apns.check, unresponsive, notifier.notify)
     return Pomona(
         settings=settings,
         db=db,
@@ -257,22 +251,6 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
         apns=apns,
         notifier=notifier,
     )
-
-
-def _unresponsive(push: PushService, tenant_id: str, now: datetime) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-    for f in push.unresponsive(tenant_id, now):
-        facts = {k: v for k, v in f.items() if k != "code"}
-        udid = f.get("udid")
-        out.append(
-            {
-                "code": "DEVICE_UNRESPONSIVE",
-                "severity": "warning",
-                "subject": f"device:{udid}",
-                "facts": facts,
-            }
-        )
-    return out
 
 
 def create_app(settings: Settings | None = None, *, pomona: Pomona | None = None) -> object:
