@@ -23,7 +23,6 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
 
-from pomona.domain.models import Tenant
 from pomona.domain.reasons import ReasonCode
 
 TENANT = "tenant"  # the subject of a finding about the tenant as a whole
@@ -87,9 +86,9 @@ class RecordedFinding:
 
 
 # --- tenant set-up ----------------------------------------------------------------------------------
-def authority_findings(tenant: Tenant) -> list[Finding]:
-    """MDM_AUTHORITY_NOT_SET while the tenant has not chosen Pomona as its MDM authority."""
-    return [] if tenant.mdm_authority else [Finding(ReasonCode.MDM_AUTHORITY_NOT_SET, Severity.CRITICAL)]
+def authority_findings(mdm_authority: str | None) -> list[Finding]:
+    """MDM_AUTHORITY_NOT_SET while the tenant has not chosen its MDM authority."""
+    return [] if mdm_authority else [Finding(ReasonCode.MDM_AUTHORITY_NOT_SET, Severity.CRITICAL)]
 
 
 def licence_findings(seats: int, licensed: int, unlicensed_users: Callable[[], int]) -> list[Finding]:

@@ -42,7 +42,7 @@ class HealthService(ServiceBase):
     notify: Notify | None  # None: new findings are kept, not sent
 
     def check(self, uow: UnitOfWork, t: Tenant, now: datetime) -> list[Finding]:
-        out = authority_findings(t)
+        out = authority_findings(t.mdm_authority)
         out += self.push_cert(t.id, now)
         out += licence_findings(
             t.licence_seats, uow.users.licensed_count(t.id), lambda: uow.health.unlicensed_users(t.id)

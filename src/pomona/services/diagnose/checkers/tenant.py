@@ -13,7 +13,7 @@ from pomona.services.diagnose.model import Assessment, Verdict, ev
 def _authority(ctx: Context) -> Assessment:
     t = ctx.tenant
     ev_: list[dict[str, object]] = [{"kind": "tenant", "id": t.id, "mdm_authority": t.mdm_authority}]
-    if authority_findings(t):
+    if authority_findings(t.mdm_authority):
         return Assessment(R.MDM_AUTHORITY_NOT_SET, Verdict.PROVEN, ev_, {}, "the tenant has no MDM authority")
     return Assessment(R.MDM_AUTHORITY_NOT_SET, Verdict.RULED_OUT, ev_, {}, f"authority is {t.mdm_authority}")
 
