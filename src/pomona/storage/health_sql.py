@@ -96,21 +96,6 @@ class SqlHealthStore:
         )
         return [(r[0], r[1], r[2]) for r in self.conn.execute(q)]
 
-    def orphaned_by_topic(self, tenant_id: str, topic: str) -> int:
-        e = s.enrollments
-        q = (
-            select(func.count())
-            .select_from(e)
-            .where(
-                and_(
-                    e.c.tenant_id == tenant_id,
-                    e.c.status == EnrollmentStatus.ACTIVE.value,
-                    e.c.topic != topic,
-                )
-            )
-        )
-        return int(self.conn.execute(q).scalar_one())
-
     def unlicensed_users(self, tenant_id: str) -> int:
         u = s.users
         q = (
