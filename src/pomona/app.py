@@ -18,12 +18,13 @@ from pomona.pki.adapters import CmsProfileSigner, LocalPki
 from pomona.services.admin import AdminService
 from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
 from pomona.services.checkin import CheckinService
+from pomona.services.checks import DiscoverySettings, unresponsive_check
 from pomona.services.commands import CommandService
 from pomona.services.container import Services
-from pomona.services.diagnose import DiagnoseService, DiagnoseSettings
+from pomona.services.diagnose import DiagnoseService
 from pomona.services.enrollment import EnrollmentService, Urls
 from pomona.services.health import HealthService
-from pomona.services.jobs import Background
+from pomona.services.jobs import Background, JobRunner
 from pomona.services.policy import PolicyService
 from pomona.services.portal import PortalService
 from pomona.services.push import PushService, PushSettings
@@ -165,29 +166,29 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
     enrollment = EnrollmentService(db, clock, pki, signer, Urls(public_url), policy)
     notifier = Notifier(db, clock, kit, HttpWebhookPoster())
     host = urlsplit(public_url).hostname or "localhost"
-    diagnose_settings = DiagnoseSettings(
+    discovery = DiscoverySettings(
         settings.enrollment_cname_target or host,
         settings.registration_cname_target or host,
         settings.well_known_url,
     )
     resolver = DnsResolver(settings.dns_server)
-    health = HealthService(db, clock, resolver, diagnose_settings)
+    jobs = JobRunner()
+    apns = ApnsLifecycle(db, clock, kit, push.wake, jobs)
+    # Health and diagnose read the certificate lifecycle's findings and push reachability; health
+    # reports new findings to the tenant's webhook.
+    unresponsive = unresponsive_check(push.unresponsive)
+    diagnose = DiagnoseService(
+        db, clock, policy, resolver, HttpFetcher(), discovery, apns.check, unresponsive
+    )
+    health = HealthService(db, clock, resolver, discovery, apns.check, unresponsive, notifier.notify)
     background = Background(
+        jobs=jobs,
         push=push,
         close_gateway=gateway.aclose,
         health_round=health.run_all,
         push_worker=settings.push_worker,
         health_interval=settings.health_interval,
     )
-    apns = ApnsLifecycle(db, clock, kit, push.wake, background)
-    diagnose = DiagnoseService(db, clock, policy, resolver, HttpFetcher(), diagnose_settings)
-    diagnose.unresponsive = push.unresponsive
-    diagnose.cert_findings = apns.findings
-    # Tenant health reads the certificate lifecycle and push reachability, and reports new findings
-    # to the tenant's webhook.
-    health.push_cert_findings = apns.findings
-    health.extra_checks.append(lambda t, now: _unresponsive(push, t.id, now))
-    health.notify = notifier.notify
     return Pomona(
         clock=clock,
         public_url=public_url,
@@ -209,22 +210,6 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
         pki=pki,
         signer=signer,
     )
-
-
-def _unresponsive(push: PushService, tenant_id: str, now: datetime) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-    for f in push.unresponsive(tenant_id, now):
-        facts = {k: v for k, v in f.items() if k != "code"}
-        udid = f.get("udid")
-        out.append(
-            {
-                "code": "DEVICE_UNRESPONSIVE",
-                "severity": "warning",
-                "subject": f"device:{udid}",
-                "facts": facts,
-            }
-        )
-    return out
 
 
 def create_app(settings: Settings | None = None, *, pomona: Pomona | None = None) -> object:

@@ -67,6 +67,21 @@ class TestHealth:
             )
         assert "MDM_AUTHORITY_NOT_SET" in codes(pomona.health.run(s3.name))
 
+    def test_one_expiry_check_for_health_status_and_diagnose(self, pomona: Pomona, acme: TenantSetup) -> None:
+        """Health, the certificate status and diagnose judge an expiring certificate the same way."""
+        from pomona.testing.pushcert import make_standin_push_cert
+
+        cert, key = make_standin_push_cert(acme.topic, days=5)
+        pomona.apns.upload(acme.name, cert, key, canary=False)
+        found = pomona.health.run(acme.name)["findings"]
+        (health,) = [f for f in found if f["code"] == "APNS_CERT_EXPIRING"]  # type: ignore[attr-defined]
+        (status,) = pomona.apns.findings(acme.name, pomona.clock.now())
+        expected = ("APNS_CERT_EXPIRING", "critical", "expiry:7d")
+        assert (health["code"], health["severity"], health["subject"]) == expected
+        assert (status["code"], status["severity"], status["subject"]) == expected
+        top = pomona.diagnose.diagnose(acme.name, message="APNS_CERT_EXPIRING").findings[0]
+        assert (top.code, top.verdict.value) == ("APNS_CERT_EXPIRING", "proven")
+
     def test_new_findings_are_notified(self, pomona: Pomona, acme: TenantSetup) -> None:
         """New findings go to the notifier once; repeats do not."""
         sent: list[tuple[str, list[str]]] = []

@@ -1,5 +1,6 @@
 """The APNs push certificate's lifecycle: request (CSR), upload (PEM or .p12), renew never replace,
-expiry findings, webhook notices, and a canary push after every upload.
+its findings (the rules and the one expiry table are `pomona.domain.checks`'), webhook notices, and a
+canary push after every upload.
 
 Renew, never replace: devices enrolled under a topic can only ever be woken with a certificate of that
 topic. A certificate with another topic is refused (APNS_TOPIC_CHANGED, saying how many devices would be
@@ -19,6 +20,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from pomona.domain.checks import Finding, PushCertState, push_cert_findings
 from pomona.domain.errors import InvalidInputError, NotFoundError, PomonaError
 from pomona.domain.models import Step, Tenant
 from pomona.domain.reasons import ReasonCode
@@ -27,7 +29,6 @@ from pomona.services.base import ServiceBase
 from pomona.services.jobs import Jobs
 
 REPLACE_CONFIRMATION = "devices-must-re-enroll"
-EXPIRY_STEPS = (30, 14, 7, 1)  # days: APNS_CERT_EXPIRING at each of these
 SIGNATURE_HEADER = "X-Pomona-Signature"  # "sha256=<hex HMAC-SHA256 of the body>"
 
 
@@ -360,55 +361,29 @@ class ApnsLifecycle(ServiceBase):
             "reenroll_required": count,
         }
 
-    def findings(self, tenant: str, now: datetime) -> list[dict[str, Any]]:
-        """APNS_CERT_EXPIRING at 30/14/7/1 days, APNS_CERT_EXPIRED after, APNS_CERT_INVALID when APNs
-        refused the certificate, APNS_TOPIC_CHANGED while enrollments must re-enroll."""
+    def check(self, tenant: str, now: datetime) -> list[Finding]:
+        """The push certificate's findings (`pomona.domain.checks.push_cert_findings`): missing, expiring
+        at each expiry step, expired, refused by APNs, enrollments cut off by a replacement. Health and
+        diagnose consume these (a `TenantCheck`)."""
         with self.db.unit_of_work(readonly=True) as uow:
             t = self._tenant(uow, tenant)
             st = uow.pushes.cert_state(t.id)
             count, _ = uow.pushes.reenroll_required(t.id, limit=0)
-        out: list[dict[str, Any]] = []
-        if t.push_not_after is not None:
-            left = t.push_not_after - now
-            days = left.total_seconds() / 86400
-            facts = {
-                "topic": t.push_topic,
-                "not_after": t.push_not_after.isoformat(),
-                "apple_id": st.get("apple_id"),
-            }
-            if left.total_seconds() <= 0:
-                out.append({"code": ReasonCode.APNS_CERT_EXPIRED.value, "severity": "error", "facts": facts})
-            else:
-                step = next((d for d in sorted(EXPIRY_STEPS) if days <= d), None)
-                if step is not None:
-                    out.append(
-                        {
-                            "code": ReasonCode.APNS_CERT_EXPIRING.value,
-                            "severity": "error" if step <= 7 else "warning",
-                            "facts": {**facts, "days_left": int(days), "threshold_days": step},
-                        }
-                    )
-        if st.get("invalid_at") is not None:
-            out.append(
-                {
-                    "code": ReasonCode.APNS_CERT_INVALID.value,
-                    "severity": "error",
-                    "facts": {
-                        "topic": t.push_topic,
-                        "since": st["invalid_at"].isoformat(),
-                        "apns": st.get("invalid_reason"),
-                    },
-                }
-            )
-        if count:
-            out.append(
-                {
-                    "code": ReasonCode.APNS_TOPIC_CHANGED.value,
-                    "severity": "error",
-                    "facts": {"topic": t.push_topic, "enrollments_to_re_enroll": count},
-                }
-            )
-        return out
+        apple_id = st.get("apple_id")
+        state = PushCertState(
+            present=t.push_cert_pem is not None and t.push_not_after is not None,
+            topic=t.push_topic,
+            not_after=t.push_not_after,
+            apple_id=apple_id if isinstance(apple_id, str) else None,
+            refused_at=st.get("invalid_at"),
+            refused_reason=st.get("invalid_reason"),
+            reenroll_required=count,
+        )
+        return push_cert_findings(state, now)
+
+    def findings(self, tenant: str, now: datetime) -> list[dict[str, object]]:
+        """`check` as JSON (the API's and the CLI's certificate status, the webhook test)."""
+        return [f.to_json() for f in self.check(tenant, now)]
 
 
 @dataclass

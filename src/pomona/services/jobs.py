@@ -28,42 +28,15 @@ class Jobs(Protocol):
     def submit(self, name: str, fn: Callable[[], object]) -> None: ...
 
 
-class Background:
-    """Owns every task of one server process. Each started task is tracked, logged if it fails, and ended
-    by :meth:`stop`."""
+class JobRunner:
+    """One-off blocking jobs: run in a worker thread of the started server, or at once where none runs."""
 
-    def __init__(
-        self,
-        *,
-        push: PushWorker,
-        close_gateway: Callable[[], Awaitable[None]],
-        health_round: Callable[[], object],
-        push_worker: bool,
-        health_interval: float,
-    ) -> None:
-        self.push = push
-        self.close_gateway = close_gateway
-        self.health_round = health_round
-        self.push_worker = push_worker
-        self.health_interval = health_interval
+    def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._push_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
 
-    @property
-    def running(self) -> bool:
-        return self._loop is not None
-
-    async def start(self) -> None:
-        """Start this process's push worker and health schedule (once; a second call does nothing)."""
-        if self._loop is not None:
-            return
-        self._loop = asyncio.get_running_loop()
-        if not self.push_worker:
-            return
-        self._push_task = self._loop.create_task(self.push.run(), name="pomona-push")
-        if self.health_interval > 0:
-            self._track(self._loop.create_task(self._health_loop(), name="pomona-health"))
+    def attach(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._loop = loop
 
     def submit(self, name: str, fn: Callable[[], object]) -> None:
         """Run ``fn`` in a worker thread of the started server, or at once where no server runs here."""
@@ -79,17 +52,65 @@ class Background:
                 log.exception("background job %s failed", name)
                 return None
 
-        loop.call_soon_threadsafe(lambda: self._track(loop.create_task(job(), name=f"pomona-{name}")))
+        loop.call_soon_threadsafe(lambda: self.track(loop.create_task(job(), name=f"pomona-{name}")))
 
-    async def stop(self) -> None:
-        """End the push worker (letting it finish its batch for up to 5 s), the schedule and every job."""
-        if self._loop is None:
-            return
+    def track(self, task: asyncio.Task[object]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def cancel_all(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+class Background:
+    """Owns every task of one server process: the push worker, the health schedule and the job runner's
+    jobs. Each started task is tracked, logged if it fails, and ended by :meth:`stop`."""
+
+    def __init__(
+        self,
+        *,
+        jobs: JobRunner,
+        push: PushWorker,
+        close_gateway: Callable[[], Awaitable[None]],
+        health_round: Callable[[], object],
+        push_worker: bool,
+        health_interval: float,
+    ) -> None:
+        self.jobs = jobs
+        self.push = push
+        self.close_gateway = close_gateway
+        self.health_round = health_round
+        self.push_worker = push_worker
+        self.health_interval = health_interval
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._push_task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    async def start(self) -> None:
+        """Start this process's push worker and health schedule (once; a second call does nothing)."""
+        if self._loop is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self.jobs.attach(self._loop)
+        if not self.push_worker:
+            return
+        self._push_task = self._loop.create_task(self.push.run(), name="pomona-push")
+        if self.health_interval > 0:
+            self.jobs.track(self._loop.create_task(self._health_loop(), name="pomona-health"))
+
+    async def stop(self) -> None:
+        """End the push worker (letting it finish its batch for up to 5 s), the schedule and every job."""
+        if self._loop is None:
+            return
+        self.jobs.attach(None)
+        await self.jobs.cancel_all()
         if self._push_task is not None:
             self.push.stop()
             try:
@@ -100,10 +121,6 @@ class Background:
         with contextlib.suppress(Exception):
             await self.close_gateway()
         self._loop = None
-
-    def _track(self, task: asyncio.Task[object]) -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _health_loop(self) -> None:
         """Tenant health on a schedule: findings kept with first/last seen, new ones sent to webhooks."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, func, insert, select, update
 
+from pomona.domain.checks import Finding, RecordedFinding, Severity
 from pomona.domain.models import EnrollmentStatus
+from pomona.domain.reasons import ReasonCode
 from pomona.storage import schema as s
 
 
@@ -17,37 +20,40 @@ class SqlHealthStore:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def open_findings(self, tenant_id: str) -> list[dict[str, Any]]:
+    def open_findings(self, tenant_id: str) -> list[RecordedFinding]:
+        return [_recorded(r) for r in self._open(tenant_id)]
+
+    def _open(self, tenant_id: str) -> list[Row[Any]]:
         h = s.health_findings
         q = (
             select(h)
             .where(and_(h.c.tenant_id == tenant_id, h.c.resolved_at.is_(None)))
             .order_by(h.c.first_seen)
         )
-        return [{**r._mapping, "facts": json.loads(r.facts) if r.facts else {}} for r in self.conn.execute(q)]
+        return list(self.conn.execute(q))
 
-    def record(self, tenant_id: str, found: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    def record(self, tenant_id: str, found: Sequence[Finding], now: datetime) -> list[Finding]:
         """Upsert what was found now; resolve what is no longer found. Returns the NEW findings."""
         h = s.health_findings
-        current = {(f["code"], f["subject"]): f for f in self.open_findings(tenant_id)}
+        current = {(r.code, r.subject): r.id for r in self._open(tenant_id)}
         new = []
         for f in found:
-            key = (f["code"], f["subject"])
-            facts = json.dumps(f.get("facts") or {}, default=str)
-            if key in current:
+            facts = json.dumps(dict(f.facts), default=str)
+            row_id = current.pop(f.key, None)
+            if row_id is not None:
                 self.conn.execute(
                     update(h)
-                    .where(h.c.id == current.pop(key)["id"])
-                    .values(last_seen=now, facts=facts, severity=f["severity"])
+                    .where(h.c.id == row_id)
+                    .values(last_seen=now, facts=facts, severity=f.severity.value)
                 )
             else:
                 self.conn.execute(
                     insert(h).values(
                         id=str(uuid.uuid4()),
                         tenant_id=tenant_id,
-                        code=f["code"],
-                        subject=f["subject"],
-                        severity=f["severity"],
+                        code=f.code.value,
+                        subject=f.subject,
+                        severity=f.severity.value,
                         facts=facts,
                         first_seen=now,
                         last_seen=now,
@@ -55,7 +61,7 @@ class SqlHealthStore:
                 )
                 new.append(f)
         for gone in current.values():
-            self.conn.execute(update(h).where(h.c.id == gone["id"]).values(resolved_at=now))
+            self.conn.execute(update(h).where(h.c.id == gone).values(resolved_at=now))
         return new
 
     def mark_notified(self, tenant_id: str, codes: list[tuple[str, str]], now: datetime) -> None:
@@ -90,21 +96,6 @@ class SqlHealthStore:
         )
         return [(r[0], r[1], r[2]) for r in self.conn.execute(q)]
 
-    def orphaned_by_topic(self, tenant_id: str, topic: str) -> int:
-        e = s.enrollments
-        q = (
-            select(func.count())
-            .select_from(e)
-            .where(
-                and_(
-                    e.c.tenant_id == tenant_id,
-                    e.c.status == EnrollmentStatus.ACTIVE.value,
-                    e.c.topic != topic,
-                )
-            )
-        )
-        return int(self.conn.execute(q).scalar_one())
-
     def unlicensed_users(self, tenant_id: str) -> int:
         u = s.users
         q = (
@@ -113,3 +104,11 @@ class SqlHealthStore:
             .where(and_(u.c.tenant_id == tenant_id, u.c.enabled, ~u.c.licensed))
         )
         return int(self.conn.execute(q).scalar_one())
+
+
+def _recorded(r: Row[Any]) -> RecordedFinding:
+    return RecordedFinding(
+        Finding(ReasonCode(r.code), Severity(r.severity), r.subject, json.loads(r.facts) if r.facts else {}),
+        r.first_seen,
+        r.last_seen,
+    )

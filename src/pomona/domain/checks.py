@@ -1,0 +1,291 @@
+"""The rules of the tenant checks, pure: facts in, typed findings out.
+
+One `Finding` is one problem that holds now: a reason code, a severity, the thing it is about (the
+`subject`, which with the code identifies the finding across runs) and the facts the knowledge base fills
+its text with. Health keeps findings with first and last seen and sends new ones to the tenant's webhook;
+diagnose turns them into verdicts; the certificate lifecycle shows them. They all get them from here, so a
+threshold or a severity is decided once.
+
+Gathering the facts (a store, the DNS) is `services/checks.py`'s job; nothing here does I/O.
+
+Expiry: one table for every certificate and token that expires (the APNs push certificate now, ABM
+server tokens later). `EXPIRY_STEPS` lists the days before expiry at which the expiring finding is raised;
+the finding at a step has its own subject (``expiry:<days>d``), so crossing a step makes a new finding and
+the webhook hears about it once per step: 30 and 14 days ahead as a warning, 7 days and 1 day ahead as
+critical. At or after the expiry instant the expired code replaces it (critical).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from types import MappingProxyType
+
+from pomona.domain.reasons import ReasonCode
+
+TENANT = "tenant"  # the subject of a finding about the tenant as a whole
+AWAITING_STUCK_AFTER = timedelta(hours=1)  # at Setup Assistant longer than this: AWAITING_CONFIGURATION_STUCK
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """Sort key: critical first."""
+        return _RANK[self]
+
+
+_RANK = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A problem that holds now. `(code, subject)` identifies it from one check run to the next."""
+
+    code: ReasonCode
+    severity: Severity
+    subject: str = TENANT
+    facts: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "facts", MappingProxyType(dict(self.facts)))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.code.value, self.subject)
+
+    def to_json(self) -> dict[str, object]:
+        """The shape the API, the CLI and the webhook print: code, severity, subject, facts."""
+        return {
+            "code": self.code.value,
+            "severity": self.severity.value,
+            "subject": self.subject,
+            "facts": dict(self.facts),
+        }
+
+
+@dataclass(frozen=True)
+class RecordedFinding:
+    """A finding as health keeps it: when it was first and last seen (it is open until it goes away)."""
+
+    finding: Finding
+    first_seen: datetime
+    last_seen: datetime
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            **self.finding.to_json(),
+            "first_seen": self.first_seen.isoformat(),
+            "last_seen": self.last_seen.isoformat(),
+        }
+
+
+# --- tenant set-up ----------------------------------------------------------------------------------
+def authority_findings(mdm_authority: str | None) -> list[Finding]:
+    """MDM_AUTHORITY_NOT_SET while the tenant has not chosen its MDM authority."""
+    return [] if mdm_authority else [Finding(ReasonCode.MDM_AUTHORITY_NOT_SET, Severity.CRITICAL)]
+
+
+def licence_findings(seats: int, licensed: int, unlicensed_users: Callable[[], int]) -> list[Finding]:
+    """LICENSES_EXHAUSTED when every seat is taken and enabled users are still waiting for one
+    (`unlicensed_users` counts them; it is asked only when no seat is free)."""
+    if seats - licensed > 0:
+        return []
+    waiting = unlicensed_users()
+    if not waiting:
+        return []
+    return [
+        Finding(
+            ReasonCode.LICENSES_EXHAUSTED,
+            Severity.WARNING,
+            facts={"seats": seats, "unlicensed_users": waiting},
+        )
+    ]
+
+
+# --- expiry -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExpiryStep:
+    days: int
+    severity: Severity
+
+
+EXPIRY_STEPS: tuple[ExpiryStep, ...] = (
+    ExpiryStep(30, Severity.WARNING),
+    ExpiryStep(14, Severity.WARNING),
+    ExpiryStep(7, Severity.CRITICAL),
+    ExpiryStep(1, Severity.CRITICAL),
+)
+
+
+def expiry_step(left: timedelta) -> ExpiryStep | None:
+    """The nearest step at or beyond the time left (None: not yet within the first step, or expired)."""
+    if left <= timedelta(0):
+        return None
+    within = [s for s in EXPIRY_STEPS if left <= timedelta(days=s.days)]
+    return min(within, key=lambda s: s.days) if within else None
+
+
+def check_expiry(
+    not_after: datetime,
+    now: datetime,
+    *,
+    expiring: ReasonCode,
+    expired: ReasonCode,
+    facts: Mapping[str, object],
+    subject: str = TENANT,
+) -> Finding | None:
+    """The expired finding once `not_after` is reached, the expiring one at each of `EXPIRY_STEPS`.
+
+    The facts gain ``not_after`` (ISO), ``expires`` (the date) and, while expiring, ``days_left`` (whole
+    days) and ``threshold_days`` (the step)."""
+    left = not_after - now
+    base = {**facts, "not_after": not_after.isoformat(), "expires": f"{not_after:%Y-%m-%d}"}
+    if left <= timedelta(0):
+        return Finding(expired, Severity.CRITICAL, subject, base)
+    step = expiry_step(left)
+    if step is None:
+        return None
+    return Finding(
+        expiring,
+        step.severity,
+        f"expiry:{step.days}d" if subject == TENANT else f"{subject}:expiry:{step.days}d",
+        {**base, "days_left": left.days, "threshold_days": step.days},
+    )
+
+
+# --- the APNs push certificate ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class PushCertState:
+    """What the server knows of a tenant's push certificate."""
+
+    present: bool  # a certificate (and its expiry) is stored
+    topic: str | None = None
+    not_after: datetime | None = None
+    apple_id: str | None = None
+    refused_at: datetime | None = None  # APNs refused the certificate (pushes are held)
+    refused_reason: str | None = None
+    reenroll_required: int = 0  # enrollments cut off by a confirmed replacement (another topic)
+
+
+def push_cert_findings(state: PushCertState, now: datetime) -> list[Finding]:
+    """APNS_CERT_MISSING; else APNS_CERT_EXPIRING at each expiry step and APNS_CERT_EXPIRED after,
+    APNS_CERT_INVALID while APNs refuses it, APNS_TOPIC_CHANGED while enrollments must re-enroll."""
+    if not state.present or state.not_after is None:
+        return [Finding(ReasonCode.APNS_CERT_MISSING, Severity.CRITICAL)]
+    out: list[Finding] = []
+    expiry = check_expiry(
+        state.not_after,
+        now,
+        expiring=ReasonCode.APNS_CERT_EXPIRING,
+        expired=ReasonCode.APNS_CERT_EXPIRED,
+        facts={"topic": state.topic, "apple_id": state.apple_id},
+    )
+    if expiry is not None:
+        out.append(expiry)
+    if state.refused_at is not None:
+        out.append(
+            Finding(
+                ReasonCode.APNS_CERT_INVALID,
+                Severity.CRITICAL,
+                facts={
+                    "topic": state.topic,
+                    "since": state.refused_at.isoformat(),
+                    "apns": state.refused_reason,
+                },
+            )
+        )
+    if state.reenroll_required:
+        out.append(
+            Finding(
+                ReasonCode.APNS_TOPIC_CHANGED,
+                Severity.CRITICAL,
+                facts={"topic": state.topic, "enrollments_to_re_enroll": state.reenroll_required},
+            )
+        )
+    return out
+
+
+# --- DNS discovery ------------------------------------------------------------------------------------
+class DiscoveryRecord(StrEnum):
+    """The CNAMEs devices look up to find the server from the user's domain."""
+
+    ENROLLMENT = "enterpriseenrollment"
+    REGISTRATION = "enterpriseregistration"
+
+
+@dataclass(frozen=True)
+class CnameLookup:
+    """One look-up: what the name points to (None: no CNAME), or why the name server did not answer."""
+
+    record: DiscoveryRecord
+    name: str  # e.g. enterpriseenrollment.acme.example
+    expected: str  # the host it must point to
+    found: str | None
+    error: str | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.error is None
+
+
+def dns_findings(lookups: Iterable[CnameLookup]) -> list[Finding]:
+    """DNS_*_CNAME_MISSING for a name without a CNAME, DNS_ENROLLMENT_CNAME_WRONG for one pointing
+    elsewhere. A name server that did not answer proves nothing either way: no finding."""
+    out: list[Finding] = []
+    for lk in lookups:
+        if not lk.answered:
+            continue
+        subject = f"dns:{lk.name}"
+        if lk.found is None:
+            code = (
+                ReasonCode.DNS_ENROLLMENT_CNAME_MISSING
+                if lk.record is DiscoveryRecord.ENROLLMENT
+                else ReasonCode.DNS_REGISTRATION_CNAME_MISSING
+            )
+            out.append(
+                Finding(code, Severity.WARNING, subject, {"name": lk.name, "expected_target": lk.expected})
+            )
+        elif lk.record is DiscoveryRecord.ENROLLMENT and lk.found != lk.expected.lower():
+            out.append(
+                Finding(
+                    ReasonCode.DNS_ENROLLMENT_CNAME_WRONG,
+                    Severity.WARNING,
+                    subject,
+                    {"name": lk.name, "found": lk.found, "expected_target": lk.expected},
+                )
+            )
+    return out
+
+
+# --- devices ----------------------------------------------------------------------------------------
+def unresponsive_findings(rows: Iterable[Mapping[str, object]]) -> list[Finding]:
+    """DEVICE_UNRESPONSIVE per device the push service found silent (its rows: udid, last push, last
+    seen...): a warning about ``device:<udid>``, the row as facts."""
+    return [
+        Finding(
+            ReasonCode.DEVICE_UNRESPONSIVE,
+            Severity.WARNING,
+            f"device:{row.get('udid')}",
+            {k: v for k, v in row.items() if k != "code"},
+        )
+        for row in rows
+    ]
+
+
+def stuck_findings(stuck: Iterable[tuple[str, datetime]]) -> list[Finding]:
+    """AWAITING_CONFIGURATION_STUCK per (udid, since) held at Setup Assistant too long."""
+    return [
+        Finding(
+            ReasonCode.AWAITING_CONFIGURATION_STUCK,
+            Severity.WARNING,
+            f"device:{udid}",
+            {"udid": udid, "since": since.isoformat()},
+        )
+        for udid, since in stuck
+    ]

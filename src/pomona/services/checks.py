@@ -1,0 +1,61 @@
+"""The tenant checks' I/O side: the facts they need, gathered through the ports, and the check callables
+one service hands another through its constructor.
+
+The rules (thresholds, severities, which code) are pure and live in `pomona.domain.checks`; this module
+only asks the DNS and adapts other services' answers. A `TenantCheck` is what a service offers to health
+and diagnose: ``(tenant id or name, now) -> findings``. The certificate lifecycle's is
+`ApnsLifecycle.check`; push reachability's is `unresponsive_check(PushService.unresponsive)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from pomona.domain.checks import CnameLookup, DiscoveryRecord, Finding, unresponsive_findings
+from pomona.ports import Resolver
+
+TenantCheck = Callable[[str, datetime], Sequence[Finding]]
+# PushService.unresponsive: the devices that left accepted pushes unanswered, one row each.
+UnresponsiveSource = Callable[[str, datetime], Sequence[Mapping[str, object]]]
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """Where devices must be sent by the tenant's domain (the DNS and well-known checks)."""
+
+    enrollment_target: str  # what EnterpriseEnrollment.<domain> must be a CNAME of
+    registration_target: str  # what EnterpriseRegistration.<domain> must be a CNAME of
+    well_known_url: str = "https://{domain}/.well-known/com.apple.remotemanagement"
+
+    def target(self, record: DiscoveryRecord) -> str:
+        return self.enrollment_target if record is DiscoveryRecord.ENROLLMENT else self.registration_target
+
+
+def lookup_cnames(
+    resolver: Resolver,
+    domain: str,
+    settings: DiscoverySettings,
+    records: Iterable[DiscoveryRecord] = tuple(DiscoveryRecord),
+) -> list[CnameLookup]:
+    """Ask the DNS for the discovery CNAMEs of `domain` (all of them, enrollment first, unless `records`
+    names some). A name server that does not answer (LookupError) is kept as the look-up's error."""
+    out = []
+    for record in records:
+        name = f"{record.value}.{domain}"
+        expected = settings.target(record)
+        try:
+            out.append(CnameLookup(record, name, expected, resolver.cname(name)))
+        except LookupError as exc:
+            out.append(CnameLookup(record, name, expected, None, str(exc)))
+    return out
+
+
+def unresponsive_check(source: UnresponsiveSource) -> TenantCheck:
+    """DEVICE_UNRESPONSIVE findings from the push service's reachability rows."""
+
+    def check(tenant: str, now: datetime) -> list[Finding]:
+        return unresponsive_findings(source(tenant, now))
+
+    return check

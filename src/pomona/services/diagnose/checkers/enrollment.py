@@ -1,0 +1,153 @@
+"""The enrollment's course on the device: profile installed or not, abandoned, held at Setup Assistant."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pomona.domain.checks import AWAITING_STUCK_AFTER
+from pomona.domain.models import EnrollmentStatus, Outcome, Step
+from pomona.domain.reasons import ReasonCode as R
+from pomona.services.diagnose.checkers.base import Checker
+from pomona.services.diagnose.context import Context
+from pomona.services.diagnose.model import Assessment, Verdict, ev
+
+ABANDON_AFTER = timedelta(minutes=30)
+RECENT_CHECKIN = timedelta(days=7)
+
+
+def _already_installed(ctx: Context) -> Assessment:
+    active = [e for e in ctx.enrollments if e.status is EnrollmentStatus.ACTIVE]
+    repeats = [e for e in ctx.events if e.step is Step.PROFILE and e.detail.get("repeat_download")]
+    seen = [d for d in ctx.devices if d.last_seen_at and ctx.now - d.last_seen_at <= RECENT_CHECKIN]
+    evidence = [ev(e) for e in repeats[:5]] + [
+        {"kind": "enrollment", "id": e.id, "udid": e.udid} for e in active
+    ]
+    if active and seen:
+        return Assessment(
+            R.MDM_PROFILE_ALREADY_INSTALLED,
+            Verdict.LIKELY,
+            evidence,
+            {"last_seen": f"{seen[0].last_seen_at:%Y-%m-%d %H:%M}"},
+            "the device is actively enrolled and checked in recently: its management profile is installed",
+        )
+    if repeats:
+        return Assessment(
+            R.MDM_PROFILE_ALREADY_INSTALLED,
+            Verdict.LIKELY,
+            evidence,
+            {"downloads": len(repeats)},
+            "the profile was downloaded again while an enrollment was active, and no Authenticate followed",
+        )
+    if ctx.user is not None or ctx.devices:
+        return Assessment(
+            R.MDM_PROFILE_ALREADY_INSTALLED,
+            Verdict.RULED_OUT,
+            evidence,
+            {},
+            "no active Pomona enrollment and no repeated download; another server's profile would be "
+            "ENROLLED_WITH_OTHER_MDM",
+        )
+    return Assessment(
+        R.MDM_PROFILE_ALREADY_INSTALLED, Verdict.UNKNOWN, evidence, {}, "no user or device given"
+    )
+
+
+def _other_mdm(ctx: Context) -> Assessment:
+    return Assessment(
+        R.ENROLLED_WITH_OTHER_MDM,
+        Verdict.UNKNOWN,
+        [],
+        {},
+        "only the device shows another server's management profile",
+    )
+
+
+def _abandoned(ctx: Context) -> Assessment:
+    served = [e for e in ctx.events if e.step is Step.PROFILE and e.outcome is Outcome.OK]
+    if not served:
+        return Assessment(R.ENROLLMENT_ABANDONED, Verdict.RULED_OUT, [], {}, "no profile was served")
+    last = served[0]
+    later = [e for e in ctx.events if e.at >= last.at and e.step in (Step.SCEP, Step.AUTHENTICATE)]
+    if not later and ctx.now - last.at >= ABANDON_AFTER:
+        return Assessment(
+            R.ENROLLMENT_ABANDONED,
+            Verdict.PROVEN,
+            [ev(last)],
+            {"served_at": f"{last.at:%Y-%m-%d %H:%M}"},
+            "the profile was served and nothing followed",
+        )
+    return Assessment(
+        R.ENROLLMENT_ABANDONED,
+        Verdict.RULED_OUT,
+        [ev(last)] + [ev(e) for e in later[:3]],
+        {},
+        "the enrollment went on after the profile",
+    )
+
+
+def _install_failed(ctx: Context) -> Assessment:
+    served = [e for e in ctx.events if e.step is Step.PROFILE and e.outcome is Outcome.OK]
+    server_refusals = [e for e in ctx.events if e.outcome is Outcome.FAILED and e.reason]
+    if served:
+        later = [
+            e
+            for e in ctx.events
+            if e.at >= served[0].at and e.step in (Step.SCEP, Step.AUTHENTICATE) and e.outcome is Outcome.OK
+        ]
+        if later:
+            return Assessment(
+                R.PROFILE_INSTALL_FAILED,
+                Verdict.RULED_OUT,
+                [ev(served[0]), ev(later[0])],
+                {},
+                "the device installed the profile: SCEP and Authenticate followed",
+            )
+        if not server_refusals:
+            return Assessment(
+                R.PROFILE_INSTALL_FAILED,
+                Verdict.LIKELY,
+                [ev(served[0])],
+                {},
+                "the profile was served, the device never came back, and the server refused nothing",
+            )
+    return Assessment(
+        R.PROFILE_INSTALL_FAILED, Verdict.UNKNOWN, [], {}, "only the device can show this fault"
+    )
+
+
+def _stuck(ctx: Context) -> Assessment:
+    stuck = [
+        e
+        for e in ctx.enrollments
+        if e.status is EnrollmentStatus.ACTIVE
+        and e.awaiting_configuration
+        and e.token_updated_at
+        and ctx.now - e.token_updated_at > AWAITING_STUCK_AFTER
+    ]
+    if stuck:
+        return Assessment(
+            R.AWAITING_CONFIGURATION_STUCK,
+            Verdict.PROVEN,
+            [
+                {
+                    "kind": "enrollment",
+                    "id": e.id,
+                    "since": e.token_updated_at.isoformat() if e.token_updated_at else None,
+                }
+                for e in stuck
+            ],
+            {},
+            "held at Setup Assistant",
+        )
+    return Assessment(
+        R.AWAITING_CONFIGURATION_STUCK, Verdict.RULED_OUT, [], {}, "no device waits for DeviceConfigured"
+    )
+
+
+CHECKERS: dict[str, Checker] = {
+    R.MDM_PROFILE_ALREADY_INSTALLED.value: _already_installed,
+    R.ENROLLED_WITH_OTHER_MDM.value: _other_mdm,
+    R.ENROLLMENT_ABANDONED.value: _abandoned,
+    R.PROFILE_INSTALL_FAILED.value: _install_failed,
+    R.AWAITING_CONFIGURATION_STUCK.value: _stuck,
+}

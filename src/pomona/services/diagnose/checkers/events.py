@@ -1,0 +1,58 @@
+"""Codes only the event log shows (the server's own refusals), and push reachability."""
+
+from __future__ import annotations
+
+from pomona.domain.reasons import ReasonCode as R
+from pomona.services.diagnose.checkers.base import Checker, by_events, table
+from pomona.services.diagnose.context import Context
+from pomona.services.diagnose.model import Assessment, Verdict
+
+
+def _refused(code: R) -> Checker:
+    return lambda ctx: by_events(ctx, code.value)
+
+
+def _device_only(code: R) -> Checker:
+    return lambda ctx: by_events(ctx, code.value, device_only=True)
+
+
+def _unresponsive(ctx: Context) -> Assessment:
+    """Pushes APNs accepted and the device silent since (the push service keeps the reachability)."""
+    if not ctx.devices:
+        return by_events(ctx, R.DEVICE_UNRESPONSIVE.value)
+    udids = {d.udid for d in ctx.devices}
+    silent = [f for f in ctx.unresponsive(ctx.tenant.id, ctx.now) if f.facts.get("udid") in udids]
+    if silent:
+        f = silent[0]
+        return Assessment(
+            R.DEVICE_UNRESPONSIVE,
+            Verdict.PROVEN,
+            [{"kind": "reachability", "code": f.code.value, **f.facts}],
+            {"last_push": f.facts.get("last_push_at"), "last_seen": f.facts.get("last_seen_at")},
+            "APNs accepted the pushes and the device has not come since",
+        )
+    return Assessment(R.DEVICE_UNRESPONSIVE, Verdict.RULED_OUT, [], {}, "the device answers its pushes")
+
+
+CHECKERS: dict[str, Checker] = {
+    **table(
+        (
+            R.ENROLLMENT_TOKEN_INVALID,
+            R.ENROLLMENT_TOKEN_EXPIRED,
+            R.MALFORMED_REQUEST,
+            R.SIGNATURE_INVALID,
+            R.CERT_NOT_TRUSTED,
+            R.CERT_DEVICE_MISMATCH,
+            R.TOPIC_MISMATCH,
+            R.UNKNOWN_ENROLLMENT,
+            R.PUSH_TOKEN_UNREGISTERED,
+            R.PUSH_REJECTED,
+            R.PUSH_UNREACHABLE,
+        ),
+        _refused,
+    ),
+    R.DEVICE_UNRESPONSIVE.value: _unresponsive,
+    # The ABM (DEP_*) checkers come with the Automated Device Enrollment issue; until then the server
+    # cannot tell, and says so.
+    **table((R.DEP_NETWORK_ERROR,), _device_only),
+}
