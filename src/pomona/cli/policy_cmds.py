@@ -10,6 +10,7 @@ import click
 
 from pomona.cli.main import _json, _out, _pomona, common, main
 from pomona.domain.errors import InvalidInputError
+from pomona.domain.policy import Access, DeviceLimitRestriction, DeviceTypeRestriction, RestrictionKind
 from pomona.i18n import t
 
 
@@ -204,7 +205,8 @@ def restriction() -> None:
     """Enrollment restrictions: device type (platform, ownership, OS range) and device limit."""
 
 
-_ALLOW = click.Choice(["allow", "block"])
+_ALLOW = click.Choice([a.value for a in Access])
+_KIND = click.Choice([k.value for k in RestrictionKind])
 
 
 def _settings(
@@ -226,23 +228,21 @@ def _settings(
 
 
 def restriction_json(r: object, names: dict[str, str] | None = None) -> dict[str, object]:
-    from pomona.domain.policy import Restriction
-
-    assert isinstance(r, Restriction)
+    assert isinstance(r, DeviceTypeRestriction | DeviceLimitRestriction)
     d: dict[str, object] = {
         "id": r.id,
         "name": r.name,
-        "type": r.type,
+        "type": r.kind.value,
         "default": r.is_default,
         "priority": None if r.is_default else r.priority,
         "groups": sorted((names or {}).get(g, g) for g in r.group_ids),
     }
-    if r.type == "platform":
+    if isinstance(r, DeviceTypeRestriction):
         d.update(
-            ios="allow" if r.ios_allowed else "block",
-            ipados="allow" if r.ipados_allowed else "block",
-            ios_personal="allow" if r.ios_personal_allowed else "block",
-            ipados_personal="allow" if r.ipados_personal_allowed else "block",
+            ios=Access.of(r.ios_allowed).value,
+            ipados=Access.of(r.ipados_allowed).value,
+            ios_personal=Access.of(r.ios_personal_allowed).value,
+            ipados_personal=Access.of(r.ipados_personal_allowed).value,
             ios_min_os=r.ios_min_os,
             ios_max_os=r.ios_max_os,
             ipados_min_os=r.ipados_min_os,
@@ -255,7 +255,7 @@ def restriction_json(r: object, names: dict[str, str] | None = None) -> dict[str
 
 @restriction.command("create")
 @click.option("--tenant", "tenant_name", required=True)
-@click.option("--type", "type_", type=click.Choice(["platform", "limit"]), required=True)
+@click.option("--type", "type_", type=_KIND, required=True)
 @click.option("--ios", type=_ALLOW)
 @click.option("--ipados", type=_ALLOW)
 @click.option("--personal", type=_ALLOW, help="Personally-owned devices (both platforms).")
@@ -293,7 +293,7 @@ def restriction_create(
 
 @restriction.command("edit")
 @click.option("--tenant", "tenant_name", required=True)
-@click.option("--type", "type_", type=click.Choice(["platform", "limit"]), required=True)
+@click.option("--type", "type_", type=_KIND, required=True)
 @click.option(
     "--default", "is_default", is_flag=True, help="Edit the built-in Default restriction of this type."
 )
@@ -338,7 +338,7 @@ def restriction_edit(
 
 @restriction.command("delete")
 @click.option("--tenant", "tenant_name", required=True)
-@click.option("--type", "type_", type=click.Choice(["platform", "limit"]), required=True)
+@click.option("--type", "type_", type=_KIND, required=True)
 @click.option("--priority", type=int, required=True)
 @common
 def restriction_delete(tenant_name: str, type_: str, priority: int) -> None:
@@ -481,7 +481,10 @@ def policy_explain(
     if _json():
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
-    for kind, a in (("platform", d.platform_restriction), ("limit", d.limit_restriction)):
+    for kind, a in (
+        (RestrictionKind.PLATFORM, d.platform_restriction),
+        (RestrictionKind.LIMIT, d.limit_restriction),
+    ):
         if a is None:
             continue
         why = (

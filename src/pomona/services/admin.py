@@ -13,9 +13,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from pomona.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError, PomonaError
+from pomona.domain.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    PushCertExpiredError,
+    PushCertInvalidError,
+)
 from pomona.domain.models import ApiToken, EnrollmentToken, Step, Tenant, User
-from pomona.domain.reasons import ReasonCode
 from pomona.ports import Pki, UnitOfWork
 from pomona.protocol.apns import is_mdm_topic, push_topic_of
 from pomona.services.base import ServiceBase
@@ -215,37 +221,24 @@ class AdminService(ServiceBase):
         try:
             cert = x509.load_pem_x509_certificate(cert_pem)
         except ValueError as exc:
-            raise PomonaError(
-                "not a PEM certificate", reason=ReasonCode.APNS_CERT_INVALID, http_status=422
-            ) from exc
+            raise PushCertInvalidError("not a PEM certificate") from exc
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)
         except (ValueError, TypeError) as exc:
-            raise PomonaError(
-                "not an unencrypted PEM private key", reason=ReasonCode.APNS_CERT_INVALID, http_status=422
-            ) from exc
+            raise PushCertInvalidError("not an unencrypted PEM private key") from exc
         topic = push_topic_of(cert)
         if not is_mdm_topic(topic):
-            raise PomonaError(
-                "the certificate's subject UID is not an MDM topic (com.apple.mgmt.…)",
-                reason=ReasonCode.APNS_CERT_INVALID,
-                http_status=422,
-                topic=topic,
+            raise PushCertInvalidError(
+                "the certificate's subject UID is not an MDM topic (com.apple.mgmt.…)", topic=topic
             )
         assert topic is not None
         if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)) or _pub_der(
             key.public_key()
         ) != _pub_der(cert.public_key()):
-            raise PomonaError(
-                "the key does not match the certificate", reason=ReasonCode.APNS_CERT_INVALID, http_status=422
-            )
+            raise PushCertInvalidError("the key does not match the certificate")
         not_after = cert.not_valid_after_utc
         if not_after <= self.clock.now():
-            raise PomonaError(
-                f"the certificate expired on {not_after:%Y-%m-%d}",
-                reason=ReasonCode.APNS_CERT_EXPIRED,
-                http_status=422,
-            )
+            raise PushCertExpiredError(f"the certificate expired on {not_after:%Y-%m-%d}")
         key_out = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
