@@ -345,6 +345,19 @@ class TestRefusals:
         assert reason_of(reason) is ReasonCode.MALFORMED_REQUEST
         assert scep.decode_pki_message(rep).fail_info is FailInfo.BAD_MESSAGE_CHECK
 
+    def test_only_declared_refusals_refuse(
+        self, rsa_responder: ScepResponder, device: tuple[rsa.RSAPrivateKey, x509.Certificate]
+    ) -> None:
+        """An on_request exception that is not one of the responder's refusals propagates (a fault, not a no)."""
+
+        def broken(csr: CsrInfo, msg: PkiMessage) -> x509.Certificate:
+            raise RuntimeError("the CA is unreachable")
+
+        responder = ScepResponder(rsa_responder.ca, broken, refusals=(PomonaError,))
+        req, _ = _request(responder, device)
+        with pytest.raises(RuntimeError):
+            responder.pki_operation(req)
+
     def test_forged_signature_raises(
         self, rsa_responder: ScepResponder, device: tuple[rsa.RSAPrivateKey, x509.Certificate]
     ) -> None:

@@ -86,6 +86,7 @@ __all__ = [
 ]
 
 INTERNAL_MESSAGE = "internal error"
+_DECIDED_BY_CLASS = frozenset({"reason", "http_status"})  # not context: a raise site cannot choose them
 
 
 class PomonaError(Exception):
@@ -97,6 +98,10 @@ class PomonaError(Exception):
     apple_code: ClassVar[str | None] = None  # Apple's error code, for a device body Apple defines
 
     def __init__(self, detail: str = "", **context: object) -> None:
+        if _DECIDED_BY_CLASS & context.keys():
+            raise TypeError(
+                f"{type(self).__name__}: the class decides {sorted(_DECIDED_BY_CLASS)}; raise a subclass"
+            )
         super().__init__(detail or self.__class__.__name__)
         self.detail = detail
         self.context: dict[str, object] = context

@@ -138,7 +138,19 @@ class Access(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceTypeRestriction:
+class _RestrictionBase:
+    """What every restriction has: a priority (1 is the highest; the Default of a kind ranks last whatever
+    its number) and the groups it is assigned to (none for the Default, which applies to everyone)."""
+
+    id: str
+    name: str
+    priority: int
+    is_default: bool
+    group_ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTypeRestriction(_RestrictionBase):
     """Which platforms may enroll, in which OS range, and whether personally-owned devices may.
 
     https://learn.microsoft.com/mem/intune/enrollment/enrollment-restrictions-set
@@ -146,11 +158,6 @@ class DeviceTypeRestriction:
 
     kind: ClassVar[RestrictionKind] = RestrictionKind.PLATFORM
 
-    id: str
-    name: str
-    priority: int
-    is_default: bool
-    group_ids: frozenset[str] = frozenset()
     ios_allowed: bool = True
     ipados_allowed: bool = True
     ios_personal_allowed: bool = True
@@ -175,7 +182,7 @@ class DeviceTypeRestriction:
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceLimitRestriction:
+class DeviceLimitRestriction(_RestrictionBase):
     """How many devices a user may enroll (1 to MAX_DEVICE_LIMIT; a DEM always gets DEM_DEVICE_LIMIT).
 
     https://learn.microsoft.com/mem/intune/enrollment/enrollment-restrictions-set
@@ -183,11 +190,6 @@ class DeviceLimitRestriction:
 
     kind: ClassVar[RestrictionKind] = RestrictionKind.LIMIT
 
-    id: str
-    name: str
-    priority: int
-    is_default: bool
-    group_ids: frozenset[str] = frozenset()
     device_limit: int = DEFAULT_DEVICE_LIMIT
 
 
