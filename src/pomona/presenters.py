@@ -21,7 +21,7 @@ from pomona.domain.models import (
     Tenant,
     User,
 )
-from pomona.domain.policy import Restriction
+from pomona.domain.policy import Access, DeviceTypeRestriction, Restriction
 
 
 def jsonable(value: object) -> object:
@@ -152,17 +152,17 @@ def restriction_json(r: Restriction, names: Mapping[str, str] | None = None) -> 
     d: dict[str, object] = {
         "id": r.id,
         "name": r.name,
-        "type": r.type,
+        "type": r.kind.value,
         "default": r.is_default,
         "priority": None if r.is_default else r.priority,
         "groups": sorted((names or {}).get(g, g) for g in r.group_ids),
     }
-    if r.type == "platform":
+    if isinstance(r, DeviceTypeRestriction):
         d.update(
-            ios="allow" if r.ios_allowed else "block",
-            ipados="allow" if r.ipados_allowed else "block",
-            ios_personal="allow" if r.ios_personal_allowed else "block",
-            ipados_personal="allow" if r.ipados_personal_allowed else "block",
+            ios=Access.of(r.ios_allowed).value,
+            ipados=Access.of(r.ipados_allowed).value,
+            ios_personal=Access.of(r.ios_personal_allowed).value,
+            ipados_personal=Access.of(r.ipados_personal_allowed).value,
             ios_min_os=r.ios_min_os,
             ios_max_os=r.ios_max_os,
             ipados_min_os=r.ipados_min_os,

@@ -76,7 +76,7 @@ class TestPriority:
         p.policy.edit_restriction(s.name, type_="limit", default=True, limit=4)
         assert p.policy.explain(s.name, s.upn).device_limit == 4
         rs, _ = p.policy.list_restrictions(s.name)
-        default = next(r for r in rs if r.type == "limit" and r.is_default)
+        default = next(r for r in rs if r.kind == "limit" and r.is_default)
         with pytest.raises(PomonaError) as err:
             p.policy.delete_restriction(s.name, "limit", default.priority)
         assert err.value.reason == "INVALID_INPUT"

@@ -20,8 +20,10 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import AttributeOID, ExtensionOID, NameOID
 
+from pomona.domain.errors import EnrollmentTokenError, PomonaError, describe
+from pomona.domain.reasons import ReasonCode
 from pomona.pki.ca import CertificateAuthority, generate_key
-from pomona.pki.scep import ScepRefusal, ScepResponder, handle_scep_http
+from pomona.pki.scep import ScepResponder, handle_scep_http
 from pomona.protocol import cms, scep
 from pomona.protocol.scep import (
     CsrInfo,
@@ -99,12 +101,17 @@ class ChallengeIssuer:
     def __call__(self, csr: CsrInfo, msg: PkiMessage) -> x509.Certificate:
         self.seen.append((csr, msg))
         if csr.challenge_password != GOOD:
-            raise ScepRefusal(FailInfo.BAD_REQUEST, "ENROLLMENT_TOKEN_INVALID")
+            raise EnrollmentTokenError("wrong challenge")
         return self.ca.issue(csr.public_key, csr.subject, now=self.now)
 
 
 def make_on_request(ca: CertificateAuthority, now: dt.datetime | None = None) -> ChallengeIssuer:
     return ChallengeIssuer(ca, now)
+
+
+def reason_of(refusal: Exception | None) -> ReasonCode | None:
+    """The reason code a refusal the responder hands back maps to (None: issued)."""
+    return None if refusal is None else describe(refusal).reason
 
 
 @pytest.fixture(scope="module")
@@ -117,13 +124,13 @@ def capture_ca() -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
 @pytest.fixture(scope="module", params=["rsa", "p256"])
 def responder(request: pytest.FixtureRequest) -> ScepResponder:
     ca = CertificateAuthority.generate(f"SCEP {request.param} CA", key_type=request.param)
-    return ScepResponder(ca, make_on_request(ca))
+    return ScepResponder(ca, make_on_request(ca), refusals=(PomonaError,))
 
 
 @pytest.fixture(scope="module")
 def rsa_responder() -> ScepResponder:
     ca = CertificateAuthority.generate("SCEP rsa CA")
-    return ScepResponder(ca, make_on_request(ca))
+    return ScepResponder(ca, make_on_request(ca), refusals=(PomonaError,))
 
 
 @pytest.fixture(scope="module")
@@ -192,10 +199,10 @@ class TestRealCapture:
     ) -> None:
         """Served by a responder with the capture's CA, the challenge-less request gets FAILURE, SHA-1."""
         ca = CertificateAuthority(*capture_ca)
-        responder = ScepResponder(ca, make_on_request(ca))
+        responder = ScepResponder(ca, make_on_request(ca), refusals=(PomonaError,))
         req = (CAPTURE / "PKCSReq.der").read_bytes()
         rep, reason = responder.pki_operation(req)
-        assert reason == "ENROLLMENT_TOKEN_INVALID"
+        assert reason_of(reason) is ReasonCode.ENROLLMENT_TOKEN_INVALID
         msg = scep.decode_pki_message(rep, [ca.certificate])
         assert (msg.pki_status, msg.fail_info) == (PkiStatus.FAILURE, FailInfo.BAD_REQUEST)
         assert msg.digest_algorithm == "sha1"
@@ -253,7 +260,7 @@ class TestRoundTrip:
         key, cert = device
         req, nonce = _request(responder, device, challenge="wrong")
         rep, reason = responder.pki_operation(req)
-        assert reason == "ENROLLMENT_TOKEN_INVALID"
+        assert reason_of(reason) is ReasonCode.ENROLLMENT_TOKEN_INVALID
         result = scep.decode_cert_rep(rep, cert, key, expected_nonce=nonce)
         assert (result.status, result.fail_info, result.certificate) == (
             PkiStatus.FAILURE,
@@ -275,7 +282,7 @@ class TestRoundTrip:
     def test_p256_ca_uses_rsa_ra(self) -> None:
         """With a P-256 CA, GetCACert returns RA+CA and the RA (RSA, issued by the CA) handles envelopes."""
         ca = CertificateAuthority.generate("EC CA", key_type="p256")
-        responder = ScepResponder(ca, make_on_request(ca))
+        responder = ScepResponder(ca, make_on_request(ca), refusals=(PomonaError,))
         body, ctype = responder.get_ca_cert()
         assert ctype == "application/x-x509-ca-ra-cert"
         certs = cms.load_certs_only(body)
@@ -292,7 +299,7 @@ class TestRoundTrip:
         issued_before = len(rsa_responder.on_request.seen)  # type: ignore[attr-defined,unused-ignore]
         req = scep.build_pkcs_req(csr, cert, key, rsa_responder.responder_certificate)
         rep, reason = rsa_responder.pki_operation(req)
-        assert reason == "MALFORMED_REQUEST"
+        assert reason_of(reason) is ReasonCode.MALFORMED_REQUEST
         assert scep.decode_pki_message(rep).fail_info is FailInfo.BAD_ALG
         assert len(rsa_responder.on_request.seen) == issued_before  # type: ignore[attr-defined,unused-ignore]
 
@@ -310,7 +317,7 @@ class TestRefusals:
         }
         env = cms.encrypt_enveloped(b"whatever", rsa_responder.responder_certificate)
         rep, reason = rsa_responder.pki_operation(cms.sign(env, cert, key, extra_attributes=attrs))
-        assert reason == "MALFORMED_REQUEST"
+        assert reason_of(reason) is ReasonCode.MALFORMED_REQUEST
         msg = scep.decode_pki_message(rep)
         assert (msg.pki_status, msg.fail_info) == (PkiStatus.FAILURE, FailInfo.BAD_REQUEST)
 
@@ -323,7 +330,7 @@ class TestRefusals:
         bad = csr[:-5] + bytes([csr[-5] ^ 0xFF]) + csr[-4:]
         req = scep.build_pkcs_req(bad, cert, key, rsa_responder.responder_certificate, transaction_id="T")
         rep, reason = rsa_responder.pki_operation(req)
-        assert reason == "SIGNATURE_INVALID"
+        assert reason_of(reason) is ReasonCode.SIGNATURE_INVALID
         assert scep.decode_pki_message(rep).fail_info is FailInfo.BAD_MESSAGE_CHECK
 
     def test_envelope_for_someone_else(
@@ -335,8 +342,21 @@ class TestRefusals:
         csr = scep.build_csr(key, _name("iPhone"), GOOD)
         req = scep.build_pkcs_req(csr, cert, key, other.certificate)
         rep, reason = rsa_responder.pki_operation(req)
-        assert reason == "MALFORMED_REQUEST"
+        assert reason_of(reason) is ReasonCode.MALFORMED_REQUEST
         assert scep.decode_pki_message(rep).fail_info is FailInfo.BAD_MESSAGE_CHECK
+
+    def test_only_declared_refusals_refuse(
+        self, rsa_responder: ScepResponder, device: tuple[rsa.RSAPrivateKey, x509.Certificate]
+    ) -> None:
+        """An on_request exception that is not one of the responder's refusals propagates (a fault, not a no)."""
+
+        def broken(csr: CsrInfo, msg: PkiMessage) -> x509.Certificate:
+            raise RuntimeError("the CA is unreachable")
+
+        responder = ScepResponder(rsa_responder.ca, broken, refusals=(PomonaError,))
+        req, _ = _request(responder, device)
+        with pytest.raises(RuntimeError):
+            responder.pki_operation(req)
 
     def test_forged_signature_raises(
         self, rsa_responder: ScepResponder, device: tuple[rsa.RSAPrivateKey, x509.Certificate]

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pomona.domain.errors import InvalidInputError, PomonaError
+from pomona.domain.errors import InvalidInputError, describe
 from pomona.i18n import t
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,8 +32,21 @@ def parse_duration(text: str) -> timedelta:
         raise InvalidInputError(f"not a duration: {text!r} (use 90s, 15m, 1h, 7d)") from None
 
 
+def cli_error(exc: BaseException, *, as_json: bool) -> int:
+    """The CLI's answer to an error (built on ``domain.errors.describe``): one line, or one JSON object
+    with --json, and the exit code: 2 for a refusal, 1 for an internal error. The operator runs the
+    command, so the line carries the cause (never a traceback)."""
+    e = describe(exc)
+    message = e.detail or e.message
+    if as_json:
+        click.echo(json.dumps({"reason": e.reason.value, "message": message}))
+    else:
+        click.echo(t("cli.error", reason=e.reason.value, message=message), err=True)
+    return 1 if e.internal else 2
+
+
 def common(fn: F) -> F:
-    """--data-dir and --json on every command; PomonaError becomes a clear message and exit code 2."""
+    """--data-dir and --json on every command; any error becomes one line and an exit code (cli_error)."""
 
     @click.option(
         "--data-dir",
@@ -50,12 +63,10 @@ def common(fn: F) -> F:
         ctx.obj = {"data_dir": data_dir, "json": as_json}
         try:
             return fn(*args, **kwargs)
-        except PomonaError as exc:
-            if as_json:
-                click.echo(json.dumps({"reason": str(exc.reason), "message": exc.detail}))
-            else:
-                click.echo(t("cli.error", reason=exc.reason, message=exc.detail), err=True)
-            sys.exit(2)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click's own: usage errors, --help, Ctrl-C
+        except Exception as exc:  # noqa: BLE001 - every error gets one line and an exit code
+            sys.exit(cli_error(exc, as_json=as_json))
 
     return wrapper  # type: ignore[return-value]
 

@@ -10,6 +10,7 @@ import click
 
 from pomona.cli.main import _json, _out, _pomona, common, main
 from pomona.domain.errors import InvalidInputError
+from pomona.domain.policy import Access, RestrictionKind
 from pomona.i18n import t
 from pomona.presenters import corporate_json, restriction_json, user_json
 
@@ -205,7 +206,8 @@ def restriction() -> None:
     """Enrollment restrictions: device type (platform, ownership, OS range) and device limit."""
 
 
-_ALLOW = click.Choice(["allow", "block"])
+_ALLOW = click.Choice([a.value for a in Access])
+_KIND = click.Choice([k.value for k in RestrictionKind])
 
 
 def _settings(
@@ -228,7 +230,7 @@ def _settings(
 
 @restriction.command("create")
 @click.option("--tenant", "tenant_name", required=True)
-@click.option("--type", "type_", type=click.Choice(["platform", "limit"]), required=True)
+@click.option("--type", "type_", type=_KIND, required=True)
 @click.option("--ios", type=_ALLOW)
 @click.option("--ipados", type=_ALLOW)
 @click.option("--personal", type=_ALLOW, help="Personally-owned devices (both platforms).")
@@ -266,7 +268,7 @@ def restriction_create(
 
 @restriction.command("edit")
 @click.option("--tenant", "tenant_name", required=True)
-@click.option("--type", "type_", type=click.Choice(["platform", "limit"]), required=True)
+@click.option("--type", "type_", type=_KIND, required=True)
 @click.option(
     "--default", "is_default", is_flag=True, help="Edit the built-in Default restriction of this type."
 )
@@ -311,7 +313,7 @@ def restriction_edit(
 
 @restriction.command("delete")
 @click.option("--tenant", "tenant_name", required=True)
-@click.option("--type", "type_", type=click.Choice(["platform", "limit"]), required=True)
+@click.option("--type", "type_", type=_KIND, required=True)
 @click.option("--priority", type=int, required=True)
 @common
 def restriction_delete(tenant_name: str, type_: str, priority: int) -> None:
@@ -445,7 +447,10 @@ def policy_explain(
     if _json():
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
-    for kind, a in (("platform", d.platform_restriction), ("limit", d.limit_restriction)):
+    for kind, a in (
+        (RestrictionKind.PLATFORM, d.platform_restriction),
+        (RestrictionKind.LIMIT, d.limit_restriction),
+    ):
         if a is None:
             continue
         why = (

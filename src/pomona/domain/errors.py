@@ -1,57 +1,121 @@
 """The error tree. Every refusal Pomona makes is one of these, and each carries a ReasonCode.
 
-    PomonaError                      (reason, http_status, message key; instance detail + context)
-    ├── MalformedRequestError        MALFORMED_REQUEST, 400 (413 for oversized bodies)
-    ├── AuthError                    device authentication of check-in / command-loop messages, 401
-    │   ├── SignatureInvalidError    SIGNATURE_INVALID
-    │   ├── CertNotTrustedError      CERT_NOT_TRUSTED
-    │   ├── CertDeviceMismatchError  CERT_DEVICE_MISMATCH
-    │   └── TopicMismatchError       TOPIC_MISMATCH
-    ├── UnknownEnrollmentError       UNKNOWN_ENROLLMENT, 401 (as for any device we cannot authenticate)
-    ├── UnenrollDeviceError          DEVICE_BLOCKED / UNKNOWN_ENROLLMENT for a blocked or retired enrollment:
-    │                                403 with Apple's com.apple.unrecognized.device body, so the device unenrolls
-    ├── EnrollmentTokenError         ENROLLMENT_TOKEN_INVALID / ENROLLMENT_TOKEN_EXPIRED, 403
-    ├── PolicyError                  a policy refusal (APNS_CERT_*, USER_*, restrictions ...), 403
-    ├── NotFoundError                NOT_FOUND: no such object in this tenant (also another tenant's), 404
-    ├── ConflictError                ALREADY_EXISTS: a name already taken, 409
-    ├── ForbiddenError               API_AUTH_FAILED: missing or unknown admin token, or not allowed, 401
-    └── InvalidInputError            INVALID_INPUT: a bad argument to the admin API or CLI, 422
+The CLASS decides the HTTP status and the reason; a raise site says only what happened (``detail``, for
+logs and events) and the ids involved (``context``). The one exception is a policy refusal, whose reason
+is the decision's: :class:`PolicyError` takes it per instance, its status is still the class's.
 
-The HTTP boundary maps them: device endpoints get the status Apple expects, the admin API gets
-``{reason, message, request_id}``.
+    PomonaError                          INTERNAL_ERROR, 500 (reason, http_status, apple_code; detail + context)
+    ├── MalformedRequestError            MALFORMED_REQUEST, 400
+    │   └── BodyTooLargeError            MALFORMED_REQUEST, 413: a body over the endpoint's size limit
+    ├── AuthError                        device authentication of check-in / command-loop messages, 401
+    │   ├── SignatureInvalidError        SIGNATURE_INVALID
+    │   ├── CertNotTrustedError          CERT_NOT_TRUSTED
+    │   ├── CertDeviceMismatchError      CERT_DEVICE_MISMATCH
+    │   └── TopicMismatchError           TOPIC_MISMATCH
+    ├── UnknownEnrollmentError           UNKNOWN_ENROLLMENT, 401 (as for any device we cannot authenticate)
+    │   └── UnknownTenantError           the URL names no tenant: refused the same way, with no event
+    ├── UnenrollDeviceError              UNKNOWN_ENROLLMENT, 403 with Apple's com.apple.unrecognized.device
+    │   │                                body, so the device unenrolls: a retired enrollment
+    │   └── DeviceBlockedError           DEVICE_BLOCKED: an admin blocked the device
+    ├── EnrollmentTokenError             ENROLLMENT_TOKEN_INVALID, 403: unknown or used up
+    │   └── EnrollmentTokenExpiredError  ENROLLMENT_TOKEN_EXPIRED
+    ├── PolicyError                      the decision's reason (APNS_CERT_*, USER_*, restrictions ...), 403
+    ├── NotFoundError                    NOT_FOUND, 404: no such object in this tenant (also another tenant's)
+    ├── ConflictError                    ALREADY_EXISTS, 409: a name already taken
+    │   ├── LicensesExhaustedError       LICENSES_EXHAUSTED: no licence seat is free to assign
+    │   └── PushTopicChangedError        APNS_TOPIC_CHANGED: a replacement certificate with another topic
+    ├── ForbiddenError                   API_AUTH_FAILED, 401: missing or unknown admin token, or not allowed
+    ├── InvalidInputError                INVALID_INPUT, 422: a bad argument to the admin API or CLI
+    │   ├── PushCertInvalidError         APNS_CERT_INVALID: not a usable MDM push certificate (and key)
+    │   └── PushCertExpiredError         APNS_CERT_EXPIRED: an uploaded certificate that has expired
+    └── UpstreamError                    INTERNAL_ERROR, 502: a service we call answered what we cannot use
+
+Errors of the lower layers join the tree at one place each: a wire-format failure
+(``pomona.protocol.errors.ProtocolError``, which includes ``CmsError`` and ``ScepMalformedError``)
+becomes a refusal through :func:`from_protocol`; anything else that escapes is an internal error.
+
+:func:`describe` turns ANY exception into an :class:`ErrorResponse` (status, reason, public message,
+internal detail). Each surface has one thin mapper over it: device endpoints (``http.root``: Apple's
+statuses and 403 bodies), the admin API (``http.api``: ``{reason, message, request_id}``), the portal
+(``http.portal``: the refusal page) and the CLI (``cli.main``: one line and an exit code). An unknown
+exception is INTERNAL_ERROR, 500, and its cause never reaches the client.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pomona.domain.reasons import ReasonCode
+from pomona.protocol.errors import (
+    CmsError,
+    CsrSignatureError,
+    PlistTooLargeError,
+    ProtocolError,
+)
+
+__all__ = [
+    "AuthError",
+    "BodyTooLargeError",
+    "CertDeviceMismatchError",
+    "CertNotTrustedError",
+    "ConflictError",
+    "DeviceBlockedError",
+    "EnrollmentTokenError",
+    "EnrollmentTokenExpiredError",
+    "ErrorResponse",
+    "ForbiddenError",
+    "InvalidInputError",
+    "LicensesExhaustedError",
+    "MalformedRequestError",
+    "NotFoundError",
+    "PolicyError",
+    "PomonaError",
+    "PushCertExpiredError",
+    "PushCertInvalidError",
+    "PushTopicChangedError",
+    "SignatureInvalidError",
+    "TopicMismatchError",
+    "UnenrollDeviceError",
+    "UnknownEnrollmentError",
+    "UnknownTenantError",
+    "UpstreamError",
+    "describe",
+    "from_protocol",
+]
+
+INTERNAL_MESSAGE = "internal error"
+_DECIDED_BY_CLASS = frozenset({"reason", "http_status"})  # not context: a raise site cannot choose them
 
 
 class PomonaError(Exception):
-    reason: ClassVar[ReasonCode] = ReasonCode.INTERNAL_ERROR
-    http_status: ClassVar[int] = 500
+    """The base of the tree: ``reason`` and ``http_status`` are the class's; ``detail`` (what happened,
+    for logs, events and the admin's message) and ``context`` (ids, serial, topic) are the instance's."""
 
-    def __init__(
-        self,
-        detail: str = "",
-        *,
-        reason: ReasonCode | None = None,
-        http_status: int | None = None,
-        **context: object,
-    ) -> None:
+    reason: ReasonCode = ReasonCode.INTERNAL_ERROR
+    http_status: ClassVar[int] = 500
+    apple_code: ClassVar[str | None] = None  # Apple's error code, for a device body Apple defines
+
+    def __init__(self, detail: str = "", **context: object) -> None:
+        if _DECIDED_BY_CLASS & context.keys():
+            raise TypeError(
+                f"{type(self).__name__}: the class decides {sorted(_DECIDED_BY_CLASS)}; raise a subclass"
+            )
         super().__init__(detail or self.__class__.__name__)
         self.detail = detail
         self.context: dict[str, object] = context
-        if reason is not None:
-            self.reason = reason  # type: ignore[misc]
-        if http_status is not None:
-            self.http_status = http_status  # type: ignore[misc]
 
 
 class MalformedRequestError(PomonaError):
     reason = ReasonCode.MALFORMED_REQUEST
     http_status = 400
+
+
+class BodyTooLargeError(MalformedRequestError):
+    """The body is over the endpoint's size limit; it was not read to the end."""
+
+    http_status = 413
 
 
 class AuthError(PomonaError):
@@ -79,6 +143,10 @@ class UnknownEnrollmentError(PomonaError):
     http_status = 401
 
 
+class UnknownTenantError(UnknownEnrollmentError):
+    """The URL names no tenant: nothing to record an event under."""
+
+
 class UnenrollDeviceError(PomonaError):
     """Answered with Apple's 403 ``com.apple.unrecognized.device``: the device removes its enrollment.
 
@@ -90,13 +158,30 @@ class UnenrollDeviceError(PomonaError):
     apple_code = "com.apple.unrecognized.device"
 
 
+class DeviceBlockedError(UnenrollDeviceError):
+    """An admin blocked the device: it is told to unenroll, like a retired enrollment."""
+
+    reason = ReasonCode.DEVICE_BLOCKED
+
+
 class EnrollmentTokenError(PomonaError):
     reason = ReasonCode.ENROLLMENT_TOKEN_INVALID
     http_status = 403
 
 
+class EnrollmentTokenExpiredError(EnrollmentTokenError):
+    reason = ReasonCode.ENROLLMENT_TOKEN_EXPIRED
+
+
 class PolicyError(PomonaError):
+    """A refusal of the enrollment policy. Its reason is the decision's (see ``domain.policy``), so it is
+    given per instance; the status is always the class's."""
+
     http_status = 403
+
+    def __init__(self, detail: str = "", *, reason: ReasonCode, **context: object) -> None:
+        super().__init__(detail, **context)
+        self.reason = reason
 
 
 class NotFoundError(PomonaError):
@@ -109,6 +194,18 @@ class ConflictError(PomonaError):
     http_status = 409
 
 
+class LicensesExhaustedError(ConflictError):
+    """Every licence seat is assigned: one must be freed (or bought) before another is assigned."""
+
+    reason = ReasonCode.LICENSES_EXHAUSTED
+
+
+class PushTopicChangedError(ConflictError):
+    """The new push certificate has another topic: replacing (not renewing) needs an explicit confirmation."""
+
+    reason = ReasonCode.APNS_TOPIC_CHANGED
+
+
 class ForbiddenError(PomonaError):
     reason = ReasonCode.API_AUTH_FAILED
     http_status = 401
@@ -117,3 +214,74 @@ class ForbiddenError(PomonaError):
 class InvalidInputError(PomonaError):
     reason = ReasonCode.INVALID_INPUT
     http_status = 422
+
+
+class PushCertInvalidError(InvalidInputError):
+    """Not a usable MDM push certificate: not PEM/.p12, no key or the wrong one, no MDM topic."""
+
+    reason = ReasonCode.APNS_CERT_INVALID
+
+
+class PushCertExpiredError(InvalidInputError):
+    """An uploaded push certificate that has already expired."""
+
+    reason = ReasonCode.APNS_CERT_EXPIRED
+
+
+class UpstreamError(PomonaError):
+    """A service we call (an identity provider) answered something we cannot use."""
+
+    http_status = 502
+
+
+# --- lower layers join the tree here -----------------------------------------------------------------
+# Most specific first: the first class in the exception's MRO that is listed here decides.
+_FROM_PROTOCOL: dict[type[ProtocolError], type[PomonaError]] = {
+    PlistTooLargeError: BodyTooLargeError,
+    CsrSignatureError: SignatureInvalidError,
+    CmsError: SignatureInvalidError,  # CMS on a device path is a signature (Mdm-Signature, SCEP envelope)
+    ProtocolError: MalformedRequestError,
+}
+
+
+def from_protocol(exc: ProtocolError, **context: object) -> PomonaError:
+    """The refusal a wire-format failure is: the one place protocol errors become reason-coded errors."""
+    cls = next(_FROM_PROTOCOL[c] for c in type(exc).__mro__ if c in _FROM_PROTOCOL)
+    return cls(str(exc), **context)
+
+
+# --- the one mapping from exceptions to responses ----------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ErrorResponse:
+    """What any surface needs to answer an error: the surfaces differ only in how they render it."""
+
+    status: int
+    reason: ReasonCode
+    message: str  # public: safe to show to whoever made the request
+    detail: str  # internal: the cause, for logs (for an unknown exception, never shown to the client)
+    context: Mapping[str, object] = field(default_factory=dict)
+    apple_code: str | None = None  # Apple's error code, when the device is to get Apple's error body
+    internal: bool = False  # not a PomonaError: a fault of ours, to be logged with its traceback
+
+
+def describe(exc: BaseException) -> ErrorResponse:
+    """The response to any exception: a PomonaError says its own; a protocol error is mapped by
+    :func:`from_protocol`; anything else is INTERNAL_ERROR, 500, whose cause stays internal."""
+    if isinstance(exc, ProtocolError):
+        exc = from_protocol(exc)
+    if isinstance(exc, PomonaError):
+        return ErrorResponse(
+            status=exc.http_status,
+            reason=exc.reason,
+            message=exc.detail or exc.reason.value,
+            detail=exc.detail,
+            context=dict(exc.context),
+            apple_code=exc.apple_code,
+        )
+    return ErrorResponse(
+        status=500,
+        reason=ReasonCode.INTERNAL_ERROR,
+        message=INTERNAL_MESSAGE,
+        detail=f"{type(exc).__name__}: {exc}",
+        internal=True,
+    )

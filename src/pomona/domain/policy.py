@@ -13,8 +13,10 @@ Checks run in a fixed order, and the first refusal wins:
     8. previous enrollment of this device     DEVICE_ENROLLED_TO_OTHER_USER      (at Authenticate)
     9. device limit restriction               DEVICE_LIMIT_REACHED
 
-Restrictions of one type apply by group; the one with the best (lowest) priority number among those
-assigned to a group of the user wins; the built-in Default of each type applies to everyone and ranks last.
+Restrictions come in two kinds (``RestrictionKind``), one dataclass each: a ``DeviceTypeRestriction``
+decides checks 5 to 7, a ``DeviceLimitRestriction`` check 9. Restrictions of one kind apply by group; the
+one with the best (lowest) priority number among those assigned to a group of the user wins; the
+built-in Default of each kind applies to everyone and ranks last.
 
 Which devices count against the limit: the user's ACTIVE enrollments only. Removed (checked out or
 erased), replaced, retired and blocked enrollments do not count, and neither does the device being
@@ -28,6 +30,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import ClassVar, TypeAlias, TypeVar
 
 from pomona.domain.reasons import ReasonCode
 
@@ -112,14 +115,49 @@ def version_gt_max(version: str, maximum: str) -> bool:
     return tv[: len(tm)] > tm
 
 
+class RestrictionKind(StrEnum):
+    """The two kinds of enrollment restriction, as Intune has them (the stored ``type`` column)."""
+
+    PLATFORM = "platform"  # device type: platforms, OS range, personally-owned devices
+    LIMIT = "limit"  # device limit: how many devices a user may enroll
+
+
+class Access(StrEnum):
+    """A restriction setting as admins write it (CLI ``--ios block``, API ``"ios": "block"``)."""
+
+    ALLOW = "allow"
+    BLOCK = "block"
+
+    @classmethod
+    def of(cls, allowed: bool) -> Access:
+        return cls.ALLOW if allowed else cls.BLOCK
+
+    @property
+    def allowed(self) -> bool:
+        return self is Access.ALLOW
+
+
 @dataclass(frozen=True, slots=True)
-class Restriction:
+class _RestrictionBase:
+    """What every restriction has: a priority (1 is the highest; the Default of a kind ranks last whatever
+    its number) and the groups it is assigned to (none for the Default, which applies to everyone)."""
+
     id: str
     name: str
-    type: str  # "platform" | "limit"
     priority: int
     is_default: bool
     group_ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTypeRestriction(_RestrictionBase):
+    """Which platforms may enroll, in which OS range, and whether personally-owned devices may.
+
+    https://learn.microsoft.com/mem/intune/enrollment/enrollment-restrictions-set
+    """
+
+    kind: ClassVar[RestrictionKind] = RestrictionKind.PLATFORM
+
     ios_allowed: bool = True
     ipados_allowed: bool = True
     ios_personal_allowed: bool = True
@@ -128,7 +166,6 @@ class Restriction:
     ios_max_os: str | None = None
     ipados_min_os: str | None = None
     ipados_max_os: str | None = None
-    device_limit: int = DEFAULT_DEVICE_LIMIT
 
     def allowed(self, p: Platform) -> bool:
         return self.ios_allowed if p is Platform.IOS else self.ipados_allowed
@@ -142,6 +179,25 @@ class Restriction:
             if p is Platform.IOS
             else (self.ipados_min_os, self.ipados_max_os)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLimitRestriction(_RestrictionBase):
+    """How many devices a user may enroll (1 to MAX_DEVICE_LIMIT; a DEM always gets DEM_DEVICE_LIMIT).
+
+    https://learn.microsoft.com/mem/intune/enrollment/enrollment-restrictions-set
+    """
+
+    kind: ClassVar[RestrictionKind] = RestrictionKind.LIMIT
+
+    device_limit: int = DEFAULT_DEVICE_LIMIT
+
+
+Restriction: TypeAlias = DeviceTypeRestriction | DeviceLimitRestriction
+RESTRICTION_TYPES: dict[RestrictionKind, type[Restriction]] = {
+    RestrictionKind.PLATFORM: DeviceTypeRestriction,
+    RestrictionKind.LIMIT: DeviceLimitRestriction,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,12 +288,17 @@ class Decision:
         }
 
 
-def applicable(restrictions: tuple[Restriction, ...], kind: str, user: UserFacts | None) -> Applied | None:
+R = TypeVar("R", DeviceTypeRestriction, DeviceLimitRestriction)
+
+
+def applicable(
+    restrictions: tuple[Restriction, ...], kind: type[R], user: UserFacts | None
+) -> tuple[R, Applied] | None:
     """The restriction of ``kind`` that applies to the user: best priority among assigned, else Default."""
-    best: tuple[int, Restriction, str] | None = None
-    default: Restriction | None = None
+    best: tuple[int, R, str] | None = None
+    default: R | None = None
     for r in restrictions:
-        if r.type != kind:
+        if not isinstance(r, kind):
             continue
         if r.is_default:
             default = r
@@ -250,20 +311,24 @@ def applicable(restrictions: tuple[Restriction, ...], kind: str, user: UserFacts
     if best is not None:
         r, gid = best[1], best[2]
         name = user.group_names.get(gid, gid) if user else gid
-        return Applied(r.id, r.name, r.priority, False, name)
+        return r, Applied(r.id, r.name, r.priority, False, name)
     if default is not None:
-        return Applied(default.id, default.name, default.priority, True, None)
+        return default, Applied(default.id, default.name, default.priority, True, None)
     return None
 
 
 def decide(inp: PolicyInput) -> Decision:
-    by_id = {r.id: r for r in inp.restrictions}
+    """The decision on ``inp``: the checks of the module docstring, in its order; the first refusal wins."""
     user = inp.user
-    plat = applicable(inp.restrictions, "platform", user)
-    lim = applicable(inp.restrictions, "limit", user)
+    type_rule = applicable(inp.restrictions, DeviceTypeRestriction, user)
+    limit_rule = applicable(inp.restrictions, DeviceLimitRestriction, user)
+    plat = None if type_rule is None else type_rule[1]
+    lim = None if limit_rule is None else limit_rule[1]
     is_dem = bool(user and user.is_dem)
     limit_value = (
-        DEM_DEVICE_LIMIT if is_dem else (by_id[lim.id].device_limit if lim else DEFAULT_DEVICE_LIMIT)
+        DEM_DEVICE_LIMIT
+        if is_dem
+        else (limit_rule[0].device_limit if limit_rule is not None else DEFAULT_DEVICE_LIMIT)
     )
     ownership = Ownership.CORPORATE if inp.corporate else Ownership.PERSONAL
     count = inp.active_device_count
@@ -297,8 +362,8 @@ def decide(inp: PolicyInput) -> Decision:
         return refuse(
             ReasonCode.DEVICE_BLOCKED, "an admin blocked this device", serial=inp.serial, udid=inp.udid
         )
-    if inp.platform is not None and plat is not None:
-        r = by_id[plat.id]
+    if inp.platform is not None and type_rule is not None:
+        r = type_rule[0]
         if not r.allowed(inp.platform):
             return refuse(
                 ReasonCode.PLATFORM_BLOCKED,

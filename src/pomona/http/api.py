@@ -7,6 +7,7 @@ another tenant's objects answer NOT_FOUND, exactly like objects that do not exis
 from __future__ import annotations
 
 import base64
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundError, PomonaError
+from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundError, PomonaError, describe
 from pomona.domain.models import ApiToken
 from pomona.domain.reasons import ReasonCode
 from pomona.presenters import (
@@ -31,6 +32,7 @@ from pomona.presenters import (
     tenant_json,
     user_json,
 )
+from pomona.protocol.errors import ProtocolError
 from pomona.services.container import Services
 from pomona.services.context import request_id_var
 
@@ -40,6 +42,20 @@ def _rid(request: Request) -> str:
     if rid is None:
         rid = request.state.request_id = uuid.uuid4().hex[:16]
     return str(rid)
+
+
+def api_error(exc: BaseException, request_id: str) -> JSONResponse:
+    """The admin API's answer to an error (built on ``domain.errors.describe``): ``{reason, message,
+    request_id}`` with the status the error's class says. An internal error is logged, not shown."""
+    if isinstance(exc, RequestValidationError):
+        problems = [f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
+        exc = InvalidInputError("; ".join(problems))
+    e = describe(exc)
+    if e.internal:
+        logging.getLogger("pomona.http").error("internal error, request %s", request_id, exc_info=exc)
+    return JSONResponse(
+        {"reason": e.reason.value, "message": e.message, "request_id": request_id}, status_code=e.status
+    )
 
 
 def _auth(request: Request, authorization: Annotated[str | None, Header()] = None) -> ApiToken:
@@ -199,38 +215,13 @@ def create_api(p: Services) -> FastAPI:
     )
     api.state.pomona = p
 
-    @api.exception_handler(PomonaError)
-    def _pomona_error(request: Request, exc: PomonaError) -> JSONResponse:
-        return JSONResponse(
-            {
-                "reason": str(exc.reason),
-                "message": exc.detail or str(exc.reason),
-                "request_id": _rid(request),
-            },
-            status_code=exc.http_status,
-        )
+    def _error(request: Request, exc: Exception) -> JSONResponse:
+        return api_error(exc, _rid(request))
 
-    @api.exception_handler(RequestValidationError)
-    def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        msg = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
-        return JSONResponse(
-            {"reason": ReasonCode.INVALID_INPUT.value, "message": msg, "request_id": _rid(request)},
-            status_code=422,
-        )
-
-    @api.exception_handler(Exception)
-    def _internal(request: Request, exc: Exception) -> JSONResponse:
-        import logging
-
-        logging.getLogger("pomona.http").exception("internal error, request %s", _rid(request))
-        return JSONResponse(
-            {
-                "reason": ReasonCode.INTERNAL_ERROR.value,
-                "message": "internal error",
-                "request_id": _rid(request),
-            },
-            status_code=500,
-        )
+    # Our errors and bad request bodies are answered by the exception middleware; any other exception by
+    # the server-error middleware (Exception), which answers the same way and then re-raises it.
+    for kind in (PomonaError, ProtocolError, RequestValidationError, Exception):
+        api.add_exception_handler(kind, _error)
 
     def tenant_scope(token: ApiToken, tenant: str) -> str:
         """Resolve the tenant in the path and check that the token may reach it."""

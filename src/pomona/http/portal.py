@@ -26,6 +26,7 @@ SameSite=Lax, path /portal) whose key is generated once and kept in the database
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import time
 import uuid
@@ -37,6 +38,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
@@ -45,7 +47,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pomona.domain.errors import NotFoundError, PomonaError
+from pomona.domain.errors import NotFoundError, describe
 from pomona.domain.models import Tenant, User
 from pomona.domain.reasons import ReasonCode
 from pomona.i18n import catalogue
@@ -62,6 +64,7 @@ from pomona.services.portal import (
 )
 
 _HERE = Path(__file__).parent
+log = logging.getLogger("pomona.http")
 LANGS = ("en", "zh-CN")
 SESSION_MAX_AGE = 8 * 3600
 _PLATFORM_NAMES = {"ios": "iOS", "ipados": "iPadOS"}
@@ -255,6 +258,18 @@ class Portal:
             "at": (at or self.p.clock.now()).isoformat(),
         }
         return RedirectResponse(f"/portal/{tenant.name}/refused", status_code=303)
+
+    def error_response(self, request: Request, tenant: Tenant, exc: BaseException) -> Response:
+        """The portal's answer to an error (built on ``domain.errors.describe``): a refusal is the refusal
+        page with its reason; a fault (ours, or a service we call) a message page with the request id."""
+        e = describe(exc)
+        if e.internal:
+            log.error("internal error, request %s", request_id_var.get(), exc_info=exc)
+        if e.status >= 500:
+            return self.message(
+                request, tenant, e.status, "portal.error.internal.title", "portal.error.internal.body"
+            )
+        return self.refusal_redirect(request, tenant, e.reason, {"upn": request.session.get("upn", "")})
 
     def after_sign_in(self, request: Request, tenant: Tenant, result: SignIn) -> Response:
         if result.status is SignInStatus.SIGNED_IN:
@@ -525,10 +540,7 @@ class Portal:
         if uid is None or not isinstance(secret, str):
             return RedirectResponse(f"/portal/{tenant.name}/signin", status_code=303)
         ua = request.headers.get("user-agent")
-        try:
-            body = await run_in_threadpool(self.svc.profile, tenant, user, secret, ua)
-        except PomonaError as exc:
-            return self.refusal_redirect(request, tenant, exc.reason, {"upn": request.session.get("upn", "")})
+        body = await run_in_threadpool(self.svc.profile, tenant, user, secret, ua)
         return Response(
             body,
             media_type=PROFILE_CONTENT_TYPE,
@@ -571,7 +583,12 @@ class Portal:
                 return self.message(
                     request, None, 404, "portal.error.no_tenant.title", "portal.error.no_tenant.body"
                 )
-            return await handler(request, tenant)
+            try:
+                return await handler(request, tenant)
+            except HTTPException:
+                raise  # Starlette's own (a form it cannot read): its status and text
+            except Exception as exc:  # noqa: BLE001 - every error gets the portal answer its class says
+                return self.error_response(request, tenant, exc)
 
         return endpoint
 

@@ -18,8 +18,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from pomona.domain.errors import PomonaError, UnenrollDeviceError
-from pomona.domain.reasons import ReasonCode
+from pomona.domain.errors import BodyTooLargeError, describe
 from pomona.services.checkin import MAX_BODY
 from pomona.services.container import Services
 from pomona.services.context import request_id_var
@@ -36,11 +35,8 @@ COMMAND_TYPE = "application/x-apple-aspen-mdm"
 MAX_SCEP_BODY = 256 * 1024
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 async def read_body(receive: Receive, limit: int) -> bytes:
+    """The request body, or BodyTooLargeError as soon as it passes ``limit`` bytes."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -50,7 +46,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge()
+            raise BodyTooLargeError(f"body larger than {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
@@ -73,8 +69,24 @@ async def respond(
     await send({"type": "http.response.body", "body": body})
 
 
-def error_body(reason: str, message: str, request_id: str) -> bytes:
-    return json.dumps({"reason": reason, "message": message, "request_id": request_id}).encode()
+def device_error(exc: BaseException, request_id: str) -> tuple[int, bytes, str]:
+    """The device endpoints' answer to an error (built on ``domain.errors.describe``): the status its
+    class says, with Apple's error body where Apple defines one (403 com.apple.unrecognized.device makes
+    the device unenroll), else ``{reason, message, request_id}``. An internal error is logged, not shown."""
+    e = describe(exc)
+    if e.internal:
+        log.error("internal error, request %s", request_id, exc_info=exc)
+    body: dict[str, object]
+    if e.apple_code is not None:
+        body = {
+            "code": e.apple_code,
+            "description": e.detail,
+            "reason": e.reason.value,
+            "request_id": request_id,
+        }
+    else:
+        body = {"reason": e.reason.value, "message": e.message, "request_id": request_id}
+    return e.status, json.dumps(body).encode(), "application/json"
 
 
 class RootApp:
@@ -110,23 +122,8 @@ class RootApp:
             token = request_id_var.set(rid)
             try:
                 return fn()
-            except UnenrollDeviceError as exc:
-                body = {
-                    "code": exc.apple_code,
-                    "description": exc.detail,
-                    "reason": str(exc.reason),
-                    "request_id": rid,
-                }
-                return exc.http_status, json.dumps(body).encode(), "application/json"
-            except PomonaError as exc:
-                return (
-                    exc.http_status,
-                    error_body(exc.reason, exc.detail or exc.reason, rid),
-                    "application/json",
-                )
-            except Exception:
-                log.exception("internal error, request %s", rid)
-                return 500, error_body(ReasonCode.INTERNAL_ERROR, "internal error", rid), "application/json"
+            except Exception as exc:  # noqa: BLE001 - every error gets the device answer its class says
+                return device_error(exc, rid)
             finally:
                 request_id_var.reset(token)
 
@@ -148,7 +145,7 @@ class RootApp:
         ctype = headers.get(b"content-type", b"").split(b";")[0].strip().decode("ascii", "replace")
         try:
             body = await read_body(receive, MAX_BODY)
-        except BodyTooLarge:
+        except BodyTooLargeError:
             step = "connect" if parts[2] == "connect" else "checkin"
             return await self._run(send, lambda: self.pomona.checkin.refuse_oversized(tenant_id, step))
         # Apple's devices label check-ins and command reports; the content type decides.
@@ -182,7 +179,7 @@ class RootApp:
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         try:
             body = await read_body(receive, MAX_SCEP_BODY)
-        except BodyTooLarge:
-            return await respond(send, 413, b"request too large\n", "text/plain")
+        except BodyTooLargeError as exc:
+            return await respond(send, exc.http_status, b"request too large\n", "text/plain")
         method = scope["method"]
         await self._run(send, lambda: scep_request(self.pomona, self._scep, tenant_id, method, query, body))  # type: ignore[arg-type]  # until ScepService

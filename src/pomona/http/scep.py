@@ -1,8 +1,10 @@
 """The SCEP endpoint: one responder per tenant CA, wired to the enrollment service.
 
-Every refusal leaves an event. Token refusals (wrong, used or expired challenge) are recorded by the
-enrollment service that checks the token; refusals the responder makes on its own (an envelope it cannot
-open, a CSR whose signature does not verify, a body that is not a pkiMessage) are recorded here.
+Every refusal leaves an event. Refusals of the enrollment service (a wrong, used or expired challenge:
+reason-coded errors, raised through the responder as its ``refusals``) are recorded by that service;
+refusals the responder makes on its own (an envelope it cannot open, a CSR whose signature does not
+verify, a body that is not a pkiMessage) are protocol errors, mapped to their reason here by
+``domain.errors.from_protocol`` and recorded.
 """
 
 from __future__ import annotations
@@ -12,42 +14,40 @@ from collections.abc import Mapping, MutableMapping
 from cryptography import x509
 
 from pomona.app import Pomona
-from pomona.domain.errors import PomonaError
+from pomona.domain.errors import PomonaError, from_protocol
 from pomona.domain.models import Step
-from pomona.domain.reasons import ReasonCode
 from pomona.pki.ca import CertificateAuthority
-from pomona.pki.scep import ScepRefusal, ScepResponder, handle_scep_http
-from pomona.protocol.scep import CsrInfo, FailInfo, PkiMessage, ScepMalformedError
-
-_TOKEN_REASONS = {ReasonCode.ENROLLMENT_TOKEN_INVALID.value, ReasonCode.ENROLLMENT_TOKEN_EXPIRED.value}
+from pomona.pki.scep import ScepResponder, handle_scep_http
+from pomona.protocol.errors import ProtocolError
+from pomona.protocol.scep import CsrInfo, PkiMessage, ScepMalformedError
 
 
 class TenantScepResponder(ScepResponder):
     def __init__(self, p: Pomona, tenant_id: str, ca: CertificateAuthority) -> None:
-        super().__init__(ca, self._issue)
+        super().__init__(ca, self._issue, refusals=(PomonaError,))
         self.pomona = p
         self.tenant_id = tenant_id
 
     def _issue(self, csr: CsrInfo, msg: PkiMessage) -> x509.Certificate:
-        try:
-            return self.pomona.enrollment.scep_issue(
-                self.tenant_id, csr.challenge_password, csr.public_key, csr.subject
-            )
-        except PomonaError as exc:
-            raise ScepRefusal(FailInfo.BAD_REQUEST, str(exc.reason)) from exc
+        return self.pomona.enrollment.scep_issue(
+            self.tenant_id, csr.challenge_password, csr.public_key, csr.subject
+        )
 
-    def pki_operation(self, body: bytes) -> tuple[bytes, str | None]:
+    def pki_operation(self, body: bytes) -> tuple[bytes, Exception | None]:
         try:
-            rep, reason = super().pki_operation(body)
+            rep, refusal = super().pki_operation(body)
         except ScepMalformedError as exc:
-            self._record(ReasonCode.MALFORMED_REQUEST, str(exc))
+            self._record(exc)
             raise
-        if reason is not None and reason not in _TOKEN_REASONS:
-            self._record(reason, "refused by the SCEP responder")
-        return rep, reason
+        if isinstance(refusal, ProtocolError):  # the responder's own; the enrollment service records its own
+            self._record(refusal)
+        return rep, refusal
 
-    def _record(self, reason: str, error: str) -> None:
-        self.pomona.enrollment.record_failure(self.tenant_id, Step.SCEP, reason, detail={"error": error})
+    def _record(self, exc: ProtocolError) -> None:
+        err = from_protocol(exc)
+        self.pomona.enrollment.record_failure(
+            self.tenant_id, Step.SCEP, err.reason, detail={"error": err.detail}
+        )
 
 
 def _responder(p: Pomona, cache: MutableMapping[str, object], tenant_id: str) -> ScepResponder | None:

@@ -1,9 +1,12 @@
 """The SCEP responder (RFC 8894 server side) over a `CertificateAuthority`.
 
 `ScepResponder` turns PKIOperation bodies into CertRep messages; `on_request` (wired by the app to the
-enrollment store) checks the challenge and issues, or raises `ScepRefusal` with a failInfo and a Pomona
-reason code. `handle_scep_http` maps the three SCEP HTTP operations onto a responder without knowing
-about any web framework.
+enrollment service) checks the challenge and issues, or raises one of the exception types the responder
+was given as ``refusals`` (Pomona's reason-coded errors: this module does not know them). Every refusal
+is answered as CertRep FAILURE and handed back to the caller as a typed exception: what `on_request`
+raised, or the `ScepMalformedError` / `CsrSignatureError` the responder found itself. Mapping those to
+reason codes is the caller's (``domain.errors.describe``). `handle_scep_http` maps the three SCEP HTTP
+operations onto a responder without knowing about any web framework.
 
 Only PKCSReq is served. RenewalReq, CertPoll, GetCert and GetCRL are answered with FAILURE badRequest,
 which is why "Renewal" is not advertised in GetCACaps.
@@ -40,41 +43,33 @@ from pomona.protocol.scep import (
     encode_cert_rep,
 )
 
-__all__ = ["ScepRefusal", "ScepResponder", "handle_scep_http"]
+__all__ = ["ScepResponder", "handle_scep_http"]
 
 log = logging.getLogger(__name__)
 
 CA_CAPS = (b"POSTPKIOperation", b"SCEPStandard", b"AES", b"DES3", b"SHA-256", b"SHA-1")
 
-# Pomona reason codes (see shared/REASONS.md) for refusals this module decides by itself.
-REASON_MALFORMED = "MALFORMED_REQUEST"
-REASON_SIGNATURE = "SIGNATURE_INVALID"
-
-
-class ScepRefusal(Exception):
-    """Raised by `on_request` to refuse issuance: answered as CertRep FAILURE with `fail_info`."""
-
-    def __init__(self, fail_info: FailInfo, reason: str) -> None:
-        super().__init__(f"{reason} ({fail_info.name})")
-        self.fail_info = fail_info
-        self.reason = reason
-
-
 OnRequest = Callable[[CsrInfo, PkiMessage], x509.Certificate]
 
 
 class ScepResponder:
-    """Serves GetCACaps, GetCACert and PKIOperation (PKCSReq) for one CA."""
+    """Serves GetCACaps, GetCACert and PKIOperation (PKCSReq) for one CA.
+
+    ``on_request`` issues the certificate; an exception it raises of one of the ``refusals`` types refuses
+    issuance (CertRep FAILURE badRequest), any other exception propagates.
+    """
 
     def __init__(
         self,
         ca: CertificateAuthority,
         on_request: OnRequest,
         *,
+        refusals: tuple[type[Exception], ...] = (),
         ra: tuple[x509.Certificate, rsa.RSAPrivateKey] | None = None,
     ) -> None:
         self.ca = ca
         self.on_request = on_request
+        self.refusals = refusals
         if ra is None and not isinstance(ca.key, rsa.RSAPrivateKey):
             ra_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             ca_cn = ca.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -103,36 +98,38 @@ class ScepResponder:
             return self.ca.certificate.public_bytes(serialization.Encoding.DER), "application/x-x509-ca-cert"
         return cms.certs_only([self._ra[0], self.ca.certificate]), "application/x-x509-ca-ra-cert"
 
-    def _fail(self, msg: PkiMessage, info: FailInfo, reason: str) -> tuple[bytes, str | None]:
-        log.info("SCEP refusal %s (%s) transaction %s", reason, info.name, msg.transaction_id)
-        return encode_cert_rep(msg, self._cert, self._key, fail_info=info), reason
+    def _fail(self, msg: PkiMessage, info: FailInfo, why: Exception) -> tuple[bytes, Exception | None]:
+        log.info("SCEP refusal (%s) transaction %s: %r", info.name, msg.transaction_id, why)
+        return encode_cert_rep(msg, self._cert, self._key, fail_info=info), why
 
-    def pki_operation(self, body: bytes) -> tuple[bytes, str | None]:
-        """Answer one PKIOperation: (CertRep DER, refusal reason or None).
+    def pki_operation(self, body: bytes) -> tuple[bytes, Exception | None]:
+        """Answer one PKIOperation: (CertRep DER, why issuance was refused or None).
 
-        Raises `ScepMalformedError` when the body is not a correctly signed pkiMessage (nobody to
-        answer to); every later problem becomes a CertRep FAILURE.
+        The refusal is what ``on_request`` raised (one of ``refusals``), or the `ScepMalformedError` /
+        `CsrSignatureError` the responder found. Raises `ScepMalformedError` when the body is not a
+        correctly signed pkiMessage (nobody to answer to); every later problem becomes a CertRep FAILURE.
         """
         msg = decode_pki_message(body)
         if msg.message_type is not MessageType.PKCS_REQ:
-            return self._fail(msg, FailInfo.BAD_REQUEST, REASON_MALFORMED)
+            why = ScepMalformedError(f"only PKCSReq is served, not {msg.message_type.name}")
+            return self._fail(msg, FailInfo.BAD_REQUEST, why)
         if not isinstance(msg.signer.public_key(), rsa.RSAPublicKey):
             # The CertRep is enveloped to the requester's signer certificate: key transport needs RSA.
-            return self._fail(msg, FailInfo.BAD_ALG, REASON_MALFORMED)
+            return self._fail(msg, FailInfo.BAD_ALG, ScepMalformedError("the signer key is not RSA"))
         try:
             csr_der = msg.decrypt(self._cert, self._key)
-        except ScepMalformedError:
-            return self._fail(msg, FailInfo.BAD_MESSAGE_CHECK, REASON_MALFORMED)
+        except ScepMalformedError as exc:
+            return self._fail(msg, FailInfo.BAD_MESSAGE_CHECK, exc)
         try:
             csr = decode_csr(csr_der)
-        except CsrSignatureError:
-            return self._fail(msg, FailInfo.BAD_MESSAGE_CHECK, REASON_SIGNATURE)
-        except ScepMalformedError:
-            return self._fail(msg, FailInfo.BAD_REQUEST, REASON_MALFORMED)
+        except CsrSignatureError as exc:
+            return self._fail(msg, FailInfo.BAD_MESSAGE_CHECK, exc)
+        except ScepMalformedError as exc:
+            return self._fail(msg, FailInfo.BAD_REQUEST, exc)
         try:
             issued = self.on_request(csr, msg)
-        except ScepRefusal as refusal:
-            return self._fail(msg, refusal.fail_info, refusal.reason)
+        except self.refusals as exc:
+            return self._fail(msg, FailInfo.BAD_REQUEST, exc)
         rep = encode_cert_rep(msg, self._cert, self._key, issued=issued)
         return rep, None
 

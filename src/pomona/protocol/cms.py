@@ -15,7 +15,7 @@ Verification checks the signature, never the chain: callers decide which issuer 
 `verify_detached` sits on the device check-in hot path (the `Mdm-Signature` header): it parses each
 signer certificate once (an LRU keyed by its DER bytes) and verifies over the original attribute bytes.
 
-Every failure raises `CmsError` (a `ValueError`).
+Every failure raises `CmsError` (a `ProtocolError`, so a `ValueError`; defined in `protocol.errors`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ try:  # cryptography >= 43 moved 3DES to the "decrepit" namespace
     from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 except ImportError:  # pragma: no cover - older cryptography
     from cryptography.hazmat.primitives.ciphers.algorithms import TripleDES  # type: ignore[no-redef,unused-ignore]
+
+from pomona.protocol.errors import CmsError
 
 __all__ = [
     "CmsError",
@@ -88,10 +90,6 @@ OID_DATA = "1.2.840.113549.1.7.1"
 OID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
 OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
 OID_SIGNING_TIME = "1.2.840.113549.1.9.5"
-
-
-class CmsError(ValueError):
-    """A CMS structure is malformed, unsupported, or its signature/decryption check failed."""
 
 
 # --------------------------------------------------------------------------------------------------

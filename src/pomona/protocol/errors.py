@@ -10,7 +10,14 @@ The tree (every class is also a :class:`ValueError`, so a codec failure is "a ba
     ├── CommandBuildError             admin-API parameters that do not make a valid command
     ├── CommandParseError             a command body (device side) that is not a valid command
     ├── ReportParseError              a command report (connect endpoint) that is not valid (keeps ``raw``)
-    └── ProfileError                  an enrollment profile that cannot be built or read
+    ├── ProfileError                  an enrollment profile that cannot be built or read
+    ├── CmsError                      a CMS structure that is malformed, unsupported, or fails its signature
+    │                                 or decryption check (``pomona.protocol.cms``)
+    └── ScepMalformedError            not a well-formed, correctly signed SCEP message or PKCS#10 request
+        └── CsrSignatureError         a PKCS#10 request that parses but whose self-signature does not verify
+
+They live here, not beside their codecs, so that ``pomona.domain.errors`` can map every one of them to a
+reason-coded error without importing the (heavy) CMS and SCEP codecs.
 
 This module is part of the protocol leaf: it imports nothing else from Pomona. Higher layers wrap these
 errors into their own reason-coded errors; messages here are for logs, never for end users.
@@ -20,13 +27,16 @@ from __future__ import annotations
 
 __all__ = [
     "CheckinParseError",
+    "CmsError",
     "CommandBuildError",
     "CommandParseError",
+    "CsrSignatureError",
     "PlistError",
     "PlistTooLargeError",
     "ProfileError",
     "ProtocolError",
     "ReportParseError",
+    "ScepMalformedError",
     "UnrecognizedMessageTypeError",
 ]
 
@@ -96,3 +106,15 @@ class ReportParseError(ProtocolError):
 
 class ProfileError(ProtocolError):
     """An enrollment profile cannot be built from the given values, or read from a body."""
+
+
+class CmsError(ProtocolError):
+    """A CMS structure is malformed, unsupported, or its signature/decryption check failed."""
+
+
+class ScepMalformedError(ProtocolError):
+    """The bytes are not a well-formed, correctly signed SCEP message (or PKCS#10 request)."""
+
+
+class CsrSignatureError(ScepMalformedError):
+    """The PKCS#10 request parses but its self-signature does not verify."""

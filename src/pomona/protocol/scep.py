@@ -10,7 +10,7 @@ Server side: `decode_pki_message` (verifies the outer signature), `decode_csr` (
 so it accepts the version-2 CSRs that iOS and micromdm clients send and `cryptography` refuses),
 `encode_cert_rep`. Client side (the virtual iPhone): `build_csr`, `build_pkcs_req`, `decode_cert_rep`.
 
-Errors: `ScepMalformedError` (a `ValueError`) for anything that is not a well-formed, correctly signed
+Errors: `ScepMalformedError` (a `ProtocolError`, defined in `protocol.errors`) for anything that is not a well-formed, correctly signed
 message; `CsrSignatureError` (a subclass) when only the CSR's self-signature is wrong.
 """
 
@@ -32,7 +32,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import AttributeOID
 
 from pomona.protocol import cms
-from pomona.protocol.cms import CmsError, ContentEncryption, DigestName, PrivateKey, PublicKey
+from pomona.protocol.cms import ContentEncryption, DigestName, PrivateKey, PublicKey
+from pomona.protocol.errors import CmsError, CsrSignatureError, ScepMalformedError
 
 __all__ = [
     "CertRepResult",
@@ -89,14 +90,6 @@ class FailInfo(IntEnum):
     BAD_REQUEST = 2
     BAD_TIME = 3
     BAD_CERT_ID = 4
-
-
-class ScepMalformedError(ValueError):
-    """The bytes are not a well-formed, correctly signed SCEP message (or PKCS#10 request)."""
-
-
-class CsrSignatureError(ScepMalformedError):
-    """The PKCS#10 request parses but its self-signature does not verify."""
 
 
 # --------------------------------------------------------------------------------------------------

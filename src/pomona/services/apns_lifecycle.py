@@ -21,7 +21,13 @@ from functools import partial
 from typing import Any
 
 from pomona.domain.checks import Finding, PushCertState, push_cert_findings
-from pomona.domain.errors import InvalidInputError, NotFoundError, PomonaError
+from pomona.domain.errors import (
+    InvalidInputError,
+    NotFoundError,
+    PushCertExpiredError,
+    PushCertInvalidError,
+    PushTopicChangedError,
+)
 from pomona.domain.models import Step, Tenant
 from pomona.domain.reasons import ReasonCode
 from pomona.ports import PushCertCheck, PushCertKit, UnitOfWork, WebhookPoster
@@ -32,8 +38,8 @@ REPLACE_CONFIRMATION = "devices-must-re-enroll"
 SIGNATURE_HEADER = "X-Pomona-Signature"  # "sha256=<hex HMAC-SHA256 of the body>"
 
 
-def _invalid(detail: str, **context: object) -> PomonaError:
-    return PomonaError(detail, reason=ReasonCode.APNS_CERT_INVALID, http_status=422, **context)
+def _invalid(detail: str, **context: object) -> PushCertInvalidError:
+    return PushCertInvalidError(detail, **context)
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,7 @@ class ApnsLifecycle(ServiceBase):
                 ReasonCode.APNS_TOPIC_CHANGED,
                 detail={"old_topic": t.push_topic, "new_topic": topic, "devices_cut_off": on_old_topic},
             )
-            raise PomonaError(
+            raise PushTopicChangedError(
                 f"this certificate's topic {topic} is not the current {t.push_topic}: the {on_old_topic} "
                 "enrolled device(s) would no longer receive pushes and would have to re-enroll. Renew "
                 "instead: sign in to https://identity.apple.com/pushcert with the same Apple ID"
@@ -156,8 +162,6 @@ class ApnsLifecycle(ServiceBase):
                 + ", choose Renew on the existing certificate, and upload the renewed one. To replace it "
                 "anyway: --replace --i-understand-devices-must-re-enroll (API: replace=true, "
                 f'confirm="{REPLACE_CONFIRMATION}").',
-                reason=ReasonCode.APNS_TOPIC_CHANGED,
-                http_status=409,
                 old_topic=t.push_topic,
                 new_topic=topic,
                 devices=on_old_topic,
@@ -250,10 +254,8 @@ class ApnsLifecycle(ServiceBase):
         if "no_key" in problems:
             raise _invalid("no private key: give the key (PEM), upload the .p12, or make the CSR here first")
         if "expired" in problems:
-            raise PomonaError(
+            raise PushCertExpiredError(
                 f"the certificate expired on {check.not_after:%Y-%m-%d}",
-                reason=ReasonCode.APNS_CERT_EXPIRED,
-                http_status=422,
                 not_after=check.not_after.isoformat(),
             )
         return check

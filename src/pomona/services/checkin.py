@@ -21,8 +21,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from pomona.domain.errors import (
+    BodyTooLargeError,
     CertDeviceMismatchError,
     CertNotTrustedError,
+    DeviceBlockedError,
     MalformedRequestError,
     PomonaError,
     SignatureInvalidError,
@@ -146,7 +148,7 @@ class CheckinService(ServiceBase):
     def authenticate(self, tenant_id: str, body: bytes, signature: str | None) -> SignedMessage:
         tenant = self._tenant(tenant_id)
         if len(body) > MAX_BODY:
-            raise MalformedRequestError("body too large", http_status=413)
+            raise BodyTooLargeError("body too large")
         if not signature:
             raise SignatureInvalidError("no Mdm-Signature header")
         try:
@@ -192,7 +194,7 @@ class CheckinService(ServiceBase):
         self._tenant(tenant_id)  # an unknown tenant is refused as such, with no event
         step = Step.COMMAND if channel == "connect" else Step.AUTHENTICATE
         self.record_failure(tenant_id, step, ReasonCode.MALFORMED_REQUEST, detail={"error": "body too large"})
-        raise MalformedRequestError(f"body larger than {MAX_BODY} bytes", http_status=413)
+        raise BodyTooLargeError(f"body larger than {MAX_BODY} bytes")
 
     # --- check-in ---------------------------------------------------------------------------------
     def checkin(self, tenant_id: str, body: bytes, signature: str | None) -> bytes:
@@ -407,7 +409,7 @@ class CheckinService(ServiceBase):
         """Why an identity has no active enrollment: a blocked or retired device is told to unenroll."""
         last = uow.enrollments.by_fingerprint(fingerprint)
         if last is not None and last.status is EnrollmentStatus.BLOCKED:
-            return UnenrollDeviceError("this device is blocked", reason=ReasonCode.DEVICE_BLOCKED, udid=udid)
+            return DeviceBlockedError("this device is blocked", udid=udid)
         if last is not None and last.status is EnrollmentStatus.RETIRED:
             return UnenrollDeviceError("this enrollment was retired", udid=udid)
         return UnknownEnrollmentError("no active enrollment for this identity", udid=udid)

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pomona.domain.errors import InvalidInputError, NotFoundError
+from pomona.domain.errors import InvalidInputError, LicensesExhaustedError, NotFoundError
 from pomona.domain.models import Group, Step, User
 from pomona.services.base import ServiceBase
 
@@ -135,13 +135,8 @@ def import_users(
             if progress is not None and (i % 500 == 0 or i == total):
                 progress(i, total)
         if licensed_after > t.licence_seats:
-            from pomona.domain.errors import PolicyError
-            from pomona.domain.reasons import ReasonCode
-
-            raise PolicyError(
-                f"the import needs {licensed_after} licence seats and the tenant has {t.licence_seats}",
-                reason=ReasonCode.LICENSES_EXHAUSTED,
-                http_status=409,
+            raise LicensesExhaustedError(
+                f"the import needs {licensed_after} licence seats and the tenant has {t.licence_seats}"
             )
         uow.events.append(
             svc.ok_event(

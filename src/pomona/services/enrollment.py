@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from pomona.domain.errors import EnrollmentTokenError, PolicyError, PomonaError
+from pomona.domain.errors import EnrollmentTokenError, EnrollmentTokenExpiredError, PolicyError, PomonaError
 from pomona.domain.models import EnrollmentToken, IssuedCert, Step, Tenant
 from pomona.domain.policy import Stage, decide, platform_of_user_agent
 from pomona.domain.reasons import ReasonCode
@@ -57,9 +57,7 @@ def check_token(token: EnrollmentToken | None, now: datetime) -> EnrollmentToken
     if token.revoked or token.remaining() <= 0:
         raise EnrollmentTokenError("the enrollment token was already used", token_id=token.id)
     if token.expires_at <= now:
-        raise EnrollmentTokenError(
-            "the enrollment token has expired", reason=ReasonCode.ENROLLMENT_TOKEN_EXPIRED, token_id=token.id
-        )
+        raise EnrollmentTokenExpiredError("the enrollment token has expired", token_id=token.id)
     return token
 
 

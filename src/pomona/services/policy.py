@@ -10,7 +10,13 @@ import io
 import uuid
 from dataclasses import dataclass, field, replace
 
-from pomona.domain.errors import ConflictError, InvalidInputError, NotFoundError, PolicyError, PomonaError
+from pomona.domain.errors import (
+    ConflictError,
+    InvalidInputError,
+    LicensesExhaustedError,
+    NotFoundError,
+    PolicyError,
+)
 from pomona.domain.models import (
     BlockedDevice,
     CorporateIdentifier,
@@ -24,17 +30,19 @@ from pomona.domain.models import (
 from pomona.domain.policy import (
     DEFAULT_DEVICE_LIMIT,
     MAX_DEVICE_LIMIT,
+    RESTRICTION_TYPES,
+    Access,
     Decision,
     OtherEnrollment,
     Platform,
     PolicyInput,
     Restriction,
+    RestrictionKind,
     Stage,
     UserFacts,
     decide,
     parse_version,
 )
-from pomona.domain.reasons import ReasonCode
 from pomona.ports import UnitOfWork
 from pomona.services.base import ServiceBase
 
@@ -91,23 +99,18 @@ class PolicyService(ServiceBase):
 
     def ensure_defaults(self, uow: UnitOfWork, tenant_id: str) -> list[Restriction]:
         existing = uow.restrictions.list(tenant_id)
-        kinds = {r.type for r in existing if r.is_default}
+        kinds = {r.kind for r in existing if r.is_default}
         now = self.clock.now()
-        for kind in ("platform", "limit"):
+        for kind, cls in RESTRICTION_TYPES.items():
             if kind not in kinds:
-                uow.restrictions.add(
-                    Restriction(
-                        id=str(uuid.uuid4()),
-                        name=f"Default {kind} restriction",
-                        type=kind,
-                        priority=DEFAULT_PRIORITY,
-                        is_default=True,
-                        device_limit=DEFAULT_DEVICE_LIMIT,
-                    ),
-                    tenant_id,
-                    now,
+                default = cls(
+                    id=str(uuid.uuid4()),
+                    name=f"Default {kind} restriction",
+                    priority=DEFAULT_PRIORITY,
+                    is_default=True,
                 )
-        return uow.restrictions.list(tenant_id) if len(kinds) < 2 else existing
+                uow.restrictions.add(default, tenant_id, now)
+        return uow.restrictions.list(tenant_id) if len(kinds) < len(RESTRICTION_TYPES) else existing
 
     # --- the decision -----------------------------------------------------------------------------
     def policy_input(
@@ -234,11 +237,8 @@ class PolicyService(ServiceBase):
             used = uow.users.licensed_count(t.id)
             if assign and not u.licensed:
                 if used >= t.licence_seats:
-                    raise PolicyError(
-                        f"all {t.licence_seats} seats are assigned",
-                        reason=ReasonCode.LICENSES_EXHAUSTED,
-                        http_status=409,
-                        seats=t.licence_seats,
+                    raise LicensesExhaustedError(
+                        f"all {t.licence_seats} seats are assigned", seats=t.licence_seats
                     )
                 used += 1
             elif not assign and u.licensed:
@@ -316,36 +316,34 @@ class PolicyService(ServiceBase):
         self,
         tenant_ref: str,
         *,
-        type_: str,
+        type_: RestrictionKind | str,
         priority: int,
         groups: list[str],
         name: str | None = None,
         **settings: object,
     ) -> Restriction:
-        if type_ not in ("platform", "limit"):
+        kind = _kind(type_)
+        if kind is None:
             raise InvalidInputError("type must be platform or limit", field="type")
         if not 1 <= priority < DEFAULT_PRIORITY:
             raise InvalidInputError("priority must be 1 or more (1 is the highest)", field="priority")
-        values = _restriction_settings(type_, settings)
+        values = _restriction_settings(kind, settings)
         with self.db.unit_of_work() as uow:
             t = self._tenant(uow, tenant_ref)
             existing = self.ensure_defaults(uow, t.id)
-            if any(r.type == type_ and r.priority == priority for r in existing):
+            if any(r.kind is kind and r.priority == priority for r in existing):
                 raise ConflictError(
-                    f"a {type_} restriction already has priority {priority}", priority=priority
+                    f"a {kind} restriction already has priority {priority}", priority=priority
                 )
             gids = frozenset(self._group(uow, t, g).id for g in groups)
-            r = replace(
-                Restriction(
-                    id=str(uuid.uuid4()),
-                    name=name or f"{type_} restriction {priority}",
-                    type=type_,
-                    priority=priority,
-                    is_default=False,
-                    group_ids=gids,
-                ),
-                **values,  # type: ignore[arg-type]  # checked by _restriction_settings
+            blank = RESTRICTION_TYPES[kind](
+                id=str(uuid.uuid4()),
+                name=name or f"{kind} restriction {priority}",
+                priority=priority,
+                is_default=False,
+                group_ids=gids,
             )
+            r = replace(blank, **values)  # type: ignore[arg-type]  # this kind's fields: _restriction_settings
             uow.restrictions.add(r, t.id, self.clock.now())
             uow.tenants.bump_policy_version(t.id)
             self._audit(
@@ -353,7 +351,7 @@ class PolicyService(ServiceBase):
                 t,
                 "restriction.create",
                 restriction=r.name,
-                type=type_,
+                type=kind.value,
                 priority=priority,
                 groups=groups,
                 **values,
@@ -364,7 +362,7 @@ class PolicyService(ServiceBase):
         self,
         tenant_ref: str,
         *,
-        type_: str,
+        type_: RestrictionKind | str,
         default: bool = False,
         priority: int | None = None,
         new_priority: int | None = None,
@@ -372,21 +370,24 @@ class PolicyService(ServiceBase):
         **settings: object,
     ) -> Restriction:
         """Edit a restriction (the Default of a type, or the one with `priority`); `groups` adds assignments."""
-        values = _restriction_settings(type_, settings, partial=True)
+        kind = _kind(type_)
+        if kind is None:  # the kind is part of the restriction's address: no such restriction
+            raise NotFoundError("no such restriction", type=type_, priority=priority)
+        values = _restriction_settings(kind, settings, partial=True)
         with self.db.unit_of_work() as uow:
             t = self._tenant(uow, tenant_ref)
             rs = self.ensure_defaults(uow, t.id)
             target = next(
-                (r for r in rs if r.type == type_ and (r.is_default if default else r.priority == priority)),
+                (r for r in rs if r.kind is kind and (r.is_default if default else r.priority == priority)),
                 None,
             )
             if target is None:
-                raise NotFoundError("no such restriction", type=type_, priority=priority)
+                raise NotFoundError("no such restriction", type=kind.value, priority=priority)
             if new_priority is not None:
                 if target.is_default:
                     raise InvalidInputError("the Default restriction always ranks last", field="priority")
-                if any(r.type == type_ and r.priority == new_priority and r.id != target.id for r in rs):
-                    raise ConflictError(f"a {type_} restriction already has priority {new_priority}")
+                if any(r.kind is kind and r.priority == new_priority and r.id != target.id for r in rs):
+                    raise ConflictError(f"a {kind} restriction already has priority {new_priority}")
                 values["priority"] = new_priority
             if groups:
                 if target.is_default:
@@ -398,11 +399,12 @@ class PolicyService(ServiceBase):
             self._audit(uow, t, "restriction.edit", restriction=target.name, **values)
             return next(r for r in uow.restrictions.list(t.id) if r.id == target.id)
 
-    def delete_restriction(self, tenant_ref: str, type_: str, priority: int) -> None:
+    def delete_restriction(self, tenant_ref: str, type_: RestrictionKind | str, priority: int) -> None:
+        kind = _kind(type_)
         with self.db.unit_of_work() as uow:
             t = self._tenant(uow, tenant_ref)
             target = next(
-                (r for r in uow.restrictions.list(t.id) if r.type == type_ and r.priority == priority), None
+                (r for r in uow.restrictions.list(t.id) if r.kind is kind and r.priority == priority), None
             )
             if target is None:
                 raise NotFoundError("no such restriction", type=type_, priority=priority)
@@ -548,8 +550,19 @@ def _check_version(v: str) -> str:
     return v
 
 
-def _restriction_settings(type_: str, s: dict[str, object], *, partial: bool = False) -> dict[str, object]:
-    """Map CLI/API settings (ios, ipados, personal, min_os, max_os, limit) to restriction fields."""
+def _kind(value: RestrictionKind | str) -> RestrictionKind | None:
+    """The restriction kind an adapter passed (the enum, or its value as the CLI and API spell it)."""
+    try:
+        return RestrictionKind(value)
+    except ValueError:
+        return None
+
+
+def _restriction_settings(
+    kind: RestrictionKind, s: dict[str, object], *, partial: bool = False
+) -> dict[str, object]:
+    """Map CLI/API settings (ios, ipados, personal, min_os, max_os, limit) to the fields of the restriction
+    dataclass of ``kind`` (which are also what ``RestrictionStore.update`` takes)."""
     out: dict[str, object] = {}
 
     def flag(name: str) -> bool | None:
@@ -558,11 +571,12 @@ def _restriction_settings(type_: str, s: dict[str, object], *, partial: bool = F
             return None
         if isinstance(v, bool):
             return v
-        if v in ("allow", "block"):
-            return v == "allow"
-        raise InvalidInputError(f"{name} must be allow or block", field=name)
+        try:
+            return Access(str(v)).allowed
+        except ValueError:
+            raise InvalidInputError(f"{name} must be allow or block", field=name) from None
 
-    if type_ == "platform":
+    if kind is RestrictionKind.PLATFORM:
         for key, fields in (
             ("ios", ("ios_allowed",)),
             ("ipados", ("ipados_allowed",)),
@@ -603,7 +617,7 @@ def _restriction_settings(type_: str, s: dict[str, object], *, partial: bool = F
     return out
 
 
-def refusal(decision: Decision) -> PomonaError:
+def refusal(decision: Decision) -> PolicyError:
     """The error a refused decision raises, carrying its facts for the event and the response."""
     assert decision.reason is not None
     err = PolicyError(decision.message, reason=decision.reason)

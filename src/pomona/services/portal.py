@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 import httpx
 
-from pomona.domain.errors import InvalidInputError, NotFoundError, PolicyError, PomonaError
+from pomona.domain.errors import InvalidInputError, NotFoundError, PolicyError, UpstreamError
 from pomona.domain.models import Event, Outcome, Step, Tenant, User
 from pomona.domain.policy import Decision, Stage, decide, platform_of_user_agent
 from pomona.domain.reasons import ReasonCode
@@ -428,7 +428,7 @@ class PortalService(ServiceBase):
             meta: dict[str, Any] = client.get(cfg.discovery_url()).raise_for_status().json()
             meta["_jwks"] = client.get(meta["jwks_uri"]).raise_for_status().json()
         if str(meta.get("issuer", "")).rstrip("/") != cfg.issuer:
-            raise PomonaError("the discovery document names another issuer", http_status=502)
+            raise UpstreamError("the discovery document names another issuer")
         meta["_url"] = cfg.discovery_url()
         self._oidc_meta[tenant.id] = (time.monotonic() + _OIDC_CACHE_SECONDS, meta)
         return meta

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, and_, delete, func, insert, or_, select, upda
 from sqlalchemy.engine import Row
 
 from pomona.domain.models import BlockedDevice, CorporateIdentifier, Group
-from pomona.domain.policy import Restriction
+from pomona.domain.policy import DeviceLimitRestriction, DeviceTypeRestriction, Restriction, RestrictionKind
 from pomona.storage import schema as s
 
 
@@ -71,7 +71,9 @@ class SqlGroupStore:
         return int(self.conn.execute(q).scalar_one())
 
 
-_R_FIELDS = (
+# One table holds both kinds (its ``type`` column is the RestrictionKind); each kind's dataclass fields are
+# columns of the same name, and the other kind's columns keep their defaults.
+_TYPE_FIELDS = (
     "ios_allowed",
     "ipados_allowed",
     "ios_personal_allowed",
@@ -80,8 +82,15 @@ _R_FIELDS = (
     "ios_max_os",
     "ipados_min_os",
     "ipados_max_os",
-    "device_limit",
 )
+_LIMIT_FIELDS = ("device_limit",)
+_R_FIELDS = _TYPE_FIELDS + _LIMIT_FIELDS
+
+
+def _kind_values(r: Restriction) -> dict[str, object]:
+    """The columns of the restriction's own kind."""
+    names = _TYPE_FIELDS if isinstance(r, DeviceTypeRestriction) else _LIMIT_FIELDS
+    return {k: getattr(r, k) for k in names}
 
 
 class SqlRestrictionStore:
@@ -94,12 +103,12 @@ class SqlRestrictionStore:
                 id=r.id,
                 tenant_id=tenant_id,
                 name=r.name,
-                type=r.type,
+                type=r.kind.value,
                 priority=r.priority,
                 is_default=r.is_default,
                 created_at=at,
                 updated_at=at,
-                **{k: getattr(r, k) for k in _R_FIELDS},
+                **_kind_values(r),
             )
         )
         for gid in r.group_ids:
@@ -150,15 +159,23 @@ class SqlRestrictionStore:
         for a in self.conn.execute(q):
             assigned.setdefault(a.restriction_id, set()).add(a.group_id)
         out = [_restriction(r, frozenset(assigned.get(r.id, ()))) for r in rows]
-        return sorted(out, key=lambda r: (r.type, r.is_default, r.priority))
+        return sorted(out, key=lambda r: (r.kind.value, r.is_default, r.priority))
 
 
 def _restriction(r: Row[Any], groups: frozenset[str]) -> Restriction:
     m = r._mapping
-    return Restriction(
+    if RestrictionKind(m["type"]) is RestrictionKind.LIMIT:
+        return DeviceLimitRestriction(
+            id=m["id"],
+            name=m["name"],
+            priority=m["priority"],
+            is_default=bool(m["is_default"]),
+            group_ids=groups,
+            device_limit=int(m["device_limit"]),
+        )
+    return DeviceTypeRestriction(
         id=m["id"],
         name=m["name"],
-        type=m["type"],
         priority=m["priority"],
         is_default=bool(m["is_default"]),
         group_ids=groups,
@@ -170,7 +187,6 @@ def _restriction(r: Row[Any], groups: frozenset[str]) -> Restriction:
         ios_max_os=m["ios_max_os"],
         ipados_min_os=m["ipados_min_os"],
         ipados_max_os=m["ipados_max_os"],
-        device_limit=int(m["device_limit"]),
     )
 
 
