@@ -117,3 +117,7 @@ class ForbiddenError(PomonaError):
 class InvalidInputError(PomonaError):
     reason = ReasonCode.INVALID_INPUT
     http_status = 422
+
+
+class UnknownTenantError(UnknownEnrollmentError):
+    """The URL names no tenant: nothing to record an event under."""
