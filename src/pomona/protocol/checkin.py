@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Final
+from typing import ClassVar, Final, TypedDict
 
 from pomona.protocol import plist
 from pomona.protocol.errors import (
@@ -57,6 +57,34 @@ CHECKIN_CONTENT_TYPE: Final = "application/x-apple-aspen-mdm-checkin"
 """Content type of check-in requests (the command channel uses ``application/x-apple-aspen-mdm``)."""
 
 
+class _UserChannelFields(TypedDict):
+    enrollment_id: str | None
+    enrollment_user_id: str | None
+    user_id: str | None
+    user_short_name: str | None
+    user_long_name: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _UserChannel:
+    """The identifiers of a message that can come on a user channel (NanoMDM's ``mdm.Enrollment``).
+
+    ``user_id`` (a macOS user's GUID; all F's on a Shared iPad) or ``enrollment_user_id`` (user enrollment)
+    marks a user channel; ``udid`` stays the device channel's id.
+    """
+
+    enrollment_id: str | None = None
+    enrollment_user_id: str | None = None
+    user_id: str | None = None
+    user_short_name: str | None = None
+    user_long_name: str | None = None
+
+    @property
+    def is_user_channel(self) -> bool:
+        """Whether this message comes from a user channel rather than the device channel."""
+        return self.user_id is not None or self.enrollment_user_id is not None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Authenticate:
     """The first check-in of an enrollment, sent when the MDM profile is being installed.
@@ -86,7 +114,7 @@ class Authenticate:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TokenUpdate:
+class TokenUpdate(_UserChannel):
     """Sent after enrollment and whenever the push token changes; carries what APNs pushes need.
 
     A message with ``user_id`` or ``enrollment_user_id`` is for a user channel (Shared iPad or a macOS
@@ -104,17 +132,7 @@ class TokenUpdate:
     raw: bytes = field(repr=False)
     unlock_token: bytes | None = field(default=None, repr=False)
     awaiting_configuration: bool = False
-    enrollment_id: str | None = None
-    enrollment_user_id: str | None = None
-    user_id: str | None = None
-    user_short_name: str | None = None
-    user_long_name: str | None = None
     not_on_console: bool | None = None
-
-    @property
-    def is_user_channel(self) -> bool:
-        """Whether this token is for a user channel rather than the device channel."""
-        return _is_user_channel(self.user_id, self.enrollment_user_id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -189,7 +207,7 @@ class SetBootstrapToken:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeclarativeManagement:
+class DeclarativeManagement(_UserChannel):
     """A declarative-management request (``Endpoint``: tokens, declaration-items, status, declaration/…).
 
     https://developer.apple.com/documentation/devicemanagement/declarativemanagementrequest
@@ -201,20 +219,10 @@ class DeclarativeManagement:
     endpoint: str
     raw: bytes = field(repr=False)
     data: bytes | None = field(default=None, repr=False)
-    enrollment_id: str | None = None
-    enrollment_user_id: str | None = None
-    user_id: str | None = None
-    user_short_name: str | None = None
-    user_long_name: str | None = None
-
-    @property
-    def is_user_channel(self) -> bool:
-        """Whether this request comes from a user channel rather than the device channel."""
-        return _is_user_channel(self.user_id, self.enrollment_user_id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GetToken:
+class GetToken(_UserChannel):
     """The device asks for a token of a service (``com.apple.maid``, ``com.apple.watch.pairing``).
 
     https://developer.apple.com/documentation/devicemanagement/gettokenrequest
@@ -226,16 +234,6 @@ class GetToken:
     token_service_type: str
     raw: bytes = field(repr=False)
     token_parameters: Mapping[str, object] | None = field(default=None, repr=False, compare=False)
-    enrollment_id: str | None = None
-    enrollment_user_id: str | None = None
-    user_id: str | None = None
-    user_short_name: str | None = None
-    user_long_name: str | None = None
-
-    @property
-    def is_user_channel(self) -> bool:
-        """Whether this request comes from a user channel rather than the device channel."""
-        return _is_user_channel(self.user_id, self.enrollment_user_id)
 
 
 CheckinMessage = (
@@ -249,10 +247,6 @@ CheckinMessage = (
     | GetToken
 )
 """Any decoded check-in message."""
-
-
-def _is_user_channel(user_id: str | None, enrollment_user_id: str | None) -> bool:
-    return user_id is not None or enrollment_user_id is not None
 
 
 class _Reader:
@@ -316,6 +310,16 @@ class _Reader:
         """The device channel id if the message names one (``UDID``, else ``EnrollmentID``)."""
         return self.opt_str("UDID") or self.opt_str("EnrollmentID")
 
+    def user_channel(self) -> _UserChannelFields:
+        """The user-channel identifiers, for ``**`` into a message that can come on a user channel."""
+        return _UserChannelFields(
+            enrollment_id=self.opt_str("EnrollmentID"),
+            enrollment_user_id=self.opt_str("EnrollmentUserID"),
+            user_id=self.opt_str("UserID"),
+            user_short_name=self.opt_str("UserShortName"),
+            user_long_name=self.opt_str("UserLongName"),
+        )
+
     def channel_id(self) -> str:
         """The device channel id: ``UDID``, else ``EnrollmentID`` (user enrollment has no UDID)."""
         udid = self.opt_str("UDID")
@@ -354,12 +358,8 @@ def _token_update(r: _Reader, raw: bytes) -> TokenUpdate:
         raw=raw,
         unlock_token=r.opt_bytes("UnlockToken"),
         awaiting_configuration=bool(r.opt_bool("AwaitingConfiguration")),
-        enrollment_id=r.opt_str("EnrollmentID"),
-        enrollment_user_id=r.opt_str("EnrollmentUserID"),
-        user_id=r.opt_str("UserID"),
-        user_short_name=r.opt_str("UserShortName"),
-        user_long_name=r.opt_str("UserLongName"),
         not_on_console=r.opt_bool("NotOnConsole"),
+        **r.user_channel(),
     )
 
 
@@ -408,11 +408,7 @@ def _declarative_management(r: _Reader, raw: bytes) -> DeclarativeManagement:
         endpoint=r.req_str("Endpoint"),
         raw=raw,
         data=r.opt_bytes("Data"),
-        enrollment_id=r.opt_str("EnrollmentID"),
-        enrollment_user_id=r.opt_str("EnrollmentUserID"),
-        user_id=r.opt_str("UserID"),
-        user_short_name=r.opt_str("UserShortName"),
-        user_long_name=r.opt_str("UserLongName"),
+        **r.user_channel(),
     )
 
 
@@ -422,11 +418,7 @@ def _get_token(r: _Reader, raw: bytes) -> GetToken:
         token_service_type=r.req_str("TokenServiceType"),
         raw=raw,
         token_parameters=r.opt_dict("TokenParameters"),
-        enrollment_id=r.opt_str("EnrollmentID"),
-        enrollment_user_id=r.opt_str("EnrollmentUserID"),
-        user_id=r.opt_str("UserID"),
-        user_short_name=r.opt_str("UserShortName"),
-        user_long_name=r.opt_str("UserLongName"),
+        **r.user_channel(),
     )
 
 

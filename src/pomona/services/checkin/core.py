@@ -37,6 +37,7 @@ from pomona.domain.models import (
     Enrollment,
     EnrollmentStatus,
     EnrollmentType,
+    Event,
     Step,
     Tenant,
 )
@@ -229,6 +230,20 @@ class CheckinCore(ServiceBase):
         )
 
     # --- the enrollment a message speaks for ------------------------------------------------------
+    def _event(
+        self, enrollment: Enrollment, step: Step, detail: dict[str, object], *, upn: str | None = None
+    ) -> Event:
+        """An OK event about an enrollment: its tenant, user and device."""
+        return self.ok_event(
+            enrollment.tenant_id,
+            step,
+            user_id=enrollment.user_id,
+            upn=upn,
+            udid=enrollment.udid,
+            enrollment_id=enrollment.id,
+            detail=detail,
+        )
+
     def _bound_enrollment(
         self, uow: UnitOfWork, req: Request, udid: str | None
     ) -> tuple[Enrollment, datetime | None]:
@@ -269,22 +284,14 @@ class CheckinCore(ServiceBase):
         with self.db.unit_of_work() as uow:
             enrollment, _ = self._bound_enrollment(uow, req, msg.udid)
             if msg.is_user_channel:
-                uow.events.append(
-                    self.ok_event(
-                        tenant_id,
-                        Step.TOKENUPDATE,
-                        user_id=enrollment.user_id,
-                        udid=msg.udid,
-                        enrollment_id=enrollment.id,
-                        detail={
-                            "channel": "user",
-                            "device_user_id": msg.user_id,
-                            "device_enrollment_user_id": msg.enrollment_user_id,
-                            "device_user_short_name": msg.user_short_name,
-                            "stored": False,
-                        },
-                    )
-                )
+                detail: dict[str, object] = {
+                    "channel": "user",
+                    "device_user_id": msg.user_id,
+                    "device_enrollment_user_id": msg.enrollment_user_id,
+                    "device_user_short_name": msg.user_short_name,
+                    "stored": False,
+                }
+                uow.events.append(self._event(enrollment, Step.TOKENUPDATE, detail))
                 return b""
             uow.enrollments.update_token(
                 enrollment.id, msg.token, msg.push_magic, msg.unlock_token, msg.awaiting_configuration, now
@@ -292,17 +299,9 @@ class CheckinCore(ServiceBase):
             uow.devices.touch(enrollment.device_id, now)
             uow.pushes.token_updated(enrollment.id, tenant_id, now)  # a 410'd token is valid again
             user = None if enrollment.user_id is None else uow.users.get(tenant_id, enrollment.user_id)
-            uow.events.append(
-                self.ok_event(
-                    tenant_id,
-                    Step.TOKENUPDATE,
-                    user_id=enrollment.user_id,
-                    upn=None if user is None else user.upn,  # the funnel of a user's attempt reads it
-                    udid=msg.udid,
-                    enrollment_id=enrollment.id,
-                    detail={"awaiting_configuration": msg.awaiting_configuration},
-                )
-            )
+            upn = None if user is None else user.upn  # the funnel of a user's attempt reads it
+            detail = {"awaiting_configuration": msg.awaiting_configuration}
+            uow.events.append(self._event(enrollment, Step.TOKENUPDATE, detail, upn=upn))
         return b""
 
     def check_out(self, req: Request, msg: CheckOut) -> bytes:
@@ -312,16 +311,7 @@ class CheckinCore(ServiceBase):
             enrollment, _ = self._bound_enrollment(uow, req, msg.udid)
             uow.enrollments.end(enrollment.id, EnrollmentStatus.REMOVED, now)
             cancelled = uow.commands.cancel_pending(enrollment.id)
-            uow.events.append(
-                self.ok_event(
-                    req.tenant.id,
-                    Step.CHECKOUT,
-                    user_id=enrollment.user_id,
-                    udid=msg.udid,
-                    enrollment_id=enrollment.id,
-                    detail={"cancelled_commands": cancelled},
-                )
-            )
+            uow.events.append(self._event(enrollment, Step.CHECKOUT, {"cancelled_commands": cancelled}))
         return b""
 
     # --- known messages Pomona does not implement -------------------------------------------------
@@ -332,16 +322,8 @@ class CheckinCore(ServiceBase):
     def get_bootstrap_token(self, req: Request, msg: GetBootstrapToken) -> bytes:
         with self.db.unit_of_work() as uow:
             enrollment, _ = self._bound_enrollment(uow, req, msg.udid)
-            uow.events.append(
-                self.ok_event(
-                    req.tenant.id,
-                    Step.CHECKIN,
-                    user_id=enrollment.user_id,
-                    udid=enrollment.udid,
-                    enrollment_id=enrollment.id,
-                    detail={"message_type": msg.message_type, "bootstrap_token": False},
-                )
-            )
+            detail = {"message_type": msg.message_type, "bootstrap_token": False}
+            uow.events.append(self._event(enrollment, Step.CHECKIN, detail))
         return encode_get_bootstrap_token_response(None)
 
     def set_bootstrap_token(self, req: Request, msg: SetBootstrapToken) -> bytes:
@@ -425,17 +407,10 @@ class CheckinCore(ServiceBase):
             hook = result_hook(cmd.request_type)
             if hook is not None:
                 hook(uow, enrollment, report, now)
-        event = self.ok_event(
-            tenant.id,
-            Step.COMMAND,
-            user_id=enrollment.user_id,
-            udid=enrollment.udid,
-            enrollment_id=enrollment.id,
-            detail={
-                "command_uuid": cmd.command_uuid,
-                "request_type": cmd.request_type,
-                "status": status.value,
-                "error_chain": report.error_chain,
-            },
-        )
-        uow.events.append(event)
+        detail: dict[str, object] = {
+            "command_uuid": cmd.command_uuid,
+            "request_type": cmd.request_type,
+            "status": status.value,
+            "error_chain": report.error_chain,
+        }
+        uow.events.append(self._event(enrollment, Step.COMMAND, detail))
