@@ -11,16 +11,21 @@ from apple_schema import UNKNOWN, check, checkin_schema, require_shared
 
 from pomona.protocol.checkin import (
     CHECKIN_CONTENT_TYPE,
-    OTHER_MESSAGE_TYPES,
+    MESSAGE_TYPES,
     Authenticate,
     CheckinParseError,
     CheckOut,
-    OtherCheckin,
+    DeclarativeManagement,
+    GetBootstrapToken,
+    GetToken,
+    SetBootstrapToken,
     TokenUpdate,
     UnrecognizedMessageTypeError,
+    UserAuthenticate,
     decode_checkin,
     encode_authenticate,
     encode_checkout,
+    encode_get_bootstrap_token_response,
     encode_token_update,
 )
 from pomona.protocol.command import decode_report
@@ -280,27 +285,119 @@ class TestOtherShapes:
         assert isinstance(msg, CheckOut)
         assert (msg.udid, msg.topic, msg.message_type) == (IPAD_UDID, TOPIC, "CheckOut")
 
-    @pytest.mark.parametrize("message_type", sorted(OTHER_MESSAGE_TYPES))
-    def test_other_known_types_decode_generically(self, message_type: str) -> None:
-        """The other known message types decode to OtherCheckin keeping every key."""
-        body = body_of({"MessageType": message_type, "UDID": IPAD_UDID, "Extra": 1})
-        msg = decode_checkin(body)
-        assert isinstance(msg, OtherCheckin)
-        assert (msg.message_type, msg.udid, msg.raw, msg.fields["Extra"]) == (
-            message_type,
-            IPAD_UDID,
-            body,
-            1,
-        )
+    def test_user_enrollment_user_channel(self) -> None:
+        """A TokenUpdate with EnrollmentUserID (user enrollment on macOS) is a user-channel token."""
+        d = {k: v for k, v in BASE_TOKEN.items() if k != "UDID"}
+        msg = decode_checkin(body_of({**d, "EnrollmentID": "ENR-1", "EnrollmentUserID": "ENR-U"}))
+        assert isinstance(msg, TokenUpdate) and msg.is_user_channel and msg.udid == "ENR-1"
 
-    def test_other_type_without_udid(self) -> None:
-        """GetBootstrapToken without any identifier decodes with no channel id."""
-        msg = decode_checkin(body_of({"MessageType": "GetBootstrapToken", "AwaitingConfiguration": False}))
-        assert isinstance(msg, OtherCheckin) and msg.udid is None
+    def test_every_message_type_has_a_decoder(self) -> None:
+        """The registry knows Apple's eight check-in message types and nothing else."""
+        names = {p.stem for p in require_shared("apple-device-management", "mdm", "checkin").glob("*.yaml")}
+        assert {m.lower() for m in MESSAGE_TYPES} == names
 
     def test_content_type(self) -> None:
         """The check-in content type is Apple's aspen checkin type."""
         assert CHECKIN_CONTENT_TYPE == "application/x-apple-aspen-mdm-checkin"
+
+
+MAC = {"UDID": MAC_UDID}
+USER = {"UserID": "B5A5C2D4-0000-4C4B-9E2A-3C1D0E5F6A7B", "UserShortName": "ana", "UserLongName": "Ana"}
+
+# The other known message types: (body keys, expected class, expected attributes).
+OTHER_CASES: list[tuple[dict[str, object], type, dict[str, object]]] = [
+    (
+        {"MessageType": "UserAuthenticate", **MAC, **USER},
+        UserAuthenticate,
+        {"udid": MAC_UDID, "user_id": USER["UserID"], "digest_response": None, "is_user_channel": True},
+    ),
+    (
+        {"MessageType": "UserAuthenticate", **MAC, **USER, "DigestResponse": "d"},
+        UserAuthenticate,
+        {"digest_response": "d", "user_short_name": "ana", "user_long_name": "Ana"},
+    ),
+    (
+        {"MessageType": "GetBootstrapToken", **MAC, "AwaitingConfiguration": True},
+        GetBootstrapToken,
+        {"udid": MAC_UDID, "awaiting_configuration": True},
+    ),
+    (
+        {"MessageType": "GetBootstrapToken", "AwaitingConfiguration": False},
+        GetBootstrapToken,
+        {"udid": None, "awaiting_configuration": False},
+    ),
+    (
+        {"MessageType": "SetBootstrapToken", **MAC, "BootstrapToken": b"\x01\x02"},
+        SetBootstrapToken,
+        {"udid": MAC_UDID, "bootstrap_token": b"\x01\x02", "awaiting_configuration": False},
+    ),
+    (
+        {"MessageType": "SetBootstrapToken", **MAC},
+        SetBootstrapToken,
+        {"bootstrap_token": None},
+    ),
+    (
+        {"MessageType": "DeclarativeManagement", **MAC, "Endpoint": "tokens"},
+        DeclarativeManagement,
+        {"udid": MAC_UDID, "endpoint": "tokens", "data": None, "is_user_channel": False},
+    ),
+    (
+        {"MessageType": "DeclarativeManagement", **MAC, **USER, "Endpoint": "status", "Data": b"{}"},
+        DeclarativeManagement,
+        {"endpoint": "status", "data": b"{}", "user_short_name": "ana", "is_user_channel": True},
+    ),
+    (
+        {
+            "MessageType": "GetToken",
+            "EnrollmentID": "ENR-1",
+            "TokenServiceType": "com.apple.maid",
+            "TokenParameters": {"PhoneUDID": "P"},
+        },
+        GetToken,
+        {"udid": "ENR-1", "token_service_type": "com.apple.maid", "token_parameters": {"PhoneUDID": "P"}},
+    ),
+]
+
+
+class TestOtherMessageTypes:
+    @pytest.mark.parametrize(
+        ("keys", "kind", "expected"),
+        OTHER_CASES,
+        ids=[f"{c[0]['MessageType']}-{i}" for i, c in enumerate(OTHER_CASES)],
+    )
+    def test_decodes_to_its_own_class(
+        self, keys: dict[str, object], kind: type, expected: dict[str, object]
+    ) -> None:
+        """Each of the other known message types decodes to its own class with its values."""
+        body = body_of(keys)
+        msg = decode_checkin(body)
+        assert type(msg) is kind and msg.raw == body and msg.message_type == keys["MessageType"]
+        for attr, value in expected.items():
+            assert getattr(msg, attr) == value, attr
+
+    @pytest.mark.parametrize(
+        "keys",
+        [
+            {"MessageType": "UserAuthenticate", **MAC},
+            {"MessageType": "UserAuthenticate", **USER},
+            {"MessageType": "DeclarativeManagement", **MAC},
+            {"MessageType": "DeclarativeManagement", **MAC, "Endpoint": "tokens", "Data": "text"},
+            {"MessageType": "GetToken", **MAC},
+            {"MessageType": "GetToken", **MAC, "TokenServiceType": "com.apple.maid", "TokenParameters": []},
+            {"MessageType": "SetBootstrapToken", **MAC, "BootstrapToken": "text"},
+            {"MessageType": "GetBootstrapToken", **MAC, "AwaitingConfiguration": "yes"},
+        ],
+        ids=lambda k: str(k["MessageType"]),
+    )
+    def test_missing_or_mistyped_keys(self, keys: dict[str, object]) -> None:
+        """A required key missing, or a key of the wrong type, is a CheckinParseError."""
+        with pytest.raises(CheckinParseError):
+            decode_checkin(body_of(keys))
+
+    def test_get_bootstrap_token_response_without_a_token(self) -> None:
+        """With no token, the GetBootstrapToken response leaves the key out, as Apple documents."""
+        assert plistlib.loads(encode_get_bootstrap_token_response(None)) == {}
+        assert plistlib.loads(encode_get_bootstrap_token_response(b"t")) == {"BootstrapToken": b"t"}
 
 
 class TestEncoders:

@@ -33,6 +33,8 @@ TREE: list[tuple[type[E.PomonaError], int, R]] = [
     (E.UnknownTenantError, 401, R.UNKNOWN_ENROLLMENT),
     (E.UnenrollDeviceError, 403, R.UNKNOWN_ENROLLMENT),
     (E.DeviceBlockedError, 403, R.DEVICE_BLOCKED),
+    (E.MessageTypeUnsupportedError, 400, R.MESSAGE_TYPE_UNSUPPORTED),
+    (E.UserChannelDeclinedError, 410, R.MESSAGE_TYPE_UNSUPPORTED),
     (E.EnrollmentTokenError, 403, R.ENROLLMENT_TOKEN_INVALID),
     (E.EnrollmentTokenExpiredError, 403, R.ENROLLMENT_TOKEN_EXPIRED),
     (E.NotFoundError, 404, R.NOT_FOUND),

@@ -17,6 +17,8 @@ is the decision's: :class:`PolicyError` takes it per instance, its status is sti
     ├── UnenrollDeviceError              UNKNOWN_ENROLLMENT, 403 with Apple's com.apple.unrecognized.device
     │   │                                body, so the device unenrolls: a retired enrollment
     │   └── DeviceBlockedError           DEVICE_BLOCKED: an admin blocked the device
+    ├── MessageTypeUnsupportedError      MESSAGE_TYPE_UNSUPPORTED, 400: a check-in MessageType not served
+    │   └── UserChannelDeclinedError     410 to UserAuthenticate: the server does not manage the user
     ├── EnrollmentTokenError             ENROLLMENT_TOKEN_INVALID, 403: unknown or used up
     │   └── EnrollmentTokenExpiredError  ENROLLMENT_TOKEN_EXPIRED
     ├── PolicyError                      the decision's reason (APNS_CERT_*, USER_*, restrictions ...), 403
@@ -58,6 +60,8 @@ from pomona.protocol.errors import (
 __all__ = [
     "AuthError",
     "BodyTooLargeError",
+    "MessageTypeUnsupportedError",
+    "UserChannelDeclinedError",
     "CertDeviceMismatchError",
     "CertNotTrustedError",
     "ConflictError",
@@ -162,6 +166,22 @@ class DeviceBlockedError(UnenrollDeviceError):
     """An admin blocked the device: it is told to unenroll, like a retired enrollment."""
 
     reason = ReasonCode.DEVICE_BLOCKED
+
+
+class MessageTypeUnsupportedError(PomonaError):
+    """A check-in message Pomona does not know, or knows and does not implement."""
+
+    reason = ReasonCode.MESSAGE_TYPE_UNSUPPORTED
+    http_status = 400
+
+
+class UserChannelDeclinedError(MessageTypeUnsupportedError):
+    """410 to UserAuthenticate: the Mac makes no more requests for this user during the login session.
+
+    https://developer.apple.com/documentation/devicemanagement/userauthenticate
+    """
+
+    http_status = 410
 
 
 class EnrollmentTokenError(PomonaError):

@@ -42,6 +42,7 @@ class Step(StrEnum):
     AUTHENTICATE = "authenticate"
     TOKENUPDATE = "tokenupdate"
     CHECKOUT = "checkout"
+    CHECKIN = "checkin"  # the other check-in messages (UserAuthenticate, bootstrap tokens, unknown types)
     COMMAND = "command"
     ADMIN = "admin"
     PUSH = "push"

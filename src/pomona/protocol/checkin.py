@@ -1,11 +1,16 @@
 """Check-in protocol messages: one frozen dataclass per ``MessageType``, each keeping its raw body.
 
 Devices ``PUT`` these plists to the ``CheckInURL`` of the enrollment profile with the content type
-:data:`CHECKIN_CONTENT_TYPE`. :func:`decode_checkin` turns a body into :class:`Authenticate`,
-:class:`TokenUpdate`, :class:`CheckOut`, or :class:`OtherCheckin` for the other known message types, and
-fails in typed ways: :class:`UnrecognizedMessageTypeError` for a missing or unknown ``MessageType``,
-:class:`CheckinParseError` for anything else (both keep the raw body). Unknown keys are tolerated (a Mac
-sends an undocumented ``Challenge`` in ``Authenticate``).
+:data:`CHECKIN_CONTENT_TYPE`. :func:`decode_checkin` turns a body into one class per ``MessageType``
+(:class:`Authenticate`, :class:`TokenUpdate`, :class:`CheckOut`, :class:`UserAuthenticate`,
+:class:`GetBootstrapToken`, :class:`SetBootstrapToken`, :class:`DeclarativeManagement`, :class:`GetToken`),
+chosen from one registry (:data:`MESSAGE_TYPES`), and fails in typed ways:
+:class:`UnrecognizedMessageTypeError` for a missing or unknown ``MessageType``, :class:`CheckinParseError`
+for anything else (both keep the raw body). Unknown keys are tolerated (a Mac sends an undocumented
+``Challenge`` in ``Authenticate``).
+
+Messages that can arrive on a user channel (a macOS user, a Shared iPad user) carry ``UserID`` /
+``EnrollmentUserID``; their ``is_user_channel`` says so. ``udid`` is always the device channel id.
 
 The ``encode_*`` functions build the bodies a device sends, for the virtual device and tests.
 
@@ -14,9 +19,9 @@ Reference: https://developer.apple.com/documentation/devicemanagement/check-in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Final
+from typing import ClassVar, Final, TypedDict
 
 from pomona.protocol import plist
 from pomona.protocol.errors import (
@@ -28,34 +33,56 @@ from pomona.protocol.errors import (
 
 __all__ = [
     "CHECKIN_CONTENT_TYPE",
-    "OTHER_MESSAGE_TYPES",
+    "MESSAGE_TYPES",
     "Authenticate",
     "CheckOut",
     "CheckinMessage",
     "CheckinParseError",
-    "OtherCheckin",
+    "DeclarativeManagement",
+    "GetBootstrapToken",
+    "GetToken",
     "ProtocolError",
+    "SetBootstrapToken",
     "TokenUpdate",
+    "UserAuthenticate",
     "UnrecognizedMessageTypeError",
     "decode_checkin",
     "encode_authenticate",
     "encode_checkout",
+    "encode_get_bootstrap_token_response",
     "encode_token_update",
 ]
 
 CHECKIN_CONTENT_TYPE: Final = "application/x-apple-aspen-mdm-checkin"
 """Content type of check-in requests (the command channel uses ``application/x-apple-aspen-mdm``)."""
 
-OTHER_MESSAGE_TYPES: Final = frozenset(
-    {
-        "UserAuthenticate",
-        "GetBootstrapToken",
-        "SetBootstrapToken",
-        "DeclarativeManagement",
-        "GetToken",
-    }
-)
-"""Known message types that decode to :class:`OtherCheckin`."""
+
+class _UserChannelFields(TypedDict):
+    enrollment_id: str | None
+    enrollment_user_id: str | None
+    user_id: str | None
+    user_short_name: str | None
+    user_long_name: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _UserChannel:
+    """The identifiers of a message that can come on a user channel (NanoMDM's ``mdm.Enrollment``).
+
+    ``user_id`` (a macOS user's GUID; all F's on a Shared iPad) or ``enrollment_user_id`` (user enrollment)
+    marks a user channel; ``udid`` stays the device channel's id.
+    """
+
+    enrollment_id: str | None = None
+    enrollment_user_id: str | None = None
+    user_id: str | None = None
+    user_short_name: str | None = None
+    user_long_name: str | None = None
+
+    @property
+    def is_user_channel(self) -> bool:
+        """Whether this message comes from a user channel rather than the device channel."""
+        return self.user_id is not None or self.enrollment_user_id is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,7 +114,7 @@ class Authenticate:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TokenUpdate:
+class TokenUpdate(_UserChannel):
     """Sent after enrollment and whenever the push token changes; carries what APNs pushes need.
 
     A message with ``user_id`` or ``enrollment_user_id`` is for a user channel (Shared iPad or a macOS
@@ -105,17 +132,7 @@ class TokenUpdate:
     raw: bytes = field(repr=False)
     unlock_token: bytes | None = field(default=None, repr=False)
     awaiting_configuration: bool = False
-    enrollment_id: str | None = None
-    enrollment_user_id: str | None = None
-    user_id: str | None = None
-    user_short_name: str | None = None
-    user_long_name: str | None = None
     not_on_console: bool | None = None
-
-    @property
-    def is_user_channel(self) -> bool:
-        """Whether this token is for a user channel rather than the device channel."""
-        return self.user_id is not None or self.enrollment_user_id is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,24 +151,101 @@ class CheckOut:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class OtherCheckin:
-    """A known check-in message type that Pomona does not model field by field.
+class UserAuthenticate:
+    """A macOS user logs in: the server manages this user channel (a ``DigestChallenge``) or declines (410).
 
-    ``message_type`` is one of :data:`OTHER_MESSAGE_TYPES`; ``fields`` holds every decoded key.
-    UserAuthenticate: https://developer.apple.com/documentation/devicemanagement/userauthenticaterequest
-    GetBootstrapToken: https://developer.apple.com/documentation/devicemanagement/getbootstraptokenrequest
-    SetBootstrapToken: https://developer.apple.com/documentation/devicemanagement/setbootstraptokenrequest
-    DeclarativeManagement: https://developer.apple.com/documentation/devicemanagement/declarativemanagementrequest
-    GetToken: https://developer.apple.com/documentation/devicemanagement/gettokenrequest
+    Sent on the user channel only; ``digest_response`` is absent in the first of the two requests.
+    https://developer.apple.com/documentation/devicemanagement/userauthenticaterequest
     """
 
-    message_type: str
+    message_type: ClassVar[str] = "UserAuthenticate"
+
+    udid: str
+    user_id: str
+    raw: bytes = field(repr=False)
+    digest_response: str | None = field(default=None, repr=False)
+    enrollment_id: str | None = None
+    enrollment_user_id: str | None = None
+    user_short_name: str | None = None
+    user_long_name: str | None = None
+
+    @property
+    def is_user_channel(self) -> bool:
+        """Always: UserAuthenticate exists only on a user channel."""
+        return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetBootstrapToken:
+    """A supervised Mac asks for the bootstrap token the server escrowed for it.
+
+    Apple's schema lists no device identifier; devices send their ``UDID`` (or ``EnrollmentID``) as in
+    every check-in, so ``udid`` is kept when present.
+    https://developer.apple.com/documentation/devicemanagement/getbootstraptokenrequest
+    """
+
+    message_type: ClassVar[str] = "GetBootstrapToken"
+
     udid: str | None
     raw: bytes = field(repr=False)
-    fields: Mapping[str, object] = field(default_factory=dict, repr=False, compare=False)
+    awaiting_configuration: bool = False
 
 
-CheckinMessage = Authenticate | TokenUpdate | CheckOut | OtherCheckin
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetBootstrapToken:
+    """A supervised Mac escrows (or, with no ``BootstrapToken``, clears) its bootstrap token.
+
+    https://developer.apple.com/documentation/devicemanagement/setbootstraptokenrequest
+    """
+
+    message_type: ClassVar[str] = "SetBootstrapToken"
+
+    udid: str | None
+    raw: bytes = field(repr=False)
+    bootstrap_token: bytes | None = field(default=None, repr=False)
+    awaiting_configuration: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeclarativeManagement(_UserChannel):
+    """A declarative-management request (``Endpoint``: tokens, declaration-items, status, declaration/…).
+
+    https://developer.apple.com/documentation/devicemanagement/declarativemanagementrequest
+    """
+
+    message_type: ClassVar[str] = "DeclarativeManagement"
+
+    udid: str
+    endpoint: str
+    raw: bytes = field(repr=False)
+    data: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetToken(_UserChannel):
+    """The device asks for a token of a service (``com.apple.maid``, ``com.apple.watch.pairing``).
+
+    https://developer.apple.com/documentation/devicemanagement/gettokenrequest
+    """
+
+    message_type: ClassVar[str] = "GetToken"
+
+    udid: str
+    token_service_type: str
+    raw: bytes = field(repr=False)
+    token_parameters: Mapping[str, object] | None = field(default=None, repr=False, compare=False)
+
+
+CheckinMessage = (
+    Authenticate
+    | TokenUpdate
+    | CheckOut
+    | UserAuthenticate
+    | GetBootstrapToken
+    | SetBootstrapToken
+    | DeclarativeManagement
+    | GetToken
+)
 """Any decoded check-in message."""
 
 
@@ -204,6 +298,28 @@ class _Reader:
             raise self._fail(key, "a boolean")
         return value
 
+    def opt_dict(self, key: str) -> Mapping[str, object] | None:
+        value = self._d.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self._fail(key, "a dictionary")
+        return value
+
+    def opt_channel_id(self) -> str | None:
+        """The device channel id if the message names one (``UDID``, else ``EnrollmentID``)."""
+        return self.opt_str("UDID") or self.opt_str("EnrollmentID")
+
+    def user_channel(self) -> _UserChannelFields:
+        """The user-channel identifiers, for ``**`` into a message that can come on a user channel."""
+        return _UserChannelFields(
+            enrollment_id=self.opt_str("EnrollmentID"),
+            enrollment_user_id=self.opt_str("EnrollmentUserID"),
+            user_id=self.opt_str("UserID"),
+            user_short_name=self.opt_str("UserShortName"),
+            user_long_name=self.opt_str("UserLongName"),
+        )
+
     def channel_id(self) -> str:
         """The device channel id: ``UDID``, else ``EnrollmentID`` (user enrollment has no UDID)."""
         udid = self.opt_str("UDID")
@@ -242,12 +358,8 @@ def _token_update(r: _Reader, raw: bytes) -> TokenUpdate:
         raw=raw,
         unlock_token=r.opt_bytes("UnlockToken"),
         awaiting_configuration=bool(r.opt_bool("AwaitingConfiguration")),
-        enrollment_id=r.opt_str("EnrollmentID"),
-        enrollment_user_id=r.opt_str("EnrollmentUserID"),
-        user_id=r.opt_str("UserID"),
-        user_short_name=r.opt_str("UserShortName"),
-        user_long_name=r.opt_str("UserLongName"),
         not_on_console=r.opt_bool("NotOnConsole"),
+        **r.user_channel(),
     )
 
 
@@ -258,6 +370,71 @@ def _checkout(r: _Reader, raw: bytes) -> CheckOut:
         raw=raw,
         enrollment_id=r.opt_str("EnrollmentID"),
     )
+
+
+def _user_authenticate(r: _Reader, raw: bytes) -> UserAuthenticate:
+    return UserAuthenticate(
+        udid=r.channel_id(),
+        user_id=r.req_str("UserID"),
+        raw=raw,
+        digest_response=r.opt_str("DigestResponse"),
+        enrollment_id=r.opt_str("EnrollmentID"),
+        enrollment_user_id=r.opt_str("EnrollmentUserID"),
+        user_short_name=r.opt_str("UserShortName"),
+        user_long_name=r.opt_str("UserLongName"),
+    )
+
+
+def _get_bootstrap_token(r: _Reader, raw: bytes) -> GetBootstrapToken:
+    return GetBootstrapToken(
+        udid=r.opt_channel_id(),
+        raw=raw,
+        awaiting_configuration=bool(r.opt_bool("AwaitingConfiguration")),
+    )
+
+
+def _set_bootstrap_token(r: _Reader, raw: bytes) -> SetBootstrapToken:
+    return SetBootstrapToken(
+        udid=r.opt_channel_id(),
+        raw=raw,
+        bootstrap_token=r.opt_bytes("BootstrapToken"),
+        awaiting_configuration=bool(r.opt_bool("AwaitingConfiguration")),
+    )
+
+
+def _declarative_management(r: _Reader, raw: bytes) -> DeclarativeManagement:
+    return DeclarativeManagement(
+        udid=r.channel_id(),
+        endpoint=r.req_str("Endpoint"),
+        raw=raw,
+        data=r.opt_bytes("Data"),
+        **r.user_channel(),
+    )
+
+
+def _get_token(r: _Reader, raw: bytes) -> GetToken:
+    return GetToken(
+        udid=r.channel_id(),
+        token_service_type=r.req_str("TokenServiceType"),
+        raw=raw,
+        token_parameters=r.opt_dict("TokenParameters"),
+        **r.user_channel(),
+    )
+
+
+_DECODERS: Final[Mapping[str, Callable[[_Reader, bytes], CheckinMessage]]] = {
+    "Authenticate": _authenticate,
+    "TokenUpdate": _token_update,
+    "CheckOut": _checkout,
+    "UserAuthenticate": _user_authenticate,
+    "GetBootstrapToken": _get_bootstrap_token,
+    "SetBootstrapToken": _set_bootstrap_token,
+    "DeclarativeManagement": _declarative_management,
+    "GetToken": _get_token,
+}
+
+MESSAGE_TYPES: Final = frozenset(_DECODERS)
+"""Every ``MessageType`` :func:`decode_checkin` knows; any other is an :class:`UnrecognizedMessageTypeError`."""
 
 
 def decode_checkin(body: bytes, *, max_size: int = plist.DEFAULT_MAX_SIZE) -> CheckinMessage:
@@ -275,17 +452,10 @@ def decode_checkin(body: bytes, *, max_size: int = plist.DEFAULT_MAX_SIZE) -> Ch
     message_type = d.get("MessageType")
     if not isinstance(message_type, str):
         raise UnrecognizedMessageTypeError(None, raw=raw)
-    r = _Reader(d, raw)
-    if message_type == "Authenticate":
-        return _authenticate(r, raw)
-    if message_type == "TokenUpdate":
-        return _token_update(r, raw)
-    if message_type == "CheckOut":
-        return _checkout(r, raw)
-    if message_type in OTHER_MESSAGE_TYPES:
-        udid = r.opt_str("UDID") or r.opt_str("EnrollmentID")
-        return OtherCheckin(message_type=message_type, udid=udid, raw=raw, fields=d)
-    raise UnrecognizedMessageTypeError(message_type, raw=raw)
+    decoder = _DECODERS.get(message_type)
+    if decoder is None:
+        raise UnrecognizedMessageTypeError(message_type, raw=raw)
+    return decoder(_Reader(d, raw), raw)
 
 
 def _put(d: dict[str, object], key: str, value: object) -> None:
@@ -352,3 +522,14 @@ def encode_token_update(
 def encode_checkout(*, udid: str, topic: str) -> bytes:
     """Encode a ``CheckOut`` check-in as a device sends it when its MDM profile is removed."""
     return plist.dumps({"MessageType": "CheckOut", "Topic": topic, "UDID": udid})
+
+
+def encode_get_bootstrap_token_response(bootstrap_token: bytes | None) -> bytes:
+    """The server's answer to ``GetBootstrapToken``: with no token the key is left out, as Apple documents
+    for a server that holds none.
+
+    https://developer.apple.com/documentation/devicemanagement/getbootstraptokenresponse
+    """
+    d: dict[str, object] = {}
+    _put(d, "BootstrapToken", bootstrap_token)
+    return plist.dumps(d)

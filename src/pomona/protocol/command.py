@@ -33,6 +33,7 @@ __all__ = [
     "COMMAND_TYPES",
     "DEFAULT_DEVICE_INFORMATION_QUERIES",
     "DEVICE_INFORMATION_QUERIES",
+    "INVENTORY_KEYS",
     "Command",
     "CommandBuildError",
     "CommandParseError",
@@ -52,6 +53,7 @@ __all__ = [
     "Settings",
     "build_command",
     "decode_command",
+    "decode_inventory",
     "decode_report",
     "encode_report",
 ]
@@ -356,6 +358,46 @@ class DeviceInformation(Command):
         if queries is None:
             return cls._make(command_uuid)
         return cls._make(command_uuid, queries=queries)
+
+
+INVENTORY_KEYS: Final[Mapping[str, str]] = {
+    "ProductName": "product_name",
+    "Model": "model",
+    "ModelName": "model_name",
+    "DeviceName": "device_name",
+    "OSVersion": "os_version",
+    "BuildVersion": "build_version",
+    "SerialNumber": "serial",
+    "IMEI": "imei",
+    "MEID": "meid",
+    "DeviceCapacity": "capacity_gb",
+    "BatteryLevel": "battery_level",
+}
+"""The ``DeviceInformation`` answers Pomona keeps, Apple's ``QueryResponses`` key to the inventory field."""
+
+_NUMERIC_INVENTORY: Final = frozenset({"capacity_gb", "battery_level"})
+
+
+def decode_inventory(report: CommandReport) -> dict[str, str | float] | None:
+    """The inventory facts of a ``DeviceInformation`` report, under the field names of :data:`INVENTORY_KEYS`.
+
+    None when the report carries no ``QueryResponses`` dictionary. Queries Pomona does not keep are left
+    out, and so is a value of the wrong type (``DeviceCapacity`` and ``BatteryLevel`` are numbers, not
+    booleans; the others strings): a device's answer is reported, not refused.
+    https://developer.apple.com/documentation/devicemanagement/deviceinformationresponse
+    """
+    responses = report.payload.get("QueryResponses")
+    if not isinstance(responses, dict):
+        return None
+    facts: dict[str, str | float] = {}
+    for key, name in INVENTORY_KEYS.items():
+        value = responses.get(key)
+        if name in _NUMERIC_INVENTORY:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                facts[name] = float(value)
+        elif isinstance(value, str):
+            facts[name] = value
+    return facts
 
 
 @dataclass(frozen=True, kw_only=True)

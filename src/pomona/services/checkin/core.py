@@ -1,0 +1,417 @@
+"""The innermost check-in handler: enrollment state and the command queue (NanoMDM's ``nanomdm.Service``).
+
+It runs behind CertAuth (the request carries its verified signer) and RecordRefusals (a raised refusal
+leaves its event there), so each method is the use case only: check that the signer is bound to the
+enrollment the message speaks for, then change what the message changes, with its OK event, in one
+transaction.
+
+Messages Pomona knows but does not implement answer as Apple documents for a server without the
+feature: UserAuthenticate is declined with 410 (the Mac stops asking for that user's session),
+GetBootstrapToken gets a response without a token, and SetBootstrapToken, DeclarativeManagement and
+GetToken (no token service) are refused with 400. Each leaves an event under the step ``checkin``.
+
+A TokenUpdate on a user channel (``UserID`` / ``EnrollmentUserID``: a macOS user, a Shared iPad user) is
+recorded as an event and stored nowhere: the device enrollment keeps the device channel's push token.
+
+The hot path is an idle device on the command channel: one read outside any transaction
+(``Database.channel_state``) answers it, and nothing is written for a device seen within TOUCH_EVERY.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pomona.domain.errors import (
+    CertDeviceMismatchError,
+    CertNotTrustedError,
+    DeviceBlockedError,
+    MessageTypeUnsupportedError,
+    PomonaError,
+    TopicMismatchError,
+    UnenrollDeviceError,
+    UnknownEnrollmentError,
+    UserChannelDeclinedError,
+)
+from pomona.domain.models import (
+    CommandStatus,
+    Device,
+    Enrollment,
+    EnrollmentStatus,
+    EnrollmentType,
+    Event,
+    Step,
+    Tenant,
+)
+from pomona.domain.policy import Stage, decide, platform_of_product
+from pomona.ports import UnitOfWork
+from pomona.protocol.checkin import (
+    Authenticate,
+    CheckOut,
+    DeclarativeManagement,
+    GetBootstrapToken,
+    GetToken,
+    SetBootstrapToken,
+    TokenUpdate,
+    UserAuthenticate,
+    encode_get_bootstrap_token_response,
+)
+from pomona.protocol.command import CommandReport, ReportStatus
+from pomona.services.base import ServiceBase
+from pomona.services.checkin.handler import Refused, Request
+from pomona.services.checkin.results import result_hook
+from pomona.services.policy import PolicyService, refusal
+
+TOUCH_EVERY = timedelta(seconds=60)
+"""A device's last-seen time is written at most this often."""
+
+_STATUS = {
+    ReportStatus.ACKNOWLEDGED: CommandStatus.ACKNOWLEDGED,
+    ReportStatus.ERROR: CommandStatus.ERROR,
+    ReportStatus.COMMAND_FORMAT_ERROR: CommandStatus.COMMAND_FORMAT_ERROR,
+    ReportStatus.NOT_NOW: CommandStatus.NOT_NOW,
+}
+
+
+@dataclass
+class CheckinCore(ServiceBase):
+    policy: PolicyService
+
+    # --- Authenticate ----------------------------------------------------------------------------
+    def authenticate(self, req: Request, msg: Authenticate) -> bytes:
+        """Enroll the device (or refresh its enrollment) if the topic, the identity and the policy allow."""
+        fingerprint = req.signer.fingerprint
+        now = self.clock.now()
+        corporate_id: str | None = None
+        refused: PomonaError | None = None
+        upn: str | None = None
+        user_id: str | None = None
+        with self.db.unit_of_work() as uow:
+            tenant = uow.tenants.get(req.tenant.id) or req.tenant  # fresh: authority, push certificate
+            if msg.topic != tenant.push_topic:
+                raise TopicMismatchError(f"topic {msg.topic!r} is not this tenant's push topic")
+            issued = uow.certs.get(fingerprint)
+            if issued is None or issued.tenant_id != tenant.id:
+                raise CertNotTrustedError("the identity was not issued through this tenant's SCEP")
+            if issued.enrollment_id is not None:
+                bound = uow.enrollments.get(tenant.id, issued.enrollment_id)
+                if bound is not None and bound.udid != msg.udid:
+                    raise CertDeviceMismatchError(
+                        "this identity belongs to another device", bound_udid=bound.udid, udid=msg.udid
+                    )
+            user = None if issued.user_id is None else uow.users.get(tenant.id, issued.user_id)
+            user_id, upn = issued.user_id, None if user is None else user.upn
+            corp = uow.corporate.match(tenant.id, msg.serial_number, msg.imei)
+            corporate_id = None if corp is None else corp.id
+            current = uow.enrollments.active_for_device(tenant.id, msg.udid, msg.serial_number)
+            # The policy, with the device's own facts. A refusal writes nothing and counts nothing.
+            decision = decide(
+                self.policy.policy_input(
+                    uow,
+                    tenant,
+                    stage=Stage.AUTHENTICATE,
+                    user=user,
+                    platform=platform_of_product(msg.product_name),
+                    os_version=msg.os_version,
+                    serial=msg.serial_number,
+                    udid=msg.udid,
+                    imei=msg.imei,
+                    device_enrollments=current,
+                    corporate=corp is not None,
+                )
+            )
+            if not decision.allowed:
+                refused = refusal(decision)
+            else:
+                self._enroll(
+                    uow,
+                    fingerprint,
+                    msg,
+                    tenant,
+                    issued.user_id,
+                    upn,
+                    decision.is_dem,
+                    corp is not None,
+                    now,
+                    current,
+                )
+                if corporate_id is not None:
+                    uow.corporate.set_state(corporate_id, "enrolled", now)
+        if refused is not None:
+            if corporate_id is not None:
+                with self.db.unit_of_work() as uow:
+                    uow.corporate.set_state(corporate_id, "failed", now)
+            raise Refused(
+                refused,
+                user_id=user_id,
+                upn=upn,
+                detail={**refused.context, "product": msg.product_name, "os_version": msg.os_version},
+            )
+        return b""
+
+    def _enroll(
+        self,
+        uow: UnitOfWork,
+        fingerprint: str,
+        msg: Authenticate,
+        tenant: Tenant,
+        user_id: str | None,
+        upn: str | None,
+        is_dem: bool,
+        corporate: bool,
+        now: datetime,
+        current_enrollments: list[Enrollment],
+    ) -> None:
+        device = uow.devices.upsert(
+            Device(
+                id=str(uuid.uuid4()),
+                tenant_id=tenant.id,
+                udid=msg.udid,
+                serial=msg.serial_number,
+                product_name=msg.product_name,
+                model=msg.model,
+                model_name=msg.model_name,
+                device_name=msg.device_name,
+                os_version=msg.os_version,
+                build_version=msg.build_version,
+                imei=msg.imei,
+                meid=msg.meid,
+                last_seen_at=now,
+                created_at=now,
+            )
+        )
+        type_ = (
+            EnrollmentType.DEM if is_dem else EnrollmentType.CORPORATE if corporate else EnrollmentType.BYOD
+        )
+        replaced = None
+        enrollment_id = None
+        for current in current_enrollments:
+            if current.cert_fingerprint == fingerprint and current.udid == msg.udid:
+                enrollment_id = current.id  # the same identity authenticating again: refresh
+                continue
+            # The same device (UDID or serial) re-enrolling for the same user: its old record ends, and
+            # commands queued for it are cancelled, never replayed.
+            uow.enrollments.end(current.id, EnrollmentStatus.REPLACED, now)
+            uow.commands.cancel_pending(current.id)
+            replaced = current.id
+        if enrollment_id is None:
+            enrollment_id = str(uuid.uuid4())
+            uow.enrollments.add(
+                Enrollment(
+                    id=enrollment_id,
+                    tenant_id=tenant.id,
+                    device_id=device.id,
+                    udid=msg.udid,
+                    user_id=user_id,
+                    status=EnrollmentStatus.ACTIVE,
+                    type=type_,
+                    cert_fingerprint=fingerprint,
+                    topic=msg.topic,
+                    started_at=now,
+                )
+            )
+            uow.certs.bind(fingerprint, enrollment_id)
+        uow.events.append(
+            self.ok_event(
+                tenant.id,
+                Step.AUTHENTICATE,
+                user_id=user_id,
+                upn=upn,
+                serial=msg.serial_number,
+                udid=msg.udid,
+                enrollment_id=enrollment_id,
+                detail={
+                    "product": msg.product_name,
+                    "os_version": msg.os_version,
+                    "replaced": replaced,
+                    "type": type_.value,
+                },
+            )
+        )
+
+    # --- the enrollment a message speaks for ------------------------------------------------------
+    def _event(
+        self, enrollment: Enrollment, step: Step, detail: dict[str, object], *, upn: str | None = None
+    ) -> Event:
+        """An OK event about an enrollment: its tenant, user and device."""
+        return self.ok_event(
+            enrollment.tenant_id,
+            step,
+            user_id=enrollment.user_id,
+            upn=upn,
+            udid=enrollment.udid,
+            enrollment_id=enrollment.id,
+            detail=detail,
+        )
+
+    def _bound_enrollment(
+        self, uow: UnitOfWork, req: Request, udid: str | None
+    ) -> tuple[Enrollment, datetime | None]:
+        """The active enrollment of the signer, which must be this tenant's and (if named) this device's."""
+        fingerprint = req.signer.fingerprint
+        found = uow.enrollments.active_by_fingerprint(fingerprint)
+        if found is None:
+            raise self._not_active(uow, fingerprint, udid)
+        enrollment, last_seen = found
+        if enrollment.tenant_id != req.tenant.id:
+            raise CertNotTrustedError("identity of another tenant")
+        if udid is not None and enrollment.udid != udid:
+            raise CertDeviceMismatchError(
+                "the message names another device than the identity's", bound_udid=enrollment.udid, udid=udid
+            )
+        return enrollment, last_seen
+
+    def _check_bound(self, req: Request, udid: str | None) -> Enrollment:
+        with self.db.unit_of_work(readonly=True) as uow:
+            return self._bound_enrollment(uow, req, udid)[0]
+
+    def _not_active(self, uow: UnitOfWork, fingerprint: str, udid: str | None) -> PomonaError:
+        """Why an identity has no active enrollment: a blocked or retired device is told to unenroll."""
+        last = uow.enrollments.by_fingerprint(fingerprint)
+        if last is not None and last.status is EnrollmentStatus.BLOCKED:
+            return DeviceBlockedError("this device is blocked", udid=udid)
+        if last is not None and last.status is EnrollmentStatus.RETIRED:
+            return UnenrollDeviceError("this enrollment was retired", udid=udid)
+        return UnknownEnrollmentError("no active enrollment for this identity", udid=udid)
+
+    # --- TokenUpdate, CheckOut --------------------------------------------------------------------
+    def token_update(self, req: Request, msg: TokenUpdate) -> bytes:
+        """Store the device channel's push token; a user channel's token is recorded, not stored."""
+        if msg.topic != req.tenant.push_topic:
+            raise TopicMismatchError(f"topic {msg.topic!r} is not this tenant's push topic")
+        now = self.clock.now()
+        tenant_id = req.tenant.id
+        with self.db.unit_of_work() as uow:
+            enrollment, _ = self._bound_enrollment(uow, req, msg.udid)
+            if msg.is_user_channel:
+                detail: dict[str, object] = {
+                    "channel": "user",
+                    "device_user_id": msg.user_id,
+                    "device_enrollment_user_id": msg.enrollment_user_id,
+                    "device_user_short_name": msg.user_short_name,
+                    "stored": False,
+                }
+                uow.events.append(self._event(enrollment, Step.TOKENUPDATE, detail))
+                return b""
+            uow.enrollments.update_token(
+                enrollment.id, msg.token, msg.push_magic, msg.unlock_token, msg.awaiting_configuration, now
+            )
+            uow.devices.touch(enrollment.device_id, now)
+            uow.pushes.token_updated(enrollment.id, tenant_id, now)  # a 410'd token is valid again
+            user = None if enrollment.user_id is None else uow.users.get(tenant_id, enrollment.user_id)
+            upn = None if user is None else user.upn  # the funnel of a user's attempt reads it
+            detail = {"awaiting_configuration": msg.awaiting_configuration}
+            uow.events.append(self._event(enrollment, Step.TOKENUPDATE, detail, upn=upn))
+        return b""
+
+    def check_out(self, req: Request, msg: CheckOut) -> bytes:
+        """The MDM profile was removed: the enrollment ends and its queue is cancelled."""
+        now = self.clock.now()
+        with self.db.unit_of_work() as uow:
+            enrollment, _ = self._bound_enrollment(uow, req, msg.udid)
+            uow.enrollments.end(enrollment.id, EnrollmentStatus.REMOVED, now)
+            cancelled = uow.commands.cancel_pending(enrollment.id)
+            uow.events.append(self._event(enrollment, Step.CHECKOUT, {"cancelled_commands": cancelled}))
+        return b""
+
+    # --- known messages Pomona does not implement -------------------------------------------------
+    def user_authenticate(self, req: Request, msg: UserAuthenticate) -> bytes:
+        self._check_bound(req, msg.udid)
+        raise UserChannelDeclinedError("Pomona manages the device channel only, not this user's channel")
+
+    def get_bootstrap_token(self, req: Request, msg: GetBootstrapToken) -> bytes:
+        with self.db.unit_of_work() as uow:
+            enrollment, _ = self._bound_enrollment(uow, req, msg.udid)
+            detail = {"message_type": msg.message_type, "bootstrap_token": False}
+            uow.events.append(self._event(enrollment, Step.CHECKIN, detail))
+        return encode_get_bootstrap_token_response(None)
+
+    def set_bootstrap_token(self, req: Request, msg: SetBootstrapToken) -> bytes:
+        self._check_bound(req, msg.udid)
+        raise MessageTypeUnsupportedError("Pomona does not escrow bootstrap tokens")
+
+    def declarative_management(self, req: Request, msg: DeclarativeManagement) -> bytes:
+        self._check_bound(req, msg.udid)
+        raise MessageTypeUnsupportedError(f"Pomona does not serve declarative management ({msg.endpoint})")
+
+    def get_token(self, req: Request, msg: GetToken) -> bytes:
+        self._check_bound(req, msg.udid)
+        raise MessageTypeUnsupportedError(f"no token service {msg.token_service_type!r}")
+
+    # --- the command channel ----------------------------------------------------------------------
+    def command_and_report_results(self, req: Request, report: CommandReport) -> bytes:
+        """Store the reported result, return the next command.
+
+        A command the device answered NotNow is not sent again until the device's next Idle, which
+        starts a new connection (as Apple's protocol describes).
+        """
+        fingerprint = req.signer.fingerprint
+        now = self.clock.now()
+        if report.is_idle:
+            # The hot path: one read outside any transaction; nothing to write for an idle device
+            # with an empty queue that was seen within the last minute.
+            state = self.db.channel_state(fingerprint, skip_not_now=False)
+            if state is None:
+                with self.db.unit_of_work(readonly=True) as uow:
+                    raise self._not_active(uow, fingerprint, report.udid)
+            if state.tenant_id != req.tenant.id:
+                raise CertNotTrustedError("identity of another tenant")
+            if state.udid != report.udid:
+                raise CertDeviceMismatchError(
+                    "the message names another device than the identity's",
+                    bound_udid=state.udid,
+                    udid=report.udid,
+                )
+            fresh = state.last_seen_at is not None and now - state.last_seen_at < TOUCH_EVERY
+            if state.next_command_id is None and fresh:
+                return b""
+            if state.next_command_id is not None and state.next_command_body is not None:
+                # The read named the next command: take it with one guarded UPDATE (still pending,
+                # enrollment still active) instead of reading it all again in the transaction.
+                with self.db.unit_of_work() as uow:
+                    if uow.commands.take(state.next_command_id, state.enrollment_id, now):
+                        if not fresh:
+                            uow.devices.touch(state.device_id, now)
+                        return state.next_command_body
+        with self.db.unit_of_work() as uow:
+            enrollment, last_seen = self._bound_enrollment(uow, req, report.udid)
+            if not report.is_idle:
+                self._store_result(uow, req.tenant, enrollment, report, now)
+            nxt = uow.commands.next_for(enrollment.id, skip_not_now=not report.is_idle)
+            if nxt is not None:
+                uow.commands.mark_sent(nxt.id, now)
+            if last_seen is None or now - last_seen >= TOUCH_EVERY:
+                uow.devices.touch(enrollment.device_id, now)
+            return b"" if nxt is None else nxt.body
+
+    def _store_result(
+        self, uow: UnitOfWork, tenant: Tenant, enrollment: Enrollment, report: CommandReport, now: datetime
+    ) -> None:
+        assert report.command_uuid is not None
+        status = _STATUS[report.status]
+        cmd = uow.commands.record_result(
+            enrollment.id, report.command_uuid, status, report.raw, report.error_chain, now
+        )
+        if cmd is None:
+            uow.events.append(
+                self.ok_event(
+                    tenant.id,
+                    Step.COMMAND,
+                    udid=enrollment.udid,
+                    enrollment_id=enrollment.id,
+                    detail={"unknown_command_uuid": report.command_uuid, "status": report.status.value},
+                )
+            )
+            return
+        if status is CommandStatus.ACKNOWLEDGED:
+            hook = result_hook(cmd.request_type)
+            if hook is not None:
+                hook(uow, enrollment, report, now)
+        detail: dict[str, object] = {
+            "command_uuid": cmd.command_uuid,
+            "request_type": cmd.request_type,
+            "status": status.value,
+            "error_chain": report.error_chain,
+        }
+        uow.events.append(self._event(enrollment, Step.COMMAND, detail))

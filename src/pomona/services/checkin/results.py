@@ -1,0 +1,55 @@
+"""What an acknowledged command changes besides its own status: one hook per command class.
+
+The registry is keyed by the command classes of ``protocol/command.py`` (the same classes
+``COMMAND_TYPES`` lists); a command with no hook changes nothing else. A hook runs in the transaction
+that stores the result. Adding a side effect to a command: write its hook here and register it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Final
+
+from pomona.domain.models import Enrollment, EnrollmentStatus
+from pomona.ports import UnitOfWork
+from pomona.protocol.command import (
+    Command,
+    CommandReport,
+    DeviceInformation,
+    EraseDevice,
+    decode_inventory,
+)
+
+ResultHook = Callable[[UnitOfWork, Enrollment, CommandReport, datetime], None]
+"""``hook(uow, enrollment, report, now)``: apply an Acknowledged result."""
+
+
+def update_inventory(uow: UnitOfWork, enrollment: Enrollment, report: CommandReport, now: datetime) -> None:
+    """DeviceInformation: the answers Pomona keeps become the device's inventory."""
+    facts = decode_inventory(report)
+    if facts is not None:
+        fields: dict[str, object] = {"last_seen_at": now, **facts}
+        uow.devices.update_inventory(enrollment.tenant_id, enrollment.device_id, fields)
+
+
+def end_erased(uow: UnitOfWork, enrollment: Enrollment, report: CommandReport, now: datetime) -> None:
+    """EraseDevice: the device wipes itself and its identity with it, so its enrollment ends here."""
+    uow.enrollments.end(enrollment.id, EnrollmentStatus.REMOVED, now)
+    uow.commands.cancel_pending(enrollment.id)
+
+
+RESULT_HOOKS: Final[Mapping[type[Command], ResultHook]] = {
+    DeviceInformation: update_inventory,
+    EraseDevice: end_erased,
+}
+"""The side effect of an Acknowledged result, by command class."""
+
+_BY_REQUEST_TYPE: Final[Mapping[str, ResultHook]] = {
+    cls.request_type: hook for cls, hook in RESULT_HOOKS.items()
+}
+
+
+def result_hook(request_type: str) -> ResultHook | None:
+    """The hook of a stored command's ``RequestType``, or None."""
+    return _BY_REQUEST_TYPE.get(request_type)
