@@ -15,6 +15,7 @@ from pomona.domain.models import Tenant
 from pomona.net.dns import DnsResolver
 from pomona.net.http import HttpFetcher
 from pomona.pki.adapters import CmsProfileSigner, LocalPki
+from pomona.pki.scep import LocalScep
 from pomona.services.admin import AdminService
 from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
 from pomona.services.checkin import CheckinService
@@ -29,6 +30,7 @@ from pomona.services.policy import PolicyService
 from pomona.services.portal import PortalService
 from pomona.services.push import PushService, PushSettings
 from pomona.services.reports import ReportService
+from pomona.services.scep import ScepService
 from pomona.storage.sql import SqlDatabase, sqlite_url
 
 SIGNING_IDENTITY_KEY = "profile_signing_identity_pem"
@@ -194,6 +196,7 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
         public_url=public_url,
         admin=admin,
         enrollment=enrollment,
+        scep=ScepService(db, clock, pki, LocalScep(), enrollment),
         checkin=CheckinService(db, clock, pki, policy),
         commands=CommandService(db, clock, push.wake),
         policy=policy,

@@ -6,7 +6,7 @@ database transaction: a use case either commits everything it wrote or nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +34,7 @@ from pomona.domain.models import (
     User,
 )
 from pomona.domain.policy import Restriction
+from pomona.protocol.errors import ProtocolError
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +368,37 @@ class CertificateAuthority(Protocol):
 class Pki(Protocol):
     def new_ca(self, common_name: str, key_type: str) -> CertificateAuthority: ...
     def load_ca(self, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority: ...
+
+
+# --- SCEP (pki/scep.py implements it) ----------------------------------------------------------------
+IssueIdentity = Callable[
+    [str | None, rsa.RSAPublicKey | ec.EllipticCurvePublicKey, x509.Name], x509.Certificate
+]
+"""(challenge password, public key, subject) -> the issued identity; raises a refusal to refuse."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScepAnswer:
+    """One SCEP HTTP answer, and the responder's own refusal (a wire-format fault) for the caller to
+    record; refusals raised by the issuer are the issuer's to record."""
+
+    status: int
+    body: bytes
+    content_type: str
+    refused: ProtocolError | None = None
+
+
+class ScepEndpoint(Protocol):
+    def handle(self, method: str, query: Mapping[str, str], body: bytes) -> ScepAnswer: ...
+
+
+class ScepResponders(Protocol):
+    """Builds a tenant's SCEP endpoint over its CA; ``refusals`` are the exception types of ``issue``
+    that refuse issuance (answered as CertRep FAILURE) rather than fail the request."""
+
+    def responder(
+        self, ca: CertificateAuthority, issue: IssueIdentity, refusals: tuple[type[Exception], ...]
+    ) -> ScepEndpoint: ...
 
 
 # --- push delivery and the push certificate (issue 4) ----------------------------------------------

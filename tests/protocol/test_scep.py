@@ -41,6 +41,12 @@ GOOD = "good-challenge"
 CAPTURE_TIME = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)  # the capture's CA expired in May 2026
 
 
+def http(responder: ScepResponder, method: str, query: dict[str, str], body: bytes) -> tuple[int, bytes, str]:
+    """One SCEP HTTP exchange as (status, body, content type)."""
+    answer = handle_scep_http(responder, method, query, body)
+    return answer.status, answer.body, answer.content_type
+
+
 def _need_shared() -> None:
     if not CAPTURE.is_dir():
         msg = f"shared test vectors not found at {CAPTURE} (expected as the project root's sibling 'shared/')"
@@ -499,7 +505,7 @@ class TestDecodeCsr:
 class TestHttp:
     def test_get_ca_caps(self, rsa_responder: ScepResponder) -> None:
         """GetCACaps lists POSTPKIOperation, AES, DES3, SHA-256, SHA-1 and SCEPStandard, not Renewal."""
-        status, body, ctype = handle_scep_http(rsa_responder, "GET", {"operation": "GetCACaps"}, b"")
+        status, body, ctype = http(rsa_responder, "GET", {"operation": "GetCACaps"}, b"")
         caps = set(body.decode().split())
         assert status == 200 and ctype == "text/plain"
         assert {"POSTPKIOperation", "AES", "DES3", "SHA-256", "SHA-1", "SCEPStandard"} <= caps
@@ -507,7 +513,7 @@ class TestHttp:
 
     def test_get_ca_cert(self, rsa_responder: ScepResponder) -> None:
         """GetCACert returns the CA certificate DER as application/x-x509-ca-cert."""
-        status, body, ctype = handle_scep_http(rsa_responder, "GET", {"operation": "GetCACert"}, b"")
+        status, body, ctype = http(rsa_responder, "GET", {"operation": "GetCACert"}, b"")
         assert (status, ctype) == (200, "application/x-x509-ca-cert")
         assert x509.load_der_x509_certificate(body) == rsa_responder.ca.certificate
 
@@ -516,7 +522,7 @@ class TestHttp:
     ) -> None:
         """PKIOperation by POST answers with a CertRep as application/x-pki-message."""
         req, _ = _request(rsa_responder, device)
-        status, body, ctype = handle_scep_http(rsa_responder, "POST", {"operation": "PKIOperation"}, req)
+        status, body, ctype = http(rsa_responder, "POST", {"operation": "PKIOperation"}, req)
         assert (status, ctype) == (200, "application/x-pki-message")
         assert scep.decode_pki_message(body).pki_status is PkiStatus.SUCCESS
 
@@ -528,9 +534,7 @@ class TestHttp:
         req, _ = _request(rsa_responder, device)
         b64 = base64.b64encode(req).decode()
         message = {"plain": b64, "percent": quote(b64, safe=""), "plus-as-space": b64.replace("+", " ")}[form]
-        status, body, _ = handle_scep_http(
-            rsa_responder, "GET", {"operation": "PKIOperation", "message": message}, b""
-        )
+        status, body, _ = http(rsa_responder, "GET", {"operation": "PKIOperation", "message": message}, b"")
         assert status == 200
         assert scep.decode_pki_message(body).pki_status is PkiStatus.SUCCESS
 
@@ -548,4 +552,4 @@ class TestHttp:
         self, rsa_responder: ScepResponder, method: str, query: dict[str, str], body: bytes, status: int
     ) -> None:
         """Malformed bodies and unknown operations give 400, other methods 405."""
-        assert handle_scep_http(rsa_responder, method, query, body)[0] == status
+        assert http(rsa_responder, method, query, body)[0] == status

@@ -98,7 +98,6 @@ class RootApp:
 
         self.api = create_api(pomona)
         self.portal = create_portal(pomona)
-        self._scep: dict[str, object] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -173,8 +172,6 @@ class RootApp:
         await self._run(send, work)
 
     async def _scep_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from pomona.http.scep import scep_request
-
         tenant_id = scope["path"][len("/scep/") :].strip("/")
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         try:
@@ -182,4 +179,10 @@ class RootApp:
         except BodyTooLargeError as exc:
             return await respond(send, exc.http_status, b"request too large\n", "text/plain")
         method = scope["method"]
-        await self._run(send, lambda: scep_request(self.pomona, self._scep, tenant_id, method, query, body))  # type: ignore[arg-type]  # until ScepService
+        scep = self.pomona.scep
+
+        def work() -> tuple[int, bytes, str | None]:
+            answer = scep.request(tenant_id, method, query, body)
+            return answer.status, answer.body, answer.content_type
+
+        await self._run(send, work)

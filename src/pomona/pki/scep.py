@@ -30,7 +30,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from pomona.pki.ca import CertificateAuthority
+from pomona.ports import CertificateAuthority as PortCA
+from pomona.ports import IssueIdentity, ScepAnswer
 from pomona.protocol import cms
+from pomona.protocol.errors import ProtocolError
 from pomona.protocol.scep import (
     CsrInfo,
     CsrSignatureError,
@@ -147,26 +150,52 @@ def _b64_message(raw: str) -> bytes:
 
 def handle_scep_http(
     responder: ScepResponder, method: str, query: Mapping[str, str], body: bytes
-) -> tuple[int, bytes, str]:
-    """Serve one SCEP HTTP request: (status, body, content type). No framework needed.
+) -> ScepAnswer:
+    """Serve one SCEP HTTP request. No framework needed.
 
-    `query` holds the decoded query parameters (`operation`, `message`).
+    `query` holds the decoded query parameters (`operation`, `message`). The answer names the responder's
+    own refusal (a protocol error), for the caller to record; refusals of ``on_request`` are its own.
     """
     operation = query.get("operation", "")
     method = method.upper()
     if method not in ("GET", "POST"):
-        return 405, b"method not allowed\n", "text/plain"
+        return ScepAnswer(405, b"method not allowed\n", "text/plain")
     if operation == "GetCACaps":
-        return 200, responder.get_ca_caps(), "text/plain"
+        return ScepAnswer(200, responder.get_ca_caps(), "text/plain")
     if operation == "GetCACert":
         data, ctype = responder.get_ca_cert()
-        return 200, data, ctype
+        return ScepAnswer(200, data, ctype)
     if operation == "PKIOperation":
         try:
             message = body if method == "POST" else _b64_message(query.get("message", ""))
-            rep, _reason = responder.pki_operation(message)
+            rep, refusal = responder.pki_operation(message)
         except ScepMalformedError as exc:
             log.info("SCEP malformed PKIOperation: %s", exc)
-            return 400, b"malformed SCEP message\n", "text/plain"
-        return 200, rep, "application/x-pki-message"
-    return 400, b"unknown SCEP operation\n", "text/plain"
+            return ScepAnswer(400, b"malformed SCEP message\n", "text/plain", exc)
+        own = refusal if isinstance(refusal, ProtocolError) else None
+        return ScepAnswer(200, rep, "application/x-pki-message", own)
+    return ScepAnswer(400, b"unknown SCEP operation\n", "text/plain")
+
+
+class LocalScep:
+    """The :class:`pomona.ports.ScepResponders` port: a SCEP responder over a tenant's CA."""
+
+    def responder(
+        self, ca: PortCA, issue: IssueIdentity, refusals: tuple[type[Exception], ...]
+    ) -> TenantScep:
+        assert isinstance(ca, CertificateAuthority)
+
+        def on_request(csr: CsrInfo, _msg: PkiMessage) -> x509.Certificate:
+            return issue(csr.challenge_password, csr.public_key, csr.subject)
+
+        return TenantScep(ScepResponder(ca, on_request, refusals=refusals))
+
+
+class TenantScep:
+    """One tenant's SCEP endpoint (GetCACaps, GetCACert, PKIOperation)."""
+
+    def __init__(self, responder: ScepResponder) -> None:
+        self._responder = responder
+
+    def handle(self, method: str, query: Mapping[str, str], body: bytes) -> ScepAnswer:
+        return handle_scep_http(self._responder, method, query, body)

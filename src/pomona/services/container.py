@@ -21,6 +21,7 @@ from pomona.services.policy import PolicyService
 from pomona.services.portal import PortalService
 from pomona.services.push import PushService
 from pomona.services.reports import ReportService
+from pomona.services.scep import ScepService
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Services:
     public_url: str  # the URL devices and browsers reach this server at (profiles, portal links)
     admin: AdminService
     enrollment: EnrollmentService
+    scep: ScepService
     checkin: CheckinService
     commands: CommandService
     policy: PolicyService
