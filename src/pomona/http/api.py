@@ -23,6 +23,7 @@ from pomona.app import Pomona
 from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundError, PomonaError
 from pomona.domain.models import ApiToken, Device, Enrollment, Event, QueuedCommand, User
 from pomona.domain.reasons import ReasonCode
+from pomona.http.middleware import RequestId
 from pomona.services.context import request_id_var
 
 
@@ -119,7 +120,6 @@ def event_json(e: Event) -> dict[str, object]:
 
 
 def _auth(request: Request, authorization: Annotated[str | None, Header()] = None) -> ApiToken:
-    request_id_var.set(_rid(request))
     secret = None
     if authorization and authorization.lower().startswith("bearer "):
         secret = authorization[7:].strip()
@@ -274,6 +274,7 @@ def create_api(p: Pomona) -> FastAPI:
         redoc_url=None,
     )
     api.state.pomona = p
+    api.add_middleware(RequestId)  # binds the request id for services, events and logs
 
     @api.exception_handler(PomonaError)
     def _pomona_error(request: Request, exc: PomonaError) -> JSONResponse:

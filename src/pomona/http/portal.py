@@ -50,7 +50,7 @@ from pomona.domain.errors import NotFoundError, PomonaError
 from pomona.domain.models import Tenant, User
 from pomona.domain.reasons import ReasonCode
 from pomona.i18n import catalogue
-from pomona.services.context import request_id_var
+from pomona.services.context import bind_request_id, request_id_var, reset_request_id
 from pomona.services.enrollment import PROFILE_CONTENT_TYPE
 from pomona.services.portal import (
     SESSION_SECRET_KEY,
@@ -121,7 +121,7 @@ class PortalHeaders:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         rid = uuid.uuid4().hex[:16]
-        token = request_id_var.set(rid)
+        token = bind_request_id(rid)
         scope.setdefault("state", {})["request_id"] = rid
         start = time.perf_counter()
 
@@ -149,7 +149,7 @@ class PortalHeaders:
         try:
             await self.app(scope, receive, wrapped)
         finally:
-            request_id_var.reset(token)
+            reset_request_id(token)
 
 
 # --- the app ----------------------------------------------------------------------------------------

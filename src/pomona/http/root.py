@@ -22,7 +22,7 @@ from pomona.app import Pomona
 from pomona.domain.errors import PomonaError, UnenrollDeviceError
 from pomona.domain.reasons import ReasonCode
 from pomona.services.checkin import MAX_BODY
-from pomona.services.context import request_id_var
+from pomona.services.context import bind_request_id, reset_request_id
 from pomona.services.enrollment import PROFILE_CONTENT_TYPE
 
 log = logging.getLogger("pomona.http")
@@ -107,7 +107,7 @@ class RootApp:
         rid = uuid.uuid4().hex[:16]
 
         def call() -> tuple[int, bytes, str | None]:
-            token = request_id_var.set(rid)
+            token = bind_request_id(rid)
             try:
                 return fn()
             except UnenrollDeviceError as exc:
@@ -128,7 +128,7 @@ class RootApp:
                 log.exception("internal error, request %s", rid)
                 return 500, error_body(ReasonCode.INTERNAL_ERROR, "internal error", rid), "application/json"
             finally:
-                request_id_var.reset(token)
+                reset_request_id(token)
 
         # Device requests run inline on the event loop. Each is one short, self-contained transaction,
         # and the hand-off to a worker thread cost more CPU than the whole check-in (bench/checkin.py:
