@@ -116,7 +116,9 @@ def _secret_key(value: object) -> object:
     return value
 
 
-Schedule = Annotated[tuple[Annotated[float, Field(gt=0)], ...], NoDecode, BeforeValidator(_schedule)]
+Schedule = Annotated[
+    tuple[Annotated[float, Field(gt=0)], ...], Field(min_length=1), NoDecode, BeforeValidator(_schedule)
+]
 Lang = Annotated[Literal["en", "zh-CN"], BeforeValidator(_lang)]
 Seconds = Annotated[float, Field(gt=0)]
 
