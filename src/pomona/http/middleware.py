@@ -1,5 +1,5 @@
-"""ASGI middleware: the admin API's request id, and the access log around the whole server (on only
-when asked; see pomona/logs.py)."""
+"""ASGI middleware: the request id of the admin API and the portal (the device endpoints bind theirs in
+http/root.py), and the access log around the whole server (on only when asked; see pomona/logs.py)."""
 
 from __future__ import annotations
 
@@ -49,9 +49,9 @@ class RequestId:
 class AccessLog:
     """One ``request`` line per HTTP request: method, path, status, duration_ms, request_id.
 
-    The request id is the one the request was answered with (the ``x-request-id`` header every surface
-    sets, else the one the admin API keeps in the request state). Wrap the app only when the access log
-    is on: when it is off, requests do not pass through here at all.
+    The request id is the one the request was answered with (the ``x-request-id`` header: the device
+    endpoints set it, and RequestId for the admin API and the portal). Wrap the app only when the access
+    log is on: when it is off, requests do not pass through here at all.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -76,10 +76,6 @@ class AccessLog:
         try:
             await self.app(scope, receive, wrapped)
         finally:
-            if request_id is None:
-                state = scope.get("state")
-                rid = state.get("request_id") if isinstance(state, dict) else None
-                request_id = rid if isinstance(rid, str) else None
             access_log.info(
                 "request",
                 extra={

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,8 +48,9 @@ from pomona.app import Pomona
 from pomona.domain.errors import NotFoundError, PomonaError
 from pomona.domain.models import Tenant, User
 from pomona.domain.reasons import ReasonCode
+from pomona.http.middleware import RequestId
 from pomona.i18n import catalogue
-from pomona.services.context import bind_request_id, request_id_var, reset_request_id
+from pomona.services.context import request_id_var
 from pomona.services.enrollment import PROFILE_CONTENT_TYPE
 from pomona.services.portal import (
     SESSION_SECRET_KEY,
@@ -112,7 +112,7 @@ def _when(value: object) -> str:
     return "" if value is None else str(value)
 
 
-# --- middleware: request id, timing, security headers ----------------------------------------------
+# --- middleware: timing, security headers (the request id: http/middleware.py RequestId) -----------
 class PortalHeaders:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -120,9 +120,6 @@ class PortalHeaders:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        rid = uuid.uuid4().hex[:16]
-        token = bind_request_id(rid)
-        scope.setdefault("state", {})["request_id"] = rid
         start = time.perf_counter()
 
         async def wrapped(message: Message) -> None:
@@ -130,7 +127,6 @@ class PortalHeaders:
                 ms = (time.perf_counter() - start) * 1000
                 headers = list(message.get("headers", []))
                 headers += [
-                    (b"x-request-id", rid.encode()),
                     (b"server-timing", f"app;dur={ms:.2f}".encode()),
                     (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"same-origin"),
@@ -146,10 +142,7 @@ class PortalHeaders:
                 message["headers"] = headers
             await send(message)
 
-        try:
-            await self.app(scope, receive, wrapped)
-        finally:
-            reset_request_id(token)
+        await self.app(scope, receive, wrapped)
 
 
 # --- the app ----------------------------------------------------------------------------------------
@@ -620,6 +613,7 @@ def create_portal(p: Pomona) -> ASGIApp:
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(RequestId),
             Middleware(PortalHeaders),
             Middleware(
                 SessionMiddleware,
