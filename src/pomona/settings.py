@@ -126,7 +126,7 @@ Seconds = Annotated[float, Field(gt=0)]
 class PushConfig(BaseModel):
     """The push queue (services/push.py): ``POMONA_PUSH_<FIELD>``. Defaults are the push service's."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     repush: Schedule = Field(
         default_factory=lambda: _push_defaults().repush,
@@ -183,6 +183,7 @@ class Settings(BaseSettings):
         validate_by_name=True,
         validate_by_alias=True,
         validate_default=True,
+        defer_build=True,  # the schema is built on first use, not when the CLI imports this module
     )
     data_dir: Path = Field(
         Path("pomona-data"),
