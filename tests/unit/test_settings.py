@@ -4,11 +4,18 @@ and docs/configuration.md generated from the model."""
 from __future__ import annotations
 
 import base64
+import logging
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
+from click.testing import CliRunner
 
+from pomona import logs
+from pomona.cli.main import main
 from pomona.domain.errors import InvalidInputError
 from pomona.domain.reasons import ReasonCode
 from pomona.services.push import PushSettings
@@ -228,3 +235,72 @@ class TestEverySettingIsDocumented:
             if re.search(r"os\.environ|getenv\(|envvar=", path.read_text("utf-8"))
         }
         assert readers <= allowed, f"reads the environment: {sorted(readers - allowed)}"
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The CLI configures logging for the process: put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logs._handler = None
+    structlog.reset_defaults()
+
+
+class TestCommandLine:
+    def test_a_bad_variable_stops_any_command_with_one_line(self, restore_logging: None) -> None:
+        """Any command refuses to start on a bad variable: exit code 2, one line naming it."""
+        result = CliRunner().invoke(main, ["tenant", "list"], env={"POMONA_PUSH_LEASE": "soon"})
+        assert result.exit_code == 2
+        assert "POMONA_PUSH_LEASE" in result.output and len(result.output.strip().splitlines()) == 1
+
+    def test_data_dir_comes_from_the_environment_unless_given(
+        self, tmp_path: Path, restore_logging: None
+    ) -> None:
+        """POMONA_DATA_DIR is where commands keep their database; --data-dir wins over it."""
+        env = {"POMONA_DATA_DIR": str(tmp_path / "env"), "POMONA_DATABASE_URL": ""}
+        assert CliRunner().invoke(main, ["tenant", "list", "--json"], env=env).exit_code == 0
+        assert (tmp_path / "env" / "pomona.db").exists()
+        option = ["tenant", "list", "--json", "--data-dir", str(tmp_path / "option")]
+        assert CliRunner().invoke(main, option, env=env).exit_code == 0
+        assert (tmp_path / "option" / "pomona.db").exists()
+
+    def test_serve_hands_its_settings_to_the_server_processes(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None
+    ) -> None:
+        """`pomona serve` writes nothing to the environment but the hand-off, and uvicorn's factory builds
+        the server from exactly those settings."""
+        import uvicorn
+
+        from pomona.http.asgi import create
+
+        calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
+        monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: calls.append((a, kw)))  # the process boundary
+        monkeypatch.setenv(HANDOFF_ENV, "")  # restored after the test
+        monkeypatch.delenv("POMONA_PUBLIC_URL", raising=False)
+        monkeypatch.delenv("POMONA_DATABASE_URL", raising=False)
+        before = {k: v for k, v in os.environ.items() if k != HANDOFF_ENV}
+        args = [
+            "serve",
+            "--data-dir",
+            str(tmp_path),
+            "--port",
+            "18080",
+            "--access-log",
+            "--log-level",
+            "warning",
+        ]
+        result = CliRunner().invoke(main, args, env={"POMONA_PUSH_REPUSH": "2,4"})
+        assert result.exit_code == 0, result.output
+        ((positional, keywords),) = calls
+        assert positional == ("pomona.http.asgi:create",) and keywords["factory"] is True
+        assert {k: v for k, v in os.environ.items() if k != HANDOFF_ENV} == before
+        handed = Settings.from_env()
+        assert handed.data_dir == tmp_path and handed.public_url == "http://127.0.0.1:18080"
+        assert handed.access_log and handed.log_level == "warning" and handed.push_worker
+        assert handed.push.repush == (2.0, 4.0)
+        app = create()
+        assert app.app.pomona.settings == handed  # type: ignore[attr-defined]
+        app.app.pomona.close()  # type: ignore[attr-defined]
