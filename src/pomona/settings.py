@@ -217,16 +217,16 @@ class Settings(BaseSettings):
     )
     enrollment_cname_target: str | None = Field(
         None,
-        description="What EnterpriseEnrollment.<domain> must point to; the public URL's host when unset.",
+        description="What `EnterpriseEnrollment.<domain>` must point to; the public URL's host when unset.",
     )
     registration_cname_target: str | None = Field(
         None,
-        description="What EnterpriseRegistration.<domain> must point to; the public URL's host when unset.",
+        description="What `EnterpriseRegistration.<domain>` must point to; the public URL's host when unset.",
     )
     well_known_url: str = Field(
         "https://{domain}/.well-known/com.apple.remotemanagement",
         description="Where account-driven enrollment's discovery document is fetched; "
-        "{domain} is the tenant's domain.",
+        "`{domain}` is the tenant's domain.",
     )
     apns_url: str = Field(
         "https://api.push.apple.com", description="Where pushes go (the APNs emulator in labs and tests)."
