@@ -30,7 +30,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from pomona.settings import LogFormat, LogLevel
 
-__all__ = ["ACCESS_LOGGER", "QUIET", "REFUSAL_LOGGER", "configure"]
+__all__ = ["ACCESS_LOGGER", "QUIET", "REFUSAL_LOGGER", "configure", "reset"]
 
 REFUSAL_LOGGER: Final = "pomona.refusal"
 ACCESS_LOGGER: Final = "pomona.access"
@@ -50,6 +50,7 @@ class _StderrHandler(logging.Handler):
 
 
 _handler: logging.Handler | None = None
+_level_before = logging.WARNING  # the root logger's level before the first configure()
 
 
 def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -60,7 +61,7 @@ def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> Eve
 def configure(format: LogFormat = "console", level: LogLevel | str = "info") -> None:
     """Route every logger of this process through structlog, written to stderr. Calling it again
     replaces the previous set-up (the CLI configures, then `pomona serve` configures for itself)."""
-    global _handler
+    global _handler, _level_before
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -97,8 +98,23 @@ def configure(format: LogFormat = "console", level: LogLevel | str = "info") -> 
     root = logging.getLogger()
     if _handler is not None:
         root.removeHandler(_handler)
+    else:
+        _level_before = root.level
     root.addHandler(handler)
     root.setLevel(level.upper())
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.NOTSET if level.lower() == "debug" else logging.WARNING)
     _handler = handler
+
+
+def reset() -> None:
+    """Undo :func:`configure`: the handler removed, levels and structlog as they were (tests use it)."""
+    global _handler
+    if _handler is not None:
+        root = logging.getLogger()
+        root.removeHandler(_handler)
+        root.setLevel(_level_before)
+        for name in QUIET:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        _handler = None
+    structlog.reset_defaults()

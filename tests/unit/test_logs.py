@@ -61,13 +61,8 @@ class EventsOnlyDatabase:
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     """Put the process's logging back as it was after a test that configures it."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
     yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logs._handler = None
-    structlog.reset_defaults()
+    logs.reset()
 
 
 @pytest.fixture

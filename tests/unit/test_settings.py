@@ -4,14 +4,12 @@ and docs/configuration.md generated from the model."""
 from __future__ import annotations
 
 import base64
-import logging
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from click.testing import CliRunner
 
 from pomona import logs
@@ -240,13 +238,8 @@ class TestEverySettingIsDocumented:
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     """The CLI configures logging for the process: put it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
     yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logs._handler = None
-    structlog.reset_defaults()
+    logs.reset()
 
 
 class TestCommandLine:
