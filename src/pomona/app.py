@@ -5,10 +5,8 @@ Only this module and ``cli/`` pick concrete backends.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from pomona.domain.models import Tenant
@@ -28,10 +26,11 @@ from pomona.services.health import HealthService
 from pomona.services.jobs import Background, JobRunner
 from pomona.services.policy import PolicyService
 from pomona.services.portal import PortalService
-from pomona.services.push import PushService, PushSettings
+from pomona.services.push import PushService
 from pomona.services.reports import ReportService
 from pomona.services.scep import ScepService
-from pomona.storage.sql import SqlDatabase, sqlite_url
+from pomona.settings import Settings
+from pomona.storage.sql import SqlDatabase
 
 SIGNING_IDENTITY_KEY = "profile_signing_identity_pem"
 
@@ -39,61 +38,6 @@ SIGNING_IDENTITY_KEY = "profile_signing_identity_pem"
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Settings:
-    data_dir: Path = Path("pomona-data")
-    database_url: str | None = None  # POMONA_DATABASE_URL; SQLite under data_dir when unset
-    public_url: str = "http://127.0.0.1:8080"
-    signing_identity: Path | None = None  # PEM: certificate(s) then key; generated when unset
-    dns_server: str | None = None  # POMONA_DNS_SERVER (ip or ip:port) for diagnosis; the system's when unset
-    enrollment_cname_target: str | None = None  # what EnterpriseEnrollment.<domain> must point to
-    registration_cname_target: str | None = None  # what EnterpriseRegistration.<domain> must point to
-    # APNs (issue 4): where pushes go and which CA the client trusts there (None: the system's).
-    apns_url: str = "https://api.push.apple.com"  # POMONA_APNS_URL
-    apns_ca: Path | None = None  # POMONA_APNS_CA: a CA bundle (the emulator's ca.pem)
-    # The server (Settings.from_env) sends pushes unless POMONA_PUSH_WORKER=0; Settings() built in code
-    # (tests, scripts) does not start a worker unless asked.
-    push_worker: bool = False
-    health_interval: float = 300.0  # seconds between scheduled health checks (POMONA_HEALTH_INTERVAL; 0: off)
-    push: PushSettings = field(default_factory=PushSettings)  # POMONA_PUSH_* (see _push_settings)
-    # Where account-driven enrollment's discovery document is fetched; {domain} is the tenant's domain.
-    well_known_url: str = "https://{domain}/.well-known/com.apple.remotemanagement"
-
-    @classmethod
-    def from_env(cls, **overrides: object) -> Settings:
-        values: dict[str, object] = {}
-        if os.environ.get("POMONA_DATABASE_URL"):
-            values["database_url"] = os.environ["POMONA_DATABASE_URL"]
-        if os.environ.get("POMONA_DATA_DIR"):
-            values["data_dir"] = Path(os.environ["POMONA_DATA_DIR"])
-        if os.environ.get("POMONA_PUBLIC_URL"):
-            values["public_url"] = os.environ["POMONA_PUBLIC_URL"]
-        for env, key in (
-            ("POMONA_DNS_SERVER", "dns_server"),
-            ("POMONA_WELL_KNOWN_URL", "well_known_url"),
-            ("POMONA_ENROLLMENT_CNAME_TARGET", "enrollment_cname_target"),
-            ("POMONA_REGISTRATION_CNAME_TARGET", "registration_cname_target"),
-        ):
-            if os.environ.get(env):
-                values[key] = os.environ[env]
-        if os.environ.get("POMONA_APNS_URL"):
-            values["apns_url"] = os.environ["POMONA_APNS_URL"]
-        if os.environ.get("POMONA_APNS_CA"):
-            values["apns_ca"] = Path(os.environ["POMONA_APNS_CA"])
-        values["push_worker"] = os.environ.get("POMONA_PUSH_WORKER", "1") not in ("0", "false", "no")
-        if os.environ.get("POMONA_HEALTH_INTERVAL"):
-            values["health_interval"] = float(os.environ["POMONA_HEALTH_INTERVAL"])
-        values["push"] = _push_settings()
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
-
-    def url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        return sqlite_url(self.data_dir)
 
 
 @dataclass
@@ -107,25 +51,6 @@ class Pomona(Services):
 
     def close(self) -> None:
         self.db.dispose()
-
-
-def _push_settings() -> PushSettings:
-    """POMONA_PUSH_REPUSH ("60,300,1800,3600" seconds), POMONA_PUSH_REPUSH_CAP, POMONA_PUSH_LEASE,
-    POMONA_PUSH_RETRY_BASE, POMONA_PUSH_UNRESPONSIVE_AFTER, POMONA_PUSH_POLL (seconds)."""
-    env = os.environ
-    values: dict[str, object] = {}
-    if env.get("POMONA_PUSH_REPUSH"):
-        values["repush"] = PushSettings.parse_schedule(env["POMONA_PUSH_REPUSH"])
-    for name, key in (
-        ("POMONA_PUSH_REPUSH_CAP", "repush_cap"),
-        ("POMONA_PUSH_LEASE", "lease"),
-        ("POMONA_PUSH_RETRY_BASE", "retry_base"),
-        ("POMONA_PUSH_UNRESPONSIVE_AFTER", "unresponsive_after"),
-        ("POMONA_PUSH_POLL", "poll_interval"),
-    ):
-        if env.get(name):
-            values[key] = float(env[name])
-    return PushSettings(**values)  # type: ignore[arg-type]
 
 
 def _signer(settings: Settings, db: SqlDatabase) -> CmsProfileSigner:
@@ -155,13 +80,13 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
     pki = LocalPki()
     signer = _signer(settings, db)
     public_url = settings.public_url.rstrip("/")
-    kit = LocalPushCertKit(load_or_create_server_key(settings.data_dir))
+    kit = LocalPushCertKit(load_or_create_server_key(settings.data_dir, settings.server_key()))
 
     # Push: one APNs client per process (it connects on first use, on its own loop thread).
     identities = TenantIdentitySource(db, kit.open)
     verify: str | bool = str(settings.apns_ca) if settings.apns_ca else True
     gateway = ApnsGateway(ApnsClient(identities, base_url=settings.apns_url, verify=verify), identities)
-    push = PushService(db, clock, gateway, settings.push)
+    push = PushService(db, clock, gateway, settings.push.to_push_settings())
 
     policy = PolicyService(db, clock)
     admin = AdminService(db, clock, pki)

@@ -200,16 +200,14 @@ class TestSecretBox:
 
     def test_server_key_file_is_created_private_and_reused(self, tmp_path: Path) -> None:
         """The server key is made once as a 0600 file and read back the same."""
-        first = load_or_create_server_key(tmp_path, env={})
+        first = load_or_create_server_key(tmp_path, None)
         assert stat.S_IMODE((tmp_path / "server.key").stat().st_mode) == 0o600
-        assert load_or_create_server_key(tmp_path, env={}) == first and len(first) == 32
+        assert load_or_create_server_key(tmp_path, None) == first and len(first) == 32
 
-    def test_server_key_from_environment(self, tmp_path: Path) -> None:
-        """POMONA_SECRET_KEY (base64 of 32 bytes) wins over the file; a wrong length is refused."""
+    def test_server_key_given(self, tmp_path: Path) -> None:
+        """A given key (the secret_key setting) wins over the file; a wrong length is refused."""
         key = os.urandom(32)
-        env = {"POMONA_SECRET_KEY": base64.b64encode(key).decode()}
-        assert load_or_create_server_key(tmp_path, env=env) == key
+        assert load_or_create_server_key(tmp_path, key) == key
+        assert not (tmp_path / "server.key").exists()
         with pytest.raises(ValueError):
-            load_or_create_server_key(
-                tmp_path, env={"POMONA_SECRET_KEY": base64.b64encode(b"short").decode()}
-            )
+            load_or_create_server_key(tmp_path, b"short")

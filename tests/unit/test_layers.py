@@ -25,8 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     # one JSON shape per object, for every adapter
     "presenters": PURE,
     # cross-cutting set-up, read by the composition root and the CLI
-    "settings": set(),
-    "logs": {"services"},
+    "settings": {"domain", "services", "storage"},  # the push queue's defaults and the SQLite URL, lazily
+    "logs": {"services", "settings"},
     # use cases over the ports
     "services": CORE | {"knowledge", "i18n"},
     # implementations of the ports: never a service, an adapter or each other's internals
@@ -58,6 +58,8 @@ ALLOWED: dict[str, set[str]] = {
         "i18n",
         "knowledge",
     },
+    # the server's ASGI entry (uvicorn's factory): the composition root plus logging and settings
+    "asgi": {"app", "http", "logs", "settings", "i18n"},
     "__main__": {"cli"},
     "__init__": set(),
 }

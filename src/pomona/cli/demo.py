@@ -20,9 +20,8 @@ DEMO_USER = "ana@demo.pomona.example"
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
-    default=Path("pomona-data"),
-    show_default=True,
-    envvar="POMONA_DATA_DIR",
+    default=None,
+    help="Default: POMONA_DATA_DIR, else pomona-data.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True)
@@ -30,19 +29,21 @@ DEMO_USER = "ana@demo.pomona.example"
 @click.option(
     "--exit-after-setup", is_flag=True, help="Stop once the devices have enrolled (for scripts and CI)."
 )
-def demo(data_dir: Path, host: str, port: int, devices: int, exit_after_setup: bool) -> None:
+def demo(data_dir: Path | None, host: str, port: int, devices: int, exit_after_setup: bool) -> None:
     """Run Pomona on SQLite with a demo tenant, the APNs emulator and virtual devices that answer pushes."""
     import uvicorn
 
-    from pomona.app import Settings, build, create_app
+    from pomona.app import build, create_app
+    from pomona.settings import Settings
     from pomona.testing.apns_emulator import ApnsEmulator
 
     base = f"http://{host}:{port}"
+    settings = Settings.from_env(data_dir=data_dir, public_url=base)
     # The APNs emulator plays Apple in this process; its CA persists beside the data so that the demo
     # tenant's push certificate (issued by it) stays valid across runs.
-    emulator_cm = ApnsEmulator.start(data_dir / "apns-emulator")
+    emulator_cm = ApnsEmulator.start(settings.data_dir / "apns-emulator")
     emu = emulator_cm.__enter__()
-    p = build(Settings.from_env(data_dir=data_dir, public_url=base, apns_url=emu.url, apns_ca=emu.ca_path))
+    p = build(settings.model_copy(update={"apns_url": emu.url, "apns_ca": emu.ca_path}))
     with p.db.unit_of_work(readonly=True) as uow:
         existing = uow.tenants.by_name(DEMO_TENANT)
     if existing is None:

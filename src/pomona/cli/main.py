@@ -1,5 +1,9 @@
 """The `pomona` command. Same wiring as the server (pomona.app.build). Every command takes --data-dir
 (or POMONA_DATABASE_URL) and --json for scripts. rich is imported lazily: start-up time matters.
+
+Settings come from pomona.settings (POMONA_* variables; options win over them). The command line's
+language is read when this module is imported, as simulate's help texts are translated then; logging is
+configured for every command (POMONA_LOG_FORMAT, POMONA_LOG_LEVEL: warning by default).
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from typing import Any, TypeVar
 import click
 
 from pomona.domain.errors import InvalidInputError, describe
-from pomona.i18n import t
+from pomona.i18n import set_process_lang, t
+from pomona.settings import Settings, lang_from_env
+
+set_process_lang(lang_from_env())
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,14 +58,13 @@ def common(fn: F) -> F:
     @click.option(
         "--data-dir",
         type=click.Path(path_type=Path),
-        envvar="POMONA_DATA_DIR",
-        default=Path("pomona-data"),
-        show_default=True,
-        help="Where the SQLite database lives (ignored when POMONA_DATABASE_URL is set).",
+        default=None,
+        help="Where the SQLite database lives (ignored when POMONA_DATABASE_URL is set). "
+        "Default: POMONA_DATA_DIR, else pomona-data.",
     )
     @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
     @functools.wraps(fn)
-    def wrapper(*args: Any, data_dir: Path, as_json: bool, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, data_dir: Path | None, as_json: bool, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
         ctx.obj = {"data_dir": data_dir, "json": as_json}
         try:
@@ -71,11 +77,15 @@ def common(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _pomona(public_url: str | None = None) -> Any:
-    from pomona.app import Settings, build
+def _settings(**overrides: object) -> Settings:
+    """The settings: the environment, then --data-dir and the given options (those not None)."""
+    return Settings.from_env(data_dir=click.get_current_context().obj["data_dir"], **overrides)
 
-    ctx = click.get_current_context()
-    return build(Settings.from_env(data_dir=ctx.obj["data_dir"], public_url=public_url))
+
+def _pomona(public_url: str | None = None) -> Any:
+    from pomona.app import build
+
+    return build(_settings(public_url=public_url))
 
 
 def _json() -> bool:
@@ -86,10 +96,21 @@ def _out(data: object, text: str) -> None:
     click.echo(json.dumps(data, indent=2, default=str) if _json() else text)
 
 
+class _SettingsError(click.ClickException):
+    exit_code = 2  # as for every PomonaError
+
+
 @click.group()
 @click.version_option(package_name="pomona")
 def main() -> None:
     """Pomona: enroll and manage iPhones and iPads, and explain every enrollment failure."""
+    from pomona.logs import configure
+
+    try:
+        settings = Settings.from_env()
+    except InvalidInputError as exc:
+        raise _SettingsError(exc.detail) from None
+    configure(settings.log_format, settings.log_level or "warning")
 
 
 # --- tenants --------------------------------------------------------------------------------------
@@ -223,7 +244,7 @@ def enroll_token() -> None:
 @click.option("--user", "upn", required=True)
 @click.option("--uses", default=1, show_default=True, help="How many devices may enroll with this link.")
 @click.option("--expires", default="24h", show_default=True, help="Lifetime: 90s, 15m, 1h, 7d.")
-@click.option("--public-url", envvar="POMONA_PUBLIC_URL", default="http://127.0.0.1:8080", show_default=True)
+@click.option("--public-url", default=None, help="Default: POMONA_PUBLIC_URL, else http://127.0.0.1:8080.")
 @common
 def enroll_token_create(tenant_name: str, upn: str, uses: int, expires: str, public_url: str) -> None:
     """Create an enrollment link for a user and print its URL."""
@@ -319,9 +340,8 @@ def device_list(tenant_name: str, limit: int) -> None:
 @click.option("--port", default=8080, show_default=True)
 @click.option(
     "--public-url",
-    envvar="POMONA_PUBLIC_URL",
     default=None,
-    help="The https:// address devices reach (default: http://HOST:PORT).",
+    help="The https:// address devices reach (default: POMONA_PUBLIC_URL, else http://HOST:PORT).",
 )
 @click.option(
     "--tls-cert",
@@ -333,7 +353,15 @@ def device_list(tenant_name: str, limit: int) -> None:
 @click.option(
     "--workers", default=1, show_default=True, help="Server processes (use PostgreSQL for more than one)."
 )
-@click.option("--log-level", default="warning", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error", "critical"]),
+    default=None,
+    help="Default: POMONA_LOG_LEVEL, else info.",
+)
+@click.option(
+    "--access-log", is_flag=True, default=None, help="One log line per request (or POMONA_ACCESS_LOG=1)."
+)
 @common
 def serve(
     host: str,
@@ -342,36 +370,48 @@ def serve(
     tls_cert: str | None,
     tls_key: str | None,
     workers: int,
-    log_level: str,
+    log_level: str | None,
+    access_log: bool | None,
 ) -> None:
     """Run the Pomona server (device endpoints, admin API)."""
     import os
 
     import uvicorn
 
+    from pomona.logs import configure
+
     scheme = "https" if tls_cert else "http"
-    public = (public_url or f"{scheme}://{host}:{port}").rstrip("/")
-    os.environ["POMONA_PUBLIC_URL"] = public
-    os.environ["POMONA_DATA_DIR"] = str(click.get_current_context().obj["data_dir"])
-    p = _pomona(public)  # migrate and create the signing identity once, before workers start
-    db = p.settings.database_url or str(p.settings.url())
-    p.close()
-    if workers > 1 and not os.environ.get("POMONA_DATABASE_URL"):
+    settings = _settings(public_url=public_url, log_level=log_level, access_log=access_log or None)
+    own = settings.public_url if "public_url" in settings.model_fields_set else f"{scheme}://{host}:{port}"
+    public = own.rstrip("/")
+    level = settings.log_level or "info"
+    settings = settings.model_copy(update={"public_url": public, "log_level": level})
+    if workers > 1 and not settings.database_url:
         raise InvalidInputError("several workers need PostgreSQL (set POMONA_DATABASE_URL)")
+    configure(settings.log_format, level)
+    from pomona.app import build
+
+    p = build(settings)  # migrate and create the signing identity once, before workers start
+    db = settings.database_url or str(settings.url())
+    p.close()
     click.echo(
         t("cli.serve.starting", url=f"{scheme}://{host}:{port}", public=public, db=_redact(db)), err=True
     )
     if scheme == "http":
         click.echo(t("cli.serve.tls_hint"), err=True)
+    # Each server process (uvicorn spawns them for --workers) builds the app from these very settings.
+    settings.handoff(os.environ)
     uvicorn.run(
-        "pomona.http.asgi:app",
+        "pomona.asgi:create",
+        factory=True,
         host=host,
         port=port,
         workers=workers,
-        log_level=log_level,
+        log_level=level,
+        log_config=None,  # uvicorn's loggers go through pomona.logs like every other
         ssl_certfile=tls_cert,
         ssl_keyfile=tls_key,
-        access_log=False,
+        access_log=False,  # ours (pomona.access) when asked: structured, with the request id
         proxy_headers=True,
     )
 

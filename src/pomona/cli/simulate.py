@@ -12,11 +12,12 @@ Start-up speed matters for a CLI: rich and the protocol stack are imported insid
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+
+from pomona.i18n import detect_lang
 
 if TYPE_CHECKING:
     from pomona.testing.fleet import DeviceResult, FleetSummary
@@ -94,15 +95,10 @@ MESSAGES: dict[str, dict[str, str]] = {
 }
 
 
-def _language() -> str:
-    lang = os.environ.get("POMONA_LANG") or os.environ.get("LC_ALL") or os.environ.get("LANG") or ""
-    return "zh-CN" if lang.lower().startswith("zh") else "en"
-
-
 def translate(message_id: str, **values: object) -> str:
-    """The text of ``message_id`` in the user's language (``POMONA_LANG``, else ``LANG``)."""
+    """The text of ``message_id`` in the user's language (pomona.i18n: ``POMONA_LANG``, else ``LANG``)."""
     entry = MESSAGES[message_id]
-    text = entry.get(_language()) or entry["en"]
+    text = entry.get(detect_lang()) or entry["en"]
     return text.format(**values) if values else text
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundError, PomonaError, describe
 from pomona.domain.models import ApiToken
 from pomona.domain.reasons import ReasonCode
+from pomona.http.middleware import RequestId
 from pomona.presenters import (
     command_json,
     corporate_json,
@@ -59,7 +60,6 @@ def api_error(exc: BaseException, request_id: str) -> JSONResponse:
 
 
 def _auth(request: Request, authorization: Annotated[str | None, Header()] = None) -> ApiToken:
-    request_id_var.set(_rid(request))
     secret = None
     if authorization and authorization.lower().startswith("bearer "):
         secret = authorization[7:].strip()
@@ -214,6 +214,7 @@ def create_api(p: Services) -> FastAPI:
         redoc_url=None,
     )
     api.state.pomona = p
+    api.add_middleware(RequestId)  # binds the request id for services, events and logs
 
     def _error(request: Request, exc: Exception) -> JSONResponse:
         return api_error(exc, _rid(request))

@@ -29,7 +29,6 @@ import hmac
 import logging
 import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +49,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pomona.domain.errors import NotFoundError, describe
 from pomona.domain.models import Tenant, User
 from pomona.domain.reasons import ReasonCode
+from pomona.http.middleware import RequestId
 from pomona.i18n import catalogue
 from pomona.services.container import Services
 from pomona.services.context import request_id_var
@@ -114,7 +114,7 @@ def _when(value: object) -> str:
     return "" if value is None else str(value)
 
 
-# --- middleware: request id, timing, security headers ----------------------------------------------
+# --- middleware: timing, security headers (the request id: http/middleware.py RequestId) -----------
 class PortalHeaders:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -122,9 +122,6 @@ class PortalHeaders:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        rid = uuid.uuid4().hex[:16]
-        token = request_id_var.set(rid)
-        scope.setdefault("state", {})["request_id"] = rid
         start = time.perf_counter()
 
         async def wrapped(message: Message) -> None:
@@ -132,7 +129,6 @@ class PortalHeaders:
                 ms = (time.perf_counter() - start) * 1000
                 headers = list(message.get("headers", []))
                 headers += [
-                    (b"x-request-id", rid.encode()),
                     (b"server-timing", f"app;dur={ms:.2f}".encode()),
                     (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"same-origin"),
@@ -148,10 +144,7 @@ class PortalHeaders:
                 message["headers"] = headers
             await send(message)
 
-        try:
-            await self.app(scope, receive, wrapped)
-        finally:
-            request_id_var.reset(token)
+        await self.app(scope, receive, wrapped)
 
 
 # --- the app ----------------------------------------------------------------------------------------
@@ -622,6 +615,7 @@ def create_portal(p: Services) -> ASGIApp:
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(RequestId),
             Middleware(PortalHeaders),
             Middleware(
                 SessionMiddleware,

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 from pomona.domain.errors import BodyTooLargeError, describe
 from pomona.services.checkin import MAX_BODY
 from pomona.services.container import Services
-from pomona.services.context import request_id_var
+from pomona.services.context import bind_request_id, reset_request_id
 from pomona.services.enrollment import PROFILE_CONTENT_TYPE
 
 log = logging.getLogger("pomona.http")
@@ -118,13 +118,13 @@ class RootApp:
         rid = uuid.uuid4().hex[:16]
 
         def call() -> tuple[int, bytes, str | None]:
-            token = request_id_var.set(rid)
+            token = bind_request_id(rid)
             try:
                 return fn()
             except Exception as exc:  # noqa: BLE001 - every error gets the device answer its class says
                 return device_error(exc, rid)
             finally:
-                request_id_var.reset(token)
+                reset_request_id(token)
 
         # Device requests run inline on the event loop. Each is one short, self-contained transaction,
         # and the hand-off to a worker thread cost more CPU than the whole check-in (bench/checkin.py:

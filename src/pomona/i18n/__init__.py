@@ -1,24 +1,33 @@
 """User-facing text in English and Simplified Chinese.
 
 Catalogues are data (``<lang>.json`` beside this file), keyed by message id. The language comes from
-an explicit argument, else ``POMONA_LANG``, else ``LANG``/``LC_ALL`` (``zh*`` selects zh-CN).
+an explicit argument, else the process's language: what the command line set from its settings
+(``POMONA_LANG``, else ``LC_ALL``/``LANG``; see pomona.settings), else English.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from functools import cache
 from pathlib import Path
 
 LANGS = ("en", "zh-CN")
 _DIR = Path(__file__).parent
 
+_process_lang: str | None = None
+
+
+def set_process_lang(lang: str | None) -> str | None:
+    """Set the language used when none is given (the CLI does, from its settings); returns the previous one."""
+    global _process_lang
+    previous, _process_lang = _process_lang, lang
+    return previous
+
 
 def detect_lang(explicit: str | None = None) -> str:
-    for value in (explicit, os.environ.get("POMONA_LANG"), os.environ.get("LC_ALL"), os.environ.get("LANG")):
-        if value:
-            return "zh-CN" if value.lower().startswith("zh") else "en"
+    value = explicit or _process_lang
+    if value:
+        return "zh-CN" if value.lower().startswith("zh") else "en"
     return "en"
 
 

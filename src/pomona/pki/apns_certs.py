@@ -25,7 +25,6 @@ import hashlib
 import os
 import plistlib
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -41,7 +40,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pomona.protocol.apns import is_mdm_topic, push_topic_of
 
 __all__ = [
-    "SERVER_KEY_ENV",
     "PushCertError",
     "PushCertFacts",
     "SecretBox",
@@ -58,7 +56,6 @@ __all__ = [
     "make_vendor_signed_request",
 ]
 
-SERVER_KEY_ENV: Final = "POMONA_SECRET_KEY"
 SERVER_KEY_FILE: Final = "server.key"
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -325,17 +322,12 @@ class SecretBox:
             raise SecretBoxError("wrong server key, wrong context, or tampered with") from None
 
 
-def load_or_create_server_key(data_dir: Path, env: Mapping[str, str] | None = None) -> bytes:
-    """The 32-byte server key: ``POMONA_SECRET_KEY`` (base64) when set, else ``<data_dir>/server.key``
+def load_or_create_server_key(data_dir: Path, key: bytes | None) -> bytes:
+    """The 32-byte server key: ``key`` when given (the secret_key setting), else ``<data_dir>/server.key``
     (raw bytes, mode 0600), created on first use. Losing it loses every sealed push key."""
-    env = os.environ if env is None else env
-    if env.get(SERVER_KEY_ENV):
-        try:
-            key = base64.b64decode(env[SERVER_KEY_ENV], validate=True)
-        except ValueError:
-            raise ValueError(f"{SERVER_KEY_ENV} is not base64") from None
+    if key is not None:
         if len(key) != 32:
-            raise ValueError(f"{SERVER_KEY_ENV} must decode to 32 bytes, not {len(key)}")
+            raise ValueError(f"the server key must be 32 bytes, not {len(key)}")
         return key
     path = Path(data_dir) / SERVER_KEY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

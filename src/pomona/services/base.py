@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from pomona.domain.models import Event, Outcome, Step
 from pomona.domain.reasons import ReasonCode
 from pomona.ports import Clock, Database
 from pomona.services.context import current_request_id
+
+#: One line per refusal (pomona/logs.py): the reason code and who was refused.
+refusal_log = logging.getLogger("pomona.refusal")
 
 
 @dataclass
@@ -28,7 +32,19 @@ class ServiceBase:
         enrollment_id: str | None = None,
         detail: dict[str, object] | None = None,
     ) -> None:
-        """Record a refusal in its own transaction, so it survives the rollback of the refused work."""
+        """Record a refusal in its own transaction, so it survives the rollback of the refused work,
+        and write its log line."""
+        request_id = current_request_id()
+        if refusal_log.isEnabledFor(logging.INFO):
+            fields = {
+                "reason": str(reason),
+                "step": step.value,
+                "tenant": tenant_id,
+                "request_id": request_id,
+            }
+            who = {"udid": udid, "serial": serial, "upn": upn}
+            fields.update({k: v for k, v in who.items() if v is not None})
+            refusal_log.info("refusal", extra=fields)
         with self.db.unit_of_work() as uow:
             uow.events.append(
                 Event(
@@ -42,7 +58,7 @@ class ServiceBase:
                     serial=serial,
                     udid=udid,
                     enrollment_id=enrollment_id,
-                    request_id=current_request_id(),
+                    request_id=request_id,
                     detail=detail or {},
                 )
             )

@@ -1,0 +1,93 @@
+"""ASGI middleware: the request id of the admin API and the portal (the device endpoints bind theirs in
+http/root.py), and the access log around the whole server (on only when asked; see pomona/logs.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from pomona.services.context import bind_request_id, reset_request_id
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+access_log = logging.getLogger("pomona.access")
+
+
+class RequestId:
+    """A request id per request, bound before the app runs (so services, events and log lines see it,
+    sync endpoints and dependencies included: their threads copy the bound context), kept in the request
+    state (``request.state.request_id``) and sent back as ``x-request-id``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rid = uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        token = bind_request_id(rid)
+        try:
+            await self.app(scope, receive, wrapped)
+        finally:
+            reset_request_id(token)
+
+
+class AccessLog:
+    """One ``request`` line per HTTP request: method, path, status, duration_ms, request_id.
+
+    The request id is the one the request was answered with (the ``x-request-id`` header: the device
+    endpoints set it, and RequestId for the admin API and the portal). Wrap the app only when the access
+    log is on: when it is off, requests do not pass through here at all.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 0
+        request_id: str | None = None
+
+        async def wrapped(message: Message) -> None:
+            nonlocal status, request_id
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                for name, value in message.get("headers", ()):
+                    if name.lower() == b"x-request-id":
+                        request_id = value.decode("latin-1")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, wrapped)
+        finally:
+            access_log.info(
+                "request",
+                extra={
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status or 500,
+                    "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                    "request_id": request_id,
+                },
+            )
+
+
+def with_access_log(app: ASGIApp, enabled: bool) -> ASGIApp:
+    """``app`` itself when the access log is off (nothing added on the hot path), else wrapped."""
+    return AccessLog(app) if enabled else app

@@ -1,0 +1,120 @@
+"""Logging, configured once per process: every line goes through structlog, as console text or JSON.
+
+Pomona's modules log through the standard library, as a library should (``logging.getLogger("pomona.<area>")``,
+structured fields in ``extra=``); so do uvicorn and the other libraries. :func:`configure` puts one
+handler on the root logger whose formatter is structlog's ``ProcessorFormatter``, so every line, ours or a
+library's, gets the same processing: the context bound with ``structlog.contextvars`` (the request id,
+bound per request by services/context.py ``bind_request_id``), the ``extra`` fields, level, logger name
+and a UTC timestamp, then the renderer. structlog's own loggers (``structlog.stdlib.get_logger()``) are
+routed to the same handler. Before ``configure`` nothing is set up: the standard library's defaults
+apply (warnings and errors on stderr), as for any library.
+
+The lines Pomona writes on purpose:
+
+- ``refusal`` (logger ``pomona.refusal``, info): one per refusal, from ``ServiceBase.record_failure``,
+  with ``reason``, ``step``, ``tenant``, ``udid``/``serial``/``upn`` when known, and ``request_id``;
+- ``request`` (logger ``pomona.access``, info): one per HTTP request with ``method``, ``path``,
+  ``status``, ``duration_ms``, ``request_id``, only when the access log is on (POMONA_ACCESS_LOG=1 or
+  ``pomona serve --access-log``); when it is off the server is not wrapped at all
+  (http/middleware.py ``AccessLog``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Final
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from pomona.settings import LogFormat, LogLevel
+
+__all__ = ["ACCESS_LOGGER", "QUIET", "REFUSAL_LOGGER", "configure", "reset"]
+
+REFUSAL_LOGGER: Final = "pomona.refusal"
+ACCESS_LOGGER: Final = "pomona.access"
+#: Libraries whose info lines are noise in a server's log (one per outgoing HTTP request, per migration
+#: plugin): warnings and up, unless the level is debug.
+QUIET: Final = ("alembic", "httpx", "httpcore")
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is when the line is written (click's test runner swaps it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # logging must never break the caller
+            self.handleError(record)
+
+
+_handler: logging.Handler | None = None
+_level_before = logging.WARNING  # the root logger's level before the first configure()
+
+
+def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    event_dict.pop("color_message", None)  # uvicorn's ANSI copy of the message, in its extra
+    return event_dict
+
+
+def configure(format: LogFormat = "console", level: LogLevel | str = "info") -> None:
+    """Route every logger of this process through structlog, written to stderr. Calling it again
+    replaces the previous set-up (the CLI configures, then `pomona serve` configures for itself)."""
+    global _handler, _level_before
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Processor
+    if format == "json":
+        renderer = structlog.processors.JSONRenderer()
+        shared.append(structlog.processors.format_exc_info)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), _drop_color_message],
+        processors=[
+            *shared,
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            renderer,
+        ],
+    )
+    handler = _StderrHandler()
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    else:
+        _level_before = root.level
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.NOTSET if level.lower() == "debug" else logging.WARNING)
+    _handler = handler
+
+
+def reset() -> None:
+    """Undo :func:`configure`: the handler removed, levels and structlog as they were (tests use it)."""
+    global _handler
+    if _handler is not None:
+        root = logging.getLogger()
+        root.removeHandler(_handler)
+        root.setLevel(_level_before)
+        for name in QUIET:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        _handler = None
+    structlog.reset_defaults()

@@ -1,0 +1,481 @@
+"""Pomona's configuration: one typed object, read from ``POMONA_*`` environment variables.
+
+Every setting is a field of :class:`Settings`, with its type, default and description; the push
+queue's settings are the nested :class:`PushConfig` (``POMONA_PUSH_*``). docs/configuration.md is
+generated from this model (``python -m pomona.settings --markdown``) and a test keeps the two equal.
+
+Two ways to make one:
+
+- ``Settings(data_dir=..., public_url=...)`` in code (tests, scripts): the defaults and what you pass,
+  nothing from the environment; no push worker unless ``push_worker=True``.
+- ``Settings.from_env(**overrides)`` (the server, the CLI): the environment, then the overrides that are
+  not None (command-line options). The push worker is on unless ``POMONA_PUSH_WORKER=0``. A bad value
+  is an :class:`~pomona.domain.errors.InvalidInputError` whose message is one line naming the variable.
+
+``pomona serve --workers N`` hands its resolved settings to the worker processes uvicorn spawns as JSON
+in one variable, :data:`HANDOFF_ENV` (:meth:`Settings.handoff`); ``from_env`` reads that variable alone
+when it is set. Nothing else writes the environment.
+
+Empty variables count as unset, as they always have.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import sys
+import types
+from collections.abc import Mapping, MutableMapping
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Union, get_args, get_origin
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    FieldSerializationInfo,
+    SecretBytes,
+    ValidationError,
+    field_serializer,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from pomona.domain.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from pomona.services.push import PushSettings
+
+__all__ = [
+    "HANDOFF_ENV",
+    "PREFIX",
+    "LogFormat",
+    "LogLevel",
+    "PushConfig",
+    "Settings",
+    "env_names",
+    "lang_from_env",
+    "markdown",
+]
+
+PREFIX: Final = "POMONA_"
+#: The whole settings as JSON: how `pomona serve` hands them to its worker processes.
+HANDOFF_ENV: Final = "POMONA_SETTINGS_JSON"
+
+LogFormat = Literal["console", "json"]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+def _push_defaults() -> PushSettings:
+    """The push service's own defaults (written once, there; imported when first needed, not at start-up)."""
+    from pomona.services.push import PushSettings
+
+    return PushSettings()
+
+
+def _schedule(value: object) -> object:
+    """'60,300,1800,3600' -> (60.0, 300.0, 1800.0, 3600.0); sequences pass through to validation."""
+    if isinstance(value, str):
+        from pomona.services.push import PushSettings
+
+        try:
+            return PushSettings.parse_schedule(value)
+        except ValueError:
+            raise ValueError("positive seconds, comma-separated, e.g. 60,300,1800,3600") from None
+    return value
+
+
+def _lang(value: object) -> object:
+    """A locale such as 'zh_CN.UTF-8' or 'en_GB' -> 'zh-CN' or 'en' (zh* selects Simplified Chinese)."""
+    if isinstance(value, str):
+        return "zh-CN" if value.strip().lower().startswith("zh") else "en"
+    return value
+
+
+def _secret_key(value: object) -> object:
+    """Base64 text (the environment, the hand-off) or raw bytes (code) -> 32 bytes."""
+    if isinstance(value, str):
+        try:
+            value = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not base64") from None
+    raw = value.get_secret_value() if isinstance(value, SecretBytes) else value
+    if isinstance(raw, bytes) and len(raw) != 32:
+        raise ValueError(f"must decode to 32 bytes, not {len(raw)}")
+    return value
+
+
+Schedule = Annotated[
+    tuple[Annotated[float, Field(gt=0)], ...], Field(min_length=1), NoDecode, BeforeValidator(_schedule)
+]
+Lang = Annotated[Literal["en", "zh-CN"], BeforeValidator(_lang)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class PushConfig(BaseModel):
+    """The push queue (services/push.py): ``POMONA_PUSH_<FIELD>``. Defaults are the push service's."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
+
+    repush: Schedule = Field(
+        default_factory=lambda: _push_defaults().repush,
+        description="Re-push schedule while commands wait: seconds after each accepted push, "
+        "comma-separated; the last value repeats.",
+        json_schema_extra={"doc_type": "seconds, comma-separated"},
+    )
+    repush_cap: Seconds = Field(
+        default_factory=lambda: _push_defaults().repush_cap,
+        description="Stop re-pushing this many seconds after the first accepted push.",
+    )
+    lease: Seconds = Field(
+        default_factory=lambda: _push_defaults().lease,
+        description="Seconds a worker's claim on queued pushes lasts; a dead process's pushes are "
+        "claimable again after it.",
+    )
+    retry_base: Seconds = Field(
+        default_factory=lambda: _push_defaults().retry_base,
+        description="Transient APNs failures are retried after retry_base * 2^n seconds, jittered, "
+        "up to a maximum.",
+    )
+    unresponsive_after: Seconds = Field(
+        default_factory=lambda: _push_defaults().unresponsive_after,
+        description="DEVICE_UNRESPONSIVE: pushes accepted and no answer from the device for this many seconds.",
+    )
+    poll: Seconds = Field(
+        default_factory=lambda: _push_defaults().poll_interval,
+        description="Seconds between looks at an idle push queue.",
+    )
+
+    def to_push_settings(self) -> PushSettings:
+        """The push service's settings (the fields not configurable here keep their defaults)."""
+        return replace(
+            _push_defaults(),
+            repush=self.repush,
+            repush_cap=self.repush_cap,
+            lease=self.lease,
+            retry_base=self.retry_base,
+            unresponsive_after=self.unresponsive_after,
+            poll_interval=self.poll,
+        )
+
+
+class Settings(BaseSettings):
+    """Everything Pomona reads from its environment. See the module docstring for how to make one."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,  # POMONA_PUSH_REPUSH_CAP is push.repush_cap
+        env_ignore_empty=True,
+        frozen=True,
+        extra="forbid",
+        validate_by_name=True,
+        validate_by_alias=True,
+        validate_default=True,
+        defer_build=True,  # the schema is built on first use, not when the CLI imports this module
+    )
+    data_dir: Path = Field(
+        Path("pomona-data"),
+        description="Where the SQLite database, the server key and other local state live.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="A SQLAlchemy URL (postgresql+psycopg://user@host/db) for PostgreSQL; "
+        "SQLite under the data directory when unset. Several server processes need PostgreSQL.",
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="The https:// address devices reach; enrollment profiles and check-in URLs point "
+        "there. `pomona serve` defaults it to its own address.",
+    )
+    signing_identity: Path | None = Field(
+        None,
+        description="A PEM file (certificate chain, then key) that signs enrollment profiles; "
+        "generated and kept in the database when unset.",
+    )
+    secret_key: Annotated[SecretBytes | None, BeforeValidator(_secret_key)] = Field(
+        None,
+        description="The 32-byte server key (base64) that seals push-certificate keys at rest; "
+        "`<data dir>/server.key`, created on first use, when unset. Losing it loses every sealed key.",
+        json_schema_extra={"doc_type": "base64 (32 bytes)"},
+    )
+    dns_server: str | None = Field(
+        None,
+        description="The DNS server (ip or ip:port) diagnosis and health checks ask; "
+        "the system's resolvers when unset.",
+    )
+    enrollment_cname_target: str | None = Field(
+        None,
+        description="What `EnterpriseEnrollment.<domain>` must point to; the public URL's host when unset.",
+    )
+    registration_cname_target: str | None = Field(
+        None,
+        description="What `EnterpriseRegistration.<domain>` must point to; the public URL's host when unset.",
+    )
+    well_known_url: str = Field(
+        "https://{domain}/.well-known/com.apple.remotemanagement",
+        description="Where account-driven enrollment's discovery document is fetched; "
+        "`{domain}` is the tenant's domain.",
+    )
+    apns_url: str = Field(
+        "https://api.push.apple.com", description="Where pushes go (the APNs emulator in labs and tests)."
+    )
+    apns_ca: Path | None = Field(
+        None,
+        description="A CA bundle the APNs client trusts (the emulator's ca.pem); the system's when unset.",
+    )
+    push_worker: bool = Field(
+        False,
+        description="Send pushes from this process. On for the server (`pomona serve`, "
+        "`Settings.from_env`); off for Settings built in code (tests, scripts) unless asked.",
+        json_schema_extra={"doc_default": "1 (server)"},
+    )
+    health_interval: Annotated[float, Field(ge=0)] = Field(
+        300.0,
+        description="Seconds between scheduled tenant health checks (0: off).",
+    )
+    push: PushConfig = Field(default_factory=PushConfig, description="The push queue.")
+    lang: Lang | None = Field(
+        None,
+        validation_alias=AliasChoices("POMONA_LANG", "LC_ALL", "LANG"),
+        description="The command line's language: en or zh-CN (any zh* locale selects zh-CN). "
+        "LC_ALL, then LANG, when unset; en when none is set.",
+        json_schema_extra={"doc_type": "en | zh-CN"},
+    )
+    log_format: LogFormat = Field(
+        "console", description="How log lines are written to stderr: console (for people) or json."
+    )
+    log_level: LogLevel | None = Field(
+        None,
+        description="The lowest level logged. When unset: info for `pomona serve` (one line per "
+        "refusal), warning for the other commands.",
+        json_schema_extra={"doc_default": "info (serve), warning"},
+    )
+    access_log: bool = Field(
+        False,
+        description="One log line per HTTP request (method, path, status, duration, request id); "
+        "`pomona serve --access-log` turns it on too.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Construction in code reads nothing from the environment: only ``from_env`` does."""
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """The settings from the environment (or the serve hand-off), then ``overrides`` that are not None."""
+        return cls.from_environ(os.environ, overrides)
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str], overrides: Mapping[str, object] | None = None
+    ) -> Settings:
+        """``from_env`` over the given variables instead of the process's."""
+        handoff = environ.get(HANDOFF_ENV)
+        try:
+            values: dict[str, Any] = json.loads(handoff) if handoff else _read_env(cls, environ)
+        except ValueError as exc:
+            raise InvalidInputError(f"invalid settings: {HANDOFF_ENV} is not JSON ({exc})") from None
+        if not handoff:
+            values.setdefault("push_worker", True)
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise InvalidInputError(_one_line(exc)) from None
+
+    def handoff(self, environ: MutableMapping[str, str]) -> None:
+        """Put these settings, whole, where ``from_env`` in a child process reads them first."""
+        environ[HANDOFF_ENV] = self.model_dump_json(context={"reveal": True})
+
+    @field_serializer("secret_key", when_used="json")
+    def _dump_secret(self, value: SecretBytes | None, info: FieldSerializationInfo) -> str | None:
+        if value is None:
+            return None
+        if isinstance(info.context, dict) and info.context.get("reveal"):
+            return base64.b64encode(value.get_secret_value()).decode()
+        return "**********"
+
+    def server_key(self) -> bytes | None:
+        """The 32 bytes of POMONA_SECRET_KEY, or None (the key file under the data directory)."""
+        return None if self.secret_key is None else self.secret_key.get_secret_value()
+
+    def url(self) -> str:
+        """The database URL: ``database_url``, else SQLite under ``data_dir`` (created)."""
+        if self.database_url:
+            return self.database_url
+        from pomona.storage.sql import sqlite_url
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return sqlite_url(self.data_dir)
+
+
+# --- the environment -----------------------------------------------------------------------------
+def _read_env(cls: type[Settings], env: Mapping[str, str]) -> dict[str, Any]:
+    """The raw values of every field set in ``env`` (nested ones as dicts), keyed by field name."""
+    source = EnvSettingsSource(cls)
+    source.env_vars = {k.lower(): v for k, v in env.items() if v != ""}  # empty counts as unset
+    raw = source()
+    for name, field in cls.model_fields.items():  # an alias (POMONA_LANG) -> the field's name
+        for alias in _aliases(field):
+            if alias in raw:
+                raw[name] = raw.pop(alias)
+    return raw
+
+
+def lang_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The language setting alone (POMONA_LANG, else LC_ALL, else LANG): what the command line needs
+    before anything else (its help texts), without failing on the other settings."""
+    raw = _read_env(Settings, os.environ if environ is None else environ).get("lang")  # nothing validated
+    return str(_lang(raw)) if isinstance(raw, str) else None
+
+
+def _aliases(field: FieldInfo) -> list[str]:
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [a for a in alias.choices if isinstance(a, str)]
+    return [alias] if isinstance(alias, str) else []
+
+
+def env_names() -> dict[str, tuple[str, ...]]:
+    """Dotted field name -> the environment variables that set it (first wins), nested fields included."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, field in Settings.model_fields.items():
+        if name == "push":
+            for sub in PushConfig.model_fields:
+                out[f"push.{sub}"] = (f"{PREFIX}PUSH_{sub.upper()}",)
+            continue
+        out[name] = tuple(_aliases(field)) or (f"{PREFIX}{name.upper()}",)
+    return out
+
+
+def _one_line(exc: ValidationError) -> str:
+    names = env_names()
+    parts = []
+    for err in exc.errors():
+        loc = [str(x) for x in err["loc"] if not isinstance(x, int)]
+        key = ".".join(loc[:2])
+        if key not in names and loc and loc[0] in ("POMONA_LANG", "LC_ALL", "LANG"):
+            key = "lang"
+        var = names.get(key, (key,))[0]
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{var}: not a setting")
+            continue
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        given = err.get("input")
+        shown = "" if key == "secret_key" or not isinstance(given, str | int | float) else f" (got {given!r})"
+        parts.append(f"{var}: {msg}{shown}")
+    return "invalid settings: " + "; ".join(parts)
+
+
+# --- docs/configuration.md ------------------------------------------------------------------------
+def _type_label(annotation: object, field: FieldInfo) -> str:
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get("doc_type"), str):
+        return str(extra["doc_type"])
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _type_label(args[0], field)
+    if origin in (Union, types.UnionType):
+        return (
+            _type_label(args[0], field) if len(args) == 1 else " | ".join(_type_label(a, field) for a in args)
+        )
+    if origin is Literal:
+        return " | ".join(str(a) for a in get_args(annotation))
+    labels: dict[object, str] = {
+        Path: "path",
+        str: "text",
+        bool: "boolean (1/0)",
+        float: "seconds",
+        int: "integer",
+    }
+    return labels.get(annotation) or str(getattr(annotation, "__name__", annotation))
+
+
+def _default_label(field: FieldInfo) -> str:
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get("doc_default"), str):
+        return f"`{extra['doc_default']}`"
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "`1`" if value else "`0`"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    if isinstance(value, tuple):
+        return "`" + ",".join(f"{v:g}" for v in value) + "`"
+    return f"`{value}`"
+
+
+def _rows() -> list[tuple[tuple[str, ...], FieldInfo]]:
+    names = env_names()
+    rows: list[tuple[tuple[str, ...], FieldInfo]] = []
+    for name, field in Settings.model_fields.items():
+        if name == "push":
+            rows += [(names[f"push.{sub}"], f) for sub, f in PushConfig.model_fields.items()]
+        else:
+            rows.append((names[name], field))
+    return rows
+
+
+def markdown() -> str:
+    """docs/configuration.md: every setting, generated from the model."""
+    out = [
+        "# Configuration",
+        "",
+        "<!-- Generated by `python -m pomona.settings --markdown` from src/pomona/settings.py: edit the",
+        "     model, then regenerate. tests/unit/test_settings.py checks that this file is current. -->",
+        "",
+        "Pomona reads its settings from environment variables: `pomona serve`, every other `pomona`",
+        "command and `uvicorn pomona.asgi:app` alike. Empty variables count as unset. A bad value",
+        "stops the command with one line naming the variable. Command-line options (`--data-dir`,",
+        "`--public-url`, `--log-level`, `--access-log`) win over the variables.",
+        "",
+        "| Variable | Type | Default | Description |",
+        "|---|---|---|---|",
+    ]
+    for env, field in _rows():
+        var = f"`{env[0]}`" + (f" (else {', '.join(f'`{e}`' for e in env[1:])})" if env[1:] else "")
+        cells = (var, _type_label(field.annotation, field), _default_label(field), field.description or "")
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    out += [
+        "",
+        f"`{HANDOFF_ENV}` holds the whole settings as JSON: `pomona serve` sets it for the server",
+        "processes it starts. When it is set, the variables above are not read.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["--markdown"]:
+        print("usage: python -m pomona.settings --markdown", file=sys.stderr)
+        return 2
+    sys.stdout.write(markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
