@@ -1,13 +1,13 @@
-"""The storage conformance suite: every store port, run against SQLite and PostgreSQL (db_url fixture)."""
+"""The storage conformance suite: every store port, run against memory, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy.exc import IntegrityError
 
 from pomona.domain.models import (
     CommandStatus,
@@ -24,14 +24,33 @@ from pomona.domain.models import (
     Tenant,
     User,
 )
+from pomona.ports import ConflictError, Database
 from pomona.storage.migrate import current
 from pomona.storage.sql import SqlDatabase
+from pomona.testing import MemoryDatabase
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """Every test runs on each backend."""
+    if request.param == "memory":
+        yield MemoryDatabase()
+        return
+    url = (
+        f"sqlite:///{tmp_path / 'pomona.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    d = SqlDatabase(url)
+    d.create_all()
+    yield d
+    d.dispose()
+
+
 @pytest.fixture
-def db(db_url: str) -> Iterator[SqlDatabase]:
+def sql_db(db_url: str) -> Iterator[SqlDatabase]:
     d = SqlDatabase(db_url)
     d.create_all()
     yield d
@@ -49,7 +68,7 @@ def tenant(name: str = "acme") -> Tenant:
     )
 
 
-def seed(db: SqlDatabase) -> tuple[Tenant, User, Device, Enrollment]:
+def seed(db: Database) -> tuple[Tenant, User, Device, Enrollment]:
     t = tenant()
     u = User(
         id=str(uuid.uuid4()),
@@ -97,20 +116,20 @@ def command(t: Tenant, e: Enrollment, n: int) -> QueuedCommand:
 
 
 class TestMigrations:
-    def test_head_applied(self, db: SqlDatabase) -> None:
+    def test_head_applied(self, sql_db: Database) -> None:
         """Migrations run to head and running them again changes nothing."""
         from alembic.script import ScriptDirectory
 
         from pomona.storage.migrate import alembic_config
 
-        head = ScriptDirectory.from_config(alembic_config(db.engine)).get_current_head()
-        assert current(db.engine) == head
-        db.create_all()
-        assert current(db.engine) == head
+        head = ScriptDirectory.from_config(alembic_config(sql_db.engine)).get_current_head()
+        assert current(sql_db.engine) == head
+        sql_db.create_all()
+        assert current(sql_db.engine) == head
 
 
 class TestTenantsAndUsers:
-    def test_tenant_round_trip(self, db: SqlDatabase) -> None:
+    def test_tenant_round_trip(self, db: Database) -> None:
         """A tenant reads back by id and by name with its push certificate facts."""
         t = tenant()
         with db.unit_of_work() as uow:
@@ -123,14 +142,14 @@ class TestTenantsAndUsers:
             assert got.push_not_after == NOW + timedelta(days=300)
             assert uow.tenants.get("nope") is None
 
-    def test_tenant_name_unique(self, db: SqlDatabase) -> None:
+    def test_tenant_name_unique(self, db: Database) -> None:
         """Two tenants cannot share a name."""
         with db.unit_of_work() as uow:
             uow.tenants.add(tenant())
-        with pytest.raises(IntegrityError), db.unit_of_work() as uow:
+        with pytest.raises(ConflictError), db.unit_of_work() as uow:
             uow.tenants.add(tenant())
 
-    def test_user_upn_unique_per_tenant(self, db: SqlDatabase) -> None:
+    def test_user_upn_unique_per_tenant(self, db: Database) -> None:
         """The same UPN may exist once per tenant, in several tenants."""
         t1, t2 = tenant("a1"), tenant("a2")
         with db.unit_of_work() as uow:
@@ -147,7 +166,7 @@ class TestTenantsAndUsers:
                         created_at=NOW,
                     )
                 )
-        with pytest.raises(IntegrityError), db.unit_of_work() as uow:
+        with pytest.raises(ConflictError), db.unit_of_work() as uow:
             uow.users.add(
                 User(
                     id=str(uuid.uuid4()),
@@ -164,7 +183,7 @@ class TestTenantsAndUsers:
 
 
 class TestTransactions:
-    def test_rollback_leaves_nothing(self, db: SqlDatabase) -> None:
+    def test_rollback_leaves_nothing(self, db: Database) -> None:
         """An exception inside a unit of work rolls back every store it touched."""
         t = tenant()
         with pytest.raises(RuntimeError), db.unit_of_work() as uow:
@@ -175,7 +194,7 @@ class TestTransactions:
             assert uow.tenants.get(t.id) is None
             assert uow.events.query(t.id) == []
 
-    def test_settings(self, db: SqlDatabase) -> None:
+    def test_settings(self, db: Database) -> None:
         """Settings are stored and overwritten by key."""
         assert db.settings_get("k") is None
         db.settings_put("k", b"1")
@@ -184,7 +203,7 @@ class TestTransactions:
 
 
 class TestTokensAndCerts:
-    def test_token_consume(self, db: SqlDatabase) -> None:
+    def test_token_consume(self, db: Database) -> None:
         """Consuming a token counts its uses."""
         t, u, _, _ = seed(db)
         tok = EnrollmentToken(
@@ -204,7 +223,7 @@ class TestTokensAndCerts:
             assert got is not None and got.uses_count == 1 and got.remaining() == 1
             assert got.expires_at == NOW + timedelta(hours=1)
 
-    def test_cert_bind(self, db: SqlDatabase) -> None:
+    def test_cert_bind(self, db: Database) -> None:
         """An issued certificate is bound to the enrollment it authenticated."""
         t, u, _, e = seed(db)
         with db.unit_of_work() as uow:
@@ -226,7 +245,7 @@ class TestTokensAndCerts:
 
 
 class TestDevicesAndEnrollments:
-    def test_upsert_keeps_unreported_facts(self, db: SqlDatabase) -> None:
+    def test_upsert_keeps_unreported_facts(self, db: Database) -> None:
         """A second upsert updates only the facts it carries."""
         t, _, d, _ = seed(db)
         with db.unit_of_work() as uow:
@@ -241,7 +260,7 @@ class TestDevicesAndEnrollments:
             and got.serial == "SER1"
         )
 
-    def test_active_by_fingerprint(self, db: SqlDatabase) -> None:
+    def test_active_by_fingerprint(self, db: Database) -> None:
         """Only an active enrollment answers for its identity; ending it removes it."""
         t, _, _, e = seed(db)
         with db.unit_of_work() as uow:
@@ -254,7 +273,7 @@ class TestDevicesAndEnrollments:
             hist = uow.enrollments.for_device(t.id, e.device_id)
             assert [h.status for h in hist] == [EnrollmentStatus.REMOVED]
 
-    def test_token_update(self, db: SqlDatabase) -> None:
+    def test_token_update(self, db: Database) -> None:
         """Push token, magic and unlock token are stored."""
         t, _, _, e = seed(db)
         with db.unit_of_work() as uow:
@@ -266,7 +285,7 @@ class TestDevicesAndEnrollments:
 
 
 class TestCommandQueue:
-    def test_fifo_and_not_now(self, db: SqlDatabase) -> None:
+    def test_fifo_and_not_now(self, db: Database) -> None:
         """Commands come out in order; NotNow ones are skipped until the next Idle."""
         t, _, _, e = seed(db)
         with db.unit_of_work() as uow:
@@ -284,7 +303,7 @@ class TestCommandQueue:
             again = uow.commands.next_for(e.id, skip_not_now=False)
             assert again is not None and again.command_uuid == "cmd-1"
 
-    def test_error_chain_and_cancel(self, db: SqlDatabase) -> None:
+    def test_error_chain_and_cancel(self, db: Database) -> None:
         """An error chain is kept whole; cancelling stops pending commands only."""
         t, _, _, e = seed(db)
         chain: list[dict[str, object]] = [{"ErrorCode": 12021, "ErrorDomain": "MCMDMErrorDomain"}]
@@ -300,7 +319,7 @@ class TestCommandQueue:
             assert c2 is not None and c2.status is CommandStatus.CANCELLED
             assert uow.commands.next_for(e.id, skip_not_now=False) is None
 
-    def test_results_scoped_to_enrollment(self, db: SqlDatabase) -> None:
+    def test_results_scoped_to_enrollment(self, db: Database) -> None:
         """A result naming another enrollment's command changes nothing."""
         t, _, _, e = seed(db)
         with db.unit_of_work() as uow:
@@ -312,7 +331,7 @@ class TestCommandQueue:
 
 
 class TestEvents:
-    def test_query_filters(self, db: SqlDatabase) -> None:
+    def test_query_filters(self, db: Database) -> None:
         """Events are found by user, device, code and time, newest first."""
         t, _, _, _ = seed(db)
         with db.unit_of_work() as uow:

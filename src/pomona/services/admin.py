@@ -254,7 +254,7 @@ class AdminService(ServiceBase):
             uow.tenants.set_push_cert(
                 t.id, cert.public_bytes(serialization.Encoding.PEM), key_out, topic, not_after
             )
-            uow.pushes.cert_changed(t.id, self.clock.now(), None)  # the full checks: ApnsLifecycle.upload
+            uow.push_certs.cert_changed(t.id, self.clock.now(), None)  # the full checks: ApnsLifecycle.upload
             uow.events.append(
                 self.ok_event(t.id, Step.ADMIN, detail={"action": "apns.upload", "topic": topic})
             )
