@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -182,20 +182,22 @@ class CommandQueue(Protocol):
     def list_for_device(self, tenant_id: str, device_id: str, *, limit: int = 100) -> list[QueuedCommand]: ...
 
 
+class EventFilters(TypedDict, total=False):
+    """What :meth:`EventLog.query` selects by (None: any): a UPN (any case), a device, a ReasonCode
+    value, ``since <= at < until``; at most ``limit`` events (default 100), newest first."""
+
+    upn: str | None
+    serial: str | None
+    udid: str | None
+    reason: str | None
+    since: datetime | None
+    until: datetime | None
+    limit: int
+
+
 class EventLog(Protocol):
     def append(self, event: Event) -> None: ...
-    def query(
-        self,
-        tenant_id: str,
-        *,
-        upn: str | None = None,
-        serial: str | None = None,
-        udid: str | None = None,
-        reason: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-    ) -> list[Event]: ...
+    def query(self, tenant_id: str, **filters: Unpack[EventFilters]) -> list[Event]: ...
     def failure_report(
         self, tenant_id: str, since: datetime, until: datetime, group_by: str
     ) -> list[tuple[str, int]]: ...

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Unpack
 
 from sqlalchemy import Connection, and_, func, insert, select
 
 from pomona.domain.models import Event
+from pomona.ports import EventFilters
 from pomona.storage import rollup
 from pomona.storage import schema as s
 from pomona.storage.rows import RecordCodec
@@ -56,31 +58,26 @@ class SqlEventLog:
         )
         return [(str(r[0]), int(r[1])) for r in self.conn.execute(q)]
 
-    def query(
-        self,
-        tenant_id: str,
-        *,
-        upn: str | None = None,
-        serial: str | None = None,
-        udid: str | None = None,
-        reason: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-    ) -> list[Event]:
+    def query(self, tenant_id: str, **filters: Unpack[EventFilters]) -> list[Event]:
         t = s.events
         conds = [t.c.tenant_id == tenant_id]
+        upn = filters.get("upn")
         for col, value in (
-            (t.c.upn, upn and upn.lower()),
-            (t.c.serial, serial),
-            (t.c.udid, udid),
-            (t.c.reason, reason),
+            (t.c.upn, None if upn is None else upn.lower()),
+            (t.c.serial, filters.get("serial")),
+            (t.c.udid, filters.get("udid")),
+            (t.c.reason, filters.get("reason")),
         ):
             if value is not None:
                 conds.append(col == value)
-        if since is not None:
+        if (since := filters.get("since")) is not None:
             conds.append(t.c.at >= since)
-        if until is not None:
+        if (until := filters.get("until")) is not None:
             conds.append(t.c.at < until)
-        q = select(t).where(and_(*conds)).order_by(t.c.at.desc(), t.c.id.desc()).limit(limit)
+        q = (
+            select(t)
+            .where(and_(*conds))
+            .order_by(t.c.at.desc(), t.c.id.desc())
+            .limit(filters.get("limit", 100))
+        )
         return [EVENT.load_row(r) for r in self.conn.execute(q)]

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from pomona.domain.models import (
     ApiToken,
@@ -41,6 +41,7 @@ from pomona.domain.policy import Restriction
 from pomona.ports import (
     ChannelState,
     ConflictError,
+    EventFilters,
     PushAttempt,
     PushCertState,
     PushCredentials,
@@ -552,31 +553,24 @@ class MemoryEventLog(_Store):
             k = tuple(key[c] for c in rollup.KEY)
             self.tx.put(self.d.failure_rollup, k, self.d.failure_rollup.get(k, 0) + 1)
 
-    def query(
-        self,
-        tenant_id: str,
-        *,
-        upn: str | None = None,
-        serial: str | None = None,
-        udid: str | None = None,
-        reason: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-    ) -> list[Event]:
-        wanted = {"upn": upn and upn.lower(), "serial": serial, "udid": udid, "reason": reason}
-        filters = [(k, v) for k, v in wanted.items() if v is not None]
+    def query(self, tenant_id: str, **filters: Unpack[EventFilters]) -> list[Event]:
+        upn, since, until = filters.get("upn"), filters.get("since"), filters.get("until")
+        wanted = {
+            "upn": None if upn is None else upn.lower(),
+            **{k: filters.get(k) for k in ("serial", "udid", "reason")},
+        }
+        fields = [(k, v) for k, v in wanted.items() if v is not None]
 
         def matches(e: Event) -> bool:
             return (
                 e.tenant_id == tenant_id
-                and all(getattr(e, k) == v for k, v in filters)
+                and all(getattr(e, k) == v for k, v in fields)
                 and (since is None or e.at >= since)
                 and (until is None or e.at < until)
             )
 
         found = [e for e in self.d.events.values() if matches(e)]
-        return sorted(found, key=lambda e: (e.at, e.id or 0), reverse=True)[:limit]
+        return sorted(found, key=lambda e: (e.at, e.id or 0), reverse=True)[: filters.get("limit", 100)]
 
     def failure_report(
         self, tenant_id: str, since: datetime, until: datetime, group_by: str
@@ -756,6 +750,7 @@ class MemoryPushQueue(_Store):
     def request(
         self, tenant_id: str, enrollment_ids: Iterable[str], now: datetime, kind: PushKind = PushKind.COMMAND
     ) -> None:
+        kind = PushKind(kind)
         for eid in dict.fromkeys(enrollment_ids):
             row = self.d.push_queue.get(eid)
             if row is None:

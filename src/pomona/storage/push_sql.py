@@ -80,6 +80,7 @@ class SqlPushQueue:
         self, tenant_id: str, enrollment_ids: Iterable[str], now: datetime, kind: PushKind = PushKind.COMMAND
     ) -> None:
         """Ask for a push to each enrollment now (one row per enrollment; a new command resets backoff)."""
+        kind = PushKind(kind)
         rows = [
             {
                 "enrollment_id": eid,
