@@ -58,9 +58,8 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'pomona.db').resolve()}"
 
 
-def _on_loop() -> bool:
-    """True on a thread that runs an asyncio event loop (a C call: cheap enough for every BEGIN)."""
-    return events._get_running_loop() is not None
+#: The loop running on this thread, or None (a C call: cheap enough for every BEGIN).
+_get_running_loop = events._get_running_loop
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -71,17 +70,17 @@ def _is_busy(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE
 
 
-@contextmanager
-def _storage_errors() -> Iterator[None]:
-    """Driver errors that mean something to a caller, as the ports' error types."""
-    try:
-        yield
-    except IntegrityError as exc:
-        raise ConflictError(str(exc.orig)) from exc
-    except (DBAPIError, sqlite3.OperationalError) as exc:
-        if _is_busy(exc):
-            raise StorageBusyError(str(exc)) from exc
-        raise
+def _storage_error(exc: DBAPIError | sqlite3.OperationalError) -> Exception:
+    """A driver error as the ports' error type when it means something to a caller, else itself."""
+    if isinstance(exc, IntegrityError):
+        return ConflictError(str(exc.orig))
+    if _is_busy(exc):
+        return StorageBusyError(str(exc))
+    return exc
+
+
+#: What _storage_error() looks at (SQLite raises its lock error raw from the BEGIN hook).
+_DRIVER_ERRORS = (DBAPIError, sqlite3.OperationalError)
 
 
 class SqlDatabase:
@@ -103,8 +102,6 @@ class SqlDatabase:
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             self.url = url
             self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
-            event.listen(self.engine, "begin", _pg_on_begin)
-            event.listen(self.engine, "rollback", _pg_on_rollback)
 
     @classmethod
     def for_tests(cls, url: str) -> SqlDatabase:
@@ -120,10 +117,18 @@ class SqlDatabase:
     def unit_of_work(self, *, readonly: bool = False) -> Iterator[SqlUnitOfWork]:
         conn = self.engine.connect()
         if self.is_sqlite:
-            conn.info["sqlite_readonly"] = readonly
+            conn.info["sqlite_readonly"] = readonly  # read by _sqlite_on_begin
+        else:
+            _pg_lock_wait(conn)
         try:
-            with _storage_errors(), conn.begin():
+            with conn.begin():
                 yield SqlUnitOfWork(conn)
+        except BaseException as exc:
+            if not self.is_sqlite:
+                conn.info.pop("lock_wait_ms", None)  # the rollback undid a SET made in the transaction
+            if isinstance(exc, _DRIVER_ERRORS) and (err := _storage_error(exc)) is not exc:
+                raise err from exc
+            raise
         finally:
             conn.close()
 
@@ -132,7 +137,7 @@ class SqlDatabase:
         enrollment bound to this identity, the device's last check-in, and the next command, if any.
         """
         q = CHANNEL_SKIP_NOT_NOW if skip_not_now else CHANNEL_ANY
-        with _storage_errors():
+        try:
             if self.is_sqlite:
                 # A deferred (read) transaction is the same one-statement snapshot, and costs half of
                 # switching the pooled connection to autocommit and back.
@@ -142,6 +147,11 @@ class SqlDatabase:
             else:
                 with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                     r = conn.execute(q, {"fp": fingerprint}).first()
+        except _DRIVER_ERRORS as exc:
+            err = _storage_error(exc)
+            if err is exc:
+                raise
+            raise err from exc
         if r is None:
             return None
         return ChannelState(r[0], r[1], r[2], r[3], utc(r[4]), r[5], None if r[6] is None else bytes(r[6]))
@@ -181,29 +191,25 @@ def _sqlite_on_begin(conn: Connection) -> None:
     driver = conn.connection.driver_connection
     assert driver is not None
     info = conn.info
-    wait = LOOP_LOCK_WAIT_MS if _on_loop() else LOCK_WAIT_MS
+    wait = LOCK_WAIT_MS if _get_running_loop() is None else LOOP_LOCK_WAIT_MS
     if info.get("lock_wait_ms", LOCK_WAIT_MS) != wait:
         driver.execute(f"PRAGMA busy_timeout={wait}")
         info["lock_wait_ms"] = wait
     driver.execute("BEGIN" if info.get("sqlite_readonly") else "BEGIN IMMEDIATE")
 
 
-def _pg_on_begin(conn: Connection) -> None:
-    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
-        return
-    wait = LOOP_LOCK_WAIT_MS if _on_loop() else 0  # 0: no bound
+def _pg_lock_wait(conn: Connection) -> None:
+    """Set the connection's lock_timeout to this thread's bound, if it is not that already. Straight on
+    the driver (no engine events on PostgreSQL: they would tax every statement): a session-level SET,
+    made in the transaction that starts now, kept after its commit and undone by its rollback (then
+    unit_of_work forgets what was set)."""
+    wait = 0 if _get_running_loop() is None else LOOP_LOCK_WAIT_MS  # 0: no bound
     info = conn.info
     if info.get("lock_wait_ms", 0) != wait:
-        # A session-level SET, made inside the transaction that starts now: kept after its commit,
-        # undone by its rollback (then _pg_on_rollback forgets what was set).
         driver = conn.connection.driver_connection
         assert driver is not None
         driver.execute(f"SET lock_timeout = {wait}")
         info["lock_wait_ms"] = wait
-
-
-def _pg_on_rollback(conn: Connection) -> None:
-    conn.info.pop("lock_wait_ms", None)
 
 
 _S = TypeVar("_S")
