@@ -376,6 +376,18 @@ class TestEvents:
             ] == [0]
             assert uow.events.query("other-tenant") == []
 
+    def test_empty_detail_reads_back_empty(self, db: Database) -> None:
+        """An event without detail and a command without an error chain read back as {} and []."""
+        t, _, _, e = seed(db)
+        with db.unit_of_work() as uow:
+            uow.events.append(Event(tenant_id=t.id, at=NOW, step=Step.ADMIN, outcome=Outcome.OK))
+            uow.commands.enqueue(command(t, e, 1))
+        with db.unit_of_work(readonly=True) as uow:
+            (ev,) = uow.events.query(t.id)
+            assert ev.detail == {} and ev.id is not None and ev.at == NOW and ev.step is Step.ADMIN
+            got = uow.commands.get_by_uuid(t.id, "cmd-1")
+            assert got is not None and got.error_chain == [] and got.status is CommandStatus.QUEUED
+
 
 def group(t: Tenant, name: str) -> Group:
     return Group(str(uuid.uuid4()), t.id, name, NOW)

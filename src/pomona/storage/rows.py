@@ -70,7 +70,7 @@ def _loader(hint: Any) -> tuple[Callable[[Any], Any] | None, bool]:
         def from_json(v: Any) -> Any:
             return json.loads(v) if v else empty()
 
-        return from_json, True  # NULL reads back as the empty list or dict
+        return from_json, False  # NULL (and "") read back as the empty list or dict
     if isinstance(origin, type) and issubclass(origin, (Enum, bytes, bool, int)):
         return origin, nullable
     return None, nullable
@@ -85,12 +85,17 @@ class RecordCodec(Generic[_R]):
         self.cls = cls
         hints = typing.get_type_hints(cls)
         self.fields = tuple(f for f in cls.__dataclass_fields__ if f not in skip)  # type: ignore[attr-defined]
-        self._load: list[tuple[str, Callable[[Any], Any] | None, bool]] = []
+        self._plain: list[str] = []  # taken as they are
+        self._always: list[tuple[str, Callable[[Any], Any]]] = []  # converted, NULL included
+        self._nullable: list[tuple[str, Callable[[Any], Any]]] = []  # converted unless NULL
         self._json: list[str] = []
         self._enums: list[str] = []
         for name in self.fields:
             conv, nullable = _loader(hints[name])
-            self._load.append((name, conv, nullable))
+            if conv is None:
+                self._plain.append(name)
+            else:
+                (self._nullable if nullable else self._always).append((name, conv))
             origin = typing.get_origin(hints[name]) or hints[name]
             if origin in (list, dict):
                 self._json.append(name)
@@ -98,10 +103,12 @@ class RecordCodec(Generic[_R]):
                 self._enums.append(name)
 
     def load(self, m: Mapping[Any, Any]) -> _R:
-        values: dict[str, Any] = {}
-        for name, conv, nullable in self._load:
+        values = {name: m[name] for name in self._plain}
+        for name, conv in self._always:
+            values[name] = conv(m[name])
+        for name, conv in self._nullable:
             v = m[name]
-            values[name] = v if conv is None or (nullable and v is None) else conv(v)
+            values[name] = None if v is None else conv(v)
         return self.cls(**values)
 
     def load_row(self, r: Row[Any]) -> _R:
@@ -113,6 +120,7 @@ class RecordCodec(Generic[_R]):
         for name in self._json:
             values[name] = _json_dump(values[name])
         for name in self._enums:
-            values[name] = values[name].value
+            v = values[name]
+            values[name] = None if v is None else v.value
         values.update(extra)
         return values
