@@ -41,6 +41,7 @@ from pomona.domain.policy import Restriction
 from pomona.ports import (
     ChannelState,
     ConflictError,
+    Database,
     EventFilters,
     PushAttempt,
     PushCertState,
@@ -1176,3 +1177,8 @@ class MemoryDatabase:
 
     def dispose(self) -> None:
         """Nothing to release (the SQL database's counterpart closes its engine)."""
+
+
+def _satisfies_the_port(db: MemoryDatabase) -> Database:
+    """Never called: mypy checks here that MemoryDatabase is a :class:`pomona.ports.Database`."""
+    return db
