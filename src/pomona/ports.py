@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import Protocol, TypedDict, Unpack
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -166,20 +167,22 @@ class CommandQueue(Protocol):
     def list_for_device(self, tenant_id: str, device_id: str, *, limit: int = 100) -> list[QueuedCommand]: ...
 
 
+class EventFilters(TypedDict, total=False):
+    """What :meth:`EventLog.query` selects by (None: any): a UPN (any case), a device, a ReasonCode
+    value, ``since <= at < until``; at most ``limit`` events (default 100), newest first."""
+
+    upn: str | None
+    serial: str | None
+    udid: str | None
+    reason: str | None
+    since: datetime | None
+    until: datetime | None
+    limit: int
+
+
 class EventLog(Protocol):
     def append(self, event: Event) -> None: ...
-    def query(
-        self,
-        tenant_id: str,
-        *,
-        upn: str | None = None,
-        serial: str | None = None,
-        udid: str | None = None,
-        reason: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-    ) -> list[Event]: ...
+    def query(self, tenant_id: str, **filters: Unpack[EventFilters]) -> list[Event]: ...
     def failure_report(
         self, tenant_id: str, since: datetime, until: datetime, group_by: str
     ) -> list[tuple[str, int]]: ...
@@ -228,13 +231,29 @@ class HealthStore(Protocol):
     def unlicensed_users(self, tenant_id: str) -> int: ...
 
 
+class PushKind(StrEnum):
+    """Why a push-queue row exists: commands wait, or a certificate canary."""
+
+    COMMAND = "command"
+    CANARY = "canary"
+
+
+class PushOutcome(StrEnum):
+    """What APNs said about one push, reduced to what the worker does next (push/apns.py ``classify``)."""
+
+    DELIVERED = "delivered"  # accepted: re-push with backoff while commands wait
+    DEVICE_PERMANENT = "device_permanent"  # the token is dead (410, BadDeviceToken): stop until TokenUpdate
+    TENANT_PERMANENT = "tenant_permanent"  # the certificate is refused: stop the tenant until it changes
+    TRANSIENT = "transient"  # 429, 5xx, no connection: retry later, never lost
+
+
 @dataclass(frozen=True, slots=True)
 class PushJob:
     """A claimed queue row with what sending and recording need."""
 
     enrollment_id: str
     tenant_id: str
-    kind: str
+    kind: PushKind
     attempts: int
     failures: int
     first_pushed_at: datetime | None
@@ -255,6 +274,37 @@ class PushJob:
 
 
 @dataclass(frozen=True, slots=True)
+class PushReschedule:
+    """A claimed row released with a new due time (the worker's backoff)."""
+
+    enrollment_id: str
+    due_at: datetime
+    attempts: int
+    failures: int
+    first_pushed_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PushAttempt:
+    """A push sent to an enrollment and what APNs said (``status``: delivered or a ReasonCode value)."""
+
+    enrollment_id: str
+    at: datetime
+    status: str
+    first_unanswered_push_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRefusal:
+    """APNs refused an enrollment's token for good: no more pushes until a new TokenUpdate."""
+
+    enrollment_id: str
+    at: datetime
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Reachability:
     enrollment_id: str
     device_id: str
@@ -267,47 +317,106 @@ class Reachability:
     push_token_invalid_reason: str | None
 
 
-class PushQueueStore(Protocol):
-    """The durable push queue and per-enrollment push state (storage/push_sql.py)."""
+@dataclass(frozen=True, slots=True)
+class PushCertState:
+    """A tenant's push-certificate lifecycle beside the certificate itself (on :class:`Tenant`)."""
+
+    invalid_at: datetime | None = None  # APNs refused the certificate: no pushes until it changes
+    invalid_reason: str | None = None
+    apple_id: str | None = None  # who owns it in Apple's portal
+    updated_at: datetime | None = None
+    pending_key: bytes | None = None  # the sealed key of a CSR made here, waiting for its certificate
+
+
+@dataclass(frozen=True, slots=True)
+class PushCredentials:
+    """What the push client needs for a topic: the tenant's certificate and key (sealed, or PEM)."""
+
+    tenant_id: str
+    cert_pem: bytes
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReEnrollment:
+    """An enrollment cut off by a replaced push certificate (another topic): it must re-enroll."""
+
+    enrollment_id: str
+    udid: str
+    serial: str | None
+    topic: str
+    since: datetime | None
+    user_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One POST of findings to a tenant's webhook, as recorded."""
+
+    tenant_id: str
+    at: datetime
+    url: str
+    codes: str
+    attempts: int
+    status: str  # delivered | failed
+    http_status: int | None
+    error: str | None
+    id: int | None = None
+
+
+class PushQueue(Protocol):
+    """The durable push queue, one row per enrollment (storage/push_sql.py): the push worker claims rows
+    under a lease, commands and TokenUpdate request pushes."""
 
     def request(
-        self, tenant_id: str, enrollment_ids: Iterable[str], now: datetime, kind: str = "command"
+        self, tenant_id: str, enrollment_ids: Iterable[str], now: datetime, kind: PushKind = PushKind.COMMAND
     ) -> None: ...
     def token_updated(self, enrollment_id: str, tenant_id: str, now: datetime) -> None: ...
     def claim(self, now: datetime, lease_until: datetime, claimed_by: str, limit: int) -> list[PushJob]: ...
-    def reschedule(self, claimed_by: str, rows: Sequence[dict[str, Any]]) -> None: ...
+    def reschedule(self, claimed_by: str, rows: Sequence[PushReschedule]) -> None: ...
     def drop(self, claimed_by: str, enrollment_ids: Sequence[str]) -> None: ...
-    def record_pushes(self, rows: Sequence[dict[str, Any]]) -> None: ...
-    def mark_token_invalid(self, rows: Sequence[dict[str, Any]]) -> None: ...
+    def queue_size(self, tenant_id: str | None = None) -> int: ...
+
+
+class PushReachabilityStore(Protocol):
+    """Per-enrollment push state: the last push and its answer, dead tokens, silent devices."""
+
+    def record_pushes(self, rows: Sequence[PushAttempt]) -> None: ...
+    def mark_token_invalid(self, rows: Sequence[TokenRefusal]) -> None: ...
     def reachability(self, tenant_id: str, *, limit: int = 1000) -> list[Reachability]: ...
     def unanswered(self, tenant_id: str, before: datetime) -> list[Reachability]: ...
-    def queue_size(self, tenant_id: str | None = None) -> int: ...
-    def set_cert_invalid(self, tenant_id: str, at: datetime, reason: str) -> bool: ...
-    def cert_state(self, tenant_id: str) -> dict[str, Any]: ...
-    def set_pending_key(self, tenant_id: str, sealed: bytes | None) -> None: ...
-    def cert_changed(self, tenant_id: str, at: datetime, apple_id: str | None) -> None: ...
-    def active_on_topic(self, tenant_id: str, topic: str) -> int: ...
-    def mark_reenroll_required(self, tenant_id: str, old_topic: str, at: datetime) -> int: ...
-    def reenroll_required(self, tenant_id: str, *, limit: int = 1000) -> tuple[int, list[dict[str, Any]]]: ...
     def pick_canary(
         self, tenant_id: str, topic: str, count: int, seen_before: datetime
     ) -> list[tuple[str, str]]: ...
     def seen_since(self, device_ids: Sequence[str]) -> dict[str, datetime | None]: ...
     def last_pushes(self, enrollment_ids: Sequence[str]) -> dict[str, tuple[datetime | None, str | None]]: ...
+
+
+class PushCertStore(Protocol):
+    """The tenant's push-certificate lifecycle state, and the credentials the push client reads."""
+
+    def credentials(self, topic: str) -> PushCredentials | None: ...
+    def cert_state(self, tenant_id: str) -> PushCertState: ...
+    def set_cert_invalid(self, tenant_id: str, at: datetime, reason: str) -> bool: ...
+    def set_pending_key(self, tenant_id: str, sealed: bytes | None) -> None: ...
+    def cert_changed(self, tenant_id: str, at: datetime, apple_id: str | None) -> None: ...
+
+
+class ReEnrollmentStore(Protocol):
+    """Enrollments on a push topic, and those a certificate replacement cut off."""
+
+    def active_on_topic(self, tenant_id: str, topic: str) -> int: ...
+    def mark_reenroll_required(self, tenant_id: str, old_topic: str, at: datetime) -> int: ...
+    def reenroll_required(self, tenant_id: str, *, limit: int = 1000) -> tuple[int, list[ReEnrollment]]: ...
+
+
+class WebhookStore(Protocol):
+    """A tenant's webhook (its secret sealed) and the record of deliveries to it."""
+
     def set_webhook(self, tenant_id: str, url: str, sealed_secret: bytes, at: datetime) -> None: ...
     def webhook(self, tenant_id: str) -> tuple[str, bytes] | None: ...
-    def record_delivery(
-        self,
-        tenant_id: str,
-        at: datetime,
-        url: str,
-        codes: str,
-        attempts: int,
-        status: str,
-        http_status: int | None,
-        error: str | None,
-    ) -> None: ...
-    def deliveries(self, tenant_id: str, *, limit: int = 50) -> list[dict[str, Any]]: ...
+    def record_delivery(self, delivery: WebhookDelivery) -> None: ...
+    def deliveries(self, tenant_id: str, *, limit: int = 50) -> list[WebhookDelivery]: ...
 
 
 class UnitOfWork(Protocol):
@@ -341,7 +450,15 @@ class UnitOfWork(Protocol):
     @property
     def blocks(self) -> BlockStore: ...
     @property
-    def pushes(self) -> PushQueueStore: ...
+    def pushes(self) -> PushQueue: ...
+    @property
+    def reachability(self) -> PushReachabilityStore: ...
+    @property
+    def push_certs(self) -> PushCertStore: ...
+    @property
+    def reenrollments(self) -> ReEnrollmentStore: ...
+    @property
+    def webhooks(self) -> WebhookStore: ...
     @property
     def health(self) -> HealthStore: ...
 
@@ -419,7 +536,7 @@ class PushReply:
     ReasonCode value (None when delivered); ``status``/``reason`` are Apple's own.
     """
 
-    outcome: str
+    outcome: PushOutcome
     reason_code: str | None
     status: int | None = None
     reason: str | None = None

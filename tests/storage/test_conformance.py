@@ -1,22 +1,27 @@
-"""The storage conformance suite: every store port, run against SQLite and PostgreSQL (db_url fixture)."""
+"""The storage conformance suite: every store port, run against memory, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy.exc import IntegrityError
 
+from pomona.domain.checks import Finding, Severity
+from pomona.domain.errors import ConflictError
 from pomona.domain.models import (
+    BlockedDevice,
     CommandStatus,
+    CorporateIdentifier,
     Device,
     Enrollment,
     EnrollmentStatus,
     EnrollmentToken,
     EnrollmentType,
     Event,
+    Group,
     IssuedCert,
     Outcome,
     QueuedCommand,
@@ -24,14 +29,45 @@ from pomona.domain.models import (
     Tenant,
     User,
 )
+from pomona.domain.policy import RESTRICTION_TYPES, Restriction, RestrictionKind
+from pomona.domain.reasons import ReasonCode
+from pomona.ports import (
+    Database,
+    PushAttempt,
+    PushCertState,
+    PushCredentials,
+    PushKind,
+    PushReschedule,
+    ReEnrollment,
+    TokenRefusal,
+    WebhookDelivery,
+)
 from pomona.storage.migrate import current
 from pomona.storage.sql import SqlDatabase
+from pomona.testing import MemoryDatabase
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """Every test runs on each backend."""
+    if request.param == "memory":
+        yield MemoryDatabase()
+        return
+    url = (
+        f"sqlite:///{tmp_path / 'pomona.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    d = SqlDatabase(url)
+    d.create_all()
+    yield d
+    d.dispose()
+
+
 @pytest.fixture
-def db(db_url: str) -> Iterator[SqlDatabase]:
+def sql_db(db_url: str) -> Iterator[SqlDatabase]:
     d = SqlDatabase(db_url)
     d.create_all()
     yield d
@@ -49,7 +85,7 @@ def tenant(name: str = "acme") -> Tenant:
     )
 
 
-def seed(db: SqlDatabase) -> tuple[Tenant, User, Device, Enrollment]:
+def seed(db: Database) -> tuple[Tenant, User, Device, Enrollment]:
     t = tenant()
     u = User(
         id=str(uuid.uuid4()),
@@ -97,20 +133,20 @@ def command(t: Tenant, e: Enrollment, n: int) -> QueuedCommand:
 
 
 class TestMigrations:
-    def test_head_applied(self, db: SqlDatabase) -> None:
+    def test_head_applied(self, sql_db: Database) -> None:
         """Migrations run to head and running them again changes nothing."""
         from alembic.script import ScriptDirectory
 
         from pomona.storage.migrate import alembic_config
 
-        head = ScriptDirectory.from_config(alembic_config(db.engine)).get_current_head()
-        assert current(db.engine) == head
-        db.create_all()
-        assert current(db.engine) == head
+        head = ScriptDirectory.from_config(alembic_config(sql_db.engine)).get_current_head()
+        assert current(sql_db.engine) == head
+        sql_db.create_all()
+        assert current(sql_db.engine) == head
 
 
 class TestTenantsAndUsers:
-    def test_tenant_round_trip(self, db: SqlDatabase) -> None:
+    def test_tenant_round_trip(self, db: Database) -> None:
         """A tenant reads back by id and by name with its push certificate facts."""
         t = tenant()
         with db.unit_of_work() as uow:
@@ -123,14 +159,14 @@ class TestTenantsAndUsers:
             assert got.push_not_after == NOW + timedelta(days=300)
             assert uow.tenants.get("nope") is None
 
-    def test_tenant_name_unique(self, db: SqlDatabase) -> None:
+    def test_tenant_name_unique(self, db: Database) -> None:
         """Two tenants cannot share a name."""
         with db.unit_of_work() as uow:
             uow.tenants.add(tenant())
-        with pytest.raises(IntegrityError), db.unit_of_work() as uow:
+        with pytest.raises(ConflictError), db.unit_of_work() as uow:
             uow.tenants.add(tenant())
 
-    def test_user_upn_unique_per_tenant(self, db: SqlDatabase) -> None:
+    def test_user_upn_unique_per_tenant(self, db: Database) -> None:
         """The same UPN may exist once per tenant, in several tenants."""
         t1, t2 = tenant("a1"), tenant("a2")
         with db.unit_of_work() as uow:
@@ -147,7 +183,7 @@ class TestTenantsAndUsers:
                         created_at=NOW,
                     )
                 )
-        with pytest.raises(IntegrityError), db.unit_of_work() as uow:
+        with pytest.raises(ConflictError), db.unit_of_work() as uow:
             uow.users.add(
                 User(
                     id=str(uuid.uuid4()),
@@ -164,7 +200,7 @@ class TestTenantsAndUsers:
 
 
 class TestTransactions:
-    def test_rollback_leaves_nothing(self, db: SqlDatabase) -> None:
+    def test_rollback_leaves_nothing(self, db: Database) -> None:
         """An exception inside a unit of work rolls back every store it touched."""
         t = tenant()
         with pytest.raises(RuntimeError), db.unit_of_work() as uow:
@@ -175,7 +211,7 @@ class TestTransactions:
             assert uow.tenants.get(t.id) is None
             assert uow.events.query(t.id) == []
 
-    def test_settings(self, db: SqlDatabase) -> None:
+    def test_settings(self, db: Database) -> None:
         """Settings are stored and overwritten by key."""
         assert db.settings_get("k") is None
         db.settings_put("k", b"1")
@@ -184,7 +220,7 @@ class TestTransactions:
 
 
 class TestTokensAndCerts:
-    def test_token_consume(self, db: SqlDatabase) -> None:
+    def test_token_consume(self, db: Database) -> None:
         """Consuming a token counts its uses."""
         t, u, _, _ = seed(db)
         tok = EnrollmentToken(
@@ -204,7 +240,7 @@ class TestTokensAndCerts:
             assert got is not None and got.uses_count == 1 and got.remaining() == 1
             assert got.expires_at == NOW + timedelta(hours=1)
 
-    def test_cert_bind(self, db: SqlDatabase) -> None:
+    def test_cert_bind(self, db: Database) -> None:
         """An issued certificate is bound to the enrollment it authenticated."""
         t, u, _, e = seed(db)
         with db.unit_of_work() as uow:
@@ -226,7 +262,7 @@ class TestTokensAndCerts:
 
 
 class TestDevicesAndEnrollments:
-    def test_upsert_keeps_unreported_facts(self, db: SqlDatabase) -> None:
+    def test_upsert_keeps_unreported_facts(self, db: Database) -> None:
         """A second upsert updates only the facts it carries."""
         t, _, d, _ = seed(db)
         with db.unit_of_work() as uow:
@@ -241,7 +277,7 @@ class TestDevicesAndEnrollments:
             and got.serial == "SER1"
         )
 
-    def test_active_by_fingerprint(self, db: SqlDatabase) -> None:
+    def test_active_by_fingerprint(self, db: Database) -> None:
         """Only an active enrollment answers for its identity; ending it removes it."""
         t, _, _, e = seed(db)
         with db.unit_of_work() as uow:
@@ -254,7 +290,7 @@ class TestDevicesAndEnrollments:
             hist = uow.enrollments.for_device(t.id, e.device_id)
             assert [h.status for h in hist] == [EnrollmentStatus.REMOVED]
 
-    def test_token_update(self, db: SqlDatabase) -> None:
+    def test_token_update(self, db: Database) -> None:
         """Push token, magic and unlock token are stored."""
         t, _, _, e = seed(db)
         with db.unit_of_work() as uow:
@@ -266,7 +302,7 @@ class TestDevicesAndEnrollments:
 
 
 class TestCommandQueue:
-    def test_fifo_and_not_now(self, db: SqlDatabase) -> None:
+    def test_fifo_and_not_now(self, db: Database) -> None:
         """Commands come out in order; NotNow ones are skipped until the next Idle."""
         t, _, _, e = seed(db)
         with db.unit_of_work() as uow:
@@ -284,7 +320,7 @@ class TestCommandQueue:
             again = uow.commands.next_for(e.id, skip_not_now=False)
             assert again is not None and again.command_uuid == "cmd-1"
 
-    def test_error_chain_and_cancel(self, db: SqlDatabase) -> None:
+    def test_error_chain_and_cancel(self, db: Database) -> None:
         """An error chain is kept whole; cancelling stops pending commands only."""
         t, _, _, e = seed(db)
         chain: list[dict[str, object]] = [{"ErrorCode": 12021, "ErrorDomain": "MCMDMErrorDomain"}]
@@ -300,7 +336,7 @@ class TestCommandQueue:
             assert c2 is not None and c2.status is CommandStatus.CANCELLED
             assert uow.commands.next_for(e.id, skip_not_now=False) is None
 
-    def test_results_scoped_to_enrollment(self, db: SqlDatabase) -> None:
+    def test_results_scoped_to_enrollment(self, db: Database) -> None:
         """A result naming another enrollment's command changes nothing."""
         t, _, _, e = seed(db)
         with db.unit_of_work() as uow:
@@ -312,7 +348,7 @@ class TestCommandQueue:
 
 
 class TestEvents:
-    def test_query_filters(self, db: SqlDatabase) -> None:
+    def test_query_filters(self, db: Database) -> None:
         """Events are found by user, device, code and time, newest first."""
         t, _, _, _ = seed(db)
         with db.unit_of_work() as uow:
@@ -341,3 +377,398 @@ class TestEvents:
                 for e in uow.events.query(t.id, upn="ANA@acme.example", until=NOW + timedelta(minutes=1))
             ] == [0]
             assert uow.events.query("other-tenant") == []
+
+    def test_empty_detail_reads_back_empty(self, db: Database) -> None:
+        """An event without detail and a command without an error chain read back as {} and []."""
+        t, _, _, e = seed(db)
+        with db.unit_of_work() as uow:
+            uow.events.append(Event(tenant_id=t.id, at=NOW, step=Step.ADMIN, outcome=Outcome.OK))
+            uow.commands.enqueue(command(t, e, 1))
+        with db.unit_of_work(readonly=True) as uow:
+            (ev,) = uow.events.query(t.id)
+            assert ev.detail == {} and ev.id is not None and ev.at == NOW and ev.step is Step.ADMIN
+            got = uow.commands.get_by_uuid(t.id, "cmd-1")
+            assert got is not None and got.error_chain == [] and got.status is CommandStatus.QUEUED
+
+
+def group(t: Tenant, name: str) -> Group:
+    return Group(str(uuid.uuid4()), t.id, name, NOW)
+
+
+def restriction(type_: str, priority: int, **kw: object) -> Restriction:
+    cls = RESTRICTION_TYPES[RestrictionKind(type_)]
+    return cls(id=str(uuid.uuid4()), name=f"{type_}-{priority}", priority=priority, is_default=False, **kw)  # type: ignore[arg-type]
+
+
+class TestDevicesBulk:
+    def test_lookups_by_many_keys(self, db: Database) -> None:
+        """Devices and active enrollments are found by many ids, UDIDs or serials at once."""
+        t, _, d, e = seed(db)
+        other = Device(id=str(uuid.uuid4()), tenant_id=t.id, udid="UDID-2", serial="SER1", created_at=NOW)
+        with db.unit_of_work() as uow:
+            uow.devices.upsert(other)
+            assert set(uow.devices.by_ids(t.id, [d.id, other.id, "nope"])) == {d.id, other.id}
+            assert set(uow.devices.by_udids(t.id, ["UDID-1", "UDID-9"])) == {"UDID-1"}
+            assert {x.id for x in uow.devices.by_serials(t.id, ["SER1"])["SER1"]} == {d.id, other.id}
+            assert uow.devices.by_ids("other-tenant", [d.id]) == {}
+            assert uow.devices.count(t.id) == 2
+            assert list(uow.enrollments.active_for_udids(t.id, ["UDID-1", "UDID-2"])) == ["UDID-1"]
+            assert [x.id for x in uow.enrollments.active_for_device(t.id, None, "SER1")] == [e.id]
+            assert uow.enrollments.active_count_for_user(e.user_id or "") == 1
+
+
+class TestChannelState:
+    def test_next_command_and_not_now(self, db: Database) -> None:
+        """The channel read names the enrollment, the last check-in and the oldest pending command;
+        skipping NotNow passes over a command the device deferred."""
+        t, _, d, e = seed(db)
+        assert db.channel_state("nope", skip_not_now=False) is None
+        with db.unit_of_work() as uow:
+            c1 = uow.commands.enqueue(command(t, e, 1))
+            c2 = uow.commands.enqueue(command(t, e, 2))
+            uow.commands.record_result(e.id, "cmd-1", CommandStatus.NOT_NOW, b"r", [], NOW)
+        st = db.channel_state("fp1", skip_not_now=False)
+        assert st is not None and (st.enrollment_id, st.device_id, st.last_seen_at) == (e.id, d.id, NOW)
+        assert st.next_command_id == c1.id and st.next_command_body == b"<plist/>"
+        st = db.channel_state("fp1", skip_not_now=True)
+        assert st is not None and st.next_command_id == c2.id
+        with db.unit_of_work() as uow:
+            assert uow.commands.take(c2.id, e.id, NOW)
+            assert not uow.commands.take(c2.id, "other", NOW)
+        st = db.channel_state("fp1", skip_not_now=True)
+        assert st is not None and st.next_command_id == c2.id  # Sent stays pending until its result
+
+
+class TestGroups:
+    def test_groups_and_members(self, db: Database) -> None:
+        """Groups are listed by name, members are added once, counted and removed."""
+        t, u, _, _ = seed(db)
+        g1, g2 = group(t, "Sales"), group(t, "Engineering")
+        with db.unit_of_work() as uow:
+            uow.groups.add(g1)
+            uow.groups.add(g2)
+            assert uow.groups.add_member(g1.id, u.id) is True
+            assert uow.groups.add_member(g1.id, u.id) is False
+        with db.unit_of_work() as uow:
+            assert [g.name for g in uow.groups.list(t.id)] == ["Engineering", "Sales"]
+            got = uow.groups.by_name(t.id, "Sales")
+            assert got is not None and got.id == g1.id and got == g1  # created_at comes back in UTC
+            assert uow.groups.names(t.id, {g1.id, "nope"}) == {g1.id: "Sales"}
+            assert uow.groups.member_count(g1.id) == 1 and uow.users.group_ids(u.id) == {g1.id}
+            uow.groups.remove_member(g1.id, u.id)
+            assert uow.groups.member_count(g1.id) == 0
+        with pytest.raises(ConflictError), db.unit_of_work() as uow:
+            uow.groups.add(group(t, "Sales"))
+
+
+class TestRestrictions:
+    def test_round_trip(self, db: Database) -> None:
+        """Restrictions keep their settings and groups, sort by type then priority, and change in place."""
+        t, _, _, _ = seed(db)
+        g = group(t, "Sales")
+        limit = restriction("limit", 1, device_limit=3)
+        plat = restriction("platform", 2, ios_allowed=False, ios_min_os="17.0", group_ids=frozenset({g.id}))
+        with db.unit_of_work() as uow:
+            uow.groups.add(g)
+            uow.restrictions.add(plat, t.id, NOW)
+            uow.restrictions.add(limit, t.id, NOW)
+        with db.unit_of_work() as uow:
+            got = uow.restrictions.list(t.id)
+            assert [r.id for r in got] == [limit.id, plat.id]
+            assert got[1] == plat and got[0].device_limit == 3
+            uow.restrictions.update(plat.id, NOW, ios_allowed=True, name="renamed", priority=5)
+            uow.restrictions.unassign(plat.id, g.id)
+            uow.restrictions.assign(limit.id, g.id)
+            uow.restrictions.assign(limit.id, g.id)
+        with db.unit_of_work() as uow:
+            by_id = {r.id: r for r in uow.restrictions.list(t.id)}
+            p = by_id[plat.id]
+            assert p.ios_allowed and p.name == "renamed" and p.priority == 5 and p.group_ids == frozenset()
+            assert by_id[limit.id].group_ids == {g.id}
+            uow.restrictions.delete(limit.id)
+            assert [r.id for r in uow.restrictions.list(t.id)] == [plat.id]
+            assert uow.restrictions.list("other-tenant") == []
+
+    def test_priority_unique_per_type(self, db: Database) -> None:
+        """Two restrictions of one type cannot share a priority."""
+        t, _, _, _ = seed(db)
+        with db.unit_of_work() as uow:
+            uow.restrictions.add(restriction("limit", 1), t.id, NOW)
+            uow.restrictions.add(restriction("platform", 1), t.id, NOW)
+        with pytest.raises(ConflictError), db.unit_of_work() as uow:
+            uow.restrictions.add(restriction("limit", 1), t.id, NOW)
+
+
+class TestCorporateAndBlocks:
+    def test_corporate_identifiers(self, db: Database) -> None:
+        """Upserts add new identifiers only; a device matches by serial before IMEI, spaces ignored."""
+        t, _, _, _ = seed(db)
+
+        def ident(kind: str, value: str, description: str | None = None) -> CorporateIdentifier:
+            return CorporateIdentifier(
+                str(uuid.uuid4()), t.id, kind, value, description, "not_contacted", None, NOW
+            )
+
+        with db.unit_of_work() as uow:
+            assert uow.corporate.upsert_many(t.id, [ident("serial", "SER1"), ident("imei", "3561")]) == 2
+            assert uow.corporate.upsert_many(t.id, [ident("serial", "SER1", "desk 4")]) == 0
+        with db.unit_of_work() as uow:
+            serial = uow.corporate.get(t.id, "serial", "SER1")
+            assert serial is not None and serial.description == "desk 4" and serial.state == "not_contacted"
+            m = uow.corporate.match(t.id, "ser 1", "3561")
+            assert m is not None and m.kind == "serial"
+            m = uow.corporate.match(t.id, "OTHER", "35 61")
+            assert m is not None and m.kind == "imei"
+            assert uow.corporate.match(t.id, None, None) is None
+            uow.corporate.set_state(serial.id, "enrolled", NOW)
+            assert [(c.kind, c.state) for c in uow.corporate.list(t.id)] == [
+                ("imei", "not_contacted"),
+                ("serial", "enrolled"),
+            ]
+            assert uow.corporate.delete(t.id, "imei", "3561") and not uow.corporate.delete(
+                t.id, "imei", "3561"
+            )
+            assert len(uow.corporate.list(t.id)) == 1
+
+    def test_blocks(self, db: Database) -> None:
+        """A block by serial or UDID is added once, found and removed."""
+        t, _, _, _ = seed(db)
+        with db.unit_of_work() as uow:
+            uow.blocks.add(BlockedDevice(str(uuid.uuid4()), t.id, "serial", "SER1", "lost", NOW))
+            uow.blocks.add(BlockedDevice(str(uuid.uuid4()), t.id, "serial", "SER1", "again", NOW))
+            uow.blocks.add(
+                BlockedDevice(str(uuid.uuid4()), t.id, "udid", "U9", None, NOW + timedelta(seconds=1))
+            )
+        with db.unit_of_work() as uow:
+            assert [b.value for b in uow.blocks.list(t.id)] == ["SER1", "U9"]
+            assert uow.blocks.is_blocked(t.id, serial="SER1") and uow.blocks.is_blocked(t.id, udid="U9")
+            assert not uow.blocks.is_blocked(t.id, serial="U9") and not uow.blocks.is_blocked(t.id)
+            assert uow.blocks.remove(t.id, "serial", "SER1") and not uow.blocks.remove(t.id, "serial", "SER1")
+            assert not uow.blocks.is_blocked(t.id, serial="SER1")
+
+
+class TestFailureReport:
+    def test_grouped_counts(self, db: Database) -> None:
+        """Failure events are counted by reason, platform, step and day, within the days asked for."""
+        t, _, _, _ = seed(db)
+        with db.unit_of_work() as uow:
+            for at, reason, detail in [
+                (NOW, "A", {"product": "iPhone15,2"}),
+                (NOW, "A", {"product": "iPad13,1", "type": "corporate"}),
+                (NOW + timedelta(days=1), "B", {}),
+                (NOW + timedelta(days=5), "A", {}),
+            ]:
+                uow.events.append(
+                    Event(
+                        tenant_id=t.id,
+                        at=at,
+                        step=Step.SCEP,
+                        outcome=Outcome.FAILED,
+                        reason=reason,
+                        detail=detail,
+                    )
+                )
+            uow.events.append(Event(tenant_id=t.id, at=NOW, step=Step.SCEP, outcome=Outcome.OK))
+        until = NOW + timedelta(days=1)
+        with db.unit_of_work(readonly=True) as uow:
+            assert uow.events.failure_report(t.id, NOW, until, "reason") == [("A", 2), ("B", 1)]
+            assert uow.events.failure_report(t.id, NOW, until, "platform") == [
+                ("ios", 1),
+                ("ipados", 1),
+                ("unknown", 1),
+            ]
+            assert uow.events.failure_report(t.id, NOW, until, "type") == [("byod", 2), ("corporate", 1)]
+            assert uow.events.failure_report(t.id, NOW, until, "day") == [
+                ("2026-11-26", 2),
+                ("2026-11-27", 1),
+            ]
+            assert uow.events.failure_report(t.id, NOW, NOW + timedelta(days=9), "step") == [("scep", 4)]
+            assert uow.events.failure_report("other-tenant", NOW, until, "reason") == []
+
+
+def pushable(db: Database, t: Tenant, e: Enrollment) -> None:
+    with db.unit_of_work() as uow:
+        uow.tenants.set_push_cert(t.id, b"c", b"k", e.topic, NOW + timedelta(days=300))
+        uow.enrollments.update_token(e.id, b"\x01" * 32, "magic", None, False, NOW)
+
+
+class TestPushQueue:
+    def test_claim_leases_and_coalesces(self, db: Database) -> None:
+        """Requests coalesce to one row; a claimed row is leased to its claimer until the lease passes."""
+        t, _, _, e = seed(db)
+        pushable(db, t, e)
+        later = NOW + timedelta(seconds=1)
+        with db.unit_of_work() as uow:
+            uow.commands.enqueue(command(t, e, 1))
+            uow.pushes.request(t.id, [e.id, e.id], NOW)
+            uow.pushes.request(t.id, [e.id], NOW)
+            assert uow.pushes.queue_size() == 1 and uow.pushes.queue_size(t.id) == 1
+        with db.unit_of_work() as uow:
+            (job,) = uow.pushes.claim(later, later + timedelta(seconds=60), "a", 10)
+            assert uow.pushes.claim(later, later + timedelta(seconds=60), "b", 10) == []
+        assert (job.enrollment_id, job.kind, job.topic, job.tenant_topic) == (
+            e.id,
+            PushKind.COMMAND,
+            e.topic,
+            e.topic,
+        )
+        assert job.has_pending and job.push_token == b"\x01" * 32 and job.push_magic == "magic"
+        assert not job.token_invalid and not job.tenant_cert_invalid and job.last_seen_at == NOW
+        after_lease = later + timedelta(seconds=61)
+        with db.unit_of_work() as uow:
+            (again,) = uow.pushes.claim(after_lease, after_lease + timedelta(seconds=60), "b", 10)
+            assert again.enrollment_id == e.id
+
+    def test_reschedule_and_drop_only_by_claimer(self, db: Database) -> None:
+        """Only the claimer reschedules or drops a row; a rescheduled row is due again at its new time."""
+        t, _, _, e = seed(db)
+        pushable(db, t, e)
+        with db.unit_of_work() as uow:
+            uow.pushes.request(t.id, [e.id], NOW)
+            uow.pushes.claim(NOW, NOW + timedelta(seconds=60), "a", 10)
+            uow.pushes.drop("b", [e.id])
+            uow.pushes.reschedule("b", [PushReschedule(e.id, NOW, 9, 9, NOW, "X")])
+            assert uow.pushes.queue_size() == 1
+            due = NOW + timedelta(minutes=5)
+            uow.pushes.reschedule("a", [PushReschedule(e.id, due, 1, 2, NOW, "PUSH_UNREACHABLE")])
+            assert uow.pushes.claim(due - timedelta(seconds=1), due + timedelta(seconds=60), "a", 10) == []
+            (job,) = uow.pushes.claim(due, due + timedelta(seconds=60), "a", 10)
+            assert (job.attempts, job.failures, job.first_pushed_at) == (1, 2, NOW)
+            uow.pushes.drop("a", [e.id])
+            assert uow.pushes.queue_size() == 0
+
+    def test_command_resets_backoff_canary_does_not(self, db: Database) -> None:
+        """A new command makes the row a due command push with backoff reset; a canary only makes it due."""
+        t, _, _, e = seed(db)
+        pushable(db, t, e)
+        later = NOW + timedelta(hours=1)
+        with db.unit_of_work() as uow:
+            uow.pushes.request(t.id, [e.id], NOW)
+            uow.pushes.claim(NOW, NOW + timedelta(seconds=60), "a", 10)
+            uow.pushes.reschedule("a", [PushReschedule(e.id, later, 3, 1, NOW, None)])
+            uow.pushes.request(t.id, [e.id], NOW, kind=PushKind.CANARY)
+            (job,) = uow.pushes.claim(NOW, NOW + timedelta(seconds=60), "a", 10)
+            assert (job.kind, job.attempts) == (PushKind.COMMAND, 3)
+            uow.pushes.request(t.id, [e.id], NOW)
+            (job,) = uow.pushes.claim(NOW, NOW + timedelta(seconds=60), "b", 10)
+            assert (job.attempts, job.failures, job.first_pushed_at) == (0, 0, None)
+
+    def test_token_update_requeues_pending(self, db: Database) -> None:
+        """A TokenUpdate clears a dead token and queues a push when commands wait."""
+        t, _, _, e = seed(db)
+        pushable(db, t, e)
+        with db.unit_of_work() as uow:
+            uow.reachability.mark_token_invalid([TokenRefusal(e.id, NOW, "PUSH_TOKEN_UNREGISTERED")])
+            uow.pushes.token_updated(e.id, t.id, NOW)
+            assert uow.pushes.queue_size() == 0  # nothing waits
+            uow.commands.enqueue(command(t, e, 1))
+            uow.reachability.mark_token_invalid([TokenRefusal(e.id, NOW, "PUSH_TOKEN_UNREGISTERED")])
+            (r,) = uow.reachability.reachability(t.id)
+            assert r.push_token_invalid_reason == "PUSH_TOKEN_UNREGISTERED" and r.last_push_at == NOW
+            uow.pushes.token_updated(e.id, t.id, NOW)
+            assert uow.pushes.queue_size() == 1
+            (job,) = uow.pushes.claim(NOW, NOW + timedelta(seconds=60), "a", 10)
+            assert not job.token_invalid
+
+
+class TestPushState:
+    def test_reachability(self, db: Database) -> None:
+        """Pushes are recorded per enrollment; silent ones past a time are listed as unanswered."""
+        t, _, d, e = seed(db)
+        first = NOW + timedelta(minutes=1)
+        with db.unit_of_work() as uow:
+            uow.reachability.record_pushes([PushAttempt(e.id, first, "delivered", first)])
+        with db.unit_of_work(readonly=True) as uow:
+            (r,) = uow.reachability.reachability(t.id)
+            assert (r.enrollment_id, r.device_id, r.udid, r.serial) == (e.id, d.id, "UDID-1", "SER1")
+            assert (r.last_push_at, r.last_push_status, r.first_unanswered_push_at) == (
+                first,
+                "delivered",
+                first,
+            )
+            assert uow.reachability.unanswered(t.id, NOW) == []
+            assert [x.enrollment_id for x in uow.reachability.unanswered(t.id, first)] == [e.id]
+            assert uow.reachability.last_pushes([e.id, "nope"]) == {e.id: (first, "delivered")}
+            assert uow.reachability.seen_since([d.id]) == {d.id: NOW}
+            assert uow.reachability.pick_canary(t.id, e.topic, 5, NOW) == []  # no push token yet
+        pushable(db, t, e)
+        with db.unit_of_work(readonly=True) as uow:
+            assert uow.reachability.pick_canary(t.id, e.topic, 5, NOW) == [(e.id, d.id)]
+            assert uow.reachability.pick_canary(t.id, "other.topic", 5, NOW) == []
+
+    def test_cert_state_and_credentials(self, db: Database) -> None:
+        """A refusal is set once; a new certificate clears it and the pending key, and makes pushes due."""
+        t, _, _, e = seed(db)
+        with db.unit_of_work() as uow:
+            assert uow.push_certs.cert_state(t.id) == PushCertState()
+            assert uow.push_certs.credentials(e.topic) is None
+        pushable(db, t, e)
+        later = NOW + timedelta(hours=1)
+        with db.unit_of_work() as uow:
+            creds = uow.push_certs.credentials(e.topic)
+            assert creds == PushCredentials(t.id, b"c", b"k")
+            uow.push_certs.set_pending_key(t.id, b"sealed")
+            assert uow.push_certs.set_cert_invalid(t.id, NOW, "APNS_CERT_INVALID")
+            assert not uow.push_certs.set_cert_invalid(t.id, NOW, "APNS_CERT_INVALID")
+            st = uow.push_certs.cert_state(t.id)
+            assert (st.invalid_at, st.invalid_reason, st.pending_key) == (NOW, "APNS_CERT_INVALID", b"sealed")
+            uow.pushes.request(t.id, [e.id], later)
+            (job,) = uow.pushes.claim(later, later + timedelta(seconds=60), "a", 10)
+            assert job.tenant_cert_invalid
+            uow.push_certs.cert_changed(t.id, NOW, "admin@acme.example")
+            st = uow.push_certs.cert_state(t.id)
+            assert st == PushCertState(None, None, "admin@acme.example", NOW, None)
+            (job,) = uow.pushes.claim(NOW, NOW + timedelta(seconds=60), "b", 10)  # due now, lease cleared
+            assert not job.tenant_cert_invalid
+
+    def test_reenrollment(self, db: Database) -> None:
+        """A replaced topic marks its active enrollments once; they are counted and listed."""
+        t, u, _, e = seed(db)
+        with db.unit_of_work() as uow:
+            assert uow.reenrollments.active_on_topic(t.id, e.topic) == 1
+            assert uow.reenrollments.mark_reenroll_required(t.id, e.topic, NOW) == 1
+            assert uow.reenrollments.mark_reenroll_required(t.id, e.topic, NOW) == 0
+        with db.unit_of_work(readonly=True) as uow:
+            count, rows = uow.reenrollments.reenroll_required(t.id)
+            assert count == 1 and rows == [ReEnrollment(e.id, "UDID-1", "SER1", e.topic, NOW, u.id)]
+            assert uow.reenrollments.reenroll_required(t.id, limit=0) == (1, [])
+
+    def test_webhooks(self, db: Database) -> None:
+        """A tenant has one webhook; deliveries are listed newest first."""
+        t, _, _, _ = seed(db)
+        with db.unit_of_work() as uow:
+            assert uow.webhooks.webhook(t.id) is None
+            uow.webhooks.set_webhook(t.id, "https://a.example/hook", b"s1", NOW)
+            uow.webhooks.set_webhook(t.id, "https://b.example/hook", b"s2", NOW)
+            for n in (1, 2):
+                uow.webhooks.record_delivery(
+                    WebhookDelivery(t.id, NOW, "https://b.example/hook", f"C{n}", n, "delivered", 200, None)
+                )
+        with db.unit_of_work(readonly=True) as uow:
+            assert uow.webhooks.webhook(t.id) == ("https://b.example/hook", b"s2")
+            got = uow.webhooks.deliveries(t.id)
+            assert [(d.codes, d.attempts, d.at, d.http_status) for d in got] == [
+                ("C2", 2, NOW, 200),
+                ("C1", 1, NOW, 200),
+            ]
+            assert (
+                all(d.id is not None for d in got) and uow.webhooks.deliveries(t.id, limit=1)[0].codes == "C2"
+            )
+
+
+class TestHealthFindings:
+    def test_record_resolve_notify(self, db: Database) -> None:
+        """Findings are new once, kept while found, resolved when gone, and marked notified."""
+        t, _, _, _ = seed(db)
+        a = Finding(ReasonCode.APNS_CERT_EXPIRING, Severity.WARNING, "tenant", {"n": 1})
+        b = Finding(ReasonCode.DEVICE_UNRESPONSIVE, Severity.CRITICAL, "device:U1")
+        later = NOW + timedelta(hours=1)
+        with db.unit_of_work() as uow:
+            assert uow.health.record(t.id, [a, b], NOW) == [a, b]
+            assert uow.health.record(t.id, [a], later) == []
+            uow.health.mark_notified(t.id, [(a.code.value, "tenant")], NOW)
+        with db.unit_of_work(readonly=True) as uow:
+            (open_,) = uow.health.open_findings(t.id)
+            assert (open_.finding.key, dict(open_.finding.facts)) == (a.key, {"n": 1})
+            assert (open_.first_seen, open_.last_seen) == (NOW, later)
+            assert uow.health.unlicensed_users(t.id) == 1

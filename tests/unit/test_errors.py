@@ -70,6 +70,12 @@ class TestTree:
         raised; PolicyError takes its reason per instance and is tested apart)."""
         assert tree_classes() - {E.AuthError, E.PolicyError} == {c for c, _, _ in TREE}
 
+    def test_storage_faults_are_internal_errors(self) -> None:
+        """A storage fault is no refusal: answered as INTERNAL_ERROR, a busy database with 503."""
+        busy = E.describe(E.StorageBusyError("lock wait"))
+        assert (busy.status, busy.reason, busy.internal) == (503, R.INTERNAL_ERROR, True)
+        assert not issubclass(E.StorageError, E.PomonaError)
+
     def test_docstring_draws_every_class(self) -> None:
         """The module docstring's tree names every class."""
         doc = E.__doc__ or ""

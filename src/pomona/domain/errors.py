@@ -32,6 +32,16 @@ is the decision's: :class:`PolicyError` takes it per instance, its status is sti
     │   └── PushCertExpiredError         APNS_CERT_EXPIRED: an uploaded certificate that has expired
     └── UpstreamError                    INTERNAL_ERROR, 502: a service we call answered what we cannot use
 
+Faults of the storage layer are not refusals (no event is recorded for them, they have no reason of their
+own) and stand beside the tree; :func:`describe` answers them as internal errors:
+
+    StorageError                         INTERNAL_ERROR, 500: a store could not do what was asked
+    └── StorageBusyError                 INTERNAL_ERROR, 503: a lock wait on the event loop hit its bound
+                                         (the transaction rolled back; the device adapter runs it again
+                                         in a worker thread)
+
+A uniqueness conflict in a store is a refusal: ConflictError (ALREADY_EXISTS, 409).
+
 Errors of the lower layers join the tree at one place each: a wire-format failure
 (``pomona.protocol.errors.ProtocolError``, which includes ``CmsError`` and ``ScepMalformedError``)
 becomes a refusal through :func:`from_protocol`; anything else that escapes is an internal error.
@@ -60,6 +70,8 @@ from pomona.protocol.errors import (
 __all__ = [
     "AuthError",
     "BodyTooLargeError",
+    "StorageBusyError",
+    "StorageError",
     "MessageTypeUnsupportedError",
     "UserChannelDeclinedError",
     "CertDeviceMismatchError",
@@ -248,6 +260,22 @@ class PushCertExpiredError(InvalidInputError):
     reason = ReasonCode.APNS_CERT_EXPIRED
 
 
+class StorageError(Exception):
+    """A store could not do what was asked: not a refusal of the request, answered as an internal error."""
+
+    http_status: ClassVar[int] = 500
+
+
+class StorageBusyError(StorageError):
+    """A transaction begun on the event loop's thread waited its short bound for a lock held elsewhere.
+
+    The transaction rolled back, so the caller may run its work again off the loop (in a worker thread),
+    where the long lock wait is allowed. See ``storage/database.py`` for the bounds.
+    """
+
+    http_status = 503
+
+
 class UpstreamError(PomonaError):
     """A service we call (an identity provider) answered something we cannot use."""
 
@@ -299,7 +327,7 @@ def describe(exc: BaseException) -> ErrorResponse:
             apple_code=exc.apple_code,
         )
     return ErrorResponse(
-        status=500,
+        status=exc.http_status if isinstance(exc, StorageError) else 500,
         reason=ReasonCode.INTERNAL_ERROR,
         message=INTERNAL_MESSAGE,
         detail=f"{type(exc).__name__}: {exc}",

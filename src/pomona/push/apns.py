@@ -71,13 +71,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Final, Literal, NamedTuple, Protocol, TypeVar
+from typing import Final, NamedTuple, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from pomona.domain.reasons import ReasonCode
+from pomona.ports import PushOutcome
 from pomona.protocol.apns import push_topic_of
 from pomona.push.h2conn import H2Error, H2Pool, unindexed
 
@@ -100,7 +101,7 @@ __all__ = [
 PRODUCTION_URL: Final = "https://api.push.apple.com"
 SANDBOX_URL: Final = "https://api.sandbox.push.apple.com"
 
-Outcome = Literal["delivered", "device_permanent", "tenant_permanent", "transient"]
+Outcome = PushOutcome  # the port's enum: delivered | device_permanent | tenant_permanent | transient
 
 T = TypeVar("T")
 
@@ -224,18 +225,18 @@ def classify(status: int | None, reason: str | None) -> Classification:
     ``status`` is None when there was no HTTP answer (connect/TLS error, GOAWAY, reset).
     """
     if status is None:
-        return Classification("transient", ReasonCode.PUSH_UNREACHABLE)
+        return Classification(PushOutcome.TRANSIENT, ReasonCode.PUSH_UNREACHABLE)
     if status == 200:
-        return Classification("delivered", None)
+        return Classification(PushOutcome.DELIVERED, None)
     if reason in _UNREGISTERED or status == 410:
-        return Classification("device_permanent", ReasonCode.PUSH_TOKEN_UNREGISTERED)
+        return Classification(PushOutcome.DEVICE_PERMANENT, ReasonCode.PUSH_TOKEN_UNREGISTERED)
     if reason in _TENANT or status == 403:
-        return Classification("tenant_permanent", ReasonCode.APNS_CERT_INVALID)
+        return Classification(PushOutcome.TENANT_PERMANENT, ReasonCode.APNS_CERT_INVALID)
     if status == 429:
-        return Classification("transient", ReasonCode.PUSH_REJECTED)
+        return Classification(PushOutcome.TRANSIENT, ReasonCode.PUSH_REJECTED)
     if reason in _TRANSIENT or status >= 500:
-        return Classification("transient", ReasonCode.PUSH_UNREACHABLE)
-    return Classification("device_permanent", ReasonCode.PUSH_REJECTED)
+        return Classification(PushOutcome.TRANSIENT, ReasonCode.PUSH_UNREACHABLE)
+    return Classification(PushOutcome.DEVICE_PERMANENT, ReasonCode.PUSH_REJECTED)
 
 
 def normalize_token(token: bytes | str) -> str | None:
@@ -559,7 +560,7 @@ class ApnsClient:
             for i in indices:
                 results[i] = _local_result(
                     pushes[i],
-                    "tenant_permanent",
+                    PushOutcome.TENANT_PERMANENT,
                     ReasonCode.APNS_CERT_MISSING,
                     None,
                     f"no push certificate for topic {topic}",
@@ -578,7 +579,7 @@ class ApnsClient:
         if token is None:
             return _local_result(
                 push,
-                "device_permanent",
+                PushOutcome.DEVICE_PERMANENT,
                 ReasonCode.PUSH_REJECTED,
                 ApnsReason.BAD_DEVICE_TOKEN.value,
                 "the device token is not hex (checked locally, not sent)",
@@ -624,7 +625,7 @@ class ApnsClient:
                     attempt -= 1
                     continue
             outcome, code = classify(status, reason)
-            if outcome != "transient" or attempt >= self.max_attempts:
+            if outcome is not PushOutcome.TRANSIENT or attempt >= self.max_attempts:
                 return PushResult(
                     token, status, reason, answered_id, outcome, code, stamp, identity.topic, attempt, detail
                 )

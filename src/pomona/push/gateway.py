@@ -8,13 +8,9 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import select
-
 from pomona.domain.reasons import ReasonCode
-from pomona.ports import PushReply, PushRequest
+from pomona.ports import Database, PushOutcome, PushReply, PushRequest
 from pomona.push.apns import ApnsClient, Push, PushIdentity
-from pomona.storage import schema as s
-from pomona.storage.sql import SqlDatabase
 
 log = logging.getLogger("pomona.push")
 
@@ -26,7 +22,7 @@ class TenantIdentitySource:
     tenant's certificate changes or APNs refuses it), so the next push reads the store again.
     """
 
-    def __init__(self, db: SqlDatabase, unseal: Callable[[bytes, str], bytes]) -> None:
+    def __init__(self, db: Database, unseal: Callable[[bytes, str], bytes]) -> None:
         self.db = db
         self.unseal = unseal
         self._cache: dict[str, PushIdentity | None] = {}
@@ -42,17 +38,14 @@ class TenantIdentitySource:
         return found
 
     def _load(self, topic: str) -> PushIdentity | None:
-        t = s.tenants
         with self.db.unit_of_work(readonly=True) as uow:
-            r = uow.conn.execute(
-                select(t.c.id, t.c.push_cert_pem, t.c.push_key_pem).where(t.c.push_topic == topic)
-            ).first()
-        if r is None or r[1] is None or r[2] is None:
+            found = uow.push_certs.credentials(topic)
+        if found is None:
             return None
-        key = bytes(r[2])
+        key = found.key
         if not key.lstrip().startswith(b"-----"):
-            key = self.unseal(key, f"push-key:{r[0]}")
-        return PushIdentity.from_pem(bytes(r[1]), key, topic)
+            key = self.unseal(key, f"push-key:{found.tenant_id}")
+        return PushIdentity.from_pem(found.cert_pem, key, topic)
 
     def forget(self, topic: str) -> None:
         with self._lock:
@@ -75,7 +68,10 @@ class ApnsGateway:
         except Exception as exc:  # noqa: BLE001 - a client failure is a transient outcome, retried later
             log.exception("APNs client failed")
             detail = f"{type(exc).__name__}: {exc}"[:300]
-            return [PushReply("transient", ReasonCode.PUSH_UNREACHABLE.value, detail=detail) for _ in pushes]
+            return [
+                PushReply(PushOutcome.TRANSIENT, ReasonCode.PUSH_UNREACHABLE.value, detail=detail)
+                for _ in pushes
+            ]
         return [
             PushReply(
                 outcome=r.outcome,

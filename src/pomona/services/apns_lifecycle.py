@@ -10,6 +10,7 @@ as needing re-enrollment (:meth:`ApnsLifecycle.reenroll_required`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -30,7 +31,15 @@ from pomona.domain.errors import (
 )
 from pomona.domain.models import Step, Tenant
 from pomona.domain.reasons import ReasonCode
-from pomona.ports import PushCertCheck, PushCertKit, UnitOfWork, WebhookPoster
+from pomona.ports import (
+    PushCertCheck,
+    PushCertKit,
+    PushKind,
+    ReEnrollment,
+    UnitOfWork,
+    WebhookDelivery,
+    WebhookPoster,
+)
 from pomona.services.base import ServiceBase
 from pomona.services.jobs import Jobs
 
@@ -111,7 +120,7 @@ class ApnsLifecycle(ServiceBase):
             except ValueError as exc:
                 raise InvalidInputError(f"the vendor certificate cannot sign: {exc}", field="vendor") from exc
         with self.db.unit_of_work() as uow:
-            uow.pushes.set_pending_key(t.id, self.kit.seal(key_pem, f"pending-push-key:{t.id}"))
+            uow.push_certs.set_pending_key(t.id, self.kit.seal(key_pem, f"pending-push-key:{t.id}"))
             uow.events.append(
                 self.ok_event(t.id, Step.ADMIN, detail={"action": "apns.csr", "vendor_signed": bool(signed)})
             )
@@ -133,8 +142,10 @@ class ApnsLifecycle(ServiceBase):
         now = self.clock.now()
         with self.db.unit_of_work(readonly=True) as uow:
             t = self._tenant(uow, tenant)
-            pending = uow.pushes.cert_state(t.id).get("pending_key")
-            on_old_topic = 0 if t.push_topic is None else uow.pushes.active_on_topic(t.id, t.push_topic)
+            pending = uow.push_certs.cert_state(t.id).pending_key
+            on_old_topic = (
+                0 if t.push_topic is None else uow.reenrollments.active_on_topic(t.id, t.push_topic)
+            )
         if (
             key_pem is None
             and pending is not None
@@ -171,9 +182,9 @@ class ApnsLifecycle(ServiceBase):
             uow.tenants.set_push_cert(
                 t.id, check.cert_pem, self.kit.seal(check.key_pem, f"push-key:{t.id}"), topic, check.not_after
             )
-            uow.pushes.cert_changed(t.id, now, apple_id)
+            uow.push_certs.cert_changed(t.id, now, apple_id)
             if replaced and t.push_topic is not None:
-                marked = uow.pushes.mark_reenroll_required(t.id, t.push_topic, now)
+                marked = uow.reenrollments.mark_reenroll_required(t.id, t.push_topic, now)
             uow.events.append(
                 self.ok_event(
                     t.id,
@@ -222,8 +233,7 @@ class ApnsLifecycle(ServiceBase):
 
     def _apple_id(self, tenant_id: str) -> str | None:
         with self.db.unit_of_work(readonly=True) as uow:
-            value = uow.pushes.cert_state(tenant_id).get("apple_id")
-        return value if isinstance(value, str) else None
+            return uow.push_certs.cert_state(tenant_id).apple_id
 
     def _check(
         self, cert: bytes, key_pem: bytes | None, password: bytes | None, now: datetime
@@ -287,10 +297,10 @@ class ApnsLifecycle(ServiceBase):
         """
         start = self.clock.now()
         with self.db.unit_of_work() as uow:
-            picked = uow.pushes.pick_canary(tenant_id, topic, self.canary_devices, start)
+            picked = uow.reachability.pick_canary(tenant_id, topic, self.canary_devices, start)
             if not picked:
                 return {"devices": 0, "result": "no_enrolled_devices"}
-            uow.pushes.request(tenant_id, [e for e, _ in picked], start, kind="canary")
+            uow.pushes.request(tenant_id, [e for e, _ in picked], start, kind=PushKind.CANARY)
         if self.wake_push is not None:
             self.wake_push()
         eids = [e for e, _ in picked]
@@ -302,8 +312,8 @@ class ApnsLifecycle(ServiceBase):
         seen: dict[str, datetime | None] = {}
         while True:
             with self.db.unit_of_work(readonly=True) as uow:
-                pushes = uow.pushes.last_pushes(eids)
-                seen = uow.pushes.seen_since(dids)
+                pushes = uow.reachability.last_pushes(eids)
+                seen = uow.reachability.seen_since(dids)
             for eid, did in picked:
                 at, status = pushes.get(eid, (None, None))
                 if at is not None and at >= start:
@@ -344,22 +354,22 @@ class ApnsLifecycle(ServiceBase):
         """Enrollments cut off by a replaced certificate: count and list (health and the console)."""
         with self.db.unit_of_work(readonly=True) as uow:
             t = self._tenant(uow, tenant)
-            count, rows = uow.pushes.reenroll_required(t.id, limit=limit)
-        return {"count": count, "enrollments": rows}
+            count, rows = uow.reenrollments.reenroll_required(t.id, limit=limit)
+        return {"count": count, "enrollments": [_reenrollment_json(r) for r in rows]}
 
     def status(self, tenant: str) -> dict[str, Any]:
         with self.db.unit_of_work(readonly=True) as uow:
             t = self._tenant(uow, tenant)
-            st = uow.pushes.cert_state(t.id)
-            count, _ = uow.pushes.reenroll_required(t.id, limit=0)
+            st = uow.push_certs.cert_state(t.id)
+            count, _ = uow.reenrollments.reenroll_required(t.id, limit=0)
         return {
             "topic": t.push_topic,
             "not_after": None if t.push_not_after is None else t.push_not_after.isoformat(),
-            "apple_id": st.get("apple_id"),
-            "updated_at": None if st.get("updated_at") is None else st["updated_at"].isoformat(),
-            "refused_by_apns": st.get("invalid_reason"),
-            "refused_at": None if st.get("invalid_at") is None else st["invalid_at"].isoformat(),
-            "pending_csr": st.get("pending_key") is not None,
+            "apple_id": st.apple_id,
+            "updated_at": None if st.updated_at is None else st.updated_at.isoformat(),
+            "refused_by_apns": st.invalid_reason,
+            "refused_at": None if st.invalid_at is None else st.invalid_at.isoformat(),
+            "pending_csr": st.pending_key is not None,
             "reenroll_required": count,
         }
 
@@ -369,16 +379,15 @@ class ApnsLifecycle(ServiceBase):
         diagnose consume these (a `TenantCheck`)."""
         with self.db.unit_of_work(readonly=True) as uow:
             t = self._tenant(uow, tenant)
-            st = uow.pushes.cert_state(t.id)
-            count, _ = uow.pushes.reenroll_required(t.id, limit=0)
-        apple_id = st.get("apple_id")
+            st = uow.push_certs.cert_state(t.id)
+            count, _ = uow.reenrollments.reenroll_required(t.id, limit=0)
         state = PushCertState(
             present=t.push_cert_pem is not None and t.push_not_after is not None,
             topic=t.push_topic,
             not_after=t.push_not_after,
-            apple_id=apple_id if isinstance(apple_id, str) else None,
-            refused_at=st.get("invalid_at"),
-            refused_reason=st.get("invalid_reason"),
+            apple_id=st.apple_id,
+            refused_at=st.invalid_at,
+            refused_reason=st.invalid_reason,
             reenroll_required=count,
         )
         return push_cert_findings(state, now)
@@ -409,7 +418,7 @@ class Notifier(ServiceBase):
             t = uow.tenants.by_name(tenant) or uow.tenants.get(tenant)
             if t is None:
                 raise NotFoundError(f"no tenant {tenant!r}", tenant=tenant)
-            uow.pushes.set_webhook(
+            uow.webhooks.set_webhook(
                 t.id, url, self.kit.seal(secret.encode(), f"webhook:{t.id}"), self.clock.now()
             )
             uow.events.append(self.ok_event(t.id, Step.ADMIN, detail={"action": "webhook.set", "url": url}))
@@ -419,7 +428,7 @@ class Notifier(ServiceBase):
         if not findings:
             return {"status": "nothing_to_send"}
         with self.db.unit_of_work(readonly=True) as uow:
-            hook = uow.pushes.webhook(tenant_id)
+            hook = uow.webhooks.webhook(tenant_id)
         if hook is None:
             return {"status": "no_webhook"}
         url, sealed = hook
@@ -448,8 +457,8 @@ class Notifier(ServiceBase):
         outcome = "delivered" if error is None else "failed"
         codes = ",".join(sorted({str(f.get("code")) for f in findings}))
         with self.db.unit_of_work() as uow:
-            uow.pushes.record_delivery(
-                tenant_id, self.clock.now(), url, codes, attempt, outcome, status, error
+            uow.webhooks.record_delivery(
+                WebhookDelivery(tenant_id, self.clock.now(), url, codes, attempt, outcome, status, error)
             )
         return {"status": outcome, "attempts": attempt, "http_status": status, "error": error}
 
@@ -458,4 +467,15 @@ class Notifier(ServiceBase):
             t = uow.tenants.by_name(tenant) or uow.tenants.get(tenant)
             if t is None:
                 raise NotFoundError(f"no tenant {tenant!r}", tenant=tenant)
-            return uow.pushes.deliveries(t.id, limit=limit)
+            return [dataclasses.asdict(d) for d in uow.webhooks.deliveries(t.id, limit=limit)]
+
+
+def _reenrollment_json(r: ReEnrollment) -> dict[str, Any]:
+    return {
+        "enrollment_id": r.enrollment_id,
+        "udid": r.udid,
+        "serial": r.serial,
+        "topic": r.topic,
+        "since": None if r.since is None else r.since.isoformat(),
+        "user_id": r.user_id,
+    }

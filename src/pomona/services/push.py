@@ -30,12 +30,23 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pomona.domain.errors import NotFoundError
 from pomona.domain.models import Event, Outcome, Step
 from pomona.domain.reasons import ReasonCode
-from pomona.ports import PushGateway, PushJob, PushReply, PushRequest, UnitOfWork
+from pomona.ports import (
+    PushAttempt,
+    PushGateway,
+    PushJob,
+    PushKind,
+    PushOutcome,
+    PushReply,
+    PushRequest,
+    PushReschedule,
+    TokenRefusal,
+    UnitOfWork,
+)
 from pomona.services.base import ServiceBase
 
 log = logging.getLogger("pomona.push")
@@ -70,7 +81,7 @@ class BatchStats:
     sent: int = 0
     delivered: int = 0
     dropped: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
+    outcomes: dict[PushOutcome, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -146,7 +157,9 @@ class PushService(ServiceBase):
         if to_send:
             if self.gateway is None:
                 replies = [
-                    PushReply("transient", ReasonCode.PUSH_UNREACHABLE.value, detail="no push gateway")
+                    PushReply(
+                        PushOutcome.TRANSIENT, ReasonCode.PUSH_UNREACHABLE.value, detail="no push gateway"
+                    )
                 ] * len(to_send)
             else:
                 replies = await self.gateway.send(
@@ -157,7 +170,7 @@ class PushService(ServiceBase):
             stats.outcomes[reply.outcome] = stats.outcomes.get(reply.outcome, 0) + 1
             self._plan_reply(plan, job, reply, sent_at)
         stats.sent = len(to_send)
-        stats.delivered = stats.outcomes.get("delivered", 0)
+        stats.delivered = stats.outcomes.get(PushOutcome.DELIVERED, 0)
         stats.dropped = len(plan.drops)
         await asyncio.to_thread(self._record, plan, sent_at)
         if self.gateway is not None:
@@ -177,7 +190,7 @@ class PushService(ServiceBase):
         with self.db.unit_of_work() as uow:
             return uow.pushes.claim(now, until, self.worker_id, self.settings.batch)
 
-    def _triage(self, job: PushJob, now: datetime) -> str:
+    def _triage(self, job: PushJob, now: datetime) -> Literal["send", "hold", "drop"]:
         """send | hold (the tenant cannot push now) | drop (nothing to push, or not pushable)."""
         if (
             job.status != "active"
@@ -187,7 +200,7 @@ class PushService(ServiceBase):
             or job.reenroll_required
         ):
             return "drop"
-        if job.kind == "command" and not job.has_pending:
+        if job.kind is PushKind.COMMAND and not job.has_pending:
             return "drop"
         if job.tenant_topic is None or job.tenant_cert_invalid:
             return "hold"
@@ -196,7 +209,7 @@ class PushService(ServiceBase):
         if job.topic != job.tenant_topic:
             return "drop"  # enrolled under a replaced certificate: unreachable until it re-enrolls
         if (
-            job.kind == "command"
+            job.kind is PushKind.COMMAND
             and job.first_pushed_at is not None
             and (now - job.first_pushed_at).total_seconds() > self.settings.repush_cap
         ):
@@ -208,15 +221,13 @@ class PushService(ServiceBase):
         return sched[min(attempts, len(sched) - 1)]
 
     def _plan_reply(self, plan: _Plan, job: PushJob, reply: PushReply, at: datetime) -> None:
-        if reply.outcome == "delivered":
+        if reply.outcome is PushOutcome.DELIVERED:
             first = job.first_unanswered_push_at
             seen = job.last_seen_at
             if first is None or (seen is not None and seen >= first - SEEN_SLACK):
                 first = at
-            plan.pushed.append(
-                {"eid": job.enrollment_id, "at": at, "status": "delivered", "first_unanswered": first}
-            )
-            if job.kind == "canary" and not job.has_pending:
+            plan.pushed.append(PushAttempt(job.enrollment_id, at, PushOutcome.DELIVERED.value, first))
+            if job.kind is PushKind.CANARY and not job.has_pending:
                 plan.drops.append(job.enrollment_id)
             else:
                 due = at + timedelta(seconds=self._repush_delay(job.attempts))
@@ -228,12 +239,12 @@ class PushService(ServiceBase):
         detail: dict[str, object] = {"status": reply.status, "apns_reason": reply.reason}
         if reply.detail:
             detail["detail"] = reply.detail
-        if reply.outcome == "device_permanent":
-            plan.invalid.append({"eid": job.enrollment_id, "at": at, "reason": code})
+        if reply.outcome is PushOutcome.DEVICE_PERMANENT:
+            plan.invalid.append(TokenRefusal(job.enrollment_id, at, code))
             plan.events.append(_event(job, at, code, detail))
             plan.drops.append(job.enrollment_id)
             return
-        if reply.outcome == "tenant_permanent":
+        if reply.outcome is PushOutcome.TENANT_PERMANENT:
             plan.tenant_refusals.setdefault(job.tenant_id, (code, detail))
             plan.forget_topics.add(job.topic)
             plan.reschedule(
@@ -245,28 +256,23 @@ class PushService(ServiceBase):
         delay = min(self.settings.retry_max, self.settings.retry_base * (2 ** min(job.failures, 16)))
         delay = delay / 2 + self._rng.uniform(0, delay / 2)
         plan.reschedule(job, at + timedelta(seconds=delay), job.attempts, failures, code)
-        plan.pushed.append(
-            {
-                "eid": job.enrollment_id,
-                "at": at,
-                "status": code,
-                "first_unanswered": job.first_unanswered_push_at,
-            }
-        )
+        plan.pushed.append(PushAttempt(job.enrollment_id, at, code, job.first_unanswered_push_at))
         if reply.status is None and job.tenant_id not in plan.unreachable:
             plan.unreachable[job.tenant_id] = (job, detail)
 
     def _record(self, plan: _Plan, at: datetime) -> None:
         with self.db.unit_of_work() as uow:
             q = uow.pushes
-            q.record_pushes(plan.pushed)
-            q.mark_token_invalid(plan.invalid)
+            uow.reachability.record_pushes(plan.pushed)
+            uow.reachability.mark_token_invalid(plan.invalid)
             q.reschedule(self.worker_id, plan.rows)
             q.drop(self.worker_id, plan.drops)
             for ev in plan.events:
                 uow.events.append(ev)
             for tenant_id, (code, detail) in plan.tenant_refusals.items():
-                if code == ReasonCode.APNS_CERT_INVALID.value and q.set_cert_invalid(tenant_id, at, code):
+                if code == ReasonCode.APNS_CERT_INVALID.value and uow.push_certs.set_cert_invalid(
+                    tenant_id, at, code
+                ):
                     uow.events.append(
                         Event(
                             tenant_id=tenant_id,
@@ -302,7 +308,7 @@ class PushService(ServiceBase):
         the command channel records a check-in)."""
         before = now - timedelta(seconds=self.settings.unresponsive_after)
         with self.db.unit_of_work(readonly=True) as uow:
-            rows = uow.pushes.unanswered(self._tenant_id(uow, tenant), before)
+            rows = uow.reachability.unanswered(self._tenant_id(uow, tenant), before)
         out = []
         for r in rows:
             first = r.first_unanswered_push_at
@@ -327,7 +333,7 @@ class PushService(ServiceBase):
     def reachability(self, tenant: str) -> list[dict[str, Any]]:
         """Per enrollment: last push time and response, last check-in, an invalid token's reason."""
         with self.db.unit_of_work(readonly=True) as uow:
-            rows = uow.pushes.reachability(self._tenant_id(uow, tenant))
+            rows = uow.reachability.reachability(self._tenant_id(uow, tenant))
         return [
             {
                 "enrollment_id": r.enrollment_id,
@@ -363,9 +369,9 @@ def _event(job: PushJob, at: datetime, code: str, detail: dict[str, object]) -> 
 class _Plan:
     """What one batch writes back, in one transaction."""
 
-    pushed: list[dict[str, Any]] = field(default_factory=list)
-    invalid: list[dict[str, Any]] = field(default_factory=list)
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    pushed: list[PushAttempt] = field(default_factory=list)
+    invalid: list[TokenRefusal] = field(default_factory=list)
+    rows: list[PushReschedule] = field(default_factory=list)
     drops: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     tenant_refusals: dict[str, tuple[str, dict[str, object]]] = field(default_factory=dict)
@@ -383,12 +389,7 @@ class _Plan:
         first_pushed_at: datetime | None = None,
     ) -> None:
         self.rows.append(
-            {
-                "eid": job.enrollment_id,
-                "due_at": due,
-                "attempts": attempts,
-                "failures": failures,
-                "first_pushed_at": first_pushed_at or job.first_pushed_at,
-                "last_error": error,
-            }
+            PushReschedule(
+                job.enrollment_id, due, attempts, failures, first_pushed_at or job.first_pushed_at, error
+            )
         )

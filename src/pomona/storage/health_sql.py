@@ -14,6 +14,7 @@ from pomona.domain.checks import Finding, RecordedFinding, Severity
 from pomona.domain.models import EnrollmentStatus
 from pomona.domain.reasons import ReasonCode
 from pomona.storage import schema as s
+from pomona.storage.rows import utc_req
 
 
 class SqlHealthStore:
@@ -109,6 +110,6 @@ class SqlHealthStore:
 def _recorded(r: Row[Any]) -> RecordedFinding:
     return RecordedFinding(
         Finding(ReasonCode(r.code), Severity(r.severity), r.subject, json.loads(r.facts) if r.facts else {}),
-        r.first_seen,
-        r.last_seen,
+        utc_req(r.first_seen),
+        utc_req(r.last_seen),
     )

@@ -11,12 +11,8 @@ from sqlalchemy.engine import Row
 from pomona.domain.models import BlockedDevice, CorporateIdentifier, Group
 from pomona.domain.policy import DeviceLimitRestriction, DeviceTypeRestriction, Restriction, RestrictionKind
 from pomona.storage import schema as s
-
-
-def _utc(v: datetime | None) -> datetime | None:
-    from pomona.storage.sql import _utc as utc
-
-    return utc(v)
+from pomona.storage.rows import utc as _utc
+from pomona.storage.rows import utc_req
 
 
 class SqlGroupStore:
@@ -34,11 +30,11 @@ class SqlGroupStore:
         r = self.conn.execute(
             select(s.groups).where(and_(s.groups.c.tenant_id == tenant_id, s.groups.c.name == name))
         ).first()
-        return None if r is None else Group(r.id, r.tenant_id, r.name, r.created_at)
+        return None if r is None else Group(r.id, r.tenant_id, r.name, utc_req(r.created_at))
 
     def list(self, tenant_id: str) -> list[Group]:
         q = select(s.groups).where(s.groups.c.tenant_id == tenant_id).order_by(s.groups.c.name)
-        return [Group(r.id, r.tenant_id, r.name, r.created_at) for r in self.conn.execute(q)]
+        return [Group(r.id, r.tenant_id, r.name, utc_req(r.created_at)) for r in self.conn.execute(q)]
 
     def names(self, tenant_id: str, ids: set[str]) -> dict[str, str]:
         if not ids:
@@ -200,7 +196,7 @@ def _corp(r: Row[Any]) -> CorporateIdentifier:
         m["description"],
         m["state"],
         _utc(m["last_contact_at"]),
-        m["created_at"],
+        utc_req(m["created_at"]),
     )
 
 
@@ -318,6 +314,6 @@ class SqlBlockStore:
         t = s.blocked_devices
         q = select(t).where(t.c.tenant_id == tenant_id).order_by(t.c.created_at)
         return [
-            BlockedDevice(r.id, r.tenant_id, r.kind, r.value, r.note, r.created_at)
+            BlockedDevice(r.id, r.tenant_id, r.kind, r.value, r.note, utc_req(r.created_at))
             for r in self.conn.execute(q)
         ]

@@ -1,0 +1,259 @@
+"""The SQL database: the engine, the unit of work over every SQL store, and the check-in's hot read.
+
+SQLAlchemy 2 Core, sync, on SQLite or PostgreSQL. SQLite runs in WAL mode; write transactions start
+with BEGIN IMMEDIATE so that two writers never deadlock on a lock upgrade. PostgreSQL claims queue rows
+with FOR UPDATE SKIP LOCKED.
+
+Lock waits are bounded by where a transaction begins. Device requests run inline on the asyncio event
+loop (http/root.py), where one long wait would freeze every request of the worker. So a transaction
+begun on a thread that runs an event loop waits at most ``LOOP_LOCK_WAIT_MS`` (SQLite ``busy_timeout``,
+PostgreSQL ``lock_timeout``) and then fails with :class:`pomona.ports.StorageBusyError`; it rolled back,
+and the adapter runs the request again in a worker thread, where the wait is ``LOCK_WAIT_MS`` on SQLite
+and unbounded on PostgreSQL, as before. The setting is changed on a pooled connection only when the
+thread's bound differs from the connection's last one, so the idle check-in pays nothing for it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from asyncio import events
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from pomona.domain.errors import ConflictError, StorageBusyError
+from pomona.ports import ChannelState
+from pomona.storage import schema as s
+from pomona.storage.commands_sql import CHANNEL_ANY, CHANNEL_SKIP_NOT_NOW, SqlCommandQueue
+from pomona.storage.devices_sql import SqlDeviceStore
+from pomona.storage.enrollments_sql import SqlEnrollmentStore
+from pomona.storage.events_sql import SqlEventLog
+from pomona.storage.health_sql import SqlHealthStore
+from pomona.storage.policy_sql import SqlBlockStore, SqlCorporateStore, SqlGroupStore, SqlRestrictionStore
+from pomona.storage.push_sql import (
+    SqlPushCertStore,
+    SqlPushQueue,
+    SqlPushReachability,
+    SqlReEnrollmentStore,
+    SqlWebhookStore,
+)
+from pomona.storage.rows import utc
+from pomona.storage.tenants_sql import SqlApiTokenStore, SqlTenantStore
+from pomona.storage.tokens_sql import SqlCertStore, SqlEnrollmentTokenStore
+from pomona.storage.users_sql import SqlUserStore
+
+#: Lock-wait bound of a transaction begun on an event loop's thread (then StorageBusyError).
+LOOP_LOCK_WAIT_MS = 150
+#: Lock-wait bound elsewhere (worker threads, the CLI): SQLite's busy_timeout; PostgreSQL waits as long
+#: as it takes.
+LOCK_WAIT_MS = 30_000
+
+_PG_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'pomona.db').resolve()}"
+
+
+#: The loop running on this thread, or None (a C call: cheap enough for every BEGIN).
+_get_running_loop = events._get_running_loop
+
+
+def _is_busy(exc: BaseException) -> bool:
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(orig, sqlite3.OperationalError):
+        text = str(orig)
+        return "locked" in text or "busy" in text
+    return getattr(orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE
+
+
+def _storage_error(exc: DBAPIError | sqlite3.OperationalError) -> Exception:
+    """A driver error as the ports' error type when it means something to a caller, else itself."""
+    if isinstance(exc, IntegrityError):
+        return ConflictError(str(exc.orig))
+    if _is_busy(exc):
+        return StorageBusyError(str(exc))
+    return exc
+
+
+#: What _storage_error() looks at (SQLite raises its lock error raw from the BEGIN hook).
+_DRIVER_ERRORS = (DBAPIError, sqlite3.OperationalError)
+
+
+class SqlDatabase:
+    """An engine plus the unit-of-work factory. One per process."""
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine: Engine = create_engine(
+                url,
+                connect_args={"check_same_thread": False, "timeout": LOCK_WAIT_MS / 1000},
+                pool_size=pool_size,
+            )
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine, "begin", _sqlite_on_begin)
+        else:
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            self.url = url
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+
+    @classmethod
+    def for_tests(cls, url: str) -> SqlDatabase:
+        return cls(url)
+
+    def create_all(self) -> None:
+        """Apply the Alembic migrations up to head."""
+        from pomona.storage.migrate import upgrade
+
+        upgrade(self.engine)
+
+    @contextmanager
+    def unit_of_work(self, *, readonly: bool = False) -> Iterator[SqlUnitOfWork]:
+        conn = self.engine.connect()
+        if self.is_sqlite:
+            conn.info["sqlite_readonly"] = readonly  # read by _sqlite_on_begin
+        else:
+            _pg_lock_wait(conn)
+        try:
+            with conn.begin():
+                yield SqlUnitOfWork(conn)
+        except BaseException as exc:
+            if not self.is_sqlite:
+                conn.info.pop("lock_wait_ms", None)  # the rollback undid a SET made in the transaction
+            if isinstance(exc, _DRIVER_ERRORS) and (err := _storage_error(exc)) is not exc:
+                raise err from exc
+            raise
+        finally:
+            conn.close()
+
+    def channel_state(self, fingerprint: str, *, skip_not_now: bool) -> ChannelState | None:
+        """The command channel's hot read, in one statement outside any transaction: the active
+        enrollment bound to this identity, the device's last check-in, and the next command, if any.
+        """
+        q = CHANNEL_SKIP_NOT_NOW if skip_not_now else CHANNEL_ANY
+        try:
+            if self.is_sqlite:
+                # A deferred (read) transaction is the same one-statement snapshot, and costs half of
+                # switching the pooled connection to autocommit and back.
+                with self.engine.connect() as conn:
+                    conn.info["sqlite_readonly"] = True
+                    r = conn.execute(q, {"fp": fingerprint}).first()
+            else:
+                with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    r = conn.execute(q, {"fp": fingerprint}).first()
+        except _DRIVER_ERRORS as exc:
+            err = _storage_error(exc)
+            if err is exc:
+                raise
+            raise err from exc
+        if r is None:
+            return None
+        return ChannelState(r[0], r[1], r[2], r[3], utc(r[4]), r[5], None if r[6] is None else bytes(r[6]))
+
+    def settings_get(self, key: str) -> bytes | None:
+        with self.unit_of_work(readonly=True) as uow:
+            row = uow.conn.execute(select(s.settings.c.value).where(s.settings.c.key == key)).first()
+            return None if row is None else bytes(row[0])
+
+    def settings_put(self, key: str, value: bytes) -> None:
+        with self.unit_of_work() as uow:
+            done = uow.conn.execute(
+                update(s.settings).where(s.settings.c.key == key).values(value=value)
+            ).rowcount
+            if not done:
+                uow.conn.execute(insert(s.settings).values(key=key, value=value))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS}")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return
+    # Straight on the driver connection: the same statement without a trip through the engine's
+    # execution machinery (twice per check-in).
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    info = conn.info
+    wait = LOCK_WAIT_MS if _get_running_loop() is None else LOOP_LOCK_WAIT_MS
+    if info.get("lock_wait_ms", LOCK_WAIT_MS) != wait:
+        driver.execute(f"PRAGMA busy_timeout={wait}")
+        info["lock_wait_ms"] = wait
+    driver.execute("BEGIN" if info.get("sqlite_readonly") else "BEGIN IMMEDIATE")
+
+
+def _pg_lock_wait(conn: Connection) -> None:
+    """Set the connection's lock_timeout to this thread's bound, if it is not that already. Straight on
+    the driver (no engine events on PostgreSQL: they would tax every statement): a session-level SET,
+    made in the transaction that starts now, kept after its commit and undone by its rollback (then
+    unit_of_work forgets what was set)."""
+    wait = 0 if _get_running_loop() is None else LOOP_LOCK_WAIT_MS  # 0: no bound
+    info = conn.info
+    if info.get("lock_wait_ms", 0) != wait:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.execute(f"SET lock_timeout = {wait}")
+        info["lock_wait_ms"] = wait
+
+
+_S = TypeVar("_S")
+
+
+class _Store(Generic[_S]):
+    """A store of the unit of work, made over its connection on first use and then kept (a check-in
+    touches two or three of them)."""
+
+    def __init__(self, make: Callable[[Connection], _S]) -> None:
+        self.make = make
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, uow: SqlUnitOfWork, owner: type | None = None) -> _S:
+        store = self.make(uow.conn)
+        uow.__dict__[self.name] = store
+        return store
+
+
+class SqlUnitOfWork:
+    """The stores over one transaction's connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    tenants = _Store(SqlTenantStore)
+    api_tokens = _Store(SqlApiTokenStore)
+    users = _Store(SqlUserStore)
+    enrollment_tokens = _Store(SqlEnrollmentTokenStore)
+    certs = _Store(SqlCertStore)
+    devices = _Store(SqlDeviceStore)
+    enrollments = _Store(SqlEnrollmentStore)
+    commands = _Store(SqlCommandQueue)
+    events = _Store(SqlEventLog)
+    groups = _Store(SqlGroupStore)
+    restrictions = _Store(SqlRestrictionStore)
+    corporate = _Store(SqlCorporateStore)
+    blocks = _Store(SqlBlockStore)
+    pushes = _Store(SqlPushQueue)
+    reachability = _Store(SqlPushReachability)
+    push_certs = _Store(SqlPushCertStore)
+    reenrollments = _Store(SqlReEnrollmentStore)
+    webhooks = _Store(SqlWebhookStore)
+    health = _Store(SqlHealthStore)

@@ -1,0 +1,68 @@
+"""SQL stores of tenants and admin API tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, insert, select, update
+
+from pomona.domain.models import ApiToken, Tenant
+from pomona.storage import schema as s
+from pomona.storage.rows import RecordCodec
+
+TENANT = RecordCodec(Tenant)
+API_TOKEN = RecordCodec(ApiToken)
+
+
+class SqlTenantStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, tenant: Tenant) -> None:
+        self.conn.execute(insert(s.tenants).values(TENANT.dump(tenant)))
+
+    def get(self, tenant_id: str) -> Tenant | None:
+        r = self.conn.execute(select(s.tenants).where(s.tenants.c.id == tenant_id)).first()
+        return None if r is None else TENANT.load_row(r)
+
+    def by_name(self, name: str) -> Tenant | None:
+        r = self.conn.execute(select(s.tenants).where(s.tenants.c.name == name)).first()
+        return None if r is None else TENANT.load_row(r)
+
+    def list(self) -> list[Tenant]:
+        return [TENANT.load_row(r) for r in self.conn.execute(select(s.tenants).order_by(s.tenants.c.name))]
+
+    def _set(self, tenant_id: str, **values: object) -> None:
+        self.conn.execute(update(s.tenants).where(s.tenants.c.id == tenant_id).values(**values))
+
+    def set_push_cert(
+        self, tenant_id: str, cert_pem: bytes, key_pem: bytes, topic: str, not_after: datetime
+    ) -> None:
+        self._set(
+            tenant_id,
+            push_cert_pem=cert_pem,
+            push_key_pem=key_pem,
+            push_topic=topic,
+            push_not_after=not_after,
+        )
+
+    def set_authority(self, tenant_id: str, authority: str) -> None:
+        self._set(tenant_id, mdm_authority=authority)
+
+    def bump_policy_version(self, tenant_id: str) -> None:
+        self._set(tenant_id, policy_version=s.tenants.c.policy_version + 1)
+
+    def set_seats(self, tenant_id: str, seats: int) -> None:
+        self._set(tenant_id, licence_seats=seats)
+
+
+class SqlApiTokenStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, token: ApiToken, token_hash: str) -> None:
+        self.conn.execute(insert(s.api_tokens).values(API_TOKEN.dump(token, token_hash=token_hash)))
+
+    def by_hash(self, token_hash: str) -> ApiToken | None:
+        r = self.conn.execute(select(s.api_tokens).where(s.api_tokens.c.token_hash == token_hash)).first()
+        return None if r is None else API_TOKEN.load_row(r)
