@@ -12,7 +12,7 @@ from datetime import timedelta
 from pomona.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from pomona.domain.models import ApiToken, EnrollmentToken, Step, Tenant, User
 from pomona.ports import Pki, UnitOfWork
-from pomona.services.base import ServiceBase
+from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.passwords import MIN_LENGTH
 from pomona.services.passwords import hash_password as _hash_password
 from pomona.services.policy import PolicyService
@@ -80,9 +80,7 @@ class AdminService(ServiceBase):
             return uow.tenants.list()
 
     def tenant(self, uow: UnitOfWork, name_or_id: str) -> Tenant:
-        t = uow.tenants.by_name(name_or_id) or uow.tenants.get(name_or_id)
-        if t is None:
-            raise NotFoundError(f"no tenant {name_or_id!r}", tenant=name_or_id)
+        t = find_tenant(uow.tenants, name_or_id)
         return t
 
     def get_tenant(self, name_or_id: str) -> Tenant:

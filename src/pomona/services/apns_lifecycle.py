@@ -24,7 +24,6 @@ from typing import Any
 from pomona.domain.checks import Finding, PushCertState, push_cert_findings
 from pomona.domain.errors import (
     InvalidInputError,
-    NotFoundError,
     PushCertExpiredError,
     PushCertInvalidError,
     PushTopicChangedError,
@@ -40,7 +39,7 @@ from pomona.ports import (
     WebhookDelivery,
     WebhookPoster,
 )
-from pomona.services.base import ServiceBase
+from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.jobs import Jobs
 
 REPLACE_CONFIRMATION = "devices-must-re-enroll"
@@ -93,9 +92,7 @@ class ApnsLifecycle(ServiceBase):
     canary_wait: float = 5.0  # seconds the canary waits for its devices to check in
 
     def _tenant(self, uow: UnitOfWork, ref: str) -> Tenant:
-        t = uow.tenants.by_name(ref) or uow.tenants.get(ref)
-        if t is None:
-            raise NotFoundError(f"no tenant {ref!r}", tenant=ref)
+        t = find_tenant(uow.tenants, ref)
         return t
 
     # -- request -----------------------------------------------------------------------------------
@@ -415,9 +412,7 @@ class Notifier(ServiceBase):
         if len(secret) < 16:
             raise InvalidInputError("the webhook secret needs at least 16 characters", field="secret")
         with self.db.unit_of_work() as uow:
-            t = uow.tenants.by_name(tenant) or uow.tenants.get(tenant)
-            if t is None:
-                raise NotFoundError(f"no tenant {tenant!r}", tenant=tenant)
+            t = find_tenant(uow.tenants, tenant)
             uow.webhooks.set_webhook(
                 t.id, url, self.kit.seal(secret.encode(), f"webhook:{t.id}"), self.clock.now()
             )
@@ -464,9 +459,7 @@ class Notifier(ServiceBase):
 
     def deliveries(self, tenant: str, *, limit: int = 50) -> list[dict[str, Any]]:
         with self.db.unit_of_work(readonly=True) as uow:
-            t = uow.tenants.by_name(tenant) or uow.tenants.get(tenant)
-            if t is None:
-                raise NotFoundError(f"no tenant {tenant!r}", tenant=tenant)
+            t = find_tenant(uow.tenants, tenant)
             return [dataclasses.asdict(d) for d in uow.webhooks.deliveries(t.id, limit=limit)]
 
 

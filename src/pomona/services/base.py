@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
-from pomona.domain.models import Event, Outcome, Step
+from pomona.domain.errors import NotFoundError
+from pomona.domain.models import Event, Outcome, Step, Tenant
 from pomona.domain.reasons import ReasonCode
 from pomona.ports import Clock, Database
 from pomona.services.context import current_request_id
 
 #: One line per refusal (pomona/logs.py): the reason code and who was refused.
 refusal_log = logging.getLogger("pomona.refusal")
+
+
+class TenantLookup(Protocol):
+    def get(self, tenant_id: str) -> Tenant | None: ...
+    def by_name(self, name: str) -> Tenant | None: ...
+
+
+def find_tenant(tenants: TenantLookup, ref: str) -> Tenant:
+    """The tenant a reference names (its name, or its id), or NOT_FOUND: the one place services resolve a
+    tenant reference given by an admin, the API or the CLI."""
+    t = tenants.by_name(ref) or tenants.get(ref)
+    if t is None:
+        raise NotFoundError(f"no tenant {ref!r}", tenant=ref)
+    return t
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pomona.domain.models import CommandStatus, Device, Enrollment, Event, Queue
 from pomona.ports import UnitOfWork
 from pomona.protocol.command import build_command
 from pomona.protocol.errors import CommandBuildError
-from pomona.services.base import ServiceBase
+from pomona.services.base import ServiceBase, find_tenant
 
 MAX_TARGETS = 10_000
 
@@ -29,9 +29,7 @@ class CommandService(ServiceBase):
     on_push: Callable[[], None] | None = None  # wakes this process's push worker (app.py wires it)
 
     def _tenant(self, uow: UnitOfWork, name_or_id: str) -> Tenant:
-        t = uow.tenants.by_name(name_or_id) or uow.tenants.get(name_or_id)
-        if t is None:
-            raise NotFoundError(f"no tenant {name_or_id!r}")
+        t = find_tenant(uow.tenants, name_or_id)
         return t
 
     def _device(self, uow: UnitOfWork, tenant: Tenant, ref: str) -> Device:

@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pomona.domain.errors import InvalidInputError, LicensesExhaustedError, NotFoundError
+from pomona.domain.errors import InvalidInputError, LicensesExhaustedError
 from pomona.domain.models import Group, Step, User
-from pomona.services.base import ServiceBase
+from pomona.services.base import ServiceBase, find_tenant
 
 MAX_ROWS = 200_000
 _UPN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -86,9 +86,7 @@ def import_users(
     total = len(parsed)
     created_groups = 0
     with svc.db.unit_of_work() as uow:
-        t = uow.tenants.by_name(tenant_ref) or uow.tenants.get(tenant_ref)
-        if t is None:
-            raise NotFoundError(f"no tenant {tenant_ref!r}")
+        t = find_tenant(uow.tenants, tenant_ref)
         group_ids: dict[str, str] = {g.name: g.id for g in uow.groups.list(t.id)}
         now = svc.clock.now()
         licensed_after = uow.users.licensed_count(t.id)

@@ -23,10 +23,9 @@ from pomona.domain.checks import (
     licence_findings,
     stuck_findings,
 )
-from pomona.domain.errors import NotFoundError
 from pomona.domain.models import Tenant
 from pomona.ports import Resolver, UnitOfWork
-from pomona.services.base import ServiceBase
+from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.checks import DiscoverySettings, TenantCheck, lookup_cnames
 
 # The tenant's webhook (Notifier.notify): tenant id and the new findings as JSON.
@@ -58,9 +57,7 @@ class HealthService(ServiceBase):
         """Check now, keep the findings (first/last seen), send new ones to the webhook."""
         now = self.clock.now()
         with self.db.unit_of_work() as uow:
-            t = uow.tenants.by_name(tenant_ref) or uow.tenants.get(tenant_ref)
-            if t is None:
-                raise NotFoundError(f"no tenant {tenant_ref!r}")
+            t = find_tenant(uow.tenants, tenant_ref)
             found = self.check(uow, t, now)
             new = uow.health.record(t.id, found, now)
             findings = uow.health.open_findings(t.id)

@@ -44,7 +44,7 @@ from pomona.domain.policy import (
     parse_version,
 )
 from pomona.ports import UnitOfWork
-from pomona.services.base import ServiceBase
+from pomona.services.base import ServiceBase, find_tenant
 
 DEFAULT_PRIORITY = 1_000_000  # the built-in Default ranks after every assigned restriction
 MAX_CORPORATE_ROWS = 5000
@@ -68,9 +68,7 @@ class PolicyService(ServiceBase):
 
     # --- helpers ----------------------------------------------------------------------------------
     def _tenant(self, uow: UnitOfWork, ref: str) -> Tenant:
-        t = uow.tenants.by_name(ref) or uow.tenants.get(ref)
-        if t is None:
-            raise NotFoundError(f"no tenant {ref!r}", tenant=ref)
+        t = find_tenant(uow.tenants, ref)
         return t
 
     def _user(self, uow: UnitOfWork, t: Tenant, upn: str) -> User:

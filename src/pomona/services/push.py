@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pomona.domain.errors import NotFoundError
 from pomona.domain.models import Event, Outcome, Step
 from pomona.domain.reasons import ReasonCode
 from pomona.ports import (
@@ -47,7 +46,7 @@ from pomona.ports import (
     TokenRefusal,
     UnitOfWork,
 )
-from pomona.services.base import ServiceBase
+from pomona.services.base import ServiceBase, find_tenant
 
 log = logging.getLogger("pomona.push")
 
@@ -297,9 +296,7 @@ class PushService(ServiceBase):
 
     # -- reachability, for health ------------------------------------------------------------------
     def _tenant_id(self, uow: UnitOfWork, tenant: str) -> str:
-        t = uow.tenants.by_name(tenant) or uow.tenants.get(tenant)
-        if t is None:
-            raise NotFoundError(f"no tenant {tenant!r}", tenant=tenant)
+        t = find_tenant(uow.tenants, tenant)
         return t.id
 
     def unresponsive(self, tenant: str, now: datetime) -> list[dict[str, Any]]:

@@ -12,10 +12,10 @@ import io
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pomona.domain.errors import InvalidInputError, NotFoundError
+from pomona.domain.errors import InvalidInputError
 from pomona.domain.models import Event, Outcome, Step
 from pomona.domain.policy import platform_from_detail
-from pomona.services.base import ServiceBase
+from pomona.services.base import ServiceBase, find_tenant
 
 GROUPS = ("reason", "platform", "type", "step", "day")
 SUSPECT_WINDOW = timedelta(hours=1)
@@ -41,9 +41,7 @@ class ReportService(ServiceBase):
         if until < since:
             raise InvalidInputError("until is before since", field="until")
         with self.db.unit_of_work(readonly=True) as uow:
-            t = uow.tenants.by_name(tenant_ref) or uow.tenants.get(tenant_ref)
-            if t is None:
-                raise NotFoundError(f"no tenant {tenant_ref!r}")
+            t = find_tenant(uow.tenants, tenant_ref)
             rows = uow.events.failure_report(t.id, since, until, group_by)
             top = rows if group_by == "reason" else uow.events.failure_report(t.id, since, until, "reason")
         total = sum(n for _, n in rows)
@@ -77,9 +75,7 @@ class ReportService(ServiceBase):
     ) -> dict[str, object]:
         """The helpdesk checklist for failures with these codes since `since`."""
         with self.db.unit_of_work(readonly=True) as uow:
-            t = uow.tenants.by_name(tenant_ref) or uow.tenants.get(tenant_ref)
-            if t is None:
-                raise NotFoundError(f"no tenant {tenant_ref!r}")
+            t = find_tenant(uow.tenants, tenant_ref)
             failures: list[Event] = []
             for code in codes:
                 failures += uow.events.query(t.id, reason=code, since=since, until=until, limit=100_000)

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pomona import knowledge
-from pomona.domain.errors import InvalidInputError, NotFoundError
+from pomona.domain.errors import InvalidInputError
 from pomona.domain.models import Device, Event, Tenant
 from pomona.domain.reasons import ReasonCode as R
 from pomona.ports import Resolver, UnitOfWork, WellKnownFetcher
-from pomona.services.base import ServiceBase
+from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.checks import DiscoverySettings, TenantCheck
 from pomona.services.diagnose import ranking
 from pomona.services.diagnose.checkers import CHECKERS
@@ -59,9 +59,7 @@ class DiagnoseService(ServiceBase):
         matches = knowledge.match_message(message) if message else []
         candidates = ranking.candidates(message, matches, CHECKERS)
         with self.db.unit_of_work(readonly=True) as uow:
-            t = uow.tenants.by_name(tenant_ref) or uow.tenants.get(tenant_ref)
-            if t is None:
-                raise NotFoundError(f"no tenant {tenant_ref!r}")
+            t = find_tenant(uow.tenants, tenant_ref)
             user = uow.users.by_upn(t.id, upn) if upn else None
             devices = _find_devices(uow, t, serial, udid, imei)
             enrollments = [e for d in devices for e in uow.enrollments.for_device(t.id, d.id)]
