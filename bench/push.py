@@ -61,7 +61,10 @@ def seed(p: Pomona, emu: ApnsEmulator, n: int) -> list[tuple[str, bytes, x509.Ce
     cert, key = emu.issue_push_cert()
     up = p.apns.upload("bench", cert, key, canary=False)
     t = p.admin.get_tenant("bench")
-    ca = p.pki.load_ca(t.ca_cert_pem, t.ca_key_pem)
+    with p.db.unit_of_work(readonly=True) as uow:
+        pair = uow.tenants.ca_keypair(t.id)
+    assert pair is not None
+    ca = p.pki.load_ca(pair.cert_pem, pair.key_pem)
     now = dt.datetime.now(dt.UTC)
     out = []
     rows_d, rows_e, rows_c = [], [], []

@@ -67,8 +67,19 @@ class Clock(Protocol):
     def now(self) -> datetime: ...
 
 
+@dataclass(frozen=True, slots=True)
+class CaKeyPair:
+    """A tenant device CA's certificate and private key (PEM), read only by the code that signs with the
+    CA; a :class:`Tenant` carries the certificate alone, so no cached tenant holds the key."""
+
+    cert_pem: bytes
+    key_pem: bytes = field(repr=False)
+
+
 class TenantStore(Protocol):
-    def add(self, tenant: Tenant) -> None: ...
+    def add(self, tenant: Tenant, ca_key_pem: bytes) -> None: ...
+    # The one read of the CA's private key: for the code that signs with the CA (SCEP), no other.
+    def ca_keypair(self, tenant_id: str) -> CaKeyPair | None: ...
     def get(self, tenant_id: str) -> Tenant | None: ...
     def by_name(self, name: str) -> Tenant | None: ...
     def list(self) -> list[Tenant]: ...
@@ -470,21 +481,27 @@ class Database(Protocol):
     def settings_put(self, key: str, value: bytes) -> None: ...
 
 
-class CertificateAuthority(Protocol):
-    """A tenant's device CA (pki/ implements it)."""
+class CaCertificate(Protocol):
+    """A tenant's device CA certificate, without its key: enough to check what the CA issued."""
 
     certificate: x509.Certificate
+
+    def is_issuer_of(self, cert: x509.Certificate) -> bool: ...
+
+
+class CertificateAuthority(CaCertificate, Protocol):
+    """A tenant's device CA with its key (pki/ implements it): it signs."""
 
     def issue(
         self, public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey, subject: x509.Name, days: int = 365
     ) -> x509.Certificate: ...
-    def is_issuer_of(self, cert: x509.Certificate) -> bool: ...
     def to_pem(self) -> tuple[bytes, bytes]: ...
 
 
 class Pki(Protocol):
     def new_ca(self, common_name: str, key_type: str) -> CertificateAuthority: ...
-    def load_ca(self, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority: ...
+    def load_ca(self, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority: ...  # to sign
+    def load_ca_certificate(self, cert_pem: bytes) -> CaCertificate: ...  # to verify, without the key
 
 
 # --- SCEP (pki/scep.py implements it) ----------------------------------------------------------------

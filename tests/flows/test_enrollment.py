@@ -276,9 +276,9 @@ class TestForgedMessages:
         """An expired identity from the right CA is CERT_NOT_TRUSTED."""
         d = self._enrolled(client, acme)
         with pomona.db.unit_of_work() as uow:
-            t = uow.tenants.get(acme.tenant_id)
-            assert t is not None
-        ca = CertificateAuthority.from_pem(t.ca_cert_pem, t.ca_key_pem)
+            pair = uow.tenants.ca_keypair(acme.tenant_id)
+            assert pair is not None
+        ca = CertificateAuthority.from_pem(pair.cert_pem, pair.key_pem)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")])
         old = ca.issue(d.key.public_key(), name, days=1, now=datetime.now(UTC) - timedelta(days=30))
         r = d.signed_put(d.server_url or "", d.idle_message(), COMMAND_CONTENT_TYPE, cert=old)

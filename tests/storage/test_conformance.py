@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from pomona.storage.sql import SqlDatabase
 from pomona.testing import MemoryDatabase
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+CA_KEY = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
@@ -81,7 +83,6 @@ def tenant(name: str = "acme") -> Tenant:
         domain=f"{name}.example",
         created_at=NOW,
         ca_cert_pem=b"cert",
-        ca_key_pem=b"key",
     )
 
 
@@ -111,7 +112,7 @@ def seed(db: Database) -> tuple[Tenant, User, Device, Enrollment]:
         started_at=NOW,
     )
     with db.unit_of_work() as uow:
-        uow.tenants.add(t)
+        uow.tenants.add(t, CA_KEY)
         uow.users.add(u)
         uow.devices.upsert(d)
         uow.enrollments.add(e)
@@ -150,7 +151,7 @@ class TestTenantsAndUsers:
         """A tenant reads back by id and by name with its push certificate facts."""
         t = tenant()
         with db.unit_of_work() as uow:
-            uow.tenants.add(t)
+            uow.tenants.add(t, CA_KEY)
             uow.tenants.set_push_cert(t.id, b"c", b"k", "com.apple.mgmt.x", NOW + timedelta(days=300))
         with db.unit_of_work(readonly=True) as uow:
             got = uow.tenants.by_name("acme")
@@ -159,19 +160,34 @@ class TestTenantsAndUsers:
             assert got.push_not_after == NOW + timedelta(days=300)
             assert uow.tenants.get("nope") is None
 
+    def test_ca_keypair(self, db: Database) -> None:
+        """The tenant CA's key is read on its own, with its certificate; a tenant read has no key."""
+        t = tenant()
+        with db.unit_of_work() as uow:
+            uow.tenants.add(t, CA_KEY)
+        with db.unit_of_work(readonly=True) as uow:
+            pair = uow.tenants.ca_keypair(t.id)
+            assert pair is not None and (pair.cert_pem, pair.key_pem) == (b"cert", CA_KEY)
+            assert "PRIVATE KEY" not in repr(pair)
+            assert uow.tenants.ca_keypair("nope") is None
+            read = [uow.tenants.get(t.id), uow.tenants.by_name(t.name), *uow.tenants.list()]
+        assert read == [t] * 3
+        for got in read:
+            assert "PRIVATE KEY" not in repr(got) and "PRIVATE KEY" not in str(asdict(got))
+
     def test_tenant_name_unique(self, db: Database) -> None:
         """Two tenants cannot share a name."""
         with db.unit_of_work() as uow:
-            uow.tenants.add(tenant())
+            uow.tenants.add(tenant(), CA_KEY)
         with pytest.raises(ConflictError), db.unit_of_work() as uow:
-            uow.tenants.add(tenant())
+            uow.tenants.add(tenant(), CA_KEY)
 
     def test_user_upn_unique_per_tenant(self, db: Database) -> None:
         """The same UPN may exist once per tenant, in several tenants."""
         t1, t2 = tenant("a1"), tenant("a2")
         with db.unit_of_work() as uow:
-            uow.tenants.add(t1)
-            uow.tenants.add(t2)
+            uow.tenants.add(t1, CA_KEY)
+            uow.tenants.add(t2, CA_KEY)
             for t in (t1, t2):
                 uow.users.add(
                     User(
@@ -204,7 +220,7 @@ class TestTransactions:
         """An exception inside a unit of work rolls back every store it touched."""
         t = tenant()
         with pytest.raises(RuntimeError), db.unit_of_work() as uow:
-            uow.tenants.add(t)
+            uow.tenants.add(t, CA_KEY)
             uow.events.append(Event(tenant_id=t.id, at=NOW, step=Step.ADMIN, outcome=Outcome.OK))
             raise RuntimeError("crash mid-request")
         with db.unit_of_work(readonly=True) as uow:

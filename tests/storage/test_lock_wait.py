@@ -61,9 +61,9 @@ def write_lock(db: SqlDatabase, release_after: float | None = None) -> Iterator[
 
 
 def add_tenant(db: SqlDatabase, name: str) -> None:
-    t = Tenant(str(uuid.uuid4()), name, f"{name}.example", NOW, b"c", b"k")
+    t = Tenant(str(uuid.uuid4()), name, f"{name}.example", NOW, b"c")
     with db.unit_of_work() as uow:
-        uow.tenants.add(t)
+        uow.tenants.add(t, b"k")
 
 
 def names(db: SqlDatabase) -> list[str]:

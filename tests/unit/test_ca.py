@@ -1,4 +1,5 @@
-"""CertificateAuthority: generation, PEM round trip, issuance profile, issuer checks."""
+"""CertificateAuthority: generation, PEM round trip, issuance profile, issuer checks (with the key and
+from the certificate alone)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pomona.pki.adapters import LocalPki
 from pomona.pki.ca import CertificateAuthority, KeyType, generate_key, generate_signing_identity
 from pomona.protocol import cms
 
@@ -124,6 +126,24 @@ class TestIsIssuerOf:
         leaf = impostor.issue(generate_key("rsa").public_key(), _name("x"))
         assert leaf.issuer == ca.certificate.subject
         assert not ca.is_issuer_of(leaf)
+
+
+class TestCaCertificate:
+    def test_verifies_without_the_key(self, ca: CertificateAuthority) -> None:
+        """The CA certificate alone tells the CA's leaves from another CA's, and holds no key."""
+        cert_pem, _ = ca.to_pem()
+        verifier = LocalPki().load_ca_certificate(cert_pem)
+        mine = ca.issue(generate_key("p256").public_key(), _name("mine"))
+        theirs = CertificateAuthority.generate("Other").issue(generate_key("p256").public_key(), _name("x"))
+        assert verifier.is_issuer_of(mine) and not verifier.is_issuer_of(theirs)
+        assert not hasattr(verifier, "key") and not isinstance(verifier, CertificateAuthority)
+
+    def test_loaded_once(self, ca: CertificateAuthority) -> None:
+        """LocalPki loads a CA certificate once per process, apart from the signing CA."""
+        pki, (cert_pem, key_pem) = LocalPki(), ca.to_pem()
+        verifier = pki.load_ca_certificate(cert_pem)
+        assert pki.load_ca_certificate(cert_pem) is verifier
+        assert pki.load_ca(cert_pem, key_pem) is not verifier
 
 
 class TestSigningIdentity:

@@ -129,7 +129,7 @@ class FakeDatabase:
 
 @dataclass
 class CountingCa:
-    """A CertificateAuthority port that counts issuer checks."""
+    """A CaCertificate port that counts issuer checks."""
 
     ca: CertificateAuthority
     checks: int = 0
@@ -141,17 +141,16 @@ class CountingCa:
 
 @dataclass
 class FakePki:
-    """Loads every tenant CA as the one CA given."""
+    """Loads every tenant CA certificate as the one given; it has no way to load a CA's key."""
 
     ca: CountingCa
 
-    def load_ca(self, cert_pem: bytes, key_pem: bytes) -> CountingCa:
+    def load_ca_certificate(self, cert_pem: bytes) -> CountingCa:
         return self.ca
 
 
 def tenant(ca: CertificateAuthority) -> Tenant:
-    cert_pem, key_pem = ca.to_pem()
-    return Tenant("t-1", "acme", "acme.example", NOW, cert_pem, key_pem, push_topic=TOPIC)
+    return Tenant("t-1", "acme", "acme.example", NOW, ca.to_pem()[0], push_topic=TOPIC)
 
 
 @dataclass

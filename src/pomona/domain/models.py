@@ -55,12 +55,14 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
+    """A tenant as every reader sees it (and caches it). Its device CA's private key is not here: the
+    code that signs reads it on its own (``TenantStore.ca_keypair``)."""
+
     id: str
     name: str
     domain: str
     created_at: datetime
     ca_cert_pem: bytes
-    ca_key_pem: bytes
     push_cert_pem: bytes | None = None
     push_key_pem: bytes | None = None
     push_topic: str | None = None

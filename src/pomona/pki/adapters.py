@@ -7,16 +7,18 @@ import threading
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from pomona.pki.ca import CertificateAuthority, generate_signing_identity
+from pomona.pki.ca import CaCertificate, CertificateAuthority, generate_signing_identity
 from pomona.protocol import cms
 from pomona.protocol.cms import PrivateKey
 
 
 class LocalPki:
-    """Tenant CAs held in the database (PEM), loaded once per process."""
+    """Tenant CAs held in the database (PEM), loaded once per process: the signing CAs (with their key)
+    apart from the certificates that only verify, so a verifier never holds a key."""
 
     def __init__(self) -> None:
         self._loaded: dict[bytes, CertificateAuthority] = {}
+        self._certificates: dict[bytes, CaCertificate] = {}
         self._lock = threading.Lock()
 
     def new_ca(self, common_name: str, key_type: str) -> CertificateAuthority:
@@ -30,6 +32,14 @@ class LocalPki:
             if ca is None:
                 ca = self._loaded[cert_pem] = CertificateAuthority.from_pem(cert_pem, key_pem)
             return ca
+
+    def load_ca_certificate(self, cert_pem: bytes) -> CaCertificate:
+        with self._lock:
+            found = self._certificates.get(cert_pem)
+            if found is None:
+                cert = x509.load_pem_x509_certificate(cert_pem)
+                found = self._certificates[cert_pem] = CaCertificate(cert)
+            return found
 
 
 class CmsProfileSigner:

@@ -1,7 +1,9 @@
 """Pomona's certificate authority: issues device identity certificates (via SCEP) and the server's
 profile-signing identity.
 
-One `CertificateAuthority` per tenant, holding its CA certificate and key (RSA 2048 or P-256).
+One `CertificateAuthority` per tenant, holding its CA certificate and key (RSA 2048 or P-256). A
+`CaCertificate` is the certificate alone: it checks what the CA issued (device signatures) and never
+holds the key.
 
 `generate_signing_identity` makes the certificate that signs .mobileconfig profiles. By default it is
 issued by the tenant CA (so a device that trusts the CA shows the profile as "Verified"); pass
@@ -23,7 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pomona.protocol.cms import PrivateKey, PublicKey
 
-__all__ = ["CertificateAuthority", "KeyType", "generate_key", "generate_signing_identity"]
+__all__ = ["CaCertificate", "CertificateAuthority", "KeyType", "generate_key", "generate_signing_identity"]
 
 KeyType = Literal["rsa", "p256"]
 
@@ -59,7 +61,29 @@ def _key_usage(
     )
 
 
-class CertificateAuthority:
+class CaCertificate:
+    """A CA certificate without its key: checks issuance."""
+
+    def __init__(self, certificate: x509.Certificate) -> None:
+        self.certificate = certificate
+        self._subject_der = certificate.subject.public_bytes()
+
+    def is_issuer_of(self, cert: x509.Certificate) -> bool:
+        """True when `cert` names this CA as issuer and carries a valid signature by the CA key.
+
+        Does not check validity dates or revocation. Costs one signature verification; cache by
+        certificate fingerprint where it matters.
+        """
+        if cert.issuer.public_bytes() != self._subject_der:
+            return False
+        try:
+            cert.verify_directly_issued_by(self.certificate)
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        return True
+
+
+class CertificateAuthority(CaCertificate):
     """A CA certificate and its private key; issues leaf certificates and checks issuance."""
 
     def __init__(self, certificate: x509.Certificate, key: PrivateKey) -> None:
@@ -71,9 +95,8 @@ class CertificateAuthority:
         )
         if ca_pub != key_pub:
             raise ValueError("the CA key does not match the CA certificate")
-        self.certificate = certificate
+        super().__init__(certificate)
         self.key = key
-        self._subject_der = certificate.subject.public_bytes()
         self._ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
 
     # -- construction ----------------------------------------------------------------------------
@@ -197,22 +220,6 @@ class CertificateAuthority:
             )
         )
         return builder.sign(self.key, hashes.SHA256())
-
-    # -- checking --------------------------------------------------------------------------------
-
-    def is_issuer_of(self, cert: x509.Certificate) -> bool:
-        """True when `cert` names this CA as issuer and carries a valid signature by the CA key.
-
-        Does not check validity dates or revocation. Costs one signature verification; cache by
-        certificate fingerprint where it matters.
-        """
-        if cert.issuer.public_bytes() != self._subject_der:
-            return False
-        try:
-            cert.verify_directly_issued_by(self.certificate)
-        except (ValueError, TypeError, InvalidSignature):
-            return False
-        return True
 
 
 def generate_signing_identity(

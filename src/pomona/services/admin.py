@@ -65,12 +65,11 @@ class AdminService(ServiceBase):
             domain=domain.lower(),
             created_at=self.clock.now(),
             ca_cert_pem=cert_pem,
-            ca_key_pem=key_pem,
         )
         with self.db.unit_of_work() as uow:
             if uow.tenants.by_name(name) is not None:
                 raise ConflictError(f"a tenant named {name!r} exists", name=name)
-            uow.tenants.add(tenant)
+            uow.tenants.add(tenant, key_pem)
             PolicyService(self.db, self.clock).ensure_defaults(uow, tenant.id)
             uow.events.append(self.ok_event(tenant.id, Step.ADMIN, detail={"action": "tenant.create"}))
         return tenant

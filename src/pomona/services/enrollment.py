@@ -168,9 +168,9 @@ class EnrollmentService(ServiceBase):
                     raw = None  # another tenant's token is no token here
                 user_id, upn = self._user_facts(uow, raw)
                 token = check_token(raw, now)
-                tenant = uow.tenants.get(tenant_id)
-                assert tenant is not None
-                ca = self.pki.load_ca(tenant.ca_cert_pem, tenant.ca_key_pem)
+                pair = uow.tenants.ca_keypair(tenant_id)
+                assert pair is not None
+                ca = self.pki.load_ca(pair.cert_pem, pair.key_pem)
                 cert = ca.issue(public_key, subject, days=365)
                 fp = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
                 uow.enrollment_tokens.consume(token.id)

@@ -47,10 +47,10 @@ class ScepService(ServiceBase):
         if found is not None:
             return found
         with self.db.unit_of_work(readonly=True) as uow:
-            tenant = uow.tenants.get(tenant_id)
-        if tenant is None:
+            pair = uow.tenants.ca_keypair(tenant_id)
+        if pair is None:
             return None
-        ca = self.pki.load_ca(tenant.ca_cert_pem, tenant.ca_key_pem)
+        ca = self.pki.load_ca(pair.cert_pem, pair.key_pem)
         issue = partial(self.enrollment.scep_issue, tenant_id)
         endpoint = self.responders.responder(ca, issue, (PomonaError,))
         with self._lock:

@@ -41,6 +41,7 @@ from pomona.domain.models import (
 )
 from pomona.domain.policy import Restriction
 from pomona.ports import (
+    CaKeyPair,
     ChannelState,
     Database,
     EventFilters,
@@ -106,6 +107,7 @@ class _Data:
     """Every table, keyed by its primary key."""
 
     tenants: dict[str, Tenant] = field(default_factory=dict)
+    tenant_ca_keys: dict[str, bytes] = field(default_factory=dict)  # the tenants' ca_key_pem column
     tenant_push: dict[str, PushCertState] = field(default_factory=dict)
     api_tokens: dict[str, tuple[str, ApiToken]] = field(default_factory=dict)  # hash -> token
     users: dict[str, User] = field(default_factory=dict)
@@ -192,10 +194,15 @@ class _Store:
 
 
 class MemoryTenantStore(_Store):
-    def add(self, tenant: Tenant) -> None:
+    def add(self, tenant: Tenant, ca_key_pem: bytes) -> None:
         if tenant.id in self.d.tenants or any(t.name == tenant.name for t in self.d.tenants.values()):
             raise _conflict(f"tenant {tenant.name}")
         self.tx.put(self.d.tenants, tenant.id, tenant)
+        self.tx.put(self.d.tenant_ca_keys, tenant.id, ca_key_pem)
+
+    def ca_keypair(self, tenant_id: str) -> CaKeyPair | None:
+        t, key = self.d.tenants.get(tenant_id), self.d.tenant_ca_keys.get(tenant_id)
+        return None if t is None or key is None else CaKeyPair(t.ca_cert_pem, key)
 
     def get(self, tenant_id: str) -> Tenant | None:
         return self.d.tenants.get(tenant_id)

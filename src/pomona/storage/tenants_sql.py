@@ -1,4 +1,8 @@
-"""SQL stores of tenants and admin API tokens."""
+"""SQL stores of tenants and admin API tokens.
+
+The tenants table holds each tenant CA's private key (``ca_key_pem``); a :class:`Tenant` is read without
+it (the selects name the record's columns), and only :meth:`SqlTenantStore.ca_keypair` reads the key.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +11,37 @@ from datetime import datetime
 from sqlalchemy import Connection, insert, select, update
 
 from pomona.domain.models import ApiToken, Tenant
+from pomona.ports import CaKeyPair
 from pomona.storage import schema as s
 from pomona.storage.rows import RecordCodec
 
 TENANT = RecordCodec(Tenant)
 API_TOKEN = RecordCodec(ApiToken)
+_TENANT = select(*(s.tenants.c[name] for name in TENANT.fields))  # every column but the CA key
 
 
 class SqlTenantStore:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def add(self, tenant: Tenant) -> None:
-        self.conn.execute(insert(s.tenants).values(TENANT.dump(tenant)))
+    def add(self, tenant: Tenant, ca_key_pem: bytes) -> None:
+        self.conn.execute(insert(s.tenants).values(TENANT.dump(tenant, ca_key_pem=ca_key_pem)))
+
+    def ca_keypair(self, tenant_id: str) -> CaKeyPair | None:
+        t = s.tenants
+        r = self.conn.execute(select(t.c.ca_cert_pem, t.c.ca_key_pem).where(t.c.id == tenant_id)).first()
+        return None if r is None else CaKeyPair(bytes(r.ca_cert_pem), bytes(r.ca_key_pem))
 
     def get(self, tenant_id: str) -> Tenant | None:
-        r = self.conn.execute(select(s.tenants).where(s.tenants.c.id == tenant_id)).first()
+        r = self.conn.execute(_TENANT.where(s.tenants.c.id == tenant_id)).first()
         return None if r is None else TENANT.load_row(r)
 
     def by_name(self, name: str) -> Tenant | None:
-        r = self.conn.execute(select(s.tenants).where(s.tenants.c.name == name)).first()
+        r = self.conn.execute(_TENANT.where(s.tenants.c.name == name)).first()
         return None if r is None else TENANT.load_row(r)
 
     def list(self) -> list[Tenant]:
-        return [TENANT.load_row(r) for r in self.conn.execute(select(s.tenants).order_by(s.tenants.c.name))]
+        return [TENANT.load_row(r) for r in self.conn.execute(_TENANT.order_by(s.tenants.c.name))]
 
     def _set(self, tenant_id: str, **values: object) -> None:
         self.conn.execute(update(s.tenants).where(s.tenants.c.id == tenant_id).values(**values))

@@ -7,7 +7,8 @@ request with its :class:`~pomona.services.checkin.handler.Identity`. Which enrol
 to is the core's check, made in the same read that finds the enrollment (one read on the hot path).
 
 "Issued by this CA" costs a signature verification; its positive answers are cached per process (an
-issued certificate never changes issuer), and the loaded CAs too.
+issued certificate never changes issuer), and the loaded CA certificates too. Verifying needs the CA's
+certificate only: this path never reads, loads or caches the CA's private key.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 
 from pomona.domain.errors import CertNotTrustedError, SignatureInvalidError
 from pomona.domain.models import Tenant
-from pomona.ports import CertificateAuthority, Clock, Pki
+from pomona.ports import CaCertificate, Clock, Pki
 from pomona.protocol import cms
 from pomona.services.checkin.handler import CheckinHandler, Identity, M, Middleware, Request
 
@@ -73,7 +74,7 @@ class CertAuth(Middleware):
         super().__init__(next)
         self.pki = pki
         self.clock = clock
-        self._cas: dict[str, CertificateAuthority] = {}
+        self._cas: dict[str, CaCertificate] = {}
         self._issued_by = Lru(200_000)
 
     def around(self, req: Request, msg: M, call: Callable[[Request, M], bytes]) -> bytes:
@@ -98,8 +99,8 @@ class CertAuth(Middleware):
             )
         return Request(req.tenant, req.body, req.signature, identity)
 
-    def _ca(self, tenant: Tenant) -> CertificateAuthority:
+    def _ca(self, tenant: Tenant) -> CaCertificate:
         ca = self._cas.get(tenant.id)
         if ca is None:
-            ca = self._cas[tenant.id] = self.pki.load_ca(tenant.ca_cert_pem, tenant.ca_key_pem)
+            ca = self._cas[tenant.id] = self.pki.load_ca_certificate(tenant.ca_cert_pem)
         return ca

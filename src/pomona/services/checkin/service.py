@@ -61,7 +61,8 @@ class CheckinService(ServiceBase):
     # --- the tenant the URL names -----------------------------------------------------------------
     def _tenant(self, tenant_id: str) -> Tenant:
         """The tenant, cached for TENANT_TTL: its CA never changes, its push topic rarely. Authenticate
-        re-reads the tenant inside its transaction, so policy decisions never use a stale copy."""
+        re-reads the tenant inside its transaction, so policy decisions never use a stale copy. A Tenant
+        carries its CA's certificate, never the CA's private key: the cache holds no key."""
         hit = self._tenants.get(tenant_id)
         now = time.monotonic()
         if isinstance(hit, tuple) and now - hit[0] < TENANT_TTL:
