@@ -227,9 +227,10 @@ class TestFoundingDocument:
         d.enroll()
         with w.p.db.unit_of_work() as uow:
             t = uow.tenants.by_name(w.s.name)
-            assert t is not None and t.push_cert_pem and t.push_key_pem and t.push_not_after
+            creds = uow.push_certs.credentials(w.s.topic)
+            assert t is not None and creds is not None and t.push_not_after
             uow.tenants.set_push_cert(
-                t.id, t.push_cert_pem, t.push_key_pem, "com.apple.mgmt.External.new", t.push_not_after
+                t.id, creds.cert_pem, creds.key, "com.apple.mgmt.External.new", t.push_not_after
             )
         r = diagnose(w, "onboarded", lang, udid=d.udid)
         assert (top(r)["code"], top(r)["verdict"]) == ("APNS_TOPIC_CHANGED", "proven")

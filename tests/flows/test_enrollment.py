@@ -210,10 +210,14 @@ class TestPushCertificate:
     def test_expired_push_cert(self, pomona: Pomona, client: TestClient, acme: TenantSetup) -> None:
         """An expired push certificate blocks enrollment: APNS_CERT_EXPIRED."""
         with pomona.db.unit_of_work() as uow:
-            t = uow.tenants.by_name(acme.name)
-            assert t is not None and t.push_cert_pem and t.push_key_pem
+            creds = uow.push_certs.credentials(acme.topic)
+            assert creds is not None
             uow.tenants.set_push_cert(
-                t.id, t.push_cert_pem, t.push_key_pem, acme.topic, datetime.now(UTC) - timedelta(days=1)
+                creds.tenant_id,
+                creds.cert_pem,
+                creds.key,
+                acme.topic,
+                datetime.now(UTC) - timedelta(days=1),
             )
         r = client.get(acme.enroll_url)
         assert r.status_code == 403 and r.json()["reason"] == "APNS_CERT_EXPIRED"

@@ -312,8 +312,10 @@ class TestUpload:
         p12 = make_p12(load_pem_cert(cert), load_pem_key(key), b"secret")
         r = pomona.apns.upload("acme", p12, password=b"secret", apple_id="it@acme.example", canary=False)
         assert r.apple_id == "it@acme.example"
-        t = pomona.admin.get_tenant("acme")
-        assert t.push_key_pem is not None and b"PRIVATE KEY" not in t.push_key_pem
+        with pomona.db.unit_of_work(readonly=True) as uow:
+            creds = uow.push_certs.credentials(r.topic)
+        assert creds is not None and b"PRIVATE KEY" not in creds.key  # sealed with the server key
+        assert "push_key_pem" not in repr(pomona.admin.get_tenant("acme"))
 
     def test_csr_key_is_used_by_the_later_upload(self, pomona: Pomona, emu_clean: ApnsEmulator) -> None:
         """The CSR's pending key (sealed) completes an upload given only the certificate."""
@@ -415,11 +417,13 @@ class TestRenewNeverReplace:
         setup = tenant_on_emulator(pomona, emu_clean)
         with pomona.db.unit_of_work() as uow:
             t = uow.tenants.by_name("acme")
-            assert t is not None and t.push_cert_pem and t.push_key_pem and t.push_topic
+            assert t is not None and t.push_topic
+            creds = uow.push_certs.credentials(t.push_topic)
+            assert creds is not None
             uow.tenants.set_push_cert(
                 t.id,
-                t.push_cert_pem,
-                t.push_key_pem,
+                creds.cert_pem,
+                creds.key,
                 t.push_topic,
                 dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
             )

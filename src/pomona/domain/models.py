@@ -55,8 +55,9 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
-    """A tenant as every reader sees it (and caches it). Its device CA's private key is not here: the
-    code that signs reads it on its own (``TenantStore.ca_keypair``)."""
+    """A tenant as every reader sees it (and caches it). No private key is here: the device CA's key is read
+    by the code that signs (``TenantStore.ca_keypair``), the push key by the push gateway
+    (``PushCertStore.credentials``)."""
 
     id: str
     name: str
@@ -64,7 +65,6 @@ class Tenant:
     created_at: datetime
     ca_cert_pem: bytes
     push_cert_pem: bytes | None = None
-    push_key_pem: bytes | None = None
     push_topic: str | None = None
     push_not_after: datetime | None = None
     mdm_authority: str | None = None

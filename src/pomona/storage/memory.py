@@ -108,6 +108,7 @@ class _Data:
 
     tenants: dict[str, Tenant] = field(default_factory=dict)
     tenant_ca_keys: dict[str, bytes] = field(default_factory=dict)  # the tenants' ca_key_pem column
+    tenant_push_keys: dict[str, bytes] = field(default_factory=dict)  # the tenants' push_key_pem column
     tenant_push: dict[str, PushCertState] = field(default_factory=dict)
     api_tokens: dict[str, tuple[str, ApiToken]] = field(default_factory=dict)  # hash -> token
     users: dict[str, User] = field(default_factory=dict)
@@ -217,13 +218,9 @@ class MemoryTenantStore(_Store):
         self, tenant_id: str, cert_pem: bytes, key_pem: bytes, topic: str, not_after: datetime
     ) -> None:
         self.tx.change(
-            self.d.tenants,
-            tenant_id,
-            push_cert_pem=cert_pem,
-            push_key_pem=key_pem,
-            push_topic=topic,
-            push_not_after=not_after,
+            self.d.tenants, tenant_id, push_cert_pem=cert_pem, push_topic=topic, push_not_after=not_after
         )
+        self.tx.put(self.d.tenant_push_keys, tenant_id, key_pem)
 
     def set_authority(self, tenant_id: str, authority: str) -> None:
         self.tx.change(self.d.tenants, tenant_id, mdm_authority=authority)
@@ -956,9 +953,10 @@ class MemoryPushCertStore(_Store):
     def credentials(self, topic: str) -> PushCredentials | None:
         for t in self.d.tenants.values():
             if t.push_topic == topic:
-                if t.push_cert_pem is None or t.push_key_pem is None:
+                key = self.d.tenant_push_keys.get(t.id)
+                if t.push_cert_pem is None or key is None:
                     return None
-                return PushCredentials(t.id, t.push_cert_pem, t.push_key_pem)
+                return PushCredentials(t.id, t.push_cert_pem, key)
         return None
 
     def cert_state(self, tenant_id: str) -> PushCertState:

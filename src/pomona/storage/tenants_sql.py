@@ -17,7 +17,7 @@ from pomona.storage.rows import RecordCodec
 
 TENANT = RecordCodec(Tenant)
 API_TOKEN = RecordCodec(ApiToken)
-_TENANT = select(*(s.tenants.c[name] for name in TENANT.fields))  # every column but the CA key
+_TENANT = select(*(s.tenants.c[name] for name in TENANT.fields))  # every column but the private keys
 
 
 class SqlTenantStore:
