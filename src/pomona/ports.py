@@ -2,6 +2,15 @@
 
 Stores are split by concern, as their consumers use them. All stores of one ``UnitOfWork`` share one
 database transaction: a use case either commits everything it wrote or nothing.
+
+Narrow ports, defined by their consumer (NanoMDM's ``storage.go``): no service receives the whole
+``Database``. Each service module declares a Protocol naming exactly the stores its transactions use
+(``class ReportStores(HasEvents, Protocol)`` with a read-only property per store) and receives a
+``Transactions[ReportStores]`` (``ServiceBase[ReportStores]``); the few that need more of the database
+add :class:`ChannelStates` or :class:`SettingsStore` to it. A store a service did not declare is a mypy
+error, and a method that takes the caller's unit of work (``PolicyService.policy_input``) declares its
+own Protocol, which every caller's includes. ``SqlDatabase`` and ``MemoryDatabase`` satisfy all of them
+structurally: adding a store to a service is one line in its Protocol, and visible in review.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol, TypedDict, Unpack
+from typing import Protocol, TypedDict, TypeVar, Unpack
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -474,11 +483,39 @@ class UnitOfWork(Protocol):
     def health(self) -> HealthStore: ...
 
 
-class Database(Protocol):
-    def unit_of_work(self, *, readonly: bool = False) -> AbstractContextManager[UnitOfWork]: ...
+U_co = TypeVar("U_co", covariant=True)
+
+
+class Transactions(Protocol[U_co]):
+    """Opens units of work over the stores ``U_co`` names: a consumer's own Protocol of stores (a
+    ``Database`` is ``Transactions`` of every such Protocol, as its ``UnitOfWork`` has every store)."""
+
+    def unit_of_work(self, *, readonly: bool = False) -> AbstractContextManager[U_co]: ...
+
+
+class ChannelStates(Protocol):
+    """The command channel's hot read, outside any transaction (check-in only)."""
+
     def channel_state(self, fingerprint: str, *, skip_not_now: bool) -> ChannelState | None: ...
+
+
+class SettingsStore(Protocol):
+    """Server-wide values by key, each written in its own transaction (session secret, OIDC settings)."""
+
     def settings_get(self, key: str) -> bytes | None: ...
     def settings_put(self, key: str, value: bytes) -> None: ...
+
+
+class HasEvents(Protocol):
+    """The least a service's stores include: every refusal leaves an event (``ServiceBase.record_failure``)."""
+
+    @property
+    def events(self) -> EventLog: ...
+
+
+class Database(Transactions[UnitOfWork], ChannelStates, SettingsStore, Protocol):
+    """The whole database, as a backend provides it. Only the composition root and the backends name
+    it; consumers name the narrow parts they use."""
 
 
 class CaCertificate(Protocol):

@@ -7,12 +7,20 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from pomona.domain.reasons import ReasonCode
-from pomona.ports import Database, PushOutcome, PushReply, PushRequest
+from pomona.ports import PushCertStore, PushOutcome, PushReply, PushRequest, Transactions
 from pomona.push.apns import ApnsClient, Push, PushIdentity
 
 log = logging.getLogger("pomona.push")
+
+
+class IdentityStores(Protocol):
+    """What the identity source reads: the push credentials of a topic, and nothing else."""
+
+    @property
+    def push_certs(self) -> PushCertStore: ...
 
 
 class TenantIdentitySource:
@@ -22,7 +30,7 @@ class TenantIdentitySource:
     tenant's certificate changes or APNs refuses it), so the next push reads the store again.
     """
 
-    def __init__(self, db: Database, unseal: Callable[[bytes, str], bytes]) -> None:
+    def __init__(self, db: Transactions[IdentityStores], unseal: Callable[[bytes, str], bytes]) -> None:
         self.db = db
         self.unseal = unseal
         self._cache: dict[str, PushIdentity | None] = {}

@@ -8,14 +8,15 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 from pomona.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from pomona.domain.models import ApiToken, EnrollmentToken, Step, Tenant, User
-from pomona.ports import Pki, UnitOfWork
+from pomona.ports import ApiTokenStore, EnrollmentTokenStore, Pki, TenantStore
 from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.passwords import MIN_LENGTH
 from pomona.services.passwords import hash_password as _hash_password
-from pomona.services.policy import PolicyService
+from pomona.services.policy import PolicyService, PolicyStores
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}$")
@@ -45,8 +46,25 @@ class IssuedApiToken:
     secret: str
 
 
+class TenantLookupStores(Protocol):
+    """What :meth:`AdminService.tenant` reads, in the caller's unit of work."""
+
+    @property
+    def tenants(self) -> TenantStore: ...
+
+
+class AdminStores(TenantLookupStores, PolicyStores, Protocol):
+    """The admin service's stores: tenants, users, both kinds of token, and (as ``create_tenant`` builds
+    a PolicyService over them for the default restrictions) the policy service's."""
+
+    @property
+    def api_tokens(self) -> ApiTokenStore: ...
+    @property
+    def enrollment_tokens(self) -> EnrollmentTokenStore: ...
+
+
 @dataclass
-class AdminService(ServiceBase):
+class AdminService(ServiceBase[AdminStores]):
     pki: Pki
 
     # --- tenants ----------------------------------------------------------------------------------
@@ -78,7 +96,7 @@ class AdminService(ServiceBase):
         with self.db.unit_of_work(readonly=True) as uow:
             return uow.tenants.list()
 
-    def tenant(self, uow: UnitOfWork, name_or_id: str) -> Tenant:
+    def tenant(self, uow: TenantLookupStores, name_or_id: str) -> Tenant:
         t = find_tenant(uow.tenants, name_or_id)
         return t
 

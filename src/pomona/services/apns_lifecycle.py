@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from pomona.domain.checks import Finding, PushCertState, push_cert_findings
 from pomona.domain.errors import (
@@ -31,13 +31,19 @@ from pomona.domain.errors import (
 from pomona.domain.models import Step, Tenant
 from pomona.domain.reasons import ReasonCode
 from pomona.ports import (
+    HasEvents,
     PushCertCheck,
     PushCertKit,
+    PushCertStore,
     PushKind,
+    PushQueue,
+    PushReachabilityStore,
     ReEnrollment,
-    UnitOfWork,
+    ReEnrollmentStore,
+    TenantStore,
     WebhookDelivery,
     WebhookPoster,
+    WebhookStore,
 )
 from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.jobs import Jobs
@@ -83,15 +89,31 @@ class UploadResult:
         }
 
 
+class ApnsStores(HasEvents, Protocol):
+    """The certificate lifecycle's stores: the tenant's certificate and its state, the enrollments a
+    replacement cuts off, and the push queue and reachability the canary uses."""
+
+    @property
+    def tenants(self) -> TenantStore: ...
+    @property
+    def push_certs(self) -> PushCertStore: ...
+    @property
+    def reenrollments(self) -> ReEnrollmentStore: ...
+    @property
+    def pushes(self) -> PushQueue: ...
+    @property
+    def reachability(self) -> PushReachabilityStore: ...
+
+
 @dataclass
-class ApnsLifecycle(ServiceBase):
+class ApnsLifecycle(ServiceBase[ApnsStores]):
     kit: PushCertKit
     wake_push: Callable[[], None] | None = None
     jobs: Jobs | None = None  # where the canary runs after an upload (the server's background); None: inline
     canary_devices: int = 3
     canary_wait: float = 5.0  # seconds the canary waits for its devices to check in
 
-    def _tenant(self, uow: UnitOfWork, ref: str) -> Tenant:
+    def _tenant(self, uow: ApnsStores, ref: str) -> Tenant:
         t = find_tenant(uow.tenants, ref)
         return t
 
@@ -394,8 +416,17 @@ class ApnsLifecycle(ServiceBase):
         return [f.to_json() for f in self.check(tenant, now)]
 
 
+class NotifierStores(HasEvents, Protocol):
+    """The notifier's stores: the tenant and its webhook, with the record of deliveries."""
+
+    @property
+    def tenants(self) -> TenantStore: ...
+    @property
+    def webhooks(self) -> WebhookStore: ...
+
+
 @dataclass
-class Notifier(ServiceBase):
+class Notifier(ServiceBase[NotifierStores]):
     """Webhook notices of findings: JSON POST signed with HMAC-SHA256 of the body (header
     ``X-Pomona-Signature: sha256=<hex>``), retried with backoff, every delivery recorded."""
 

@@ -1,15 +1,20 @@
-"""What every service shares: the database, the clock, and the failure-event helper."""
+"""What every service shares: its stores, the clock, and the failure-event helper.
+
+A service is ``ServiceBase[XStores]``, where ``XStores`` is the Protocol in its module naming the stores
+its transactions use (ports.py explains the convention); ``self.db`` opens units of work over those
+stores only.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from pomona.domain.errors import NotFoundError
 from pomona.domain.models import Event, Outcome, Step, Tenant
 from pomona.domain.reasons import ReasonCode
-from pomona.ports import Clock, Database
+from pomona.ports import Clock, HasEvents, Transactions
 from pomona.services.context import current_request_id
 
 #: One line per refusal (pomona/logs.py): the reason code and who was refused.
@@ -30,9 +35,14 @@ def find_tenant(tenants: TenantLookup, ref: str) -> Tenant:
     return t
 
 
+U = TypeVar("U", bound=HasEvents, covariant=True)
+"""The service's stores. Covariant: services never reassign ``db``, so one over more stores serves where
+fewer are needed."""
+
+
 @dataclass
-class ServiceBase:
-    db: Database
+class ServiceBase(Generic[U]):
+    db: Transactions[U]
     clock: Clock
 
     def record_failure(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from pomona.domain.errors import InvalidInputError, NotFoundError
 from pomona.domain.models import CommandStatus, Device, Enrollment, Event, QueuedCommand, Step, Tenant
-from pomona.ports import UnitOfWork
+from pomona.ports import CommandQueue, DeviceStore, EnrollmentStore, HasEvents, PushQueue, TenantStore
 from pomona.protocol.command import build_command
 from pomona.protocol.errors import CommandBuildError
 from pomona.services.base import ServiceBase, find_tenant
@@ -24,15 +25,31 @@ class DeviceView:
     commands: list[QueuedCommand]
 
 
+class CommandStores(HasEvents, Protocol):
+    """The command service's stores: devices and their enrollments, the command queue, and the push
+    queue a new command wakes its device through."""
+
+    @property
+    def tenants(self) -> TenantStore: ...
+    @property
+    def devices(self) -> DeviceStore: ...
+    @property
+    def enrollments(self) -> EnrollmentStore: ...
+    @property
+    def commands(self) -> CommandQueue: ...
+    @property
+    def pushes(self) -> PushQueue: ...
+
+
 @dataclass
-class CommandService(ServiceBase):
+class CommandService(ServiceBase[CommandStores]):
     on_push: Callable[[], None] | None = None  # wakes this process's push worker (app.py wires it)
 
-    def _tenant(self, uow: UnitOfWork, name_or_id: str) -> Tenant:
+    def _tenant(self, uow: CommandStores, name_or_id: str) -> Tenant:
         t = find_tenant(uow.tenants, name_or_id)
         return t
 
-    def _device(self, uow: UnitOfWork, tenant: Tenant, ref: str) -> Device:
+    def _device(self, uow: CommandStores, tenant: Tenant, ref: str) -> Device:
         """A device by id, UDID or serial number."""
         d = uow.devices.get(tenant.id, ref) or uow.devices.by_udid(tenant.id, ref)
         if d is None:
@@ -42,7 +59,7 @@ class CommandService(ServiceBase):
             raise NotFoundError(f"no device {ref!r} in tenant {tenant.name}", device=ref)
         return d
 
-    def _resolve(self, uow: UnitOfWork, tenant: Tenant, refs: Sequence[str]) -> dict[str, Device]:
+    def _resolve(self, uow: CommandStores, tenant: Tenant, refs: Sequence[str]) -> dict[str, Device]:
         """Devices by id, UDID or serial number, in a few IN queries (the rules of :meth:`_device`):
         an id first, then a UDID, then a serial number held by exactly one device. Unknown refs are
         left out."""

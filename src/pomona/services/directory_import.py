@@ -13,9 +13,11 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from pomona.domain.errors import InvalidInputError, LicensesExhaustedError
 from pomona.domain.models import Group, Step, User
+from pomona.ports import GroupStore, HasEvents, TenantStore, UserStore
 from pomona.services.base import ServiceBase, find_tenant
 
 MAX_ROWS = 200_000
@@ -43,10 +45,28 @@ def _flag(value: str | None, row: int, name: str, errors: list[dict[str, object]
     return None
 
 
+class ImportStores(HasEvents, Protocol):
+    """What an import writes, in one transaction: the tenant's users and groups, and its audit event."""
+
+    @property
+    def tenants(self) -> TenantStore: ...
+    @property
+    def users(self) -> UserStore: ...
+    @property
+    def groups(self) -> GroupStore: ...
+
+
+class HasPolicy(Protocol):
+    """What :func:`import_users` is given (the services): it imports through the policy service."""
+
+    @property
+    def policy(self) -> ServiceBase[ImportStores]: ...
+
+
 def import_users(
-    p: object, tenant_ref: str, text: str, *, progress: Callable[[int, int], None] | None = None
+    p: HasPolicy, tenant_ref: str, text: str, *, progress: Callable[[int, int], None] | None = None
 ) -> UserImportReport:
-    svc: ServiceBase = p.policy  # type: ignore[attr-defined]
+    svc = p.policy
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or "upn" not in [f.strip().lower() for f in reader.fieldnames]:
         raise InvalidInputError("the CSV needs a header row with at least an 'upn' column", field="file")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -14,11 +15,11 @@ from pomona.domain.errors import EnrollmentTokenError, EnrollmentTokenExpiredErr
 from pomona.domain.models import EnrollmentToken, IssuedCert, Step, Tenant
 from pomona.domain.policy import Stage, decide, platform_of_user_agent
 from pomona.domain.reasons import ReasonCode
-from pomona.ports import Pki, ProfileSigner, UnitOfWork
+from pomona.ports import CertStore, EnrollmentTokenStore, HasEvents, Pki, ProfileSigner, TenantStore
 from pomona.protocol.profile import build_enrollment_profile, encode_profile
 from pomona.services.admin import hash_secret
 from pomona.services.base import ServiceBase
-from pomona.services.policy import PolicyService, refusal
+from pomona.services.policy import DecisionStores, PolicyService, refusal
 
 PROFILE_CONTENT_TYPE = "application/x-apple-aspen-config"
 
@@ -61,14 +62,28 @@ def check_token(token: EnrollmentToken | None, now: datetime) -> EnrollmentToken
     return token
 
 
+class EnrollmentStores(DecisionStores, HasEvents, Protocol):
+    """The enrollment service's stores: the link's token, its tenant and user, the policy's facts, and
+    the identities SCEP issues."""
+
+    @property
+    def tenants(self) -> TenantStore: ...
+    @property
+    def enrollment_tokens(self) -> EnrollmentTokenStore: ...
+    @property
+    def certs(self) -> CertStore: ...
+
+
 @dataclass
-class EnrollmentService(ServiceBase):
+class EnrollmentService(ServiceBase[EnrollmentStores]):
     pki: Pki
     signer: ProfileSigner
     urls: Urls
     policy: PolicyService
 
-    def _user_facts(self, uow: UnitOfWork, token: EnrollmentToken | None) -> tuple[str | None, str | None]:
+    def _user_facts(
+        self, uow: EnrollmentStores, token: EnrollmentToken | None
+    ) -> tuple[str | None, str | None]:
         if token is None or token.user_id is None:
             return None, None
         user = uow.users.get(token.tenant_id, token.user_id)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pomona.domain.checks import (
     AWAITING_STUCK_AFTER,
@@ -24,7 +24,7 @@ from pomona.domain.checks import (
     stuck_findings,
 )
 from pomona.domain.models import Tenant
-from pomona.ports import Resolver, UnitOfWork
+from pomona.ports import HasEvents, HealthStore, Resolver, TenantStore, UserStore
 from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.checks import DiscoverySettings, TenantCheck, lookup_cnames
 
@@ -32,15 +32,26 @@ from pomona.services.checks import DiscoverySettings, TenantCheck, lookup_cnames
 Notify = Callable[[str, list[dict[str, object]]], object]
 
 
+class HealthStores(HasEvents, Protocol):
+    """The health service's stores: the tenant, its licensed users, and the findings kept."""
+
+    @property
+    def tenants(self) -> TenantStore: ...
+    @property
+    def users(self) -> UserStore: ...
+    @property
+    def health(self) -> HealthStore: ...
+
+
 @dataclass
-class HealthService(ServiceBase):
+class HealthService(ServiceBase[HealthStores]):
     resolver: Resolver | None  # None: no DNS checks
     settings: DiscoverySettings
     push_cert: TenantCheck  # the certificate lifecycle's findings
     unresponsive: TenantCheck  # devices silent after pushes APNs accepted
     notify: Notify | None  # None: new findings are kept, not sent
 
-    def check(self, uow: UnitOfWork, t: Tenant, now: datetime) -> list[Finding]:
+    def check(self, uow: HealthStores, t: Tenant, now: datetime) -> list[Finding]:
         out = authority_findings(t.mdm_authority)
         out += self.push_cert(t.id, now)
         out += licence_findings(

@@ -9,6 +9,7 @@ import csv
 import io
 import uuid
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from pomona.domain.errors import (
     ConflictError,
@@ -43,7 +44,17 @@ from pomona.domain.policy import (
     decide,
     parse_version,
 )
-from pomona.ports import UnitOfWork
+from pomona.ports import (
+    BlockStore,
+    CommandQueue,
+    CorporateStore,
+    EnrollmentStore,
+    GroupStore,
+    HasEvents,
+    RestrictionStore,
+    TenantStore,
+    UserStore,
+)
 from pomona.services.base import ServiceBase, find_tenant
 
 DEFAULT_PRIORITY = 1_000_000  # the built-in Default ranks after every assigned restriction
@@ -62,31 +73,64 @@ class ImportReport:
     errors: list[dict[str, object]]  # {"row": n, "value": ..., "error": ...}
 
 
+class DefaultsStores(Protocol):
+    """What :meth:`PolicyService.ensure_defaults` reads and writes, in the caller's unit of work."""
+
+    @property
+    def restrictions(self) -> RestrictionStore: ...
+
+
+class DecisionStores(DefaultsStores, Protocol):
+    """What :meth:`PolicyService.policy_input` reads, in the caller's unit of work: the stores of every
+    service that asks for a decision include these."""
+
+    @property
+    def users(self) -> UserStore: ...
+    @property
+    def groups(self) -> GroupStore: ...
+    @property
+    def enrollments(self) -> EnrollmentStore: ...
+    @property
+    def corporate(self) -> CorporateStore: ...
+    @property
+    def blocks(self) -> BlockStore: ...
+
+
+class PolicyStores(DecisionStores, HasEvents, Protocol):
+    """The policy service's stores: the decision's, the tenants, and the command queue (retiring a
+    device cancels what it had queued)."""
+
+    @property
+    def tenants(self) -> TenantStore: ...
+    @property
+    def commands(self) -> CommandQueue: ...
+
+
 @dataclass
-class PolicyService(ServiceBase):
+class PolicyService(ServiceBase[PolicyStores]):
     _cache: dict[str, tuple[int, tuple[Restriction, ...]]] = field(default_factory=dict)
 
     # --- helpers ----------------------------------------------------------------------------------
-    def _tenant(self, uow: UnitOfWork, ref: str) -> Tenant:
+    def _tenant(self, uow: PolicyStores, ref: str) -> Tenant:
         t = find_tenant(uow.tenants, ref)
         return t
 
-    def _user(self, uow: UnitOfWork, t: Tenant, upn: str) -> User:
+    def _user(self, uow: PolicyStores, t: Tenant, upn: str) -> User:
         u = uow.users.by_upn(t.id, upn)
         if u is None:
             raise NotFoundError(f"no user {upn} in tenant {t.name}", upn=upn)
         return u
 
-    def _group(self, uow: UnitOfWork, t: Tenant, name: str) -> Group:
+    def _group(self, uow: PolicyStores, t: Tenant, name: str) -> Group:
         g = uow.groups.by_name(t.id, name)
         if g is None:
             raise NotFoundError(f"no group {name!r} in tenant {t.name}", group=name)
         return g
 
-    def _audit(self, uow: UnitOfWork, t: Tenant, action: str, **detail: object) -> None:
+    def _audit(self, uow: PolicyStores, t: Tenant, action: str, **detail: object) -> None:
         uow.events.append(self.ok_event(t.id, Step.ADMIN, detail={"action": action, **detail}))
 
-    def restrictions(self, uow: UnitOfWork, tenant: Tenant) -> tuple[Restriction, ...]:
+    def restrictions(self, uow: DefaultsStores, tenant: Tenant) -> tuple[Restriction, ...]:
         """The tenant's restrictions, cached per process and checked against the tenant's policy version."""
         cached = self._cache.get(tenant.id)
         if cached is not None and cached[0] == tenant.policy_version:
@@ -95,7 +139,7 @@ class PolicyService(ServiceBase):
         self._cache[tenant.id] = (tenant.policy_version, rs)
         return rs
 
-    def ensure_defaults(self, uow: UnitOfWork, tenant_id: str) -> list[Restriction]:
+    def ensure_defaults(self, uow: DefaultsStores, tenant_id: str) -> list[Restriction]:
         existing = uow.restrictions.list(tenant_id)
         kinds = {r.kind for r in existing if r.is_default}
         now = self.clock.now()
@@ -113,7 +157,7 @@ class PolicyService(ServiceBase):
     # --- the decision -----------------------------------------------------------------------------
     def policy_input(
         self,
-        uow: UnitOfWork,
+        uow: DecisionStores,
         tenant: Tenant,
         *,
         stage: Stage,

@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -33,11 +33,12 @@ from pomona.domain.errors import InvalidInputError, NotFoundError, PolicyError, 
 from pomona.domain.models import Event, Outcome, Step, Tenant, User
 from pomona.domain.policy import Decision, Stage, decide, platform_of_user_agent
 from pomona.domain.reasons import ReasonCode
-from pomona.services.admin import AdminService
+from pomona.ports import DeviceStore, HasEvents, SettingsStore, Transactions
+from pomona.services.admin import AdminService, TenantLookupStores
 from pomona.services.base import ServiceBase
 from pomona.services.context import current_request_id
 from pomona.services.enrollment import EnrollmentService
-from pomona.services.policy import PolicyService
+from pomona.services.policy import DecisionStores, PolicyService
 
 SESSION_SECRET_KEY = "portal_session_secret"
 OIDC_KEY_PREFIX = "oidc:"
@@ -190,8 +191,22 @@ def totp_uri(secret: str, upn: str, issuer: str) -> str:
 
 
 # --- the service ------------------------------------------------------------------------------------
+class PortalStores(TenantLookupStores, DecisionStores, HasEvents, Protocol):
+    """The portal's stores: the tenant, its users, their devices and enrollments, and the policy's facts
+    for the enrollment check."""
+
+    @property
+    def devices(self) -> DeviceStore: ...
+
+
+class PortalDatabase(Transactions[PortalStores], SettingsStore, Protocol):
+    """The portal's stores, and the server settings that hold its session key and each tenant's OpenID
+    Connect settings."""
+
+
 @dataclass
-class PortalService(ServiceBase):
+class PortalService(ServiceBase[PortalStores]):
+    db: PortalDatabase
     admin: AdminService
     policy: PolicyService
     enrollment: EnrollmentService

@@ -30,21 +30,25 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pomona.domain.models import Event, Outcome, Step
 from pomona.domain.reasons import ReasonCode
 from pomona.ports import (
+    HasEvents,
     PushAttempt,
+    PushCertStore,
     PushGateway,
     PushJob,
     PushKind,
     PushOutcome,
+    PushQueue,
+    PushReachabilityStore,
     PushReply,
     PushRequest,
     PushReschedule,
+    TenantStore,
     TokenRefusal,
-    UnitOfWork,
 )
 from pomona.services.base import ServiceBase, find_tenant
 
@@ -83,8 +87,26 @@ class BatchStats:
     outcomes: dict[PushOutcome, int] = field(default_factory=dict)
 
 
+class PushRequestStores(Protocol):
+    """What :meth:`PushService.request` writes, in the caller's unit of work."""
+
+    @property
+    def pushes(self) -> PushQueue: ...
+
+
+class PushStores(PushRequestStores, HasEvents, Protocol):
+    """The push worker's stores: the queue, what each push got, and the certificate APNs may refuse."""
+
+    @property
+    def tenants(self) -> TenantStore: ...
+    @property
+    def reachability(self) -> PushReachabilityStore: ...
+    @property
+    def push_certs(self) -> PushCertStore: ...
+
+
 @dataclass
-class PushService(ServiceBase):
+class PushService(ServiceBase[PushStores]):
     gateway: PushGateway | None = None
     settings: PushSettings = field(default_factory=PushSettings)
 
@@ -97,7 +119,7 @@ class PushService(ServiceBase):
         self.totals = BatchStats()
 
     # -- requests (sync; any thread) ---------------------------------------------------------------
-    def request(self, uow: UnitOfWork, tenant_id: str, enrollment_ids: Sequence[str]) -> None:
+    def request(self, uow: PushRequestStores, tenant_id: str, enrollment_ids: Sequence[str]) -> None:
         """Queue a push to each enrollment, in the caller's transaction (coalesced per enrollment)."""
         uow.pushes.request(tenant_id, enrollment_ids, self.clock.now())
 
@@ -295,7 +317,7 @@ class PushService(ServiceBase):
                 )
 
     # -- reachability, for health ------------------------------------------------------------------
-    def _tenant_id(self, uow: UnitOfWork, tenant: str) -> str:
+    def _tenant_id(self, uow: PushStores, tenant: str) -> str:
         t = find_tenant(uow.tenants, tenant)
         return t.id
 

@@ -11,10 +11,12 @@ import csv
 import io
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from pomona.domain.errors import InvalidInputError
 from pomona.domain.models import Event, Outcome, Step
 from pomona.domain.policy import platform_from_detail
+from pomona.ports import HasEvents, TenantStore
 from pomona.services.base import ServiceBase, find_tenant
 
 GROUPS = ("reason", "platform", "type", "step", "day")
@@ -31,8 +33,15 @@ _WHERE = {
 }
 
 
+class ReportStores(HasEvents, Protocol):
+    """The report service's stores: the tenant and its event log, read only."""
+
+    @property
+    def tenants(self) -> TenantStore: ...
+
+
 @dataclass
-class ReportService(ServiceBase):
+class ReportService(ServiceBase[ReportStores]):
     def failures(
         self, tenant_ref: str, *, since: datetime, until: datetime, group_by: str = "reason"
     ) -> dict[str, object]:

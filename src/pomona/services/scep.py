@@ -12,18 +12,26 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Protocol
 
 from pomona.domain.errors import PomonaError, from_protocol
 from pomona.domain.models import Step
-from pomona.ports import Pki, ScepAnswer, ScepEndpoint, ScepResponders
+from pomona.ports import HasEvents, Pki, ScepAnswer, ScepEndpoint, ScepResponders, TenantStore
 from pomona.services.base import ServiceBase
 from pomona.services.enrollment import EnrollmentService
 
 UNKNOWN_ENDPOINT = ScepAnswer(404, b"unknown SCEP endpoint\n", "text/plain")
 
 
+class ScepStores(HasEvents, Protocol):
+    """The SCEP service's stores: the tenant whose CA answers (issuing is the enrollment service's)."""
+
+    @property
+    def tenants(self) -> TenantStore: ...
+
+
 @dataclass
-class ScepService(ServiceBase):
+class ScepService(ServiceBase[ScepStores]):
     pki: Pki
     responders: ScepResponders
     enrollment: EnrollmentService

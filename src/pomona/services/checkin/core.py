@@ -22,6 +22,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from pomona.domain.errors import (
     CertDeviceMismatchError,
@@ -45,7 +46,16 @@ from pomona.domain.models import (
     Tenant,
 )
 from pomona.domain.policy import Stage, decide, platform_of_product
-from pomona.ports import UnitOfWork
+from pomona.ports import (
+    CertStore,
+    ChannelStates,
+    CommandQueue,
+    DeviceStore,
+    HasEvents,
+    PushQueue,
+    TenantStore,
+    Transactions,
+)
 from pomona.protocol.checkin import (
     Authenticate,
     CheckOut,
@@ -60,8 +70,8 @@ from pomona.protocol.checkin import (
 from pomona.protocol.command import CommandReport, ReportStatus
 from pomona.services.base import ServiceBase
 from pomona.services.checkin.handler import Refused, Request
-from pomona.services.checkin.results import result_hook
-from pomona.services.policy import PolicyService, refusal
+from pomona.services.checkin.results import ResultStores, result_hook
+from pomona.services.policy import DecisionStores, PolicyService, refusal
 
 TOUCH_EVERY = timedelta(seconds=60)
 """A device's last-seen time is written at most this often."""
@@ -74,8 +84,31 @@ _STATUS = {
 }
 
 
+class CheckinStores(DecisionStores, ResultStores, HasEvents, Protocol):
+    """The check-in chain's stores: the tenant, the identities SCEP issued, devices, enrollments and their
+    commands, the push queue a TokenUpdate re-arms, what the policy reads at Authenticate
+    (``DecisionStores``) and what command results change (``ResultStores``). Nothing of admin tokens,
+    enrollment tokens, webhooks, health or the push certificate."""
+
+    @property
+    def tenants(self) -> TenantStore: ...
+    @property
+    def certs(self) -> CertStore: ...
+    @property
+    def devices(self) -> DeviceStore: ...
+    @property
+    def commands(self) -> CommandQueue: ...
+    @property
+    def pushes(self) -> PushQueue: ...
+
+
+class CheckinDatabase(Transactions[CheckinStores], ChannelStates, Protocol):
+    """The check-in chain's stores, and the command channel's one-statement read (the hot path)."""
+
+
 @dataclass
-class CheckinCore(ServiceBase):
+class CheckinCore(ServiceBase[CheckinStores]):
+    db: CheckinDatabase
     policy: PolicyService
 
     # --- Authenticate ----------------------------------------------------------------------------
@@ -152,7 +185,7 @@ class CheckinCore(ServiceBase):
 
     def _enroll(
         self,
-        uow: UnitOfWork,
+        uow: CheckinStores,
         fingerprint: str,
         msg: Authenticate,
         tenant: Tenant,
@@ -246,7 +279,7 @@ class CheckinCore(ServiceBase):
         )
 
     def _bound_enrollment(
-        self, uow: UnitOfWork, req: Request, udid: str | None
+        self, uow: CheckinStores, req: Request, udid: str | None
     ) -> tuple[Enrollment, datetime | None]:
         """The active enrollment of the signer, which must be this tenant's and (if named) this device's."""
         fingerprint = req.signer.fingerprint
@@ -266,7 +299,7 @@ class CheckinCore(ServiceBase):
         with self.db.unit_of_work(readonly=True) as uow:
             return self._bound_enrollment(uow, req, udid)[0]
 
-    def _not_active(self, uow: UnitOfWork, fingerprint: str, udid: str | None) -> PomonaError:
+    def _not_active(self, uow: CheckinStores, fingerprint: str, udid: str | None) -> PomonaError:
         """Why an identity has no active enrollment: a blocked or retired device is told to unenroll."""
         last = uow.enrollments.by_fingerprint(fingerprint)
         if last is not None and last.status is EnrollmentStatus.BLOCKED:
@@ -386,7 +419,7 @@ class CheckinCore(ServiceBase):
             return b"" if nxt is None else nxt.body
 
     def _store_result(
-        self, uow: UnitOfWork, tenant: Tenant, enrollment: Enrollment, report: CommandReport, now: datetime
+        self, uow: CheckinStores, tenant: Tenant, enrollment: Enrollment, report: CommandReport, now: datetime
     ) -> None:
         assert report.command_uuid is not None
         status = _STATUS[report.status]

@@ -12,12 +12,13 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from cryptography.hazmat.primitives import hashes
 
 from pomona.domain.errors import PomonaError
 from pomona.domain.models import Step
-from pomona.ports import Clock, Database
+from pomona.ports import Clock, EnrollmentStore, HasEvents, Transactions
 from pomona.protocol import cms, plist
 from pomona.protocol.checkin import Authenticate, CheckOut, TokenUpdate
 from pomona.protocol.command import CommandReport
@@ -48,8 +49,15 @@ def subject(msg: DeviceMessage) -> tuple[Step, str | None, str | None, dict[str,
             return Step.CHECKIN, msg.udid, None, {"message_type": msg.message_type}
 
 
+class RefusalStores(HasEvents, Protocol):
+    """What recording a refusal uses: the event log, and the enrollment a signer is bound to."""
+
+    @property
+    def enrollments(self) -> EnrollmentStore: ...
+
+
 class RecordRefusals(Middleware):
-    def __init__(self, next: CheckinHandler, db: Database, clock: Clock) -> None:
+    def __init__(self, next: CheckinHandler, db: Transactions[RefusalStores], clock: Clock) -> None:
         super().__init__(next)
         self.db = db
         self._events = ServiceBase(db, clock)

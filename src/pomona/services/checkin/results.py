@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Final
+from typing import Final, Protocol
 
 from pomona.domain.models import Enrollment, EnrollmentStatus
-from pomona.ports import UnitOfWork
+from pomona.ports import CommandQueue, DeviceStore, EnrollmentStore
 from pomona.protocol.command import (
     Command,
     CommandReport,
@@ -21,11 +21,24 @@ from pomona.protocol.command import (
     decode_inventory,
 )
 
-ResultHook = Callable[[UnitOfWork, Enrollment, CommandReport, datetime], None]
+
+class ResultStores(Protocol):
+    """What a hook may change, in the transaction that stores the result (a hook that needs another
+    store adds it here, and the check-in core's stores include it)."""
+
+    @property
+    def devices(self) -> DeviceStore: ...
+    @property
+    def enrollments(self) -> EnrollmentStore: ...
+    @property
+    def commands(self) -> CommandQueue: ...
+
+
+ResultHook = Callable[[ResultStores, Enrollment, CommandReport, datetime], None]
 """``hook(uow, enrollment, report, now)``: apply an Acknowledged result."""
 
 
-def update_inventory(uow: UnitOfWork, enrollment: Enrollment, report: CommandReport, now: datetime) -> None:
+def update_inventory(uow: ResultStores, enrollment: Enrollment, report: CommandReport, now: datetime) -> None:
     """DeviceInformation: the answers Pomona keeps become the device's inventory."""
     facts = decode_inventory(report)
     if facts is not None:
@@ -33,7 +46,7 @@ def update_inventory(uow: UnitOfWork, enrollment: Enrollment, report: CommandRep
         uow.devices.update_inventory(enrollment.tenant_id, enrollment.device_id, fields)
 
 
-def end_erased(uow: UnitOfWork, enrollment: Enrollment, report: CommandReport, now: datetime) -> None:
+def end_erased(uow: ResultStores, enrollment: Enrollment, report: CommandReport, now: datetime) -> None:
     """EraseDevice: the device wipes itself and its identity with it, so its enrollment ends here."""
     uow.enrollments.end(enrollment.id, EnrollmentStatus.REMOVED, now)
     uow.commands.cancel_pending(enrollment.id)

@@ -32,7 +32,7 @@ from pomona.protocol.command import CommandReport, decode_report
 from pomona.protocol.errors import ProtocolError, UnrecognizedMessageTypeError
 from pomona.services.base import ServiceBase
 from pomona.services.checkin.certauth import CertAuth, Lru
-from pomona.services.checkin.core import CheckinCore
+from pomona.services.checkin.core import CheckinCore, CheckinDatabase, CheckinStores
 from pomona.services.checkin.events import RecordRefusals
 from pomona.services.checkin.handler import MAX_BODY, CheckinHandler, Request, dispatch_checkin
 from pomona.services.policy import PolicyService
@@ -44,7 +44,8 @@ D = TypeVar("D", CheckinMessage, CommandReport)
 
 
 @dataclass
-class CheckinService(ServiceBase):
+class CheckinService(ServiceBase[CheckinStores]):
+    db: CheckinDatabase  # the whole chain's: the core's stores and the command channel's read
     pki: Pki
     policy: PolicyService
     handler: CheckinHandler = field(init=False, repr=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from pomona.domain.checks import CnameLookup, DiscoveryRecord, Finding
 from pomona.domain.models import Device, Enrollment, Event, Outcome, Tenant, User
@@ -17,11 +18,21 @@ from pomona.domain.policy import (
     platform_of_user_agent,
 )
 from pomona.domain.reasons import ReasonCode
-from pomona.ports import Resolver, UnitOfWork, WellKnownFetcher
+from pomona.ports import EnrollmentStore, Resolver, UserStore, WellKnownFetcher
 from pomona.services.checks import DiscoverySettings, TenantCheck, lookup_cnames
-from pomona.services.policy import PolicyService
+from pomona.services.policy import DecisionStores, PolicyService
 
 WINDOW = timedelta(days=7)  # how far back the event log is read around the reported time
+
+
+class CheckerStores(DecisionStores, Protocol):
+    """What checkers read through ``ctx.uow`` (the diagnosis's read-only unit of work): the policy's facts
+    for :meth:`Context.decision`, licensed users and a user's enrollments."""
+
+    @property
+    def users(self) -> UserStore: ...
+    @property
+    def enrollments(self) -> EnrollmentStore: ...
 
 
 @dataclass
@@ -34,7 +45,7 @@ class Context:
     devices: list[Device]
     enrollments: list[Enrollment]
     events: list[Event]
-    uow: UnitOfWork
+    uow: CheckerStores
     policy: PolicyService
     resolver: Resolver | None
     fetcher: WellKnownFetcher | None

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from pomona import knowledge
 from pomona.domain.errors import InvalidInputError
 from pomona.domain.models import Device, Event, Tenant
 from pomona.domain.reasons import ReasonCode as R
-from pomona.ports import Resolver, UnitOfWork, WellKnownFetcher
+from pomona.ports import DeviceStore, HasEvents, Resolver, TenantStore, WellKnownFetcher
 from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.checks import DiscoverySettings, TenantCheck
 from pomona.services.diagnose import ranking
 from pomona.services.diagnose.checkers import CHECKERS
-from pomona.services.diagnose.context import WINDOW, Context
+from pomona.services.diagnose.context import WINDOW, CheckerStores, Context
 from pomona.services.diagnose.funnel import funnel
 from pomona.services.diagnose.model import Assessment, Verdict
 from pomona.services.policy import PolicyService
@@ -32,8 +33,18 @@ class Diagnosis:
     funnel: list[dict[str, object]] = field(default_factory=list)
 
 
+class DiagnoseStores(CheckerStores, HasEvents, Protocol):
+    """The diagnosis's stores, read only: the tenant, the user's and device's records and events, and
+    what the checkers read (``CheckerStores``)."""
+
+    @property
+    def tenants(self) -> TenantStore: ...
+    @property
+    def devices(self) -> DeviceStore: ...
+
+
 @dataclass
-class DiagnoseService(ServiceBase):
+class DiagnoseService(ServiceBase[DiagnoseStores]):
     policy: PolicyService
     resolver: Resolver | None  # None: the DNS causes are unknown
     fetcher: WellKnownFetcher | None  # None: the well-known document's cause is unknown
@@ -114,7 +125,7 @@ class DiagnoseService(ServiceBase):
 
 
 def _find_devices(
-    uow: UnitOfWork, t: Tenant, serial: str | None, udid: str | None, imei: str | None
+    uow: DiagnoseStores, t: Tenant, serial: str | None, udid: str | None, imei: str | None
 ) -> list[Device]:
     out: list[Device] = []
     if udid:
@@ -131,7 +142,7 @@ def _find_devices(
 
 
 def _events(
-    uow: UnitOfWork,
+    uow: DiagnoseStores,
     t: Tenant,
     upn: str | None,
     devices: list[Device],
