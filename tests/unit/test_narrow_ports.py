@@ -102,7 +102,7 @@ CHECKIN = DECISION | {"tenants", "certs", "devices", "commands", "pushes", "even
 
 # The reviewed record: a service that needs another store changes its Protocol AND this line.
 EXPECTED: dict[type, set[str]] = {
-    AdminService: {"tenants", "api_tokens", "enrollment_tokens", "events", "commands"} | DECISION,
+    AdminService: {"tenants", "users", "api_tokens", "enrollment_tokens", "restrictions", "events"},
     ApnsLifecycle: {"tenants", "push_certs", "reenrollments", "pushes", "reachability", "events"},
     Notifier: {"tenants", "webhooks", "events"},
     CheckinCore: CHECKIN,

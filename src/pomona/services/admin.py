@@ -12,11 +12,11 @@ from typing import Protocol
 
 from pomona.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from pomona.domain.models import ApiToken, EnrollmentToken, Step, Tenant, User
-from pomona.ports import ApiTokenStore, EnrollmentTokenStore, Pki, TenantStore
+from pomona.ports import ApiTokenStore, EnrollmentTokenStore, EventLog, Pki, TenantStore, UserStore
 from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.passwords import MIN_LENGTH
 from pomona.services.passwords import hash_password as _hash_password
-from pomona.services.policy import PolicyService, PolicyStores
+from pomona.services.policy import DefaultsStores, ensure_default_restrictions
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}$")
@@ -53,14 +53,18 @@ class TenantLookupStores(Protocol):
     def tenants(self) -> TenantStore: ...
 
 
-class AdminStores(TenantLookupStores, PolicyStores, Protocol):
-    """The admin service's stores: tenants, users, both kinds of token, and (as ``create_tenant`` builds
-    a PolicyService over them for the default restrictions) the policy service's."""
+class AdminStores(TenantLookupStores, DefaultsStores, Protocol):
+    """The admin service's stores: tenants, users, both kinds of token, the restrictions a new tenant
+    gets by default, and events."""
 
+    @property
+    def users(self) -> UserStore: ...
     @property
     def api_tokens(self) -> ApiTokenStore: ...
     @property
     def enrollment_tokens(self) -> EnrollmentTokenStore: ...
+    @property
+    def events(self) -> EventLog: ...
 
 
 @dataclass
@@ -88,7 +92,7 @@ class AdminService(ServiceBase[AdminStores]):
             if uow.tenants.by_name(name) is not None:
                 raise ConflictError(f"a tenant named {name!r} exists", name=name)
             uow.tenants.add(tenant, key_pem)
-            PolicyService(self.db, self.clock).ensure_defaults(uow, tenant.id)
+            ensure_default_restrictions(uow, tenant.id, tenant.created_at)
             uow.events.append(self.ok_event(tenant.id, Step.ADMIN, detail={"action": "tenant.create"}))
         return tenant
 

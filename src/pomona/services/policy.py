@@ -9,6 +9,7 @@ import csv
 import io
 import uuid
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Protocol
 
 from pomona.domain.errors import (
@@ -80,6 +81,23 @@ class DefaultsStores(Protocol):
     def restrictions(self) -> RestrictionStore: ...
 
 
+def ensure_default_restrictions(uow: DefaultsStores, tenant_id: str, now: datetime) -> list[Restriction]:
+    """The tenant's restrictions, with the built-in Default of each kind added where it is missing (in
+    the caller's unit of work: a new tenant gets them in the transaction that creates it)."""
+    existing = uow.restrictions.list(tenant_id)
+    kinds = {r.kind for r in existing if r.is_default}
+    for kind, cls in RESTRICTION_TYPES.items():
+        if kind not in kinds:
+            default = cls(
+                id=str(uuid.uuid4()),
+                name=f"Default {kind} restriction",
+                priority=DEFAULT_PRIORITY,
+                is_default=True,
+            )
+            uow.restrictions.add(default, tenant_id, now)
+    return uow.restrictions.list(tenant_id) if len(kinds) < len(RESTRICTION_TYPES) else existing
+
+
 class DecisionStores(DefaultsStores, Protocol):
     """What :meth:`PolicyService.policy_input` reads, in the caller's unit of work: the stores of every
     service that asks for a decision include these."""
@@ -140,19 +158,7 @@ class PolicyService(ServiceBase[PolicyStores]):
         return rs
 
     def ensure_defaults(self, uow: DefaultsStores, tenant_id: str) -> list[Restriction]:
-        existing = uow.restrictions.list(tenant_id)
-        kinds = {r.kind for r in existing if r.is_default}
-        now = self.clock.now()
-        for kind, cls in RESTRICTION_TYPES.items():
-            if kind not in kinds:
-                default = cls(
-                    id=str(uuid.uuid4()),
-                    name=f"Default {kind} restriction",
-                    priority=DEFAULT_PRIORITY,
-                    is_default=True,
-                )
-                uow.restrictions.add(default, tenant_id, now)
-        return uow.restrictions.list(tenant_id) if len(kinds) < len(RESTRICTION_TYPES) else existing
+        return ensure_default_restrictions(uow, tenant_id, self.clock.now())
 
     # --- the decision -----------------------------------------------------------------------------
     def policy_input(
