@@ -558,3 +558,20 @@ class TestVolume:
         stats = clean.stats()
         assert stats.goaways >= 6
         assert stats.accepted >= 10_000
+
+
+class TestGoawayInOneRead:
+    def test_goaway_followed_by_answers_is_split_after_the_goaway(self) -> None:
+        """A GOAWAY and the answers sent after it in one read are split right after the GOAWAY frame, so
+        the client handles the GOAWAY before h2 would refuse the answers (it failed every stream)."""
+        from pomona.push.h2conn import _after_goaway
+
+        server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        server.initiate_connection()
+        server.data_to_send()
+        server.close_connection(last_stream_id=9)
+        goaway = server.data_to_send()
+        later = b"\x00\x00\x04\x01\x04\x00\x00\x00\x09" + b"\x88\x00\x00\x00"  # any frame after it
+        assert _after_goaway(goaway + later) == len(goaway)
+        assert _after_goaway(goaway) == 0  # nothing follows: one call, as before
+        assert _after_goaway(later) == 0

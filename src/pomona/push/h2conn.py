@@ -389,6 +389,13 @@ class H2ClientConnection(asyncio.Protocol):
             return
         self._last_received = self.loop.time()
         self._ping_sent = None
+        cut = _after_goaway(data)
+        if cut:
+            # A GOAWAY and the answers sent after it arrived in one read: h2 would refuse the answers
+            # (its connection is closed once it has read the GOAWAY), so the GOAWAY is handled first.
+            self.data_received(data[:cut])
+            self.data_received(data[cut:])
+            return
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -649,3 +656,18 @@ class H2Pool:
         for conn in conns:
             await conn.wait_closed()
         self._wake(all_of_them=True)
+
+
+_GOAWAY_HEAD = b"\x07\x00\x00\x00\x00\x00"  # frame type GOAWAY, no flags, stream 0
+
+
+def _after_goaway(data: bytes) -> int:
+    """Where a GOAWAY frame in ``data`` ends, when more bytes follow it; 0 otherwise.
+
+    A match inside another frame's payload only splits the read in two, which h2 accepts anyway (it
+    buffers partial frames), so a false match costs nothing but a second call."""
+    i = data.find(_GOAWAY_HEAD, 3)
+    if i < 0:
+        return 0
+    end = i + 6 + int.from_bytes(data[i - 3 : i], "big")
+    return end if end < len(data) else 0
