@@ -119,9 +119,9 @@ def idle(client: TestClient, d: dict[str, str], status: str = "Idle", **extra: s
 
 
 @pytest.fixture
-def upgraded(db_url: str, tmp_path: Path) -> tuple[Pomona, list[dict[str, str]]]:
-    devices = enroll_with_previous(tmp_path, db_url)
-    p = build(Settings(data_dir=tmp_path / "data", database_url=db_url, public_url=BASE))
+def upgraded(empty_db_url: str, tmp_path: Path) -> tuple[Pomona, list[dict[str, str]]]:
+    devices = enroll_with_previous(tmp_path, empty_db_url)  # the previous release makes the database
+    p = build(Settings(data_dir=tmp_path / "data", database_url=empty_db_url, public_url=BASE))
     return p, devices
 
 

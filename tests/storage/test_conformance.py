@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -57,11 +58,11 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     if request.param == "memory":
         yield MemoryDatabase()
         return
-    url = (
-        f"sqlite:///{tmp_path / 'pomona.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
+    if request.param == "sqlite":
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / "pomona.db")
+        url = f"sqlite:///{tmp_path / 'pomona.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
     d = SqlDatabase(url)
     d.create_all()
     yield d
@@ -69,8 +70,9 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
 
 
 @pytest.fixture
-def sql_db(db_url: str) -> Iterator[SqlDatabase]:
-    d = SqlDatabase(db_url)
+def sql_db(empty_db_url: str) -> Iterator[SqlDatabase]:
+    """A database migrated from empty by this test."""
+    d = SqlDatabase(empty_db_url)
     d.create_all()
     yield d
     d.dispose()
