@@ -122,11 +122,9 @@ class RootApp:
             token = bind_request_id(rid)
             try:
                 return fn()
-            except StorageBusyError as exc:
-                if inline:
-                    raise  # run again in a worker thread, where the lock wait is long
-                return device_error(exc, rid)
             except Exception as exc:  # noqa: BLE001 - every error gets the device answer its class says
+                if inline and isinstance(exc, StorageBusyError):
+                    raise  # run again in a worker thread, where the lock wait is long
                 return device_error(exc, rid)
             finally:
                 reset_request_id(token)

@@ -89,10 +89,6 @@ class Background:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._push_task: asyncio.Task[None] | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._loop is not None
-
     async def start(self) -> None:
         """Start this process's push worker and health schedule (once; a second call does nothing)."""
         if self._loop is not None:
