@@ -205,9 +205,7 @@ def _messages_file() -> tuple[frozenset[str], tuple[MessageInfo, ...]]:
 @cache
 def _causes() -> dict[str, Cause]:
     raw = cast(dict[str, dict[str, dict[str, Any]]], _read("causes.yaml"))["causes"]
-    return {
-        code: Cause(code, str(c["breaks"]), str(c["scope"]), bool(c["seen"])) for code, c in raw.items()
-    }
+    return {code: Cause(code, str(c["breaks"]), str(c["scope"]), bool(c["seen"])) for code, c in raw.items()}
 
 
 # -- public look-ups ----------------------------------------------------------------------------------------
