@@ -3,6 +3,7 @@ them, rank the assessments."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -78,7 +79,7 @@ class DiagnoseService(ServiceBase[DiagnoseStores]):
             enrollments = [e for d in devices for e in uow.enrollments.for_device(t.id, d.id)]
             if user is not None and not devices:
                 enrollments += uow.enrollments.active_for_user(user.id)
-            events = _events(uow, t, upn, devices, serial, udid, at)
+            events = _events(uow, t, upn, devices, serial, udid, at, [e.udid for e in enrollments if e.udid])
             found = attempts(events, now)
             attempt = attempt_at(found, at)
             episode = attempt.episode(at) if attempt is not None else []
@@ -168,21 +169,34 @@ def _events(
     serial: str | None,
     udid: str | None,
     at: datetime,
+    user_udids: Sequence[str] = (),
 ) -> list[Event]:
+    """The subject's events in the window around `at`, newest first: the user's, and those of the devices
+    named or used by the user (a refused check-in names the device, not always the user)."""
     since, until = at - WINDOW, at + timedelta(hours=1)
     seen: dict[int | None, Event] = {}
-    queries: list[dict[str, object]] = []
-    if upn:
-        queries.append({"upn": upn.lower()})
-    for d in devices:
-        queries.append({"udid": d.udid})
-        if d.serial:
-            queries.append({"serial": d.serial})
-    if serial and not devices:
-        queries.append({"serial": serial.strip().upper()})
-    if udid and not devices:
-        queries.append({"udid": udid})
-    for q in queries:
-        for e in uow.events.query(t.id, since=since, until=until, limit=200, **q):  # type: ignore[arg-type]
+
+    def read(**q: str) -> list[Event]:
+        found = uow.events.query(t.id, since=since, until=until, limit=200, **q)
+        for e in found:
             seen[e.id] = e
+        return found
+
+    udids = [d.udid for d in devices]
+    if upn:
+        by_user = read(upn=upn.lower())
+        if not devices:  # the user's devices: those their events and enrollments name
+            udids += [u for u in dict.fromkeys([*(e.udid for e in by_user if e.udid), *user_udids])]
+    for u in list(dict.fromkeys(udids))[:_MAX_DEVICES]:
+        read(udid=u)
+    for d in devices:
+        if d.serial:
+            read(serial=d.serial)
+    if serial and not devices:
+        read(serial=serial.strip().upper())
+    if udid and not devices:
+        read(udid=udid)
     return sorted(seen.values(), key=lambda e: (e.at, e.id or 0), reverse=True)
+
+
+_MAX_DEVICES = 10  # a user's devices read for their events (the most recent first)
