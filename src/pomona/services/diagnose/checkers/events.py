@@ -45,6 +45,7 @@ CHECKERS: dict[str, Checker] = {
             R.CERT_DEVICE_MISMATCH,
             R.TOPIC_MISMATCH,
             R.UNKNOWN_ENROLLMENT,
+            R.IDENTITY_ENDED,
             R.PUSH_TOKEN_UNREGISTERED,
             R.PUSH_REJECTED,
             R.PUSH_UNREACHABLE,
