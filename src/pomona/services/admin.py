@@ -244,6 +244,21 @@ class AdminService(ServiceBase[AdminStores]):
             )
         return user
 
+    def set_password(self, tenant_ref: str, upn: str, password: str) -> None:
+        """Set a user's portal password (stored hashed; the event names the user, never the password)."""
+        password_hash = hash_password(password)
+        with self.db.unit_of_work() as uow:
+            t = self.tenant(uow, tenant_ref)
+            user = uow.users.by_upn(t.id, upn.strip().lower())
+            if user is None:
+                raise NotFoundError(f"no user {upn} in tenant {t.name}", upn=upn)
+            uow.users.update(t.id, user.id, password_hash=password_hash)
+            uow.events.append(
+                self.ok_event(
+                    t.id, Step.ADMIN, user_id=user.id, upn=user.upn, detail={"action": "user.password"}
+                )
+            )
+
     def list_users(self, tenant_name: str, *, limit: int = 100, offset: int = 0) -> list[User]:
         with self.db.unit_of_work(readonly=True) as uow:
             return uow.users.list(self.tenant(uow, tenant_name).id, limit=limit, offset=offset)
