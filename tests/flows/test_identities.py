@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from cryptography import x509
+from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from helpers import TenantSetup, reasons, setup_tenant
@@ -141,6 +142,19 @@ class TestIdentitiesEnd:
         ):
             assert old.put(url, body, ctype) == (403, "UNKNOWN_ENROLLMENT")  # told to unenroll
         assert pomona.commands.command(acme.name, cmd[0].command_uuid).status.value != "acknowledged"
+        assert statuses(pomona, acme, d.udid) == ["retired"]
+
+    def test_identity_without_a_recorded_binding_also_ends(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup
+    ) -> None:
+        """An identity whose binding an older release did not record ends with its enrollment all the same."""
+        d = enrolled(client, acme)
+        old = Replay(d)
+        with pomona.db.unit_of_work() as uow:
+            uow.conn.execute(text("UPDATE device_certs SET enrollment_id = NULL"))  # type: ignore[attr-defined]
+        d.complete_enrollment()  # still a refresh while active
+        pomona.policy.retire(acme.name, udid=d.udid)
+        assert old.put(old.checkin_url, old.authenticate) == (401, "IDENTITY_ENDED")
         assert statuses(pomona, acme, d.udid) == ["retired"]
 
     def test_refresh_of_an_active_identity_still_works(

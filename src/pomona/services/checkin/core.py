@@ -128,23 +128,28 @@ class CheckinCore(ServiceBase[CheckinStores]):
             issued = uow.certs.get(fingerprint)
             if issued is None or issued.tenant_id != tenant.id:
                 raise CertNotTrustedError("the identity was not issued through this tenant's SCEP")
+            # An identity serves the one enrollment it was first bound to, while that enrollment is
+            # active (a refresh). Once it ended (CheckOut, re-enrollment, retire, block) the identity has
+            # ended too: a device enrolls again with a new identity from SCEP, and a replay of the old one
+            # is refused before it can touch the device's current enrollment. (An identity of an older
+            # release may have no binding recorded: its enrollments, found by fingerprint, say the same.)
             if issued.enrollment_id is not None:
-                # An identity serves the one enrollment it was first bound to, while that enrollment is
-                # active (a refresh). Once it ended (CheckOut, re-enrollment, retire, block) the identity
-                # has ended too: a device enrolls again with a new identity from SCEP, and a replay of
-                # the old one is refused before it can touch the device's current enrollment.
                 bound = uow.enrollments.get(tenant.id, issued.enrollment_id)
-                if bound is not None and bound.udid != msg.udid:
-                    raise CertDeviceMismatchError(
-                        "this identity belongs to another device", bound_udid=bound.udid, udid=msg.udid
-                    )
-                if bound is None or bound.status is not EnrollmentStatus.ACTIVE:
-                    raise IdentityEndedError(
-                        "this identity's enrollment has ended; enrolling again needs a new identity",
-                        enrollment_id=issued.enrollment_id,
-                        status=None if bound is None else bound.status.value,
-                        udid=msg.udid,
-                    )
+            else:
+                bound = uow.enrollments.by_fingerprint(fingerprint)
+            if bound is not None and bound.udid != msg.udid:
+                raise CertDeviceMismatchError(
+                    "this identity belongs to another device", bound_udid=bound.udid, udid=msg.udid
+                )
+            if (issued.enrollment_id is not None or bound is not None) and (
+                bound is None or bound.status is not EnrollmentStatus.ACTIVE
+            ):
+                raise IdentityEndedError(
+                    "this identity's enrollment has ended; enrolling again needs a new identity",
+                    enrollment_id=issued.enrollment_id or (None if bound is None else bound.id),
+                    status=None if bound is None else bound.status.value,
+                    udid=msg.udid,
+                )
             user = None if issued.user_id is None else uow.users.get(tenant.id, issued.user_id)
             user_id, upn = issued.user_id, None if user is None else user.upn
             corp = uow.corporate.match(tenant.id, msg.serial_number, msg.imei)
