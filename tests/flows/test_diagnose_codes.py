@@ -268,6 +268,10 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+# The funnel's stuck steps: the server saw where the attempt stopped, not why.
+LIKELY = {"ENROLLMENT_ABANDONED": "likely"}
+
+
 def run(w: World, code: str, kwargs: dict[str, object], lang: str) -> dict[str, object]:
     return to_json(w.p.diagnose.diagnose(w.s.name, message=code, **kwargs), lang)  # type: ignore[arg-type]
 
@@ -279,12 +283,12 @@ def verdict(r: dict[str, object], code: str) -> str:
 class TestEveryCode:
     @pytest.mark.parametrize("code", sorted(SCENARIOS))
     def test_cause_present(self, w: World, code: str) -> None:
-        """The scenario's cause is ranked first, proven, with resolution text in both languages."""
+        """The scenario's cause is ranked first, proven (likely for a stuck step), with text in both languages."""
         kwargs = SCENARIOS[code](w, True)
         for lang in ("en", "zh-CN"):
             r = run(w, code, kwargs, lang)
             first = r["findings"][0]  # type: ignore[index]
-            assert (first["code"], first["verdict"]) == (code, "proven"), r["findings"]
+            assert (first["code"], first["verdict"]) == (code, LIKELY.get(code, "proven")), r["findings"]
             assert first["title"] and first["resolution"]
 
     @pytest.mark.parametrize("code", sorted(SCENARIOS))

@@ -72,6 +72,7 @@ def demo(data_dir: Path | None, host: str, port: int, devices: int, exit_after_s
     import uvicorn
 
     from pomona.app import build, create_app
+    from pomona.services.installation import served_public_url
     from pomona.settings import Settings
     from pomona.testing.apns_emulator import ApnsEmulator
 
@@ -81,7 +82,8 @@ def demo(data_dir: Path | None, host: str, port: int, devices: int, exit_after_s
     # tenant's push certificate (issued by it) stays valid across runs.
     emulator_cm = ApnsEmulator.start(settings.data_dir / "apns-emulator")
     emu = emulator_cm.__enter__()
-    p = build(settings.model_copy(update={"apns_url": emu.url, "apns_ca": emu.ca_path}))
+    p = build(settings.model_copy(update={"apns_url": emu.url, "apns_ca": emu.ca_path}), public_url=base)
+    served_public_url(p.db, given=None, listening=base)  # what the CLI then reads, unless an admin set one
     creds_path = settings.data_dir / CREDENTIALS_FILE
     creds = load_credentials(creds_path)
     password = creds.get("portal_password") or secrets.token_urlsafe(12)

@@ -85,7 +85,7 @@ def _settings(**overrides: object) -> Settings:
 def _pomona(public_url: str | None = None) -> Any:
     from pomona.app import build
 
-    return build(_settings(public_url=public_url))
+    return build(_settings(), public_url=public_url)
 
 
 def _json() -> bool:
@@ -244,7 +244,9 @@ def enroll_token() -> None:
 @click.option("--user", "upn", required=True)
 @click.option("--uses", default=1, show_default=True, help="How many devices may enroll with this link.")
 @click.option("--expires", default="24h", show_default=True, help="Lifetime: 90s, 15m, 1h, 7d.")
-@click.option("--public-url", default=None, help="Default: POMONA_PUBLIC_URL, else http://127.0.0.1:8080.")
+@click.option(
+    "--public-url", default=None, help="Default: the server's recorded public URL (pomona server show)."
+)
 @common
 def enroll_token_create(tenant_name: str, upn: str, uses: int, expires: str, public_url: str) -> None:
     """Create an enrollment link for a user and print its URL."""
@@ -498,19 +500,23 @@ def serve(
     from pomona.logs import configure
 
     scheme = "https" if tls_cert else "http"
-    settings = _settings(public_url=public_url, log_level=log_level, access_log=access_log or None)
-    own = settings.public_url if "public_url" in settings.model_fields_set else f"{scheme}://{host}:{port}"
-    public = own.rstrip("/")
+    settings = _settings(log_level=log_level, access_log=access_log or None)
+    given = public_url or (settings.public_url if "public_url" in settings.model_fields_set else None)
     level = settings.log_level or "info"
-    settings = settings.model_copy(update={"public_url": public, "log_level": level})
     if workers > 1 and not settings.database_url:
         raise InvalidInputError("several workers need PostgreSQL (set POMONA_DATABASE_URL)")
     configure(settings.log_format, level)
     from pomona.app import build
+    from pomona.services.installation import served_public_url
 
     p = build(settings)  # migrate and create the signing identity once, before workers start
+    try:
+        served = served_public_url(p.db, given=given, listening=f"{scheme}://{host}:{port}")
+    finally:
+        p.close()
+    public = served.url
+    settings = settings.model_copy(update={"public_url": public, "log_level": level})
     db = settings.database_url or str(settings.url())
-    p.close()
     click.echo(
         t("cli.serve.starting", url=f"{scheme}://{host}:{port}", public=public, db=_redact(db)), err=True
     )
@@ -531,6 +537,38 @@ def serve(
         access_log=False,  # ours (pomona.access) when asked: structured, with the request id
         proxy_headers=True,
     )
+
+
+@main.group()
+def server() -> None:
+    """Facts of this installation that every Pomona process shares."""
+
+
+@server.command("show")
+@common
+def server_show() -> None:
+    """Show the public URL devices reach (as recorded by `pomona serve` or set by an admin)."""
+    from pomona.services.installation import recorded_public_url
+
+    p = _pomona()
+    rec = recorded_public_url(p.db)
+    data = {"public_url": p.public_url, "source": rec.source.value if rec else "default"}
+    _out(data, t("cli.server.show", url=p.public_url, source=t(f"cli.server.source.{data['source']}")))
+
+
+@server.command("set-public-url")
+@click.argument("url")
+@common
+def server_set_public_url(url: str) -> None:
+    """Record the https:// address devices reach (behind a reverse proxy: the proxy's address).
+
+    Enrollment profiles, check-in URLs, the portal, health and diagnose's DNS checks all use it.
+    A running server reads it when it starts."""
+    from pomona.services.installation import UrlSource, record_public_url
+
+    p = _pomona()
+    rec = record_public_url(p.db, url, UrlSource.SET)
+    _out({"public_url": rec.url, "source": rec.source.value}, t("cli.server.public_url_set", url=rec.url))
 
 
 def _redact(url: str) -> str:

@@ -32,6 +32,23 @@ class DiscoverySettings:
     def target(self, record: DiscoveryRecord) -> str:
         return self.enrollment_target if record is DiscoveryRecord.ENROLLMENT else self.registration_target
 
+    @property
+    def discoverable(self) -> bool:
+        """Whether a CNAME can send devices to the server: its public name is a DNS name, not an address
+        (an IP address or localhost, as in a test set-up, cannot be a CNAME's target)."""
+        return _is_public_name(self.enrollment_target) and _is_public_name(self.registration_target)
+
+
+def _is_public_name(host: str) -> bool:
+    import ipaddress
+
+    host = host.strip().strip("[]").rstrip(".").lower()
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(host) and host != "localhost" and not host.endswith(".localhost") and "." in host
+    return False
+
 
 def lookup_cnames(
     resolver: Resolver,

@@ -17,20 +17,22 @@ from pomona.services.checks import DiscoverySettings, TenantCheck
 from pomona.services.diagnose import ranking
 from pomona.services.diagnose.checkers import CHECKERS
 from pomona.services.diagnose.context import WINDOW, CheckerStores, Context
-from pomona.services.diagnose.funnel import funnel
+from pomona.services.diagnose.funnel import attempt_at, attempts
 from pomona.services.diagnose.model import Assessment, Verdict
 from pomona.services.policy import PolicyService
 
 
 @dataclass
 class Diagnosis:
-    findings: list[Assessment]
+    findings: list[Assessment]  # the answer first
     checked: list[str]
     matched_messages: list[str]
     tenant: str
     upn: str | None
     device: dict[str, object] | None
     funnel: list[dict[str, object]] = field(default_factory=list)
+    also_wrong: list[Assessment] = field(default_factory=list)  # tenant faults not tied to this attempt
+    attempt: dict[str, object] | None = None  # the attempt the report is about
 
 
 class DiagnoseStores(CheckerStores, HasEvents, Protocol):
@@ -68,7 +70,7 @@ class DiagnoseService(ServiceBase[DiagnoseStores]):
         now = self.clock.now()
         at = at or now
         matches = knowledge.match_message(message) if message else []
-        candidates = ranking.candidates(message, matches, CHECKERS)
+        named = ranking.candidates(message, matches, CHECKERS)
         with self.db.unit_of_work(readonly=True) as uow:
             t = find_tenant(uow.tenants, tenant_ref)
             user = uow.users.by_upn(t.id, upn) if upn else None
@@ -77,6 +79,9 @@ class DiagnoseService(ServiceBase[DiagnoseStores]):
             if user is not None and not devices:
                 enrollments += uow.enrollments.active_for_user(user.id)
             events = _events(uow, t, upn, devices, serial, udid, at)
+            found = attempts(events, now)
+            attempt = attempt_at(found, at)
+            episode = attempt.episode(at) if attempt is not None else []
             ctx = Context(
                 t,
                 now,
@@ -93,25 +98,39 @@ class DiagnoseService(ServiceBase[DiagnoseStores]):
                 self.settings,
                 self.push_cert,
                 self.unresponsive,
+                attempt,
             )
-            findings = [self._run(ctx, c) for c in candidates if c in CHECKERS]
-        ranking.rank(findings, candidates, matches)
+            refused = [e.reason for e in episode if e.reason]
+            todo = [*named]
+            todo += [c for c in (*refused, *ranking.TENANT_CHECKS) if c not in todo]
+            assessments = [self._run(ctx, c) for c in todo if c in CHECKERS or c in refused]
+        ranked = ranking.rank(
+            assessments,
+            attempt=attempt,
+            episode=episode,
+            message_codes=named if message else [],
+            matches=matches,
+            device_named=bool(devices or serial or udid),
+        )
         base = ctx.base_facts()
-        for f in findings:
+        for f in (*ranked.findings, *ranked.also_wrong):
             f.facts = {**base, **{k: v for k, v in f.facts.items() if v is not None}}
-        ranking.answer_unknown(findings, base)
         d = ctx.device
         return Diagnosis(
-            findings,
-            [f.code for f in findings if f.code != R.UNKNOWN],
+            ranked.findings,
+            [f.code for f in (*ranked.findings, *ranked.also_wrong) if f.code != R.UNKNOWN],
             [m.id for m in matches],
             t.name,
             upn,
             None if d is None else {"id": d.id, "udid": d.udid, "serial": d.serial},
-            funnel(ctx.events, now),
+            [a.to_dict() for a in found[-10:]],
+            ranked.also_wrong,
+            None if attempt is None else attempt.to_dict(),
         )
 
     def _run(self, ctx: Context, code: str) -> Assessment:
+        if code not in CHECKERS:  # a refusal no checker explains: its event is the evidence
+            return Assessment(code, Verdict.UNKNOWN, [], {}, f"the server refused with {code}")
         try:
             return CHECKERS[code](ctx)
         except Exception as exc:  # a checker fault must not hide the other findings
