@@ -181,6 +181,15 @@ def unknown_enrollment(w: World, present: bool) -> dict[str, object]:
     return {"udid": d.udid}
 
 
+def identity_ended(w: World, present: bool) -> dict[str, object]:
+    d = _enrolled(w)
+    if present:
+        cert, authenticate = d.identity_cert, d.authenticate_message()
+        d.enroll()  # a new identity; the old one has ended, and a replay of it is refused
+        d.signed_put(d.check_in_url or "", authenticate, CHECKIN_CONTENT_TYPE, cert=cert)
+    return {"udid": d.udid}
+
+
 def stuck(w: World, present: bool) -> dict[str, object]:
     d = _enrolled(w)
     if present:
@@ -252,6 +261,7 @@ SCENARIOS: dict[str, Scenario] = {
     "MALFORMED_REQUEST": malformed,
     "CERT_NOT_TRUSTED": untrusted,
     "UNKNOWN_ENROLLMENT": unknown_enrollment,
+    "IDENTITY_ENDED": identity_ended,
     "AWAITING_CONFIGURATION_STUCK": stuck,
     "DNS_ENROLLMENT_CNAME_WRONG": cname_wrong,
     "DNS_REGISTRATION_CNAME_MISSING": registration_missing,

@@ -272,6 +272,54 @@ def enroll_token_create(tenant_name: str, upn: str, uses: int, expires: str, pub
         click.echo(url)
 
 
+@enroll_token.command("list")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--limit", default=100, show_default=True)
+@common
+def enroll_token_list(tenant_name: str, limit: int) -> None:
+    """List a tenant's enrollment links, newest first (never their secrets)."""
+    from pomona.presenters import enrollment_token_json
+
+    p = _pomona()
+    now = p.clock.now()
+    rows = [
+        enrollment_token_json(x, u, now) for x, u in p.admin.list_enrollment_tokens(tenant_name, limit=limit)
+    ]
+    if _json():
+        click.echo(json.dumps({"enrollment_tokens": rows}, indent=2))
+        return
+    if not rows:
+        click.echo(t("cli.enroll_token.none", tenant=tenant_name))
+        return
+    _table(
+        ["id", "user", "uses", "state", "created", "expires"],
+        [
+            [
+                str(r["id"]),
+                str(r["upn"] or "—"),
+                f"{r['uses_count']}/{r['uses_allowed']}",
+                t(f"cli.state.{r['state']}"),
+                str(r["created_at"]),
+                str(r["expires_at"]),
+            ]
+            for r in rows
+        ],
+    )
+
+
+@enroll_token.command("revoke")
+@click.option("--tenant", "tenant_name", required=True)
+@click.argument("token_id")
+@common
+def enroll_token_revoke(tenant_name: str, token_id: str) -> None:
+    """Revoke an enrollment link by its id (from `pomona enroll-token list`)."""
+    from pomona.presenters import enrollment_token_json
+
+    p = _pomona()
+    tok = p.admin.revoke_enrollment_token(tenant_name, token_id)
+    _out(enrollment_token_json(tok, None, p.clock.now()), t("cli.enroll_token.revoked", id=tok.id))
+
+
 @main.group()
 def token() -> None:
     """Admin API tokens."""
@@ -281,18 +329,87 @@ def token() -> None:
 @click.option("--tenant", "tenant_name", default=None, help="The tenant the token reaches (its only tenant).")
 @click.option("--server", "server_wide", is_flag=True, help="A server-wide token that can create tenants.")
 @click.option("--name", default="admin", show_default=True)
+@click.option("--expires-in", default=None, help="Lifetime: 15m, 12h, 30d. Default: until revoked.")
 @common
-def token_create(tenant_name: str | None, server_wide: bool, name: str) -> None:
+def token_create(tenant_name: str | None, server_wide: bool, name: str, expires_in: str | None) -> None:
     """Create an admin API token and print it (once)."""
     if (tenant_name is None) == (not server_wide):
         raise InvalidInputError("give exactly one of --tenant NAME or --server")
     p = _pomona()
-    issued = p.admin.create_api_token(tenant_name, name)
+    lifetime = None if expires_in is None else parse_duration(expires_in)
+    issued = p.admin.create_api_token(tenant_name, name, expires_in=lifetime)
+    expires = None if issued.token.expires_at is None else issued.token.expires_at.isoformat()
     if _json():
-        click.echo(json.dumps({"token": issued.secret, "id": issued.token.id, "tenant": tenant_name}))
+        click.echo(
+            json.dumps(
+                {"token": issued.secret, "id": issued.token.id, "tenant": tenant_name, "expires_at": expires}
+            )
+        )
     else:
         click.echo(t("cli.token.created"), err=True)
+        if expires is not None:
+            click.echo(t("cli.token.expires", expires=expires), err=True)
         click.echo(issued.secret)
+
+
+def _table(columns: list[str], rows: list[list[str]]) -> None:
+    """A rich table for people (the --json output is for scripts)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in columns:
+        table.add_column(t(f"cli.column.{col}"))
+    for r in rows:
+        table.add_row(*r)
+    Console().print(table)
+
+
+@token.command("list")
+@click.option(
+    "--tenant", "tenant_name", default=None, help="Only this tenant's tokens. Default: every token."
+)
+@common
+def token_list(tenant_name: str | None) -> None:
+    """List admin API tokens (never their secrets): scope, expiry, and whether revoked."""
+    from pomona.presenters import api_token_json
+
+    p = _pomona()
+    now = p.clock.now()
+    names = {x.id: x.name for x in p.admin.list_tenants()}
+    rows = [api_token_json(x, now) for x in p.admin.list_api_tokens(tenant_name)]
+    if _json():
+        click.echo(json.dumps({"tokens": rows}, indent=2))
+        return
+    if not rows:
+        click.echo(t("cli.token.none"))
+        return
+    _table(
+        ["id", "name", "scope", "state", "created", "expires"],
+        [
+            [
+                str(r["id"]),
+                str(r["name"]),
+                t("cli.scope.server") if r["tenant_id"] is None else names.get(str(r["tenant_id"]), "?"),
+                t(f"cli.state.{r['state']}"),
+                str(r["created_at"]),
+                str(r["expires_at"] or "—"),
+            ]
+            for r in rows
+        ],
+    )
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@common
+def token_revoke(token_id: str) -> None:
+    """Revoke an admin API token by its id (from `pomona token list`): it is refused from then on."""
+    from pomona.presenters import api_token_json
+
+    p = _pomona()
+    tok = p.admin.revoke_api_token(token_id)
+    _out(api_token_json(tok, p.clock.now()), t("cli.token.revoked", id=tok.id, name=tok.name))
 
 
 # --- devices --------------------------------------------------------------------------------------

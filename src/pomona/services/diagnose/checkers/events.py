@@ -76,6 +76,7 @@ CHECKERS: dict[str, Checker] = {
             R.CERT_DEVICE_MISMATCH,
             R.TOPIC_MISMATCH,
             R.UNKNOWN_ENROLLMENT,
+            R.IDENTITY_ENDED,
             R.MESSAGE_TYPE_UNSUPPORTED,
         ),
         _refused,
