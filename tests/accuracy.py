@@ -266,6 +266,16 @@ def message_type(w: World, present: bool) -> Subject:
     return Subject(w.s.upn, d.serial)
 
 
+def identity_ended(w: World, present: bool) -> Subject:
+    """The old identity's Authenticate replayed after the device enrolled again (the twin: no replay)."""
+    d = _enrolled(w)
+    cert, body = d.identity_cert, d.authenticate_message()
+    d.enroll()  # a new SCEP identity replaces the old one
+    if present:
+        d.signed_put(d.check_in_url or "", body, CHECKIN_CONTENT_TYPE, cert=cert)
+    return Subject(w.s.upn, d.serial)
+
+
 REFUSALS: dict[str, Reproduce] = {
     "USER_NOT_FOUND": user_not_found,
     "USER_DISABLED": user_disabled,
@@ -288,6 +298,7 @@ REFUSALS: dict[str, Reproduce] = {
     "MALFORMED_REQUEST": malformed,
     "UNKNOWN_ENROLLMENT": unknown_enrollment,
     "MESSAGE_TYPE_UNSUPPORTED": message_type,
+    "IDENTITY_ENDED": identity_ended,
 }
 
 
