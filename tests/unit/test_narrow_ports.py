@@ -247,7 +247,7 @@ class FakePoster:
         return 204
 
 
-def no_findings(tenant_id: str, now: datetime) -> list[Finding]:
+def no_findings(tenant_id: str, now: datetime, enrollment_ids: object = None, /) -> list[Finding]:
     return []
 
 

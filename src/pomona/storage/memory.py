@@ -935,8 +935,10 @@ class MemoryPushReachability(_Store):
     def reachability(self, tenant_id: str, *, limit: int = 1000) -> list[Reachability]:
         return self._rows(tenant_id, lambda st: True)[:limit]
 
-    def unanswered(self, tenant_id: str, before: datetime) -> list[Reachability]:
-        return self._rows(
+    def unanswered(
+        self, tenant_id: str, before: datetime, enrollment_ids: Sequence[str] | None = None
+    ) -> list[Reachability]:
+        rows = self._rows(
             tenant_id,
             lambda st: (
                 st.first_unanswered_push_at is not None
@@ -944,6 +946,7 @@ class MemoryPushReachability(_Store):
                 and st.token_invalid_at is None
             ),
         )
+        return rows if enrollment_ids is None else [r for r in rows if r.enrollment_id in enrollment_ids]
 
     def pick_canary(
         self, tenant_id: str, topic: str, count: int, seen_before: datetime

@@ -25,7 +25,7 @@ from pomona.ports import (
     UserStore,
     WellKnownFetcher,
 )
-from pomona.services.checks import DiscoverySettings, TenantCheck, lookup_cnames
+from pomona.services.checks import DeviceCheck, DiscoverySettings, TenantCheck, lookup_cnames
 from pomona.services.diagnose.funnel import Attempt
 from pomona.services.policy import DecisionStores, PolicyService
 
@@ -60,7 +60,7 @@ class Context:
     fetcher: WellKnownFetcher | None
     settings: DiscoverySettings
     push_cert: TenantCheck
-    unresponsive: TenantCheck
+    unresponsive: DeviceCheck
     attempt: Attempt | None = None  # the attempt the report is about (funnel.attempt_at)
     _decision: Decision | None = None
     _decided: bool = False

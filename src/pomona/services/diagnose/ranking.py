@@ -160,13 +160,15 @@ def rank(
                 a.verdict = Verdict.PROVEN
                 a.note = f"{note}; it did not stop this attempt: {a.note}"
             also.append(a)
-    found_elsewhere = bool(refused) or any(a.verdict.found and a not in also for a in assessments)
+    aside = {id(a) for a in also}
+    found_elsewhere = bool(refused) or any(a.verdict.found and id(a) not in aside for a in assessments)
     # A tenant fault is the answer only when nothing else fits and the reported message can mean it.
     fallback = None
     if not found_elsewhere:
         fallback = next((a for c in message_codes for a in also if a.code == c and c not in untied), None)
         if fallback is not None:
-            also.remove(fallback)
+            also = [a for a in also if a is not fallback]
+            aside.discard(id(fallback))
             fallback.basis = "fallback"
             fallback.note += "; nothing else explains the report, and the message can mean this fault"
     device_side(assessments, also, matches, found_elsewhere or fallback is not None)
@@ -183,7 +185,7 @@ def rank(
             a.verdict.rank * 1000 + order.get(a.code, 999),
         )
 
-    findings = sorted((a for a in assessments if a not in also), key=key)
+    findings = sorted((a for a in assessments if id(a) not in aside), key=key)
     if not any(a.verdict.found for a in findings):
         findings.insert(
             0,
@@ -214,7 +216,8 @@ def device_side(
         server = [c for c in codes if not knowledge.device_only(c)]
         if not device:
             continue
-        clean = all(by_code[c].verdict is Verdict.RULED_OUT or by_code[c] in also for c in server)
+        aside = {id(a) for a in also}
+        clean = all(by_code[c].verdict is Verdict.RULED_OUT or id(by_code[c]) in aside for c in server)
         if not clean:
             continue
         for c in device:

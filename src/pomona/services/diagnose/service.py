@@ -14,7 +14,7 @@ from pomona.domain.models import Device, Event, Tenant
 from pomona.domain.reasons import ReasonCode as R
 from pomona.ports import DeviceStore, HasEvents, Resolver, TenantStore, WellKnownFetcher
 from pomona.services.base import ServiceBase, find_tenant
-from pomona.services.checks import DiscoverySettings, TenantCheck
+from pomona.services.checks import DeviceCheck, DiscoverySettings, TenantCheck
 from pomona.services.diagnose import ranking
 from pomona.services.diagnose.checkers import CHECKERS
 from pomona.services.diagnose.context import WINDOW, CheckerStores, Context
@@ -54,7 +54,7 @@ class DiagnoseService(ServiceBase[DiagnoseStores]):
     settings: DiscoverySettings
     push_cert: TenantCheck  # the certificate lifecycle's findings (ApnsLifecycle.check)
     unresponsive: (
-        TenantCheck  # devices silent after pushes APNs accepted (services.checks.unresponsive_check)
+        DeviceCheck  # devices silent after pushes APNs accepted (services.checks.unresponsive_check)
     )
 
     def diagnose(

@@ -52,7 +52,8 @@ def _unresponsive(ctx: Context) -> Assessment:
     if not ctx.devices:
         return by_events(ctx, R.DEVICE_UNRESPONSIVE.value)
     udids = {d.udid for d in ctx.devices}
-    silent = [f for f in ctx.unresponsive(ctx.tenant.id, ctx.now) if f.facts.get("udid") in udids]
+    mine = [e.id for e in ctx.enrollments]
+    silent = [f for f in ctx.unresponsive(ctx.tenant.id, ctx.now, mine) if f.facts.get("udid") in udids]
     if silent:
         f = silent[0]
         return Assessment(
