@@ -71,6 +71,9 @@ def diagnose(
 
 def _evidence_line(e: dict[str, Any]) -> str:
     """One readable line per piece of evidence (the JSON form keeps every field)."""
+    if e.get("kind") == "policy" and isinstance(e.get("decision"), dict):
+        dec = e["decision"]
+        return f"policy now: {dec.get('reason') or 'allowed'}: {dec.get('message') or ''}".strip(": ")[:200]
     if e.get("kind") == "event":
         who = " ".join(str(e[k]) for k in ("upn", "serial") if e.get(k))
         return f"{str(e.get('at', ''))[:16].replace('T', ' ')} {e.get('step')} {e.get('outcome')} {e.get('reason') or ''} {who}".strip()
@@ -112,12 +115,15 @@ def render(data: dict[str, Any], lang: str, *, explain: bool = False) -> None:
     con.print(
         Panel("\n".join(body), title=escape(t("diagnose.heading", lang, who=who, tenant=data["tenant"])))
     )
-    if len(findings) > 1:
+    others = [f for f in findings[1:] if f["verdict"] != "ruled_out"]
+    ruled = len(findings) - 1 - len(others)
+    if others or ruled:
         con.print(f"[bold]{t('diagnose.others', lang)}[/bold]")
-        for f in findings[1:]:
-            con.print(
-                f"  {f['code']:<32} {t('diagnose.verdict.' + str(f['verdict']), lang):<12} {escape(str(f['observed']))}"
-            )
+        for f in others:
+            con.print(f"  {f['code']:<32} {t('diagnose.verdict.' + str(f['verdict']), lang)}")
+            con.print(f"      {escape(str(f['observed']))}")
+        if ruled:
+            con.print(f"  {escape(t('diagnose.ruled_out_count', lang, count=ruled))}")
     also: list[dict[str, Any]] = data.get("also_wrong") or []
     if also:
         con.print(f"[bold]{t('diagnose.also_wrong', lang)}[/bold]")

@@ -96,7 +96,7 @@ def apply_evidence(a: Assessment, refusals: list[Event], first: bool) -> None:
 
 def apply_funnel(a: Assessment, attempt: Attempt | None) -> bool:
     """Rule the cause out for this attempt when the funnel shows it did not stop it; True if it did."""
-    if attempt is None:
+    if attempt is None or a.verdict is Verdict.RULED_OUT:  # the live state already rules it out
         return False
     c = knowledge.cause(a.code)
     if c.breaks in ("none", "ade"):
@@ -113,13 +113,15 @@ def apply_funnel(a: Assessment, attempt: Attempt | None) -> bool:
         return True
     if c.seen and attempt.never_reached(c.breaks):
         furthest = attempt.furthest()
-        where = "" if furthest is None else f" (it stopped after {furthest.step.value} at {_when(furthest)})"
+        first = attempt.refusals[0] if attempt.refusals else None
+        if first is not None:
+            why = f"another refusal stopped the attempt first ({first.reason} at {first.step.value}, {_when(first)})"
+        else:
+            where = "" if furthest is None else f" after {furthest.step.value} at {_when(furthest)}"
+            why = f"the attempt stopped{where}, before {_STEP_NAMES.get(c.breaks, c.breaks)}"
         a.verdict = Verdict.RULED_OUT
         a.basis = "funnel"
-        a.note = (
-            f"the attempt never reached {_STEP_NAMES.get(c.breaks, c.breaks)}{where}, where the server "
-            f"would have refused with {a.code}"
-        )
+        a.note = f"{why}; this cause would have left a {a.code} refusal"
         return True
     return False
 
