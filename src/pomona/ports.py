@@ -499,6 +499,17 @@ class ChannelStates(Protocol):
     def channel_state(self, fingerprint: str, *, skip_not_now: bool) -> ChannelState | None: ...
 
 
+class Sealer(Protocol):
+    """Secrets at rest (pki/sealing.py implements it with the server key): ``seal`` encrypts and binds the
+    value to ``context`` (where it is stored, e.g. ``ca-key:<tenant id>``); ``open`` reverses it, or
+    raises ``ServerKeyError`` (SERVER_KEY_MISMATCH) for a value this server's keys do not open."""
+
+    def seal(self, plaintext: bytes, context: str) -> bytes: ...
+    def open(self, sealed: bytes, context: str) -> bytes: ...
+    def is_sealed(self, value: bytes) -> bool: ...
+    def is_current(self, value: bytes) -> bool: ...
+
+
 class SettingsStore(Protocol):
     """Server-wide values by key, each written in its own transaction (session secret, OIDC settings)."""
 

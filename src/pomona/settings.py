@@ -206,8 +206,10 @@ class Settings(BaseSettings):
     )
     secret_key: Annotated[SecretBytes | None, BeforeValidator(_secret_key)] = Field(
         None,
-        description="The 32-byte server key (base64) that seals push-certificate keys at rest; "
-        "`<data dir>/server.key`, created on first use, when unset. Losing it loses every sealed key.",
+        description="The 32-byte server key (base64) that seals every secret at rest (device CA keys, the "
+        "profile-signing identity, the portal session secret, push certificate keys, webhook secrets); "
+        "`<data dir>/server.key` (mode 0600), created on first use, when unset. Losing it loses every "
+        "sealed secret; see docs/security.md for rotation.",
         json_schema_extra={"doc_type": "base64 (32 bytes)"},
     )
     dns_server: str | None = Field(
@@ -323,10 +325,9 @@ class Settings(BaseSettings):
         """The database URL: ``database_url``, else SQLite under ``data_dir`` (created)."""
         if self.database_url:
             return self.database_url
-        from pomona.storage.sql import sqlite_url
+        from pomona.storage.sql import private_dir, sqlite_url
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        return sqlite_url(self.data_dir)
+        return sqlite_url(private_dir(self.data_dir))
 
 
 # --- the environment -----------------------------------------------------------------------------

@@ -324,10 +324,12 @@ class TestOidc:
         self, pomona: Pomona, idp: OidcProvider, db_url: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Through the admin command, as an admin would."""
+        data_dir = str(pomona.settings.data_dir)  # the server key is there (before the import rebinds)
         import pomona.cli.portal_cmds  # noqa: F401  (registers `pomona portal`)
         from pomona.cli.main import main
 
         monkeypatch.setenv("POMONA_DATABASE_URL", db_url)
+        monkeypatch.setenv("POMONA_DATA_DIR", data_dir)
         res = CliRunner().invoke(
             main,
             [

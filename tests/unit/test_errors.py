@@ -45,6 +45,8 @@ TREE: list[tuple[type[E.PomonaError], int, R]] = [
     (E.InvalidInputError, 422, R.INVALID_INPUT),
     (E.PushCertInvalidError, 422, R.APNS_CERT_INVALID),
     (E.PushCertExpiredError, 422, R.APNS_CERT_EXPIRED),
+    (E.WebhookTargetError, 422, R.WEBHOOK_TARGET_REFUSED),
+    (E.ServerKeyError, 500, R.SERVER_KEY_MISMATCH),
     (E.UpstreamError, 502, R.INTERNAL_ERROR),
 ]
 

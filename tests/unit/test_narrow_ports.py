@@ -17,6 +17,7 @@ from pomona.domain.checks import Finding
 from pomona.domain.errors import BodyTooLargeError
 from pomona.pki.adapters import LocalPki
 from pomona.pki.scep import LocalScep
+from pomona.pki.sealing import KeyringSealer
 from pomona.ports import UnitOfWork
 from pomona.push.certkit import LocalPushCertKit
 from pomona.push.gateway import TenantIdentitySource
@@ -271,7 +272,7 @@ class Wired:
 
 def wire(db: MemoryDatabase, clock: FrozenClock) -> Wired:
     """Every service over one in-memory database, as app.build does over SQL."""
-    pki, kit = LocalPki(), LocalPushCertKit(bytes(32))
+    pki, kit = LocalPki(), LocalPushCertKit(KeyringSealer([bytes(32)]))
     discovery = DiscoverySettings("enroll.example", "register.example")
     policy = PolicyService(db, clock)
     admin = AdminService(db, clock, pki)

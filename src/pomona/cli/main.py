@@ -436,6 +436,7 @@ def _register_optional() -> None:
     import pomona.cli.diagnose_cmds  # noqa: F401
     import pomona.cli.policy_cmds  # noqa: F401  (registers its commands on `main`)
     import pomona.cli.portal_cmds  # noqa: F401
+    import pomona.cli.server_cmds  # noqa: F401
     from pomona.cli.emulate import emulate
 
     main.add_command(emulate)
