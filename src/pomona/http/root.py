@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 from pomona.domain.errors import BodyTooLargeError, StorageBusyError, describe
 from pomona.services.checkin import MAX_BODY
 from pomona.services.container import Services
-from pomona.services.context import bind_request_id, reset_request_id
+from pomona.services.context import bind_caller, bind_request_id, reset_caller, reset_request_id
 from pomona.services.enrollment import PROFILE_CONTENT_TYPE
 
 log = logging.getLogger("pomona.http")
@@ -115,11 +115,14 @@ class RootApp:
             return await self.api(scope, receive, send)
         await self.api(scope, receive, send)
 
-    async def _run(self, send: Send, fn: Callable[[], tuple[int, bytes, str | None]]) -> None:
+    async def _run(self, scope: Scope, send: Send, fn: Callable[[], tuple[int, bytes, str | None]]) -> None:
         rid = uuid.uuid4().hex[:16]
+        client = scope.get("client")
+        address = str(client[0]) if client else "?"  # after trusted proxies (http/middleware.py)
 
         def call(inline: bool) -> tuple[int, bytes, str | None]:
             token = bind_request_id(rid)
+            caller = bind_caller(address)  # refusals of unidentified callers are rate-limited per address
             try:
                 return fn()
             except Exception as exc:  # noqa: BLE001 - every error gets the device answer its class says
@@ -127,6 +130,7 @@ class RootApp:
                     raise  # run again in a worker thread, where the lock wait is long
                 return device_error(exc, rid)
             finally:
+                reset_caller(caller)
                 reset_request_id(token)
 
         # Device requests run inline on the event loop. Each is one short, self-contained transaction,
@@ -155,7 +159,7 @@ class RootApp:
             body = await read_body(receive, MAX_BODY)
         except BodyTooLargeError:
             step = "connect" if parts[2] == "connect" else "checkin"
-            return await self._run(send, lambda: self.pomona.checkin.refuse_oversized(tenant_id, step))
+            return await self._run(scope, send, lambda: self.pomona.checkin.refuse_oversized(tenant_id, step))
         # Apple's devices label check-ins and command reports; the content type decides.
         if ctype == CHECKIN_TYPE or (not ctype and parts[2] == "checkin"):
             handler = self.pomona.checkin.checkin
@@ -166,7 +170,7 @@ class RootApp:
             out = handler(tenant_id, body, signature)
             return 200, out, ("application/xml" if out else None)
 
-        await self._run(send, work)
+        await self._run(scope, send, work)
 
     async def _enroll(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
@@ -178,7 +182,7 @@ class RootApp:
         def work() -> tuple[int, bytes, str | None]:
             return 200, svc.profile(secret, ua), PROFILE_CONTENT_TYPE
 
-        await self._run(send, work)
+        await self._run(scope, send, work)
 
     async def _scep_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
         tenant_id = scope["path"][len("/scep/") :].strip("/")
@@ -194,4 +198,4 @@ class RootApp:
             answer = scep.request(tenant_id, method, query, body)
             return answer.status, answer.body, answer.content_type
 
-        await self._run(send, work)
+        await self._run(scope, send, work)
