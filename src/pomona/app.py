@@ -100,7 +100,7 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
     policy = PolicyService(db, clock)
     admin = AdminService(db, clock, pki)
     enrollment = EnrollmentService(db, clock, pki, signer, Urls(public_url), policy)
-    notifier = Notifier(db, clock, kit, HttpWebhookPoster())
+    notifier = Notifier(db, clock, kit, HttpWebhookPoster(allow_private=settings.webhook_allow_private))
     host = urlsplit(public_url).hostname or "localhost"
     discovery = DiscoverySettings(
         settings.enrollment_cname_target or host,

@@ -643,8 +643,11 @@ class PushCertKit(Protocol):
 
 
 class WebhookPoster(Protocol):
-    """POSTs a JSON body with headers; returns the HTTP status or raises OSError."""
+    """POSTs a JSON body with headers; returns the HTTP status or raises OSError. ``check`` refuses a
+    target the server must not call (``WebhookTargetError``: a non-public address, unless the operator
+    allows private ones); ``post`` checks again, and connects to the address it checked."""
 
+    def check(self, url: str) -> None: ...
     def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int: ...
 
 

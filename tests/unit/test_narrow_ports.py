@@ -244,6 +244,9 @@ class FakeSigner:
 
 
 class FakePoster:
+    def check(self, url: str) -> None:
+        pass
+
     def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
         return 204
 
