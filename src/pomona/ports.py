@@ -100,6 +100,28 @@ class TenantStore(Protocol):
     def bump_policy_version(self, tenant_id: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class PortalSession:
+    """A signed-in portal session, kept server-side; the browser's cookie carries only its random id
+    (the store keeps the id's hash). ``stamp`` is a digest of the user's password hash at sign-in: a
+    changed password ends the session."""
+
+    tenant_id: str
+    user_id: str
+    created_at: datetime
+    expires_at: datetime
+    stamp: str
+    revoked_at: datetime | None = None
+
+
+class PortalSessionStore(Protocol):
+    def add(self, id_hash: str, session: PortalSession) -> None: ...
+    def get(self, id_hash: str) -> PortalSession | None: ...
+    def revoke(self, id_hash: str, at: datetime) -> None: ...
+    def revoke_user(self, tenant_id: str, user_id: str, at: datetime) -> int: ...
+    def purge(self, tenant_id: str, user_id: str, before: datetime) -> None: ...  # expired before
+
+
 class ApiTokenStore(Protocol):
     def add(self, token: ApiToken, token_hash: str) -> None: ...
     def by_hash(self, token_hash: str) -> ApiToken | None: ...
@@ -481,6 +503,8 @@ class UnitOfWork(Protocol):
     def webhooks(self) -> WebhookStore: ...
     @property
     def health(self) -> HealthStore: ...
+    @property
+    def portal_sessions(self) -> PortalSessionStore: ...
 
 
 U_co = TypeVar("U_co", covariant=True)

@@ -113,7 +113,7 @@ EXPECTED: dict[type, set[str]] = {
     EnrollmentService: DECISION | {"tenants", "enrollment_tokens", "certs", "events"},
     HealthService: {"tenants", "users", "health", "events"},
     PolicyService: DECISION | {"tenants", "commands", "events"},
-    PortalService: DECISION | {"tenants", "devices", "events"},
+    PortalService: DECISION | {"tenants", "devices", "events", "portal_sessions"},
     PushService: {"tenants", "pushes", "reachability", "push_certs", "events"},
     ReportService: {"tenants", "events"},
     ScepService: {"tenants", "events"},

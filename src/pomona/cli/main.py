@@ -412,7 +412,7 @@ def serve(
         ssl_certfile=tls_cert,
         ssl_keyfile=tls_key,
         access_log=False,  # ours (pomona.access) when asked: structured, with the request id
-        proxy_headers=True,
+        proxy_headers=False,  # X-Forwarded-*: http/middleware.py TrustedProxies (POMONA_TRUSTED_PROXIES)
     )
 
 

@@ -33,7 +33,14 @@ from pomona.domain.errors import InvalidInputError, NotFoundError, PolicyError, 
 from pomona.domain.models import Event, Outcome, Step, Tenant, User
 from pomona.domain.policy import Decision, Stage, decide, platform_of_user_agent
 from pomona.domain.reasons import ReasonCode
-from pomona.ports import DeviceStore, HasEvents, SettingsStore, Transactions
+from pomona.ports import (
+    DeviceStore,
+    HasEvents,
+    PortalSession,
+    PortalSessionStore,
+    SettingsStore,
+    Transactions,
+)
 from pomona.services.admin import AdminService, TenantLookupStores
 from pomona.services.base import ServiceBase
 from pomona.services.context import current_request_id
@@ -41,6 +48,18 @@ from pomona.services.enrollment import EnrollmentService
 from pomona.services.policy import DecisionStores, PolicyService
 
 SESSION_SECRET_KEY = "portal_session_secret"
+SESSION_LIFETIME = timedelta(hours=8)  # as the cookie's max age (http/portal.py)
+
+
+def _sid_hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+def _stamp(user: User) -> str:
+    """A digest of the user's password hash: a session opened before a password change does not match."""
+    return hashlib.sha256((user.password_hash or "").encode()).hexdigest()
+
+
 OIDC_KEY_PREFIX = "oidc:"
 ENROLL_TOKEN_LIFETIME = timedelta(hours=1)
 MAX_TRIES = 10
@@ -197,6 +216,8 @@ class PortalStores(TenantLookupStores, DecisionStores, HasEvents, Protocol):
 
     @property
     def devices(self) -> DeviceStore: ...
+    @property
+    def portal_sessions(self) -> PortalSessionStore: ...
 
 
 class PortalDatabase(Transactions[PortalStores], SettingsStore, Protocol):
@@ -224,6 +245,51 @@ class PortalService(ServiceBase[PortalStores]):
             raw = self.db.settings_get(SESSION_SECRET_KEY)  # two processes at once: the first writer wins
         assert raw is not None
         return raw.decode()
+
+    # --- server-side sessions ---------------------------------------------------------------------
+    def open_session(self, tenant: Tenant, user_id: str) -> str:
+        """A new signed-in session for the user: its random id (for the cookie); the store keeps its hash."""
+        sid = secrets.token_urlsafe(32)
+        now = self.clock.now()
+        with self.db.unit_of_work() as uow:
+            user = uow.users.get(tenant.id, user_id)
+            if user is None:
+                raise NotFoundError("no such user", tenant=tenant.id)
+            uow.portal_sessions.purge(tenant.id, user_id, now)
+            uow.portal_sessions.add(
+                _sid_hash(sid), PortalSession(tenant.id, user_id, now, now + SESSION_LIFETIME, _stamp(user))
+            )
+        return sid
+
+    def session_user(self, tenant: Tenant, sid: str) -> str | None:
+        """The user a session id is signed in as, or None (unknown, signed out, expired, another tenant,
+        or ended by a password change). A user disabled or deleted since ends the session here; their id
+        is still returned this once, so the page can say why (USER_DISABLED, USER_NOT_FOUND)."""
+        now = self.clock.now()
+        h = _sid_hash(sid)
+        with self.db.unit_of_work(readonly=True) as uow:
+            found = uow.portal_sessions.get(h)
+            if found is None or found.tenant_id != tenant.id:
+                return None
+            user = uow.users.get(tenant.id, found.user_id)
+        if found.revoked_at is not None or found.expires_at <= now:
+            return None
+        if user is not None and user.enabled and _stamp(user) == found.stamp:
+            return found.user_id
+        with self.db.unit_of_work() as uow:
+            uow.portal_sessions.revoke(h, now)
+        return None if user is not None and user.enabled else found.user_id
+
+    def close_session(self, sid: str) -> None:
+        """Sign out: the session is revoked, so its cookie no longer signs anyone in."""
+        with self.db.unit_of_work() as uow:
+            uow.portal_sessions.revoke(_sid_hash(sid), self.clock.now())
+
+    def end_sessions(self, tenant: Tenant, user_id: str) -> int:
+        """Revoke every session of the user (an admin's action; a disabled user's or a changed password's
+        sessions also end at their next use)."""
+        with self.db.unit_of_work() as uow:
+            return uow.portal_sessions.revoke_user(tenant.id, user_id, self.clock.now())
 
     def tenant(self, name: str) -> Tenant:
         with self.db.unit_of_work(readonly=True) as uow:

@@ -44,6 +44,7 @@ from pomona.storage.push_sql import (
 )
 from pomona.storage.rows import utc
 from pomona.storage.sealed import SealReport, seal, seal_all, unseal
+from pomona.storage.sessions_sql import SqlPortalSessionStore
 from pomona.storage.tenants_sql import SqlApiTokenStore, SqlTenantStore
 from pomona.storage.tokens_sql import SqlCertStore, SqlEnrollmentTokenStore
 from pomona.storage.users_sql import SqlUserStore
@@ -304,3 +305,4 @@ class SqlUnitOfWork:
     reenrollments = _Store(SqlReEnrollmentStore)
     webhooks = _Store(SqlWebhookStore)
     health = _Store(SqlHealthStore)
+    portal_sessions = _Store(SqlPortalSessionStore)
