@@ -181,12 +181,10 @@ def rotate_server_key(settings: Settings) -> tuple[str, int]:
 
 def create_app(settings: Settings | None = None, *, pomona: Pomona | None = None) -> object:
     """The ASGI application: device endpoints (lean, raw ASGI) in front of the admin API."""
-    from pomona.http.middleware import TrustedProxies
     from pomona.http.root import RootApp
 
     p = pomona or build(settings or Settings.from_env())
-    # X-Forwarded-For is believed from the configured proxies only (none by default).
-    return TrustedProxies(RootApp(p), p.settings.trusted_proxies)
+    return RootApp(p, trusted_proxies=p.settings.trusted_proxies)
 
 
 __all__ = ["Pomona", "Settings", "Tenant", "build", "create_app", "rotate_server_key"]

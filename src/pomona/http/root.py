@@ -15,11 +15,12 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
 from pomona.domain.errors import BodyTooLargeError, StorageBusyError, describe
+from pomona.http.middleware import TrustedProxies
 from pomona.services.checkin import MAX_BODY
 from pomona.services.container import Services
 from pomona.services.context import bind_caller, bind_request_id, reset_caller, reset_request_id
@@ -91,7 +92,7 @@ def device_error(exc: BaseException, request_id: str) -> tuple[int, bytes, str]:
 
 
 class RootApp:
-    def __init__(self, pomona: Services) -> None:
+    def __init__(self, pomona: Services, *, trusted_proxies: Sequence[str] = ()) -> None:
         from pomona.http.api import create_api
 
         self.pomona = pomona
@@ -99,8 +100,13 @@ class RootApp:
 
         self.api = create_api(pomona)
         self.portal = create_portal(pomona)
+        # X-Forwarded-For is believed from the configured proxies only (POMONA_TRUSTED_PROXIES).
+        self._entry = TrustedProxies(self._dispatch, trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
             if path.startswith("/mdm/"):
