@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol, TypedDict, TypeVar, Unpack
+from typing import Literal, Protocol, TypedDict, TypeVar, Unpack
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -100,6 +100,10 @@ class TenantStore(Protocol):
     def bump_policy_version(self, tenant_id: str) -> None: ...
 
 
+#: Why a portal session ended: signed out, the password changed, the user disabled or deleted.
+SessionEnd = Literal["signout", "password", "user"]
+
+
 @dataclass(frozen=True, slots=True)
 class PortalSession:
     """A signed-in portal session, kept server-side; the browser's cookie carries only its random id
@@ -112,13 +116,14 @@ class PortalSession:
     expires_at: datetime
     stamp: str
     revoked_at: datetime | None = None
+    revoked_why: SessionEnd | None = None
 
 
 class PortalSessionStore(Protocol):
     def add(self, id_hash: str, session: PortalSession) -> None: ...
     def get(self, id_hash: str) -> PortalSession | None: ...
-    def revoke(self, id_hash: str, at: datetime) -> None: ...
-    def revoke_user(self, tenant_id: str, user_id: str, at: datetime) -> int: ...
+    def revoke(self, id_hash: str, at: datetime, why: SessionEnd) -> None: ...
+    def revoke_user(self, tenant_id: str, user_id: str, at: datetime, why: SessionEnd) -> int: ...
     def purge(self, tenant_id: str, user_id: str, before: datetime) -> None: ...  # expired before
 
 

@@ -808,13 +808,13 @@ class TestPortalSessions:
         with db.unit_of_work() as uow:
             assert uow.portal_sessions.get("h1") == live
             assert uow.portal_sessions.get("nope") is None
-            uow.portal_sessions.revoke("h1", NOW)
+            uow.portal_sessions.revoke("h1", NOW, "signout")
         with db.unit_of_work() as uow:
             got = uow.portal_sessions.get("h1")
-            assert got is not None and got.revoked_at == NOW
-            assert uow.portal_sessions.revoke_user(t.id, u.id, NOW + timedelta(minutes=1)) == 2  # h2, h3
+            assert got is not None and (got.revoked_at, got.revoked_why) == (NOW, "signout")
+            assert uow.portal_sessions.revoke_user(t.id, u.id, NOW + timedelta(minutes=1), "user") == 2
             uow.portal_sessions.purge(t.id, u.id, NOW)
         with db.unit_of_work(readonly=True) as uow:
             assert uow.portal_sessions.get("h3") is None
             h2 = uow.portal_sessions.get("h2")
-            assert h2 is not None and h2.revoked_at == NOW + timedelta(minutes=1)
+            assert h2 is not None and (h2.revoked_at, h2.revoked_why) == (NOW + timedelta(minutes=1), "user")

@@ -38,6 +38,7 @@ from pomona.ports import (
     HasEvents,
     PortalSession,
     PortalSessionStore,
+    SessionEnd,
     SettingsStore,
     Transactions,
 )
@@ -262,34 +263,35 @@ class PortalService(ServiceBase[PortalStores]):
         return sid
 
     def session_user(self, tenant: Tenant, sid: str) -> str | None:
-        """The user a session id is signed in as, or None (unknown, signed out, expired, another tenant,
-        or ended by a password change). A user disabled or deleted since ends the session here; their id
-        is still returned this once, so the page can say why (USER_DISABLED, USER_NOT_FOUND)."""
+        """The user a session id is signed in as, or None: unknown, another tenant's, expired, signed
+        out, or ended by a password change. A user disabled or deleted since ends the session for good
+        (re-enabling does not revive it), but their id is still returned while they stay so: every page
+        then refuses them with the reason (USER_DISABLED, USER_NOT_FOUND), as it refuses at sign-in."""
         now = self.clock.now()
         h = _sid_hash(sid)
         with self.db.unit_of_work(readonly=True) as uow:
             found = uow.portal_sessions.get(h)
-            if found is None or found.tenant_id != tenant.id:
+            if found is None or found.tenant_id != tenant.id or found.expires_at <= now:
                 return None
             user = uow.users.get(tenant.id, found.user_id)
-        if found.revoked_at is not None or found.expires_at <= now:
+        if user is None or not user.enabled:
+            if found.revoked_at is None:
+                self._end(h, "user")
+            return found.user_id if found.revoked_why in (None, "user") else None
+        if found.revoked_at is not None:
             return None
-        if user is not None and user.enabled and _stamp(user) == found.stamp:
-            return found.user_id
-        with self.db.unit_of_work() as uow:
-            uow.portal_sessions.revoke(h, now)
-        return None if user is not None and user.enabled else found.user_id
+        if _stamp(user) != found.stamp:
+            self._end(h, "password")
+            return None
+        return found.user_id
 
     def close_session(self, sid: str) -> None:
         """Sign out: the session is revoked, so its cookie no longer signs anyone in."""
-        with self.db.unit_of_work() as uow:
-            uow.portal_sessions.revoke(_sid_hash(sid), self.clock.now())
+        self._end(_sid_hash(sid), "signout")
 
-    def end_sessions(self, tenant: Tenant, user_id: str) -> int:
-        """Revoke every session of the user (an admin's action; a disabled user's or a changed password's
-        sessions also end at their next use)."""
+    def _end(self, id_hash: str, why: SessionEnd) -> None:
         with self.db.unit_of_work() as uow:
-            return uow.portal_sessions.revoke_user(tenant.id, user_id, self.clock.now())
+            uow.portal_sessions.revoke(id_hash, self.clock.now(), why)
 
     def tenant(self, name: str) -> Tenant:
         with self.db.unit_of_work(readonly=True) as uow:

@@ -54,6 +54,7 @@ from pomona.ports import (
     PushReschedule,
     Reachability,
     ReEnrollment,
+    SessionEnd,
     TokenRefusal,
     WebhookDelivery,
 )
@@ -1050,19 +1051,20 @@ class MemoryPortalSessionStore(_Store):
     def get(self, id_hash: str) -> PortalSession | None:
         return self.d.portal_sessions.get(id_hash)
 
-    def revoke(self, id_hash: str, at: datetime) -> None:
+    def revoke(self, id_hash: str, at: datetime, why: SessionEnd) -> None:
         found = self.d.portal_sessions.get(id_hash)
         if found is not None and found.revoked_at is None:
-            self.tx.put(self.d.portal_sessions, id_hash, dataclasses.replace(found, revoked_at=at))
+            ended = dataclasses.replace(found, revoked_at=at, revoked_why=why)
+            self.tx.put(self.d.portal_sessions, id_hash, ended)
 
-    def revoke_user(self, tenant_id: str, user_id: str, at: datetime) -> int:
+    def revoke_user(self, tenant_id: str, user_id: str, at: datetime, why: SessionEnd) -> int:
         mine = [
             (h, p)
             for h, p in self.d.portal_sessions.items()
             if p.tenant_id == tenant_id and p.user_id == user_id and p.revoked_at is None
         ]
         for h, p in mine:
-            self.tx.put(self.d.portal_sessions, h, dataclasses.replace(p, revoked_at=at))
+            self.tx.put(self.d.portal_sessions, h, dataclasses.replace(p, revoked_at=at, revoked_why=why))
         return len(mine)
 
     def purge(self, tenant_id: str, user_id: str, before: datetime) -> None:

@@ -358,6 +358,7 @@ portal_sessions = Table(
     Column("created_at", TS, nullable=False),
     Column("expires_at", TS, nullable=False),
     Column("revoked_at", TS),
+    Column("revoked_why", String(16)),  # signout | password | user
     Column("stamp", String(64), nullable=False),  # digest of the password hash at sign-in
     Index("ix_portal_sessions_tenant_id_user_id", "tenant_id", "user_id"),
 )

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from pomona.ports import PortalSession
+from pomona.ports import PortalSession, SessionEnd
 from pomona.storage import schema as s
 from pomona.storage.rows import utc, utc_req
 
@@ -27,6 +27,7 @@ class SqlPortalSessionStore:
                 created_at=session.created_at,
                 expires_at=session.expires_at,
                 revoked_at=session.revoked_at,
+                revoked_why=session.revoked_why,
                 stamp=session.stamp,
             )
         )
@@ -42,18 +43,21 @@ class SqlPortalSessionStore:
             utc_req(r.expires_at),
             r.stamp,
             utc(r.revoked_at),
+            r.revoked_why,
         )
 
-    def revoke(self, id_hash: str, at: datetime) -> None:
+    def revoke(self, id_hash: str, at: datetime, why: SessionEnd) -> None:
         self.conn.execute(
-            update(_S).where(_S.c.id_hash == id_hash, _S.c.revoked_at.is_(None)).values(revoked_at=at)
+            update(_S)
+            .where(_S.c.id_hash == id_hash, _S.c.revoked_at.is_(None))
+            .values(revoked_at=at, revoked_why=why)
         )
 
-    def revoke_user(self, tenant_id: str, user_id: str, at: datetime) -> int:
+    def revoke_user(self, tenant_id: str, user_id: str, at: datetime, why: SessionEnd) -> int:
         done = self.conn.execute(
             update(_S)
             .where(_S.c.tenant_id == tenant_id, _S.c.user_id == user_id, _S.c.revoked_at.is_(None))
-            .values(revoked_at=at)
+            .values(revoked_at=at, revoked_why=why)
         )
         return int(done.rowcount)
 

@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_why", sa.String(length=16), nullable=True),
         sa.Column("stamp", sa.String(length=64), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"],
