@@ -31,7 +31,7 @@ from pomona.services.push import PushService
 from pomona.services.reports import ReportService
 from pomona.services.scep import ScepService
 from pomona.settings import Settings
-from pomona.storage.sql import SqlDatabase
+from pomona.storage.sql import SqlDatabase, private_dir
 
 SIGNING_IDENTITY_KEY = "profile_signing_identity_pem"
 
@@ -71,21 +71,30 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
 
     The public URL is the installation's recorded one (services.installation), else the settings';
     `public_url` overrides both for this process only (a link printed for another address)."""
-    from pomona.pki.apns_certs import load_or_create_server_key
+    from pomona.pki.sealing import KeyringSealer, server_keys
     from pomona.push.apns import ApnsClient
     from pomona.push.certkit import LocalPushCertKit
     from pomona.push.gateway import ApnsGateway, TenantIdentitySource
     from pomona.push.webhooks import HttpWebhookPoster
 
-    db = SqlDatabase(settings.url())
+    # Secrets at rest are sealed with the server key (pki/sealing.py); the data folder is 0700.
+    sealer = KeyringSealer(server_keys(private_dir(settings.data_dir), settings.server_key()))
+    db = SqlDatabase(settings.url(), sealer=sealer)
     if migrate:
         db.create_all()
+        # Seal what an older version left in plaintext, re-seal what an older key sealed, and prove the
+        # key opens what is sealed: a wrong key stops the start here (SERVER_KEY_MISMATCH).
+        try:
+            db.seal_at_rest()
+        except BaseException:
+            db.dispose()
+            raise
     clock = SystemClock()
     pki = LocalPki()
     signer = _signer(settings, db)
     recorded = recorded_public_url(db)
     public_url = (public_url or (recorded.url if recorded else settings.public_url)).rstrip("/")
-    kit = LocalPushCertKit(load_or_create_server_key(settings.data_dir, settings.server_key()))
+    kit = LocalPushCertKit(sealer)
 
     # Push: one APNs client per process (it connects on first use, on its own loop thread).
     identities = TenantIdentitySource(db, kit.open)
@@ -96,7 +105,7 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
     policy = PolicyService(db, clock)
     admin = AdminService(db, clock, pki)
     enrollment = EnrollmentService(db, clock, pki, signer, Urls(public_url), policy)
-    notifier = Notifier(db, clock, kit, HttpWebhookPoster())
+    notifier = Notifier(db, clock, kit, HttpWebhookPoster(allow_private=settings.webhook_allow_private))
     host = urlsplit(public_url).hostname or "localhost"
     discovery = DiscoverySettings(
         settings.enrollment_cname_target or host,
@@ -145,12 +154,42 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
     )
 
 
+def rotate_server_key(settings: Settings) -> tuple[str, int]:
+    """Replace the server key file and re-seal every secret under the new key (the server stopped):
+    ``server.key`` becomes ``server.key.old``, a new ``server.key`` is written, every sealed value is
+    re-sealed in one transaction, then ``server.key.old`` is removed. Interrupted, it is run again.
+    Returns the new key's id and how many values were re-sealed."""
+    from pomona.domain.errors import InvalidInputError
+    from pomona.pki.sealing import KeyringSealer, retire_old_key, rotate_key_files, server_keys
+
+    if settings.server_key() is not None:
+        raise InvalidInputError(
+            "POMONA_SECRET_KEY is set, so the key file is not used: rotate it as docs/security.md says"
+        )
+    data_dir = private_dir(settings.data_dir)
+    server_keys(data_dir, None)  # the key file exists before it is rotated
+    plain = SqlDatabase(settings.url())
+    try:
+        plain.create_all()
+    finally:
+        plain.dispose()
+    rotate_key_files(data_dir)
+    sealer = KeyringSealer(server_keys(data_dir, None))
+    db = SqlDatabase(settings.url(), sealer=sealer)
+    try:
+        report = db.seal_at_rest(verify_current=False)
+    finally:
+        db.dispose()
+    retire_old_key(data_dir)
+    return sealer.key_id, report.sealed + report.resealed
+
+
 def create_app(settings: Settings | None = None, *, pomona: Pomona | None = None) -> object:
     """The ASGI application: device endpoints (lean, raw ASGI) in front of the admin API."""
     from pomona.http.root import RootApp
 
     p = pomona or build(settings or Settings.from_env())
-    return RootApp(p)
+    return RootApp(p, trusted_proxies=p.settings.trusted_proxies)
 
 
-__all__ = ["Pomona", "Settings", "Tenant", "build", "create_app"]
+__all__ = ["Pomona", "Settings", "Tenant", "build", "create_app", "rotate_server_key"]

@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol, TypedDict, TypeVar, Unpack
+from typing import Literal, Protocol, TypedDict, TypeVar, Unpack
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -98,6 +98,33 @@ class TenantStore(Protocol):
     def set_authority(self, tenant_id: str, authority: str) -> None: ...
     def set_seats(self, tenant_id: str, seats: int) -> None: ...
     def bump_policy_version(self, tenant_id: str) -> None: ...
+
+
+#: Why a portal session ended: signed out, the password changed, the user disabled or deleted.
+SessionEnd = Literal["signout", "password", "user"]
+
+
+@dataclass(frozen=True, slots=True)
+class PortalSession:
+    """A signed-in portal session, kept server-side; the browser's cookie carries only its random id
+    (the store keeps the id's hash). ``stamp`` is a digest of the user's password hash at sign-in: a
+    changed password ends the session."""
+
+    tenant_id: str
+    user_id: str
+    created_at: datetime
+    expires_at: datetime
+    stamp: str
+    revoked_at: datetime | None = None
+    revoked_why: SessionEnd | None = None
+
+
+class PortalSessionStore(Protocol):
+    def add(self, id_hash: str, session: PortalSession) -> None: ...
+    def get(self, id_hash: str) -> PortalSession | None: ...
+    def revoke(self, id_hash: str, at: datetime, why: SessionEnd) -> None: ...
+    def revoke_user(self, tenant_id: str, user_id: str, at: datetime, why: SessionEnd) -> int: ...
+    def purge(self, tenant_id: str, user_id: str, before: datetime) -> None: ...  # expired before
 
 
 class ApiTokenStore(Protocol):
@@ -490,6 +517,8 @@ class UnitOfWork(Protocol):
     def webhooks(self) -> WebhookStore: ...
     @property
     def health(self) -> HealthStore: ...
+    @property
+    def portal_sessions(self) -> PortalSessionStore: ...
 
 
 U_co = TypeVar("U_co", covariant=True)
@@ -506,6 +535,17 @@ class ChannelStates(Protocol):
     """The command channel's hot read, outside any transaction (check-in only)."""
 
     def channel_state(self, fingerprint: str, *, skip_not_now: bool) -> ChannelState | None: ...
+
+
+class Sealer(Protocol):
+    """Secrets at rest (pki/sealing.py implements it with the server key): ``seal`` encrypts and binds the
+    value to ``context`` (where it is stored, e.g. ``ca-key:<tenant id>``); ``open`` reverses it, or
+    raises ``ServerKeyError`` (SERVER_KEY_MISMATCH) for a value this server's keys do not open."""
+
+    def seal(self, plaintext: bytes, context: str) -> bytes: ...
+    def open(self, sealed: bytes, context: str) -> bytes: ...
+    def is_sealed(self, value: bytes) -> bool: ...
+    def is_current(self, value: bytes) -> bool: ...
 
 
 class SettingsStore(Protocol):
@@ -641,8 +681,11 @@ class PushCertKit(Protocol):
 
 
 class WebhookPoster(Protocol):
-    """POSTs a JSON body with headers; returns the HTTP status or raises OSError."""
+    """POSTs a JSON body with headers; returns the HTTP status or raises OSError. ``check`` refuses a
+    target the server must not call (``WebhookTargetError``: a non-public address, unless the operator
+    allows private ones); ``post`` checks again, and connects to the address it checked."""
 
+    def check(self, url: str) -> None: ...
     def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int: ...
 
 

@@ -116,6 +116,26 @@ def _secret_key(value: object) -> object:
     return value
 
 
+def _networks(value: object) -> object:
+    """'10.0.0.1, 192.168.0.0/16' (the environment) or a list -> normalised CIDR strings."""
+    import ipaddress
+
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        return value
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if text:
+            try:
+                out.append(str(ipaddress.ip_network(text, strict=False)))
+            except ValueError:
+                raise ValueError(f"not an IP address or CIDR network: {text!r}") from None
+    return tuple(out)
+
+
+Networks = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_networks)]
+
 Schedule = Annotated[
     tuple[Annotated[float, Field(gt=0)], ...], Field(min_length=1), NoDecode, BeforeValidator(_schedule)
 ]
@@ -206,9 +226,24 @@ class Settings(BaseSettings):
     )
     secret_key: Annotated[SecretBytes | None, BeforeValidator(_secret_key)] = Field(
         None,
-        description="The 32-byte server key (base64) that seals push-certificate keys at rest; "
-        "`<data dir>/server.key`, created on first use, when unset. Losing it loses every sealed key.",
+        description="The 32-byte server key (base64) that seals every secret at rest (device CA keys, the "
+        "profile-signing identity, the portal session secret, push certificate keys, webhook secrets); "
+        "`<data dir>/server.key` (mode 0600), created on first use, when unset. Losing it loses every "
+        "sealed secret; see docs/security.md for rotation.",
         json_schema_extra={"doc_type": "base64 (32 bytes)"},
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Allow webhook targets at loopback, private, link-local and other non-public "
+        "addresses. Off, a webhook URL whose host is or resolves to such an address is refused "
+        "(WEBHOOK_TARGET_REFUSED), when it is set and at every delivery.",
+    )
+    trusted_proxies: Networks = Field(
+        (),
+        description="The reverse proxies (IP addresses or CIDR networks, comma-separated) whose "
+        "X-Forwarded-For and X-Forwarded-Proto headers are believed. Empty: those headers are ignored "
+        "and the client is the connection's peer.",
+        json_schema_extra={"doc_type": "list of CIDRs"},
     )
     dns_server: str | None = Field(
         None,
@@ -323,10 +358,9 @@ class Settings(BaseSettings):
         """The database URL: ``database_url``, else SQLite under ``data_dir`` (created)."""
         if self.database_url:
             return self.database_url
-        from pomona.storage.sql import sqlite_url
+        from pomona.storage.sql import private_dir, sqlite_url
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        return sqlite_url(self.data_dir)
+        return sqlite_url(private_dir(self.data_dir))
 
 
 # --- the environment -----------------------------------------------------------------------------

@@ -324,10 +324,12 @@ class TestOidc:
         self, pomona: Pomona, idp: OidcProvider, db_url: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Through the admin command, as an admin would."""
+        data_dir = str(pomona.settings.data_dir)  # the server key is there (before the import rebinds)
         import pomona.cli.portal_cmds  # noqa: F401  (registers `pomona portal`)
         from pomona.cli.main import main
 
         monkeypatch.setenv("POMONA_DATABASE_URL", db_url)
+        monkeypatch.setenv("POMONA_DATA_DIR", data_dir)
         res = CliRunner().invoke(
             main,
             [
@@ -538,3 +540,48 @@ class TestService:
     def test_portal_service_is_shared(self, pomona: Pomona, app: object) -> None:
         """The app wires one PortalService (its rate limiter is per process)."""
         assert isinstance(pomona.portal, PortalService)
+
+
+class TestServerSideSessions:
+    def test_cookie_reused_after_sign_out_is_signed_out(
+        self, pomona: Pomona, app: object, browser: Browser
+    ) -> None:
+        """Sign-out ends the session on the server: the same cookie, replayed, signs nobody in."""
+        assert browser.sign_in(PIA).url.path == "/portal/acme/devices"
+        stolen = browser.c.cookies["pomona_portal"]
+        browser.get("/devices")
+        browser.post("/signout")
+        replay = Browser(app)
+        try:
+            replay.c.cookies.set("pomona_portal", stolen, domain="pomona.test", path="/portal")
+            assert replay.get("/devices").url.path == "/portal/acme/signin"
+        finally:
+            replay.close()
+
+    def test_disabled_user_session_ends(self, pomona: Pomona, browser: Browser) -> None:
+        """A user disabled while signed in is refused, and the session stays ended once re-enabled."""
+        browser.sign_in(PIA)
+        pomona.policy.set_user_flags("acme", PIA, enabled=False)
+        r = browser.get("/devices")
+        assert reason_shown(r.text) == "USER_DISABLED" or r.url.path.endswith("/refused")
+        pomona.policy.set_user_flags("acme", PIA, enabled=True)
+        assert browser.get("/devices").url.path == "/portal/acme/signin"
+
+    def test_password_change_ends_sessions(self, pomona: Pomona, browser: Browser) -> None:
+        """A changed password signs out the sessions opened with the old one."""
+        from pomona.services.admin import hash_password
+
+        browser.sign_in(PIA)
+        assert browser.get("/devices").url.path == "/portal/acme/devices"
+        pomona.policy.set_user_flags("acme", PIA, password_hash=hash_password("a-new-password-2"))
+        assert browser.get("/devices").url.path == "/portal/acme/signin"
+
+    def test_the_cookie_carries_no_user_id(self, pomona: Pomona, browser: Browser) -> None:
+        """The session cookie names a random session id; the store keeps only its hash."""
+        browser.sign_in(PIA)
+        raw = browser.c.cookies["pomona_portal"].split(".")[0]
+        data = json.loads(base64.b64decode(raw + "=" * (-len(raw) % 4)))
+        with pomona.db.unit_of_work(readonly=True) as uow:
+            user = uow.users.by_upn(uow.tenants.by_name("acme").id, PIA)  # type: ignore[union-attr]
+        assert user is not None and user.id not in json.dumps(data)
+        assert "uid" not in data and isinstance(data.get("sid"), str)

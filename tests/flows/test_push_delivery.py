@@ -456,6 +456,9 @@ class TestFindingsAndWebhooks:
         calls: list[tuple[bytes, dict[str, str]]] = []
 
         class Poster:
+            def check(self, url: str) -> None:
+                pass
+
             def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
                 calls.append((body, headers))
                 if len(calls) == 1:

@@ -829,3 +829,31 @@ class TestHealthFindings:
             assert (open_.finding.key, dict(open_.finding.facts)) == (a.key, {"n": 1})
             assert (open_.first_seen, open_.last_seen) == (NOW, later)
             assert uow.health.unlicensed_users(t.id) == 1
+
+
+class TestPortalSessions:
+    def test_sessions_round_trip_and_revocation(self, db: Database) -> None:
+        """A session reads back by its id hash; revoking one, or every one of a user, sets revoked_at; an
+        expired one is purged."""
+        from pomona.ports import PortalSession
+
+        t, u, _, _ = seed(db)
+        live = PortalSession(t.id, u.id, NOW, NOW + timedelta(hours=8), "stamp")
+        old = PortalSession(t.id, u.id, NOW - timedelta(days=1), NOW - timedelta(hours=1), "stamp")
+        with db.unit_of_work() as uow:
+            uow.portal_sessions.add("h1", live)
+            uow.portal_sessions.add("h2", live)
+            uow.portal_sessions.add("h3", old)
+        with db.unit_of_work() as uow:
+            assert uow.portal_sessions.get("h1") == live
+            assert uow.portal_sessions.get("nope") is None
+            uow.portal_sessions.revoke("h1", NOW, "signout")
+        with db.unit_of_work() as uow:
+            got = uow.portal_sessions.get("h1")
+            assert got is not None and (got.revoked_at, got.revoked_why) == (NOW, "signout")
+            assert uow.portal_sessions.revoke_user(t.id, u.id, NOW + timedelta(minutes=1), "user") == 2
+            uow.portal_sessions.purge(t.id, u.id, NOW)
+        with db.unit_of_work(readonly=True) as uow:
+            assert uow.portal_sessions.get("h3") is None
+            h2 = uow.portal_sessions.get("h2")
+            assert h2 is not None and (h2.revoked_at, h2.revoked_why) == (NOW + timedelta(minutes=1), "user")

@@ -49,6 +49,8 @@ TREE: list[tuple[type[E.PomonaError], int, R]] = [
     (E.TenantNameInvalidError, 422, R.TENANT_NAME_INVALID),
     (E.PushCertInvalidError, 422, R.APNS_CERT_INVALID),
     (E.PushCertExpiredError, 422, R.APNS_CERT_EXPIRED),
+    (E.WebhookTargetError, 422, R.WEBHOOK_TARGET_REFUSED),
+    (E.ServerKeyError, 500, R.SERVER_KEY_MISMATCH),
     (E.UpstreamError, 502, R.INTERNAL_ERROR),
 ]
 

@@ -115,6 +115,18 @@ class TestCompleteness:
         """The knowledge base explains every ReasonCode and nothing else."""
         assert knowledge.codes() == set(ALL_CODES)
 
+    def test_every_code_names_the_step_it_breaks(self) -> None:
+        """causes.yaml lists every ReasonCode exactly, each with a known step and scope (the funnel reads it)."""
+        listed = set(knowledge._causes())
+        assert listed == set(ALL_CODES), (set(ALL_CODES) - listed, listed - set(ALL_CODES))
+        steps = {"discovery", "portal", "profile", "install", "scep", "authenticate", "tokenupdate"}
+        steps |= {"command", "ade", "none"}
+        for c in knowledge._causes().values():
+            assert c.breaks in steps and c.scope in {"subject", "tenant", "device", "request", "none"}, c
+        for code in ALL_CODES:  # a device-only cause is the device's scope, and only the device sees it
+            if knowledge.device_only(code):
+                assert knowledge.cause(code).scope == "device" and not knowledge.cause(code).seen, code
+
     @pytest.mark.parametrize("lang", knowledge.LANGS)
     @pytest.mark.parametrize("code", ALL_CODES)
     def test_every_code_has_title_cause_and_steps(self, code: str, lang: str) -> None:

@@ -17,6 +17,7 @@ from pomona.domain.checks import Finding
 from pomona.domain.errors import BodyTooLargeError
 from pomona.pki.adapters import LocalPki
 from pomona.pki.scep import LocalScep
+from pomona.pki.sealing import KeyringSealer
 from pomona.ports import UnitOfWork
 from pomona.push.certkit import LocalPushCertKit
 from pomona.push.gateway import TenantIdentitySource
@@ -112,7 +113,7 @@ EXPECTED: dict[type, set[str]] = {
     EnrollmentService: DECISION | {"tenants", "enrollment_tokens", "certs", "events"},
     HealthService: {"tenants", "users", "health", "events"},
     PolicyService: DECISION | {"tenants", "commands", "events"},
-    PortalService: DECISION | {"tenants", "devices", "events"},
+    PortalService: DECISION | {"tenants", "devices", "events", "portal_sessions"},
     PushService: {"tenants", "pushes", "reachability", "push_certs", "events"},
     ReportService: {"tenants", "events"},
     ScepService: {"tenants", "events"},
@@ -243,6 +244,9 @@ class FakeSigner:
 
 
 class FakePoster:
+    def check(self, url: str) -> None:
+        pass
+
     def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
         return 204
 
@@ -271,7 +275,7 @@ class Wired:
 
 def wire(db: MemoryDatabase, clock: FrozenClock) -> Wired:
     """Every service over one in-memory database, as app.build does over SQL."""
-    pki, kit = LocalPki(), LocalPushCertKit(bytes(32))
+    pki, kit = LocalPki(), LocalPushCertKit(KeyringSealer([bytes(32)]))
     discovery = DiscoverySettings("enroll.example", "register.example")
     policy = PolicyService(db, clock)
     admin = AdminService(db, clock, pki)

@@ -535,40 +535,8 @@ def serve(
         ssl_certfile=tls_cert,
         ssl_keyfile=tls_key,
         access_log=False,  # ours (pomona.access) when asked: structured, with the request id
-        proxy_headers=True,
+        proxy_headers=False,  # X-Forwarded-*: http/middleware.py TrustedProxies (POMONA_TRUSTED_PROXIES)
     )
-
-
-@main.group()
-def server() -> None:
-    """Facts of this installation that every Pomona process shares."""
-
-
-@server.command("show")
-@common
-def server_show() -> None:
-    """Show the public URL devices reach (as recorded by `pomona serve` or set by an admin)."""
-    from pomona.services.installation import recorded_public_url
-
-    p = _pomona()
-    rec = recorded_public_url(p.db)
-    data = {"public_url": p.public_url, "source": rec.source.value if rec else "default"}
-    _out(data, t("cli.server.show", url=p.public_url, source=t(f"cli.server.source.{data['source']}")))
-
-
-@server.command("set-public-url")
-@click.argument("url")
-@common
-def server_set_public_url(url: str) -> None:
-    """Record the https:// address devices reach (behind a reverse proxy: the proxy's address).
-
-    Enrollment profiles, check-in URLs, the portal, health and diagnose's DNS checks all use it.
-    A running server reads it when it starts."""
-    from pomona.services.installation import UrlSource, record_public_url
-
-    p = _pomona()
-    rec = record_public_url(p.db, url, UrlSource.SET)
-    _out({"public_url": rec.url, "source": rec.source.value}, t("cli.server.public_url_set", url=rec.url))
 
 
 def _redact(url: str) -> str:
@@ -591,6 +559,7 @@ def _register_optional() -> None:
     import pomona.cli.diagnose_cmds  # noqa: F401
     import pomona.cli.policy_cmds  # noqa: F401  (registers its commands on `main`)
     import pomona.cli.portal_cmds  # noqa: F401
+    import pomona.cli.server_cmds  # noqa: F401
     from pomona.cli.emulate import emulate
 
     main.add_command(emulate)

@@ -34,7 +34,10 @@ is the decision's: :class:`PolicyError` takes it per instance, its status is sti
     ├── InvalidInputError                INVALID_INPUT, 422: a bad argument to the admin API or CLI
     │   ├── TenantNameInvalidError       TENANT_NAME_INVALID: a tenant name of the form of a tenant id
     │   ├── PushCertInvalidError         APNS_CERT_INVALID: not a usable MDM push certificate (and key)
-    │   └── PushCertExpiredError         APNS_CERT_EXPIRED: an uploaded certificate that has expired
+    │   ├── PushCertExpiredError         APNS_CERT_EXPIRED: an uploaded certificate that has expired
+    │   └── WebhookTargetError           WEBHOOK_TARGET_REFUSED: a webhook URL at a non-public address
+    ├── ServerKeyError                   SERVER_KEY_MISMATCH, 500: the server key does not open a sealed
+    │                                    secret (the server refuses to start)
     └── UpstreamError                    INTERNAL_ERROR, 502: a service we call answered what we cannot use
 
 Faults of the storage layer are not refusals (no event is recorded for them, they have no reason of their
@@ -98,6 +101,8 @@ __all__ = [
     "PolicyError",
     "PomonaError",
     "PushCertExpiredError",
+    "ServerKeyError",
+    "WebhookTargetError",
     "PushCertInvalidError",
     "PushTopicChangedError",
     "SignatureInvalidError",
@@ -293,6 +298,18 @@ class PushCertExpiredError(InvalidInputError):
     """An uploaded push certificate that has already expired."""
 
     reason = ReasonCode.APNS_CERT_EXPIRED
+
+
+class WebhookTargetError(InvalidInputError):
+    """A webhook URL that names, or resolves to, a non-public address (private targets not allowed)."""
+
+    reason = ReasonCode.WEBHOOK_TARGET_REFUSED
+
+
+class ServerKeyError(PomonaError):
+    """The server key does not open a secret sealed in the database (another key, lost, or tampered)."""
+
+    reason = ReasonCode.SERVER_KEY_MISMATCH
 
 
 class StorageError(Exception):

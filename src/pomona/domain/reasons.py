@@ -79,3 +79,7 @@ class ReasonCode(StrEnum):
     API_TOKEN_EXPIRED = "API_TOKEN_EXPIRED"  # Pomona addition (docs/REASONS.additions.md)
     API_TOKEN_REVOKED = "API_TOKEN_REVOKED"  # Pomona addition (docs/REASONS.additions.md)
     TENANT_NAME_INVALID = "TENANT_NAME_INVALID"  # Pomona addition (docs/REASONS.additions.md)
+    # Security (Pomona additions)
+    SERVER_KEY_MISMATCH = "SERVER_KEY_MISMATCH"
+    EVENTS_SUPPRESSED = "EVENTS_SUPPRESSED"
+    WEBHOOK_TARGET_REFUSED = "WEBHOOK_TARGET_REFUSED"

@@ -1,12 +1,14 @@
 """ASGI middleware: the request id of the admin API and the portal (the device endpoints bind theirs in
-http/root.py), and the access log around the whole server (on only when asked; see pomona/logs.py)."""
+http/root.py), the access log around the whole server (on only when asked; see pomona/logs.py), and the
+client address behind trusted proxies (TrustedProxies)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from pomona.services.context import bind_request_id, reset_request_id
@@ -91,3 +93,60 @@ class AccessLog:
 def with_access_log(app: ASGIApp, enabled: bool) -> ASGIApp:
     """``app`` itself when the access log is off (nothing added on the hot path), else wrapped."""
     return AccessLog(app) if enabled else app
+
+
+class TrustedProxies:
+    """The client's address (and scheme) as the configured reverse proxies report them, from no one else.
+
+    ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed only when the connection's peer is in
+    ``networks`` (POMONA_TRUSTED_PROXIES, default none): the client is then the rightmost address of the
+    chain that is not itself a trusted proxy. From any other peer the headers are ignored, so a client
+    cannot choose the address the sign-in limiter and the event throttle count it under.
+    """
+
+    def __init__(self, app: ASGIApp, networks: Sequence[str]) -> None:
+        self.app = app
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and self.networks:
+            client = scope.get("client")
+            if client and self.trusted(str(client[0])):
+                scope = dict(scope)
+                hops = [
+                    hop.strip()
+                    for k, v in scope["headers"]
+                    if k == b"x-forwarded-for"
+                    for hop in v.decode("latin-1").split(",")
+                    if hop.strip()
+                ]
+                address = str(client[0])
+                for hop in reversed(hops):
+                    if not _is_ip(hop):
+                        break
+                    address = hop
+                    if not self.trusted(hop):
+                        break
+                scope["client"] = (address, 0)
+                protos = [v for k, v in scope["headers"] if k == b"x-forwarded-proto"]
+                proto = protos[-1].decode("latin-1").split(",")[-1].strip().lower() if protos else ""
+                if proto in ("http", "https"):
+                    scope["scheme"] = (
+                        proto if scope["type"] == "http" else ("wss" if proto == "https" else "ws")
+                    )
+        await self.app(scope, receive, send)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

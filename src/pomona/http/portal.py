@@ -20,7 +20,9 @@
 Handlers stay thin: use cases live in :mod:`pomona.services.portal`. Database and argon2 work runs in
 the thread pool; pages render on the event loop. Every POST carries the session's CSRF token (a form
 field, or the ``X-CSRF-Token`` header htmx sends). The session is a signed cookie (Secure, HttpOnly,
-SameSite=Lax, path /portal) whose key is generated once and kept in the database.
+SameSite=Lax, path /portal) whose key is generated once and kept (sealed) in the database; being signed
+in is a server-side session the cookie names by a random id, ended by sign-out, a password change, or
+the user's being disabled or deleted.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from pomona.services.container import Services
 from pomona.services.context import request_id_var
 from pomona.services.enrollment import PROFILE_CONTENT_TYPE
 from pomona.services.portal import (
+    SESSION_LIFETIME,
     OidcStart,
     PortalService,
     SignIn,
@@ -66,7 +69,7 @@ from pomona.services.portal import (
 _HERE = Path(__file__).parent
 log = logging.getLogger("pomona.http")
 LANGS = ("en", "zh-CN")
-SESSION_MAX_AGE = 8 * 3600
+SESSION_MAX_AGE = int(SESSION_LIFETIME.total_seconds())
 _PLATFORM_NAMES = {"ios": "iOS", "ipados": "iPadOS"}
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -220,12 +223,14 @@ class Portal:
         except NotFoundError:
             return None
 
-    def signed_in(self, request: Request, tenant: Tenant) -> str | None:
-        """The signed-in user's id, when the session is for this tenant and fully signed in."""
+    async def signed_in(self, request: Request, tenant: Tenant) -> str | None:
+        """The signed-in user's id, when the cookie names a server-side session of this tenant that is
+        neither signed out, expired nor ended by a password change (services/portal.py)."""
         s = request.session
-        if s.get("t") == tenant.id and isinstance(s.get("uid"), str):
-            return str(s["uid"])
-        return None
+        sid = s.get("sid")
+        if s.get("t") != tenant.id or not isinstance(sid, str):
+            return None
+        return await run_in_threadpool(self.svc.session_user, tenant, sid)
 
     def start_session(self, request: Request, tenant: Tenant, **values: object) -> None:
         """A fresh session (no fixation): new CSRF token, bound to the tenant."""
@@ -264,10 +269,11 @@ class Portal:
             )
         return self.refusal_redirect(request, tenant, e.reason, {"upn": request.session.get("upn", "")})
 
-    def after_sign_in(self, request: Request, tenant: Tenant, result: SignIn) -> Response:
+    async def after_sign_in(self, request: Request, tenant: Tenant, result: SignIn) -> Response:
         if result.status is SignInStatus.SIGNED_IN:
             assert result.user is not None
-            self.start_session(request, tenant, uid=result.user.id, upn=result.user.upn)
+            sid = await run_in_threadpool(self.svc.open_session, tenant, result.user.id)
+            self.start_session(request, tenant, sid=sid, upn=result.user.upn)
             return RedirectResponse(f"/portal/{tenant.name}/devices", status_code=303)
         if result.status in (SignInStatus.NEED_TOTP, SignInStatus.ENROL_TOTP):
             assert result.user is not None
@@ -304,11 +310,11 @@ class Portal:
 
     # --- handlers ---------------------------------------------------------------------------------
     async def home(self, request: Request, tenant: Tenant) -> Response:
-        where = "devices" if self.signed_in(request, tenant) else "signin"
+        where = "devices" if await self.signed_in(request, tenant) else "signin"
         return RedirectResponse(f"/portal/{tenant.name}/{where}", status_code=303)
 
     async def signin_page(self, request: Request, tenant: Tenant) -> Response:
-        if self.signed_in(request, tenant):
+        if await self.signed_in(request, tenant):
             return RedirectResponse(f"/portal/{tenant.name}/devices", status_code=303)
         sso = await run_in_threadpool(self.svc.oidc_config, tenant)
         return self.render(request, "signin.html", tenant, sso=sso is not None, upn="", error=None)
@@ -324,7 +330,7 @@ class Portal:
             form.get("password", ""),
             self.client_ip(request),
         )
-        return self.after_sign_in(request, tenant, result)
+        return await self.after_sign_in(request, tenant, result)
 
     def redirect_uri(self, request: Request, tenant: Tenant) -> str:
         base = self.p.public_url
@@ -368,7 +374,7 @@ class Portal:
             )
         except Exception:  # noqa: BLE001
             return self.message(request, tenant, 502, "portal.error.sso.title", "portal.error.sso.down")
-        return self.after_sign_in(request, tenant, result)
+        return await self.after_sign_in(request, tenant, result)
 
     def _pending(self, request: Request, tenant: Tenant) -> dict[str, Any] | None:
         p = request.session.get("pending")
@@ -410,10 +416,10 @@ class Portal:
         )
         if result.status in (SignInStatus.NEED_TOTP, SignInStatus.ENROL_TOTP):
             return await self.mfa_page(request, tenant, error="portal.mfa.wrong_code")
-        return self.after_sign_in(request, tenant, result)
+        return await self.after_sign_in(request, tenant, result)
 
     async def _user(self, request: Request, tenant: Tenant) -> tuple[str | None, User | None]:
-        uid = self.signed_in(request, tenant)
+        uid = await self.signed_in(request, tenant)
         if uid is None:
             return None, None
         return uid, await run_in_threadpool(self.svc.user, tenant, uid)
@@ -472,7 +478,7 @@ class Portal:
         form = await self.form(request)
         if not await self.csrf_ok(request, form):
             return self.csrf_refused(request, tenant)
-        uid = self.signed_in(request, tenant)
+        uid = await self.signed_in(request, tenant)
         if uid is None:
             return RedirectResponse(f"/portal/{tenant.name}/signin", status_code=303)
         check = await run_in_threadpool(self.svc.check_enroll, tenant, uid, request.headers.get("user-agent"))
@@ -520,7 +526,7 @@ class Portal:
         )
 
     async def install(self, request: Request, tenant: Tenant) -> Response:
-        uid = self.signed_in(request, tenant)
+        uid = await self.signed_in(request, tenant)
         if uid is None:
             return RedirectResponse(f"/portal/{tenant.name}/signin", status_code=303)
         if not isinstance(request.session.get("enroll"), str):
@@ -544,6 +550,9 @@ class Portal:
         form = await self.form(request)
         if not await self.csrf_ok(request, form):
             return self.csrf_refused(request, tenant)
+        sid = request.session.get("sid")
+        if isinstance(sid, str):
+            await run_in_threadpool(self.svc.close_session, sid)  # the cookie, replayed, is signed out
         request.session.clear()
         return RedirectResponse(f"/portal/{tenant.name}/signin", status_code=303)
 

@@ -15,14 +15,15 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
 from pomona.domain.errors import BodyTooLargeError, StorageBusyError, describe
+from pomona.http.middleware import TrustedProxies
 from pomona.services.checkin import MAX_BODY
 from pomona.services.container import Services
-from pomona.services.context import bind_request_id, reset_request_id
+from pomona.services.context import bind_caller, bind_request_id, reset_caller, reset_request_id
 from pomona.services.enrollment import PROFILE_CONTENT_TYPE
 
 log = logging.getLogger("pomona.http")
@@ -91,7 +92,7 @@ def device_error(exc: BaseException, request_id: str) -> tuple[int, bytes, str]:
 
 
 class RootApp:
-    def __init__(self, pomona: Services) -> None:
+    def __init__(self, pomona: Services, *, trusted_proxies: Sequence[str] = ()) -> None:
         from pomona.http.api import create_api
 
         self.pomona = pomona
@@ -99,8 +100,13 @@ class RootApp:
 
         self.api = create_api(pomona)
         self.portal = create_portal(pomona)
+        # X-Forwarded-For is believed from the configured proxies only (POMONA_TRUSTED_PROXIES).
+        self._entry = TrustedProxies(self._dispatch, trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
             if path.startswith("/mdm/"):
@@ -115,11 +121,14 @@ class RootApp:
             return await self.api(scope, receive, send)
         await self.api(scope, receive, send)
 
-    async def _run(self, send: Send, fn: Callable[[], tuple[int, bytes, str | None]]) -> None:
+    async def _run(self, scope: Scope, send: Send, fn: Callable[[], tuple[int, bytes, str | None]]) -> None:
         rid = uuid.uuid4().hex[:16]
+        client = scope.get("client")
+        address = str(client[0]) if client else "?"  # after trusted proxies (http/middleware.py)
 
         def call(inline: bool) -> tuple[int, bytes, str | None]:
             token = bind_request_id(rid)
+            caller = bind_caller(address)  # refusals of unidentified callers are rate-limited per address
             try:
                 return fn()
             except Exception as exc:  # noqa: BLE001 - every error gets the device answer its class says
@@ -127,6 +136,7 @@ class RootApp:
                     raise  # run again in a worker thread, where the lock wait is long
                 return device_error(exc, rid)
             finally:
+                reset_caller(caller)
                 reset_request_id(token)
 
         # Device requests run inline on the event loop. Each is one short, self-contained transaction,
@@ -155,7 +165,7 @@ class RootApp:
             body = await read_body(receive, MAX_BODY)
         except BodyTooLargeError:
             step = "connect" if parts[2] == "connect" else "checkin"
-            return await self._run(send, lambda: self.pomona.checkin.refuse_oversized(tenant_id, step))
+            return await self._run(scope, send, lambda: self.pomona.checkin.refuse_oversized(tenant_id, step))
         # Apple's devices label check-ins and command reports; the content type decides.
         if ctype == CHECKIN_TYPE or (not ctype and parts[2] == "checkin"):
             handler = self.pomona.checkin.checkin
@@ -166,7 +176,7 @@ class RootApp:
             out = handler(tenant_id, body, signature)
             return 200, out, ("application/xml" if out else None)
 
-        await self._run(send, work)
+        await self._run(scope, send, work)
 
     async def _enroll(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
@@ -178,7 +188,7 @@ class RootApp:
         def work() -> tuple[int, bytes, str | None]:
             return 200, svc.profile(secret, ua), PROFILE_CONTENT_TYPE
 
-        await self._run(send, work)
+        await self._run(scope, send, work)
 
     async def _scep_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
         tenant_id = scope["path"][len("/scep/") :].strip("/")
@@ -194,4 +204,4 @@ class RootApp:
             answer = scep.request(tenant_id, method, query, body)
             return answer.status, answer.body, answer.content_type
 
-        await self._run(send, work)
+        await self._run(scope, send, work)

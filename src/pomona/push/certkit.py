@@ -9,7 +9,6 @@ from cryptography.hazmat.primitives import serialization
 
 from pomona.pki.apns_certs import (
     PushCertError,
-    SecretBox,
     inspect_push_cert,
     load_p12,
     load_pem_cert,
@@ -17,12 +16,12 @@ from pomona.pki.apns_certs import (
     make_push_csr,
     make_vendor_signed_request,
 )
-from pomona.ports import PushCertCheck
+from pomona.ports import PushCertCheck, Sealer
 
 
 class LocalPushCertKit:
-    def __init__(self, server_key: bytes) -> None:
-        self._box = SecretBox(server_key)
+    def __init__(self, sealer: Sealer) -> None:
+        self._sealer = sealer  # the server key's (pki/sealing.py), shared with the database
 
     def make_csr(self, common_name: str, email: str | None) -> tuple[bytes, bytes]:
         return make_push_csr(common_name, email=email)
@@ -68,7 +67,7 @@ class LocalPushCertKit:
         )
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
-        return self._box.encrypt(plaintext, context.encode())
+        return self._sealer.seal(plaintext, context)
 
     def open(self, sealed: bytes, context: str) -> bytes:
-        return self._box.decrypt(sealed, context.encode())
+        return self._sealer.open(sealed, context)

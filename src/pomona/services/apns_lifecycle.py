@@ -27,6 +27,7 @@ from pomona.domain.errors import (
     PushCertExpiredError,
     PushCertInvalidError,
     PushTopicChangedError,
+    WebhookTargetError,
 )
 from pomona.domain.models import Step, Tenant
 from pomona.domain.reasons import ReasonCode
@@ -442,6 +443,7 @@ class Notifier(ServiceBase[NotifierStores]):
             raise InvalidInputError("the webhook URL must be http(s)://", field="url")
         if len(secret) < 16:
             raise InvalidInputError("the webhook secret needs at least 16 characters", field="secret")
+        self.poster.check(url)  # WEBHOOK_TARGET_REFUSED: loopback, private, link-local, metadata ...
         with self.db.unit_of_work() as uow:
             t = find_tenant(uow.tenants, tenant)
             uow.webhooks.set_webhook(
@@ -476,6 +478,12 @@ class Notifier(ServiceBase[NotifierStores]):
                 if 200 <= status < 300:
                     break
                 error = f"HTTP {status}"
+            except WebhookTargetError as refused:  # checked again at delivery: not retried
+                status, error = None, f"{refused.reason.value}: {refused.detail}"[:300]
+                self.record_failure(
+                    tenant_id, Step.ADMIN, refused.reason, detail={"action": "webhook.deliver", "url": url}
+                )
+                break
             except OSError as exc:
                 status, error = None, f"{type(exc).__name__}: {exc}"[:300]
             if attempt < self.attempts:

@@ -8,14 +8,15 @@ stores only.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from pomona.domain.errors import NotFoundError
 from pomona.domain.models import Event, Outcome, Step, Tenant, tenant_id_of
 from pomona.domain.reasons import ReasonCode
 from pomona.ports import Clock, HasEvents, Transactions
-from pomona.services.context import current_request_id
+from pomona.services.context import current_caller, current_request_id
+from pomona.services.throttle import RefusalThrottle, Suppressed, cap, cap_detail
 
 #: One line per refusal (pomona/logs.py): the reason code and who was refused.
 refusal_log = logging.getLogger("pomona.refusal")
@@ -47,6 +48,8 @@ fewer are needed."""
 class ServiceBase(Generic[U]):
     db: Transactions[U]
     clock: Clock
+    #: Refusals of callers that proved no identity, per tenant and address (services/throttle.py).
+    refusal_throttle: RefusalThrottle = field(default_factory=RefusalThrottle, kw_only=True, repr=False)
 
     def record_failure(
         self,
@@ -62,8 +65,19 @@ class ServiceBase(Generic[U]):
         detail: dict[str, object] | None = None,
     ) -> None:
         """Record a refusal in its own transaction, so it survives the rollback of the refused work,
-        and write its log line."""
+        and write its log line. A refusal of a device request that proved no identity is rate-limited
+        per tenant and client address (services/throttle.py): past the limit it is counted, and one
+        EVENTS_SUPPRESSED event per window says how many were left out. Strings from the request are
+        cut to their size (throttle.MAX_DETAIL_CHARS in the detail)."""
         request_id = current_request_id()
+        now = self.clock.now()
+        caller = current_caller()
+        suppressed = self.refusal_throttle.due(now)
+        admitted = (
+            caller is None
+            or caller.identified
+            or self.refusal_throttle.admit(tenant_id, caller.address, step.value, str(reason), now)
+        )
         if refusal_log.isEnabledFor(logging.INFO):
             fields = {
                 "reason": str(reason),
@@ -71,26 +85,52 @@ class ServiceBase(Generic[U]):
                 "tenant": tenant_id,
                 "request_id": request_id,
             }
-            who = {"udid": udid, "serial": serial, "upn": upn}
+            who = {"udid": cap(udid, 64), "serial": cap(serial, 64), "upn": cap(upn, 320)}
             fields.update({k: v for k, v in who.items() if v is not None})
             refusal_log.info("refusal", extra=fields)
+        if suppressed:
+            self._record_suppressed(suppressed)
+        if not admitted:
+            return
         with self.db.unit_of_work() as uow:
             uow.events.append(
                 Event(
                     tenant_id=tenant_id,
-                    at=self.clock.now(),
+                    at=now,
                     step=step,
                     outcome=Outcome.FAILED,
                     reason=str(reason),
                     user_id=user_id,
-                    upn=upn,
-                    serial=serial,
-                    udid=udid,
+                    upn=cap(upn, 320),
+                    serial=cap(serial, 64),
+                    udid=cap(udid, 64),
                     enrollment_id=enrollment_id,
                     request_id=request_id,
-                    detail=detail or {},
+                    detail=_capped(detail),
                 )
             )
+
+    def _record_suppressed(self, counts: list[Suppressed]) -> None:
+        """One EVENTS_SUPPRESSED event per (tenant, source, reason) whose window has passed."""
+        with self.db.unit_of_work() as uow:
+            for c in counts:
+                uow.events.append(
+                    Event(
+                        tenant_id=c.tenant_id,
+                        at=c.until,
+                        step=Step(c.step),
+                        outcome=Outcome.FAILED,
+                        reason=ReasonCode.EVENTS_SUPPRESSED.value,
+                        request_id=None,
+                        detail={
+                            "source": c.source,
+                            "suppressed_reason": c.reason,
+                            "count": c.count,
+                            "since": c.since.isoformat(),
+                            "until": c.until.isoformat(),
+                        },
+                    )
+                )
 
     def ok_event(
         self,
@@ -117,3 +157,9 @@ class ServiceBase(Generic[U]):
             request_id=current_request_id(),
             detail=detail or {},
         )
+
+
+def _capped(detail: dict[str, object] | None) -> dict[str, object]:
+    out = cap_detail(detail or {})
+    assert isinstance(out, dict)
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from structlog.contextvars import bind_contextvars, reset_contextvars
@@ -35,3 +36,38 @@ def reset_request_id(token: RequestIdToken) -> None:
     """Back to the id bound before :func:`bind_request_id` (none, outside a request)."""
     request_id_var.reset(token.own)
     reset_contextvars(**token.log)
+
+
+# --- who is asking: the client address, and whether the request proved an identity ------------------
+@dataclass
+class Caller:
+    """The client of the current device request (its address, after trusted proxies), and whether it
+    proved an identity: a device certificate issued by the tenant's CA, or an enrollment token or SCEP
+    challenge that exists. Refusals of a caller that proved none are rate-limited per tenant and address
+    (services/throttle.py); those of an identified caller are always recorded."""
+
+    address: str
+    identified: bool = False
+
+
+caller_var: ContextVar[Caller | None] = ContextVar("pomona_caller", default=None)
+
+
+def bind_caller(address: str) -> Token[Caller | None]:
+    """Bind the current device request's client address (http/root.py, once per request)."""
+    return caller_var.set(Caller(address))
+
+
+def reset_caller(token: Token[Caller | None]) -> None:
+    caller_var.reset(token)
+
+
+def current_caller() -> Caller | None:
+    return caller_var.get()
+
+
+def mark_identified() -> None:
+    """The current request proved an identity (a known certificate, token or challenge)."""
+    caller = caller_var.get()
+    if caller is not None:
+        caller.identified = True

@@ -19,6 +19,7 @@ from pomona.ports import CertStore, EnrollmentTokenStore, HasEvents, Pki, Profil
 from pomona.protocol.profile import build_enrollment_profile, encode_profile
 from pomona.services.admin import hash_secret
 from pomona.services.base import ServiceBase
+from pomona.services.context import mark_identified
 from pomona.services.policy import DecisionStores, PolicyService, refusal
 
 PROFILE_CONTENT_TYPE = "application/x-apple-aspen-config"
@@ -103,6 +104,8 @@ class EnrollmentService(ServiceBase[EnrollmentStores]):
         active = 0
         with self.db.unit_of_work(readonly=True) as uow:
             raw = uow.enrollment_tokens.by_hash(hash_secret(secret))
+            if raw is not None:
+                mark_identified()  # a link that exists: its refusals are never rate-limited
             tenant = None if raw is None else uow.tenants.get(raw.tenant_id)
             user = None if raw is None or raw.user_id is None else uow.users.get(raw.tenant_id, raw.user_id)
             user_id, upn = (None if raw is None else raw.user_id), (None if user is None else user.upn)
@@ -183,6 +186,8 @@ class EnrollmentService(ServiceBase[EnrollmentStores]):
                 raw = uow.enrollment_tokens.by_hash_for_update(hash_secret(secret)) if secret else None
                 if raw is not None and raw.tenant_id != tenant_id:
                     raw = None  # another tenant's token is no token here
+                if raw is not None:
+                    mark_identified()  # a challenge that exists: its refusals are never rate-limited
                 user_id, upn = self._user_facts(uow, raw)
                 token = check_token(raw, now)
                 pair = uow.tenants.ca_keypair(tenant_id)

@@ -33,7 +33,15 @@ from pomona.domain.errors import InvalidInputError, NotFoundError, PolicyError, 
 from pomona.domain.models import Event, Outcome, Step, Tenant, User
 from pomona.domain.policy import Decision, Stage, decide, platform_of_user_agent
 from pomona.domain.reasons import ReasonCode
-from pomona.ports import DeviceStore, HasEvents, SettingsStore, Transactions
+from pomona.ports import (
+    DeviceStore,
+    HasEvents,
+    PortalSession,
+    PortalSessionStore,
+    SessionEnd,
+    SettingsStore,
+    Transactions,
+)
 from pomona.services.admin import AdminService, TenantLookupStores
 from pomona.services.base import ServiceBase
 from pomona.services.context import current_request_id
@@ -41,6 +49,18 @@ from pomona.services.enrollment import EnrollmentService
 from pomona.services.policy import DecisionStores, PolicyService
 
 SESSION_SECRET_KEY = "portal_session_secret"
+SESSION_LIFETIME = timedelta(hours=8)  # as the cookie's max age (http/portal.py)
+
+
+def _sid_hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+def _stamp(user: User) -> str:
+    """A digest of the user's password hash: a session opened before a password change does not match."""
+    return hashlib.sha256((user.password_hash or "").encode()).hexdigest()
+
+
 OIDC_KEY_PREFIX = "oidc:"
 ENROLL_TOKEN_LIFETIME = timedelta(hours=1)
 MAX_TRIES = 10
@@ -197,6 +217,8 @@ class PortalStores(TenantLookupStores, DecisionStores, HasEvents, Protocol):
 
     @property
     def devices(self) -> DeviceStore: ...
+    @property
+    def portal_sessions(self) -> PortalSessionStore: ...
 
 
 class PortalDatabase(Transactions[PortalStores], SettingsStore, Protocol):
@@ -224,6 +246,52 @@ class PortalService(ServiceBase[PortalStores]):
             raw = self.db.settings_get(SESSION_SECRET_KEY)  # two processes at once: the first writer wins
         assert raw is not None
         return raw.decode()
+
+    # --- server-side sessions ---------------------------------------------------------------------
+    def open_session(self, tenant: Tenant, user_id: str) -> str:
+        """A new signed-in session for the user: its random id (for the cookie); the store keeps its hash."""
+        sid = secrets.token_urlsafe(32)
+        now = self.clock.now()
+        with self.db.unit_of_work() as uow:
+            user = uow.users.get(tenant.id, user_id)
+            if user is None:
+                raise NotFoundError("no such user", tenant=tenant.id)
+            uow.portal_sessions.purge(tenant.id, user_id, now)
+            uow.portal_sessions.add(
+                _sid_hash(sid), PortalSession(tenant.id, user_id, now, now + SESSION_LIFETIME, _stamp(user))
+            )
+        return sid
+
+    def session_user(self, tenant: Tenant, sid: str) -> str | None:
+        """The user a session id is signed in as, or None: unknown, another tenant's, expired, signed
+        out, or ended by a password change. A user disabled or deleted since ends the session for good
+        (re-enabling does not revive it), but their id is still returned while they stay so: every page
+        then refuses them with the reason (USER_DISABLED, USER_NOT_FOUND), as it refuses at sign-in."""
+        now = self.clock.now()
+        h = _sid_hash(sid)
+        with self.db.unit_of_work(readonly=True) as uow:
+            found = uow.portal_sessions.get(h)
+            if found is None or found.tenant_id != tenant.id or found.expires_at <= now:
+                return None
+            user = uow.users.get(tenant.id, found.user_id)
+        if user is None or not user.enabled:
+            if found.revoked_at is None:
+                self._end(h, "user")
+            return found.user_id if found.revoked_why in (None, "user") else None
+        if found.revoked_at is not None:
+            return None
+        if _stamp(user) != found.stamp:
+            self._end(h, "password")
+            return None
+        return found.user_id
+
+    def close_session(self, sid: str) -> None:
+        """Sign out: the session is revoked, so its cookie no longer signs anyone in."""
+        self._end(_sid_hash(sid), "signout")
+
+    def _end(self, id_hash: str, why: SessionEnd) -> None:
+        with self.db.unit_of_work() as uow:
+            uow.portal_sessions.revoke(id_hash, self.clock.now(), why)
 
     def tenant(self, name: str) -> Tenant:
         with self.db.unit_of_work(readonly=True) as uow:

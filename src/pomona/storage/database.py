@@ -15,6 +15,7 @@ thread's bound differs from the connection's last one, so the idle check-in pays
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from asyncio import events
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, insert, select,
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from pomona.domain.errors import ConflictError, StorageBusyError
-from pomona.ports import ChannelState
+from pomona.ports import ChannelState, Sealer
 from pomona.storage import schema as s
 from pomona.storage.commands_sql import CHANNEL_ANY, CHANNEL_SKIP_NOT_NOW, SqlCommandQueue
 from pomona.storage.devices_sql import SqlDeviceStore
@@ -42,6 +43,8 @@ from pomona.storage.push_sql import (
     SqlWebhookStore,
 )
 from pomona.storage.rows import utc
+from pomona.storage.sealed import SealReport, seal, seal_all, unseal
+from pomona.storage.sessions_sql import SqlPortalSessionStore
 from pomona.storage.tenants_sql import SqlApiTokenStore, SqlTenantStore
 from pomona.storage.tokens_sql import SqlCertStore, SqlEnrollmentTokenStore
 from pomona.storage.users_sql import SqlUserStore
@@ -53,6 +56,32 @@ LOOP_LOCK_WAIT_MS = 150
 LOCK_WAIT_MS = 30_000
 
 _PG_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _private_sqlite_file(url: str) -> None:
+    """The SQLite file and its -wal and -shm (SQLite gives those the database file's mode) readable by
+    this user only: created 0600 before SQLite opens it, and an older file's mode narrowed."""
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return
+    path = Path(name)
+    if not path.parent.is_dir():
+        return  # SQLite answers that itself
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if p.exists() and p.stat().st_mode & 0o077:
+            os.chmod(p, 0o600)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` created (with its parents) and made 0700: the data folder holds the database and keys."""
+    path.mkdir(parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -87,10 +116,12 @@ _DRIVER_ERRORS = (DBAPIError, sqlite3.OperationalError)
 class SqlDatabase:
     """An engine plus the unit-of-work factory. One per process."""
 
-    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+    def __init__(self, url: str, *, pool_size: int = 8, sealer: Sealer | None = None) -> None:
         self.url = url
+        self.sealer = sealer  # seals the secrets the stores write (storage/sealed.py); None: plaintext
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
+            _private_sqlite_file(url)
             self.engine: Engine = create_engine(
                 url,
                 connect_args={"check_same_thread": False, "timeout": LOCK_WAIT_MS / 1000},
@@ -123,7 +154,7 @@ class SqlDatabase:
             _pg_lock_wait(conn)
         try:
             with conn.begin():
-                yield SqlUnitOfWork(conn)
+                yield SqlUnitOfWork(conn, self.sealer)
         except BaseException as exc:
             if not self.is_sqlite:
                 conn.info.pop("lock_wait_ms", None)  # the rollback undid a SET made in the transaction
@@ -158,17 +189,28 @@ class SqlDatabase:
         return ChannelState(r[0], r[1], r[2], r[3], utc(r[4]), r[5], None if r[6] is None else bytes(r[6]))
 
     def settings_get(self, key: str) -> bytes | None:
+        """A server-wide setting; every one is sealed at rest (context ``setting:<key>``)."""
         with self.unit_of_work(readonly=True) as uow:
             row = uow.conn.execute(select(s.settings.c.value).where(s.settings.c.key == key)).first()
-            return None if row is None else bytes(row[0])
+        return None if row is None else unseal(self.sealer, bytes(row[0]), f"setting:{key}")
 
     def settings_put(self, key: str, value: bytes) -> None:
+        value = seal(self.sealer, value, f"setting:{key}")
         with self.unit_of_work() as uow:
             done = uow.conn.execute(
                 update(s.settings).where(s.settings.c.key == key).values(value=value)
             ).rowcount
             if not done:
                 uow.conn.execute(insert(s.settings).values(key=key, value=value))
+
+    def seal_at_rest(self, *, verify_current: bool = True) -> SealReport:
+        """Seal every plaintext secret and re-seal those under an older server key, in one transaction
+        (storage/sealed.py). Run at every start-up (idempotent); a value no server key opens raises
+        ServerKeyError (SERVER_KEY_MISMATCH) and nothing is changed."""
+        if self.sealer is None:
+            return SealReport()
+        with self.unit_of_work() as uow:
+            return seal_all(uow.conn, self.sealer, verify_current=verify_current)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -235,10 +277,16 @@ class _Store(Generic[_S]):
 class SqlUnitOfWork:
     """The stores over one transaction's connection."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, sealer: Sealer | None = None) -> None:
         self.conn = conn
+        self.sealer = sealer
 
-    tenants = _Store(SqlTenantStore)
+    @property
+    def tenants(self) -> SqlTenantStore:
+        store = SqlTenantStore(self.conn, self.sealer)
+        self.__dict__["tenants"] = store  # not a data descriptor: the next read finds the instance's
+        return store
+
     api_tokens = _Store(SqlApiTokenStore)
     users = _Store(SqlUserStore)
     enrollment_tokens = _Store(SqlEnrollmentTokenStore)
@@ -257,3 +305,4 @@ class SqlUnitOfWork:
     reenrollments = _Store(SqlReEnrollmentStore)
     webhooks = _Store(SqlWebhookStore)
     health = _Store(SqlHealthStore)
+    portal_sessions = _Store(SqlPortalSessionStore)

@@ -45,6 +45,7 @@ from pomona.ports import (
     ChannelState,
     Database,
     EventFilters,
+    PortalSession,
     PushAttempt,
     PushCertState,
     PushCredentials,
@@ -53,6 +54,7 @@ from pomona.ports import (
     PushReschedule,
     Reachability,
     ReEnrollment,
+    SessionEnd,
     TokenRefusal,
     WebhookDelivery,
 )
@@ -133,6 +135,7 @@ class _Data:
     deliveries: dict[int, WebhookDelivery] = field(default_factory=dict)
     findings: dict[str, dict[str, Any]] = field(default_factory=dict)
     settings: dict[str, bytes] = field(default_factory=dict)
+    portal_sessions: dict[str, PortalSession] = field(default_factory=dict)  # id hash -> session
     sequences: dict[str, int] = field(default_factory=dict)
 
 
@@ -1070,6 +1073,35 @@ class MemoryWebhookStore(_Store):
         return sorted(mine, key=lambda w: w.id or 0, reverse=True)[:limit]
 
 
+class MemoryPortalSessionStore(_Store):
+    def add(self, id_hash: str, session: PortalSession) -> None:
+        self.tx.put(self.d.portal_sessions, id_hash, session)
+
+    def get(self, id_hash: str) -> PortalSession | None:
+        return self.d.portal_sessions.get(id_hash)
+
+    def revoke(self, id_hash: str, at: datetime, why: SessionEnd) -> None:
+        found = self.d.portal_sessions.get(id_hash)
+        if found is not None and found.revoked_at is None:
+            ended = dataclasses.replace(found, revoked_at=at, revoked_why=why)
+            self.tx.put(self.d.portal_sessions, id_hash, ended)
+
+    def revoke_user(self, tenant_id: str, user_id: str, at: datetime, why: SessionEnd) -> int:
+        mine = [
+            (h, p)
+            for h, p in self.d.portal_sessions.items()
+            if p.tenant_id == tenant_id and p.user_id == user_id and p.revoked_at is None
+        ]
+        for h, p in mine:
+            self.tx.put(self.d.portal_sessions, h, dataclasses.replace(p, revoked_at=at, revoked_why=why))
+        return len(mine)
+
+    def purge(self, tenant_id: str, user_id: str, before: datetime) -> None:
+        for h, p in list(self.d.portal_sessions.items()):
+            if p.tenant_id == tenant_id and p.user_id == user_id and p.expires_at < before:
+                self.tx.pop(self.d.portal_sessions, h)
+
+
 class MemoryHealthStore(_Store):
     """Findings kept as rows (the finding, first/last seen, resolved and notified times)."""
 
@@ -1158,6 +1190,7 @@ class MemoryUnitOfWork:
         self.reenrollments = MemoryReEnrollmentStore(tx)
         self.webhooks = MemoryWebhookStore(tx)
         self.health = MemoryHealthStore(tx)
+        self.portal_sessions = MemoryPortalSessionStore(tx)
 
 
 class MemoryDatabase:

@@ -351,6 +351,20 @@ push_queue = Table(
     Index("ix_push_queue_tenant", "tenant_id"),
 )
 
+portal_sessions = Table(
+    "portal_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),  # sha256 of the cookie's random id
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", ID, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Column("revoked_at", TS),
+    Column("revoked_why", String(16)),  # signout | password | user
+    Column("stamp", String(64), nullable=False),  # digest of the password hash at sign-in
+    Index("ix_portal_sessions_tenant_id_user_id", "tenant_id", "user_id"),
+)
+
 webhooks = Table(
     "webhooks",
     metadata,

@@ -11,9 +11,10 @@ from datetime import datetime
 from sqlalchemy import Connection, insert, select, update
 
 from pomona.domain.models import ApiToken, Tenant
-from pomona.ports import CaKeyPair
+from pomona.ports import CaKeyPair, Sealer
 from pomona.storage import schema as s
 from pomona.storage.rows import RecordCodec
+from pomona.storage.sealed import seal, unseal
 
 TENANT = RecordCodec(Tenant)
 API_TOKEN = RecordCodec(ApiToken)
@@ -21,16 +22,21 @@ _TENANT = select(*(s.tenants.c[name] for name in TENANT.fields))  # every column
 
 
 class SqlTenantStore:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, sealer: Sealer | None = None) -> None:
         self.conn = conn
+        self.sealer = sealer  # the CA key is sealed at rest (context ca-key:<tenant id>)
 
     def add(self, tenant: Tenant, ca_key_pem: bytes) -> None:
-        self.conn.execute(insert(s.tenants).values(TENANT.dump(tenant, ca_key_pem=ca_key_pem)))
+        sealed = seal(self.sealer, ca_key_pem, f"ca-key:{tenant.id}")
+        self.conn.execute(insert(s.tenants).values(TENANT.dump(tenant, ca_key_pem=sealed)))
 
     def ca_keypair(self, tenant_id: str) -> CaKeyPair | None:
         t = s.tenants
         r = self.conn.execute(select(t.c.ca_cert_pem, t.c.ca_key_pem).where(t.c.id == tenant_id)).first()
-        return None if r is None else CaKeyPair(bytes(r.ca_cert_pem), bytes(r.ca_key_pem))
+        if r is None:
+            return None
+        key = unseal(self.sealer, bytes(r.ca_key_pem), f"ca-key:{tenant_id}")
+        return CaKeyPair(bytes(r.ca_cert_pem), key)
 
     def get(self, tenant_id: str) -> Tenant | None:
         r = self.conn.execute(_TENANT.where(s.tenants.c.id == tenant_id)).first()

@@ -27,6 +27,7 @@ from pomona.domain.models import Tenant
 from pomona.ports import CaCertificate, Clock, Pki
 from pomona.protocol import cms
 from pomona.services.checkin.handler import CheckinHandler, Identity, M, Middleware, Request
+from pomona.services.context import mark_identified
 
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -91,6 +92,7 @@ class CertAuth(Middleware):
                     fingerprint=identity.fingerprint,
                 )
             self._issued_by.put(key, True)
+        mark_identified()  # a certificate of this tenant's CA: its refusals are never rate-limited
         now = self.clock.now()
         cert = identity.cert
         if cert.not_valid_after_utc <= now or cert.not_valid_before_utc > now + CLOCK_SKEW:
