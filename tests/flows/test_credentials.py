@@ -6,6 +6,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -36,6 +37,12 @@ def call(
 ) -> tuple[int, dict[str, object]]:
     r = client.request(method, f"/api/v1{path}", headers={"Authorization": f"Bearer {token}"}, **kw)  # type: ignore[arg-type]
     return r.status_code, (r.json() if r.content else {})
+
+
+@pytest.fixture(autouse=True)
+def same_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The CLI runs in the test's data folder: its server key opens the secrets the test's server sealed."""
+    monkeypatch.setenv("POMONA_DATA_DIR", str(tmp_path))
 
 
 def cli(monkeypatch: pytest.MonkeyPatch, db_url: str, *args: str) -> tuple[int, str]:

@@ -18,6 +18,12 @@ from pomona.services.installation import UrlSource, record_public_url, served_pu
 from pomona.storage.memory import MemoryDatabase
 
 
+@pytest.fixture(autouse=True)
+def same_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The CLI runs in the test's data folder: its server key opens the secrets the test's server sealed."""
+    monkeypatch.setenv("POMONA_DATA_DIR", str(tmp_path))
+
+
 def cli(monkeypatch: pytest.MonkeyPatch, db_url: str, *args: str) -> tuple[int, str]:
     monkeypatch.setenv("POMONA_DATABASE_URL", db_url)
     res = CliRunner().invoke(main, list(args))

@@ -276,14 +276,16 @@ class TestDevices:
 
     def test_unresponsive_check_asks_the_source(self) -> None:
         """The check handed to health and diagnose asks the push service for this tenant and time."""
-        asked: list[tuple[str, datetime]] = []
+        asked: list[tuple[str, datetime, object]] = []
 
-        def source(tenant: str, now: datetime) -> list[dict[str, object]]:
-            asked.append((tenant, now))
+        def source(tenant: str, now: datetime, enrollment_ids: object = None, /) -> list[dict[str, object]]:
+            asked.append((tenant, now, enrollment_ids))
             return [ROW]
 
-        assert codes(list(unresponsive_check(source)("t1", NOW))) == ["DEVICE_UNRESPONSIVE"]
-        assert asked == [("t1", NOW)]
+        check = unresponsive_check(source)
+        assert codes(list(check("t1", NOW))) == ["DEVICE_UNRESPONSIVE"]
+        assert codes(list(check("t1", NOW, ["e1"]))) == ["DEVICE_UNRESPONSIVE"]  # one device's, for diagnose
+        assert asked == [("t1", NOW, None), ("t1", NOW, ["e1"])]
 
     def test_stuck(self) -> None:
         """A device held at Setup Assistant is a warning about that device, saying since when."""
