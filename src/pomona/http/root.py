@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from pomona.domain.errors import BodyTooLargeError, StorageBusyError, describe
+from pomona.http.middleware import API_BODY_LIMITS, PORTAL_BODY_LIMITS, RequestLimits
 from pomona.services.checkin import MAX_BODY
 from pomona.services.container import Services
 from pomona.services.context import bind_request_id, reset_request_id
@@ -97,8 +98,10 @@ class RootApp:
         self.pomona = pomona
         from pomona.http.portal import create_portal
 
-        self.api = create_api(pomona)
-        self.portal = create_portal(pomona)
+        # The admin API and the portal read bodies through FastAPI/Starlette, after no check of ours:
+        # RequestLimits bounds them first (http/middleware.py).
+        self.api = RequestLimits(create_api(pomona), API_BODY_LIMITS)
+        self.portal = RequestLimits(create_portal(pomona), PORTAL_BODY_LIMITS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

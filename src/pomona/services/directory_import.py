@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from pomona.domain.errors import InvalidInputError, LicensesExhaustedError
-from pomona.domain.models import Group, Step, User
+from pomona.domain.models import Group, Step, User, is_upn
 from pomona.ports import GroupStore, HasEvents, TenantStore, UserStore
 from pomona.services.base import ServiceBase, find_tenant
 
 MAX_ROWS = 200_000
-_UPN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _TRUE = {"true", "yes", "1", "y", "是"}
 _FALSE = {"false", "no", "0", "n", "", "否"}
 
@@ -78,7 +76,7 @@ def import_users(
     seen: set[str] = set()
     for n, r in enumerate(rows, start=2):
         upn = r.get("upn", "").lower()
-        if not _UPN.match(upn):
+        if not is_upn(upn):
             errors.append({"row": n, "value": upn, "error": "upn must look like name@example.com"})
             continue
         if upn in seen:

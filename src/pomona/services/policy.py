@@ -525,7 +525,11 @@ class PolicyService(ServiceBase[PolicyStores]):
         next check-in is answered with Apple's 403 com.apple.unrecognized.device, and the device unenrolls."""
         if (serial is None) == (udid is None):
             raise InvalidInputError("give exactly one of serial or udid")
-        kind, value = ("serial", normalize_identifier(serial)) if serial else ("udid", (udid or "").strip())
+        kind, value = (
+            ("serial", normalize_identifier(serial)) if serial is not None else ("udid", (udid or "").strip())
+        )
+        if not value:
+            raise InvalidInputError(f"the {kind} is empty", field=kind)
         with self.db.unit_of_work() as uow:
             t = self._tenant(uow, tenant_ref)
             if unblock:
