@@ -164,6 +164,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--only", help="fuzz only this parser (or 'api')")
     args = ap.parse_args()
+    warnings.filterwarnings("ignore")  # cryptography's deprecation notes on mutated certificates
     print(f"machine: {machine()}")
     rng = random.Random(args.seed)
     bad = 0
