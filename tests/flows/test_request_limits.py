@@ -192,3 +192,11 @@ class TestAdminInputBounds:
         """An integer no column can hold is INVALID_INPUT."""
         r = api("DELETE", f"{{t}}/restrictions/device_type/{2**70}")
         assert (r.status_code, r.json()["reason"]) == (422, "INVALID_INPUT")
+
+    @pytest.mark.parametrize("csv", ["C02XL0AAJGH5\rC02XL0AAJGH6\n", "serial\n" + "A" * 200_000 + "\n"])
+    def test_corporate_csv_the_csv_module_refuses(self, api: Any, csv: str) -> None:
+        """A lone CR or a field over the csv module's limit is an answer (imported or INVALID_INPUT), not a 500."""
+        r = api("POST", "{t}/corporate-identifiers", json={"csv": csv})
+        assert r.status_code in (200, 422), r.text
+        if r.status_code == 422:
+            assert r.json()["reason"] == "INVALID_INPUT"

@@ -97,6 +97,7 @@ class RootApp:
         from pomona.http.api import create_api
 
         self.pomona = pomona
+        self._large_bodies = asyncio.Semaphore(1)  # device requests over INLINE_BODY, off the loop
         from pomona.http.portal import create_portal
 
         # The admin API and the portal read bodies through FastAPI/Starlette, after no check of ours:
@@ -141,15 +142,18 @@ class RootApp:
         # On the loop a lock wait is bounded (storage/database.py, LOOP_LOCK_WAIT_MS): past it the
         # transaction rolled back and StorageBusyError comes out; the request then runs again in a
         # worker thread, where it may wait as long as the lock is held, while the loop serves others.
-        # A large body (past INLINE_BODY) is decoded in a worker thread from the start: a check-in is a
-        # few KiB, and a 1 MiB body of garbage cost ~8 ms of decoding on the loop, so a few clients
-        # sending them held /healthz past 100 ms (tests/e2e/test_request_limits_live.py).
-        try:
-            if not inline:
-                raise StorageBusyError("large body: off the loop")
-            status, body, ctype = call(inline=True)
-        except StorageBusyError:
-            status, body, ctype = await asyncio.to_thread(call, False)
+        # A large body (past INLINE_BODY) is decoded in a worker thread from the start, one at a time:
+        # a check-in is a few KiB, and a 1 MiB body of garbage cost ~8 ms of decoding on the loop; and
+        # every busy thread competes with the loop for the GIL. A few clients sending such bodies held
+        # /healthz past 100 ms (tests/e2e/test_request_limits_live.py).
+        if not inline:
+            async with self._large_bodies:
+                status, body, ctype = await asyncio.to_thread(call, False)
+        else:
+            try:
+                status, body, ctype = call(inline=True)
+            except StorageBusyError:
+                status, body, ctype = await asyncio.to_thread(call, False)
         await respond(send, status, body, ctype, [(b"x-request-id", rid.encode())])
 
     async def _mdm(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -65,10 +65,16 @@ def import_users(
     p: HasPolicy, tenant_ref: str, text: str, *, progress: Callable[[int, int], None] | None = None
 ) -> UserImportReport:
     svc = p.policy
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or "upn" not in [f.strip().lower() for f in reader.fieldnames]:
-        raise InvalidInputError("the CSV needs a header row with at least an 'upn' column", field="file")
-    rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in r.items()} for r in reader]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        if reader.fieldnames is None or "upn" not in [f.strip().lower() for f in reader.fieldnames]:
+            raise InvalidInputError("the CSV needs a header row with at least an 'upn' column", field="file")
+        rows = [
+            {(k or "").strip().lower(): (v if isinstance(v, str) else "").strip() for k, v in r.items()}
+            for r in reader
+        ]
+    except csv.Error as exc:
+        raise InvalidInputError(f"not a readable CSV: {exc}", field="file") from None
     if len(rows) > MAX_ROWS:
         raise InvalidInputError(f"at most {MAX_ROWS} rows per import", field="file")
     errors: list[dict[str, object]] = []

@@ -469,8 +469,11 @@ class PolicyService(ServiceBase[PolicyStores]):
         errors: list[dict[str, object]] = []
         seen: set[tuple[str, str]] = set()
         now = self.clock.now()
-        reader = csv.reader(io.StringIO(text))
-        for n, rec in enumerate(reader, start=1):
+        try:  # newline="": the csv module splits lines itself (a lone CR is a line end, not an error)
+            records = list(csv.reader(io.StringIO(text, newline="")))
+        except csv.Error as exc:  # a field over the csv module's limit (found by bench/fuzz.py)
+            raise InvalidInputError(f"not a readable CSV: {exc}", field="file") from None
+        for n, rec in enumerate(records, start=1):
             if not rec or not "".join(rec).strip():
                 continue
             raw = rec[0].strip()
