@@ -23,6 +23,7 @@ from pomona.services.container import Services
 from pomona.services.diagnose import DiagnoseService
 from pomona.services.enrollment import EnrollmentService, Urls
 from pomona.services.health import HealthService
+from pomona.services.installation import recorded_public_url
 from pomona.services.jobs import Background, JobRunner
 from pomona.services.policy import PolicyService
 from pomona.services.portal import PortalService
@@ -65,8 +66,11 @@ def _signer(settings: Settings, db: SqlDatabase) -> CmsProfileSigner:
     return CmsProfileSigner.from_pem(pem)
 
 
-def build(settings: Settings, *, migrate: bool = True) -> Pomona:
-    """Build every part once, each given what it needs through its constructor."""
+def build(settings: Settings, *, migrate: bool = True, public_url: str | None = None) -> Pomona:
+    """Build every part once, each given what it needs through its constructor.
+
+    The public URL is the installation's recorded one (services.installation), else the settings';
+    `public_url` overrides both for this process only (a link printed for another address)."""
     from pomona.pki.apns_certs import load_or_create_server_key
     from pomona.push.apns import ApnsClient
     from pomona.push.certkit import LocalPushCertKit
@@ -79,7 +83,8 @@ def build(settings: Settings, *, migrate: bool = True) -> Pomona:
     clock = SystemClock()
     pki = LocalPki()
     signer = _signer(settings, db)
-    public_url = settings.public_url.rstrip("/")
+    recorded = recorded_public_url(db)
+    public_url = (public_url or (recorded.url if recorded else settings.public_url)).rstrip("/")
     kit = LocalPushCertKit(load_or_create_server_key(settings.data_dir, settings.server_key()))
 
     # Push: one APNs client per process (it connects on first use, on its own loop thread).

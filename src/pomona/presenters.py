@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from pomona.domain.models import (
+    ApiToken,
     CorporateIdentifier,
     Device,
     Enrollment,
+    EnrollmentToken,
     Event,
     QueuedCommand,
     Tenant,
@@ -39,6 +41,46 @@ def jsonable(value: object) -> object:
 
 def iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
+
+
+def api_token_json(tok: ApiToken, now: datetime) -> dict[str, object]:
+    """An admin API token (never its secret); ``state``: active, expired or revoked."""
+    state = "active"
+    if tok.revoked_at is not None:
+        state = "revoked"
+    elif tok.expires_at is not None and tok.expires_at <= now:
+        state = "expired"
+    return {
+        "id": tok.id,
+        "name": tok.name,
+        "tenant_id": tok.tenant_id,
+        "scope": "server" if tok.tenant_id is None else "tenant",
+        "created_at": iso(tok.created_at),
+        "expires_at": iso(tok.expires_at),
+        "revoked_at": iso(tok.revoked_at),
+        "state": state,
+    }
+
+
+def enrollment_token_json(tok: EnrollmentToken, user: User | None, now: datetime) -> dict[str, object]:
+    """An enrollment link (never its secret); ``state``: active, used, expired or revoked."""
+    state = "active"
+    if tok.revoked:
+        state = "revoked"
+    elif tok.remaining() <= 0:
+        state = "used"
+    elif tok.expires_at <= now:
+        state = "expired"
+    return {
+        "id": tok.id,
+        "upn": None if user is None else user.upn,
+        "uses_allowed": tok.uses_allowed,
+        "uses_count": tok.uses_count,
+        "created_at": iso(tok.created_at),
+        "expires_at": iso(tok.expires_at),
+        "revoked": tok.revoked,
+        "state": state,
+    }
 
 
 def tenant_json(t: Tenant) -> dict[str, object]:

@@ -79,9 +79,10 @@ class TestFoundingDocument:
         assert (last["reached"], last["state"]) == (["profile"], "stalled")
 
     def test_network_error_twin(self, w: World, lang: str) -> None:
-        """When the device did install the profile, PROFILE_INSTALL_FAILED is ruled out."""
-        w.device().enroll()
-        r = diagnose(w, "network", lang, upn=w.s.upn)
+        """When the device named installed the profile, PROFILE_INSTALL_FAILED is ruled out."""
+        d = w.device()
+        d.enroll()
+        r = diagnose(w, "network", lang, upn=w.s.upn, serial=d.serial)
         assert verdict_of(r, "PROFILE_INSTALL_FAILED") == "ruled_out"
         last = r["funnel"][-1]  # type: ignore[index]
         assert last["state"] == "enrolled" and last["reached"][-3:] == ["scep", "authenticate", "tokenupdate"]

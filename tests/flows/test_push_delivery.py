@@ -235,6 +235,8 @@ class TestPushQueue:
         assert asyncio.run(go()).outcomes == {"transient": 1}
         assert "PUSH_UNREACHABLE" in reasons(pomona, "acme")
         assert pomona.push.queue_size("acme") == 1
+        # The tenant's event names no device; the device's own push record is found by its serial.
+        assert diagnosed(pomona, "PUSH_UNREACHABLE", serial=d.serial) == ("PUSH_UNREACHABLE", "proven")
 
     def test_unresponsive_device_is_reported(self, pomona: Pomona, emu_clean: ApnsEmulator) -> None:
         """Accepted pushes and a silent device past the threshold: DEVICE_UNRESPONSIVE."""

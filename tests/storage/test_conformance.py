@@ -14,6 +14,7 @@ import pytest
 from pomona.domain.checks import Finding, Severity
 from pomona.domain.errors import ConflictError
 from pomona.domain.models import (
+    ApiToken,
     BlockedDevice,
     CommandStatus,
     CorporateIdentifier,
@@ -257,6 +258,44 @@ class TestTokensAndCerts:
             got = uow.enrollment_tokens.by_hash_for_update("h" * 64)
             assert got is not None and got.uses_count == 1 and got.remaining() == 1
             assert got.expires_at == NOW + timedelta(hours=1)
+
+    def test_enrollment_token_list_and_revoke(self, db: Database) -> None:
+        """A tenant's links are listed newest first; a revoked link reads revoked, in its tenant only."""
+        t, u, _, _ = seed(db)
+        toks = [
+            EnrollmentToken(
+                str(uuid.uuid4()), t.id, u.id, NOW + timedelta(hours=1), 1, 0, NOW + timedelta(seconds=i)
+            )
+            for i in range(2)
+        ]
+        with db.unit_of_work() as uow:
+            for i, tok in enumerate(toks):
+                uow.enrollment_tokens.add(tok, str(i) * 64)
+            uow.enrollment_tokens.revoke(toks[0].id)
+        with db.unit_of_work(readonly=True) as uow:
+            assert [x.id for x in uow.enrollment_tokens.list(t.id)] == [toks[1].id, toks[0].id]
+            got = uow.enrollment_tokens.get(t.id, toks[0].id)
+            assert got is not None and got.revoked
+            assert uow.enrollment_tokens.get(str(uuid.uuid4()), toks[0].id) is None
+            assert uow.enrollment_tokens.list(str(uuid.uuid4())) == []
+
+    def test_api_token_list_and_revoke(self, db: Database) -> None:
+        """Admin tokens keep their expiry; revoking sets the time once; listing filters by tenant."""
+        t, _, _, _ = seed(db)
+        tenant_tok = ApiToken(str(uuid.uuid4()), t.id, "a", NOW, expires_at=NOW + timedelta(days=1))
+        server_tok = ApiToken(str(uuid.uuid4()), None, "s", NOW + timedelta(seconds=1))
+        with db.unit_of_work() as uow:
+            uow.api_tokens.add(tenant_tok, "a" * 64)
+            uow.api_tokens.add(server_tok, "b" * 64)
+            uow.api_tokens.revoke(tenant_tok.id, NOW + timedelta(hours=1))
+            uow.api_tokens.revoke(tenant_tok.id, NOW + timedelta(hours=2))
+        with db.unit_of_work(readonly=True) as uow:
+            got = uow.api_tokens.by_hash("a" * 64)
+            assert got is not None and got.revoked_at == NOW + timedelta(hours=1)
+            assert got.expires_at == NOW + timedelta(days=1)
+            assert uow.api_tokens.get(server_tok.id) == server_tok
+            assert [x.id for x in uow.api_tokens.list(t.id)] == [tenant_tok.id]
+            assert [x.id for x in uow.api_tokens.list()] == [tenant_tok.id, server_tok.id]
 
     def test_cert_bind(self, db: Database) -> None:
         """An issued certificate is bound to the enrollment it authenticated."""

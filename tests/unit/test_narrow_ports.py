@@ -108,7 +108,7 @@ EXPECTED: dict[type, set[str]] = {
     CheckinCore: CHECKIN,
     CheckinService: CHECKIN,
     CommandService: {"tenants", "devices", "enrollments", "commands", "pushes", "events"},
-    DiagnoseService: DECISION | {"tenants", "devices", "events"},
+    DiagnoseService: DECISION | {"tenants", "devices", "events", "reachability"},
     EnrollmentService: DECISION | {"tenants", "enrollment_tokens", "certs", "events"},
     HealthService: {"tenants", "users", "health", "events"},
     PolicyService: DECISION | {"tenants", "commands", "events"},
@@ -129,7 +129,7 @@ OTHERS: dict[str, tuple[type, set[str]]] = {
         {"push_certs"},
     ),
     "import_users": (get_args(stores(HasPolicy)["policy"])[0], {"tenants", "users", "groups", "events"}),
-    "Context.uow (checkers)": (get_type_hints(Context)["uow"], DECISION),
+    "Context.uow (checkers)": (get_type_hints(Context)["uow"], DECISION | {"reachability"}),
     "PolicyService.policy_input": (get_type_hints(PolicyService.policy_input)["uow"], DECISION),
     "PolicyService.ensure_defaults": (get_type_hints(PolicyService.ensure_defaults)["uow"], {"restrictions"}),
     "AdminService.tenant": (get_type_hints(AdminService.tenant)["uow"], {"tenants"}),
@@ -247,7 +247,7 @@ class FakePoster:
         return 204
 
 
-def no_findings(tenant_id: str, now: datetime) -> list[Finding]:
+def no_findings(tenant_id: str, now: datetime, enrollment_ids: object = None, /) -> list[Finding]:
     return []
 
 

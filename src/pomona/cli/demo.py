@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -9,11 +12,46 @@ from typing import Any
 
 import click
 
+from pomona.domain.errors import ForbiddenError
 from pomona.i18n import t
 
 DEMO_TENANT = "demo"
 DEMO_DOMAIN = "demo.pomona.example"
 DEMO_USER = "ana@demo.pomona.example"
+CREDENTIALS_FILE = "demo-credentials.json"
+"""Beside the demo's data: its portal password (random per data folder) and its admin token, reused by
+every run instead of minting a new token each time. Readable by its owner only."""
+
+
+def load_credentials(path: Path) -> dict[str, str]:
+    """The demo's stored credentials, or none (a missing or unreadable file: new ones are made)."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def save_credentials(path: Path, creds: dict[str, str]) -> None:
+    """Write the credentials file, owner-only (0600) from its creation."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(creds, f)
+    os.chmod(path, 0o600)
+
+
+def reusable_token(p: Any, secret: str | None) -> str | None:
+    """The stored admin token, if it still authenticates (not revoked, not expired)."""
+    if not secret:
+        return None
+    try:
+        p.admin.authenticate_api_token(secret)
+    except ForbiddenError:
+        return None
+    return secret
 
 
 @click.command()
@@ -34,6 +72,7 @@ def demo(data_dir: Path | None, host: str, port: int, devices: int, exit_after_s
     import uvicorn
 
     from pomona.app import build, create_app
+    from pomona.services.installation import served_public_url
     from pomona.settings import Settings
     from pomona.testing.apns_emulator import ApnsEmulator
 
@@ -43,7 +82,11 @@ def demo(data_dir: Path | None, host: str, port: int, devices: int, exit_after_s
     # tenant's push certificate (issued by it) stays valid across runs.
     emulator_cm = ApnsEmulator.start(settings.data_dir / "apns-emulator")
     emu = emulator_cm.__enter__()
-    p = build(settings.model_copy(update={"apns_url": emu.url, "apns_ca": emu.ca_path}))
+    p = build(settings.model_copy(update={"apns_url": emu.url, "apns_ca": emu.ca_path}), public_url=base)
+    served_public_url(p.db, given=None, listening=base)  # what the CLI then reads, unless an admin set one
+    creds_path = settings.data_dir / CREDENTIALS_FILE
+    creds = load_credentials(creds_path)
+    password = creds.get("portal_password") or secrets.token_urlsafe(12)
     with p.db.unit_of_work(readonly=True) as uow:
         existing = uow.tenants.by_name(DEMO_TENANT)
     if existing is None:
@@ -51,14 +94,19 @@ def demo(data_dir: Path | None, host: str, port: int, devices: int, exit_after_s
         p.admin.set_authority(DEMO_TENANT, "pomona")
         cert, key = emu.issue_push_cert()
         p.apns.upload(DEMO_TENANT, cert, key, apple_id="demo@pomona.example", canary=False)
-        p.admin.create_user(DEMO_TENANT, DEMO_USER, display_name="Ana Demo", password="pomona-demo")
+        p.admin.create_user(DEMO_TENANT, DEMO_USER, display_name="Ana Demo", password=password)
         p.policy.set_seats(DEMO_TENANT, 25)
         p.policy.licence(DEMO_TENANT, DEMO_USER, assign=True)
         p.policy.set_user_flags(DEMO_TENANT, DEMO_USER, is_dem=True)  # the demo fleet exceeds 15 devices
     elif existing.push_topic:  # renew from this emulator (same topic): the enrolled devices stay reachable
         cert, key = emu.issue_push_cert(existing.push_topic)
         p.apns.upload(DEMO_TENANT, cert, key, canary=False)
-    admin_token = p.admin.create_api_token(DEMO_TENANT, "demo").secret
+    if existing is not None and password != creds.get("portal_password"):
+        p.admin.set_password(DEMO_TENANT, DEMO_USER, password)  # a folder from before the random password
+    admin_token = reusable_token(p, creds.get("admin_token"))
+    if admin_token is None:
+        admin_token = p.admin.create_api_token(DEMO_TENANT, "demo").secret
+    save_credentials(creds_path, {"portal_password": password, "admin_token": admin_token})
     enroll = p.admin.create_enrollment_token(DEMO_TENANT, DEMO_USER, uses=max(devices, 1) + 5)
     enroll_url = p.enrollment.urls.enroll(enroll.secret)
 
@@ -80,6 +128,7 @@ def demo(data_dir: Path | None, host: str, port: int, devices: int, exit_after_s
     click.echo(t("cli.demo.token", token=admin_token))
     click.echo(t("cli.demo.tenant", tenant=DEMO_TENANT))
     click.echo(t("cli.demo.enroll", url=enroll_url))
+    click.echo(t("cli.demo.password", upn=DEMO_USER, password=password, path=creds_path))
     click.echo(t("cli.demo.devices", count=len(fleet)))
     click.echo(t("cli.demo.try", token=admin_token, url=base, tenant=DEMO_TENANT))
     click.echo(t("push.demo.emulator", url=emu.url))

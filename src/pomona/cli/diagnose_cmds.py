@@ -37,6 +37,7 @@ def parse_time(text: str | None) -> datetime | None:
 @click.option("--at", "at_text", default=None, help="When it happened (ISO 8601; default: now).")
 @click.option("--lang", type=click.Choice(["en", "zh-CN"]), default=None)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option("--explain", is_flag=True, help="Print the reasoning: every cause checked and what decided it.")
 @common
 def diagnose(
     tenant_name: str,
@@ -48,6 +49,7 @@ def diagnose(
     at_text: str | None,
     lang: str | None,
     fmt: str,
+    explain: bool,
 ) -> None:
     """Name the cause of an enrollment failure from the live state, and the fix for this tenant."""
     from pomona.services.diagnose import to_json
@@ -64,10 +66,22 @@ def diagnose(
     if fmt == "json" or ctx.obj["json"]:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
         return
-    render(data, lang)
+    render(data, lang, explain=explain)
 
 
-def render(data: dict[str, Any], lang: str) -> None:
+def _evidence_line(e: dict[str, Any]) -> str:
+    """One readable line per piece of evidence (the JSON form keeps every field)."""
+    if e.get("kind") == "policy" and isinstance(e.get("decision"), dict):
+        dec = e["decision"]
+        return f"policy now: {dec.get('reason') or 'allowed'}: {dec.get('message') or ''}".strip(": ")[:200]
+    if e.get("kind") == "event":
+        who = " ".join(str(e[k]) for k in ("upn", "serial") if e.get(k))
+        return f"{str(e.get('at', ''))[:16].replace('T', ' ')} {e.get('step')} {e.get('outcome')} {e.get('reason') or ''} {who}".strip()
+    rest = ", ".join(f"{k}={v}" for k, v in e.items() if k != "kind" and v not in (None, "", [], {}))
+    return f"{e.get('kind')}: {rest}"[:200]
+
+
+def render(data: dict[str, Any], lang: str, *, explain: bool = False) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.panel import Panel
@@ -84,18 +98,45 @@ def render(data: dict[str, Any], lang: str) -> None:
         f"[bold]{t('diagnose.do', lang)}[/bold]",
     ]
     body += [f"  {i}. {escape(str(step))}" for i, step in enumerate(top["resolution"], start=1)]
+    if top.get("device_checks"):
+        body += ["", f"[bold]{t('diagnose.device_checks', lang)}[/bold]"]
+        body += [f"  - {escape(str(c))}" for c in top["device_checks"]]
     if top["evidence"]:
         body += ["", f"[bold]{t('diagnose.evidence', lang)}[/bold]"]
-        body += [f"  - {escape(json.dumps(e, ensure_ascii=False, default=str))}" for e in top["evidence"][:6]]
+        body += [f"  - {escape(_evidence_line(e))}" for e in top["evidence"][:6]]
+    attempt = data.get("attempt")
+    if attempt:
+        reached = " > ".join(attempt["reached"]) or "-"
+        state = t(f"diagnose.state.{attempt['state']}", lang)
+        started = str(attempt["started_at"])[:16].replace("T", " ")
+        body += ["", escape(t("diagnose.attempt", lang, started=started, reached=reached, state=state))]
+    else:
+        body += ["", escape(t("diagnose.attempt.none", lang))]
     con.print(
         Panel("\n".join(body), title=escape(t("diagnose.heading", lang, who=who, tenant=data["tenant"])))
     )
-    if len(findings) > 1:
+    others = [f for f in findings[1:] if f["verdict"] != "ruled_out"]
+    ruled = len(findings) - 1 - len(others)
+    if others or ruled:
         con.print(f"[bold]{t('diagnose.others', lang)}[/bold]")
-        for f in findings[1:]:
+        for f in others:
+            con.print(f"  {f['code']:<32} {t('diagnose.verdict.' + str(f['verdict']), lang)}")
+            con.print(f"      {escape(str(f['observed']))}")
+        if ruled:
+            con.print(f"  {escape(t('diagnose.ruled_out_count', lang, count=ruled))}")
+    also: list[dict[str, Any]] = data.get("also_wrong") or []
+    if also:
+        con.print(f"[bold]{t('diagnose.also_wrong', lang)}[/bold]")
+        for f in also:
+            con.print(f"  {f['code']:<32} {escape(str(f['title']))}")
+    if explain:
+        con.print(f"[bold]{t('diagnose.explain', lang)}[/bold]")
+        for x in data.get("explain") or []:
+            basis = t(f"diagnose.basis.{x['basis']}", lang)
             con.print(
-                f"  {f['code']:<32} {t('diagnose.verdict.' + str(f['verdict']), lang):<12} {escape(str(f['observed']))}"
+                f"  {x['code']:<32} {t('diagnose.verdict.' + str(x['verdict']), lang):<12} [{escape(basis)}]"
             )
+            con.print(f"      {escape(str(x['why']))}")
     ask: list[str] = data.get("ask") or []
     if ask:
         con.print(f"[bold]{t('diagnose.ask', lang)}[/bold]")

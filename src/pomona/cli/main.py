@@ -85,7 +85,7 @@ def _settings(**overrides: object) -> Settings:
 def _pomona(public_url: str | None = None) -> Any:
     from pomona.app import build
 
-    return build(_settings(public_url=public_url))
+    return build(_settings(), public_url=public_url)
 
 
 def _json() -> bool:
@@ -244,7 +244,9 @@ def enroll_token() -> None:
 @click.option("--user", "upn", required=True)
 @click.option("--uses", default=1, show_default=True, help="How many devices may enroll with this link.")
 @click.option("--expires", default="24h", show_default=True, help="Lifetime: 90s, 15m, 1h, 7d.")
-@click.option("--public-url", default=None, help="Default: POMONA_PUBLIC_URL, else http://127.0.0.1:8080.")
+@click.option(
+    "--public-url", default=None, help="Default: the server's recorded public URL (pomona server show)."
+)
 @common
 def enroll_token_create(tenant_name: str, upn: str, uses: int, expires: str, public_url: str) -> None:
     """Create an enrollment link for a user and print its URL."""
@@ -270,6 +272,54 @@ def enroll_token_create(tenant_name: str, upn: str, uses: int, expires: str, pub
         click.echo(url)
 
 
+@enroll_token.command("list")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--limit", default=100, show_default=True)
+@common
+def enroll_token_list(tenant_name: str, limit: int) -> None:
+    """List a tenant's enrollment links, newest first (never their secrets)."""
+    from pomona.presenters import enrollment_token_json
+
+    p = _pomona()
+    now = p.clock.now()
+    rows = [
+        enrollment_token_json(x, u, now) for x, u in p.admin.list_enrollment_tokens(tenant_name, limit=limit)
+    ]
+    if _json():
+        click.echo(json.dumps({"enrollment_tokens": rows}, indent=2))
+        return
+    if not rows:
+        click.echo(t("cli.enroll_token.none", tenant=tenant_name))
+        return
+    _table(
+        ["id", "user", "uses", "state", "created", "expires"],
+        [
+            [
+                str(r["id"]),
+                str(r["upn"] or "—"),
+                f"{r['uses_count']}/{r['uses_allowed']}",
+                t(f"cli.state.{r['state']}"),
+                str(r["created_at"]),
+                str(r["expires_at"]),
+            ]
+            for r in rows
+        ],
+    )
+
+
+@enroll_token.command("revoke")
+@click.option("--tenant", "tenant_name", required=True)
+@click.argument("token_id")
+@common
+def enroll_token_revoke(tenant_name: str, token_id: str) -> None:
+    """Revoke an enrollment link by its id (from `pomona enroll-token list`)."""
+    from pomona.presenters import enrollment_token_json
+
+    p = _pomona()
+    tok = p.admin.revoke_enrollment_token(tenant_name, token_id)
+    _out(enrollment_token_json(tok, None, p.clock.now()), t("cli.enroll_token.revoked", id=tok.id))
+
+
 @main.group()
 def token() -> None:
     """Admin API tokens."""
@@ -279,18 +329,87 @@ def token() -> None:
 @click.option("--tenant", "tenant_name", default=None, help="The tenant the token reaches (its only tenant).")
 @click.option("--server", "server_wide", is_flag=True, help="A server-wide token that can create tenants.")
 @click.option("--name", default="admin", show_default=True)
+@click.option("--expires-in", default=None, help="Lifetime: 15m, 12h, 30d. Default: until revoked.")
 @common
-def token_create(tenant_name: str | None, server_wide: bool, name: str) -> None:
+def token_create(tenant_name: str | None, server_wide: bool, name: str, expires_in: str | None) -> None:
     """Create an admin API token and print it (once)."""
     if (tenant_name is None) == (not server_wide):
         raise InvalidInputError("give exactly one of --tenant NAME or --server")
     p = _pomona()
-    issued = p.admin.create_api_token(tenant_name, name)
+    lifetime = None if expires_in is None else parse_duration(expires_in)
+    issued = p.admin.create_api_token(tenant_name, name, expires_in=lifetime)
+    expires = None if issued.token.expires_at is None else issued.token.expires_at.isoformat()
     if _json():
-        click.echo(json.dumps({"token": issued.secret, "id": issued.token.id, "tenant": tenant_name}))
+        click.echo(
+            json.dumps(
+                {"token": issued.secret, "id": issued.token.id, "tenant": tenant_name, "expires_at": expires}
+            )
+        )
     else:
         click.echo(t("cli.token.created"), err=True)
+        if expires is not None:
+            click.echo(t("cli.token.expires", expires=expires), err=True)
         click.echo(issued.secret)
+
+
+def _table(columns: list[str], rows: list[list[str]]) -> None:
+    """A rich table for people (the --json output is for scripts)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in columns:
+        table.add_column(t(f"cli.column.{col}"))
+    for r in rows:
+        table.add_row(*r)
+    Console().print(table)
+
+
+@token.command("list")
+@click.option(
+    "--tenant", "tenant_name", default=None, help="Only this tenant's tokens. Default: every token."
+)
+@common
+def token_list(tenant_name: str | None) -> None:
+    """List admin API tokens (never their secrets): scope, expiry, and whether revoked."""
+    from pomona.presenters import api_token_json
+
+    p = _pomona()
+    now = p.clock.now()
+    names = {x.id: x.name for x in p.admin.list_tenants()}
+    rows = [api_token_json(x, now) for x in p.admin.list_api_tokens(tenant_name)]
+    if _json():
+        click.echo(json.dumps({"tokens": rows}, indent=2))
+        return
+    if not rows:
+        click.echo(t("cli.token.none"))
+        return
+    _table(
+        ["id", "name", "scope", "state", "created", "expires"],
+        [
+            [
+                str(r["id"]),
+                str(r["name"]),
+                t("cli.scope.server") if r["tenant_id"] is None else names.get(str(r["tenant_id"]), "?"),
+                t(f"cli.state.{r['state']}"),
+                str(r["created_at"]),
+                str(r["expires_at"] or "—"),
+            ]
+            for r in rows
+        ],
+    )
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@common
+def token_revoke(token_id: str) -> None:
+    """Revoke an admin API token by its id (from `pomona token list`): it is refused from then on."""
+    from pomona.presenters import api_token_json
+
+    p = _pomona()
+    tok = p.admin.revoke_api_token(token_id)
+    _out(api_token_json(tok, p.clock.now()), t("cli.token.revoked", id=tok.id, name=tok.name))
 
 
 # --- devices --------------------------------------------------------------------------------------
@@ -381,19 +500,23 @@ def serve(
     from pomona.logs import configure
 
     scheme = "https" if tls_cert else "http"
-    settings = _settings(public_url=public_url, log_level=log_level, access_log=access_log or None)
-    own = settings.public_url if "public_url" in settings.model_fields_set else f"{scheme}://{host}:{port}"
-    public = own.rstrip("/")
+    settings = _settings(log_level=log_level, access_log=access_log or None)
+    given = public_url or (settings.public_url if "public_url" in settings.model_fields_set else None)
     level = settings.log_level or "info"
-    settings = settings.model_copy(update={"public_url": public, "log_level": level})
     if workers > 1 and not settings.database_url:
         raise InvalidInputError("several workers need PostgreSQL (set POMONA_DATABASE_URL)")
     configure(settings.log_format, level)
     from pomona.app import build
+    from pomona.services.installation import served_public_url
 
     p = build(settings)  # migrate and create the signing identity once, before workers start
+    try:
+        served = served_public_url(p.db, given=given, listening=f"{scheme}://{host}:{port}")
+    finally:
+        p.close()
+    public = served.url
+    settings = settings.model_copy(update={"public_url": public, "log_level": level})
     db = settings.database_url or str(settings.url())
-    p.close()
     click.echo(
         t("cli.serve.starting", url=f"{scheme}://{host}:{port}", public=public, db=_redact(db)), err=True
     )
@@ -417,6 +540,38 @@ def serve(
         http="pomona.http.server:BoundedHttpToolsProtocol",
         h11_max_incomplete_event_size=64 * 1024,
     )
+
+
+@main.group()
+def server() -> None:
+    """Facts of this installation that every Pomona process shares."""
+
+
+@server.command("show")
+@common
+def server_show() -> None:
+    """Show the public URL devices reach (as recorded by `pomona serve` or set by an admin)."""
+    from pomona.services.installation import recorded_public_url
+
+    p = _pomona()
+    rec = recorded_public_url(p.db)
+    data = {"public_url": p.public_url, "source": rec.source.value if rec else "default"}
+    _out(data, t("cli.server.show", url=p.public_url, source=t(f"cli.server.source.{data['source']}")))
+
+
+@server.command("set-public-url")
+@click.argument("url")
+@common
+def server_set_public_url(url: str) -> None:
+    """Record the https:// address devices reach (behind a reverse proxy: the proxy's address).
+
+    Enrollment profiles, check-in URLs, the portal, health and diagnose's DNS checks all use it.
+    A running server reads it when it starts."""
+    from pomona.services.installation import UrlSource, record_public_url
+
+    p = _pomona()
+    rec = record_public_url(p.db, url, UrlSource.SET)
+    _out({"public_url": rec.url, "source": rec.source.value}, t("cli.server.public_url_set", url=rec.url))
 
 
 def _redact(url: str) -> str:

@@ -12,7 +12,9 @@ is the decision's: :class:`PolicyError` takes it per instance, its status is sti
     │   ├── SignatureInvalidError        SIGNATURE_INVALID
     │   ├── CertNotTrustedError          CERT_NOT_TRUSTED
     │   ├── CertDeviceMismatchError      CERT_DEVICE_MISMATCH
-    │   └── TopicMismatchError           TOPIC_MISMATCH
+    │   ├── TopicMismatchError           TOPIC_MISMATCH
+    │   └── IdentityEndedError           IDENTITY_ENDED: the identity's enrollment ended (CheckOut,
+    │                                    re-enrollment, retire, block); a certificate serves one enrollment
     ├── UnknownEnrollmentError           UNKNOWN_ENROLLMENT, 401 (as for any device we cannot authenticate)
     │   └── UnknownTenantError           the URL names no tenant: refused the same way, with no event
     ├── UnenrollDeviceError              UNKNOWN_ENROLLMENT, 403 with Apple's com.apple.unrecognized.device
@@ -28,7 +30,10 @@ is the decision's: :class:`PolicyError` takes it per instance, its status is sti
     │   ├── LicensesExhaustedError       LICENSES_EXHAUSTED: no licence seat is free to assign
     │   └── PushTopicChangedError        APNS_TOPIC_CHANGED: a replacement certificate with another topic
     ├── ForbiddenError                   API_AUTH_FAILED, 401: missing or unknown admin token, or not allowed
+    │   ├── ApiTokenExpiredError         API_TOKEN_EXPIRED: the admin token is past its expiry
+    │   └── ApiTokenRevokedError         API_TOKEN_REVOKED: the admin token was revoked
     ├── InvalidInputError                INVALID_INPUT, 422: a bad argument to the admin API or CLI
+    │   ├── TenantNameInvalidError       TENANT_NAME_INVALID: a tenant name of the form of a tenant id
     │   ├── PushCertInvalidError         APNS_CERT_INVALID: not a usable MDM push certificate (and key)
     │   └── PushCertExpiredError         APNS_CERT_EXPIRED: an uploaded certificate that has expired
     └── UpstreamError                    INTERNAL_ERROR, 502: a service we call answered what we cannot use
@@ -84,6 +89,10 @@ __all__ = [
     "EnrollmentTokenExpiredError",
     "ErrorResponse",
     "ForbiddenError",
+    "ApiTokenExpiredError",
+    "ApiTokenRevokedError",
+    "IdentityEndedError",
+    "TenantNameInvalidError",
     "InvalidInputError",
     "LicensesExhaustedError",
     "MalformedRequestError",
@@ -160,6 +169,14 @@ class CertDeviceMismatchError(AuthError):
 
 class TopicMismatchError(AuthError):
     reason = ReasonCode.TOPIC_MISMATCH
+
+
+class IdentityEndedError(AuthError):
+    """The signer's enrollment has ended: a device identity serves exactly one enrollment, and a device
+    that enrolls again gets a new identity through SCEP. A replay of an old identity is refused here and
+    never touches the device's current enrollment."""
+
+    reason = ReasonCode.IDENTITY_ENDED
 
 
 class UnknownEnrollmentError(PomonaError):
@@ -251,9 +268,27 @@ class ForbiddenError(PomonaError):
     http_status = 401
 
 
+class ApiTokenExpiredError(ForbiddenError):
+    """The admin API token is past the expiry it was created with."""
+
+    reason = ReasonCode.API_TOKEN_EXPIRED
+
+
+class ApiTokenRevokedError(ForbiddenError):
+    """The admin API token was revoked (`pomona token revoke`)."""
+
+    reason = ReasonCode.API_TOKEN_REVOKED
+
+
 class InvalidInputError(PomonaError):
     reason = ReasonCode.INVALID_INPUT
     http_status = 422
+
+
+class TenantNameInvalidError(InvalidInputError):
+    """A tenant name that has the form of a tenant id (a UUID): a reference would name two tenants."""
+
+    reason = ReasonCode.TENANT_NAME_INVALID
 
 
 class PushCertInvalidError(InvalidInputError):

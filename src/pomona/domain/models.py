@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -51,6 +52,18 @@ class Step(StrEnum):
 class Outcome(StrEnum):
     OK = "ok"
     FAILED = "failed"
+
+
+def tenant_id_of(ref: str) -> str | None:
+    """The tenant id a reference is, if it has the form of one (a UUID, in any of the spellings
+    ``uuid.UUID`` reads), in the stored form; None for a reference that can only be a name.
+
+    Tenant names never have this form (``AdminService.create_tenant`` refuses them, migration 0008 renamed
+    older ones), so a reference names one tenant, by its id or by its name, never both."""
+    try:
+        return str(uuid.UUID(ref.strip()))
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +224,8 @@ class ApiToken:
     tenant_id: str | None  # None: a server-wide admin token
     name: str
     created_at: datetime
+    expires_at: datetime | None = None  # None: no expiry
+    revoked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

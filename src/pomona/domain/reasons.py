@@ -43,6 +43,7 @@ class ReasonCode(StrEnum):
     CERT_DEVICE_MISMATCH = "CERT_DEVICE_MISMATCH"
     TOPIC_MISMATCH = "TOPIC_MISMATCH"
     UNKNOWN_ENROLLMENT = "UNKNOWN_ENROLLMENT"
+    IDENTITY_ENDED = "IDENTITY_ENDED"  # Pomona addition (docs/REASONS.additions.md)
     MESSAGE_TYPE_UNSUPPORTED = "MESSAGE_TYPE_UNSUPPORTED"  # Pomona addition (docs/REASONS.additions.md)
     # Push delivery
     PUSH_TOKEN_UNREGISTERED = "PUSH_TOKEN_UNREGISTERED"
@@ -75,3 +76,6 @@ class ReasonCode(StrEnum):
     NOT_FOUND = "NOT_FOUND"
     INVALID_INPUT = "INVALID_INPUT"
     ALREADY_EXISTS = "ALREADY_EXISTS"
+    API_TOKEN_EXPIRED = "API_TOKEN_EXPIRED"  # Pomona addition (docs/REASONS.additions.md)
+    API_TOKEN_REVOKED = "API_TOKEN_REVOKED"  # Pomona addition (docs/REASONS.additions.md)
+    TENANT_NAME_INVALID = "TENANT_NAME_INVALID"  # Pomona addition (docs/REASONS.additions.md)

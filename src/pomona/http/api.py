@@ -25,11 +25,14 @@ from pomona.domain.models import ApiToken
 from pomona.domain.reasons import ReasonCode
 from pomona.http.middleware import RequestId
 from pomona.presenters import (
+    api_token_json,
     command_json,
     corporate_json,
     device_json,
     enrollment_json,
+    enrollment_token_json,
     event_json,
+    iso,
     restriction_json,
     tenant_json,
     user_json,
@@ -205,6 +208,11 @@ class ExplainIn(ApiModel):
     platform: str | None = None
 
 
+class ApiTokenIn(ApiModel):
+    name: str = "admin"
+    expires_in_seconds: Int | None = None  # None: valid until revoked
+
+
 class EnrollTokenIn(ApiModel):
     upn: str
     uses: Int = 1
@@ -291,12 +299,28 @@ def create_api(p: Services) -> FastAPI:
         return {"tenants": [tenant_json(t) for t in ts]}
 
     @api.post("/api/v1/tenants/{tenant}/tokens", status_code=201)
-    def create_token(tenant: str, token: Auth) -> dict[str, object]:
+    def create_token(tenant: str, token: Auth, body: ApiTokenIn | None = None) -> dict[str, object]:
         if token.tenant_id is not None:
             raise ForbiddenError("creating admin tokens needs a server-wide token")
         tid = tenant_scope(token, tenant)
-        issued = p.admin.create_api_token(tid)
-        return {"id": issued.token.id, "token": issued.secret}
+        body = body or ApiTokenIn()
+        expires = None if body.expires_in_seconds is None else timedelta(seconds=body.expires_in_seconds)
+        issued = p.admin.create_api_token(tid, body.name, expires_in=expires)
+        return {"id": issued.token.id, "token": issued.secret, "expires_at": iso(issued.token.expires_at)}
+
+    @api.get("/api/v1/tenants/{tenant}/tokens")
+    def list_tokens(tenant: str, token: Auth) -> dict[str, object]:
+        """The tenant's admin tokens (never their secrets)."""
+        now = p.clock.now()
+        return {
+            "tokens": [api_token_json(x, now) for x in p.admin.list_api_tokens(tenant_scope(token, tenant))]
+        }
+
+    @api.post("/api/v1/tenants/{tenant}/tokens/{token_id}/revoke")
+    def revoke_token(tenant: str, token_id: str, token: Auth) -> dict[str, object]:
+        """Revoke one of the tenant's admin tokens (a tenant token may revoke its tenant's, itself too)."""
+        tid = tenant_scope(token, tenant)
+        return api_token_json(p.admin.revoke_api_token(token_id, tenant_ref=tid), p.clock.now())
 
     @api.put("/api/v1/tenants/{tenant}/apns")
     def upload_apns(tenant: str, body: ApnsIn, token: Auth) -> dict[str, object]:
@@ -535,6 +559,24 @@ def create_api(p: Services) -> FastAPI:
             "uses": issued.token.uses_allowed,
             "expires_at": issued.token.expires_at.isoformat(),
         }
+
+    @api.get("/api/v1/tenants/{tenant}/enrollment-tokens")
+    def list_enroll_tokens(
+        tenant: str,
+        token: Auth,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Offset = 0,
+    ) -> dict[str, object]:
+        """The tenant's enrollment links, newest first (never their secrets)."""
+        rows = p.admin.list_enrollment_tokens(tenant_scope(token, tenant), limit=limit, offset=offset)
+        now = p.clock.now()
+        return {"enrollment_tokens": [enrollment_token_json(x, u, now) for x, u in rows]}
+
+    @api.post("/api/v1/tenants/{tenant}/enrollment-tokens/{token_id}/revoke")
+    def revoke_enroll_token(tenant: str, token_id: str, token: Auth) -> dict[str, object]:
+        """Revoke an enrollment link: its next use is ENROLLMENT_TOKEN_INVALID."""
+        tid = tenant_scope(token, tenant)
+        return enrollment_token_json(p.admin.revoke_enrollment_token(tid, token_id), None, p.clock.now())
 
     @api.get("/api/v1/tenants/{tenant}/devices")
     def list_devices(

@@ -10,6 +10,7 @@ I/O.
     evidence(code, lang, **facts)   what proves the cause and what rules it out
     device_only(code)               whether only the device can show this cause
     match_message(text)             the known messages a pasted text is, best first, with their codes
+    cause(code)                     the enrollment step the cause breaks, its scope, whether the server sees it
     codes()                         every code the knowledge base explains
 
 A fact that is missing (or empty) is shown as ``<name>``: text is always readable, never a KeyError.
@@ -29,9 +30,11 @@ import yaml
 __all__ = [
     "LANGS",
     "CodeText",
+    "Cause",
     "Evidence",
     "MessageMatch",
     "MessageInfo",
+    "cause",
     "codes",
     "device_only",
     "evidence",
@@ -134,6 +137,17 @@ class MessageInfo:
     wording: dict[str, tuple[str, ...]]  # lang -> the texts a user sees
 
 
+@dataclass(frozen=True)
+class Cause:
+    """Where a cause breaks an enrollment (causes.yaml): the step, whose fault it is, and whether the
+    server records a refusal whenever it stops that step."""
+
+    code: str
+    breaks: str  # discovery, portal, profile, install, scep, authenticate, tokenupdate, command, ade, none
+    scope: str  # subject, tenant, device, request, none
+    seen: bool
+
+
 # -- loading -----------------------------------------------------------------------------------------------
 def _read(name: str) -> Any:
     text = resources.files(__name__).joinpath(name).read_text("utf-8")
@@ -188,6 +202,12 @@ def _messages_file() -> tuple[frozenset[str], tuple[MessageInfo, ...]]:
     return frozenset(str(c) for c in raw.get("device_only") or ()), infos
 
 
+@cache
+def _causes() -> dict[str, Cause]:
+    raw = cast(dict[str, dict[str, dict[str, Any]]], _read("causes.yaml"))["causes"]
+    return {code: Cause(code, str(c["breaks"]), str(c["scope"]), bool(c["seen"])) for code, c in raw.items()}
+
+
 # -- public look-ups ----------------------------------------------------------------------------------------
 def _lang(lang: str | None) -> str:
     return "zh-CN" if lang and lang.replace("_", "-").lower().startswith("zh") else "en"
@@ -206,6 +226,11 @@ def _entry(code: str, lang: str | None) -> _Entry:
     if str(code) not in texts:
         raise ValueError(f"the knowledge base has no text for {code!r}")
     return texts[str(code)]
+
+
+def cause(code: str) -> Cause:
+    """Where `code` breaks an enrollment; a code causes.yaml does not list breaks nothing."""
+    return _causes().get(code) or Cause(code, "none", "none", False)
 
 
 def codes() -> set[str]:

@@ -10,8 +10,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
-from pomona.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from pomona.domain.models import ApiToken, EnrollmentToken, Step, Tenant, User, is_upn
+from pomona.domain.errors import (
+    ApiTokenExpiredError,
+    ApiTokenRevokedError,
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    TenantNameInvalidError,
+)
+from pomona.domain.models import ApiToken, EnrollmentToken, Step, Tenant, User, is_upn, tenant_id_of
 from pomona.ports import ApiTokenStore, EnrollmentTokenStore, EventLog, Pki, TenantStore, UserStore
 from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.passwords import MIN_LENGTH
@@ -74,6 +82,10 @@ class AdminService(ServiceBase[AdminStores]):
     def create_tenant(self, name: str, domain: str, *, key_type: str = "rsa") -> Tenant:
         if not _NAME_RE.match(name):
             raise InvalidInputError("tenant name: letters, digits, '.', '_' or '-', at most 63", field="name")
+        if tenant_id_of(name) is not None:
+            raise TenantNameInvalidError(
+                "a tenant name may not have the form of a tenant id (a UUID)", field="name", name=name
+            )
         if not _DOMAIN_RE.match(domain):
             raise InvalidInputError("domain must be a DNS name such as example.com", field="domain")
         if key_type not in ("rsa", "p256"):
@@ -117,24 +129,81 @@ class AdminService(ServiceBase[AdminStores]):
             return self.tenant(uow, t.id)
 
     # --- admin API tokens -------------------------------------------------------------------------
-    def create_api_token(self, tenant_name: str | None, name: str = "admin") -> IssuedApiToken:
+    def create_api_token(
+        self, tenant_name: str | None, name: str = "admin", *, expires_in: timedelta | None = None
+    ) -> IssuedApiToken:
+        """A new admin token (its secret is shown once); ``expires_in`` None: it works until revoked."""
+        if expires_in is not None and not timedelta(minutes=1) <= expires_in <= timedelta(days=3650):
+            raise InvalidInputError("expiry must be between 1 minute and 10 years", field="expires_in")
         secret = "pom_" + secrets.token_urlsafe(32)
+        now = self.clock.now()
         with self.db.unit_of_work() as uow:
             tenant_id = None if tenant_name is None else self.tenant(uow, tenant_name).id
-            tok = ApiToken(id=str(uuid.uuid4()), tenant_id=tenant_id, name=name, created_at=self.clock.now())
+            tok = ApiToken(
+                id=str(uuid.uuid4()),
+                tenant_id=tenant_id,
+                name=name,
+                created_at=now,
+                expires_at=None if expires_in is None else now + expires_in,
+            )
             uow.api_tokens.add(tok, hash_secret(secret))
             if tenant_id is not None:
-                uow.events.append(self.ok_event(tenant_id, Step.ADMIN, detail={"action": "token.create"}))
+                detail: dict[str, object] = {"action": "token.create", "token_id": tok.id}
+                uow.events.append(self.ok_event(tenant_id, Step.ADMIN, detail=detail))
         return IssuedApiToken(tok, secret)
 
     def authenticate_api_token(self, secret: str | None) -> ApiToken:
+        """The token a bearer secret is, or the refusal: missing or unknown (API_AUTH_FAILED), revoked
+        (API_TOKEN_REVOKED) or past its expiry (API_TOKEN_EXPIRED). A tenant token's refusal leaves an
+        event in its tenant."""
         if not secret:
             raise ForbiddenError("missing bearer token")
         with self.db.unit_of_work(readonly=True) as uow:
             tok = uow.api_tokens.by_hash(hash_secret(secret))
         if tok is None:
             raise ForbiddenError("unknown token")
+        now = self.clock.now()
+        refusal: ForbiddenError | None = None
+        if tok.revoked_at is not None:
+            refusal = ApiTokenRevokedError("this admin token was revoked", token_id=tok.id)
+        elif tok.expires_at is not None and tok.expires_at <= now:
+            refusal = ApiTokenExpiredError("this admin token has expired", token_id=tok.id)
+        if refusal is not None:
+            if tok.tenant_id is not None:
+                detail: dict[str, object] = {
+                    "action": "token.use",
+                    "token_id": tok.id,
+                    "token_name": tok.name,
+                }
+                self.record_failure(tok.tenant_id, Step.ADMIN, refusal.reason, detail=detail)
+            raise refusal
         return tok
+
+    def list_api_tokens(self, tenant_ref: str | None = None) -> list[ApiToken]:
+        """Every admin token (never a secret), or a tenant's; server-wide tokens are listed with all."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            tenant_id = None if tenant_ref is None else self.tenant(uow, tenant_ref).id
+            return uow.api_tokens.list(tenant_id)
+
+    def revoke_api_token(self, token_id: str, *, tenant_ref: str | None = None) -> ApiToken:
+        """Revoke an admin token for good (revoking it again changes nothing). With ``tenant_ref`` only a
+        token of that tenant is found: another's answers NOT_FOUND."""
+        now = self.clock.now()
+        with self.db.unit_of_work() as uow:
+            tok = uow.api_tokens.get(token_id.strip())
+            if tenant_ref is not None:
+                tenant_id = self.tenant(uow, tenant_ref).id
+                if tok is not None and tok.tenant_id != tenant_id:
+                    tok = None
+            if tok is None:
+                raise NotFoundError(f"no admin token {token_id!r}", token_id=token_id)
+            uow.api_tokens.revoke(tok.id, now)
+            if tok.tenant_id is not None:
+                detail: dict[str, object] = {"action": "token.revoke", "token_id": tok.id}
+                uow.events.append(self.ok_event(tok.tenant_id, Step.ADMIN, detail=detail))
+            found = uow.api_tokens.get(tok.id)
+            assert found is not None
+            return found
 
     # --- users ------------------------------------------------------------------------------------
     def create_user(
@@ -173,6 +242,21 @@ class AdminService(ServiceBase[AdminStores]):
                 self.ok_event(t.id, Step.ADMIN, user_id=user.id, upn=upn, detail={"action": "user.create"})
             )
         return user
+
+    def set_password(self, tenant_ref: str, upn: str, password: str) -> None:
+        """Set a user's portal password (stored hashed; the event names the user, never the password)."""
+        password_hash = hash_password(password)
+        with self.db.unit_of_work() as uow:
+            t = self.tenant(uow, tenant_ref)
+            user = uow.users.by_upn(t.id, upn.strip().lower())
+            if user is None:
+                raise NotFoundError(f"no user {upn} in tenant {t.name}", upn=upn)
+            uow.users.update(t.id, user.id, password_hash=password_hash)
+            uow.events.append(
+                self.ok_event(
+                    t.id, Step.ADMIN, user_id=user.id, upn=user.upn, detail={"action": "user.password"}
+                )
+            )
 
     def list_users(self, tenant_name: str, *, limit: int = 100, offset: int = 0) -> list[User]:
         with self.db.unit_of_work(readonly=True) as uow:
@@ -213,3 +297,35 @@ class AdminService(ServiceBase[AdminStores]):
                 )
             )
         return IssuedEnrollmentToken(tok, secret)
+
+    def list_enrollment_tokens(
+        self, tenant_ref: str, *, limit: int = 100, offset: int = 0
+    ) -> list[tuple[EnrollmentToken, User | None]]:
+        """A tenant's enrollment links, newest first, each with its user (the secrets are never stored)."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = self.tenant(uow, tenant_ref)
+            tokens = uow.enrollment_tokens.list(t.id, limit=limit, offset=offset)
+            return [
+                (tok, None if tok.user_id is None else uow.users.get(t.id, tok.user_id)) for tok in tokens
+            ]
+
+    def revoke_enrollment_token(self, tenant_ref: str, token_id: str) -> EnrollmentToken:
+        """Revoke an enrollment link (and so its SCEP challenge): its next use is ENROLLMENT_TOKEN_INVALID.
+        Devices that already enrolled with it stay enrolled."""
+        with self.db.unit_of_work() as uow:
+            t = self.tenant(uow, tenant_ref)
+            tok = uow.enrollment_tokens.get(t.id, token_id.strip())
+            if tok is None:
+                raise NotFoundError(f"no enrollment link {token_id!r} in tenant {t.name}", token_id=token_id)
+            uow.enrollment_tokens.revoke(tok.id)
+            uow.events.append(
+                self.ok_event(
+                    t.id,
+                    Step.ADMIN,
+                    user_id=tok.user_id,
+                    detail={"action": "enroll_token.revoke", "token_id": tok.id},
+                )
+            )
+            found = uow.enrollment_tokens.get(t.id, tok.id)
+            assert found is not None
+            return found

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from pomona.domain.errors import NotFoundError
-from pomona.domain.models import Event, Outcome, Step, Tenant
+from pomona.domain.models import Event, Outcome, Step, Tenant, tenant_id_of
 from pomona.domain.reasons import ReasonCode
 from pomona.ports import Clock, HasEvents, Transactions
 from pomona.services.context import current_request_id
@@ -27,9 +27,12 @@ class TenantLookup(Protocol):
 
 
 def find_tenant(tenants: TenantLookup, ref: str) -> Tenant:
-    """The tenant a reference names (its name, or its id), or NOT_FOUND: the one place services resolve a
-    tenant reference given by an admin, the API or the CLI."""
-    t = tenants.by_name(ref) or tenants.get(ref)
+    """The tenant a reference names, or NOT_FOUND: the one place services resolve a tenant reference
+    given by an admin, the API or the CLI. A reference of the form of an id is an id and nothing else;
+    any other is a name (no name has the form of an id), so it names one tenant or none. Resolving the id
+    an adapter already resolved (the admin API's scope check) finds that same tenant again."""
+    tenant_id = tenant_id_of(ref)
+    t = tenants.get(tenant_id) if tenant_id is not None else tenants.by_name(ref)
     if t is None:
         raise NotFoundError(f"no tenant {ref!r}", tenant=ref)
     return t

@@ -12,13 +12,29 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from pomona.domain.checks import CnameLookup, DiscoveryRecord, Finding, unresponsive_findings
 from pomona.ports import Resolver
 
 TenantCheck = Callable[[str, datetime], Sequence[Finding]]
-# PushService.unresponsive: the devices that left accepted pushes unanswered, one row each.
-UnresponsiveSource = Callable[[str, datetime], Sequence[Mapping[str, object]]]
+
+
+class UnresponsiveSource(Protocol):
+    """PushService.unresponsive: the devices that left accepted pushes unanswered, one row each (only
+    the given enrollments' when `enrollment_ids` is given)."""
+
+    def __call__(
+        self, tenant: str, now: datetime, enrollment_ids: Sequence[str] | None = None, /
+    ) -> Sequence[Mapping[str, object]]: ...
+
+
+class DeviceCheck(Protocol):
+    """A tenant check that can be narrowed to some enrollments (a diagnosis reads one device's)."""
+
+    def __call__(
+        self, tenant: str, now: datetime, enrollment_ids: Sequence[str] | None = None, /
+    ) -> Sequence[Finding]: ...
 
 
 @dataclass(frozen=True)
@@ -31,6 +47,23 @@ class DiscoverySettings:
 
     def target(self, record: DiscoveryRecord) -> str:
         return self.enrollment_target if record is DiscoveryRecord.ENROLLMENT else self.registration_target
+
+    @property
+    def discoverable(self) -> bool:
+        """Whether a CNAME can send devices to the server: its public name is a DNS name, not an address
+        (an IP address or localhost, as in a test set-up, cannot be a CNAME's target)."""
+        return _is_public_name(self.enrollment_target) and _is_public_name(self.registration_target)
+
+
+def _is_public_name(host: str) -> bool:
+    import ipaddress
+
+    host = host.strip().strip("[]").rstrip(".").lower()
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(host) and host != "localhost" and not host.endswith(".localhost") and "." in host
+    return False
 
 
 def lookup_cnames(
@@ -52,10 +85,10 @@ def lookup_cnames(
     return out
 
 
-def unresponsive_check(source: UnresponsiveSource) -> TenantCheck:
+def unresponsive_check(source: UnresponsiveSource) -> DeviceCheck:
     """DEVICE_UNRESPONSIVE findings from the push service's reachability rows."""
 
-    def check(tenant: str, now: datetime) -> list[Finding]:
-        return unresponsive_findings(source(tenant, now))
+    def check(tenant: str, now: datetime, enrollment_ids: Sequence[str] | None = None, /) -> list[Finding]:
+        return unresponsive_findings(source(tenant, now, enrollment_ids))
 
     return check

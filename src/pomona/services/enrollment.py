@@ -55,7 +55,9 @@ def check_push_cert(tenant: Tenant, now: datetime) -> None:
 def check_token(token: EnrollmentToken | None, now: datetime) -> EnrollmentToken:
     if token is None:
         raise EnrollmentTokenError("unknown enrollment token")
-    if token.revoked or token.remaining() <= 0:
+    if token.revoked:
+        raise EnrollmentTokenError("the enrollment token was revoked", token_id=token.id, revoked=True)
+    if token.remaining() <= 0:
         raise EnrollmentTokenError("the enrollment token was already used", token_id=token.id)
     if token.expires_at <= now:
         raise EnrollmentTokenExpiredError("the enrollment token has expired", token_id=token.id)

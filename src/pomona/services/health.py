@@ -59,7 +59,7 @@ class HealthService(ServiceBase[HealthStores]):
         )
         stuck = uow.health.stuck_awaiting(t.id, now - AWAITING_STUCK_AFTER)
         out += stuck_findings((udid, since) for _eid, udid, since in stuck)
-        if self.resolver is not None:
+        if self.resolver is not None and self.settings.discoverable:  # an IP address is no CNAME target
             out += dns_findings(lookup_cnames(self.resolver, t.domain, self.settings))
         out += self.unresponsive(t.id, now)
         return out

@@ -321,13 +321,15 @@ class PushService(ServiceBase[PushStores]):
         t = find_tenant(uow.tenants, tenant)
         return t.id
 
-    def unresponsive(self, tenant: str, now: datetime) -> list[dict[str, Any]]:
+    def unresponsive(
+        self, tenant: str, now: datetime, enrollment_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
         """DEVICE_UNRESPONSIVE: enrollments whose pushes APNs accepted but that stayed silent longer than
         ``settings.unresponsive_after`` since the first unanswered push (precision: one minute, how often
         the command channel records a check-in)."""
         before = now - timedelta(seconds=self.settings.unresponsive_after)
         with self.db.unit_of_work(readonly=True) as uow:
-            rows = uow.reachability.unanswered(self._tenant_id(uow, tenant), before)
+            rows = uow.reachability.unanswered(self._tenant_id(uow, tenant), before, enrollment_ids)
         out = []
         for r in rows:
             first = r.first_unanswered_push_at

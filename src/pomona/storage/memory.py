@@ -244,6 +244,18 @@ class MemoryApiTokenStore(_Store):
         found = self.d.api_tokens.get(token_hash)
         return None if found is None else found[1]
 
+    def get(self, token_id: str) -> ApiToken | None:
+        return next((t for _, t in self.d.api_tokens.values() if t.id == token_id), None)
+
+    def list(self, tenant_id: str | None = None) -> list[ApiToken]:
+        found = [t for _, t in self.d.api_tokens.values() if tenant_id is None or t.tenant_id == tenant_id]
+        return sorted(found, key=lambda t: (t.created_at, t.id))
+
+    def revoke(self, token_id: str, at: datetime) -> None:
+        for h, t in list(self.d.api_tokens.values()):
+            if t.id == token_id and t.revoked_at is None:
+                self.tx.put(self.d.api_tokens, h, (h, dataclasses.replace(t, revoked_at=at)))
+
 
 class MemoryUserStore(_Store):
     def add(self, user: User) -> None:
@@ -313,6 +325,20 @@ class MemoryEnrollmentTokenStore(_Store):
             self.tx.put(
                 self.d.enrollment_tokens, token_id, (h, dataclasses.replace(t, uses_count=t.uses_count + 1))
             )
+
+    def get(self, tenant_id: str, token_id: str) -> EnrollmentToken | None:
+        found = self.d.enrollment_tokens.get(token_id)
+        return found[1] if found is not None and found[1].tenant_id == tenant_id else None
+
+    def list(self, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[EnrollmentToken]:
+        mine = [t for _, t in self.d.enrollment_tokens.values() if t.tenant_id == tenant_id]
+        return _page(sorted(mine, key=lambda t: (t.created_at, t.id), reverse=True), limit, offset)
+
+    def revoke(self, token_id: str) -> None:
+        found = self.d.enrollment_tokens.get(token_id)
+        if found is not None:
+            h, t = found
+            self.tx.put(self.d.enrollment_tokens, token_id, (h, dataclasses.replace(t, revoked=True)))
 
 
 class MemoryCertStore(_Store):
@@ -909,8 +935,10 @@ class MemoryPushReachability(_Store):
     def reachability(self, tenant_id: str, *, limit: int = 1000) -> list[Reachability]:
         return self._rows(tenant_id, lambda st: True)[:limit]
 
-    def unanswered(self, tenant_id: str, before: datetime) -> list[Reachability]:
-        return self._rows(
+    def unanswered(
+        self, tenant_id: str, before: datetime, enrollment_ids: Sequence[str] | None = None
+    ) -> list[Reachability]:
+        rows = self._rows(
             tenant_id,
             lambda st: (
                 st.first_unanswered_push_at is not None
@@ -918,6 +946,7 @@ class MemoryPushReachability(_Store):
                 and st.token_invalid_at is None
             ),
         )
+        return rows if enrollment_ids is None else [r for r in rows if r.enrollment_id in enrollment_ids]
 
     def pick_canary(
         self, tenant_id: str, topic: str, count: int, seen_before: datetime

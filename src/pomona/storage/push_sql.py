@@ -296,18 +296,23 @@ class SqlPushReachability:
         )
         return self._reachability(q)
 
-    def unanswered(self, tenant_id: str, before: datetime) -> list[Reachability]:
-        """Active enrollments whose first unanswered accepted push is older than ``before``."""
-        q = _REACHABILITY.where(
-            and_(
-                _E.c.tenant_id == tenant_id,
-                _ACTIVE,
-                _E.c.first_unanswered_push_at.is_not(None),
-                _E.c.first_unanswered_push_at <= before,
-                _E.c.push_token_invalid_at.is_(None),
-            )
-        )
-        return self._reachability(q)
+    def unanswered(
+        self, tenant_id: str, before: datetime, enrollment_ids: Sequence[str] | None = None
+    ) -> list[Reachability]:
+        """Active enrollments whose first unanswered accepted push is older than ``before`` (only those
+        of ``enrollment_ids`` when given: one device's, read by its key)."""
+        where = [
+            _E.c.tenant_id == tenant_id,
+            _ACTIVE,
+            _E.c.first_unanswered_push_at.is_not(None),
+            _E.c.first_unanswered_push_at <= before,
+            _E.c.push_token_invalid_at.is_(None),
+        ]
+        if enrollment_ids is not None:
+            if not enrollment_ids:
+                return []
+            where.append(_E.c.id.in_(list(enrollment_ids)))
+        return self._reachability(_REACHABILITY.where(and_(*where)))
 
     def pick_canary(
         self, tenant_id: str, topic: str, count: int, seen_before: datetime

@@ -77,3 +77,20 @@ class SqlApiTokenStore:
     def by_hash(self, token_hash: str) -> ApiToken | None:
         r = self.conn.execute(select(s.api_tokens).where(s.api_tokens.c.token_hash == token_hash)).first()
         return None if r is None else API_TOKEN.load_row(r)
+
+    def get(self, token_id: str) -> ApiToken | None:
+        r = self.conn.execute(select(s.api_tokens).where(s.api_tokens.c.id == token_id)).first()
+        return None if r is None else API_TOKEN.load_row(r)
+
+    def list(self, tenant_id: str | None = None) -> list[ApiToken]:
+        q = select(s.api_tokens).order_by(s.api_tokens.c.created_at, s.api_tokens.c.id)
+        if tenant_id is not None:
+            q = q.where(s.api_tokens.c.tenant_id == tenant_id)
+        return [API_TOKEN.load_row(r) for r in self.conn.execute(q)]
+
+    def revoke(self, token_id: str, at: datetime) -> None:
+        self.conn.execute(
+            update(s.api_tokens)
+            .where(s.api_tokens.c.id == token_id, s.api_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )

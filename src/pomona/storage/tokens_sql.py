@@ -42,6 +42,28 @@ class SqlEnrollmentTokenStore:
             .values(uses_count=s.enrollment_tokens.c.uses_count + 1)
         )
 
+    def get(self, tenant_id: str, token_id: str) -> EnrollmentToken | None:
+        q = select(s.enrollment_tokens).where(
+            s.enrollment_tokens.c.tenant_id == tenant_id, s.enrollment_tokens.c.id == token_id
+        )
+        r = self.conn.execute(q).first()
+        return None if r is None else ENROLLMENT_TOKEN.load_row(r)
+
+    def list(self, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[EnrollmentToken]:
+        q = (
+            select(s.enrollment_tokens)
+            .where(s.enrollment_tokens.c.tenant_id == tenant_id)
+            .order_by(s.enrollment_tokens.c.created_at.desc(), s.enrollment_tokens.c.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return [ENROLLMENT_TOKEN.load_row(r) for r in self.conn.execute(q)]
+
+    def revoke(self, token_id: str) -> None:
+        self.conn.execute(
+            update(s.enrollment_tokens).where(s.enrollment_tokens.c.id == token_id).values(revoked=True)
+        )
+
 
 class SqlCertStore:
     def __init__(self, conn: Connection) -> None:

@@ -28,6 +28,7 @@ from pomona.domain.errors import (
     CertDeviceMismatchError,
     CertNotTrustedError,
     DeviceBlockedError,
+    IdentityEndedError,
     MessageTypeUnsupportedError,
     PomonaError,
     TopicMismatchError,
@@ -127,12 +128,28 @@ class CheckinCore(ServiceBase[CheckinStores]):
             issued = uow.certs.get(fingerprint)
             if issued is None or issued.tenant_id != tenant.id:
                 raise CertNotTrustedError("the identity was not issued through this tenant's SCEP")
+            # An identity serves the one enrollment it was first bound to, while that enrollment is
+            # active (a refresh). Once it ended (CheckOut, re-enrollment, retire, block) the identity has
+            # ended too: a device enrolls again with a new identity from SCEP, and a replay of the old one
+            # is refused before it can touch the device's current enrollment. (An identity of an older
+            # release may have no binding recorded: its enrollments, found by fingerprint, say the same.)
             if issued.enrollment_id is not None:
                 bound = uow.enrollments.get(tenant.id, issued.enrollment_id)
-                if bound is not None and bound.udid != msg.udid:
-                    raise CertDeviceMismatchError(
-                        "this identity belongs to another device", bound_udid=bound.udid, udid=msg.udid
-                    )
+            else:
+                bound = uow.enrollments.by_fingerprint(fingerprint)
+            if bound is not None and bound.udid != msg.udid:
+                raise CertDeviceMismatchError(
+                    "this identity belongs to another device", bound_udid=bound.udid, udid=msg.udid
+                )
+            if (issued.enrollment_id is not None or bound is not None) and (
+                bound is None or bound.status is not EnrollmentStatus.ACTIVE
+            ):
+                raise IdentityEndedError(
+                    "this identity's enrollment has ended; enrolling again needs a new identity",
+                    enrollment_id=issued.enrollment_id or (None if bound is None else bound.id),
+                    status=None if bound is None else bound.status.value,
+                    udid=msg.udid,
+                )
             user = None if issued.user_id is None else uow.users.get(tenant.id, issued.user_id)
             user_id, upn = issued.user_id, None if user is None else user.upn
             corp = uow.corporate.match(tenant.id, msg.serial_number, msg.imei)
@@ -300,12 +317,18 @@ class CheckinCore(ServiceBase[CheckinStores]):
             return self._bound_enrollment(uow, req, udid)[0]
 
     def _not_active(self, uow: CheckinStores, fingerprint: str, udid: str | None) -> PomonaError:
-        """Why an identity has no active enrollment: a blocked or retired device is told to unenroll."""
+        """Why an identity has no active enrollment: a blocked or retired device is told to unenroll; an
+        identity the device replaced by enrolling again has ended (IDENTITY_ENDED: the device has a newer
+        one); one that never authenticated, or whose device checked out, is UNKNOWN_ENROLLMENT."""
         last = uow.enrollments.by_fingerprint(fingerprint)
         if last is not None and last.status is EnrollmentStatus.BLOCKED:
             return DeviceBlockedError("this device is blocked", udid=udid)
         if last is not None and last.status is EnrollmentStatus.RETIRED:
             return UnenrollDeviceError("this enrollment was retired", udid=udid)
+        if last is not None and last.status is EnrollmentStatus.REPLACED:
+            return IdentityEndedError(
+                "this identity was replaced by the device's newer one", enrollment_id=last.id, udid=udid
+            )
         return UnknownEnrollmentError("no active enrollment for this identity", udid=udid)
 
     # --- TokenUpdate, CheckOut --------------------------------------------------------------------

@@ -29,7 +29,7 @@ from __future__ import annotations
 from pomona.services.checks import DiscoverySettings
 from pomona.services.diagnose.checkers import CHECKERS, Checker
 from pomona.services.diagnose.context import Context
-from pomona.services.diagnose.funnel import funnel
+from pomona.services.diagnose.funnel import Attempt, attempts, funnel
 from pomona.services.diagnose.model import Assessment, Verdict
 from pomona.services.diagnose.render import to_json
 from pomona.services.diagnose.service import DiagnoseService, Diagnosis
@@ -39,6 +39,7 @@ DiagnoseSettings = DiscoverySettings  # the name the composition root and the te
 __all__ = [
     "CHECKERS",
     "Assessment",
+    "Attempt",
     "Checker",
     "Context",
     "DiagnoseService",
@@ -46,6 +47,7 @@ __all__ = [
     "Diagnosis",
     "DiscoverySettings",
     "Verdict",
+    "attempts",
     "funnel",
     "to_json",
 ]

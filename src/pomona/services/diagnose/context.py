@@ -18,8 +18,15 @@ from pomona.domain.policy import (
     platform_of_user_agent,
 )
 from pomona.domain.reasons import ReasonCode
-from pomona.ports import EnrollmentStore, Resolver, UserStore, WellKnownFetcher
-from pomona.services.checks import DiscoverySettings, TenantCheck, lookup_cnames
+from pomona.ports import (
+    EnrollmentStore,
+    PushReachabilityStore,
+    Resolver,
+    UserStore,
+    WellKnownFetcher,
+)
+from pomona.services.checks import DeviceCheck, DiscoverySettings, TenantCheck, lookup_cnames
+from pomona.services.diagnose.funnel import Attempt
 from pomona.services.policy import DecisionStores, PolicyService
 
 WINDOW = timedelta(days=7)  # how far back the event log is read around the reported time
@@ -27,12 +34,14 @@ WINDOW = timedelta(days=7)  # how far back the event log is read around the repo
 
 class CheckerStores(DecisionStores, Protocol):
     """What checkers read through ``ctx.uow`` (the diagnosis's read-only unit of work): the policy's facts
-    for :meth:`Context.decision`, licensed users and a user's enrollments."""
+    for :meth:`Context.decision`, licensed users, a user's enrollments and a device's last pushes."""
 
     @property
     def users(self) -> UserStore: ...
     @property
     def enrollments(self) -> EnrollmentStore: ...
+    @property
+    def reachability(self) -> PushReachabilityStore: ...
 
 
 @dataclass
@@ -51,7 +60,8 @@ class Context:
     fetcher: WellKnownFetcher | None
     settings: DiscoverySettings
     push_cert: TenantCheck
-    unresponsive: TenantCheck
+    unresponsive: DeviceCheck
+    attempt: Attempt | None = None  # the attempt the report is about (funnel.attempt_at)
     _decision: Decision | None = None
     _decided: bool = False
     _cert: list[Finding] | None = None
@@ -122,7 +132,10 @@ class Context:
         return self._cnames[record]
 
     def refusals(self, code: str) -> list[Event]:
-        return [e for e in self.events if e.reason == code and e.outcome is Outcome.FAILED]
+        """This attempt's refusals with `code`, newest first (every refusal in the window when the log
+        shows no attempt). An earlier attempt's refusal is history, not evidence about this one."""
+        pool = self.events if self.attempt is None else list(reversed(self.attempt.refusals))
+        return [e for e in pool if e.reason == code and e.outcome is Outcome.FAILED]
 
     def base_facts(self) -> dict[str, object]:
         platform, os_version, serial, udid = self.device_facts()

@@ -38,6 +38,10 @@ class Assessment:
     evidence: list[dict[str, object]] = field(default_factory=list)
     facts: dict[str, object] = field(default_factory=dict)
     note: str = ""  # one English line on what the checker saw (the text comes from the knowledge base)
+    # What decided the verdict (`--explain`): evidence (a refusal in this attempt), funnel (the step the
+    # attempt reached), state (the live state now), device (a device-side cause, the server side clean),
+    # fallback (a tenant fault the message names, nothing else fitting).
+    basis: str = "state"
 
 
 def ev(e: Event) -> dict[str, object]:

@@ -1,27 +1,62 @@
-"""Which causes to check for a reported message, and the order the answers come in.
+"""Which causes to check, and how the verdicts become one answer: evidence about this attempt first.
 
-Findings the evidence points to (proven or likely) come first: the causes the reported message names (in
-the founding document's order) before the ones Pomona adds behind the same message, proven before likely;
-then what the server cannot tell; then what is ruled out. When nothing is proven or likely, an UNKNOWN
-assessment goes first: the answer is that the server cannot tell.
+The order of authority, highest first:
+
+1. Evidence: a refusal the server recorded in the attempt the report is about proves its code. The
+   answer is the first refusal of the attempt's last episode; its other refusals follow, proven.
+2. The funnel: a cause that breaks a step the attempt got past is ruled out for this attempt, whatever
+   the live state says ("the device reached Authenticate at 10:42, so DNS discovery worked"); a cause the
+   server always records when it stops a step is ruled out when the attempt ended before that step.
+3. The live state of this user and device (the directory, the policy's dry run, the device's state).
+4. Tenant faults (certificate, authority, DNS) not tied to this attempt go to "also wrong in this
+   tenant"; one is the answer only when nothing else fits and the reported message can mean it.
+5. Device-side causes: when the message matches a row whose cause is on the device and every
+   server-side cause the message could mean is ruled out, that cause is likely.
+6. Nothing found: UNKNOWN first. A cause is never called proven on a guess.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
+from pomona import knowledge
+from pomona.domain.models import Event
 from pomona.domain.reasons import ReasonCode as R
 from pomona.knowledge import MessageMatch
-from pomona.services.diagnose.model import Assessment, Verdict
+from pomona.services.diagnose.funnel import Attempt
+from pomona.services.diagnose.model import Assessment, Verdict, ev
 
-# Checked only when a report names them: the expiry warning is health's business, and the well-known
-# document matters for account-driven enrollment only.
-ONLY_WHEN_REPORTED = frozenset({R.APNS_CERT_EXPIRING.value, R.WELL_KNOWN_DISCOVERY_FAILED.value})
+# Checked only when a report names them: the well-known document matters for account-driven enrollment
+# only (and costs an HTTP request).
+ONLY_WHEN_REPORTED = frozenset({R.WELL_KNOWN_DISCOVERY_FAILED.value})
+# Checked on every diagnosis, for "also wrong in this tenant".
+TENANT_CHECKS = (
+    R.MDM_AUTHORITY_NOT_SET.value,
+    R.APNS_CERT_MISSING.value,
+    R.APNS_CERT_EXPIRED.value,
+    R.APNS_CERT_INVALID.value,
+    R.APNS_CERT_EXPIRING.value,
+    R.DNS_ENROLLMENT_CNAME_MISSING.value,
+    R.DNS_ENROLLMENT_CNAME_WRONG.value,
+    R.DNS_REGISTRATION_CNAME_MISSING.value,
+)
+_STEP_NAMES = {
+    "discovery": "DNS discovery",
+    "portal": "the portal sign-in",
+    "profile": "the profile download",
+    "install": "the profile installation",
+    "scep": "SCEP",
+    "authenticate": "Authenticate",
+    "tokenupdate": "TokenUpdate",
+    "command": "the command channel",
+}
 
 
 def candidates(message: str | None, matches: Sequence[MessageMatch], checkable: Iterable[str]) -> list[str]:
-    """The causes to check: those of the matched messages (the document's causes first, in its order,
-    then what Pomona adds); none for a message nobody knows; every checkable one without a message."""
+    """The causes the message can mean (the document's causes first, in its order, then what Pomona
+    adds); none for a message nobody knows; every checkable one without a message. The tenant checks are
+    added by the service for every diagnosis."""
     if message and not matches:
         return []
     if matches:
@@ -34,30 +69,164 @@ def candidates(message: str | None, matches: Sequence[MessageMatch], checkable: 
     return [c for c in checkable if c not in ONLY_WHEN_REPORTED]
 
 
-def rank(assessments: list[Assessment], candidates: Sequence[str], matches: Sequence[MessageMatch]) -> None:
-    """Sort in place: found first (named causes before added ones), then unknown, then ruled out."""
-    order = {c: i for i, c in enumerate(candidates)}
-    primary = {c for m in matches for c in m.codes} or set(candidates)
+@dataclass
+class Ranked:
+    findings: list[Assessment]  # the answer first
+    also_wrong: list[Assessment] = field(default_factory=list)  # tenant faults not tied to this attempt
 
-    def key(a: Assessment) -> tuple[int, int, int, int]:
-        # A cause the message names (the document's list) outranks what Pomona adds behind the same
-        # message (e.g. ENROLLMENT_ABANDONED, a symptom), as long as the evidence points to it.
+
+def _when(e: Event) -> str:
+    return f"{e.at:%Y-%m-%d %H:%M} UTC"
+
+
+def apply_evidence(a: Assessment, refusals: list[Event], first: bool) -> None:
+    """A refusal in this attempt proves its code, whatever the state says now."""
+    e = refusals[0]
+    was = a.verdict
+    a.verdict = Verdict.PROVEN
+    a.basis = "evidence"
+    a.evidence = [ev(r) for r in refusals[:5]] + [x for x in a.evidence if x.get("kind") != "event"]
+    a.facts = {**e.detail, **a.facts, "refused_at": _when(e), "step": e.step.value}
+    lead = "the server refused this attempt" if first else "the server also refused"
+    a.note = f"{lead} at {e.step.value} with {a.code} at {_when(e)}"
+    if was is Verdict.RULED_OUT:
+        a.note += "; it no longer holds now, so a new attempt should get past it"
+        a.facts["still_holds"] = False
+
+
+def apply_funnel(a: Assessment, attempt: Attempt | None) -> bool:
+    """Rule the cause out for this attempt when the funnel shows it did not stop it; True if it did."""
+    if attempt is None or a.verdict is Verdict.RULED_OUT:  # the live state already rules it out
+        return False
+    c = knowledge.cause(a.code)
+    if c.breaks in ("none", "ade"):
+        return False
+    past = attempt.passed(c.breaks)
+    if past is not None:
+        a.verdict = Verdict.RULED_OUT
+        a.basis = "funnel"
+        a.facts = {**a.facts, "reached": past.step.value, "reached_at": _when(past)}
+        a.note = (
+            f"the device reached {_STEP_NAMES.get(past.step.value, past.step.value)} at {_when(past)}, "
+            f"so {_STEP_NAMES.get(c.breaks, c.breaks)} worked"
+        )
+        return True
+    if c.seen and attempt.never_reached(c.breaks):
+        furthest = attempt.furthest()
+        first = attempt.refusals[0] if attempt.refusals else None
+        if first is not None:
+            why = f"another refusal stopped the attempt first ({first.reason} at {first.step.value}, {_when(first)})"
+        else:
+            where = "" if furthest is None else f" after {furthest.step.value} at {_when(furthest)}"
+            why = f"the attempt stopped{where}, before {_STEP_NAMES.get(c.breaks, c.breaks)}"
+        a.verdict = Verdict.RULED_OUT
+        a.basis = "funnel"
+        a.note = f"{why}; this cause would have left a {a.code} refusal"
+        return True
+    return False
+
+
+def rank(
+    assessments: list[Assessment],
+    *,
+    attempt: Attempt | None,
+    episode: list[Event],
+    message_codes: Sequence[str],
+    matches: Sequence[MessageMatch],
+    device_named: bool = True,
+) -> Ranked:
+    """Apply the order of authority (module doc) and sort: the answer first.
+
+    A user's latest attempt that enrolled says nothing about a failure they report on another device:
+    the funnel rules causes out for it only when the report names the device."""
+    if attempt is not None and attempt.state == "enrolled" and not device_named:
+        attempt = None
+    by_code = {a.code: a for a in assessments}
+    refused: dict[str, list[Event]] = {}
+    for e in episode:
+        if e.reason:
+            refused.setdefault(e.reason, []).append(e)
+    for i, (code, events) in enumerate(refused.items()):
+        apply_evidence(by_code[code], events, first=i == 0)
+    also: list[Assessment] = []
+    untied: set[str] = set()  # tenant faults the funnel shows did not stop this attempt
+    for a in assessments:
+        if a.code in refused:
+            continue
+        tenant = knowledge.cause(a.code).scope == "tenant"
+        held, note = a.verdict.found, a.note
+        ruled = apply_funnel(a, attempt)
+        if tenant and held:
+            if ruled:  # wrong in the tenant, but it did not stop this attempt
+                untied.add(a.code)
+                a.verdict = Verdict.PROVEN
+                a.note = f"{note}; it did not stop this attempt: {a.note}"
+            also.append(a)
+    aside = {id(a) for a in also}
+    found_elsewhere = bool(refused) or any(a.verdict.found and id(a) not in aside for a in assessments)
+    # A tenant fault is the answer only when nothing else fits and the reported message can mean it.
+    fallback = None
+    if not found_elsewhere:
+        fallback = next((a for c in message_codes for a in also if a.code == c and c not in untied), None)
+        if fallback is not None:
+            also = [a for a in also if a is not fallback]
+            aside.discard(id(fallback))
+            fallback.basis = "fallback"
+            fallback.note += "; nothing else explains the report, and the message can mean this fault"
+    device_side(assessments, also, matches, found_elsewhere or fallback is not None)
+    order = {c: i for i, c in enumerate(message_codes)}
+    refused_order = {c: i for i, c in enumerate(refused)}
+    primary = {c for m in matches for c in m.codes} or set(message_codes)
+
+    def key(a: Assessment) -> tuple[int, int, int, int, int]:
         return (
+            0 if a.code in refused else 1,
+            refused_order.get(a.code, 0),
             0 if a.verdict.found else a.verdict.rank,
             0 if a.code in primary else 1,
-            a.verdict.rank,
-            order.get(a.code, 999),
+            a.verdict.rank * 1000 + order.get(a.code, 999),
         )
 
-    assessments.sort(key=key)
-
-
-def answer_unknown(assessments: list[Assessment], base: dict[str, object]) -> None:
-    """Put UNKNOWN first when nothing is proven or likely: a cause is never called proven on a guess."""
-    if not any(a.verdict.found for a in assessments):
-        assessments.insert(
+    findings = sorted((a for a in assessments if id(a) not in aside), key=key)
+    if not any(a.verdict.found for a in findings):
+        findings.insert(
             0,
             Assessment(
-                R.UNKNOWN, Verdict.UNKNOWN, [], base, "no cause could be proven from the server's side"
+                R.UNKNOWN,
+                Verdict.UNKNOWN,
+                [],
+                {},
+                "no cause could be proven from the server's side",
+                basis="state",
             ),
         )
+    return Ranked(
+        findings, sorted(also, key=lambda a: TENANT_CHECKS.index(a.code) if a.code in TENANT_CHECKS else 99)
+    )
+
+
+def device_side(
+    assessments: list[Assessment], also: list[Assessment], matches: Sequence[MessageMatch], found: bool
+) -> None:
+    """A document row whose cause is on the device: likely when the server side it could mean is clean."""
+    if found:
+        return
+    by_code = {a.code: a for a in assessments}
+    for m in matches:
+        codes = [c for c in (*m.codes, *m.also) if c in by_code]
+        device = [c for c in codes if knowledge.device_only(c)]
+        server = [c for c in codes if not knowledge.device_only(c)]
+        if not device:
+            continue
+        aside = {id(a) for a in also}
+        clean = all(by_code[c].verdict is Verdict.RULED_OUT or id(by_code[c]) in aside for c in server)
+        if not clean:
+            continue
+        for c in device:
+            a = by_code[c]
+            if a.verdict is Verdict.RULED_OUT:
+                continue
+            a.verdict, a.basis = Verdict.LIKELY, "device"
+            ruled = ", ".join(server) or "none"
+            a.note = f"the message names a fault on the device, and the server-side causes it could mean are ruled out ({ruled})"
+        return

@@ -23,6 +23,16 @@ def _dns(code: R) -> Checker:
     def run(ctx: Context) -> Assessment:
         if ctx.resolver is None:
             return Assessment(code, Verdict.UNKNOWN, [], {}, "no DNS resolver configured")
+        if not ctx.settings.discoverable:
+            target = ctx.settings.enrollment_target
+            return Assessment(
+                code,
+                Verdict.UNKNOWN,
+                [{"kind": "public_url", "host": target}],
+                {"expected_target": target},
+                f"the server's public address is {target}, which no CNAME can point to: record the public "
+                "name with `pomona server set-public-url`",
+            )
         lk = ctx.cname(_RECORD[code])
         if not lk.answered:
             return Assessment(

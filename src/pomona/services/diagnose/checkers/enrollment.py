@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from pomona.domain.checks import AWAITING_STUCK_AFTER
-from pomona.domain.models import EnrollmentStatus, Outcome, Step
+from pomona.domain.models import EnrollmentStatus, Step
 from pomona.domain.reasons import ReasonCode as R
 from pomona.services.diagnose.checkers.base import Checker
 from pomona.services.diagnose.context import Context
 from pomona.services.diagnose.model import Assessment, Verdict, ev
 
-ABANDON_AFTER = timedelta(minutes=30)
 RECENT_CHECKIN = timedelta(days=7)
 
 
@@ -63,50 +62,47 @@ def _other_mdm(ctx: Context) -> Assessment:
 
 
 def _abandoned(ctx: Context) -> Assessment:
-    served = [e for e in ctx.events if e.step is Step.PROFILE and e.outcome is Outcome.OK]
-    if not served:
+    """The attempt's stuck step: a profile served (or an Authenticate accepted) and nothing after it."""
+    a = ctx.attempt
+    if a is None or "profile" not in a.ok:
         return Assessment(R.ENROLLMENT_ABANDONED, Verdict.RULED_OUT, [], {}, "no profile was served")
-    last = served[0]
-    later = [e for e in ctx.events if e.at >= last.at and e.step in (Step.SCEP, Step.AUTHENTICATE)]
-    if not later and ctx.now - last.at >= ABANDON_AFTER:
+    last = a.furthest() or a.ok["profile"]
+    if a.state == "stalled":
+        quiet = int((ctx.now - a.last_at).total_seconds() // 60)
         return Assessment(
             R.ENROLLMENT_ABANDONED,
-            Verdict.PROVEN,
+            Verdict.LIKELY,
             [ev(last)],
-            {"served_at": f"{last.at:%Y-%m-%d %H:%M}"},
-            "the profile was served and nothing followed",
+            {"served_at": f"{a.ok['profile'].at:%Y-%m-%d %H:%M}", "step": last.step.value},
+            f"the attempt reached {last.step.value} at {last.at:%Y-%m-%d %H:%M} UTC and nothing followed "
+            f"for {quiet} minutes",
+        )
+    if a.state == "in_progress":
+        return Assessment(
+            R.ENROLLMENT_ABANDONED,
+            Verdict.UNKNOWN,
+            [ev(last)],
+            {},
+            f"the attempt is still under way (last step {last.step.value} at {last.at:%H:%M} UTC)",
         )
     return Assessment(
         R.ENROLLMENT_ABANDONED,
         Verdict.RULED_OUT,
-        [ev(last)] + [ev(e) for e in later[:3]],
+        [ev(last)],
         {},
-        "the enrollment went on after the profile",
+        "the enrollment completed" if a.state == "enrolled" else "the server refused the attempt",
     )
 
 
 def _install_failed(ctx: Context) -> Assessment:
-    served = [e for e in ctx.events if e.step is Step.PROFILE and e.outcome is Outcome.OK]
-    server_refusals = [e for e in ctx.events if e.outcome is Outcome.FAILED and e.reason]
-    if served:
-        later = [
-            e
-            for e in ctx.events
-            if e.at >= served[0].at and e.step in (Step.SCEP, Step.AUTHENTICATE) and e.outcome is Outcome.OK
-        ]
-        if later:
-            return Assessment(
-                R.PROFILE_INSTALL_FAILED,
-                Verdict.RULED_OUT,
-                [ev(served[0]), ev(later[0])],
-                {},
-                "the device installed the profile: SCEP and Authenticate followed",
-            )
-        if not server_refusals:
+    """Only the device sees it; the server sees a profile served and the device never coming back."""
+    a = ctx.attempt
+    if a is not None and "profile" in a.ok and a.state == "stalled" and not a.refusals:
+        if a.passed("install") is None:
             return Assessment(
                 R.PROFILE_INSTALL_FAILED,
                 Verdict.LIKELY,
-                [ev(served[0])],
+                [ev(a.ok["profile"])],
                 {},
                 "the profile was served, the device never came back, and the server refused nothing",
             )

@@ -1,0 +1,79 @@
+"""Facts of the installation, kept in the database so every process reads the same value: the public URL.
+
+The public URL is where devices reach the server; enrollment profiles, check-in URLs, the portal, health
+and diagnose (the CNAME targets) all derive from it. `pomona serve` records the URL it serves: an address
+given to it (``--public-url`` or ``POMONA_PUBLIC_URL``) is recorded as given; otherwise the address it
+listens on is recorded, unless an admin set one. ``pomona server set-public-url`` sets it. Any other
+process (the CLI, a helper script) reads the recorded value, whatever its own environment says.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import urlsplit
+
+from pomona.domain.errors import InvalidInputError
+from pomona.ports import SettingsStore
+
+PUBLIC_URL_KEY = "public_url"
+
+
+class UrlSource(StrEnum):
+    SET = "set"  # given by an admin (set-public-url, or serve --public-url / POMONA_PUBLIC_URL)
+    SERVE = "serve"  # the address `pomona serve` listened on, nobody having set one
+
+
+@dataclass(frozen=True)
+class PublicUrl:
+    url: str
+    source: UrlSource
+
+
+def validate_public_url(text: str) -> str:
+    """An absolute http(s) URL with a host and no query, without its trailing slash."""
+    raw = text.strip()
+    try:
+        parts = urlsplit(raw)
+        port = parts.port  # raises on a bad port
+    except ValueError:
+        raise InvalidInputError(f"not a URL: {raw!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInputError(
+            f"the public URL needs https:// and a host name, like https://mdm.example.com (got {raw!r})"
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise InvalidInputError(f"the public URL takes no query, fragment or user name: {raw!r}")
+    del port
+    return raw.rstrip("/")
+
+
+def recorded_public_url(store: SettingsStore) -> PublicUrl | None:
+    raw = store.settings_get(PUBLIC_URL_KEY)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        return PublicUrl(str(data["url"]), UrlSource(data["source"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def record_public_url(store: SettingsStore, url: str, source: UrlSource) -> PublicUrl:
+    value = PublicUrl(validate_public_url(url), source)
+    store.settings_put(PUBLIC_URL_KEY, json.dumps({"url": value.url, "source": value.source.value}).encode())
+    return value
+
+
+def served_public_url(store: SettingsStore, *, given: str | None, listening: str) -> PublicUrl:
+    """What `pomona serve` serves, recorded: the URL it was given; else an admin's recorded one; else
+    the address it listens on."""
+    if given:
+        return record_public_url(store, given, UrlSource.SET)
+    current = recorded_public_url(store)
+    if current is not None and current.source is UrlSource.SET:
+        return current
+    if current is not None and current.url == listening.rstrip("/"):
+        return current
+    return record_public_url(store, listening, UrlSource.SERVE)
