@@ -3,7 +3,8 @@
 - ``pomona serve`` runs ``uvicorn pomona.asgi:create --factory`` in each worker process; the
   settings come from the hand-off it made (``Settings.handoff``).
 - ``uvicorn pomona.asgi:app`` works as before: ``app`` is built from the environment when first
-  looked up.
+  looked up. Add ``--http pomona.http.server:BoundedHttpToolsProtocol`` to bound request heads (431) as
+  ``pomona serve`` does.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ TREE: list[tuple[type[E.PomonaError], int, R]] = [
     (E.PomonaError, 500, R.INTERNAL_ERROR),
     (E.MalformedRequestError, 400, R.MALFORMED_REQUEST),
     (E.BodyTooLargeError, 413, R.MALFORMED_REQUEST),
+    (E.HeadersTooLargeError, 431, R.MALFORMED_REQUEST),
     (E.SignatureInvalidError, 401, R.SIGNATURE_INVALID),
     (E.CertNotTrustedError, 401, R.CERT_NOT_TRUSTED),
     (E.CertDeviceMismatchError, 401, R.CERT_DEVICE_MISMATCH),

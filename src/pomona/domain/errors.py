@@ -6,7 +6,8 @@ is the decision's: :class:`PolicyError` takes it per instance, its status is sti
 
     PomonaError                          INTERNAL_ERROR, 500 (reason, http_status, apple_code; detail + context)
     ├── MalformedRequestError            MALFORMED_REQUEST, 400
-    │   └── BodyTooLargeError            MALFORMED_REQUEST, 413: a body over the endpoint's size limit
+    │   ├── BodyTooLargeError            MALFORMED_REQUEST, 413: a body over the endpoint's size limit
+    │   └── HeadersTooLargeError         MALFORMED_REQUEST, 431: a request line and headers over the limit
     ├── AuthError                        device authentication of check-in / command-loop messages, 401
     │   ├── SignatureInvalidError        SIGNATURE_INVALID
     │   ├── CertNotTrustedError          CERT_NOT_TRUSTED
@@ -78,6 +79,7 @@ from pomona.protocol.errors import (
 __all__ = [
     "AuthError",
     "BodyTooLargeError",
+    "HeadersTooLargeError",
     "StorageBusyError",
     "StorageError",
     "MessageTypeUnsupportedError",
@@ -146,6 +148,12 @@ class BodyTooLargeError(MalformedRequestError):
     """The body is over the endpoint's size limit; it was not read to the end."""
 
     http_status = 413
+
+
+class HeadersTooLargeError(MalformedRequestError):
+    """The request line and headers are over the server's limit (``http/server.py``)."""
+
+    http_status = 431
 
 
 class AuthError(PomonaError):

@@ -66,20 +66,28 @@ def platform_of_product(product: str | None) -> Platform | None:
     return None
 
 
-_UA = re.compile(r"\((iPhone|iPad|iPod)[^)]*?OS (\d+)[_.](\d+)(?:[_.](\d+))?")
+# A Safari User-Agent is a few hundred characters; a longer header is an attack, never a device. Both
+# patterns run in linear time: the first takes each "(iPhone..." group up to its ")" in one pass (no lazy
+# quantifier scanning ahead from every start: that was quadratic in the header's length), and the second
+# looks for the version inside that group only.
+MAX_USER_AGENT = 1024
+_UA_GROUP = re.compile(r"\((iPhone|iPad|iPod)([^)]*)")
+_UA_OS = re.compile(r"OS (\d+)[_.](\d+)(?:[_.](\d+))?")
 
 
 def platform_of_user_agent(user_agent: str | None) -> tuple[Platform | None, str | None]:
     """Platform and OS version from a Safari User-Agent. iPadOS 13+ Safari asks for the desktop site
-    and says 'Macintosh': then neither is known, and Authenticate decides with the device's own facts."""
+    and says 'Macintosh': then neither is known, and Authenticate decides with the device's own facts.
+    Only the first ``MAX_USER_AGENT`` characters are read."""
     if not user_agent:
         return None, None
-    m = _UA.search(user_agent)
-    if not m:
-        return None, None
-    platform = Platform.IPADOS if m.group(1) == "iPad" else Platform.IOS
-    version = ".".join(x for x in m.group(2, 3, 4) if x is not None)
-    return platform, version
+    for group in _UA_GROUP.finditer(user_agent[:MAX_USER_AGENT]):
+        m = _UA_OS.search(group.group(2))
+        if m:
+            platform = Platform.IPADOS if group.group(1) == "iPad" else Platform.IOS
+            version = ".".join(x for x in m.group(1, 2, 3) if x is not None)
+            return platform, version
+    return None, None
 
 
 def platform_from_detail(detail: dict[str, object]) -> str:

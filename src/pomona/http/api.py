@@ -7,17 +7,18 @@ another tenant's objects answer NOT_FOUND, exactly like objects that do not exis
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundError, PomonaError, describe
 from pomona.domain.models import ApiToken
@@ -73,13 +74,56 @@ def _auth(request: Request, authorization: Annotated[str | None, Header()] = Non
 Auth = Annotated[ApiToken, Depends(_auth)]
 
 
-class TenantIn(BaseModel):
+# --- bounds of the inputs: out of range is INVALID_INPUT (422), never an overflow deeper down -------------
+INT_MAX = 2**31 - 1  # what every integer column of ours holds, on SQLite and PostgreSQL alike
+MAX_OFFSET = 10**9
+MIN_YEAR, MAX_YEAR = 2000, 2200  # an instant of an enrollment; far enough out that arithmetic cannot overflow
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A time without a zone is UTC (the events are kept in UTC); the year must be plausible."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"the year must be between {MIN_YEAR} and {MAX_YEAR}")
+    return value
+
+
+Int = Annotated[int, Field(ge=-INT_MAX, le=INT_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT_MAX)]
+Instant = Annotated[datetime, AfterValidator(_as_utc)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+class ApiModel(BaseModel):
+    """A request body: no string in it may hold a NUL character (no name of ours does, and PostgreSQL
+    cannot store one)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: object) -> object:
+        if _has_nul(data):
+            raise ValueError("a NUL character in a string")
+        return data
+
+
+class TenantIn(ApiModel):
     name: str
     domain: str
     key_type: str = "rsa"
 
 
-class UserIn(BaseModel):
+class UserIn(ApiModel):
     upn: str
     display_name: str | None = None
     email: str | None = None
@@ -90,26 +134,26 @@ class UserIn(BaseModel):
     licensed: bool = False
 
 
-class UserPatch(BaseModel):
+class UserPatch(ApiModel):
     enabled: bool | None = None
     dem: bool | None = None
     mfa_required: bool | None = None
     licensed: bool | None = None
 
 
-class SeatsIn(BaseModel):
-    seats: int
+class SeatsIn(ApiModel):
+    seats: Count
 
 
-class GroupIn(BaseModel):
+class GroupIn(ApiModel):
     name: str
 
 
-class MemberIn(BaseModel):
+class MemberIn(ApiModel):
     upn: str
 
 
-class RestrictionSettings(BaseModel):
+class RestrictionSettings(ApiModel):
     """What a restriction sets: platform (allow/block), ownership, OS range, or the device limit."""
 
     ios: str | None = None
@@ -117,7 +161,7 @@ class RestrictionSettings(BaseModel):
     personal: str | None = None
     min_os: str | None = None
     max_os: str | None = None
-    limit: int | None = None
+    limit: Count | None = None
 
     def settings(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in RestrictionSettings.model_fields}
@@ -125,38 +169,38 @@ class RestrictionSettings(BaseModel):
 
 class RestrictionIn(RestrictionSettings):
     type: str
-    priority: int
+    priority: Int
     groups: list[str]
     name: str | None = None
 
 
 class RestrictionPatch(RestrictionSettings):
-    new_priority: int | None = None
+    new_priority: Int | None = None
     groups: list[str] = Field(default_factory=list)
 
 
-class CorporateIn(BaseModel):
+class CorporateIn(ApiModel):
     csv: str
 
 
-class DeviceRefIn(BaseModel):
+class DeviceRefIn(ApiModel):
     serial: str | None = None
     udid: str | None = None
     note: str | None = None
 
 
-class DiagnoseIn(BaseModel):
+class DiagnoseIn(ApiModel):
     tenant: str | None = None
     upn: str | None = None
     serial: str | None = None
     udid: str | None = None
     imei: str | None = None
     message: str | None = None
-    at: datetime | None = None
+    at: Instant | None = None
     lang: str = "en"
 
 
-class ExplainIn(BaseModel):
+class ExplainIn(ApiModel):
     upn: str
     serial: str | None = None
     udid: str | None = None
@@ -164,18 +208,18 @@ class ExplainIn(BaseModel):
     platform: str | None = None
 
 
-class ApiTokenIn(BaseModel):
+class ApiTokenIn(ApiModel):
     name: str = "admin"
-    expires_in_seconds: int | None = None  # None: valid until revoked
+    expires_in_seconds: Int | None = None  # None: valid until revoked
 
 
-class EnrollTokenIn(BaseModel):
+class EnrollTokenIn(ApiModel):
     upn: str
-    uses: int = 1
-    expires_in_seconds: int = 24 * 3600
+    uses: Int = 1
+    expires_in_seconds: Int = 24 * 3600
 
 
-class ApnsIn(BaseModel):
+class ApnsIn(ApiModel):
     cert_pem: str | None = None  # PEM certificate (and key, or key_pem)
     key_pem: str | None = None  # omitted: the key of the tenant's pending CSR
     p12_base64: str | None = None  # or a .p12, base64
@@ -186,18 +230,18 @@ class ApnsIn(BaseModel):
     canary: bool = True
 
 
-class ApnsCsrIn(BaseModel):
+class ApnsCsrIn(ApiModel):
     email: str | None = None
     vendor_cert_pem: str | None = None
     vendor_key_pem: str | None = None
 
 
-class WebhookIn(BaseModel):
+class WebhookIn(ApiModel):
     url: str
     secret: str
 
 
-class CommandIn(BaseModel):
+class CommandIn(ApiModel):
     request_type: str
     params: dict[str, Any] = Field(default_factory=dict)
     devices: list[str]
@@ -282,7 +326,10 @@ def create_api(p: Services) -> FastAPI:
     def upload_apns(tenant: str, body: ApnsIn, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
         if body.p12_base64:
-            cert = base64.b64decode(body.p12_base64)
+            try:
+                cert = base64.b64decode(body.p12_base64, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidInputError("p12_base64 is not base64", field="p12_base64") from None
         elif body.cert_pem:
             cert = body.cert_pem.encode()
         else:
@@ -422,7 +469,7 @@ def create_api(p: Services) -> FastAPI:
     ) -> dict[str, object]:
         """`which` is `default` or the restriction's priority."""
         default = which == "default"
-        if not default and not which.isdigit():
+        if not default and not (which.isascii() and which.isdigit() and len(which) <= 9):
             raise InvalidInputError("which must be 'default' or a priority number")
         r = p.policy.edit_restriction(
             tenant_scope(token, tenant),
@@ -436,7 +483,9 @@ def create_api(p: Services) -> FastAPI:
         return restriction_json(r)
 
     @api.delete("/api/v1/tenants/{tenant}/restrictions/{type_}/{priority}", status_code=204)
-    def delete_restriction(tenant: str, type_: str, priority: int, token: Auth) -> None:
+    def delete_restriction(
+        tenant: str, type_: str, priority: Annotated[int, Path(ge=-INT_MAX, le=INT_MAX)], token: Auth
+    ) -> None:
         p.policy.delete_restriction(tenant_scope(token, tenant), type_, priority)
 
     @api.post("/api/v1/tenants/{tenant}/corporate-identifiers")
@@ -456,7 +505,7 @@ def create_api(p: Services) -> FastAPI:
         tenant: str,
         token: Auth,
         limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Offset = 0,
     ) -> dict[str, object]:
         rows = p.policy.list_corporate(tenant_scope(token, tenant), limit=limit, offset=offset)
         return {"identifiers": [corporate_json(c) for c in rows]}
@@ -493,7 +542,7 @@ def create_api(p: Services) -> FastAPI:
         tenant: str,
         token: Auth,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Offset = 0,
     ) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
         return {"users": [user_json(u) for u in p.admin.list_users(tid, limit=limit, offset=offset)]}
@@ -516,7 +565,7 @@ def create_api(p: Services) -> FastAPI:
         tenant: str,
         token: Auth,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Offset = 0,
     ) -> dict[str, object]:
         """The tenant's enrollment links, newest first (never their secrets)."""
         rows = p.admin.list_enrollment_tokens(tenant_scope(token, tenant), limit=limit, offset=offset)
@@ -534,7 +583,7 @@ def create_api(p: Services) -> FastAPI:
         tenant: str,
         token: Auth,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Offset = 0,
     ) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
         views, total = p.commands.list_devices(tid, limit=limit, offset=offset)
@@ -568,8 +617,8 @@ def create_api(p: Services) -> FastAPI:
         serial: str | None = None,
         udid: str | None = None,
         reason: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: Instant | None = None,
+        until: Instant | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
@@ -623,8 +672,8 @@ def create_api(p: Services) -> FastAPI:
     def failure_report(
         token: Auth,
         tenant: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: Instant | None = None,
+        until: Instant | None = None,
         group_by: str = "reason",
         format: str = "json",
     ) -> object:
@@ -649,7 +698,8 @@ def create_api(p: Services) -> FastAPI:
         return r
 
     @api.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        """Answered on the event loop itself (no hop to a worker thread): it measures the loop."""
         return {"status": "ok"}
 
     return api

@@ -1,16 +1,21 @@
 """ASGI middleware: the request id of the admin API and the portal (the device endpoints bind theirs in
-http/root.py), the access log around the whole server (on only when asked; see pomona/logs.py), and the
+http/root.py), the request limits of the admin API and the portal (a body's size before the application
+reads it), the access log around the whole server (on only when asked; see pomona/logs.py), and the
 client address behind trusted proxies (TrustedProxies)."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
+from pomona.domain.errors import BodyTooLargeError, InvalidInputError, PomonaError, describe
 from pomona.services.context import bind_request_id, reset_request_id
 
 Scope = MutableMapping[str, Any]
@@ -150,3 +155,111 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# --- request limits ------------------------------------------------------------------------------------
+# What one request may send to the admin API and the portal, checked BEFORE the application sees the
+# request (and so before authentication, which is the application's): an unauthenticated client can make
+# the server hold at most one limit's worth of bytes. The device endpoints have their own limits
+# (http/root.py: MAX_BODY, MAX_SCEP_BODY); the request line and headers are bounded for every endpoint by
+# the server's HTTP protocol (http/server.py).
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """A body size limit per route: the first rule whose method matches and whose path ends with its
+    suffix wins, else ``default``."""
+
+    default: int
+    rules: tuple[tuple[str, str, int], ...] = ()  # (method, path suffix, limit)
+
+    def limit_for(self, method: str, path: str) -> int:
+        for m, suffix, limit in self.rules:
+            if m == method and path.rstrip("/").endswith(suffix):
+                return limit
+        return self.default
+
+
+API_BODY_LIMITS = BodyLimits(
+    default=256 * KiB,  # every JSON body of the API but two is a few hundred bytes; a .p12 a few KiB
+    rules=(
+        ("POST", "/commands", 4 * MiB),  # a command may carry a profile or an app manifest
+        ("POST", "/corporate-identifiers", 2 * MiB),  # at most 5,000 rows
+    ),
+)
+PORTAL_BODY_LIMITS = BodyLimits(default=64 * KiB)  # sign-in and small forms only
+
+
+class RequestLimits:
+    """Refuses, before the application runs, a body over the route's limit (413: by its Content-Length
+    without reading it, or while streaming a chunked body), and a NUL byte in the path or the query (422:
+    no name, reference or filter of ours contains one, and PostgreSQL cannot store it). The answer has
+    the admin API's error shape: ``{reason, message, request_id}``. A body within the limit is read once
+    here and handed to the application as it came."""
+
+    def __init__(self, app: ASGIApp, limits: BodyLimits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path: str = scope["path"]
+        if "\x00" in path or b"\x00" in unquote_to_bytes(scope.get("query_string", b"")):
+            return await _refuse(send, InvalidInputError("a NUL character in the URL"))
+        limit = self.limits.limit_for(scope["method"], path)
+        length = _content_length(scope)
+        if length is not None and length > limit:
+            return await _refuse(send, BodyTooLargeError(f"body of {length} bytes; the limit is {limit}"))
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return await _refuse(send, BodyTooLargeError(f"body larger than the limit of {limit} bytes"))
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body: bytes | None = b"".join(chunks)
+
+        async def replay() -> Message:
+            nonlocal body
+            if body is not None:
+                message: Message = {"type": "http.request", "body": body, "more_body": False}
+                body = None
+                return message
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            text = value.decode("latin-1").strip()
+            # An unreadable length counts as too large: uvicorn refuses it before we run anyway.
+            return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else 1 << 62
+    return None
+
+
+async def _refuse(send: Send, exc: PomonaError) -> None:
+    """Answer an error of the tree in the admin API's shape, with a fresh request id."""
+    rid = uuid.uuid4().hex[:16]
+    e = describe(exc)
+    body = json.dumps(
+        {"reason": e.reason.value, "message": e.message, "request_id": rid}, separators=(",", ":")
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", rid.encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": e.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

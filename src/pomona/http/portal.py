@@ -76,12 +76,16 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 # --- language ---------------------------------------------------------------------------------------
+MAX_ACCEPT_LANGUAGE = 1024  # browsers send a few dozen characters; past this nothing is read
+
+
 def pick_lang(cookie: str | None, accept_language: str | None) -> str:
-    """The ``lang`` cookie wins; else the best Accept-Language entry we have (any zh -> zh-CN)."""
+    """The ``lang`` cookie wins; else the best Accept-Language entry we have (any zh -> zh-CN), among
+    those in its first ``MAX_ACCEPT_LANGUAGE`` characters."""
     if cookie in LANGS:
         return cookie
     best: tuple[float, int, str] | None = None
-    for i, part in enumerate((accept_language or "").split(",")):
+    for i, part in enumerate((accept_language or "")[:MAX_ACCEPT_LANGUAGE].split(",")):
         tag, _, params = part.strip().partition(";")
         q = 1.0
         if params.strip().startswith("q="):

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from pomona.domain.errors import BodyTooLargeError, StorageBusyError, describe
-from pomona.http.middleware import TrustedProxies
+from pomona.http.middleware import API_BODY_LIMITS, PORTAL_BODY_LIMITS, RequestLimits, TrustedProxies
 from pomona.services.checkin import MAX_BODY
 from pomona.services.container import Services
 from pomona.services.context import bind_caller, bind_request_id, reset_caller, reset_request_id
@@ -35,6 +35,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 CHECKIN_TYPE = "application/x-apple-aspen-mdm-checkin"
 COMMAND_TYPE = "application/x-apple-aspen-mdm"
 MAX_SCEP_BODY = 256 * 1024
+INLINE_BODY = 64 * 1024  # a check-in or command report larger than this is handled off the event loop
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -96,10 +97,13 @@ class RootApp:
         from pomona.http.api import create_api
 
         self.pomona = pomona
+        self._large_bodies = asyncio.Semaphore(1)  # device requests over INLINE_BODY, off the loop
         from pomona.http.portal import create_portal
 
-        self.api = create_api(pomona)
-        self.portal = create_portal(pomona)
+        # The admin API and the portal read bodies through FastAPI/Starlette, after no check of ours:
+        # RequestLimits bounds them first (http/middleware.py).
+        self.api = RequestLimits(create_api(pomona), API_BODY_LIMITS)
+        self.portal = RequestLimits(create_portal(pomona), PORTAL_BODY_LIMITS)
         # X-Forwarded-For is believed from the configured proxies only (POMONA_TRUSTED_PROXIES).
         self._entry = TrustedProxies(self._dispatch, trusted_proxies)
 
@@ -121,7 +125,14 @@ class RootApp:
             return await self.api(scope, receive, send)
         await self.api(scope, receive, send)
 
-    async def _run(self, scope: Scope, send: Send, fn: Callable[[], tuple[int, bytes, str | None]]) -> None:
+    async def _run(
+        self,
+        scope: Scope,
+        send: Send,
+        fn: Callable[[], tuple[int, bytes, str | None]],
+        *,
+        inline: bool = True,
+    ) -> None:
         rid = uuid.uuid4().hex[:16]
         client = scope.get("client")
         address = str(client[0]) if client else "?"  # after trusted proxies (http/middleware.py)
@@ -145,10 +156,18 @@ class RootApp:
         # On the loop a lock wait is bounded (storage/database.py, LOOP_LOCK_WAIT_MS): past it the
         # transaction rolled back and StorageBusyError comes out; the request then runs again in a
         # worker thread, where it may wait as long as the lock is held, while the loop serves others.
-        try:
-            status, body, ctype = call(inline=True)
-        except StorageBusyError:
-            status, body, ctype = await asyncio.to_thread(call, False)
+        # A large body (past INLINE_BODY) is decoded in a worker thread from the start, one at a time:
+        # a check-in is a few KiB, and a 1 MiB body of garbage cost ~8 ms of decoding on the loop; and
+        # every busy thread competes with the loop for the GIL. A few clients sending such bodies held
+        # /healthz past 100 ms (tests/e2e/test_request_limits_live.py).
+        if not inline:
+            async with self._large_bodies:
+                status, body, ctype = await asyncio.to_thread(call, False)
+        else:
+            try:
+                status, body, ctype = call(inline=True)
+            except StorageBusyError:
+                status, body, ctype = await asyncio.to_thread(call, False)
         await respond(send, status, body, ctype, [(b"x-request-id", rid.encode())])
 
     async def _mdm(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -176,7 +195,7 @@ class RootApp:
             out = handler(tenant_id, body, signature)
             return 200, out, ("application/xml" if out else None)
 
-        await self._run(scope, send, work)
+        await self._run(scope, send, work, inline=len(body) <= INLINE_BODY)
 
     async def _enroll(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):

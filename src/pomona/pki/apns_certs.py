@@ -359,7 +359,7 @@ def _pem_certs(data: bytes) -> list[x509.Certificate]:
         if b"-----BEGIN CERTIFICATE-----" in data:
             return x509.load_pem_x509_certificates(data)
         return [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise PushCertError("not_pem", f"no certificate could be read: {exc}") from None
 
 

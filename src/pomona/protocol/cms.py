@@ -110,7 +110,7 @@ def _cert_info(der: bytes) -> _CertInfo:
     try:
         cert = x509.load_der_x509_certificate(der)
         key = cert.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:  # InvalidVersion: found by fuzzing
         raise CmsError(f"bad certificate in CMS: {exc}") from exc
     if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
         raise CmsError(f"unsupported signer key type {type(key).__name__}")
@@ -118,6 +118,8 @@ def _cert_info(der: bytes) -> _CertInfo:
         ski: bytes | None = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:
         ski = None
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        raise CmsError(f"bad certificate extensions in CMS: {exc}") from exc
     return _CertInfo(cert, key, cert.issuer.public_bytes(), cert.serial_number, ski)
 
 

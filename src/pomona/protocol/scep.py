@@ -26,7 +26,7 @@ from typing import TypeVar
 from asn1crypto import core
 from asn1crypto import csr as asn1_csr
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import AttributeOID
@@ -171,6 +171,14 @@ def _enum_value(enum: type[_E], text: str | None, name: str) -> _E | None:
         raise ScepMalformedError(f"unknown {name} {text!r}") from exc
 
 
+def _is_latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def decode_pki_message(der: bytes, extra_certs: Sequence[x509.Certificate] = ()) -> PkiMessage:
     """Verify the outer signature of a pkiMessage and return its SCEP fields.
 
@@ -197,6 +205,9 @@ def decode_pki_message(der: bytes, extra_certs: Sequence[x509.Certificate] = ())
         raise ScepMalformedError(f"bad SCEP attribute: {exc}") from exc
     if message_type is None or transaction_id is None:
         raise ScepMalformedError("pkiMessage lacks messageType or transactionID")
+    if not _is_latin1(transaction_id):
+        # The CertRep sends the transactionID back as a PrintableString (RFC 8894 3.2.1.1).
+        raise ScepMalformedError("transactionID is not a printable string")
     if message_type is MessageType.CERT_REP:
         if status is None or recipient_nonce is None:
             raise ScepMalformedError("CertRep lacks pkiStatus or recipientNonce")
@@ -342,7 +353,7 @@ def decode_csr(der: bytes) -> CsrInfo:
     try:
         public_key = serialization.load_der_public_key(spki_der)
         subject = _name_from_der(subject_der)
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise ScepMalformedError(f"malformed PKCS#10 request: {exc}") from exc
     if hash_name not in _CSR_HASHES:
         raise CsrSignatureError(f"unsupported CSR hash {hash_name}")

@@ -19,7 +19,7 @@ from pomona.domain.errors import (
     NotFoundError,
     TenantNameInvalidError,
 )
-from pomona.domain.models import ApiToken, EnrollmentToken, Step, Tenant, User, tenant_id_of
+from pomona.domain.models import ApiToken, EnrollmentToken, Step, Tenant, User, is_upn, tenant_id_of
 from pomona.ports import ApiTokenStore, EnrollmentTokenStore, EventLog, Pki, TenantStore, UserStore
 from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.passwords import MIN_LENGTH
@@ -28,7 +28,6 @@ from pomona.services.policy import DefaultsStores, ensure_default_restrictions
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}$")
-_UPN_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def hash_password(password: str) -> str:
@@ -220,7 +219,7 @@ class AdminService(ServiceBase[AdminStores]):
         mfa_required: bool = False,
     ) -> User:
         upn = upn.strip().lower()
-        if not _UPN_RE.match(upn):
+        if not is_upn(upn):
             raise InvalidInputError("UPN must look like name@example.com", field="upn")
         with self.db.unit_of_work() as uow:
             t = self.tenant(uow, tenant_name)

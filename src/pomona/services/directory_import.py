@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from pomona.domain.errors import InvalidInputError, LicensesExhaustedError
-from pomona.domain.models import Group, Step, User
+from pomona.domain.models import Group, Step, User, is_upn
 from pomona.ports import GroupStore, HasEvents, TenantStore, UserStore
 from pomona.services.base import ServiceBase, find_tenant
 
 MAX_ROWS = 200_000
-_UPN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _TRUE = {"true", "yes", "1", "y", "是"}
 _FALSE = {"false", "no", "0", "n", "", "否"}
 
@@ -67,10 +65,16 @@ def import_users(
     p: HasPolicy, tenant_ref: str, text: str, *, progress: Callable[[int, int], None] | None = None
 ) -> UserImportReport:
     svc = p.policy
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or "upn" not in [f.strip().lower() for f in reader.fieldnames]:
-        raise InvalidInputError("the CSV needs a header row with at least an 'upn' column", field="file")
-    rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in r.items()} for r in reader]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        if reader.fieldnames is None or "upn" not in [f.strip().lower() for f in reader.fieldnames]:
+            raise InvalidInputError("the CSV needs a header row with at least an 'upn' column", field="file")
+        rows = [
+            {(k or "").strip().lower(): (v if isinstance(v, str) else "").strip() for k, v in r.items()}
+            for r in reader
+        ]
+    except csv.Error as exc:
+        raise InvalidInputError(f"not a readable CSV: {exc}", field="file") from None
     if len(rows) > MAX_ROWS:
         raise InvalidInputError(f"at most {MAX_ROWS} rows per import", field="file")
     errors: list[dict[str, object]] = []
@@ -78,7 +82,7 @@ def import_users(
     seen: set[str] = set()
     for n, r in enumerate(rows, start=2):
         upn = r.get("upn", "").lower()
-        if not _UPN.match(upn):
+        if not is_upn(upn):
             errors.append({"row": n, "value": upn, "error": "upn must look like name@example.com"})
             continue
         if upn in seen:

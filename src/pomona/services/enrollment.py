@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pomona.domain.errors import EnrollmentTokenError, EnrollmentTokenExpiredError, PolicyError, PomonaError
 from pomona.domain.models import EnrollmentToken, IssuedCert, Step, Tenant
-from pomona.domain.policy import Stage, decide, platform_of_user_agent
+from pomona.domain.policy import MAX_USER_AGENT, Stage, decide, platform_of_user_agent
 from pomona.domain.reasons import ReasonCode
 from pomona.ports import CertStore, EnrollmentTokenStore, HasEvents, Pki, ProfileSigner, TenantStore
 from pomona.protocol.profile import build_enrollment_profile, encode_profile
@@ -99,7 +99,8 @@ class EnrollmentService(ServiceBase[EnrollmentStores]):
         from the User-Agent); Authenticate checks again with the device's own facts.
         """
         now = self.clock.now()
-        platform, os_version = platform_of_user_agent(user_agent)
+        # Anyone may send any User-Agent: keep a bounded prefix, and read it only for a known link.
+        user_agent = None if user_agent is None else user_agent[:MAX_USER_AGENT]
         decision = None
         active = 0
         with self.db.unit_of_work(readonly=True) as uow:
@@ -110,6 +111,7 @@ class EnrollmentService(ServiceBase[EnrollmentStores]):
             user = None if raw is None or raw.user_id is None else uow.users.get(raw.tenant_id, raw.user_id)
             user_id, upn = (None if raw is None else raw.user_id), (None if user is None else user.upn)
             if tenant is not None and raw is not None:
+                platform, os_version = platform_of_user_agent(user_agent)
                 decision = decide(
                     self.policy.policy_input(
                         uow, tenant, stage=Stage.PROFILE, user=user, platform=platform, os_version=os_version

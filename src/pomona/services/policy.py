@@ -469,8 +469,11 @@ class PolicyService(ServiceBase[PolicyStores]):
         errors: list[dict[str, object]] = []
         seen: set[tuple[str, str]] = set()
         now = self.clock.now()
-        reader = csv.reader(io.StringIO(text))
-        for n, rec in enumerate(reader, start=1):
+        try:  # newline="": the csv module splits lines itself (a lone CR is a line end, not an error)
+            records = list(csv.reader(io.StringIO(text, newline="")))
+        except csv.Error as exc:  # a field over the csv module's limit (found by bench/fuzz.py)
+            raise InvalidInputError(f"not a readable CSV: {exc}", field="file") from None
+        for n, rec in enumerate(records, start=1):
             if not rec or not "".join(rec).strip():
                 continue
             raw = rec[0].strip()
@@ -525,7 +528,11 @@ class PolicyService(ServiceBase[PolicyStores]):
         next check-in is answered with Apple's 403 com.apple.unrecognized.device, and the device unenrolls."""
         if (serial is None) == (udid is None):
             raise InvalidInputError("give exactly one of serial or udid")
-        kind, value = ("serial", normalize_identifier(serial)) if serial else ("udid", (udid or "").strip())
+        kind, value = (
+            ("serial", normalize_identifier(serial)) if serial is not None else ("udid", (udid or "").strip())
+        )
+        if not value:
+            raise InvalidInputError(f"the {kind} is empty", field=kind)
         with self.db.unit_of_work() as uow:
             t = self._tenant(uow, tenant_ref)
             if unblock:
