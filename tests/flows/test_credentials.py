@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from helpers import TenantSetup, reasons, setup_tenant
 from pomona.app import Pomona, create_app
 from pomona.cli.main import main
-from pomona.domain.errors import TenantNameInvalidError
+from pomona.domain.errors import InvalidInputError, TenantNameInvalidError
 from pomona.domain.models import Tenant
 from pomona.testing.virtual_device import EnrollmentRefused, VirtualDevice
 
@@ -70,6 +70,12 @@ class TestTenantReferences:
         )
         assert (status, body["reason"]) == (422, "TENANT_NAME_INVALID")
         assert [t.name for t in pomona.admin.list_tenants()] == ["acme"]
+
+    @pytest.mark.parametrize("name,domain", [("beta\n", "beta.example"), ("beta", "beta.example\n")])
+    def test_a_trailing_newline_is_not_a_name(self, pomona: Pomona, name: str, domain: str) -> None:
+        """A name or domain with a trailing newline is refused ("$" in a pattern would let it through)."""
+        with pytest.raises(InvalidInputError):
+            pomona.admin.create_tenant(name, domain)
 
     def test_a_legacy_name_of_the_form_of_an_id_captures_nothing(
         self, pomona: Pomona, client: TestClient, acme: TenantSetup

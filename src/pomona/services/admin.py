@@ -26,8 +26,9 @@ from pomona.services.passwords import MIN_LENGTH
 from pomona.services.passwords import hash_password as _hash_password
 from pomona.services.policy import DefaultsStores, ensure_default_restrictions
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}$")
+# fullmatch and \Z: "$" would also accept a trailing newline ("acme\n" is not a name).
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_DOMAIN_RE = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}")
 
 
 def hash_password(password: str) -> str:
@@ -80,13 +81,13 @@ class AdminService(ServiceBase[AdminStores]):
 
     # --- tenants ----------------------------------------------------------------------------------
     def create_tenant(self, name: str, domain: str, *, key_type: str = "rsa") -> Tenant:
-        if not _NAME_RE.match(name):
+        if not _NAME_RE.fullmatch(name):
             raise InvalidInputError("tenant name: letters, digits, '.', '_' or '-', at most 63", field="name")
         if tenant_id_of(name) is not None:
             raise TenantNameInvalidError(
                 "a tenant name may not have the form of a tenant id (a UUID)", field="name", name=name
             )
-        if not _DOMAIN_RE.match(domain):
+        if not _DOMAIN_RE.fullmatch(domain):
             raise InvalidInputError("domain must be a DNS name such as example.com", field="domain")
         if key_type not in ("rsa", "p256"):
             raise InvalidInputError("key type must be rsa or p256", field="key_type")

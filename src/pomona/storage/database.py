@@ -15,6 +15,7 @@ thread's bound differs from the connection's last one, so the idle check-in pays
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from asyncio import events
@@ -56,6 +57,8 @@ LOOP_LOCK_WAIT_MS = 150
 LOCK_WAIT_MS = 30_000
 
 _PG_LOCK_NOT_AVAILABLE = "55P03"
+
+log = logging.getLogger("pomona.storage")
 
 
 def _private_sqlite_file(url: str) -> None:
@@ -102,8 +105,9 @@ def _is_busy(exc: BaseException) -> bool:
 
 def _storage_error(exc: DBAPIError | sqlite3.OperationalError) -> Exception:
     """A driver error as the ports' error type when it means something to a caller, else itself."""
-    if isinstance(exc, IntegrityError):
-        return ConflictError(str(exc.orig))
+    if isinstance(exc, IntegrityError):  # the driver's text names tables and columns: not for a client
+        log.debug("integrity error: %s", exc.orig)
+        return ConflictError("it conflicts with a record that already exists")
     if _is_busy(exc):
         return StorageBusyError(str(exc))
     return exc
