@@ -175,15 +175,6 @@ class TestAdminInputBounds:
             r = api("POST", "{t}/blocked-devices", json={"serial": ""})
             assert (r.status_code, r.json()["reason"]) == (422, "INVALID_INPUT")
 
-    def test_a_conflict_names_no_table(self, api: Any) -> None:
-        """Blocking the same serial twice is a conflict whose message does not show the database's text."""
-        assert api("POST", "{t}/blocked-devices", json={"serial": "C02XK1ABJHD5"}).status_code < 300
-        r = api("POST", "{t}/blocked-devices", json={"serial": "C02XK1ABJHD5"})
-        if r.status_code >= 400:  # a second block may also be accepted as a no-op
-            assert (
-                r.status_code < 500 and "constraint" not in r.text.lower() and "unique" not in r.text.lower()
-            )
-
     @pytest.mark.parametrize(
         "upn", ["a\x00b@acme.example", "a" * 100_000 + "@acme.example", "a\tb@acme.example"]
     )
