@@ -200,3 +200,20 @@ class TestAdminInputBounds:
         assert r.status_code in (200, 422), r.text
         if r.status_code == 422:
             assert r.json()["reason"] == "INVALID_INPUT"
+
+
+def test_a_storage_conflict_shows_no_database_text(pomona: Pomona) -> None:
+    """A unique-key clash is a ConflictError whose message names no table, column or constraint."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from pomona.domain.errors import ConflictError
+    from pomona.domain.models import User
+
+    s = setup_tenant(pomona, "clash")
+    twin = User(str(uuid.uuid4()), s.tenant_id, s.upn, s.upn, "Twin", created_at=datetime.now(UTC))
+    with pytest.raises(ConflictError) as err:
+        with pomona.db.unit_of_work() as uow:
+            uow.users.add(twin)
+    text = str(err.value).lower()
+    assert "unique" not in text and "constraint" not in text and "users" not in text, text
