@@ -8,17 +8,20 @@ no message is given) one checker looks at the live state and the event log and r
     ruled_out  the live state shows this cause does not hold (or no longer holds)
     unknown    the server cannot tell; the finding says what to ask the user
 
-Findings the evidence points to (proven or likely) come first: the causes the reported message names
-(in the founding document's order) before the ones Pomona adds behind the same message, proven before
-likely; then what the server cannot tell; then what is ruled out. When nothing is proven or likely, the
-answer is UNKNOWN: it lists what was checked and what to ask. A cause is never called proven on a guess.
+The answer comes from evidence about the attempt the report is about, before anything the message
+could mean (ranking.py's module doc has the full order): a refusal recorded in the attempt proves its
+code; the funnel rules out a cause whose step the attempt got past (knowledge/causes.yaml); the live
+state of the user and device decides the rest; tenant faults not tied to the attempt are listed under
+"also wrong in this tenant"; a device-side cause the message names is likely once the server side is
+clean. When nothing is proven or likely, the answer is UNKNOWN: it lists what was checked and what to
+ask. A cause is never called proven on a guess.
 
 The package:
     service.py    DiagnoseService: reads the state and events once, runs the checkers, ranks
     context.py    what the checkers read (and the facts derived from it once per diagnosis)
     checkers/     one module per area, each ending with its table code -> checker (where to add one)
     ranking.py    which causes to check for a message, and the order of the answers
-    funnel.py     the enrollment attempts the event log shows
+    funnel.py     the enrollment attempts the event log shows, the steps each reached, its refusals
     render.py     the stable JSON shape (docs/diagnose.md)
 
 Tenant-level rules (push certificate expiry, DNS) are `pomona.domain.checks`', shared with health.

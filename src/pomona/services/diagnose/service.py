@@ -1,5 +1,6 @@
-"""`DiagnoseService`: read the user's and device's state and events once, run the candidate checkers over
-them, rank the assessments."""
+"""`DiagnoseService`: read the user's, their devices' and the named device's state and events once, cut
+the events into attempts, run the candidate checkers (the message's causes, the attempt's refusals and
+the tenant checks) and rank the assessments, evidence about the attempt first (ranking.py)."""
 
 from __future__ import annotations
 
