@@ -1,6 +1,7 @@
 """The portal in a real browser (Debian's Chromium through Playwright) against a live `pomona serve`,
 as an iPhone: sign in, be refused for the device limit in English and in Chinese, remove a device, and
-download the profile. Screenshots of the refusal pages are saved under the test's tmp dir.
+download the profile; open a used enrollment link and see its refusal page. Screenshots of the refusal
+pages are saved under the test's tmp dir.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from helpers import LiveServer, free_port, missing, setup_tenant, start_server
 from pomona.app import Settings, build
+from pomona.i18n import catalogue
 from pomona.protocol import cms
 from pomona.protocol.profile import decode_profile
 from pomona.testing.virtual_device import VirtualDevice
@@ -52,8 +54,9 @@ GLYPHS_JS = """
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[tuple[LiveServer, str]]:
-    """A tenant whose user has one device enrolled and a device limit of 1, served by a real server."""
+def live(tmp_path: Path) -> Iterator[tuple[LiveServer, str, str]]:
+    """A tenant whose user has one device enrolled (with a one-time link, now used) and a device limit
+    of 1, served by a real server: the server, the tenant's name and the used link."""
     port = free_port()
     p = build(Settings(data_dir=tmp_path, public_url=f"http://127.0.0.1:{port}"))
     try:
@@ -68,7 +71,7 @@ def live(tmp_path: Path) -> Iterator[tuple[LiveServer, str]]:
     try:
         with VirtualDevice(url, product="iPhone14,7", os_version="17.2", device_name="Old iPhone") as d:
             d.enroll()
-        yield server, s.name
+        yield server, s.name, url
     finally:
         server.stop()
 
@@ -92,10 +95,10 @@ def chromium() -> Iterator[Any]:
 
 class TestPortalInBrowser:
     def test_refused_remove_and_download(
-        self, live: tuple[LiveServer, str], chromium: Any, tmp_path: Path
+        self, live: tuple[LiveServer, str, str], chromium: Any, tmp_path: Path
     ) -> None:
         """An iPhone signs in, is refused for the device limit (en, zh-CN), removes a device, gets the profile."""
-        server, tenant = live
+        server, tenant, _ = live
         ctx = chromium.new_context(
             user_agent=IPHONE,
             viewport={"width": 390, "height": 844},
@@ -155,4 +158,39 @@ class TestPortalInBrowser:
         assert path is not None
         content, _ = cms.verify_attached(Path(path).read_bytes())
         assert decode_profile(content).scep_challenge
+        ctx.close()
+
+
+class TestEnrollmentLinkInBrowser:
+    @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+    def test_used_link_page(
+        self, live: tuple[LiveServer, str, str], chromium: Any, tmp_path: Path, lang: str
+    ) -> None:
+        """A used link opened on an iPhone is a styled page in the phone's language, with code and request id."""
+        _, tenant, url = live
+        ctx = chromium.new_context(
+            user_agent=IPHONE, viewport={"width": 390, "height": 844}, is_mobile=True, locale=lang
+        )
+        page = ctx.new_page()
+        blocked: list[str] = []
+        page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+        response = page.goto(url)
+        assert response is not None and response.status == 403
+        assert page.get_attribute("html", "lang") == lang
+        assert page.text_content("h1") == catalogue(lang)["link.token_used.title"]
+        assert page.text_content("#reason-code") == "ENROLLMENT_TOKEN_INVALID"
+        assert page.text_content("#request-id") == response.headers["x-request-id"]
+        # the portal's stylesheet is served and applied (no CDN, no CSP refusal)
+        assert (
+            page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+            == "rgb(245, 245, 247)"
+        )
+        assert (
+            page.evaluate("getComputedStyle(document.querySelector('.refused')).borderLeftStyle") == "solid"
+        )
+        assert not blocked, blocked
+        assert tenant not in (page.content() or "")
+        shot = tmp_path / f"link-refused-{lang}.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
         ctx.close()

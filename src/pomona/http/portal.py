@@ -70,7 +70,7 @@ _HERE = Path(__file__).parent
 log = logging.getLogger("pomona.http")
 LANGS = ("en", "zh-CN")
 SESSION_MAX_AGE = int(SESSION_LIFETIME.total_seconds())
-_PLATFORM_NAMES = {"ios": "iOS", "ipados": "iPadOS"}
+PLATFORM_NAMES = {"ios": "iOS", "ipados": "iPadOS"}  # as people write them
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -121,6 +121,19 @@ def _when(value: object) -> str:
     return "" if value is None else str(value)
 
 
+def templates() -> Environment:
+    """The portal's templates (the enrollment link's refusal page too: http/link_pages.py), autoescaped."""
+    env = Environment(
+        loader=FileSystemLoader(str(_HERE / "templates" / "portal")),
+        autoescape=select_autoescape(["html"]),
+        auto_reload=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    return env
+
+
 # --- middleware: timing, security headers (the request id: http/middleware.py RequestId) -----------
 class PortalHeaders:
     def __init__(self, app: ASGIApp) -> None:
@@ -159,14 +172,7 @@ class Portal:
     def __init__(self, p: Services) -> None:
         self.p = p
         self.svc: PortalService = p.portal
-        self.env = Environment(
-            loader=FileSystemLoader(str(_HERE / "templates" / "portal")),
-            autoescape=select_autoescape(["html"]),
-            auto_reload=False,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.env.filters["when"] = _when
+        self.env = templates()
         self.secure_cookies = True
 
     # --- plumbing ---------------------------------------------------------------------------------
@@ -500,7 +506,7 @@ class Portal:
             return RedirectResponse(f"/portal/{tenant.name}", status_code=303)
         facts = dict(r.get("facts") or {})
         if "platform" in facts:
-            facts["platform"] = _PLATFORM_NAMES.get(str(facts["platform"]), facts["platform"])
+            facts["platform"] = PLATFORM_NAMES.get(str(facts["platform"]), facts["platform"])
         for k in ("expired_at", "since"):
             if k in facts:
                 facts[k] = _when(facts[k])

@@ -2,7 +2,8 @@
 every check-in of every device), everything else by the FastAPI admin application.
 
 Device endpoints:
-    GET       /enroll/{token}              the signed enrollment profile
+    GET       /enroll/{token}              the signed enrollment profile (a refusal: the device answer,
+                                           or for a browser a page, http/link_pages.py)
     GET|POST  /scep/{tenant_id}            SCEP (GetCACaps, GetCACert, PKIOperation)
     PUT       /mdm/{tenant_id}/checkin     check-in messages (CheckInURL)
     PUT       /mdm/{tenant_id}/connect     the command channel (ServerURL)
@@ -19,7 +20,8 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
-from pomona.domain.errors import BodyTooLargeError, StorageBusyError, describe
+from pomona.domain.errors import BodyTooLargeError, ErrorResponse, StorageBusyError, describe
+from pomona.http.link_pages import PAGE_HEADERS, PAGE_TYPE, LinkRefusalPage, wants_page
 from pomona.http.middleware import API_BODY_LIMITS, PORTAL_BODY_LIMITS, RequestLimits, TrustedProxies
 from pomona.services.checkin import MAX_BODY
 from pomona.services.container import Services
@@ -31,6 +33,8 @@ log = logging.getLogger("pomona.http")
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Answer = tuple[int, bytes, str | None]  # status, body, content type
+ErrorAnswer = Callable[[BaseException, str], Answer]  # the answer to an error, given the request id
 
 CHECKIN_TYPE = "application/x-apple-aspen-mdm-checkin"
 COMMAND_TYPE = "application/x-apple-aspen-mdm"
@@ -72,13 +76,19 @@ async def respond(
     await send({"type": "http.response.body", "body": body})
 
 
-def device_error(exc: BaseException, request_id: str) -> tuple[int, bytes, str]:
-    """The device endpoints' answer to an error (built on ``domain.errors.describe``): the status its
-    class says, with Apple's error body where Apple defines one (403 com.apple.unrecognized.device makes
-    the device unenroll), else ``{reason, message, request_id}``. An internal error is logged, not shown."""
+def described(exc: BaseException, request_id: str) -> ErrorResponse:
+    """``domain.errors.describe``, and an internal error logged with its traceback (never shown)."""
     e = describe(exc)
     if e.internal:
         log.error("internal error, request %s", request_id, exc_info=exc)
+    return e
+
+
+def device_error(exc: BaseException, request_id: str) -> Answer:
+    """The device endpoints' answer to an error: the status its class says, with Apple's error body where
+    Apple defines one (403 com.apple.unrecognized.device makes the device unenroll), else
+    ``{reason, message, request_id}``."""
+    e = described(exc, request_id)
     body: dict[str, object]
     if e.apple_code is not None:
         body = {
@@ -97,6 +107,7 @@ class RootApp:
         from pomona.http.api import create_api
 
         self.pomona = pomona
+        self.link_page = LinkRefusalPage(pomona.clock)
         self._large_bodies = asyncio.Semaphore(1)  # device requests over INLINE_BODY, off the loop
         from pomona.http.portal import create_portal
 
@@ -129,15 +140,16 @@ class RootApp:
         self,
         scope: Scope,
         send: Send,
-        fn: Callable[[], tuple[int, bytes, str | None]],
+        fn: Callable[[], Answer],
         *,
         inline: bool = True,
+        error: ErrorAnswer = device_error,
     ) -> None:
         rid = uuid.uuid4().hex[:16]
         client = scope.get("client")
         address = str(client[0]) if client else "?"  # after trusted proxies (http/middleware.py)
 
-        def call(inline: bool) -> tuple[int, bytes, str | None]:
+        def call(inline: bool) -> Answer:
             token = bind_request_id(rid)
             caller = bind_caller(address)  # refusals of unidentified callers are rate-limited per address
             try:
@@ -145,7 +157,7 @@ class RootApp:
             except Exception as exc:  # noqa: BLE001 - every error gets the device answer its class says
                 if inline and isinstance(exc, StorageBusyError):
                     raise  # run again in a worker thread, where the lock wait is long
-                return device_error(exc, rid)
+                return error(exc, rid)
             finally:
                 reset_caller(caller)
                 reset_request_id(token)
@@ -168,7 +180,10 @@ class RootApp:
                 status, body, ctype = call(inline=True)
             except StorageBusyError:
                 status, body, ctype = await asyncio.to_thread(call, False)
-        await respond(send, status, body, ctype, [(b"x-request-id", rid.encode())])
+        extra = [(b"x-request-id", rid.encode())]
+        if ctype == PAGE_TYPE:
+            extra += PAGE_HEADERS
+        await respond(send, status, body, ctype, extra)
 
     async def _mdm(self, scope: Scope, receive: Receive, send: Send) -> None:
         parts = scope["path"].strip("/").split("/")
@@ -191,7 +206,7 @@ class RootApp:
         else:
             handler = self.pomona.checkin.connect
 
-        def work() -> tuple[int, bytes, str | None]:
+        def work() -> Answer:
             out = handler(tenant_id, body, signature)
             return 200, out, ("application/xml" if out else None)
 
@@ -202,12 +217,21 @@ class RootApp:
             return await respond(send, 405, b"", None)
         secret = scope["path"][len("/enroll/") :].strip("/")
         svc = self.pomona.enrollment
-        ua = dict(scope["headers"]).get(b"user-agent", b"").decode("latin-1") or None
+        headers = dict(scope["headers"])
+        ua = headers.get(b"user-agent", b"").decode("latin-1") or None
+        languages = headers.get(b"accept-language", b"").decode("latin-1")
 
-        def work() -> tuple[int, bytes, str | None]:
+        def work() -> Answer:
             return 200, svc.profile(secret, ua), PROFILE_CONTENT_TYPE
 
-        await self._run(scope, send, work)
+        def page(exc: BaseException, request_id: str) -> Answer:
+            """A browser's answer: the same status, a page in its language (http/link_pages.py)."""
+            e = described(exc, request_id)
+            return e.status, self.link_page.render(e, request_id, languages), PAGE_TYPE
+
+        # The user opened the link in a browser; the profile installer and scripts get the device answer.
+        browser = wants_page(headers.get(b"accept", b"").decode("latin-1"))
+        await self._run(scope, send, work, error=page if browser else device_error)
 
     async def _scep_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
         tenant_id = scope["path"][len("/scep/") :].strip("/")
@@ -219,7 +243,7 @@ class RootApp:
         method = scope["method"]
         scep = self.pomona.scep
 
-        def work() -> tuple[int, bytes, str | None]:
+        def work() -> Answer:
             answer = scep.request(tenant_id, method, query, body)
             return answer.status, answer.body, answer.content_type
 

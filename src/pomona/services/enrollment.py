@@ -59,7 +59,7 @@ def check_token(token: EnrollmentToken | None, now: datetime) -> EnrollmentToken
     if token.revoked:
         raise EnrollmentTokenError("the enrollment token was revoked", token_id=token.id, revoked=True)
     if token.remaining() <= 0:
-        raise EnrollmentTokenError("the enrollment token was already used", token_id=token.id)
+        raise EnrollmentTokenError("the enrollment token was already used", token_id=token.id, used=True)
     if token.expires_at <= now:
         raise EnrollmentTokenExpiredError("the enrollment token has expired", token_id=token.id)
     return token
