@@ -25,9 +25,14 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 
-from pomona.domain.errors import ConflictError, StorageBusyError
+from pomona.domain.errors import (
+    ConflictError,
+    DatabaseUnavailableError,
+    DataDirError,
+    StorageBusyError,
+)
 from pomona.ports import ChannelState, Sealer
 from pomona.storage import schema as s
 from pomona.storage.commands_sql import CHANNEL_ANY, CHANNEL_SKIP_NOT_NOW, SqlCommandQueue
@@ -80,11 +85,32 @@ def _private_sqlite_file(url: str) -> None:
 
 
 def private_dir(path: Path) -> Path:
-    """``path`` created (with its parents) and made 0700: the data folder holds the database and keys."""
-    path.mkdir(parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
-        os.chmod(path, 0o700)
+    """``path`` created (with its parents) and made 0700: the data folder holds the database and keys.
+
+    A folder that cannot be created or written is a DataDirError (DATA_DIR_UNUSABLE), naming the path."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o700)
+    except FileExistsError:
+        raise DataDirError(f"the data folder {path} is a file, not a folder", path=str(path)) from None
+    except NotADirectoryError:
+        raise DataDirError(f"the data folder {path} is inside a file, not a folder", path=str(path)) from None
+    except OSError as exc:
+        raise DataDirError(
+            f"the data folder {path} cannot be created or used: {exc.strerror}", path=str(path)
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise DataDirError(f"the data folder {path} is not writable by this account", path=str(path))
     return path
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit to print: its password (everything before '@') replaced."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -122,10 +148,16 @@ class SqlDatabase:
 
     def __init__(self, url: str, *, pool_size: int = 8, sealer: Sealer | None = None) -> None:
         self.url = url
+        self.display_url = redact_url(url)  # as given, its password hidden: for messages
         self.sealer = sealer  # seals the secrets the stores write (storage/sealed.py); None: plaintext
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            _private_sqlite_file(url)
+            try:
+                _private_sqlite_file(url)
+            except OSError as exc:
+                raise DatabaseUnavailableError(
+                    f"the database {url} cannot be created: {exc.strerror}"
+                ) from None
             self.engine: Engine = create_engine(
                 url,
                 connect_args={"check_same_thread": False, "timeout": LOCK_WAIT_MS / 1000},
@@ -137,7 +169,15 @@ class SqlDatabase:
             if url.startswith("postgresql://") or url.startswith("postgres://"):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             self.url = url
-            self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+            try:
+                self.engine = create_engine(
+                    url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
+                )
+            except (ArgumentError, NoSuchModuleError, ValueError):
+                raise DatabaseUnavailableError(
+                    f"the database URL {self.display_url} is not valid "
+                    "(expected postgresql://USER:PASSWORD@HOST:5432/DATABASE)"
+                ) from None
 
     @classmethod
     def for_tests(cls, url: str) -> SqlDatabase:
@@ -147,7 +187,16 @@ class SqlDatabase:
         """Apply the Alembic migrations up to head."""
         from pomona.storage.migrate import upgrade
 
-        upgrade(self.engine)
+        try:
+            upgrade(self.engine)
+        except (DBAPIError, sqlite3.OperationalError) as exc:
+            if isinstance(exc, IntegrityError) or _is_busy(exc):
+                raise
+            orig = exc.orig if isinstance(exc, DBAPIError) else exc
+            first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+            raise DatabaseUnavailableError(
+                f"the database {self.display_url} cannot be opened: {first}"
+            ) from exc
 
     @contextmanager
     def unit_of_work(self, *, readonly: bool = False) -> Iterator[SqlUnitOfWork]:
