@@ -201,6 +201,14 @@ class TestCommands:
         assert_one_line(code, out, "CERT_FILE_INVALID")
         assert "ParseError" not in out
 
+    def test_invalid_settings(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """A setting of the environment that does not validate is one line with INVALID_INPUT, exit 2."""
+        monkeypatch.setenv("POMONA_DATA_DIR", str(tmp_path))
+        monkeypatch.setenv("POMONA_SECRET_KEY", "not base64!")
+        code, out = cli("tenant", "list")
+        assert_one_line(code, out, "INVALID_INPUT")
+        assert "POMONA_SECRET_KEY" in out
+
     def test_debug_shows_the_traceback(self, monkeypatch: pytest.MonkeyPatch, files: dict[str, Path]) -> None:
         """With --debug the same failure prints its traceback too."""
         monkeypatch.delenv("POMONA_DATABASE_URL", raising=False)
@@ -218,3 +226,15 @@ class TestCommands:
         finally:
             set_process_lang(previous)
         assert code == 2 and "错误 [DATA_DIR_UNUSABLE]：无法使用数据文件夹" in out, out
+
+
+class TestDocumented:
+    def test_cli_doc_names_every_start_up_failure(self) -> None:
+        """docs/cli.md's start-up table names each start-up failure's code, and its exit codes are the code's."""
+        from pomona.domain import errors as E
+
+        doc = (ROOT / "docs" / "cli.md").read_text("utf-8")
+        for cls in (E.CertFileError, E.DatabaseUnavailableError, E.DataDirError, E.PortUnavailableError):
+            assert f"| `{cls.reason.value}` |" in doc, cls
+            assert cls.exit_code == 2
+        assert E.WebhookDeliveryError.exit_code == 1 and "WEBHOOK_DELIVERY_FAILED" in doc

@@ -133,7 +133,12 @@ def _out(data: object, text: str) -> None:
 
 
 class _SettingsError(click.ClickException):
+    """Settings the environment gives that do not validate: one line with its reason code, exit 2."""
+
     exit_code = 2  # as for every PomonaError
+
+    def show(self, file: Any = None) -> None:
+        click.echo(t("cli.error", reason=InvalidInputError.reason.value, message=self.message), err=True)
 
 
 @click.group()
