@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+)
 
 from pomona.domain.errors import (
     ConflictError,
@@ -184,14 +191,19 @@ class SqlDatabase:
         return cls(url)
 
     def create_all(self) -> None:
-        """Apply the Alembic migrations up to head."""
+        """Apply the Alembic migrations up to head (after :meth:`check_reachable`)."""
         from pomona.storage.migrate import upgrade
 
+        self.check_reachable()
+        upgrade(self.engine)
+
+    def check_reachable(self) -> None:
+        """One connection opened and closed, or DATABASE_UNAVAILABLE with the driver's first line: refused,
+        unknown host, authentication, a file that cannot be opened (the URL's password is not shown)."""
         try:
-            upgrade(self.engine)
-        except (DBAPIError, sqlite3.OperationalError) as exc:
-            if isinstance(exc, IntegrityError) or _is_busy(exc):
-                raise
+            with self.engine.connect():
+                pass
+        except (OperationalError, InterfaceError, sqlite3.OperationalError) as exc:
             orig = exc.orig if isinstance(exc, DBAPIError) else exc
             first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
             raise DatabaseUnavailableError(
