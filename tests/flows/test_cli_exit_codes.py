@@ -152,3 +152,23 @@ class TestEnrollmentLinks:
             "enroll-token", "create", "--tenant", "acme", "--user", "ana@acme.example", "--json"
         )
         assert code == 0 and json.loads(out)["warnings"] == [], out + err
+
+    def test_the_warning_is_in_chinese(self, env: str) -> None:
+        """In zh-CN the warning and the reason's title are Chinese."""
+        from pomona.i18n import set_process_lang
+
+        previous = set_process_lang("zh-CN")
+        try:
+            code, out, err = cli("enroll-token", "create", "--tenant", "acme", "--user", "bo@acme.example")
+        finally:
+            set_process_lang(previous)
+        assert code == 0 and "警告 [USER_NOT_LICENSED]" in err and "目前无法注册" in err, err
+
+
+class TestPublicUrl:
+    def test_set_public_url_warns_on_plain_http(self, env: str) -> None:
+        """`server set-public-url http://mdm.acme.example` records it and warns; https:// does not warn."""
+        code, out, err = cli("server", "set-public-url", "http://mdm.acme.example")
+        assert code == 0 and "Warning" in err and "http://mdm.acme.example" in err, out + err
+        code, out, err = cli("server", "set-public-url", "https://mdm.acme.example")
+        assert code == 0 and "Warning" not in err, out + err
