@@ -201,6 +201,15 @@ class TestCommands:
         assert_one_line(code, out, "CERT_FILE_INVALID")
         assert "ParseError" not in out
 
+    def test_a_command_outside_common_gives_no_traceback(self, files: dict[str, Path]) -> None:
+        """`pomona demo` on a data folder that is a file fails in one line, with no traceback."""
+        code, out = cli(
+            "demo", "--data-dir", str(files["file"]), "--exit-after-setup", "--port", str(free_port())
+        )
+        lines = [x for x in out.splitlines() if x.strip()]
+        assert code in (1, 2) and len(lines) == 1 and lines[0].startswith("Error ["), out
+        assert "Traceback" not in out
+
     def test_invalid_settings(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         """A setting of the environment that does not validate is one line with INVALID_INPUT, exit 2."""
         monkeypatch.setenv("POMONA_DATA_DIR", str(tmp_path))

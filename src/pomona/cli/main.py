@@ -141,7 +141,20 @@ class _SettingsError(click.ClickException):
         click.echo(t("cli.error", reason=InvalidInputError.reason.value, message=self.message), err=True)
 
 
-@click.group()
+class _PomonaGroup(click.Group):
+    """The `pomona` group: an error escaping a command that is not wrapped by ``common`` (demo, simulate,
+    emulate) is answered like any other, one line and an exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - every error gets one line and an exit code
+            sys.exit(cli_error(exc, as_json=False))
+
+
+@click.group(cls=_PomonaGroup)
 @click.version_option(package_name="pomona")
 @click.option("--debug", is_flag=True, help="On an error, print its traceback too.")
 def main(debug: bool) -> None:
