@@ -237,6 +237,35 @@ class TestCommands:
         assert code == 2 and "错误 [DATA_DIR_UNUSABLE]：无法使用数据文件夹" in out, out
 
 
+class TestCertificateMessages:
+    @pytest.mark.parametrize(("cert", "key"), [("short", "key"), ("cert", "short_key"), ("junk", "key")])
+    def test_apns_upload_never_shows_the_parser(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, files: dict[str, Path], cert: str, key: str
+    ) -> None:
+        """A truncated or foreign push certificate or key is APNS_CERT_INVALID in one line, exit 2, without
+        cryptography's internals (ParseError { kind: ShortData }, ASN.1 details)."""
+        monkeypatch.delenv("POMONA_DATABASE_URL", raising=False)
+        monkeypatch.setenv("POMONA_DATA_DIR", str(tmp_path / "data"))
+        body = files["key"].read_text().splitlines()
+        files["short_key"] = tmp_path / "short.key"
+        files["short_key"].write_text("\n".join([body[0], body[1][:8], body[-1]]) + "\n")
+        assert cli("tenant", "create", "acme", "--domain", "acme.example")[0] == 0
+        code, out = cli(
+            "apns", "upload", "--tenant", "acme", "--cert", str(files[cert]), "--key", str(files[key])
+        )
+        lines = [x for x in out.splitlines() if x.strip()]
+        assert code == 2 and len(lines) == 1 and "[APNS_CERT_INVALID]" in lines[0], out
+        for internal in (
+            "ParseError",
+            "ShortData",
+            "ASN.1",
+            "cryptography.io",
+            "MalformedFraming",
+            "Traceback",
+        ):
+            assert internal not in out, out
+
+
 class TestDocumented:
     def test_cli_doc_names_every_start_up_failure(self) -> None:
         """docs/cli.md's start-up table names each start-up failure's code, and its exit codes are the code's."""
