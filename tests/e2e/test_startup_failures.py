@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -150,6 +151,32 @@ class TestServe:
             tmp_path, "--tls-cert", str(files["junk"]), "--tls-key", str(files["key"]), debug=True
         )
         assert code == 2 and "Traceback" in out and "[CERT_FILE_INVALID]" in out.splitlines()[-1], out
+
+    def test_plain_http_public_url_is_warned_before_serving(self, tmp_path: Path) -> None:
+        """serve --public-url http://mdm.acme.example starts, with a warning printed before the banner."""
+        env = {**os.environ, "POMONA_DATA_DIR": str(tmp_path / "data")}
+        env.pop("POMONA_DATABASE_URL", None)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+        cmd = [sys.executable, "-m", "pomona", "serve", "--port", str(free_port())]
+        proc = subprocess.Popen(
+            [*cmd, "--public-url", "http://mdm.acme.example"], env=env, stderr=subprocess.PIPE, text=True
+        )
+        seen: list[str] = []
+        watchdog = threading.Timer(30, proc.kill)  # a server that never says it serves ends the loop
+        watchdog.start()
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                seen.append(line)
+                if "serving on" in line:
+                    break
+        finally:
+            watchdog.cancel()
+            proc.terminate()
+            proc.wait(10)
+        text = "".join(seen)
+        assert "serving on" in seen[-1], text
+        assert any(x.startswith("Warning") and "http://mdm.acme.example" in x for x in seen[:-1]), text
 
     def test_good_files_pass_the_checks(self, files: dict[str, Path]) -> None:
         """A matching certificate and key pass, as one file or two."""
