@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
+from pomona.domain.errors import CertFileError
 from pomona.domain.models import Tenant
 from pomona.net.dns import DnsResolver
 from pomona.net.http import HttpFetcher
@@ -54,9 +56,27 @@ class Pomona(Services):
         self.db.dispose()
 
 
+def _configured_signer(path: Path) -> CmsProfileSigner:
+    """POMONA_SIGNING_IDENTITY's certificate(s) and key, or CERT_FILE_INVALID naming what is wrong
+    (never cryptography's parser text)."""
+    from pomona.pki.tls import check_certificate_pem, check_private_key_pem, read_pem_file
+
+    what = "POMONA_SIGNING_IDENTITY"
+    pem = read_pem_file(path, what)
+    check_certificate_pem(pem, what=what, path=path)
+    check_private_key_pem(pem, what=what, path=path)
+    try:
+        return CmsProfileSigner.from_pem(pem)
+    except ValueError:
+        raise CertFileError(
+            f"{what} {path}: give the signing certificate, then its RSA or EC key, in one PEM file",
+            path=str(path),
+        ) from None
+
+
 def _signer(settings: Settings, db: SqlDatabase) -> CmsProfileSigner:
     if settings.signing_identity is not None:
-        return CmsProfileSigner.from_pem(settings.signing_identity.read_bytes())
+        return _configured_signer(settings.signing_identity)
     pem = db.settings_get(SIGNING_IDENTITY_KEY)
     if pem is None:
         signer, pem = CmsProfileSigner.generate("Pomona profile signing")

@@ -53,6 +53,12 @@ TREE: list[tuple[type[E.PomonaError], int, R]] = [
     (E.WebhookTargetError, 422, R.WEBHOOK_TARGET_REFUSED),
     (E.ServerKeyError, 500, R.SERVER_KEY_MISMATCH),
     (E.UpstreamError, 502, R.INTERNAL_ERROR),
+    (E.StartupError, 500, R.INTERNAL_ERROR),
+    (E.CertFileError, 500, R.CERT_FILE_INVALID),
+    (E.DatabaseUnavailableError, 500, R.DATABASE_UNAVAILABLE),
+    (E.DataDirError, 500, R.DATA_DIR_UNUSABLE),
+    (E.PortUnavailableError, 500, R.PORT_UNAVAILABLE),
+    (E.WebhookDeliveryError, 502, R.WEBHOOK_DELIVERY_FAILED),
 ]
 
 

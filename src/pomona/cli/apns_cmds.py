@@ -167,10 +167,29 @@ def webhook_set(tenant_name: str, url: str, secret: str) -> None:
 @click.option("--tenant", "tenant_name", required=True)
 @common
 def webhook_test(tenant_name: str) -> None:
-    """Send the tenant's current certificate findings now (or a test notice when there are none)."""
+    """Send the tenant's current certificate findings now (or a test notice when there are none), once.
+
+    Exit 0 when the receiver accepted it; 1 (WEBHOOK_DELIVERY_FAILED, with the HTTP status or the network
+    error, or the refusal of a non-public address) when it did not; 2 when the tenant has no webhook
+    (NOT_FOUND)."""
+    from pomona.domain.errors import NotFoundError, WebhookDeliveryError
+
     p = _pomona()
     now = p.clock.now()
     findings = p.apns.findings(tenant_name, now) or [{"code": "TEST", "severity": "info", "facts": {}}]
     tid = p.admin.get_tenant(tenant_name).id
-    r = p.notifier.notify(tid, findings)
+    r = p.notifier.notify(tid, findings, attempts=1)  # by hand: one try, the answer at once
+    if r["status"] == "no_webhook":
+        raise NotFoundError(
+            f"tenant {tenant_name} has no webhook: set one with "
+            f"`pomona webhook set --tenant {tenant_name} --url URL --secret SECRET`",
+            tenant=tenant_name,
+        )
+    if r["status"] != "delivered":
+        why = f"HTTP {r['http_status']}" if r.get("http_status") is not None else str(r.get("error"))
+        raise WebhookDeliveryError(
+            f"the webhook did not accept the test notice: {why}",
+            tenant=tenant_name,
+            receiver_status=r.get("http_status"),
+        )
     _out(r, t("push.cli.webhook_result", status=r["status"]))

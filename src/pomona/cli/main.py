@@ -18,13 +18,20 @@ from typing import Any, TypeVar
 
 import click
 
-from pomona.domain.errors import InvalidInputError, describe
+from pomona.domain.errors import (
+    InvalidInputError,
+    PomonaError,
+    StartupError,
+    WebhookDeliveryError,
+    describe,
+)
 from pomona.i18n import set_process_lang, t
 from pomona.settings import Settings, lang_from_env
 
 set_process_lang(lang_from_env())
 
 F = TypeVar("F", bound=Callable[..., Any])
+DEBUG_KEY = "pomona.debug"  # ctx.meta: `pomona --debug` prints the traceback of an error
 
 
 def parse_duration(text: str) -> timedelta:
@@ -41,15 +48,44 @@ def parse_duration(text: str) -> timedelta:
 
 def cli_error(exc: BaseException, *, as_json: bool) -> int:
     """The CLI's answer to an error (built on ``domain.errors.describe``): one line, or one JSON object
-    with --json, and the exit code: 2 for a refusal, 1 for an internal error. The operator runs the
-    command, so the line carries the cause (never a traceback)."""
+    with --json, and the exit code (docs/cli.md): the error class's (2 for a refusal, a bad input or a
+    start-up failure; 1 for a check that ran and failed), 1 for an internal error. The operator runs the
+    command, so the line carries the cause; the traceback only with ``pomona --debug``.
+
+    A start-up failure or a failed delivery is prefixed with its title from the knowledge base, in the
+    command line's language."""
     e = describe(exc)
     message = e.detail or e.message
+    if isinstance(exc, (StartupError, WebhookDeliveryError)):
+        from pomona import knowledge
+        from pomona.i18n import detect_lang
+
+        title = knowledge.text_for(e.reason.value, detect_lang()).title
+        message = t("cli.error.titled", title=title, detail=message)
+    if _debug():
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
     if as_json:
-        click.echo(json.dumps({"reason": e.reason.value, "message": message}))
+        click.echo(json.dumps({"reason": e.reason.value, "message": message}, ensure_ascii=False))
     else:
         click.echo(t("cli.error", reason=e.reason.value, message=message), err=True)
-    return 1 if e.internal else 2
+    if e.internal:
+        return 1
+    return exc.exit_code if isinstance(exc, PomonaError) else 2
+
+
+def cli_warning(reason: str | None, message: str) -> None:
+    """One warning line on stderr: the command did what it was asked, but the operator should know."""
+    if reason:
+        click.echo(t("cli.warning.reason", reason=reason, message=message), err=True)
+    else:
+        click.echo(t("cli.warning", message=message), err=True)
+
+
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(DEBUG_KEY))
 
 
 def common(fn: F) -> F:
@@ -97,14 +133,35 @@ def _out(data: object, text: str) -> None:
 
 
 class _SettingsError(click.ClickException):
+    """Settings the environment gives that do not validate: one line with its reason code, exit 2."""
+
     exit_code = 2  # as for every PomonaError
 
+    def show(self, file: Any = None) -> None:
+        click.echo(t("cli.error", reason=InvalidInputError.reason.value, message=self.message), err=True)
 
-@click.group()
+
+class _PomonaGroup(click.Group):
+    """The `pomona` group: an error escaping a command that is not wrapped by ``common`` (demo, simulate,
+    emulate) is answered like any other, one line and an exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - every error gets one line and an exit code
+            sys.exit(cli_error(exc, as_json=False))
+
+
+@click.group(cls=_PomonaGroup)
 @click.version_option(package_name="pomona")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="On an error, print its traceback too.")
+def main(debug: bool) -> None:
     """Pomona: enroll and manage iPhones and iPads, and explain every enrollment failure."""
     from pomona.logs import configure
+
+    click.get_current_context().meta[DEBUG_KEY] = debug
 
     try:
         settings = Settings.from_env()
@@ -249,10 +306,31 @@ def enroll_token() -> None:
 )
 @common
 def enroll_token_create(tenant_name: str, upn: str, uses: int, expires: str, public_url: str) -> None:
-    """Create an enrollment link for a user and print its URL."""
-    p = _pomona(public_url)
+    """Create an enrollment link for a user and print its URL.
+
+    The link is created even when the user cannot enroll now (a licence to assign, a push certificate to
+    upload), so it can be handed out while that is fixed: a warning names the reason code. A plain
+    http:// public URL off this machine is warned about too."""
+    from pomona.services.installation import is_plain_http_remote, validate_public_url
+
+    p = _pomona(None if public_url is None else validate_public_url(public_url))
     issued = p.admin.create_enrollment_token(tenant_name, upn, uses=uses, expires_in=parse_duration(expires))
     url = p.enrollment.urls.enroll(issued.secret)
+    warnings: list[dict[str, str | None]] = []
+    if is_plain_http_remote(p.public_url):
+        warnings.append({"reason": None, "message": t("cli.warning.plain_http", url=p.public_url)})
+    decision = p.policy.link_check(tenant_name, upn)
+    if not decision.allowed and decision.reason is not None:
+        from pomona import knowledge
+        from pomona.i18n import detect_lang
+
+        why = knowledge.text_for(decision.reason.value, detect_lang()).title
+        warnings.append(
+            {
+                "reason": decision.reason.value,
+                "message": t("cli.warning.cannot_enroll", upn=upn, tenant=tenant_name, message=why),
+            }
+        )
     if _json():
         click.echo(
             json.dumps(
@@ -261,10 +339,14 @@ def enroll_token_create(tenant_name: str, upn: str, uses: int, expires: str, pub
                     "id": issued.token.id,
                     "uses": uses,
                     "expires_at": issued.token.expires_at.isoformat(),
-                }
+                    "warnings": warnings,
+                },
+                ensure_ascii=False,
             )
         )
     else:
+        for w in warnings:
+            cli_warning(w["reason"], str(w["message"]))
         click.echo(
             t("cli.enroll_token.created", upn=upn, uses=uses, expires=issued.token.expires_at.isoformat()),
             err=True,
@@ -464,11 +546,16 @@ def device_list(tenant_name: str, limit: int) -> None:
 )
 @click.option(
     "--tls-cert",
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(path_type=Path),
     default=None,
-    help="Serve HTTPS with this certificate (PEM).",
+    help="Serve HTTPS with this certificate (PEM, with its chain).",
 )
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--tls-key",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The certificate's private key (PEM, unencrypted).",
+)
 @click.option(
     "--workers", default=1, show_default=True, help="Server processes (use PostgreSQL for more than one)."
 )
@@ -486,25 +573,35 @@ def serve(
     host: str,
     port: int,
     public_url: str | None,
-    tls_cert: str | None,
-    tls_key: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     workers: int,
     log_level: str | None,
     access_log: bool | None,
 ) -> None:
-    """Run the Pomona server (device endpoints, admin API)."""
+    """Run the Pomona server (device endpoints, admin API).
+
+    Everything that can stop the start is checked before the server says it is serving: the public URL,
+    the TLS files, the address to listen on, the data folder, the database and the signing identity. Each
+    failure is one line with its reason code and exit code 2 (docs/cli.md)."""
     import os
 
     import uvicorn
 
     from pomona.logs import configure
+    from pomona.pki.tls import check_server_tls
+    from pomona.services.installation import is_plain_http_remote, validate_public_url
 
     scheme = "https" if tls_cert else "http"
     settings = _settings(log_level=log_level, access_log=access_log or None)
     given = public_url or (settings.public_url if "public_url" in settings.model_fields_set else None)
+    if given:
+        given = validate_public_url(given)
     level = settings.log_level or "info"
     if workers > 1 and not settings.database_url:
         raise InvalidInputError("several workers need PostgreSQL (set POMONA_DATABASE_URL)")
+    check_server_tls(tls_cert, tls_key)
+    check_listen(host, port)
     configure(settings.log_format, level)
     from pomona.app import build
     from pomona.services.installation import served_public_url
@@ -517,6 +614,8 @@ def serve(
     public = served.url
     settings = settings.model_copy(update={"public_url": public, "log_level": level})
     db = settings.database_url or str(settings.url())
+    if is_plain_http_remote(public):
+        cli_warning(None, t("cli.warning.plain_http", url=public))
     click.echo(
         t("cli.serve.starting", url=f"{scheme}://{host}:{port}", public=public, db=_redact(db)), err=True
     )
@@ -532,14 +631,43 @@ def serve(
         workers=workers,
         log_level=level,
         log_config=None,  # uvicorn's loggers go through pomona.logs like every other
-        ssl_certfile=tls_cert,
-        ssl_keyfile=tls_key,
+        ssl_certfile=None if tls_cert is None else str(tls_cert),
+        ssl_keyfile=None if tls_key is None else str(tls_key),
         access_log=False,  # ours (pomona.access) when asked: structured, with the request id
         proxy_headers=False,  # X-Forwarded-*: http/middleware.py TrustedProxies (POMONA_TRUSTED_PROXIES)
         # httptools with the request head bounded (431 past it); h11, if chosen, gets the same bound
         http="pomona.http.server:BoundedHttpToolsProtocol",
         h11_max_incomplete_event_size=64 * 1024,
     )
+
+
+def check_listen(host: str, port: int) -> None:
+    """The address `serve` will listen on can be bound now (as uvicorn binds it: SO_REUSEADDR), else
+    PORT_UNAVAILABLE naming why: in use, not allowed, or not an address of this machine."""
+    import errno
+    import socket
+
+    from pomona.domain.errors import PortUnavailableError
+
+    where = f"{host}:{port}"
+    if not 0 < port < 65536:
+        raise PortUnavailableError(f"--port {port} is not a port number (1-65535)", port=port)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        raise PortUnavailableError(f"--host {host} is not a known address", host=host) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            why = {
+                errno.EADDRINUSE: "another process is listening there already",
+                errno.EACCES: "this account may not listen there (ports below 1024 need privileges)",
+                errno.EADDRNOTAVAIL: "that is not an address of this machine",
+            }.get(exc.errno or 0, exc.strerror or "cannot listen there")
+            raise PortUnavailableError(f"cannot listen on {where}: {why}", host=host, port=port) from None
 
 
 def _redact(url: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pomona.cli.main import _out, _pomona, _settings, common, main
+from pomona.cli.main import _out, _pomona, _settings, cli_warning, common, main
 from pomona.i18n import t
 
 
@@ -46,8 +46,10 @@ def server_set_public_url(url: str) -> None:
 
     Enrollment profiles, check-in URLs, the portal, health and diagnose's DNS checks all use it.
     A running server reads it when it starts."""
-    from pomona.services.installation import UrlSource, record_public_url
+    from pomona.services.installation import UrlSource, is_plain_http_remote, record_public_url
 
     p = _pomona()
     rec = record_public_url(p.db, url, UrlSource.SET)
+    if is_plain_http_remote(rec.url):
+        cli_warning(None, t("cli.warning.plain_http", url=rec.url))
     _out({"public_url": rec.url, "source": rec.source.value}, t("cli.server.public_url_set", url=rec.url))

@@ -39,6 +39,13 @@ is the decision's: :class:`PolicyError` takes it per instance, its status is sti
     │   └── WebhookTargetError           WEBHOOK_TARGET_REFUSED: a webhook URL at a non-public address
     ├── ServerKeyError                   SERVER_KEY_MISMATCH, 500: the server key does not open a sealed
     │                                    secret (the server refuses to start)
+    ├── StartupError                     a process cannot start with what it was given (CLI exit 2, before
+    │   │                                `serve` says it is serving); never an HTTP answer
+    │   ├── CertFileError                CERT_FILE_INVALID: a TLS or signing certificate/key file unusable
+    │   ├── DatabaseUnavailableError     DATABASE_UNAVAILABLE: the database URL is malformed or unreachable
+    │   ├── DataDirError                 DATA_DIR_UNUSABLE: the data folder cannot be created or written
+    │   └── PortUnavailableError         PORT_UNAVAILABLE: the address to listen on is taken or not allowed
+    ├── WebhookDeliveryError             WEBHOOK_DELIVERY_FAILED, 502: a webhook test was not delivered
     └── UpstreamError                    INTERNAL_ERROR, 502: a service we call answered what we cannot use
 
 Faults of the storage layer are not refusals (no event is recorded for them, they have no reason of their
@@ -104,6 +111,12 @@ __all__ = [
     "PomonaError",
     "PushCertExpiredError",
     "ServerKeyError",
+    "StartupError",
+    "CertFileError",
+    "DatabaseUnavailableError",
+    "DataDirError",
+    "PortUnavailableError",
+    "WebhookDeliveryError",
     "WebhookTargetError",
     "PushCertInvalidError",
     "PushTopicChangedError",
@@ -128,6 +141,7 @@ class PomonaError(Exception):
     reason: ReasonCode = ReasonCode.INTERNAL_ERROR
     http_status: ClassVar[int] = 500
     apple_code: ClassVar[str | None] = None  # Apple's error code, for a device body Apple defines
+    exit_code: ClassVar[int] = 2  # the CLI's exit code for it (docs/cli.md): a refusal or a bad input
 
     def __init__(self, detail: str = "", **context: object) -> None:
         if _DECIDED_BY_CLASS & context.keys():
@@ -318,6 +332,45 @@ class ServerKeyError(PomonaError):
     """The server key does not open a secret sealed in the database (another key, lost, or tampered)."""
 
     reason = ReasonCode.SERVER_KEY_MISMATCH
+
+
+class StartupError(PomonaError):
+    """A process cannot start with what it was given: a refusal of the operator's input (CLI exit 2),
+    found before `pomona serve` says it is serving. The detail names the file, URL or address, never a
+    library's internal text."""
+
+
+class CertFileError(StartupError):
+    """A certificate or key file given to the server (--tls-cert/--tls-key, POMONA_SIGNING_IDENTITY) is
+    missing, unreadable, not PEM, or its key does not match its certificate."""
+
+    reason = ReasonCode.CERT_FILE_INVALID
+
+
+class DatabaseUnavailableError(StartupError):
+    """The database URL is malformed, names an unknown driver, or its server cannot be reached."""
+
+    reason = ReasonCode.DATABASE_UNAVAILABLE
+
+
+class DataDirError(StartupError):
+    """The data folder cannot be created, is not a folder, or cannot be written."""
+
+    reason = ReasonCode.DATA_DIR_UNUSABLE
+
+
+class PortUnavailableError(StartupError):
+    """The address and port to listen on are in use, not allowed (a port below 1024), or not local."""
+
+    reason = ReasonCode.PORT_UNAVAILABLE
+
+
+class WebhookDeliveryError(PomonaError):
+    """A webhook (test) delivery failed: the receiver's HTTP status or the network error is the detail."""
+
+    reason = ReasonCode.WEBHOOK_DELIVERY_FAILED
+    http_status: ClassVar[int] = 502
+    exit_code: ClassVar[int] = 1  # a check that ran and failed, not a bad input
 
 
 class StorageError(Exception):

@@ -151,8 +151,11 @@ def decode_vendor_signed_request(data: str | bytes) -> VendorSignedRequest:
         csr_der = base64.b64decode(plist["PushCertRequestCSR"])
         chain = _pem_certs(plist["PushCertCertificateChain"].encode("ascii"))
         signature = base64.b64decode(plist["PushCertSignature"])
-    except (ValueError, KeyError, TypeError, AttributeError, plistlib.InvalidFileException) as exc:
-        raise PushCertError("bad_request", f"not a push certificate request: {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError, plistlib.InvalidFileException):
+        # the parsers' own text names their internals (ParseError { kind: ShortData }): not for a person
+        raise PushCertError(
+            "bad_request", "not a push certificate request (the vendor-signed plist, base64), or damaged"
+        ) from None
     vendor_key = chain[0].public_key()
     valid = False
     if isinstance(vendor_key, rsa.RSAPublicKey):
@@ -179,12 +182,20 @@ def load_pem_key(data: bytes, password: bytes | None = None) -> PrivateKey:
         raise PushCertError("no_key", "no PEM private key found")
     try:
         key = serialization.load_pem_private_key(data, password)
-    except TypeError as exc:  # password missing, or given for an unencrypted key
-        raise PushCertError("bad_password", str(exc)) from None
+    except TypeError:  # password missing, or given for an unencrypted key
+        raise PushCertError(
+            "bad_password",
+            "the private key is encrypted: give its password"
+            if password is None
+            else "a password was given for a key that is not encrypted",
+        ) from None
     except ValueError as exc:
         text = str(exc).lower()
-        kind = "bad_password" if "password" in text or "decrypt" in text else "not_pem"
-        raise PushCertError(kind, f"the private key cannot be read: {exc}") from None
+        if "password" in text or "decrypt" in text:
+            raise PushCertError("bad_password", "the private key's password is wrong") from None
+        raise PushCertError(
+            "not_pem", "the private key cannot be read: not a PEM private key, or damaged or truncated"
+        ) from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise PushCertError("unsupported_key", f"unsupported key type {type(key).__name__}")
     return key
@@ -196,8 +207,9 @@ def load_p12(data: bytes, password: bytes | None) -> tuple[x509.Certificate, Pri
         key, cert, _ = pkcs12.load_key_and_certificates(data, password)
     except ValueError as exc:
         text = str(exc).lower()
-        kind = "bad_password" if "password" in text or "mac" in text else "not_p12"
-        raise PushCertError(kind, f"the .p12 cannot be read: {exc}") from None
+        if "password" in text or "mac" in text:
+            raise PushCertError("bad_password", "the .p12 cannot be opened: wrong password") from None
+        raise PushCertError("not_p12", "the .p12 cannot be read: not a .p12 file, or damaged") from None
     if cert is None:
         raise PushCertError("no_certificate", "the .p12 holds no certificate")
     if key is None:
@@ -359,8 +371,10 @@ def _pem_certs(data: bytes) -> list[x509.Certificate]:
         if b"-----BEGIN CERTIFICATE-----" in data:
             return x509.load_pem_x509_certificates(data)
         return [x509.load_der_x509_certificate(data)]
-    except (ValueError, x509.InvalidVersion) as exc:
-        raise PushCertError("not_pem", f"no certificate could be read: {exc}") from None
+    except (ValueError, x509.InvalidVersion):
+        raise PushCertError(
+            "not_pem", "no certificate could be read: not a PEM or DER certificate, or damaged or truncated"
+        ) from None
 
 
 def _csr(data: bytes) -> x509.CertificateSigningRequest:
@@ -368,5 +382,7 @@ def _csr(data: bytes) -> x509.CertificateSigningRequest:
         if data.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_csr(data)
         return x509.load_der_x509_csr(data)
-    except ValueError as exc:
-        raise PushCertError("bad_request", f"not a certificate signing request: {exc}") from None
+    except ValueError:
+        raise PushCertError(
+            "bad_request", "not a certificate signing request (PEM or DER), or damaged or truncated"
+        ) from None

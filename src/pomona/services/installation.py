@@ -9,6 +9,7 @@ process (the CLI, a helper script) reads the recorded value, whatever its own en
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass
 from enum import StrEnum
@@ -47,6 +48,21 @@ def validate_public_url(text: str) -> str:
         raise InvalidInputError(f"the public URL takes no query, fragment or user name: {raw!r}")
     del port
     return raw.rstrip("/")
+
+
+def is_plain_http_remote(url: str) -> bool:
+    """An http:// URL whose host is not this machine's loopback: devices will not enroll over it, and
+    whoever is on the path reads the traffic. (http://localhost is the demo's and the tests'.)"""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = (parts.hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def recorded_public_url(store: SettingsStore) -> PublicUrl | None:

@@ -261,6 +261,16 @@ class PolicyService(ServiceBase[PolicyStores]):
             )
         return decide(inp)
 
+    def link_check(self, tenant_ref: str, upn: str) -> Decision:
+        """The dry run for an enrollment link just given to this user: would the link's profile be served
+        now (Stage.PROFILE, the portal's checks: authority, push certificate, the user enabled and
+        licensed)? The device's own facts are not known yet, so they are not checked."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = self._tenant(uow, tenant_ref)
+            user = uow.users.by_upn(t.id, upn)
+            inp = self.policy_input(uow, t, stage=Stage.PROFILE, user=user)
+        return decide(inp)
+
     # --- licences ---------------------------------------------------------------------------------
     def set_seats(self, tenant_ref: str, seats: int) -> dict[str, int]:
         if not 0 <= seats <= 10_000_000:

@@ -25,9 +25,21 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+)
 
-from pomona.domain.errors import ConflictError, StorageBusyError
+from pomona.domain.errors import (
+    ConflictError,
+    DatabaseUnavailableError,
+    DataDirError,
+    StorageBusyError,
+)
 from pomona.ports import ChannelState, Sealer
 from pomona.storage import schema as s
 from pomona.storage.commands_sql import CHANNEL_ANY, CHANNEL_SKIP_NOT_NOW, SqlCommandQueue
@@ -80,11 +92,32 @@ def _private_sqlite_file(url: str) -> None:
 
 
 def private_dir(path: Path) -> Path:
-    """``path`` created (with its parents) and made 0700: the data folder holds the database and keys."""
-    path.mkdir(parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
-        os.chmod(path, 0o700)
+    """``path`` created (with its parents) and made 0700: the data folder holds the database and keys.
+
+    A folder that cannot be created or written is a DataDirError (DATA_DIR_UNUSABLE), naming the path."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o700)
+    except FileExistsError:
+        raise DataDirError(f"the data folder {path} is a file, not a folder", path=str(path)) from None
+    except NotADirectoryError:
+        raise DataDirError(f"the data folder {path} is inside a file, not a folder", path=str(path)) from None
+    except OSError as exc:
+        raise DataDirError(
+            f"the data folder {path} cannot be created or used: {exc.strerror}", path=str(path)
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise DataDirError(f"the data folder {path} is not writable by this account", path=str(path))
     return path
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit to print: its password (everything before '@') replaced."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -122,10 +155,16 @@ class SqlDatabase:
 
     def __init__(self, url: str, *, pool_size: int = 8, sealer: Sealer | None = None) -> None:
         self.url = url
+        self.display_url = redact_url(url)  # as given, its password hidden: for messages
         self.sealer = sealer  # seals the secrets the stores write (storage/sealed.py); None: plaintext
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            _private_sqlite_file(url)
+            try:
+                _private_sqlite_file(url)
+            except OSError as exc:
+                raise DatabaseUnavailableError(
+                    f"the database {url} cannot be created: {exc.strerror}"
+                ) from None
             self.engine: Engine = create_engine(
                 url,
                 connect_args={"check_same_thread": False, "timeout": LOCK_WAIT_MS / 1000},
@@ -137,17 +176,39 @@ class SqlDatabase:
             if url.startswith("postgresql://") or url.startswith("postgres://"):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             self.url = url
-            self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+            try:
+                self.engine = create_engine(
+                    url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
+                )
+            except (ArgumentError, NoSuchModuleError, ValueError):
+                raise DatabaseUnavailableError(
+                    f"the database URL {self.display_url} is not valid "
+                    "(expected postgresql://USER:PASSWORD@HOST:5432/DATABASE)"
+                ) from None
 
     @classmethod
     def for_tests(cls, url: str) -> SqlDatabase:
         return cls(url)
 
     def create_all(self) -> None:
-        """Apply the Alembic migrations up to head."""
+        """Apply the Alembic migrations up to head (after :meth:`check_reachable`)."""
         from pomona.storage.migrate import upgrade
 
+        self.check_reachable()
         upgrade(self.engine)
+
+    def check_reachable(self) -> None:
+        """One connection opened and closed, or DATABASE_UNAVAILABLE with the driver's first line: refused,
+        unknown host, authentication, a file that cannot be opened (the URL's password is not shown)."""
+        try:
+            with self.engine.connect():
+                pass
+        except (OperationalError, InterfaceError, sqlite3.OperationalError) as exc:
+            orig = exc.orig if isinstance(exc, DBAPIError) else exc
+            first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+            raise DatabaseUnavailableError(
+                f"the database {self.display_url} cannot be opened: {first}"
+            ) from exc
 
     @contextmanager
     def unit_of_work(self, *, readonly: bool = False) -> Iterator[SqlUnitOfWork]:

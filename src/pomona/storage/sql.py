@@ -5,7 +5,7 @@ The backend lives in one module per store (``*_sql.py``) around :mod:`pomona.sto
 
 from __future__ import annotations
 
-from pomona.storage.database import SqlDatabase, SqlUnitOfWork, private_dir, sqlite_url
+from pomona.storage.database import SqlDatabase, SqlUnitOfWork, private_dir, redact_url, sqlite_url
 from pomona.storage.rows import utc as _utc
 
-__all__ = ["SqlDatabase", "SqlUnitOfWork", "_utc", "private_dir", "sqlite_url"]
+__all__ = ["SqlDatabase", "SqlUnitOfWork", "_utc", "private_dir", "redact_url", "sqlite_url"]
