@@ -202,7 +202,7 @@ class TestUserSet:
     ) -> None:
         """A password reset from the CLI ends the sessions opened with the old password."""
         tenant = pomona.portal.tenant("acme")
-        user = pomona.policy.user_detail("acme", ANA).user
+        user = next(u for u in pomona.admin.list_users("acme") if u.upn == ANA)
         sid = pomona.portal.open_session(tenant, user.id)
         code, out = cli(
             monkeypatch,
@@ -228,7 +228,7 @@ class TestUserSet:
     ) -> None:
         """Disabling ends the user's portal sessions at once: enabled again before their next use, they stay ended."""
         tenant = pomona.portal.tenant("acme")
-        user = pomona.policy.user_detail("acme", ANA).user
+        user = next(u for u in pomona.admin.list_users("acme") if u.upn == ANA)
         sid = pomona.portal.open_session(tenant, user.id)
         assert pomona.portal.session_user(tenant, sid) == user.id
         code, out = cli(monkeypatch, db_url, "user", "set", "--tenant", "acme", "--upn", ANA, "--disabled")
@@ -247,7 +247,7 @@ class TestUserSet:
     ) -> None:
         """`user set UPN --disable` refuses the user's enrollment (USER_DISABLED) and its session; --enable undoes it."""
         tenant = pomona.portal.tenant("acme")
-        user = pomona.policy.user_detail("acme", ANA).user
+        user = next(u for u in pomona.admin.list_users("acme") if u.upn == ANA)
         sid = pomona.portal.open_session(tenant, user.id)
         code, out = cli(monkeypatch, db_url, "user", "set", "--tenant", "acme", ANA, "--disable", "--json")
         assert (code, json.loads(out)["enabled"]) == (0, False), out

@@ -15,15 +15,17 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pomona.cli.diagnose_cmds import parse_time
 from pomona.cli.main import _json, _pomona, common, main
 from pomona.domain.errors import InvalidInputError
-from pomona.domain.models import Event
 from pomona.i18n import t
+
+if TYPE_CHECKING:
+    from pomona.domain.models import Event
 
 POLL_SECONDS = 1.0
 LOOKBACK_POLLS = 5
@@ -64,18 +66,28 @@ def _emit_json(e: Event) -> None:
     sys.stdout.flush()  # a script reading the pipe sees each event as it comes
 
 
-_WIDTHS = (19, 12, 6, 28, 24, 24)
+_WIDTHS = (19, 12, 7, 28, 24, 24)  # the columns before the detail, in terminal cells
+
+
+def _fixed(values: list[str]) -> str:
+    """One line of --follow's text output: fixed columns (CJK characters count two cells), detail last."""
+    from rich.cells import cell_len
+
+    padded = []
+    for v, w in zip(values, _WIDTHS, strict=False):
+        width = max(w, cell_len(v))
+        padded.append(v + " " * (width - cell_len(v)))
+    return "  ".join([*padded, values[-1]])
 
 
 def _emit_line(e: Event) -> None:
-    c = cells(e)
-    click.echo("  ".join(v.ljust(w) for v, w in zip(c, _WIDTHS, strict=False)) + "  " + c[-1])
+    click.echo(_fixed(cells(e)))
     sys.stdout.flush()
 
 
 def _header_line() -> None:
-    names = [t(f"cli.column.{c}") for c in COLUMNS]
-    click.echo("  ".join(v.ljust(w) for v, w in zip(names, _WIDTHS, strict=False)) + "  " + names[-1])
+    click.echo(_fixed([t(f"cli.column.{c}") for c in COLUMNS]))
+    sys.stdout.flush()
 
 
 def _table(rows: list[list[str]]) -> None:
