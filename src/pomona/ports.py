@@ -223,7 +223,8 @@ class CommandQueue(Protocol):
 
 class EventFilters(TypedDict, total=False):
     """What :meth:`EventLog.query` selects by (None: any): a UPN (any case), a device, a ReasonCode
-    value, ``since <= at < until``; at most ``limit`` events (default 100), newest first."""
+    value, ``since <= at < until``; at most ``limit`` events (default 100), newest first. With
+    ``after_id``: only the events of greater id, oldest first (to follow the log, `pomona events --follow`)."""
 
     upn: str | None
     serial: str | None
@@ -232,6 +233,7 @@ class EventFilters(TypedDict, total=False):
     since: datetime | None
     until: datetime | None
     limit: int
+    after_id: int | None
 
 
 class EventLog(Protocol):

@@ -435,6 +435,30 @@ class TestEvents:
             ] == [0]
             assert uow.events.query("other-tenant") == []
 
+    def test_after_id_reads_forward(self, db: Database) -> None:
+        """With after_id, the events of greater id come oldest first (what `pomona events --follow` reads)."""
+        t, _, _, _ = seed(db)
+        with db.unit_of_work() as uow:
+            for i in range(4):
+                uow.events.append(
+                    Event(
+                        tenant_id=t.id,
+                        at=NOW - timedelta(minutes=i),  # later ids, earlier times: the order is by id
+                        step=Step.ADMIN,
+                        outcome=Outcome.OK,
+                        serial="S1" if i % 2 else "S2",
+                        detail={"i": i},
+                    )
+                )
+        with db.unit_of_work(readonly=True) as uow:
+            ids = sorted(e.id or 0 for e in uow.events.query(t.id))
+            got = uow.events.query(t.id, after_id=ids[0])
+            assert [e.detail["i"] for e in got] == [1, 2, 3]
+            assert [e.detail["i"] for e in uow.events.query(t.id, after_id=ids[0], limit=1)] == [1]
+            assert [e.detail["i"] for e in uow.events.query(t.id, after_id=ids[0], serial="S1")] == [1, 3]
+            assert uow.events.query(t.id, after_id=ids[-1]) == []
+            assert uow.events.query("other-tenant", after_id=0) == []
+
     def test_empty_detail_reads_back_empty(self, db: Database) -> None:
         """An event without detail and a command without an error chain read back as {} and []."""
         t, _, _, e = seed(db)

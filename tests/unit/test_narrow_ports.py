@@ -112,7 +112,7 @@ EXPECTED: dict[type, set[str]] = {
     DiagnoseService: DECISION | {"tenants", "devices", "events", "reachability"},
     EnrollmentService: DECISION | {"tenants", "enrollment_tokens", "certs", "events"},
     HealthService: {"tenants", "users", "health", "events"},
-    PolicyService: DECISION | {"tenants", "commands", "events"},
+    PolicyService: DECISION | {"tenants", "commands", "events", "devices", "portal_sessions"},
     PortalService: DECISION | {"tenants", "devices", "events", "portal_sessions"},
     PushService: {"tenants", "pushes", "reachability", "push_certs", "events"},
     ReportService: {"tenants", "events"},

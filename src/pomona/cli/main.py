@@ -688,9 +688,11 @@ def _register_optional() -> None:
     main.add_command(demo)
     import pomona.cli.apns_cmds  # noqa: F401
     import pomona.cli.diagnose_cmds  # noqa: F401
+    import pomona.cli.events_cmds  # noqa: F401
     import pomona.cli.policy_cmds  # noqa: F401  (registers its commands on `main`)
     import pomona.cli.portal_cmds  # noqa: F401
     import pomona.cli.server_cmds  # noqa: F401
+    import pomona.cli.user_cmds  # noqa: F401
     from pomona.cli.emulate import emulate
 
     main.add_command(emulate)

@@ -12,7 +12,7 @@ from pomona.cli.main import _json, _out, _pomona, common, main
 from pomona.domain.errors import InvalidInputError
 from pomona.domain.policy import Access, RestrictionKind
 from pomona.i18n import t
-from pomona.presenters import corporate_json, restriction_json, user_json
+from pomona.presenters import corporate_json, restriction_json
 
 
 # --- licences -------------------------------------------------------------------------------------
@@ -67,33 +67,6 @@ def _user_group() -> click.Group:
     cmd = main.commands["user"]
     assert isinstance(cmd, click.Group)
     return cmd
-
-
-@_user_group().command("set")
-@click.option("--tenant", "tenant_name", required=True)
-@click.option("--upn", required=True)
-@click.option("--enabled/--disabled", default=None)
-@click.option("--dem/--no-dem", default=None, help="Device enrollment manager: up to 1,000 devices.")
-@click.option("--mfa-required/--no-mfa-required", default=None)
-@common
-def user_set(
-    tenant_name: str, upn: str, enabled: bool | None, dem: bool | None, mfa_required: bool | None
-) -> None:
-    """Change a user's flags."""
-    flags = {
-        k: v
-        for k, v in (("enabled", enabled), ("is_dem", dem), ("mfa_required", mfa_required))
-        if v is not None
-    }
-    if not flags:
-        raise InvalidInputError(
-            "nothing to change: give --enabled/--disabled, --dem/--no-dem or --mfa-required/--no-mfa-required"
-        )
-    u = _pomona().policy.set_user_flags(tenant_name, upn, **flags)
-    _out(
-        user_json(u),
-        t("cli.user.updated", upn=u.upn),
-    )
 
 
 @_user_group().command("delete")

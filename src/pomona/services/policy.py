@@ -22,6 +22,7 @@ from pomona.domain.errors import (
 from pomona.domain.models import (
     BlockedDevice,
     CorporateIdentifier,
+    Device,
     Enrollment,
     EnrollmentStatus,
     Group,
@@ -49,9 +50,11 @@ from pomona.ports import (
     BlockStore,
     CommandQueue,
     CorporateStore,
+    DeviceStore,
     EnrollmentStore,
     GroupStore,
     HasEvents,
+    PortalSessionStore,
     RestrictionStore,
     TenantStore,
     UserStore,
@@ -115,13 +118,36 @@ class DecisionStores(DefaultsStores, Protocol):
 
 
 class PolicyStores(DecisionStores, HasEvents, Protocol):
-    """The policy service's stores: the decision's, the tenants, and the command queue (retiring a
-    device cancels what it had queued)."""
+    """The policy service's stores: the decision's, the tenants, the command queue (retiring a
+    device cancels what it had queued), the devices (a user's details name them) and the portal's
+    sessions (disabling a user ends them)."""
 
     @property
     def tenants(self) -> TenantStore: ...
     @property
     def commands(self) -> CommandQueue: ...
+    @property
+    def devices(self) -> DeviceStore: ...
+    @property
+    def portal_sessions(self) -> PortalSessionStore: ...
+
+
+@dataclass(frozen=True)
+class UserSummary:
+    """A user as `pomona user list` shows them: with how many groups and active enrollments."""
+
+    user: User
+    groups: int
+    devices: int
+
+
+@dataclass(frozen=True)
+class UserDetail:
+    """A user as `pomona user show` shows them: groups by name, active enrollments with their devices."""
+
+    user: User
+    groups: list[str]
+    enrollments: list[tuple[Enrollment, Device | None]]
 
 
 @dataclass
@@ -312,13 +338,40 @@ class PolicyService(ServiceBase[PolicyStores]):
             }
 
     # --- users and groups -------------------------------------------------------------------------
+    def users_overview(self, tenant_ref: str, *, limit: int = 100, offset: int = 0) -> list[UserSummary]:
+        """A page of the tenant's users by UPN, each with its group and active-enrollment counts (two
+        indexed counts per user: a page of 100 is a few milliseconds)."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = self._tenant(uow, tenant_ref)
+            return [
+                UserSummary(u, len(uow.users.group_ids(u.id)), uow.enrollments.active_count_for_user(u.id))
+                for u in uow.users.list(t.id, limit=limit, offset=offset)
+            ]
+
+    def user_detail(self, tenant_ref: str, upn: str) -> UserDetail:
+        """One user: flags, groups by name, and the active enrollments with their devices."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = self._tenant(uow, tenant_ref)
+            u = self._user(uow, t, upn.strip().lower())
+            names = uow.groups.names(t.id, uow.users.group_ids(u.id))
+            active = uow.enrollments.active_for_user(u.id)
+            devices = uow.devices.by_ids(t.id, [e.device_id for e in active])
+            return UserDetail(u, sorted(names.values()), [(e, devices.get(e.device_id)) for e in active])
+
     def set_user_flags(self, tenant_ref: str, upn: str, **flags: object) -> User:
+        """Change a user's flags. Disabling ends the user's portal sessions at once (re-enabling does
+        not revive them); the event names the user."""
         with self.db.unit_of_work() as uow:
             t = self._tenant(uow, tenant_ref)
-            u = self._user(uow, t, upn)
+            u = self._user(uow, t, upn.strip().lower())
             uow.users.update(t.id, u.id, **flags)
-            self._audit(
-                uow, t, "user.update", upn=u.upn, **{k: v for k, v in flags.items() if k != "totp_secret"}
+            if flags.get("enabled") is False:
+                uow.portal_sessions.revoke_user(t.id, u.id, self.clock.now(), "user")
+            shown = {k: v for k, v in flags.items() if k not in ("totp_secret", "password_hash")}
+            uow.events.append(
+                self.ok_event(
+                    t.id, Step.ADMIN, user_id=u.id, upn=u.upn, detail={"action": "user.update", **shown}
+                )
             )
             got = uow.users.get(t.id, u.id)
             assert got is not None

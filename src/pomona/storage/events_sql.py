@@ -74,10 +74,9 @@ class SqlEventLog:
             conds.append(t.c.at >= since)
         if (until := filters.get("until")) is not None:
             conds.append(t.c.at < until)
-        q = (
-            select(t)
-            .where(and_(*conds))
-            .order_by(t.c.at.desc(), t.c.id.desc())
-            .limit(filters.get("limit", 100))
-        )
+        after = filters.get("after_id")
+        if after is not None:
+            conds.append(t.c.id > after)
+        order = (t.c.id,) if after is not None else (t.c.at.desc(), t.c.id.desc())
+        q = select(t).where(and_(*conds)).order_by(*order).limit(filters.get("limit", 100))
         return [EVENT.load_row(r) for r in self.conn.execute(q)]

@@ -590,6 +590,7 @@ class MemoryEventLog(_Store):
 
     def query(self, tenant_id: str, **filters: Unpack[EventFilters]) -> list[Event]:
         upn, since, until = filters.get("upn"), filters.get("since"), filters.get("until")
+        after = filters.get("after_id")
         wanted = {
             "upn": None if upn is None else upn.lower(),
             **{k: filters.get(k) for k in ("serial", "udid", "reason")},
@@ -602,9 +603,12 @@ class MemoryEventLog(_Store):
                 and all(getattr(e, k) == v for k, v in fields)
                 and (since is None or e.at >= since)
                 and (until is None or e.at < until)
+                and (after is None or (e.id or 0) > after)
             )
 
         found = [e for e in self.d.events.values() if matches(e)]
+        if after is not None:
+            return sorted(found, key=lambda e: e.id or 0)[: filters.get("limit", 100)]
         return sorted(found, key=lambda e: (e.at, e.id or 0), reverse=True)[: filters.get("limit", 100)]
 
     def failure_report(

@@ -177,8 +177,8 @@ def _events(
     since, until = at - WINDOW, at + timedelta(hours=1)
     seen: dict[int | None, Event] = {}
 
-    def read(**q: str) -> list[Event]:
-        found = uow.events.query(t.id, since=since, until=until, limit=200, **q)
+    def read(*, upn: str | None = None, udid: str | None = None, serial: str | None = None) -> list[Event]:
+        found = uow.events.query(t.id, since=since, until=until, limit=200, upn=upn, udid=udid, serial=serial)
         for e in found:
             seen[e.id] = e
         return found
