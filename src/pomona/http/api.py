@@ -73,7 +73,7 @@ def api_error(exc: BaseException, request_id: str) -> JSONResponse:
 _bearer = HTTPBearer(
     auto_error=False,
     scheme_name="AdminToken",
-    description="An admin API token: `pomona token create` (server-wide) or POST /api/v1/tenants/{tenant}/tokens.",
+    description="An admin API token: `pomona token create --server` (server-wide) or `--tenant NAME`, or POST /api/v1/tenants/{tenant}/tokens.",
 )
 
 
@@ -364,7 +364,7 @@ class CommandIn(ApiModel):
 _SWAGGER_UI = FilePath(__file__).parent / "static" / "swagger-ui"
 DOCS_STATIC = "/api/v1/docs/static"
 API_DESCRIPTION = """Pomona's admin API. Every operation but `/healthz` needs an admin token in
-`Authorization: Bearer <token>` (the **Authorize** button): a server-wide token (`pomona token create`)
+`Authorization: Bearer <token>` (the **Authorize** button): a server-wide token (`pomona token create --server`)
 reaches every tenant, a tenant token only its own; another tenant's objects answer 404 like missing ones.
 
 Every refusal is JSON `{reason, message, request_id}`; the reason codes are in docs/REASONS.md, and each
@@ -945,7 +945,7 @@ def create_api(p: Services) -> FastAPI:
         "/api/v1/tenants/{tenant}/commands",
         status_code=201,
         summary="Send a command",
-        description="Queue an MDM command for one or more devices (serial, UDID or id) and, with `push`, wake them with a push. `request_type` is one of the typed commands below; `params` are the command's keys with Apple's names (data as base64 strings). An unknown type or parameter is INVALID_INPUT.",
+        description="Queue an MDM command for one or more devices (serial, UDID or id) and, with `push`, wake them with a push. `request_type` is one of the typed commands (listed in the body's schema); `params` are the command's keys with Apple's names (data as base64 strings). An unknown type or parameter is INVALID_INPUT.",
         responses=ERRORS,
     )
     def enqueue(tenant: str, body: CommandIn, token: Auth) -> dict[str, object]:
