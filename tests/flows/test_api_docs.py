@@ -121,6 +121,30 @@ class TestOpenApiDocument:
         r = client.post("/api/v1/tenants", json=example, headers={"Authorization": f"Bearer {secret}"})
         assert r.status_code == 201, r.text
 
+    def test_success_examples_match_real_answers(self, client: TestClient) -> None:
+        """The documented answers of create tenant, user and enrollment link have the real answers' keys."""
+        spec = client.get("/api/v1/openapi.json").json()
+        p: Pomona = client.app.pomona  # type: ignore[attr-defined]
+        auth = {"Authorization": f"Bearer {p.admin.create_api_token(None, 'docs').secret}"}
+        p.policy.set_seats(
+            client.post(
+                "/api/v1/tenants", json={"name": "acme", "domain": "acme.example"}, headers=auth
+            ).json()["id"],
+            5,
+        )
+        calls = [
+            ("/api/v1/tenants", {"name": "beta", "domain": "beta.example"}),
+            ("/api/v1/tenants/{tenant}/users", {"upn": "ana@acme.example", "licensed": True}),
+            ("/api/v1/tenants/{tenant}/enrollment-tokens", {"upn": "ana@acme.example"}),
+        ]
+        for path, body in calls:
+            r = client.post(path.replace("{tenant}", "acme"), json=body, headers=auth)
+            assert r.status_code == 201, r.text
+            example = spec["paths"][path]["post"]["responses"]["201"]["content"]["application/json"][
+                "example"
+            ]
+            assert set(example) == set(r.json()), path
+
     def test_auth_still_refuses_without_token(self, client: TestClient) -> None:
         """Declaring the scheme changed nothing at run time: no token is 401 API_AUTH_FAILED in our shape."""
         r = client.get("/api/v1/tenants")

@@ -10,7 +10,7 @@ import base64
 import binascii
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -128,6 +128,47 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 """The error answers every authenticated operation documents (the body is always ``{reason, message,
 request_id}``; the reason code says which case it is)."""
+
+
+def _ok(status: int, example: Mapping[str, object]) -> dict[int | str, dict[str, Any]]:
+    """ERRORS plus an example of the success answer (documentation only)."""
+    return {status: {"content": {"application/json": {"example": example}}}, **ERRORS}
+
+
+TENANT_EXAMPLE = {"id": "83213bfd-ce37-4c92-a3b4-d6ada5ddd33a", "name": "acme", "domain": "acme.example"}
+USER_EXAMPLE = {
+    "id": "96596274-e16a-4818-925f-0100da5585b9",
+    "upn": "ana@acme.example",
+    "display_name": "Ana Silva",
+    "email": "ana@acme.example",
+    "enabled": True,
+    "licensed": True,
+    "dem": False,
+    "mfa_required": False,
+}
+LINK_EXAMPLE = {
+    "id": "7beafe8b-42de-4148-8acd-2c0994df35da",
+    "url": "https://mdm.acme.example/enroll/MO-6B_4NcmxKNYitPWn5stqDT6LizmzN",
+    "uses": 1,
+    "expires_at": "2026-12-05T09:30:00+00:00",
+}
+COMMANDS_EXAMPLE = {
+    "commands": [
+        {
+            "command_uuid": "0b7f8a52-5c1e-4d7e-9a0e-2f4b7c9d1e33",
+            "request_type": "DeviceInformation",
+            "status": "Queued",
+            "device_id": "5e0c2d8b-9f3a-4b61-8c47-1a2b3c4d5e6f",
+            "enrollment_id": "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f",
+            "created_at": "2026-12-04T09:30:00+00:00",
+            "sent_at": None,
+            "result_at": None,
+            "error_chain": None,
+        }
+    ]
+}
+"""Success answers of the common calls, shown in the documentation (tests/flows/test_api_docs.py checks
+their keys against real answers)."""
 
 
 # --- bounds of the inputs: out of range is INVALID_INPUT (422), never an overflow deeper down -------------
@@ -443,7 +484,7 @@ def create_api(p: Services) -> FastAPI:
         status_code=201,
         summary="Create a tenant",
         description="Create a tenant (an organisation with its own domain, CA and users). Needs a server-wide token. `key_type` is the tenant CA's key: `rsa` or `p256`. Next: upload its push certificate (`PUT .../apns`), set the MDM authority and licences.",
-        responses=ERRORS,
+        responses=_ok(201, TENANT_EXAMPLE),
     )
     def create_tenant(body: TenantIn, token: Auth) -> dict[str, object]:
         if token.tenant_id is not None:
@@ -598,7 +639,7 @@ def create_api(p: Services) -> FastAPI:
         status_code=201,
         summary="Create a user",
         description="Create a user of the tenant. `licensed: true` also assigns a licence seat (LICENSES_EXHAUSTED if none is free); `dem` marks a device enrollment manager; a user with a password can sign in to the portal.",
-        responses=ERRORS,
+        responses=_ok(201, USER_EXAMPLE),
     )
     def create_user(tenant: str, body: UserIn, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
@@ -869,7 +910,7 @@ def create_api(p: Services) -> FastAPI:
         status_code=201,
         summary="Create an enrollment link",
         description="Create an enrollment link for a user: open `url` on the device to enroll. `uses` is how many enrollments it allows, `expires_in_seconds` how long it lives. The secret is only in this answer.",
-        responses=ERRORS,
+        responses=_ok(201, LINK_EXAMPLE),
     )
     def create_enroll_token(tenant: str, body: EnrollTokenIn, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
@@ -946,7 +987,7 @@ def create_api(p: Services) -> FastAPI:
         status_code=201,
         summary="Send a command",
         description="Queue an MDM command for one or more devices (serial, UDID or id) and, with `push`, wake them with a push. `request_type` is one of the typed commands (listed in the body's schema); `params` are the command's keys with Apple's names (data as base64 strings). An unknown type or parameter is INVALID_INPUT.",
-        responses=ERRORS,
+        responses=_ok(201, COMMANDS_EXAMPLE),
     )
     def enqueue(tenant: str, body: CommandIn, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
