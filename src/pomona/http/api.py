@@ -10,15 +10,19 @@ import base64
 import binascii
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from html import escape
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
+from starlette.staticfiles import StaticFiles
 
 from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundError, PomonaError, describe
 from pomona.domain.models import ApiToken
@@ -37,6 +41,7 @@ from pomona.presenters import (
     tenant_json,
     user_json,
 )
+from pomona.protocol.command import COMMAND_TYPES
 from pomona.protocol.errors import ProtocolError
 from pomona.services.container import Services
 from pomona.services.context import request_id_var
@@ -63,7 +68,19 @@ def api_error(exc: BaseException, request_id: str) -> JSONResponse:
     )
 
 
-def _auth(request: Request, authorization: Annotated[str | None, Header()] = None) -> ApiToken:
+# Declares the bearer scheme in the OpenAPI document (Swagger UI's "Authorize" button). It never refuses
+# by itself (auto_error=False): _auth below reads the header and decides, as before.
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="AdminToken",
+    description="An admin API token: `pomona token create --server` (server-wide) or `--tenant NAME`, or POST /api/v1/tenants/{tenant}/tokens.",
+)
+
+
+def _auth(
+    request: Request, _doc: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None
+) -> ApiToken:
+    authorization = request.headers.get("authorization")
     secret = None
     if authorization and authorization.lower().startswith("bearer "):
         secret = authorization[7:].strip()
@@ -72,6 +89,86 @@ def _auth(request: Request, authorization: Annotated[str | None, Header()] = Non
 
 
 Auth = Annotated[ApiToken, Depends(_auth)]
+
+
+class ApiError(BaseModel):
+    """Every refusal of the admin API: a reason code (docs/REASONS.md), a message, and the request id that
+    finds the matching event and log line."""
+
+    reason: str = Field(description="The reason code, e.g. NOT_FOUND, INVALID_INPUT, API_AUTH_FAILED.")
+    message: str = Field(description="What went wrong, for a person.")
+    request_id: str = Field(description="The request's id (also in the X-Request-Id header and the events).")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"reason": "NOT_FOUND", "message": "no tenant 'acme'", "request_id": "3f9c0a7e5d2b4c18"}
+            ]
+        }
+    )
+
+
+def _error_response(what: str) -> dict[str, Any]:
+    return {"model": ApiError, "description": what}
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _error_response(
+        "No token, an unknown one (API_AUTH_FAILED), an expired or revoked one (API_TOKEN_EXPIRED, "
+        "API_TOKEN_REVOKED), or a tenant token asking for what needs a server-wide token (API_AUTH_FAILED)."
+    ),
+    403: _error_response("Refused by a rule of the tenant's policy; the reason code names the rule."),
+    404: _error_response("No such tenant or object, or one of another tenant (NOT_FOUND)."),
+    409: _error_response(
+        "It conflicts with what exists: a name already taken (ALREADY_EXISTS), no free licence seat "
+        "(LICENSES_EXHAUSTED), a push certificate of another topic (APNS_TOPIC_CHANGED)."
+    ),
+    413: _error_response("The request body is over the operation's size limit (MALFORMED_REQUEST)."),
+    422: _error_response("A body or parameter that is not valid (INVALID_INPUT or a more precise code)."),
+}
+"""The error answers every authenticated operation documents (the body is always ``{reason, message,
+request_id}``; the reason code says which case it is)."""
+
+
+def _ok(status: int, example: Mapping[str, object]) -> dict[int | str, dict[str, Any]]:
+    """ERRORS plus an example of the success answer (documentation only)."""
+    return {status: {"content": {"application/json": {"example": example}}}, **ERRORS}
+
+
+TENANT_EXAMPLE = {"id": "83213bfd-ce37-4c92-a3b4-d6ada5ddd33a", "name": "acme", "domain": "acme.example"}
+USER_EXAMPLE = {
+    "id": "96596274-e16a-4818-925f-0100da5585b9",
+    "upn": "ana@acme.example",
+    "display_name": "Ana Silva",
+    "email": "ana@acme.example",
+    "enabled": True,
+    "licensed": True,
+    "dem": False,
+    "mfa_required": False,
+}
+LINK_EXAMPLE = {
+    "id": "7beafe8b-42de-4148-8acd-2c0994df35da",
+    "url": "https://mdm.acme.example/enroll/MO-6B_4NcmxKNYitPWn5stqDT6LizmzN",
+    "uses": 1,
+    "expires_at": "2026-12-05T09:30:00+00:00",
+}
+COMMANDS_EXAMPLE = {
+    "commands": [
+        {
+            "command_uuid": "0b7f8a52-5c1e-4d7e-9a0e-2f4b7c9d1e33",
+            "request_type": "DeviceInformation",
+            "status": "Queued",
+            "device_id": "5e0c2d8b-9f3a-4b61-8c47-1a2b3c4d5e6f",
+            "enrollment_id": "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f",
+            "created_at": "2026-12-04T09:30:00+00:00",
+            "sent_at": None,
+            "result_at": None,
+            "error_chain": None,
+        }
+    ]
+}
+"""Success answers of the common calls, shown in the documentation (tests/flows/test_api_docs.py checks
+their keys against real answers)."""
 
 
 # --- bounds of the inputs: out of range is INVALID_INPUT (422), never an overflow deeper down -------------
@@ -118,12 +215,28 @@ class ApiModel(BaseModel):
 
 
 class TenantIn(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "acme", "domain": "acme.example"}]})
+
     name: str
     domain: str
     key_type: str = "rsa"
 
 
 class UserIn(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "upn": "ana@acme.example",
+                    "display_name": "Ana Silva",
+                    "email": "ana@acme.example",
+                    "password": "correct horse battery staple",
+                    "licensed": True,
+                }
+            ]
+        }
+    )
+
     upn: str
     display_name: str | None = None
     email: str | None = None
@@ -190,6 +303,18 @@ class DeviceRefIn(ApiModel):
 
 
 class DiagnoseIn(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "upn": "ana@acme.example",
+                    "serial": "F2LXK0AAHG7J",
+                    "message": "Profile installation failed",
+                }
+            ]
+        }
+    )
+
     tenant: str | None = None
     upn: str | None = None
     serial: str | None = None
@@ -214,6 +339,10 @@ class ApiTokenIn(ApiModel):
 
 
 class EnrollTokenIn(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"upn": "ana@acme.example", "uses": 1, "expires_in_seconds": 86400}]}
+    )
+
     upn: str
     uses: Int = 1
     expires_in_seconds: Int = 24 * 3600
@@ -241,11 +370,68 @@ class WebhookIn(ApiModel):
     secret: str
 
 
+COMMAND_TYPE_NAMES = sorted(COMMAND_TYPES)
+"""The typed commands Pomona builds (``protocol.command.COMMAND_TYPES``), listed in the OpenAPI document."""
+_COMMAND_TYPE_ENUM: list[JsonValue] = list(COMMAND_TYPE_NAMES)
+
+
 class CommandIn(ApiModel):
-    request_type: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    devices: list[str]
-    push: bool = True
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_type": "DeviceInformation",
+                    "params": {},
+                    "devices": ["F2LXK0AAHG7J"],
+                    "push": True,
+                },
+                {"request_type": "DeviceLock", "params": {"Message": "Call IT"}, "devices": ["F2LXK0AAHG7J"]},
+            ]
+        }
+    )
+
+    # Documented as an enum; checked by the service (an unknown type is INVALID_INPUT with its message).
+    request_type: str = Field(
+        description="The command's RequestType, one of: " + ", ".join(COMMAND_TYPE_NAMES) + ".",
+        json_schema_extra={"enum": _COMMAND_TYPE_ENUM},
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The command's keys with Apple's names (data as base64 strings)."
+    )
+    devices: list[str] = Field(description="Serials, UDIDs or device ids.")
+    push: bool = Field(default=True, description="Wake the devices with a push now.")
+
+
+_SWAGGER_UI = FilePath(__file__).parent / "static" / "swagger-ui"
+DOCS_STATIC = "/api/v1/docs/static"
+API_DESCRIPTION = """Pomona's admin API. Every operation but `/healthz` needs an admin token in
+`Authorization: Bearer <token>` (the **Authorize** button): a server-wide token (`pomona token create --server`)
+reaches every tenant, a tenant token only its own; another tenant's objects answer 404 like missing ones.
+
+Every refusal is JSON `{reason, message, request_id}`; the reason codes are in docs/REASONS.md, and each
+refusal leaves an event (`GET /api/v1/tenants/{tenant}/events`).
+
+A first tenant: create it, upload its push certificate, set the MDM authority and licence seats, create a
+user, then an enrollment link to open on the device."""
+
+
+def docs_html(openapi_url: str) -> str:
+    """The API documentation page: Swagger UI from Pomona's own static files, nothing from another host."""
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Pomona admin API</title>
+<link rel="stylesheet" href="{DOCS_STATIC}/swagger-ui.css">
+</head>
+<body>
+<div id="swagger-ui" data-openapi-url="{escape(openapi_url)}"></div>
+<script src="{DOCS_STATIC}/swagger-ui-bundle.js"></script>
+<script src="{DOCS_STATIC}/pomona-init.js"></script>
+</body>
+</html>
+"""
 
 
 def create_api(p: Services) -> FastAPI:
@@ -262,10 +448,17 @@ def create_api(p: Services) -> FastAPI:
         title="Pomona admin API",
         version="1",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # served below, from Pomona's own copy of Swagger UI (no CDN)
         redoc_url=None,
+        description=API_DESCRIPTION,
     )
     api.state.pomona = p
+    api.mount(DOCS_STATIC, StaticFiles(directory=str(_SWAGGER_UI)), name="docs-static")
+
+    @api.get("/api/v1/docs", include_in_schema=False)
+    async def docs_page() -> HTMLResponse:
+        return HTMLResponse(docs_html("/api/v1/openapi.json"))
+
     api.add_middleware(RequestId)  # binds the request id for services, events and logs
 
     def _error(request: Request, exc: Exception) -> JSONResponse:
@@ -286,19 +479,36 @@ def create_api(p: Services) -> FastAPI:
             raise NotFoundError(f"no tenant {tenant!r}")
         return t.id
 
-    @api.post("/api/v1/tenants", status_code=201)
+    @api.post(
+        "/api/v1/tenants",
+        status_code=201,
+        summary="Create a tenant",
+        description="Create a tenant (an organisation with its own domain, CA and users). Needs a server-wide token. `key_type` is the tenant CA's key: `rsa` or `p256`. Next: upload its push certificate (`PUT .../apns`), set the MDM authority and licences.",
+        responses=_ok(201, TENANT_EXAMPLE),
+    )
     def create_tenant(body: TenantIn, token: Auth) -> dict[str, object]:
         if token.tenant_id is not None:
             raise ForbiddenError("creating tenants needs a server-wide token")
         t = p.admin.create_tenant(body.name, body.domain, key_type=body.key_type)
         return {"id": t.id, "name": t.name, "domain": t.domain}
 
-    @api.get("/api/v1/tenants")
+    @api.get(
+        "/api/v1/tenants",
+        summary="List tenants",
+        description="The tenants this token can reach: every tenant for a server-wide token, its own for a tenant token.",
+        responses=ERRORS,
+    )
     def list_tenants(token: Auth) -> dict[str, object]:
         ts = [t for t in p.admin.list_tenants() if token.tenant_id in (None, t.id)]
         return {"tenants": [tenant_json(t) for t in ts]}
 
-    @api.post("/api/v1/tenants/{tenant}/tokens", status_code=201)
+    @api.post(
+        "/api/v1/tenants/{tenant}/tokens",
+        status_code=201,
+        summary="Create an admin token",
+        description="Issue an admin API token for the tenant. Needs a server-wide token. The secret is in the answer once and never again; without `expires_in_seconds` it is valid until revoked.",
+        responses=ERRORS,
+    )
     def create_token(tenant: str, token: Auth, body: ApiTokenIn | None = None) -> dict[str, object]:
         if token.tenant_id is not None:
             raise ForbiddenError("creating admin tokens needs a server-wide token")
@@ -308,7 +518,12 @@ def create_api(p: Services) -> FastAPI:
         issued = p.admin.create_api_token(tid, body.name, expires_in=expires)
         return {"id": issued.token.id, "token": issued.secret, "expires_at": iso(issued.token.expires_at)}
 
-    @api.get("/api/v1/tenants/{tenant}/tokens")
+    @api.get(
+        "/api/v1/tenants/{tenant}/tokens",
+        summary="List admin tokens",
+        description="The tenant's admin tokens (never their secrets), with whether each is active, expired or revoked.",
+        responses=ERRORS,
+    )
     def list_tokens(tenant: str, token: Auth) -> dict[str, object]:
         """The tenant's admin tokens (never their secrets)."""
         now = p.clock.now()
@@ -316,13 +531,23 @@ def create_api(p: Services) -> FastAPI:
             "tokens": [api_token_json(x, now) for x in p.admin.list_api_tokens(tenant_scope(token, tenant))]
         }
 
-    @api.post("/api/v1/tenants/{tenant}/tokens/{token_id}/revoke")
+    @api.post(
+        "/api/v1/tenants/{tenant}/tokens/{token_id}/revoke",
+        summary="Revoke an admin token",
+        description="Revoke one of the tenant's admin tokens at once (a tenant token may revoke its tenant's, itself too).",
+        responses=ERRORS,
+    )
     def revoke_token(tenant: str, token_id: str, token: Auth) -> dict[str, object]:
         """Revoke one of the tenant's admin tokens (a tenant token may revoke its tenant's, itself too)."""
         tid = tenant_scope(token, tenant)
         return api_token_json(p.admin.revoke_api_token(token_id, tenant_ref=tid), p.clock.now())
 
-    @api.put("/api/v1/tenants/{tenant}/apns")
+    @api.put(
+        "/api/v1/tenants/{tenant}/apns",
+        summary="Upload the push certificate",
+        description="Upload the tenant's APNs push certificate: `cert_pem` (with `key_pem`, or the key of the tenant's pending CSR) or `p12_base64` with its `password`. Replacing a certificate of another topic makes every device re-enroll: it needs `replace` and `confirm: devices-must-re-enroll`. With `canary`, one push checks the certificate with Apple first.",
+        responses=ERRORS,
+    )
     def upload_apns(tenant: str, body: ApnsIn, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
         if body.p12_base64:
@@ -347,7 +572,12 @@ def create_api(p: Services) -> FastAPI:
         p.checkin.forget_tenant(tid)
         return res.to_json()
 
-    @api.post("/api/v1/tenants/{tenant}/apns/csr")
+    @api.post(
+        "/api/v1/tenants/{tenant}/apns/csr",
+        summary="Create a push certificate request",
+        description="Create the CSR to have signed for Apple's push certificate portal; with `vendor_cert_pem` and `vendor_key_pem` it is signed with the MDM vendor certificate and ready to upload to Apple. The private key stays on the server.",
+        responses=ERRORS,
+    )
     def apns_csr(tenant: str, body: ApnsCsrIn, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
         r = p.apns.csr(
@@ -358,24 +588,44 @@ def create_api(p: Services) -> FastAPI:
         )
         return {"csr_pem": r.csr_pem, "vendor_signed_request": r.vendor_signed}
 
-    @api.get("/api/v1/tenants/{tenant}/apns")
+    @api.get(
+        "/api/v1/tenants/{tenant}/apns",
+        summary="Push certificate status",
+        description="The tenant's push certificate: topic, expiry, Apple ID, and findings (expiring, expired, mismatched topic).",
+        responses=ERRORS,
+    )
     def apns_status(tenant: str, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
         out = p.apns.status(tid)
         out["findings"] = p.apns.findings(tid, p.clock.now())
         return out
 
-    @api.get("/api/v1/tenants/{tenant}/apns/reenroll")
+    @api.get(
+        "/api/v1/tenants/{tenant}/apns/reenroll",
+        summary="Devices that must re-enroll",
+        description="The devices enrolled under a previous push topic, which must re-enroll after the push certificate was replaced.",
+        responses=ERRORS,
+    )
     def apns_reenroll(tenant: str, token: Auth) -> dict[str, object]:
         return p.apns.reenroll_required(tenant_scope(token, tenant))
 
-    @api.put("/api/v1/tenants/{tenant}/webhook")
+    @api.put(
+        "/api/v1/tenants/{tenant}/webhook",
+        summary="Set the webhook",
+        description="Send the tenant's events to `url`, signed with `secret` (HMAC-SHA256, `sha256=` signature).",
+        responses=ERRORS,
+    )
     def set_webhook(tenant: str, body: WebhookIn, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
         p.notifier.configure(tid, body.url, body.secret)
         return {"url": body.url}
 
-    @api.get("/api/v1/tenants/{tenant}/push")
+    @api.get(
+        "/api/v1/tenants/{tenant}/push",
+        summary="Push state",
+        description="Pushes queued for the tenant, each device's push reachability, and devices that do not answer pushes.",
+        responses=ERRORS,
+    )
     def push_state(tenant: str, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
         return {
@@ -384,7 +634,13 @@ def create_api(p: Services) -> FastAPI:
             "unresponsive": p.push.unresponsive(tid, p.clock.now()),
         }
 
-    @api.post("/api/v1/tenants/{tenant}/users", status_code=201)
+    @api.post(
+        "/api/v1/tenants/{tenant}/users",
+        status_code=201,
+        summary="Create a user",
+        description="Create a user of the tenant. `licensed: true` also assigns a licence seat (LICENSES_EXHAUSTED if none is free); `dem` marks a device enrollment manager; a user with a password can sign in to the portal.",
+        responses=_ok(201, USER_EXAMPLE),
+    )
     def create_user(tenant: str, body: UserIn, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
         u = p.admin.create_user(
@@ -402,7 +658,12 @@ def create_api(p: Services) -> FastAPI:
             u = p.policy.set_user_flags(tid, u.upn)
         return user_json(u)
 
-    @api.patch("/api/v1/tenants/{tenant}/users/{upn}")
+    @api.patch(
+        "/api/v1/tenants/{tenant}/users/{upn}",
+        summary="Change a user",
+        description="Change a user's flags: enabled, device enrollment manager, MFA required, licensed (assigns or frees a seat). Only the fields given change.",
+        responses=ERRORS,
+    )
     def patch_user(tenant: str, upn: str, body: UserPatch, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
         if body.licensed is not None:
@@ -414,44 +675,94 @@ def create_api(p: Services) -> FastAPI:
         }
         return user_json(p.policy.set_user_flags(tid, upn, **flags))
 
-    @api.delete("/api/v1/tenants/{tenant}/users/{upn}", status_code=204)
+    @api.delete(
+        "/api/v1/tenants/{tenant}/users/{upn}",
+        status_code=204,
+        summary="Delete a user",
+        description="Delete a user of the tenant; their licence seat is freed.",
+        responses=ERRORS,
+    )
     def delete_user(tenant: str, upn: str, token: Auth) -> None:
         p.policy.delete_user(tenant_scope(token, tenant), upn)
 
-    @api.put("/api/v1/tenants/{tenant}/licences")
+    @api.put(
+        "/api/v1/tenants/{tenant}/licences",
+        summary="Set licence seats",
+        description="Set how many licence seats the tenant has; fewer than are assigned is refused.",
+        responses=ERRORS,
+    )
     def set_seats(tenant: str, body: SeatsIn, token: Auth) -> dict[str, int]:
         return p.policy.set_seats(tenant_scope(token, tenant), body.seats)
 
-    @api.put("/api/v1/tenants/{tenant}/authority")
+    @api.put(
+        "/api/v1/tenants/{tenant}/authority",
+        summary="Set the MDM authority",
+        description="Make Pomona the tenant's MDM authority; without it every enrollment is refused with MDM_AUTHORITY_NOT_SET.",
+        responses=ERRORS,
+    )
     def set_authority(tenant: str, token: Auth) -> dict[str, object]:
         t = p.admin.set_authority(tenant_scope(token, tenant), "pomona")
         return {"mdm_authority": t.mdm_authority}
 
-    @api.post("/api/v1/tenants/{tenant}/groups", status_code=201)
+    @api.post(
+        "/api/v1/tenants/{tenant}/groups",
+        status_code=201,
+        summary="Create a group",
+        description="Create a group of users; restrictions apply to groups.",
+        responses=ERRORS,
+    )
     def create_group(tenant: str, body: GroupIn, token: Auth) -> dict[str, object]:
         g = p.policy.create_group(tenant_scope(token, tenant), body.name)
         return {"id": g.id, "name": g.name}
 
-    @api.get("/api/v1/tenants/{tenant}/groups")
+    @api.get(
+        "/api/v1/tenants/{tenant}/groups",
+        summary="List groups",
+        description="The tenant's groups with their number of members.",
+        responses=ERRORS,
+    )
     def list_groups(tenant: str, token: Auth) -> dict[str, object]:
         rows = p.policy.list_groups(tenant_scope(token, tenant))
         return {"groups": [{"id": g.id, "name": g.name, "members": n} for g, n in rows]}
 
-    @api.post("/api/v1/tenants/{tenant}/groups/{group}/members", status_code=201)
+    @api.post(
+        "/api/v1/tenants/{tenant}/groups/{group}/members",
+        status_code=201,
+        summary="Add a group member",
+        description="Add a user to a group.",
+        responses=ERRORS,
+    )
     def add_member(tenant: str, group: str, body: MemberIn, token: Auth) -> dict[str, object]:
         p.policy.add_member(tenant_scope(token, tenant), group, body.upn)
         return {"group": group, "upn": body.upn}
 
-    @api.delete("/api/v1/tenants/{tenant}/groups/{group}/members/{upn}", status_code=204)
+    @api.delete(
+        "/api/v1/tenants/{tenant}/groups/{group}/members/{upn}",
+        status_code=204,
+        summary="Remove a group member",
+        description="Remove a user from a group.",
+        responses=ERRORS,
+    )
     def remove_member(tenant: str, group: str, upn: str, token: Auth) -> None:
         p.policy.add_member(tenant_scope(token, tenant), group, upn, remove=True)
 
-    @api.get("/api/v1/tenants/{tenant}/restrictions")
+    @api.get(
+        "/api/v1/tenants/{tenant}/restrictions",
+        summary="List enrollment restrictions",
+        description="The tenant's enrollment restrictions (platform and device limit) in priority order, defaults included.",
+        responses=ERRORS,
+    )
     def list_restrictions(tenant: str, token: Auth) -> dict[str, object]:
         rs, names = p.policy.list_restrictions(tenant_scope(token, tenant))
         return {"restrictions": [restriction_json(r, names) for r in rs]}
 
-    @api.post("/api/v1/tenants/{tenant}/restrictions", status_code=201)
+    @api.post(
+        "/api/v1/tenants/{tenant}/restrictions",
+        status_code=201,
+        summary="Create an enrollment restriction",
+        description="Create a restriction of `type` (`platform`: platforms, OS range, personally-owned devices; `limit`: how many devices a user may enroll) at `priority` for `groups`, with the settings of its type (e.g. `ios: block`, `min_os`, `limit`).",
+        responses=ERRORS,
+    )
     def create_restriction(tenant: str, body: RestrictionIn, token: Auth) -> dict[str, object]:
         r = p.policy.create_restriction(
             tenant_scope(token, tenant),
@@ -463,7 +774,12 @@ def create_api(p: Services) -> FastAPI:
         )
         return restriction_json(r)
 
-    @api.patch("/api/v1/tenants/{tenant}/restrictions/{type_}/{which}")
+    @api.patch(
+        "/api/v1/tenants/{tenant}/restrictions/{type_}/{which}",
+        summary="Change an enrollment restriction",
+        description="Change a restriction's settings, groups or priority. `which` is `default` or the restriction's priority.",
+        responses=ERRORS,
+    )
     def edit_restriction(
         tenant: str, type_: str, which: str, body: RestrictionPatch, token: Auth
     ) -> dict[str, object]:
@@ -482,13 +798,24 @@ def create_api(p: Services) -> FastAPI:
         )
         return restriction_json(r)
 
-    @api.delete("/api/v1/tenants/{tenant}/restrictions/{type_}/{priority}", status_code=204)
+    @api.delete(
+        "/api/v1/tenants/{tenant}/restrictions/{type_}/{priority}",
+        status_code=204,
+        summary="Delete an enrollment restriction",
+        description="Delete the restriction of `type_` at `priority` (a default restriction cannot be deleted).",
+        responses=ERRORS,
+    )
     def delete_restriction(
         tenant: str, type_: str, priority: Annotated[int, Path(ge=-INT_MAX, le=INT_MAX)], token: Auth
     ) -> None:
         p.policy.delete_restriction(tenant_scope(token, tenant), type_, priority)
 
-    @api.post("/api/v1/tenants/{tenant}/corporate-identifiers")
+    @api.post(
+        "/api/v1/tenants/{tenant}/corporate-identifiers",
+        summary="Import corporate identifiers",
+        description="Import corporate device identifiers (CSV: serial or IMEI, and a description). All or nothing: with any bad row nothing is imported, and the answer is 422 with the rows listed.",
+        responses=ERRORS,
+    )
     def import_corporate(tenant: str, body: CorporateIn, token: Auth) -> JSONResponse:
         r = p.policy.import_corporate(tenant_scope(token, tenant), body.csv)
         data = {"imported": r.imported, "unchanged": r.unchanged, "errors": r.errors}
@@ -500,7 +827,12 @@ def create_api(p: Services) -> FastAPI:
             )
         return JSONResponse(data, status_code=422 if r.errors else 200)
 
-    @api.get("/api/v1/tenants/{tenant}/corporate-identifiers")
+    @api.get(
+        "/api/v1/tenants/{tenant}/corporate-identifiers",
+        summary="List corporate identifiers",
+        description="The tenant's corporate device identifiers, paged with `limit` and `offset`.",
+        responses=ERRORS,
+    )
     def list_corporate(
         tenant: str,
         token: Auth,
@@ -510,22 +842,43 @@ def create_api(p: Services) -> FastAPI:
         rows = p.policy.list_corporate(tenant_scope(token, tenant), limit=limit, offset=offset)
         return {"identifiers": [corporate_json(c) for c in rows]}
 
-    @api.post("/api/v1/tenants/{tenant}/blocked-devices", status_code=201)
+    @api.post(
+        "/api/v1/tenants/{tenant}/blocked-devices",
+        status_code=201,
+        summary="Block a device",
+        description="Block a device by serial or UDID: its enrollments end and it cannot enroll again until unblocked.",
+        responses=ERRORS,
+    )
     def block_device(tenant: str, body: DeviceRefIn, token: Auth) -> dict[str, object]:
         n = p.policy.block(tenant_scope(token, tenant), serial=body.serial, udid=body.udid, note=body.note)
         return {"blocked": body.serial or body.udid, "ended_enrollments": n}
 
-    @api.post("/api/v1/tenants/{tenant}/blocked-devices/remove")
+    @api.post(
+        "/api/v1/tenants/{tenant}/blocked-devices/remove",
+        summary="Unblock a device",
+        description="Remove a device from the tenant's block list.",
+        responses=ERRORS,
+    )
     def unblock_device(tenant: str, body: DeviceRefIn, token: Auth) -> dict[str, object]:
         p.policy.block(tenant_scope(token, tenant), serial=body.serial, udid=body.udid, unblock=True)
         return {"unblocked": body.serial or body.udid}
 
-    @api.post("/api/v1/tenants/{tenant}/devices/retire")
+    @api.post(
+        "/api/v1/tenants/{tenant}/devices/retire",
+        summary="Retire a device",
+        description="Retire a device by serial or UDID: its enrollments end (it is removed from management).",
+        responses=ERRORS,
+    )
     def retire_device(tenant: str, body: DeviceRefIn, token: Auth) -> dict[str, object]:
         n = p.policy.retire(tenant_scope(token, tenant), serial=body.serial, udid=body.udid)
         return {"retired": body.serial or body.udid, "enrollments": n}
 
-    @api.post("/api/v1/tenants/{tenant}/policy/explain")
+    @api.post(
+        "/api/v1/tenants/{tenant}/policy/explain",
+        summary="Explain the enrollment policy",
+        description="Which restrictions would apply to this user (and device, OS version, platform) and whether an enrollment would be allowed, with the reason code if not. Changes nothing.",
+        responses=ERRORS,
+    )
     def explain(tenant: str, body: ExplainIn, token: Auth) -> dict[str, object]:
         d = p.policy.explain(
             tenant_scope(token, tenant),
@@ -537,7 +890,12 @@ def create_api(p: Services) -> FastAPI:
         )
         return d.to_dict()
 
-    @api.get("/api/v1/tenants/{tenant}/users")
+    @api.get(
+        "/api/v1/tenants/{tenant}/users",
+        summary="List users",
+        description="The tenant's users, paged with `limit` and `offset`.",
+        responses=ERRORS,
+    )
     def list_users(
         tenant: str,
         token: Auth,
@@ -547,7 +905,13 @@ def create_api(p: Services) -> FastAPI:
         tid = tenant_scope(token, tenant)
         return {"users": [user_json(u) for u in p.admin.list_users(tid, limit=limit, offset=offset)]}
 
-    @api.post("/api/v1/tenants/{tenant}/enrollment-tokens", status_code=201)
+    @api.post(
+        "/api/v1/tenants/{tenant}/enrollment-tokens",
+        status_code=201,
+        summary="Create an enrollment link",
+        description="Create an enrollment link for a user: open `url` on the device to enroll. `uses` is how many enrollments it allows, `expires_in_seconds` how long it lives. The secret is only in this answer.",
+        responses=_ok(201, LINK_EXAMPLE),
+    )
     def create_enroll_token(tenant: str, body: EnrollTokenIn, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
         issued = p.admin.create_enrollment_token(
@@ -560,7 +924,12 @@ def create_api(p: Services) -> FastAPI:
             "expires_at": issued.token.expires_at.isoformat(),
         }
 
-    @api.get("/api/v1/tenants/{tenant}/enrollment-tokens")
+    @api.get(
+        "/api/v1/tenants/{tenant}/enrollment-tokens",
+        summary="List enrollment links",
+        description="The tenant's enrollment links, newest first (never their secrets).",
+        responses=ERRORS,
+    )
     def list_enroll_tokens(
         tenant: str,
         token: Auth,
@@ -572,13 +941,23 @@ def create_api(p: Services) -> FastAPI:
         now = p.clock.now()
         return {"enrollment_tokens": [enrollment_token_json(x, u, now) for x, u in rows]}
 
-    @api.post("/api/v1/tenants/{tenant}/enrollment-tokens/{token_id}/revoke")
+    @api.post(
+        "/api/v1/tenants/{tenant}/enrollment-tokens/{token_id}/revoke",
+        summary="Revoke an enrollment link",
+        description="Revoke an enrollment link: its next use is ENROLLMENT_TOKEN_INVALID.",
+        responses=ERRORS,
+    )
     def revoke_enroll_token(tenant: str, token_id: str, token: Auth) -> dict[str, object]:
         """Revoke an enrollment link: its next use is ENROLLMENT_TOKEN_INVALID."""
         tid = tenant_scope(token, tenant)
         return enrollment_token_json(p.admin.revoke_enrollment_token(tid, token_id), None, p.clock.now())
 
-    @api.get("/api/v1/tenants/{tenant}/devices")
+    @api.get(
+        "/api/v1/tenants/{tenant}/devices",
+        summary="List devices",
+        description="The tenant's devices with their current enrollment, paged with `limit` and `offset`.",
+        responses=ERRORS,
+    )
     def list_devices(
         tenant: str,
         token: Auth,
@@ -589,7 +968,12 @@ def create_api(p: Services) -> FastAPI:
         views, total = p.commands.list_devices(tid, limit=limit, offset=offset)
         return {"total": total, "devices": [device_json(v.device, v.enrollment) for v in views]}
 
-    @api.get("/api/v1/tenants/{tenant}/devices/{ref}")
+    @api.get(
+        "/api/v1/tenants/{tenant}/devices/{ref}",
+        summary="Show a device",
+        description="One device (by serial, UDID or id) with its enrollment history and its commands.",
+        responses=ERRORS,
+    )
     def get_device(tenant: str, ref: str, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
         v = p.commands.device(tid, ref)
@@ -598,18 +982,34 @@ def create_api(p: Services) -> FastAPI:
         out["commands"] = [command_json(c) for c in v.commands]
         return out
 
-    @api.post("/api/v1/tenants/{tenant}/commands", status_code=201)
+    @api.post(
+        "/api/v1/tenants/{tenant}/commands",
+        status_code=201,
+        summary="Send a command",
+        description="Queue an MDM command for one or more devices (serial, UDID or id) and, with `push`, wake them with a push. `request_type` is one of the typed commands (listed in the body's schema); `params` are the command's keys with Apple's names (data as base64 strings). An unknown type or parameter is INVALID_INPUT.",
+        responses=_ok(201, COMMANDS_EXAMPLE),
+    )
     def enqueue(tenant: str, body: CommandIn, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
         queued = p.commands.enqueue(tid, body.request_type, body.params, body.devices, push=body.push)
         return {"commands": [command_json(c) for c in queued]}
 
-    @api.get("/api/v1/tenants/{tenant}/commands/{command_uuid}")
+    @api.get(
+        "/api/v1/tenants/{tenant}/commands/{command_uuid}",
+        summary="Show a command",
+        description="One command's status and, once the device answered, its result.",
+        responses=ERRORS,
+    )
     def get_command(tenant: str, command_uuid: str, token: Auth) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
         return command_json(p.commands.command(tid, command_uuid), with_result=True)
 
-    @api.get("/api/v1/tenants/{tenant}/events")
+    @api.get(
+        "/api/v1/tenants/{tenant}/events",
+        summary="List events",
+        description="The tenant's events, newest first: every enrollment, check-in, refusal (with its reason code), command and admin change. Filter by user, serial, UDID, reason code and time.",
+        responses=ERRORS,
+    )
     def events(
         tenant: str,
         token: Auth,
@@ -643,11 +1043,21 @@ def create_api(p: Services) -> FastAPI:
         )
         return to_json(d, body.lang)
 
-    @api.post("/api/v1/tenants/{tenant}/diagnose")
+    @api.post(
+        "/api/v1/tenants/{tenant}/diagnose",
+        summary="Diagnose an enrollment problem",
+        description="Why a user or device cannot enroll: the likely causes ranked, each with its evidence (events) and what to do, in `en` or `zh-CN`. Give at least one of `upn`, `serial`, `udid`, `imei` or the `message` the user saw.",
+        responses=ERRORS,
+    )
     def diagnose_tenant(tenant: str, body: DiagnoseIn, token: Auth) -> dict[str, object]:
         return run_diagnose(tenant_scope(token, tenant), body)
 
-    @api.post("/api/v1/diagnose")
+    @api.post(
+        "/api/v1/diagnose",
+        summary="Diagnose (tenant in the body)",
+        description="Like the tenant diagnose: the tenant is the token's own, or `tenant` in the body for a server-wide token.",
+        responses=ERRORS,
+    )
     def diagnose(body: DiagnoseIn, token: Auth) -> dict[str, object]:
         """The tenant is the token's own, or `tenant` in the body for a server-wide token."""
         tenant = body.tenant or token.tenant_id
@@ -655,7 +1065,12 @@ def create_api(p: Services) -> FastAPI:
             raise InvalidInputError("a server-wide token must name the tenant")
         return run_diagnose(tenant_scope(token, tenant), body)
 
-    @api.get("/api/v1/health/findings")
+    @api.get(
+        "/api/v1/health/findings",
+        summary="Tenant health findings",
+        description="The tenant's health checked now (push certificate, DNS, licences, authority…) with a title per finding in `lang`; the tenant is the token's own, or `tenant` for a server-wide token.",
+        responses=ERRORS,
+    )
     def health_findings(token: Auth, tenant: str | None = None, lang: str = "en") -> dict[str, object]:
         """Tenant health, checked now; the tenant is the token's own (or `tenant` for a server-wide token)."""
         from pomona import knowledge
@@ -668,7 +1083,13 @@ def create_api(p: Services) -> FastAPI:
             f["title"] = knowledge.text_for(f["code"], lang, **f["facts"]).title
         return data
 
-    @api.get("/api/v1/reports/enrollment-failures", response_model=None)
+    @api.get(
+        "/api/v1/reports/enrollment-failures",
+        response_model=None,
+        summary="Enrollment failure report",
+        description="Enrollment refusals between `since` and `until` (default: the last 30 days), grouped by `reason`, `platform`, `type`, `step` or `day`; `format=csv` for a CSV file.",
+        responses=ERRORS,
+    )
     def failure_report(
         token: Auth,
         tenant: str | None = None,
@@ -697,7 +1118,11 @@ def create_api(p: Services) -> FastAPI:
             )
         return r
 
-    @api.get("/healthz")
+    @api.get(
+        "/healthz",
+        summary="Liveness",
+        description='Answers `{"status": "ok"}` from the event loop itself, without authentication: for load balancers and service managers.',
+    )
     async def healthz() -> dict[str, str]:
         """Answered on the event loop itself (no hop to a worker thread): it measures the loop."""
         return {"status": "ok"}
