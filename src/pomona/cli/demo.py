@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -59,7 +60,7 @@ def reusable_token(p: Any, secret: str | None) -> str | None:
     "--data-dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Default: POMONA_DATA_DIR, else pomona-data.",
+    help="Default: POMONA_DATA_DIR, else pomona-data (the CLI's default too; the banner says what to export).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True)
@@ -128,10 +129,15 @@ def demo(data_dir: Path | None, host: str, port: int, devices: int, exit_after_s
     click.echo(t("cli.demo.token", token=admin_token))
     click.echo(t("cli.demo.tenant", tenant=DEMO_TENANT))
     click.echo(t("cli.demo.enroll", url=enroll_url))
+    click.echo(t("cli.demo.portal", url=f"{base}/portal/{DEMO_TENANT}/signin"))
     click.echo(t("cli.demo.password", upn=DEMO_USER, password=password, path=creds_path))
     click.echo(t("cli.demo.devices", count=len(fleet)))
     click.echo(t("cli.demo.try", token=admin_token, url=base, tenant=DEMO_TENANT))
     click.echo(t("push.demo.emulator", url=emu.url))
+    folder = settings.data_dir.resolve()
+    click.echo(t("cli.demo.folder", path=folder))
+    click.echo(t("cli.demo.cli", export=f"export POMONA_DATA_DIR={shlex.quote(str(folder))}"))
+    click.echo(t("cli.demo.cli_try", tenant=DEMO_TENANT, upn=DEMO_USER))
     try:
         if exit_after_setup:
             return

@@ -75,6 +75,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pomona.pki.apns_certs import decode_vendor_signed_request
 from pomona.protocol.apns import push_topic_of
 
 __all__ = ["CA_COMMON_NAME", "ApnsEmulator", "EmulatorStats", "Faults"]
@@ -201,7 +202,7 @@ class _EmulatorCa:
     def issue(
         self,
         subject: x509.Name,
-        key: rsa.RSAPrivateKey,
+        key: rsa.RSAPrivateKey | rsa.RSAPublicKey,
         eku: x509.ObjectIdentifier,
         *,
         sans: list[x509.GeneralName] | None = None,
@@ -213,7 +214,7 @@ class _EmulatorCa:
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
+            .public_key(key if isinstance(key, rsa.RSAPublicKey) else key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
             .not_valid_after(start + dt.timedelta(days=days))
@@ -285,18 +286,48 @@ class ApnsEmulator:
     ) -> tuple[bytes, bytes]:
         """(certificate PEM, key PEM) of a push certificate shaped like Apple's, for ``topic``
         (default ``com.apple.mgmt.External.<new uuid>``). ``with_uid=False`` leaves the UID out."""
-        ident = str(uuid.uuid4())
-        topic = topic or f"com.apple.mgmt.External.{ident}"
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        cert = self._push_cert(key.public_key(), topic, days, not_before, with_uid)
+        return cert, _pem_key(key)
+
+    def sign_push_request(self, request: str | bytes, topic: str | None = None, *, days: int = 365) -> bytes:
+        """Play Apple's Push Certificates Portal: the certificate (PEM) for a push certificate request.
+
+        ``request`` is what ``pomona apns csr`` wrote: the vendor-signed request (base64 plist, whose
+        vendor signature must verify) or, for labs without a vendor certificate, the CSR (PEM). The
+        certificate is for the CSR's public key; ``topic`` the same as before renews, None makes a new one
+        (what another Apple ID, or a new certificate instead of a renewal, gets)."""
+        data = request.encode("ascii") if isinstance(request, str) else request
+        if data.lstrip().startswith(b"-----BEGIN"):
+            csr = x509.load_pem_x509_csr(data)
+        else:
+            signed = decode_vendor_signed_request(data)
+            if not signed.signature_valid:
+                raise ValueError("the vendor signature of this push certificate request does not verify")
+            csr = signed.csr
+        public = csr.public_key()
+        if not isinstance(public, rsa.RSAPublicKey):
+            raise ValueError("a push certificate request must carry an RSA key")
+        return self._push_cert(public, topic, days, None, True)
+
+    def _push_cert(
+        self,
+        public: rsa.RSAPublicKey,
+        topic: str | None,
+        days: int,
+        not_before: dt.datetime | None,
+        with_uid: bool,
+    ) -> bytes:
+        topic = topic or f"com.apple.mgmt.External.{uuid.uuid4()}"
         attrs = [x509.NameAttribute(NameOID.USER_ID, topic)] if with_uid else []
         attrs += [
             x509.NameAttribute(NameOID.COMMON_NAME, f"APSP:{topic.rsplit('.', 1)[-1]}"[:64]),
             x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
         ]
         cert = self._ca.issue(
-            x509.Name(attrs), key, ExtendedKeyUsageOID.CLIENT_AUTH, not_before=not_before, days=days
+            x509.Name(attrs), public, ExtendedKeyUsageOID.CLIENT_AUTH, not_before=not_before, days=days
         )
-        return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+        return cert.public_bytes(serialization.Encoding.PEM)
 
     def _server_context(self) -> ssl.SSLContext:
         cert_path, key_path = self.state_dir / "server.pem", self.state_dir / "server.key"
