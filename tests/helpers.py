@@ -124,3 +124,24 @@ def start_server(
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"server did not start: {log.read_text()}")
+
+
+# --- the CLI against a test's database ----------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def same_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The CLI runs in the test's data folder: its server key opens the secrets the test's server sealed.
+    Autouse in the modules that import it (with `cli`)."""
+    monkeypatch.setenv("POMONA_DATA_DIR", str(tmp_path))
+
+
+def cli(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, *args: str, stdin: str | None = None
+) -> tuple[int, str]:
+    """`pomona ARGS` in this process against the test's database: (exit code, output)."""
+    from click.testing import CliRunner
+
+    from pomona.cli.main import main
+
+    monkeypatch.setenv("POMONA_DATABASE_URL", db_url)
+    res = CliRunner().invoke(main, list(args), input=stdin)
+    return res.exit_code, res.output

@@ -6,16 +6,13 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
-from helpers import TenantSetup, reasons, setup_tenant
+from helpers import TenantSetup, cli, reasons, same_data_dir, setup_tenant  # noqa: F401 - same_data_dir is autouse here
 from pomona.app import Pomona, create_app
-from pomona.cli.main import main
 from pomona.domain.errors import InvalidInputError, TenantNameInvalidError
 from pomona.domain.models import Tenant
 from pomona.testing.virtual_device import EnrollmentRefused, VirtualDevice
@@ -37,18 +34,6 @@ def call(
 ) -> tuple[int, dict[str, object]]:
     r = client.request(method, f"/api/v1{path}", headers={"Authorization": f"Bearer {token}"}, **kw)  # type: ignore[arg-type]
     return r.status_code, (r.json() if r.content else {})
-
-
-@pytest.fixture(autouse=True)
-def same_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The CLI runs in the test's data folder: its server key opens the secrets the test's server sealed."""
-    monkeypatch.setenv("POMONA_DATA_DIR", str(tmp_path))
-
-
-def cli(monkeypatch: pytest.MonkeyPatch, db_url: str, *args: str) -> tuple[int, str]:
-    monkeypatch.setenv("POMONA_DATABASE_URL", db_url)
-    res = CliRunner().invoke(main, list(args))
-    return res.exit_code, res.output
 
 
 def spellings(tenant_id: str) -> list[str]:

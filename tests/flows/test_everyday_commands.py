@@ -16,13 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from starlette.testclient import TestClient
 
-from helpers import TenantSetup, setup_tenant
+from helpers import TenantSetup, cli, same_data_dir, setup_tenant  # noqa: F401 - same_data_dir is autouse here
 from pomona import knowledge
 from pomona.app import Pomona, create_app
-from pomona.cli.main import main
 from pomona.testing.virtual_device import EnrollmentRefused, VirtualDevice
 
 ANA = "ana@acme.example"
@@ -38,20 +36,6 @@ def client(pomona: Pomona) -> Iterator[TestClient]:
 @pytest.fixture
 def acme(pomona: Pomona) -> TenantSetup:
     return setup_tenant(pomona)
-
-
-@pytest.fixture(autouse=True)
-def same_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The CLI runs in the test's data folder: its server key opens the secrets the test's server sealed."""
-    monkeypatch.setenv("POMONA_DATA_DIR", str(tmp_path))
-
-
-def cli(
-    monkeypatch: pytest.MonkeyPatch, db_url: str, *args: str, stdin: str | None = None
-) -> tuple[int, str]:
-    monkeypatch.setenv("POMONA_DATABASE_URL", db_url)
-    res = CliRunner().invoke(main, list(args), input=stdin)
-    return res.exit_code, res.output
 
 
 def enroll(pomona: Pomona, client: TestClient, upn: str, serial: str) -> VirtualDevice:

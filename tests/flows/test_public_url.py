@@ -7,27 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from diag_helpers import World
-from helpers import setup_tenant
+from helpers import cli, same_data_dir, setup_tenant  # noqa: F401 - same_data_dir is autouse here
 from pomona.app import Settings, build
-from pomona.cli.main import main
 from pomona.services.diagnose import to_json
 from pomona.services.installation import UrlSource, record_public_url, served_public_url
 from pomona.storage.memory import MemoryDatabase
-
-
-@pytest.fixture(autouse=True)
-def same_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The CLI runs in the test's data folder: its server key opens the secrets the test's server sealed."""
-    monkeypatch.setenv("POMONA_DATA_DIR", str(tmp_path))
-
-
-def cli(monkeypatch: pytest.MonkeyPatch, db_url: str, *args: str) -> tuple[int, str]:
-    monkeypatch.setenv("POMONA_DATABASE_URL", db_url)
-    res = CliRunner().invoke(main, list(args))
-    return res.exit_code, res.output
 
 
 class TestRecorded:
