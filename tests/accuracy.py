@@ -50,7 +50,7 @@ class Subject:
 Reproduce = Callable[[World, bool], Subject]  # (world, cause present?) -> the subject
 
 
-def _sql(w: World, statement: str, **params: object) -> None:
+def sql(w: World, statement: str, **params: object) -> None:
     with w.p.db.unit_of_work() as uow:
         uow.conn.execute(text(statement), params)  # type: ignore[attr-defined]
 
@@ -66,7 +66,7 @@ def _try(d: VirtualDevice, present: bool) -> None:
     d.enroll()
 
 
-def _enrolled(w: World) -> VirtualDevice:
+def enrolled(w: World) -> VirtualDevice:
     d = w.device()
     d.enroll()
     return d
@@ -117,7 +117,7 @@ def user_not_found(w: World, present: bool) -> Subject:
 
 def authority(w: World, present: bool) -> Subject:
     if present:
-        _sql(w, "UPDATE tenants SET mdm_authority = NULL WHERE name = :n", n=w.s.name)
+        sql(w, "UPDATE tenants SET mdm_authority = NULL WHERE name = :n", n=w.s.name)
     d = w.device()
     _try(d, present)
     return Subject(w.s.upn, d.serial)
@@ -125,7 +125,7 @@ def authority(w: World, present: bool) -> Subject:
 
 def cert_expired(w: World, present: bool) -> Subject:
     if present:
-        _sql(
+        sql(
             w,
             "UPDATE tenants SET push_not_after = :t WHERE name = :n",
             t=datetime.now(UTC) - timedelta(days=1),
@@ -168,8 +168,8 @@ def os_high(w: World, present: bool) -> Subject:
 
 def device_limit(w: World, present: bool) -> Subject:
     w.p.policy.edit_restriction(w.s.name, type_="limit", default=True, limit=2 if present else 5)
-    _enrolled(w)
-    _enrolled(w)
+    enrolled(w)
+    enrolled(w)
     d = w.device()
     _try(d, present)
     return Subject(w.s.upn, d.serial)
@@ -209,7 +209,7 @@ def token_used(w: World, present: bool) -> Subject:
 def token_expired(w: World, present: bool) -> Subject:
     issued = w.p.admin.create_enrollment_token(w.s.name, w.s.upn, uses=5, expires_in=timedelta(hours=1))
     if present:
-        _sql(
+        sql(
             w,
             "UPDATE enrollment_tokens SET expires_at = :t WHERE id = :i",
             t=datetime.now(UTC) - timedelta(minutes=5),
@@ -221,21 +221,21 @@ def token_expired(w: World, present: bool) -> Subject:
 
 
 def unsigned(w: World, present: bool) -> Subject:
-    d = _enrolled(w)
+    d = enrolled(w)
     if present:
         d.signed_put(d.check_in_url or "", d.authenticate_message(), CHECKIN_CONTENT_TYPE, signature="omit")
     return Subject(w.s.upn, d.serial)
 
 
 def cert_mismatch(w: World, present: bool) -> Subject:
-    a, b = _enrolled(w), _enrolled(w)
+    a, b = enrolled(w), enrolled(w)
     if present:
         a.signed_put(a.server_url or "", b.idle_message(), COMMAND_CONTENT_TYPE)
     return Subject(w.s.upn, b.serial)
 
 
 def topic_mismatch(w: World, present: bool) -> Subject:
-    d = _enrolled(w)
+    d = enrolled(w)
     if present:
         body = encode_authenticate(udid=d.udid, topic="com.apple.mgmt.External.other", serial_number=d.serial)
         d.signed_put(d.check_in_url or "", body, CHECKIN_CONTENT_TYPE)
@@ -243,14 +243,14 @@ def topic_mismatch(w: World, present: bool) -> Subject:
 
 
 def malformed(w: World, present: bool) -> Subject:
-    d = _enrolled(w)
+    d = enrolled(w)
     if present:
         d.signed_put(d.check_in_url or "", b"<plist><dict><key>Mess", CHECKIN_CONTENT_TYPE)
     return Subject(w.s.upn, d.serial)
 
 
 def unknown_enrollment(w: World, present: bool) -> Subject:
-    d = _enrolled(w)
+    d = enrolled(w)
     if present:
         cert, idle = d.identity_cert, d.idle_message()
         d.checkout()
@@ -259,7 +259,7 @@ def unknown_enrollment(w: World, present: bool) -> Subject:
 
 
 def message_type(w: World, present: bool) -> Subject:
-    d = _enrolled(w)
+    d = enrolled(w)
     if present:
         body = plist_encode({"MessageType": "SetBootstrapToken", "UDID": d.udid, "BootstrapToken": b"x"})
         d.signed_put(d.check_in_url or "", body, CHECKIN_CONTENT_TYPE)
@@ -268,7 +268,7 @@ def message_type(w: World, present: bool) -> Subject:
 
 def identity_ended(w: World, present: bool) -> Subject:
     """The old identity's Authenticate replayed after the device enrolled again (the twin: no replay)."""
-    d = _enrolled(w)
+    d = enrolled(w)
     cert, body = d.identity_cert, d.authenticate_message()
     d.enroll()  # a new SCEP identity replaces the old one
     if present:
@@ -321,7 +321,7 @@ def nothing_reached(w: World, present: bool) -> Subject:
 def downloaded_again(w: World, present: bool) -> Subject:
     """An enrolled device downloads the profile again (the twin: refused for its platform)."""
     if present:
-        d = _enrolled(w)
+        d = enrolled(w)
         d.fetch_profile(w.s.enroll_url)
         return Subject(w.s.upn, d.serial)
     return platform(w, True)

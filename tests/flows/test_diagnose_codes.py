@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
 
+from accuracy import enrolled, sql
 from diag_helpers import World, later_clock
 from pomona.protocol.checkin import CHECKIN_CONTENT_TYPE, encode_authenticate
 from pomona.protocol.command import COMMAND_CONTENT_TYPE
@@ -25,11 +25,6 @@ Scenario = Callable[[World, bool], dict[str, object]]  # (world, cause present?)
 def refused(d: VirtualDevice) -> None:
     with pytest.raises(EnrollmentRefused):
         d.enroll()
-
-
-def sql(w: World, statement: str, **params: object) -> None:
-    with w.p.db.unit_of_work() as uow:
-        uow.conn.execute(text(statement), params)  # type: ignore[attr-defined]
 
 
 def authority(w: World, present: bool) -> dict[str, object]:
@@ -124,28 +119,22 @@ def abandoned(w: World, present: bool) -> dict[str, object]:
     return {"upn": w.s.upn}
 
 
-def _enrolled(w: World) -> VirtualDevice:
-    d = w.device()
-    d.enroll()
-    return d
-
-
 def unsigned(w: World, present: bool) -> dict[str, object]:
-    d = _enrolled(w)
+    d = enrolled(w)
     if present:
         d.signed_put(d.check_in_url or "", d.authenticate_message(), CHECKIN_CONTENT_TYPE, signature="omit")
     return {"udid": d.udid}
 
 
 def mismatch(w: World, present: bool) -> dict[str, object]:
-    a, b = _enrolled(w), _enrolled(w)
+    a, b = enrolled(w), enrolled(w)
     if present:
         a.signed_put(a.server_url or "", b.idle_message(), COMMAND_CONTENT_TYPE)
     return {"udid": b.udid}
 
 
 def topic_mismatch(w: World, present: bool) -> dict[str, object]:
-    d = _enrolled(w)
+    d = enrolled(w)
     if present:
         body = encode_authenticate(udid=d.udid, topic="com.apple.mgmt.External.other", serial_number=d.serial)
         d.signed_put(d.check_in_url or "", body, CHECKIN_CONTENT_TYPE)
@@ -166,14 +155,14 @@ def untrusted(w: World, present: bool) -> dict[str, object]:
 
 
 def malformed(w: World, present: bool) -> dict[str, object]:
-    d = _enrolled(w)
+    d = enrolled(w)
     if present:
         d.signed_put(d.check_in_url or "", b"<plist><dict><key>Mess", CHECKIN_CONTENT_TYPE)
     return {"udid": d.udid}
 
 
 def unknown_enrollment(w: World, present: bool) -> dict[str, object]:
-    d = _enrolled(w)
+    d = enrolled(w)
     if present:
         cert, idle = d.identity_cert, d.idle_message()
         d.checkout()
@@ -182,7 +171,7 @@ def unknown_enrollment(w: World, present: bool) -> dict[str, object]:
 
 
 def identity_ended(w: World, present: bool) -> dict[str, object]:
-    d = _enrolled(w)
+    d = enrolled(w)
     if present:
         cert, authenticate = d.identity_cert, d.authenticate_message()
         d.enroll()  # a new identity; the old one has ended, and a replay of it is refused
@@ -191,7 +180,7 @@ def identity_ended(w: World, present: bool) -> dict[str, object]:
 
 
 def stuck(w: World, present: bool) -> dict[str, object]:
-    d = _enrolled(w)
+    d = enrolled(w)
     if present:
         sql(
             w,
