@@ -173,7 +173,7 @@ def rank(
             aside.discard(id(fallback))
             fallback.basis = "fallback"
             fallback.note += "; nothing else explains the report, and the message can mean this fault"
-    device_side(assessments, also, matches, found_elsewhere or fallback is not None)
+    device_side(assessments, aside, matches, found_elsewhere or fallback is not None)
     order = {c: i for i, c in enumerate(message_codes)}
     refused_order = {c: i for i, c in enumerate(refused)}
     primary = {c for m in matches for c in m.codes} or set(message_codes)
@@ -206,9 +206,10 @@ def rank(
 
 
 def device_side(
-    assessments: list[Assessment], also: list[Assessment], matches: Sequence[MessageMatch], found: bool
+    assessments: list[Assessment], aside: set[int], matches: Sequence[MessageMatch], found: bool
 ) -> None:
-    """A document row whose cause is on the device: likely when the server side it could mean is clean."""
+    """A document row whose cause is on the device: likely when the server side it could mean is clean
+    (each server-side cause ruled out, or a tenant fault set aside, `aside` holding their ids)."""
     if found:
         return
     by_code = {a.code: a for a in assessments}
@@ -218,7 +219,6 @@ def device_side(
         server = [c for c in codes if not knowledge.device_only(c)]
         if not device:
             continue
-        aside = {id(a) for a in also}
         clean = all(by_code[c].verdict is Verdict.RULED_OUT or id(by_code[c]) in aside for c in server)
         if not clean:
             continue
