@@ -111,7 +111,17 @@ def demo(data_dir: Path | None, host: str, port: int, devices: int, exit_after_s
     enroll = p.admin.create_enrollment_token(DEMO_TENANT, DEMO_USER, uses=max(devices, 1) + 5)
     enroll_url = p.enrollment.urls.enroll(enroll.secret)
 
-    config = uvicorn.Config(create_app(pomona=p), host=host, port=port, log_level="warning", access_log=False)  # type: ignore[arg-type]
+    # log_config=None: uvicorn's loggers go through pomona.logs, as under `pomona serve` (uvicorn's own
+    # configuration would also cut its loggers off from the root logger for the rest of the process).
+    app = create_app(pomona=p)
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
