@@ -320,3 +320,84 @@ class TestMalformed:
         """Verifying against no key at all is the caller's bug, not a device's refusal."""
         with pytest.raises(ValueError, match="trusted"):
             mi.verify_machine_info(signed(), ())
+
+
+def update_schema() -> object:
+    from protocol.apple_schema import load_yaml, require_shared
+
+    path = require_shared("apple-device-management", "mdm", "errors", "softwareupdate.required.yaml")
+    return load_yaml(path)["payloadkeys"]
+
+
+class TestSoftwareUpdateRequired:
+    def test_minimal_body_matches_apples_schema(self) -> None:
+        """The body with just the OS version is valid against Apple's error schema."""
+        from protocol.apple_schema import check
+
+        body = mi.software_update_required_body(mi.SoftwareUpdateRequired(os_version="17.4"))
+        assert body == {"code": "com.apple.softwareupdate.required", "details": {"OSVersion": "17.4"}}
+        assert check(body, update_schema(), platform="iOS") == []
+
+    def test_full_body_matches_apples_schema(self) -> None:
+        """Build, messages and a beta program: every key is Apple's, of Apple's type."""
+        from protocol.apple_schema import check
+
+        answer = mi.SoftwareUpdateRequired(
+            os_version="16.1 (a)",
+            build_version="20A242a",
+            message="Update iOS to continue setup.",
+            description="OS_VERSION_TOO_LOW 16.0 < 16.1",
+            beta_description="Acme beta",
+            beta_token="tok-123",
+        )
+        body = mi.software_update_required_body(answer)
+        assert check(body, update_schema(), platform="iOS") == []
+        details = body["details"]
+        assert isinstance(details, dict) and details["RequireBetaProgram"] == {
+            "Description": "Acme beta",
+            "Token": "tok-123",
+        }
+
+    def test_the_schema_check_can_fail(self) -> None:
+        """A body without details, or with another code, is caught by the same check."""
+        from protocol.apple_schema import check
+
+        assert check({"code": "com.apple.softwareupdate.required"}, update_schema())
+        assert check({"code": "other", "details": {"OSVersion": "17.4"}}, update_schema())
+
+    @pytest.mark.parametrize("fmt", ["json", "plist"])
+    def test_encodings_decode_back(self, fmt: str) -> None:
+        """JSON and plist bodies name their content type and read back as the same answer."""
+        answer = mi.SoftwareUpdateRequired(os_version="18.1", build_version="22B83", message="更新 iOS")
+        body, content_type = mi.encode_software_update_required(answer, fmt=fmt)  # type: ignore[arg-type]
+        assert content_type == {"json": "application/json", "plist": "application/xml"}[fmt]
+        assert mi.decode_software_update_required(body) == answer
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"os_version": ""},
+            {"os_version": "seventeen"},
+            {"os_version": "17.4", "build_version": "latest"},
+            {"os_version": "17.4", "beta_token": "t"},
+        ],
+    )
+    def test_refuses_what_apple_would_not_read(self, kwargs: dict[str, str]) -> None:
+        """A version that is not one, or half a beta program, is the caller's error."""
+        with pytest.raises(ValueError):
+            mi.SoftwareUpdateRequired(**kwargs)
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            b'{"code": "com.apple.unrecognized.device"}',
+            b'{"code": "com.apple.softwareupdate.required"}',
+            b'{"code": "com.apple.softwareupdate.required", "details": {"OSVersion": 17}}',
+            b'{"code": "com.apple.softwareupdate.required", "details": {"OSVersion": "x"}}',
+            b"not json",
+            b"<plist",
+        ],
+    )
+    def test_other_answers_are_not_an_update(self, body: bytes) -> None:
+        """Another code, or a broken body, is not read as a required update."""
+        assert mi.decode_software_update_required(body) is None

@@ -22,6 +22,10 @@ view (:func:`decode_deviceinfo_header`).
    :class:`MachineInfoIssuerNotCaError`);
 7. the content is a MachineInfo plist (:class:`MachineInfoMalformedError`).
 
+When the device is too old for the tenant's OS range and says ``MDM_CAN_REQUEST_SOFTWARE_UPDATE``,
+the server answers 403 with Apple's ``com.apple.softwareupdate.required`` body
+(:func:`encode_software_update_required`); the device updates, then posts its MachineInfo again.
+
 Trust is a public KEY, not a certificate. Apple's iPhone Device CA certificate expired in April 2014 and
 Apple still issues every device identity from its key, so its dates (and the leaves' dates) can never
 be checked: micromdm (``pkg/crypto/apple.go``) verifies the leaf's signature against the CA's RSA key
@@ -42,10 +46,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Final
+from typing import Final, Literal
 
 from asn1crypto import cms as asn1_cms
 from asn1crypto import core
@@ -95,12 +101,17 @@ __all__ = [
     "MachineInfoTamperedError",
     "MachineInfoTrustError",
     "MachineInfoUnsignedError",
+    "SOFTWARE_UPDATE_REQUIRED",
     "SignedMachineInfo",
+    "SoftwareUpdateRequired",
     "apple_device_ca_keys",
     "decode_deviceinfo_header",
     "decode_machine_info",
+    "decode_software_update_required",
     "encode_machine_info",
+    "encode_software_update_required",
     "load_public_key",
+    "software_update_required_body",
     "spki_sha256",
     "verify_device_identity",
     "verify_machine_info",
@@ -548,3 +559,96 @@ def verify_machine_info(
         digest_algorithm=parsed.digest,
         signed_attributes=with_attributes,
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# The answer that makes a device update first
+
+
+SOFTWARE_UPDATE_REQUIRED: Final = "com.apple.softwareupdate.required"
+"""Apple's error code for "update the OS before enrolling" (a 403 body, iOS 17 and macOS 14 on)."""
+
+_OS_VERSION = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){0,2}(?: \([a-z]\))?")
+_BUILD_VERSION = re.compile(r"[0-9]{1,3}[A-Z][0-9]{1,5}[a-z]?")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SoftwareUpdateRequired:
+    """What the 403 ``com.apple.softwareupdate.required`` body asks of the device.
+
+    ``os_version`` is the version to update to (``17.4``, or with a supplemental letter ``16.1 (a)``);
+    ``build_version`` pins a build (``21E219``, seeding only); ``beta_description`` and ``beta_token``
+    enroll the device in an ABM beta program first (iOS 17.5+). ``message`` may be shown to the user;
+    ``description`` is for the device's log only.
+
+    https://developer.apple.com/documentation/devicemanagement/errorcodesoftwareupdaterequired
+    """
+
+    os_version: str
+    build_version: str | None = None
+    message: str | None = None
+    description: str | None = None
+    beta_description: str | None = None
+    beta_token: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not _OS_VERSION.fullmatch(self.os_version):
+            raise ValueError(f"not an OS version: {self.os_version!r}")
+        if self.build_version is not None and not _BUILD_VERSION.fullmatch(self.build_version):
+            raise ValueError(f"not a build version: {self.build_version!r}")
+        if (self.beta_description is None) != (self.beta_token is None):
+            raise ValueError("a beta program needs both its description and its token")
+
+
+def software_update_required_body(answer: SoftwareUpdateRequired) -> dict[str, object]:
+    """The 403 body (a JSON object; the same dictionary as a plist) that sends the device to update."""
+    details: dict[str, object] = {"OSVersion": answer.os_version}
+    if answer.build_version is not None:
+        details["BuildVersion"] = answer.build_version
+    if answer.beta_description is not None and answer.beta_token is not None:
+        details["RequireBetaProgram"] = {"Description": answer.beta_description, "Token": answer.beta_token}
+    body: dict[str, object] = {"code": SOFTWARE_UPDATE_REQUIRED, "details": details}
+    if answer.description is not None:
+        body["description"] = answer.description
+    if answer.message is not None:
+        body["message"] = answer.message
+    return body
+
+
+def encode_software_update_required(
+    answer: SoftwareUpdateRequired, *, fmt: Literal["json", "plist"] = "json"
+) -> tuple[bytes, str]:
+    """(body, Content-Type) of the 403 answer; Apple takes JSON or an XML plist, named by the header."""
+    body = software_update_required_body(answer)
+    if fmt == "plist":
+        return plist.dumps(body), "application/xml"
+    return json.dumps(body, ensure_ascii=False).encode(), "application/json"
+
+
+def decode_software_update_required(body: bytes) -> SoftwareUpdateRequired | None:
+    """What a device reads from a 403 body: the required update, or None when the body is another
+    answer (any other code, not JSON or plist, or a malformed one)."""
+    data: object
+    try:
+        data = plist.loads(body) if body.lstrip().startswith((b"<", b"bplist")) else json.loads(body)
+    except (PlistError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or data.get("code") != SOFTWARE_UPDATE_REQUIRED:
+        return None
+    details = data.get("details")
+    if not isinstance(details, dict) or not isinstance(details.get("OSVersion"), str):
+        return None
+    beta = details.get("RequireBetaProgram")
+    strings = {
+        "build_version": details.get("BuildVersion"),
+        "message": data.get("message"),
+        "description": data.get("description"),
+        "beta_description": beta.get("Description") if isinstance(beta, dict) else None,
+        "beta_token": beta.get("Token") if isinstance(beta, dict) else None,
+    }
+    if any(v is not None and not isinstance(v, str) for v in strings.values()):
+        return None
+    try:
+        return SoftwareUpdateRequired(os_version=details["OSVersion"], **strings)
+    except ValueError:
+        return None
