@@ -401,3 +401,24 @@ class TestSoftwareUpdateRequired:
     def test_other_answers_are_not_an_update(self, body: bytes) -> None:
         """Another code, or a broken body, is not read as a required update."""
         assert mi.decode_software_update_required(body) is None
+
+
+class TestBoundedWork:
+    def test_an_oversized_rsa_key_is_refused(self) -> None:
+        """A carried certificate with an RSA key over 4096 bits is refused before any signature check."""
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        big = rsa.generate_private_key(public_exponent=65537, key_size=mi.MAX_RSA_BITS + 8)
+        key, cert = ca().issue_device_identity("BIG-KEY", key=big)
+        err = refused(sign_machine_info(CONTENT, [(cert, key)]))
+        assert type(err) is MachineInfoMalformedError and "bits" in str(err)
+
+    def test_the_signature_checks_are_budgeted(self) -> None:
+        """Past MAX_SIGNATURE_CHECKS certificate signatures the path search stops with a chain error."""
+        _, cert = identity()
+        strangers = tuple(
+            TestDeviceCa.generate(key_type="ec").trusted_keys[0] for _ in range(mi.MAX_SIGNATURE_CHECKS)
+        )
+        with pytest.raises(MachineInfoChainError, match="more than"):
+            mi.verify_device_identity(cert, [], (*strangers, *ca().trusted_keys))
+        assert mi.verify_device_identity(cert, [], (*strangers[:-1], *ca().trusted_keys)) == (cert,)

@@ -32,9 +32,11 @@ be checked: micromdm (``pkg/crypto/apple.go``) verifies the leaf's signature aga
 the same way. :data:`APPLE_IPHONE_DEVICE_CA_KEY` is that key, pinned as its SubjectPublicKeyInfo;
 tests pass a test CA's key instead (``pomona.testing.device_ca``).
 
-The work is bounded for an unauthenticated request: a body of 64 KiB, at most six certificates, a
-chain of at most four links, and a certificate signature is tried only against a candidate whose
-subject is the certificate's issuer name.
+The work is bounded for an unauthenticated request: a body of 64 KiB, at most six certificates, RSA
+keys of at most 4096 bits, a chain of at most four links, at most twelve certificate signatures tried,
+and a signature is tried only against a candidate whose subject is the certificate's issuer name (and
+whose key identifier matches the certificate's authority key identifier, when both are present).
+``bench/machineinfo.py`` measures an ordinary message and a crafted worst case.
 
 References:
 https://developer.apple.com/documentation/devicemanagement/machineinfo
@@ -87,6 +89,8 @@ __all__ = [
     "MACHINE_INFO_CONTENT_TYPE",
     "MAX_CERTIFICATES",
     "MAX_CHAIN_LENGTH",
+    "MAX_RSA_BITS",
+    "MAX_SIGNATURE_CHECKS",
     "MachineInfo",
     "MachineInfoBadSignatureError",
     "MachineInfoChainError",
@@ -128,6 +132,12 @@ MAX_CERTIFICATES: Final = 6
 
 MAX_CHAIN_LENGTH: Final = 4
 """Most certificates on the path from the signer to a trusted key (signer and carried CAs)."""
+
+MAX_SIGNATURE_CHECKS: Final = 12
+"""Most certificate signatures tried while building the path (a crafted message cannot buy more)."""
+
+MAX_RSA_BITS: Final = 4096
+"""Largest RSA key a carried certificate may have (Apple's device keys are 1024 bits, its CAs 2048)."""
 
 APPLE_IPHONE_DEVICE_CA_KEY: Final = (
     "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDxlErJ6rpaGGCty6JNTU5UGWkX"
@@ -385,6 +395,10 @@ def _parse(der: bytes, max_size: int) -> _Parsed:
         if "md5" in str(sig_alg) or "md2" in str(sig_alg):
             raise MachineInfoDigestUnsupportedError(f"MachineInfo signature algorithm {sig_alg}")
         certs = tuple(x509.load_der_x509_certificate(c.dump()) for c in asn1_certs)
+        for cert in certs:
+            key = _public_key(cert)
+            if isinstance(key, rsa.RSAPublicKey) and key.key_size > MAX_RSA_BITS:
+                raise MachineInfoMalformedError(f"MachineInfo carries an RSA key of {key.key_size} bits")
     except MachineInfoError:
         raise
     except (
@@ -491,20 +505,36 @@ def verify_device_identity(
     Only signatures and CA-ness count: validity dates are ignored (Apple's device CA expired in 2014).
     Returns the path from the signer up to the certificate the trusted key issued; raises
     :class:`MachineInfoSignerUntrustedError` when nothing trusted or carried issued the signer,
-    :class:`MachineInfoChainError` when carried CAs lead elsewhere, :class:`MachineInfoIssuerNotCaError`
-    when a certificate that is not a CA issued one on the path.
+    :class:`MachineInfoChainError` when carried CAs lead elsewhere (or the path is too long, or costs
+    more than :data:`MAX_SIGNATURE_CHECKS`), :class:`MachineInfoIssuerNotCaError` when a certificate
+    that is not a CA issued one on the path.
     """
     path = [signer]
     current = signer
+    budget = MAX_SIGNATURE_CHECKS
+
+    def issued_by(cert: x509.Certificate, key: cms.PublicKey) -> bool:
+        nonlocal budget
+        if budget <= 0:
+            raise MachineInfoChainError(
+                f"the MachineInfo chain needs more than {MAX_SIGNATURE_CHECKS} checks"
+            )
+        budget -= 1
+        return _issued_by(cert, key)
+
     while len(path) <= MAX_CHAIN_LENGTH:
-        if any(_issued_by(current, key) for key in trusted_keys):
+        if any(issued_by(current, key) for key in trusted_keys):
             return tuple(path)
         issuer: x509.Certificate | None = None
+        wanted = _authority_key_id(current)
         for candidate in carried:
             if candidate in path or candidate.subject != current.issuer:
                 continue
+            have = _subject_key_id(candidate)
+            if wanted is not None and have is not None and wanted != have:
+                continue
             key = _public_key(candidate)
-            if key is not None and _issued_by(current, key):
+            if key is not None and issued_by(current, key):
                 issuer = candidate
                 break
         if issuer is None:
@@ -525,6 +555,21 @@ def verify_device_identity(
         path.append(issuer)
         current = issuer
     raise MachineInfoChainError(f"the MachineInfo signer's chain is longer than {MAX_CHAIN_LENGTH}")
+
+
+def _authority_key_id(cert: x509.Certificate) -> bytes | None:
+    try:
+        value = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+        return None
+    return value.key_identifier
+
+
+def _subject_key_id(cert: x509.Certificate) -> bytes | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+        return None
 
 
 def verify_machine_info(
