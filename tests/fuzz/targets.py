@@ -27,10 +27,17 @@ from pomona.domain.policy import platform_of_user_agent
 from pomona.http.portal import LANGS, pick_lang
 from pomona.pki.ca import CertificateAuthority
 from pomona.pki.scep import ScepResponder, handle_scep_http
-from pomona.protocol import cms, machineinfo, plist, scep
+from pomona.protocol import cms, dep_profile, machineinfo, plist, scep
 from pomona.protocol.checkin import decode_checkin
 from pomona.protocol.command import decode_report
-from pomona.protocol.errors import CmsError, MachineInfoError, PlistError, ProtocolError, ScepMalformedError
+from pomona.protocol.errors import (
+    CmsError,
+    MachineInfoError,
+    PlistError,
+    ProfileError,
+    ProtocolError,
+    ScepMalformedError,
+)
 from pomona.testing.device_ca import TestDeviceCa, sign_machine_info
 
 VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
@@ -153,6 +160,12 @@ def _machine_info_seeds() -> list[bytes]:
     ]
 
 
+def _dep_profile_seeds() -> list[bytes]:
+    return _files(
+        "micromdm+micromdm/dep/testdata/fetch_profile_response.json", "micromdm+nanodep/docs/*.json"
+    )
+
+
 def _machine_info(body: bytes) -> object:
     return machineinfo.verify_machine_info(body, _device_ca().trusted_keys)
 
@@ -194,6 +207,7 @@ TARGETS: tuple[Target, ...] = (
     Target("cms-verify", cms.verify, (CmsError,), _cms_seeds),
     Target("machineinfo", _machine_info, (MachineInfoError,), _machine_info_seeds),
     Target("machineinfo-plist", machineinfo.decode_machine_info, (MachineInfoError,), _machine_info_plists),
+    Target("dep-profile", dep_profile.decode_profile, (ProfileError,), _dep_profile_seeds),
     Target("scep-pkimessage", _scep, (), _scep_seeds),
     Target("csr", scep.decode_csr, (ScepMalformedError,), _csr_seeds),
     Target("user-agent", _user_agent, (), lambda: list(UA_SEEDS), text=True),  # type: ignore[arg-type]

@@ -123,6 +123,14 @@ class TestAccepts:
             info = mi.verify_machine_info(device.machine_info(ca()), ca().trusted_keys).info
         assert info.os_version is None and info.mdm_can_request_software_update is False
 
+    @pytest.mark.parametrize(("digest", "attributes"), [("sha1", False), ("sha256", False), ("sha1", True)])
+    def test_a_virtual_device_signs_other_ways(self, digest: str, attributes: bool) -> None:
+        """The virtual device can sign with SHA-1, and without signed attributes, as older devices do."""
+        with VirtualDevice("http://pomona.invalid/enroll") as device:
+            body = device.machine_info(ca(), digest=digest, signed_attributes=attributes)  # type: ignore[arg-type]
+        result = mi.verify_machine_info(body, ca().trusted_keys)
+        assert (result.digest_algorithm, result.signed_attributes) == (digest, attributes)
+
     def test_the_device_keeps_its_identity(self) -> None:
         """A device signs every MachineInfo with the same Apple identity, as real hardware does."""
         with VirtualDevice("http://pomona.invalid/enroll") as device:
