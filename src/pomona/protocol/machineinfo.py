@@ -153,8 +153,13 @@ chains to it."""
 APPLE_IPHONE_DEVICE_CA_SPKI_SHA256: Final = "13686ec675f9fd26a123adb17b5533f593cf451edd6105ae39b748277a3922e5"
 """SHA-256 of the DER SubjectPublicKeyInfo above (``openssl pkey -pubin -outform DER | sha256sum``)."""
 
-_DIGESTS: Final = frozenset({"sha1", "sha256", "sha384", "sha512"})
-_CERT_HASHES: Final = frozenset({"sha1", "sha256", "sha384", "sha512"})
+_HASHES: Final[Mapping[str, type[hashes.HashAlgorithm]]] = {
+    "sha1": hashes.SHA1,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+"""The digests accepted, for the CMS signature and for certificate signatures alike."""
 
 
 def load_public_key(spki_der: bytes) -> cms.PublicKey:
@@ -389,7 +394,7 @@ def _parse(der: bytes, max_size: int) -> _Parsed:
             raise MachineInfoMultipleSignersError(f"MachineInfo SignedData has {count} signers")
         signer_info: asn1_cms.SignerInfo = signer_infos[0]
         digest = signer_info["digest_algorithm"]["algorithm"].native
-        if digest not in _DIGESTS:
+        if digest not in _HASHES:
             raise MachineInfoDigestUnsupportedError(f"MachineInfo digest {digest} is not SHA-1 or SHA-2")
         sig_alg = signer_info["signature_algorithm"]["algorithm"].native
         if "md5" in str(sig_alg) or "md2" in str(sig_alg):
@@ -434,7 +439,7 @@ def _check_message_digest(parsed: _Parsed) -> bool:
     if isinstance(attrs, core.Void) or len(attrs) == 0:
         return False
     content: bytes = parsed.signed["encap_content_info"]["content"].__bytes__()
-    want = hashes.Hash(_hash(parsed.digest))
+    want = hashes.Hash(_HASHES[parsed.digest]())
     want.update(content)
     for attr in attrs:
         if attr["type"].dotted == cms.OID_MESSAGE_DIGEST:
@@ -444,21 +449,11 @@ def _check_message_digest(parsed: _Parsed) -> bool:
     raise MachineInfoBadSignatureError("the MachineInfo signed attributes lack a messageDigest")
 
 
-def _hash(name: str) -> hashes.HashAlgorithm:
-    algorithms: dict[str, type[hashes.HashAlgorithm]] = {
-        "sha1": hashes.SHA1,
-        "sha256": hashes.SHA256,
-        "sha384": hashes.SHA384,
-        "sha512": hashes.SHA512,
-    }
-    return algorithms[name]()
-
-
 def _issued_by(cert: x509.Certificate, key: cms.PublicKey) -> bool:
     """Whether ``key`` made ``cert``'s signature. Dates, names and extensions are not looked at."""
     try:
         algorithm = cert.signature_hash_algorithm
-        if algorithm is None or algorithm.name not in _CERT_HASHES:
+        if algorithm is None or algorithm.name not in _HASHES:
             return False
         params = cert.signature_algorithm_parameters
         if isinstance(key, rsa.RSAPublicKey):
