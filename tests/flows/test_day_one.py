@@ -115,6 +115,18 @@ class TestUserCreate:
         assert "pomona licence set --tenant acme --seats N" in out
         assert "pomona licence assign --tenant acme --user ana@acme.example" in out
 
+    def test_licence_assign_without_a_seat_names_the_commands(
+        self, monkeypatch: pytest.MonkeyPatch, db_url: str
+    ) -> None:
+        """`licence assign` with every seat taken fails LICENSES_EXHAUSTED naming licence set and remove."""
+        cli(monkeypatch, db_url, "tenant", "create", "acme", "--domain", "acme.example", "--seats", "0")
+        cli(monkeypatch, db_url, "user", "create", "--tenant", "acme", "--upn", "ana@acme.example")
+        code, out = cli(
+            monkeypatch, db_url, "licence", "assign", "--tenant", "acme", "--user", "ana@acme.example"
+        )
+        assert code == 2 and "Error [LICENSES_EXHAUSTED]" in out, out
+        assert "pomona licence set --tenant acme --seats N" in out and "pomona licence remove" in out
+
 
 class TestLinkWarnings:
     def test_the_cli_warning_names_the_fix(self, monkeypatch: pytest.MonkeyPatch, db_url: str) -> None:

@@ -330,7 +330,8 @@ def user_create(
             p.policy.licence(tenant_name, u.upn, assign=True)
         except LicensesExhaustedError as exc:
             cli_warning(
-                exc.reason.value, t("cli.user.no_seat", upn=u.upn, tenant=tenant_name, detail=exc.detail)
+                exc.reason.value,
+                t("cli.user.no_seat", upn=u.upn, tenant=tenant_name, seats=exc.context.get("seats")),
             )
         else:
             u = dataclasses.replace(u, licensed=True)

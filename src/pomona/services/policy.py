@@ -371,7 +371,10 @@ class PolicyService(ServiceBase[PolicyStores]):
             if assign and not u.licensed:
                 if used >= t.licence_seats:
                     raise LicensesExhaustedError(
-                        f"all {t.licence_seats} seats are assigned", seats=t.licence_seats
+                        f"all {t.licence_seats} seats of {t.name} are assigned: add seats with "
+                        f"`pomona licence set --tenant {t.name} --seats N` (PUT .../licences) or free one "
+                        f"with `pomona licence remove --tenant {t.name} --user UPN`",
+                        seats=t.licence_seats,
                     )
                 used += 1
             elif not assign and u.licensed:
