@@ -1,10 +1,10 @@
 """The README's "Running a real server" block, run literally in a fresh folder, ends with a device enrolled.
 
-The block runs as one bash script in an empty folder (its own ./pomona-data, no POMONA_* variable but the
+The block runs as one bash script in a fresh clone (its own ./pomona-data, no POMONA_* variable but the
 APNs emulator's). What stands in for the real world:
 
-- `.venv` is a symlink to the virtual environment running the tests, with this checkout's sources first
-  on PYTHONPATH, so `.venv/bin/pomona` is the Pomona under test;
+- the folder is a fresh clone whose `.venv` runs this checkout's sources (doc_blocks.fresh_clone), so
+  `.venv/bin/pomona` is the Pomona under test;
 - push.pem and push.key come from the local APNs emulator (pomona.testing.apns_emulator), as Apple's
   portal would give them; the server pushes to the emulator (POMONA_APNS_URL, POMONA_APNS_CA);
 - fullchain.pem and privkey.pem are made by the test, for `localhost`, by a CA the device trusts.
@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import re
-import signal
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,11 +33,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from doc_blocks import ROOT, Background, fresh_clone, python_env
 from helpers import free_port
 from pomona.testing.apns_emulator import ApnsEmulator
 from pomona.testing.virtual_device import VirtualDevice
 
-ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 SECTION = "## Running a real server"
 BLOCK = re.compile(r"```sh\n(.*?)```", re.S)
@@ -112,19 +109,13 @@ def tls_files(folder: Path) -> Path:
 
 
 def fresh_folder(folder: Path, apple: ApnsEmulator) -> dict[str, str]:
-    """The folder a new admin works in: .venv, the push certificate and key; the environment to run in."""
-    (folder / ".venv").symlink_to(Path(sys.executable).parent.parent, target_is_directory=True)
+    """The folder a new admin works in (a fresh clone with .venv), with Apple's push certificate and key;
+    the environment to run in."""
+    fresh_clone(folder)
     cert, key = apple.issue_push_cert()
     (folder / "push.pem").write_bytes(cert)
     (folder / "push.key").write_bytes(key)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POMONA_")}
-    env.update(
-        POMONA_LANG="en",
-        POMONA_APNS_URL=apple.url,
-        POMONA_APNS_CA=str(apple.ca_path),
-        PYTHONPATH=os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]),
-    )
-    return env
+    return python_env(POMONA_APNS_URL=apple.url, POMONA_APNS_CA=str(apple.ca_path))
 
 
 @pytest.fixture
@@ -133,58 +124,20 @@ def apple(tmp_path: Path) -> Iterator[ApnsEmulator]:
         yield emu
 
 
-class RunningBlock:
-    """The block running under bash in its own process group (`serve` never returns by itself)."""
-
-    def __init__(self, script: str, cwd: Path, env: dict[str, str]) -> None:
-        self.out, self.err = cwd / "block.out", cwd / "block.err"
-        self.process = subprocess.Popen(
-            ["bash", "-e", "-c", script],
-            cwd=cwd,
-            env=env,
-            stdout=self.out.open("wb"),
-            stderr=self.err.open("wb"),
-            start_new_session=True,
-        )
-
-    def output(self) -> str:
-        return self.out.read_text("utf-8") + self.err.read_text("utf-8")
-
-    def wait_serving(self, url: str, ca: ssl.SSLContext, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"the block stopped (exit {self.process.returncode}):\n{self.output()}")
-            try:
-                if httpx.get(f"{url}/healthz", verify=ca, timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        pytest.fail(f"the server did not answer in {timeout}s:\n{self.output()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-
-
 class TestReadmeRealServer:
     def test_the_block_ends_with_a_device_enrolled(self, tmp_path: Path, apple: ApnsEmulator) -> None:
         """From an empty folder, the README's commands as written give a server on which a device enrolls
         with the printed link, and the printed admin token lists that device."""
-        work = tmp_path / "admin"
-        work.mkdir()
+        work = tmp_path / "pomona"
         env = fresh_folder(work, apple)
         ca = ssl.create_default_context(cafile=str(tls_files(work)))
         port = free_port()
-        run = RunningBlock(localize(real_server_block(), port), work, env)
+        url = f"https://localhost:{port}"
+        run = Background(localize(real_server_block(), port), work, env, "block")
         try:
-            url = f"https://localhost:{port}"
-            run.wait_serving(url, ca)
+            run.wait_for(
+                lambda: httpx.get(f"{url}/healthz", verify=ca, timeout=1).status_code == 200, what="serving"
+            )
             printed = run.out.read_text("utf-8").split()
             links = [w for w in printed if w.startswith(f"{url}/enroll/")]
             tokens = [w for w in printed if w.startswith("pom_")]
@@ -205,12 +158,7 @@ class TestReadmeRealServer:
 
     def test_a_tenant_without_defaults_names_the_fixing_commands(self, tmp_path: Path) -> None:
         """Were a step missing (a user without a seat), the link warning names the command that fixes it."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("POMONA_")}
-        env.update(
-            POMONA_LANG="en",
-            POMONA_DATA_DIR=str(tmp_path / "data"),
-            PYTHONPATH=os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]),
-        )
+        env = python_env(POMONA_DATA_DIR=str(tmp_path / "data"))
 
         def pomona(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
