@@ -75,11 +75,15 @@ def fresh_clone(folder: Path) -> Path:
     pyproject.toml and README.md copied, and a `.venv` of its own (its pyvenv.cfg, `bin/python` and
     `bin/pomona`) over the test run's site-packages, stamped as installed so the scripts do not reinstall.
     With ``python_env()``, `.venv/bin/pomona` runs this checkout's sources."""
+    venv = Path(sys.prefix)
+    if not (venv / "pyvenv.cfg").is_file():
+        from helpers import missing
+
+        missing("the tests do not run in a virtual environment (./scripts/test makes .venv)")
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT / "scripts", folder / "scripts")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, folder / name)
-    venv = Path(sys.prefix)
     ours = folder / ".venv"
     (ours / "bin").mkdir(parents=True)
     shutil.copy2(venv / "pyvenv.cfg", ours / "pyvenv.cfg")
