@@ -77,7 +77,7 @@ def diagnose(
     if is_json():
         click.echo(dumps(data))
     else:
-        render(data, lang, explain=explain)
+        render(data, lang, explain=explain, device=serial or udid or imei)
     if fail_on is not None and diagnosis_fails(data, fail_on):
         sys.exit(1)
 
@@ -94,9 +94,9 @@ def diagnosis_fails(data: dict[str, Any], level: str) -> bool:
     return found or bool(data.get("also_wrong"))
 
 
-def _heading(data: dict[str, Any], lang: str) -> str:
-    """Whom the diagnosis is about: the user, else the device, else the tenant alone."""
-    serial = (data.get("device") or {}).get("serial")
+def _heading(data: dict[str, Any], lang: str, device: str | None) -> str:
+    """Whom the diagnosis is about: the user, else the device (found, or as given), else the tenant."""
+    serial = (data.get("device") or {}).get("serial") or device
     if data.get("upn"):
         return t("diagnose.heading", lang, who=data["upn"], tenant=data["tenant"])
     if serial:
@@ -104,7 +104,7 @@ def _heading(data: dict[str, Any], lang: str) -> str:
     return t("diagnose.heading.tenant", lang, tenant=data["tenant"])
 
 
-def render(data: dict[str, Any], lang: str, *, explain: bool = False) -> None:
+def render(data: dict[str, Any], lang: str, *, explain: bool = False, device: str | None = None) -> None:
     """The diagnosis for people: headings and wrapped lines that fit the terminal (80 columns when it is
     not known); evidence as readable lines, never JSON."""
     from pomona.services.readable import evidence_line
@@ -115,7 +115,7 @@ def render(data: dict[str, Any], lang: str, *, explain: bool = False) -> None:
     findings: list[dict[str, Any]] = data["findings"]
     top = findings[0]
     verdict = t(f"diagnose.verdict.{top['verdict']}", lang)
-    head(_heading(data, lang))
+    head(_heading(data, lang, device))
     echo_wrapped(t("diagnose.answer", lang, title=top["title"], code=top["code"], verdict=verdict), indent=2)
     echo_wrapped(str(top["cause"]), indent=2, first="  ")
     if top.get("observed"):
