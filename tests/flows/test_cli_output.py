@@ -159,6 +159,27 @@ class TestEightyColumns:
         code, out, _ = run("diagnose", "--tenant", "acme", "--user", "ana@acme.example", "--lang", lang)
         assert "PERSONAL_DEVICE_BLOCKED" in out and "SERIALREFUSED1" in out  # the refusal, as evidence
 
+    def test_observed_in_the_chosen_language(self, env: World) -> None:
+        """What the server saw (and the reasoning) is written in the chosen language, not English."""
+        refused(env)
+        args = ["diagnose", "--tenant", "acme", "--user", "ana@acme.example", "--explain"]
+        _, out, _ = run(*args, "--lang", "zh-CN")
+        assert "服务器所见：服务器于" in out and "拒绝了本次尝试" in out
+        for english in (
+            "refused this attempt",
+            "ruled out",
+            "does not hold",
+            "need the device",
+            "the server",
+        ):
+            assert english not in out, english
+        _, out, _ = run(*args, "--lang", "en")
+        assert "What the server saw: the server refused this attempt at authenticate" in out.replace(
+            "\n    ", " "
+        )
+        data = json.loads(run(*args, "--lang", "zh-CN", "--json")[1])
+        assert all(not f["observed"].isascii() for f in data["findings"]), data["findings"]
+
     def test_diagnose_heading_names_whom(self, env: World) -> None:
         """The heading names the user, else the device, else says neither was given: never '?'."""
         refused(env)
