@@ -42,6 +42,8 @@ SHOWS = {
     "diagnose": ["--tenant", "acme", "--user", "ana@acme.example"],
     "policy explain": ["--tenant", "acme", "--user", "ana@acme.example"],
     "server show": [],
+    "licence show": ["--tenant", "acme"],
+    "webhook show": ["--tenant", "acme"],
 }
 # Commands without the shared options: they start servers or drive devices and print their own summary.
 OWN_OUTPUT = {"demo", "simulate", "emulate apns"}
@@ -137,6 +139,18 @@ class TestConvention:
         code, out, _ = run("restriction", "list", "--tenant", "acme")
         assert code == 0 and "Settings" in out and "limit 15" in out
         assert_no_raw(out)
+
+    def test_licence_and_webhook_show(self, env: World) -> None:
+        """`licence show` counts the seats; `webhook show` says when there is no webhook and how to set one."""
+        code, out, _ = run("licence", "show", "--tenant", "acme")
+        assert code == 0 and "100 licence seat(s), 1 assigned, 99 free" in out
+        assert json.loads(run("licence", "show", "--tenant", "acme", "--json")[1]) == {
+            "seats": 100,
+            "assigned": 1,
+            "free": 99,
+        }
+        code, out, _ = run("webhook", "show", "--tenant", "acme")
+        assert code == 0 and "pomona webhook set --tenant acme" in out
 
     def test_deprecated_format_warns(self, env: World) -> None:
         """`--format json` still prints JSON, with a deprecation warning on stderr."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pomona.cli.main import _json, _out, _pomona, common, main
-from pomona.cli.output import Column, echo_wrapped, emit_list
+from pomona.cli.output import Column, echo_wrapped, emit_list, table
 from pomona.domain.errors import InvalidInputError
 from pomona.i18n import t
 from pomona.services.readable import facts_text
@@ -174,6 +174,33 @@ def webhook_set(tenant_name: str, url: str, secret: str) -> None:
     p = _pomona()
     p.notifier.configure(tenant_name, url, secret)
     _out({"tenant": tenant_name, "url": url}, t("push.cli.webhook_set", tenant=tenant_name, url=url))
+
+
+@webhook.command("show")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--limit", default=20, show_default=True, help="How many of the latest deliveries.")
+@common
+def webhook_show(tenant_name: str, limit: int) -> None:
+    """The tenant's webhook URL (never its secret) and its latest deliveries, newest first."""
+    r = _pomona().notifier.show(tenant_name, limit=limit)
+    if _json():
+        _out(r, "")
+        return
+    if r["url"] is None:
+        click.echo(t("push.cli.webhook_none", tenant=tenant_name))
+        return
+    click.echo(t("push.cli.webhook_show", tenant=tenant_name, url=r["url"]))
+    if r["deliveries"]:
+        table(
+            [
+                Column("time", "at", time=True),
+                Column("status"),
+                Column("http", "http_status"),
+                Column("codes"),
+                Column("error"),
+            ],
+            r["deliveries"],
+        )
 
 
 @webhook.command("test")

@@ -98,7 +98,12 @@ def common(fn: F) -> F:
         help="Where the SQLite database lives (ignored when POMONA_DATABASE_URL is set). "
         "Default: POMONA_DATA_DIR, else pomona-data.",
     )
-    @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+    @click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="For scripts: print JSON (a list: one JSON array; docs/cli.md).",
+    )
     @functools.wraps(fn)
     def wrapper(*args: Any, data_dir: Path | None, as_json: bool, **kwargs: Any) -> Any:
         ctx = click.get_current_context()

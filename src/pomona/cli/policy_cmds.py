@@ -34,6 +34,15 @@ def licence_set(tenant_name: str, seats: int) -> None:
     _out(r, t("cli.licence.set", tenant=tenant_name, **r))
 
 
+@licence.command("show")
+@click.option("--tenant", "tenant_name", required=True)
+@common
+def licence_show(tenant_name: str) -> None:
+    """How many licence seats the tenant has, how many are assigned and how many are free."""
+    r = _pomona().policy.seats(tenant_name)
+    _out(r, t("cli.licence.show", tenant=tenant_name, **r))
+
+
 def _licence(tenant_name: str, upn: str, assign: bool) -> None:
     r = _pomona().policy.licence(tenant_name, upn, assign=assign)
     _out(
