@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -115,6 +116,15 @@ class TestConvention:
                 continue
             assert "--json" in opts, name
             assert opts["--json"].help == options(commands["tenant list"])["--json"].help, name
+
+    def test_the_convention_is_documented(self) -> None:
+        """docs/cli.md names every list command and documents --fail-on for health and diagnose."""
+        doc = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text("utf-8")
+        for name in LISTS:
+            assert f"`{name}`" in doc, name
+        for level in ("warning", "critical", "proven"):
+            assert f"| `{level}` |" in doc, level
+        assert "JSON Lines" in doc and "--format" in doc
 
     def test_lists_are_json_arrays_and_shows_objects(self, env: World) -> None:
         """--json output parses: a list command prints an array, a show command an object."""
