@@ -213,12 +213,11 @@ def tenant_list() -> None:
     emit_list(
         rows,
         [
-            Column("id"),
             Column("tenant", "name"),
+            Column("id"),
             Column("domain"),
             Column("authority", "mdm_authority"),
-            Column("topic", "push_topic"),
-            Column("push_expires", "push_not_after", time=True),
+            Column("push_expires", "push_not_after", time=True),  # the topic: --json, apns status
         ],
         empty=t("cli.tenant.none"),
     )

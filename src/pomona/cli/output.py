@@ -94,7 +94,7 @@ def table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], *, lang:
 
     tab = Table()
     for c in columns:
-        tab.add_column(t(f"cli.column.{c.name}", lang), no_wrap=c.no_wrap)
+        tab.add_column(t(f"cli.column.{c.name}", lang), no_wrap=c.no_wrap, overflow="fold")  # never cut
     for r in rows:
         tab.add_row(*(c.value(r) for c in columns))
     Console().print(tab)
