@@ -213,11 +213,10 @@ def tenant_list() -> None:
     emit_list(
         rows,
         [
-            Column("tenant", "name"),
-            Column("id"),
+            Column("tenant", "name"),  # what every --tenant takes; the id and the topic: --json
             Column("domain"),
             Column("authority", "mdm_authority"),
-            Column("push_expires", "push_not_after", time=True),  # the topic: --json, apns status
+            Column("push_expires", "push_not_after", time=True),
         ],
         empty=t("cli.tenant.none"),
     )
