@@ -114,6 +114,7 @@ def render(data: dict[str, Any], lang: str, *, explain: bool = False, device: st
 
     findings: list[dict[str, Any]] = data["findings"]
     top = findings[0]
+    colon = "：" if lang == "zh-CN" else ":"
     verdict = t(f"diagnose.verdict.{top['verdict']}", lang)
     head(_heading(data, lang, device))
     echo_wrapped(t("diagnose.answer", lang, title=top["title"], code=top["code"], verdict=verdict), indent=2)
@@ -153,11 +154,11 @@ def render(data: dict[str, Any], lang: str, *, explain: bool = False, device: st
             if f["verdict"] == "unknown":
                 untold.setdefault(str(f["observed"]), []).append(str(f["code"]))
                 continue
-            echo_wrapped(t(f"diagnose.verdict.{f['verdict']}", lang), indent=4, first=f"  {f['code']}:")
+            echo_wrapped(t(f"diagnose.verdict.{f['verdict']}", lang), indent=4, first=f"  {f['code']}{colon}")
             echo_wrapped(str(f["observed"]), indent=4, first="    ")
         for why, codes in untold.items():
             verdict_u = t("diagnose.verdict.unknown", lang)
-            echo_wrapped(", ".join(codes) + ":", indent=4, first=f"  {verdict_u}:")
+            echo_wrapped(", ".join(codes), indent=4, first=f"  {verdict_u}{colon}")
             echo_wrapped(why, indent=4, first="    ")
         if ruled:
             echo_wrapped(t("diagnose.ruled_out_count", lang, count=ruled), indent=4, first="  ")
@@ -166,14 +167,14 @@ def render(data: dict[str, Any], lang: str, *, explain: bool = False, device: st
         click.echo()
         head(t("diagnose.also_wrong", lang))
         for f in also:
-            echo_wrapped(str(f["title"]), indent=4, first=f"  {f['code']}:")
+            echo_wrapped(str(f["title"]), indent=4, first=f"  {f['code']}{colon}")
     if explain:
         click.echo()
         head(t("diagnose.explain", lang))
         for x in data.get("explain") or []:
             verdict_x = t(f"diagnose.verdict.{x['verdict']}", lang)
             basis = t(f"diagnose.basis.{x['basis']}", lang)
-            echo_wrapped(f"{verdict_x} [{basis}]", indent=4, first=f"  {x['code']}:")
+            echo_wrapped(f"{verdict_x} [{basis}]", indent=4, first=f"  {x['code']}{colon}")
             echo_wrapped(str(x["why"]), indent=4, first="    ")
     ask: list[str] = data.get("ask") or []
     if ask:
@@ -191,8 +192,11 @@ def finding_lines(f: Mapping[str, Any], lang: str) -> list[str]:
     return [facts_text({k: v}, lang) for k, v in facts.items() if v not in (None, "", [], {})]
 
 
-def _seen(f: Mapping[str, Any], lang: str) -> str:
-    return t("health.since", lang, first=when(f["first_seen"]), last=when(f["last_seen"]))
+def _finding_cell(f: Mapping[str, Any], lang: str) -> list[str]:
+    """A health finding in its table cell: the code and title, its facts, when it was seen."""
+    seen = t("health.since", lang, first=when(f["first_seen"]), last=when(f["last_seen"]))
+    colon = "：" if lang == "zh-CN" else ": "
+    return [f"{f['code']}{colon}{f['title']}", *finding_lines(f, lang), seen]
 
 
 def health_fails(findings: list[dict[str, Any]], level: str) -> bool:
@@ -232,8 +236,7 @@ def health(tenant_name: str, lang: str | None, fail_on: str | None) -> None:
         table(
             [
                 Column("severity", lambda f: t(f"health.severity.{f['severity']}", lang)),
-                Column("code", no_wrap=True),
-                Column("finding", lambda f: "\n".join([f["title"], *finding_lines(f, lang), _seen(f, lang)])),
+                Column("finding", lambda f: "\n".join(_finding_cell(f, lang))),
             ],
             findings,
             lang=lang,

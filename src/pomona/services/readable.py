@@ -102,7 +102,7 @@ def wrapped(text: str, cols: int = 80, *, indent: int = 0, first: str = "") -> l
     lines: list[str] = []
     line = first
     for word, spaced in _tokens(text):
-        sep = " " if spaced and line.strip() else ""
+        sep = " " if spaced and line.strip() and line[-1] not in _CLOSING else ""
         if cell_len(line + sep + word) <= cols:
             line += sep + word
             continue
@@ -130,20 +130,42 @@ def cell_len(text: str) -> int:
 
 def _tokens(text: str) -> list[tuple[str, bool]]:
     """Words, each with whether a space came before it; a run of CJK characters splits into single
-    characters (a line may end after any of them)."""
+    characters (a line may end after any of them), closing punctuation stays with what it closes and
+    opening punctuation with what it opens."""
     out: list[tuple[str, bool]] = []
     for word in text.split():
-        spaced = True
-        buf = ""
+        spaced, buf, lead = True, "", ""
+
+        def flush() -> None:
+            nonlocal spaced, buf
+            if buf:
+                out.append((buf, spaced))
+                spaced, buf = False, ""
+
         for ch in word:
-            if _cjk(ch):
+            if ch in _CLOSING:
                 if buf:
-                    out.append((buf, spaced))
-                    spaced, buf = False, ""
-                out.append((ch, spaced))
-                spaced = False
+                    buf += ch
+                elif out and not spaced:
+                    out[-1] = (out[-1][0] + ch, out[-1][1])
+                else:
+                    buf = ch
+            elif ch in _OPENING:
+                flush()
+                lead += ch
+            elif _cjk(ch):
+                flush()
+                buf = lead + ch
+                lead = ""
+                flush()
             else:
-                buf += ch
-        if buf:
-            out.append((buf, spaced))
+                buf += lead + ch
+                lead = ""
+        buf += lead
+        flush()
     return out
+
+
+# Chinese punctuation that closes (kept at the end of a line) and opens (kept at the start of one).
+_CLOSING = frozenset("，。；：、！？）」』”’》")
+_OPENING = frozenset("（「『“‘《")

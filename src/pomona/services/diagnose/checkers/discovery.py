@@ -51,7 +51,9 @@ def _dns(code: R) -> Checker:
             Verdict.PROVEN if holds else Verdict.RULED_OUT,
             evidence,
             facts,
-            note("cname", name=lk.name, found=lk.found or note("cname_missing"), expected=lk.expected),
+            note("cname", name=lk.name, found=lk.found, expected=lk.expected)
+            if lk.found
+            else note("cname_missing", name=lk.name, expected=lk.expected),
         )
 
     return run
