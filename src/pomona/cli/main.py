@@ -98,7 +98,12 @@ def common(fn: F) -> F:
         help="Where the SQLite database lives (ignored when POMONA_DATABASE_URL is set). "
         "Default: POMONA_DATA_DIR, else pomona-data.",
     )
-    @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+    @click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="For scripts: print JSON (a list: one JSON array; docs/cli.md).",
+    )
     @functools.wraps(fn)
     def wrapper(*args: Any, data_dir: Path | None, as_json: bool, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
@@ -230,35 +235,21 @@ def tenant_create(name: str, domain: str, key_type: str, seats: int | None) -> N
 @tenant.command("list")
 @common
 def tenant_list() -> None:
-    """List tenants."""
-    p = _pomona()
-    ts = p.admin.list_tenants()
-    rows = [
-        {
-            "id": x.id,
-            "name": x.name,
-            "domain": x.domain,
-            "push_topic": x.push_topic,
-            "push_not_after": None if x.push_not_after is None else x.push_not_after.isoformat(),
-            "mdm_authority": x.mdm_authority,
-        }
-        for x in ts
-    ]
-    if _json():
-        click.echo(json.dumps({"tenants": rows}, indent=2))
-        return
-    if not rows:
-        click.echo(t("cli.tenant.none"))
-        return
-    from rich.console import Console
-    from rich.table import Table
+    """List tenants: a table, or a JSON array with --json."""
+    from pomona.cli.output import Column, emit_list
+    from pomona.presenters import tenant_json
 
-    table = Table()
-    for col in ("tenant", "domain", "topic", "id"):
-        table.add_column(t(f"cli.column.{col}"))
-    for r in rows:
-        table.add_row(str(r["name"]), str(r["domain"]), str(r["push_topic"] or "—"), str(r["id"]))
-    Console().print(table)
+    rows = [{**tenant_json(x), "mdm_authority": x.mdm_authority} for x in _pomona().admin.list_tenants()]
+    emit_list(
+        rows,
+        [
+            Column("tenant", "name"),  # what every --tenant takes; the id and the topic: --json
+            Column("domain"),
+            Column("authority", "mdm_authority"),
+            Column("push_expires", "push_not_after", time=True),
+        ],
+        empty=t("cli.tenant.none"),
+    )
 
 
 @tenant.command("set-authority")
@@ -397,6 +388,7 @@ def enroll_token_create(tenant_name: str, upn: str, uses: int, expires: str, pub
 @common
 def enroll_token_list(tenant_name: str, limit: int) -> None:
     """List a tenant's enrollment links, newest first (never their secrets)."""
+    from pomona.cli.output import Column, emit_list
     from pomona.presenters import enrollment_token_json
 
     p = _pomona()
@@ -404,25 +396,17 @@ def enroll_token_list(tenant_name: str, limit: int) -> None:
     rows = [
         enrollment_token_json(x, u, now) for x, u in p.admin.list_enrollment_tokens(tenant_name, limit=limit)
     ]
-    if _json():
-        click.echo(json.dumps({"enrollment_tokens": rows}, indent=2))
-        return
-    if not rows:
-        click.echo(t("cli.enroll_token.none", tenant=tenant_name))
-        return
-    _table(
-        ["id", "user", "uses", "state", "created", "expires"],
+    emit_list(
+        rows,
         [
-            [
-                str(r["id"]),
-                str(r["upn"] or "—"),
-                f"{r['uses_count']}/{r['uses_allowed']}",
-                t(f"cli.state.{r['state']}"),
-                str(r["created_at"]),
-                str(r["expires_at"]),
-            ]
-            for r in rows
+            Column("id"),
+            Column("user", "upn"),
+            Column("uses", lambda r: f"{r['uses_count']}/{r['uses_allowed']}"),
+            Column("state", lambda r: t(f"cli.state.{r['state']}")),
+            Column("created", "created_at", time=True),
+            Column("expires", "expires_at", time=True),
         ],
+        empty=t("cli.enroll_token.none", tenant=tenant_name),
     )
 
 
@@ -471,19 +455,6 @@ def token_create(tenant_name: str | None, server_wide: bool, name: str, expires_
         click.echo(issued.secret)
 
 
-def _table(columns: list[str], rows: list[list[str]]) -> None:
-    """A rich table for people (the --json output is for scripts)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table()
-    for col in columns:
-        table.add_column(t(f"cli.column.{col}"))
-    for r in rows:
-        table.add_row(*r)
-    Console().print(table)
-
-
 @token.command("list")
 @click.option(
     "--tenant", "tenant_name", default=None, help="Only this tenant's tokens. Default: every token."
@@ -491,31 +462,29 @@ def _table(columns: list[str], rows: list[list[str]]) -> None:
 @common
 def token_list(tenant_name: str | None) -> None:
     """List admin API tokens (never their secrets): scope, expiry, and whether revoked."""
+    from pomona.cli.output import Column, emit_list
     from pomona.presenters import api_token_json
 
     p = _pomona()
     now = p.clock.now()
     names = {x.id: x.name for x in p.admin.list_tenants()}
     rows = [api_token_json(x, now) for x in p.admin.list_api_tokens(tenant_name)]
-    if _json():
-        click.echo(json.dumps({"tokens": rows}, indent=2))
-        return
-    if not rows:
-        click.echo(t("cli.token.none"))
-        return
-    _table(
-        ["id", "name", "scope", "state", "created", "expires"],
+    emit_list(
+        rows,
         [
-            [
-                str(r["id"]),
-                str(r["name"]),
-                t("cli.scope.server") if r["tenant_id"] is None else names.get(str(r["tenant_id"]), "?"),
-                t(f"cli.state.{r['state']}"),
-                str(r["created_at"]),
-                str(r["expires_at"] or "—"),
-            ]
-            for r in rows
+            Column("id"),
+            Column("name"),
+            Column(
+                "scope",
+                lambda r: (
+                    t("cli.scope.server") if r["tenant_id"] is None else names.get(str(r["tenant_id"]), "?")
+                ),
+            ),
+            Column("state", lambda r: t(f"cli.state.{r['state']}")),
+            Column("created", "created_at", time=True),
+            Column("expires", "expires_at", time=True),
         ],
+        empty=t("cli.token.none"),
     )
 
 
@@ -542,34 +511,27 @@ def device() -> None:
 @click.option("--limit", default=100, show_default=True)
 @common
 def device_list(tenant_name: str, limit: int) -> None:
-    """List a tenant's devices."""
+    """List a tenant's devices (the --limit most recently seen; --json: a JSON array)."""
+    from pomona.cli.output import Column, emit_list
     from pomona.presenters import device_json
 
     p = _pomona()
     views, total = p.commands.list_devices(tenant_name, limit=limit)
     rows = [device_json(v.device, v.enrollment) for v in views]
-    if _json():
-        click.echo(json.dumps({"total": total, "devices": rows}, indent=2))
-        return
-    if not rows:
-        click.echo(t("cli.devices.none", tenant=tenant_name))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table()
-    for col in ("serial", "model", "os", "name", "last_seen", "enrolled"):
-        table.add_column(t(f"cli.column.{col}"))
-    for r in rows:
-        table.add_row(
-            str(r["serial"]),
-            str(r["product_name"]),
-            str(r["os_version"]),
-            str(r["device_name"] or ""),
-            str(r["last_seen_at"] or ""),
-            "✓" if r["enrolled"] else "—",
-        )
-    Console().print(table)
+    emit_list(
+        rows,
+        [
+            Column("serial"),
+            Column("model", "product_name"),
+            Column("os", "os_version"),
+            Column("name", "device_name"),
+            Column("last_seen", "last_seen_at", time=True),
+            Column("enrolled"),
+        ],
+        empty=t("cli.devices.none", tenant=tenant_name),
+    )
+    if not _json() and total > len(rows):
+        click.echo(t("cli.list.more", shown=len(rows), total=total), err=True)
 
 
 # --- serving --------------------------------------------------------------------------------------

@@ -363,6 +363,13 @@ class PolicyService(ServiceBase[PolicyStores]):
             self._audit(uow, t, "licence.set", seats=seats)
             return {"seats": seats, "assigned": used, "free": seats - used}
 
+    def seats(self, tenant_ref: str) -> dict[str, int]:
+        """The tenant's licence seats: how many, how many assigned, how many free."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = self._tenant(uow, tenant_ref)
+            used = uow.users.licensed_count(t.id)
+        return {"seats": t.licence_seats, "assigned": used, "free": max(0, t.licence_seats - used)}
+
     def licence(self, tenant_ref: str, upn: str, *, assign: bool) -> dict[str, object]:
         with self.db.unit_of_work() as uow:
             t = self._tenant(uow, tenant_ref)
