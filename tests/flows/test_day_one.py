@@ -43,9 +43,7 @@ class TestTenantCreate:
         )
         assert (
             code == 0
-            and json.loads(cli(monkeypatch, db_url, "tenant", "list", "--json")[1])["tenants"][1][
-                "mdm_authority"
-            ]
+            and json.loads(cli(monkeypatch, db_url, "tenant", "list", "--json")[1])[1]["mdm_authority"]
             == "pomona"
         )
         assert pomona.admin.get_tenant("beta").licence_seats == 3
