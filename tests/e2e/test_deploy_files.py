@@ -37,6 +37,8 @@ from pomona.app import Settings, build
 from pomona.testing.virtual_device import VirtualDevice
 
 UNITS = DEPLOY / "systemd"
+PORTAL_UPN = "pia@acme.example"
+PASSWORD = "portal-pass-1"
 VENV_POMONA = str(Path(sys.executable).parent / "pomona")
 
 
@@ -175,6 +177,8 @@ def pomona_behind(tmp_path: Path, https_port: int) -> tuple[LiveServer, TenantSe
     p = build(Settings(data_dir=data, public_url=public))
     try:
         setup = setup_tenant(p, "acme")
+        p.admin.create_user("acme", PORTAL_UPN, password=PASSWORD)
+        p.policy.licence("acme", PORTAL_UPN, assign=True)
     finally:
         p.close()
     server = start_server(data, public_url=public, env={"POMONA_TRUSTED_PROXIES": "127.0.0.1,::1"})
@@ -202,6 +206,27 @@ def enroll_and_command(base: str, setup: TenantSetup, cert: ProxyCert) -> None:
             content=b"x" * (300 * 1024),
         )
         assert big.status_code == 413 and big.json()["reason"] == "MALFORMED_REQUEST", big.text
+
+
+def sign_in(base: str, cert: ProxyCert, local: str, password: str) -> int:
+    """One portal sign-in as a browser makes it, from the loopback address ``local``, through the proxy."""
+    transport = httpx.HTTPTransport(local_address=local, verify=cert.context())
+    with httpx.Client(base_url=base, transport=transport, timeout=30) as c:
+        page = c.get("/portal/acme/signin")
+        m = re.search(r'"X-CSRF-Token": "([^"]+)"', page.text)
+        assert m, page.text[:300]
+        r = c.post("/portal/acme/signin", data={"csrf": m.group(1), "upn": PORTAL_UPN, "password": password})
+        return r.status_code
+
+
+def clients_told_apart(base: str, cert: ProxyCert) -> None:
+    """Pomona sees each client's own address behind the proxy (X-Forwarded-For from a trusted proxy):
+    ten failed sign-ins from 127.0.0.2 lock out 127.0.0.2 only; 127.0.0.3 signs in. Were the proxy's
+    headers missing or not believed, both would be the proxy's 127.0.0.1, and both locked out."""
+    for _ in range(10):
+        assert sign_in(base, cert, "127.0.0.2", "wrong-password") == 401
+    assert sign_in(base, cert, "127.0.0.2", PASSWORD) == 429
+    assert sign_in(base, cert, "127.0.0.3", PASSWORD) in (200, 303)
 
 
 @pytest.fixture
@@ -255,11 +280,15 @@ def behind_caddy(tmp_path: Path, cert: ProxyCert) -> Iterator[tuple[str, TenantS
 
 class TestThroughTheProxies:
     def test_enroll_through_nginx(self, behind_nginx: tuple[str, TenantSetup], cert: ProxyCert) -> None:
-        """Behind the shipped nginx site, a device enrolls over HTTPS and answers a queued command."""
+        """Behind the shipped nginx site, a device enrolls over HTTPS and answers a queued command, and
+        Pomona tells clients apart by the address nginx forwards."""
         base, setup = behind_nginx
         enroll_and_command(base, setup, cert)
+        clients_told_apart(base, cert)
 
     def test_enroll_through_caddy(self, behind_caddy: tuple[str, TenantSetup], cert: ProxyCert) -> None:
-        """Behind the shipped Caddyfile, a device enrolls over HTTPS and answers a queued command."""
+        """Behind the shipped Caddyfile, a device enrolls over HTTPS and answers a queued command, and
+        Pomona tells clients apart by the address Caddy forwards."""
         base, setup = behind_caddy
         enroll_and_command(base, setup, cert)
+        clients_told_apart(base, cert)
