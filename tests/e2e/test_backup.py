@@ -36,6 +36,19 @@ def reason(done: subprocess.CompletedProcess[str]) -> str:
     return str(json.loads(done.stdout)["reason"])
 
 
+def run(monkeypatch: pytest.MonkeyPatch, data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`pomona ARGS` in this process (click's runner) on the data folder ``data`` (SQLite): faster than
+    a process for the refusals; the cycle above runs the real command."""
+    from click.testing import CliRunner
+
+    from pomona.cli.main import main
+
+    monkeypatch.setenv("POMONA_DATA_DIR", str(data))
+    monkeypatch.delenv("POMONA_DATABASE_URL", raising=False)
+    res = CliRunner().invoke(main, list(args))
+    return subprocess.CompletedProcess(args, res.exit_code, res.stdout, "")
+
+
 def wipe(data: Path) -> None:
     for name in ("pomona.db", "pomona.db-wal", "pomona.db-shm"):
         (data / name).unlink(missing_ok=True)
@@ -99,48 +112,56 @@ class TestBackupRestoreCycle:
 
 
 @pytest.fixture
-def backup(tmp_path: Path) -> Path:
+def backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A backup of a database with one tenant (sealed secrets in it), its data folder's key beside it."""
     data = tmp_path / "origin"
     p = build(Settings(data_dir=data))
     p.admin.create_tenant("acme", "acme.example")
     p.close()
     out = tmp_path / "acme.backup"
-    assert pomona(data, "backup", "--out", str(out)).returncode == 0
+    assert run(monkeypatch, data, "backup", "--out", str(out)).returncode == 0
     return out
 
 
 class TestRestoreRefusals:
-    def test_not_empty_without_force(self, tmp_path: Path, backup: Path) -> None:
+    def test_not_empty_without_force(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, backup: Path
+    ) -> None:
         """A database with tenants is not replaced without --force (RESTORE_TARGET_NOT_EMPTY); with it, it
         is."""
         origin = tmp_path / "origin"
         assert (
-            reason(pomona(origin, "restore", "--from", str(backup), "--json")) == "RESTORE_TARGET_NOT_EMPTY"
+            reason(run(monkeypatch, origin, "restore", "--from", str(backup), "--json"))
+            == "RESTORE_TARGET_NOT_EMPTY"
         )
-        assert pomona(origin, "restore", "--from", str(backup), "--force").returncode == 0
+        assert run(monkeypatch, origin, "restore", "--from", str(backup), "--force").returncode == 0
 
-    def test_another_key(self, tmp_path: Path, backup: Path) -> None:
+    def test_another_key(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, backup: Path) -> None:
         """A data folder with another server key refuses the backup (SERVER_KEY_MISMATCH), and its
         database is left as it was."""
         other = tmp_path / "other"
         build(Settings(data_dir=other)).close()
-        done = pomona(other, "restore", "--from", str(backup), "--json")
+        done = run(monkeypatch, other, "restore", "--from", str(backup), "--json")
         assert reason(done) == "SERVER_KEY_MISMATCH"
         assert "server.key" in json.loads(done.stdout)["message"]
-        assert pomona(other, "tenant", "list", "--json").stdout.count('"name"') == 0
+        assert run(monkeypatch, other, "tenant", "list", "--json").stdout.count('"name"') == 0
 
-    def test_no_key_is_not_made_up(self, tmp_path: Path, backup: Path) -> None:
+    def test_no_key_is_not_made_up(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, backup: Path
+    ) -> None:
         """A data folder without a server key refuses (SERVER_KEY_MISMATCH) without creating one; with the
         backed-up key copied in, the restore works and the tenant is back."""
         fresh = tmp_path / "fresh"
-        assert reason(pomona(fresh, "restore", "--from", str(backup), "--json")) == "SERVER_KEY_MISMATCH"
+        assert (
+            reason(run(monkeypatch, fresh, "restore", "--from", str(backup), "--json"))
+            == "SERVER_KEY_MISMATCH"
+        )
         assert not (fresh / "server.key").exists()
         (fresh / "server.key").write_bytes((tmp_path / "origin" / "server.key").read_bytes())
-        assert pomona(fresh, "restore", "--from", str(backup)).returncode == 0
-        assert '"acme"' in pomona(fresh, "tenant", "list", "--json").stdout
+        assert run(monkeypatch, fresh, "restore", "--from", str(backup)).returncode == 0
+        assert '"acme"' in run(monkeypatch, fresh, "tenant", "list", "--json").stdout
 
-    def test_not_a_backup(self, tmp_path: Path) -> None:
+    def test_not_a_backup(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         """A missing file, a file that is not SQLite and an SQLite file that is not Pomona's are refused
         (BACKUP_INVALID)."""
         junk = tmp_path / "junk.db"
@@ -149,24 +170,53 @@ class TestRestoreRefusals:
         with sqlite3.connect(other) as conn:
             conn.execute("CREATE TABLE t (x)")
         for path in (tmp_path / "missing.db", junk, other):
-            done = pomona(tmp_path / "d", "restore", "--from", str(path), "--json")
+            done = run(monkeypatch, tmp_path / "d", "restore", "--from", str(path), "--json")
             assert reason(done) == "BACKUP_INVALID", path
 
-    def test_newer_backup(self, tmp_path: Path, backup: Path) -> None:
+    def test_newer_backup(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, backup: Path) -> None:
         """A backup at a migration this version does not ship is refused (BACKUP_TOO_NEW)."""
         with sqlite3.connect(backup) as conn:
             conn.execute("UPDATE alembic_version SET version_num = '9999'")
-        done = pomona(tmp_path / "d", "restore", "--from", str(backup), "--json")
+        done = run(monkeypatch, tmp_path / "d", "restore", "--from", str(backup), "--json")
         assert reason(done) == "BACKUP_TOO_NEW"
 
-    def test_older_backup_migrates_up(self, tmp_path: Path) -> None:
+    def test_older_backup_migrates_up(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         """A backup from an older version (migration 0007) is restored and migrated up to this one."""
         old = tmp_path / "old.db"
         upgrade(create_engine(f"sqlite:///{old}"), "0007")
-        done = pomona(tmp_path / "d", "restore", "--from", str(old), "--json")
+        done = run(monkeypatch, tmp_path / "d", "restore", "--from", str(old), "--json")
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
         assert (report["from_revision"], report["revision"]) == ("0007", known_revisions()[-1])
+
+
+class TestOnlineCopy:
+    def test_snapshot_while_writes_go_on(self, tmp_path: Path) -> None:
+        """The copy is the database at its start, and finishes, though another connection writes between
+        every two steps (without the read snapshot SQLite would restart it after each write)."""
+        from pomona.storage.backup import STEP_PAGES, copy_database
+
+        source = tmp_path / "live.db"
+        writer = sqlite3.connect(source, isolation_level=None)
+        writer.execute("PRAGMA journal_mode=WAL")
+        writer.execute("CREATE TABLE t (x BLOB)")
+        writer.execute("BEGIN")
+        rows = 3 * STEP_PAGES * 4  # three steps and more (four rows fill a 4 KiB page)
+        for _ in range(rows):
+            writer.execute("INSERT INTO t VALUES (randomblob(1000))")
+        writer.execute("COMMIT")
+        steps: list[tuple[int, int]] = []
+
+        def write_meanwhile(done: int, total: int) -> None:
+            steps.append((done, total))
+            writer.execute("INSERT INTO t VALUES (randomblob(1000))")
+
+        copy_database(source, tmp_path / "copy.db", write_meanwhile)
+        assert len(steps) >= 3 and steps[-1][0] == steps[-1][1]
+        with sqlite3.connect(tmp_path / "copy.db") as copy:
+            assert copy.execute("SELECT count(*) FROM t").fetchone()[0] == rows
+        assert writer.execute("SELECT count(*) FROM t").fetchone()[0] == rows + len(steps)
+        writer.close()
 
 
 class TestPostgres:
