@@ -190,6 +190,38 @@ class TestRestoreRefusals:
         assert (report["from_revision"], report["revision"]) == ("0007", known_revisions()[-1])
 
 
+class TestProgress:
+    def test_bar_on_a_terminal_only(self, tmp_path: Path) -> None:
+        """On a terminal `pomona backup` draws a progress bar on stderr; piped (a timer's log), stderr
+        stays empty and stdout has the two result lines."""
+        import pty
+
+        data = tmp_path / "data"
+        build(Settings(data_dir=data)).close()
+        piped = pomona(data, "backup", "--out", str(tmp_path / "a.db"))
+        assert piped.returncode == 0 and piped.stderr == "" and len(piped.stdout.splitlines()) == 2
+        master, slave = pty.openpty()
+        env = {**os.environ, "POMONA_DATA_DIR": str(data), "POMONA_LANG": "en"}
+        env.pop("POMONA_DATABASE_URL", None)
+        done = subprocess.run(
+            [sys.executable, "-m", "pomona", "backup", "--out", str(tmp_path / "b.db")],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            env=env,
+            timeout=120,
+        )
+        os.close(slave)
+        drawn = b""
+        try:
+            while chunk := os.read(master, 65536):
+                drawn += chunk
+        except OSError:  # the terminal's other end closed
+            pass
+        os.close(master)
+        assert done.returncode == 0
+        assert b"Backing up" in drawn and "\u2501".encode() in drawn  # the label and the bar
+
+
 class TestOnlineCopy:
     def test_snapshot_while_writes_go_on(self, tmp_path: Path) -> None:
         """The copy is the database at its start, and finishes, though another connection writes between
