@@ -5,8 +5,9 @@ is not changed; the namespace has its own loopback, so ports 80, 443 and 8080 ar
 What cannot run here, and what the test does in its place (each asserted to be exactly the doc's lines):
 - ```sh systemd blocks: there is no systemd as PID 1. For `systemctl enable --now pomona` / `start` /
   `restart` the test runs the unit's ExecStart as its User= with its EnvironmentFile=; for `stop`, it
-  stops that process; for `reload nginx`, it starts nginx on the installed configuration; the others
-  (daemon-reload, status, reload caddy, the backup timer) have no stand-in.
+  stops that process; for `reload nginx`, it starts nginx on the installed configuration; for
+  `enable --now pomona-backup.timer`, it runs the backup service's ExecStart lines once, as its User=;
+  the others (daemon-reload, status, reload caddy) have no stand-in.
 - ```sh certbot: no internet. The test puts a certificate it made where certbot would, and trusts it
   (the namespace's /etc/hosts and CA bundle name mdm.example.com as 127.0.0.1 and trust that cert).
 - ```sh postgresql blocks run against the local PostgreSQL (host network, same mount namespace) on a
@@ -293,3 +294,26 @@ class TestDeployDoc:
                 service.stop()
             elif line == "systemctl reload nginx":
                 ns.run("nginx")  # the installed configuration, as the nginx service starts it
+            elif line == "systemctl enable --now pomona-backup.timer":
+                TestDeployDoc._fire_backup_timer(ns)
+
+    @staticmethod
+    def _fire_backup_timer(ns: Namespace) -> None:
+        """What the timer starts once: pomona-backup.service's ExecStart lines in order, as its User= with
+        its EnvironmentFile= (systemd's %% is a %), while the server runs."""
+        unit = ns.run("cat /etc/systemd/system/pomona-backup.service")
+        fields = [
+            line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#")
+        ]
+        env_file = next(v for k, v in fields if k == "EnvironmentFile")
+        user = next(v for k, v in fields if k == "User")
+        for key, command in fields:
+            if key != "ExecStart":
+                continue
+            ns.run(
+                f"set -a; . {env_file}; set +a\n"
+                f"setpriv --reuid={user} --regid={user} --init-groups {command.replace('%%', '%')}"
+            )
+        listing = ns.run("ls /var/backups/pomona").split()
+        assert "pomona-latest.db" in listing
+        assert any(re.fullmatch(r"pomona-\d{4}-\d{2}-\d{2}\.db", name) for name in listing), listing
