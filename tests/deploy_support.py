@@ -106,7 +106,7 @@ def nginx_main(prefix: Path, site: Path) -> Path:
     conf.write_text(
         f"""user root;
 pid {prefix}/nginx.pid;
-error_log {prefix}/error.log;
+error_log {prefix}/error.log warn;
 events {{}}
 http {{
     access_log off;
