@@ -103,9 +103,9 @@ def nginx_main(prefix: Path, site: Path) -> Path:
     """An nginx.conf in ``prefix`` (pid, logs and temporary files there) that includes ``site``, as
     Debian's /etc/nginx/nginx.conf includes sites-enabled/*."""
     conf = prefix / "nginx.conf"
+    user = "user root;\n" if os.geteuid() == 0 else ""  # workers may use the test's folders
     conf.write_text(
-        f"""user root;
-pid {prefix}/nginx.pid;
+        f"""{user}pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{}}
 http {{
