@@ -5,9 +5,12 @@ Only this module and ``cli/`` pick concrete backends.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pomona.domain.errors import CertFileError
@@ -34,6 +37,9 @@ from pomona.services.reports import ReportService
 from pomona.services.scep import ScepService
 from pomona.settings import Settings
 from pomona.storage.sql import SqlDatabase, private_dir
+
+if TYPE_CHECKING:
+    from pomona.storage.backup import BackupInfo
 
 SIGNING_IDENTITY_KEY = "profile_signing_identity_pem"
 
@@ -204,6 +210,102 @@ def rotate_server_key(settings: Settings) -> tuple[str, int]:
     return sealer.key_id, report.sealed + report.resealed
 
 
+@dataclass(frozen=True)
+class RestoreReport:
+    """What `pomona restore` did: the database replaced, the migrations it ran, the tenants it holds."""
+
+    source: Path
+    database: Path
+    from_revision: str | None
+    to_revision: str
+    tenants: int
+    key_id: str
+
+
+def backup_database(
+    settings: Settings, out: Path, progress: Callable[[int, int], None] | None = None
+) -> tuple[BackupInfo, str | None]:
+    """A consistent copy of the SQLite database at ``out`` while the server may run (storage/backup.py),
+    and the path of the server key file it needs (None when POMONA_SECRET_KEY is the key). PostgreSQL:
+    BACKUP_NOT_SQLITE with the exact pg_dump and pg_restore commands."""
+    from pomona.domain.errors import InvalidInputError
+    from pomona.pki.sealing import SERVER_KEY_FILE
+    from pomona.storage.backup import make_backup, sqlite_file
+
+    database = sqlite_file(settings.url())
+    if not out.parent.is_dir():
+        raise InvalidInputError(f"--out {out}: the folder {out.parent} does not exist")
+    if out.resolve() == database.resolve():
+        raise InvalidInputError(f"--out {out} is the database itself")
+    info = make_backup(database, out, progress)
+    key_file = None if settings.server_key() is not None else str(settings.data_dir / SERVER_KEY_FILE)
+    return info, key_file
+
+
+def restore_database(
+    settings: Settings,
+    source: Path,
+    *,
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> RestoreReport:
+    """Replace the SQLite database with the backup at ``source`` (the server stopped): checked, staged
+    beside the database, migrated up to this version, its secrets opened with this server's key, then
+    copied over the database (storage/backup.py says how, and what each refusal means)."""
+    from pomona.domain.errors import ServerKeyError
+    from pomona.pki.sealing import SERVER_KEY_FILE, KeyringSealer, server_keys
+    from pomona.storage.backup import (
+        check_backup_version,
+        copy_database,
+        inspect_backup,
+        refuse_non_empty,
+        sqlite_file,
+    )
+    from pomona.storage.migrate import known_revisions
+
+    database = sqlite_file(settings.url())
+    info = inspect_backup(source)
+    known = known_revisions()
+    check_backup_version(info, known)
+    refuse_non_empty(database, force)
+    data_dir = private_dir(settings.data_dir)
+    key = settings.server_key()
+    needed = ", ".join(info.key_ids) or "none"
+    if key is None and not (data_dir / SERVER_KEY_FILE).exists() and info.key_ids:
+        raise ServerKeyError(
+            f"there is no server key in {data_dir}: copy the server.key kept with this backup (key "
+            f"{needed}) there (mode 0600, owned by the server's user), then restore again"
+        )
+    sealer = KeyringSealer(server_keys(data_dir, key))
+    staged = database.with_name(database.name + ".restore")
+    leftovers = [staged.with_name(staged.name + s) for s in ("", "-wal", "-shm", "-journal")]
+    for f in leftovers:
+        f.unlink(missing_ok=True)
+    try:
+        copy_database(source, staged)
+        db = SqlDatabase(f"sqlite:///{staged}", sealer=sealer)
+        try:
+            db.create_all()  # an older backup: its migrations up to this version's
+            try:
+                db.seal_at_rest()
+            except ServerKeyError:
+                raise ServerKeyError(
+                    f"{source} was sealed under server key {needed}, and this server's key is "
+                    f"{sealer.key_id}: put the server.key kept with this backup in {data_dir} (or set "
+                    "POMONA_SECRET_KEY to it), then restore again",
+                    key_id=needed,
+                ) from None
+        finally:
+            db.dispose()
+        if not database.exists():
+            os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        copy_database(staged, database, progress)
+    finally:
+        for f in leftovers:
+            f.unlink(missing_ok=True)
+    return RestoreReport(source, database, info.revision, known[-1], info.tenants, sealer.key_id)
+
+
 def create_app(settings: Settings | None = None, *, pomona: Pomona | None = None) -> object:
     """The ASGI application: device endpoints (lean, raw ASGI) in front of the admin API."""
     from pomona.http.root import RootApp
@@ -212,4 +314,14 @@ def create_app(settings: Settings | None = None, *, pomona: Pomona | None = None
     return RootApp(p, trusted_proxies=p.settings.trusted_proxies)
 
 
-__all__ = ["Pomona", "Settings", "Tenant", "build", "create_app", "rotate_server_key"]
+__all__ = [
+    "Pomona",
+    "RestoreReport",
+    "Settings",
+    "Tenant",
+    "backup_database",
+    "build",
+    "create_app",
+    "restore_database",
+    "rotate_server_key",
+]

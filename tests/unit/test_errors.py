@@ -64,6 +64,11 @@ TREE: list[tuple[type[E.PomonaError], int, R]] = [
     (E.DatabaseUnavailableError, 500, R.DATABASE_UNAVAILABLE),
     (E.DataDirError, 500, R.DATA_DIR_UNUSABLE),
     (E.PortUnavailableError, 500, R.PORT_UNAVAILABLE),
+    (E.BackupError, 500, R.INTERNAL_ERROR),
+    (E.BackupNotSqliteError, 500, R.BACKUP_NOT_SQLITE),
+    (E.BackupInvalidError, 500, R.BACKUP_INVALID),
+    (E.BackupTooNewError, 500, R.BACKUP_TOO_NEW),
+    (E.RestoreTargetNotEmptyError, 500, R.RESTORE_TARGET_NOT_EMPTY),
     (E.WebhookDeliveryError, 502, R.WEBHOOK_DELIVERY_FAILED),
 ]
 

@@ -686,6 +686,7 @@ def _register_optional() -> None:
 
     main.add_command(demo)
     import pomona.cli.apns_cmds  # noqa: F401
+    import pomona.cli.backup_cmds  # noqa: F401
     import pomona.cli.diagnose_cmds  # noqa: F401
     import pomona.cli.events_cmds  # noqa: F401
     import pomona.cli.policy_cmds  # noqa: F401  (registers its commands on `main`)

@@ -51,6 +51,11 @@ is the decision's: :class:`PolicyError` takes it per instance, its status is sti
     │   ├── DatabaseUnavailableError     DATABASE_UNAVAILABLE: the database URL is malformed or unreachable
     │   ├── DataDirError                 DATA_DIR_UNUSABLE: the data folder cannot be created or written
     │   └── PortUnavailableError         PORT_UNAVAILABLE: the address to listen on is taken or not allowed
+    ├── BackupError                      `pomona backup` / `pomona restore` refused (CLI exit 2); never HTTP
+    │   ├── BackupNotSqliteError         BACKUP_NOT_SQLITE: PostgreSQL is backed up with pg_dump
+    │   ├── BackupInvalidError           BACKUP_INVALID: not a readable Pomona backup
+    │   ├── BackupTooNewError            BACKUP_TOO_NEW: made by a newer Pomona (an unknown migration)
+    │   └── RestoreTargetNotEmptyError   RESTORE_TARGET_NOT_EMPTY: the database has tenants (no --force)
     ├── WebhookDeliveryError             WEBHOOK_DELIVERY_FAILED, 502: a webhook test was not delivered
     └── UpstreamError                    INTERNAL_ERROR, 502: a service we call answered what we cannot use
 
@@ -128,6 +133,11 @@ __all__ = [
     "DatabaseUnavailableError",
     "DataDirError",
     "PortUnavailableError",
+    "BackupError",
+    "BackupNotSqliteError",
+    "BackupInvalidError",
+    "BackupTooNewError",
+    "RestoreTargetNotEmptyError",
     "WebhookDeliveryError",
     "WebhookTargetError",
     "PushCertInvalidError",
@@ -393,6 +403,35 @@ class PortUnavailableError(StartupError):
     """The address and port to listen on are in use, not allowed (a port below 1024), or not local."""
 
     reason = ReasonCode.PORT_UNAVAILABLE
+
+
+class BackupError(PomonaError):
+    """A backup or a restore refused: what the operator gave (or the database) does not allow it. The
+    CLI's exit code 2; the detail names the file and what to do."""
+
+
+class BackupNotSqliteError(BackupError):
+    """The database is PostgreSQL: its own tools back it up (the detail has the exact commands)."""
+
+    reason = ReasonCode.BACKUP_NOT_SQLITE
+
+
+class BackupInvalidError(BackupError):
+    """The file to restore is missing, not an SQLite database, damaged, or not a Pomona database."""
+
+    reason = ReasonCode.BACKUP_INVALID
+
+
+class BackupTooNewError(BackupError):
+    """The backup's database is at a migration this version of Pomona does not know (a newer Pomona)."""
+
+    reason = ReasonCode.BACKUP_TOO_NEW
+
+
+class RestoreTargetNotEmptyError(BackupError):
+    """The database a restore would replace holds tenants, and --force was not given."""
+
+    reason = ReasonCode.RESTORE_TARGET_NOT_EMPTY
 
 
 class WebhookDeliveryError(PomonaError):
