@@ -50,9 +50,9 @@ def resolve(command: str) -> str | None:
             return f"{' '.join(path)} has no command {words[0]!r}"
         path.append(words.pop(0))
         cmd = sub
-    if isinstance(cmd, click.Group):
-        return f"{' '.join(path)} needs a command"
     known = {"--help"} | {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+    if isinstance(cmd, click.Group) and not (words and all(w in known for w in words)):
+        return f"{' '.join(path)} needs a command"  # a group alone, unless with its own options
     unknown = [w.split("=", 1)[0] for w in words if w.startswith("--") and w.split("=", 1)[0] not in known]
     return f"{' '.join(path)} has no option {unknown}" if unknown else None
 
