@@ -13,8 +13,10 @@ The tree (every class is also a :class:`ValueError`, so a codec failure is "a ba
     ├── ProfileError                  an enrollment profile that cannot be built or read
     ├── CmsError                      a CMS structure that is malformed, unsupported, or fails its signature
     │                                 or decryption check (``pomona.protocol.cms``)
-    └── ScepMalformedError            not a well-formed, correctly signed SCEP message or PKCS#10 request
-        └── CsrSignatureError         a PKCS#10 request that parses but whose self-signature does not verify
+    ├── ScepMalformedError            not a well-formed, correctly signed SCEP message or PKCS#10 request
+    │   └── CsrSignatureError         a PKCS#10 request that parses but whose self-signature does not verify
+    └── DepParseError                 an Apple Business Manager body (server token, device list) that is not
+                                      what Apple documents (``pomona.protocol.dep``)
 
 They live here, not beside their codecs, so that ``pomona.domain.errors`` can map every one of them to a
 reason-coded error without importing the (heavy) CMS and SCEP codecs.
@@ -31,6 +33,7 @@ __all__ = [
     "CommandBuildError",
     "CommandParseError",
     "CsrSignatureError",
+    "DepParseError",
     "PlistError",
     "PlistTooLargeError",
     "ProfileError",
@@ -118,3 +121,7 @@ class ScepMalformedError(ProtocolError):
 
 class CsrSignatureError(ScepMalformedError):
     """The PKCS#10 request parses but its self-signature does not verify."""
+
+
+class DepParseError(ProtocolError):
+    """An Apple Business Manager body (a server token, a device list) that is not what Apple documents."""
