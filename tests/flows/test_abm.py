@@ -275,3 +275,112 @@ class TestSync:
         code, out = run(monkeypatch, db_url, "abm", "sync", "--tenant", TENANT)
         assert (code, out["reason"]) == (1, reason)  # type: ignore[index]
         assert has_event(monkeypatch, db_url, reason)
+
+
+class TestEmulatorCommands:
+    def test_token_add_device_and_fault_commands(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        db_url: str,
+        tmp_path: Path,
+        abm: tuple[AbmEmulator, AbmEmulatorServer],
+    ) -> None:
+        """`pomona emulate abm token|add-device|fault` drive a running emulator: the token it downloads
+        uploads, the added device is synced, and a fault takes effect."""
+        emu, server = abm
+        assert cli(monkeypatch, db_url, "tenant", "create", TENANT, "--domain", "acme.example")[0] == 0
+        cert, p7m = tmp_path / "cert.pem", tmp_path / "token.p7m"
+        assert cli(monkeypatch, db_url, "abm", "keypair", "--tenant", TENANT, "--out", str(cert))[0] == 0
+        code, _ = cli(
+            monkeypatch,
+            db_url,
+            "emulate",
+            "abm",
+            "token",
+            "--abm-url",
+            server.url,
+            "--cert",
+            str(cert),
+            "--out",
+            str(p7m),
+        )
+        assert code == 0
+        assert (
+            run(monkeypatch, db_url, "abm", "token", "upload", "--tenant", TENANT, "--file", str(p7m))[0] == 0
+        )
+        code, _ = cli(
+            monkeypatch,
+            db_url,
+            "emulate",
+            "abm",
+            "add-device",
+            "--abm-url",
+            server.url,
+            "--serial",
+            "ADDED0000001",
+            "--product",
+            "iPad13,18",
+        )
+        assert code == 0 and emu.device("ADDED0000001") is not None
+        code, reports = run(monkeypatch, db_url, "abm", "sync", "--tenant", TENANT)
+        assert reports[0]["added"] == 26  # type: ignore[index]
+        code, _ = cli(
+            monkeypatch,
+            db_url,
+            "emulate",
+            "abm",
+            "fault",
+            "--abm-url",
+            server.url,
+            "--fault",
+            "assigned-elsewhere",
+            "--serial",
+            "ADDED0000001",
+        )
+        assert code == 0 and emu.device("ADDED0000001") is None
+        code, reports = run(monkeypatch, db_url, "abm", "sync", "--tenant", TENANT)
+        assert reports[0]["deleted"] == 1  # type: ignore[index]
+
+    def test_fault_names_are_the_emulators(self) -> None:
+        """The CLI's --fault choices are exactly the emulator's faults (the issue's spellings)."""
+        from pomona.cli.emulate import abm_fault
+        from pomona.testing.abm_emulator import FAULTS
+
+        (opt,) = [p for p in abm_fault.params if p.name == "name"]
+        assert tuple(opt.type.choices) == FAULTS  # type: ignore[attr-defined]
+
+    def test_emulator_process_serves(self, tmp_path: Path) -> None:
+        """`pomona emulate abm --port 0 --devices 3 --json` prints its URL and serves until stopped."""
+        import signal
+        import subprocess
+        import sys
+
+        import httpx
+
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pomona",
+                "emulate",
+                "abm",
+                "--port",
+                "0",
+                "--devices",
+                "3",
+                "--json",
+                "--state-dir",
+                str(tmp_path / "abm"),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            info = json.loads(proc.stdout.readline())
+            assert info["devices"] == 3
+            assert httpx.get(info["url"] + "/_emulator/state").json()["devices"] == 3
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+        assert (tmp_path / "abm" / "abm-state.json").exists()

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
@@ -394,7 +395,8 @@ class AbmEmulator:
         base = signature.signature_base_string(
             "GET", signature.base_string_uri(url), signature.normalize_parameters(signed)
         )
-        expected = signature.sign_hmac_sha1(base, token.consumer_secret, token.access_secret)
+        keys = SimpleNamespace(client_secret=token.consumer_secret, resource_owner_secret=token.access_secret)
+        expected = signature.sign_hmac_sha1_with_client(base, keys)
         if not signature.safe_string_equals(expected, given.get("oauth_signature", "")):
             return _text(401, "oauth_problem_adv=signature_invalid")
         if "token-expired" in self.s.faults or token.access_token_expiry <= self.clock():
