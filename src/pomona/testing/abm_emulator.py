@@ -104,6 +104,7 @@ class _Event:
 class _State:
     devices: dict[str, AbmDevice] = field(default_factory=dict)  # current, ABM's view (not deleted)
     order: list[str] = field(default_factory=list)  # serials in the order ABM first listed them
+    ordered: set[str] = field(default_factory=set)  # the serials in ``order``
     events: list[_Event] = field(default_factory=list)
     tokens: dict[str, tuple[ServerToken, bool]] = field(default_factory=dict)  # consumer_key -> (t, revoked)
     sessions: dict[str, datetime] = field(default_factory=dict)  # token -> expiry
@@ -186,8 +187,9 @@ class AbmEmulator:
             device_assigned_date=now,
             device_assigned_by="abm-admin@example.com",
         )
-        if serial not in self.s.devices and serial not in self.s.order:
+        if serial not in self.s.ordered:
             self.s.order.append(serial)
+            self.s.ordered.add(serial)
         self.s.devices[serial] = d
         self.s.elsewhere.discard(serial)
         self._event(serial, "added", now)
@@ -290,6 +292,7 @@ class AbmEmulator:
         for d in page.devices:
             self.s.devices[d.serial_number] = d
             self.s.order.append(d.serial_number)
+            self.s.ordered.add(d.serial_number)
             self._event(d.serial_number, "added", d.device_assigned_date or self.clock())
         for t in data.get("tokens", []):
             expiry = parse_time(t["access_token_expiry"])
