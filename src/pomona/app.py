@@ -144,9 +144,11 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
     diagnose = DiagnoseService(
         db, clock, policy, resolver, HttpFetcher(), discovery, apns.check, unresponsive
     )
-    health = HealthService(db, clock, resolver, discovery, apns.check, unresponsive, notifier.notify)
     abm_verify: str | bool = str(settings.abm_ca) if settings.abm_ca else True
     abm = AbmService(db, clock, LocalAbmKeys(), HttpAbmConnector(settings.abm_url, verify=abm_verify))
+    health = HealthService(
+        db, clock, resolver, discovery, apns.check, unresponsive, notifier.notify, abm=abm.check
+    )
     background = Background(
         jobs=jobs,
         push=push,

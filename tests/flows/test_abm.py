@@ -384,3 +384,27 @@ class TestEmulatorCommands:
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)
         assert (tmp_path / "abm" / "abm-state.json").exists()
+
+
+class TestHealth:
+    def test_health_lists_expiring_tokens_and_failing_syncs(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        db_url: str,
+        tmp_path: Path,
+        abm: tuple[AbmEmulator, AbmEmulatorServer],
+    ) -> None:
+        """`pomona health` shows a token expiring within 30 days and the last sync's failure, with titles."""
+        emu, _ = abm
+        p7m = enrolled_token(monkeypatch, db_url, tmp_path, emu, days=20)
+        assert (
+            run(monkeypatch, db_url, "abm", "token", "upload", "--tenant", TENANT, "--file", str(p7m))[0] == 0
+        )
+        emu.set_fault("terms-not-accepted")
+        assert run(monkeypatch, db_url, "abm", "sync", "--tenant", TENANT)[0] == 1
+        code, out = cli(monkeypatch, db_url, "health", "--tenant", TENANT, "--format", "json")
+        found = {(f["code"], f["subject"]) for f in json.loads(out)["findings"]}
+        assert {
+            ("DEP_TOKEN_EXPIRED", "abm:abm-1:expiry:30d"),
+            ("DEP_TERMS_NOT_ACCEPTED", "abm:abm-1:sync"),
+        } <= found

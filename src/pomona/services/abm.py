@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final, Literal, Protocol
 
+from pomona.domain.checks import AbmTokenState, Finding, abm_token_findings
 from pomona.domain.errors import (
     AbmCursorExpiredError,
     AbmError,
@@ -265,6 +266,20 @@ class AbmService(ServiceBase[AbmStores]):
             uow.abm.remove_token(tn.id, t.id)
             uow.events.append(self.ok_event(tn.id, Step.DEP, detail={"token": t.name, "action": "remove"}))
         return t
+
+    def check(self, tenant_ref: str, now: datetime) -> list[Finding]:
+        """Health's check (services.checks.TenantCheck): each token's expiry (warned from 30 days ahead)
+        and its last sync's failure, if the last sync failed."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            tn = find_tenant(uow.tenants, tenant_ref)
+            tokens = uow.abm.tokens(tn.id)
+        return abm_token_findings(
+            (
+                AbmTokenState(t.name, t.access_token_expiry, t.last_error, t.last_error_at, t.last_sync_at)
+                for t in tokens
+            ),
+            now,
+        )
 
     # --- devices -----------------------------------------------------------------------------------
     def devices(
