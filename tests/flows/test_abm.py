@@ -408,3 +408,24 @@ class TestHealth:
             ("DEP_TOKEN_EXPIRED", "abm:abm-1:expiry:30d"),
             ("DEP_TERMS_NOT_ACCEPTED", "abm:abm-1:sync"),
         } <= found
+
+
+class TestFullFetchDeletions:
+    def test_full_fetch_marks_what_abm_no_longer_lists(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        db_url: str,
+        tmp_path: Path,
+        abm: tuple[AbmEmulator, AbmEmulatorServer],
+    ) -> None:
+        """`abm sync --full` after a device left ABM: it is kept, marked deleted, with a deleted step."""
+        emu, _ = abm
+        uploaded(monkeypatch, db_url, tmp_path, emu)
+        assert run(monkeypatch, db_url, "abm", "sync", "--tenant", TENANT)[0] == 0
+        gone = emu.s.order[3]
+        emu.s.devices.pop(gone)  # gone without a sync event: only a full fetch can tell
+        code, reports = run(monkeypatch, db_url, "abm", "sync", "--tenant", TENANT, "--full")
+        (r,) = reports  # type: ignore[misc]
+        assert (code, r["full"], r["deleted"], r["unchanged"]) == (0, True, 1, 24)
+        code, dev = run(monkeypatch, db_url, "abm", "devices", "--tenant", TENANT, "--serial", gone)
+        assert dev["deleted"] is True and dev["history"][-1]["op_type"] == "deleted"  # type: ignore[index]
