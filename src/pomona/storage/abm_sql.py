@@ -10,12 +10,12 @@ kept, marked deleted, with its history: diagnosis reads what happened to it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
 
 from pomona.ports import AbmDeviceRecord, AbmHistoryEntry, AbmTokenInfo, AbmUpsert, Sealer
 from pomona.protocol.dep import DEVICE_FIELDS, AbmDevice, ServerToken, decode_server_token, format_time
@@ -48,6 +48,14 @@ _TOKEN_COLS = (
     _T.c.last_full_sync_at,
     _T.c.last_error,
     _T.c.last_error_at,
+)
+
+
+_PG_EXISTING = text(
+    f"SELECT {', '.join('d.' + c for c in (*_COLS, 'deleted'))} "
+    "FROM unnest(CAST(:serials AS varchar[])) AS s(serial) "
+    "CROSS JOIN LATERAL (SELECT * FROM abm_devices "
+    "WHERE tenant_id = :t AND serial_number = s.serial LIMIT 1) AS d"
 )
 
 
@@ -164,10 +172,8 @@ class SqlAbmStore:
         latest: dict[str, AbmDevice] = {}
         for d in devices:  # a page may name a device twice: its last operation wins
             latest[d.serial_number] = d
-        cols = [_D.c[c] for c in _COLS]
         existing: dict[str, tuple[tuple[object, ...], bool]] = {}
-        q = select(*cols, _D.c.deleted).where(_D.c.tenant_id == tenant_id)
-        for r in select_in(self.conn, q, _D.c.serial_number, list(latest)):
+        for r in self._existing(tenant_id, list(latest)):
             existing[r.serial_number] = (tuple(r)[: len(_COLS)], bool(r.deleted))
         new: list[dict[str, object]] = []
         changed: list[dict[str, object]] = []
@@ -223,6 +229,18 @@ class SqlAbmStore:
         if history:
             self.conn.execute(insert(_H), history)
         return AbmUpsert(added, modified, deleted, unchanged)
+
+    def _existing(self, tenant_id: str, serials: list[str]) -> Iterator[Any]:
+        """The stored rows of these serials. On PostgreSQL one probe of the primary key per serial
+        (a LATERAL ... LIMIT 1 the planner cannot turn into a scan): during a bulk load the table's
+        statistics lag behind, and ``serial = ANY(array)`` was planned as a filter over every row of the
+        tenant, making each page slower than the last."""
+        if self.conn.dialect.name == "postgresql":
+            if serials:
+                yield from self.conn.execute(_PG_EXISTING, {"t": tenant_id, "serials": serials})
+            return
+        q = select(*(_D.c[c] for c in _COLS), _D.c.deleted).where(_D.c.tenant_id == tenant_id)
+        yield from select_in(self.conn, q, _D.c.serial_number, serials)
 
     def devices(
         self, tenant_id: str, *, serial: str | None = None, limit: int = 1000, offset: int = 0
