@@ -429,3 +429,24 @@ class TestFullFetchDeletions:
         assert (code, r["full"], r["deleted"], r["unchanged"]) == (0, True, 1, 24)
         code, dev = run(monkeypatch, db_url, "abm", "devices", "--tenant", TENANT, "--serial", gone)
         assert dev["deleted"] is True and dev["history"][-1]["op_type"] == "deleted"  # type: ignore[index]
+
+
+class TestTls:
+    def test_sync_over_https_trusts_pomona_abm_ca(
+        self, monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path
+    ) -> None:
+        """The emulator over HTTPS: with POMONA_ABM_CA the sync works; without, it fails (exit 1), no traceback."""
+        emu = AbmEmulator(devices=4, serial_prefix="TLS")
+        server = emu.serve_in_thread(tls_dir=tmp_path / "abm-tls")
+        try:
+            assert server.url.startswith("https://") and server.ca_path is not None
+            monkeypatch.setenv("POMONA_ABM_URL", server.url)
+            uploaded(monkeypatch, db_url, tmp_path, emu)
+            code, out = run(monkeypatch, db_url, "abm", "sync", "--tenant", TENANT)
+            assert (code, out["reason"]) == (1, "INTERNAL_ERROR") and "cannot reach ABM" in out["message"]  # type: ignore[index]
+            monkeypatch.setenv("POMONA_ABM_CA", str(server.ca_path))
+            code, reports = run(monkeypatch, db_url, "abm", "sync", "--tenant", TENANT)
+            assert code == 0, reports
+            assert reports[0]["added"] == 4  # type: ignore[index]
+        finally:
+            server.close()

@@ -126,6 +126,7 @@ def apns(
     default=None,
     help=t("emulate.help.abm_state_dir"),
 )
+@click.option("--tls", is_flag=True, help=t("emulate.help.abm_tls"))
 @click.option("--json", "as_json", is_flag=True, help=t("emulate.help.json"))
 @click.pass_context
 def abm(
@@ -135,6 +136,7 @@ def abm(
     devices: int,
     serial_prefix: str,
     state_dir: Path | None,
+    tls: bool,
     as_json: bool,
 ) -> None:
     if ctx.invoked_subcommand is not None:
@@ -144,12 +146,19 @@ def abm(
     from pomona.testing.abm_emulator import AbmEmulator
 
     emu = AbmEmulator(devices=devices, serial_prefix=serial_prefix, state_dir=state_dir)
-    server = emu.serve_in_thread(host, port)
+    if tls and state_dir is None:
+        from pomona.domain.errors import InvalidInputError
+
+        raise InvalidInputError("--tls needs --state-dir (where the emulator keeps its CA)")
+    server = emu.serve_in_thread(host, port, tls_dir=state_dir if tls else None)
+    ca = None if server.ca_path is None else str(server.ca_path)
     if as_json:
-        click.echo(json.dumps({"url": server.url, "devices": len(emu.s.devices)}))
+        click.echo(json.dumps({"url": server.url, "devices": len(emu.s.devices), "ca": ca}), nl=True)
     else:
         click.echo(t("emulate.abm.ready", url=server.url, devices=len(emu.s.devices)))
         click.echo(t("emulate.abm.hint", url=server.url))
+        if ca is not None:
+            click.echo(t("emulate.abm.ca", path=ca))
         click.echo(t("emulate.apns.stop"))
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -163,9 +172,13 @@ def _control(abm_url: str, method: str, path: str, body: dict[str, object]) -> b
     import httpx
 
     from pomona.domain.errors import UpstreamError
+    from pomona.settings import Settings
 
+    ca = Settings.from_env().abm_ca
     try:
-        r = httpx.request(method, abm_url.rstrip("/") + path, json=body, timeout=30)
+        r = httpx.request(
+            method, abm_url.rstrip("/") + path, json=body, timeout=30, verify=str(ca) if ca else True
+        )
     except httpx.HTTPError as exc:
         raise UpstreamError(f"cannot reach the ABM emulator at {abm_url}: {exc}") from None
     if r.status_code != 200:

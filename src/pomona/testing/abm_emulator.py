@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import ssl
 import threading
 import uuid
 from collections.abc import Callable
@@ -655,16 +656,53 @@ class AbmEmulator:
 
         return httpx.MockTransport(answer)
 
-    def serve_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> AbmEmulatorServer:
-        """Serve over HTTP on a thread; stop with ``.close()``."""
-        return AbmEmulatorServer(self, host, port)
+    def serve_in_thread(
+        self, host: str = "127.0.0.1", port: int = 0, *, tls_dir: Path | None = None
+    ) -> AbmEmulatorServer:
+        """Serve over HTTP on a thread (HTTPS with ``tls_dir``: its ``ca.pem`` is what a client trusts,
+        POMONA_ABM_CA); stop with ``.close()``."""
+        return AbmEmulatorServer(self, host, port, tls_dir=tls_dir)
+
+
+def _tls_context(tls_dir: Path) -> ssl.SSLContext:
+    """A server context whose certificate (localhost, 127.0.0.1, mdmenrollment.apple.com) is issued by
+    the CA kept in ``tls_dir`` (``ca.pem``)."""
+    from ipaddress import ip_address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from pomona.testing.apns_emulator import _EmulatorCa, _pem_key, _write_private
+
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    ca = _EmulatorCa(tls_dir)
+    cert_path, key_path = tls_dir / "server.pem", tls_dir / "server.key"
+    if not (cert_path.exists() and key_path.exists()):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        sans: list[x509.GeneralName] = [
+            x509.DNSName("localhost"),
+            x509.DNSName("mdmenrollment.apple.com"),
+            x509.IPAddress(ip_address("127.0.0.1")),
+        ]
+        name = x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, "mdmenrollment.apple.com (Pomona emulator)")]
+        )
+        cert = ca.issue(name, key, ExtendedKeyUsageOID.SERVER_AUTH, sans=sans, days=3650)
+        _write_private(key_path, _pem_key(key))
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert_path, key_path)
+    return ctx
 
 
 class AbmEmulatorServer:
-    """The emulator on a plain HTTP server (ThreadingHTTPServer), in a daemon thread."""
+    """The emulator on a ThreadingHTTPServer (HTTPS with ``tls_dir``), in a daemon thread."""
 
-    def __init__(self, emu: AbmEmulator, host: str, port: int) -> None:
+    def __init__(self, emu: AbmEmulator, host: str, port: int, *, tls_dir: Path | None = None) -> None:
         outer = emu
+        scheme = "http" if tls_dir is None else "https"
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -672,7 +710,7 @@ class AbmEmulatorServer:
             def _answer(self) -> None:
                 size = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(size) if size else b""
-                url = f"http://{self.headers.get('Host', host)}{self.path}"
+                url = f"{scheme}://{self.headers.get('Host', host)}{self.path}"
                 status, headers, content = outer.handle(self.command, url, dict(self.headers.items()), body)
                 self.send_response(status)
                 for k, v in headers.items():
@@ -688,7 +726,12 @@ class AbmEmulatorServer:
 
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
-        self.url = f"http://{host}:{self.httpd.server_address[1]}"
+        self.ca_path: Path | None = None
+        if tls_dir is not None:
+            ctx = _tls_context(tls_dir)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.ca_path = tls_dir / "ca.pem"
+        self.url = f"{scheme}://{host}:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="abm-emulator", daemon=True)
         self.thread.start()
 
