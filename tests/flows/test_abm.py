@@ -450,3 +450,27 @@ class TestTls:
             assert reports[0]["added"] == 4  # type: ignore[index]
         finally:
             server.close()
+
+
+class TestProgressBar:
+    def test_sync_with_progress_bar(
+        self,
+        db_url: str,
+        tmp_path: Path,
+        abm: tuple[AbmEmulator, AbmEmulatorServer],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """On a terminal `abm sync` shows a rich progress bar on stderr while it syncs, and returns the reports."""
+        from pomona.app import Settings, build
+        from pomona.cli.abm_cmds import _sync_with_progress
+
+        emu, server = abm
+        p = build(Settings(data_dir=tmp_path, database_url=db_url, abm_url=server.url))
+        try:
+            p.admin.create_tenant(TENANT, "acme.example")
+            cert, _ = p.abm.keypair(TENANT)
+            p.abm.upload_token(TENANT, emu.issue_token(cert))
+            (r,) = _sync_with_progress(p, TENANT, False, None)
+            assert r.added == 25
+        finally:
+            p.close()

@@ -4,6 +4,11 @@
 (:mod:`pomona.testing.apns_emulator`): HTTP/2 over TLS with required client certificates, answering as
 Apple does. The state directory keeps its CA (``ca.pem``: what Pomona must trust, as ``verify``) and, on
 first start, a push certificate issued by it (``push-cert.pem``, ``push-key.pem``) to upload to a tenant.
+
+``pomona emulate abm --port 8090 [--devices N] [--serial-prefix X] [--state-dir D] [--tls]`` runs the
+Apple Business Manager emulator (:mod:`pomona.testing.abm_emulator`); Pomona reaches it through
+``POMONA_ABM_URL`` (and ``POMONA_ABM_CA`` with ``--tls``). Beside it, ``pomona emulate abm token``
+downloads a server token for a certificate, ``add-device`` assigns a device and ``fault`` makes it fail.
 """
 
 from __future__ import annotations
