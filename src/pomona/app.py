@@ -19,6 +19,7 @@ from pomona.net.dns import DnsResolver
 from pomona.net.http import HttpFetcher
 from pomona.pki.adapters import CmsProfileSigner, LocalPki
 from pomona.pki.scep import LocalScep
+from pomona.services.abm import AbmService
 from pomona.services.admin import AdminService
 from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
 from pomona.services.checkin import CheckinService
@@ -97,6 +98,8 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
 
     The public URL is the installation's recorded one (services.installation), else the settings';
     `public_url` overrides both for this process only (a link printed for another address)."""
+    from pomona.net.abm import HttpAbmConnector
+    from pomona.pki.abm import LocalAbmKeys
     from pomona.pki.sealing import KeyringSealer, server_keys
     from pomona.push.apns import ApnsClient
     from pomona.push.certkit import LocalPushCertKit
@@ -147,7 +150,11 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
     diagnose = DiagnoseService(
         db, clock, policy, resolver, HttpFetcher(), discovery, apns.check, unresponsive
     )
-    health = HealthService(db, clock, resolver, discovery, apns.check, unresponsive, notifier.notify)
+    abm_verify: str | bool = str(settings.abm_ca) if settings.abm_ca else True
+    abm = AbmService(db, clock, LocalAbmKeys(), HttpAbmConnector(settings.abm_url, verify=abm_verify))
+    health = HealthService(
+        db, clock, resolver, discovery, apns.check, unresponsive, notifier.notify, abm=abm.check
+    )
     background = Background(
         jobs=jobs,
         push=push,
@@ -155,6 +162,8 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
         health_round=health.run_all,
         push_worker=settings.push_worker,
         health_interval=settings.health_interval,
+        abm_round=abm.sync_all,
+        abm_interval=settings.abm_sync_interval,
     )
     return Pomona(
         clock=clock,
@@ -172,6 +181,7 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
         push=push,
         apns=apns,
         notifier=notifier,
+        abm=abm,
         background=background,
         settings=settings,
         db=db,

@@ -281,6 +281,21 @@ class Settings(BaseSettings):
         description="Seconds between scheduled tenant health checks (0: off).",
     )
     push: PushConfig = Field(default_factory=PushConfig, description="The push queue.")
+    abm_url: str = Field(
+        "https://mdmenrollment.apple.com",
+        description="Apple Business Manager's device assignment service (the ABM emulator in labs and tests: "
+        "`pomona emulate abm`).",
+    )
+    abm_ca: Path | None = Field(
+        None,
+        description="A CA bundle the ABM client trusts (the emulator's, when it runs TLS); the system's "
+        "when unset.",
+    )
+    abm_sync_interval: Annotated[float, Field(ge=0)] = Field(
+        300.0,
+        description="Seconds between scheduled syncs of every ABM server token (0: off; needs the push "
+        "worker's process, `pomona serve`).",
+    )
     lang: Lang | None = Field(
         None,
         validation_alias=AliasChoices("POMONA_LANG", "LC_ALL", "LANG"),

@@ -33,8 +33,8 @@ ADMIN_CAUSED = (
     "ENROLLMENT_TOKEN_EXPIRED",
 )
 COMMAND = re.compile(r"`(pomona [^`]+)`")
-# Commands the knowledge base names ahead of their issue: `pomona dep` arrives with ADE (docs/diagnose.md).
-PENDING = {"dep"}
+# Commands the knowledge base names ahead of their issue (none now: `pomona abm` has landed).
+PENDING: set[str] = set()
 
 
 def resolve(command: str) -> str | None:

@@ -289,3 +289,53 @@ def stuck_findings(stuck: Iterable[tuple[str, datetime]]) -> list[Finding]:
         )
         for udid, since in stuck
     ]
+
+
+# --- Apple Business Manager server tokens ------------------------------------------------------------
+@dataclass(frozen=True)
+class AbmTokenState:
+    """What health needs of one ABM server token."""
+
+    name: str
+    expiry: datetime
+    last_error: str | None = None  # the reason code of the last failed sync
+    last_error_at: datetime | None = None
+    last_sync_at: datetime | None = None
+
+
+#: Sync failures that heal themselves (the sync fell back to a full fetch): not a standing finding.
+_HEALED = frozenset({ReasonCode.DEP_CURSOR_EXPIRED.value})
+
+
+def abm_token_findings(tokens: Iterable[AbmTokenState], now: datetime) -> list[Finding]:
+    """Per token: DEP_TOKEN_EXPIRED at each expiry step (the first 30 days ahead, a warning) and once
+    expired; and the reason code of its last sync while that sync failed (terms, revoked token ...)."""
+    out: list[Finding] = []
+    for t in tokens:
+        subject = f"abm:{t.name}"
+        expiry = check_expiry(
+            t.expiry,
+            now,
+            expiring=ReasonCode.DEP_TOKEN_EXPIRED,
+            expired=ReasonCode.DEP_TOKEN_EXPIRED,
+            facts={"token": t.name},
+            subject=subject,
+        )
+        if expiry is not None:
+            out.append(expiry)
+        if t.last_error and t.last_error not in _HEALED and t.last_error in ReasonCode.__members__:
+            if expiry is not None and t.last_error == ReasonCode.DEP_TOKEN_EXPIRED.value:
+                continue
+            out.append(
+                Finding(
+                    ReasonCode(t.last_error),
+                    Severity.CRITICAL,
+                    f"{subject}:sync",
+                    {
+                        "token": t.name,
+                        "since": None if t.last_error_at is None else t.last_error_at.isoformat(),
+                        "last_sync": None if t.last_sync_at is None else t.last_sync_at.isoformat(),
+                    },
+                )
+            )
+    return out

@@ -57,7 +57,17 @@ is the decision's: :class:`PolicyError` takes it per instance, its status is sti
     │   ├── BackupTooNewError            BACKUP_TOO_NEW: made by a newer Pomona (an unknown migration)
     │   └── RestoreTargetNotEmptyError   RESTORE_TARGET_NOT_EMPTY: the database has tenants (no --force)
     ├── WebhookDeliveryError             WEBHOOK_DELIVERY_FAILED, 502: a webhook test was not delivered
-    └── UpstreamError                    INTERNAL_ERROR, 502: a service we call answered what we cannot use
+    ├── UpstreamError                    INTERNAL_ERROR, 502: a service we call answered what we cannot use
+    ├── AbmTokenFileError                DEP_TOKEN_INVALID, 422: an uploaded server token that does not
+    │                                    decrypt with the tenant's ABM key, or holds no credentials
+    └── AbmError                         INTERNAL_ERROR, 502: Apple Business Manager answered an error
+        ├── AbmTokenInvalidError         DEP_TOKEN_INVALID: Apple refuses the token (revoked, unknown)
+        ├── AbmTokenExpiredError         DEP_TOKEN_EXPIRED: the server token is past its expiry
+        ├── AbmTermsNotAcceptedError     DEP_TERMS_NOT_ACCEPTED: T_C_NOT_SIGNED, accept ABM's new terms
+        ├── AbmCursorExpiredError        DEP_CURSOR_EXPIRED: EXPIRED_CURSOR / INVALID_CURSOR (full fetch)
+        ├── AbmProfileNotFoundError      DEP_PROFILE_NOT_FOUND: PROFILE_NOT_FOUND
+        ├── AbmProfileRejectedError      DEP_PROFILE_REJECTED: a field error of POST /profile
+        └── AbmThrottledError            INTERNAL_ERROR, 503: THROTTLED past the retries
 
 Faults of the storage layer are not refusals (no event is recorded for them, they have no reason of their
 own) and stand beside the tree; :func:`describe` answers them as internal errors:
@@ -148,6 +158,15 @@ __all__ = [
     "UnknownEnrollmentError",
     "UnknownTenantError",
     "UpstreamError",
+    "AbmError",
+    "AbmTokenFileError",
+    "AbmTokenInvalidError",
+    "AbmTokenExpiredError",
+    "AbmTermsNotAcceptedError",
+    "AbmCursorExpiredError",
+    "AbmProfileNotFoundError",
+    "AbmProfileRejectedError",
+    "AbmThrottledError",
     "describe",
     "from_protocol",
 ]
@@ -462,6 +481,62 @@ class UpstreamError(PomonaError):
     """A service we call (an identity provider) answered something we cannot use."""
 
     http_status = 502
+
+
+class AbmTokenFileError(InvalidInputError):
+    """An uploaded ABM server token (.p7m) that the tenant's ABM key does not decrypt, or that holds no
+    OAuth credentials."""
+
+    reason = ReasonCode.DEP_TOKEN_INVALID
+
+
+class AbmError(PomonaError):
+    """Apple Business Manager answered an error (``context`` carries Apple's ``code`` and the token)."""
+
+    http_status: ClassVar[int] = 502
+    exit_code: ClassVar[int] = 1  # a call that ran and failed
+
+
+class AbmTokenInvalidError(AbmError):
+    """Apple refuses the server token (revoked, replaced in ABM, or unknown)."""
+
+    reason = ReasonCode.DEP_TOKEN_INVALID
+
+
+class AbmTokenExpiredError(AbmError):
+    """The server token is past its ``access_token_expiry``: a new one must be downloaded from ABM."""
+
+    reason = ReasonCode.DEP_TOKEN_EXPIRED
+
+
+class AbmTermsNotAcceptedError(AbmError):
+    """T_C_NOT_SIGNED: an administrator must accept new terms in Apple Business Manager."""
+
+    reason = ReasonCode.DEP_TERMS_NOT_ACCEPTED
+
+
+class AbmCursorExpiredError(AbmError):
+    """EXPIRED_CURSOR or INVALID_CURSOR: the sync cursor is gone; a full fetch starts again."""
+
+    reason = ReasonCode.DEP_CURSOR_EXPIRED
+
+
+class AbmProfileNotFoundError(AbmError):
+    """PROFILE_NOT_FOUND: Apple does not know the profile UUID."""
+
+    reason = ReasonCode.DEP_PROFILE_NOT_FOUND
+
+
+class AbmProfileRejectedError(AbmError):
+    """A field error of POST /profile (support phone, name, department, URL ...)."""
+
+    reason = ReasonCode.DEP_PROFILE_REJECTED
+
+
+class AbmThrottledError(AbmError):
+    """THROTTLED, still, after waiting ``retry_after_seconds`` as many times as allowed."""
+
+    http_status: ClassVar[int] = 503
 
 
 # --- lower layers join the tree here -----------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pomona.ports import Clock
+from pomona.services.abm import AbmService
 from pomona.services.admin import AdminService
 from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
 from pomona.services.checkin import CheckinService
@@ -43,4 +44,5 @@ class Services:
     push: PushService
     apns: ApnsLifecycle
     notifier: Notifier
+    abm: AbmService
     background: Background
