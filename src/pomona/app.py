@@ -16,6 +16,7 @@ from pomona.net.dns import DnsResolver
 from pomona.net.http import HttpFetcher
 from pomona.pki.adapters import CmsProfileSigner, LocalPki
 from pomona.pki.scep import LocalScep
+from pomona.ports import Metrics, NoMetrics
 from pomona.services.admin import AdminService
 from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
 from pomona.services.checkin import CheckinService
@@ -86,11 +87,14 @@ def _signer(settings: Settings, db: SqlDatabase) -> CmsProfileSigner:
     return CmsProfileSigner.from_pem(pem)
 
 
-def build(settings: Settings, *, migrate: bool = True, public_url: str | None = None) -> Pomona:
+def build(
+    settings: Settings, *, migrate: bool = True, public_url: str | None = None, measure: bool = False
+) -> Pomona:
     """Build every part once, each given what it needs through its constructor.
 
     The public URL is the installation's recorded one (services.installation), else the settings';
-    `public_url` overrides both for this process only (a link printed for another address)."""
+    `public_url` overrides both for this process only (a link printed for another address).
+    `measure`: count for /metrics (the server); the CLI counts nothing and does not load prometheus-client."""
     from pomona.pki.sealing import KeyringSealer, server_keys
     from pomona.push.apns import ApnsClient
     from pomona.push.certkit import LocalPushCertKit
@@ -115,17 +119,29 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
     recorded = recorded_public_url(db)
     public_url = (public_url or (recorded.url if recorded else settings.public_url)).rstrip("/")
     kit = LocalPushCertKit(sealer)
+    metrics: Metrics = NoMetrics()
+    if measure:
+        from pomona.metrics import PrometheusMetrics
+
+        # The gauges are read at scrape time from the services built below (closures, called later).
+        metrics = PrometheusMetrics(
+            lambda: commands.pending_count(),
+            lambda: push.queue_size(),
+            multiprocess_dir=settings.metrics_dir,
+        )
 
     # Push: one APNs client per process (it connects on first use, on its own loop thread).
     identities = TenantIdentitySource(db, kit.open)
     verify: str | bool = str(settings.apns_ca) if settings.apns_ca else True
     gateway = ApnsGateway(ApnsClient(identities, base_url=settings.apns_url, verify=verify), identities)
-    push = PushService(db, clock, gateway, settings.push.to_push_settings())
+    push = PushService(db, clock, gateway, settings.push.to_push_settings(), metrics=metrics)
 
-    policy = PolicyService(db, clock)
-    admin = AdminService(db, clock, pki)
-    enrollment = EnrollmentService(db, clock, pki, signer, Urls(public_url), policy)
-    notifier = Notifier(db, clock, kit, HttpWebhookPoster(allow_private=settings.webhook_allow_private))
+    policy = PolicyService(db, clock, metrics=metrics)
+    admin = AdminService(db, clock, pki, metrics=metrics)
+    enrollment = EnrollmentService(db, clock, pki, signer, Urls(public_url), policy, metrics=metrics)
+    notifier = Notifier(
+        db, clock, kit, HttpWebhookPoster(allow_private=settings.webhook_allow_private), metrics=metrics
+    )
     host = urlsplit(public_url).hostname or "localhost"
     discovery = DiscoverySettings(
         settings.enrollment_cname_target or host,
@@ -134,14 +150,16 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
     )
     resolver = DnsResolver(settings.dns_server)
     jobs = JobRunner()
-    apns = ApnsLifecycle(db, clock, kit, push.wake, jobs)
+    apns = ApnsLifecycle(db, clock, kit, push.wake, jobs, metrics=metrics)
     # Health and diagnose read the certificate lifecycle's findings and push reachability; health
     # reports new findings to the tenant's webhook.
     unresponsive = unresponsive_check(push.unresponsive)
     diagnose = DiagnoseService(
-        db, clock, policy, resolver, HttpFetcher(), discovery, apns.check, unresponsive
+        db, clock, policy, resolver, HttpFetcher(), discovery, apns.check, unresponsive, metrics=metrics
     )
-    health = HealthService(db, clock, resolver, discovery, apns.check, unresponsive, notifier.notify)
+    health = HealthService(
+        db, clock, resolver, discovery, apns.check, unresponsive, notifier.notify, metrics=metrics
+    )
     background = Background(
         jobs=jobs,
         push=push,
@@ -150,19 +168,21 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
         push_worker=settings.push_worker,
         health_interval=settings.health_interval,
     )
+    commands = CommandService(db, clock, push.wake, metrics=metrics)
     return Pomona(
         clock=clock,
+        metrics=metrics,
         public_url=public_url,
         admin=admin,
         enrollment=enrollment,
-        scep=ScepService(db, clock, pki, LocalScep(), enrollment),
-        checkin=CheckinService(db, clock, pki, policy),
-        commands=CommandService(db, clock, push.wake),
+        scep=ScepService(db, clock, pki, LocalScep(), enrollment, metrics=metrics),
+        checkin=CheckinService(db, clock, pki, policy, metrics=metrics),
+        commands=commands,
         policy=policy,
-        portal=PortalService(db, clock, admin, policy, enrollment),
+        portal=PortalService(db, clock, admin, policy, enrollment, metrics=metrics),
         diagnose=diagnose,
         health=health,
-        reports=ReportService(db, clock),
+        reports=ReportService(db, clock, metrics=metrics),
         push=push,
         apns=apns,
         notifier=notifier,
@@ -208,8 +228,8 @@ def create_app(settings: Settings | None = None, *, pomona: Pomona | None = None
     """The ASGI application: device endpoints (lean, raw ASGI) in front of the admin API."""
     from pomona.http.root import RootApp
 
-    p = pomona or build(settings or Settings.from_env())
-    return RootApp(p, trusted_proxies=p.settings.trusted_proxies)
+    p = pomona or build(settings or Settings.from_env(), measure=True)
+    return RootApp(p, trusted_proxies=p.settings.trusted_proxies, metrics_allow=p.settings.metrics_allow)
 
 
 __all__ = ["Pomona", "Settings", "Tenant", "build", "create_app", "rotate_server_key"]

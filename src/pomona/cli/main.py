@@ -613,6 +613,11 @@ def serve(
         p.close()
     public = served.url
     settings = settings.model_copy(update={"public_url": public, "log_level": level})
+    if workers > 1 or settings.metrics_dir:  # counters of several workers: prometheus multiprocess mode
+        from pomona.metrics import prepare_multiprocess
+
+        folder = prepare_multiprocess(settings.metrics_dir or settings.data_dir / "metrics", os.environ)
+        settings = settings.model_copy(update={"metrics_dir": folder})
     db = settings.database_url or str(settings.url())
     if is_plain_http_remote(public):
         cli_warning(None, t("cli.warning.plain_http", url=public))

@@ -8,11 +8,19 @@ Device endpoints:
     PUT       /mdm/{tenant_id}/checkin     check-in messages (CheckInURL)
     PUT       /mdm/{tenant_id}/connect     the command channel (ServerURL)
 Both MDM URLs route by Content-Type, as Apple's devices label their messages.
+
+Operations:
+    GET       /metrics                     Prometheus text (pomona/metrics.py): for the addresses of
+                                           POMONA_METRICS_ALLOW (loopback by default), else with a
+                                           server-wide API token; anyone else gets 401 API_AUTH_FAILED
+                                           after an address check and, with a bearer token, one indexed
+                                           read (no work before that: a refusal costs microseconds).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import uuid
@@ -20,9 +28,22 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
-from pomona.domain.errors import BodyTooLargeError, ErrorResponse, StorageBusyError, describe
+from pomona.domain.errors import (
+    BodyTooLargeError,
+    ErrorResponse,
+    ForbiddenError,
+    StorageBusyError,
+    describe,
+)
 from pomona.http.link_pages import PAGE_HEADERS, PAGE_TYPE, LinkRefusalPage, wants_page
-from pomona.http.middleware import API_BODY_LIMITS, PORTAL_BODY_LIMITS, RequestLimits, TrustedProxies
+from pomona.http.middleware import (
+    API_BODY_LIMITS,
+    PORTAL_BODY_LIMITS,
+    RequestLimits,
+    RequestMetrics,
+    TrustedProxies,
+    is_local_caller,
+)
 from pomona.services.checkin import MAX_BODY
 from pomona.services.container import Services
 from pomona.services.context import bind_caller, bind_request_id, reset_caller, reset_request_id
@@ -103,7 +124,13 @@ def device_error(exc: BaseException, request_id: str) -> Answer:
 
 
 class RootApp:
-    def __init__(self, pomona: Services, *, trusted_proxies: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        pomona: Services,
+        *,
+        trusted_proxies: Sequence[str] = (),
+        metrics_allow: Sequence[str] = ("127.0.0.0/8", "::1/128"),
+    ) -> None:
         from pomona.http.api import create_api
 
         self.pomona = pomona
@@ -115,8 +142,10 @@ class RootApp:
         # RequestLimits bounds them first (http/middleware.py).
         self.api = RequestLimits(create_api(pomona), API_BODY_LIMITS)
         self.portal = RequestLimits(create_portal(pomona), PORTAL_BODY_LIMITS)
-        # X-Forwarded-For is believed from the configured proxies only (POMONA_TRUSTED_PROXIES).
-        self._entry = TrustedProxies(self._dispatch, trusted_proxies)
+        self.metrics_allow = [ipaddress.ip_network(n, strict=False) for n in metrics_allow]
+        # X-Forwarded-For is believed from the configured proxies only (POMONA_TRUSTED_PROXIES); every
+        # request is counted for /metrics by its route template.
+        self._entry = TrustedProxies(RequestMetrics(self._dispatch, pomona.metrics), trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._entry(scope, receive, send)
@@ -132,6 +161,8 @@ class RootApp:
                 return await self._enroll(scope, receive, send)
             if path == "/portal" or path.startswith("/portal/"):
                 return await self.portal(scope, receive, send)
+            if path == "/metrics":
+                return await self._metrics(scope, send)
         elif scope["type"] == "lifespan":
             return await self.api(scope, receive, send)
         await self.api(scope, receive, send)
@@ -248,3 +279,30 @@ class RootApp:
             return answer.status, answer.body, answer.content_type
 
         await self._run(scope, send, work)
+
+    async def _metrics(self, scope: Scope, send: Send) -> None:
+        """The metrics, for a caller POMONA_METRICS_ALLOW names or with a server-wide API token."""
+        if scope["method"] not in ("GET", "HEAD"):
+            return await respond(send, 405, b"", None)
+        if not is_local_caller(scope, self.metrics_allow):
+            rid = uuid.uuid4().hex[:16]
+            refusal = self._metrics_refusal(scope)
+            if refusal is not None:
+                status, body, ctype = device_error(refusal, rid)
+                return await respond(send, status, body, ctype, [(b"x-request-id", rid.encode())])
+        body, ctype = await asyncio.to_thread(self.pomona.metrics.exposition)  # reads two gauges
+        await respond(send, 200, b"" if scope["method"] == "HEAD" else body, ctype)
+
+    def _metrics_refusal(self, scope: Scope) -> Exception | None:
+        """None when the request carries a server-wide API token, else why it is refused."""
+        auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        scheme, _, secret = auth.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            return ForbiddenError("/metrics: not an allowed address (POMONA_METRICS_ALLOW) and no token")
+        try:
+            token = self.pomona.admin.authenticate_api_token(secret.strip())
+        except Exception as exc:  # noqa: BLE001 - the refusal its class says (unknown, revoked, expired)
+            return exc
+        if token.tenant_id is not None:
+            return ForbiddenError("/metrics needs a server-wide token (pomona token create --server)")
+        return None
