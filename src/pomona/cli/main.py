@@ -619,13 +619,18 @@ def serve(
         folder = prepare_multiprocess(settings.metrics_dir or settings.data_dir / "metrics", os.environ)
         settings = settings.model_copy(update={"metrics_dir": folder})
     db = settings.database_url or str(settings.url())
-    if is_plain_http_remote(public):
-        cli_warning(None, t("cli.warning.plain_http", url=public))
-    click.echo(
-        t("cli.serve.starting", url=f"{scheme}://{host}:{port}", public=public, db=_redact(db)), err=True
-    )
-    if scheme == "http":
-        click.echo(t("cli.serve.tls_hint"), err=True)
+    if settings.log_format == "json":  # stderr is JSON lines for a collector: the banner is one too
+        from pomona.logs import log_serving
+
+        log_serving(f"{scheme}://{host}:{port}", public, _redact(db), plain_http=is_plain_http_remote(public))
+    else:
+        if is_plain_http_remote(public):
+            cli_warning(None, t("cli.warning.plain_http", url=public))
+        click.echo(
+            t("cli.serve.starting", url=f"{scheme}://{host}:{port}", public=public, db=_redact(db)), err=True
+        )
+        if scheme == "http":
+            click.echo(t("cli.serve.tls_hint"), err=True)
     # Each server process (uvicorn spawns them for --workers) builds the app from these very settings.
     settings.handoff(os.environ)
     uvicorn.run(
