@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pomona.domain.checks import Finding, Severity
 from pomona.domain.errors import CertFileError
 from pomona.domain.models import Tenant
+from pomona.domain.reasons import ReasonCode
 from pomona.net.dns import DnsResolver
 from pomona.net.http import HttpFetcher
 from pomona.pki.adapters import CmsProfileSigner, LocalPki
@@ -24,6 +26,7 @@ from pomona.services.checks import DiscoverySettings, unresponsive_check
 from pomona.services.commands import CommandService
 from pomona.services.container import Services
 from pomona.services.diagnose import DiagnoseService
+from pomona.services.doctor import CheckLine, Doctor
 from pomona.services.enrollment import EnrollmentService, Urls
 from pomona.services.health import HealthService
 from pomona.services.installation import recorded_public_url
@@ -224,6 +227,63 @@ def rotate_server_key(settings: Settings) -> tuple[str, int]:
     return sealer.key_id, report.sealed + report.resealed
 
 
+def run_doctor(settings: Settings, *, public_url: str | None, ca_file: Path | None) -> list[CheckLine]:
+    """`pomona doctor`'s checks, in order (services/doctor.py says what each checks). The data folder is
+    checked before anything opens it, and nothing is migrated."""
+
+    from pomona.domain.checks import key_file_findings, migration_findings
+    from pomona.domain.errors import DatabaseUnavailableError
+    from pomona.net.probe import TlsUrlProber
+    from pomona.pki.sealing import SERVER_KEY_FILE
+    from pomona.services.doctor import line, skipped
+    from pomona.storage import migrate
+
+    lines: list[CheckLine] = []
+    folder = Path(settings.data_dir)
+    key = folder / SERVER_KEY_FILE
+    if settings.server_key() is not None:
+        lines.append(skipped("data_folder", str(folder), "doctor.note.key_in_env"))
+    elif not key.exists():
+        lines.append(skipped("data_folder", str(folder), "doctor.note.no_key"))
+    else:
+        found = key_file_findings(str(key), key.stat().st_mode & 0o777)
+        found += key_file_findings(str(folder), folder.stat().st_mode & 0o777)
+        lines.append(line("data_folder", str(key), found))
+    db = SqlDatabase(settings.url())
+    shown = db.display_url
+    try:
+        db.check_reachable()
+        current = migrate.current(db.engine)
+    except DatabaseUnavailableError as exc:
+        db.dispose()
+        finding = Finding(
+            ReasonCode.DATABASE_UNAVAILABLE, Severity.CRITICAL, "database", {"error": exc.detail}
+        )
+        lines.append(line("database", shown, [finding]))
+        at_head = False
+    else:
+        db.dispose()
+        pending = migration_findings(current, migrate.head())
+        lines.append(line("database", shown, pending, "doctor.note.schema", revision=str(current)))
+        at_head = not pending
+    p = build(settings, migrate=False) if at_head else None
+    try:
+        url = public_url or (p.public_url if p is not None else None)
+        doctor = Doctor(TlsUrlProber(ca_file=ca_file), SystemClock())
+        if url is None:
+            lines.append(skipped("public_url", "?", "doctor.note.no_public_url"))
+        else:
+            lines += doctor.public_url(url)
+        if p is None:
+            lines.append(skipped("push_certificate", "*", "doctor.note.no_database"))
+        else:
+            lines += doctor.tenants(p.health)
+    finally:
+        if p is not None:
+            p.close()
+    return lines
+
+
 def create_app(settings: Settings | None = None, *, pomona: Pomona | None = None) -> object:
     """The ASGI application: device endpoints (lean, raw ASGI) in front of the admin API."""
     from pomona.http.root import RootApp
@@ -232,4 +292,4 @@ def create_app(settings: Settings | None = None, *, pomona: Pomona | None = None
     return RootApp(p, trusted_proxies=p.settings.trusted_proxies, metrics_allow=p.settings.metrics_allow)
 
 
-__all__ = ["Pomona", "Settings", "Tenant", "build", "create_app", "rotate_server_key"]
+__all__ = ["Pomona", "Settings", "Tenant", "build", "create_app", "rotate_server_key", "run_doctor"]

@@ -25,7 +25,7 @@ from typing import Literal, Protocol, TypedDict, TypeVar, Unpack
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from pomona.domain.checks import Finding, RecordedFinding
+from pomona.domain.checks import Finding, RecordedFinding, UrlProbe
 from pomona.domain.models import (
     ApiToken,
     BlockedDevice,
@@ -74,6 +74,12 @@ class WellKnownFetcher(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+class UrlProber(Protocol):
+    """The public URL as a device sees it (net/probe.py): TLS, ``/healthz``, the server's clock."""
+
+    def probe(self, url: str) -> UrlProbe: ...
 
 
 class Metrics(Protocol):

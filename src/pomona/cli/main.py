@@ -699,6 +699,7 @@ def _register_optional() -> None:
     import pomona.cli.apns_cmds  # noqa: F401
     import pomona.cli.diagnose_cmds  # noqa: F401
     import pomona.cli.events_cmds  # noqa: F401
+    import pomona.cli.ops_cmds  # noqa: F401  (pomona doctor)
     import pomona.cli.policy_cmds  # noqa: F401  (registers its commands on `main`)
     import pomona.cli.portal_cmds  # noqa: F401
     import pomona.cli.server_cmds  # noqa: F401
