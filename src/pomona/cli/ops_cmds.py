@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pomona.cli.main import _settings, common, main
 from pomona.i18n import t
+
+if TYPE_CHECKING:
+    from pomona.services.doctor import CheckLine
 
 #: Facts too long or too repetitive for the table (they stay in --json).
 _HIDDEN = {"url", "not_after", "threshold_days", "local", "topic", "apple_id"}
@@ -50,12 +54,10 @@ def doctor(public_url: str | None, ca_file: Path | None) -> None:
         sys.exit(1)
 
 
-def _detail(line: object) -> str:
+def _detail(line: CheckLine) -> str:
     from pomona import knowledge
     from pomona.i18n import detect_lang
-    from pomona.services.doctor import CheckLine
 
-    assert isinstance(line, CheckLine)
     parts = [] if line.note is None else [t(line.note, **line.args)]
     for f in line.findings:
         facts = ", ".join(f"{k}={v}" for k, v in f.facts.items() if k not in _HIDDEN and v is not None)
@@ -64,18 +66,15 @@ def _detail(line: object) -> str:
     return "\n".join(parts)
 
 
-def _table(lines: list[object]) -> None:
+def _table(lines: list[CheckLine]) -> None:
     from rich.console import Console
     from rich.table import Table
-
-    from pomona.services.doctor import CheckLine
 
     colour = {"ok": "green", "warning": "yellow", "fail": "red", "skipped": "dim"}
     table = Table()
     for col in ("check", "subject", "status", "detail"):
         table.add_column(t(f"cli.column.{col}"), overflow="fold")
     for x in lines:
-        assert isinstance(x, CheckLine)
         status = f"[{colour[x.status]}]{t(f'cli.doctor.status.{x.status}')}[/]"
         table.add_row(t(f"cli.doctor.check.{x.check}"), x.subject, status, _detail(x))
     Console().print(table)
