@@ -106,6 +106,43 @@ class TestCounters:
         assert value(got, "pomona_checkins_total", channel="connect", message_type="Acknowledged") == 1
 
 
+class TestPushOutcomes:
+    def test_pushes_are_counted_by_outcome(self, db_url: str, tmp_path: Path) -> None:
+        """A push APNs accepts and one it refuses for a bad token count under `delivered` and
+        `device_permanent` (the server's own push gateway, pointed at the APNs emulator)."""
+        import asyncio
+
+        from pomona.testing.apns_emulator import ApnsEmulator
+
+        with ApnsEmulator.start(seed=3) as emu:
+            (tmp_path / "apns-ca.pem").write_bytes(emu.ca_pem)
+            settings = Settings(
+                data_dir=tmp_path,
+                database_url=db_url,
+                public_url="https://pomona.test",
+                apns_url=emu.url,
+                apns_ca=tmp_path / "apns-ca.pem",
+            )
+            p = build(settings, measure=True)
+            try:
+                s = setup_tenant(p, uses=2, push=False)
+                cert, key = emu.issue_push_cert()
+                p.apns.upload(s.name, cert, key, canary=False)
+                with client_from(p, LOCAL) as c:
+                    good, bad = (VirtualDevice(s.enroll_url, client=c) for _ in range(2))  # type: ignore[arg-type]
+                    good.enroll()
+                    bad.enroll()
+                    emu.set_token_outcome(str(bad.push_token), "BadDeviceToken")
+                    p.commands.enqueue(s.name, "SecurityInfo", {}, [good.udid, bad.udid])
+                    asyncio.run(p.push.run_once())
+                    got = scrape(c)
+            finally:
+                asyncio.run(p.background.close_gateway())
+                p.close()
+        assert value(got, "pomona_push_outcomes_total", outcome="delivered") == 1
+        assert value(got, "pomona_push_outcomes_total", outcome="device_permanent") == 1
+
+
 class TestAccess:
     def test_a_remote_caller_without_a_token_is_refused(self, measured: Pomona) -> None:
         """From an address POMONA_METRICS_ALLOW does not name, /metrics is API_AUTH_FAILED, with no
