@@ -249,23 +249,27 @@ def run_doctor(settings: Settings, *, public_url: str | None, ca_file: Path | No
         found = key_file_findings(str(key), key.stat().st_mode & 0o777)
         found += key_file_findings(str(folder), folder.stat().st_mode & 0o777)
         lines.append(line("data_folder", str(key), found))
-    db = SqlDatabase(settings.url())
-    shown = db.display_url
+    from pomona.storage.database import redact_url
+
+    shown = redact_url(settings.url())
+    db: SqlDatabase | None = None
     try:
+        db = SqlDatabase(settings.url())
         db.check_reachable()
         current = migrate.current(db.engine)
     except DatabaseUnavailableError as exc:
-        db.dispose()
         finding = Finding(
             ReasonCode.DATABASE_UNAVAILABLE, Severity.CRITICAL, "database", {"error": exc.detail}
         )
         lines.append(line("database", shown, [finding]))
         at_head = False
     else:
-        db.dispose()
         pending = migration_findings(current, migrate.head())
         lines.append(line("database", shown, pending, "doctor.note.schema", revision=str(current)))
         at_head = not pending
+    finally:
+        if db is not None:
+            db.dispose()
     p = build(settings, migrate=False) if at_head else None
     try:
         url = public_url or (p.public_url if p is not None else None)

@@ -267,6 +267,23 @@ class TestLocalState:
         assert code == 1 and codes(checks["database"]) == [ReasonCode.MIGRATIONS_PENDING.value]
         assert checks["push_certificate"]["status"] == "skipped"
 
+    def test_a_database_that_does_not_answer(self, tmp_path: Path) -> None:
+        """An unreachable PostgreSQL is DATABASE_UNAVAILABLE (its password not shown); with no public URL
+        to read, the public URL and tenant checks are skipped; exit 1, no traceback."""
+        url = f"postgresql://pomona:s3cret@127.0.0.1:{free_port()}/pomona"
+        out = subprocess.run(
+            [sys.executable, "-m", "pomona", "doctor", "--json"],
+            env={**_env(tmp_path), "POMONA_DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        checks = by_check(json.loads(out.stdout))
+        assert codes(checks["database"]) == [ReasonCode.DATABASE_UNAVAILABLE.value]
+        assert "s3cret" not in out.stdout
+        assert checks["public_url"]["status"] == checks["push_certificate"]["status"] == "skipped"
+
     @pytest.mark.parametrize("args", [["--ca-file", "/nonexistent/ca.pem"], ["--public-url", "mdm.example"]])
     def test_bad_input_exits_2(self, tmp_path: Path, args: list[str]) -> None:
         """A missing --ca-file or a public URL without a scheme is bad input: one line, exit 2."""
