@@ -70,7 +70,7 @@ def loggable_path(path: str) -> str:
     return path
 
 
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def route_template(scope: Scope) -> str:
@@ -93,8 +93,9 @@ def route_template(scope: Scope) -> str:
 
 
 class RequestMetrics:
-    """Counts every HTTP request (route template, method, status) and its duration (Metrics.request).
-    Costs a closure and two counter updates per request; the check-in benchmark does not see it."""
+    """Counts every HTTP request (route template, method, status) and its duration (Metrics.request)
+    of the app it wraps: the admin API and the portal (http/root.py counts the device endpoints itself,
+    without a wrapper: the wrapper's frames cost more than the counting, about 5 µs a request)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -115,7 +116,7 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, wrapped)
         finally:
-            method = scope["method"] if scope["method"] in _METHODS else "other"
+            method = scope["method"] if scope["method"] in METHODS else "other"
             self.metrics.request(route_template(scope), method, status or 500, time.perf_counter() - start)
 
 
