@@ -25,7 +25,7 @@ from typing import Literal, Protocol, TypedDict, TypeVar, Unpack
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from pomona.domain.checks import Finding, RecordedFinding
+from pomona.domain.checks import Finding, RecordedFinding, UrlProbe
 from pomona.domain.models import (
     ApiToken,
     BlockedDevice,
@@ -75,6 +75,48 @@ class WellKnownFetcher(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+class UrlProber(Protocol):
+    """The public URL as a device sees it (net/probe.py): TLS, ``/healthz``, the server's clock."""
+
+    def probe(self, url: str) -> UrlProbe: ...
+
+
+class Metrics(Protocol):
+    """What the server counts for ``/metrics`` (pomona/metrics.py implements it on prometheus-client).
+    Every method is called on a request's path: an implementation must cost about a microsecond."""
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None: ...
+    def refusal(self, reason: str, step: str) -> None: ...
+    def enrollment_completed(self) -> None: ...
+    def checkin(self, channel: str, message_type: str) -> None: ...
+    def push_outcome(self, outcome: str) -> None: ...
+    def exposition(self) -> tuple[bytes, str]:
+        """The text to answer a scrape with, and its content type."""
+        ...
+
+
+class NoMetrics:
+    """Counts nothing: the services' default when nothing is measured (tests, the CLI)."""
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        pass
+
+    def refusal(self, reason: str, step: str) -> None:
+        pass
+
+    def enrollment_completed(self) -> None:
+        pass
+
+    def checkin(self, channel: str, message_type: str) -> None:
+        pass
+
+    def push_outcome(self, outcome: str) -> None:
+        pass
+
+    def exposition(self) -> tuple[bytes, str]:
+        return b"", "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +261,7 @@ class CommandQueue(Protocol):
         at: datetime,
     ) -> QueuedCommand | None: ...
     def cancel_pending(self, enrollment_id: str) -> int: ...
+    def pending_count(self) -> int: ...
     def list_for_device(self, tenant_id: str, device_id: str, *, limit: int = 100) -> list[QueuedCommand]: ...
 
 

@@ -317,6 +317,21 @@ class Settings(BaseSettings):
         description="One log line per HTTP request (method, path, status, duration, request id); "
         "`pomona serve --access-log` turns it on too.",
     )
+    metrics_allow: Networks = Field(
+        ("127.0.0.0/8", "::1/128"),
+        description="Who may read `/metrics` without a token: client addresses or CIDR networks, "
+        "comma-separated (the client as POMONA_TRUSTED_PROXIES resolves it; a request forwarded by a proxy "
+        "that is not trusted never counts as local). Anyone else needs a server-wide API token "
+        "(`Authorization: Bearer`). Empty: a token always.",
+        json_schema_extra={"doc_type": "list of CIDRs", "doc_default": "127.0.0.0/8,::1/128"},
+    )
+    metrics_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("POMONA_METRICS_DIR", "PROMETHEUS_MULTIPROC_DIR"),
+        description="Where the server processes of `pomona serve --workers N` (N > 1) keep their counters "
+        "for /metrics (prometheus-client's multiprocess mode; emptied at each start); `<data dir>/metrics` "
+        "when unset. A single process keeps them in memory.",
+    )
 
     @classmethod
     def settings_customise_sources(

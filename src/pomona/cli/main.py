@@ -612,14 +612,24 @@ def serve(
         p.close()
     public = served.url
     settings = settings.model_copy(update={"public_url": public, "log_level": level})
+    if workers > 1 or settings.metrics_dir:  # counters of several workers: prometheus multiprocess mode
+        from pomona.metrics import prepare_multiprocess
+
+        folder = prepare_multiprocess(settings.metrics_dir or settings.data_dir / "metrics", os.environ)
+        settings = settings.model_copy(update={"metrics_dir": folder})
     db = settings.database_url or str(settings.url())
-    if is_plain_http_remote(public):
-        cli_warning(None, t("cli.warning.plain_http", url=public))
-    click.echo(
-        t("cli.serve.starting", url=f"{scheme}://{host}:{port}", public=public, db=_redact(db)), err=True
-    )
-    if scheme == "http":
-        click.echo(t("cli.serve.tls_hint"), err=True)
+    if settings.log_format == "json":  # stderr is JSON lines for a collector: the banner is one too
+        from pomona.logs import log_serving
+
+        log_serving(f"{scheme}://{host}:{port}", public, _redact(db), plain_http=is_plain_http_remote(public))
+    else:
+        if is_plain_http_remote(public):
+            cli_warning(None, t("cli.warning.plain_http", url=public))
+        click.echo(
+            t("cli.serve.starting", url=f"{scheme}://{host}:{port}", public=public, db=_redact(db)), err=True
+        )
+        if scheme == "http":
+            click.echo(t("cli.serve.tls_hint"), err=True)
     # Each server process (uvicorn spawns them for --workers) builds the app from these very settings.
     settings.handoff(os.environ)
     uvicorn.run(
@@ -690,6 +700,7 @@ def _register_optional() -> None:
     import pomona.cli.backup_cmds  # noqa: F401
     import pomona.cli.diagnose_cmds  # noqa: F401
     import pomona.cli.events_cmds  # noqa: F401
+    import pomona.cli.ops_cmds  # noqa: F401  (pomona doctor)
     import pomona.cli.policy_cmds  # noqa: F401  (registers its commands on `main`)
     import pomona.cli.portal_cmds  # noqa: F401
     import pomona.cli.server_cmds  # noqa: F401

@@ -67,6 +67,21 @@ class HealthService(ServiceBase[HealthStores]):
             out += self.abm(t.id, now)
         return out
 
+    def deployment_findings(self) -> list[tuple[str, list[Finding], list[Finding] | None]]:
+        """Per tenant (by name): its push certificate's findings and its DNS discovery findings (None
+        when the DNS is not checked: no resolver, or a public name that cannot be a CNAME target). The
+        same checks as :meth:`check`, for `pomona doctor`; nothing is recorded or sent."""
+        now = self.clock.now()
+        with self.db.unit_of_work(readonly=True) as uow:
+            tenants = uow.tenants.list()
+        out: list[tuple[str, list[Finding], list[Finding] | None]] = []
+        for t in tenants:
+            dns = None
+            if self.resolver is not None and self.settings.discoverable:
+                dns = dns_findings(lookup_cnames(self.resolver, t.domain, self.settings))
+            out.append((t.name, list(self.push_cert(t.id, now)), dns))
+        return out
+
     def run(self, tenant_ref: str) -> dict[str, Any]:
         """Check now, keep the findings (first/last seen), send new ones to the webhook."""
         now = self.clock.now()

@@ -583,6 +583,9 @@ class MemoryCommandQueue(_Store):
             self.tx.change(self.d.commands, i, status=CommandStatus.CANCELLED)
         return len(ids)
 
+    def pending_count(self) -> int:
+        return sum(1 for c in self.d.commands.values() if c.status in _PENDING)
+
     def list_for_device(self, tenant_id: str, device_id: str, *, limit: int = 100) -> list[QueuedCommand]:
         mine = (c for c in self.d.commands.values() if c.tenant_id == tenant_id and c.device_id == device_id)
         return sorted(mine, key=lambda c: c.id, reverse=True)[:limit]

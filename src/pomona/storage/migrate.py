@@ -36,3 +36,12 @@ def known_revisions() -> list[str]:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return [s.revision for s in reversed(list(ScriptDirectory.from_config(cfg).walk_revisions()))]
+
+
+def head() -> str:
+    """The newest revision the code knows (what `upgrade` reaches)."""
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
+
+    script = ScriptDirectory.from_config(alembic_config(create_engine("sqlite://")))
+    return str(script.get_current_head())
