@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "i18n": set(),
     "knowledge": {"domain"},
     # one JSON shape per object, for every adapter
-    "presenters": PURE,
+    "presenters": PURE | {"i18n"},  # names and messages rendered in the reader's language
     # cross-cutting set-up, read by the composition root and the CLI
     "settings": {"domain", "services", "storage"},  # the push queue's defaults and the SQLite URL, lazily
     "logs": {"services", "settings"},

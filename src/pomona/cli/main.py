@@ -26,6 +26,7 @@ from pomona.domain.errors import (
     describe,
 )
 from pomona.i18n import set_process_lang, t
+from pomona.presenters import error_text
 from pomona.settings import Settings, lang_from_env
 
 set_process_lang(lang_from_env())
@@ -55,7 +56,7 @@ def cli_error(exc: BaseException, *, as_json: bool) -> int:
     A start-up failure or a failed delivery is prefixed with its title from the knowledge base, in the
     command line's language."""
     e = describe(exc)
-    message = e.detail or e.message
+    message = error_text(e)  # in the command line's language when the error has a catalogue key
     if isinstance(exc, (StartupError, WebhookDeliveryError)):
         from pomona import knowledge
         from pomona.i18n import detect_lang

@@ -11,8 +11,14 @@ import click
 from pomona.cli.main import _json, _out, _pomona, common, main
 from pomona.domain.errors import InvalidInputError
 from pomona.domain.policy import Access, RestrictionKind
-from pomona.i18n import t
-from pomona.presenters import corporate_json, restriction_json
+from pomona.i18n import detect_lang, t
+from pomona.presenters import (
+    corporate_json,
+    decision_json,
+    decision_text,
+    display_name,
+    restriction_json,
+)
 
 
 # --- licences -------------------------------------------------------------------------------------
@@ -304,7 +310,7 @@ def restriction_delete(tenant_name: str, type_: str, priority: int) -> None:
 def restriction_list(tenant_name: str) -> None:
     """List restrictions in the order they are considered."""
     rs, names = _pomona().policy.list_restrictions(tenant_name)
-    rows = [restriction_json(r, names) for r in rs]
+    rows = [restriction_json(r, names, detect_lang()) for r in rs]
     _out({"restrictions": rows}, "\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
 
 
@@ -416,7 +422,7 @@ def policy_explain(
     d = _pomona().policy.explain(
         tenant_name, upn, serial=serial, os_version=os_version, platform=platform, udid=udid
     )
-    data = d.to_dict()
+    data = decision_json(d, lang)
     if _json():
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
@@ -431,7 +437,7 @@ def policy_explain(
             if a.is_default
             else t("cli.explain.via", lang=lang, group=a.via_group, priority=a.priority)
         )
-        click.echo(t(f"cli.explain.{kind}", lang=lang, name=a.name, why=why))
+        click.echo(t(f"cli.explain.{kind}", lang=lang, name=display_name(a.name, lang), why=why))
     click.echo(t("cli.explain.count", lang=lang, count=d.device_count, limit=d.device_limit))
     click.echo(
         t("cli.explain.ownership", lang=lang, ownership=t(f"cli.ownership.{d.ownership.value}", lang=lang))
@@ -439,4 +445,4 @@ def policy_explain(
     if d.allowed:
         click.echo(t("cli.explain.allowed", lang=lang))
     else:
-        click.echo(t("cli.explain.refused", lang=lang, reason=d.reason, message=d.message))
+        click.echo(t("cli.explain.refused", lang=lang, reason=d.reason, message=decision_text(d, lang)))

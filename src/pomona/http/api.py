@@ -28,13 +28,16 @@ from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundErro
 from pomona.domain.models import ApiToken
 from pomona.domain.reasons import ReasonCode
 from pomona.http.middleware import RequestId
+from pomona.http.portal import pick_lang
 from pomona.presenters import (
     api_token_json,
     command_json,
     corporate_json,
+    decision_json,
     device_json,
     enrollment_json,
     enrollment_token_json,
+    error_text,
     event_json,
     iso,
     restriction_json,
@@ -54,17 +57,27 @@ def _rid(request: Request) -> str:
     return str(rid)
 
 
-def api_error(exc: BaseException, request_id: str) -> JSONResponse:
+def request_lang(request: Request) -> str:
+    """The language of the text in an answer: the request's Accept-Language (en unless it asks for zh)."""
+    return pick_lang(None, request.headers.get("accept-language"))
+
+
+Lang = Annotated[str, Depends(request_lang)]
+
+
+def api_error(exc: BaseException, request_id: str, lang: str = "en") -> JSONResponse:
     """The admin API's answer to an error (built on ``domain.errors.describe``): ``{reason, message,
-    request_id}`` with the status the error's class says. An internal error is logged, not shown."""
+    request_id}`` with the status the error's class says; the message in the request's language when the
+    error has a catalogue key. An internal error is logged, not shown."""
     if isinstance(exc, RequestValidationError):
         problems = [f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
         exc = InvalidInputError("; ".join(problems))
     e = describe(exc)
     if e.internal:
         logging.getLogger("pomona.http").error("internal error, request %s", request_id, exc_info=exc)
+    message = e.message if e.internal else error_text(e, lang)
     return JSONResponse(
-        {"reason": e.reason.value, "message": e.message, "request_id": request_id}, status_code=e.status
+        {"reason": e.reason.value, "message": message, "request_id": request_id}, status_code=e.status
     )
 
 
@@ -462,7 +475,7 @@ def create_api(p: Services) -> FastAPI:
     api.add_middleware(RequestId)  # binds the request id for services, events and logs
 
     def _error(request: Request, exc: Exception) -> JSONResponse:
-        return api_error(exc, _rid(request))
+        return api_error(exc, _rid(request), request_lang(request))
 
     # Our errors and bad request bodies are answered by the exception middleware; any other exception by
     # the server-error middleware (Exception), which answers the same way and then re-raises it.
@@ -752,9 +765,9 @@ def create_api(p: Services) -> FastAPI:
         description="The tenant's enrollment restrictions (platform and device limit) in priority order, defaults included.",
         responses=ERRORS,
     )
-    def list_restrictions(tenant: str, token: Auth) -> dict[str, object]:
+    def list_restrictions(tenant: str, token: Auth, lang: Lang) -> dict[str, object]:
         rs, names = p.policy.list_restrictions(tenant_scope(token, tenant))
-        return {"restrictions": [restriction_json(r, names) for r in rs]}
+        return {"restrictions": [restriction_json(r, names, lang) for r in rs]}
 
     @api.post(
         "/api/v1/tenants/{tenant}/restrictions",
@@ -763,7 +776,7 @@ def create_api(p: Services) -> FastAPI:
         description="Create a restriction of `type` (`platform`: platforms, OS range, personally-owned devices; `limit`: how many devices a user may enroll) at `priority` for `groups`, with the settings of its type (e.g. `ios: block`, `min_os`, `limit`).",
         responses=ERRORS,
     )
-    def create_restriction(tenant: str, body: RestrictionIn, token: Auth) -> dict[str, object]:
+    def create_restriction(tenant: str, body: RestrictionIn, token: Auth, lang: Lang) -> dict[str, object]:
         r = p.policy.create_restriction(
             tenant_scope(token, tenant),
             type_=body.type,
@@ -772,7 +785,7 @@ def create_api(p: Services) -> FastAPI:
             name=body.name,
             **body.settings(),
         )
-        return restriction_json(r)
+        return restriction_json(r, lang=lang)
 
     @api.patch(
         "/api/v1/tenants/{tenant}/restrictions/{type_}/{which}",
@@ -781,7 +794,7 @@ def create_api(p: Services) -> FastAPI:
         responses=ERRORS,
     )
     def edit_restriction(
-        tenant: str, type_: str, which: str, body: RestrictionPatch, token: Auth
+        tenant: str, type_: str, which: str, body: RestrictionPatch, token: Auth, lang: Lang
     ) -> dict[str, object]:
         """`which` is `default` or the restriction's priority."""
         default = which == "default"
@@ -796,7 +809,7 @@ def create_api(p: Services) -> FastAPI:
             groups=body.groups,
             **body.settings(),
         )
-        return restriction_json(r)
+        return restriction_json(r, lang=lang)
 
     @api.delete(
         "/api/v1/tenants/{tenant}/restrictions/{type_}/{priority}",
@@ -879,7 +892,7 @@ def create_api(p: Services) -> FastAPI:
         description="Which restrictions would apply to this user (and device, OS version, platform) and whether an enrollment would be allowed, with the reason code if not. Changes nothing.",
         responses=ERRORS,
     )
-    def explain(tenant: str, body: ExplainIn, token: Auth) -> dict[str, object]:
+    def explain(tenant: str, body: ExplainIn, token: Auth, lang: Lang) -> dict[str, object]:
         d = p.policy.explain(
             tenant_scope(token, tenant),
             body.upn,
@@ -888,7 +901,7 @@ def create_api(p: Services) -> FastAPI:
             os_version=body.os_version,
             platform=body.platform,
         )
-        return d.to_dict()
+        return decision_json(d, lang)
 
     @api.get(
         "/api/v1/tenants/{tenant}/users",

@@ -44,8 +44,11 @@ from pomona.domain.policy import (
     Stage,
     UserFacts,
     decide,
+    default_restriction_name,
+    numbered_restriction_name,
     parse_version,
 )
+from pomona.i18n import msg
 from pomona.ports import (
     BlockStore,
     CommandQueue,
@@ -93,7 +96,7 @@ def ensure_default_restrictions(uow: DefaultsStores, tenant_id: str, now: dateti
         if kind not in kinds:
             default = cls(
                 id=str(uuid.uuid4()),
-                name=f"Default {kind} restriction",
+                name=default_restriction_name(kind),
                 priority=DEFAULT_PRIORITY,
                 is_default=True,
             )
@@ -449,7 +452,7 @@ class PolicyService(ServiceBase[PolicyStores]):
             gids = frozenset(self._group(uow, t, g).id for g in groups)
             blank = RESTRICTION_TYPES[kind](
                 id=str(uuid.uuid4()),
-                name=name or f"{kind} restriction {priority}",
+                name=name or numbered_restriction_name(kind, priority),
                 priority=priority,
                 is_default=False,
                 group_ids=gids,
@@ -738,6 +741,7 @@ def _restriction_settings(
 def refusal(decision: Decision) -> PolicyError:
     """The error a refused decision raises, carrying its facts for the event and the response."""
     assert decision.reason is not None
-    err = PolicyError(decision.message, reason=decision.reason)
+    key, facts = decision.text_key
+    err = PolicyError(msg(key, **facts), reason=decision.reason)
     err.context.update(decision.facts)
     return err
