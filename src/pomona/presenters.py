@@ -56,8 +56,14 @@ def display_name(name: str, lang: str | None = None) -> str:
     return name
 
 
+PLATFORM_NAMES = {"ios": "iOS", "ipados": "iPadOS"}  # Platform values as people write them
+
+
 def _localized(params: Mapping[str, object], lang: str | None) -> dict[str, object]:
-    return {k: display_name(v, lang) if isinstance(v, str) else v for k, v in params.items()}
+    out = {k: display_name(v, lang) if isinstance(v, str) else v for k, v in params.items()}
+    if isinstance(out.get("platform"), str):
+        out["platform"] = PLATFORM_NAMES.get(str(out["platform"]), out["platform"])
+    return out
 
 
 def render(text: str, lang: str | None = None) -> str:

@@ -25,7 +25,7 @@ from pomona.domain.errors import (
     WebhookDeliveryError,
     describe,
 )
-from pomona.i18n import set_process_lang, t
+from pomona.i18n import msg, set_process_lang, t
 from pomona.presenters import error_text
 from pomona.settings import Settings, lang_from_env
 
@@ -44,7 +44,7 @@ def parse_duration(text: str) -> timedelta:
             return timedelta(seconds=float(text[:-1]) * units[text[-1]])
         return timedelta(seconds=float(text))
     except (ValueError, IndexError):
-        raise InvalidInputError(f"not a duration: {text!r} (use 90s, 15m, 1h, 7d)") from None
+        raise InvalidInputError(msg("error.duration", text=text)) from None
 
 
 def cli_error(exc: BaseException, *, as_json: bool) -> int:
@@ -417,7 +417,7 @@ def token() -> None:
 def token_create(tenant_name: str | None, server_wide: bool, name: str, expires_in: str | None) -> None:
     """Create an admin API token and print it (once)."""
     if (tenant_name is None) == (not server_wide):
-        raise InvalidInputError("give exactly one of --tenant NAME or --server")
+        raise InvalidInputError(msg("error.token.scope"))
     p = _pomona()
     lifetime = None if expires_in is None else parse_duration(expires_in)
     issued = p.admin.create_api_token(tenant_name, name, expires_in=lifetime)
@@ -600,7 +600,7 @@ def serve(
         given = validate_public_url(given)
     level = settings.log_level or "info"
     if workers > 1 and not settings.database_url:
-        raise InvalidInputError("several workers need PostgreSQL (set POMONA_DATABASE_URL)")
+        raise InvalidInputError(msg("error.serve.workers"))
     check_server_tls(tls_cert, tls_key)
     check_listen(host, port)
     configure(settings.log_format, level)
@@ -652,11 +652,11 @@ def check_listen(host: str, port: int) -> None:
 
     where = f"{host}:{port}"
     if not 0 < port < 65536:
-        raise PortUnavailableError(f"--port {port} is not a port number (1-65535)", port=port)
+        raise PortUnavailableError(msg("error.serve.port", port=port), port=port)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError):
-        raise PortUnavailableError(f"--host {host} is not a known address", host=host) from None
+        raise PortUnavailableError(msg("error.serve.host", host=host), host=host) from None
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -668,7 +668,9 @@ def check_listen(host: str, port: int) -> None:
                 errno.EACCES: "this account may not listen there (ports below 1024 need privileges)",
                 errno.EADDRNOTAVAIL: "that is not an address of this machine",
             }.get(exc.errno or 0, exc.strerror or "cannot listen there")
-            raise PortUnavailableError(f"cannot listen on {where}: {why}", host=host, port=port) from None
+            raise PortUnavailableError(
+                msg("error.serve.listen", where=where, why=why), host=host, port=port
+            ) from None
 
 
 def _redact(url: str) -> str:

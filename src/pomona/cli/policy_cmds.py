@@ -11,7 +11,7 @@ import click
 from pomona.cli.main import _json, _out, _pomona, common, main
 from pomona.domain.errors import InvalidInputError
 from pomona.domain.policy import Access, RestrictionKind
-from pomona.i18n import detect_lang, t
+from pomona.i18n import detect_lang, msg, t
 from pomona.presenters import (
     corporate_json,
     decision_json,
@@ -277,7 +277,7 @@ def restriction_edit(
 ) -> None:
     """Edit a restriction, the Default one included."""
     if is_default == (priority is not None):
-        raise InvalidInputError("give exactly one of --default or --priority P")
+        raise InvalidInputError(msg("error.restriction.which"))
     r = _pomona().policy.edit_restriction(
         tenant_name,
         type_=type_,

@@ -31,6 +31,7 @@ from pomona.domain.errors import (
 )
 from pomona.domain.models import Step, Tenant
 from pomona.domain.reasons import ReasonCode
+from pomona.i18n import msg
 from pomona.ports import (
     HasEvents,
     PushCertCheck,
@@ -134,11 +135,11 @@ class ApnsLifecycle(ServiceBase[ApnsStores]):
         signed = None
         if vendor_chain_pem is not None or vendor_key_pem is not None:
             if vendor_chain_pem is None or vendor_key_pem is None:
-                raise InvalidInputError("vendor signing needs both the vendor certificate chain and its key")
+                raise InvalidInputError(msg("error.push.vendor_pair"))
             try:
                 signed = self.kit.vendor_sign(csr_pem, vendor_chain_pem, vendor_key_pem)
             except ValueError as exc:
-                raise InvalidInputError(f"the vendor certificate cannot sign: {exc}", field="vendor") from exc
+                raise InvalidInputError(msg("error.push.vendor_sign", error=exc), field="vendor") from exc
         with self.db.unit_of_work() as uow:
             uow.push_certs.set_pending_key(t.id, self.kit.seal(key_pem, f"pending-push-key:{t.id}"))
             uow.events.append(
@@ -285,7 +286,7 @@ class ApnsLifecycle(ServiceBase[ApnsStores]):
             raise _invalid("no private key: give the key (PEM), upload the .p12, or make the CSR here first")
         if "expired" in problems:
             raise PushCertExpiredError(
-                f"the certificate expired on {check.not_after:%Y-%m-%d}",
+                msg("error.push.cert_expired_on", date=f"{check.not_after:%Y-%m-%d}"),
                 not_after=check.not_after.isoformat(),
             )
         return check
@@ -440,9 +441,9 @@ class Notifier(ServiceBase[NotifierStores]):
 
     def configure(self, tenant: str, url: str, secret: str) -> None:
         if not url.startswith(("https://", "http://")):
-            raise InvalidInputError("the webhook URL must be http(s)://", field="url")
+            raise InvalidInputError(msg("error.webhook.url"), field="url")
         if len(secret) < 16:
-            raise InvalidInputError("the webhook secret needs at least 16 characters", field="secret")
+            raise InvalidInputError(msg("error.webhook.secret"), field="secret")
         self.poster.check(url)  # WEBHOOK_TARGET_REFUSED: loopback, private, link-local, metadata ...
         with self.db.unit_of_work() as uow:
             t = find_tenant(uow.tenants, tenant)
