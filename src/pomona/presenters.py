@@ -59,8 +59,18 @@ def display_name(name: str, lang: str | None = None) -> str:
 PLATFORM_NAMES = {"ios": "iOS", "ipados": "iPadOS"}  # Platform values as people write them
 
 
+def _value(value: object, lang: str | None) -> object:
+    """One value a message names, for the reader: a nested message in their language, a name Pomona
+    gave translated, anything else as it is."""
+    if isinstance(value, Msg):
+        return render(value, lang)
+    if isinstance(value, str):
+        return display_name(value, lang)
+    return value
+
+
 def _localized(params: Mapping[str, object], lang: str | None) -> dict[str, object]:
-    out = {k: display_name(v, lang) if isinstance(v, str) else v for k, v in params.items()}
+    out = {k: _value(v, lang) for k, v in params.items()}
     if isinstance(out.get("platform"), str):
         out["platform"] = PLATFORM_NAMES.get(str(out["platform"]), out["platform"])
     return out

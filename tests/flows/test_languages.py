@@ -120,6 +120,7 @@ FAILING = [
     ("licence", "set", "--tenant", "acme", "--seats", "-1"),
     ("token", "create", "--tenant", "acme", "--server"),
     ("webhook", "test", "--tenant", "acme"),
+    ("serve", "--tls-key", "key.pem"),
 ]
 
 
@@ -136,6 +137,28 @@ class TestChineseErrors:
         assert line.startswith("错误 ["), line
         cause = line.split("：", 1)[1]
         assert CJK.search(cause) and english_prose(cause) is None, line
+
+    @pytest.mark.parametrize(
+        ("content", "key"),
+        [
+            (b"not a certificate", None),
+            (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "k"),
+        ],
+    )
+    def test_a_bad_push_certificate(
+        self, env: str, chinese: None, tmp_path: Path, content: bytes, key: str | None
+    ) -> None:
+        """`apns upload` with an unusable certificate or key says why in Chinese."""
+        cert = tmp_path / "push.pem"
+        cert.write_bytes(content)
+        args = ["apns", "upload", "--tenant", "acme", "--cert", str(cert)]
+        if key:
+            (tmp_path / "push.key").write_text("not a key")
+            args += ["--key", str(tmp_path / "push.key")]
+        code, _, err = cli(*args)
+        assert code == 2 and err.startswith("错误 [APNS_CERT_INVALID]："), err
+        cause = err.strip().split("：", 1)[1]
+        assert CJK.search(cause) and english_prose(cause) is None, err
 
     def test_the_same_errors_in_english(self, env: str) -> None:
         """In English the same refusals read as before (the catalogue's English is the old text)."""

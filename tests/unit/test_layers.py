@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "services": CORE | {"knowledge", "i18n"},
     # implementations of the ports: never a service, an adapter or each other's internals
     "storage": CORE,
-    "pki": CORE,
+    "pki": CORE | {"i18n"},  # its refusals carry catalogue messages (pomona.i18n.msg)
     "push": CORE | {"pki"},
     "net": CORE,
     # adapters: services and presenters, never a backend, never each other, never the composition root

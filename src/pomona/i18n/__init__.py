@@ -64,6 +64,6 @@ class Msg(str):
         return (Msg, (self.key, self.params))
 
 
-def msg(key: str, **params: object) -> Msg:
+def msg(key: str, /, **params: object) -> Msg:
     """The message ``key`` with its values: English as a string, any language through :func:`render`."""
     return Msg(key, params)
