@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import plistlib
-import re
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -34,26 +33,16 @@ from pomona.domain.policy import (
     Decision,
     DeviceTypeRestriction,
     Restriction,
-    RestrictionKind,
-    default_restriction_name,
-    numbered_restriction_name,
+    builtin_name_key,
 )
 from pomona.i18n import Msg, t
-
-_NUMBERED = re.compile(r"(platform|limit) restriction ([0-9]+)")
-_DEFAULT_NAMES = {default_restriction_name(k): k for k in RestrictionKind}
 
 
 def display_name(name: str, lang: str | None = None) -> str:
     """An object's name as the reader sees it: a name Pomona gave (the built-in Default restrictions, a
     restriction created without a name) in the reader's language; a name an admin gave, as it is."""
-    kind = _DEFAULT_NAMES.get(name)
-    if kind is not None:
-        return t(f"name.restriction.default.{kind.value}", lang)
-    m = _NUMBERED.fullmatch(name)
-    if m and name == numbered_restriction_name(RestrictionKind(m[1]), int(m[2])):
-        return t(f"name.restriction.numbered.{m[1]}", lang, priority=m[2])
-    return name
+    builtin = builtin_name_key(name)
+    return name if builtin is None else t(builtin[0], lang, **builtin[1])
 
 
 PLATFORM_NAMES = {"ios": "iOS", "ipados": "iPadOS"}  # Platform values as people write them

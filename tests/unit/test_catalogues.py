@@ -148,6 +148,27 @@ class TestNoInternalWords:
         bad = {k: v for k, v in CATALOGUES[name](lang).items() if INTERNAL_WORDS.search(v)}
         assert not bad, f"{name} {lang}: {bad}"
 
+    def test_nor_the_docs_and_the_cli_help(self) -> None:
+        """Nor do the docs an admin reads, nor any command's help."""
+        import click
+
+        from pomona.cli.main import main
+
+        root = SRC.parents[1]
+        texts = {
+            str(p.relative_to(root)): p.read_text("utf-8")
+            for p in [root / "README.md", *root.glob("docs/*.md")]
+        }
+
+        def walk(cmd: click.Command, path: str) -> None:
+            texts[path] = " ".join([cmd.help or "", *(getattr(p, "help", None) or "" for p in cmd.params)])
+            for name, sub in getattr(cmd, "commands", {}).items():
+                walk(sub, f"{path} {name}")
+
+        walk(main, "pomona")
+        assert len(texts) > 50
+        assert not [k for k, v in texts.items() if INTERNAL_WORDS.search(v)]
+
     def test_nor_the_known_messages(self) -> None:
         """The known device messages (what diagnose quotes back) do not either."""
         for m in knowledge.messages():

@@ -142,6 +142,21 @@ def numbered_restriction_name(kind: RestrictionKind, priority: int) -> str:
     return f"{kind.value} restriction {priority}"
 
 
+_NUMBERED_NAME = re.compile(r"(platform|limit) restriction ([1-9][0-9]*)")
+
+
+def builtin_name_key(name: str) -> tuple[str, dict[str, object]] | None:
+    """The catalogue key (``name.restriction.*``) and values of a name Pomona gave, to show it in the
+    reader's language; None for a name an admin gave."""
+    for kind in RestrictionKind:
+        if name == default_restriction_name(kind):
+            return f"name.restriction.default.{kind.value}", {}
+    m = _NUMBERED_NAME.fullmatch(name)
+    if m:
+        return f"name.restriction.numbered.{m[1]}", {"priority": int(m[2])}
+    return None
+
+
 class Access(StrEnum):
     """A restriction setting as admins write it (CLI ``--ios block``, API ``"ios": "block"``)."""
 
