@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from starlette.testclient import TestClient
 
 from helpers import setup_tenant
-from pomona.app import Settings, build
+from pomona.app import Pomona, Settings, build, create_app
 from pomona.cli.main import main
 from pomona.i18n import set_process_lang
 
@@ -198,3 +199,34 @@ class TestChineseErrors:
             proc.stderr.strip()
             == "错误 [INVALID_INPUT]：不是有效的时长：“5x”（请使用 90s、15m、1h、7d 这样的格式）"
         )
+
+
+class TestAdminApi:
+    @pytest.fixture
+    def api(self, pomona: Pomona) -> Iterator[tuple[TestClient, str]]:
+        """The admin API in process, with a tenant `acme` and its admin token."""
+        s = setup_tenant(pomona)
+        with TestClient(create_app(pomona=pomona), base_url="https://mdm.acme.example") as c:  # type: ignore[arg-type]
+            yield c, s.admin_token
+
+    def test_errors_follow_accept_language(self, api: tuple[TestClient, str]) -> None:
+        """A refusal's message is in the language the request asks for; English by default."""
+        c, token = api
+        auth = {"authorization": f"Bearer {token}"}
+        path = "/api/v1/tenants/nope/restrictions"
+        en = c.get(path, headers=auth)
+        zh = c.get(path, headers={**auth, "accept-language": "zh-CN,zh;q=0.9"})
+        assert en.status_code == zh.status_code == 404
+        assert en.json()["message"] == "no tenant 'nope'"
+        assert zh.json()["message"] == "没有租户“nope”"
+        assert zh.json()["reason"] == en.json()["reason"] == "NOT_FOUND"
+
+    def test_restrictions_show_their_names_for_people(self, api: tuple[TestClient, str]) -> None:
+        """The API keeps each restriction's stored name and adds its display name in the reader's language."""
+        c, token = api
+        auth = {"authorization": f"Bearer {token}", "accept-language": "zh-CN"}
+        rows = c.get("/api/v1/tenants/acme/restrictions", headers=auth).json()["restrictions"]
+        assert {r["name"]: r["display_name"] for r in rows} == {
+            "Default platform restriction": "默认设备类型限制",
+            "Default limit restriction": "默认设备数量限制",
+        }

@@ -29,6 +29,7 @@ from pomona.domain.models import ApiToken
 from pomona.domain.reasons import ReasonCode
 from pomona.http.middleware import RequestId
 from pomona.http.portal import pick_lang
+from pomona.i18n import msg
 from pomona.presenters import (
     api_token_json,
     command_json,
@@ -487,9 +488,9 @@ def create_api(p: Services) -> FastAPI:
         try:
             t = p.admin.get_tenant(tenant)
         except NotFoundError:
-            raise NotFoundError(f"no tenant {tenant!r}") from None
+            raise NotFoundError(msg("error.tenant.not_found", tenant=tenant)) from None
         if token.tenant_id is not None and token.tenant_id != t.id:
-            raise NotFoundError(f"no tenant {tenant!r}")
+            raise NotFoundError(msg("error.tenant.not_found", tenant=tenant))
         return t.id
 
     @api.post(
@@ -501,7 +502,7 @@ def create_api(p: Services) -> FastAPI:
     )
     def create_tenant(body: TenantIn, token: Auth) -> dict[str, object]:
         if token.tenant_id is not None:
-            raise ForbiddenError("creating tenants needs a server-wide token")
+            raise ForbiddenError(msg("error.api.tenants_need_server"))
         t = p.admin.create_tenant(body.name, body.domain, key_type=body.key_type)
         return {"id": t.id, "name": t.name, "domain": t.domain}
 
@@ -524,7 +525,7 @@ def create_api(p: Services) -> FastAPI:
     )
     def create_token(tenant: str, token: Auth, body: ApiTokenIn | None = None) -> dict[str, object]:
         if token.tenant_id is not None:
-            raise ForbiddenError("creating admin tokens needs a server-wide token")
+            raise ForbiddenError(msg("error.api.tokens_need_server"))
         tid = tenant_scope(token, tenant)
         body = body or ApiTokenIn()
         expires = None if body.expires_in_seconds is None else timedelta(seconds=body.expires_in_seconds)
@@ -567,11 +568,11 @@ def create_api(p: Services) -> FastAPI:
             try:
                 cert = base64.b64decode(body.p12_base64, validate=True)
             except (binascii.Error, ValueError):
-                raise InvalidInputError("p12_base64 is not base64", field="p12_base64") from None
+                raise InvalidInputError(msg("error.api.p12_base64"), field="p12_base64") from None
         elif body.cert_pem:
             cert = body.cert_pem.encode()
         else:
-            raise InvalidInputError("give cert_pem or p12_base64", field="cert_pem")
+            raise InvalidInputError(msg("error.api.cert_missing"), field="cert_pem")
         res = p.apns.upload(
             tid,
             cert,
@@ -799,7 +800,7 @@ def create_api(p: Services) -> FastAPI:
         """`which` is `default` or the restriction's priority."""
         default = which == "default"
         if not default and not (which.isascii() and which.isdigit() and len(which) <= 9):
-            raise InvalidInputError("which must be 'default' or a priority number")
+            raise InvalidInputError(msg("error.api.which"))
         r = p.policy.edit_restriction(
             tenant_scope(token, tenant),
             type_=type_,
@@ -1044,7 +1045,7 @@ def create_api(p: Services) -> FastAPI:
         from pomona.services.diagnose import to_json
 
         if body.lang not in ("en", "zh-CN"):
-            raise InvalidInputError("lang must be en or zh-CN")
+            raise InvalidInputError(msg("error.api.lang"))
         d = p.diagnose.diagnose(
             tid,
             upn=body.upn,
@@ -1075,7 +1076,7 @@ def create_api(p: Services) -> FastAPI:
         """The tenant is the token's own, or `tenant` in the body for a server-wide token."""
         tenant = body.tenant or token.tenant_id
         if tenant is None:
-            raise InvalidInputError("a server-wide token must name the tenant")
+            raise InvalidInputError(msg("error.api.name_tenant"))
         return run_diagnose(tenant_scope(token, tenant), body)
 
     @api.get(
@@ -1090,7 +1091,7 @@ def create_api(p: Services) -> FastAPI:
 
         ref = tenant or token.tenant_id
         if ref is None:
-            raise InvalidInputError("a server-wide token must name the tenant")
+            raise InvalidInputError(msg("error.api.name_tenant"))
         data = p.health.run(tenant_scope(token, ref))
         for f in data["findings"]:
             f["title"] = knowledge.text_for(f["code"], lang, **f["facts"]).title
@@ -1115,7 +1116,7 @@ def create_api(p: Services) -> FastAPI:
 
         ref = tenant or token.tenant_id
         if ref is None:
-            raise InvalidInputError("a server-wide token must name the tenant")
+            raise InvalidInputError(msg("error.api.name_tenant"))
         now = p.clock.now()
         r = p.reports.failures(
             tenant_scope(token, ref),
