@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     # use cases over the ports
     "services": CORE | {"knowledge", "i18n"},
     # implementations of the ports: never a service, an adapter or each other's internals
-    "storage": CORE,
+    "storage": CORE | {"i18n"},  # its refusals carry catalogue messages (pomona.i18n.msg)
     "pki": CORE | {"i18n"},  # its refusals carry catalogue messages (pomona.i18n.msg)
     "push": CORE | {"pki"},
     "net": CORE,
