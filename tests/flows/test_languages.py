@@ -230,3 +230,23 @@ class TestAdminApi:
             "Default platform restriction": "默认设备类型限制",
             "Default limit restriction": "默认设备数量限制",
         }
+
+    def test_the_link_page_names_the_default_in_chinese(
+        self, pomona: Pomona, api: tuple[TestClient, str]
+    ) -> None:
+        """A phone's browser refused by the Default restriction reads its name in its own language."""
+        c, _ = api
+        pomona.policy.edit_restriction("acme", type_="platform", default=True, ios="block")
+        url = pomona.enrollment.urls.enroll(
+            pomona.admin.create_enrollment_token("acme", "ana@acme.example").secret
+        )
+        iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
+        pages = {
+            lang: c.get(
+                url, headers={"Accept": "text/html", "Accept-Language": lang, "User-Agent": iphone}
+            ).text
+            for lang in ("zh-CN", "en")
+        }
+        assert "PLATFORM_BLOCKED" in pages["zh-CN"]
+        assert "默认设备类型限制" in pages["zh-CN"] and "Default platform restriction" not in pages["zh-CN"]
+        assert "Default platform restriction" in pages["en"]
