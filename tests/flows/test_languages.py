@@ -95,6 +95,27 @@ class TestBuiltInNames:
         assert data["limit_restriction"]["display_name"] == "默认设备数量限制"
         assert data["message"] == "the user has no licence" and data["text"] == "该用户没有许可证"
 
+    def test_restriction_edit_and_create(self, env: str, chinese: None) -> None:
+        """Editing the Default, or creating a restriction without a name, names it in Chinese."""
+        code, out, _ = cli(
+            "restriction", "edit", "--tenant", "acme", "--type", "limit", "--default", "--limit", "3"
+        )
+        assert code == 0 and "默认设备数量限制" in out, out
+        assert cli("group", "create", "--tenant", "acme", "staff")[0] == 0
+        code, out, err = cli(
+            "restriction",
+            "create",
+            "--tenant",
+            "acme",
+            "--type",
+            "limit",
+            "--priority",
+            "2",
+            "--group",
+            "staff",
+        )
+        assert code == 0 and "设备数量限制 2" in out, (out, err)
+
     def test_restriction_list(self, env: str, chinese: None) -> None:
         """`restriction list` shows each built-in restriction's name in the command line's language."""
         code, out, _ = cli("restriction", "list", "--tenant", "acme", "--json")

@@ -242,7 +242,10 @@ def restriction_create(
         name=name,
         **_settings(ios, ipados, personal, min_os, max_os, limit),
     )
-    _out(restriction_json(r), t("cli.restriction.created", name=r.name, priority=priority))
+    _out(
+        restriction_json(r, lang=detect_lang()),
+        t("cli.restriction.created", name=display_name(r.name), priority=priority),
+    )
 
 
 @restriction.command("edit")
@@ -287,7 +290,7 @@ def restriction_edit(
         groups=list(groups),
         **_settings(ios, ipados, personal, min_os, max_os, limit),
     )
-    _out(restriction_json(r), t("cli.restriction.edited", name=r.name))
+    _out(restriction_json(r, lang=detect_lang()), t("cli.restriction.edited", name=display_name(r.name)))
 
 
 @restriction.command("delete")
