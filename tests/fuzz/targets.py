@@ -27,10 +27,18 @@ from pomona.domain.policy import platform_of_user_agent
 from pomona.http.portal import LANGS, pick_lang
 from pomona.pki.ca import CertificateAuthority
 from pomona.pki.scep import ScepResponder, handle_scep_http
-from pomona.protocol import cms, plist, scep
+from pomona.protocol import cms, dep_profile, machineinfo, plist, scep
 from pomona.protocol.checkin import decode_checkin
 from pomona.protocol.command import decode_report
-from pomona.protocol.errors import CmsError, PlistError, ProtocolError, ScepMalformedError
+from pomona.protocol.errors import (
+    CmsError,
+    MachineInfoError,
+    PlistError,
+    ProfileError,
+    ProtocolError,
+    ScepMalformedError,
+)
+from pomona.testing.device_ca import TestDeviceCa, sign_machine_info
 
 VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
 
@@ -119,6 +127,49 @@ def _csr_seeds() -> list[bytes]:
     return _files("derived/PKCSReq.decrypted-csr.der") + [_csr()]
 
 
+@cache
+def _device_ca() -> TestDeviceCa:
+    return TestDeviceCa.generate()
+
+
+def _machine_info_plists() -> list[bytes]:
+    full = machineinfo.encode_machine_info(
+        udid="00008120-000A1B2C3D4E5F60",
+        serial="F5JM992LF193",
+        product="iPhone15,2",
+        version="21E219",
+        os_version="17.4",
+        imei="356789012345678",
+        language="en",
+        mdm_can_request_software_update=True,
+    )
+    old = machineinfo.encode_machine_info(
+        udid="a" * 40, serial="C0000000004", product="iPad4,1", version="13F69"
+    )
+    return [full, old]
+
+
+def _machine_info_seeds() -> list[bytes]:
+    ca = _device_ca()
+    key, cert = ca.issue_device_identity("00008120-000A1B2C3D4E5F60")
+    content = _machine_info_plists()[0]
+    chain = [cert, ca.device_ca.cert]
+    return [
+        sign_machine_info(content, [(cert, key)], certificates=chain),
+        sign_machine_info(content, [(cert, key)], certificates=chain, digest="sha1", signed_attributes=False),
+    ]
+
+
+def _dep_profile_seeds() -> list[bytes]:
+    return _files(
+        "micromdm+micromdm/dep/testdata/fetch_profile_response.json", "micromdm+nanodep/docs/*.json"
+    )
+
+
+def _machine_info(body: bytes) -> object:
+    return machineinfo.verify_machine_info(body, _device_ca().trusted_keys)
+
+
 UA_SEEDS = [
     b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_4_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
     b"Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 Version/16.6 Mobile/15E148",
@@ -154,6 +205,9 @@ TARGETS: tuple[Target, ...] = (
     Target("checkin", decode_checkin, (ProtocolError,), _plist_seeds),
     Target("command-report", decode_report, (ProtocolError,), _report_seeds),
     Target("cms-verify", cms.verify, (CmsError,), _cms_seeds),
+    Target("machineinfo", _machine_info, (MachineInfoError,), _machine_info_seeds),
+    Target("machineinfo-plist", machineinfo.decode_machine_info, (MachineInfoError,), _machine_info_plists),
+    Target("dep-profile", dep_profile.decode_profile, (ProfileError,), _dep_profile_seeds),
     Target("scep-pkimessage", _scep, (), _scep_seeds),
     Target("csr", scep.decode_csr, (ScepMalformedError,), _csr_seeds),
     Target("user-agent", _user_agent, (), lambda: list(UA_SEEDS), text=True),  # type: ignore[arg-type]

@@ -187,14 +187,44 @@ def tenant() -> None:
     show_default=True,
     help="The device CA's key.",
 )
+@click.option(
+    "--seats",
+    type=click.IntRange(0, 10_000_000),
+    default=None,
+    help="Licence seats (default 25, as an Intune trial; tighten later with `pomona licence set`).",
+)
 @common
-def tenant_create(name: str, domain: str, key_type: str) -> None:
-    """Create a tenant with its own device CA."""
+def tenant_create(name: str, domain: str, key_type: str, seats: int | None) -> None:
+    """Create a tenant with its own device CA, ready to enroll once its push certificate is uploaded.
+
+    Pomona becomes its MDM authority and it gets licence seats (``pomona licence set`` changes them;
+    ``pomona user create`` gives each new user a seat while one is free)."""
+    from pomona.services.admin import DAY_ONE_AUTHORITY, DAY_ONE_SEATS
+
     p = _pomona()
-    tn = p.admin.create_tenant(name, domain, key_type=key_type)
+    tn = p.admin.create_tenant(
+        name,
+        domain,
+        key_type=key_type,
+        authority=DAY_ONE_AUTHORITY,
+        seats=DAY_ONE_SEATS if seats is None else seats,
+    )
     _out(
-        {"id": tn.id, "name": tn.name, "domain": tn.domain},
-        t("cli.tenant.created", name=tn.name, id=tn.id, domain=tn.domain),
+        {
+            "id": tn.id,
+            "name": tn.name,
+            "domain": tn.domain,
+            "mdm_authority": tn.mdm_authority,
+            "licence_seats": tn.licence_seats,
+        },
+        t(
+            "cli.tenant.created",
+            name=tn.name,
+            id=tn.id,
+            domain=tn.domain,
+            authority=tn.mdm_authority,
+            seats=tn.licence_seats,
+        ),
     )
 
 
@@ -263,6 +293,12 @@ def user() -> None:
 @click.option("--dem", is_flag=True, help="Device enrollment manager: up to 1,000 devices, no user affinity.")
 @click.option("--disabled", is_flag=True, help="Create the user blocked from signing in.")
 @click.option("--mfa-required", is_flag=True, help="Require MFA (TOTP) at portal sign-in.")
+@click.option(
+    "--licence/--no-licence",
+    default=True,
+    show_default=True,
+    help="Give the user a licence seat (warned about, not refused, when none is free).",
+)
 @common
 def user_create(
     tenant_name: str,
@@ -272,8 +308,12 @@ def user_create(
     dem: bool,
     disabled: bool,
     mfa_required: bool,
+    licence: bool,
 ) -> None:
-    """Create a user."""
+    """Create a user; with a licence seat while one is free (--no-licence: without)."""
+    import dataclasses
+
+    from pomona.domain.errors import LicensesExhaustedError
     from pomona.presenters import user_json
 
     p = _pomona()
@@ -286,6 +326,16 @@ def user_create(
         is_dem=dem,
         mfa_required=mfa_required,
     )
+    if licence:
+        try:
+            p.policy.licence(tenant_name, u.upn, assign=True)
+        except LicensesExhaustedError as exc:
+            cli_warning(
+                exc.reason.value,
+                t("cli.user.no_seat", upn=u.upn, tenant=tenant_name, seats=exc.context.get("seats")),
+            )
+        else:
+            u = dataclasses.replace(u, licensed=True)
     _out(
         user_json(u),
         t("cli.user.created", upn=u.upn, tenant=tenant_name),
@@ -310,28 +360,15 @@ def enroll_token_create(tenant_name: str, upn: str, uses: int, expires: str, pub
     """Create an enrollment link for a user and print its URL.
 
     The link is created even when the user cannot enroll now (a licence to assign, a push certificate to
-    upload), so it can be handed out while that is fixed: a warning names the reason code. A plain
-    http:// public URL off this machine is warned about too."""
-    from pomona.services.installation import is_plain_http_remote, validate_public_url
+    upload), so it can be handed out while that is fixed: a warning names the reason code and the command
+    that fixes it. A plain http:// public URL off this machine is warned about too."""
+    from pomona.i18n import detect_lang
+    from pomona.services.installation import validate_public_url
 
     p = _pomona(None if public_url is None else validate_public_url(public_url))
     issued = p.admin.create_enrollment_token(tenant_name, upn, uses=uses, expires_in=parse_duration(expires))
     url = p.enrollment.urls.enroll(issued.secret)
-    warnings: list[dict[str, str | None]] = []
-    if is_plain_http_remote(p.public_url):
-        warnings.append({"reason": None, "message": t("cli.warning.plain_http", url=p.public_url)})
-    decision = p.policy.link_check(tenant_name, upn)
-    if not decision.allowed and decision.reason is not None:
-        from pomona import knowledge
-        from pomona.i18n import detect_lang
-
-        why = knowledge.text_for(decision.reason.value, detect_lang()).title
-        warnings.append(
-            {
-                "reason": decision.reason.value,
-                "message": t("cli.warning.cannot_enroll", upn=upn, tenant=tenant_name, message=why),
-            }
-        )
+    warnings = [w.to_dict() for w in p.policy.link_warnings(tenant_name, upn, p.public_url, detect_lang())]
     if _json():
         click.echo(
             json.dumps(

@@ -6,6 +6,8 @@ is the decision's: :class:`PolicyError` takes it per instance, its status is sti
 
     PomonaError                          INTERNAL_ERROR, 500 (reason, http_status, apple_code; detail + context)
     ├── MalformedRequestError            MALFORMED_REQUEST, 400
+    │   ├── AdeMachineInfoMalformedError MACHINEINFO_MALFORMED: an ADE device's MachineInfo is not a
+    │   │                                SignedData, or its content is not a MachineInfo plist
     │   ├── BodyTooLargeError            MALFORMED_REQUEST, 413: a body over the endpoint's size limit
     │   └── HeadersTooLargeError         MALFORMED_REQUEST, 431: a request line and headers over the limit
     ├── AuthError                        device authentication of check-in / command-loop messages, 401
@@ -13,6 +15,10 @@ is the decision's: :class:`PolicyError` takes it per instance, its status is sti
     │   ├── CertNotTrustedError          CERT_NOT_TRUSTED
     │   ├── CertDeviceMismatchError      CERT_DEVICE_MISMATCH
     │   ├── TopicMismatchError           TOPIC_MISMATCH
+    │   ├── AdeSignatureInvalidError     MACHINEINFO_SIGNATURE_INVALID: an ADE device's MachineInfo does
+    │   │                                not carry one valid signature (no signer, two, MD5, tampered ...)
+    │   ├── AdeSignerUntrustedError      MACHINEINFO_SIGNER_UNTRUSTED: its signer does not chain to the
+    │   │                                trusted device CA key (Apple's iPhone Device CA)
     │   └── IdentityEndedError           IDENTITY_ENDED: the identity's enrollment ended (CheckOut,
     │                                    re-enrollment, retire, block); a certificate serves one enrollment
     ├── UnknownEnrollmentError           UNKNOWN_ENROLLMENT, 401 (as for any device we cannot authenticate)
@@ -80,11 +86,17 @@ from pomona.domain.reasons import ReasonCode
 from pomona.protocol.errors import (
     CmsError,
     CsrSignatureError,
+    MachineInfoError,
+    MachineInfoSignatureError,
+    MachineInfoTrustError,
     PlistTooLargeError,
     ProtocolError,
 )
 
 __all__ = [
+    "AdeMachineInfoMalformedError",
+    "AdeSignatureInvalidError",
+    "AdeSignerUntrustedError",
     "AuthError",
     "BodyTooLargeError",
     "HeadersTooLargeError",
@@ -183,8 +195,26 @@ class HeadersTooLargeError(MalformedRequestError):
     http_status = 431
 
 
+class AdeMachineInfoMalformedError(MalformedRequestError):
+    """An ADE device's MachineInfo is not a SignedData with content, or not a MachineInfo plist."""
+
+    reason = ReasonCode.MACHINEINFO_MALFORMED
+
+
 class AuthError(PomonaError):
     http_status = 401
+
+
+class AdeSignatureInvalidError(AuthError):
+    """An ADE device's MachineInfo lacks one valid signature (``protocol.machineinfo``, steps 2 to 5)."""
+
+    reason = ReasonCode.MACHINEINFO_SIGNATURE_INVALID
+
+
+class AdeSignerUntrustedError(AuthError):
+    """An ADE device's MachineInfo signer does not chain to a trusted device CA key (step 6)."""
+
+    reason = ReasonCode.MACHINEINFO_SIGNER_UNTRUSTED
 
 
 class SignatureInvalidError(AuthError):
@@ -413,6 +443,9 @@ class UpstreamError(PomonaError):
 _FROM_PROTOCOL: dict[type[ProtocolError], type[PomonaError]] = {
     PlistTooLargeError: BodyTooLargeError,
     CsrSignatureError: SignatureInvalidError,
+    MachineInfoSignatureError: AdeSignatureInvalidError,
+    MachineInfoTrustError: AdeSignerUntrustedError,
+    MachineInfoError: AdeMachineInfoMalformedError,
     CmsError: SignatureInvalidError,  # CMS on a device path is a signature (Mdm-Signature, SCEP envelope)
     ProtocolError: MalformedRequestError,
 }

@@ -13,8 +13,23 @@ The tree (every class is also a :class:`ValueError`, so a codec failure is "a ba
     ├── ProfileError                  an enrollment profile that cannot be built or read
     ├── CmsError                      a CMS structure that is malformed, unsupported, or fails its signature
     │                                 or decryption check (``pomona.protocol.cms``)
-    └── ScepMalformedError            not a well-formed, correctly signed SCEP message or PKCS#10 request
-        └── CsrSignatureError         a PKCS#10 request that parses but whose self-signature does not verify
+    ├── ScepMalformedError            not a well-formed, correctly signed SCEP message or PKCS#10 request
+    │   └── CsrSignatureError         a PKCS#10 request that parses but whose self-signature does not verify
+    └── MachineInfoError              an ADE device's MachineInfo that is refused (``pomona.protocol.machineinfo``)
+        ├── MachineInfoMalformedError         not a SignedData with content, or the content is not a
+        │                                     MachineInfo plist (a required key missing, a wrong type)
+        ├── MachineInfoSignatureError         the signature itself fails
+        │   ├── MachineInfoUnsignedError            the SignedData has no signer
+        │   ├── MachineInfoMultipleSignersError     more than one signer
+        │   ├── MachineInfoDigestUnsupportedError   a digest other than SHA-1 or SHA-2 (MD5)
+        │   ├── MachineInfoSignerCertMissingError   the signer's certificate is not in the message
+        │   ├── MachineInfoTamperedError            the content does not match the signed messageDigest
+        │   └── MachineInfoBadSignatureError        the signature does not verify with the signer's key
+        └── MachineInfoTrustError             the signer is not an Apple device (a trusted device CA key)
+            ├── MachineInfoSignerUntrustedError     its issuer is neither a trusted device CA nor carried
+            ├── MachineInfoChainError               it chains through carried CAs that never reach a
+            │                                       trusted device CA key (another CA under the same root)
+            └── MachineInfoIssuerNotCaError         a certificate on the chain was issued by a non-CA one
 
 They live here, not beside their codecs, so that ``pomona.domain.errors`` can map every one of them to a
 reason-coded error without importing the (heavy) CMS and SCEP codecs.
@@ -31,6 +46,19 @@ __all__ = [
     "CommandBuildError",
     "CommandParseError",
     "CsrSignatureError",
+    "MachineInfoBadSignatureError",
+    "MachineInfoChainError",
+    "MachineInfoDigestUnsupportedError",
+    "MachineInfoError",
+    "MachineInfoIssuerNotCaError",
+    "MachineInfoMalformedError",
+    "MachineInfoMultipleSignersError",
+    "MachineInfoSignatureError",
+    "MachineInfoSignerCertMissingError",
+    "MachineInfoSignerUntrustedError",
+    "MachineInfoTamperedError",
+    "MachineInfoTrustError",
+    "MachineInfoUnsignedError",
     "PlistError",
     "PlistTooLargeError",
     "ProfileError",
@@ -118,3 +146,57 @@ class ScepMalformedError(ProtocolError):
 
 class CsrSignatureError(ScepMalformedError):
     """The PKCS#10 request parses but its self-signature does not verify."""
+
+
+class MachineInfoError(ProtocolError):
+    """An ADE device's MachineInfo request is refused (see :mod:`pomona.protocol.machineinfo`)."""
+
+
+class MachineInfoMalformedError(MachineInfoError):
+    """Not a SignedData carrying content, or the content is not a MachineInfo plist."""
+
+
+class MachineInfoSignatureError(MachineInfoError):
+    """The CMS signature does not hold: no valid single signature by a supported algorithm."""
+
+
+class MachineInfoUnsignedError(MachineInfoSignatureError):
+    """The SignedData carries no signer at all."""
+
+
+class MachineInfoMultipleSignersError(MachineInfoSignatureError):
+    """The SignedData carries more than one signer; a device signs with its one identity."""
+
+
+class MachineInfoDigestUnsupportedError(MachineInfoSignatureError):
+    """The signer used a digest other than SHA-1 or SHA-2 (MD5, or one we do not know)."""
+
+
+class MachineInfoSignerCertMissingError(MachineInfoSignatureError):
+    """The signer's certificate is not among the certificates the message carries."""
+
+
+class MachineInfoTamperedError(MachineInfoSignatureError):
+    """The content does not match the messageDigest the signer signed: it was changed after signing."""
+
+
+class MachineInfoBadSignatureError(MachineInfoSignatureError):
+    """The signature does not verify with the signer certificate's key (another key signed, or, for a
+    signer without signed attributes, the content was changed)."""
+
+
+class MachineInfoTrustError(MachineInfoError):
+    """The signer certificate does not lead to a trusted device CA key (Apple's iPhone Device CA)."""
+
+
+class MachineInfoSignerUntrustedError(MachineInfoTrustError):
+    """The signer was issued by a CA that is neither trusted nor carried in the message."""
+
+
+class MachineInfoChainError(MachineInfoTrustError):
+    """The signer chains through CA certificates carried in the message, up to their root, without ever
+    reaching a trusted device CA key."""
+
+
+class MachineInfoIssuerNotCaError(MachineInfoTrustError):
+    """A certificate on the signer's chain was issued by a certificate that is not a CA."""

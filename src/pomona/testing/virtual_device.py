@@ -46,10 +46,12 @@ from cryptography.x509.oid import NameOID
 from pomona.protocol import checkin as checkin_codec
 from pomona.protocol import cms
 from pomona.protocol import command as command_codec
+from pomona.protocol import machineinfo as machineinfo_codec
 from pomona.protocol import profile as profile_codec
 from pomona.protocol import scep as scep_codec
 from pomona.protocol.profile import EnrollmentProfile
 from pomona.testing import ios_responses
+from pomona.testing.device_ca import TestDeviceCa, sign_machine_info
 from pomona.testing.ios_responses import DeviceFacts
 from pomona.testing.keypool import default_pool, generate_key
 
@@ -220,6 +222,11 @@ def build_version_for(os_version: str) -> str:
     return f"{major + 4}{chr(ord('A') + min(minor, 25))}{number}"
 
 
+def _os_major(os_version: str) -> int:
+    head = os_version.split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
 def _unlock_token() -> bytes:
     """Bytes shaped like an iOS escrow keybag (tagged TLV records); content is random."""
     body = b"VERS\x00\x00\x00\x04\x00\x00\x00\x04TYPE\x00\x00\x00\x04\x00\x00\x00\x02"
@@ -343,6 +350,8 @@ class VirtualDevice:
         self.requests = 0
         self._faults: list[_Fault] = []
         self._enrollment: _Enrollment | None = None
+        # The Apple-issued identity an ADE device signs MachineInfo with (per device CA; kept on erase).
+        self._apple_identity: tuple[TestDeviceCa, cms.PrivateKey, x509.Certificate] | None = None
         model_number = _MODEL_NUMBERS.get(product, "MPQ03" if is_ipad else "MQ0T3")
         self._facts = DeviceFacts(
             udid=self._udid,
@@ -437,6 +446,56 @@ class VirtualDevice:
     @property
     def check_in_url(self) -> str | None:
         return self._enrollment.profile.effective_check_in_url if self._enrollment else None
+
+    # -- Automated Device Enrollment ---------------------------------------------------------------
+
+    def apple_identity(self, device_ca: TestDeviceCa) -> tuple[cms.PrivateKey, x509.Certificate]:
+        """The device identity ``device_ca`` issued this device (made on first use, then kept, as the
+        identity Apple puts in a device is kept across erases)."""
+        if self._apple_identity is None or self._apple_identity[0] is not device_ca:
+            key, cert = device_ca.issue_device_identity(self._udid, key=default_pool().take())
+            self._apple_identity = (device_ca, key, cert)
+        return self._apple_identity[1], self._apple_identity[2]
+
+    def machine_info(
+        self,
+        device_ca: TestDeviceCa,
+        *,
+        language: str = "en",
+        can_request_software_update: bool | None = None,
+        digest: Literal["sha1", "sha256"] = "sha256",
+        signed_attributes: bool = True,
+    ) -> bytes:
+        """The signed MachineInfo this device POSTs to its ADE profile's ``url`` (DER CMS SignedData).
+
+        Signed as a device signs it: with its Apple-issued identity (here from ``device_ca``), carrying
+        that identity and the device CA's certificate. iOS 17 and later add ``OS_VERSION`` and
+        ``MDM_CAN_REQUEST_SOFTWARE_UPDATE`` (true unless ``can_request_software_update`` says otherwise).
+        https://developer.apple.com/documentation/devicemanagement/machineinfo
+        """
+        key, cert = self.apple_identity(device_ca)
+        modern = _os_major(self.os_version) >= 17
+        content = machineinfo_codec.encode_machine_info(
+            udid=self._udid,
+            serial=self._serial,
+            product=self.product,
+            version=self.build_version,
+            os_version=self.os_version if modern else None,
+            imei=self.imei,
+            language=language,
+            mdm_can_request_software_update=(
+                (True if can_request_software_update is None else can_request_software_update)
+                if modern
+                else None
+            ),
+        )
+        return sign_machine_info(
+            content,
+            [(cert, key)],
+            certificates=[cert, device_ca.device_ca.cert],
+            digest=digest,
+            signed_attributes=signed_attributes,
+        )
 
     # -- fault injection ---------------------------------------------------------------------------
 
