@@ -182,6 +182,15 @@ class TestChineseErrors:
         cause = err.strip().split("：", 1)[1]
         assert CJK.search(cause) and english_prose(cause) is None, err
 
+    def test_a_commands_lang_option_sets_its_error_language(self, env: str) -> None:
+        """`policy explain --lang zh-CN` refuses in Chinese even when the command line's language is English."""
+        code, _, err = cli(
+            "policy", "explain", "--tenant", "nope", "--user", "ana@acme.example", "--lang", "zh-CN"
+        )
+        assert code == 2 and err.strip() == "错误 [NOT_FOUND]：没有租户“nope”", err
+        _, _, err = cli("user", "list", "--tenant", "nope")
+        assert err.startswith("Error [NOT_FOUND]"), err  # and the language is English again afterwards
+
     def test_the_same_errors_in_english(self, env: str) -> None:
         """In English the same refusals read as before (the catalogue's English is the old text)."""
         _, _, err = cli("user", "list", "--tenant", "nope")

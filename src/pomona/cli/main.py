@@ -109,7 +109,15 @@ def common(fn: F) -> F:
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click's own: usage errors, --help, Ctrl-C
         except Exception as exc:  # noqa: BLE001 - every error gets one line and an exit code
-            sys.exit(cli_error(exc, as_json=as_json))
+            # A command's own --lang (policy explain, diagnose) is the language of its error line too.
+            lang = kwargs.get("lang")
+            previous = set_process_lang(lang) if isinstance(lang, str) else None
+            try:
+                code = cli_error(exc, as_json=as_json)
+            finally:
+                if isinstance(lang, str):
+                    set_process_lang(previous)
+            sys.exit(code)
 
     return wrapper  # type: ignore[return-value]
 
