@@ -134,6 +134,24 @@ class TestKeysTheCodeNames:
         }
         assert not missing, f"keys named in the code but not in the catalogues: {missing}"
 
+    def test_every_message_is_given_its_values(self) -> None:
+        """Each msg("key", ...) in the code gives exactly the values its text names, in both languages (a
+        missing one would fail at the raise site, hiding the refusal behind a KeyError)."""
+        bad = []
+        for path in SRC.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+                if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "msg"):
+                    continue
+                key = node.args[0]
+                if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
+                    continue
+                given = {k.arg for k in node.keywords if k.arg}
+                for lang in LANGS:
+                    named = set(FIELDS.findall(catalogue(lang).get(key.value, "")))
+                    if named != given:
+                        bad.append((f"{path.relative_to(SRC)}:{node.lineno}", key.value, lang, named, given))
+        assert not bad, bad
+
     def test_the_key_walk_finds_keys(self) -> None:
         """The walk over the code finds the keys it must (errors, templates, the CLI)."""
         keys = literal_keys()

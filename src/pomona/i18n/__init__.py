@@ -65,5 +65,5 @@ class Msg(str):
 
 
 def msg(key: str, /, **params: object) -> Msg:
-    """The message ``key`` with its values: English as a string, any language through :func:`render`."""
+    """The message ``key`` with its values: English as a string; ``presenters.render`` in any language."""
     return Msg(key, params)
