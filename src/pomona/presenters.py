@@ -1,8 +1,12 @@
 """The JSON shapes Pomona shows: one function per object, used by the admin API, the CLI's ``--json``
 and (later) the console, so the three never disagree.
 
-Adapters import this module; it imports only the domain (and stdlib codecs). Times are ISO 8601 in UTC,
-bytes are base64, absent values are ``null``.
+Adapters import this module; it imports only the domain, the catalogues (pomona.i18n) and stdlib codecs.
+Times are ISO 8601 in UTC, bytes are base64, absent values are ``null``.
+
+Text for people is rendered here, at the edge, in the reader's language: the names Pomona gives objects
+itself (``display_name``: stored as stable English names, shown translated) and catalogue messages carried
+by errors and decisions (``render``, ``error_text``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import plistlib
 from collections.abc import Mapping
 from datetime import datetime
 
+from pomona.domain.errors import ErrorResponse
 from pomona.domain.models import (
     ApiToken,
     CorporateIdentifier,
@@ -23,8 +28,77 @@ from pomona.domain.models import (
     Tenant,
     User,
 )
-from pomona.domain.policy import Access, DeviceTypeRestriction, Restriction
+from pomona.domain.policy import (
+    Access,
+    Decision,
+    DeviceTypeRestriction,
+    Restriction,
+    builtin_name_key,
+)
+from pomona.i18n import Msg, t
 from pomona.protocol.dep import AbmDevice
+
+
+def display_name(name: str, lang: str | None = None) -> str:
+    """An object's name as the reader sees it: a name Pomona gave (the built-in Default restrictions, a
+    restriction created without a name) in the reader's language; a name an admin gave, as it is."""
+    builtin = builtin_name_key(name)
+    return name if builtin is None else t(builtin[0], lang, **builtin[1])
+
+
+PLATFORM_NAMES = {"ios": "iOS", "ipados": "iPadOS"}  # Platform values as people write them
+
+
+def _value(value: object, lang: str | None) -> object:
+    """One value a message names, for the reader: a nested message in their language, a name Pomona
+    gave translated, anything else as it is."""
+    if isinstance(value, Msg):
+        return render(value, lang)
+    if isinstance(value, str):
+        return display_name(value, lang)
+    return value
+
+
+def _localized(params: Mapping[str, object], lang: str | None) -> dict[str, object]:
+    out = {k: _value(v, lang) for k, v in params.items()}
+    if isinstance(out.get("platform"), str):
+        out["platform"] = PLATFORM_NAMES.get(str(out["platform"]), out["platform"])
+    return out
+
+
+def render(text: str, lang: str | None = None) -> str:
+    """A catalogue message (``pomona.i18n.Msg``) in the reader's language, names included; plain text as
+    it is."""
+    if isinstance(text, Msg):
+        return t(text.key, lang, **_localized(text.params, lang))
+    return text
+
+
+def error_text(e: ErrorResponse, lang: str | None = None) -> str:
+    """An error's message for the person who caused it (the operator: the cause), in their language
+    when the raise site gave a catalogue key; the English detail otherwise."""
+    if e.key is not None and not e.internal:
+        return t(e.key, lang, **_localized(e.params, lang))
+    return e.detail or e.message
+
+
+def decision_json(d: Decision, lang: str | None = None) -> dict[str, object]:
+    """A policy decision (``policy explain``, the API's explain): the stable fields, plus each applied
+    restriction's ``display_name`` and the verdict's ``text`` in the reader's language."""
+    out = d.to_dict()
+    for field in ("platform_restriction", "limit_restriction"):
+        applied = out.get(field)
+        if isinstance(applied, dict):
+            applied["display_name"] = display_name(str(applied["name"]), lang)
+    out["text"] = decision_text(d, lang)
+    return out
+
+
+def decision_text(d: Decision, lang: str | None = None) -> str:
+    """What a decision says, in the reader's language (``decision.<CODE>``; the English is the
+    decision's own message, the same words)."""
+    key, facts = d.text_key
+    return t(key, lang, **_localized(facts, lang))
 
 
 def jsonable(value: object) -> object:
@@ -190,11 +264,15 @@ def corporate_json(c: CorporateIdentifier) -> dict[str, object]:
     }
 
 
-def restriction_json(r: Restriction, names: Mapping[str, str] | None = None) -> dict[str, object]:
-    """A restriction with its group names (ids where a name is not given)."""
+def restriction_json(
+    r: Restriction, names: Mapping[str, str] | None = None, lang: str | None = None
+) -> dict[str, object]:
+    """A restriction with its group names (ids where a name is not given); ``name`` is the stored one,
+    ``display_name`` the one to show a person (in ``lang``)."""
     d: dict[str, object] = {
         "id": r.id,
         "name": r.name,
+        "display_name": display_name(r.name, lang),
         "type": r.kind.value,
         "default": r.is_default,
         "priority": None if r.is_default else r.priority,

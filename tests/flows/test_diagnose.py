@@ -184,13 +184,15 @@ class TestFoundingDocument:
         assert verdict_of(r, "ENROLLMENT_TOKEN_EXPIRED") == "ruled_out"
 
     def test_device_cap(self, w: World, lang: str) -> None:
-        """At the limit: DEVICE_LIMIT_REACHED proven; the cause names the count, limit and restriction."""
+        """At the limit: DEVICE_LIMIT_REACHED proven; the cause names the count, limit and restriction
+        (the built-in one in the reader's language)."""
         w.p.policy.edit_restriction(w.s.name, type_="limit", default=True, limit=2)
         for _ in range(2):
             w.device().enroll()
         r = diagnose(w, "cap", lang, upn=w.s.upn)
         assert (top(r)["code"], top(r)["verdict"]) == ("DEVICE_LIMIT_REACHED", "proven")
-        assert "2" in str(top(r)["cause"]) and "Default limit restriction" in str(top(r)["cause"])
+        name = {"en": "Default limit restriction", "zh-CN": "默认设备数量限制"}[lang]  # the reader's language
+        assert "2" in str(top(r)["cause"]) and name in str(top(r)["cause"])
         assert w.s.upn in steps(r)
 
     def test_device_cap_twin(self, w: World, lang: str) -> None:

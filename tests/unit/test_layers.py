@@ -23,15 +23,15 @@ ALLOWED: dict[str, set[str]] = {
     "i18n": set(),
     "knowledge": {"domain"},
     # one JSON shape per object, for every adapter
-    "presenters": PURE,
+    "presenters": PURE | {"i18n"},  # names and messages rendered in the reader's language
     # cross-cutting set-up, read by the composition root and the CLI
     "settings": {"domain", "services", "storage"},  # the push queue's defaults and the SQLite URL, lazily
     "logs": {"services", "settings"},
     # use cases over the ports
     "services": CORE | {"knowledge", "i18n"},
     # implementations of the ports: never a service, an adapter or each other's internals
-    "storage": CORE,
-    "pki": CORE,
+    "storage": CORE | {"i18n"},  # its refusals carry catalogue messages (pomona.i18n.msg)
+    "pki": CORE | {"i18n"},  # its refusals carry catalogue messages (pomona.i18n.msg)
     "push": CORE | {"pki"},
     "net": CORE,
     # the Metrics port on prometheus-client (the composition root picks it)

@@ -9,7 +9,7 @@ import click
 from pomona.cli.main import _json, _out, _pomona, common, main
 from pomona.cli.output import Column, echo_wrapped, emit_list, table
 from pomona.domain.errors import InvalidInputError
-from pomona.i18n import t
+from pomona.i18n import msg, t
 from pomona.services.readable import facts_text
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -85,7 +85,7 @@ def apns_upload(
 ) -> None:
     """Upload the tenant's MDM push certificate (renewals keep the topic; see --replace)."""
     if replace and not understood:
-        raise InvalidInputError("--replace needs --i-understand-devices-must-re-enroll", field="replace")
+        raise InvalidInputError(msg("error.push.replace_confirm"), field="replace")
     p = _pomona()
     r = p.apns.upload(
         tenant_name,
@@ -221,14 +221,13 @@ def webhook_test(tenant_name: str) -> None:
     r = p.notifier.notify(tid, findings, attempts=1)  # by hand: one try, the answer at once
     if r["status"] == "no_webhook":
         raise NotFoundError(
-            f"tenant {tenant_name} has no webhook: set one with "
-            f"`pomona webhook set --tenant {tenant_name} --url URL --secret SECRET`",
+            msg("error.webhook.none", tenant=tenant_name),
             tenant=tenant_name,
         )
     if r["status"] != "delivered":
         why = f"HTTP {r['http_status']}" if r.get("http_status") is not None else str(r.get("error"))
         raise WebhookDeliveryError(
-            f"the webhook did not accept the test notice: {why}",
+            msg("error.webhook.test_failed", why=why),
             tenant=tenant_name,
             receiver_status=r.get("http_status"),
         )

@@ -23,7 +23,7 @@ from pomona.cli.diagnose_cmds import parse_time
 from pomona.cli.main import _json, _pomona, common, main
 from pomona.cli.output import emit_line, when
 from pomona.domain.errors import InvalidInputError
-from pomona.i18n import t
+from pomona.i18n import msg, t
 
 if TYPE_CHECKING:
     from pomona.domain.models import Event
@@ -124,10 +124,10 @@ def events(
     """The tenant's events, oldest first: a table, or a JSON array with --json. With --follow, new events
     as they come: two short lines each, or JSON Lines (one object per line) with --json."""
     if not 1 <= limit <= 10_000:
-        raise InvalidInputError("--limit must be between 1 and 10000")
+        raise InvalidInputError(msg("error.page.limit"))
     since, until = parse_time(since_text), parse_time(until_text)
     if follow and until is not None:
-        raise InvalidInputError("give --until or --follow, not both")
+        raise InvalidInputError(msg("error.events.follow"))
     if code is not None:
         code = code.strip().upper()
     filters: dict[str, Any] = {"upn": upn, "serial": serial, "udid": udid, "reason": code, "since": since}

@@ -25,7 +25,8 @@ from pomona.domain.errors import (
     WebhookDeliveryError,
     describe,
 )
-from pomona.i18n import set_process_lang, t
+from pomona.i18n import msg, set_process_lang, t
+from pomona.presenters import error_text
 from pomona.settings import Settings, lang_from_env
 
 set_process_lang(lang_from_env())
@@ -43,7 +44,7 @@ def parse_duration(text: str) -> timedelta:
             return timedelta(seconds=float(text[:-1]) * units[text[-1]])
         return timedelta(seconds=float(text))
     except (ValueError, IndexError):
-        raise InvalidInputError(f"not a duration: {text!r} (use 90s, 15m, 1h, 7d)") from None
+        raise InvalidInputError(msg("error.duration", text=text)) from None
 
 
 def cli_error(exc: BaseException, *, as_json: bool) -> int:
@@ -55,7 +56,7 @@ def cli_error(exc: BaseException, *, as_json: bool) -> int:
     A start-up failure or a failed delivery is prefixed with its title from the knowledge base, in the
     command line's language."""
     e = describe(exc)
-    message = e.detail or e.message
+    message = error_text(e)  # in the command line's language when the error has a catalogue key
     if isinstance(exc, (StartupError, WebhookDeliveryError)):
         from pomona import knowledge
         from pomona.i18n import detect_lang
@@ -113,7 +114,15 @@ def common(fn: F) -> F:
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click's own: usage errors, --help, Ctrl-C
         except Exception as exc:  # noqa: BLE001 - every error gets one line and an exit code
-            sys.exit(cli_error(exc, as_json=as_json))
+            # A command's own --lang (policy explain, diagnose) is the language of its error line too.
+            lang = kwargs.get("lang")
+            previous = set_process_lang(lang) if isinstance(lang, str) else None
+            try:
+                code = cli_error(exc, as_json=as_json)
+            finally:
+                if isinstance(lang, str):
+                    set_process_lang(previous)
+            sys.exit(code)
 
     return wrapper  # type: ignore[return-value]
 
@@ -437,7 +446,7 @@ def token() -> None:
 def token_create(tenant_name: str | None, server_wide: bool, name: str, expires_in: str | None) -> None:
     """Create an admin API token and print it (once)."""
     if (tenant_name is None) == (not server_wide):
-        raise InvalidInputError("give exactly one of --tenant NAME or --server")
+        raise InvalidInputError(msg("error.token.scope"))
     p = _pomona()
     lifetime = None if expires_in is None else parse_duration(expires_in)
     issued = p.admin.create_api_token(tenant_name, name, expires_in=lifetime)
@@ -598,7 +607,7 @@ def serve(
         given = validate_public_url(given)
     level = settings.log_level or "info"
     if workers > 1 and not settings.database_url:
-        raise InvalidInputError("several workers need PostgreSQL (set POMONA_DATABASE_URL)")
+        raise InvalidInputError(msg("error.serve.workers"))
     check_server_tls(tls_cert, tls_key)
     check_listen(host, port)
     configure(settings.log_format, level)
@@ -660,11 +669,11 @@ def check_listen(host: str, port: int) -> None:
 
     where = f"{host}:{port}"
     if not 0 < port < 65536:
-        raise PortUnavailableError(f"--port {port} is not a port number (1-65535)", port=port)
+        raise PortUnavailableError(msg("error.serve.port", port=port), port=port)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError):
-        raise PortUnavailableError(f"--host {host} is not a known address", host=host) from None
+        raise PortUnavailableError(msg("error.serve.host", host=host), host=host) from None
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -676,7 +685,9 @@ def check_listen(host: str, port: int) -> None:
                 errno.EACCES: "this account may not listen there (ports below 1024 need privileges)",
                 errno.EADDRNOTAVAIL: "that is not an address of this machine",
             }.get(exc.errno or 0, exc.strerror or "cannot listen there")
-            raise PortUnavailableError(f"cannot listen on {where}: {why}", host=host, port=port) from None
+            raise PortUnavailableError(
+                msg("error.serve.listen", where=where, why=why), host=host, port=port
+            ) from None
 
 
 def _redact(url: str) -> str:

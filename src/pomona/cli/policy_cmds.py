@@ -14,8 +14,14 @@ from pomona.cli.main import _json, _out, _pomona, common, main
 from pomona.cli.output import Column, dumps, emit_list
 from pomona.domain.errors import InvalidInputError
 from pomona.domain.policy import Access, RestrictionKind
-from pomona.i18n import t
-from pomona.presenters import corporate_json, restriction_json
+from pomona.i18n import detect_lang, msg, t
+from pomona.presenters import (
+    corporate_json,
+    decision_json,
+    decision_text,
+    display_name,
+    restriction_json,
+)
 
 
 # --- licences -------------------------------------------------------------------------------------
@@ -252,7 +258,10 @@ def restriction_create(
         name=name,
         **_settings(ios, ipados, personal, min_os, max_os, limit),
     )
-    _out(restriction_json(r), t("cli.restriction.created", name=r.name, priority=priority))
+    _out(
+        restriction_json(r, lang=detect_lang()),
+        t("cli.restriction.created", name=display_name(r.name), priority=priority),
+    )
 
 
 @restriction.command("edit")
@@ -287,7 +296,7 @@ def restriction_edit(
 ) -> None:
     """Edit a restriction, the Default one included."""
     if is_default == (priority is not None):
-        raise InvalidInputError("give exactly one of --default or --priority P")
+        raise InvalidInputError(msg("error.restriction.which"))
     r = _pomona().policy.edit_restriction(
         tenant_name,
         type_=type_,
@@ -297,7 +306,7 @@ def restriction_edit(
         groups=list(groups),
         **_settings(ios, ipados, personal, min_os, max_os, limit),
     )
-    _out(restriction_json(r), t("cli.restriction.edited", name=r.name))
+    _out(restriction_json(r, lang=detect_lang()), t("cli.restriction.edited", name=display_name(r.name)))
 
 
 @restriction.command("delete")
@@ -320,7 +329,7 @@ def restriction_delete(tenant_name: str, type_: str, priority: int) -> None:
 def restriction_list(tenant_name: str) -> None:
     """List restrictions in the order they are considered."""
     rs, names = _pomona().policy.list_restrictions(tenant_name)
-    rows = [restriction_json(r, names) for r in rs]
+    rows = [restriction_json(r, names, detect_lang()) for r in rs]
     emit_list(
         rows,
         [
@@ -469,7 +478,7 @@ def policy_explain(
     d = _pomona().policy.explain(
         tenant_name, upn, serial=serial, os_version=os_version, platform=platform, udid=udid
     )
-    data = d.to_dict()
+    data = decision_json(d, lang)
     if _json():
         click.echo(dumps(data))
         return
@@ -484,7 +493,7 @@ def policy_explain(
             if a.is_default
             else t("cli.explain.via", lang=lang, group=a.via_group, priority=a.priority)
         )
-        click.echo(t(f"cli.explain.{kind}", lang=lang, name=a.name, why=why))
+        click.echo(t(f"cli.explain.{kind}", lang=lang, name=display_name(a.name, lang), why=why))
     click.echo(t("cli.explain.count", lang=lang, count=d.device_count, limit=d.device_limit))
     click.echo(
         t("cli.explain.ownership", lang=lang, ownership=t(f"cli.ownership.{d.ownership.value}", lang=lang))
@@ -492,4 +501,4 @@ def policy_explain(
     if d.allowed:
         click.echo(t("cli.explain.allowed", lang=lang))
     else:
-        click.echo(t("cli.explain.refused", lang=lang, reason=d.reason, message=d.message))
+        click.echo(t("cli.explain.refused", lang=lang, reason=d.reason, message=decision_text(d, lang)))

@@ -9,7 +9,7 @@ import click
 from pomona.cli.main import _json, _out, _pomona, common, main
 from pomona.cli.output import Column, dumps, emit_list, table
 from pomona.domain.errors import InvalidInputError
-from pomona.i18n import t
+from pomona.i18n import msg, t
 
 
 def _user_group() -> click.Group:
@@ -28,7 +28,7 @@ def user_list(tenant_name: str, limit: int, offset: int) -> None:
     from pomona.presenters import user_json
 
     if not 1 <= limit <= 10_000 or offset < 0:
-        raise InvalidInputError("--limit must be between 1 and 10000, --offset 0 or more")
+        raise InvalidInputError(msg("error.page.limit_offset"))
     p = _pomona()
     rows = [
         {**user_json(x.user), "groups": x.groups, "devices": x.devices}
@@ -105,11 +105,11 @@ def user_show(tenant_name: str, upn: str) -> None:
 def _read_password(prompt: bool, from_stdin: bool) -> str | None:
     """The new password: prompted twice (hidden), or the first line of standard input."""
     if prompt and from_stdin:
-        raise InvalidInputError("give --password or --password-stdin, not both")
+        raise InvalidInputError(msg("error.password.both"))
     if from_stdin:
         line = sys.stdin.readline().rstrip("\r\n")
         if not line:
-            raise InvalidInputError("no password on standard input")
+            raise InvalidInputError(msg("error.password.stdin"))
         return line
     if prompt:
         value: str = click.prompt(
@@ -157,20 +157,17 @@ def user_set(
     from pomona.presenters import user_json
 
     if upn_arg and upn and upn_arg.strip().lower() != upn.strip().lower():
-        raise InvalidInputError("give the user once: as the UPN argument or as --upn")
+        raise InvalidInputError(msg("error.user.twice"))
     who = upn_arg or upn
     if not who:
-        raise InvalidInputError("which user? give the UPN: pomona user set --tenant T ana@example.com")
+        raise InvalidInputError(msg("error.user.which"))
     flags = {
         k: v
         for k, v in (("enabled", enabled), ("is_dem", dem), ("mfa_required", mfa_required))
         if v is not None
     }
     if not flags and not (prompt_password or password_stdin):
-        raise InvalidInputError(
-            "nothing to change: give --password, --password-stdin, --enable/--disable, --dem/--no-dem "
-            "or --mfa-required/--no-mfa-required"
-        )
+        raise InvalidInputError(msg("error.user.nothing"))
     p = _pomona()
     u = p.policy.user_detail(tenant_name, who).user  # an unknown user is NOT_FOUND before any prompt
     password = _read_password(prompt_password, password_stdin)

@@ -84,7 +84,8 @@ Errors of the lower layers join the tree at one place each: a wire-format failur
 becomes a refusal through :func:`from_protocol`; anything else that escapes is an internal error.
 
 :func:`describe` turns ANY exception into an :class:`ErrorResponse` (status, reason, public message,
-internal detail). Each surface has one thin mapper over it: device endpoints (``http.root``: Apple's
+internal detail, and the message's catalogue key and values when the raise site gave a
+``pomona.i18n.Msg``). Each surface has one thin mapper over it: device endpoints (``http.root``: Apple's
 statuses and 403 bodies), the admin API (``http.api``: ``{reason, message, request_id}``), the portal
 (``http.portal``: the refusal page) and the CLI (``cli.main``: one line and an exit code). An unknown
 exception is INTERNAL_ERROR, 500, and its cause never reaches the client.
@@ -94,7 +95,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 from pomona.domain.reasons import ReasonCode
 from pomona.protocol.errors import (
@@ -154,6 +155,7 @@ __all__ = [
     "PushTopicChangedError",
     "SignatureInvalidError",
     "TopicMismatchError",
+    "Translatable",
     "UnenrollDeviceError",
     "UnknownEnrollmentError",
     "UnknownTenantError",
@@ -172,6 +174,17 @@ __all__ = [
 ]
 
 INTERNAL_MESSAGE = "internal error"
+
+
+@runtime_checkable
+class Translatable(Protocol):
+    """A detail that is a catalogue message (``pomona.i18n.Msg``): English as a string, with the key and
+    values a surface needs to render it in its reader's language."""
+
+    key: str
+    params: dict[str, object]
+
+
 _DECIDED_BY_CLASS = frozenset({"reason", "http_status"})  # not context: a raise site cannot choose them
 
 
@@ -570,6 +583,8 @@ class ErrorResponse:
     context: Mapping[str, object] = field(default_factory=dict)
     apple_code: str | None = None  # Apple's error code, when the device is to get Apple's error body
     internal: bool = False  # not a PomonaError: a fault of ours, to be logged with its traceback
+    key: str | None = None  # the public message's catalogue key, when the raise site gave one
+    params: Mapping[str, object] = field(default_factory=dict)  # the values the key's text names
 
 
 def describe(exc: BaseException) -> ErrorResponse:
@@ -578,6 +593,7 @@ def describe(exc: BaseException) -> ErrorResponse:
     if isinstance(exc, ProtocolError):
         exc = from_protocol(exc)
     if isinstance(exc, PomonaError):
+        text = exc.detail if isinstance(exc.detail, Translatable) else None
         return ErrorResponse(
             status=exc.http_status,
             reason=exc.reason,
@@ -585,6 +601,8 @@ def describe(exc: BaseException) -> ErrorResponse:
             detail=exc.detail,
             context=dict(exc.context),
             apple_code=exc.apple_code,
+            key=None if text is None else text.key,
+            params={} if text is None else dict(text.params),
         )
     return ErrorResponse(
         status=exc.http_status if isinstance(exc, StorageError) else 500,

@@ -130,6 +130,33 @@ class RestrictionKind(StrEnum):
     LIMIT = "limit"  # device limit: how many devices a user may enroll
 
 
+# The names Pomona gives restrictions itself. They are stored as they are and are stable keys: every
+# surface shows them in its reader's language (``presenters.display_name``), never as stored.
+def default_restriction_name(kind: RestrictionKind) -> str:
+    """The stored name of the built-in Default restriction of ``kind``."""
+    return f"Default {kind.value} restriction"
+
+
+def numbered_restriction_name(kind: RestrictionKind, priority: int) -> str:
+    """The stored name of a restriction created without one."""
+    return f"{kind.value} restriction {priority}"
+
+
+_NUMBERED_NAME = re.compile(r"(platform|limit) restriction ([1-9][0-9]*)")
+
+
+def builtin_name_key(name: str) -> tuple[str, dict[str, object]] | None:
+    """The catalogue key (``name.restriction.*``) and values of a name Pomona gave, to show it in the
+    reader's language; None for a name an admin gave."""
+    for kind in RestrictionKind:
+        if name == default_restriction_name(kind):
+            return f"name.restriction.default.{kind.value}", {}
+    m = _NUMBERED_NAME.fullmatch(name)
+    if m:
+        return f"name.restriction.numbered.{m[1]}", {"priority": int(m[2])}
+    return None
+
+
 class Access(StrEnum):
     """A restriction setting as admins write it (CLI ``--ios block``, API ``"ios": "block"``)."""
 
@@ -269,6 +296,16 @@ class Decision:
     ownership: Ownership
     is_dem: bool
     facts: dict[str, object] = field(default_factory=dict)  # the numbers and names the refusal names
+
+    @property
+    def text_key(self) -> tuple[str, dict[str, object]]:
+        """The catalogue key of what the decision says (``decision.<CODE>``, whose English is ``message``)
+        and the values it names: surfaces render it in their reader's language."""
+        if self.reason is None:
+            return "decision.allowed", {}
+        if self.reason is ReasonCode.DEVICE_ENROLLED_TO_OTHER_USER and not self.facts.get("previous_user"):
+            return "decision.DEVICE_ENROLLED_TO_OTHER_USER.unknown", dict(self.facts)
+        return f"decision.{self.reason.value}", dict(self.facts)
 
     def to_dict(self) -> dict[str, object]:
         def applied(a: Applied | None) -> dict[str, object] | None:

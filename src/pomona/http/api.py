@@ -28,13 +28,17 @@ from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundErro
 from pomona.domain.models import ApiToken
 from pomona.domain.reasons import ReasonCode
 from pomona.http.middleware import RequestId
+from pomona.http.portal import pick_lang
+from pomona.i18n import msg
 from pomona.presenters import (
     api_token_json,
     command_json,
     corporate_json,
+    decision_json,
     device_json,
     enrollment_json,
     enrollment_token_json,
+    error_text,
     event_json,
     iso,
     restriction_json,
@@ -55,17 +59,27 @@ def _rid(request: Request) -> str:
     return str(rid)
 
 
-def api_error(exc: BaseException, request_id: str) -> JSONResponse:
+def request_lang(request: Request) -> str:
+    """The language of the text in an answer: the request's Accept-Language (en unless it asks for zh)."""
+    return pick_lang(None, request.headers.get("accept-language"))
+
+
+Lang = Annotated[str, Depends(request_lang)]
+
+
+def api_error(exc: BaseException, request_id: str, lang: str = "en") -> JSONResponse:
     """The admin API's answer to an error (built on ``domain.errors.describe``): ``{reason, message,
-    request_id}`` with the status the error's class says. An internal error is logged, not shown."""
+    request_id}`` with the status the error's class says; the message in the request's language when the
+    error has a catalogue key. An internal error is logged, not shown."""
     if isinstance(exc, RequestValidationError):
         problems = [f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
         exc = InvalidInputError("; ".join(problems))
     e = describe(exc)
     if e.internal:
         logging.getLogger("pomona.http").error("internal error, request %s", request_id, exc_info=exc)
+    message = e.message if e.internal else error_text(e, lang)
     return JSONResponse(
-        {"reason": e.reason.value, "message": e.message, "request_id": request_id}, status_code=e.status
+        {"reason": e.reason.value, "message": message, "request_id": request_id}, status_code=e.status
     )
 
 
@@ -480,7 +494,7 @@ def create_api(p: Services) -> FastAPI:
     api.add_middleware(RequestId)  # binds the request id for services, events and logs
 
     def _error(request: Request, exc: Exception) -> JSONResponse:
-        return api_error(exc, _rid(request))
+        return api_error(exc, _rid(request), request_lang(request))
 
     # Our errors and bad request bodies are answered by the exception middleware; any other exception by
     # the server-error middleware (Exception), which answers the same way and then re-raises it.
@@ -492,9 +506,9 @@ def create_api(p: Services) -> FastAPI:
         try:
             t = p.admin.get_tenant(tenant)
         except NotFoundError:
-            raise NotFoundError(f"no tenant {tenant!r}") from None
+            raise NotFoundError(msg("error.tenant.not_found", tenant=tenant)) from None
         if token.tenant_id is not None and token.tenant_id != t.id:
-            raise NotFoundError(f"no tenant {tenant!r}")
+            raise NotFoundError(msg("error.tenant.not_found", tenant=tenant))
         return t.id
 
     @api.post(
@@ -506,7 +520,7 @@ def create_api(p: Services) -> FastAPI:
     )
     def create_tenant(body: TenantIn, token: Auth) -> dict[str, object]:
         if token.tenant_id is not None:
-            raise ForbiddenError("creating tenants needs a server-wide token")
+            raise ForbiddenError(msg("error.api.tenants_need_server"))
         t = p.admin.create_tenant(
             body.name, body.domain, key_type=body.key_type, authority=DAY_ONE_AUTHORITY, seats=body.seats
         )
@@ -537,7 +551,7 @@ def create_api(p: Services) -> FastAPI:
     )
     def create_token(tenant: str, token: Auth, body: ApiTokenIn | None = None) -> dict[str, object]:
         if token.tenant_id is not None:
-            raise ForbiddenError("creating admin tokens needs a server-wide token")
+            raise ForbiddenError(msg("error.api.tokens_need_server"))
         tid = tenant_scope(token, tenant)
         body = body or ApiTokenIn()
         expires = None if body.expires_in_seconds is None else timedelta(seconds=body.expires_in_seconds)
@@ -580,11 +594,11 @@ def create_api(p: Services) -> FastAPI:
             try:
                 cert = base64.b64decode(body.p12_base64, validate=True)
             except (binascii.Error, ValueError):
-                raise InvalidInputError("p12_base64 is not base64", field="p12_base64") from None
+                raise InvalidInputError(msg("error.api.p12_base64"), field="p12_base64") from None
         elif body.cert_pem:
             cert = body.cert_pem.encode()
         else:
-            raise InvalidInputError("give cert_pem or p12_base64", field="cert_pem")
+            raise InvalidInputError(msg("error.api.cert_missing"), field="cert_pem")
         res = p.apns.upload(
             tid,
             cert,
@@ -778,9 +792,9 @@ def create_api(p: Services) -> FastAPI:
         description="The tenant's enrollment restrictions (platform and device limit) in priority order, defaults included.",
         responses=ERRORS,
     )
-    def list_restrictions(tenant: str, token: Auth) -> dict[str, object]:
+    def list_restrictions(tenant: str, token: Auth, lang: Lang) -> dict[str, object]:
         rs, names = p.policy.list_restrictions(tenant_scope(token, tenant))
-        return {"restrictions": [restriction_json(r, names) for r in rs]}
+        return {"restrictions": [restriction_json(r, names, lang) for r in rs]}
 
     @api.post(
         "/api/v1/tenants/{tenant}/restrictions",
@@ -789,7 +803,7 @@ def create_api(p: Services) -> FastAPI:
         description="Create a restriction of `type` (`platform`: platforms, OS range, personally-owned devices; `limit`: how many devices a user may enroll) at `priority` for `groups`, with the settings of its type (e.g. `ios: block`, `min_os`, `limit`).",
         responses=ERRORS,
     )
-    def create_restriction(tenant: str, body: RestrictionIn, token: Auth) -> dict[str, object]:
+    def create_restriction(tenant: str, body: RestrictionIn, token: Auth, lang: Lang) -> dict[str, object]:
         r = p.policy.create_restriction(
             tenant_scope(token, tenant),
             type_=body.type,
@@ -798,7 +812,7 @@ def create_api(p: Services) -> FastAPI:
             name=body.name,
             **body.settings(),
         )
-        return restriction_json(r)
+        return restriction_json(r, lang=lang)
 
     @api.patch(
         "/api/v1/tenants/{tenant}/restrictions/{type_}/{which}",
@@ -807,12 +821,12 @@ def create_api(p: Services) -> FastAPI:
         responses=ERRORS,
     )
     def edit_restriction(
-        tenant: str, type_: str, which: str, body: RestrictionPatch, token: Auth
+        tenant: str, type_: str, which: str, body: RestrictionPatch, token: Auth, lang: Lang
     ) -> dict[str, object]:
         """`which` is `default` or the restriction's priority."""
         default = which == "default"
         if not default and not (which.isascii() and which.isdigit() and len(which) <= 9):
-            raise InvalidInputError("which must be 'default' or a priority number")
+            raise InvalidInputError(msg("error.api.which"))
         r = p.policy.edit_restriction(
             tenant_scope(token, tenant),
             type_=type_,
@@ -822,7 +836,7 @@ def create_api(p: Services) -> FastAPI:
             groups=body.groups,
             **body.settings(),
         )
-        return restriction_json(r)
+        return restriction_json(r, lang=lang)
 
     @api.delete(
         "/api/v1/tenants/{tenant}/restrictions/{type_}/{priority}",
@@ -905,7 +919,7 @@ def create_api(p: Services) -> FastAPI:
         description="Which restrictions would apply to this user (and device, OS version, platform) and whether an enrollment would be allowed, with the reason code if not. Changes nothing.",
         responses=ERRORS,
     )
-    def explain(tenant: str, body: ExplainIn, token: Auth) -> dict[str, object]:
+    def explain(tenant: str, body: ExplainIn, token: Auth, lang: Lang) -> dict[str, object]:
         d = p.policy.explain(
             tenant_scope(token, tenant),
             body.upn,
@@ -914,7 +928,7 @@ def create_api(p: Services) -> FastAPI:
             os_version=body.os_version,
             platform=body.platform,
         )
-        return d.to_dict()
+        return decision_json(d, lang)
 
     @api.get(
         "/api/v1/tenants/{tenant}/users",
@@ -1073,7 +1087,7 @@ def create_api(p: Services) -> FastAPI:
         from pomona.services.diagnose import to_json
 
         if body.lang not in ("en", "zh-CN"):
-            raise InvalidInputError("lang must be en or zh-CN")
+            raise InvalidInputError(msg("error.api.lang"))
         d = p.diagnose.diagnose(
             tid,
             upn=body.upn,
@@ -1104,7 +1118,7 @@ def create_api(p: Services) -> FastAPI:
         """The tenant is the token's own, or `tenant` in the body for a server-wide token."""
         tenant = body.tenant or token.tenant_id
         if tenant is None:
-            raise InvalidInputError("a server-wide token must name the tenant")
+            raise InvalidInputError(msg("error.api.name_tenant"))
         return run_diagnose(tenant_scope(token, tenant), body)
 
     @api.get(
@@ -1119,7 +1133,7 @@ def create_api(p: Services) -> FastAPI:
 
         ref = tenant or token.tenant_id
         if ref is None:
-            raise InvalidInputError("a server-wide token must name the tenant")
+            raise InvalidInputError(msg("error.api.name_tenant"))
         data = p.health.run(tenant_scope(token, ref))
         for f in data["findings"]:
             f["title"] = knowledge.text_for(f["code"], lang, **f["facts"]).title
@@ -1144,7 +1158,7 @@ def create_api(p: Services) -> FastAPI:
 
         ref = tenant or token.tenant_id
         if ref is None:
-            raise InvalidInputError("a server-wide token must name the tenant")
+            raise InvalidInputError(msg("error.api.name_tenant"))
         now = p.clock.now()
         r = p.reports.failures(
             tenant_scope(token, ref),

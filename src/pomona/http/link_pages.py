@@ -24,6 +24,7 @@ from pomona.domain.errors import ErrorResponse
 from pomona.domain.reasons import ReasonCode
 from pomona.http.portal import PLATFORM_NAMES, pick_lang, templates, translate
 from pomona.ports import Clock
+from pomona.presenters import display_name
 
 PAGE_TYPE = "text/html; charset=utf-8"
 # The link's secret is in the address: no referrer leaves the page, and nothing stores or frames it.
@@ -137,6 +138,8 @@ class LinkRefusalPage:
         facts = {k: e.context[k] for k in texts.facts if k in e.context}
         if "platform" in facts:
             facts["platform"] = PLATFORM_NAMES.get(str(facts["platform"]), facts["platform"])
+        if isinstance(facts.get("restriction"), str):  # a built-in restriction in the reader's language
+            facts["restriction"] = display_name(str(facts["restriction"]), lang)
 
         def _(key: str, **values: object) -> str:
             return translate(lang, key, **values)

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from pomona.domain.errors import BodyTooLargeError, InvalidInputError, PomonaError, describe
+from pomona.i18n import msg
 from pomona.ports import Metrics
 from pomona.services.context import bind_request_id, reset_request_id
 
@@ -300,11 +301,13 @@ class RequestLimits:
             return await self.app(scope, receive, send)
         path: str = scope["path"]
         if "\x00" in path or b"\x00" in unquote_to_bytes(scope.get("query_string", b"")):
-            return await _refuse(send, InvalidInputError("a NUL character in the URL"))
+            return await _refuse(send, InvalidInputError(msg("error.http.nul")))
         limit = self.limits.limit_for(scope["method"], path)
         length = _content_length(scope)
         if length is not None and length > limit:
-            return await _refuse(send, BodyTooLargeError(f"body of {length} bytes; the limit is {limit}"))
+            return await _refuse(
+                send, BodyTooLargeError(msg("error.http.body_size", length=length, limit=limit))
+            )
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -314,7 +317,7 @@ class RequestLimits:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return await _refuse(send, BodyTooLargeError(f"body larger than the limit of {limit} bytes"))
+                return await _refuse(send, BodyTooLargeError(msg("error.http.body_over", limit=limit)))
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break

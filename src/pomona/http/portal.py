@@ -53,6 +53,7 @@ from pomona.domain.models import Tenant, User
 from pomona.domain.reasons import ReasonCode
 from pomona.http.middleware import RequestId
 from pomona.i18n import catalogue
+from pomona.presenters import display_name
 from pomona.services.container import Services
 from pomona.services.context import request_id_var
 from pomona.services.enrollment import PROFILE_CONTENT_TYPE
@@ -512,6 +513,8 @@ class Portal:
                 facts[k] = _when(facts[k])
         reason = str(r.get("reason"))
         lang = self.lang(request)
+        if isinstance(facts.get("restriction"), str):  # a built-in restriction in the reader's language
+            facts["restriction"] = display_name(str(facts["restriction"]), lang)
         key = f"portal.reason.{reason}"
         if f"{key}.title" not in catalogue("en"):
             key = "portal.reason.generic"

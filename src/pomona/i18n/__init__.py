@@ -42,3 +42,28 @@ def t(msg_id: str, lang: str | None = None, **values: object) -> str:
     lang = detect_lang(lang)
     text = catalogue(lang).get(msg_id) or catalogue("en").get(msg_id) or msg_id
     return text.format(**values) if values else text
+
+
+class Msg(str):
+    """A catalogue message rendered in English (the string itself: logs, events, the English surfaces)
+    that keeps its key and values, so a surface can render it again in its reader's language.
+
+    Raise sites give errors one: ``NotFoundError(msg("error.user.not_found", upn=upn, tenant=name))``;
+    ``domain.errors.describe`` passes the key and values on, and each surface renders them."""
+
+    key: str
+    params: dict[str, object]
+
+    def __new__(cls, key: str, params: dict[str, object]) -> Msg:
+        self = super().__new__(cls, t(key, "en", **params))
+        self.key = key
+        self.params = params
+        return self
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Msg, (self.key, self.params))
+
+
+def msg(key: str, /, **params: object) -> Msg:
+    """The message ``key`` with its values: English as a string; ``presenters.render`` in any language."""
+    return Msg(key, params)

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pomona.i18n import msg
 from pomona.protocol.apns import is_mdm_topic, push_topic_of
 
 __all__ = [
@@ -120,9 +121,9 @@ def make_vendor_signed_request(
     chain = _pem_certs(vendor_cert_chain_pem)
     key = load_pem_key(vendor_key, password) if isinstance(vendor_key, bytes) else vendor_key
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise PushCertError("unsupported_key", "the MDM vendor key must be RSA")
+        raise PushCertError("unsupported_key", msg("error.pushcert.vendor_rsa"))
     if _spki(chain[0].public_key()) != _spki(key.public_key()):
-        raise PushCertError("no_key", "the vendor key does not match the first certificate of the chain")
+        raise PushCertError("no_key", msg("error.pushcert.vendor_mismatch"))
     signature = key.sign(csr_der, padding.PKCS1v15(), hashes.SHA256())
     body = {
         "PushCertRequestCSR": base64.b64encode(csr_der).decode("ascii"),
@@ -153,9 +154,7 @@ def decode_vendor_signed_request(data: str | bytes) -> VendorSignedRequest:
         signature = base64.b64decode(plist["PushCertSignature"])
     except (ValueError, KeyError, TypeError, AttributeError, plistlib.InvalidFileException):
         # the parsers' own text names their internals (ParseError { kind: ShortData }): not for a person
-        raise PushCertError(
-            "bad_request", "not a push certificate request (the vendor-signed plist, base64), or damaged"
-        ) from None
+        raise PushCertError("bad_request", msg("error.pushcert.not_request")) from None
     vendor_key = chain[0].public_key()
     valid = False
     if isinstance(vendor_key, rsa.RSAPublicKey):
@@ -179,25 +178,23 @@ def load_pem_cert(data: bytes) -> x509.Certificate:
 def load_pem_key(data: bytes, password: bytes | None = None) -> PrivateKey:
     """An RSA or EC private key from PEM (PKCS#1, PKCS#8, SEC1; encrypted when ``password`` is given)."""
     if b"PRIVATE KEY-----" not in data:
-        raise PushCertError("no_key", "no PEM private key found")
+        raise PushCertError("no_key", msg("error.pushcert.no_pem_key"))
     try:
         key = serialization.load_pem_private_key(data, password)
     except TypeError:  # password missing, or given for an unencrypted key
         raise PushCertError(
             "bad_password",
-            "the private key is encrypted: give its password"
+            msg("error.pushcert.key_encrypted")
             if password is None
-            else "a password was given for a key that is not encrypted",
+            else msg("error.pushcert.key_not_encrypted"),
         ) from None
     except ValueError as exc:
         text = str(exc).lower()
         if "password" in text or "decrypt" in text:
-            raise PushCertError("bad_password", "the private key's password is wrong") from None
-        raise PushCertError(
-            "not_pem", "the private key cannot be read: not a PEM private key, or damaged or truncated"
-        ) from None
+            raise PushCertError("bad_password", msg("error.pushcert.key_password")) from None
+        raise PushCertError("not_pem", msg("error.pushcert.key_unreadable")) from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise PushCertError("unsupported_key", f"unsupported key type {type(key).__name__}")
+        raise PushCertError("unsupported_key", msg("error.pushcert.key_type", type=type(key).__name__))
     return key
 
 
@@ -208,14 +205,14 @@ def load_p12(data: bytes, password: bytes | None) -> tuple[x509.Certificate, Pri
     except ValueError as exc:
         text = str(exc).lower()
         if "password" in text or "mac" in text:
-            raise PushCertError("bad_password", "the .p12 cannot be opened: wrong password") from None
-        raise PushCertError("not_p12", "the .p12 cannot be read: not a .p12 file, or damaged") from None
+            raise PushCertError("bad_password", msg("error.pushcert.p12_password")) from None
+        raise PushCertError("not_p12", msg("error.pushcert.p12_unreadable")) from None
     if cert is None:
-        raise PushCertError("no_certificate", "the .p12 holds no certificate")
+        raise PushCertError("no_certificate", msg("error.pushcert.p12_no_cert"))
     if key is None:
-        raise PushCertError("no_key", "the .p12 holds no private key")
+        raise PushCertError("no_key", msg("error.pushcert.p12_no_key"))
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise PushCertError("unsupported_key", f"unsupported key type {type(key).__name__}")
+        raise PushCertError("unsupported_key", msg("error.pushcert.key_type", type=type(key).__name__))
     return cert, key
 
 
@@ -372,9 +369,7 @@ def _pem_certs(data: bytes) -> list[x509.Certificate]:
             return x509.load_pem_x509_certificates(data)
         return [x509.load_der_x509_certificate(data)]
     except (ValueError, x509.InvalidVersion):
-        raise PushCertError(
-            "not_pem", "no certificate could be read: not a PEM or DER certificate, or damaged or truncated"
-        ) from None
+        raise PushCertError("not_pem", msg("error.pushcert.cert_unreadable")) from None
 
 
 def _csr(data: bytes) -> x509.CertificateSigningRequest:
@@ -383,6 +378,4 @@ def _csr(data: bytes) -> x509.CertificateSigningRequest:
             return x509.load_pem_x509_csr(data)
         return x509.load_der_x509_csr(data)
     except ValueError:
-        raise PushCertError(
-            "bad_request", "not a certificate signing request (PEM or DER), or damaged or truncated"
-        ) from None
+        raise PushCertError("bad_request", msg("error.pushcert.csr_unreadable")) from None

@@ -15,6 +15,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from pomona.domain.errors import CertFileError
+from pomona.i18n import msg
 
 _KEY_MARKER = b"PRIVATE KEY-----"
 
@@ -24,41 +25,37 @@ def read_pem_file(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise CertFileError(f"{what} {path}: no such file", path=str(path)) from None
+        raise CertFileError(msg("error.file.missing", what=what, path=path), path=str(path)) from None
     except IsADirectoryError:
-        raise CertFileError(f"{what} {path}: is a folder, not a file", path=str(path)) from None
+        raise CertFileError(msg("error.file.folder", what=what, path=path), path=str(path)) from None
     except PermissionError:
-        raise CertFileError(f"{what} {path}: not readable by this account", path=str(path)) from None
+        raise CertFileError(msg("error.file.denied", what=what, path=path), path=str(path)) from None
     except OSError as exc:
-        raise CertFileError(f"{what} {path}: cannot be read ({exc.strerror})", path=str(path)) from None
+        raise CertFileError(
+            msg("error.file.unreadable", what=what, path=path, error=exc.strerror), path=str(path)
+        ) from None
 
 
 def check_certificate_pem(data: bytes, *, what: str, path: Path) -> None:
     """At least one PEM certificate, each of them parseable."""
     if b"-----BEGIN CERTIFICATE-----" not in data:
-        raise CertFileError(f"{what} {path}: no PEM certificate in it (BEGIN CERTIFICATE)", path=str(path))
+        raise CertFileError(msg("error.tls.no_cert", what=what, path=path), path=str(path))
     try:
         x509.load_pem_x509_certificates(data)
     except ValueError:  # cryptography's text names its parser's internals: not for the operator
-        raise CertFileError(
-            f"{what} {path}: the PEM certificate is damaged or truncated", path=str(path)
-        ) from None
+        raise CertFileError(msg("error.tls.cert_damaged", what=what, path=path), path=str(path)) from None
 
 
 def check_private_key_pem(data: bytes, *, what: str, path: Path) -> None:
     """One unencrypted PEM private key."""
     if _KEY_MARKER not in data:
-        raise CertFileError(f"{what} {path}: no PEM private key in it (BEGIN PRIVATE KEY)", path=str(path))
+        raise CertFileError(msg("error.tls.no_key", what=what, path=path), path=str(path))
     try:
         serialization.load_pem_private_key(data, password=None)
     except TypeError:
-        raise CertFileError(
-            f"{what} {path}: the private key is encrypted; give it without a passphrase", path=str(path)
-        ) from None
+        raise CertFileError(msg("error.tls.key_encrypted", what=what, path=path), path=str(path)) from None
     except (ValueError, UnsupportedAlgorithm):
-        raise CertFileError(
-            f"{what} {path}: the PEM private key is damaged or truncated", path=str(path)
-        ) from None
+        raise CertFileError(msg("error.tls.key_damaged", what=what, path=path), path=str(path)) from None
 
 
 def check_server_tls(cert: Path | None, key: Path | None) -> None:
@@ -67,15 +64,13 @@ def check_server_tls(cert: Path | None, key: Path | None) -> None:
     The key may be in the certificate's file (as OpenSSL allows); a key without a certificate is refused."""
     if cert is None:
         if key is not None:
-            raise CertFileError("--tls-key needs --tls-cert (the certificate the key belongs to)")
+            raise CertFileError(msg("error.tls.key_alone"))
         return
     cert_pem = read_pem_file(cert, "--tls-cert")
     check_certificate_pem(cert_pem, what="--tls-cert", path=cert)
     if key is None:
         if _KEY_MARKER not in cert_pem:
-            raise CertFileError(
-                f"--tls-cert {cert} holds no private key: give the key with --tls-key", path=str(cert)
-            )
+            raise CertFileError(msg("error.tls.cert_without_key", cert=cert), path=str(cert))
         check_private_key_pem(cert_pem, what="--tls-cert", path=cert)
     else:
         check_private_key_pem(read_pem_file(key, "--tls-key"), what="--tls-key", path=key)
@@ -85,12 +80,14 @@ def check_server_tls(cert: Path | None, key: Path | None) -> None:
     except ssl.SSLError as exc:
         if "KEY_VALUES_MISMATCH" in str(exc):  # OpenSSL: [X509: KEY_VALUES_MISMATCH]
             raise CertFileError(
-                f"--tls-key {key or cert} does not belong to the certificate in --tls-cert {cert}",
+                msg("error.tls.mismatch", key=key or cert, cert=cert),
                 path=str(cert),
             ) from None
         raise CertFileError(
-            f"--tls-cert {cert}: OpenSSL cannot use this certificate and key ({exc.reason or 'unknown'})",
+            msg("error.tls.openssl", cert=cert, reason=exc.reason or "unknown"),
             path=str(cert),
         ) from None
     except OSError as exc:
-        raise CertFileError(f"--tls-cert {cert}: cannot be read ({exc.strerror})", path=str(cert)) from None
+        raise CertFileError(
+            msg("error.file.unreadable", what="--tls-cert", path=cert, error=exc.strerror), path=str(cert)
+        ) from None

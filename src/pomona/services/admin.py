@@ -20,6 +20,7 @@ from pomona.domain.errors import (
     TenantNameInvalidError,
 )
 from pomona.domain.models import ApiToken, EnrollmentToken, Step, Tenant, User, is_upn, tenant_id_of
+from pomona.i18n import msg
 from pomona.ports import ApiTokenStore, EnrollmentTokenStore, EventLog, Pki, TenantStore, UserStore
 from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.passwords import MIN_LENGTH
@@ -41,7 +42,7 @@ DAY_ONE_SEATS = 25
 def hash_password(password: str) -> str:
     """argon2id (services.passwords), for local sign-in to the portal."""
     if len(password) < MIN_LENGTH:
-        raise InvalidInputError(f"a password needs at least {MIN_LENGTH} characters", field="password")
+        raise InvalidInputError(msg("error.password.short", min=MIN_LENGTH), field="password")
     return _hash_password(password)
 
 
@@ -100,19 +101,17 @@ class AdminService(ServiceBase[AdminStores]):
         ``seats`` set its MDM authority and licence seats in the same transaction (DAY_ONE_*: the CLI's
         and the API's defaults)."""
         if not _NAME_RE.fullmatch(name):
-            raise InvalidInputError("tenant name: letters, digits, '.', '_' or '-', at most 63", field="name")
+            raise InvalidInputError(msg("error.tenant.name_chars"), field="name")
         if tenant_id_of(name) is not None:
-            raise TenantNameInvalidError(
-                "a tenant name may not have the form of a tenant id (a UUID)", field="name", name=name
-            )
+            raise TenantNameInvalidError(msg("error.tenant.name_uuid"), field="name", name=name)
         if not _DOMAIN_RE.fullmatch(domain):
-            raise InvalidInputError("domain must be a DNS name such as example.com", field="domain")
+            raise InvalidInputError(msg("error.tenant.domain"), field="domain")
         if key_type not in ("rsa", "p256"):
-            raise InvalidInputError("key type must be rsa or p256", field="key_type")
+            raise InvalidInputError(msg("error.tenant.key_type"), field="key_type")
         if authority not in (None, "pomona"):
-            raise InvalidInputError("the only MDM authority is 'pomona'", field="authority")
+            raise InvalidInputError(msg("error.tenant.authority"), field="authority")
         if not 0 <= seats <= 10_000_000:
-            raise InvalidInputError("seats must be between 0 and 10000000", field="seats")
+            raise InvalidInputError(msg("error.licence.seats"), field="seats")
         ca = self.pki.new_ca(f"Pomona device CA ({name})", key_type)
         cert_pem, key_pem = ca.to_pem()
         tenant = Tenant(
@@ -124,7 +123,7 @@ class AdminService(ServiceBase[AdminStores]):
         )
         with self.db.unit_of_work() as uow:
             if uow.tenants.by_name(name) is not None:
-                raise ConflictError(f"a tenant named {name!r} exists", name=name)
+                raise ConflictError(msg("error.tenant.exists", name=name), name=name)
             uow.tenants.add(tenant, key_pem)
             if authority is not None:
                 uow.tenants.set_authority(tenant.id, authority)
@@ -154,7 +153,7 @@ class AdminService(ServiceBase[AdminStores]):
 
     def set_authority(self, tenant_name: str, authority: str) -> Tenant:
         if authority != "pomona":
-            raise InvalidInputError("the only MDM authority is 'pomona'", field="authority")
+            raise InvalidInputError(msg("error.tenant.authority"), field="authority")
         with self.db.unit_of_work() as uow:
             t = self.tenant(uow, tenant_name)
             uow.tenants.set_authority(t.id, authority)
@@ -167,7 +166,7 @@ class AdminService(ServiceBase[AdminStores]):
     ) -> IssuedApiToken:
         """A new admin token (its secret is shown once); ``expires_in`` None: it works until revoked."""
         if expires_in is not None and not timedelta(minutes=1) <= expires_in <= timedelta(days=3650):
-            raise InvalidInputError("expiry must be between 1 minute and 10 years", field="expires_in")
+            raise InvalidInputError(msg("error.token.expiry"), field="expires_in")
         secret = "pom_" + secrets.token_urlsafe(32)
         now = self.clock.now()
         with self.db.unit_of_work() as uow:
@@ -190,17 +189,17 @@ class AdminService(ServiceBase[AdminStores]):
         (API_TOKEN_REVOKED) or past its expiry (API_TOKEN_EXPIRED). A tenant token's refusal leaves an
         event in its tenant."""
         if not secret:
-            raise ForbiddenError("missing bearer token")
+            raise ForbiddenError(msg("error.token.missing"))
         with self.db.unit_of_work(readonly=True) as uow:
             tok = uow.api_tokens.by_hash(hash_secret(secret))
         if tok is None:
-            raise ForbiddenError("unknown token")
+            raise ForbiddenError(msg("error.token.unknown"))
         now = self.clock.now()
         refusal: ForbiddenError | None = None
         if tok.revoked_at is not None:
-            refusal = ApiTokenRevokedError("this admin token was revoked", token_id=tok.id)
+            refusal = ApiTokenRevokedError(msg("error.token.revoked"), token_id=tok.id)
         elif tok.expires_at is not None and tok.expires_at <= now:
-            refusal = ApiTokenExpiredError("this admin token has expired", token_id=tok.id)
+            refusal = ApiTokenExpiredError(msg("error.token.expired"), token_id=tok.id)
         if refusal is not None:
             if tok.tenant_id is not None:
                 detail: dict[str, object] = {
@@ -229,7 +228,7 @@ class AdminService(ServiceBase[AdminStores]):
                 if tok is not None and tok.tenant_id != tenant_id:
                     tok = None
             if tok is None:
-                raise NotFoundError(f"no admin token {token_id!r}", token_id=token_id)
+                raise NotFoundError(msg("error.token.not_found", token_id=token_id), token_id=token_id)
             uow.api_tokens.revoke(tok.id, now)
             if tok.tenant_id is not None:
                 detail: dict[str, object] = {"action": "token.revoke", "token_id": tok.id}
@@ -253,11 +252,11 @@ class AdminService(ServiceBase[AdminStores]):
     ) -> User:
         upn = upn.strip().lower()
         if not is_upn(upn):
-            raise InvalidInputError("UPN must look like name@example.com", field="upn")
+            raise InvalidInputError(msg("error.user.upn"), field="upn")
         with self.db.unit_of_work() as uow:
             t = self.tenant(uow, tenant_name)
             if uow.users.by_upn(t.id, upn) is not None:
-                raise ConflictError(f"user {upn} exists", upn=upn)
+                raise ConflictError(msg("error.user.exists", upn=upn), upn=upn)
             user = User(
                 id=str(uuid.uuid4()),
                 tenant_id=t.id,
@@ -283,7 +282,7 @@ class AdminService(ServiceBase[AdminStores]):
             t = self.tenant(uow, tenant_ref)
             user = uow.users.by_upn(t.id, upn.strip().lower())
             if user is None:
-                raise NotFoundError(f"no user {upn} in tenant {t.name}", upn=upn)
+                raise NotFoundError(msg("error.user.not_found", upn=upn, tenant=t.name), upn=upn)
             uow.users.update(t.id, user.id, password_hash=password_hash)
             uow.events.append(
                 self.ok_event(
@@ -300,15 +299,15 @@ class AdminService(ServiceBase[AdminStores]):
         self, tenant_name: str, upn: str, *, uses: int = 1, expires_in: timedelta = timedelta(hours=24)
     ) -> IssuedEnrollmentToken:
         if not 1 <= uses <= 100_000:
-            raise InvalidInputError("uses must be between 1 and 100000", field="uses")
+            raise InvalidInputError(msg("error.link.uses"), field="uses")
         if not timedelta(minutes=1) <= expires_in <= timedelta(days=90):
-            raise InvalidInputError("expiry must be between 1 minute and 90 days", field="expires")
+            raise InvalidInputError(msg("error.link.expiry"), field="expires")
         secret = secrets.token_urlsafe(24)
         with self.db.unit_of_work() as uow:
             t = self.tenant(uow, tenant_name)
             user = uow.users.by_upn(t.id, upn)
             if user is None:
-                raise NotFoundError(f"no user {upn} in tenant {t.name}", upn=upn)
+                raise NotFoundError(msg("error.user.not_found", upn=upn, tenant=t.name), upn=upn)
             now = self.clock.now()
             tok = EnrollmentToken(
                 id=str(uuid.uuid4()),
@@ -349,7 +348,9 @@ class AdminService(ServiceBase[AdminStores]):
             t = self.tenant(uow, tenant_ref)
             tok = uow.enrollment_tokens.get(t.id, token_id.strip())
             if tok is None:
-                raise NotFoundError(f"no enrollment link {token_id!r} in tenant {t.name}", token_id=token_id)
+                raise NotFoundError(
+                    msg("error.link.not_found", token_id=token_id, tenant=t.name), token_id=token_id
+                )
             uow.enrollment_tokens.revoke(tok.id)
             uow.events.append(
                 self.ok_event(

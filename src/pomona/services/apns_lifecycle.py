@@ -31,6 +31,7 @@ from pomona.domain.errors import (
 )
 from pomona.domain.models import Step, Tenant
 from pomona.domain.reasons import ReasonCode
+from pomona.i18n import msg
 from pomona.ports import (
     HasEvents,
     PushCertCheck,
@@ -134,11 +135,11 @@ class ApnsLifecycle(ServiceBase[ApnsStores]):
         signed = None
         if vendor_chain_pem is not None or vendor_key_pem is not None:
             if vendor_chain_pem is None or vendor_key_pem is None:
-                raise InvalidInputError("vendor signing needs both the vendor certificate chain and its key")
+                raise InvalidInputError(msg("error.push.vendor_pair"))
             try:
                 signed = self.kit.vendor_sign(csr_pem, vendor_chain_pem, vendor_key_pem)
             except ValueError as exc:
-                raise InvalidInputError(f"the vendor certificate cannot sign: {exc}", field="vendor") from exc
+                raise InvalidInputError(msg("error.push.vendor_sign", error=exc), field="vendor") from exc
         with self.db.unit_of_work() as uow:
             uow.push_certs.set_pending_key(t.id, self.kit.seal(key_pem, f"pending-push-key:{t.id}"))
             uow.events.append(
@@ -186,13 +187,14 @@ class ApnsLifecycle(ServiceBase[ApnsStores]):
                 detail={"old_topic": t.push_topic, "new_topic": topic, "devices_cut_off": on_old_topic},
             )
             raise PushTopicChangedError(
-                f"this certificate's topic {topic} is not the current {t.push_topic}: the {on_old_topic} "
-                "enrolled device(s) would no longer receive pushes and would have to re-enroll. Renew "
-                "instead: sign in to https://identity.apple.com/pushcert with the same Apple ID"
-                + (f" ({t_apple})" if (t_apple := self._apple_id(t.id)) else "")
-                + ", choose Renew on the existing certificate, and upload the renewed one. To replace it "
-                "anyway: --replace --i-understand-devices-must-re-enroll (API: replace=true, "
-                f'confirm="{REPLACE_CONFIRMATION}").',
+                msg(
+                    "error.push.topic_changed",
+                    topic=topic,
+                    current=t.push_topic,
+                    devices=on_old_topic,
+                    apple_id=f" ({t_apple})" if (t_apple := self._apple_id(t.id)) else "",
+                    confirm=REPLACE_CONFIRMATION,
+                ),
                 old_topic=t.push_topic,
                 new_topic=topic,
                 devices=on_old_topic,
@@ -262,30 +264,33 @@ class ApnsLifecycle(ServiceBase[ApnsStores]):
             check = self.kit.check(cert, key_pem, password, now)
         except ValueError as exc:  # PushCertError: not_pem, not_p12, bad_password, no_key, ...
             raise _invalid(
-                f"the certificate or key cannot be used: {exc}", kind=getattr(exc, "kind", None)
+                msg(
+                    "error.push.unusable",
+                    kind=getattr(exc, "kind", "invalid"),
+                    detail=getattr(exc, "detail", exc),
+                ),
+                kind=getattr(exc, "kind", None),
             ) from exc
         problems = check.problems
         if "no_topic" in problems:
-            raise _invalid(
-                "the certificate has no subject UID: it is not an MDM push certificate", problems=problems
-            )
+            raise _invalid(msg("error.push.no_topic"), problems=problems)
         if "not_mdm_topic" in problems:
             raise _invalid(
-                f"the certificate's topic {check.topic} is not under com.apple.mgmt.",
+                msg("error.push.not_mdm_topic", topic=check.topic),
                 topic=check.topic,
                 problems=problems,
             )
         if "no_client_auth" in problems:
-            raise _invalid("the certificate's extended key usage does not allow client authentication")
+            raise _invalid(msg("error.push.no_client_auth"))
         if "key_mismatch" in problems:
-            raise _invalid("the private key does not match the certificate")
+            raise _invalid(msg("error.push.key_mismatch"))
         if "not_yet_valid" in problems:
-            raise _invalid(f"the certificate is not valid before {check.not_before:%Y-%m-%d %H:%M} UTC")
+            raise _invalid(msg("error.push.not_yet_valid", at=f"{check.not_before:%Y-%m-%d %H:%M}"))
         if "no_key" in problems:
-            raise _invalid("no private key: give the key (PEM), upload the .p12, or make the CSR here first")
+            raise _invalid(msg("error.push.no_key"))
         if "expired" in problems:
             raise PushCertExpiredError(
-                f"the certificate expired on {check.not_after:%Y-%m-%d}",
+                msg("error.push.cert_expired_on", date=f"{check.not_after:%Y-%m-%d}"),
                 not_after=check.not_after.isoformat(),
             )
         return check
@@ -297,7 +302,7 @@ class ApnsLifecycle(ServiceBase[ApnsStores]):
         try:
             c = self.kit.check(cert, key_pem, password, self.clock.now())
         except ValueError as exc:
-            raise _invalid(f"the certificate cannot be read: {exc}") from exc
+            raise _invalid(msg("error.push.unreadable", error=exc)) from exc
         return {
             "topic": c.topic,
             "subject": c.subject,
@@ -440,9 +445,9 @@ class Notifier(ServiceBase[NotifierStores]):
 
     def configure(self, tenant: str, url: str, secret: str) -> None:
         if not url.startswith(("https://", "http://")):
-            raise InvalidInputError("the webhook URL must be http(s)://", field="url")
+            raise InvalidInputError(msg("error.webhook.url"), field="url")
         if len(secret) < 16:
-            raise InvalidInputError("the webhook secret needs at least 16 characters", field="secret")
+            raise InvalidInputError(msg("error.webhook.secret"), field="secret")
         self.poster.check(url)  # WEBHOOK_TARGET_REFUSED: loopback, private, link-local, metadata ...
         with self.db.unit_of_work() as uow:
             t = find_tenant(uow.tenants, tenant)

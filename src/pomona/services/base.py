@@ -14,6 +14,7 @@ from typing import Generic, Protocol, TypeVar
 from pomona.domain.errors import NotFoundError
 from pomona.domain.models import Event, Outcome, Step, Tenant, tenant_id_of
 from pomona.domain.reasons import ReasonCode
+from pomona.i18n import msg
 from pomona.ports import Clock, HasEvents, Metrics, NoMetrics, Transactions
 from pomona.services.context import current_caller, current_request_id
 from pomona.services.throttle import RefusalThrottle, Suppressed, cap, cap_detail
@@ -35,7 +36,7 @@ def find_tenant(tenants: TenantLookup, ref: str) -> Tenant:
     tenant_id = tenant_id_of(ref)
     t = tenants.get(tenant_id) if tenant_id is not None else tenants.by_name(ref)
     if t is None:
-        raise NotFoundError(f"no tenant {ref!r}", tenant=ref)
+        raise NotFoundError(msg("error.tenant.not_found", tenant=ref), tenant=ref)
     return t
 
 

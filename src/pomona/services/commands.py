@@ -9,6 +9,7 @@ from typing import Protocol
 
 from pomona.domain.errors import InvalidInputError, NotFoundError
 from pomona.domain.models import CommandStatus, Device, Enrollment, Event, QueuedCommand, Step, Tenant
+from pomona.i18n import msg
 from pomona.ports import CommandQueue, DeviceStore, EnrollmentStore, HasEvents, PushQueue, TenantStore
 from pomona.protocol.command import build_command
 from pomona.protocol.errors import CommandBuildError
@@ -56,7 +57,7 @@ class CommandService(ServiceBase[CommandStores]):
             found = uow.devices.by_serial(tenant.id, ref)
             d = found[0] if len(found) == 1 else None
         if d is None:
-            raise NotFoundError(f"no device {ref!r} in tenant {tenant.name}", device=ref)
+            raise NotFoundError(msg("error.device.not_found", device=ref, tenant=tenant.name), device=ref)
         return d
 
     def _resolve(self, uow: CommandStores, tenant: Tenant, refs: Sequence[str]) -> dict[str, Device]:
@@ -109,9 +110,9 @@ class CommandService(ServiceBase[CommandStores]):
         the same transaction as the commands, so a command is never queued without its wake-up.
         """
         if not devices:
-            raise InvalidInputError("name at least one device", field="devices")
+            raise InvalidInputError(msg("error.command.no_device"), field="devices")
         if len(devices) > MAX_TARGETS:
-            raise InvalidInputError(f"at most {MAX_TARGETS} devices per request", field="devices")
+            raise InvalidInputError(msg("error.command.too_many", max=MAX_TARGETS), field="devices")
         try:
             build_command(request_type, params)  # validate once before touching the database
         except CommandBuildError as exc:
@@ -128,10 +129,12 @@ class CommandService(ServiceBase[CommandStores]):
             for ref in devices:
                 d = found.get(ref)
                 if d is None:
-                    raise NotFoundError(f"no device {ref!r} in tenant {t.name}", device=ref)
+                    raise NotFoundError(msg("error.device.not_found", device=ref, tenant=t.name), device=ref)
                 e = active.get(d.udid)
                 if e is None:
-                    raise InvalidInputError(f"device {ref} is not enrolled", field="devices", device=ref)
+                    raise InvalidInputError(
+                        msg("error.device.not_enrolled_ref", device=ref), field="devices", device=ref
+                    )
                 command_uuid, body = bodies.next()
                 todo.append(
                     QueuedCommand(
@@ -165,7 +168,7 @@ class CommandService(ServiceBase[CommandStores]):
             t = self._tenant(uow, tenant_ref)
             cmd = uow.commands.get_by_uuid(t.id, command_uuid)
             if cmd is None:
-                raise NotFoundError(f"no command {command_uuid}")
+                raise NotFoundError(msg("error.command.not_found", command=command_uuid))
             return cmd
 
     def pending_count(self) -> int:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from pomona.domain.errors import InvalidInputError, LicensesExhaustedError
 from pomona.domain.models import Group, Step, User, is_upn
+from pomona.i18n import msg
 from pomona.ports import GroupStore, HasEvents, TenantStore, UserStore
 from pomona.services.base import ServiceBase, find_tenant
 
@@ -68,15 +69,15 @@ def import_users(
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         if reader.fieldnames is None or "upn" not in [f.strip().lower() for f in reader.fieldnames]:
-            raise InvalidInputError("the CSV needs a header row with at least an 'upn' column", field="file")
+            raise InvalidInputError(msg("error.csv.header"), field="file")
         rows = [
             {(k or "").strip().lower(): (v if isinstance(v, str) else "").strip() for k, v in r.items()}
             for r in reader
         ]
     except csv.Error as exc:
-        raise InvalidInputError(f"not a readable CSV: {exc}", field="file") from None
+        raise InvalidInputError(msg("error.csv.unreadable", error=exc), field="file") from None
     if len(rows) > MAX_ROWS:
-        raise InvalidInputError(f"at most {MAX_ROWS} rows per import", field="file")
+        raise InvalidInputError(msg("error.csv.too_many", max=MAX_ROWS), field="file")
     errors: list[dict[str, object]] = []
     parsed = []
     seen: set[str] = set()
@@ -158,7 +159,7 @@ def import_users(
                 progress(i, total)
         if licensed_after > t.licence_seats:
             raise LicensesExhaustedError(
-                f"the import needs {licensed_after} licence seats and the tenant has {t.licence_seats}"
+                msg("error.licence.import", needed=licensed_after, seats=t.licence_seats)
             )
         uow.events.append(
             svc.ok_event(

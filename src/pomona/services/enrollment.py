@@ -15,6 +15,7 @@ from pomona.domain.errors import EnrollmentTokenError, EnrollmentTokenExpiredErr
 from pomona.domain.models import EnrollmentToken, IssuedCert, Step, Tenant
 from pomona.domain.policy import MAX_USER_AGENT, Stage, decide, platform_of_user_agent
 from pomona.domain.reasons import ReasonCode
+from pomona.i18n import msg
 from pomona.ports import CertStore, EnrollmentTokenStore, HasEvents, Pki, ProfileSigner, TenantStore
 from pomona.protocol.profile import build_enrollment_profile, encode_profile
 from pomona.services.admin import hash_secret
@@ -45,23 +46,23 @@ class Urls:
 def check_push_cert(tenant: Tenant, now: datetime) -> None:
     """A tenant without a usable push certificate cannot enroll anything ("No enrollment policy")."""
     if tenant.push_cert_pem is None or tenant.push_topic is None or tenant.push_not_after is None:
-        raise PolicyError("the tenant has no APNs push certificate", reason=ReasonCode.APNS_CERT_MISSING)
+        raise PolicyError(msg("decision.APNS_CERT_MISSING"), reason=ReasonCode.APNS_CERT_MISSING)
     if tenant.push_not_after <= now:
         raise PolicyError(
-            f"the tenant's APNs push certificate expired on {tenant.push_not_after:%Y-%m-%d}",
+            msg("error.push.expired_on", date=f"{tenant.push_not_after:%Y-%m-%d}"),
             reason=ReasonCode.APNS_CERT_EXPIRED,
         )
 
 
 def check_token(token: EnrollmentToken | None, now: datetime) -> EnrollmentToken:
     if token is None:
-        raise EnrollmentTokenError("unknown enrollment token")
+        raise EnrollmentTokenError(msg("error.link.unknown"))
     if token.revoked:
-        raise EnrollmentTokenError("the enrollment token was revoked", token_id=token.id, revoked=True)
+        raise EnrollmentTokenError(msg("error.link.revoked"), token_id=token.id, revoked=True)
     if token.remaining() <= 0:
-        raise EnrollmentTokenError("the enrollment token was already used", token_id=token.id, used=True)
+        raise EnrollmentTokenError(msg("error.link.used"), token_id=token.id, used=True)
     if token.expires_at <= now:
-        raise EnrollmentTokenExpiredError("the enrollment token has expired", token_id=token.id)
+        raise EnrollmentTokenExpiredError(msg("error.link.expired"), token_id=token.id)
     return token
 
 

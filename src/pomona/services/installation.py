@@ -16,6 +16,7 @@ from enum import StrEnum
 from urllib.parse import urlsplit
 
 from pomona.domain.errors import InvalidInputError
+from pomona.i18n import msg
 from pomona.ports import SettingsStore
 
 PUBLIC_URL_KEY = "public_url"
@@ -39,13 +40,11 @@ def validate_public_url(text: str) -> str:
         parts = urlsplit(raw)
         port = parts.port  # raises on a bad port
     except ValueError:
-        raise InvalidInputError(f"not a URL: {raw!r}") from None
+        raise InvalidInputError(msg("error.url.invalid", url=raw)) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInputError(
-            f"the public URL needs https:// and a host name, like https://mdm.example.com (got {raw!r})"
-        )
+        raise InvalidInputError(msg("error.url.public", url=raw))
     if parts.query or parts.fragment or parts.username or parts.password:
-        raise InvalidInputError(f"the public URL takes no query, fragment or user name: {raw!r}")
+        raise InvalidInputError(msg("error.url.public_parts", url=raw))
     del port
     return raw.rstrip("/")
 

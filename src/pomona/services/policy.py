@@ -44,8 +44,11 @@ from pomona.domain.policy import (
     Stage,
     UserFacts,
     decide,
+    default_restriction_name,
+    numbered_restriction_name,
     parse_version,
 )
+from pomona.i18n import msg
 from pomona.ports import (
     BlockStore,
     CommandQueue,
@@ -105,7 +108,7 @@ def ensure_default_restrictions(uow: DefaultsStores, tenant_id: str, now: dateti
         if kind not in kinds:
             default = cls(
                 id=str(uuid.uuid4()),
-                name=f"Default {kind} restriction",
+                name=default_restriction_name(kind),
                 priority=DEFAULT_PRIORITY,
                 is_default=True,
             )
@@ -174,13 +177,13 @@ class PolicyService(ServiceBase[PolicyStores]):
     def _user(self, uow: PolicyStores, t: Tenant, upn: str) -> User:
         u = uow.users.by_upn(t.id, upn)
         if u is None:
-            raise NotFoundError(f"no user {upn} in tenant {t.name}", upn=upn)
+            raise NotFoundError(msg("error.user.not_found", upn=upn, tenant=t.name), upn=upn)
         return u
 
     def _group(self, uow: PolicyStores, t: Tenant, name: str) -> Group:
         g = uow.groups.by_name(t.id, name)
         if g is None:
-            raise NotFoundError(f"no group {name!r} in tenant {t.name}", group=name)
+            raise NotFoundError(msg("error.group.not_found", group=name, tenant=t.name), group=name)
         return g
 
     def _audit(self, uow: PolicyStores, t: Tenant, action: str, **detail: object) -> None:
@@ -349,13 +352,13 @@ class PolicyService(ServiceBase[PolicyStores]):
     # --- licences ---------------------------------------------------------------------------------
     def set_seats(self, tenant_ref: str, seats: int) -> dict[str, int]:
         if not 0 <= seats <= 10_000_000:
-            raise InvalidInputError("seats must be between 0 and 10000000", field="seats")
+            raise InvalidInputError(msg("error.licence.seats"), field="seats")
         with self.db.unit_of_work() as uow:
             t = self._tenant(uow, tenant_ref)
             used = uow.users.licensed_count(t.id)
             if seats < used:
                 raise InvalidInputError(
-                    f"{used} seats are assigned; remove licences before going below that",
+                    msg("error.licence.below_used", used=used),
                     field="seats",
                     used=used,
                 )
@@ -378,9 +381,7 @@ class PolicyService(ServiceBase[PolicyStores]):
             if assign and not u.licensed:
                 if used >= t.licence_seats:
                     raise LicensesExhaustedError(
-                        f"all {t.licence_seats} seats of {t.name} are assigned: add seats with "
-                        f"`pomona licence set --tenant {t.name} --seats N` (PUT .../licences) or free one "
-                        f"with `pomona licence remove --tenant {t.name} --user UPN`",
+                        msg("error.licence.exhausted", seats=t.licence_seats, tenant=t.name),
                         seats=t.licence_seats,
                     )
                 used += 1
@@ -446,11 +447,11 @@ class PolicyService(ServiceBase[PolicyStores]):
     def create_group(self, tenant_ref: str, name: str) -> Group:
         name = name.strip()
         if not name or len(name) > 255:
-            raise InvalidInputError("a group needs a name of 1 to 255 characters", field="name")
+            raise InvalidInputError(msg("error.group.name"), field="name")
         with self.db.unit_of_work() as uow:
             t = self._tenant(uow, tenant_ref)
             if uow.groups.by_name(t.id, name) is not None:
-                raise ConflictError(f"group {name!r} exists", group=name)
+                raise ConflictError(msg("error.group.exists", group=name), group=name)
             g = Group(str(uuid.uuid4()), t.id, name, self.clock.now())
             uow.groups.add(g)
             self._audit(uow, t, "group.create", group=name)
@@ -494,21 +495,22 @@ class PolicyService(ServiceBase[PolicyStores]):
     ) -> Restriction:
         kind = _kind(type_)
         if kind is None:
-            raise InvalidInputError("type must be platform or limit", field="type")
+            raise InvalidInputError(msg("error.restriction.type"), field="type")
         if not 1 <= priority < DEFAULT_PRIORITY:
-            raise InvalidInputError("priority must be 1 or more (1 is the highest)", field="priority")
+            raise InvalidInputError(msg("error.restriction.priority"), field="priority")
         values = _restriction_settings(kind, settings)
         with self.db.unit_of_work() as uow:
             t = self._tenant(uow, tenant_ref)
             existing = self.ensure_defaults(uow, t.id)
             if any(r.kind is kind and r.priority == priority for r in existing):
                 raise ConflictError(
-                    f"a {kind} restriction already has priority {priority}", priority=priority
+                    msg("error.restriction.priority_taken", kind=kind.value, priority=priority),
+                    priority=priority,
                 )
             gids = frozenset(self._group(uow, t, g).id for g in groups)
             blank = RESTRICTION_TYPES[kind](
                 id=str(uuid.uuid4()),
-                name=name or f"{kind} restriction {priority}",
+                name=name or numbered_restriction_name(kind, priority),
                 priority=priority,
                 is_default=False,
                 group_ids=gids,
@@ -542,7 +544,7 @@ class PolicyService(ServiceBase[PolicyStores]):
         """Edit a restriction (the Default of a type, or the one with `priority`); `groups` adds assignments."""
         kind = _kind(type_)
         if kind is None:  # the kind is part of the restriction's address: no such restriction
-            raise NotFoundError("no such restriction", type=type_, priority=priority)
+            raise NotFoundError(msg("error.restriction.not_found"), type=type_, priority=priority)
         values = _restriction_settings(kind, settings, partial=True)
         with self.db.unit_of_work() as uow:
             t = self._tenant(uow, tenant_ref)
@@ -552,16 +554,18 @@ class PolicyService(ServiceBase[PolicyStores]):
                 None,
             )
             if target is None:
-                raise NotFoundError("no such restriction", type=kind.value, priority=priority)
+                raise NotFoundError(msg("error.restriction.not_found"), type=kind.value, priority=priority)
             if new_priority is not None:
                 if target.is_default:
-                    raise InvalidInputError("the Default restriction always ranks last", field="priority")
+                    raise InvalidInputError(msg("error.restriction.default_last"), field="priority")
                 if any(r.kind is kind and r.priority == new_priority and r.id != target.id for r in rs):
-                    raise ConflictError(f"a {kind} restriction already has priority {new_priority}")
+                    raise ConflictError(
+                        msg("error.restriction.priority_taken", kind=kind.value, priority=new_priority)
+                    )
                 values["priority"] = new_priority
             if groups:
                 if target.is_default:
-                    raise InvalidInputError("the Default restriction applies to everyone; it is not assigned")
+                    raise InvalidInputError(msg("error.restriction.default_everyone"))
                 for g in groups:
                     uow.restrictions.assign(target.id, self._group(uow, t, g).id)
             uow.restrictions.update(target.id, self.clock.now(), **values)
@@ -577,9 +581,9 @@ class PolicyService(ServiceBase[PolicyStores]):
                 (r for r in uow.restrictions.list(t.id) if r.kind is kind and r.priority == priority), None
             )
             if target is None:
-                raise NotFoundError("no such restriction", type=type_, priority=priority)
+                raise NotFoundError(msg("error.restriction.not_found"), type=type_, priority=priority)
             if target.is_default:
-                raise InvalidInputError("the Default restriction can be edited but not deleted")
+                raise InvalidInputError(msg("error.restriction.default_delete"))
             uow.restrictions.delete(target.id)
             uow.tenants.bump_policy_version(t.id)
             self._audit(uow, t, "restriction.delete", restriction=target.name)
@@ -594,7 +598,7 @@ class PolicyService(ServiceBase[PolicyStores]):
         try:  # newline="": the csv module splits lines itself (a lone CR is a line end, not an error)
             records = list(csv.reader(io.StringIO(text, newline="")))
         except csv.Error as exc:  # a field over the csv module's limit (found by bench/fuzz.py)
-            raise InvalidInputError(f"not a readable CSV: {exc}", field="file") from None
+            raise InvalidInputError(msg("error.csv.unreadable", error=exc), field="file") from None
         for n, rec in enumerate(records, start=1):
             if not rec or not "".join(rec).strip():
                 continue
@@ -621,7 +625,7 @@ class PolicyService(ServiceBase[PolicyStores]):
                 CorporateIdentifier(str(uuid.uuid4()), "", kind, value, desc, "not_contacted", None, now)
             )
             if len(rows) > MAX_CORPORATE_ROWS:
-                raise InvalidInputError(f"at most {MAX_CORPORATE_ROWS} identifiers per import", field="file")
+                raise InvalidInputError(msg("error.corporate.too_many", max=MAX_CORPORATE_ROWS), field="file")
         if errors:
             return ImportReport(0, 0, errors)
         with self.db.unit_of_work() as uow:
@@ -649,12 +653,12 @@ class PolicyService(ServiceBase[PolicyStores]):
         """Block (or unblock) a device by serial or UDID. Its active enrollments become blocked: their
         next check-in is answered with Apple's 403 com.apple.unrecognized.device, and the device unenrolls."""
         if (serial is None) == (udid is None):
-            raise InvalidInputError("give exactly one of serial or udid")
+            raise InvalidInputError(msg("error.device.one_of"))
         kind, value = (
             ("serial", normalize_identifier(serial)) if serial is not None else ("udid", (udid or "").strip())
         )
         if not value:
-            raise InvalidInputError(f"the {kind} is empty", field=kind)
+            raise InvalidInputError(msg("error.device.empty", field=kind), field=kind)
         with self.db.unit_of_work() as uow:
             t = self._tenant(uow, tenant_ref)
             if unblock:
@@ -683,7 +687,7 @@ class PolicyService(ServiceBase[PolicyStores]):
         """Retire a device's active enrollment: it stops counting against the limit, and the device is
         told to unenroll at its next check-in. `by_user` limits it to that user's own devices (portal)."""
         if (serial is None) == (udid is None):
-            raise InvalidInputError("give exactly one of serial or udid")
+            raise InvalidInputError(msg("error.device.one_of"))
         with self.db.unit_of_work() as uow:
             t = self._tenant(uow, tenant_ref)
             found = uow.enrollments.active_for_device(
@@ -692,7 +696,7 @@ class PolicyService(ServiceBase[PolicyStores]):
             if by_user is not None:
                 found = [e for e in found if e.user_id == by_user.id]
             if not found:
-                raise NotFoundError("no active enrollment for that device", serial=serial, udid=udid)
+                raise NotFoundError(msg("error.device.not_enrolled"), serial=serial, udid=udid)
             for e in found:
                 uow.enrollments.end(e.id, EnrollmentStatus.RETIRED, self.clock.now())
                 uow.commands.cancel_pending(e.id)
@@ -714,16 +718,14 @@ def _platform_arg(platform: str | None) -> Platform | None:
         return Platform.IOS
     if p.startswith("ipad"):
         return Platform.IPADOS
-    raise InvalidInputError(
-        "platform must be iOS, iPadOS, iPhone or iPad (or a product such as iPhone15,2)", field="platform"
-    )
+    raise InvalidInputError(msg("error.platform"), field="platform")
 
 
 def _check_version(v: str) -> str:
     try:
         parse_version(v)
     except ValueError as exc:
-        raise InvalidInputError(str(exc), field="os_version") from exc
+        raise InvalidInputError(msg("error.os_version", version=v), field="os_version") from exc
     return v
 
 
@@ -751,7 +753,7 @@ def _restriction_settings(
         try:
             return Access(str(v)).allowed
         except ValueError:
-            raise InvalidInputError(f"{name} must be allow or block", field=name) from None
+            raise InvalidInputError(msg("error.restriction.access", name=name), field=name) from None
 
     if kind is RestrictionKind.PLATFORM:
         for key, fields in (
@@ -778,25 +780,26 @@ def _restriction_settings(
                 for f in fields:
                     out[f] = None if version == "" else _check_version(str(version))
         if s.get("limit") is not None:
-            raise InvalidInputError("--limit belongs to a limit restriction", field="limit")
+            raise InvalidInputError(msg("error.restriction.limit_wrong_kind"), field="limit")
     else:
         limit = s.get("limit")
         if limit is not None:
             if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_DEVICE_LIMIT:
                 raise InvalidInputError(
-                    f"the device limit is a number from 1 to {MAX_DEVICE_LIMIT}", field="limit"
+                    msg("error.restriction.limit_range", max=MAX_DEVICE_LIMIT), field="limit"
                 )
             out["device_limit"] = limit
         elif not partial:
             out["device_limit"] = DEFAULT_DEVICE_LIMIT
         if any(s.get(k) is not None for k in ("ios", "ipados", "personal", "min_os", "max_os")):
-            raise InvalidInputError("platform settings belong to a platform restriction")
+            raise InvalidInputError(msg("error.restriction.platform_wrong_kind"))
     return out
 
 
 def refusal(decision: Decision) -> PolicyError:
     """The error a refused decision raises, carrying its facts for the event and the response."""
     assert decision.reason is not None
-    err = PolicyError(decision.message, reason=decision.reason)
+    key, facts = decision.text_key
+    err = PolicyError(msg(key, **facts), reason=decision.reason)
     err.context.update(decision.facts)
     return err

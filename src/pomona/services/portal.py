@@ -33,6 +33,7 @@ from pomona.domain.errors import InvalidInputError, NotFoundError, PolicyError, 
 from pomona.domain.models import Event, Outcome, Step, Tenant, User
 from pomona.domain.policy import Decision, Stage, decide, platform_of_user_agent
 from pomona.domain.reasons import ReasonCode
+from pomona.i18n import msg
 from pomona.ports import (
     DeviceStore,
     HasEvents,
@@ -255,7 +256,7 @@ class PortalService(ServiceBase[PortalStores]):
         with self.db.unit_of_work() as uow:
             user = uow.users.get(tenant.id, user_id)
             if user is None:
-                raise NotFoundError("no such user", tenant=tenant.id)
+                raise NotFoundError(msg("error.user.no_such"), tenant=tenant.id)
             uow.portal_sessions.purge(tenant.id, user_id, now)
             uow.portal_sessions.add(
                 _sid_hash(sid), PortalSession(tenant.id, user_id, now, now + SESSION_LIFETIME, _stamp(user))
@@ -297,7 +298,7 @@ class PortalService(ServiceBase[PortalStores]):
         with self.db.unit_of_work(readonly=True) as uow:
             t = uow.tenants.by_name(name)
         if t is None:
-            raise NotFoundError(f"no tenant {name!r}", tenant=name)
+            raise NotFoundError(msg("error.tenant.not_found", tenant=name), tenant=name)
         return t
 
     def user(self, tenant: Tenant, user_id: str) -> User | None:
@@ -479,9 +480,9 @@ class PortalService(ServiceBase[PortalStores]):
     ) -> OidcConfig:
         for name, value in (("issuer", issuer), ("metadata_url", metadata_url)):
             if value is not None and not value.startswith(("https://", "http://")):
-                raise InvalidInputError(f"{name} must be an http(s) URL", field=name)
+                raise InvalidInputError(msg("error.url.http", name=name), field=name)
         if not client_id or not client_secret:
-            raise InvalidInputError("client id and client secret are required", field="client_id")
+            raise InvalidInputError(msg("error.sso.client"), field="client_id")
         cfg = OidcConfig(issuer.rstrip("/"), client_id, client_secret, metadata_url, claim)
         with self.db.unit_of_work() as uow:
             t = self.admin.tenant(uow, tenant_name)
@@ -511,7 +512,7 @@ class PortalService(ServiceBase[PortalStores]):
             meta: dict[str, Any] = client.get(cfg.discovery_url()).raise_for_status().json()
             meta["_jwks"] = client.get(meta["jwks_uri"]).raise_for_status().json()
         if str(meta.get("issuer", "")).rstrip("/") != cfg.issuer:
-            raise UpstreamError("the discovery document names another issuer")
+            raise UpstreamError(msg("error.sso.issuer"))
         meta["_url"] = cfg.discovery_url()
         self._oidc_meta[tenant.id] = (time.monotonic() + _OIDC_CACHE_SECONDS, meta)
         return meta
@@ -524,7 +525,7 @@ class PortalService(ServiceBase[PortalStores]):
 
         cfg = self.oidc_config(tenant)
         if cfg is None:
-            raise NotFoundError("single sign-on is not set up for this tenant")
+            raise NotFoundError(msg("error.sso.off"))
         meta = self._metadata(tenant, cfg)
         state, nonce, verifier = generate_token(32), generate_token(32), generate_token(64)
         url = prepare_grant_uri(
@@ -550,7 +551,7 @@ class PortalService(ServiceBase[PortalStores]):
 
         cfg = self.oidc_config(tenant)
         if cfg is None:
-            raise NotFoundError("single sign-on is not set up for this tenant")
+            raise NotFoundError(msg("error.sso.off"))
         key = f"oidc|{tenant.id}|{client_ip}"
         now = time.monotonic()
         wait = self.limiter.blocked_for(key, now)
@@ -697,5 +698,5 @@ class PortalService(ServiceBase[PortalStores]):
     def profile(self, tenant: Tenant, user: User | None, secret: str, user_agent: str | None) -> bytes:
         """The signed profile for the portal's one-time link (the enrollment service checks again)."""
         if user is None:
-            raise PolicyError("the user is not in this tenant's directory", reason=ReasonCode.USER_NOT_FOUND)
+            raise PolicyError(msg("decision.USER_NOT_FOUND"), reason=ReasonCode.USER_NOT_FOUND)
         return self.enrollment.profile(secret, user_agent)

@@ -16,6 +16,7 @@ from typing import Protocol
 from pomona.domain.errors import InvalidInputError
 from pomona.domain.models import Event, Outcome, Step
 from pomona.domain.policy import platform_from_detail
+from pomona.i18n import msg
 from pomona.ports import HasEvents, TenantStore
 from pomona.services.base import ServiceBase, find_tenant
 
@@ -46,9 +47,9 @@ class ReportService(ServiceBase[ReportStores]):
         self, tenant_ref: str, *, since: datetime, until: datetime, group_by: str = "reason"
     ) -> dict[str, object]:
         if group_by not in GROUPS:
-            raise InvalidInputError(f"group_by must be one of {', '.join(GROUPS)}", field="group_by")
+            raise InvalidInputError(msg("error.report.group_by", choices=", ".join(GROUPS)), field="group_by")
         if until < since:
-            raise InvalidInputError("until is before since", field="until")
+            raise InvalidInputError(msg("error.report.until"), field="until")
         with self.db.unit_of_work(readonly=True) as uow:
             t = find_tenant(uow.tenants, tenant_ref)
             rows = uow.events.failure_report(t.id, since, until, group_by)

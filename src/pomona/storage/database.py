@@ -40,6 +40,7 @@ from pomona.domain.errors import (
     DataDirError,
     StorageBusyError,
 )
+from pomona.i18n import msg
 from pomona.ports import ChannelState, Sealer
 from pomona.storage import schema as s
 from pomona.storage.abm_sql import SqlAbmStore
@@ -101,15 +102,15 @@ def private_dir(path: Path) -> Path:
         if path.stat().st_mode & 0o077:
             os.chmod(path, 0o700)
     except FileExistsError:
-        raise DataDirError(f"the data folder {path} is a file, not a folder", path=str(path)) from None
+        raise DataDirError(msg("error.data_dir.file", path=path), path=str(path)) from None
     except NotADirectoryError:
-        raise DataDirError(f"the data folder {path} is inside a file, not a folder", path=str(path)) from None
+        raise DataDirError(msg("error.data_dir.in_file", path=path), path=str(path)) from None
     except OSError as exc:
         raise DataDirError(
-            f"the data folder {path} cannot be created or used: {exc.strerror}", path=str(path)
+            msg("error.data_dir.unusable", path=path, error=exc.strerror), path=str(path)
         ) from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise DataDirError(f"the data folder {path} is not writable by this account", path=str(path))
+        raise DataDirError(msg("error.data_dir.readonly", path=path), path=str(path))
     return path
 
 
@@ -141,7 +142,7 @@ def _storage_error(exc: DBAPIError | sqlite3.OperationalError) -> Exception:
     """A driver error as the ports' error type when it means something to a caller, else itself."""
     if isinstance(exc, IntegrityError):  # the driver's text names tables and columns: not for a client
         log.debug("integrity error: %s", exc.orig)
-        return ConflictError("it conflicts with a record that already exists")
+        return ConflictError(msg("error.conflict"))
     if _is_busy(exc):
         return StorageBusyError(str(exc))
     return exc
@@ -164,7 +165,7 @@ class SqlDatabase:
                 _private_sqlite_file(url)
             except OSError as exc:
                 raise DatabaseUnavailableError(
-                    f"the database {url} cannot be created: {exc.strerror}"
+                    msg("error.database.create", url=url, error=exc.strerror)
                 ) from None
             self.engine: Engine = create_engine(
                 url,
@@ -182,10 +183,7 @@ class SqlDatabase:
                     url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
                 )
             except (ArgumentError, NoSuchModuleError, ValueError):
-                raise DatabaseUnavailableError(
-                    f"the database URL {self.display_url} is not valid "
-                    "(expected postgresql://USER:PASSWORD@HOST:5432/DATABASE)"
-                ) from None
+                raise DatabaseUnavailableError(msg("error.database.url", url=self.display_url)) from None
 
     @classmethod
     def for_tests(cls, url: str) -> SqlDatabase:
@@ -208,7 +206,7 @@ class SqlDatabase:
             orig = exc.orig if isinstance(exc, DBAPIError) else exc
             first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
             raise DatabaseUnavailableError(
-                f"the database {self.display_url} cannot be opened: {first}"
+                msg("error.database.open", url=self.display_url, error=first)
             ) from exc
 
     @contextmanager

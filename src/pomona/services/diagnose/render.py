@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from pomona import knowledge
+from pomona.domain.policy import builtin_name_key
 from pomona.domain.reasons import ReasonCode as R
 from pomona.i18n import t
 from pomona.services.diagnose.model import Assessment
 from pomona.services.diagnose.service import Diagnosis
 
 
+def _shown(value: object, lang: str) -> object:
+    """A fact as the reader sees it: a name Pomona gave (the Default restrictions) in their language."""
+    builtin = builtin_name_key(value) if isinstance(value, str) else None
+    return value if builtin is None else t(builtin[0], lang, **builtin[1])
+
+
 def _finding(f: Assessment, lang: str) -> dict[str, object]:
-    text = knowledge.text_for(f.code, lang, **f.facts)
+    text = knowledge.text_for(f.code, lang, **{k: _shown(v, lang) for k, v in f.facts.items()})
     return {
         "code": f.code,
         "verdict": f.verdict.value,

@@ -13,6 +13,7 @@ from pomona import knowledge
 from pomona.domain.errors import InvalidInputError
 from pomona.domain.models import Device, Event, Tenant
 from pomona.domain.reasons import ReasonCode as R
+from pomona.i18n import msg
 from pomona.ports import DeviceStore, HasEvents, Resolver, TenantStore, WellKnownFetcher
 from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.checks import DeviceCheck, DiscoverySettings, TenantCheck
@@ -156,9 +157,7 @@ def _find_devices(
     if serial:
         out += [d for d in uow.devices.by_serial(t.id, serial.strip().upper()) if d not in out]
     if imei and not out:
-        raise InvalidInputError(
-            "look-up by IMEI needs the device to have reported it; give the serial or UDID"
-        )
+        raise InvalidInputError(msg("error.diagnose.imei"))
     return out
 
 
