@@ -686,6 +686,7 @@ def _register_optional() -> None:
     from pomona.cli.demo import demo
 
     main.add_command(demo)
+    import pomona.cli.admin_cmds  # noqa: F401
     import pomona.cli.apns_cmds  # noqa: F401
     import pomona.cli.diagnose_cmds  # noqa: F401
     import pomona.cli.events_cmds  # noqa: F401

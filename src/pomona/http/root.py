@@ -115,6 +115,9 @@ class RootApp:
         # RequestLimits bounds them first (http/middleware.py).
         self.api = RequestLimits(create_api(pomona), API_BODY_LIMITS)
         self.portal = RequestLimits(create_portal(pomona), PORTAL_BODY_LIMITS)
+        from pomona.http.console import create_console
+
+        self.console = RequestLimits(create_console(pomona), PORTAL_BODY_LIMITS)
         # X-Forwarded-For is believed from the configured proxies only (POMONA_TRUSTED_PROXIES).
         self._entry = TrustedProxies(self._dispatch, trusted_proxies)
 
@@ -132,6 +135,8 @@ class RootApp:
                 return await self._enroll(scope, receive, send)
             if path == "/portal" or path.startswith("/portal/"):
                 return await self.portal(scope, receive, send)
+            if path == "/console" or path.startswith("/console/"):
+                return await self.console(scope, receive, send)
         elif scope["type"] == "lifespan":
             return await self.api(scope, receive, send)
         await self.api(scope, receive, send)
