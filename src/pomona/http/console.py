@@ -72,6 +72,15 @@ def templates() -> Environment:
     return env
 
 
+def title_of(code: str, lang: str, facts: dict[str, object] | None = None) -> str:
+    """The knowledge base's title of a reason code, or the code itself when it has none (an event left by
+    another version)."""
+    try:
+        return knowledge.text_for(code, lang, **(facts or {})).title
+    except ValueError:
+        return code
+
+
 def encode_cursor(c: DeviceCursor | None) -> str:
     if c is None:
         return ""
@@ -301,13 +310,13 @@ class Console:
                 "severity": r.finding.severity.value,
                 "code": r.finding.code.value,
                 "subject": r.finding.subject,
-                "title": knowledge.text_for(r.finding.code.value, lang, **dict(r.finding.facts)).title,
+                "title": title_of(r.finding.code.value, lang, dict(r.finding.facts)),
                 "since": r.first_seen,
             }
             for r in d.findings
         ]
         top = [
-            {"code": code, "count": n, "title": knowledge.text_for(code, lang).title if code else ""}
+            {"code": code, "count": n, "title": title_of(code, lang) if code else ""}
             for code, n in d.top_reasons
         ]
         return self.render(
