@@ -395,3 +395,27 @@ class TestPages:
         assert browser.get("/console/t/acme/devices").headers["location"] == "/console/signin"
         r = browser.get("/console/nope")
         assert r.status_code == 404 and "Traceback" not in r.text
+
+
+class TestDashboard:
+    def test_findings_certificate_and_top_reasons(self, pomona: Pomona, browser: Admin) -> None:
+        """The dashboard shows health's open findings critical first, a missing certificate, and the top
+        failure reasons of 30 days, each linking to troubleshoot; a code without a text shows as itself."""
+        from pomona.domain.models import Event, Outcome, Step
+
+        bare = pomona.admin.create_tenant("bare", "bare.example")  # no authority, no push certificate
+        found = pomona.health.run("bare")["findings"]
+        now = pomona.clock.now()
+        with pomona.db.unit_of_work() as uow:
+            for reason, n in (("DEVICE_LIMIT_REACHED", 3), ("A_CODE_OF_ANOTHER_VERSION", 1)):
+                for _ in range(n):
+                    uow.events.append(Event(bare.id, now, Step.PORTAL, Outcome.FAILED, reason=reason))
+        account(pomona, "ad@bare.example", "admin", "bare")
+        r = browser.sign_in("ad@bare.example")
+        assert r.status_code == 200
+        shown = re.findall(r'<tr data-code="([A-Z_]+)">', r.text)
+        assert "MDM_AUTHORITY_NOT_SET" in shown and shown == [f["code"] for f in found]
+        reasons = re.findall(r'<tr data-reason="([A-Z_]+)">', r.text)
+        assert reasons == ["DEVICE_LIMIT_REACHED", "A_CODE_OF_ANOTHER_VERSION"]
+        assert "/troubleshoot?message=DEVICE_LIMIT_REACHED" in r.text
+        assert 'data-days-left=""' in r.text  # no push certificate yet
