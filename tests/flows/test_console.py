@@ -419,3 +419,31 @@ class TestDashboard:
         assert reasons == ["DEVICE_LIMIT_REACHED", "A_CODE_OF_ANOTHER_VERSION"]
         assert "/troubleshoot?message=DEVICE_LIMIT_REACHED" in r.text
         assert 'data-days-left=""' in r.text  # no push certificate yet
+
+
+class TestTroubleshoot:
+    def test_device_limit_in_chinese(
+        self, pomona: Pomona, client: TestClient, app: object, acme: TenantSetup
+    ) -> None:
+        """Helpdesk pastes the Chinese "profile installation failed" message for a user at their device
+        limit: the top cause is DEVICE_LIMIT_REACHED, in Chinese, and the dry run refuses the same way."""
+        from pomona.testing.virtual_device import EnrollmentRefused
+
+        pomona.policy.edit_restriction("acme", type_="limit", default=True, limit=1)
+        enrolled(pomona, client, acme, device_name="First phone")
+        with pytest.raises(EnrollmentRefused):
+            enrolled(pomona, client, acme, device_name="Second phone")
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        b = Admin(app, "zh-CN")
+        b.sign_in("hd@acme.example")
+        r = b.get(
+            "/console/t/acme/troubleshoot",
+            params={"upn": acme.upn, "message": "配置文件安装失败。无法建立到服务器的连接。"},
+        )
+        assert r.status_code == 200
+        assert 'data-top="DEVICE_LIMIT_REACHED"' in r.text
+        top = re.search(r'<li data-code="DEVICE_LIMIT_REACHED"[^>]*>\s*<strong>([^<]+)</strong>', r.text)
+        assert top and re.search(r"[\u4e00-\u9fff]", top.group(1)), r.text[:2000]
+        assert re.search(r'id="dry-run" data-allowed="False"', r.text)
+        assert 'data-reason="DEVICE_LIMIT_REACHED"' in r.text and "First phone" in r.text
+        b.close()

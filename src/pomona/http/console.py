@@ -389,7 +389,7 @@ class Console:
         message = (q.get("message") or "").strip()[:2000]
         serial = (q.get("serial") or "").strip()[:64]
         lang = self.lang(request)
-        result = overview = None
+        result = overview = decision = None
         if upn or message or serial:
             diagnosis = await run_in_threadpool(
                 lambda: self.p.diagnose.diagnose(
@@ -399,6 +399,8 @@ class Console:
             result = diagnosis_json(diagnosis, lang)
             if upn:
                 overview = await run_in_threadpool(self.svc.user_overview, account, ref, upn)
+            if overview is not None:
+                decision = await run_in_threadpool(self.svc.dry_run, account, ref, upn, serial or None)
         return self.render(
             request,
             "troubleshoot.html",
@@ -409,6 +411,8 @@ class Console:
             serial=serial,
             result=result,
             overview=overview,
+            decision=decision,
+            reason_title=(title_of(decision.reason.value, lang) if decision and decision.reason else ""),
         )
 
     async def not_found(self, request: Request) -> Response:

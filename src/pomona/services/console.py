@@ -27,6 +27,7 @@ from typing import Final, Protocol, get_args
 from pomona.domain.checks import RecordedFinding
 from pomona.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from pomona.domain.models import Device, Enrollment, Event, QueuedCommand, Tenant, User
+from pomona.domain.policy import Decision
 from pomona.ports import (
     AdminAccount,
     AdminAccountStore,
@@ -401,6 +402,13 @@ class ConsoleService(ServiceBase[ConsoleStores]):
             devices = uow.devices.by_ids(t.id, [e.device_id for e in active])
         rows = [DeviceRow(devices[e.device_id], e) for e in active if e.device_id in devices]
         return UserOverview(u, rows)
+
+    def dry_run(
+        self, account: AdminAccount, tenant_ref: str, upn: str, serial: str | None = None
+    ) -> Decision:
+        """The policy dry run for the user (and a device, by serial): what would happen at enrollment now."""
+        t = self.scope(account, tenant_ref, "diagnose")
+        return self.policy.explain(t.id, upn.strip(), serial=serial or None)
 
     # --- actions ----------------------------------------------------------------------------------
     def retire(self, account: AdminAccount, tenant_ref: str, device_id: str, source: str) -> int:
