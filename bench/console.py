@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/console.py [--devices 200000] [--rounds 20] [--database-url URL]
 
-Seeds one tenant with ``--devices`` devices, each with an active enrollment, a few hundred users and a
+Seeds one tenant with ``--devices`` devices, each with an active enrollment, one user per two devices and a
 30-day failure roll-up (bulk inserts, not measured), signs a tenant admin in, then requests each page
 ``--rounds`` times: the dashboard, the device list (first page, a page deep in the list by its keyset
 cursor, sorted by last check-in, filtered by a prefix), a device's page, and troubleshoot for a user
@@ -122,7 +122,7 @@ def seed(p: object, tenant_id: str, n: int, n_users: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--devices", type=int, default=200_000)
-    ap.add_argument("--users", type=int, default=500)
+    ap.add_argument("--users", type=int, default=0, help="Default: one user per two devices.")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--database-url", default=None)
     args = ap.parse_args()
@@ -134,8 +134,9 @@ def main() -> None:
             Settings(data_dir=Path(d), database_url=args.database_url, public_url="https://pomona.test")
         )
         t = setup_tenant(p, "acme")
-        seconds = seed(p, t.tenant_id, args.devices, args.users)
-        print(f"seeded {args.devices} devices (active enrollments), {args.users} users in {seconds:.0f} s")
+        users = args.users or max(1, args.devices // 2)
+        seconds = seed(p, t.tenant_id, args.devices, users)
+        print(f"seeded {args.devices} devices (active enrollments), {users} users in {seconds:.0f} s")
         p.console.create_account(EMAIL, PASSWORD, "admin", "acme")
         app = create_app(pomona=p)
         with TestClient(app, base_url="https://pomona.test", follow_redirects=False) as c:  # type: ignore[arg-type]

@@ -986,6 +986,17 @@ class TestConsoleStores:
                 v = getattr(page[-1], field)
                 after = DeviceCursor(v, page[-1].id, v is None)
             assert seen == expected
+            # the same walk, filtered: devices whose name or serial starts with "S" (every serial here)
+            matching = [i for i in expected if next(d for d in every if d.id == i).serial]
+            seen, after = [], None
+            while True:
+                page = uow.device_listing.page(t.id, sort=sort, after=after, prefix="S", limit=1)  # type: ignore[arg-type]
+                if not page:
+                    break
+                seen.append(page[0].id)
+                v = getattr(page[0], field)
+                after = DeviceCursor(v, page[0].id, v is None)
+            assert seen == matching
             assert uow.device_listing.count(t.id) == 6
             assert uow.device_listing.count(t.id, prefix="a") == 2
             assert {d.id for d in uow.device_listing.page(t.id, prefix="Sb")} == {"id-0"}

@@ -179,7 +179,10 @@ class SqlDeviceListing:
                     if sort == "last_seen"
                     else or_(col > v, and_(col == v, _D.c.id > after.id))
                 )
-            order = (col.desc(), _D.c.id) if sort == "last_seen" else (col, _D.c.id)
+            # Filtered, the few matching rows are found through both indexes (name, serial) and sorted;
+            # ordering by an expression keeps the planner from walking the whole sort index instead.
+            key = func.coalesce(col, col) if f is not None else col
+            order = (key.desc(), _D.c.id) if sort == "last_seen" else (key, _D.c.id)
             rows = self.conn.execute(select(_D).where(*cond).order_by(*order).limit(limit))
             out = [DEVICE.load_row(r) for r in rows]
         if len(out) < limit:
