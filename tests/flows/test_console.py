@@ -248,7 +248,14 @@ class TestRolesAndTenants:
         gid = device_id(pomona, "globex", d.udid)
         account(pomona, "ad@acme.example", "admin", "acme")
         browser.sign_in("ad@acme.example")
-        for path in ("", "/devices", f"/devices/{gid}", f"/devices/{gid}/retire", "/troubleshoot?upn=x"):
+        for path in (
+            "",
+            "/devices",
+            f"/devices/{gid}",
+            f"/devices/{gid}/retire",
+            "/troubleshoot?upn=x",
+            "/audit",
+        ):
             r = browser.get(f"/console/t/globex{path}")
             assert r.status_code == 404, path
             assert "Globex secret phone" not in r.text
@@ -290,6 +297,12 @@ class TestRolesAndTenants:
             ("hd@acme.example", "device.retire", d.udid, "testclient"),
             ("hd@acme.example", "device.repush", d.udid, "testclient"),
         ]
+        page = browser.get("/console/t/acme/audit").text
+        assert re.findall(r'data-action="([a-z_.]+)"', page)[:3] == [
+            "device.retire",
+            "device.repush",
+            "console.sign_in",
+        ]
 
     def test_helpdesk_role_has_no_policy_or_certificate_changes(
         self, pomona: Pomona, acme: TenantSetup
@@ -319,6 +332,7 @@ class TestPages:
         marker = {"en": "Devices", "zh-CN": "设备"}[lang]
         for path in (
             "",
+            "/audit",
             "/devices",
             "/devices?sort=last_seen&q=Ana",
             f"/devices/{did}",

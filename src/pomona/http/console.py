@@ -11,6 +11,7 @@
     GET   /console/t/{tenant}/devices/{id}          inventory, enrollments, command queue, timeline
     GET   /console/t/{tenant}/devices/{id}/retire   the confirmation; POST retires (audited)
     POST  /console/t/{tenant}/devices/{id}/repush   push the device now (audited)
+    GET   /console/t/{tenant}/audit                 the tenant's audit log: who changed what, when, from where
     GET   /console/_static/{file}                   CSS (no CDN, no script needed)
 
 What the portal already does, the console reuses from http/portal.py: the language choice and texts,
@@ -415,6 +416,15 @@ class Console:
             reason_title=(title_of(decision.reason.value, lang) if decision and decision.reason else ""),
         )
 
+    async def audit(self, request: Request, account: AdminAccount) -> Response:
+        before = request.query_params.get("before", "")
+        before_id = int(before) if before.isdigit() and len(before) < 19 else None
+        tenant, entries = await run_in_threadpool(
+            lambda: self.svc.audit_page(account, self.tenant_ref(request), before_id=before_id, limit=51)
+        )
+        older = entries[49].id if len(entries) > 50 else None
+        return self.render(request, "audit.html", account, tenant=tenant, entries=entries[:50], older=older)
+
     async def not_found(self, request: Request) -> Response:
         account = await self.account(request)
         return self.message(
@@ -441,6 +451,7 @@ def create_console(p: Services) -> ASGIApp:
         Route("/console/t/{tenant}/devices/{device}/retire", s(c.retire_page), methods=["GET"]),
         Route("/console/t/{tenant}/devices/{device}/retire", post(c.retire), methods=["POST"]),
         Route("/console/t/{tenant}/devices/{device}/repush", post(c.repush), methods=["POST"]),
+        Route("/console/t/{tenant}/audit", s(c.audit), methods=["GET"]),
         Route("/console/{rest:path}", c.not_found),
     ]
     # The cookie's key: derived from the portal's stored key, so neither cookie signs the other.

@@ -461,6 +461,14 @@ class ConsoleService(ServiceBase[ConsoleStores]):
     ) -> None:
         uow.audit.append(AuditEntry(self.clock.now(), actor, action, tenant_id, target, source, dict(detail)))
 
+    def audit_page(
+        self, account: AdminAccount, tenant_ref: str, *, before_id: int | None = None, limit: int = 50
+    ) -> tuple[Tenant, list[AuditEntry]]:
+        """A tenant's audit log for the console, newest first, in keyset pages (``before_id``)."""
+        t = self.scope(account, tenant_ref)
+        with self.db.unit_of_work(readonly=True) as uow:
+            return t, uow.audit.list(t.id, limit=max(1, min(limit, MAX_PAGE)), before_id=before_id)
+
     def audit_log(self, tenant_ref: str | None = None, *, limit: int = 50) -> list[AuditEntry]:
         with self.db.unit_of_work(readonly=True) as uow:
             t = find_tenant(uow.tenants, tenant_ref) if tenant_ref else None
