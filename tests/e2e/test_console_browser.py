@@ -64,7 +64,8 @@ class TestConsoleInBrowser:
         chromium: Any,
         tmp_path: Path,  # noqa: F811
     ) -> None:
-        """Sign in with the keyboard, land on the dashboard, switch to Chinese; screenshots of both."""
+        """Sign in with the keyboard, land on the dashboard, switch to Chinese, troubleshoot a user;
+        screenshots of the dashboard and troubleshoot pages in both languages."""
         ctx = chromium.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
         page = ctx.new_page()
         page.goto(f"{live.url}/console")
@@ -83,6 +84,16 @@ class TestConsoleInBrowser:
         page.wait_for_function("document.documentElement.lang === 'zh-CN'")
         assert "健康检查发现" in page.inner_text("#health")
         page.screenshot(path=str(tmp_path / "console-dashboard-zh-CN.png"), full_page=True)
+        page.click("#nav-troubleshoot")
+        page.fill("input[name=upn]", "ana@acme.example")
+        page.fill("textarea[name=message]", "配置文件安装失败。无法建立到服务器的连接。")
+        page.click("#diagnose")
+        page.wait_for_selector("#diagnosis")
+        page.screenshot(path=str(tmp_path / "console-troubleshoot-zh-CN.png"), full_page=True)
+        page.click("#lang-switch")
+        page.wait_for_function("document.documentElement.lang === 'en'")
+        assert page.is_visible("#diagnosis") and page.is_visible("#dry-run")
+        page.screenshot(path=str(tmp_path / "console-troubleshoot-en.png"), full_page=True)
         page.click("#nav-devices")
         page.wait_for_url("**/console/t/acme/devices")
         assert page.is_visible("#total")
