@@ -91,7 +91,7 @@ def admin_list(tenant_name: str | None) -> None:
     for d in data:
         table.add_row(
             str(d["email"]),
-            str(d["role"]),
+            t(f"console.role.{d['role']}"),
             str(d["tenant"] or "*"),
             yes if d["enabled"] else no,
             yes if d["totp"] else no,
