@@ -390,6 +390,9 @@ class TestPages:
         assert [r.device.device_name for r in page.rows] == ["dev-0", "dev-1"] and page.total == 3
         rest = pomona.console.devices(pomona.console.list_accounts()[0][0], "acme", limit=2, after=page.next)
         assert [r.device.device_name for r in rest.rows] == ["dev-2"] and rest.next is None
+        for junk in ("after=not-a-cursor", "after=WyJ4Il0", "sort=evil", "q=" + "x" * 5000):
+            assert browser.get(f"/console/t/acme/devices?{junk}").status_code == 200, junk  # the first page
+        assert browser.get("/console/t/acme/audit?before=x").status_code == 200
         r = browser.get("/console/t/acme/devices?q=dev-2")
         assert re.findall(r">dev-\d<", r.text) == [">dev-2<"]
 
