@@ -23,7 +23,7 @@ class Zone:
 
     def __init__(self) -> None:
         from dnslib import CNAME, QTYPE, RCODE, RR
-        from dnslib.server import BaseResolver, DNSServer
+        from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
         zone = self
 
@@ -43,7 +43,8 @@ class Zone:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.server = DNSServer(Resolver(), port=self.port, address="127.0.0.1")
+        quiet = DNSLogger(logf=lambda _line: None)  # its lines would land in a CLI test's captured output
+        self.server = DNSServer(Resolver(), port=self.port, address="127.0.0.1", logger=quiet)
         self.server.start_thread()
 
     def stop(self) -> None:

@@ -88,12 +88,19 @@ class LiveServer:
 
 
 def start_server(
-    data_dir: Path, database_url: str | None = None, *, workers: int = 1, port: int | None = None
+    data_dir: Path,
+    database_url: str | None = None,
+    *,
+    workers: int = 1,
+    port: int | None = None,
+    public_url: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> LiveServer:
-    """Run `pomona serve` as a real uvicorn process on 127.0.0.1 and wait until it answers."""
+    """Run `pomona serve` as a real uvicorn process on 127.0.0.1 and wait until it answers. Its public URL
+    is its own address unless given (a reverse proxy's); ``env`` adds variables to its environment."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     env.pop("POMONA_DATABASE_URL", None)
     if database_url:
         env["POMONA_DATABASE_URL"] = database_url
@@ -108,7 +115,7 @@ def start_server(
         "--port",
         str(port),
         "--public-url",
-        url,
+        public_url or url,
         "--workers",
         str(workers),
     ]

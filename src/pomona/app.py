@@ -5,17 +5,24 @@ Only this module and ``cli/`` pick concrete backends.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from pomona.domain.checks import Finding, Severity
 from pomona.domain.errors import CertFileError
 from pomona.domain.models import Tenant
+from pomona.domain.reasons import ReasonCode
 from pomona.net.dns import DnsResolver
 from pomona.net.http import HttpFetcher
 from pomona.pki.adapters import CmsProfileSigner, LocalPki
 from pomona.pki.scep import LocalScep
+from pomona.ports import Metrics, NoMetrics
+from pomona.services.abm import AbmService
 from pomona.services.admin import AdminService
 from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
 from pomona.services.checkin import CheckinService
@@ -24,6 +31,7 @@ from pomona.services.commands import CommandService
 from pomona.services.console import ConsoleService
 from pomona.services.container import Services
 from pomona.services.diagnose import DiagnoseService
+from pomona.services.doctor import CheckLine, Doctor
 from pomona.services.enrollment import EnrollmentService, Urls
 from pomona.services.health import HealthService
 from pomona.services.installation import recorded_public_url
@@ -35,6 +43,9 @@ from pomona.services.reports import ReportService
 from pomona.services.scep import ScepService
 from pomona.settings import Settings
 from pomona.storage.sql import SqlDatabase, private_dir
+
+if TYPE_CHECKING:
+    from pomona.storage.backup import BackupInfo
 
 SIGNING_IDENTITY_KEY = "profile_signing_identity_pem"
 
@@ -87,11 +98,16 @@ def _signer(settings: Settings, db: SqlDatabase) -> CmsProfileSigner:
     return CmsProfileSigner.from_pem(pem)
 
 
-def build(settings: Settings, *, migrate: bool = True, public_url: str | None = None) -> Pomona:
+def build(
+    settings: Settings, *, migrate: bool = True, public_url: str | None = None, measure: bool = False
+) -> Pomona:
     """Build every part once, each given what it needs through its constructor.
 
     The public URL is the installation's recorded one (services.installation), else the settings';
-    `public_url` overrides both for this process only (a link printed for another address)."""
+    `public_url` overrides both for this process only (a link printed for another address).
+    `measure`: count for /metrics (the server); the CLI counts nothing and does not load prometheus-client."""
+    from pomona.net.abm import HttpAbmConnector
+    from pomona.pki.abm import LocalAbmKeys
     from pomona.pki.sealing import KeyringSealer, server_keys
     from pomona.push.apns import ApnsClient
     from pomona.push.certkit import LocalPushCertKit
@@ -116,17 +132,29 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
     recorded = recorded_public_url(db)
     public_url = (public_url or (recorded.url if recorded else settings.public_url)).rstrip("/")
     kit = LocalPushCertKit(sealer)
+    metrics: Metrics = NoMetrics()
+    if measure:
+        from pomona.metrics import PrometheusMetrics
+
+        # The gauges are read at scrape time from the services built below (closures, called later).
+        metrics = PrometheusMetrics(
+            lambda: commands.pending_count(),
+            lambda: push.queue_size(),
+            multiprocess_dir=settings.metrics_dir,
+        )
 
     # Push: one APNs client per process (it connects on first use, on its own loop thread).
     identities = TenantIdentitySource(db, kit.open)
     verify: str | bool = str(settings.apns_ca) if settings.apns_ca else True
     gateway = ApnsGateway(ApnsClient(identities, base_url=settings.apns_url, verify=verify), identities)
-    push = PushService(db, clock, gateway, settings.push.to_push_settings())
+    push = PushService(db, clock, gateway, settings.push.to_push_settings(), metrics=metrics)
 
-    policy = PolicyService(db, clock)
-    admin = AdminService(db, clock, pki)
-    enrollment = EnrollmentService(db, clock, pki, signer, Urls(public_url), policy)
-    notifier = Notifier(db, clock, kit, HttpWebhookPoster(allow_private=settings.webhook_allow_private))
+    policy = PolicyService(db, clock, metrics=metrics)
+    admin = AdminService(db, clock, pki, metrics=metrics)
+    enrollment = EnrollmentService(db, clock, pki, signer, Urls(public_url), policy, metrics=metrics)
+    notifier = Notifier(
+        db, clock, kit, HttpWebhookPoster(allow_private=settings.webhook_allow_private), metrics=metrics
+    )
     host = urlsplit(public_url).hostname or "localhost"
     discovery = DiscoverySettings(
         settings.enrollment_cname_target or host,
@@ -135,14 +163,26 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
     )
     resolver = DnsResolver(settings.dns_server)
     jobs = JobRunner()
-    apns = ApnsLifecycle(db, clock, kit, push.wake, jobs)
+    apns = ApnsLifecycle(db, clock, kit, push.wake, jobs, metrics=metrics)
     # Health and diagnose read the certificate lifecycle's findings and push reachability; health
     # reports new findings to the tenant's webhook.
     unresponsive = unresponsive_check(push.unresponsive)
     diagnose = DiagnoseService(
-        db, clock, policy, resolver, HttpFetcher(), discovery, apns.check, unresponsive
+        db, clock, policy, resolver, HttpFetcher(), discovery, apns.check, unresponsive, metrics=metrics
     )
-    health = HealthService(db, clock, resolver, discovery, apns.check, unresponsive, notifier.notify)
+    abm_verify: str | bool = str(settings.abm_ca) if settings.abm_ca else True
+    abm = AbmService(db, clock, LocalAbmKeys(), HttpAbmConnector(settings.abm_url, verify=abm_verify))
+    health = HealthService(
+        db,
+        clock,
+        resolver,
+        discovery,
+        apns.check,
+        unresponsive,
+        notifier.notify,
+        abm=abm.check,
+        metrics=metrics,
+    )
     background = Background(
         jobs=jobs,
         push=push,
@@ -150,23 +190,28 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
         health_round=health.run_all,
         push_worker=settings.push_worker,
         health_interval=settings.health_interval,
+        abm_round=abm.sync_all,
+        abm_interval=settings.abm_sync_interval,
     )
+    commands = CommandService(db, clock, push.wake, metrics=metrics)
     return Pomona(
         clock=clock,
+        metrics=metrics,
         public_url=public_url,
         admin=admin,
         enrollment=enrollment,
-        scep=ScepService(db, clock, pki, LocalScep(), enrollment),
-        checkin=CheckinService(db, clock, pki, policy),
-        commands=CommandService(db, clock, push.wake),
+        scep=ScepService(db, clock, pki, LocalScep(), enrollment, metrics=metrics),
+        checkin=CheckinService(db, clock, pki, policy, metrics=metrics),
+        commands=commands,
         policy=policy,
-        portal=PortalService(db, clock, admin, policy, enrollment),
+        portal=PortalService(db, clock, admin, policy, enrollment, metrics=metrics),
         diagnose=diagnose,
         health=health,
-        reports=ReportService(db, clock),
+        reports=ReportService(db, clock, metrics=metrics),
         push=push,
         apns=apns,
         notifier=notifier,
+        abm=abm,
         background=background,
         console=ConsoleService(db, clock, policy, health.open_findings, push.wake),
         settings=settings,
@@ -206,12 +251,180 @@ def rotate_server_key(settings: Settings) -> tuple[str, int]:
     return sealer.key_id, report.sealed + report.resealed
 
 
+@dataclass(frozen=True)
+class RestoreReport:
+    """What `pomona restore` did: the database replaced, the migrations it ran, the tenants it holds."""
+
+    source: Path
+    database: Path
+    from_revision: str | None
+    to_revision: str
+    tenants: int
+    key_id: str
+
+
+def backup_database(
+    settings: Settings, out: Path, progress: Callable[[int, int], None] | None = None
+) -> tuple[BackupInfo, str | None]:
+    """A consistent copy of the SQLite database at ``out`` while the server may run (storage/backup.py),
+    and the path of the server key file it needs (None when POMONA_SECRET_KEY is the key). PostgreSQL:
+    BACKUP_NOT_SQLITE with the exact pg_dump and pg_restore commands."""
+    from pomona.domain.errors import InvalidInputError
+    from pomona.pki.sealing import SERVER_KEY_FILE
+    from pomona.storage.backup import make_backup, sqlite_file
+
+    database = sqlite_file(settings.url())
+    if not out.parent.is_dir():
+        raise InvalidInputError(f"--out {out}: the folder {out.parent} does not exist")
+    if out.resolve() == database.resolve():
+        raise InvalidInputError(f"--out {out} is the database itself")
+    info = make_backup(database, out, progress)
+    key_file = None if settings.server_key() is not None else str(settings.data_dir / SERVER_KEY_FILE)
+    return info, key_file
+
+
+def restore_database(
+    settings: Settings,
+    source: Path,
+    *,
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> RestoreReport:
+    """Replace the SQLite database with the backup at ``source`` (the server stopped): checked, staged
+    beside the database, migrated up to this version, its secrets opened with this server's key, then
+    copied over the database (storage/backup.py says how, and what each refusal means)."""
+    from pomona.domain.errors import ServerKeyError
+    from pomona.pki.sealing import SERVER_KEY_FILE, KeyringSealer, server_keys
+    from pomona.storage.backup import (
+        check_backup_version,
+        copy_database,
+        inspect_backup,
+        refuse_non_empty,
+        sqlite_file,
+    )
+    from pomona.storage.migrate import known_revisions
+
+    database = sqlite_file(settings.url())
+    info = inspect_backup(source)
+    known = known_revisions()
+    check_backup_version(info, known)
+    refuse_non_empty(database, force)
+    data_dir = private_dir(settings.data_dir)
+    key = settings.server_key()
+    needed = ", ".join(info.key_ids) or "none"
+    if key is None and not (data_dir / SERVER_KEY_FILE).exists() and info.key_ids:
+        raise ServerKeyError(
+            f"there is no server key in {data_dir}: copy the server.key kept with this backup (key "
+            f"{needed}) there (mode 0600, owned by the server's user), then restore again"
+        )
+    sealer = KeyringSealer(server_keys(data_dir, key))
+    staged = database.with_name(database.name + ".restore")
+    leftovers = [staged.with_name(staged.name + s) for s in ("", "-wal", "-shm", "-journal")]
+    for f in leftovers:
+        f.unlink(missing_ok=True)
+    try:
+        copy_database(source, staged)
+        db = SqlDatabase(f"sqlite:///{staged}", sealer=sealer)
+        try:
+            db.create_all()  # an older backup: its migrations up to this version's
+            try:
+                db.seal_at_rest()
+            except ServerKeyError:
+                raise ServerKeyError(
+                    f"{source} was sealed under server key {needed}, and this server's key is "
+                    f"{sealer.key_id}: put the server.key kept with this backup in {data_dir} (or set "
+                    "POMONA_SECRET_KEY to it), then restore again",
+                    key_id=needed,
+                ) from None
+        finally:
+            db.dispose()
+        if not database.exists():
+            os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        copy_database(staged, database, progress)
+    finally:
+        for f in leftovers:
+            f.unlink(missing_ok=True)
+    return RestoreReport(source, database, info.revision, known[-1], info.tenants, sealer.key_id)
+
+
+def run_doctor(settings: Settings, *, public_url: str | None, ca_file: Path | None) -> list[CheckLine]:
+    """`pomona doctor`'s checks, in order (services/doctor.py says what each checks). The data folder is
+    checked before anything opens it, and nothing is migrated."""
+
+    from pomona.domain.checks import key_file_findings, migration_findings
+    from pomona.domain.errors import DatabaseUnavailableError
+    from pomona.net.probe import TlsUrlProber
+    from pomona.pki.sealing import SERVER_KEY_FILE
+    from pomona.services.doctor import line, skipped
+    from pomona.storage import migrate
+
+    lines: list[CheckLine] = []
+    folder = Path(settings.data_dir)
+    key = folder / SERVER_KEY_FILE
+    if settings.server_key() is not None:
+        lines.append(skipped("data_folder", str(folder), "doctor.note.key_in_env"))
+    elif not key.exists():
+        lines.append(skipped("data_folder", str(folder), "doctor.note.no_key"))
+    else:
+        found = key_file_findings(str(key), key.stat().st_mode & 0o777)
+        found += key_file_findings(str(folder), folder.stat().st_mode & 0o777)
+        lines.append(line("data_folder", str(key), found))
+    from pomona.storage.database import redact_url
+
+    shown = redact_url(settings.url())
+    db: SqlDatabase | None = None
+    try:
+        db = SqlDatabase(settings.url())
+        db.check_reachable()
+        current = migrate.current(db.engine)
+    except DatabaseUnavailableError as exc:
+        finding = Finding(
+            ReasonCode.DATABASE_UNAVAILABLE, Severity.CRITICAL, "database", {"error": exc.detail}
+        )
+        lines.append(line("database", shown, [finding]))
+        at_head = False
+    else:
+        pending = migration_findings(current, migrate.head())
+        lines.append(line("database", shown, pending, "doctor.note.schema", revision=str(current)))
+        at_head = not pending
+    finally:
+        if db is not None:
+            db.dispose()
+    p = build(settings, migrate=False) if at_head else None
+    try:
+        url = public_url or (p.public_url if p is not None else None)
+        doctor = Doctor(TlsUrlProber(ca_file=ca_file), SystemClock())
+        if url is None:
+            lines.append(skipped("public_url", "?", "doctor.note.no_public_url"))
+        else:
+            lines += doctor.public_url(url)
+        if p is None:
+            lines.append(skipped("push_certificate", "*", "doctor.note.no_database"))
+        else:
+            lines += doctor.tenants(p.health)
+    finally:
+        if p is not None:
+            p.close()
+    return lines
+
+
 def create_app(settings: Settings | None = None, *, pomona: Pomona | None = None) -> object:
     """The ASGI application: device endpoints (lean, raw ASGI) in front of the admin API."""
     from pomona.http.root import RootApp
 
-    p = pomona or build(settings or Settings.from_env())
-    return RootApp(p, trusted_proxies=p.settings.trusted_proxies)
+    p = pomona or build(settings or Settings.from_env(), measure=True)
+    return RootApp(p, trusted_proxies=p.settings.trusted_proxies, metrics_allow=p.settings.metrics_allow)
 
 
-__all__ = ["Pomona", "Settings", "Tenant", "build", "create_app", "rotate_server_key"]
+__all__ = [
+    "Pomona",
+    "RestoreReport",
+    "Settings",
+    "Tenant",
+    "backup_database",
+    "build",
+    "create_app",
+    "restore_database",
+    "rotate_server_key",
+    "run_doctor",
+]

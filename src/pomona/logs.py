@@ -16,7 +16,11 @@ The lines Pomona writes on purpose:
 - ``request`` (logger ``pomona.access``, info): one per HTTP request with ``method``, ``path``,
   ``status``, ``duration_ms``, ``request_id``, only when the access log is on (POMONA_ACCESS_LOG=1 or
   ``pomona serve --access-log``); when it is off the server is not wrapped at all
-  (http/middleware.py ``AccessLog``).
+  (http/middleware.py ``AccessLog``). The path of an enrollment link is ``/enroll/[redacted]``: its
+  token is a secret (and the SCEP challenge); queries and headers are never logged;
+- ``serving`` (logger ``pomona.serve``, info) with ``url``, ``public_url``, ``database`` (its password
+  hidden): `pomona serve`'s start-up banner when the format is JSON (console: the translated text), and
+  ``plain_http_public_url`` (warning) for an http:// public URL off this machine.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from pomona.settings import LogFormat, LogLevel
 
-__all__ = ["ACCESS_LOGGER", "QUIET", "REFUSAL_LOGGER", "configure", "reset"]
+__all__ = ["ACCESS_LOGGER", "QUIET", "REFUSAL_LOGGER", "configure", "log_serving", "reset"]
 
 REFUSAL_LOGGER: Final = "pomona.refusal"
 ACCESS_LOGGER: Final = "pomona.access"
@@ -118,3 +122,11 @@ def reset() -> None:
             logging.getLogger(name).setLevel(logging.NOTSET)
         _handler = None
     structlog.reset_defaults()
+
+
+def log_serving(url: str, public_url: str, database: str, *, plain_http: bool) -> None:
+    """`pomona serve`'s banner as log lines (the JSON format: every line of stderr is one object)."""
+    log = logging.getLogger("pomona.serve")
+    if plain_http:
+        log.warning("plain_http_public_url", extra={"public_url": public_url})
+    log.info("serving", extra={"url": url, "public_url": public_url, "database": database})

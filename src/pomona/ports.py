@@ -25,7 +25,7 @@ from typing import Literal, Protocol, TypedDict, TypeVar, Unpack
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from pomona.domain.checks import Finding, RecordedFinding
+from pomona.domain.checks import Finding, RecordedFinding, UrlProbe
 from pomona.domain.models import (
     ApiToken,
     BlockedDevice,
@@ -44,6 +44,7 @@ from pomona.domain.models import (
     User,
 )
 from pomona.domain.policy import Restriction
+from pomona.protocol.dep import AbmDevice, FetchPage, ServerToken
 from pomona.protocol.errors import ProtocolError
 
 
@@ -74,6 +75,48 @@ class WellKnownFetcher(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+class UrlProber(Protocol):
+    """The public URL as a device sees it (net/probe.py): TLS, ``/healthz``, the server's clock."""
+
+    def probe(self, url: str) -> UrlProbe: ...
+
+
+class Metrics(Protocol):
+    """What the server counts for ``/metrics`` (pomona/metrics.py implements it on prometheus-client).
+    Every method is called on a request's path: an implementation must cost about a microsecond."""
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None: ...
+    def refusal(self, reason: str, step: str) -> None: ...
+    def enrollment_completed(self) -> None: ...
+    def checkin(self, channel: str, message_type: str) -> None: ...
+    def push_outcome(self, outcome: str) -> None: ...
+    def exposition(self) -> tuple[bytes, str]:
+        """The text to answer a scrape with, and its content type."""
+        ...
+
+
+class NoMetrics:
+    """Counts nothing: the services' default when nothing is measured (tests, the CLI)."""
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        pass
+
+    def refusal(self, reason: str, step: str) -> None:
+        pass
+
+    def enrollment_completed(self) -> None:
+        pass
+
+    def checkin(self, channel: str, message_type: str) -> None:
+        pass
+
+    def push_outcome(self, outcome: str) -> None:
+        pass
+
+    def exposition(self) -> tuple[bytes, str]:
+        return b"", "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +364,7 @@ class CommandQueue(Protocol):
         at: datetime,
     ) -> QueuedCommand | None: ...
     def cancel_pending(self, enrollment_id: str) -> int: ...
+    def pending_count(self) -> int: ...
     def list_for_device(self, tenant_id: str, device_id: str, *, limit: int = 100) -> list[QueuedCommand]: ...
 
 
@@ -580,6 +624,127 @@ class WebhookStore(Protocol):
     def deliveries(self, tenant_id: str, *, limit: int = 50) -> list[WebhookDelivery]: ...
 
 
+# --- Apple Business Manager ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AbmTokenInfo:
+    """One uploaded ABM server token, without its secrets (those are read by :meth:`AbmStore.credentials`)."""
+
+    id: str
+    tenant_id: str
+    name: str
+    consumer_key: str
+    access_token_expiry: datetime
+    created_at: datetime
+    cursor: str | None = None
+    last_sync_at: datetime | None = None
+    last_full_sync_at: datetime | None = None
+    last_error: str | None = None  # the reason code of the last failed sync, cleared by a good one
+    last_error_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AbmDeviceRecord:
+    """A device as the last sync left it: Apple's fields, and whether ABM deleted it (kept as history)."""
+
+    tenant_id: str
+    token_id: str
+    device: AbmDevice
+    deleted: bool
+    first_seen_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AbmHistoryEntry:
+    """One step of a device's ABM timeline: what a sync saw change (added, modified, deleted)."""
+
+    at: datetime  # when Pomona saw it
+    op_type: str  # added | modified | deleted | seen (a full fetch that found the device changed)
+    op_date: datetime | None
+    profile_status: str
+    profile_uuid: str
+    profile_assign_time: datetime | None
+    profile_push_time: datetime | None
+    device_assigned_by: str
+    token_id: str
+
+    def to_json(self) -> dict[str, object]:
+        def iso(v: datetime | None) -> str | None:
+            return None if v is None else v.isoformat()
+
+        return {
+            "at": self.at.isoformat(),
+            "op_type": self.op_type,
+            "op_date": iso(self.op_date),
+            "profile_status": self.profile_status,
+            "profile_uuid": self.profile_uuid or None,
+            "profile_assign_time": iso(self.profile_assign_time),
+            "profile_push_time": iso(self.profile_push_time),
+            "device_assigned_by": self.device_assigned_by or None,
+            "token_id": self.token_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AbmUpsert:
+    """What :meth:`AbmStore.upsert_devices` did to one page."""
+
+    added: int = 0
+    modified: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+
+
+class AbmStore(Protocol):
+    """The tenant's ABM key pair, server tokens (sealed), sync cursors, devices and their timelines."""
+
+    def set_keypair(self, tenant_id: str, cert_pem: bytes, key_pem: bytes, at: datetime) -> None: ...
+    def keypair(self, tenant_id: str) -> tuple[bytes, bytes] | None: ...
+    def add_token(self, info: AbmTokenInfo, credentials: ServerToken) -> None: ...
+    def tokens(self, tenant_id: str) -> list[AbmTokenInfo]: ...
+    def credentials(self, token_id: str) -> ServerToken | None: ...
+    def remove_token(self, tenant_id: str, token_id: str) -> bool: ...
+    def sync_done(self, token_id: str, cursor: str, at: datetime, *, full: bool) -> None: ...
+    def sync_failed(self, token_id: str, reason: str, at: datetime) -> None: ...
+    def upsert_devices(
+        self, tenant_id: str, token_id: str, devices: Sequence[AbmDevice], at: datetime
+    ) -> AbmUpsert: ...
+    def devices(
+        self, tenant_id: str, *, serial: str | None = None, limit: int = 1000, offset: int = 0
+    ) -> list[AbmDeviceRecord]: ...
+    def device_count(self, tenant_id: str, *, deleted: bool = False) -> int: ...
+    def listed_serials(self, tenant_id: str, token_id: str) -> set[str]: ...  # not deleted
+    def history(self, tenant_id: str, serial: str, *, limit: int = 200) -> list[AbmHistoryEntry]: ...
+
+
+class AbmClient(Protocol):
+    """One ABM server token's session with Apple (net/abm.py over HTTP): each call authenticates as
+    needed and raises the typed ``AbmError`` of Apple's answer (domain/errors.py)."""
+
+    def account(self) -> dict[str, object]: ...
+    def fetch_devices(self, cursor: str | None, limit: int) -> FetchPage: ...
+    def sync_devices(self, cursor: str, limit: int) -> FetchPage: ...
+    def define_profile(self, profile: Mapping[str, object]) -> str: ...
+    def get_profile(self, profile_uuid: str) -> dict[str, object]: ...
+    def assign_profile(self, profile_uuid: str, serials: Sequence[str]) -> dict[str, str]: ...
+    def clear_profile(self, profile_uuid: str, serials: Sequence[str]) -> dict[str, str]: ...
+    def disown(self, serials: Sequence[str]) -> dict[str, str]: ...
+
+
+class AbmKeys(Protocol):
+    """The ABM key pair and the server token's decryption (pki/abm.py): ``decrypt_token`` raises a
+    ``ProtocolError`` (CmsError) for a ``.p7m`` the key does not open."""
+
+    def make_keypair(self, common_name: str) -> tuple[bytes, bytes]: ...
+    def decrypt_token(self, data: bytes, cert_pem: bytes, key_pem: bytes) -> bytes: ...
+
+
+class AbmConnector(Protocol):
+    """Opens an :class:`AbmClient` for one token's credentials (the base URL is the server's setting)."""
+
+    def connect(self, credentials: ServerToken) -> AbmClient: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over every store: ``with db.unit_of_work() as uow:`` commits on success and rolls
     back on error."""
@@ -632,6 +797,8 @@ class UnitOfWork(Protocol):
     def audit(self) -> AuditLog: ...
     @property
     def device_listing(self) -> DeviceListing: ...
+    @property
+    def abm(self) -> AbmStore: ...
 
 
 U_co = TypeVar("U_co", covariant=True)

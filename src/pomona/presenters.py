@@ -24,6 +24,7 @@ from pomona.domain.models import (
     User,
 )
 from pomona.domain.policy import Access, DeviceTypeRestriction, Restriction
+from pomona.protocol.dep import AbmDevice
 
 
 def jsonable(value: object) -> object:
@@ -213,3 +214,22 @@ def restriction_json(r: Restriction, names: Mapping[str, str] | None = None) -> 
     else:
         d["limit"] = r.device_limit
     return d
+
+
+def abm_device_json(
+    device: AbmDevice, *, deleted: bool, token_id: str, first_seen_at: datetime, updated_at: datetime
+) -> dict[str, object]:
+    """A device as ABM lists it (Apple's field names and values), and what Pomona knows of it."""
+    from pomona.protocol.dep import DEVICE_FIELDS
+
+    out: dict[str, object] = {}
+    for name in DEVICE_FIELDS:
+        v = getattr(device, name)
+        out[name] = (v.isoformat() if isinstance(v, datetime) else v) if v not in (None, "") else None
+    out.update(
+        deleted=deleted,
+        token_id=token_id,
+        first_seen_at=first_seen_at.isoformat(),
+        updated_at=updated_at.isoformat(),
+    )
+    return out

@@ -281,6 +281,21 @@ class Settings(BaseSettings):
         description="Seconds between scheduled tenant health checks (0: off).",
     )
     push: PushConfig = Field(default_factory=PushConfig, description="The push queue.")
+    abm_url: str = Field(
+        "https://mdmenrollment.apple.com",
+        description="Apple Business Manager's device assignment service (the ABM emulator in labs and tests: "
+        "`pomona emulate abm`).",
+    )
+    abm_ca: Path | None = Field(
+        None,
+        description="A CA bundle the ABM client trusts (the emulator's, when it runs TLS); the system's "
+        "when unset.",
+    )
+    abm_sync_interval: Annotated[float, Field(ge=0)] = Field(
+        300.0,
+        description="Seconds between scheduled syncs of every ABM server token (0: off; needs the push "
+        "worker's process, `pomona serve`).",
+    )
     lang: Lang | None = Field(
         None,
         validation_alias=AliasChoices("POMONA_LANG", "LC_ALL", "LANG"),
@@ -301,6 +316,21 @@ class Settings(BaseSettings):
         False,
         description="One log line per HTTP request (method, path, status, duration, request id); "
         "`pomona serve --access-log` turns it on too.",
+    )
+    metrics_allow: Networks = Field(
+        ("127.0.0.0/8", "::1/128"),
+        description="Who may read `/metrics` without a token: client addresses or CIDR networks, "
+        "comma-separated (the client as POMONA_TRUSTED_PROXIES resolves it; a request forwarded by a proxy "
+        "that is not trusted never counts as local). Anyone else needs a server-wide API token "
+        "(`Authorization: Bearer`). Empty: a token always.",
+        json_schema_extra={"doc_type": "list of CIDRs", "doc_default": "127.0.0.0/8,::1/128"},
+    )
+    metrics_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("POMONA_METRICS_DIR", "PROMETHEUS_MULTIPROC_DIR"),
+        description="Where the server processes of `pomona serve --workers N` (N > 1) keep their counters "
+        "for /metrics (prometheus-client's multiprocess mode; emptied at each start); `<data dir>/metrics` "
+        "when unset. A single process keeps them in memory.",
     )
 
     @classmethod

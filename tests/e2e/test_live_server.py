@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from pomona.testing.pushcert import make_standin_push_cert
 from pomona.testing.virtual_device import VirtualDevice
 
 
-def cli(data_dir: Path, database_url: str | None, *args: str) -> dict[str, object]:
+def cli(data_dir: Path, database_url: str | None, *args: str) -> Any:
     env = dict(os.environ)
     env.pop("POMONA_DATABASE_URL", None)
     if database_url:
@@ -31,8 +32,7 @@ def cli(data_dir: Path, database_url: str | None, *args: str) -> dict[str, objec
         timeout=120,
     )
     assert out.returncode == 0, out.stderr + out.stdout
-    data: dict[str, object] = json.loads(out.stdout)
-    return data
+    return json.loads(out.stdout)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -142,6 +142,6 @@ class TestLiveServer:
                     d.facts.model_name,
                 )
             cli_list = cli(tmp_path, database, "device", "list", "--tenant", "acme")
-            assert cli_list["total"] == 7
+            assert isinstance(cli_list, list) and {row["serial"] for row in cli_list} == set(rows)
         finally:
             server.stop()

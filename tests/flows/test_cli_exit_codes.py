@@ -92,6 +92,20 @@ class TestWebhookTest:
         assert code == 1 and body["reason"] == "WEBHOOK_DELIVERY_FAILED", out
         assert "Connect" in body["message"], body
 
+    def test_show_lists_the_deliveries(self, env: str) -> None:
+        """`webhook show` names the URL and lists each delivery with its HTTP status, newest first."""
+        r = Receiver(500)
+        try:
+            set_hook(f"http://127.0.0.1:{r.port}/hook")
+            cli("webhook", "test", "--tenant", "acme")
+        finally:
+            r.close()
+        code, out, _ = cli("webhook", "show", "--tenant", "acme")
+        assert code == 0 and f"127.0.0.1:{r.port}/hook" in out and "500" in out and "failed" in out, out
+        body = json.loads(cli("webhook", "show", "--tenant", "acme", "--json")[1])
+        assert [(d["status"], d["http_status"]) for d in body["deliveries"]] == [("failed", 500)]
+        assert "secret" not in json.dumps(body)
+
     def test_a_delivery_exits_0(self, env: str) -> None:
         """A receiver answering 204 makes `webhook test` exit 0."""
         r = Receiver(204)

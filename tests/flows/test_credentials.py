@@ -110,7 +110,7 @@ class TestAdminTokens:
         spare = pomona.admin.create_api_token("acme", "spare").secret
         code, out = cli(monkeypatch, db_url, "token", "list", "--tenant", "acme", "--json")
         assert code == 0, out
-        tokens = json.loads(out)["tokens"]
+        tokens = json.loads(out)
         assert [x["state"] for x in tokens] == ["active", "active"]
         victim = next(x for x in tokens if x["name"] == "admin")
         code, out = cli(monkeypatch, db_url, "token", "revoke", victim["id"], "--json")
@@ -181,7 +181,7 @@ class TestEnrollmentLinks:
         """`pomona enroll-token revoke` ends a link: its next use is ENROLLMENT_TOKEN_INVALID, with an event."""
         code, out = cli(monkeypatch, db_url, "enroll-token", "list", "--tenant", "acme", "--json")
         assert code == 0, out
-        links = json.loads(out)["enrollment_tokens"]
+        links = json.loads(out)
         assert [(x["upn"], x["state"]) for x in links] == [("ana@acme.example", "active")]
         code, out = cli(monkeypatch, db_url, "enroll-token", "revoke", "--tenant", "acme", links[0]["id"])
         assert code == 0, out

@@ -69,7 +69,8 @@ class TestTenantFaultsAside:
             assert (r["answer"]["code"], r["answer"]["verdict"]) == ("PLATFORM_BLOCKED", "proven")  # type: ignore[index]
             also = {f["code"]: f for f in r["also_wrong"]}  # type: ignore[attr-defined]
             assert "DNS_ENROLLMENT_CNAME_MISSING" in also
-            assert "so DNS discovery worked" in also["DNS_ENROLLMENT_CNAME_MISSING"]["observed"]
+            worked = "so DNS discovery worked" if lang == "en" else "因此「DNS 发现」正常"
+            assert worked in also["DNS_ENROLLMENT_CNAME_MISSING"]["observed"]
             assert "DNS_ENROLLMENT_CNAME_MISSING" not in [f["code"] for f in r["findings"]]  # type: ignore[attr-defined]
 
     def test_missing_cname_alone_with_no_attempt(self, w: World) -> None:

@@ -61,7 +61,7 @@ class TestUserList:
         enroll(pomona, client, ANA, "SERIALANA01")
         code, out = cli(monkeypatch, db_url, "user", "list", "--tenant", "acme", "--json")
         assert code == 0, out
-        rows = {r["upn"]: r for r in json.loads(out)["users"]}
+        rows = {r["upn"]: r for r in json.loads(out)}
         assert set(rows) == {ANA, BO}
         assert (rows[ANA]["enabled"], rows[ANA]["licensed"], rows[ANA]["groups"], rows[ANA]["devices"]) == (
             True,
@@ -273,7 +273,7 @@ class TestEvents:
         with pytest.raises(EnrollmentRefused):
             VirtualDevice(acme.enroll_url, client=client).enroll()  # type: ignore[arg-type]
 
-    def test_filters_and_json_lines(
+    def test_filters_and_json_array(
         self,
         pomona: Pomona,
         client: TestClient,
@@ -281,28 +281,28 @@ class TestEvents:
         db_url: str,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        """--json prints one event per line, oldest first; --user, --serial and --code select."""
+        """--json prints a JSON array, oldest first; --user, --serial and --code select."""
         self._refusals(pomona, client, acme)
         code, out = cli(monkeypatch, db_url, "events", "--tenant", "acme", "--json")
         assert code == 0, out
-        lines = [json.loads(x) for x in out.splitlines()]
+        lines = json.loads(out)
         assert len(lines) > 5 and [x["id"] for x in lines] == sorted(x["id"] for x in lines)
         code, out = cli(
             monkeypatch, db_url, "events", "--tenant", "acme", "--code", "user_disabled", "--json"
         )
-        found = [json.loads(x) for x in out.splitlines()]
+        found = json.loads(out)
         assert code == 0 and found and {(x["reason"], x["upn"]) for x in found} == {("USER_DISABLED", ANA)}
         code, out = cli(monkeypatch, db_url, "events", "--tenant", "acme", "--user", ANA.upper(), "--json")
-        found = [json.loads(x) for x in out.splitlines()]
+        found = json.loads(out)
         assert code == 0 and {x["upn"] for x in found} == {ANA}
         assert "user.update" in [x["detail"].get("action") for x in found]  # the disabling names her
         code, out = cli(
             monkeypatch, db_url, "events", "--tenant", "acme", "--serial", "SERIALBO0001", "--json"
         )
-        found = [json.loads(x) for x in out.splitlines()]
+        found = json.loads(out)
         assert code == 0 and found and {x["serial"] for x in found} == {"SERIALBO0001"}
         code, out = cli(monkeypatch, db_url, "events", "--tenant", "acme", "--limit", "2", "--json")
-        assert code == 0 and len(out.splitlines()) == 2
+        assert code == 0 and len(json.loads(out)) == 2
 
     def test_table_and_time_window(
         self,
@@ -319,13 +319,13 @@ class TestEvents:
         code, out = cli(
             monkeypatch, db_url, "events", "--tenant", "acme", "--since", "2199-01-01T00:00", "--json"
         )
-        assert (code, out) == (0, "")
+        assert (code, json.loads(out)) == (0, [])
         code, out = cli(monkeypatch, db_url, "events", "--tenant", "acme", "--since", "2199-01-01T00:00")
         assert code == 0 and "No events" in out
         code, out = cli(
             monkeypatch, db_url, "events", "--tenant", "acme", "--until", "2000-01-01T00:00+08:00", "--json"
         )
-        assert (code, out) == (0, "")
+        assert (code, json.loads(out)) == (0, [])
 
     @pytest.mark.parametrize(
         "args",

@@ -393,6 +393,19 @@ class TestCommandQueue:
             assert c2 is not None and c2.status is CommandStatus.CANCELLED
             assert uow.commands.next_for(e.id, skip_not_now=False) is None
 
+    def test_pending_count(self, db: Database) -> None:
+        """pending_count counts queued, sent and NotNow commands of every tenant, not answered ones."""
+        t, _, _, e = seed(db)
+        with db.unit_of_work() as uow:
+            assert uow.commands.pending_count() == 0
+            for n in (1, 2, 3, 4):
+                uow.commands.enqueue(command(t, e, n))
+            uow.commands.mark_sent(uow.commands.get_by_uuid(t.id, "cmd-2").id, NOW)  # type: ignore[union-attr]
+            uow.commands.record_result(e.id, "cmd-3", CommandStatus.NOT_NOW, b"r", [], NOW)
+            uow.commands.record_result(e.id, "cmd-4", CommandStatus.ACKNOWLEDGED, b"r", [], NOW)
+        with db.unit_of_work(readonly=True) as uow:
+            assert uow.commands.pending_count() == 3
+
     def test_results_scoped_to_enrollment(self, db: Database) -> None:
         """A result naming another enrollment's command changes nothing."""
         t, _, _, e = seed(db)

@@ -64,7 +64,21 @@ TREE: list[tuple[type[E.PomonaError], int, R]] = [
     (E.DatabaseUnavailableError, 500, R.DATABASE_UNAVAILABLE),
     (E.DataDirError, 500, R.DATA_DIR_UNUSABLE),
     (E.PortUnavailableError, 500, R.PORT_UNAVAILABLE),
+    (E.BackupError, 500, R.INTERNAL_ERROR),
+    (E.BackupNotSqliteError, 500, R.BACKUP_NOT_SQLITE),
+    (E.BackupInvalidError, 500, R.BACKUP_INVALID),
+    (E.BackupTooNewError, 500, R.BACKUP_TOO_NEW),
+    (E.RestoreTargetNotEmptyError, 500, R.RESTORE_TARGET_NOT_EMPTY),
     (E.WebhookDeliveryError, 502, R.WEBHOOK_DELIVERY_FAILED),
+    (E.AbmTokenFileError, 422, R.DEP_TOKEN_INVALID),
+    (E.AbmError, 502, R.INTERNAL_ERROR),
+    (E.AbmTokenInvalidError, 502, R.DEP_TOKEN_INVALID),
+    (E.AbmTokenExpiredError, 502, R.DEP_TOKEN_EXPIRED),
+    (E.AbmTermsNotAcceptedError, 502, R.DEP_TERMS_NOT_ACCEPTED),
+    (E.AbmCursorExpiredError, 502, R.DEP_CURSOR_EXPIRED),
+    (E.AbmProfileNotFoundError, 502, R.DEP_PROFILE_NOT_FOUND),
+    (E.AbmProfileRejectedError, 502, R.DEP_PROFILE_REJECTED),
+    (E.AbmThrottledError, 503, R.INTERNAL_ERROR),
 ]
 
 

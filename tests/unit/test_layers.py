@@ -34,11 +34,25 @@ ALLOWED: dict[str, set[str]] = {
     "pki": CORE,
     "push": CORE | {"pki"},
     "net": CORE,
+    # the Metrics port on prometheus-client (the composition root picks it)
+    "metrics": CORE,
     # adapters: services and presenters, never a backend, never each other, never the composition root
     "http": CORE | {"services", "presenters", "i18n", "knowledge"},
     # the CLI picks backends (through app), runs the emulators and the virtual device; never http
     "cli": CORE
-    | {"services", "presenters", "i18n", "knowledge", "app", "settings", "logs", "testing", "pki", "push"},
+    | {
+        "services",
+        "presenters",
+        "i18n",
+        "knowledge",
+        "app",
+        "settings",
+        "logs",
+        "testing",
+        "pki",
+        "push",
+        "metrics",
+    },
     # public test helpers: the virtual device, emulators, in-memory backends, a frozen clock
     "testing": CORE | {"pki", "push", "storage", "services", "i18n"},
     # the composition root builds everything
@@ -51,6 +65,7 @@ ALLOWED: dict[str, set[str]] = {
         "pki",
         "push",
         "net",
+        "metrics",
         "http",
         "settings",
         "logs",

@@ -21,6 +21,7 @@ from pomona.pki.sealing import KeyringSealer
 from pomona.ports import UnitOfWork
 from pomona.push.certkit import LocalPushCertKit
 from pomona.push.gateway import TenantIdentitySource
+from pomona.services.abm import AbmService
 from pomona.services.admin import AdminService
 from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
 from pomona.services.base import ServiceBase
@@ -104,6 +105,7 @@ CHECKIN = DECISION | {"tenants", "certs", "devices", "commands", "pushes", "even
 
 # The reviewed record: a service that needs another store changes its Protocol AND this line.
 EXPECTED: dict[type, set[str]] = {
+    AbmService: {"tenants", "abm", "events"},
     AdminService: {"tenants", "users", "api_tokens", "enrollment_tokens", "restrictions", "events"},
     ApnsLifecycle: {"tenants", "push_certs", "reenrollments", "pushes", "reachability", "events"},
     Notifier: {"tenants", "webhooks", "events"},
@@ -202,6 +204,7 @@ class TestNarrow:
             ("push_certs", {PushService, ApnsLifecycle}),
             ("reenrollments", {ApnsLifecycle}),
             ("health", {HealthService}),
+            ("abm", {AbmService}),
             ("certs", {EnrollmentService, CheckinService, CheckinCore}),
         ],
     )

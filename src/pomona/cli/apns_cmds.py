@@ -7,8 +7,10 @@ from pathlib import Path
 import click
 
 from pomona.cli.main import _json, _out, _pomona, common, main
+from pomona.cli.output import Column, echo_wrapped, emit_list, table
 from pomona.domain.errors import InvalidInputError
 from pomona.i18n import t
+from pomona.services.readable import facts_text
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -125,23 +127,34 @@ def apns_status(tenant_name: str) -> None:
     p = _pomona()
     st = p.apns.status(tenant_name)
     st["findings"] = p.apns.findings(tenant_name, p.clock.now())
-    lines = [
+    if _json():
+        _out(st, "")
+        return
+    click.echo(
         t("apns.cli.status", topic=st["topic"], not_after=st["not_after"], apple_id=st["apple_id"] or "-")
-    ]
-    lines += [f"{f['code']} ({f['severity']}): {f['facts']}" for f in st["findings"]]
-    _out(st, "\n".join(lines))
+    )
+    for f in st["findings"]:
+        rest = facts_text(f["facts"])
+        echo_wrapped(f"{f['code']} ({f['severity']})" + (f": {rest}" if rest else ""), indent=4, first="  -")
 
 
 @apns.command("reenroll")
 @click.option("--tenant", "tenant_name", required=True)
 @common
 def apns_reenroll(tenant_name: str) -> None:
-    """Enrollments cut off by a replaced certificate (they must re-enroll)."""
+    """Enrollments cut off by a replaced certificate (they must re-enroll): their count and a table, or a
+    JSON array of them with --json."""
     p = _pomona()
     r = p.apns.reenroll_required(tenant_name)
-    lines = [t("apns.cli.reenroll", count=r["count"])]
-    lines += [f"{e['serial'] or '-'}  {e['udid']}  {e['topic']}" for e in r["enrollments"]]
-    _out(r, "\n".join(lines))
+    if not _json():
+        click.echo(t("apns.cli.reenroll", count=r["count"]))
+        if not r["enrollments"]:
+            return
+    emit_list(
+        r["enrollments"],
+        [Column("serial"), Column("udid"), Column("topic")],
+        empty="",
+    )
 
 
 @main.group()
@@ -161,6 +174,33 @@ def webhook_set(tenant_name: str, url: str, secret: str) -> None:
     p = _pomona()
     p.notifier.configure(tenant_name, url, secret)
     _out({"tenant": tenant_name, "url": url}, t("push.cli.webhook_set", tenant=tenant_name, url=url))
+
+
+@webhook.command("show")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--limit", default=20, show_default=True, help="How many of the latest deliveries.")
+@common
+def webhook_show(tenant_name: str, limit: int) -> None:
+    """The tenant's webhook URL (never its secret) and its latest deliveries, newest first."""
+    r = _pomona().notifier.show(tenant_name, limit=limit)
+    if _json():
+        _out(r, "")
+        return
+    if r["url"] is None:
+        click.echo(t("push.cli.webhook_none", tenant=tenant_name))
+        return
+    click.echo(t("push.cli.webhook_show", tenant=tenant_name, url=r["url"]))
+    if r["deliveries"]:
+        table(
+            [
+                Column("time", "at", time=True),
+                Column("status"),
+                Column("http", "http_status"),
+                Column("codes"),
+                Column("error"),
+            ],
+            r["deliveries"],
+        )
 
 
 @webhook.command("test")

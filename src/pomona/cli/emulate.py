@@ -4,6 +4,11 @@
 (:mod:`pomona.testing.apns_emulator`): HTTP/2 over TLS with required client certificates, answering as
 Apple does. The state directory keeps its CA (``ca.pem``: what Pomona must trust, as ``verify``) and, on
 first start, a push certificate issued by it (``push-cert.pem``, ``push-key.pem``) to upload to a tenant.
+
+``pomona emulate abm --port 8090 [--devices N] [--serial-prefix X] [--state-dir D] [--tls]`` runs the
+Apple Business Manager emulator (:mod:`pomona.testing.abm_emulator`); Pomona reaches it through
+``POMONA_ABM_URL`` (and ``POMONA_ABM_CA`` with ``--tls``). Beside it, ``pomona emulate abm token``
+downloads a server token for a certificate, ``add-device`` assigns a device and ``fault`` makes it fail.
 """
 
 from __future__ import annotations
@@ -112,3 +117,143 @@ def apns(
                     delivered=stats.delivered,
                 )
             )
+
+
+# --- Apple Business Manager ------------------------------------------------------------------------
+@emulate.group("abm", invoke_without_command=True, help=t("emulate.help.abm"))
+@click.option("--host", default="127.0.0.1", show_default=True, help=t("emulate.help.host"))
+@click.option("--port", type=int, default=8090, show_default=True, help=t("emulate.help.port"))
+@click.option("--devices", type=int, default=0, show_default=True, help=t("emulate.help.abm_devices"))
+@click.option("--serial-prefix", default="P0MN", show_default=True, help=t("emulate.help.abm_prefix"))
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=t("emulate.help.abm_state_dir"),
+)
+@click.option("--tls", is_flag=True, help=t("emulate.help.abm_tls"))
+@click.option("--json", "as_json", is_flag=True, help=t("emulate.help.json"))
+@click.pass_context
+def abm(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    devices: int,
+    serial_prefix: str,
+    state_dir: Path | None,
+    tls: bool,
+    as_json: bool,
+) -> None:
+    if ctx.invoked_subcommand is not None:
+        return
+    import threading
+
+    from pomona.testing.abm_emulator import AbmEmulator
+
+    emu = AbmEmulator(devices=devices, serial_prefix=serial_prefix, state_dir=state_dir)
+    if tls and state_dir is None:
+        from pomona.domain.errors import InvalidInputError
+
+        raise InvalidInputError("--tls needs --state-dir (where the emulator keeps its CA)")
+    server = emu.serve_in_thread(host, port, tls_dir=state_dir if tls else None)
+    ca = None if server.ca_path is None else str(server.ca_path)
+    if as_json:
+        click.echo(json.dumps({"url": server.url, "devices": len(emu.s.devices), "ca": ca}), nl=True)
+    else:
+        click.echo(t("emulate.abm.ready", url=server.url, devices=len(emu.s.devices)))
+        click.echo(t("emulate.abm.hint", url=server.url))
+        if ca is not None:
+            click.echo(t("emulate.abm.ca", path=ca))
+        click.echo(t("emulate.apns.stop"))
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    server.close()
+    emu.save()
+
+
+def _control(abm_url: str, method: str, path: str, body: dict[str, object]) -> bytes:
+    import httpx
+
+    from pomona.domain.errors import UpstreamError
+    from pomona.settings import Settings
+
+    ca = Settings.from_env().abm_ca
+    try:
+        r = httpx.request(
+            method, abm_url.rstrip("/") + path, json=body, timeout=30, verify=str(ca) if ca else True
+        )
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"cannot reach the ABM emulator at {abm_url}: {exc}") from None
+    if r.status_code != 200:
+        raise UpstreamError(f"the ABM emulator answered {r.status_code}: {r.text[:200]}")
+    return r.content
+
+
+_URL = click.option("--abm-url", required=True, help=t("emulate.help.abm_url"))
+
+
+@abm.command("token", help=t("emulate.help.abm_token"))
+@_URL
+@click.option(
+    "--cert", "cert_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--days", type=int, default=365, show_default=True, help=t("emulate.help.abm_days"))
+@click.option(
+    "--cipher",
+    type=click.Choice(["aes256_cbc", "aes128_cbc", "tripledes_3key"]),
+    default="aes256_cbc",
+    show_default=True,
+)
+def abm_token(abm_url: str, cert_path: Path, out_path: Path, days: int, cipher: str) -> None:
+    p7m = _control(
+        abm_url,
+        "POST",
+        "/_emulator/token",
+        {"cert_pem": cert_path.read_text(), "days": days, "cipher": cipher},
+    )
+    out_path.write_bytes(p7m)
+    click.echo(t("emulate.abm.token", out=out_path))
+
+
+@abm.command("add-device", help=t("emulate.help.abm_add_device"))
+@_URL
+@click.option("--serial", required=True)
+@click.option("--product", default="iPhone15,2", show_default=True)
+@click.option("--os-version", default="17.4", show_default=True)
+def abm_add_device(abm_url: str, serial: str, product: str, os_version: str) -> None:
+    _control(
+        abm_url,
+        "POST",
+        "/_emulator/devices",
+        {"serial": serial, "product": product, "os_version": os_version},
+    )
+    click.echo(t("emulate.abm.added", serial=serial))
+
+
+@abm.command("fault", help=t("emulate.help.abm_fault"))
+@_URL
+@click.option(
+    "--fault",
+    "name",
+    type=click.Choice(
+        [
+            "terms-not-accepted",
+            "token-expired",
+            "token-revoked",
+            "cursor-expired",
+            "throttled",
+            "profile-not-found",
+            "assigned-elsewhere",
+            "device-cannot-reach-apple",
+            "clear",
+        ]
+    ),
+    required=True,
+)
+@click.option("--serial", default=None)
+def abm_fault(abm_url: str, name: str, serial: str | None) -> None:
+    _control(abm_url, "POST", "/_emulator/fault", {"fault": name, "serial": serial})
+    click.echo(t("emulate.abm.fault", fault=name))

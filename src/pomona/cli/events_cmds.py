@@ -21,6 +21,7 @@ import click
 
 from pomona.cli.diagnose_cmds import parse_time
 from pomona.cli.main import _json, _pomona, common, main
+from pomona.cli.output import emit_line, when
 from pomona.domain.errors import InvalidInputError
 from pomona.i18n import t
 
@@ -49,7 +50,7 @@ def short_detail(detail: dict[str, object]) -> str:
 def cells(e: Event) -> list[str]:
     """One event as the table's cells (times in UTC, to the second)."""
     return [
-        e.at.strftime("%Y-%m-%d %H:%M:%S"),
+        when(e.at),
         e.step.value,
         t(f"cli.outcome.{e.outcome.value}"),
         e.reason or "—",
@@ -62,45 +63,40 @@ def cells(e: Event) -> list[str]:
 def _emit_json(e: Event) -> None:
     from pomona.presenters import event_json
 
-    click.echo(json.dumps(event_json(e), ensure_ascii=False))
-    sys.stdout.flush()  # a script reading the pipe sees each event as it comes
+    emit_line(event_json(e))  # JSON Lines: a script reading the pipe sees each event as it comes
 
 
-_WIDTHS = (19, 12, 7, 28, 24, 24)  # the columns before the detail, in terminal cells
+def follow_lines(e: Event, cols: int) -> list[str]:
+    """One event of --follow's text output, within ``cols`` cells: the time, the outcome, the step and
+    the reason code on the first line; the user, the device and the detail on the second, indented
+    (cut with … where too long). A code is never cut: it is what the admin looks up."""
+    from pomona.services.readable import cell_len
 
-
-def _fixed(values: list[str]) -> str:
-    """One line of --follow's text output: fixed columns (CJK characters count two cells), detail last."""
-    from rich.cells import cell_len
-
-    padded = []
-    for v, w in zip(values, _WIDTHS, strict=False):
-        width = max(w, cell_len(v))
-        padded.append(v + " " * (width - cell_len(v)))
-    return "  ".join([*padded, values[-1]])
+    time_, step, outcome, code, who, device, detail = cells(e)
+    first = f"{time_}  {outcome}  {step}" + ("" if code == "—" else f"  {code}")
+    second = "  " + "  ".join(x for x in (who, device, detail) if x != "—")
+    out = [first]
+    if second.strip():
+        while cell_len(second) > cols:
+            second = second[:-2] + "…"
+        out.append(second)
+    return out
 
 
 def _emit_line(e: Event) -> None:
-    click.echo(_fixed(cells(e)))
+    from pomona.cli.output import width
+
+    for line in follow_lines(e, width()):
+        click.echo(line)
     sys.stdout.flush()
 
 
-def _header_line() -> None:
-    click.echo(_fixed([t(f"cli.column.{c}") for c in COLUMNS]))
-    sys.stdout.flush()
-
-
-def _table(rows: list[list[str]]) -> None:
+def _emit_table(events: list[Event]) -> None:
     """The events as a rich table; the reason code is never cut (it is what the admin looks up)."""
-    from rich.console import Console
-    from rich.table import Table
+    from pomona.cli.output import Column, table
 
-    table = Table()
-    for col in COLUMNS:
-        table.add_column(t(f"cli.column.{col}"), no_wrap=col == "code")
-    for r in rows:
-        table.add_row(*r)
-    Console().print(table)
+    rows = [dict(zip(COLUMNS, cells(e), strict=True)) for e in events]
+    table([Column(c, no_wrap=c == "code") for c in COLUMNS], rows)
 
 
 @main.command()
@@ -125,7 +121,8 @@ def events(
     limit: int,
     follow: bool,
 ) -> None:
-    """The tenant's events, oldest first: a table, or one JSON object per line with --json."""
+    """The tenant's events, oldest first: a table, or a JSON array with --json. With --follow, new events
+    as they come: two short lines each, or JSON Lines (one object per line) with --json."""
     if not 1 <= limit <= 10_000:
         raise InvalidInputError("--limit must be between 1 and 10000")
     since, until = parse_time(since_text), parse_time(until_text)
@@ -137,17 +134,21 @@ def events(
     p = _pomona()
     shown = list(reversed(p.commands.events(tenant_name, **filters, until=until, limit=limit)))
     as_json = _json()
-    if as_json:
+    if as_json and not follow:
+        from pomona.cli.output import dumps
+        from pomona.presenters import event_json
+
+        click.echo(dumps([event_json(e) for e in shown]))
+    elif as_json:
         for e in shown:
             _emit_json(e)
     elif follow:
-        _header_line()
         for e in shown:
             _emit_line(e)
     elif not shown:
         click.echo(t("cli.events.none", tenant=tenant_name))
     else:
-        _table([cells(e) for e in shown])
+        _emit_table(shown)
     if not follow:
         return
     if not as_json and not shown:

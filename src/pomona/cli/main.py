@@ -98,7 +98,12 @@ def common(fn: F) -> F:
         help="Where the SQLite database lives (ignored when POMONA_DATABASE_URL is set). "
         "Default: POMONA_DATA_DIR, else pomona-data.",
     )
-    @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+    @click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="For scripts: print JSON (a list: one JSON array; docs/cli.md).",
+    )
     @functools.wraps(fn)
     def wrapper(*args: Any, data_dir: Path | None, as_json: bool, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
@@ -186,49 +191,65 @@ def tenant() -> None:
     show_default=True,
     help="The device CA's key.",
 )
+@click.option(
+    "--seats",
+    type=click.IntRange(0, 10_000_000),
+    default=None,
+    help="Licence seats (default 25, as an Intune trial; tighten later with `pomona licence set`).",
+)
 @common
-def tenant_create(name: str, domain: str, key_type: str) -> None:
-    """Create a tenant with its own device CA."""
+def tenant_create(name: str, domain: str, key_type: str, seats: int | None) -> None:
+    """Create a tenant with its own device CA, ready to enroll once its push certificate is uploaded.
+
+    Pomona becomes its MDM authority and it gets licence seats (``pomona licence set`` changes them;
+    ``pomona user create`` gives each new user a seat while one is free)."""
+    from pomona.services.admin import DAY_ONE_AUTHORITY, DAY_ONE_SEATS
+
     p = _pomona()
-    tn = p.admin.create_tenant(name, domain, key_type=key_type)
+    tn = p.admin.create_tenant(
+        name,
+        domain,
+        key_type=key_type,
+        authority=DAY_ONE_AUTHORITY,
+        seats=DAY_ONE_SEATS if seats is None else seats,
+    )
     _out(
-        {"id": tn.id, "name": tn.name, "domain": tn.domain},
-        t("cli.tenant.created", name=tn.name, id=tn.id, domain=tn.domain),
+        {
+            "id": tn.id,
+            "name": tn.name,
+            "domain": tn.domain,
+            "mdm_authority": tn.mdm_authority,
+            "licence_seats": tn.licence_seats,
+        },
+        t(
+            "cli.tenant.created",
+            name=tn.name,
+            id=tn.id,
+            domain=tn.domain,
+            authority=tn.mdm_authority,
+            seats=tn.licence_seats,
+        ),
     )
 
 
 @tenant.command("list")
 @common
 def tenant_list() -> None:
-    """List tenants."""
-    p = _pomona()
-    ts = p.admin.list_tenants()
-    rows = [
-        {
-            "id": x.id,
-            "name": x.name,
-            "domain": x.domain,
-            "push_topic": x.push_topic,
-            "push_not_after": None if x.push_not_after is None else x.push_not_after.isoformat(),
-            "mdm_authority": x.mdm_authority,
-        }
-        for x in ts
-    ]
-    if _json():
-        click.echo(json.dumps({"tenants": rows}, indent=2))
-        return
-    if not rows:
-        click.echo(t("cli.tenant.none"))
-        return
-    from rich.console import Console
-    from rich.table import Table
+    """List tenants: a table, or a JSON array with --json."""
+    from pomona.cli.output import Column, emit_list
+    from pomona.presenters import tenant_json
 
-    table = Table()
-    for col in ("tenant", "domain", "topic", "id"):
-        table.add_column(t(f"cli.column.{col}"))
-    for r in rows:
-        table.add_row(str(r["name"]), str(r["domain"]), str(r["push_topic"] or "—"), str(r["id"]))
-    Console().print(table)
+    rows = [{**tenant_json(x), "mdm_authority": x.mdm_authority} for x in _pomona().admin.list_tenants()]
+    emit_list(
+        rows,
+        [
+            Column("tenant", "name"),  # what every --tenant takes; the id and the topic: --json
+            Column("domain"),
+            Column("authority", "mdm_authority"),
+            Column("push_expires", "push_not_after", time=True),
+        ],
+        empty=t("cli.tenant.none"),
+    )
 
 
 @tenant.command("set-authority")
@@ -262,6 +283,12 @@ def user() -> None:
 @click.option("--dem", is_flag=True, help="Device enrollment manager: up to 1,000 devices, no user affinity.")
 @click.option("--disabled", is_flag=True, help="Create the user blocked from signing in.")
 @click.option("--mfa-required", is_flag=True, help="Require MFA (TOTP) at portal sign-in.")
+@click.option(
+    "--licence/--no-licence",
+    default=True,
+    show_default=True,
+    help="Give the user a licence seat (warned about, not refused, when none is free).",
+)
 @common
 def user_create(
     tenant_name: str,
@@ -271,8 +298,12 @@ def user_create(
     dem: bool,
     disabled: bool,
     mfa_required: bool,
+    licence: bool,
 ) -> None:
-    """Create a user."""
+    """Create a user; with a licence seat while one is free (--no-licence: without)."""
+    import dataclasses
+
+    from pomona.domain.errors import LicensesExhaustedError
     from pomona.presenters import user_json
 
     p = _pomona()
@@ -285,6 +316,16 @@ def user_create(
         is_dem=dem,
         mfa_required=mfa_required,
     )
+    if licence:
+        try:
+            p.policy.licence(tenant_name, u.upn, assign=True)
+        except LicensesExhaustedError as exc:
+            cli_warning(
+                exc.reason.value,
+                t("cli.user.no_seat", upn=u.upn, tenant=tenant_name, seats=exc.context.get("seats")),
+            )
+        else:
+            u = dataclasses.replace(u, licensed=True)
     _out(
         user_json(u),
         t("cli.user.created", upn=u.upn, tenant=tenant_name),
@@ -309,28 +350,15 @@ def enroll_token_create(tenant_name: str, upn: str, uses: int, expires: str, pub
     """Create an enrollment link for a user and print its URL.
 
     The link is created even when the user cannot enroll now (a licence to assign, a push certificate to
-    upload), so it can be handed out while that is fixed: a warning names the reason code. A plain
-    http:// public URL off this machine is warned about too."""
-    from pomona.services.installation import is_plain_http_remote, validate_public_url
+    upload), so it can be handed out while that is fixed: a warning names the reason code and the command
+    that fixes it. A plain http:// public URL off this machine is warned about too."""
+    from pomona.i18n import detect_lang
+    from pomona.services.installation import validate_public_url
 
     p = _pomona(None if public_url is None else validate_public_url(public_url))
     issued = p.admin.create_enrollment_token(tenant_name, upn, uses=uses, expires_in=parse_duration(expires))
     url = p.enrollment.urls.enroll(issued.secret)
-    warnings: list[dict[str, str | None]] = []
-    if is_plain_http_remote(p.public_url):
-        warnings.append({"reason": None, "message": t("cli.warning.plain_http", url=p.public_url)})
-    decision = p.policy.link_check(tenant_name, upn)
-    if not decision.allowed and decision.reason is not None:
-        from pomona import knowledge
-        from pomona.i18n import detect_lang
-
-        why = knowledge.text_for(decision.reason.value, detect_lang()).title
-        warnings.append(
-            {
-                "reason": decision.reason.value,
-                "message": t("cli.warning.cannot_enroll", upn=upn, tenant=tenant_name, message=why),
-            }
-        )
+    warnings = [w.to_dict() for w in p.policy.link_warnings(tenant_name, upn, p.public_url, detect_lang())]
     if _json():
         click.echo(
             json.dumps(
@@ -360,6 +388,7 @@ def enroll_token_create(tenant_name: str, upn: str, uses: int, expires: str, pub
 @common
 def enroll_token_list(tenant_name: str, limit: int) -> None:
     """List a tenant's enrollment links, newest first (never their secrets)."""
+    from pomona.cli.output import Column, emit_list
     from pomona.presenters import enrollment_token_json
 
     p = _pomona()
@@ -367,25 +396,17 @@ def enroll_token_list(tenant_name: str, limit: int) -> None:
     rows = [
         enrollment_token_json(x, u, now) for x, u in p.admin.list_enrollment_tokens(tenant_name, limit=limit)
     ]
-    if _json():
-        click.echo(json.dumps({"enrollment_tokens": rows}, indent=2))
-        return
-    if not rows:
-        click.echo(t("cli.enroll_token.none", tenant=tenant_name))
-        return
-    _table(
-        ["id", "user", "uses", "state", "created", "expires"],
+    emit_list(
+        rows,
         [
-            [
-                str(r["id"]),
-                str(r["upn"] or "—"),
-                f"{r['uses_count']}/{r['uses_allowed']}",
-                t(f"cli.state.{r['state']}"),
-                str(r["created_at"]),
-                str(r["expires_at"]),
-            ]
-            for r in rows
+            Column("id"),
+            Column("user", "upn"),
+            Column("uses", lambda r: f"{r['uses_count']}/{r['uses_allowed']}"),
+            Column("state", lambda r: t(f"cli.state.{r['state']}")),
+            Column("created", "created_at", time=True),
+            Column("expires", "expires_at", time=True),
         ],
+        empty=t("cli.enroll_token.none", tenant=tenant_name),
     )
 
 
@@ -434,19 +455,6 @@ def token_create(tenant_name: str | None, server_wide: bool, name: str, expires_
         click.echo(issued.secret)
 
 
-def _table(columns: list[str], rows: list[list[str]]) -> None:
-    """A rich table for people (the --json output is for scripts)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table()
-    for col in columns:
-        table.add_column(t(f"cli.column.{col}"))
-    for r in rows:
-        table.add_row(*r)
-    Console().print(table)
-
-
 @token.command("list")
 @click.option(
     "--tenant", "tenant_name", default=None, help="Only this tenant's tokens. Default: every token."
@@ -454,31 +462,29 @@ def _table(columns: list[str], rows: list[list[str]]) -> None:
 @common
 def token_list(tenant_name: str | None) -> None:
     """List admin API tokens (never their secrets): scope, expiry, and whether revoked."""
+    from pomona.cli.output import Column, emit_list
     from pomona.presenters import api_token_json
 
     p = _pomona()
     now = p.clock.now()
     names = {x.id: x.name for x in p.admin.list_tenants()}
     rows = [api_token_json(x, now) for x in p.admin.list_api_tokens(tenant_name)]
-    if _json():
-        click.echo(json.dumps({"tokens": rows}, indent=2))
-        return
-    if not rows:
-        click.echo(t("cli.token.none"))
-        return
-    _table(
-        ["id", "name", "scope", "state", "created", "expires"],
+    emit_list(
+        rows,
         [
-            [
-                str(r["id"]),
-                str(r["name"]),
-                t("cli.scope.server") if r["tenant_id"] is None else names.get(str(r["tenant_id"]), "?"),
-                t(f"cli.state.{r['state']}"),
-                str(r["created_at"]),
-                str(r["expires_at"] or "—"),
-            ]
-            for r in rows
+            Column("id"),
+            Column("name"),
+            Column(
+                "scope",
+                lambda r: (
+                    t("cli.scope.server") if r["tenant_id"] is None else names.get(str(r["tenant_id"]), "?")
+                ),
+            ),
+            Column("state", lambda r: t(f"cli.state.{r['state']}")),
+            Column("created", "created_at", time=True),
+            Column("expires", "expires_at", time=True),
         ],
+        empty=t("cli.token.none"),
     )
 
 
@@ -505,34 +511,27 @@ def device() -> None:
 @click.option("--limit", default=100, show_default=True)
 @common
 def device_list(tenant_name: str, limit: int) -> None:
-    """List a tenant's devices."""
+    """List a tenant's devices (the --limit most recently seen; --json: a JSON array)."""
+    from pomona.cli.output import Column, emit_list
     from pomona.presenters import device_json
 
     p = _pomona()
     views, total = p.commands.list_devices(tenant_name, limit=limit)
     rows = [device_json(v.device, v.enrollment) for v in views]
-    if _json():
-        click.echo(json.dumps({"total": total, "devices": rows}, indent=2))
-        return
-    if not rows:
-        click.echo(t("cli.devices.none", tenant=tenant_name))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table()
-    for col in ("serial", "model", "os", "name", "last_seen", "enrolled"):
-        table.add_column(t(f"cli.column.{col}"))
-    for r in rows:
-        table.add_row(
-            str(r["serial"]),
-            str(r["product_name"]),
-            str(r["os_version"]),
-            str(r["device_name"] or ""),
-            str(r["last_seen_at"] or ""),
-            "✓" if r["enrolled"] else "—",
-        )
-    Console().print(table)
+    emit_list(
+        rows,
+        [
+            Column("serial"),
+            Column("model", "product_name"),
+            Column("os", "os_version"),
+            Column("name", "device_name"),
+            Column("last_seen", "last_seen_at", time=True),
+            Column("enrolled"),
+        ],
+        empty=t("cli.devices.none", tenant=tenant_name),
+    )
+    if not _json() and total > len(rows):
+        click.echo(t("cli.list.more", shown=len(rows), total=total), err=True)
 
 
 # --- serving --------------------------------------------------------------------------------------
@@ -613,14 +612,24 @@ def serve(
         p.close()
     public = served.url
     settings = settings.model_copy(update={"public_url": public, "log_level": level})
+    if workers > 1 or settings.metrics_dir:  # counters of several workers: prometheus multiprocess mode
+        from pomona.metrics import prepare_multiprocess
+
+        folder = prepare_multiprocess(settings.metrics_dir or settings.data_dir / "metrics", os.environ)
+        settings = settings.model_copy(update={"metrics_dir": folder})
     db = settings.database_url or str(settings.url())
-    if is_plain_http_remote(public):
-        cli_warning(None, t("cli.warning.plain_http", url=public))
-    click.echo(
-        t("cli.serve.starting", url=f"{scheme}://{host}:{port}", public=public, db=_redact(db)), err=True
-    )
-    if scheme == "http":
-        click.echo(t("cli.serve.tls_hint"), err=True)
+    if settings.log_format == "json":  # stderr is JSON lines for a collector: the banner is one too
+        from pomona.logs import log_serving
+
+        log_serving(f"{scheme}://{host}:{port}", public, _redact(db), plain_http=is_plain_http_remote(public))
+    else:
+        if is_plain_http_remote(public):
+            cli_warning(None, t("cli.warning.plain_http", url=public))
+        click.echo(
+            t("cli.serve.starting", url=f"{scheme}://{host}:{port}", public=public, db=_redact(db)), err=True
+        )
+        if scheme == "http":
+            click.echo(t("cli.serve.tls_hint"), err=True)
     # Each server process (uvicorn spawns them for --workers) builds the app from these very settings.
     settings.handoff(os.environ)
     uvicorn.run(
@@ -686,10 +695,13 @@ def _register_optional() -> None:
     from pomona.cli.demo import demo
 
     main.add_command(demo)
+    import pomona.cli.abm_cmds  # noqa: F401
     import pomona.cli.admin_cmds  # noqa: F401
     import pomona.cli.apns_cmds  # noqa: F401
+    import pomona.cli.backup_cmds  # noqa: F401
     import pomona.cli.diagnose_cmds  # noqa: F401
     import pomona.cli.events_cmds  # noqa: F401
+    import pomona.cli.ops_cmds  # noqa: F401  (pomona doctor)
     import pomona.cli.policy_cmds  # noqa: F401  (registers its commands on `main`)
     import pomona.cli.portal_cmds  # noqa: F401
     import pomona.cli.server_cmds  # noqa: F401

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
 from pomona.cli.main import _json, _out, _pomona, common, main
+from pomona.cli.output import Column, dumps, emit_list
 from pomona.domain.errors import InvalidInputError
 from pomona.domain.policy import Access, RestrictionKind
 from pomona.i18n import t
@@ -29,6 +32,15 @@ def licence_set(tenant_name: str, seats: int) -> None:
     """Set how many licence seats the tenant has."""
     r = _pomona().policy.set_seats(tenant_name, seats)
     _out(r, t("cli.licence.set", tenant=tenant_name, **r))
+
+
+@licence.command("show")
+@click.option("--tenant", "tenant_name", required=True)
+@common
+def licence_show(tenant_name: str) -> None:
+    """How many licence seats the tenant has, how many are assigned and how many are free."""
+    r = _pomona().policy.seats(tenant_name)
+    _out(r, t("cli.licence.show", tenant=tenant_name, **r))
 
 
 def _licence(tenant_name: str, upn: str, assign: bool) -> None:
@@ -169,8 +181,12 @@ def group_remove_member(tenant_name: str, group_name: str, upn: str) -> None:
 @common
 def group_list(tenant_name: str) -> None:
     """List groups with their member counts."""
-    rows = [{"name": g.name, "id": g.id, "members": n} for g, n in _pomona().policy.list_groups(tenant_name)]
-    _out({"groups": rows}, "\n".join(f"{r['name']}\t{r['members']}" for r in rows))
+    rows = [{"id": g.id, "name": g.name, "members": n} for g, n in _pomona().policy.list_groups(tenant_name)]
+    emit_list(
+        rows,
+        [Column("id"), Column("name"), Column("members")],
+        empty=t("cli.group.none", tenant=tenant_name),
+    )
 
 
 # --- restrictions ---------------------------------------------------------------------------------
@@ -305,7 +321,34 @@ def restriction_list(tenant_name: str) -> None:
     """List restrictions in the order they are considered."""
     rs, names = _pomona().policy.list_restrictions(tenant_name)
     rows = [restriction_json(r, names) for r in rs]
-    _out({"restrictions": rows}, "\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+    emit_list(
+        rows,
+        [
+            Column("id"),
+            Column("name"),
+            Column("type"),
+            Column("priority", lambda r: t("cli.restriction.default") if r["default"] else r["priority"]),
+            Column("groups"),
+            Column("settings", restriction_settings),
+        ],
+        empty=t("cli.restriction.none", tenant=tenant_name),
+    )
+
+
+def restriction_settings(r: Mapping[str, Any]) -> str:
+    """A restriction's settings on one line, as its options name them (--ios allow --min-os 16.0)."""
+    if "limit" in r:
+        return f"limit {r['limit']}"
+    parts = [
+        f"ios {r['ios']}",
+        f"ipados {r['ipados']}",
+        f"personal {r['ios_personal']}/{r['ipados_personal']}",
+    ]
+    for platform in ("ios", "ipados"):
+        low, high = r[f"{platform}_min_os"], r[f"{platform}_max_os"]
+        if low or high:
+            parts.append(f"{platform} {low or ''}–{high or ''}")
+    return ", ".join(parts)
 
 
 # --- corporate identifiers ------------------------------------------------------------------------
@@ -341,7 +384,17 @@ def corporate_import(tenant_name: str, csv_file: Path) -> None:
 def corporate_list(tenant_name: str) -> None:
     """List identifiers with their state (not contacted, enrolled, failed)."""
     rows = [corporate_json(c) for c in _pomona().policy.list_corporate(tenant_name)]
-    _out({"identifiers": rows}, "\n".join(f"{r['kind']}\t{r['value']}\t{r['state']}" for r in rows))
+    emit_list(
+        rows,
+        [
+            Column("identifier", "value"),
+            Column("kind"),
+            Column("state", lambda r: t(f"cli.corporate.state.{r['state']}")),
+            Column("description"),
+            Column("last_contact", "last_contact_at", time=True),
+        ],
+        empty=t("cli.corporate.none", tenant=tenant_name),
+    )
 
 
 # --- devices: block, retire -----------------------------------------------------------------------
@@ -418,7 +471,7 @@ def policy_explain(
     )
     data = d.to_dict()
     if _json():
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        click.echo(dumps(data))
         return
     for kind, a in (
         (RestrictionKind.PLATFORM, d.platform_restriction),

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
-from pomona.cli.main import _json, _out, _pomona, _table, common, main
+from pomona.cli.main import _json, _out, _pomona, common, main
+from pomona.cli.output import Column, dumps, emit_list, table
 from pomona.domain.errors import InvalidInputError
 from pomona.i18n import t
 
@@ -16,10 +16,6 @@ def _user_group() -> click.Group:
     cmd = main.commands["user"]
     assert isinstance(cmd, click.Group)
     return cmd
-
-
-def _yes(flag: bool) -> str:
-    return "✓" if flag else "—"
 
 
 @_user_group().command("list")
@@ -38,25 +34,17 @@ def user_list(tenant_name: str, limit: int, offset: int) -> None:
         {**user_json(x.user), "groups": x.groups, "devices": x.devices}
         for x in p.policy.users_overview(tenant_name, limit=limit, offset=offset)
     ]
-    if _json():
-        click.echo(json.dumps({"users": rows}, indent=2))
-        return
-    if not rows:
-        click.echo(t("cli.user.none", tenant=tenant_name))
-        return
-    _table(
-        ["upn", "name", "enabled", "licensed", "groups", "devices"],
+    emit_list(
+        rows,
         [
-            [
-                str(r["upn"]),
-                str(r["display_name"]),
-                _yes(bool(r["enabled"])),
-                _yes(bool(r["licensed"])),
-                str(r["groups"]),
-                str(r["devices"]),
-            ]
-            for r in rows
+            Column("upn"),
+            Column("name", "display_name"),
+            Column("enabled"),
+            Column("licensed"),
+            Column("groups"),
+            Column("devices"),
         ],
+        empty=t("cli.user.none", tenant=tenant_name),
     )
 
 
@@ -83,7 +71,7 @@ def user_show(tenant_name: str, upn: str) -> None:
         ],
     }
     if _json():
-        click.echo(json.dumps(data, indent=2))
+        click.echo(dumps(data))
         return
     yes, no = t("cli.user.yes"), t("cli.user.no")
     lines = [
@@ -101,21 +89,16 @@ def user_show(tenant_name: str, upn: str) -> None:
         click.echo(t("cli.user.show.no_devices"))
         return
     click.echo(t("cli.user.show.devices", count=len(d.enrollments)))
-    _table(
-        ["serial", "model", "os", "type", "enrolled_at", "last_seen"],
+    table(
         [
-            [
-                str(dev.serial if dev is not None else "—") or "—",
-                str((dev.product_name if dev is not None else None) or "—"),
-                str((dev.os_version if dev is not None else None) or "—"),
-                e.type.value,
-                e.started_at.isoformat(timespec="seconds"),
-                "—"
-                if dev is None or dev.last_seen_at is None
-                else dev.last_seen_at.isoformat(timespec="seconds"),
-            ]
-            for e, dev in d.enrollments
+            Column("serial", lambda r: r["device"] and r["device"]["serial"]),
+            Column("model", lambda r: r["device"] and r["device"]["product_name"]),
+            Column("os", lambda r: r["device"] and r["device"]["os_version"]),
+            Column("type"),
+            Column("enrolled_at", "started_at", time=True),
+            Column("last_seen", lambda r: r["device"] and r["device"]["last_seen_at"], time=True),
         ],
+        data["enrollments"],
     )
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Literal
 
 from pomona.domain.reasons import ReasonCode
 
@@ -288,4 +289,156 @@ def stuck_findings(stuck: Iterable[tuple[str, datetime]]) -> list[Finding]:
             {"udid": udid, "since": since.isoformat()},
         )
         for udid, since in stuck
+    ]
+
+
+# --- Apple Business Manager server tokens ------------------------------------------------------------
+@dataclass(frozen=True)
+class AbmTokenState:
+    """What health needs of one ABM server token."""
+
+    name: str
+    expiry: datetime
+    last_error: str | None = None  # the reason code of the last failed sync
+    last_error_at: datetime | None = None
+    last_sync_at: datetime | None = None
+
+
+#: Sync failures that heal themselves (the sync fell back to a full fetch): not a standing finding.
+_HEALED = frozenset({ReasonCode.DEP_CURSOR_EXPIRED.value})
+
+
+def abm_token_findings(tokens: Iterable[AbmTokenState], now: datetime) -> list[Finding]:
+    """Per token: DEP_TOKEN_EXPIRED at each expiry step (the first 30 days ahead, a warning) and once
+    expired; and the reason code of its last sync while that sync failed (terms, revoked token ...)."""
+    out: list[Finding] = []
+    for t in tokens:
+        subject = f"abm:{t.name}"
+        expiry = check_expiry(
+            t.expiry,
+            now,
+            expiring=ReasonCode.DEP_TOKEN_EXPIRED,
+            expired=ReasonCode.DEP_TOKEN_EXPIRED,
+            facts={"token": t.name},
+            subject=subject,
+        )
+        if expiry is not None:
+            out.append(expiry)
+        if t.last_error and t.last_error not in _HEALED and t.last_error in ReasonCode.__members__:
+            if expiry is not None and t.last_error == ReasonCode.DEP_TOKEN_EXPIRED.value:
+                continue
+            out.append(
+                Finding(
+                    ReasonCode(t.last_error),
+                    Severity.CRITICAL,
+                    f"{subject}:sync",
+                    {
+                        "token": t.name,
+                        "since": None if t.last_error_at is None else t.last_error_at.isoformat(),
+                        "last_sync": None if t.last_sync_at is None else t.last_sync_at.isoformat(),
+                    },
+                )
+            )
+    return out
+
+
+# --- the deployment (pomona doctor) -------------------------------------------------------------------
+CLOCK_SKEW_LIMIT = timedelta(minutes=5)  # past it, certificate validity and signed times go wrong
+#: Why a device refuses the server's TLS certificate (net/probe.py reads it from OpenSSL's verify code).
+TlsProblem = Literal["self_signed", "untrusted", "expired", "name_mismatch"]
+PUBLIC_URL = "public_url"  # the subject of the public URL's findings
+
+
+@dataclass(frozen=True)
+class UrlProbe:
+    """What a device would see at the public URL: whether it answered, the TLS certificate's verdict
+    and expiry (https), the status of ``/healthz`` and the server's ``Date`` header."""
+
+    url: str
+    reached: bool
+    error: str | None = None  # why it was not reached (connection refused, timeout, DNS)
+    tls_problem: TlsProblem | None = None
+    tls_detail: str | None = None  # OpenSSL's words for the problem
+    cert_not_after: datetime | None = None
+    status: int | None = None  # of GET /healthz
+    server_date: datetime | None = None
+
+
+def public_url_findings(probe: UrlProbe, now: datetime, *, plain_http_remote: bool) -> list[Finding]:
+    """PUBLIC_URL_NOT_HTTPS for http:// off loopback; PUBLIC_URL_UNREACHABLE when it does not answer
+    (or /healthz is not 200); TLS_CERT_INVALID when a device would refuse its certificate (self-signed,
+    an issuer not trusted, expired, another name); TLS_CERT_EXPIRING at the expiry steps (30 days first)."""
+    facts: dict[str, object] = {"url": probe.url}
+    out: list[Finding] = []
+    if plain_http_remote:
+        out.append(Finding(ReasonCode.PUBLIC_URL_NOT_HTTPS, Severity.CRITICAL, PUBLIC_URL, facts))
+    if not probe.reached:
+        return [*out, Finding(ReasonCode.PUBLIC_URL_UNREACHABLE, Severity.CRITICAL, PUBLIC_URL,
+                              {**facts, "error": probe.error})]  # fmt: skip
+    if probe.tls_problem is not None:
+        out.append(
+            Finding(
+                ReasonCode.TLS_CERT_INVALID,
+                Severity.CRITICAL,
+                PUBLIC_URL,
+                {**facts, "problem": probe.tls_problem, "detail": probe.tls_detail},
+            )
+        )
+    elif probe.cert_not_after is not None:
+        expiring = check_expiry(
+            probe.cert_not_after,
+            now,
+            expiring=ReasonCode.TLS_CERT_EXPIRING,
+            expired=ReasonCode.TLS_CERT_INVALID,
+            facts=facts,
+            subject=PUBLIC_URL,
+        )
+        if expiring is not None:
+            out.append(expiring)
+    if probe.status != 200:
+        out.append(
+            Finding(ReasonCode.PUBLIC_URL_UNREACHABLE, Severity.CRITICAL, PUBLIC_URL,
+                    {**facts, "error": f"GET /healthz answered HTTP {probe.status}"})
+        )  # fmt: skip
+    return out
+
+
+def clock_findings(server_date: datetime, now: datetime) -> list[Finding]:
+    """CLOCK_SKEW when this machine's clock and the server's ``Date`` differ by more than 5 minutes."""
+    skew = abs((now - server_date).total_seconds())
+    if skew <= CLOCK_SKEW_LIMIT.total_seconds():
+        return []
+    return [
+        Finding(
+            ReasonCode.CLOCK_SKEW,
+            Severity.CRITICAL,
+            "clock",
+            {"skew_seconds": int(skew), "server_date": server_date.isoformat(), "local": now.isoformat()},
+        )
+    ]
+
+
+def migration_findings(current: str | None, head: str) -> list[Finding]:
+    """MIGRATIONS_PENDING while the database's schema revision is not the code's head."""
+    if current == head:
+        return []
+    return [
+        Finding(
+            ReasonCode.MIGRATIONS_PENDING, Severity.CRITICAL, "database", {"current": current, "head": head}
+        )
+    ]
+
+
+def key_file_findings(path: str, mode: int) -> list[Finding]:
+    """SERVER_KEY_EXPOSED when the server key file (or the data folder holding it) can be read or
+    entered by the group or others (`mode` is its permission bits)."""
+    if not mode & 0o077:
+        return []
+    return [
+        Finding(
+            ReasonCode.SERVER_KEY_EXPOSED,
+            Severity.CRITICAL,
+            f"file:{path}",
+            {"path": path, "mode": f"{mode:o}"},
+        )
     ]

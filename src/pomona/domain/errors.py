@@ -51,8 +51,23 @@ is the decision's: :class:`PolicyError` takes it per instance, its status is sti
     │   ├── DatabaseUnavailableError     DATABASE_UNAVAILABLE: the database URL is malformed or unreachable
     │   ├── DataDirError                 DATA_DIR_UNUSABLE: the data folder cannot be created or written
     │   └── PortUnavailableError         PORT_UNAVAILABLE: the address to listen on is taken or not allowed
+    ├── BackupError                      `pomona backup` / `pomona restore` refused (CLI exit 2); never HTTP
+    │   ├── BackupNotSqliteError         BACKUP_NOT_SQLITE: PostgreSQL is backed up with pg_dump
+    │   ├── BackupInvalidError           BACKUP_INVALID: not a readable Pomona backup
+    │   ├── BackupTooNewError            BACKUP_TOO_NEW: made by a newer Pomona (an unknown migration)
+    │   └── RestoreTargetNotEmptyError   RESTORE_TARGET_NOT_EMPTY: the database has tenants (no --force)
     ├── WebhookDeliveryError             WEBHOOK_DELIVERY_FAILED, 502: a webhook test was not delivered
-    └── UpstreamError                    INTERNAL_ERROR, 502: a service we call answered what we cannot use
+    ├── UpstreamError                    INTERNAL_ERROR, 502: a service we call answered what we cannot use
+    ├── AbmTokenFileError                DEP_TOKEN_INVALID, 422: an uploaded server token that does not
+    │                                    decrypt with the tenant's ABM key, or holds no credentials
+    └── AbmError                         INTERNAL_ERROR, 502: Apple Business Manager answered an error
+        ├── AbmTokenInvalidError         DEP_TOKEN_INVALID: Apple refuses the token (revoked, unknown)
+        ├── AbmTokenExpiredError         DEP_TOKEN_EXPIRED: the server token is past its expiry
+        ├── AbmTermsNotAcceptedError     DEP_TERMS_NOT_ACCEPTED: T_C_NOT_SIGNED, accept ABM's new terms
+        ├── AbmCursorExpiredError        DEP_CURSOR_EXPIRED: EXPIRED_CURSOR / INVALID_CURSOR (full fetch)
+        ├── AbmProfileNotFoundError      DEP_PROFILE_NOT_FOUND: PROFILE_NOT_FOUND
+        ├── AbmProfileRejectedError      DEP_PROFILE_REJECTED: a field error of POST /profile
+        └── AbmThrottledError            INTERNAL_ERROR, 503: THROTTLED past the retries
 
 Faults of the storage layer are not refusals (no event is recorded for them, they have no reason of their
 own) and stand beside the tree; :func:`describe` answers them as internal errors:
@@ -128,6 +143,11 @@ __all__ = [
     "DatabaseUnavailableError",
     "DataDirError",
     "PortUnavailableError",
+    "BackupError",
+    "BackupNotSqliteError",
+    "BackupInvalidError",
+    "BackupTooNewError",
+    "RestoreTargetNotEmptyError",
     "WebhookDeliveryError",
     "WebhookTargetError",
     "PushCertInvalidError",
@@ -138,6 +158,15 @@ __all__ = [
     "UnknownEnrollmentError",
     "UnknownTenantError",
     "UpstreamError",
+    "AbmError",
+    "AbmTokenFileError",
+    "AbmTokenInvalidError",
+    "AbmTokenExpiredError",
+    "AbmTermsNotAcceptedError",
+    "AbmCursorExpiredError",
+    "AbmProfileNotFoundError",
+    "AbmProfileRejectedError",
+    "AbmThrottledError",
     "describe",
     "from_protocol",
 ]
@@ -395,6 +424,35 @@ class PortUnavailableError(StartupError):
     reason = ReasonCode.PORT_UNAVAILABLE
 
 
+class BackupError(PomonaError):
+    """A backup or a restore refused: what the operator gave (or the database) does not allow it. The
+    CLI's exit code 2; the detail names the file and what to do."""
+
+
+class BackupNotSqliteError(BackupError):
+    """The database is PostgreSQL: its own tools back it up (the detail has the exact commands)."""
+
+    reason = ReasonCode.BACKUP_NOT_SQLITE
+
+
+class BackupInvalidError(BackupError):
+    """The file to restore is missing, not an SQLite database, damaged, or not a Pomona database."""
+
+    reason = ReasonCode.BACKUP_INVALID
+
+
+class BackupTooNewError(BackupError):
+    """The backup's database is at a migration this version of Pomona does not know (a newer Pomona)."""
+
+    reason = ReasonCode.BACKUP_TOO_NEW
+
+
+class RestoreTargetNotEmptyError(BackupError):
+    """The database a restore would replace holds tenants, and --force was not given."""
+
+    reason = ReasonCode.RESTORE_TARGET_NOT_EMPTY
+
+
 class WebhookDeliveryError(PomonaError):
     """A webhook (test) delivery failed: the receiver's HTTP status or the network error is the detail."""
 
@@ -423,6 +481,62 @@ class UpstreamError(PomonaError):
     """A service we call (an identity provider) answered something we cannot use."""
 
     http_status = 502
+
+
+class AbmTokenFileError(InvalidInputError):
+    """An uploaded ABM server token (.p7m) that the tenant's ABM key does not decrypt, or that holds no
+    OAuth credentials."""
+
+    reason = ReasonCode.DEP_TOKEN_INVALID
+
+
+class AbmError(PomonaError):
+    """Apple Business Manager answered an error (``context`` carries Apple's ``code`` and the token)."""
+
+    http_status: ClassVar[int] = 502
+    exit_code: ClassVar[int] = 1  # a call that ran and failed
+
+
+class AbmTokenInvalidError(AbmError):
+    """Apple refuses the server token (revoked, replaced in ABM, or unknown)."""
+
+    reason = ReasonCode.DEP_TOKEN_INVALID
+
+
+class AbmTokenExpiredError(AbmError):
+    """The server token is past its ``access_token_expiry``: a new one must be downloaded from ABM."""
+
+    reason = ReasonCode.DEP_TOKEN_EXPIRED
+
+
+class AbmTermsNotAcceptedError(AbmError):
+    """T_C_NOT_SIGNED: an administrator must accept new terms in Apple Business Manager."""
+
+    reason = ReasonCode.DEP_TERMS_NOT_ACCEPTED
+
+
+class AbmCursorExpiredError(AbmError):
+    """EXPIRED_CURSOR or INVALID_CURSOR: the sync cursor is gone; a full fetch starts again."""
+
+    reason = ReasonCode.DEP_CURSOR_EXPIRED
+
+
+class AbmProfileNotFoundError(AbmError):
+    """PROFILE_NOT_FOUND: Apple does not know the profile UUID."""
+
+    reason = ReasonCode.DEP_PROFILE_NOT_FOUND
+
+
+class AbmProfileRejectedError(AbmError):
+    """A field error of POST /profile (support phone, name, department, URL ...)."""
+
+    reason = ReasonCode.DEP_PROFILE_REJECTED
+
+
+class AbmThrottledError(AbmError):
+    """THROTTLED, still, after waiting ``retry_after_seconds`` as many times as allowed."""
+
+    http_status: ClassVar[int] = 503
 
 
 # --- lower layers join the tree here -----------------------------------------------------------------

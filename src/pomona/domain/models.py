@@ -47,6 +47,7 @@ class Step(StrEnum):
     COMMAND = "command"
     ADMIN = "admin"
     PUSH = "push"
+    DEP = "dep"  # Apple Business Manager: token upload, sync, profile assignment
 
 
 class Outcome(StrEnum):

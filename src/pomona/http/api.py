@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path as FilePath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,6 +43,7 @@ from pomona.presenters import (
 )
 from pomona.protocol.command import COMMAND_TYPES
 from pomona.protocol.errors import ProtocolError
+from pomona.services.admin import DAY_ONE_AUTHORITY, DAY_ONE_SEATS
 from pomona.services.container import Services
 from pomona.services.context import request_id_var
 
@@ -135,7 +136,13 @@ def _ok(status: int, example: Mapping[str, object]) -> dict[int | str, dict[str,
     return {status: {"content": {"application/json": {"example": example}}}, **ERRORS}
 
 
-TENANT_EXAMPLE = {"id": "83213bfd-ce37-4c92-a3b4-d6ada5ddd33a", "name": "acme", "domain": "acme.example"}
+TENANT_EXAMPLE = {
+    "id": "83213bfd-ce37-4c92-a3b4-d6ada5ddd33a",
+    "name": "acme",
+    "domain": "acme.example",
+    "mdm_authority": "pomona",
+    "licence_seats": 25,
+}
 USER_EXAMPLE = {
     "id": "96596274-e16a-4818-925f-0100da5585b9",
     "upn": "ana@acme.example",
@@ -151,6 +158,15 @@ LINK_EXAMPLE = {
     "url": "https://mdm.acme.example/enroll/MO-6B_4NcmxKNYitPWn5stqDT6LizmzN",
     "uses": 1,
     "expires_at": "2026-12-05T09:30:00+00:00",
+    "warnings": [
+        {
+            "reason": "USER_NOT_LICENSED",
+            "message": "ana@acme.example cannot enroll now (The user has no device management licence); "
+            "the link was created and works once that is fixed with "
+            "`pomona licence assign --tenant acme --user ana@acme.example` "
+            "(`pomona policy explain --tenant acme --user ana@acme.example` shows every check).",
+        }
+    ],
 }
 COMMANDS_EXAMPLE = {
     "commands": [
@@ -220,6 +236,7 @@ class TenantIn(ApiModel):
     name: str
     domain: str
     key_type: str = "rsa"
+    seats: Annotated[int, Field(ge=0, le=10_000_000)] = DAY_ONE_SEATS
 
 
 class UserIn(ApiModel):
@@ -346,6 +363,7 @@ class EnrollTokenIn(ApiModel):
     upn: str
     uses: Int = 1
     expires_in_seconds: Int = 24 * 3600
+    lang: Literal["en", "zh-CN"] = "en"
 
 
 class ApnsIn(ApiModel):
@@ -483,14 +501,22 @@ def create_api(p: Services) -> FastAPI:
         "/api/v1/tenants",
         status_code=201,
         summary="Create a tenant",
-        description="Create a tenant (an organisation with its own domain, CA and users). Needs a server-wide token. `key_type` is the tenant CA's key: `rsa` or `p256`. Next: upload its push certificate (`PUT .../apns`), set the MDM authority and licences.",
+        description="Create a tenant (an organisation with its own domain, CA and users). Needs a server-wide token. `key_type` is the tenant CA's key: `rsa` or `p256`. Pomona becomes its MDM authority and it gets `seats` licence seats (default 25; `PUT .../licences` changes them), as `pomona tenant create` does. Next: upload its push certificate (`PUT .../apns`).",
         responses=_ok(201, TENANT_EXAMPLE),
     )
     def create_tenant(body: TenantIn, token: Auth) -> dict[str, object]:
         if token.tenant_id is not None:
             raise ForbiddenError("creating tenants needs a server-wide token")
-        t = p.admin.create_tenant(body.name, body.domain, key_type=body.key_type)
-        return {"id": t.id, "name": t.name, "domain": t.domain}
+        t = p.admin.create_tenant(
+            body.name, body.domain, key_type=body.key_type, authority=DAY_ONE_AUTHORITY, seats=body.seats
+        )
+        return {
+            "id": t.id,
+            "name": t.name,
+            "domain": t.domain,
+            "mdm_authority": t.mdm_authority,
+            "licence_seats": t.licence_seats,
+        }
 
     @api.get(
         "/api/v1/tenants",
@@ -909,7 +935,7 @@ def create_api(p: Services) -> FastAPI:
         "/api/v1/tenants/{tenant}/enrollment-tokens",
         status_code=201,
         summary="Create an enrollment link",
-        description="Create an enrollment link for a user: open `url` on the device to enroll. `uses` is how many enrollments it allows, `expires_in_seconds` how long it lives. The secret is only in this answer.",
+        description="Create an enrollment link for a user: open `url` on the device to enroll. `uses` is how many enrollments it allows, `expires_in_seconds` how long it lives. The secret is only in this answer. The link is created even when the user cannot enroll now: `warnings` then holds the reason code and a message in `lang` naming the command that fixes it (as `pomona enroll-token create` prints), and a plain http:// public URL off this machine is warned about (reason null).",
         responses=_ok(201, LINK_EXAMPLE),
     )
     def create_enroll_token(tenant: str, body: EnrollTokenIn, token: Auth) -> dict[str, object]:
@@ -917,11 +943,13 @@ def create_api(p: Services) -> FastAPI:
         issued = p.admin.create_enrollment_token(
             tid, body.upn, uses=body.uses, expires_in=timedelta(seconds=body.expires_in_seconds)
         )
+        warnings = p.policy.link_warnings(tid, body.upn, p.enrollment.urls.public_url, body.lang)
         return {
             "id": issued.token.id,
             "url": p.enrollment.urls.enroll(issued.secret),
             "uses": issued.token.uses_allowed,
             "expires_at": issued.token.expires_at.isoformat(),
+            "warnings": [w.to_dict() for w in warnings],
         }
 
     @api.get(

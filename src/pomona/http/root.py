@@ -8,21 +8,45 @@ Device endpoints:
     PUT       /mdm/{tenant_id}/checkin     check-in messages (CheckInURL)
     PUT       /mdm/{tenant_id}/connect     the command channel (ServerURL)
 Both MDM URLs route by Content-Type, as Apple's devices label their messages.
+
+Operations:
+    GET       /metrics                     Prometheus text (pomona/metrics.py): for the addresses of
+                                           POMONA_METRICS_ALLOW (loopback by default), else with a
+                                           server-wide API token; anyone else gets 401 API_AUTH_FAILED
+                                           after an address check and, with a bearer token, one indexed
+                                           read (no work before that: a refusal costs microseconds).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
-from pomona.domain.errors import BodyTooLargeError, ErrorResponse, StorageBusyError, describe
+from pomona.domain.errors import (
+    BodyTooLargeError,
+    ErrorResponse,
+    ForbiddenError,
+    StorageBusyError,
+    describe,
+)
 from pomona.http.link_pages import PAGE_HEADERS, PAGE_TYPE, LinkRefusalPage, wants_page
-from pomona.http.middleware import API_BODY_LIMITS, PORTAL_BODY_LIMITS, RequestLimits, TrustedProxies
+from pomona.http.middleware import (
+    API_BODY_LIMITS,
+    METHODS,
+    PORTAL_BODY_LIMITS,
+    RequestLimits,
+    RequestMetrics,
+    TrustedProxies,
+    is_local_caller,
+    route_template,
+)
 from pomona.services.checkin import MAX_BODY
 from pomona.services.container import Services
 from pomona.services.context import bind_caller, bind_request_id, reset_caller, reset_request_id
@@ -66,7 +90,8 @@ async def respond(
     body: bytes,
     content_type: str | None,
     extra: list[tuple[bytes, bytes]] | None = None,
-) -> None:
+) -> int:
+    """Send a whole response; its status comes back (the device endpoints count it for /metrics)."""
     headers = [(b"content-length", str(len(body)).encode())]
     if content_type:
         headers.append((b"content-type", content_type.encode()))
@@ -74,6 +99,7 @@ async def respond(
         headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+    return status
 
 
 def described(exc: BaseException, request_id: str) -> ErrorResponse:
@@ -103,7 +129,13 @@ def device_error(exc: BaseException, request_id: str) -> Answer:
 
 
 class RootApp:
-    def __init__(self, pomona: Services, *, trusted_proxies: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        pomona: Services,
+        *,
+        trusted_proxies: Sequence[str] = (),
+        metrics_allow: Sequence[str] = ("127.0.0.0/8", "::1/128"),
+    ) -> None:
         from pomona.http.api import create_api
 
         self.pomona = pomona
@@ -113,11 +145,13 @@ class RootApp:
 
         # The admin API and the portal read bodies through FastAPI/Starlette, after no check of ours:
         # RequestLimits bounds them first (http/middleware.py).
-        self.api = RequestLimits(create_api(pomona), API_BODY_LIMITS)
-        self.portal = RequestLimits(create_portal(pomona), PORTAL_BODY_LIMITS)
+        self.metrics = pomona.metrics
+        self.api = RequestMetrics(RequestLimits(create_api(pomona), API_BODY_LIMITS), self.metrics)
+        self.portal = RequestMetrics(RequestLimits(create_portal(pomona), PORTAL_BODY_LIMITS), self.metrics)
+        self.metrics_allow = [ipaddress.ip_network(n, strict=False) for n in metrics_allow]
         from pomona.http.console import create_console
 
-        self.console = RequestLimits(create_console(pomona), PORTAL_BODY_LIMITS)
+        self.console = RequestMetrics(RequestLimits(create_console(pomona), PORTAL_BODY_LIMITS), self.metrics)
         # X-Forwarded-For is believed from the configured proxies only (POMONA_TRUSTED_PROXIES).
         self._entry = TrustedProxies(self._dispatch, trusted_proxies)
 
@@ -127,12 +161,15 @@ class RootApp:
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
-            if path.startswith("/mdm/"):
-                return await self._mdm(scope, receive, send)
-            if path.startswith("/scep/"):
-                return await self._scep_endpoint(scope, receive, send)
-            if path.startswith("/enroll/"):
-                return await self._enroll(scope, receive, send)
+            # The device endpoints and /metrics are counted here, from the status they answered (no
+            # wrapper on the hot path); the admin API and the portal by RequestMetrics around them.
+            device = self._device_endpoint(path)
+            if device is not None:
+                start = time.perf_counter()
+                status = await device(scope, receive, send)
+                method = scope["method"] if scope["method"] in METHODS else "other"
+                self.metrics.request(route_template(scope), method, status, time.perf_counter() - start)
+                return None
             if path == "/portal" or path.startswith("/portal/"):
                 return await self.portal(scope, receive, send)
             if path == "/console" or path.startswith("/console/"):
@@ -140,6 +177,17 @@ class RootApp:
         elif scope["type"] == "lifespan":
             return await self.api(scope, receive, send)
         await self.api(scope, receive, send)
+
+    def _device_endpoint(self, path: str) -> Callable[[Scope, Receive, Send], Awaitable[int]] | None:
+        if path.startswith("/mdm/"):
+            return self._mdm
+        if path.startswith("/scep/"):
+            return self._scep_endpoint
+        if path.startswith("/enroll/"):
+            return self._enroll
+        if path == "/metrics":
+            return self._metrics
+        return None
 
     async def _run(
         self,
@@ -149,7 +197,7 @@ class RootApp:
         *,
         inline: bool = True,
         error: ErrorAnswer = device_error,
-    ) -> None:
+    ) -> int:
         rid = uuid.uuid4().hex[:16]
         client = scope.get("client")
         address = str(client[0]) if client else "?"  # after trusted proxies (http/middleware.py)
@@ -188,9 +236,9 @@ class RootApp:
         extra = [(b"x-request-id", rid.encode())]
         if ctype == PAGE_TYPE:
             extra += PAGE_HEADERS
-        await respond(send, status, body, ctype, extra)
+        return await respond(send, status, body, ctype, extra)
 
-    async def _mdm(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _mdm(self, scope: Scope, receive: Receive, send: Send) -> int:
         parts = scope["path"].strip("/").split("/")
         if len(parts) != 3 or parts[2] not in ("checkin", "connect"):
             return await respond(send, 404, b"", None)
@@ -215,9 +263,9 @@ class RootApp:
             out = handler(tenant_id, body, signature)
             return 200, out, ("application/xml" if out else None)
 
-        await self._run(scope, send, work, inline=len(body) <= INLINE_BODY)
+        return await self._run(scope, send, work, inline=len(body) <= INLINE_BODY)
 
-    async def _enroll(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _enroll(self, scope: Scope, receive: Receive, send: Send) -> int:
         if scope["method"] not in ("GET", "HEAD"):
             return await respond(send, 405, b"", None)
         secret = scope["path"][len("/enroll/") :].strip("/")
@@ -236,9 +284,9 @@ class RootApp:
 
         # The user opened the link in a browser; the profile installer and scripts get the device answer.
         browser = wants_page(headers.get(b"accept", b"").decode("latin-1"))
-        await self._run(scope, send, work, error=page if browser else device_error)
+        return await self._run(scope, send, work, error=page if browser else device_error)
 
-    async def _scep_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _scep_endpoint(self, scope: Scope, receive: Receive, send: Send) -> int:
         tenant_id = scope["path"][len("/scep/") :].strip("/")
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         try:
@@ -252,4 +300,31 @@ class RootApp:
             answer = scep.request(tenant_id, method, query, body)
             return answer.status, answer.body, answer.content_type
 
-        await self._run(scope, send, work)
+        return await self._run(scope, send, work)
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """The metrics, for a caller POMONA_METRICS_ALLOW names or with a server-wide API token."""
+        if scope["method"] not in ("GET", "HEAD"):
+            return await respond(send, 405, b"", None)
+        if not is_local_caller(scope, self.metrics_allow):
+            rid = uuid.uuid4().hex[:16]
+            refusal = self._metrics_refusal(scope)
+            if refusal is not None:
+                status, body, ctype = device_error(refusal, rid)
+                return await respond(send, status, body, ctype, [(b"x-request-id", rid.encode())])
+        body, ctype = await asyncio.to_thread(self.pomona.metrics.exposition)  # reads two gauges
+        return await respond(send, 200, b"" if scope["method"] == "HEAD" else body, ctype)
+
+    def _metrics_refusal(self, scope: Scope) -> Exception | None:
+        """None when the request carries a server-wide API token, else why it is refused."""
+        auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        scheme, _, secret = auth.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            return ForbiddenError("/metrics: not an allowed address (POMONA_METRICS_ALLOW) and no token")
+        try:
+            token = self.pomona.admin.authenticate_api_token(secret.strip())
+        except Exception as exc:  # noqa: BLE001 - the refusal its class says (unknown, revoked, expired)
+            return exc
+        if token.tenant_id is not None:
+            return ForbiddenError("/metrics needs a server-wide token (pomona token create --server)")
+        return None

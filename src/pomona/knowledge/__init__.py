@@ -8,6 +8,7 @@ I/O.
 
     text_for(code, lang, **facts)   title, cause and numbered resolution, {placeholders} filled
     evidence(code, lang, **facts)   what proves the cause and what rules it out
+    fix_commands(code, **facts)     the `pomona ...` commands its resolution names, in order
     device_only(code)               whether only the device can show this cause
     match_message(text)             the known messages a pasted text is, best first, with their codes
     cause(code)                     the enrollment step the cause breaks, its scope, whether the server sees it
@@ -38,6 +39,7 @@ __all__ = [
     "codes",
     "device_only",
     "evidence",
+    "fix_commands",
     "match_message",
     "messages",
     "text_for",
@@ -261,6 +263,17 @@ def evidence(code: str, lang: str | None = "en", **facts: object) -> Evidence:
     """What proves the cause and what rules it out, in ``lang``."""
     e = _entry(code, lang)
     return Evidence(tuple(_fill(s, facts) for s in e.proves), tuple(_fill(s, facts) for s in e.rules_out))
+
+
+_COMMAND = re.compile(r"`(pomona [^`]+)`")
+
+
+def fix_commands(code: str, **facts: object) -> tuple[str, ...]:
+    """The `pomona ...` commands the code's resolution names, in the order of its steps, with the facts
+    filled in (the commands are the same in every language): what a warning or a refusal shows the
+    admin as the way to fix it. Empty when the fix is not a command (the user's device, Apple's portal)."""
+    e = _entry(code, "en")
+    return tuple(_fill(c, facts) for s in e.steps for c in _COMMAND.findall(s))
 
 
 def messages() -> tuple[MessageInfo, ...]:

@@ -19,7 +19,8 @@ with every key of the ring, and re-sealed as version 2 at start-up.
 ``pending-push-key:<id>``   the key of a pending push CSR (tenants.push_pending_key)
 ``webhook:<tenant id>``     a webhook's signing secret (webhooks.secret)
 ``setting:<key>``           every server-wide setting (session secret, profile signing identity, OIDC)
-``abm-key:<tenant id>``     reserved: the Apple Business Manager server token's key
+``abm-key:<tenant id>``     the tenant's Apple Business Manager key (abm_keypairs.key_pem)
+``abm-token:<token id>``    an ABM server token's OAuth credentials (abm_tokens.secret)
 ==========================  ===============================================================
 """
 

@@ -15,21 +15,23 @@ The tree (every class is also a :class:`ValueError`, so a codec failure is "a ba
     │                                 or decryption check (``pomona.protocol.cms``)
     ├── ScepMalformedError            not a well-formed, correctly signed SCEP message or PKCS#10 request
     │   └── CsrSignatureError         a PKCS#10 request that parses but whose self-signature does not verify
-    └── MachineInfoError              an ADE device's MachineInfo that is refused (``pomona.protocol.machineinfo``)
-        ├── MachineInfoMalformedError         not a SignedData with content, or the content is not a
-        │                                     MachineInfo plist (a required key missing, a wrong type)
-        ├── MachineInfoSignatureError         the signature itself fails
-        │   ├── MachineInfoUnsignedError            the SignedData has no signer
-        │   ├── MachineInfoMultipleSignersError     more than one signer
-        │   ├── MachineInfoDigestUnsupportedError   a digest other than SHA-1 or SHA-2 (MD5)
-        │   ├── MachineInfoSignerCertMissingError   the signer's certificate is not in the message
-        │   ├── MachineInfoTamperedError            the content does not match the signed messageDigest
-        │   └── MachineInfoBadSignatureError        the signature does not verify with the signer's key
-        └── MachineInfoTrustError             the signer is not an Apple device (a trusted device CA key)
-            ├── MachineInfoSignerUntrustedError     its issuer is neither a trusted device CA nor carried
-            ├── MachineInfoChainError               it chains through carried CAs that never reach a
-            │                                       trusted device CA key (another CA under the same root)
-            └── MachineInfoIssuerNotCaError         a certificate on the chain was issued by a non-CA one
+    ├── MachineInfoError              an ADE device's MachineInfo that is refused (``pomona.protocol.machineinfo``)
+    │   ├── MachineInfoMalformedError         not a SignedData with content, or the content is not a
+    │   │                                     MachineInfo plist (a required key missing, a wrong type)
+    │   ├── MachineInfoSignatureError         the signature itself fails
+    │   │   ├── MachineInfoUnsignedError            the SignedData has no signer
+    │   │   ├── MachineInfoMultipleSignersError     more than one signer
+    │   │   ├── MachineInfoDigestUnsupportedError   a digest other than SHA-1 or SHA-2 (MD5)
+    │   │   ├── MachineInfoSignerCertMissingError   the signer's certificate is not in the message
+    │   │   ├── MachineInfoTamperedError            the content does not match the signed messageDigest
+    │   │   └── MachineInfoBadSignatureError        the signature does not verify with the signer's key
+    │   └── MachineInfoTrustError             the signer is not an Apple device (a trusted device CA key)
+    │       ├── MachineInfoSignerUntrustedError     its issuer is neither a trusted device CA nor carried
+    │       ├── MachineInfoChainError               it chains through carried CAs that never reach a
+    │       │                                       trusted device CA key (another CA under the same root)
+    │       └── MachineInfoIssuerNotCaError         a certificate on the chain was issued by a non-CA one
+    └── DepParseError                 an Apple Business Manager body (server token, device list) that is not
+                                      what Apple documents (``pomona.protocol.dep``)
 
 They live here, not beside their codecs, so that ``pomona.domain.errors`` can map every one of them to a
 reason-coded error without importing the (heavy) CMS and SCEP codecs.
@@ -46,6 +48,7 @@ __all__ = [
     "CommandBuildError",
     "CommandParseError",
     "CsrSignatureError",
+    "DepParseError",
     "MachineInfoBadSignatureError",
     "MachineInfoChainError",
     "MachineInfoDigestUnsupportedError",
@@ -200,3 +203,7 @@ class MachineInfoChainError(MachineInfoTrustError):
 
 class MachineInfoIssuerNotCaError(MachineInfoTrustError):
     """A certificate on the signer's chain was issued by a certificate that is not a CA."""
+
+
+class DepParseError(ProtocolError):
+    """An Apple Business Manager body (a server token, a device list) that is not what Apple documents."""

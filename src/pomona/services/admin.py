@@ -30,6 +30,13 @@ from pomona.services.policy import DefaultsStores, ensure_default_restrictions
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _DOMAIN_RE = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}")
 
+# What an admin's front doors (`pomona tenant create`, POST /api/v1/tenants) give a new tenant so that its
+# first device enrolls: Pomona as the MDM authority (the only one there is) and 25 licence seats, as an
+# Intune trial has; `pomona licence set` tightens the pool later. The service itself defaults to neither,
+# so a tenant made without them shows what MDM_AUTHORITY_NOT_SET and USER_NOT_LICENSED look like.
+DAY_ONE_AUTHORITY = "pomona"
+DAY_ONE_SEATS = 25
+
 
 def hash_password(password: str) -> str:
     """argon2id (services.passwords), for local sign-in to the portal."""
@@ -80,7 +87,18 @@ class AdminService(ServiceBase[AdminStores]):
     pki: Pki
 
     # --- tenants ----------------------------------------------------------------------------------
-    def create_tenant(self, name: str, domain: str, *, key_type: str = "rsa") -> Tenant:
+    def create_tenant(
+        self,
+        name: str,
+        domain: str,
+        *,
+        key_type: str = "rsa",
+        authority: str | None = None,
+        seats: int = 0,
+    ) -> Tenant:
+        """A new tenant with its own device CA and the built-in Default restrictions; ``authority`` and
+        ``seats`` set its MDM authority and licence seats in the same transaction (DAY_ONE_*: the CLI's
+        and the API's defaults)."""
         if not _NAME_RE.fullmatch(name):
             raise InvalidInputError("tenant name: letters, digits, '.', '_' or '-', at most 63", field="name")
         if tenant_id_of(name) is not None:
@@ -91,6 +109,10 @@ class AdminService(ServiceBase[AdminStores]):
             raise InvalidInputError("domain must be a DNS name such as example.com", field="domain")
         if key_type not in ("rsa", "p256"):
             raise InvalidInputError("key type must be rsa or p256", field="key_type")
+        if authority not in (None, "pomona"):
+            raise InvalidInputError("the only MDM authority is 'pomona'", field="authority")
+        if not 0 <= seats <= 10_000_000:
+            raise InvalidInputError("seats must be between 0 and 10000000", field="seats")
         ca = self.pki.new_ca(f"Pomona device CA ({name})", key_type)
         cert_pem, key_pem = ca.to_pem()
         tenant = Tenant(
@@ -104,9 +126,19 @@ class AdminService(ServiceBase[AdminStores]):
             if uow.tenants.by_name(name) is not None:
                 raise ConflictError(f"a tenant named {name!r} exists", name=name)
             uow.tenants.add(tenant, key_pem)
+            if authority is not None:
+                uow.tenants.set_authority(tenant.id, authority)
+            if seats:
+                uow.tenants.set_seats(tenant.id, seats)
             ensure_default_restrictions(uow, tenant.id, tenant.created_at)
-            uow.events.append(self.ok_event(tenant.id, Step.ADMIN, detail={"action": "tenant.create"}))
-        return tenant
+            uow.events.append(
+                self.ok_event(
+                    tenant.id,
+                    Step.ADMIN,
+                    detail={"action": "tenant.create", "mdm_authority": authority, "seats": seats},
+                )
+            )
+            return uow.tenants.get(tenant.id) or tenant
 
     def list_tenants(self) -> list[Tenant]:
         with self.db.unit_of_work(readonly=True) as uow:

@@ -451,6 +451,30 @@ class Notifier(ServiceBase[NotifierStores]):
             )
             uow.events.append(self.ok_event(t.id, Step.ADMIN, detail={"action": "webhook.set", "url": url}))
 
+    def show(self, tenant: str, *, limit: int = 20) -> dict[str, Any]:
+        """The tenant's webhook (its URL, never its secret) and its latest deliveries, newest first."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = find_tenant(uow.tenants, tenant)
+            hook = uow.webhooks.webhook(t.id)
+            sent = uow.webhooks.deliveries(t.id, limit=limit)
+        return {
+            "tenant": t.name,
+            "url": None if hook is None else hook[0],
+            "deliveries": [
+                {
+                    "id": d.id,
+                    "at": d.at.isoformat(),
+                    "url": d.url,
+                    "codes": d.codes,
+                    "attempts": d.attempts,
+                    "status": d.status,
+                    "http_status": d.http_status,
+                    "error": d.error,
+                }
+                for d in sent
+            ],
+        }
+
     def notify(
         self, tenant_id: str, findings: list[dict[str, Any]], *, attempts: int | None = None
     ) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Generic, Protocol, TypeVar
 from pomona.domain.errors import NotFoundError
 from pomona.domain.models import Event, Outcome, Step, Tenant, tenant_id_of
 from pomona.domain.reasons import ReasonCode
-from pomona.ports import Clock, HasEvents, Transactions
+from pomona.ports import Clock, HasEvents, Metrics, NoMetrics, Transactions
 from pomona.services.context import current_caller, current_request_id
 from pomona.services.throttle import RefusalThrottle, Suppressed, cap, cap_detail
 
@@ -50,6 +50,8 @@ class ServiceBase(Generic[U]):
     clock: Clock
     #: Refusals of callers that proved no identity, per tenant and address (services/throttle.py).
     refusal_throttle: RefusalThrottle = field(default_factory=RefusalThrottle, kw_only=True, repr=False)
+    #: What /metrics counts (pomona/metrics.py); nothing unless the composition root gives it.
+    metrics: Metrics = field(default_factory=NoMetrics, kw_only=True, repr=False)
 
     def record_failure(
         self,
@@ -65,7 +67,7 @@ class ServiceBase(Generic[U]):
         detail: dict[str, object] | None = None,
     ) -> None:
         """Record a refusal in its own transaction, so it survives the rollback of the refused work,
-        and write its log line. A refusal of a device request that proved no identity is rate-limited
+        and write its log line (and count it for /metrics, by reason code). A refusal of a device request that proved no identity is rate-limited
         per tenant and client address (services/throttle.py): past the limit it is counted, and one
         EVENTS_SUPPRESSED event per window says how many were left out. Strings from the request are
         cut to their size (throttle.MAX_DETAIL_CHARS in the detail)."""
@@ -78,6 +80,7 @@ class ServiceBase(Generic[U]):
             or caller.identified
             or self.refusal_throttle.admit(tenant_id, caller.address, step.value, str(reason), now)
         )
+        self.metrics.refusal(str(reason), step.value)
         if refusal_log.isEnabledFor(logging.INFO):
             fields = {
                 "reason": str(reason),

@@ -168,6 +168,11 @@ class CommandService(ServiceBase[CommandStores]):
                 raise NotFoundError(f"no command {command_uuid}")
             return cmd
 
+    def pending_count(self) -> int:
+        """Commands of every tenant not yet answered by their device (/metrics)."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            return uow.commands.pending_count()
+
     def events(self, tenant_ref: str, **filters: object) -> list[Event]:
         with self.db.unit_of_work(readonly=True) as uow:
             t = self._tenant(uow, tenant_ref)

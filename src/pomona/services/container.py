@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pomona.ports import Clock
+from pomona.ports import Clock, Metrics
+from pomona.services.abm import AbmService
 from pomona.services.admin import AdminService
 from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
 from pomona.services.checkin import CheckinService
@@ -30,6 +31,7 @@ class Services:
     """Every service of one process, and the background work that serves them."""
 
     clock: Clock
+    metrics: Metrics  # what /metrics shows (NoMetrics outside the server)
     public_url: str  # the URL devices and browsers reach this server at (profiles, portal links)
     admin: AdminService
     enrollment: EnrollmentService
@@ -44,5 +46,6 @@ class Services:
     push: PushService
     apns: ApnsLifecycle
     notifier: Notifier
+    abm: AbmService
     background: Background
     console: ConsoleService

@@ -4,8 +4,8 @@
 and findings that are new go to the tenant's webhook (the APNs issue's notifier).
 
 The rules are `pomona.domain.checks`'; the checks other services own come in through the constructor:
-the certificate lifecycle's (`ApnsLifecycle.check`) and push reachability's
-(`services.checks.unresponsive_check`).
+the certificate lifecycle's (`ApnsLifecycle.check`), push reachability's
+(`services.checks.unresponsive_check`) and the ABM server tokens' (`AbmService.check`).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class HealthService(ServiceBase[HealthStores]):
     push_cert: TenantCheck  # the certificate lifecycle's findings
     unresponsive: TenantCheck  # devices silent after pushes APNs accepted
     notify: Notify | None  # None: new findings are kept, not sent
+    abm: TenantCheck | None = None  # ABM server tokens: expiry and failing syncs (AbmService.check)
 
     def check(self, uow: HealthStores, t: Tenant, now: datetime) -> list[Finding]:
         out = authority_findings(t.mdm_authority)
@@ -63,6 +64,23 @@ class HealthService(ServiceBase[HealthStores]):
         if self.resolver is not None and self.settings.discoverable:  # an IP address is no CNAME target
             out += dns_findings(lookup_cnames(self.resolver, t.domain, self.settings))
         out += self.unresponsive(t.id, now)
+        if self.abm is not None:
+            out += self.abm(t.id, now)
+        return out
+
+    def deployment_findings(self) -> list[tuple[str, list[Finding], list[Finding] | None]]:
+        """Per tenant (by name): its push certificate's findings and its DNS discovery findings (None
+        when the DNS is not checked: no resolver, or a public name that cannot be a CNAME target). The
+        same checks as :meth:`check`, for `pomona doctor`; nothing is recorded or sent."""
+        now = self.clock.now()
+        with self.db.unit_of_work(readonly=True) as uow:
+            tenants = uow.tenants.list()
+        out: list[tuple[str, list[Finding], list[Finding] | None]] = []
+        for t in tenants:
+            dns = None
+            if self.resolver is not None and self.settings.discoverable:
+                dns = dns_findings(lookup_cnames(self.resolver, t.domain, self.settings))
+            out.append((t.name, list(self.push_cert(t.id, now)), dns))
         return out
 
     def run(self, tenant_ref: str) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The server process's background work, owned by one object: the push worker, the health schedule, and
-one-off jobs (the push certificate's canary) that must not run inside a request.
+"""The server process's background work, owned by one object: the push worker, the health schedule, the
+ABM sync schedule, and one-off jobs (the push certificate's canary) that must not run inside a request.
 
 ``Background.start()`` runs in the server's lifespan, on its event loop; ``stop()`` ends every task.
 Outside a started server (the CLI, scripts, tests) ``submit`` runs a job at once, in the caller's thread,
@@ -79,6 +79,8 @@ class Background:
         health_round: Callable[[], object],
         push_worker: bool,
         health_interval: float,
+        abm_round: Callable[[], object] | None = None,
+        abm_interval: float = 0.0,
     ) -> None:
         self.jobs = jobs
         self.push = push
@@ -86,6 +88,8 @@ class Background:
         self.health_round = health_round
         self.push_worker = push_worker
         self.health_interval = health_interval
+        self.abm_round = abm_round
+        self.abm_interval = abm_interval
         self._loop: asyncio.AbstractEventLoop | None = None
         self._push_task: asyncio.Task[None] | None = None
 
@@ -100,6 +104,8 @@ class Background:
         self._push_task = self._loop.create_task(self.push.run(), name="pomona-push")
         if self.health_interval > 0:
             self.jobs.track(self._loop.create_task(self._health_loop(), name="pomona-health"))
+        if self.abm_interval > 0 and self.abm_round is not None:
+            self.jobs.track(self._loop.create_task(self._abm_loop(self.abm_round), name="pomona-abm-sync"))
 
     async def stop(self) -> None:
         """End the push worker (letting it finish its batch for up to 5 s), the schedule and every job."""
@@ -126,3 +132,12 @@ class Background:
                 await asyncio.to_thread(self.health_round)
             except Exception:  # a failed round must not stop the schedule
                 log.exception("scheduled health check failed")
+
+    async def _abm_loop(self, sync_round: Callable[[], object]) -> None:
+        """Every ABM server token synced on a schedule (services/abm.py ``sync_all``)."""
+        while True:
+            await asyncio.sleep(self.abm_interval)
+            try:
+                await asyncio.to_thread(sync_round)
+            except Exception:  # a failed round must not stop the schedule
+                log.exception("scheduled ABM sync failed")

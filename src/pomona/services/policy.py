@@ -71,6 +71,18 @@ def normalize_identifier(value: str) -> str:
 
 
 @dataclass(frozen=True)
+class LinkWarning:
+    """Why a link just created may not work yet: a reason code (None for a warning without one, the
+    plain-http URL) and one line for the admin, in their language, naming the command that fixes it."""
+
+    reason: str | None
+    message: str
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"reason": self.reason, "message": self.message}
+
+
+@dataclass(frozen=True)
 class ImportReport:
     imported: int
     unchanged: int
@@ -297,6 +309,43 @@ class PolicyService(ServiceBase[PolicyStores]):
             inp = self.policy_input(uow, t, stage=Stage.PROFILE, user=user)
         return decide(inp)
 
+    def link_warnings(
+        self, tenant_ref: str, upn: str, public_url: str, lang: str | None
+    ) -> list[LinkWarning]:
+        """What the admin should know about a link just given to ``upn`` on ``public_url`` (the CLI's
+        `enroll-token create` and POST .../enrollment-tokens show the same): a plain http:// URL off this
+        machine, and the refusal the link would meet now (``link_check``), with its title and the command
+        that fixes it (the first of its resolution in the knowledge base)."""
+        from pomona import knowledge
+        from pomona.i18n import t
+        from pomona.services.installation import is_plain_http_remote
+
+        out: list[LinkWarning] = []
+        if is_plain_http_remote(public_url):
+            out.append(LinkWarning(None, t("cli.warning.plain_http", lang, url=public_url)))
+        decision = self.link_check(tenant_ref, upn)
+        if decision.allowed or decision.reason is None:
+            return out
+        code = decision.reason.value
+        with self.db.unit_of_work(readonly=True) as uow:
+            tenant = self._tenant(uow, tenant_ref)
+        facts = {**decision.facts, "tenant": tenant.name, "upn": upn, "seats": tenant.licence_seats}
+        title = knowledge.text_for(code, lang, **facts).title
+        fixes = knowledge.fix_commands(code, **facts)
+        if fixes:
+            message = t(
+                "cli.warning.cannot_enroll_fix",
+                lang,
+                upn=upn,
+                tenant=tenant.name,
+                message=title,
+                fix=fixes[0],
+            )
+        else:
+            message = t("cli.warning.cannot_enroll", lang, upn=upn, tenant=tenant.name, message=title)
+        out.append(LinkWarning(code, message))
+        return out
+
     # --- licences ---------------------------------------------------------------------------------
     def set_seats(self, tenant_ref: str, seats: int) -> dict[str, int]:
         if not 0 <= seats <= 10_000_000:
@@ -314,6 +363,13 @@ class PolicyService(ServiceBase[PolicyStores]):
             self._audit(uow, t, "licence.set", seats=seats)
             return {"seats": seats, "assigned": used, "free": seats - used}
 
+    def seats(self, tenant_ref: str) -> dict[str, int]:
+        """The tenant's licence seats: how many, how many assigned, how many free."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = self._tenant(uow, tenant_ref)
+            used = uow.users.licensed_count(t.id)
+        return {"seats": t.licence_seats, "assigned": used, "free": max(0, t.licence_seats - used)}
+
     def licence(self, tenant_ref: str, upn: str, *, assign: bool) -> dict[str, object]:
         with self.db.unit_of_work() as uow:
             t = self._tenant(uow, tenant_ref)
@@ -322,7 +378,10 @@ class PolicyService(ServiceBase[PolicyStores]):
             if assign and not u.licensed:
                 if used >= t.licence_seats:
                     raise LicensesExhaustedError(
-                        f"all {t.licence_seats} seats are assigned", seats=t.licence_seats
+                        f"all {t.licence_seats} seats of {t.name} are assigned: add seats with "
+                        f"`pomona licence set --tenant {t.name} --seats N` (PUT .../licences) or free one "
+                        f"with `pomona licence remove --tenant {t.name} --user UPN`",
+                        seats=t.licence_seats,
                     )
                 used += 1
             elif not assign and u.licensed:

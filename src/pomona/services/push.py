@@ -189,6 +189,7 @@ class PushService(ServiceBase[PushStores]):
         sent_at = self.clock.now()
         for job, reply in zip(to_send, replies, strict=True):
             stats.outcomes[reply.outcome] = stats.outcomes.get(reply.outcome, 0) + 1
+            self.metrics.push_outcome(reply.outcome.value)
             self._plan_reply(plan, job, reply, sent_at)
         stats.sent = len(to_send)
         stats.delivered = stats.outcomes.get(PushOutcome.DELIVERED, 0)

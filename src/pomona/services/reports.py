@@ -147,37 +147,47 @@ class ReportService(ServiceBase[ReportStores]):
         }
 
     @staticmethod
-    def incident_markdown(inc: dict[str, object], lang: str) -> str:
+    def incident_markdown(inc: dict[str, object], lang: str, width: int = 80) -> str:
+        """The incident checklist as Markdown to paste into a ticket: list items wrapped at ``width``
+        cells (continued two spaces in), details as ``label: value`` lines (pomona.services.readable)."""
         from pomona.i18n import t
+        from pomona.services.readable import facts_text, value_text, wrapped
 
-        def line(key: str, value: object) -> str:
-            return f"- **{t('incident.' + key, lang)}**: {value}"
+        def item(text: str) -> list[str]:
+            return wrapped(text, width, indent=2, first="-")
+
+        def line(key: str, value: object) -> list[str]:
+            return item(f"**{t('incident.' + key, lang)}**: {value}")
+
+        def listed(key: str) -> str:
+            values: list[str] = inc[key]  # type: ignore[assignment]
+            return ", ".join(values) or "—"
 
         lines = [f"# {t('incident.title', lang, tenant=inc['tenant'])}", ""]
-        lines.append(line("exact_error", f"`{inc['exact_error']}`"))
-        lines.append(line("where_seen", ", ".join(inc["where_seen"]) or "—"))  # type: ignore[arg-type]
-        lines.append(line("first_occurrence", inc["first_occurrence"] or "—"))
-        lines.append(line("platforms", ", ".join(inc["platforms"]) or "—"))  # type: ignore[arg-type]
-        lines.append(
-            line("users", t("incident.out_of", lang, n=inc["affected_users"], total=inc["attempting_users"]))
+        lines += line("exact_error", f"`{inc['exact_error']}`")
+        lines += line("where_seen", listed("where_seen"))
+        lines += line("first_occurrence", value_text(inc["first_occurrence"], lang))
+        lines += line("platforms", listed("platforms"))
+        lines += line(
+            "users", t("incident.out_of", lang, n=inc["affected_users"], total=inc["attempting_users"])
         )
-        lines.append(
-            line(
-                "devices",
-                t("incident.out_of", lang, n=inc["affected_devices"], total=inc["attempting_devices"]),
-            )
+        lines += line(
+            "devices", t("incident.out_of", lang, n=inc["affected_devices"], total=inc["attempting_devices"])
         )
-        lines.append(line("mdm_authority", inc["mdm_authority"] or t("incident.not_set", lang)))
-        lines.append(line("enrollment_types", ", ".join(inc["enrollment_types"]) or "—"))  # type: ignore[arg-type]
+        lines += line("mdm_authority", inc["mdm_authority"] or t("incident.not_set", lang))
+        lines += line("enrollment_types", listed("enrollment_types"))
         lines += ["", f"## {t('incident.suspects', lang)}", ""]
         suspects: list[dict[str, object]] = inc["suspect_changes"]  # type: ignore[assignment]
         if not suspects:
             lines.append(t("incident.no_suspects", lang))
         for s in suspects:
-            lines.append(f"- {s['at']} `{s['action']}` {s['detail']}")
+            detail: dict[str, object] = s["detail"]  # type: ignore[assignment]
+            rest = facts_text(detail, lang)
+            lines += item(f"{value_text(s['at'], lang)} `{s['action']}`" + (f" ({rest})" if rest else ""))
         lines += ["", f"## {t('incident.samples', lang)}", ""]
         for e in inc["sample_events"]:  # type: ignore[attr-defined]
-            lines.append(
-                f"- #{e['id']} {e['at']} {e['upn'] or ''} {e['serial'] or ''} `{e['reason']}` ({e['step']})"
+            who = " ".join(str(x) for x in (e["upn"], e["serial"]) if x)
+            lines += item(
+                f"#{e['id']} {value_text(e['at'], lang)} `{e['reason']}` ({e['step']}) {who}".rstrip()
             )
         return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, bindparam, insert, literal, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, func, insert, literal, select, update
 
 from pomona.domain.models import CommandStatus, EnrollmentStatus, QueuedCommand
 from pomona.storage import schema as s
@@ -169,6 +169,11 @@ class SqlCommandQueue:
             .values(status=CommandStatus.CANCELLED.value)
         )
         return int(res.rowcount or 0)
+
+    def pending_count(self) -> int:
+        """Commands of every tenant not yet answered (queued, sent, NotNow): /metrics reads it."""
+        q = select(func.count()).select_from(_C).where(_C.c.status.in_(PENDING))
+        return int(self.conn.execute(q).scalar_one())
 
     def list_for_device(self, tenant_id: str, device_id: str, *, limit: int = 100) -> list[QueuedCommand]:
         q = (

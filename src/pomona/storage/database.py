@@ -42,6 +42,7 @@ from pomona.domain.errors import (
 )
 from pomona.ports import ChannelState, Sealer
 from pomona.storage import schema as s
+from pomona.storage.abm_sql import SqlAbmStore
 from pomona.storage.commands_sql import CHANNEL_ANY, CHANNEL_SKIP_NOT_NOW, SqlCommandQueue
 from pomona.storage.console_sql import SqlAdminStore, SqlAuditLog, SqlConsoleSessionStore, SqlDeviceListing
 from pomona.storage.devices_sql import SqlDeviceStore
@@ -351,6 +352,12 @@ class SqlUnitOfWork:
     def tenants(self) -> SqlTenantStore:
         store = SqlTenantStore(self.conn, self.sealer)
         self.__dict__["tenants"] = store  # not a data descriptor: the next read finds the instance's
+        return store
+
+    @property
+    def abm(self) -> SqlAbmStore:
+        store = SqlAbmStore(self.conn, self.sealer)
+        self.__dict__["abm"] = store
         return store
 
     api_tokens = _Store(SqlApiTokenStore)

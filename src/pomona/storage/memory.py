@@ -41,6 +41,10 @@ from pomona.domain.models import (
 )
 from pomona.domain.policy import Restriction
 from pomona.ports import (
+    AbmDeviceRecord,
+    AbmHistoryEntry,
+    AbmTokenInfo,
+    AbmUpsert,
     AdminAccount,
     AuditEntry,
     CaKeyPair,
@@ -63,6 +67,7 @@ from pomona.ports import (
     TokenRefusal,
     WebhookDelivery,
 )
+from pomona.protocol.dep import AbmDevice, ServerToken
 from pomona.storage import rollup
 
 _K = TypeVar("_K")
@@ -144,6 +149,10 @@ class _Data:
     admins: dict[str, AdminAccount] = field(default_factory=dict)
     console_sessions: dict[str, ConsoleSession] = field(default_factory=dict)  # id hash -> session
     audit: dict[int, AuditEntry] = field(default_factory=dict)
+    abm_keypairs: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # tenant -> (cert, key)
+    abm_tokens: dict[str, tuple[AbmTokenInfo, ServerToken]] = field(default_factory=dict)
+    abm_devices: dict[tuple[str, str], AbmDeviceRecord] = field(default_factory=dict)  # (tenant, serial)
+    abm_history: dict[int, tuple[str, str, AbmHistoryEntry]] = field(default_factory=dict)
     sequences: dict[str, int] = field(default_factory=dict)
 
 
@@ -581,6 +590,9 @@ class MemoryCommandQueue(_Store):
         for i in ids:
             self.tx.change(self.d.commands, i, status=CommandStatus.CANCELLED)
         return len(ids)
+
+    def pending_count(self) -> int:
+        return sum(1 for c in self.d.commands.values() if c.status in _PENDING)
 
     def list_for_device(self, tenant_id: str, device_id: str, *, limit: int = 100) -> list[QueuedCommand]:
         mine = (c for c in self.d.commands.values() if c.tenant_id == tenant_id and c.device_id == device_id)
@@ -1291,6 +1303,117 @@ class MemoryHealthStore(_Store):
         )
 
 
+class MemoryAbmStore(_Store):
+    def set_keypair(self, tenant_id: str, cert_pem: bytes, key_pem: bytes, at: datetime) -> None:
+        self.tx.put(self.d.abm_keypairs, tenant_id, (cert_pem, key_pem))
+
+    def keypair(self, tenant_id: str) -> tuple[bytes, bytes] | None:
+        return self.d.abm_keypairs.get(tenant_id)
+
+    def add_token(self, info: AbmTokenInfo, credentials: ServerToken) -> None:
+        if any(t.tenant_id == info.tenant_id and t.name == info.name for t, _ in self.d.abm_tokens.values()):
+            raise _conflict(f"ABM token {info.name}")
+        self.tx.put(self.d.abm_tokens, info.id, (info, credentials))
+
+    def tokens(self, tenant_id: str) -> list[AbmTokenInfo]:
+        return sorted(
+            (t for t, _ in self.d.abm_tokens.values() if t.tenant_id == tenant_id), key=lambda t: t.name
+        )
+
+    def credentials(self, token_id: str) -> ServerToken | None:
+        found = self.d.abm_tokens.get(token_id)
+        return None if found is None else found[1]
+
+    def remove_token(self, tenant_id: str, token_id: str) -> bool:
+        found = self.d.abm_tokens.get(token_id)
+        return (
+            found is not None and found[0].tenant_id == tenant_id and self.tx.pop(self.d.abm_tokens, token_id)
+        )
+
+    def _token_change(self, token_id: str, **values: object) -> None:
+        found = self.d.abm_tokens.get(token_id)
+        if found is not None:
+            self.tx.put(self.d.abm_tokens, token_id, (dataclasses.replace(found[0], **values), found[1]))  # type: ignore[arg-type]
+
+    def sync_done(self, token_id: str, cursor: str, at: datetime, *, full: bool) -> None:
+        values: dict[str, object] = {"cursor": cursor, "last_sync_at": at, "last_error": None}
+        if full:
+            values["last_full_sync_at"] = at
+        self._token_change(token_id, **values)
+
+    def sync_failed(self, token_id: str, reason: str, at: datetime) -> None:
+        values: dict[str, object] = {"last_error": reason, "last_error_at": at}
+        if reason == "DEP_CURSOR_EXPIRED":
+            values["cursor"] = None
+        self._token_change(token_id, **values)
+
+    def upsert_devices(
+        self, tenant_id: str, token_id: str, devices: Sequence[AbmDevice], at: datetime
+    ) -> AbmUpsert:
+        latest = {d.serial_number: d for d in devices}
+        added = modified = deleted = unchanged = 0
+        for serial, d in latest.items():
+            gone = d.op_type == "deleted"
+            old = self.d.abm_devices.get((tenant_id, serial))
+            if gone and old is not None:
+                d = dataclasses.replace(old.device, op_type="deleted", op_date=d.op_date)
+            elif not d.op_type and old is not None and not old.deleted:  # a full fetch has no operation
+                d = dataclasses.replace(d, op_type=old.device.op_type, op_date=old.device.op_date)
+            if old is not None and old.deleted == gone and old.device == d:
+                unchanged += 1
+                continue
+            first = at if old is None else old.first_seen_at
+            self.tx.put(
+                self.d.abm_devices,
+                (tenant_id, serial),
+                AbmDeviceRecord(tenant_id, token_id, d, gone, first, at),
+            )
+            if gone:
+                deleted += 1
+            elif old is None or old.deleted:
+                added += 1
+            else:
+                modified += 1
+            op = d.op_type or ("added" if old is None or old.deleted else "modified")
+            entry = AbmHistoryEntry(
+                at,
+                op,
+                d.op_date,
+                d.profile_status,
+                d.profile_uuid,
+                d.profile_assign_time,
+                d.profile_push_time,
+                d.device_assigned_by,
+                token_id,
+            )
+            self.tx.put(self.d.abm_history, self.tx.next_id("abm_history"), (tenant_id, serial, entry))
+        return AbmUpsert(added, modified, deleted, unchanged)
+
+    def devices(
+        self, tenant_id: str, *, serial: str | None = None, limit: int = 1000, offset: int = 0
+    ) -> list[AbmDeviceRecord]:
+        rows = sorted(
+            (r for (t, s), r in self.d.abm_devices.items() if t == tenant_id and serial in (None, s)),
+            key=lambda r: r.device.serial_number,
+        )
+        return _page(rows, limit, offset)
+
+    def device_count(self, tenant_id: str, *, deleted: bool = False) -> int:
+        return sum(1 for (t, _), r in self.d.abm_devices.items() if t == tenant_id and r.deleted == deleted)
+
+    def listed_serials(self, tenant_id: str, token_id: str) -> set[str]:
+        return {
+            s
+            for (t, s), r in self.d.abm_devices.items()
+            if t == tenant_id and r.token_id == token_id and not r.deleted
+        }
+
+    def history(self, tenant_id: str, serial: str, *, limit: int = 200) -> list[AbmHistoryEntry]:
+        return [e for _, (t, s, e) in sorted(self.d.abm_history.items()) if (t, s) == (tenant_id, serial)][
+            :limit
+        ]
+
+
 class MemoryUnitOfWork:
     """The memory stores over one transaction."""
 
@@ -1319,6 +1442,7 @@ class MemoryUnitOfWork:
         self.console_sessions = MemoryConsoleSessionStore(tx)
         self.audit = MemoryAuditLog(tx)
         self.device_listing = MemoryDeviceListing(tx)
+        self.abm = MemoryAbmStore(tx)
 
 
 class MemoryDatabase:

@@ -435,3 +435,73 @@ audit_log = Table(
 Index("ix_devices_tenant_name_id", devices.c.tenant_id, devices.c.device_name, devices.c.id)
 Index("ix_devices_tenant_serial_id", devices.c.tenant_id, devices.c.serial, devices.c.id)
 Index("ix_devices_tenant_last_seen_id", devices.c.tenant_id, devices.c.last_seen_at, devices.c.id)
+# --- Apple Business Manager (issue 12) ------------------------------------------------------------
+abm_keypairs = Table(
+    "abm_keypairs",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("cert_pem", LargeBinary, nullable=False),  # what the admin uploads to ABM
+    Column("key_pem", LargeBinary, nullable=False),  # sealed (context abm-key:<tenant id>)
+    Column("created_at", TS, nullable=False),
+)
+
+abm_tokens = Table(
+    "abm_tokens",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("consumer_key", String(200), nullable=False),
+    Column("secret", LargeBinary, nullable=False),  # the token's JSON, sealed (context abm-token:<id>)
+    Column("access_token_expiry", TS, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("cursor", String(1000)),
+    Column("last_sync_at", TS),
+    Column("last_full_sync_at", TS),
+    Column("last_error", String(64)),
+    Column("last_error_at", TS),
+    UniqueConstraint("tenant_id", "name", name="uq_abm_tokens_tenant_id_name"),
+)
+
+abm_devices = Table(
+    "abm_devices",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("serial_number", String(64), primary_key=True),
+    Column("token_id", ID, nullable=False),
+    Column("model", String(200), nullable=False, default=""),
+    Column("description", String(500), nullable=False, default=""),
+    Column("color", String(100), nullable=False, default=""),
+    Column("asset_tag", String(200), nullable=False, default=""),
+    Column("device_family", String(32), nullable=False, default=""),
+    Column("os", String(32), nullable=False, default=""),
+    Column("profile_status", String(16), nullable=False, default="empty"),
+    Column("profile_uuid", String(64), nullable=False, default=""),
+    Column("profile_assign_time", TS),
+    Column("profile_push_time", TS),
+    Column("device_assigned_date", TS),
+    Column("device_assigned_by", String(320), nullable=False, default=""),
+    Column("op_type", String(16), nullable=False, default=""),
+    Column("op_date", TS),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("first_seen_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+abm_device_history = Table(
+    "abm_device_history",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("serial_number", String(64), nullable=False),
+    Column("token_id", ID, nullable=False),
+    Column("at", TS, nullable=False),
+    Column("op_type", String(16), nullable=False),
+    Column("op_date", TS),
+    Column("profile_status", String(16), nullable=False),
+    Column("profile_uuid", String(64), nullable=False),
+    Column("profile_assign_time", TS),
+    Column("profile_push_time", TS),
+    Column("device_assigned_by", String(320), nullable=False),
+    Index("ix_abm_device_history_tenant_id_serial_number", "tenant_id", "serial_number"),
+)

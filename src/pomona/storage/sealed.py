@@ -48,6 +48,8 @@ SEALED_COLUMNS: tuple[SealedColumn, ...] = (
     SealedColumn(s.tenants, "push_pending_key", "id", lambda k: f"pending-push-key:{k}", pushkit=True),
     SealedColumn(s.webhooks, "secret", "tenant_id", lambda k: f"webhook:{k}", pushkit=True),
     SealedColumn(s.settings, "value", "key", lambda k: f"setting:{k}"),
+    SealedColumn(s.abm_keypairs, "key_pem", "tenant_id", lambda k: f"abm-key:{k}"),
+    SealedColumn(s.abm_tokens, "secret", "id", lambda k: f"abm-token:{k}"),
 )
 
 

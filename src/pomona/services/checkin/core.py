@@ -359,6 +359,8 @@ class CheckinCore(ServiceBase[CheckinStores]):
             upn = None if user is None else user.upn  # the funnel of a user's attempt reads it
             detail = {"awaiting_configuration": msg.awaiting_configuration}
             uow.events.append(self._event(enrollment, Step.TOKENUPDATE, detail, upn=upn))
+        if enrollment.token_updated_at is None:  # the enrollment's first push token: it is complete
+            self.metrics.enrollment_completed()
         return b""
 
     def check_out(self, req: Request, msg: CheckOut) -> bytes:

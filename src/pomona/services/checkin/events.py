@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 
 from pomona.domain.errors import PomonaError
 from pomona.domain.models import Step
-from pomona.ports import Clock, EnrollmentStore, HasEvents, Transactions
+from pomona.ports import Clock, EnrollmentStore, HasEvents, Metrics, NoMetrics, Transactions
 from pomona.protocol import cms, plist
 from pomona.protocol.checkin import Authenticate, CheckOut, TokenUpdate
 from pomona.protocol.command import CommandReport
@@ -57,10 +57,16 @@ class RefusalStores(HasEvents, Protocol):
 
 
 class RecordRefusals(Middleware):
-    def __init__(self, next: CheckinHandler, db: Transactions[RefusalStores], clock: Clock) -> None:
+    def __init__(
+        self,
+        next: CheckinHandler,
+        db: Transactions[RefusalStores],
+        clock: Clock,
+        metrics: Metrics | None = None,
+    ) -> None:
         super().__init__(next)
         self.db = db
-        self._events = ServiceBase(db, clock)
+        self._events = ServiceBase(db, clock, metrics=metrics or NoMetrics())
 
     def around(self, req: Request, msg: M, call: Callable[[Request, M], bytes]) -> bytes:
         try:

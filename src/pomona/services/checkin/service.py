@@ -54,8 +54,10 @@ class CheckinService(ServiceBase[CheckinStores]):
     _tenants: Lru = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        core = CheckinCore(self.db, self.clock, self.policy)
-        self.refusals = RecordRefusals(CertAuth(core, self.pki, self.clock), self.db, self.clock)
+        core = CheckinCore(self.db, self.clock, self.policy, metrics=self.metrics)
+        self.refusals = RecordRefusals(
+            CertAuth(core, self.pki, self.clock), self.db, self.clock, self.metrics
+        )
         self.handler = self.refusals
         self._tenants = Lru(1024)
 
@@ -85,12 +87,14 @@ class CheckinService(ServiceBase[CheckinStores]):
         """Handle one check-in message. Returns the response body (empty for none)."""
         req = Request(self._tenant(tenant_id), body, signature)
         msg = self._decode(req, Step.AUTHENTICATE, decode_checkin)
+        self.metrics.checkin("checkin", msg.message_type)
         return dispatch_checkin(self.handler, req, msg)
 
     def connect(self, tenant_id: str, body: bytes, signature: str | None) -> bytes:
         """Handle one command-channel request: store the reported result, return the next command."""
         req = Request(self._tenant(tenant_id), body, signature)
         report = self._decode(req, Step.COMMAND, decode_report)
+        self.metrics.checkin("connect", report.status.value)
         return self.handler.command_and_report_results(req, report)
 
     def refuse_oversized(self, tenant_id: str, channel: str) -> tuple[int, bytes, str | None]:

@@ -25,7 +25,7 @@ from pomona.domain.models import Event
 from pomona.domain.reasons import ReasonCode as R
 from pomona.knowledge import MessageMatch
 from pomona.services.diagnose.funnel import Attempt
-from pomona.services.diagnose.model import Assessment, Verdict, ev
+from pomona.services.diagnose.model import Assessment, Note, Verdict, ev, note
 
 # Checked only when a report names them: the well-known document matters for account-driven enrollment
 # only (and costs an HTTP request).
@@ -41,16 +41,14 @@ TENANT_CHECKS = (
     R.DNS_ENROLLMENT_CNAME_WRONG.value,
     R.DNS_REGISTRATION_CNAME_MISSING.value,
 )
-_STEP_NAMES = {
-    "discovery": "DNS discovery",
-    "portal": "the portal sign-in",
-    "profile": "the profile download",
-    "install": "the profile installation",
-    "scep": "SCEP",
-    "authenticate": "Authenticate",
-    "tokenupdate": "TokenUpdate",
-    "command": "the command channel",
-}
+# The steps a note names in words (diagnose.note.step.<step> in the catalogues); others by their id.
+_STEP_NAMES = frozenset(
+    {"discovery", "portal", "profile", "install", "scep", "authenticate", "tokenupdate", "command"}
+)
+
+
+def _step(step: str) -> Note | str:
+    return note(f"step.{step}") if step in _STEP_NAMES else step
 
 
 def candidates(message: str | None, matches: Sequence[MessageMatch], checkable: Iterable[str]) -> list[str]:
@@ -87,10 +85,9 @@ def apply_evidence(a: Assessment, refusals: list[Event], first: bool) -> None:
     a.basis = "evidence"
     a.evidence = [ev(r) for r in refusals[:5]] + [x for x in a.evidence if x.get("kind") != "event"]
     a.facts = {**e.detail, **a.facts, "refused_at": _when(e), "step": e.step.value}
-    lead = "the server refused this attempt" if first else "the server also refused"
-    a.note = f"{lead} at {e.step.value} with {a.code} at {_when(e)}"
+    a.note = note("refused_first" if first else "refused_also", step=e.step.value, code=a.code, at=_when(e))
     if was is Verdict.RULED_OUT:
-        a.note += "; it no longer holds now, so a new attempt should get past it"
+        a.note += note("no_longer_holds")
         a.facts["still_holds"] = False
 
 
@@ -106,22 +103,20 @@ def apply_funnel(a: Assessment, attempt: Attempt | None) -> bool:
         a.verdict = Verdict.RULED_OUT
         a.basis = "funnel"
         a.facts = {**a.facts, "reached": past.step.value, "reached_at": _when(past)}
-        a.note = (
-            f"the device reached {_STEP_NAMES.get(past.step.value, past.step.value)} at {_when(past)}, "
-            f"so {_STEP_NAMES.get(c.breaks, c.breaks)} worked"
-        )
+        a.note = note("reached", step=_step(past.step.value), at=_when(past), worked=_step(c.breaks))
         return True
     if c.seen and attempt.never_reached(c.breaks):
         furthest = attempt.furthest()
         first = attempt.refusals[0] if attempt.refusals else None
         if first is not None:
-            why = f"another refusal stopped the attempt first ({first.reason} at {first.step.value}, {_when(first)})"
+            why = note("stopped_by", code=first.reason, step=first.step.value, at=_when(first))
+        elif furthest is not None:
+            why = note("stopped_after", step=furthest.step.value, at=_when(furthest), before=_step(c.breaks))
         else:
-            where = "" if furthest is None else f" after {furthest.step.value} at {_when(furthest)}"
-            why = f"the attempt stopped{where}, before {_STEP_NAMES.get(c.breaks, c.breaks)}"
+            why = note("stopped_before", before=_step(c.breaks))
         a.verdict = Verdict.RULED_OUT
         a.basis = "funnel"
-        a.note = f"{why}; this cause would have left a {a.code} refusal"
+        a.note = why + note("would_have_left", code=a.code)
         return True
     return False
 
@@ -154,13 +149,13 @@ def rank(
         if a.code in refused:
             continue
         tenant = knowledge.cause(a.code).scope == "tenant"
-        held, note = a.verdict.found, a.note
+        held, seen = a.verdict.found, a.note
         ruled = apply_funnel(a, attempt)
         if tenant and held:
             if ruled:  # wrong in the tenant, but it did not stop this attempt
                 untied.add(a.code)
                 a.verdict = Verdict.PROVEN
-                a.note = f"{note}; it did not stop this attempt: {a.note}"
+                a.note = seen + note("did_not_stop", why=a.note)
             also.append(a)
     aside = {id(a) for a in also}
     found_elsewhere = bool(refused) or any(a.verdict.found and id(a) not in aside for a in assessments)
@@ -172,7 +167,7 @@ def rank(
             also = [a for a in also if a is not fallback]
             aside.discard(id(fallback))
             fallback.basis = "fallback"
-            fallback.note += "; nothing else explains the report, and the message can mean this fault"
+            fallback.note += note("fallback")
     device_side(assessments, aside, matches, found_elsewhere or fallback is not None)
     order = {c: i for i, c in enumerate(message_codes)}
     refused_order = {c: i for i, c in enumerate(refused)}
@@ -196,7 +191,7 @@ def rank(
                 Verdict.UNKNOWN,
                 [],
                 {},
-                "no cause could be proven from the server's side",
+                note("nothing_proven"),
                 basis="state",
             ),
         )
@@ -227,6 +222,5 @@ def device_side(
             if a.verdict is Verdict.RULED_OUT:
                 continue
             a.verdict, a.basis = Verdict.LIKELY, "device"
-            ruled = ", ".join(server) or "none"
-            a.note = f"the message names a fault on the device, and the server-side causes it could mean are ruled out ({ruled})"
+            a.note = note("device_side", ruled=", ".join(server) or "—")
         return

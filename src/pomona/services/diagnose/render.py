@@ -19,7 +19,7 @@ def _finding(f: Assessment, lang: str) -> dict[str, object]:
         "device_only": knowledge.device_only(f.code),
         "breaks": knowledge.cause(f.code).breaks,
         "basis": f.basis,
-        "observed": f.note,
+        "observed": f.note.text(lang),
         "evidence": f.evidence,
         "resolution": list(text.resolution),
         "device_checks": list(text.device_checks) if f.basis == "device" else [],
@@ -52,7 +52,13 @@ def to_json(d: Diagnosis, lang: str) -> dict[str, object]:
         "funnel": d.funnel,
         "checked": d.checked,
         "explain": [
-            {"code": f.code, "verdict": f.verdict.value, "basis": f.basis, "why": f.note, "section": section}
+            {
+                "code": f.code,
+                "verdict": f.verdict.value,
+                "basis": f.basis,
+                "why": f.note.text(lang),
+                "section": section,
+            }
             for section, group in (("findings", d.findings), ("also_wrong", d.also_wrong))
             for f in group
         ],

@@ -20,7 +20,7 @@ from pomona.services.diagnose import ranking
 from pomona.services.diagnose.checkers import CHECKERS
 from pomona.services.diagnose.context import WINDOW, CheckerStores, Context
 from pomona.services.diagnose.funnel import attempt_at, attempts
-from pomona.services.diagnose.model import Assessment, Verdict
+from pomona.services.diagnose.model import Assessment, Verdict, note
 from pomona.services.policy import PolicyService
 
 
@@ -132,7 +132,7 @@ class DiagnoseService(ServiceBase[DiagnoseStores]):
 
     def _run(self, ctx: Context, code: str) -> Assessment:
         if code not in CHECKERS:  # a refusal no checker explains: its event is the evidence
-            return Assessment(code, Verdict.UNKNOWN, [], {}, f"the server refused with {code}")
+            return Assessment(code, Verdict.UNKNOWN, [], {}, note("refused_with", code=code))
         try:
             return CHECKERS[code](ctx)
         except Exception as exc:  # a checker fault must not hide the other findings
@@ -141,7 +141,7 @@ class DiagnoseService(ServiceBase[DiagnoseStores]):
                 Verdict.UNKNOWN,
                 [{"kind": "error", "error": f"{type(exc).__name__}: {exc}"}],
                 {},
-                "the checker failed",
+                note("checker_failed"),
             )
 
 

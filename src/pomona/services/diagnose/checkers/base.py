@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 
 from pomona.domain.reasons import ReasonCode
 from pomona.services.diagnose.context import WINDOW, Context
-from pomona.services.diagnose.model import Assessment, Verdict, ev
+from pomona.services.diagnose.model import Assessment, Verdict, ev, note
 
 Checker = Callable[[Context], Assessment]
 
@@ -25,12 +25,12 @@ def by_events(ctx: Context, code: str, *, device_only: bool = False) -> Assessme
             Verdict.PROVEN,
             [ev(e) for e in hits[:5]],
             {"count": len(hits), "first": hits[-1].at.isoformat(), "last": hits[0].at.isoformat()},
-            f"the server refused {len(hits)} time(s) with {code}",
+            note("refused_times", count=len(hits), code=code),
         )
     return Assessment(
         code,
         Verdict.UNKNOWN if device_only else Verdict.RULED_OUT,
         [],
         {},
-        f"no {code} refusal for this user or device in the last {WINDOW.days} days",
+        note("no_refusal", code=code, days=WINDOW.days),
     )

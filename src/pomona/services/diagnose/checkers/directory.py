@@ -5,13 +5,13 @@ from __future__ import annotations
 from pomona.domain.reasons import ReasonCode as R
 from pomona.services.diagnose.checkers.base import Checker, table
 from pomona.services.diagnose.context import Context
-from pomona.services.diagnose.model import Assessment, Verdict, ev
+from pomona.services.diagnose.model import Assessment, Verdict, ev, note
 
 
 def _directory(code: R) -> Checker:
     def run(ctx: Context) -> Assessment:
         if ctx.upn is None:
-            return Assessment(code, Verdict.UNKNOWN, [], {}, "no user given: ask for the sign-in name")
+            return Assessment(code, Verdict.UNKNOWN, [], {}, note("no_user"))
         u = ctx.user
         seats = ctx.tenant.licence_seats
         # Counting licensed users reads the whole directory: only when it decides between the two codes.
@@ -38,7 +38,7 @@ def _directory(code: R) -> Checker:
             Verdict.PROVEN if holds else Verdict.RULED_OUT,
             evidence,
             facts,
-            f"{code} {'holds' if holds else 'does not hold'} for {ctx.upn}",
+            note("holds" if holds else "does_not_hold", code=code.value, upn=ctx.upn),
         )
 
     return run

@@ -8,7 +8,7 @@ from pomona.domain.checks import DiscoveryRecord, dns_findings
 from pomona.domain.reasons import ReasonCode as R
 from pomona.services.diagnose.checkers.base import Checker, table
 from pomona.services.diagnose.context import Context
-from pomona.services.diagnose.model import Assessment, Verdict
+from pomona.services.diagnose.model import Assessment, Verdict, note
 
 _RECORD = {
     R.DNS_ENROLLMENT_CNAME_MISSING: DiscoveryRecord.ENROLLMENT,
@@ -22,7 +22,7 @@ def _dns(code: R) -> Checker:
 
     def run(ctx: Context) -> Assessment:
         if ctx.resolver is None:
-            return Assessment(code, Verdict.UNKNOWN, [], {}, "no DNS resolver configured")
+            return Assessment(code, Verdict.UNKNOWN, [], {}, note("no_resolver"))
         if not ctx.settings.discoverable:
             target = ctx.settings.enrollment_target
             return Assessment(
@@ -30,8 +30,7 @@ def _dns(code: R) -> Checker:
                 Verdict.UNKNOWN,
                 [{"kind": "public_url", "host": target}],
                 {"expected_target": target},
-                f"the server's public address is {target}, which no CNAME can point to: record the public "
-                "name with `pomona server set-public-url`",
+                note("not_discoverable", target=target),
             )
         lk = ctx.cname(_RECORD[code])
         if not lk.answered:
@@ -40,7 +39,7 @@ def _dns(code: R) -> Checker:
                 Verdict.UNKNOWN,
                 [{"kind": "dns", "name": lk.name, "error": lk.error}],
                 {"name": lk.name},
-                "the name server did not answer",
+                note("dns_no_answer"),
             )
         evidence: list[dict[str, object]] = [
             {"kind": "dns", "name": lk.name, "cname": lk.found, "expected": lk.expected}
@@ -52,7 +51,9 @@ def _dns(code: R) -> Checker:
             Verdict.PROVEN if holds else Verdict.RULED_OUT,
             evidence,
             facts,
-            f"{lk.name} CNAME {lk.found or 'missing'} (expected {lk.expected})",
+            note("cname", name=lk.name, found=lk.found, expected=lk.expected)
+            if lk.found
+            else note("cname_missing", name=lk.name, expected=lk.expected),
         )
 
     return run
@@ -62,7 +63,7 @@ def _well_known(ctx: Context) -> Assessment:
     url = ctx.settings.well_known_url.format(domain=ctx.tenant.domain)
     if ctx.fetcher is None:
         return Assessment(
-            R.WELL_KNOWN_DISCOVERY_FAILED, Verdict.UNKNOWN, [], {"url": url}, "no HTTP client configured"
+            R.WELL_KNOWN_DISCOVERY_FAILED, Verdict.UNKNOWN, [], {"url": url}, note("no_http_client")
         )
     try:
         status, body = ctx.fetcher.fetch(url)
@@ -72,7 +73,7 @@ def _well_known(ctx: Context) -> Assessment:
             Verdict.PROVEN,
             [{"kind": "http", "url": url, "error": str(exc)}],
             {"url": url},
-            "unreachable",
+            note("unreachable", url=url),
         )
     ok = False
     if status == 200:
@@ -87,7 +88,7 @@ def _well_known(ctx: Context) -> Assessment:
         v,
         [{"kind": "http", "url": url, "status": status}],
         {"url": url},
-        f"HTTP {status}",
+        note("http_status", url=url, status=status),
     )
 
 

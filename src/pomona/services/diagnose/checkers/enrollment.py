@@ -9,7 +9,7 @@ from pomona.domain.models import EnrollmentStatus, Step
 from pomona.domain.reasons import ReasonCode as R
 from pomona.services.diagnose.checkers.base import Checker
 from pomona.services.diagnose.context import Context
-from pomona.services.diagnose.model import Assessment, Verdict, ev
+from pomona.services.diagnose.model import Assessment, Verdict, ev, note
 
 RECENT_CHECKIN = timedelta(days=7)
 
@@ -27,7 +27,7 @@ def _already_installed(ctx: Context) -> Assessment:
             Verdict.LIKELY,
             evidence,
             {"last_seen": f"{seen[0].last_seen_at:%Y-%m-%d %H:%M}"},
-            "the device is actively enrolled and checked in recently: its management profile is installed",
+            note("enrolled_recently"),
         )
     if repeats:
         return Assessment(
@@ -35,7 +35,7 @@ def _already_installed(ctx: Context) -> Assessment:
             Verdict.LIKELY,
             evidence,
             {"downloads": len(repeats)},
-            "the profile was downloaded again while an enrollment was active, and no Authenticate followed",
+            note("repeat_download"),
         )
     if ctx.user is not None or ctx.devices:
         return Assessment(
@@ -43,12 +43,9 @@ def _already_installed(ctx: Context) -> Assessment:
             Verdict.RULED_OUT,
             evidence,
             {},
-            "no active Pomona enrollment and no repeated download; another server's profile would be "
-            "ENROLLED_WITH_OTHER_MDM",
+            note("no_active_enrollment"),
         )
-    return Assessment(
-        R.MDM_PROFILE_ALREADY_INSTALLED, Verdict.UNKNOWN, evidence, {}, "no user or device given"
-    )
+    return Assessment(R.MDM_PROFILE_ALREADY_INSTALLED, Verdict.UNKNOWN, evidence, {}, note("no_subject"))
 
 
 def _other_mdm(ctx: Context) -> Assessment:
@@ -57,7 +54,7 @@ def _other_mdm(ctx: Context) -> Assessment:
         Verdict.UNKNOWN,
         [],
         {},
-        "only the device shows another server's management profile",
+        note("other_mdm_device_only"),
     )
 
 
@@ -65,7 +62,7 @@ def _abandoned(ctx: Context) -> Assessment:
     """The attempt's stuck step: a profile served (or an Authenticate accepted) and nothing after it."""
     a = ctx.attempt
     if a is None or "profile" not in a.ok:
-        return Assessment(R.ENROLLMENT_ABANDONED, Verdict.RULED_OUT, [], {}, "no profile was served")
+        return Assessment(R.ENROLLMENT_ABANDONED, Verdict.RULED_OUT, [], {}, note("no_profile_served"))
     last = a.furthest() or a.ok["profile"]
     if a.state == "stalled":
         quiet = int((ctx.now - a.last_at).total_seconds() // 60)
@@ -74,8 +71,7 @@ def _abandoned(ctx: Context) -> Assessment:
             Verdict.LIKELY,
             [ev(last)],
             {"served_at": f"{a.ok['profile'].at:%Y-%m-%d %H:%M}", "step": last.step.value},
-            f"the attempt reached {last.step.value} at {last.at:%Y-%m-%d %H:%M} UTC and nothing followed "
-            f"for {quiet} minutes",
+            note("stalled", step=last.step.value, at=f"{last.at:%Y-%m-%d %H:%M} UTC", minutes=quiet),
         )
     if a.state == "in_progress":
         return Assessment(
@@ -83,14 +79,14 @@ def _abandoned(ctx: Context) -> Assessment:
             Verdict.UNKNOWN,
             [ev(last)],
             {},
-            f"the attempt is still under way (last step {last.step.value} at {last.at:%H:%M} UTC)",
+            note("in_progress", step=last.step.value, at=f"{last.at:%H:%M} UTC"),
         )
     return Assessment(
         R.ENROLLMENT_ABANDONED,
         Verdict.RULED_OUT,
         [ev(last)],
         {},
-        "the enrollment completed" if a.state == "enrolled" else "the server refused the attempt",
+        note("completed" if a.state == "enrolled" else "refused_attempt"),
     )
 
 
@@ -104,11 +100,9 @@ def _install_failed(ctx: Context) -> Assessment:
                 Verdict.LIKELY,
                 [ev(a.ok["profile"])],
                 {},
-                "the profile was served, the device never came back, and the server refused nothing",
+                note("never_came_back"),
             )
-    return Assessment(
-        R.PROFILE_INSTALL_FAILED, Verdict.UNKNOWN, [], {}, "only the device can show this fault"
-    )
+    return Assessment(R.PROFILE_INSTALL_FAILED, Verdict.UNKNOWN, [], {}, note("device_only"))
 
 
 def _stuck(ctx: Context) -> Assessment:
@@ -133,11 +127,9 @@ def _stuck(ctx: Context) -> Assessment:
                 for e in stuck
             ],
             {},
-            "held at Setup Assistant",
+            note("held_at_setup"),
         )
-    return Assessment(
-        R.AWAITING_CONFIGURATION_STUCK, Verdict.RULED_OUT, [], {}, "no device waits for DeviceConfigured"
-    )
+    return Assessment(R.AWAITING_CONFIGURATION_STUCK, Verdict.RULED_OUT, [], {}, note("none_waiting"))
 
 
 CHECKERS: dict[str, Checker] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pomona.domain.reasons import ReasonCode as R
 from pomona.services.diagnose.checkers.base import Checker, by_events, table
 from pomona.services.diagnose.context import Context
-from pomona.services.diagnose.model import Assessment, Verdict
+from pomona.services.diagnose.model import Assessment, Verdict, note
 
 
 def _refused(code: R) -> Checker:
@@ -41,7 +41,9 @@ def _push(code: R) -> Checker:
                 }
             ],
             {"last_push": "" if at is None else f"{at:%Y-%m-%d %H:%M}"},
-            f"the last push to this device{'' if at is None else f' at {at:%Y-%m-%d %H:%M} UTC'} failed with {code}",
+            note("push_failed", code=code.value)
+            if at is None
+            else note("push_failed_at", code=code.value, at=f"{at:%Y-%m-%d %H:%M} UTC"),
         )
 
     return run
@@ -61,9 +63,9 @@ def _unresponsive(ctx: Context) -> Assessment:
             Verdict.LIKELY,
             [{"kind": "reachability", "code": f.code.value, **f.facts}],
             {"last_push": f.facts.get("last_push_at"), "last_seen": f.facts.get("last_seen_at")},
-            "APNs accepted the pushes and the device has not come since",
+            note("silent"),
         )
-    return Assessment(R.DEVICE_UNRESPONSIVE, Verdict.RULED_OUT, [], {}, "the device answers its pushes")
+    return Assessment(R.DEVICE_UNRESPONSIVE, Verdict.RULED_OUT, [], {}, note("answers_pushes"))
 
 
 CHECKERS: dict[str, Checker] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pomona.domain.reasons import ReasonCode as R
 from pomona.services.diagnose.checkers.base import Checker, table
 from pomona.services.diagnose.context import Context
-from pomona.services.diagnose.model import Assessment, Verdict, ev
+from pomona.services.diagnose.model import Assessment, Verdict, ev, note
 
 _NEEDS_PLATFORM = {R.PLATFORM_BLOCKED, R.OS_VERSION_TOO_LOW, R.OS_VERSION_TOO_HIGH, R.PERSONAL_DEVICE_BLOCKED}
 _NEEDS_DEVICE = {R.DEVICE_BLOCKED, R.DEVICE_ENROLLED_TO_OTHER_USER}
@@ -39,7 +39,7 @@ def _policy(code: R) -> Checker:
                     for e in ctx.uow.enrollments.active_for_user(ctx.user.id)
                 ]
         if d is not None and d.reason == code:
-            return Assessment(code, Verdict.PROVEN, evidence, facts, d.message)
+            return Assessment(code, Verdict.PROVEN, evidence, facts, note("policy_refuses", code=code.value))
         missing_facts = (code in _NEEDS_PLATFORM and platform is None) or (
             code in _NEEDS_DEVICE and not (serial or udid)
         )
@@ -49,7 +49,7 @@ def _policy(code: R) -> Checker:
                 Verdict.PROVEN,
                 evidence,
                 {**refusals[0].detail, **facts},
-                f"the server refused with {code} at {refusals[0].at:%Y-%m-%d %H:%M} UTC",
+                note("refused_at", code=code.value, at=f"{refusals[0].at:%Y-%m-%d %H:%M} UTC"),
             )
         if d is None or missing_facts:
             return Assessment(
@@ -57,7 +57,7 @@ def _policy(code: R) -> Checker:
                 Verdict.UNKNOWN,
                 evidence,
                 facts,
-                "need the device's model and iOS version (or its serial number) to tell",
+                note("need_device"),
             )
         if refusals:
             return Assessment(
@@ -65,9 +65,9 @@ def _policy(code: R) -> Checker:
                 Verdict.RULED_OUT,
                 evidence,
                 facts,
-                f"it was the cause at {refusals[0].at:%Y-%m-%d %H:%M} UTC but no longer holds",
+                note("no_longer_cause", at=f"{refusals[0].at:%Y-%m-%d %H:%M} UTC"),
             )
-        return Assessment(code, Verdict.RULED_OUT, evidence, facts, f"the policy does not refuse with {code}")
+        return Assessment(code, Verdict.RULED_OUT, evidence, facts, note("policy_allows", code=code.value))
 
     return run
 

@@ -7,15 +7,17 @@ from pomona.domain.models import EnrollmentStatus
 from pomona.domain.reasons import ReasonCode as R
 from pomona.services.diagnose.checkers.base import Checker, table
 from pomona.services.diagnose.context import Context
-from pomona.services.diagnose.model import Assessment, Verdict, ev
+from pomona.services.diagnose.model import Assessment, Verdict, ev, note
 
 
 def _authority(ctx: Context) -> Assessment:
     t = ctx.tenant
     ev_: list[dict[str, object]] = [{"kind": "tenant", "id": t.id, "mdm_authority": t.mdm_authority}]
     if authority_findings(t.mdm_authority):
-        return Assessment(R.MDM_AUTHORITY_NOT_SET, Verdict.PROVEN, ev_, {}, "the tenant has no MDM authority")
-    return Assessment(R.MDM_AUTHORITY_NOT_SET, Verdict.RULED_OUT, ev_, {}, f"authority is {t.mdm_authority}")
+        return Assessment(R.MDM_AUTHORITY_NOT_SET, Verdict.PROVEN, ev_, {}, note("no_authority"))
+    return Assessment(
+        R.MDM_AUTHORITY_NOT_SET, Verdict.RULED_OUT, ev_, {}, note("authority", authority=t.mdm_authority)
+    )
 
 
 def _push(code: R) -> Checker:
@@ -44,19 +46,17 @@ def _push(code: R) -> Checker:
                 v,
                 evidence,
                 facts,
-                "no push certificate" if missing else "a push certificate is present",
+                note("no_push_cert") if missing else note("push_cert_present"),
             )
         if missing or t.push_not_after is None:
-            return Assessment(
-                code, Verdict.RULED_OUT, evidence, facts, "no push certificate at all (see APNS_CERT_MISSING)"
-            )
+            return Assessment(code, Verdict.RULED_OUT, evidence, facts, note("no_push_cert_at_all"))
         left = t.push_not_after - ctx.now
         facts["days_left"] = max(0, left.days)
         v = Verdict.PROVEN if held else Verdict.RULED_OUT
         if code is R.APNS_CERT_EXPIRED:
-            return Assessment(code, v, evidence, facts, f"expires {t.push_not_after:%Y-%m-%d}")
+            return Assessment(code, v, evidence, facts, note("expires", date=f"{t.push_not_after:%Y-%m-%d}"))
         if code is R.APNS_CERT_EXPIRING:
-            return Assessment(code, v, evidence, facts, f"{left.days} days left")
+            return Assessment(code, v, evidence, facts, note("days_left", days=left.days))
         hits = ctx.refusals(code.value)
         if hits or held:
             state = [] if held is None else [{"kind": "push_certificate_state", **held.facts}]
@@ -65,11 +65,9 @@ def _push(code: R) -> Checker:
                 Verdict.PROVEN,
                 evidence + state + [ev(e) for e in hits[:5]],
                 facts,
-                "APNs rejected the certificate: the tenant's pushes are held until a renewed certificate is uploaded",
+                note("apns_rejected"),
             )
-        return Assessment(
-            code, Verdict.RULED_OUT, evidence, facts, "the topic is an MDM topic and APNs has not rejected it"
-        )
+        return Assessment(code, Verdict.RULED_OUT, evidence, facts, note("topic_ok"))
 
     return run
 
@@ -87,11 +85,9 @@ def _topic_changed(ctx: Context) -> Assessment:
             Verdict.PROVEN,
             [{"kind": "enrollment", "id": e.id, "topic": e.topic} for e in orphaned],
             {"old_topic": orphaned[0].topic, "topic": t.push_topic or ""},
-            "the device enrolled under another push topic",
+            note("other_topic"),
         )
-    return Assessment(
-        R.APNS_TOPIC_CHANGED, Verdict.RULED_OUT, [], {}, "the device's topic is the tenant's topic"
-    )
+    return Assessment(R.APNS_TOPIC_CHANGED, Verdict.RULED_OUT, [], {}, note("same_topic"))
 
 
 CHECKERS: dict[str, Checker] = {

@@ -1,7 +1,7 @@
 """console: admin accounts, console sessions, the audit log, device list indexes
 
 Revision ID: 0011
-Revises: 0009 (the merger re-points it to 0010)
+Revises: 0010
 Create Date: 2026-12-05 02:00:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

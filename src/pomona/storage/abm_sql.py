@@ -1,0 +1,294 @@
+"""The SQL store of Apple Business Manager data (ports.AbmStore): the tenant's ABM key pair and server
+tokens (both sealed at rest), each token's sync cursor, the devices ABM lists, and their timeline.
+
+Devices are upserted by (tenant, serial) a page at a time: one read of the page's serials, then one
+executemany each for the new rows, the changed rows and the timeline entries (a full fetch of 200,000
+devices is 200 pages of 1,000). A device that did not change writes nothing. A device ABM deletes is
+kept, marked deleted, with its history: diagnosis reads what happened to it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
+
+from pomona.ports import AbmDeviceRecord, AbmHistoryEntry, AbmTokenInfo, AbmUpsert, Sealer
+from pomona.protocol.dep import DEVICE_FIELDS, AbmDevice, ServerToken, decode_server_token, format_time
+from pomona.storage import schema as s
+from pomona.storage.rows import select_in, utc, utc_req
+from pomona.storage.sealed import seal, unseal
+
+_D = s.abm_devices
+_H = s.abm_device_history
+_T = s.abm_tokens
+_TIMES = frozenset({"profile_assign_time", "profile_push_time", "device_assigned_date", "op_date"})
+#: Apple's fields that a change of makes a timeline entry (the rest are updated silently).
+_TRACKED = (
+    "profile_status",
+    "profile_uuid",
+    "profile_assign_time",
+    "profile_push_time",
+    "device_assigned_by",
+)
+_COLS = DEVICE_FIELDS  # the device columns are Apple's names
+_TOKEN_COLS = (
+    _T.c.id,
+    _T.c.tenant_id,
+    _T.c.name,
+    _T.c.consumer_key,
+    _T.c.access_token_expiry,
+    _T.c.created_at,
+    _T.c.cursor,
+    _T.c.last_sync_at,
+    _T.c.last_full_sync_at,
+    _T.c.last_error,
+    _T.c.last_error_at,
+)
+
+
+_PG_EXISTING = text(
+    f"SELECT {', '.join('d.' + c for c in (*_COLS, 'deleted'))} "
+    "FROM unnest(CAST(:serials AS varchar[])) AS s(serial) "
+    "CROSS JOIN LATERAL (SELECT * FROM abm_devices "
+    "WHERE tenant_id = :t AND serial_number = s.serial LIMIT 1) AS d"
+)
+
+
+def _token(r: Any) -> AbmTokenInfo:
+    return AbmTokenInfo(
+        r.id,
+        r.tenant_id,
+        r.name,
+        r.consumer_key,
+        utc_req(r.access_token_expiry),
+        utc_req(r.created_at),
+        r.cursor,
+        utc(r.last_sync_at),
+        utc(r.last_full_sync_at),
+        r.last_error,
+        utc(r.last_error_at),
+    )
+
+
+def _values(d: AbmDevice) -> tuple[object, ...]:
+    return tuple(getattr(d, c) for c in _COLS)
+
+
+def _device_of(values: Sequence[Any]) -> AbmDevice:
+    kw: dict[str, Any] = {
+        c: (utc(v) if c in _TIMES else (v or "")) for c, v in zip(_COLS, values, strict=True)
+    }
+    return AbmDevice(**kw)
+
+
+def _same(old: tuple[object, ...], new: tuple[object, ...]) -> bool:
+    for a, b in zip(old, new, strict=True):
+        if isinstance(a, datetime) and isinstance(b, datetime):
+            if utc_req(a) != utc_req(b):
+                return False
+        elif (a or "") != (b or ""):
+            return False
+    return True
+
+
+class SqlAbmStore:
+    def __init__(self, conn: Connection, sealer: Sealer | None = None) -> None:
+        self.conn = conn
+        self.sealer = sealer
+
+    # --- the key pair and the tokens ---------------------------------------------------------------
+    def set_keypair(self, tenant_id: str, cert_pem: bytes, key_pem: bytes, at: datetime) -> None:
+        sealed = seal(self.sealer, key_pem, f"abm-key:{tenant_id}")
+        k = s.abm_keypairs
+        self.conn.execute(delete(k).where(k.c.tenant_id == tenant_id))
+        self.conn.execute(
+            insert(k).values(tenant_id=tenant_id, cert_pem=cert_pem, key_pem=sealed, created_at=at)
+        )
+
+    def keypair(self, tenant_id: str) -> tuple[bytes, bytes] | None:
+        k = s.abm_keypairs
+        r = self.conn.execute(select(k.c.cert_pem, k.c.key_pem).where(k.c.tenant_id == tenant_id)).first()
+        if r is None:
+            return None
+        return bytes(r.cert_pem), unseal(self.sealer, bytes(r.key_pem), f"abm-key:{tenant_id}")
+
+    def add_token(self, info: AbmTokenInfo, credentials: ServerToken) -> None:
+        secret = json.dumps(
+            {
+                "consumer_key": credentials.consumer_key,
+                "consumer_secret": credentials.consumer_secret,
+                "access_token": credentials.access_token,
+                "access_secret": credentials.access_secret,
+                "access_token_expiry": format_time(credentials.access_token_expiry),
+            }
+        ).encode()
+        self.conn.execute(
+            insert(_T).values(
+                id=info.id,
+                tenant_id=info.tenant_id,
+                name=info.name,
+                consumer_key=info.consumer_key,
+                secret=seal(self.sealer, secret, f"abm-token:{info.id}"),
+                access_token_expiry=info.access_token_expiry,
+                created_at=info.created_at,
+            )
+        )
+
+    def tokens(self, tenant_id: str) -> list[AbmTokenInfo]:
+        q = select(*_TOKEN_COLS).where(_T.c.tenant_id == tenant_id).order_by(_T.c.name)
+        return [_token(r) for r in self.conn.execute(q)]
+
+    def credentials(self, token_id: str) -> ServerToken | None:
+        r = self.conn.execute(select(_T.c.secret).where(_T.c.id == token_id)).first()
+        if r is None:
+            return None
+        return decode_server_token(unseal(self.sealer, bytes(r.secret), f"abm-token:{token_id}"))
+
+    def remove_token(self, tenant_id: str, token_id: str) -> bool:
+        q = delete(_T).where(_T.c.tenant_id == tenant_id, _T.c.id == token_id)
+        return bool(self.conn.execute(q).rowcount)
+
+    def sync_done(self, token_id: str, cursor: str, at: datetime, *, full: bool) -> None:
+        values: dict[str, object] = {"cursor": cursor, "last_sync_at": at, "last_error": None}
+        if full:
+            values["last_full_sync_at"] = at
+        self.conn.execute(update(_T).where(_T.c.id == token_id).values(**values))
+
+    def sync_failed(self, token_id: str, reason: str, at: datetime) -> None:
+        values: dict[str, object] = {"last_error": reason, "last_error_at": at}
+        if reason == "DEP_CURSOR_EXPIRED":
+            values["cursor"] = None
+        self.conn.execute(update(_T).where(_T.c.id == token_id).values(**values))
+
+    # --- devices -----------------------------------------------------------------------------------
+    def upsert_devices(
+        self, tenant_id: str, token_id: str, devices: Sequence[AbmDevice], at: datetime
+    ) -> AbmUpsert:
+        latest: dict[str, AbmDevice] = {}
+        for d in devices:  # a page may name a device twice: its last operation wins
+            latest[d.serial_number] = d
+        existing: dict[str, tuple[tuple[object, ...], bool]] = {}
+        for r in self._existing(tenant_id, list(latest)):
+            existing[r.serial_number] = (tuple(r)[: len(_COLS)], bool(r.deleted))
+        new: list[dict[str, object]] = []
+        changed: list[dict[str, object]] = []
+        history: list[dict[str, object]] = []
+        added = modified = deleted = unchanged = 0
+        for serial, d in latest.items():
+            gone = d.op_type == "deleted"
+            old = existing.get(serial)
+            if gone and old is not None:  # a deletion names the device; keep what we knew of it
+                d = replace(_device_of(old[0]), op_type="deleted", op_date=d.op_date)
+            elif not d.op_type and old is not None and not old[1]:  # a full fetch has no operation
+                known = _device_of(old[0])
+                d = replace(d, op_type=known.op_type, op_date=known.op_date)
+            values = _values(d)
+            row = dict(zip(_COLS, values, strict=True))
+            if old is None:
+                new.append(
+                    {**row, "tenant_id": tenant_id, "token_id": token_id, "deleted": gone}
+                    | {"first_seen_at": at, "updated_at": at}
+                )
+            elif old[1] == gone and _same(old[0], values):
+                unchanged += 1
+                continue
+            else:
+                del row["serial_number"]
+                changed.append(
+                    {**row, "k_serial": serial, "token_id": token_id, "deleted": gone, "updated_at": at}
+                )
+            if gone:
+                deleted += 1
+            elif old is None or old[1]:
+                added += 1
+            else:
+                modified += 1
+            op = d.op_type or ("added" if old is None or old[1] else "modified")
+            history.append(
+                {
+                    "tenant_id": tenant_id,
+                    "serial_number": serial,
+                    "token_id": token_id,
+                    "at": at,
+                    "op_type": op,
+                    "op_date": d.op_date,
+                    **{c: row[c] for c in _TRACKED},
+                }
+            )
+        if new:
+            self.conn.execute(insert(_D), new)
+        if changed:
+            # executemany: the SET clause is every key of the rows but the WHERE's k_serial
+            stmt = update(_D).where(_D.c.tenant_id == tenant_id, _D.c.serial_number == bindparam("k_serial"))
+            self.conn.execute(stmt, changed)
+        if history:
+            self.conn.execute(insert(_H), history)
+        return AbmUpsert(added, modified, deleted, unchanged)
+
+    def _existing(self, tenant_id: str, serials: list[str]) -> Iterator[Any]:
+        """The stored rows of these serials. On PostgreSQL one probe of the primary key per serial
+        (a LATERAL ... LIMIT 1 the planner cannot turn into a scan): during a bulk load the table's
+        statistics lag behind, and ``serial = ANY(array)`` was planned as a filter over every row of the
+        tenant, making each page slower than the last."""
+        if self.conn.dialect.name == "postgresql":
+            if serials:
+                yield from self.conn.execute(_PG_EXISTING, {"t": tenant_id, "serials": serials})
+            return
+        q = select(*(_D.c[c] for c in _COLS), _D.c.deleted).where(_D.c.tenant_id == tenant_id)
+        yield from select_in(self.conn, q, _D.c.serial_number, serials)
+
+    def devices(
+        self, tenant_id: str, *, serial: str | None = None, limit: int = 1000, offset: int = 0
+    ) -> list[AbmDeviceRecord]:
+        q = select(_D).where(_D.c.tenant_id == tenant_id)
+        if serial is not None:
+            q = q.where(_D.c.serial_number == serial)
+        q = q.order_by(_D.c.serial_number).limit(limit).offset(offset)
+        return [
+            AbmDeviceRecord(
+                r.tenant_id,
+                r.token_id,
+                _device_of([r._mapping[c] for c in _COLS]),
+                bool(r.deleted),
+                utc_req(r.first_seen_at),
+                utc_req(r.updated_at),
+            )
+            for r in self.conn.execute(q)
+        ]
+
+    def device_count(self, tenant_id: str, *, deleted: bool = False) -> int:
+        q = select(func.count()).select_from(_D).where(_D.c.tenant_id == tenant_id, _D.c.deleted == deleted)
+        return int(self.conn.execute(q).scalar_one())
+
+    def listed_serials(self, tenant_id: str, token_id: str) -> set[str]:
+        q = select(_D.c.serial_number).where(
+            _D.c.tenant_id == tenant_id, _D.c.token_id == token_id, _D.c.deleted.is_(False)
+        )
+        return set(self.conn.execute(q).scalars())
+
+    def history(self, tenant_id: str, serial: str, *, limit: int = 200) -> list[AbmHistoryEntry]:
+        q = (
+            select(_H)
+            .where(_H.c.tenant_id == tenant_id, _H.c.serial_number == serial)
+            .order_by(_H.c.id)
+            .limit(limit)
+        )
+        return [
+            AbmHistoryEntry(
+                utc_req(r.at),
+                r.op_type,
+                utc(r.op_date),
+                r.profile_status,
+                r.profile_uuid,
+                utc(r.profile_assign_time),
+                utc(r.profile_push_time),
+                r.device_assigned_by,
+                r.token_id,
+            )
+            for r in self.conn.execute(q)
+        ]

@@ -1,0 +1,194 @@
+"""The ABM store (ports.AbmStore): the same suite on memory, SQLite and PostgreSQL, and the sealing of the
+ABM key and the tokens' credentials at rest on SQL."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from pomona.domain.errors import ConflictError
+from pomona.domain.models import Tenant
+from pomona.ports import AbmTokenInfo, AbmUpsert, Database
+from pomona.protocol.dep import AbmDevice, ServerToken
+from pomona.storage import schema as s
+from pomona.storage.sql import SqlDatabase
+from pomona.testing import MemoryDatabase
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+CREDS = ServerToken("CK_1", "CS_secret", "AT_1", "AS_secret", NOW + timedelta(days=300))
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """Every test runs on each backend."""
+    if request.param == "memory":
+        yield MemoryDatabase()
+        return
+    if request.param == "sqlite":
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / "pomona.db")
+        url = f"sqlite:///{tmp_path / 'pomona.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    d = SqlDatabase(url)
+    d.create_all()
+    yield d
+    d.dispose()
+
+
+def tenant(db: Database) -> str:
+    tid = str(uuid.uuid4())
+    with db.unit_of_work() as uow:
+        uow.tenants.add(Tenant(tid, f"t-{tid[:8]}", "acme.example", NOW, b"ca"), b"ca-key")
+    return tid
+
+
+def token(db: Database, tid: str, name: str = "abm-1") -> AbmTokenInfo:
+    info = AbmTokenInfo(str(uuid.uuid4()), tid, name, "CK_1", CREDS.access_token_expiry, NOW)
+    with db.unit_of_work() as uow:
+        uow.abm.add_token(info, CREDS)
+    return info
+
+
+def dev(serial: str, **kw: object) -> AbmDevice:
+    base = AbmDevice(
+        serial,
+        model="iPhone 14 Pro",
+        device_family="iPhone",
+        os="iOS",
+        color="BLACK",
+        device_assigned_date=NOW - timedelta(days=2),
+        device_assigned_by="admin@acme.example",
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def upsert(db: Database, tid: str, tok: str, devices: list[AbmDevice], at: datetime = NOW) -> AbmUpsert:
+    with db.unit_of_work() as uow:
+        return uow.abm.upsert_devices(tid, tok, devices, at)
+
+
+class TestKeysAndTokens:
+    def test_keypair_round_trip_and_replace(self, db: Database) -> None:
+        """The key pair reads back as written; a second one replaces the first."""
+        tid = tenant(db)
+        with db.unit_of_work() as uow:
+            assert uow.abm.keypair(tid) is None
+            uow.abm.set_keypair(tid, b"cert1", b"key1", NOW)
+            uow.abm.set_keypair(tid, b"cert2", b"key2", NOW)
+        with db.unit_of_work(readonly=True) as uow:
+            assert uow.abm.keypair(tid) == (b"cert2", b"key2")
+
+    def test_tokens_listed_by_name_with_credentials_apart(self, db: Database) -> None:
+        """Tokens list without secrets, by name; credentials read back whole; a name is unique per tenant."""
+        tid = tenant(db)
+        b = token(db, tid, "b")
+        a = token(db, tid, "a")
+        with db.unit_of_work(readonly=True) as uow:
+            assert [t.name for t in uow.abm.tokens(tid)] == ["a", "b"]
+            assert uow.abm.credentials(a.id) == CREDS
+            assert uow.abm.tokens(tenant(db)) == []
+        with pytest.raises(ConflictError):
+            token(db, tid, "a")
+        with db.unit_of_work() as uow:
+            assert uow.abm.remove_token(tid, b.id) is True
+            assert uow.abm.remove_token(tid, b.id) is False
+            assert [t.name for t in uow.abm.tokens(tid)] == ["a"]
+
+    def test_sync_state(self, db: Database) -> None:
+        """A sync keeps its cursor and clears the last error; a failure keeps its reason, and an expired
+        cursor is forgotten (the next sync is a full fetch)."""
+        tid = tenant(db)
+        t = token(db, tid)
+        with db.unit_of_work() as uow:
+            uow.abm.sync_failed(t.id, "DEP_TERMS_NOT_ACCEPTED", NOW)
+        with db.unit_of_work() as uow:
+            uow.abm.sync_done(t.id, "C1", NOW, full=True)
+        with db.unit_of_work(readonly=True) as uow:
+            (got,) = uow.abm.tokens(tid)
+        assert (got.cursor, got.last_error, got.last_full_sync_at) == ("C1", None, NOW)
+        with db.unit_of_work() as uow:
+            uow.abm.sync_failed(t.id, "DEP_CURSOR_EXPIRED", NOW + timedelta(minutes=5))
+        with db.unit_of_work(readonly=True) as uow:
+            (got,) = uow.abm.tokens(tid)
+        assert (got.cursor, got.last_error) == (None, "DEP_CURSOR_EXPIRED")
+
+
+class TestDevices:
+    def test_upsert_counts_and_keeps_every_field(self, db: Database) -> None:
+        """New devices are added with Apple's fields; the same page again changes nothing."""
+        tid = tenant(db)
+        page = [dev(f"S{i:03d}") for i in range(5)]
+        assert upsert(db, tid, "tok", page) == AbmUpsert(added=5)
+        assert upsert(db, tid, "tok", page, NOW + timedelta(minutes=5)) == AbmUpsert(unchanged=5)
+        with db.unit_of_work(readonly=True) as uow:
+            (r,) = uow.abm.devices(tid, serial="S003")
+            assert uow.abm.device_count(tid) == 5
+            assert uow.abm.listed_serials(tid, "tok") == {f"S{i:03d}" for i in range(5)}
+        assert r.device == page[3] and r.deleted is False and r.first_seen_at == NOW
+
+    def test_changes_and_deletions_make_a_timeline(self, db: Database) -> None:
+        """An assignment is a change, a deletion keeps the device (marked) and what was known of it, and
+        each step is in the device's history, oldest first."""
+        tid = tenant(db)
+        upsert(db, tid, "tok", [dev("S1"), dev("S2")])
+        later = NOW + timedelta(hours=1)
+        assigned = dev(
+            "S1",
+            profile_status="assigned",
+            profile_uuid="P1",
+            profile_assign_time=later,
+            op_type="modified",
+            op_date=later,
+        )
+        assert upsert(db, tid, "tok", [assigned], later) == AbmUpsert(modified=1)
+        gone = AbmDevice("S1", op_type="deleted", op_date=later + timedelta(hours=1))
+        assert upsert(db, tid, "tok", [gone], later + timedelta(hours=1)) == AbmUpsert(deleted=1)
+        with db.unit_of_work(readonly=True) as uow:
+            (r,) = uow.abm.devices(tid, serial="S1")
+            history = uow.abm.history(tid, "S1")
+            assert uow.abm.device_count(tid) == 1 and uow.abm.device_count(tid, deleted=True) == 1
+            assert uow.abm.listed_serials(tid, "tok") == {"S2"}
+        assert r.deleted and (r.device.model, r.device.profile_uuid) == ("iPhone 14 Pro", "P1")
+        assert [(h.op_type, h.profile_status) for h in history] == [
+            ("added", "empty"),
+            ("modified", "assigned"),
+            ("deleted", "assigned"),
+        ]
+        assert upsert(db, tid, "tok", [dev("S1", op_type="added", op_date=later)]) == AbmUpsert(added=1)
+
+    def test_full_fetch_after_sync_writes_nothing_new(self, db: Database) -> None:
+        """A full fetch (no op_type) of devices a sync already recorded leaves them and their history alone."""
+        tid = tenant(db)
+        upsert(db, tid, "tok", [dev("S1", op_type="added", op_date=NOW)])
+        assert upsert(db, tid, "tok", [dev("S1")]) == AbmUpsert(unchanged=1)
+        with db.unit_of_work(readonly=True) as uow:
+            assert len(uow.abm.history(tid, "S1")) == 1
+
+
+class TestSealedAtRest:
+    def test_key_and_credentials_are_sealed(self, db_url: str) -> None:
+        """With a server key, the ABM key and the token's credentials are stored sealed, and read back."""
+        from pomona.pki.sealing import KeyringSealer
+
+        db = SqlDatabase(db_url, sealer=KeyringSealer([b"k" * 32]))
+        try:
+            tid = tenant(db)  # type: ignore[arg-type]
+            t = token(db, tid)  # type: ignore[arg-type]
+            with db.unit_of_work() as uow:
+                uow.abm.set_keypair(tid, b"cert", b"-----BEGIN PRIVATE KEY-----", NOW)
+            with db.unit_of_work(readonly=True) as uow:
+                raw_key = uow.conn.execute(select(s.abm_keypairs.c.key_pem)).scalar_one()
+                raw_secret = uow.conn.execute(select(s.abm_tokens.c.secret)).scalar_one()
+                assert uow.abm.keypair(tid) == (b"cert", b"-----BEGIN PRIVATE KEY-----")
+                assert uow.abm.credentials(t.id) == CREDS
+            assert bytes(raw_key)[:1] == b"\x02" and b"PRIVATE" not in bytes(raw_key)
+            assert bytes(raw_secret)[:1] == b"\x02" and b"CS_secret" not in bytes(raw_secret)
+        finally:
+            db.dispose()
