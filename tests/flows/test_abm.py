@@ -34,9 +34,7 @@ def run(monkeypatch: pytest.MonkeyPatch, db_url: str, *args: str) -> tuple[int, 
 def has_event(monkeypatch: pytest.MonkeyPatch, db_url: str, reason: str) -> bool:
     """Whether the tenant's event log holds a failure with this reason code."""
     code, out = cli(monkeypatch, db_url, "events", "--tenant", TENANT, "--code", reason, "--json")
-    return code == 0 and any(
-        json.loads(line)["reason"] == reason for line in out.splitlines() if line.strip()
-    )
+    return code == 0 and any(e["reason"] == reason for e in json.loads(out))
 
 
 def enrolled_token(
@@ -402,7 +400,7 @@ class TestHealth:
         )
         emu.set_fault("terms-not-accepted")
         assert run(monkeypatch, db_url, "abm", "sync", "--tenant", TENANT)[0] == 1
-        code, out = cli(monkeypatch, db_url, "health", "--tenant", TENANT, "--format", "json")
+        code, out = cli(monkeypatch, db_url, "health", "--tenant", TENANT, "--json")
         found = {(f["code"], f["subject"]) for f in json.loads(out)["findings"]}
         assert {
             ("DEP_TOKEN_EXPIRED", "abm:abm-1:expiry:30d"),

@@ -414,6 +414,13 @@ class TestAdminApi:
             assert [h.status for h in d.poll()] == ["Acknowledged"]
         ev = api(client, acme, "GET", "/events", params={"serial": ds[0].serial}).json()["events"]  # type: ignore[attr-defined]
         assert {e["step"] for e in ev} >= {"authenticate"}
+        last = max(e["id"] for e in ev)
+        newer = [
+            e["id"]
+            for e in api(client, acme, "GET", "/events", params={"after_id": last - 2}).json()["events"]
+        ]  # type: ignore[attr-defined]
+        assert last in newer and newer == sorted(newer) and min(newer) > last - 2
+        assert api(client, acme, "GET", "/events", params={"after_id": -1}).status_code == 422  # type: ignore[attr-defined]
         detail = api(client, acme, "GET", f"/devices/{ds[0].udid}").json()  # type: ignore[attr-defined]
         assert (
             detail["enrollments"][0]["status"] == "active"

@@ -18,6 +18,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -191,6 +192,19 @@ def _control(abm_url: str, method: str, path: str, body: dict[str, object]) -> b
     return r.content
 
 
+def _common(fn: Any) -> Any:
+    """The shared --json and error handling (one line and an exit code, never a traceback)."""
+    from pomona.cli.main import common
+
+    return common(fn)
+
+
+def _emit(data: object, text: str) -> None:
+    from pomona.cli.output import emit
+
+    emit(data, text)
+
+
 _URL = click.option("--abm-url", required=True, help=t("emulate.help.abm_url"))
 
 
@@ -207,6 +221,7 @@ _URL = click.option("--abm-url", required=True, help=t("emulate.help.abm_url"))
     default="aes256_cbc",
     show_default=True,
 )
+@_common
 def abm_token(abm_url: str, cert_path: Path, out_path: Path, days: int, cipher: str) -> None:
     p7m = _control(
         abm_url,
@@ -215,7 +230,7 @@ def abm_token(abm_url: str, cert_path: Path, out_path: Path, days: int, cipher: 
         {"cert_pem": cert_path.read_text(), "days": days, "cipher": cipher},
     )
     out_path.write_bytes(p7m)
-    click.echo(t("emulate.abm.token", out=out_path))
+    _emit({"out": str(out_path), "days": days, "cipher": cipher}, t("emulate.abm.token", out=out_path))
 
 
 @abm.command("add-device", help=t("emulate.help.abm_add_device"))
@@ -223,6 +238,7 @@ def abm_token(abm_url: str, cert_path: Path, out_path: Path, days: int, cipher: 
 @click.option("--serial", required=True)
 @click.option("--product", default="iPhone15,2", show_default=True)
 @click.option("--os-version", default="17.4", show_default=True)
+@_common
 def abm_add_device(abm_url: str, serial: str, product: str, os_version: str) -> None:
     _control(
         abm_url,
@@ -230,7 +246,10 @@ def abm_add_device(abm_url: str, serial: str, product: str, os_version: str) -> 
         "/_emulator/devices",
         {"serial": serial, "product": product, "os_version": os_version},
     )
-    click.echo(t("emulate.abm.added", serial=serial))
+    _emit(
+        {"serial": serial, "product": product, "os_version": os_version},
+        t("emulate.abm.added", serial=serial),
+    )
 
 
 @abm.command("fault", help=t("emulate.help.abm_fault"))
@@ -254,6 +273,7 @@ def abm_add_device(abm_url: str, serial: str, product: str, os_version: str) -> 
     required=True,
 )
 @click.option("--serial", default=None)
+@_common
 def abm_fault(abm_url: str, name: str, serial: str | None) -> None:
     _control(abm_url, "POST", "/_emulator/fault", {"fault": name, "serial": serial})
-    click.echo(t("emulate.abm.fault", fault=name))
+    _emit({"fault": name, "serial": serial}, t("emulate.abm.fault", fault=name))

@@ -1035,7 +1035,7 @@ def create_api(p: Services) -> FastAPI:
     @api.get(
         "/api/v1/tenants/{tenant}/events",
         summary="List events",
-        description="The tenant's events, newest first: every enrollment, check-in, refusal (with its reason code), command and admin change. Filter by user, serial, UDID, reason code and time.",
+        description="The tenant's events, newest first: every enrollment, check-in, refusal (with its reason code), command and admin change. Filter by user, serial, UDID, reason code and time. To follow the log, pass `after_id` (the greatest `id` seen so far): only newer events come back, oldest first.",
         responses=ERRORS,
     )
     def events(
@@ -1048,10 +1048,24 @@ def create_api(p: Services) -> FastAPI:
         since: Instant | None = None,
         until: Instant | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        after_id: Annotated[
+            int | None,
+            Query(
+                ge=0, le=2**62, description="Only events with a greater id, oldest first (to follow the log)."
+            ),
+        ] = None,
     ) -> dict[str, object]:
         tid = tenant_scope(token, tenant)
         evs = p.commands.events(
-            tid, upn=upn, serial=serial, udid=udid, reason=reason, since=since, until=until, limit=limit
+            tid,
+            upn=upn,
+            serial=serial,
+            udid=udid,
+            reason=reason,
+            since=since,
+            until=until,
+            limit=limit,
+            after_id=after_id,
         )
         return {"events": [event_json(e) for e in evs]}
 
