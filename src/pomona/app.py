@@ -28,6 +28,7 @@ from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
 from pomona.services.checkin import CheckinService
 from pomona.services.checks import DiscoverySettings, unresponsive_check
 from pomona.services.commands import CommandService
+from pomona.services.console import ConsoleService
 from pomona.services.container import Services
 from pomona.services.diagnose import DiagnoseService
 from pomona.services.doctor import CheckLine, Doctor
@@ -212,6 +213,7 @@ def build(
         notifier=notifier,
         abm=abm,
         background=background,
+        console=ConsoleService(db, clock, policy, health.open_findings, push.wake),
         settings=settings,
         db=db,
         pki=pki,

@@ -170,6 +170,109 @@ class PortalSessionStore(Protocol):
     def purge(self, tenant_id: str, user_id: str, before: datetime) -> None: ...  # expired before
 
 
+# --- the console (issue 13): admin accounts, their sessions, the audit log, the device list -------
+#: Who an admin account is: the server operator (every tenant), a tenant's admin, or its helpdesk.
+AdminRole = Literal["operator", "admin", "helpdesk"]
+
+
+@dataclass(frozen=True, slots=True)
+class AdminAccount:
+    """A console account. ``tenant_id`` is None for an operator, a tenant's id otherwise; the email is
+    kept lower-case and is unique server-wide."""
+
+    id: str
+    email: str
+    role: AdminRole
+    tenant_id: str | None
+    password_hash: str
+    created_at: datetime
+    enabled: bool = True
+    totp_secret: str | None = None
+    last_sign_in_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    """A signed-in console session, kept server-side as a portal session is (PortalSession): the cookie
+    carries a random id, the store its hash; ``stamp`` ends it at a password change."""
+
+    admin_id: str
+    created_at: datetime
+    expires_at: datetime
+    stamp: str
+    revoked_at: datetime | None = None
+    revoked_why: SessionEnd | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One change made by an admin: who, in which tenant (None: server-wide), what, to what, when, and
+    from which address. ``id`` is given by the store."""
+
+    at: datetime
+    actor: str  # the admin's email, or "cli" for the pomona command
+    action: str  # e.g. device.retire, admin.create
+    tenant_id: str | None = None
+    target: str | None = None
+    source: str | None = None  # the client address, or "cli"
+    detail: Mapping[str, object] = field(default_factory=dict)
+    id: int | None = None
+
+
+class AdminAccountStore(Protocol):
+    def add(self, account: AdminAccount) -> None: ...  # ConflictError when the email is taken
+    def get(self, admin_id: str) -> AdminAccount | None: ...
+    def by_email(self, email: str) -> AdminAccount | None: ...
+    def list(self) -> list[AdminAccount]: ...  # oldest first
+    def update(self, account: AdminAccount) -> None: ...
+
+
+class ConsoleSessionStore(Protocol):
+    def add(self, id_hash: str, session: ConsoleSession) -> None: ...
+    def get(self, id_hash: str) -> ConsoleSession | None: ...
+    def revoke(self, id_hash: str, at: datetime, why: SessionEnd) -> None: ...
+    def revoke_admin(self, admin_id: str, at: datetime, why: SessionEnd) -> int: ...
+    def purge(self, admin_id: str, before: datetime) -> None: ...  # expired before
+
+
+class AuditLog(Protocol):
+    def append(self, entry: AuditEntry) -> None: ...
+    # newest first; tenant_id None: every entry; before_id: the keyset cursor (entries older than it)
+    def list(
+        self, tenant_id: str | None = None, *, limit: int = 50, before_id: int | None = None
+    ) -> list[AuditEntry]: ...
+
+
+#: How the console's device list sorts: by name, serial (both ascending) or last check-in (newest first).
+DeviceSort = Literal["name", "serial", "last_seen"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCursor:
+    """Where a page of the device list ends: the last row's sort value and id. Rows whose sort value is
+    empty come after every other row (``empty``), by id."""
+
+    value: str | datetime | None
+    id: str
+    empty: bool = False
+
+
+class DeviceListing(Protocol):
+    """The console's device list over a large tenant: keyset pages (no OFFSET), optionally filtered by
+    a prefix of the name or serial number."""
+
+    def page(
+        self,
+        tenant_id: str,
+        *,
+        sort: DeviceSort = "name",
+        after: DeviceCursor | None = None,
+        prefix: str | None = None,
+        limit: int = 50,
+    ) -> list[Device]: ...
+    def count(self, tenant_id: str, *, prefix: str | None = None) -> int: ...
+
+
 class ApiTokenStore(Protocol):
     def add(self, token: ApiToken, token_hash: str) -> None: ...
     def by_hash(self, token_hash: str) -> ApiToken | None: ...
@@ -686,6 +789,14 @@ class UnitOfWork(Protocol):
     def health(self) -> HealthStore: ...
     @property
     def portal_sessions(self) -> PortalSessionStore: ...
+    @property
+    def admins(self) -> AdminAccountStore: ...
+    @property
+    def console_sessions(self) -> ConsoleSessionStore: ...
+    @property
+    def audit(self) -> AuditLog: ...
+    @property
+    def device_listing(self) -> DeviceListing: ...
     @property
     def abm(self) -> AbmStore: ...
 

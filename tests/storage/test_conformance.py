@@ -894,3 +894,123 @@ class TestPortalSessions:
             assert uow.portal_sessions.get("h3") is None
             h2 = uow.portal_sessions.get("h2")
             assert h2 is not None and (h2.revoked_at, h2.revoked_why) == (NOW + timedelta(minutes=1), "user")
+
+
+class TestConsoleStores:
+    def test_admin_accounts(self, db: Database) -> None:
+        """Accounts read back by id and by email (any case), list oldest first, update, and an email is
+        taken once."""
+        from pomona.ports import AdminAccount
+
+        t, _, _, _ = seed(db)
+        op = AdminAccount("a1", "op@example.com", "operator", None, "h1", NOW)
+        hd = AdminAccount("a2", "hd@acme.example", "helpdesk", t.id, "h2", NOW + timedelta(seconds=1))
+        with db.unit_of_work() as uow:
+            uow.admins.add(op)
+            uow.admins.add(hd)
+        with pytest.raises(ConflictError), db.unit_of_work() as uow:
+            uow.admins.add(AdminAccount("a3", "op@example.com", "admin", t.id, "h3", NOW))
+        with db.unit_of_work() as uow:
+            assert uow.admins.get("a1") == op and uow.admins.by_email("HD@acme.example") == hd
+            assert uow.admins.list() == [op, hd]
+            uow.admins.update(
+                AdminAccount("a2", "hd@acme.example", "helpdesk", t.id, "h9", hd.created_at, False, "S")
+            )
+        with db.unit_of_work(readonly=True) as uow:
+            got = uow.admins.get("a2")
+            assert got is not None and (got.password_hash, got.enabled, got.totp_secret) == ("h9", False, "S")
+
+    def test_console_sessions(self, db: Database) -> None:
+        """A session reads back by its hash; revoking it or every one of an account sets revoked_at; an
+        expired one is purged."""
+        from pomona.ports import AdminAccount, ConsoleSession
+
+        seed(db)
+        live = ConsoleSession("a1", NOW, NOW + timedelta(hours=8), "stamp")
+        old = ConsoleSession("a1", NOW - timedelta(days=1), NOW - timedelta(hours=1), "stamp")
+        with db.unit_of_work() as uow:
+            uow.admins.add(AdminAccount("a1", "op@example.com", "operator", None, "h1", NOW))
+            for h, s in (("h1", live), ("h2", live), ("h3", old)):
+                uow.console_sessions.add(h, s)
+        with db.unit_of_work() as uow:
+            assert uow.console_sessions.get("h1") == live and uow.console_sessions.get("no") is None
+            uow.console_sessions.revoke("h1", NOW, "signout")
+            assert uow.console_sessions.revoke_admin("a1", NOW, "password") == 2
+            uow.console_sessions.purge("a1", NOW)
+        with db.unit_of_work(readonly=True) as uow:
+            h1, h2 = uow.console_sessions.get("h1"), uow.console_sessions.get("h2")
+            assert h1 is not None and h1.revoked_why == "signout"
+            assert h2 is not None and (h2.revoked_at, h2.revoked_why) == (NOW, "password")
+            assert uow.console_sessions.get("h3") is None
+
+    def test_audit_log(self, db: Database) -> None:
+        """Entries list newest first, per tenant or all, paged by id, with their detail."""
+        from pomona.ports import AuditEntry
+
+        t, _, _, _ = seed(db)
+        with db.unit_of_work() as uow:
+            uow.audit.append(AuditEntry(NOW, "op@example.com", "admin.create", None, "hd@x", "cli"))
+            uow.audit.append(
+                AuditEntry(NOW, "hd@x", "device.retire", t.id, "UDID-1", "10.0.0.1", {"serial": "S"})
+            )
+        with db.unit_of_work(readonly=True) as uow:
+            every = uow.audit.list()
+            assert [e.action for e in every] == ["device.retire", "admin.create"]
+            assert every[0].detail == {"serial": "S"} and every[0].source == "10.0.0.1"
+            assert [e.action for e in uow.audit.list(t.id)] == ["device.retire"]
+            assert [e.action for e in uow.audit.list(before_id=every[0].id)] == ["admin.create"]
+
+    @pytest.mark.parametrize("sort", ["name", "serial", "last_seen"])
+    def test_device_listing_keyset(self, db: Database, sort: str) -> None:
+        """Keyset pages of 2 walk every device once, in order, empty sort values last; the prefix filter
+        matches a name or a serial number."""
+        from pomona.ports import DeviceCursor
+
+        t, _, d0, _ = seed(db)
+        names = ["b", None, "a", "a", None]
+        devices = [
+            Device(
+                id=f"id-{i}",
+                tenant_id=t.id,
+                udid=f"U{i}",
+                serial=None if n is None else f"S{n}{i}",
+                device_name=n,
+                last_seen_at=None if n is None else NOW - timedelta(minutes=i % 3),
+                created_at=NOW,
+            )
+            for i, n in enumerate(names)
+        ]
+        with db.unit_of_work() as uow:
+            for d in devices:
+                uow.devices.upsert(d)
+        field = {"name": "device_name", "serial": "serial", "last_seen": "last_seen_at"}[sort]
+        every = [d0, *devices]
+        valued = sorted((d for d in every if getattr(d, field) is not None), key=lambda d: d.id)
+        valued.sort(key=lambda d: getattr(d, field), reverse=sort == "last_seen")
+        expected = [d.id for d in valued] + sorted(d.id for d in every if getattr(d, field) is None)
+        seen: list[str] = []
+        after = None
+        with db.unit_of_work(readonly=True) as uow:
+            while True:
+                page = uow.device_listing.page(t.id, sort=sort, after=after, limit=2)  # type: ignore[arg-type]
+                seen += [d.id for d in page]
+                if len(page) < 2:
+                    break
+                v = getattr(page[-1], field)
+                after = DeviceCursor(v, page[-1].id, v is None)
+            assert seen == expected
+            # the same walk, filtered: devices whose name or serial starts with "S" (every serial here)
+            matching = [i for i in expected if next(d for d in every if d.id == i).serial]
+            seen, after = [], None
+            while True:
+                page = uow.device_listing.page(t.id, sort=sort, after=after, prefix="S", limit=1)  # type: ignore[arg-type]
+                if not page:
+                    break
+                seen.append(page[0].id)
+                v = getattr(page[0], field)
+                after = DeviceCursor(v, page[0].id, v is None)
+            assert seen == matching
+            assert uow.device_listing.count(t.id) == 6
+            assert uow.device_listing.count(t.id, prefix="a") == 2
+            assert {d.id for d in uow.device_listing.page(t.id, prefix="Sb")} == {"id-0"}
+            assert uow.device_listing.page("other-tenant") == []

@@ -29,6 +29,7 @@ from pomona.services.checkin import CheckinCore, CheckinService, RecordRefusals
 from pomona.services.checkin.results import RESULT_HOOKS
 from pomona.services.checks import DiscoverySettings
 from pomona.services.commands import CommandService
+from pomona.services.console import ConsoleService
 from pomona.services.diagnose import Context, DiagnoseService
 from pomona.services.directory_import import HasPolicy
 from pomona.services.enrollment import EnrollmentService, Urls
@@ -110,6 +111,19 @@ EXPECTED: dict[type, set[str]] = {
     Notifier: {"tenants", "webhooks", "events"},
     CheckinCore: CHECKIN,
     CheckinService: CHECKIN,
+    ConsoleService: {
+        "tenants",
+        "admins",
+        "console_sessions",
+        "audit",
+        "device_listing",
+        "devices",
+        "enrollments",
+        "commands",
+        "users",
+        "pushes",
+        "events",
+    },
     CommandService: {"tenants", "devices", "enrollments", "commands", "pushes", "events"},
     DiagnoseService: DECISION | {"tenants", "devices", "events", "reachability"},
     EnrollmentService: DECISION | {"tenants", "enrollment_tokens", "certs", "events"},

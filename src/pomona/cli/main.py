@@ -707,6 +707,7 @@ def _register_optional() -> None:
 
     main.add_command(demo)
     import pomona.cli.abm_cmds  # noqa: F401
+    import pomona.cli.admin_cmds  # noqa: F401
     import pomona.cli.apns_cmds  # noqa: F401
     import pomona.cli.backup_cmds  # noqa: F401
     import pomona.cli.diagnose_cmds  # noqa: F401

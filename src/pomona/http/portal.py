@@ -137,8 +137,12 @@ def templates() -> Environment:
 
 # --- middleware: timing, security headers (the request id: http/middleware.py RequestId) -----------
 class PortalHeaders:
-    def __init__(self, app: ASGIApp) -> None:
+    """Server-Timing and the security headers of the portal's pages, and of the console's (whose static
+    files are under another prefix)."""
+
+    def __init__(self, app: ASGIApp, static_prefix: str = "/portal/_static/") -> None:
         self.app = app
+        self.static_prefix = static_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -160,7 +164,7 @@ class PortalHeaders:
                         b"frame-ancestors 'none'; form-action 'self' http: https:; base-uri 'none'",
                     ),
                 ]
-                if not scope["path"].startswith("/portal/_static/"):
+                if not scope["path"].startswith(self.static_prefix):
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)

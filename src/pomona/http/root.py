@@ -149,6 +149,9 @@ class RootApp:
         self.api = RequestMetrics(RequestLimits(create_api(pomona), API_BODY_LIMITS), self.metrics)
         self.portal = RequestMetrics(RequestLimits(create_portal(pomona), PORTAL_BODY_LIMITS), self.metrics)
         self.metrics_allow = [ipaddress.ip_network(n, strict=False) for n in metrics_allow]
+        from pomona.http.console import create_console
+
+        self.console = RequestMetrics(RequestLimits(create_console(pomona), PORTAL_BODY_LIMITS), self.metrics)
         # X-Forwarded-For is believed from the configured proxies only (POMONA_TRUSTED_PROXIES).
         self._entry = TrustedProxies(self._dispatch, trusted_proxies)
 
@@ -169,6 +172,8 @@ class RootApp:
                 return None
             if path == "/portal" or path.startswith("/portal/"):
                 return await self.portal(scope, receive, send)
+            if path == "/console" or path.startswith("/console/"):
+                return await self.console(scope, receive, send)
         elif scope["type"] == "lifespan":
             return await self.api(scope, receive, send)
         await self.api(scope, receive, send)

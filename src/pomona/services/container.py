@@ -14,6 +14,7 @@ from pomona.services.admin import AdminService
 from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
 from pomona.services.checkin import CheckinService
 from pomona.services.commands import CommandService
+from pomona.services.console import ConsoleService
 from pomona.services.diagnose import DiagnoseService
 from pomona.services.enrollment import EnrollmentService
 from pomona.services.health import HealthService
@@ -47,3 +48,4 @@ class Services:
     notifier: Notifier
     abm: AbmService
     background: Background
+    console: ConsoleService

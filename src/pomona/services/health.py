@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from pomona.domain.checks import (
     AWAITING_STUCK_AFTER,
     Finding,
+    RecordedFinding,
     authority_findings,
     dns_findings,
     licence_findings,
@@ -101,6 +102,13 @@ class HealthService(ServiceBase[HealthStores]):
             "new": len(new),
             "findings": [r.to_json() for r in findings],
         }
+
+    def open_findings(self, tenant_id: str) -> list[RecordedFinding]:
+        """The tenant's open findings as last recorded (no check runs), critical first: the console's."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            found = uow.health.open_findings(tenant_id)
+        found.sort(key=lambda r: (r.finding.severity.rank, r.finding.code.value, r.finding.subject))
+        return found
 
     def run_all(self) -> int:
         with self.db.unit_of_work(readonly=True) as uow:

@@ -45,6 +45,7 @@ from pomona.ports import ChannelState, Sealer
 from pomona.storage import schema as s
 from pomona.storage.abm_sql import SqlAbmStore
 from pomona.storage.commands_sql import CHANNEL_ANY, CHANNEL_SKIP_NOT_NOW, SqlCommandQueue
+from pomona.storage.console_sql import SqlAdminStore, SqlAuditLog, SqlConsoleSessionStore, SqlDeviceListing
 from pomona.storage.devices_sql import SqlDeviceStore
 from pomona.storage.enrollments_sql import SqlEnrollmentStore
 from pomona.storage.events_sql import SqlEventLog
@@ -376,3 +377,7 @@ class SqlUnitOfWork:
     webhooks = _Store(SqlWebhookStore)
     health = _Store(SqlHealthStore)
     portal_sessions = _Store(SqlPortalSessionStore)
+    admins = _Store(SqlAdminStore)
+    console_sessions = _Store(SqlConsoleSessionStore)
+    audit = _Store(SqlAuditLog)
+    device_listing = _Store(SqlDeviceListing)

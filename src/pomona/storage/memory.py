@@ -45,9 +45,14 @@ from pomona.ports import (
     AbmHistoryEntry,
     AbmTokenInfo,
     AbmUpsert,
+    AdminAccount,
+    AuditEntry,
     CaKeyPair,
     ChannelState,
+    ConsoleSession,
     Database,
+    DeviceCursor,
+    DeviceSort,
     EventFilters,
     PortalSession,
     PushAttempt,
@@ -141,6 +146,9 @@ class _Data:
     findings: dict[str, dict[str, Any]] = field(default_factory=dict)
     settings: dict[str, bytes] = field(default_factory=dict)
     portal_sessions: dict[str, PortalSession] = field(default_factory=dict)  # id hash -> session
+    admins: dict[str, AdminAccount] = field(default_factory=dict)
+    console_sessions: dict[str, ConsoleSession] = field(default_factory=dict)  # id hash -> session
+    audit: dict[int, AuditEntry] = field(default_factory=dict)
     abm_keypairs: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # tenant -> (cert, key)
     abm_tokens: dict[str, tuple[AbmTokenInfo, ServerToken]] = field(default_factory=dict)
     abm_devices: dict[tuple[str, str], AbmDeviceRecord] = field(default_factory=dict)  # (tenant, serial)
@@ -1118,6 +1126,118 @@ class MemoryPortalSessionStore(_Store):
                 self.tx.pop(self.d.portal_sessions, h)
 
 
+class MemoryAdminStore(_Store):
+    def add(self, account: AdminAccount) -> None:
+        if any(a.email == account.email.lower() for a in self.d.admins.values()):
+            raise ConflictError(f"an admin account {account.email} exists", email=account.email)
+        self.tx.put(self.d.admins, account.id, dataclasses.replace(account, email=account.email.lower()))
+
+    def get(self, admin_id: str) -> AdminAccount | None:
+        return self.d.admins.get(admin_id)
+
+    def by_email(self, email: str) -> AdminAccount | None:
+        return next((a for a in self.d.admins.values() if a.email == email.lower()), None)
+
+    def list(self) -> list[AdminAccount]:
+        return sorted(self.d.admins.values(), key=lambda a: (a.created_at, a.email))
+
+    def update(self, account: AdminAccount) -> None:
+        if account.id in self.d.admins:
+            self.tx.put(self.d.admins, account.id, account)
+
+
+class MemoryConsoleSessionStore(_Store):
+    def add(self, id_hash: str, session: ConsoleSession) -> None:
+        self.tx.put(self.d.console_sessions, id_hash, session)
+
+    def get(self, id_hash: str) -> ConsoleSession | None:
+        return self.d.console_sessions.get(id_hash)
+
+    def revoke(self, id_hash: str, at: datetime, why: SessionEnd) -> None:
+        found = self.d.console_sessions.get(id_hash)
+        if found is not None and found.revoked_at is None:
+            ended = dataclasses.replace(found, revoked_at=at, revoked_why=why)
+            self.tx.put(self.d.console_sessions, id_hash, ended)
+
+    def revoke_admin(self, admin_id: str, at: datetime, why: SessionEnd) -> int:
+        mine = [
+            (h, c)
+            for h, c in self.d.console_sessions.items()
+            if c.admin_id == admin_id and c.revoked_at is None
+        ]
+        for h, c in mine:
+            self.tx.put(self.d.console_sessions, h, dataclasses.replace(c, revoked_at=at, revoked_why=why))
+        return len(mine)
+
+    def purge(self, admin_id: str, before: datetime) -> None:
+        for h, c in list(self.d.console_sessions.items()):
+            if c.admin_id == admin_id and c.expires_at < before:
+                self.tx.pop(self.d.console_sessions, h)
+
+
+class MemoryAuditLog(_Store):
+    def append(self, entry: AuditEntry) -> None:
+        n = self.tx.next_id("audit")
+        self.tx.put(self.d.audit, n, dataclasses.replace(entry, id=n, detail=dict(entry.detail)))
+
+    def list(
+        self, tenant_id: str | None = None, *, limit: int = 50, before_id: int | None = None
+    ) -> list[AuditEntry]:
+        rows = [
+            e
+            for n, e in sorted(self.d.audit.items(), reverse=True)
+            if (tenant_id is None or e.tenant_id == tenant_id) and (before_id is None or n < before_id)
+        ]
+        return rows[:limit]
+
+
+def _starts(value: str | None, prefix: str) -> bool:
+    return value is not None and value.startswith(prefix)
+
+
+class MemoryDeviceListing(_Store):
+    """The SQL listing's order: rows with a sort value (last check-in newest first), then the rest by id."""
+
+    def _mine(self, tenant_id: str, prefix: str | None) -> list[Device]:
+        return [
+            d
+            for d in self.d.devices.values()
+            if d.tenant_id == tenant_id
+            and (not prefix or _starts(d.device_name, prefix) or _starts(d.serial, prefix))
+        ]
+
+    def page(
+        self,
+        tenant_id: str,
+        *,
+        sort: DeviceSort = "name",
+        after: DeviceCursor | None = None,
+        prefix: str | None = None,
+        limit: int = 50,
+    ) -> list[Device]:
+        name = {"name": "device_name", "serial": "serial", "last_seen": "last_seen_at"}[sort]
+        mine = self._mine(tenant_id, prefix)
+        valued = sorted((d for d in mine if getattr(d, name) is not None), key=lambda d: d.id)
+        valued.sort(key=lambda d: getattr(d, name), reverse=sort == "last_seen")
+        empty = sorted((d for d in mine if getattr(d, name) is None), key=lambda d: d.id)
+        if after is not None and after.empty:
+            return [d for d in empty if d.id > after.id][:limit]
+        if after is not None:
+            v = after.value
+
+            def later(d: Device) -> bool:
+                x = getattr(d, name)
+                if x == v:
+                    return bool(d.id > after.id)
+                return bool(x < v) if sort == "last_seen" else bool(x > v)
+
+            valued = [d for d in valued if later(d)]
+        return (valued + empty)[:limit]
+
+    def count(self, tenant_id: str, *, prefix: str | None = None) -> int:
+        return len(self._mine(tenant_id, prefix))
+
+
 class MemoryHealthStore(_Store):
     """Findings kept as rows (the finding, first/last seen, resolved and notified times)."""
 
@@ -1318,6 +1438,10 @@ class MemoryUnitOfWork:
         self.webhooks = MemoryWebhookStore(tx)
         self.health = MemoryHealthStore(tx)
         self.portal_sessions = MemoryPortalSessionStore(tx)
+        self.admins = MemoryAdminStore(tx)
+        self.console_sessions = MemoryConsoleSessionStore(tx)
+        self.audit = MemoryAuditLog(tx)
+        self.device_listing = MemoryDeviceListing(tx)
         self.abm = MemoryAbmStore(tx)
 
 

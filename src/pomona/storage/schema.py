@@ -389,6 +389,52 @@ webhook_deliveries = Table(
     Index("ix_webhook_deliveries_tenant_at", "tenant_id", "at"),
 )
 
+# --- the console (issue 13) -----------------------------------------------------------------------
+admin_accounts = Table(
+    "admin_accounts",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),  # lower-case
+    Column("role", String(16), nullable=False),  # operator | admin | helpdesk
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE")),  # None: the operator
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    Column("totp_secret", String(64)),
+    Column("last_sign_in_at", TS),
+)
+
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),  # sha256 of the cookie's random id
+    Column("admin_id", ID, ForeignKey("admin_accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Column("revoked_at", TS),
+    Column("revoked_why", String(16)),  # signout | password | user
+    Column("stamp", String(64), nullable=False),
+    Index("ix_console_sessions_admin_id", "admin_id"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", TS, nullable=False),
+    Column("actor", String(320), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE")),
+    Column("target", String(255)),
+    Column("source", String(64)),
+    Column("detail", Text, nullable=False, server_default="{}"),  # JSON
+    Index("ix_audit_log_tenant_id", "tenant_id", "id"),
+)
+
+# The console's device list pages by (sort column, id) within a tenant (storage/console_sql.py).
+Index("ix_devices_tenant_name_id", devices.c.tenant_id, devices.c.device_name, devices.c.id)
+Index("ix_devices_tenant_serial_id", devices.c.tenant_id, devices.c.serial, devices.c.id)
+Index("ix_devices_tenant_last_seen_id", devices.c.tenant_id, devices.c.last_seen_at, devices.c.id)
 # --- Apple Business Manager (issue 12) ------------------------------------------------------------
 abm_keypairs = Table(
     "abm_keypairs",

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Server time of each console page on a large tenant (SQLite by default), from Server-Timing.
+
+    .venv/bin/python bench/console.py [--devices 200000] [--rounds 20] [--database-url URL]
+
+Seeds one tenant with ``--devices`` devices, each with an active enrollment, one user per two devices and a
+30-day failure roll-up (bulk inserts, not measured), signs a tenant admin in, then requests each page
+``--rounds`` times: the dashboard, the device list (first page, a page deep in the list by its keyset
+cursor, sorted by last check-in, filtered by a prefix), a device's page, and troubleshoot for a user
+(the diagnosis runs). Each response carries the console's own Server-Timing (time inside the console
+app, database included; not the client). The issue's target: under 300 ms per page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from _common import machine, setup_tenant
+from sqlalchemy import insert
+
+from pomona.app import Settings, build, create_app
+from pomona.storage import schema as s
+
+EMAIL = "bench-admin@acme.example"
+PASSWORD = "bench-password-1"
+REASONS = ["DEVICE_LIMIT_REACHED", "USER_NOT_LICENSED", "PERSONAL_DEVICE_BLOCKED", "ENROLLMENT_TOKEN_INVALID"]
+
+
+def server_ms(resp: object) -> float:
+    m = re.search(r"app;dur=([0-9.]+)", resp.headers.get("server-timing", ""))  # type: ignore[attr-defined]
+    assert m, resp
+    return float(m.group(1))
+
+
+def seed(p: object, tenant_id: str, n: int, n_users: int) -> float:
+    start = time.perf_counter()
+    now = datetime.now(UTC)
+    db = p.db  # type: ignore[attr-defined]
+    user_ids = [str(uuid.uuid4()) for _ in range(n_users)]
+    with db.unit_of_work() as uow:
+        c = uow.conn
+        c.execute(
+            insert(s.users),
+            [
+                {
+                    "id": uid,
+                    "tenant_id": tenant_id,
+                    "upn": f"user{i}@acme.example",
+                    "email": f"user{i}@acme.example",
+                    "display_name": f"User {i}",
+                    "created_at": now,
+                    "enabled": True,
+                    "licensed": True,
+                    "mfa_required": False,
+                    "is_dem": False,
+                }
+                for i, uid in enumerate(user_ids)
+            ],
+        )
+        for k in range(0, n, 20000):
+            drows, erows = [], []
+            for i in range(k, min(n, k + 20000)):
+                did, udid = str(uuid.uuid4()), f"00008030-{i:016X}"
+                drows.append(
+                    {
+                        "id": did,
+                        "tenant_id": tenant_id,
+                        "udid": udid,
+                        "serial": f"F{i:010d}",
+                        "device_name": f"Device {i % 9973:04d}-{i}",
+                        "product_name": "iPhone15,2" if i % 3 else "iPad13,18",
+                        "os_version": "17.4",
+                        "created_at": now,
+                        "last_seen_at": now - timedelta(seconds=i),
+                    }
+                )
+                erows.append(
+                    {
+                        "id": str(uuid.uuid4()),
+                        "tenant_id": tenant_id,
+                        "device_id": did,
+                        "udid": udid,
+                        "user_id": user_ids[i % n_users],
+                        "status": "active",
+                        "type": "byod",
+                        "cert_fingerprint": uuid.uuid4().hex * 2,
+                        "topic": "com.apple.mgmt.x",
+                        "started_at": now,
+                        "awaiting_configuration": False,
+                    }
+                )
+            c.execute(insert(s.devices), drows)
+            c.execute(insert(s.enrollments), erows)
+            print(f"  devices {min(n, k + 20000):>8}", end="\r", flush=True)
+        c.execute(
+            insert(s.failure_rollup),
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "day": (now - timedelta(days=d)).strftime("%Y-%m-%d"),
+                    "reason": r,
+                    "platform": "ios",
+                    "enrollment_type": "byod",
+                    "step": "portal",
+                    "count": 10 + d,
+                }
+                for d in range(30)
+                for r in REASONS
+            ],
+        )
+    print()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--devices", type=int, default=200_000)
+    ap.add_argument("--users", type=int, default=0, help="Default: one user per two devices.")
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--database-url", default=None)
+    args = ap.parse_args()
+    from starlette.testclient import TestClient
+
+    print(machine())
+    with tempfile.TemporaryDirectory() as d:
+        p = build(
+            Settings(data_dir=Path(d), database_url=args.database_url, public_url="https://pomona.test")
+        )
+        t = setup_tenant(p, "acme")
+        users = args.users or max(1, args.devices // 2)
+        seconds = seed(p, t.tenant_id, args.devices, users)
+        print(f"seeded {args.devices} devices (active enrollments), {users} users in {seconds:.0f} s")
+        p.console.create_account(EMAIL, PASSWORD, "admin", "acme")
+        app = create_app(pomona=p)
+        with TestClient(app, base_url="https://pomona.test", follow_redirects=False) as c:  # type: ignore[arg-type]
+            html = c.get("/console/signin").text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+            r = c.post("/console/signin", data={"csrf": csrf, "email": EMAIL, "password": PASSWORD})
+            assert r.status_code == 303, r.text[:300]
+            first = c.get("/console/t/acme/devices").text
+            device = re.search(r'data-device="([^"]+)"', first).group(1)  # type: ignore[union-attr]
+            # a cursor 100 pages into the list
+            after = ""
+            for _ in range(100):
+                page = c.get(f"/console/t/acme/devices?after={after}").text
+                after = re.search(r"after=([A-Za-z0-9_-]+)", page).group(1)  # type: ignore[union-attr]
+            pages = {
+                "dashboard": "/console/t/acme",
+                "devices (first page)": "/console/t/acme/devices",
+                "devices (page 101, keyset)": f"/console/t/acme/devices?after={after}",
+                "devices (by last check-in)": "/console/t/acme/devices?sort=last_seen",
+                "devices (filter 'Device 0042')": "/console/t/acme/devices?q=Device+0042",
+                "devices (filter by serial)": f"/console/t/acme/devices?q=F{args.devices // 2:010d}",
+                "device page": f"/console/t/acme/devices/{device}",
+                "troubleshoot (user)": "/console/t/acme/troubleshoot?upn=user7@acme.example",
+            }
+            print(f"{'page':<34} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
+            for name, path in pages.items():
+                times = []
+                for i in range(args.rounds + 2):
+                    r = c.get(path)
+                    assert r.status_code == 200, (path, r.status_code)
+                    if i >= 2:  # two warm-up requests
+                        times.append(server_ms(r))
+                times.sort()
+                p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
+                print(f"{name:<34} {statistics.median(times):>10.1f} {p95:>8.1f} {times[-1]:>8.1f}")
+        p.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,476 @@
+"""The admin and helpdesk console (issue 13): server-rendered pages in English and Simplified Chinese.
+
+    GET   /console                                  -> the account's tenant (an operator: the list)
+    GET   /console/signin        POST /console/signin       email, password, TOTP code when set
+    POST  /console/signout
+    GET   /console/lang/{lang}                      the language switch (a ``lang`` cookie)
+    GET   /console/t/{tenant}                       the dashboard: health findings, push certificate, top
+                                                    failure reasons
+    GET   /console/t/{tenant}/troubleshoot          a user or a pasted error message -> the diagnosis
+    GET   /console/t/{tenant}/devices               filter, sort, keyset pages
+    GET   /console/t/{tenant}/devices/{id}          inventory, enrollments, command queue, timeline
+    GET   /console/t/{tenant}/devices/{id}/retire   the confirmation; POST retires (audited)
+    POST  /console/t/{tenant}/devices/{id}/repush   push the device now (audited)
+    GET   /console/t/{tenant}/audit                 the tenant's audit log: who changed what, when, from where
+    GET   /console/_static/{file}                   CSS (no CDN, no script needed)
+
+What the portal already does, the console reuses from http/portal.py: the language choice and texts,
+the security headers, the request id. The session is a signed cookie (Secure, HttpOnly, SameSite=Lax,
+path /console) naming a server-side session (services/console.py); every POST carries its CSRF token.
+Use cases live in :mod:`pomona.services.console`; database and argon2 work run in the thread pool.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
+
+from pomona import knowledge
+from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundError, describe
+from pomona.http.middleware import RequestId
+from pomona.http.portal import LANGS, PortalHeaders, _when, pick_lang, translate
+from pomona.ports import AdminAccount, DeviceCursor, DeviceSort
+from pomona.services.console import SESSION_LIFETIME, ConsoleService, ConsoleSignInStatus, can
+from pomona.services.container import Services
+from pomona.services.diagnose.render import to_json as diagnosis_json
+
+_HERE = Path(__file__).parent
+log = logging.getLogger("pomona.http")
+SORTS: tuple[DeviceSort, ...] = ("name", "serial", "last_seen")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def templates() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(_HERE / "templates" / "console")),
+        autoescape=select_autoescape(["html"]),
+        auto_reload=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    return env
+
+
+def title_of(code: str, lang: str, facts: dict[str, object] | None = None) -> str:
+    """The knowledge base's title of a reason code, or the code itself when it has none (an event left by
+    another version)."""
+    try:
+        return knowledge.text_for(code, lang, **(facts or {})).title
+    except ValueError:
+        return code
+
+
+def encode_cursor(c: DeviceCursor | None) -> str:
+    if c is None:
+        return ""
+    v = c.value.isoformat() if isinstance(c.value, datetime) else c.value
+    raw = json.dumps([v, c.id, c.empty, isinstance(c.value, datetime)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> DeviceCursor | None:
+    """A cursor from the URL, or None (the first page) for anything that is not one."""
+    if not text or len(text) > 1000:
+        return None
+    try:
+        v, did, empty, is_time = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        value = datetime.fromisoformat(v) if is_time and isinstance(v, str) else v
+        if not isinstance(did, str) or not (value is None or isinstance(value, str | datetime)):
+            return None
+        return DeviceCursor(value, did, bool(empty))
+    except (ValueError, TypeError):
+        return None
+
+
+class Console:
+    def __init__(self, p: Services) -> None:
+        self.p = p
+        self.svc: ConsoleService = p.console
+        self.env = templates()
+        self.secure_cookies = True
+
+    # --- plumbing ---------------------------------------------------------------------------------
+    def lang(self, request: Request) -> str:
+        return pick_lang(request.cookies.get("lang"), request.headers.get("accept-language"))
+
+    def csrf(self, request: Request) -> str:
+        tok = request.session.get("csrf")
+        if not isinstance(tok, str):
+            tok = request.session["csrf"] = secrets.token_urlsafe(32)
+        return tok
+
+    def csrf_ok(self, request: Request, form: dict[str, str]) -> bool:
+        expected = request.session.get("csrf")
+        got = form.get("csrf") or request.headers.get("x-csrf-token") or ""
+        return isinstance(expected, str) and bool(got) and hmac.compare_digest(expected, got)
+
+    async def form(self, request: Request) -> dict[str, str]:
+        data = await request.form(max_files=0, max_fields=20)
+        return {k: v for k, v in data.items() if isinstance(v, str)}
+
+    def client_ip(self, request: Request) -> str:
+        return request.client.host if request.client else "?"
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        account: AdminAccount | None,
+        status: int = 200,
+        **ctx: Any,
+    ) -> HTMLResponse:
+        lang = self.lang(request)
+
+        def _(key: str, **values: object) -> str:
+            return translate(lang, key, **values)
+
+        html = self.env.get_template(template).render(
+            _=_,
+            lang=lang,
+            other_lang="en" if lang == "zh-CN" else "zh-CN",
+            account=account,
+            can=(lambda action: account is not None and can(account, action)),
+            here=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+            csrf=self.csrf(request),
+            request_id=request.scope.get("state", {}).get("request_id", ""),
+            **ctx,
+        )
+        return HTMLResponse(html, status_code=status)
+
+    def message(
+        self, request: Request, account: AdminAccount | None, status: int, title: str, body: str, **v: object
+    ) -> HTMLResponse:
+        resp = self.render(request, "message.html", account, status, title_key=title, body_key=body, values=v)
+        if status == 429 and v.get("retry_after"):
+            resp.headers["retry-after"] = str(v["retry_after"])
+        return resp
+
+    async def account(self, request: Request) -> AdminAccount | None:
+        sid = request.session.get("sid")
+        if not isinstance(sid, str):
+            return None
+        return await run_in_threadpool(self.svc.session_account, sid)
+
+    def error_response(self, request: Request, account: AdminAccount | None, exc: BaseException) -> Response:
+        if isinstance(exc, NotFoundError):
+            return self.message(
+                request, account, 404, "console.error.not_found.title", "console.error.not_found.body"
+            )
+        if isinstance(exc, ForbiddenError):
+            return self.message(request, account, 403, "console.error.role.title", "console.error.role.body")
+        if isinstance(exc, InvalidInputError):
+            return self.message(
+                request,
+                account,
+                422,
+                "console.error.invalid.title",
+                "console.error.invalid.body",
+                detail=str(exc),
+            )
+        e = describe(exc)
+        if e.internal:
+            log.error(
+                "internal error, request %s", request.scope.get("state", {}).get("request_id"), exc_info=exc
+            )
+        return self.message(
+            request, account, 500, "console.error.internal.title", "console.error.internal.body"
+        )
+
+    def signed(self, handler: Callable[[Request, AdminAccount], Awaitable[Response]]) -> Handler:
+        """A page for signed-in accounts: the sign-in page otherwise; every error gets its page."""
+
+        async def endpoint(request: Request) -> Response:
+            account = await self.account(request)
+            if account is None:
+                return RedirectResponse("/console/signin", status_code=303)
+            try:
+                return await handler(request, account)
+            except HTTPException:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every error gets the page its class says
+                return self.error_response(request, account, exc)
+
+        return endpoint
+
+    def posted(
+        self, handler: Callable[[Request, AdminAccount, dict[str, str]], Awaitable[Response]]
+    ) -> Handler:
+        """A POST of a signed-in account: refused without the session's CSRF token."""
+
+        async def with_form(request: Request, account: AdminAccount) -> Response:
+            form = await self.form(request)
+            if not self.csrf_ok(request, form):
+                return self.csrf_refused(request, account)
+            return await handler(request, account, form)
+
+        return self.signed(with_form)
+
+    def csrf_refused(self, request: Request, account: AdminAccount | None) -> Response:
+        return self.message(request, account, 403, "portal.error.csrf.title", "portal.error.csrf.body")
+
+    def tenant_ref(self, request: Request) -> str:
+        return str(request.path_params["tenant"])
+
+    # --- signing in -------------------------------------------------------------------------------
+    async def home(self, request: Request, account: AdminAccount) -> Response:
+        tenants = await run_in_threadpool(self.svc.tenants, account)
+        if account.tenant_id is not None and tenants:
+            return RedirectResponse(f"/console/t/{tenants[0].name}", status_code=303)
+        return self.render(request, "tenants.html", account, tenants=tenants)
+
+    async def signin_page(self, request: Request) -> Response:
+        if await self.account(request) is not None:
+            return RedirectResponse("/console", status_code=303)
+        return self.render(request, "signin.html", None, email="", error=None, need_code=False)
+
+    async def signin(self, request: Request) -> Response:
+        form = await self.form(request)
+        if not self.csrf_ok(request, form):
+            return self.csrf_refused(request, None)
+        email = form.get("email", "")
+        result = await run_in_threadpool(
+            self.svc.sign_in, email, form.get("password", ""), form.get("code", ""), self.client_ip(request)
+        )
+        if result.status is ConsoleSignInStatus.SIGNED_IN:
+            assert result.account is not None
+            sid = await run_in_threadpool(self.svc.open_session, result.account)
+            request.session.clear()  # no fixation: a new session, a new CSRF token
+            request.session.update({"sid": sid, "csrf": secrets.token_urlsafe(32)})
+            return RedirectResponse("/console", status_code=303)
+        if result.status is ConsoleSignInStatus.RATE_LIMITED:
+            return self.message(
+                request,
+                None,
+                429,
+                "portal.error.rate_limited.title",
+                "portal.error.rate_limited.body",
+                retry_after=result.retry_after,
+                minutes=max(1, (result.retry_after + 59) // 60),
+            )
+        need = result.status is ConsoleSignInStatus.NEED_TOTP
+        error = (
+            ("console.signin.code_needed" if not form.get("code") else "console.signin.bad_code")
+            if need
+            else ("console.signin.bad_credentials")
+        )
+        return self.render(request, "signin.html", None, 401, email=email[:320], error=error, need_code=need)
+
+    async def signout(self, request: Request, account: AdminAccount, form: dict[str, str]) -> Response:
+        sid = request.session.get("sid")
+        if isinstance(sid, str):
+            await run_in_threadpool(self.svc.close_session, sid, account, self.client_ip(request))
+        request.session.clear()
+        return RedirectResponse("/console/signin", status_code=303)
+
+    async def set_lang(self, request: Request) -> Response:
+        lang = str(request.path_params.get("lang"))
+        nxt = request.query_params.get("next", "")
+        if not nxt.startswith("/console") or "//" in nxt or "\\" in nxt:
+            nxt = "/console"
+        resp = RedirectResponse(nxt, status_code=303)
+        if lang in LANGS:
+            resp.set_cookie(
+                "lang",
+                lang,
+                max_age=365 * 86400,
+                path="/console",
+                secure=self.secure_cookies,
+                httponly=True,
+                samesite="lax",
+            )
+        return resp
+
+    # --- pages ------------------------------------------------------------------------------------
+    async def dashboard(self, request: Request, account: AdminAccount) -> Response:
+        d = await run_in_threadpool(self.svc.dashboard, account, self.tenant_ref(request))
+        lang = self.lang(request)
+        findings = [
+            {
+                "severity": r.finding.severity.value,
+                "code": r.finding.code.value,
+                "subject": r.finding.subject,
+                "title": title_of(r.finding.code.value, lang, dict(r.finding.facts)),
+                "since": r.first_seen,
+            }
+            for r in d.findings
+        ]
+        top = [
+            {"code": code, "count": n, "title": title_of(code, lang) if code else ""}
+            for code, n in d.top_reasons
+        ]
+        return self.render(
+            request, "dashboard.html", account, tenant=d.tenant, d=d, findings=findings, top=top
+        )
+
+    async def devices(self, request: Request, account: AdminAccount) -> Response:
+        q = request.query_params
+        sort: DeviceSort = next((s for s in SORTS if s == q.get("sort")), "name")
+        prefix = (q.get("q") or "").strip()[:64] or None
+        page = await run_in_threadpool(
+            lambda: self.svc.devices(
+                account,
+                self.tenant_ref(request),
+                sort=sort,
+                after=decode_cursor(q.get("after", "")),
+                prefix=prefix,
+            )
+        )
+        tenant = await run_in_threadpool(self.svc.scope, account, self.tenant_ref(request))
+        return self.render(
+            request,
+            "devices.html",
+            account,
+            tenant=tenant,
+            page=page,
+            sort=sort,
+            sorts=SORTS,
+            prefix=prefix or "",
+            next_cursor=encode_cursor(page.next),
+        )
+
+    async def device(self, request: Request, account: AdminAccount) -> Response:
+        ref, did = self.tenant_ref(request), str(request.path_params["device"])
+        detail = await run_in_threadpool(self.svc.device, account, ref, did)
+        tenant = await run_in_threadpool(self.svc.scope, account, ref)
+        notice = request.query_params.get("done")
+        return self.render(
+            request,
+            "device.html",
+            account,
+            tenant=tenant,
+            x=detail,
+            notice=notice if notice in ("retired", "pushed") else None,
+        )
+
+    async def retire_page(self, request: Request, account: AdminAccount) -> Response:
+        ref, did = self.tenant_ref(request), str(request.path_params["device"])
+        tenant = await run_in_threadpool(self.svc.scope, account, ref, "retire")
+        detail = await run_in_threadpool(self.svc.device, account, ref, did)
+        return self.render(request, "retire.html", account, tenant=tenant, x=detail)
+
+    async def retire(self, request: Request, account: AdminAccount, form: dict[str, str]) -> Response:
+        ref, did = self.tenant_ref(request), str(request.path_params["device"])
+        if form.get("confirm") != "yes":
+            return RedirectResponse(f"/console/t/{ref}/devices/{did}/retire", status_code=303)
+        await run_in_threadpool(self.svc.retire, account, ref, did, self.client_ip(request))
+        return RedirectResponse(f"/console/t/{ref}/devices/{did}?done=retired", status_code=303)
+
+    async def repush(self, request: Request, account: AdminAccount, form: dict[str, str]) -> Response:
+        ref, did = self.tenant_ref(request), str(request.path_params["device"])
+        await run_in_threadpool(self.svc.repush, account, ref, did, self.client_ip(request))
+        return RedirectResponse(f"/console/t/{ref}/devices/{did}?done=pushed", status_code=303)
+
+    async def troubleshoot(self, request: Request, account: AdminAccount) -> Response:
+        ref = self.tenant_ref(request)
+        tenant = await run_in_threadpool(self.svc.scope, account, ref, "diagnose")
+        q = request.query_params
+        upn = (q.get("upn") or "").strip()[:320]
+        message = (q.get("message") or "").strip()[:2000]
+        serial = (q.get("serial") or "").strip()[:64]
+        lang = self.lang(request)
+        result = overview = decision = None
+        if upn or message or serial:
+            diagnosis = await run_in_threadpool(
+                lambda: self.p.diagnose.diagnose(
+                    tenant.id, upn=upn or None, serial=serial or None, message=message or None
+                )
+            )
+            result = diagnosis_json(diagnosis, lang)
+            if upn:
+                overview = await run_in_threadpool(self.svc.user_overview, account, ref, upn)
+            if overview is not None:
+                decision = await run_in_threadpool(self.svc.dry_run, account, ref, upn, serial or None)
+        return self.render(
+            request,
+            "troubleshoot.html",
+            account,
+            tenant=tenant,
+            upn=upn,
+            message=message,
+            serial=serial,
+            result=result,
+            overview=overview,
+            decision=decision,
+            reason_title=(title_of(decision.reason.value, lang) if decision and decision.reason else ""),
+        )
+
+    async def audit(self, request: Request, account: AdminAccount) -> Response:
+        before = request.query_params.get("before", "")
+        before_id = int(before) if before.isdigit() and len(before) < 19 else None
+        tenant, entries = await run_in_threadpool(
+            lambda: self.svc.audit_page(account, self.tenant_ref(request), before_id=before_id, limit=51)
+        )
+        older = entries[49].id if len(entries) > 50 else None
+        return self.render(request, "audit.html", account, tenant=tenant, entries=entries[:50], older=older)
+
+    async def not_found(self, request: Request) -> Response:
+        account = await self.account(request)
+        return self.message(
+            request, account, 404, "console.error.not_found.title", "console.error.not_found.body"
+        )
+
+
+def create_console(p: Services) -> ASGIApp:
+    """The console's ASGI app; RootApp routes every path under /console to it."""
+    c = Console(p)
+    s, post = c.signed, c.posted
+    routes = [
+        Mount("/console/_static", app=StaticFiles(directory=str(_HERE / "static")), name="static"),
+        Route("/console", s(c.home), methods=["GET"]),
+        Route("/console/", s(c.home), methods=["GET"]),
+        Route("/console/signin", c.signin_page, methods=["GET"]),
+        Route("/console/signin", c.signin, methods=["POST"]),
+        Route("/console/signout", post(c.signout), methods=["POST"]),
+        Route("/console/lang/{lang}", c.set_lang, methods=["GET"]),
+        Route("/console/t/{tenant}", s(c.dashboard), methods=["GET"]),
+        Route("/console/t/{tenant}/troubleshoot", s(c.troubleshoot), methods=["GET"]),
+        Route("/console/t/{tenant}/devices", s(c.devices), methods=["GET"]),
+        Route("/console/t/{tenant}/devices/{device}", s(c.device), methods=["GET"]),
+        Route("/console/t/{tenant}/devices/{device}/retire", s(c.retire_page), methods=["GET"]),
+        Route("/console/t/{tenant}/devices/{device}/retire", post(c.retire), methods=["POST"]),
+        Route("/console/t/{tenant}/devices/{device}/repush", post(c.repush), methods=["POST"]),
+        Route("/console/t/{tenant}/audit", s(c.audit), methods=["GET"]),
+        Route("/console/{rest:path}", c.not_found),
+    ]
+    # The cookie's key: derived from the portal's stored key, so neither cookie signs the other.
+    key = hmac.new(p.portal.session_secret().encode(), b"pomona console session", hashlib.sha256).hexdigest()
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(RequestId),
+            Middleware(PortalHeaders, static_prefix="/console/_static/"),
+            Middleware(
+                SessionMiddleware,
+                secret_key=key,
+                session_cookie="pomona_console",
+                max_age=int(SESSION_LIFETIME.total_seconds()),
+                path="/console",
+                same_site="lax",
+                https_only=True,
+            ),
+        ],
+    )
+    app.state.console = c
+    return app

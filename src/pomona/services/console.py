@@ -1,0 +1,483 @@
+"""The admin and helpdesk console's use cases (issue 13): admin accounts, signing in, console sessions,
+the audit log, and what the pages read (the dashboard, the device list and page, troubleshooting).
+
+Roles (``ROLE_ACTIONS``): the server operator works in every tenant; a tenant's admin and helpdesk in
+their own tenant only. Helpdesk reads, diagnoses, retires and re-pushes, and changes nothing else (no
+policy, no certificate, no accounts). :meth:`ConsoleService.scope` is the one place a tenant is resolved
+for an account: a tenant that is not the account's is NOT_FOUND, as a tenant that does not exist.
+
+Passwords are argon2id (services/passwords.py, as the portal's), sign-in is rate-limited per account and
+per address (the portal's RateLimiter), TOTP is the portal's RFC 6238 code, and sessions are kept
+server-side as the portal's are: the cookie names a random id whose hash the store keeps; a password
+change or a disabled account ends them. Every change leaves an :class:`~pomona.ports.AuditEntry`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Final, Protocol, get_args
+
+from pomona.domain.checks import RecordedFinding
+from pomona.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from pomona.domain.models import Device, Enrollment, Event, QueuedCommand, Tenant, User
+from pomona.domain.policy import Decision
+from pomona.ports import (
+    AdminAccount,
+    AdminAccountStore,
+    AdminRole,
+    AuditEntry,
+    AuditLog,
+    CommandQueue,
+    ConsoleSession,
+    ConsoleSessionStore,
+    DeviceCursor,
+    DeviceListing,
+    DeviceSort,
+    DeviceStore,
+    EnrollmentStore,
+    HasEvents,
+    PushQueue,
+    SessionEnd,
+    TenantStore,
+    UserStore,
+)
+from pomona.services.base import ServiceBase, find_tenant
+from pomona.services.passwords import MIN_LENGTH, hash_password, verify_password
+from pomona.services.policy import PolicyService
+from pomona.services.portal import RateLimiter, new_totp_secret, totp_at
+
+SESSION_LIFETIME: Final = timedelta(hours=8)
+ROLES: Final[tuple[AdminRole, ...]] = get_args(AdminRole)
+#: What each role may do. "read" and "diagnose" are every page; the rest are changes.
+ROLE_ACTIONS: Final[dict[str, frozenset[str]]] = {
+    "operator": frozenset({"read", "diagnose", "retire", "repush", "policy", "certificate", "accounts"}),
+    "admin": frozenset({"read", "diagnose", "retire", "repush", "policy", "certificate"}),
+    "helpdesk": frozenset({"read", "diagnose", "retire", "repush"}),
+}
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+TOP_REASONS_DAYS: Final = 30
+MAX_PAGE: Final = 200
+
+
+def can(account: AdminAccount, action: str) -> bool:
+    return action in ROLE_ACTIONS.get(account.role, frozenset())
+
+
+def _sid_hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+def _stamp(account: AdminAccount) -> str:
+    return hashlib.sha256(account.password_hash.encode()).hexdigest()
+
+
+class ConsoleSignInStatus(StrEnum):
+    SIGNED_IN = "signed_in"
+    BAD_CREDENTIALS = "bad_credentials"  # unknown email, wrong password, or disabled (not told which)
+    NEED_TOTP = "need_totp"  # right password, the account has TOTP and no (or a wrong) code was given
+    RATE_LIMITED = "rate_limited"
+
+
+@dataclass(frozen=True)
+class ConsoleSignIn:
+    status: ConsoleSignInStatus
+    account: AdminAccount | None = None
+    retry_after: int = 0
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    tenant: Tenant
+    findings: list[RecordedFinding]  # critical first
+    push_not_after: datetime | None
+    push_days_left: int | None
+    top_reasons: list[tuple[str, int]]  # the last TOP_REASONS_DAYS days
+    devices: int
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    device: Device
+    enrollment: Enrollment | None  # the active one
+
+
+@dataclass(frozen=True)
+class DevicePage:
+    rows: list[DeviceRow]
+    total: int
+    next: DeviceCursor | None
+
+
+@dataclass(frozen=True)
+class DeviceDetail:
+    device: Device
+    enrollments: list[Enrollment]
+    commands: list[QueuedCommand]
+    events: list[Event]
+
+
+@dataclass(frozen=True)
+class UserOverview:
+    """Troubleshoot's view of a user: their licence and their devices with the active enrollment."""
+
+    user: User
+    devices: list[DeviceRow]
+
+
+class ConsoleStores(HasEvents, Protocol):
+    """The console's stores: its own (accounts, sessions, audit, the device list), and what its pages
+    read."""
+
+    @property
+    def tenants(self) -> TenantStore: ...
+    @property
+    def admins(self) -> AdminAccountStore: ...
+    @property
+    def console_sessions(self) -> ConsoleSessionStore: ...
+    @property
+    def audit(self) -> AuditLog: ...
+    @property
+    def device_listing(self) -> DeviceListing: ...
+    @property
+    def devices(self) -> DeviceStore: ...
+    @property
+    def enrollments(self) -> EnrollmentStore: ...
+    @property
+    def commands(self) -> CommandQueue: ...
+    @property
+    def users(self) -> UserStore: ...
+    @property
+    def pushes(self) -> PushQueue: ...
+
+
+@dataclass
+class ConsoleService(ServiceBase[ConsoleStores]):
+    policy: PolicyService
+    findings: Callable[[str], list[RecordedFinding]]  # a tenant's open health findings (HealthService)
+    on_push: Callable[[], None] | None = None  # wakes the push worker (PushService.wake)
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    _totp_used: dict[str, int] = field(default_factory=dict)  # account id -> last accepted time step
+
+    # --- accounts ---------------------------------------------------------------------------------
+    def create_account(
+        self,
+        email: str,
+        password: str,
+        role: str,
+        tenant_ref: str | None = None,
+        *,
+        totp: bool = False,
+        actor: str = "cli",
+        source: str = "cli",
+    ) -> AdminAccount:
+        email = email.strip().lower()
+        if not _EMAIL.match(email):
+            raise InvalidInputError(f"not an email address: {email!r}", field="email")
+        if role not in ROLES:
+            raise InvalidInputError(f"role must be one of {', '.join(ROLES)}", field="role")
+        if role == "operator" and tenant_ref:
+            raise InvalidInputError("an operator works in every tenant: give no --tenant", field="tenant")
+        if role != "operator" and not tenant_ref:
+            raise InvalidInputError(f"a {role} belongs to one tenant: give --tenant", field="tenant")
+        _check_password(password)
+        now = self.clock.now()
+        with self.db.unit_of_work() as uow:
+            t = find_tenant(uow.tenants, tenant_ref) if tenant_ref else None
+            account = AdminAccount(
+                id=str(uuid.uuid4()),
+                email=email,
+                role=role,  # checked against ROLES above
+                tenant_id=None if t is None else t.id,
+                password_hash=hash_password(password),
+                created_at=now,
+                totp_secret=new_totp_secret() if totp else None,
+            )
+            if uow.admins.by_email(email) is not None:
+                raise ConflictError(f"an admin account {email} exists", email=email)
+            uow.admins.add(account)
+            self._audit(uow, actor, "admin.create", account.tenant_id, email, source, {"role": role})
+        return account
+
+    def list_accounts(self, tenant_ref: str | None = None) -> list[tuple[AdminAccount, str | None]]:
+        """Every account (or a tenant's), with its tenant's name."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            names = {t.id: t.name for t in uow.tenants.list()}
+            accounts = uow.admins.list()
+            if tenant_ref:
+                t = find_tenant(uow.tenants, tenant_ref)
+                accounts = [a for a in accounts if a.tenant_id == t.id]
+        return [(a, names.get(a.tenant_id) if a.tenant_id else None) for a in accounts]
+
+    def set_enabled(
+        self, email: str, enabled: bool, *, actor: str = "cli", source: str = "cli"
+    ) -> AdminAccount:
+        """Disable (its sessions end) or enable an account."""
+        with self.db.unit_of_work() as uow:
+            a = self._account(uow, email)
+            a = replace(a, enabled=enabled)
+            uow.admins.update(a)
+            if not enabled:
+                uow.console_sessions.revoke_admin(a.id, self.clock.now(), "user")
+            action = "admin.enable" if enabled else "admin.disable"
+            self._audit(uow, actor, action, a.tenant_id, a.email, source, {})
+        return a
+
+    def reset_password(
+        self, email: str, password: str, *, actor: str = "cli", source: str = "cli"
+    ) -> AdminAccount:
+        """A new password: the account's sessions end."""
+        _check_password(password)
+        with self.db.unit_of_work() as uow:
+            a = replace(self._account(uow, email), password_hash=hash_password(password))
+            uow.admins.update(a)
+            uow.console_sessions.revoke_admin(a.id, self.clock.now(), "password")
+            self._audit(uow, actor, "admin.reset_password", a.tenant_id, a.email, source, {})
+        return a
+
+    def _account(self, uow: ConsoleStores, email: str) -> AdminAccount:
+        a = uow.admins.by_email(email.strip())
+        if a is None:
+            raise NotFoundError(f"no admin account {email!r}", email=email)
+        return a
+
+    # --- signing in -------------------------------------------------------------------------------
+    def sign_in(self, email: str, password: str, code: str, source: str) -> ConsoleSignIn:
+        """Password (argon2, the same time for an unknown account), then the TOTP code when the account
+        has one. At most the limiter's tries per account and per address in its window."""
+        email = email.strip().lower()[:320]
+        now = self.clock.now()
+        ts = now.timestamp()
+        keys = (f"console:e:{email}", f"console:a:{source}")
+        wait = max(self.limiter.blocked_for(k, ts) for k in keys)
+        if wait:
+            return ConsoleSignIn(ConsoleSignInStatus.RATE_LIMITED, retry_after=wait)
+        with self.db.unit_of_work(readonly=True) as uow:
+            a = uow.admins.by_email(email)
+        ok, rehash = verify_password(a.password_hash if a else None, password)
+        if a is None or not ok or not a.enabled:
+            for k in keys:
+                self.limiter.fail(k, ts)
+            return ConsoleSignIn(ConsoleSignInStatus.BAD_CREDENTIALS)
+        if a.totp_secret:
+            if not code.strip():
+                return ConsoleSignIn(ConsoleSignInStatus.NEED_TOTP, a)
+            if not self._totp_ok(a, code.strip(), now):
+                for k in keys:
+                    self.limiter.fail(k, ts)
+                return ConsoleSignIn(ConsoleSignInStatus.NEED_TOTP, a)
+        for k in keys:
+            self.limiter.reset(k)
+        with self.db.unit_of_work() as uow:
+            a = replace(a, last_sign_in_at=now, password_hash=rehash or a.password_hash)
+            uow.admins.update(a)
+            self._audit(uow, a.email, "console.sign_in", a.tenant_id, None, source, {})
+        return ConsoleSignIn(ConsoleSignInStatus.SIGNED_IN, a)
+
+    def _totp_ok(self, a: AdminAccount, code: str, now: datetime) -> bool:
+        assert a.totp_secret is not None
+        step = int(now.timestamp()) // 30
+        for s in (step - 1, step, step + 1):
+            if s > self._totp_used.get(a.id, -1) and secrets.compare_digest(totp_at(a.totp_secret, s), code):
+                self._totp_used[a.id] = s  # a code is good once
+                return True
+        return False
+
+    def open_session(self, account: AdminAccount) -> str:
+        sid = secrets.token_urlsafe(32)
+        now = self.clock.now()
+        with self.db.unit_of_work() as uow:
+            uow.console_sessions.purge(account.id, now)
+            uow.console_sessions.add(
+                _sid_hash(sid), ConsoleSession(account.id, now, now + SESSION_LIFETIME, _stamp(account))
+            )
+        return sid
+
+    def session_account(self, sid: str) -> AdminAccount | None:
+        """The account a session id is signed in as, or None: unknown, expired, signed out, the account
+        disabled or deleted, or its password changed since."""
+        now = self.clock.now()
+        h = _sid_hash(sid)
+        with self.db.unit_of_work(readonly=True) as uow:
+            s = uow.console_sessions.get(h)
+            if s is None or s.revoked_at is not None or s.expires_at <= now:
+                return None
+            a = uow.admins.get(s.admin_id)
+        if a is None or not a.enabled:
+            self._end(h, "user")
+            return None
+        if _stamp(a) != s.stamp:
+            self._end(h, "password")
+            return None
+        return a
+
+    def close_session(self, sid: str, account: AdminAccount | None, source: str) -> None:
+        with self.db.unit_of_work() as uow:
+            uow.console_sessions.revoke(_sid_hash(sid), self.clock.now(), "signout")
+            if account is not None:
+                self._audit(uow, account.email, "console.sign_out", account.tenant_id, None, source, {})
+
+    def _end(self, id_hash: str, why: SessionEnd) -> None:
+        with self.db.unit_of_work() as uow:
+            uow.console_sessions.revoke(id_hash, self.clock.now(), why)
+
+    # --- scope ------------------------------------------------------------------------------------
+    def scope(self, account: AdminAccount, tenant_ref: str, action: str = "read") -> Tenant:
+        """The tenant an account works in: NOT_FOUND for another tenant's (as for none at all), and
+        ForbiddenError for an action its role does not have."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = find_tenant(uow.tenants, tenant_ref)
+        if account.tenant_id is not None and account.tenant_id != t.id:
+            raise NotFoundError(f"no tenant {tenant_ref!r}", tenant=tenant_ref)
+        if not can(account, action):
+            raise ForbiddenError(f"the {account.role} role may not {action}", action=action)
+        return t
+
+    def tenants(self, account: AdminAccount) -> list[Tenant]:
+        with self.db.unit_of_work(readonly=True) as uow:
+            every = uow.tenants.list()
+        return [t for t in every if account.tenant_id in (None, t.id)]
+
+    # --- pages ------------------------------------------------------------------------------------
+    def dashboard(self, account: AdminAccount, tenant_ref: str) -> Dashboard:
+        t = self.scope(account, tenant_ref)
+        now = self.clock.now()
+        with self.db.unit_of_work(readonly=True) as uow:
+            top = uow.events.failure_report(t.id, now - timedelta(days=TOP_REASONS_DAYS), now, "reason")
+            count = uow.devices.count(t.id)
+        findings = self.findings(t.id)
+        days = None if t.push_not_after is None else (t.push_not_after - now).days
+        return Dashboard(t, findings, t.push_not_after, days, top[:10], count)
+
+    def devices(
+        self,
+        account: AdminAccount,
+        tenant_ref: str,
+        *,
+        sort: DeviceSort = "name",
+        after: DeviceCursor | None = None,
+        prefix: str | None = None,
+        limit: int = 50,
+    ) -> DevicePage:
+        t = self.scope(account, tenant_ref)
+        limit = max(1, min(limit, MAX_PAGE))
+        with self.db.unit_of_work(readonly=True) as uow:
+            rows = uow.device_listing.page(t.id, sort=sort, after=after, prefix=prefix, limit=limit + 1)
+            total = uow.device_listing.count(t.id, prefix=prefix)
+            shown = rows[:limit]
+            active = uow.enrollments.active_for_udids(t.id, [d.udid for d in shown])
+        nxt = None
+        if len(rows) > limit:
+            last = shown[-1]
+            value = {"name": last.device_name, "serial": last.serial, "last_seen": last.last_seen_at}[sort]
+            nxt = DeviceCursor(value, last.id, value is None)
+        return DevicePage([DeviceRow(d, active.get(d.udid)) for d in shown], total, nxt)
+
+    def device(self, account: AdminAccount, tenant_ref: str, device_id: str) -> DeviceDetail:
+        t = self.scope(account, tenant_ref)
+        with self.db.unit_of_work(readonly=True) as uow:
+            d = uow.devices.get(t.id, device_id)
+            if d is None:
+                raise NotFoundError(f"no device {device_id!r}", device=device_id)
+            return DeviceDetail(
+                d,
+                uow.enrollments.for_device(t.id, d.id),
+                uow.commands.list_for_device(t.id, d.id, limit=50),
+                uow.events.query(t.id, udid=d.udid, limit=50),
+            )
+
+    def user_overview(self, account: AdminAccount, tenant_ref: str, upn: str) -> UserOverview | None:
+        t = self.scope(account, tenant_ref, "diagnose")
+        with self.db.unit_of_work(readonly=True) as uow:
+            u = uow.users.by_upn(t.id, upn.strip())
+            if u is None:
+                return None
+            active = uow.enrollments.active_for_user(u.id)
+            devices = uow.devices.by_ids(t.id, [e.device_id for e in active])
+        rows = [DeviceRow(devices[e.device_id], e) for e in active if e.device_id in devices]
+        return UserOverview(u, rows)
+
+    def dry_run(
+        self, account: AdminAccount, tenant_ref: str, upn: str, serial: str | None = None
+    ) -> Decision:
+        """The policy dry run for the user (and a device, by serial): what would happen at enrollment now."""
+        t = self.scope(account, tenant_ref, "diagnose")
+        return self.policy.explain(t.id, upn.strip(), serial=serial or None)
+
+    # --- actions ----------------------------------------------------------------------------------
+    def retire(self, account: AdminAccount, tenant_ref: str, device_id: str, source: str) -> int:
+        t = self.scope(account, tenant_ref, "retire")
+        with self.db.unit_of_work(readonly=True) as uow:
+            d = uow.devices.get(t.id, device_id)
+        if d is None:
+            raise NotFoundError(f"no device {device_id!r}", device=device_id)
+        n = self.policy.retire(t.id, udid=d.udid)
+        self.audit(account.email, "device.retire", t.id, d.udid, source, {"serial": d.serial})
+        return n
+
+    def repush(self, account: AdminAccount, tenant_ref: str, device_id: str, source: str) -> None:
+        """Push the device now (its active enrollment): it checks in and takes what is queued."""
+        t = self.scope(account, tenant_ref, "repush")
+        with self.db.unit_of_work() as uow:
+            d = uow.devices.get(t.id, device_id)
+            if d is None:
+                raise NotFoundError(f"no device {device_id!r}", device=device_id)
+            e = uow.enrollments.active_for_udid(t.id, d.udid)
+            if e is None:
+                raise InvalidInputError("the device is not enrolled", field="device", device=device_id)
+            uow.pushes.request(t.id, [e.id], self.clock.now())
+            self._audit(uow, account.email, "device.repush", t.id, d.udid, source, {"serial": d.serial})
+        if self.on_push is not None:
+            self.on_push()
+
+    # --- the audit log ----------------------------------------------------------------------------
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        tenant_id: str | None,
+        target: str | None,
+        source: str | None,
+        detail: Mapping[str, object] | None = None,
+    ) -> None:
+        with self.db.unit_of_work() as uow:
+            self._audit(uow, actor, action, tenant_id, target, source, detail or {})
+
+    def _audit(
+        self,
+        uow: ConsoleStores,
+        actor: str,
+        action: str,
+        tenant_id: str | None,
+        target: str | None,
+        source: str | None,
+        detail: Mapping[str, object],
+    ) -> None:
+        uow.audit.append(AuditEntry(self.clock.now(), actor, action, tenant_id, target, source, dict(detail)))
+
+    def audit_page(
+        self, account: AdminAccount, tenant_ref: str, *, before_id: int | None = None, limit: int = 50
+    ) -> tuple[Tenant, list[AuditEntry]]:
+        """A tenant's audit log for the console, newest first, in keyset pages (``before_id``)."""
+        t = self.scope(account, tenant_ref)
+        with self.db.unit_of_work(readonly=True) as uow:
+            return t, uow.audit.list(t.id, limit=max(1, min(limit, MAX_PAGE)), before_id=before_id)
+
+    def audit_log(self, tenant_ref: str | None = None, *, limit: int = 50) -> list[AuditEntry]:
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = find_tenant(uow.tenants, tenant_ref) if tenant_ref else None
+            return uow.audit.list(None if t is None else t.id, limit=limit)
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_LENGTH:
+        raise InvalidInputError(f"a password has at least {MIN_LENGTH} characters", field="password")
+
+
+__all__ = ["ROLES", "ConsoleService", "ConsoleSignInStatus", "can"]

@@ -1,0 +1,201 @@
+"""SQL stores of the console (issue 13): admin accounts, their sessions, the audit log, and the device
+list's keyset pages."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+
+from pomona.domain.models import Device
+from pomona.ports import AdminAccount, AuditEntry, ConsoleSession, DeviceCursor, DeviceSort, SessionEnd
+from pomona.storage import schema as s
+from pomona.storage.devices_sql import DEVICE
+from pomona.storage.rows import RecordCodec, utc, utc_req
+
+ADMIN = RecordCodec(AdminAccount)
+_A = s.admin_accounts
+_S = s.console_sessions
+_L = s.audit_log
+_D = s.devices
+
+
+class SqlAdminStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, account: AdminAccount) -> None:
+        self.conn.execute(insert(_A).values(ADMIN.dump(account)))
+
+    def get(self, admin_id: str) -> AdminAccount | None:
+        r = self.conn.execute(select(_A).where(_A.c.id == admin_id)).first()
+        return None if r is None else ADMIN.load_row(r)
+
+    def by_email(self, email: str) -> AdminAccount | None:
+        r = self.conn.execute(select(_A).where(_A.c.email == email.lower())).first()
+        return None if r is None else ADMIN.load_row(r)
+
+    def list(self) -> list[AdminAccount]:
+        rows = self.conn.execute(select(_A).order_by(_A.c.created_at, _A.c.email))
+        return [ADMIN.load_row(r) for r in rows]
+
+    def update(self, account: AdminAccount) -> None:
+        values = ADMIN.dump(account)
+        values.pop("id")
+        self.conn.execute(update(_A).where(_A.c.id == account.id).values(values))
+
+
+class SqlConsoleSessionStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, id_hash: str, session: ConsoleSession) -> None:
+        self.conn.execute(
+            insert(_S).values(
+                id_hash=id_hash,
+                admin_id=session.admin_id,
+                created_at=session.created_at,
+                expires_at=session.expires_at,
+                revoked_at=session.revoked_at,
+                revoked_why=session.revoked_why,
+                stamp=session.stamp,
+            )
+        )
+
+    def get(self, id_hash: str) -> ConsoleSession | None:
+        r = self.conn.execute(select(_S).where(_S.c.id_hash == id_hash)).first()
+        if r is None:
+            return None
+        return ConsoleSession(
+            r.admin_id,
+            utc_req(r.created_at),
+            utc_req(r.expires_at),
+            r.stamp,
+            utc(r.revoked_at),
+            r.revoked_why,
+        )
+
+    def revoke(self, id_hash: str, at: datetime, why: SessionEnd) -> None:
+        self.conn.execute(
+            update(_S)
+            .where(_S.c.id_hash == id_hash, _S.c.revoked_at.is_(None))
+            .values(revoked_at=at, revoked_why=why)
+        )
+
+    def revoke_admin(self, admin_id: str, at: datetime, why: SessionEnd) -> int:
+        done = self.conn.execute(
+            update(_S)
+            .where(_S.c.admin_id == admin_id, _S.c.revoked_at.is_(None))
+            .values(revoked_at=at, revoked_why=why)
+        )
+        return int(done.rowcount)
+
+    def purge(self, admin_id: str, before: datetime) -> None:
+        self.conn.execute(delete(_S).where(_S.c.admin_id == admin_id, _S.c.expires_at < before))
+
+
+class SqlAuditLog:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def append(self, entry: AuditEntry) -> None:
+        self.conn.execute(
+            insert(_L).values(
+                at=entry.at,
+                actor=entry.actor[:320],
+                action=entry.action[:64],
+                tenant_id=entry.tenant_id,
+                target=None if entry.target is None else entry.target[:255],
+                source=None if entry.source is None else entry.source[:64],
+                detail=json.dumps(dict(entry.detail), default=str),
+            )
+        )
+
+    def list(
+        self, tenant_id: str | None = None, *, limit: int = 50, before_id: int | None = None
+    ) -> list[AuditEntry]:
+        q = select(_L)
+        if tenant_id is not None:
+            q = q.where(_L.c.tenant_id == tenant_id)
+        if before_id is not None:
+            q = q.where(_L.c.id < before_id)
+        rows = self.conn.execute(q.order_by(_L.c.id.desc()).limit(limit))
+        return [
+            AuditEntry(
+                utc_req(r.at), r.actor, r.action, r.tenant_id, r.target, r.source, json.loads(r.detail), r.id
+            )
+            for r in rows
+        ]
+
+
+_SORT_COLUMNS: dict[str, Any] = {
+    "name": _D.c.device_name,
+    "serial": _D.c.serial,
+    "last_seen": _D.c.last_seen_at,
+}
+
+
+def prefix_filter(prefix: str | None) -> Any:
+    """Devices whose name or serial number starts with ``prefix`` (case-sensitive ranges an index can
+    serve), or None for no filter."""
+    if not prefix:
+        return None
+    end = prefix + "\U0010ffff"
+    return or_(
+        and_(_D.c.device_name >= prefix, _D.c.device_name < end),
+        and_(_D.c.serial >= prefix, _D.c.serial < end),
+    )
+
+
+class SqlDeviceListing:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def page(
+        self,
+        tenant_id: str,
+        *,
+        sort: DeviceSort = "name",
+        after: DeviceCursor | None = None,
+        prefix: str | None = None,
+        limit: int = 50,
+    ) -> list[Device]:
+        """Rows with a sort value first, in order (last check-in: newest first), then those without, by
+        id. Each part is one indexed range read from the cursor on."""
+        col = _SORT_COLUMNS[sort]
+        base = [_D.c.tenant_id == tenant_id]
+        f = prefix_filter(prefix)
+        if f is not None:
+            base.append(f)
+        out: list[Device] = []
+        if after is None or not after.empty:
+            cond = [*base, col.is_not(None)]
+            if after is not None:
+                v = after.value
+                cond.append(
+                    or_(col < v, and_(col == v, _D.c.id > after.id))
+                    if sort == "last_seen"
+                    else or_(col > v, and_(col == v, _D.c.id > after.id))
+                )
+            # Filtered, the few matching rows are found through both indexes (name, serial) and sorted;
+            # ordering by an expression keeps the planner from walking the whole sort index instead.
+            key = func.coalesce(col, col) if f is not None else col
+            order = (key.desc(), _D.c.id) if sort == "last_seen" else (key, _D.c.id)
+            rows = self.conn.execute(select(_D).where(*cond).order_by(*order).limit(limit))
+            out = [DEVICE.load_row(r) for r in rows]
+        if len(out) < limit:
+            cond = [*base, col.is_(None)]
+            if after is not None and after.empty:
+                cond.append(_D.c.id > after.id)
+            rows = self.conn.execute(select(_D).where(*cond).order_by(_D.c.id).limit(limit - len(out)))
+            out += [DEVICE.load_row(r) for r in rows]
+        return out
+
+    def count(self, tenant_id: str, *, prefix: str | None = None) -> int:
+        q = select(func.count()).select_from(_D).where(_D.c.tenant_id == tenant_id)
+        f = prefix_filter(prefix)
+        if f is not None:
+            q = q.where(f)
+        return int(self.conn.execute(q).scalar_one())

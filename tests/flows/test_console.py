@@ -1,0 +1,466 @@
+"""The admin and helpdesk console through the real ASGI app and the real CLI, on SQLite and PostgreSQL:
+sign-in, CSRF, roles, tenant isolation, escaping, and every page in English and Simplified Chinese."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from helpers import TenantSetup, cli, same_data_dir, setup_tenant  # noqa: F401
+from pomona.app import Pomona, create_app
+from pomona.services.portal import totp_now
+from pomona.testing.virtual_device import VirtualDevice
+
+BASE = "https://pomona.test"
+PASSWORD = "console-pass-1"
+EVIL = '<script>alert("pwned")</script>'
+
+
+class Admin:
+    """A browser on the console: keeps its cookies and reads the CSRF token from the last page."""
+
+    def __init__(self, app: object, lang: str = "en") -> None:
+        self.c = TestClient(app, base_url=BASE, headers={"Accept-Language": lang}, follow_redirects=False)  # type: ignore[arg-type]
+        self.last = ""
+
+    def close(self) -> None:
+        self.c.close()
+
+    def csrf(self) -> str:
+        m = re.search(r'name="csrf" value="([^"]+)"', self.last)
+        assert m, self.last[:300]
+        return m.group(1)
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        r = self.c.get(path, **kw)
+        self.last = r.text
+        return r
+
+    def post(self, path: str, data: dict[str, str] | None = None, csrf: str | None = None) -> httpx.Response:
+        r = self.c.post(path, data={"csrf": self.csrf() if csrf is None else csrf, **(data or {})})
+        self.last = r.text
+        return r
+
+    def sign_in(self, email: str, password: str = PASSWORD, code: str = "") -> httpx.Response:
+        self.get("/console/signin")
+        r = self.post("/console/signin", {"email": email, "password": password, "code": code})
+        if r.status_code == 303:
+            r = self.get(r.headers["location"], follow_redirects=True)
+        return r
+
+
+@pytest.fixture
+def app(pomona: Pomona) -> object:
+    return create_app(pomona=pomona)
+
+
+@pytest.fixture
+def client(app: object) -> Iterator[TestClient]:
+    with TestClient(app, base_url=BASE) as c:  # type: ignore[arg-type]
+        yield c
+
+
+@pytest.fixture
+def acme(pomona: Pomona) -> TenantSetup:
+    return setup_tenant(pomona, "acme")
+
+
+@pytest.fixture
+def globex(pomona: Pomona) -> TenantSetup:
+    return setup_tenant(pomona, "globex")
+
+
+def account(p: Pomona, email: str, role: str, tenant: str | None = None, **kw: Any) -> Any:
+    return p.console.create_account(email, PASSWORD, role, tenant, **kw)
+
+
+@pytest.fixture
+def browser(app: object) -> Iterator[Admin]:
+    b = Admin(app)
+    yield b
+    b.close()
+
+
+def enrolled(p: Pomona, client: TestClient, s: TenantSetup, **kw: Any) -> VirtualDevice:
+    d = VirtualDevice(s.enroll_url, client=client, **kw)
+    d.enroll()
+    return d
+
+
+def strip_data(html: str) -> str:
+    return re.sub(r'data-[a-z-]+="[^"]*"', "", html)
+
+
+def device_id(p: Pomona, tenant: str, udid: str) -> str:
+    return p.commands.device(tenant, udid).device.id
+
+
+class TestAccountsCli:
+    def test_create_list_disable_reset(
+        self, monkeypatch: pytest.MonkeyPatch, db_url: str, pomona: Pomona, acme: TenantSetup
+    ) -> None:
+        """`pomona admin` creates, lists (table and --json), disables and resets accounts; each is audited."""
+        code, out = cli(
+            monkeypatch,
+            db_url,
+            "admin",
+            "create",
+            "--email",
+            "Op@Example.com",
+            "--password-stdin",
+            "--role",
+            "operator",
+            stdin=PASSWORD + "\n",
+        )
+        assert code == 0, out
+        code, out = cli(
+            monkeypatch,
+            db_url,
+            "admin",
+            "create",
+            "--email",
+            "hd@acme.example",
+            "--password-stdin",
+            "--tenant",
+            "acme",
+            "--role",
+            "helpdesk",
+            "--json",
+            stdin=PASSWORD + "\n",
+        )
+        assert code == 0 and json.loads(out)["role"] == "helpdesk", out
+        code, out = cli(monkeypatch, db_url, "admin", "list", "--json")
+        rows = {a["email"]: a for a in json.loads(out)}
+        assert rows["op@example.com"]["role"] == "operator" and rows["op@example.com"]["tenant"] is None
+        assert rows["hd@acme.example"]["tenant"] == "acme"
+        code, out = cli(monkeypatch, db_url, "admin", "list")
+        assert code == 0 and "hd@acme.example" in out
+        assert cli(monkeypatch, db_url, "admin", "disable", "hd@acme.example")[0] == 0
+        code, out = cli(
+            monkeypatch,
+            db_url,
+            "admin",
+            "reset-password",
+            "hd@acme.example",
+            "--password-stdin",
+            stdin="another-pass-2\n",
+        )
+        assert code == 0, out
+        code, out = cli(monkeypatch, db_url, "admin", "list", "--json")
+        assert {a["email"]: a["enabled"] for a in json.loads(out)}["hd@acme.example"] is False
+        actions = [e.action for e in pomona.console.audit_log()]
+        assert actions == ["admin.reset_password", "admin.disable", "admin.create", "admin.create"]
+
+    def test_refusals_are_one_line(
+        self, monkeypatch: pytest.MonkeyPatch, db_url: str, acme: TenantSetup
+    ) -> None:
+        """A helpdesk without a tenant, a short password, a taken email: one line with a reason, exit 2."""
+        args = ("admin", "create", "--email", "x@acme.example", "--password-stdin")
+        code, out = cli(monkeypatch, db_url, *args, "--role", "helpdesk", stdin=PASSWORD + "\n")
+        assert code == 2 and "INVALID_INPUT" in out and "Traceback" not in out
+        code, out = cli(monkeypatch, db_url, *args, "--role", "admin", "--tenant", "acme", stdin="short\n")
+        assert code == 2 and "INVALID_INPUT" in out
+        assert (
+            cli(monkeypatch, db_url, *args, "--role", "admin", "--tenant", "acme", stdin=PASSWORD + "\n")[0]
+            == 0
+        )
+        code, out = cli(
+            monkeypatch, db_url, *args, "--role", "admin", "--tenant", "acme", stdin=PASSWORD + "\n"
+        )
+        assert code == 2 and "ALREADY_EXISTS" in out and len(out.strip().splitlines()) == 1
+
+
+class TestSignIn:
+    def test_sign_in_and_out(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """A tenant admin signs in, lands on the tenant's dashboard; signed out, the cookie no longer works."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        r = browser.sign_in("AD@acme.example")
+        assert r.status_code == 200 and str(r.url).endswith("/console/t/acme")
+        assert 'id="health"' in r.text and 'id="push-cert"' in r.text
+        cookie = browser.c.cookies.get("pomona_console")
+        assert cookie
+        h = r.headers
+        assert h["x-frame-options"] == "DENY" and "no-store" in h["cache-control"]
+        assert browser.post("/console/signout").status_code == 303
+        again = TestClient(
+            browser.c.app, base_url=BASE, cookies={"pomona_console": cookie}, follow_redirects=False
+        )
+        assert again.get("/console/t/acme").headers["location"] == "/console/signin"
+        actions = [e.action for e in pomona.console.audit_log("acme")]
+        assert actions[:2] == ["console.sign_out", "console.sign_in"]
+
+    def test_wrong_password_and_rate_limit(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """A wrong password is 401 with the same words as an unknown email; past 10 tries, 429."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        r = browser.sign_in("ad@acme.example", "wrong-password")
+        assert r.status_code == 401 and 'data-error="console.signin.bad_credentials"' in r.text
+        assert browser.sign_in("nobody@acme.example").status_code == 401
+        codes = [browser.sign_in("ad@acme.example", "wrong-password").status_code for _ in range(9)]
+        assert codes[-1] == 429
+        assert browser.sign_in("ad@acme.example").status_code == 429  # even the right password, for now
+
+    def test_totp(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """An account with TOTP needs the current code after its password; a code works once."""
+        a = account(pomona, "ad@acme.example", "admin", "acme", totp=True)
+        r = browser.sign_in("ad@acme.example")
+        assert r.status_code == 401 and 'data-error="console.signin.code_needed"' in r.text
+        code = totp_now(a.totp_secret, pomona.clock.now())
+        assert browser.sign_in("ad@acme.example", code=code).status_code == 200
+        other = Admin(browser.c.app)
+        assert other.sign_in("ad@acme.example", code=code).status_code == 401
+        other.close()
+
+    def test_csrf_refused(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """A sign-in or a sign-out without the session's CSRF token is refused with 403."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.get("/console/signin")
+        r = browser.post("/console/signin", {"email": "ad@acme.example", "password": PASSWORD}, csrf="forged")
+        assert r.status_code == 403 and 'data-message="portal.error.csrf.body"' in r.text
+        browser.sign_in("ad@acme.example")
+        assert browser.post("/console/signout", csrf="forged").status_code == 403
+        assert browser.get("/console/t/acme").status_code == 200  # still signed in
+
+    def test_disabled_and_reset_end_sessions(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """Disabling an account, or a new password, ends its open sessions at once."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        pomona.console.reset_password("ad@acme.example", "new-password-2")
+        assert browser.get("/console/t/acme").status_code == 303
+        browser.sign_in("ad@acme.example", "new-password-2")
+        pomona.console.set_enabled("ad@acme.example", False)
+        assert browser.get("/console/t/acme").status_code == 303
+        assert browser.sign_in("ad@acme.example", "new-password-2").status_code == 401
+
+
+class TestRolesAndTenants:
+    def test_tenant_admin_never_sees_another_tenant(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup, globex: TenantSetup, browser: Admin
+    ) -> None:
+        """An admin of acme gets 404 for globex's dashboard, devices, device page and troubleshoot, even
+        by URL, and the answer names nothing of globex's."""
+        d = enrolled(pomona, client, globex, device_name="Globex secret phone")
+        gid = device_id(pomona, "globex", d.udid)
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        for path in (
+            "",
+            "/devices",
+            f"/devices/{gid}",
+            f"/devices/{gid}/retire",
+            "/troubleshoot?upn=x",
+            "/audit",
+        ):
+            r = browser.get(f"/console/t/globex{path}")
+            assert r.status_code == 404, path
+            assert "Globex secret phone" not in r.text
+        # globex's device under acme's name is not found either
+        assert browser.get(f"/console/t/acme/devices/{gid}").status_code == 404
+        assert browser.post(f"/console/t/globex/devices/{gid}/retire", {"confirm": "yes"}).status_code == 404
+        assert pomona.commands.device("globex", d.udid).enrollment is not None
+
+    def test_operator_sees_every_tenant(
+        self, pomona: Pomona, acme: TenantSetup, globex: TenantSetup, browser: Admin
+    ) -> None:
+        """The operator gets the list of tenants and opens each."""
+        account(pomona, "op@example.com", "operator")
+        r = browser.sign_in("op@example.com")
+        assert set(re.findall(r'data-tenant="([^"]+)"', r.text)) == {"acme", "globex"}
+        assert browser.get("/console/t/globex").status_code == 200
+
+    def test_helpdesk_retires_and_repushes(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """Helpdesk may retire (after confirming) and re-push; both are audited with who and from where."""
+        d = enrolled(pomona, client, acme)
+        did = device_id(pomona, "acme", d.udid)
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        browser.sign_in("hd@acme.example")
+        browser.get(f"/console/t/acme/devices/{did}")
+        assert browser.post(f"/console/t/acme/devices/{did}/repush").status_code == 303
+        browser.get(f"/console/t/acme/devices/{did}/retire")
+        r = browser.post(f"/console/t/acme/devices/{did}/retire", {})  # not confirmed: nothing happens
+        assert r.headers["location"].endswith("/retire")
+        assert pomona.commands.device("acme", d.udid).enrollment is not None
+        browser.get(f"/console/t/acme/devices/{did}/retire")
+        r = browser.post(f"/console/t/acme/devices/{did}/retire", {"confirm": "yes"})
+        assert r.status_code == 303 and r.headers["location"].endswith("?done=retired")
+        assert pomona.commands.device("acme", d.udid).enrollment is None
+        log = pomona.console.audit_log("acme")
+        got = [(e.actor, e.action, e.target, e.source) for e in log if e.action.startswith("device.")]
+        assert got == [
+            ("hd@acme.example", "device.retire", d.udid, "testclient"),
+            ("hd@acme.example", "device.repush", d.udid, "testclient"),
+        ]
+        page = browser.get("/console/t/acme/audit").text
+        assert re.findall(r'data-action="([a-z_.]+)"', page)[:3] == [
+            "device.retire",
+            "device.repush",
+            "console.sign_in",
+        ]
+
+    def test_helpdesk_role_has_no_policy_or_certificate_changes(
+        self, pomona: Pomona, acme: TenantSetup
+    ) -> None:
+        """The role table: helpdesk reads, diagnoses, retires and re-pushes, and nothing else."""
+        from pomona.domain.errors import ForbiddenError
+
+        hd = account(pomona, "hd@acme.example", "helpdesk", "acme")
+        for action in ("read", "diagnose", "retire", "repush"):
+            pomona.console.scope(hd, "acme", action)
+        for action in ("policy", "certificate", "accounts"):
+            with pytest.raises(ForbiddenError):
+                pomona.console.scope(hd, "acme", action)
+
+
+class TestPages:
+    @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+    def test_every_page_in_both_languages(
+        self, pomona: Pomona, client: TestClient, app: object, acme: TenantSetup, lang: str
+    ) -> None:
+        """Dashboard, devices, device, retire, troubleshoot: 200 in the visitor's language, no raw keys."""
+        d = enrolled(pomona, client, acme, device_name="Ana's iPhone")
+        did = device_id(pomona, "acme", d.udid)
+        account(pomona, "ad@acme.example", "admin", "acme")
+        b = Admin(app, lang)
+        b.sign_in("ad@acme.example")
+        marker = {"en": "Devices", "zh-CN": "设备"}[lang]
+        for path in (
+            "",
+            "/audit",
+            "/devices",
+            "/devices?sort=last_seen&q=Ana",
+            f"/devices/{did}",
+            f"/devices/{did}/retire",
+            f"/troubleshoot?upn={acme.upn}&message=Profile+installation+failed",
+        ):
+            r = b.get(f"/console/t/acme{path}")
+            assert r.status_code == 200, (path, r.text[:500])
+            assert f'<html lang="{lang}">' in r.text and marker in r.text
+            assert not re.search(r"\b(console|portal)\.[a-z_]+\.", strip_data(r.text)), path  # no raw key
+            assert "Server-Timing" in r.headers or "server-timing" in r.headers
+        b.close()
+
+    def test_language_switch(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """The switch sets the lang cookie and goes back to the page (only within the console)."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        r = browser.get("/console/lang/zh-CN?next=/console/t/acme", follow_redirects=True)
+        assert '<html lang="zh-CN">' in r.text and "健康检查发现" in r.text
+        r = browser.get("/console/lang/en?next=https://evil.example/")
+        assert r.headers["location"] == "/console"
+
+    def test_device_controlled_values_are_escaped(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """A device named <script> shows as text on the list, its page and the troubleshoot page."""
+        d = enrolled(pomona, client, acme, device_name=EVIL)
+        did = device_id(pomona, "acme", d.udid)
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        for path in (
+            "/devices",
+            f"/devices/{did}",
+            f"/devices/{did}/retire",
+            f"/troubleshoot?upn={acme.upn}",
+            f"/troubleshoot?message={EVIL}&serial={EVIL}",
+        ):
+            r = browser.get(f"/console/t/acme{path}")
+            assert r.status_code == 200, path
+            assert "<script>" not in r.text, path
+        assert (
+            "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;"
+            in browser.get("/console/t/acme/devices").text
+        )
+
+    def test_device_list_pages_by_keyset(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """With more devices than a page, "next" leads to the rest, each device once, in name order."""
+        for i in range(3):
+            enrolled(pomona, client, acme, device_name=f"dev-{i}")
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        page = pomona.console.devices(pomona.console.list_accounts()[0][0], "acme", limit=2)
+        assert [r.device.device_name for r in page.rows] == ["dev-0", "dev-1"] and page.total == 3
+        rest = pomona.console.devices(pomona.console.list_accounts()[0][0], "acme", limit=2, after=page.next)
+        assert [r.device.device_name for r in rest.rows] == ["dev-2"] and rest.next is None
+        for junk in ("after=not-a-cursor", "after=WyJ4Il0", "sort=evil", "q=" + "x" * 5000):
+            assert browser.get(f"/console/t/acme/devices?{junk}").status_code == 200, junk  # the first page
+        assert browser.get("/console/t/acme/audit?before=x").status_code == 200
+        r = browser.get("/console/t/acme/devices?q=dev-2")
+        assert re.findall(r">dev-\d<", r.text) == [">dev-2<"]
+
+    def test_troubleshoot_shows_the_diagnosis_and_the_users_devices(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """Troubleshoot for a user shows a ranked diagnosis, the licence and the user's devices."""
+        enrolled(pomona, client, acme, device_name="Ana phone")
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        browser.sign_in("hd@acme.example")
+        r = browser.get(f"/console/t/acme/troubleshoot?upn={acme.upn}")
+        assert r.status_code == 200 and re.search(r'id="diagnosis" data-top="[A-Z_]+"', r.text)
+        assert 'data-licensed="True"' in r.text and "Ana phone" in r.text
+
+    def test_unknown_paths_and_signed_out(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """Signed out, every page leads to the sign-in page; an unknown path is the console's 404."""
+        assert browser.get("/console/t/acme/devices").headers["location"] == "/console/signin"
+        r = browser.get("/console/nope")
+        assert r.status_code == 404 and "Traceback" not in r.text
+
+
+class TestDashboard:
+    def test_findings_certificate_and_top_reasons(self, pomona: Pomona, browser: Admin) -> None:
+        """The dashboard shows health's open findings critical first, a missing certificate, and the top
+        failure reasons of 30 days, each linking to troubleshoot; a code without a text shows as itself."""
+        from pomona.domain.models import Event, Outcome, Step
+
+        bare = pomona.admin.create_tenant("bare", "bare.example")  # no authority, no push certificate
+        found = pomona.health.run("bare")["findings"]
+        now = pomona.clock.now()
+        with pomona.db.unit_of_work() as uow:
+            for reason, n in (("DEVICE_LIMIT_REACHED", 3), ("A_CODE_OF_ANOTHER_VERSION", 1)):
+                for _ in range(n):
+                    uow.events.append(Event(bare.id, now, Step.PORTAL, Outcome.FAILED, reason=reason))
+        account(pomona, "ad@bare.example", "admin", "bare")
+        r = browser.sign_in("ad@bare.example")
+        assert r.status_code == 200
+        shown = re.findall(r'<tr data-code="([A-Z_]+)">', r.text)
+        assert "MDM_AUTHORITY_NOT_SET" in shown and shown == [f["code"] for f in found]
+        reasons = re.findall(r'<tr data-reason="([A-Z_]+)">', r.text)
+        assert reasons == ["DEVICE_LIMIT_REACHED", "A_CODE_OF_ANOTHER_VERSION"]
+        assert "/troubleshoot?message=DEVICE_LIMIT_REACHED" in r.text
+        assert 'data-days-left=""' in r.text  # no push certificate yet
+
+
+class TestTroubleshoot:
+    def test_device_limit_in_chinese(
+        self, pomona: Pomona, client: TestClient, app: object, acme: TenantSetup
+    ) -> None:
+        """Helpdesk pastes the Chinese "profile installation failed" message for a user at their device
+        limit: the top cause is DEVICE_LIMIT_REACHED, in Chinese, and the dry run refuses the same way."""
+        from pomona.testing.virtual_device import EnrollmentRefused
+
+        pomona.policy.edit_restriction("acme", type_="limit", default=True, limit=1)
+        enrolled(pomona, client, acme, device_name="First phone")
+        with pytest.raises(EnrollmentRefused):
+            enrolled(pomona, client, acme, device_name="Second phone")
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        b = Admin(app, "zh-CN")
+        b.sign_in("hd@acme.example")
+        r = b.get(
+            "/console/t/acme/troubleshoot",
+            params={"upn": acme.upn, "message": "配置文件安装失败。无法建立到服务器的连接。"},
+        )
+        assert r.status_code == 200
+        assert 'data-top="DEVICE_LIMIT_REACHED"' in r.text
+        top = re.search(r'<li data-code="DEVICE_LIMIT_REACHED"[^>]*>\s*<strong>([^<]+)</strong>', r.text)
+        assert top and re.search(r"[\u4e00-\u9fff]", top.group(1)), r.text[:2000]
+        assert re.search(r'id="dry-run" data-allowed="False"', r.text)
+        assert 'data-reason="DEVICE_LIMIT_REACHED"' in r.text and "First phone" in r.text
+        b.close()
