@@ -120,7 +120,7 @@ class TestBuiltInNames:
         """`restriction list` shows each built-in restriction's name in the command line's language."""
         code, out, _ = cli("restriction", "list", "--tenant", "acme", "--json")
         assert code == 0, out
-        names = {r["name"]: r["display_name"] for r in json.loads(out)["restrictions"]}
+        names = {r["name"]: r["display_name"] for r in json.loads(out)}
         assert names == {
             "Default platform restriction": "默认设备类型限制",
             "Default limit restriction": "默认设备数量限制",
