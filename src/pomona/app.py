@@ -26,7 +26,7 @@ from pomona.services.diagnose import DiagnoseService
 from pomona.services.enrollment import EnrollmentService, Urls
 from pomona.services.health import HealthService
 from pomona.services.installation import recorded_public_url
-from pomona.services.jobs import Background, JobRunner
+from pomona.services.jobs import Background, JobRunner, LeaderLease, SingletonJob
 from pomona.services.policy import PolicyService
 from pomona.services.portal import PortalService
 from pomona.services.push import PushService
@@ -142,6 +142,7 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
         db, clock, policy, resolver, HttpFetcher(), discovery, apns.check, unresponsive
     )
     health = HealthService(db, clock, resolver, discovery, apns.check, unresponsive, notifier.notify)
+    portal = PortalService(db, clock, admin, policy, enrollment)
     background = Background(
         jobs=jobs,
         push=push,
@@ -149,6 +150,9 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
         health_round=health.run_all,
         push_worker=settings.push_worker,
         health_interval=settings.health_interval,
+        # Singleton jobs run in the one process that holds their lease (services/jobs.py).
+        leader=LeaderLease(db, clock),
+        singletons=[SingletonJob("shared-state-cleanup", 600, lambda: portal.limiter.purge(clock.now()))],
     )
     return Pomona(
         clock=clock,
@@ -159,7 +163,7 @@ def build(settings: Settings, *, migrate: bool = True, public_url: str | None = 
         checkin=CheckinService(db, clock, pki, policy),
         commands=CommandService(db, clock, push.wake),
         policy=policy,
-        portal=PortalService(db, clock, admin, policy, enrollment),
+        portal=portal,
         diagnose=diagnose,
         health=health,
         reports=ReportService(db, clock),
