@@ -224,4 +224,3 @@ class Background:
 
     def _health_round(self) -> object:
         return self.health_round()
-
