@@ -273,6 +273,8 @@ class SqlDatabase:
     # --- state shared between processes (storage/shared_sql.py; ports.Leases, ports.SharedLimits) ---
     def lease_acquire(self, name: str, holder: str, now: datetime, ttl: float) -> bool:
         with self.unit_of_work() as uow:
+            if not self.is_sqlite:  # a renewal lost in a database crash is renewed again in seconds
+                uow.conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             return shared_sql.lease_acquire(uow.conn, name, holder, now, ttl)
 
     def lease_release(self, name: str, holder: str) -> None:
@@ -289,6 +291,8 @@ class SqlDatabase:
 
     def limit_fail(self, key: str, now: datetime, window: float, limit: int) -> None:
         with self.unit_of_work() as uow:
+            if not self.is_sqlite:  # a count lost in a database crash is harmless: no wait for the WAL
+                uow.conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             shared_sql.limit_fail(uow.conn, key, now, window, limit)
 
     def limit_reset(self, key: str) -> None:
