@@ -3,6 +3,7 @@ hosts are, share the portal's sign-in limit, its TOTP replay refusal, and each t
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from starlette.testclient import TestClient
 from helpers import make_standin_push_cert, setup_tenant
 from pomona.app import Pomona, Settings, build, create_app
 from pomona.protocol import cms
+from pomona.services.jobs import Background, JobRunner, LeaderLease, SingletonJob
 from pomona.services.portal import totp_now
 from pomona.testing.virtual_device import VirtualDevice
 
@@ -125,3 +127,41 @@ def test_p256_tenant_has_one_ra_for_every_instance(pomona: Pomona, twin: Pomona)
     device = VirtualDevice(url, client=TestClient(split(a, b), base_url=BASE))
     device.enroll()
     assert device.identity_cert is not None
+
+
+async def _noop() -> None:
+    return None
+
+
+def test_only_the_lease_holder_runs_a_singleton_job(pomona: Pomona, twin: Pomona) -> None:
+    """Two instances' schedulers on one database: the singleton job runs in one of them, never both."""
+    runs: dict[str, int] = {"a": 0, "b": 0}
+
+    def scheduler(p: Pomona, who: str) -> Background:
+        def job() -> None:
+            runs[who] += 1
+
+        return Background(
+            jobs=JobRunner(),
+            push=p.push,
+            close_gateway=_noop,
+            health_round=lambda: None,
+            push_worker=True,
+            health_interval=0,
+            leader=LeaderLease(p.db, p.clock, ttl=3.0),
+            singletons=[SingletonJob("probe", 0.05, job)],
+        )
+
+    async def both() -> tuple[bool, bool]:
+        a, b = scheduler(pomona, "a"), scheduler(twin, "b")
+        await a.start()
+        await asyncio.sleep(0.3)  # a takes the lease first
+        await b.start()
+        await asyncio.sleep(1.5)
+        leads = a.leads("probe"), b.leads("probe")
+        await a.stop()
+        await b.stop()
+        return leads
+
+    assert asyncio.run(both()) == (True, False)
+    assert runs["a"] > 0 and runs["b"] == 0
