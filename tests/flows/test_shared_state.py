@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from helpers import make_standin_push_cert, setup_tenant
@@ -123,6 +124,10 @@ def test_p256_tenant_has_one_ra_for_every_instance(pomona: Pomona, twin: Pomona)
         answers.append(r.content)
     assert answers[0] == answers[1]
     assert len(cms.load_certs_only(answers[0])) == 2
+    with pomona.db.engine.connect() as conn:
+        q = text("SELECT scep_ra_key_pem FROM tenants WHERE id = :i")
+        stored = bytes(conn.execute(q, {"i": t.id}).scalar_one())
+    assert pomona.db.sealer is not None and pomona.db.sealer.is_sealed(stored)  # sealed like the CA key
     url = pomona.enrollment.urls.enroll(pomona.admin.create_enrollment_token("acme", PIA).secret)
     device = VirtualDevice(url, client=TestClient(split(a, b), base_url=BASE))
     device.enroll()
