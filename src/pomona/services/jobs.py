@@ -60,6 +60,7 @@ class LeaderLease:
         self.ttl = ttl
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._until: dict[str, float] = {}  # name -> monotonic time the held lease runs out
+        self._unanswered: set[str] = set()  # leases whose last renewal found no database
 
     def renew(self, name: str) -> bool:
         """Take or renew the lease ``name``: whether this process holds it now."""
@@ -67,8 +68,12 @@ class LeaderLease:
         try:
             held = self.leases.lease_acquire(name, self.holder, self.clock.now(), self.ttl)
         except Exception:  # the database is away: lead nothing until it answers again
-            log.warning("lease %s: the database did not answer", name, exc_info=True)
+            if name not in self._unanswered:  # once per outage, not every renewal
+                log.warning("lease %s: the database did not answer", name, exc_info=True)
+                self._unanswered.add(name)
             held = False
+        else:
+            self._unanswered.discard(name)
         if held:
             if name not in self._until or self._until[name] < asked:
                 log.info("this process now leads %s (%s)", name, self.holder)
