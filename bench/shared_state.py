@@ -7,7 +7,8 @@ What an unauthenticated refused sign-in pays before anything else is one limiter
 (``RateLimiter.blocked_for``: one read by primary key); a failed try adds ``fail`` (one upsert). Also
 timed: the TOTP step claim and one lease renewal (every LEASE_RENEW seconds per process and job). Figures
 are wall time per call in this process (median and p99), and this process's CPU per call; on PostgreSQL
-the server's own CPU is not in the CPU figure. A scratch PostgreSQL database is made and dropped.
+the server's own CPU is not in the CPU figure. Last, a whole sign-in refused by the limit (the check,
+the try counted, and the event every refusal leaves). A scratch PostgreSQL database is made and dropped.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from _common import machine
+from _common import machine, setup_tenant
 
-from pomona.services.portal import RateLimiter
+from pomona.app import Settings, build
+from pomona.services.portal import RateLimiter, SignInStatus
 from pomona.storage.sql import SqlDatabase
 
 
@@ -44,6 +46,23 @@ def timed(label: str, n: int, fn: Callable[[int], object]) -> None:
     )
 
 
+def refused_sign_in(url: str, n: int) -> None:
+    """A whole sign-in refused by the limit, in process: the check, the try counted, its event."""
+    with tempfile.TemporaryDirectory() as d:
+        p = build(Settings(data_dir=Path(d), database_url=url, public_url="https://pomona.test"))
+        setup_tenant(p, "acme", push=False)
+        tenant = p.portal.tenant("acme")
+        for _ in range(10):
+            p.portal.sign_in_password(tenant, "pia@acme.example", "wrong", "203.0.113.9")
+
+        def refused(_i: int) -> None:
+            got = p.portal.sign_in_password(tenant, "pia@acme.example", "wrong", "203.0.113.9")
+            assert got.status is SignInStatus.RATE_LIMITED
+
+        timed("sign-in refused by the limit (whole)", n, refused)
+        p.close()
+
+
 def run(name: str, url: str, n: int) -> None:
     db = SqlDatabase(url)
     db.create_all()
@@ -59,6 +78,7 @@ def run(name: str, url: str, n: int) -> None:
     timed("lease renewal (upsert)", n, lambda i: db.lease_acquire("bench", "me", now, 10.0))
     limiter.purge(now + timedelta(hours=1))
     db.dispose()
+    refused_sign_in(url, n)
 
 
 def main() -> None:
