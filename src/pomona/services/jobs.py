@@ -153,6 +153,8 @@ class Background:
         health_round: Callable[[], object],
         push_worker: bool,
         health_interval: float,
+        abm_round: Callable[[], object] | None = None,
+        abm_interval: float = 0.0,
         leader: LeaderLease | None = None,
         singletons: Sequence[SingletonJob] = (),
     ) -> None:
@@ -166,6 +168,8 @@ class Background:
         self.singletons = list(singletons)
         if health_interval > 0:
             self.singletons.insert(0, SingletonJob("health", health_interval, self._health_round))
+        if abm_interval > 0 and abm_round is not None:  # the ABM sync (main's signature), led alike
+            self.singletons.append(SingletonJob("abm-sync", abm_interval, abm_round))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._push_task: asyncio.Task[None] | None = None
 
