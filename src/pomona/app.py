@@ -35,7 +35,7 @@ from pomona.services.doctor import CheckLine, Doctor
 from pomona.services.enrollment import EnrollmentService, Urls
 from pomona.services.health import HealthService
 from pomona.services.installation import recorded_public_url
-from pomona.services.jobs import Background, JobRunner
+from pomona.services.jobs import Background, JobRunner, LeaderLease, SingletonJob
 from pomona.services.policy import PolicyService
 from pomona.services.portal import PortalService
 from pomona.services.push import PushService
@@ -183,6 +183,7 @@ def build(
         abm=abm.check,
         metrics=metrics,
     )
+    portal = PortalService(db, clock, admin, policy, enrollment, metrics=metrics)
     background = Background(
         jobs=jobs,
         push=push,
@@ -192,6 +193,9 @@ def build(
         health_interval=settings.health_interval,
         abm_round=abm.sync_all,
         abm_interval=settings.abm_sync_interval,
+        # Singleton jobs run in the one process that holds their lease (services/jobs.py).
+        leader=LeaderLease(db, clock),
+        singletons=[SingletonJob("shared-state-cleanup", 600, lambda: portal.limiter.purge(clock.now()))],
     )
     commands = CommandService(db, clock, push.wake, metrics=metrics)
     return Pomona(
@@ -204,7 +208,7 @@ def build(
         checkin=CheckinService(db, clock, pki, policy, metrics=metrics),
         commands=commands,
         policy=policy,
-        portal=PortalService(db, clock, admin, policy, enrollment, metrics=metrics),
+        portal=portal,
         diagnose=diagnose,
         health=health,
         reports=ReportService(db, clock, metrics=metrics),

@@ -132,6 +132,9 @@ class TenantStore(Protocol):
     def add(self, tenant: Tenant, ca_key_pem: bytes) -> None: ...
     # The one read of the CA's private key: for the code that signs with the CA (SCEP), no other.
     def ca_keypair(self, tenant_id: str) -> CaKeyPair | None: ...
+    # A P-256 CA's RSA SCEP RA (key sealed at rest), shared by every process: the first one kept wins.
+    def scep_ra(self, tenant_id: str) -> CaKeyPair | None: ...
+    def keep_scep_ra(self, tenant_id: str, ra: CaKeyPair) -> None: ...  # only where none is kept yet
     def get(self, tenant_id: str) -> Tenant | None: ...
     def by_name(self, name: str) -> Tenant | None: ...
     def list(self) -> list[Tenant]: ...
@@ -897,8 +900,16 @@ class ScepResponders(Protocol):
     that refuse issuance (answered as CertRep FAILURE) rather than fail the request."""
 
     def responder(
-        self, ca: CertificateAuthority, issue: IssueIdentity, refusals: tuple[type[Exception], ...]
+        self,
+        ca: CertificateAuthority,
+        issue: IssueIdentity,
+        refusals: tuple[type[Exception], ...],
+        ra: CaKeyPair | None = None,
     ) -> ScepEndpoint: ...
+
+    def new_ra(self, ca: CertificateAuthority) -> CaKeyPair | None:
+        """A new RSA RA certificate and key issued by ``ca`` if its key is not RSA (else None)."""
+        ...
 
 
 # --- push delivery and the push certificate (issue 4) ----------------------------------------------
@@ -973,3 +984,38 @@ class ProfileSigner(Protocol):
     """Signs .mobileconfig bytes with the server's signing identity (CMS SignedData, attached)."""
 
     def sign(self, content: bytes) -> bytes: ...
+
+
+# --- state shared between processes (issue 14) ------------------------------------------------------
+class Leases(Protocol):
+    """Named leases with an expiry: the holder of a singleton job's lease is the one process that runs
+    it. Each call is its own short transaction; times are the caller's clock (hosts keep NTP time)."""
+
+    def lease_acquire(self, name: str, holder: str, now: datetime, ttl: float) -> bool:
+        """Take the lease, or renew it if ``holder`` holds it: True if ``holder`` holds it until
+        ``now + ttl`` seconds; False while another holder's lease has not expired."""
+        ...
+
+    def lease_release(self, name: str, holder: str) -> None: ...  # if ``holder`` holds it
+    def lease_holder(self, name: str, now: datetime) -> str | None: ...  # None: free or expired
+
+
+class SharedLimits(Protocol):
+    """Counters every process shares: failed tries per key in a window, and the last TOTP step each
+    user signed in with. Each call is one statement in its own transaction; writes are atomic upserts."""
+
+    def limit_hits(self, key: str, now: datetime, window: float) -> tuple[int, datetime] | None:
+        """Failed tries under ``key`` in the window that is open at ``now``, and when it opened."""
+        ...
+
+    def limit_fail(self, key: str, now: datetime, window: float, limit: int) -> None:
+        """Count one failed try; once ``limit`` is reached each further try opens the window again."""
+        ...
+
+    def limit_reset(self, key: str) -> None: ...
+    def limit_purge(self, before: datetime) -> int: ...  # windows opened before; how many removed
+
+    def totp_claim(self, user_id: str, step: int) -> bool:
+        """Record ``step`` as the user's last accepted TOTP step: False (a replay) if it is not later
+        than the one recorded, also when two processes claim the same step at once."""
+        ...

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -1014,3 +1015,94 @@ class TestConsoleStores:
             assert uow.device_listing.count(t.id, prefix="a") == 2
             assert {d.id for d in uow.device_listing.page(t.id, prefix="Sb")} == {"id-0"}
             assert uow.device_listing.page("other-tenant") == []
+
+
+def shared(db: Database) -> Any:
+    """The database's shared-state ports (ports.Leases, ports.SharedLimits), which every backend has."""
+    assert hasattr(db, "lease_acquire") and hasattr(db, "totp_claim")
+    return db
+
+
+class TestLeases:
+    def test_one_holder_until_it_expires_or_releases(self, db: Database) -> None:
+        """A lease has one holder; its holder renews it; another takes it once it expired or was released."""
+        d = shared(db)
+        assert d.lease_acquire("health", "a", NOW, 10.0)
+        assert not d.lease_acquire("health", "b", NOW + timedelta(seconds=5), 10.0)
+        assert d.lease_acquire("health", "a", NOW + timedelta(seconds=5), 10.0)  # renewed to +15 s
+        assert d.lease_holder("health", NOW + timedelta(seconds=14)) == "a"
+        assert not d.lease_acquire("health", "b", NOW + timedelta(seconds=14), 10.0)
+        assert d.lease_holder("health", NOW + timedelta(seconds=15)) is None
+        assert d.lease_acquire("health", "b", NOW + timedelta(seconds=15), 10.0)
+        assert d.lease_holder("health", NOW + timedelta(seconds=16)) == "b"
+        d.lease_release("health", "a")  # not a's: nothing happens
+        assert d.lease_holder("health", NOW + timedelta(seconds=16)) == "b"
+        d.lease_release("health", "b")
+        assert d.lease_holder("health", NOW + timedelta(seconds=16)) is None
+        assert d.lease_acquire("health", "a", NOW + timedelta(seconds=16), 10.0)
+
+    def test_leases_are_per_name(self, db: Database) -> None:
+        """Two job names are two leases: holding one says nothing of the other."""
+        d = shared(db)
+        assert d.lease_acquire("health", "a", NOW, 10.0)
+        assert d.lease_acquire("abm-sync", "b", NOW, 10.0)
+        assert (d.lease_holder("health", NOW), d.lease_holder("abm-sync", NOW)) == ("a", "b")
+
+
+class TestSharedLimits:
+    def test_failed_tries_count_in_a_window(self, db: Database) -> None:
+        """Failures count up in the window opened by the first; a closed window starts again at one."""
+        d = shared(db)
+        assert d.limit_hits("k", NOW, 300.0) is None
+        for i in range(3):
+            d.limit_fail("k", NOW + timedelta(seconds=i), 300.0, 10)
+        assert d.limit_hits("k", NOW + timedelta(seconds=10), 300.0) == (3, NOW)
+        assert d.limit_hits("k", NOW + timedelta(seconds=300), 300.0) is None  # window closed
+        d.limit_fail("k", NOW + timedelta(seconds=301), 300.0, 10)
+        assert d.limit_hits("k", NOW + timedelta(seconds=302), 300.0) == (1, NOW + timedelta(seconds=301))
+        assert d.limit_hits("other", NOW, 300.0) is None
+        d.limit_reset("k")
+        assert d.limit_hits("k", NOW + timedelta(seconds=302), 300.0) is None
+
+    def test_a_try_past_the_limit_opens_the_window_again(self, db: Database) -> None:
+        """Once the limit is reached, each further failure moves the window's start to its own time."""
+        d = shared(db)
+        for _ in range(2):
+            d.limit_fail("k", NOW, 300.0, 2)
+        d.limit_fail("k", NOW + timedelta(seconds=100), 300.0, 2)
+        assert d.limit_hits("k", NOW + timedelta(seconds=350), 300.0) == (3, NOW + timedelta(seconds=100))
+
+    def test_purge_removes_closed_windows(self, db: Database) -> None:
+        """Purging removes the windows opened before the given time, and no other."""
+        d = shared(db)
+        d.limit_fail("old", NOW, 300.0, 10)
+        d.limit_fail("new", NOW + timedelta(minutes=10), 300.0, 10)
+        assert d.limit_purge(NOW + timedelta(minutes=5)) == 1
+        assert d.limit_hits("new", NOW + timedelta(minutes=10), 300.0) is not None
+
+    def test_totp_step_is_claimed_once(self, db: Database) -> None:
+        """A TOTP step is accepted once per user, and never one at or before the last accepted."""
+        d = shared(db)
+        assert d.totp_claim("u1", 100)
+        assert not d.totp_claim("u1", 100)
+        assert not d.totp_claim("u1", 99)
+        assert d.totp_claim("u2", 100)
+        assert d.totp_claim("u1", 101)
+
+
+class TestScepRa:
+    def test_the_first_ra_kept_is_the_one_read(self, db: Database) -> None:
+        """A tenant has no RA until one is kept; a second one kept later does not replace it."""
+        from pomona.ports import CaKeyPair
+
+        t, _, _, _ = seed(db)
+        with db.unit_of_work(readonly=True) as uow:
+            assert uow.tenants.scep_ra(t.id) is None
+        first, second = CaKeyPair(b"ra-cert-1", b"ra-key-1"), CaKeyPair(b"ra-cert-2", b"ra-key-2")
+        with db.unit_of_work() as uow:
+            uow.tenants.keep_scep_ra(t.id, first)
+        with db.unit_of_work() as uow:
+            uow.tenants.keep_scep_ra(t.id, second)
+        with db.unit_of_work(readonly=True) as uow:
+            assert uow.tenants.scep_ra(t.id) == first
+            assert uow.tenants.scep_ra("no-such-tenant") is None

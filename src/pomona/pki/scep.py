@@ -13,7 +13,8 @@ which is why "Renewal" is not advertised in GetCACaps.
 
 When the CA key is not RSA (a P-256 CA) clients cannot envelope to it, so the responder uses an RSA
 RA certificate issued by the CA (pass `ra=`, or one is generated in memory) and GetCACert returns the
-RA and CA certificates as `application/x-x509-ca-ra-cert`.
+RA and CA certificates as `application/x-x509-ca-ra-cert`. The server makes the RA once per tenant
+(`LocalScep.new_ra`) and keeps it in the database (services/scep.py), so every process answers with it.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from pomona.pki.ca import CertificateAuthority
+from pomona.ports import CaKeyPair, IssueIdentity, ScepAnswer
 from pomona.ports import CertificateAuthority as PortCA
-from pomona.ports import IssueIdentity, ScepAnswer
 from pomona.protocol import cms
 from pomona.protocol.errors import ProtocolError
 from pomona.protocol.scep import (
@@ -55,6 +56,15 @@ CA_CAPS = (b"POSTPKIOperation", b"SCEPStandard", b"AES", b"DES3", b"SHA-256", b"
 OnRequest = Callable[[CsrInfo, PkiMessage], x509.Certificate]
 
 
+def new_ra(ca: CertificateAuthority) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+    """A new RSA RA certificate (10 years) and key, issued by ``ca``."""
+    ra_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_cn = ca.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    cn = f"{ca_cn[0].value!s} SCEP RA" if ca_cn else "Pomona SCEP RA"
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return ca.issue_signing(ra_key.public_key(), subject, days=3650), ra_key
+
+
 class ScepResponder:
     """Serves GetCACaps, GetCACert and PKIOperation (PKCSReq) for one CA.
 
@@ -74,11 +84,7 @@ class ScepResponder:
         self.on_request = on_request
         self.refusals = refusals
         if ra is None and not isinstance(ca.key, rsa.RSAPrivateKey):
-            ra_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            ca_cn = ca.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-            cn = f"{ca_cn[0].value!s} SCEP RA" if ca_cn else "Pomona SCEP RA"
-            subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-            ra = (ca.issue_signing(ra_key.public_key(), subject, days=3650), ra_key)
+            ra = new_ra(ca)
         self._ra = ra
         if ra is not None:
             self._cert, self._key = ra
@@ -181,14 +187,35 @@ class LocalScep:
     """The :class:`pomona.ports.ScepResponders` port: a SCEP responder over a tenant's CA."""
 
     def responder(
-        self, ca: PortCA, issue: IssueIdentity, refusals: tuple[type[Exception], ...]
+        self,
+        ca: PortCA,
+        issue: IssueIdentity,
+        refusals: tuple[type[Exception], ...],
+        ra: CaKeyPair | None = None,
     ) -> TenantScep:
+        """The endpoint over ``ca``; with ``ra`` (PEM), that RA answers for a CA whose key is not RSA."""
         assert isinstance(ca, CertificateAuthority)
 
         def on_request(csr: CsrInfo, _msg: PkiMessage) -> x509.Certificate:
             return issue(csr.challenge_password, csr.public_key, csr.subject)
 
-        return TenantScep(ScepResponder(ca, on_request, refusals=refusals))
+        pair = None
+        if ra is not None:
+            key = serialization.load_pem_private_key(ra.key_pem, password=None)
+            assert isinstance(key, rsa.RSAPrivateKey)
+            pair = (x509.load_pem_x509_certificate(ra.cert_pem), key)
+        return TenantScep(ScepResponder(ca, on_request, refusals=refusals, ra=pair))
+
+    def new_ra(self, ca: PortCA) -> CaKeyPair | None:
+        """A new RA (PEM) for a CA whose key is not RSA; None for an RSA CA (it answers itself)."""
+        assert isinstance(ca, CertificateAuthority)
+        if isinstance(ca.key, rsa.RSAPrivateKey):
+            return None
+        cert, key = new_ra(ca)
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        return CaKeyPair(cert.public_bytes(serialization.Encoding.PEM), key_pem)
 
 
 class TenantScep:

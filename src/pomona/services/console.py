@@ -14,12 +14,13 @@ change or a disabled account ends them. Every change leaves an :class:`~pomona.p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final, Protocol, get_args
@@ -45,7 +46,9 @@ from pomona.ports import (
     HasEvents,
     PushQueue,
     SessionEnd,
+    SharedLimits,
     TenantStore,
+    Transactions,
     UserStore,
 )
 from pomona.services.base import ServiceBase, find_tenant
@@ -157,13 +160,21 @@ class ConsoleStores(HasEvents, Protocol):
     def pushes(self) -> PushQueue: ...
 
 
+class ConsoleDatabase(Transactions[ConsoleStores], SharedLimits, Protocol):
+    """The console's database: its stores, plus the sign-in limits and TOTP steps every process shares."""
+
+
 @dataclass
 class ConsoleService(ServiceBase[ConsoleStores]):
+    db: ConsoleDatabase
     policy: PolicyService
     findings: Callable[[str], list[RecordedFinding]]  # a tenant's open health findings (HealthService)
     on_push: Callable[[], None] | None = None  # wakes the push worker (PushService.wake)
-    limiter: RateLimiter = field(default_factory=RateLimiter)
-    _totp_used: dict[str, int] = field(default_factory=dict)  # account id -> last accepted time step
+
+    @functools.cached_property
+    def limiter(self) -> RateLimiter:
+        """Failed sign-in tries per account and address, shared by every process (in the database)."""
+        return RateLimiter(self.db)
 
     # --- accounts ---------------------------------------------------------------------------------
     def create_account(
@@ -253,9 +264,8 @@ class ConsoleService(ServiceBase[ConsoleStores]):
         has one. At most the limiter's tries per account and per address in its window."""
         email = email.strip().lower()[:320]
         now = self.clock.now()
-        ts = now.timestamp()
         keys = (f"console:e:{email}", f"console:a:{source}")
-        wait = max(self.limiter.blocked_for(k, ts) for k in keys)
+        wait = max(self.limiter.blocked_for(k, now) for k in keys)
         if wait:
             return ConsoleSignIn(ConsoleSignInStatus.RATE_LIMITED, retry_after=wait)
         with self.db.unit_of_work(readonly=True) as uow:
@@ -263,14 +273,14 @@ class ConsoleService(ServiceBase[ConsoleStores]):
         ok, rehash = verify_password(a.password_hash if a else None, password)
         if a is None or not ok or not a.enabled:
             for k in keys:
-                self.limiter.fail(k, ts)
+                self.limiter.fail(k, now)
             return ConsoleSignIn(ConsoleSignInStatus.BAD_CREDENTIALS)
         if a.totp_secret:
             if not code.strip():
                 return ConsoleSignIn(ConsoleSignInStatus.NEED_TOTP, a)
             if not self._totp_ok(a, code.strip(), now):
                 for k in keys:
-                    self.limiter.fail(k, ts)
+                    self.limiter.fail(k, now)
                 return ConsoleSignIn(ConsoleSignInStatus.NEED_TOTP, a)
         for k in keys:
             self.limiter.reset(k)
@@ -284,9 +294,8 @@ class ConsoleService(ServiceBase[ConsoleStores]):
         assert a.totp_secret is not None
         step = int(now.timestamp()) // 30
         for s in (step - 1, step, step + 1):
-            if s > self._totp_used.get(a.id, -1) and secrets.compare_digest(totp_at(a.totp_secret, s), code):
-                self._totp_used[a.id] = s  # a code is good once
-                return True
+            if secrets.compare_digest(totp_at(a.totp_secret, s), code):
+                return self.db.totp_claim(a.id, s)  # a code is good once, in every process
         return False
 
     def open_session(self, account: AdminAccount) -> str:

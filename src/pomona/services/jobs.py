@@ -1,6 +1,16 @@
 """The server process's background work, owned by one object: the push worker, the health schedule, the
 ABM sync schedule, and one-off jobs (the push certificate's canary) that must not run inside a request.
 
+Singleton jobs (the health schedule, the clean-up of shared state, any job given as a
+:class:`SingletonJob`) run in one process of the whole installation: the holder of the job's lease
+(``ports.Leases``, a row per job name with an expiry). Every process tries to take or renew each lease
+every ``LEASE_RENEW`` seconds; the holder keeps it ``LEASE_TTL`` seconds past its last renewal. A holder
+that dies (SIGKILL, a lost host) stops renewing, and another process takes the lease over within
+``LEASE_TTL + LEASE_RENEW`` seconds; a holder that stops cleanly releases it at once. Why a lease row and
+not an advisory lock: the same code on SQLite and PostgreSQL, no connection held open per process
+(and none to lose behind a transaction-pooling proxy), and a host that vanishes without closing its TCP
+connection still loses the lease on time.
+
 ``Background.start()`` runs in the server's lifespan, on its event loop; ``stop()`` ends every task.
 Outside a started server (the CLI, scripts, tests) ``submit`` runs a job at once, in the caller's thread,
 so a CLI command still waits for its canary and prints the result.
@@ -11,10 +21,74 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from pomona.ports import Clock, Leases
 
 log = logging.getLogger("pomona.jobs")
+
+
+#: Seconds a lease lasts past its holder's last renewal, and seconds between renewals.
+LEASE_TTL: Final = 10.0
+LEASE_RENEW: Final = 2.0
+
+
+@dataclass(frozen=True)
+class SingletonJob:
+    """A periodic job that one process of the installation runs: ``run`` every ``interval`` seconds, in
+    a worker thread, by the holder of the lease ``name``."""
+
+    name: str
+    interval: float
+    run: Callable[[], object]
+
+
+class LeaderLease:
+    """Which singleton jobs this process leads: it holds the lease of each name in :meth:`renew`'s
+    last answer, until that answer's ``ttl`` runs out (counted on this process's monotonic clock from
+    before the renewal was asked, so this process stops before the database lets another take over)."""
+
+    def __init__(self, leases: Leases, clock: Clock, *, ttl: float = LEASE_TTL, holder: str | None = None):
+        self.leases = leases
+        self.clock = clock
+        self.ttl = ttl
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._until: dict[str, float] = {}  # name -> monotonic time the held lease runs out
+        self._unanswered: set[str] = set()  # leases whose last renewal found no database
+
+    def renew(self, name: str) -> bool:
+        """Take or renew the lease ``name``: whether this process holds it now."""
+        asked = time.monotonic()
+        try:
+            held = self.leases.lease_acquire(name, self.holder, self.clock.now(), self.ttl)
+        except Exception:  # the database is away: lead nothing until it answers again
+            if name not in self._unanswered:  # once per outage, not every renewal
+                log.warning("lease %s: the database did not answer", name, exc_info=True)
+                self._unanswered.add(name)
+            held = False
+        else:
+            self._unanswered.discard(name)
+        if held:
+            if name not in self._until or self._until[name] < asked:
+                log.info("this process now leads %s (%s)", name, self.holder)
+            self._until[name] = asked + self.ttl
+        else:
+            self._until.pop(name, None)
+        return held
+
+    def holds(self, name: str) -> bool:
+        return self._until.get(name, 0.0) > time.monotonic()
+
+    def release(self, name: str) -> None:
+        if self._until.pop(name, None) is not None:
+            with contextlib.suppress(Exception):
+                self.leases.lease_release(name, self.holder)
 
 
 class PushWorker(Protocol):
@@ -81,6 +155,8 @@ class Background:
         health_interval: float,
         abm_round: Callable[[], object] | None = None,
         abm_interval: float = 0.0,
+        leader: LeaderLease | None = None,
+        singletons: Sequence[SingletonJob] = (),
     ) -> None:
         self.jobs = jobs
         self.push = push
@@ -88,8 +164,12 @@ class Background:
         self.health_round = health_round
         self.push_worker = push_worker
         self.health_interval = health_interval
-        self.abm_round = abm_round
-        self.abm_interval = abm_interval
+        self.leader = leader  # None: this process is the only one (it leads every singleton job)
+        self.singletons = list(singletons)
+        if health_interval > 0:
+            self.singletons.insert(0, SingletonJob("health", health_interval, self._health_round))
+        if abm_interval > 0 and abm_round is not None:  # the ABM sync (main's signature), led alike
+            self.singletons.append(SingletonJob("abm-sync", abm_interval, abm_round))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._push_task: asyncio.Task[None] | None = None
 
@@ -102,10 +182,10 @@ class Background:
         if not self.push_worker:
             return
         self._push_task = self._loop.create_task(self.push.run(), name="pomona-push")
-        if self.health_interval > 0:
-            self.jobs.track(self._loop.create_task(self._health_loop(), name="pomona-health"))
-        if self.abm_interval > 0 and self.abm_round is not None:
-            self.jobs.track(self._loop.create_task(self._abm_loop(self.abm_round), name="pomona-abm-sync"))
+        if self.singletons and self.leader is not None:
+            self.jobs.track(self._loop.create_task(self._lease_loop(), name="pomona-leases"))
+        for job in self.singletons:
+            self.jobs.track(self._loop.create_task(self._singleton_loop(job), name=f"pomona-{job.name}"))
 
     async def stop(self) -> None:
         """End the push worker (letting it finish its batch for up to 5 s), the schedule and every job."""
@@ -122,22 +202,34 @@ class Background:
             self._push_task = None
         with contextlib.suppress(Exception):
             await self.close_gateway()
+        if self.leader is not None:  # another process takes over now, not when the lease runs out
+            for job in self.singletons:
+                await asyncio.to_thread(self.leader.release, job.name)
         self._loop = None
 
-    async def _health_loop(self) -> None:
-        """Tenant health on a schedule: findings kept with first/last seen, new ones sent to webhooks."""
-        while True:
-            await asyncio.sleep(self.health_interval)
-            try:
-                await asyncio.to_thread(self.health_round)
-            except Exception:  # a failed round must not stop the schedule
-                log.exception("scheduled health check failed")
+    def leads(self, name: str) -> bool:
+        """Whether this process runs the singleton job ``name`` now."""
+        return self.leader is None or self.leader.holds(name)
 
-    async def _abm_loop(self, sync_round: Callable[[], object]) -> None:
-        """Every ABM server token synced on a schedule (services/abm.py ``sync_all``)."""
+    async def _lease_loop(self) -> None:
+        """Take or renew every singleton job's lease, every LEASE_RENEW seconds."""
+        assert self.leader is not None
+        leader = self.leader
         while True:
-            await asyncio.sleep(self.abm_interval)
+            for job in self.singletons:
+                await asyncio.to_thread(leader.renew, job.name)
+            await asyncio.sleep(min(LEASE_RENEW, leader.ttl / 3))
+
+    async def _singleton_loop(self, job: SingletonJob) -> None:
+        """Run ``job`` every ``interval`` seconds while this process holds its lease."""
+        while True:
+            await asyncio.sleep(job.interval)
+            if not self.leads(job.name):
+                continue
             try:
-                await asyncio.to_thread(sync_round)
+                await asyncio.to_thread(job.run)
             except Exception:  # a failed round must not stop the schedule
-                log.exception("scheduled ABM sync failed")
+                log.exception("scheduled job %s failed", job.name)
+
+    def _health_round(self) -> object:
+        return self.health_round()

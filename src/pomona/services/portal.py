@@ -13,14 +13,13 @@ Nothing here opens a socket except the OpenID Connect client, whose HTTP transpo
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import secrets
 import struct
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -41,6 +40,7 @@ from pomona.ports import (
     PortalSessionStore,
     SessionEnd,
     SettingsStore,
+    SharedLimits,
     Transactions,
 )
 from pomona.services.admin import AdminService, TenantLookupStores
@@ -152,41 +152,38 @@ class OidcStart:
     verifier: str
 
 
-# --- rate limiting ----------------------------------------------------------------------------------
+# --- rate limiting ---------------------------------------------------------------------------------
 class RateLimiter:
-    """At most ``limit`` failed tries per key in a sliding ``window``. In memory, per server process:
-    with several workers each keeps its own count (an attacker gets ``limit`` per worker at most)."""
+    """At most ``limit`` failed tries per key in a ``window`` opened by the first of them; each try while
+    limited opens it again. The counts are in the database (``SharedLimits``): every process of the
+    server shares them, so ``limit`` holds across workers and hosts. Keys are kept as their SHA-256
+    (no UPN or address in the table); expired windows are removed by the leader's clean-up job."""
 
-    def __init__(self, limit: int = MAX_TRIES, window: timedelta = TRY_WINDOW) -> None:
+    def __init__(self, store: SharedLimits, limit: int = MAX_TRIES, window: timedelta = TRY_WINDOW) -> None:
+        self.store = store
         self.limit = limit
         self.window = window.total_seconds()
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
 
-    def _live(self, key: str, now: float) -> deque[float]:
-        q = self._hits.setdefault(key, deque())
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        return q
+    @staticmethod
+    def _key(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
 
-    def blocked_for(self, key: str, now: float) -> int:
-        """Seconds until the next try is allowed (0: allowed now)."""
-        with self._lock:
-            q = self._live(key, now)
-            if len(q) < self.limit:
-                return 0
-            return max(1, int(q[0] + self.window - now) + 1)
+    def blocked_for(self, key: str, now: datetime) -> int:
+        """Seconds until the next try is allowed (0: allowed now). One read by primary key."""
+        found = self.store.limit_hits(self._key(key), now, self.window)
+        if found is None or found[0] < self.limit:
+            return 0
+        return max(1, int((found[1] - now).total_seconds() + self.window) + 1)
 
-    def fail(self, key: str, now: float) -> None:
-        with self._lock:
-            self._live(key, now).append(now)
-            if len(self._hits) > 100_000:  # bounded memory under a spray of keys
-                for k in [k for k, v in self._hits.items() if not v][:50_000]:
-                    del self._hits[k]
+    def fail(self, key: str, now: datetime) -> None:
+        self.store.limit_fail(self._key(key), now, self.window, self.limit)
 
     def reset(self, key: str) -> None:
-        with self._lock:
-            self._hits.pop(key, None)
+        self.store.limit_reset(self._key(key))
+
+    def purge(self, now: datetime) -> int:
+        """Remove the windows that closed before ``now`` (the leader runs it on a schedule)."""
+        return self.store.limit_purge(now - timedelta(seconds=self.window))
 
 
 # --- TOTP (RFC 6238, SHA-1, 6 digits, 30 s) --------------------------------------------------------
@@ -222,9 +219,9 @@ class PortalStores(TenantLookupStores, DecisionStores, HasEvents, Protocol):
     def portal_sessions(self) -> PortalSessionStore: ...
 
 
-class PortalDatabase(Transactions[PortalStores], SettingsStore, Protocol):
-    """The portal's stores, and the server settings that hold its session key and each tenant's OpenID
-    Connect settings."""
+class PortalDatabase(Transactions[PortalStores], SettingsStore, SharedLimits, Protocol):
+    """The portal's stores, the server settings that hold its session key and each tenant's OpenID
+    Connect settings, and the sign-in limits and used TOTP steps every process shares."""
 
 
 @dataclass
@@ -233,10 +230,13 @@ class PortalService(ServiceBase[PortalStores]):
     admin: AdminService
     policy: PolicyService
     enrollment: EnrollmentService
-    limiter: RateLimiter = field(default_factory=RateLimiter)
     http_transport: httpx.BaseTransport | None = None  # OpenID Connect calls; None: the network
     _oidc_meta: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
-    _totp_used: dict[str, int] = field(default_factory=dict)  # user id -> last accepted time step
+
+    @functools.cached_property
+    def limiter(self) -> RateLimiter:
+        """Failed sign-in tries per key, shared by every process (in the database)."""
+        return RateLimiter(self.db)
 
     # --- helpers ----------------------------------------------------------------------------------
     def session_secret(self) -> str:
@@ -373,7 +373,7 @@ class PortalService(ServiceBase[PortalStores]):
 
         upn = upn.strip().lower()[:320]
         key = f"pw|{tenant.id}|{client_ip}|{upn}"
-        now = time.monotonic()
+        now = self.clock.now()
         wait = self.limiter.blocked_for(key, now)
         if wait:
             return self._limited(tenant, key, upn, wait, "password")
@@ -411,7 +411,7 @@ class PortalService(ServiceBase[PortalStores]):
         return self._after_identity(tenant, user, "password", False)
 
     def _limited(self, tenant: Tenant, key: str, upn: str, wait: int, method: str) -> SignIn:
-        self.limiter.fail(key, time.monotonic())  # each try while limited keeps the window full
+        self.limiter.fail(key, self.clock.now())  # each try while limited opens the window again
         self._event(
             tenant,
             Outcome.FAILED,
@@ -433,7 +433,7 @@ class PortalService(ServiceBase[PortalStores]):
             self.refuse(tenant, ReasonCode.USER_NOT_FOUND, detail={"action": "totp"})
             return SignIn(SignInStatus.REFUSED, "", None, ReasonCode.USER_NOT_FOUND)
         key = f"totp|{tenant.id}|{client_ip}|{user.upn}"
-        now = time.monotonic()
+        now = self.clock.now()
         wait = self.limiter.blocked_for(key, now)
         if wait:
             return self._limited(tenant, key, user.upn, wait, "totp")
@@ -446,7 +446,8 @@ class PortalService(ServiceBase[PortalStores]):
                 if hmac.compare_digest(totp_at(secret, step + delta), code):
                     matched = step + delta
                     break
-        if matched is None or matched <= self._totp_used.get(user.id, -1):
+        # A matched code is claimed in the database: one process wins it, every other sees a replay.
+        if matched is None or not self.db.totp_claim(user.id, matched):
             self.limiter.fail(key, now)
             self._event(
                 tenant,
@@ -457,7 +458,6 @@ class PortalService(ServiceBase[PortalStores]):
                 {"action": "totp", "error": "code reused" if matched is not None else "wrong code"},
             )
             return SignIn(SignInStatus.ENROL_TOTP if enrol_secret else SignInStatus.NEED_TOTP, user.upn, user)
-        self._totp_used[user.id] = matched
         self.limiter.reset(key)
         if enrol_secret:
             user = self.policy.set_user_flags(tenant.name, user.upn, totp_secret=enrol_secret)
@@ -553,7 +553,7 @@ class PortalService(ServiceBase[PortalStores]):
         if cfg is None:
             raise NotFoundError(msg("error.sso.off"))
         key = f"oidc|{tenant.id}|{client_ip}"
-        now = time.monotonic()
+        now = self.clock.now()
         wait = self.limiter.blocked_for(key, now)
         if wait:
             return self._limited(tenant, key, "", wait, "oidc")

@@ -56,10 +56,16 @@ class ScepService(ServiceBase[ScepStores]):
             return found
         with self.db.unit_of_work(readonly=True) as uow:
             pair = uow.tenants.ca_keypair(tenant_id)
+            ra = uow.tenants.scep_ra(tenant_id)
         if pair is None:
             return None
         ca = self.pki.load_ca(pair.cert_pem, pair.key_pem)
+        if ra is None and (fresh := self.responders.new_ra(ca)) is not None:
+            # A P-256 CA's RA, made once for every process: the first one kept is the one all use.
+            with self.db.unit_of_work() as uow:
+                uow.tenants.keep_scep_ra(tenant_id, fresh)
+                ra = uow.tenants.scep_ra(tenant_id)
         issue = partial(self.enrollment.scep_issue, tenant_id)
-        endpoint = self.responders.responder(ca, issue, (PomonaError,))
+        endpoint = self.responders.responder(ca, issue, (PomonaError,), ra)
         with self._lock:
             return self._endpoints.setdefault(tenant_id, endpoint)

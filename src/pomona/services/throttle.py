@@ -10,7 +10,10 @@ has passed, one EVENTS_SUPPRESSED event per reason says how many were left out, 
 throttled: "every refusal leaves an event" stays true for them.
 
 The state is in memory, per process and per recording service (a few buckets each); ``MAX_SOURCES``
-bounds it (the least recently used source is forgotten first, its suppressed count written out).
+bounds it (the least recently used source is forgotten first, its suppressed count written out). It
+stays per process on purpose (docs/ARCHITECTURE.md, "State shared between processes"): it bounds noise
+in the event log, not access, so N processes letting N bursts through is still a bound, and a flood of
+refused requests costs no database write (the portal's sign-in limit, a security limit, is shared).
 Every string copied from a request into an event's detail is cut to ``MAX_DETAIL_CHARS``.
 """
 

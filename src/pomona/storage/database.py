@@ -21,6 +21,7 @@ import sqlite3
 from asyncio import events
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -43,6 +44,7 @@ from pomona.domain.errors import (
 from pomona.i18n import msg
 from pomona.ports import ChannelState, Sealer
 from pomona.storage import schema as s
+from pomona.storage import shared_sql
 from pomona.storage.abm_sql import SqlAbmStore
 from pomona.storage.commands_sql import CHANNEL_ANY, CHANNEL_SKIP_NOT_NOW, SqlCommandQueue
 from pomona.storage.console_sql import SqlAdminStore, SqlAuditLog, SqlConsoleSessionStore, SqlDeviceListing
@@ -267,6 +269,43 @@ class SqlDatabase:
             ).rowcount
             if not done:
                 uow.conn.execute(insert(s.settings).values(key=key, value=value))
+
+    # --- state shared between processes (storage/shared_sql.py; ports.Leases, ports.SharedLimits) ---
+    def lease_acquire(self, name: str, holder: str, now: datetime, ttl: float) -> bool:
+        with self.unit_of_work() as uow:
+            if not self.is_sqlite:  # a renewal lost in a database crash is renewed again in seconds
+                uow.conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            return shared_sql.lease_acquire(uow.conn, name, holder, now, ttl)
+
+    def lease_release(self, name: str, holder: str) -> None:
+        with self.unit_of_work() as uow:
+            shared_sql.lease_release(uow.conn, name, holder)
+
+    def lease_holder(self, name: str, now: datetime) -> str | None:
+        with self.unit_of_work(readonly=True) as uow:
+            return shared_sql.lease_holder(uow.conn, name, now)
+
+    def limit_hits(self, key: str, now: datetime, window: float) -> tuple[int, datetime] | None:
+        with self.unit_of_work(readonly=True) as uow:
+            return shared_sql.limit_hits(uow.conn, key, now, window)
+
+    def limit_fail(self, key: str, now: datetime, window: float, limit: int) -> None:
+        with self.unit_of_work() as uow:
+            if not self.is_sqlite:  # a count lost in a database crash is harmless: no wait for the WAL
+                uow.conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            shared_sql.limit_fail(uow.conn, key, now, window, limit)
+
+    def limit_reset(self, key: str) -> None:
+        with self.unit_of_work() as uow:
+            shared_sql.limit_reset(uow.conn, key)
+
+    def limit_purge(self, before: datetime) -> int:
+        with self.unit_of_work() as uow:
+            return shared_sql.limit_purge(uow.conn, before)
+
+    def totp_claim(self, user_id: str, step: int) -> bool:
+        with self.unit_of_work() as uow:
+            return shared_sql.totp_claim(uow.conn, user_id, step)
 
     def seal_at_rest(self, *, verify_current: bool = True) -> SealReport:
         """Seal every plaintext secret and re-seal those under an older server key, in one transaction

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar, Unpack
 
 from pomona.domain.checks import Finding, RecordedFinding
@@ -54,6 +54,7 @@ from pomona.ports import (
     DeviceCursor,
     DeviceSort,
     EventFilters,
+    Leases,
     PortalSession,
     PushAttempt,
     PushCertState,
@@ -64,6 +65,7 @@ from pomona.ports import (
     Reachability,
     ReEnrollment,
     SessionEnd,
+    SharedLimits,
     TokenRefusal,
     WebhookDelivery,
 )
@@ -154,6 +156,10 @@ class _Data:
     abm_devices: dict[tuple[str, str], AbmDeviceRecord] = field(default_factory=dict)  # (tenant, serial)
     abm_history: dict[int, tuple[str, str, AbmHistoryEntry]] = field(default_factory=dict)
     sequences: dict[str, int] = field(default_factory=dict)
+    scep_ras: dict[str, CaKeyPair] = field(default_factory=dict)  # the tenants' scep_ra_* columns
+    leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> holder, expires_at
+    rate_limits: dict[str, tuple[int, float]] = field(default_factory=dict)  # key -> hits, window_start
+    totp_steps: dict[str, int] = field(default_factory=dict)  # user id -> last accepted step
 
 
 class _Tx:
@@ -224,6 +230,13 @@ class MemoryTenantStore(_Store):
     def ca_keypair(self, tenant_id: str) -> CaKeyPair | None:
         t, key = self.d.tenants.get(tenant_id), self.d.tenant_ca_keys.get(tenant_id)
         return None if t is None or key is None else CaKeyPair(t.ca_cert_pem, key)
+
+    def scep_ra(self, tenant_id: str) -> CaKeyPair | None:
+        return self.d.scep_ras.get(tenant_id) if tenant_id in self.d.tenants else None
+
+    def keep_scep_ra(self, tenant_id: str, ra: CaKeyPair) -> None:
+        if tenant_id in self.d.tenants and tenant_id not in self.d.scep_ras:
+            self.tx.put(self.d.scep_ras, tenant_id, ra)
 
     def get(self, tenant_id: str) -> Tenant | None:
         return self.d.tenants.get(tenant_id)
@@ -1489,6 +1502,61 @@ class MemoryDatabase:
         with self._lock:
             self._data.settings[key] = value
 
+    # --- state shared between processes (ports.Leases, ports.SharedLimits) -------------------------
+    def lease_acquire(self, name: str, holder: str, now: datetime, ttl: float) -> bool:
+        t = now.timestamp()
+        with self._lock:
+            found = self._data.leases.get(name)
+            if found is not None and found[0] != holder and found[1] > t:
+                return False
+            self._data.leases[name] = (holder, t + ttl)
+            return True
+
+    def lease_release(self, name: str, holder: str) -> None:
+        with self._lock:
+            if self._data.leases.get(name, ("", 0.0))[0] == holder:
+                del self._data.leases[name]
+
+    def lease_holder(self, name: str, now: datetime) -> str | None:
+        with self._lock:
+            found = self._data.leases.get(name)
+        return found[0] if found is not None and found[1] > now.timestamp() else None
+
+    def limit_hits(self, key: str, now: datetime, window: float) -> tuple[int, datetime] | None:
+        with self._lock:
+            found = self._data.rate_limits.get(key)
+        if found is None or found[1] <= now.timestamp() - window:
+            return None
+        return found[0], datetime.fromtimestamp(found[1], UTC)
+
+    def limit_fail(self, key: str, now: datetime, window: float, limit: int) -> None:
+        t = now.timestamp()
+        with self._lock:
+            hits, start = self._data.rate_limits.get(key, (0, t))
+            if start <= t - window:
+                hits, start = 0, t
+            elif hits >= limit:
+                start = t
+            self._data.rate_limits[key] = (hits + 1, start)
+
+    def limit_reset(self, key: str) -> None:
+        with self._lock:
+            self._data.rate_limits.pop(key, None)
+
+    def limit_purge(self, before: datetime) -> int:
+        with self._lock:
+            old = [k for k, (_, start) in self._data.rate_limits.items() if start < before.timestamp()]
+            for k in old:
+                del self._data.rate_limits[k]
+        return len(old)
+
+    def totp_claim(self, user_id: str, step: int) -> bool:
+        with self._lock:
+            if self._data.totp_steps.get(user_id, -1) >= step:
+                return False
+            self._data.totp_steps[user_id] = step
+            return True
+
     def dispose(self) -> None:
         """Nothing to release (the SQL database's counterpart closes its engine)."""
 
@@ -1496,3 +1564,8 @@ class MemoryDatabase:
 def _satisfies_the_port(db: MemoryDatabase) -> Database:
     """Never called: mypy checks here that MemoryDatabase is a :class:`pomona.ports.Database`."""
     return db
+
+
+def _shares_state(db: MemoryDatabase) -> tuple[Leases, SharedLimits]:
+    """Never called: mypy checks here that MemoryDatabase has the shared-state ports."""
+    return db, db

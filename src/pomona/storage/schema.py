@@ -62,6 +62,9 @@ tenants = Table(
     Column("push_pending_key", LargeBinary),
     Column("push_cert_invalid_at", TS),
     Column("push_cert_invalid_reason", String(64)),
+    # A P-256 CA's RSA SCEP RA (issue 14): made once, read by every process; the key sealed at rest.
+    Column("scep_ra_cert_pem", LargeBinary),
+    Column("scep_ra_key_pem", LargeBinary),
 )
 
 api_tokens = Table(
@@ -504,4 +507,31 @@ abm_device_history = Table(
     Column("profile_push_time", TS),
     Column("device_assigned_by", String(320), nullable=False),
     Index("ix_abm_device_history_tenant_id_serial_number", "tenant_id", "serial_number"),
+)
+
+# --- state shared between processes (issue 14) -----------------------------------------------------
+# Times here are epoch seconds (Float): the upserts compare them in SQL the same way on both databases.
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(100), primary_key=True),  # the singleton job's name
+    Column("holder", String(200), nullable=False),  # host:pid:random of the process that holds it
+    Column("expires_at", Float, nullable=False),
+)
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("key", String(64), primary_key=True),  # sha256 of the limiter's key
+    Column("hits", Integer, nullable=False),
+    Column("window_start", Float, nullable=False),
+    Index("ix_rate_limits_window_start", "window_start"),
+)
+
+totp_steps = Table(
+    "totp_steps",
+    metadata,
+    Column("user_id", ID, primary_key=True),
+    Column("step", BigInteger, nullable=False),  # the last accepted TOTP time step
 )

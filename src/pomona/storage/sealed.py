@@ -44,6 +44,7 @@ class SealedColumn:
 
 SEALED_COLUMNS: tuple[SealedColumn, ...] = (
     SealedColumn(s.tenants, "ca_key_pem", "id", lambda k: f"ca-key:{k}"),
+    SealedColumn(s.tenants, "scep_ra_key_pem", "id", lambda k: f"scep-ra-key:{k}"),
     SealedColumn(s.tenants, "push_key_pem", "id", lambda k: f"push-key:{k}", pushkit=True),
     SealedColumn(s.tenants, "push_pending_key", "id", lambda k: f"pending-push-key:{k}", pushkit=True),
     SealedColumn(s.webhooks, "secret", "tenant_id", lambda k: f"webhook:{k}", pushkit=True),

@@ -38,6 +38,24 @@ class SqlTenantStore:
         key = unseal(self.sealer, bytes(r.ca_key_pem), f"ca-key:{tenant_id}")
         return CaKeyPair(bytes(r.ca_cert_pem), key)
 
+    def scep_ra(self, tenant_id: str) -> CaKeyPair | None:
+        t = s.tenants
+        q = select(t.c.scep_ra_cert_pem, t.c.scep_ra_key_pem).where(t.c.id == tenant_id)
+        r = self.conn.execute(q).first()
+        if r is None or r.scep_ra_cert_pem is None or r.scep_ra_key_pem is None:
+            return None
+        key = unseal(self.sealer, bytes(r.scep_ra_key_pem), f"scep-ra-key:{tenant_id}")
+        return CaKeyPair(bytes(r.scep_ra_cert_pem), key)
+
+    def keep_scep_ra(self, tenant_id: str, ra: CaKeyPair) -> None:
+        t = s.tenants
+        sealed = seal(self.sealer, ra.key_pem, f"scep-ra-key:{tenant_id}")
+        self.conn.execute(
+            update(t)
+            .where(t.c.id == tenant_id, t.c.scep_ra_cert_pem.is_(None))
+            .values(scep_ra_cert_pem=ra.cert_pem, scep_ra_key_pem=sealed)
+        )
+
     def get(self, tenant_id: str) -> Tenant | None:
         r = self.conn.execute(_TENANT.where(s.tenants.c.id == tenant_id)).first()
         return None if r is None else TENANT.load_row(r)
