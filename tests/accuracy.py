@@ -414,11 +414,13 @@ def judge(
     known = serial_known(w, subject)
     for label, msg in messages:
         for lookup, kw in subject.lookups(known):
+            # The diagnosis does not depend on the reader's language; its rendering does.
+            d = None if kw is None else w.p.diagnose.diagnose(w.s.name, message=msg, **kw)  # type: ignore[arg-type]
             for lang in knowledge.LANGS:
-                if kw is None:
+                if d is None:
                     matrix.cells.append(Cell(case, present, label, lookup, lang, "", "", False, False))
                     continue
-                r = to_json(w.p.diagnose.diagnose(w.s.name, message=msg, **kw), lang)  # type: ignore[arg-type]
+                r = to_json(d, lang)
                 ans = r["answer"]  # type: ignore[index]
                 got = (str(ans["code"]), str(ans["verdict"]))
                 right = got == (code, expect) if present else got[0] != code

@@ -274,8 +274,9 @@ class TestEveryCode:
     def test_cause_present(self, w: World, code: str) -> None:
         """The scenario's cause is ranked first, proven (likely for a stuck step), with text in both languages."""
         kwargs = SCENARIOS[code](w, True)
-        for lang in ("en", "zh-CN"):
-            r = run(w, code, kwargs, lang)
+        d = w.p.diagnose.diagnose(w.s.name, message=code, **kwargs)  # type: ignore[arg-type]
+        for lang in ("en", "zh-CN"):  # one diagnosis, read in both languages
+            r = to_json(d, lang)
             first = r["findings"][0]  # type: ignore[index]
             assert (first["code"], first["verdict"]) == (code, LIKELY.get(code, "proven")), r["findings"]
             assert first["title"] and first["resolution"]
