@@ -155,9 +155,27 @@ class _SettingsError(click.ClickException):
         click.echo(t("cli.error", reason=InvalidInputError.reason.value, message=self.message), err=True)
 
 
+#: Commands complete in this module: no command module adds to them, so running one imports none of
+#: the other command modules (start-up time: `pomona tenant list` in a helpdesk loop). A module that adds
+#: a subcommand to one of these groups takes it out of this set (tests/unit/test_cli_imports.py checks).
+SELF_CONTAINED = frozenset({"tenant", "enroll-token", "token", "serve"})
+
+
 class _PomonaGroup(click.Group):
     """The `pomona` group: an error escaping a command that is not wrapped by ``common`` (demo, simulate,
-    emulate) is answered like any other, one line and an exit code, never a traceback."""
+    emulate) is answered like any other, one line and an exit code, never a traceback.
+
+    The command modules (cli/*_cmds.py, simulate, demo, emulate) register themselves when a command
+    outside ``SELF_CONTAINED`` is looked up or the commands are listed (--help), not at import."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in SELF_CONTAINED:
+            _register_optional()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _register_optional()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -616,6 +634,7 @@ def serve(
 
     p = build(settings)  # migrate and create the signing identity once, before workers start
     try:
+        p.signer  # noqa: B018 - made (and stored) on first use: here, not in each worker at once
         served = served_public_url(p.db, given=given, listening=f"{scheme}://{host}:{port}")
     finally:
         p.close()
@@ -697,7 +716,9 @@ def _redact(url: str) -> str:
     return url
 
 
+@functools.cache
 def _register_optional() -> None:
+    """Register every command module on `main` (once)."""
     try:
         from pomona.cli.simulate import simulate
     except ImportError:  # pragma: no cover - the simulator ships with the package
@@ -721,8 +742,6 @@ def _register_optional() -> None:
 
     main.add_command(emulate)
 
-
-_register_optional()
 
 if __name__ == "__main__":
     # Run the imported module's group, on which every command module registered itself.
