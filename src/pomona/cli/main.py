@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -161,21 +161,62 @@ class _SettingsError(click.ClickException):
 SELF_CONTAINED = frozenset({"tenant", "enroll-token", "token", "serve"})
 
 
+class _Commands(dict[str, click.Command]):
+    """`main.commands`. The command modules (cli/*_cmds.py, simulate, demo, emulate) register themselves
+    on `main` when it is first read, not when this module is imported: reading it (a test, --help, a
+    command outside ``SELF_CONTAINED``) sees every command, as before."""
+
+    def _complete(self) -> None:
+        if not _registering:
+            _register_optional()
+
+    def __getitem__(self, key: str) -> click.Command:
+        self._complete()
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._complete()
+        return super().get(key, default)
+
+    def peek(self, key: str) -> click.Command | None:
+        """The command registered under ``key`` now, without registering the command modules."""
+        return super().get(key)
+
+    def __contains__(self, key: object) -> bool:
+        self._complete()
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        self._complete()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._complete()
+        return super().__len__()
+
+    def keys(self) -> Any:
+        self._complete()
+        return super().keys()
+
+    def values(self) -> Any:
+        self._complete()
+        return super().values()
+
+    def items(self) -> Any:
+        self._complete()
+        return super().items()
+
+
 class _PomonaGroup(click.Group):
     """The `pomona` group: an error escaping a command that is not wrapped by ``common`` (demo, simulate,
     emulate) is answered like any other, one line and an exit code, never a traceback.
 
-    The command modules (cli/*_cmds.py, simulate, demo, emulate) register themselves when a command
-    outside ``SELF_CONTAINED`` is looked up or the commands are listed (--help), not at import."""
+    A command of ``SELF_CONTAINED`` runs without the other command modules (see :class:`_Commands`)."""
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in SELF_CONTAINED:
-            _register_optional()
+        if cmd_name in SELF_CONTAINED and isinstance(self.commands, _Commands):
+            return self.commands.peek(cmd_name)
         return super().get_command(ctx, cmd_name)
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        _register_optional()
-        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -200,6 +241,9 @@ def main(debug: bool) -> None:
     except InvalidInputError as exc:
         raise _SettingsError(exc.detail) from None
     configure(settings.log_format, settings.log_level or "warning")
+
+
+main.commands = _Commands(main.commands)
 
 
 # --- tenants --------------------------------------------------------------------------------------
@@ -716,9 +760,21 @@ def _redact(url: str) -> str:
     return url
 
 
+_registering = False
+
+
 @functools.cache
 def _register_optional() -> None:
     """Register every command module on `main` (once)."""
+    global _registering
+    _registering = True
+    try:
+        _import_command_modules()
+    finally:
+        _registering = False
+
+
+def _import_command_modules() -> None:
     try:
         from pomona.cli.simulate import simulate
     except ImportError:  # pragma: no cover - the simulator ships with the package
