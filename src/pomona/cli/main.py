@@ -2,7 +2,8 @@
 (or POMONA_DATABASE_URL) and --json for scripts. rich is imported lazily: start-up time matters.
 
 Settings come from pomona.settings (POMONA_* variables; options win over them). The command line's
-language is read when this module is imported, as simulate's help texts are translated then; logging is
+language is read before the first text is translated (a command, an error line, or the command modules'
+help texts, translated when they are imported: _process_lang); logging is
 configured for every command (POMONA_LOG_FORMAT, POMONA_LOG_LEVEL: warning by default).
 """
 
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -26,13 +27,24 @@ from pomona.domain.errors import (
     describe,
 )
 from pomona.i18n import msg, set_process_lang, t
-from pomona.presenters import error_text
-from pomona.settings import Settings, lang_from_env
 
-set_process_lang(lang_from_env())
+if TYPE_CHECKING:
+    from pomona.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_KEY = "pomona.debug"  # ctx.meta: `pomona --debug` prints the traceback of an error
+
+
+@functools.cache
+def _process_lang() -> None:
+    """The command line's language from the environment (pomona.settings.lang_from_env), read once,
+    before the first text is translated: a command, an error line, the command modules' help texts.
+    Not at import: pomona.settings loads pydantic, and `pomona --version` needs none of it. A language
+    set explicitly before (set_process_lang) is kept."""
+    from pomona.settings import lang_from_env
+
+    given = set_process_lang(None)
+    set_process_lang(given if given is not None else lang_from_env())
 
 
 def parse_duration(text: str) -> timedelta:
@@ -55,6 +67,9 @@ def cli_error(exc: BaseException, *, as_json: bool) -> int:
 
     A start-up failure or a failed delivery is prefixed with its title from the knowledge base, in the
     command line's language."""
+    from pomona.presenters import error_text
+
+    _process_lang()
     e = describe(exc)
     message = error_text(e)  # in the command line's language when the error has a catalogue key
     if isinstance(exc, (StartupError, WebhookDeliveryError)):
@@ -129,6 +144,8 @@ def common(fn: F) -> F:
 
 def _settings(**overrides: object) -> Settings:
     """The settings: the environment, then --data-dir and the given options (those not None)."""
+    from pomona.settings import Settings
+
     return Settings.from_env(data_dir=click.get_current_context().obj["data_dir"], **overrides)
 
 
@@ -233,7 +250,9 @@ class _PomonaGroup(click.Group):
 def main(debug: bool) -> None:
     """Pomona: enroll and manage iPhones and iPads, and explain every enrollment failure."""
     from pomona.logs import configure
+    from pomona.settings import Settings
 
+    _process_lang()
     click.get_current_context().meta[DEBUG_KEY] = debug
 
     try:
@@ -767,6 +786,7 @@ _registering = False
 def _register_optional() -> None:
     """Register every command module on `main` (once)."""
     global _registering
+    _process_lang()  # simulate's and emulate's help texts are translated when they are imported
     _registering = True
     try:
         _import_command_modules()
