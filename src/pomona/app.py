@@ -20,7 +20,7 @@ from pomona.storage.sql import SqlDatabase, private_dir
 if TYPE_CHECKING:
     from pomona.net.dns import DnsResolver
     from pomona.pki.adapters import CmsProfileSigner, LocalPki
-    from pomona.ports import Metrics, Sealer
+    from pomona.ports import CaCertificate, CertificateAuthority, Metrics, Pki, Sealer
     from pomona.push.certkit import LocalPushCertKit
     from pomona.push.gateway import ApnsGateway
     from pomona.services.abm import AbmService
@@ -105,6 +105,10 @@ class Pomona:
         return LocalPki()
 
     @cached_property
+    def _pki_port(self) -> Pki:
+        return _PkiOnFirstUse(lambda: self.pki)
+
+    @cached_property
     def signer(self) -> CmsProfileSigner:
         return _signer(self.settings, self.db)
 
@@ -175,7 +179,7 @@ class Pomona:
     def admin(self) -> AdminService:
         from pomona.services.admin import AdminService
 
-        return AdminService(self.db, self.clock, self.pki, metrics=self.metrics)
+        return AdminService(self.db, self.clock, self._pki_port, metrics=self.metrics)
 
     @cached_property
     def enrollment(self) -> EnrollmentService:
@@ -309,6 +313,23 @@ class Pomona:
         from pomona.services.console import ConsoleService
 
         return ConsoleService(self.db, self.clock, self.policy, self.health.open_findings, self.push.wake)
+
+
+class _PkiOnFirstUse:
+    """The Pki port for a service that may not need it in this process (the admin service: `pomona
+    tenant list` signs nothing): pki.adapters, and cryptography's x509 with it, load on its first use."""
+
+    def __init__(self, pki: Callable[[], Pki]) -> None:
+        self._pki = pki
+
+    def new_ca(self, common_name: str, key_type: str) -> CertificateAuthority:
+        return self._pki().new_ca(common_name, key_type)
+
+    def load_ca(self, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority:
+        return self._pki().load_ca(cert_pem, key_pem)
+
+    def load_ca_certificate(self, cert_pem: bytes) -> CaCertificate:
+        return self._pki().load_ca_certificate(cert_pem)
 
 
 #: What build_all builds, in the order build() built them before they were lazy.
