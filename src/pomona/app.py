@@ -9,42 +9,37 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pomona.domain.checks import Finding, Severity
-from pomona.domain.errors import CertFileError
-from pomona.domain.models import Tenant
-from pomona.domain.reasons import ReasonCode
-from pomona.net.dns import DnsResolver
-from pomona.net.http import HttpFetcher
-from pomona.pki.adapters import CmsProfileSigner, LocalPki
-from pomona.pki.scep import LocalScep
-from pomona.ports import Metrics, NoMetrics
-from pomona.services.abm import AbmService
-from pomona.services.admin import AdminService
-from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
-from pomona.services.checkin import CheckinService
-from pomona.services.checks import DiscoverySettings, unresponsive_check
-from pomona.services.commands import CommandService
-from pomona.services.console import ConsoleService
-from pomona.services.container import Services
-from pomona.services.diagnose import DiagnoseService
-from pomona.services.doctor import CheckLine, Doctor
-from pomona.services.enrollment import EnrollmentService, Urls
-from pomona.services.health import HealthService
-from pomona.services.installation import recorded_public_url
-from pomona.services.jobs import Background, JobRunner, LeaderLease, SingletonJob
-from pomona.services.policy import PolicyService
-from pomona.services.portal import PortalService
-from pomona.services.push import PushService
-from pomona.services.reports import ReportService
-from pomona.services.scep import ScepService
 from pomona.settings import Settings
 from pomona.storage.sql import SqlDatabase, private_dir
 
 if TYPE_CHECKING:
+    from pomona.net.dns import DnsResolver
+    from pomona.pki.adapters import CmsProfileSigner, LocalPki
+    from pomona.ports import CaCertificate, CertificateAuthority, Metrics, Pki, Sealer
+    from pomona.push.certkit import LocalPushCertKit
+    from pomona.push.gateway import ApnsGateway
+    from pomona.services.abm import AbmService
+    from pomona.services.admin import AdminService
+    from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
+    from pomona.services.checkin import CheckinService
+    from pomona.services.checks import DeviceCheck, DiscoverySettings
+    from pomona.services.commands import CommandService
+    from pomona.services.console import ConsoleService
+    from pomona.services.diagnose import DiagnoseService
+    from pomona.services.doctor import CheckLine
+    from pomona.services.enrollment import EnrollmentService
+    from pomona.services.health import HealthService
+    from pomona.services.jobs import Background, JobRunner
+    from pomona.services.policy import PolicyService
+    from pomona.services.portal import PortalService
+    from pomona.services.push import PushService
+    from pomona.services.reports import ReportService
+    from pomona.services.scep import ScepService
     from pomona.storage.backup import BackupInfo
 
 SIGNING_IDENTITY_KEY = "profile_signing_identity_pem"
@@ -55,22 +50,316 @@ class SystemClock:
         return datetime.now(UTC)
 
 
-@dataclass
-class Pomona(Services):
-    """Everything wired for one process: the services the adapters use, and what the root alone owns."""
+class Pomona:
+    """Everything wired for one process (a :class:`pomona.services.container.Services`): the services
+    the adapters use, and what the root alone owns.
 
-    settings: Settings
-    db: SqlDatabase
-    pki: LocalPki
-    signer: CmsProfileSigner
+    Each service is built, with what it needs through its constructor, when it is first used and then
+    kept (``cached_property``): a CLI command builds, and imports, only what it runs. The server builds
+    them all at once (:meth:`build_all`, from :func:`create_app`) before it serves."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: SqlDatabase,
+        sealer: Sealer,
+        *,
+        public_url: str,
+        measure: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.public_url = public_url
+        self.clock = SystemClock()
+        self._sealer = sealer
+        self.metrics: Metrics = self._metrics(measure)
 
     def close(self) -> None:
         self.db.dispose()
+
+    def build_all(self) -> Pomona:
+        """Build every service now (the server: nothing is built later, on a request's thread)."""
+        for name in _SERVICES:
+            getattr(self, name)
+        return self
+
+    def _metrics(self, measure: bool) -> Metrics:
+        if not measure:
+            from pomona.ports import NoMetrics
+
+            return NoMetrics()
+        from pomona.metrics import PrometheusMetrics
+
+        # The gauges are read at scrape time from the services (closures, called later).
+        return PrometheusMetrics(
+            lambda: self.commands.pending_count(),
+            lambda: self.push.queue_size(),
+            multiprocess_dir=self.settings.metrics_dir,
+        )
+
+    # --- what the root alone owns ----------------------------------------------------------------
+    @cached_property
+    def pki(self) -> LocalPki:
+        from pomona.pki.adapters import LocalPki
+
+        return LocalPki()
+
+    @cached_property
+    def _pki_port(self) -> Pki:
+        return _PkiOnFirstUse(lambda: self.pki)
+
+    @cached_property
+    def signer(self) -> CmsProfileSigner:
+        return _signer(self.settings, self.db)
+
+    @cached_property
+    def _kit(self) -> LocalPushCertKit:
+        from pomona.push.certkit import LocalPushCertKit
+
+        return LocalPushCertKit(self._sealer)
+
+    @cached_property
+    def _gateway(self) -> ApnsGateway:
+        # Push: one APNs client per process (it connects on first use, on its own loop thread).
+        from pomona.push.apns import ApnsClient
+        from pomona.push.gateway import ApnsGateway, TenantIdentitySource
+
+        identities = TenantIdentitySource(self.db, self._kit.open)
+        settings = self.settings
+        verify: str | bool = str(settings.apns_ca) if settings.apns_ca else True
+        return ApnsGateway(ApnsClient(identities, base_url=settings.apns_url, verify=verify), identities)
+
+    @cached_property
+    def _discovery(self) -> DiscoverySettings:
+        from pomona.services.checks import DiscoverySettings
+
+        settings = self.settings
+        host = urlsplit(self.public_url).hostname or "localhost"
+        return DiscoverySettings(
+            settings.enrollment_cname_target or host,
+            settings.registration_cname_target or host,
+            settings.well_known_url,
+        )
+
+    @cached_property
+    def _resolver(self) -> DnsResolver:
+        from pomona.net.dns import DnsResolver
+
+        return DnsResolver(self.settings.dns_server)
+
+    @cached_property
+    def _jobs(self) -> JobRunner:
+        from pomona.services.jobs import JobRunner
+
+        return JobRunner()
+
+    @cached_property
+    def _unresponsive(self) -> DeviceCheck:
+        from pomona.services.checks import unresponsive_check
+
+        return unresponsive_check(self.push.unresponsive)
+
+    # --- the services ----------------------------------------------------------------------------
+    @cached_property
+    def push(self) -> PushService:
+        from pomona.services.push import PushService
+
+        s = self.settings
+        return PushService(
+            self.db, self.clock, self._gateway, s.push.to_push_settings(), metrics=self.metrics
+        )
+
+    @cached_property
+    def policy(self) -> PolicyService:
+        from pomona.services.policy import PolicyService
+
+        return PolicyService(self.db, self.clock, metrics=self.metrics)
+
+    @cached_property
+    def admin(self) -> AdminService:
+        from pomona.services.admin import AdminService
+
+        return AdminService(self.db, self.clock, self._pki_port, metrics=self.metrics)
+
+    @cached_property
+    def enrollment(self) -> EnrollmentService:
+        from pomona.services.enrollment import EnrollmentService, Urls
+
+        return EnrollmentService(
+            self.db,
+            self.clock,
+            self.pki,
+            self.signer,
+            Urls(self.public_url),
+            self.policy,
+            metrics=self.metrics,
+        )
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        from pomona.push.webhooks import HttpWebhookPoster
+        from pomona.services.apns_lifecycle import Notifier
+
+        poster = HttpWebhookPoster(allow_private=self.settings.webhook_allow_private)
+        return Notifier(self.db, self.clock, self._kit, poster, metrics=self.metrics)
+
+    @cached_property
+    def apns(self) -> ApnsLifecycle:
+        from pomona.services.apns_lifecycle import ApnsLifecycle
+
+        return ApnsLifecycle(self.db, self.clock, self._kit, self.push.wake, self._jobs, metrics=self.metrics)
+
+    @cached_property
+    def diagnose(self) -> DiagnoseService:
+        # Health and diagnose read the certificate lifecycle's findings and push reachability; health
+        # reports new findings to the tenant's webhook.
+        from pomona.net.http import HttpFetcher
+        from pomona.services.diagnose import DiagnoseService
+
+        return DiagnoseService(
+            self.db,
+            self.clock,
+            self.policy,
+            self._resolver,
+            HttpFetcher(),
+            self._discovery,
+            self.apns.check,
+            self._unresponsive,
+            metrics=self.metrics,
+        )
+
+    @cached_property
+    def abm(self) -> AbmService:
+        from pomona.net.abm import HttpAbmConnector
+        from pomona.pki.abm import LocalAbmKeys
+        from pomona.services.abm import AbmService
+
+        settings = self.settings
+        abm_verify: str | bool = str(settings.abm_ca) if settings.abm_ca else True
+        connector = HttpAbmConnector(settings.abm_url, verify=abm_verify)
+        return AbmService(self.db, self.clock, LocalAbmKeys(), connector)
+
+    @cached_property
+    def health(self) -> HealthService:
+        from pomona.services.health import HealthService
+
+        return HealthService(
+            self.db,
+            self.clock,
+            self._resolver,
+            self._discovery,
+            self.apns.check,
+            self._unresponsive,
+            self.notifier.notify,
+            abm=self.abm.check,
+            metrics=self.metrics,
+        )
+
+    @cached_property
+    def portal(self) -> PortalService:
+        from pomona.services.portal import PortalService
+
+        return PortalService(
+            self.db, self.clock, self.admin, self.policy, self.enrollment, metrics=self.metrics
+        )
+
+    @cached_property
+    def background(self) -> Background:
+        from pomona.services.jobs import Background, LeaderLease, SingletonJob
+
+        settings, clock = self.settings, self.clock
+        portal = self.portal
+        return Background(
+            jobs=self._jobs,
+            push=self.push,
+            close_gateway=self._gateway.aclose,
+            health_round=self.health.run_all,
+            push_worker=settings.push_worker,
+            health_interval=settings.health_interval,
+            abm_round=self.abm.sync_all,
+            abm_interval=settings.abm_sync_interval,
+            # Singleton jobs run in the one process that holds their lease (services/jobs.py).
+            leader=LeaderLease(self.db, clock),
+            singletons=[SingletonJob("shared-state-cleanup", 600, lambda: portal.limiter.purge(clock.now()))],
+        )
+
+    @cached_property
+    def commands(self) -> CommandService:
+        from pomona.services.commands import CommandService
+
+        return CommandService(self.db, self.clock, self.push.wake, metrics=self.metrics)
+
+    @cached_property
+    def scep(self) -> ScepService:
+        from pomona.pki.scep import LocalScep
+        from pomona.services.scep import ScepService
+
+        return ScepService(self.db, self.clock, self.pki, LocalScep(), self.enrollment, metrics=self.metrics)
+
+    @cached_property
+    def checkin(self) -> CheckinService:
+        from pomona.services.checkin import CheckinService
+
+        return CheckinService(self.db, self.clock, self.pki, self.policy, metrics=self.metrics)
+
+    @cached_property
+    def reports(self) -> ReportService:
+        from pomona.services.reports import ReportService
+
+        return ReportService(self.db, self.clock, metrics=self.metrics)
+
+    @cached_property
+    def console(self) -> ConsoleService:
+        from pomona.services.console import ConsoleService
+
+        return ConsoleService(self.db, self.clock, self.policy, self.health.open_findings, self.push.wake)
+
+
+class _PkiOnFirstUse:
+    """The Pki port for a service that may not need it in this process (the admin service: `pomona
+    tenant list` signs nothing): pki.adapters, and cryptography's x509 with it, load on its first use."""
+
+    def __init__(self, pki: Callable[[], Pki]) -> None:
+        self._pki = pki
+
+    def new_ca(self, common_name: str, key_type: str) -> CertificateAuthority:
+        return self._pki().new_ca(common_name, key_type)
+
+    def load_ca(self, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority:
+        return self._pki().load_ca(cert_pem, key_pem)
+
+    def load_ca_certificate(self, cert_pem: bytes) -> CaCertificate:
+        return self._pki().load_ca_certificate(cert_pem)
+
+
+#: What build_all builds, in the order build() built them before they were lazy.
+_SERVICES = (
+    "pki",
+    "signer",
+    "push",
+    "policy",
+    "admin",
+    "enrollment",
+    "notifier",
+    "apns",
+    "diagnose",
+    "abm",
+    "health",
+    "portal",
+    "background",
+    "commands",
+    "scep",
+    "checkin",
+    "reports",
+    "console",
+)
 
 
 def _configured_signer(path: Path) -> CmsProfileSigner:
     """POMONA_SIGNING_IDENTITY's certificate(s) and key, or CERT_FILE_INVALID naming what is wrong
     (never cryptography's parser text)."""
+    from pomona.domain.errors import CertFileError
+    from pomona.pki.adapters import CmsProfileSigner
     from pomona.pki.tls import check_certificate_pem, check_private_key_pem, read_pem_file
 
     what = "POMONA_SIGNING_IDENTITY"
@@ -87,6 +376,8 @@ def _configured_signer(path: Path) -> CmsProfileSigner:
 
 
 def _signer(settings: Settings, db: SqlDatabase) -> CmsProfileSigner:
+    from pomona.pki.adapters import CmsProfileSigner
+
     if settings.signing_identity is not None:
         return _configured_signer(settings.signing_identity)
     pem = db.settings_get(SIGNING_IDENTITY_KEY)
@@ -101,18 +392,14 @@ def _signer(settings: Settings, db: SqlDatabase) -> CmsProfileSigner:
 def build(
     settings: Settings, *, migrate: bool = True, public_url: str | None = None, measure: bool = False
 ) -> Pomona:
-    """Build every part once, each given what it needs through its constructor.
+    """The process's :class:`Pomona`: the database opened (and migrated, its secrets sealed), each
+    service and the profile signing identity (made and stored on first use) built when first used.
 
     The public URL is the installation's recorded one (services.installation), else the settings';
     `public_url` overrides both for this process only (a link printed for another address).
     `measure`: count for /metrics (the server); the CLI counts nothing and does not load prometheus-client."""
-    from pomona.net.abm import HttpAbmConnector
-    from pomona.pki.abm import LocalAbmKeys
     from pomona.pki.sealing import KeyringSealer, server_keys
-    from pomona.push.apns import ApnsClient
-    from pomona.push.certkit import LocalPushCertKit
-    from pomona.push.gateway import ApnsGateway, TenantIdentitySource
-    from pomona.push.webhooks import HttpWebhookPoster
+    from pomona.services.installation import recorded_public_url
 
     # Secrets at rest are sealed with the server key (pki/sealing.py); the data folder is 0700.
     sealer = KeyringSealer(server_keys(private_dir(settings.data_dir), settings.server_key()))
@@ -126,103 +413,12 @@ def build(
         except BaseException:
             db.dispose()
             raise
-    clock = SystemClock()
-    pki = LocalPki()
-    signer = _signer(settings, db)
     recorded = recorded_public_url(db)
-    public_url = (public_url or (recorded.url if recorded else settings.public_url)).rstrip("/")
-    kit = LocalPushCertKit(sealer)
-    metrics: Metrics = NoMetrics()
-    if measure:
-        from pomona.metrics import PrometheusMetrics
-
-        # The gauges are read at scrape time from the services built below (closures, called later).
-        metrics = PrometheusMetrics(
-            lambda: commands.pending_count(),
-            lambda: push.queue_size(),
-            multiprocess_dir=settings.metrics_dir,
-        )
-
-    # Push: one APNs client per process (it connects on first use, on its own loop thread).
-    identities = TenantIdentitySource(db, kit.open)
-    verify: str | bool = str(settings.apns_ca) if settings.apns_ca else True
-    gateway = ApnsGateway(ApnsClient(identities, base_url=settings.apns_url, verify=verify), identities)
-    push = PushService(db, clock, gateway, settings.push.to_push_settings(), metrics=metrics)
-
-    policy = PolicyService(db, clock, metrics=metrics)
-    admin = AdminService(db, clock, pki, metrics=metrics)
-    enrollment = EnrollmentService(db, clock, pki, signer, Urls(public_url), policy, metrics=metrics)
-    notifier = Notifier(
-        db, clock, kit, HttpWebhookPoster(allow_private=settings.webhook_allow_private), metrics=metrics
-    )
-    host = urlsplit(public_url).hostname or "localhost"
-    discovery = DiscoverySettings(
-        settings.enrollment_cname_target or host,
-        settings.registration_cname_target or host,
-        settings.well_known_url,
-    )
-    resolver = DnsResolver(settings.dns_server)
-    jobs = JobRunner()
-    apns = ApnsLifecycle(db, clock, kit, push.wake, jobs, metrics=metrics)
-    # Health and diagnose read the certificate lifecycle's findings and push reachability; health
-    # reports new findings to the tenant's webhook.
-    unresponsive = unresponsive_check(push.unresponsive)
-    diagnose = DiagnoseService(
-        db, clock, policy, resolver, HttpFetcher(), discovery, apns.check, unresponsive, metrics=metrics
-    )
-    abm_verify: str | bool = str(settings.abm_ca) if settings.abm_ca else True
-    abm = AbmService(db, clock, LocalAbmKeys(), HttpAbmConnector(settings.abm_url, verify=abm_verify))
-    health = HealthService(
-        db,
-        clock,
-        resolver,
-        discovery,
-        apns.check,
-        unresponsive,
-        notifier.notify,
-        abm=abm.check,
-        metrics=metrics,
-    )
-    portal = PortalService(db, clock, admin, policy, enrollment, metrics=metrics)
-    background = Background(
-        jobs=jobs,
-        push=push,
-        close_gateway=gateway.aclose,
-        health_round=health.run_all,
-        push_worker=settings.push_worker,
-        health_interval=settings.health_interval,
-        abm_round=abm.sync_all,
-        abm_interval=settings.abm_sync_interval,
-        # Singleton jobs run in the one process that holds their lease (services/jobs.py).
-        leader=LeaderLease(db, clock),
-        singletons=[SingletonJob("shared-state-cleanup", 600, lambda: portal.limiter.purge(clock.now()))],
-    )
-    commands = CommandService(db, clock, push.wake, metrics=metrics)
-    return Pomona(
-        clock=clock,
-        metrics=metrics,
-        public_url=public_url,
-        admin=admin,
-        enrollment=enrollment,
-        scep=ScepService(db, clock, pki, LocalScep(), enrollment, metrics=metrics),
-        checkin=CheckinService(db, clock, pki, policy, metrics=metrics),
-        commands=commands,
-        policy=policy,
-        portal=portal,
-        diagnose=diagnose,
-        health=health,
-        reports=ReportService(db, clock, metrics=metrics),
-        push=push,
-        apns=apns,
-        notifier=notifier,
-        abm=abm,
-        background=background,
-        console=ConsoleService(db, clock, policy, health.open_findings, push.wake),
-        settings=settings,
-        db=db,
-        pki=pki,
-        signer=signer,
-    )
+    url = (public_url or (recorded.url if recorded else settings.public_url)).rstrip("/")
+    p = Pomona(settings, db, sealer, public_url=url, measure=measure)
+    if settings.signing_identity is not None:
+        p.signer  # noqa: B018 - a configured identity that cannot be used stops every command here
+    return p
 
 
 def rotate_server_key(settings: Settings) -> tuple[str, int]:
@@ -355,11 +551,12 @@ def run_doctor(settings: Settings, *, public_url: str | None, ca_file: Path | No
     """`pomona doctor`'s checks, in order (services/doctor.py says what each checks). The data folder is
     checked before anything opens it, and nothing is migrated."""
 
-    from pomona.domain.checks import key_file_findings, migration_findings
+    from pomona.domain.checks import Finding, Severity, key_file_findings, migration_findings
     from pomona.domain.errors import DatabaseUnavailableError
+    from pomona.domain.reasons import ReasonCode
     from pomona.net.probe import TlsUrlProber
     from pomona.pki.sealing import SERVER_KEY_FILE
-    from pomona.services.doctor import line, skipped
+    from pomona.services.doctor import Doctor, line, skipped
     from pomona.storage import migrate
 
     lines: list[CheckLine] = []
@@ -417,6 +614,7 @@ def create_app(settings: Settings | None = None, *, pomona: Pomona | None = None
     from pomona.http.root import RootApp
 
     p = pomona or build(settings or Settings.from_env(), measure=True)
+    p.build_all()
     return RootApp(p, trusted_proxies=p.settings.trusted_proxies, metrics_allow=p.settings.metrics_allow)
 
 
@@ -424,7 +622,6 @@ __all__ = [
     "Pomona",
     "RestoreReport",
     "Settings",
-    "Tenant",
     "backup_database",
     "build",
     "create_app",

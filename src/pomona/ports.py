@@ -20,10 +20,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal, Protocol, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, TypedDict, TypeVar, Unpack
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+if TYPE_CHECKING:  # in annotations only: the CLI's start-up does not load cryptography's x509
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pomona.domain.checks import Finding, RecordedFinding, UrlProbe
 from pomona.domain.models import (
@@ -874,9 +875,9 @@ class Pki(Protocol):
 
 
 # --- SCEP (pki/scep.py implements it) ----------------------------------------------------------------
-IssueIdentity = Callable[
-    [str | None, rsa.RSAPublicKey | ec.EllipticCurvePublicKey, x509.Name], x509.Certificate
-]
+IssueIdentity: TypeAlias = (
+    "Callable[[str | None, rsa.RSAPublicKey | ec.EllipticCurvePublicKey, x509.Name], x509.Certificate]"
+)
 """(challenge password, public key, subject) -> the issued identity; raises a refusal to refuse."""
 
 

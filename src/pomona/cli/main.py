@@ -2,7 +2,8 @@
 (or POMONA_DATABASE_URL) and --json for scripts. rich is imported lazily: start-up time matters.
 
 Settings come from pomona.settings (POMONA_* variables; options win over them). The command line's
-language is read when this module is imported, as simulate's help texts are translated then; logging is
+language is read before the first text is translated (a command, an error line, or the command modules'
+help texts, translated when they are imported: _process_lang); logging is
 configured for every command (POMONA_LOG_FORMAT, POMONA_LOG_LEVEL: warning by default).
 """
 
@@ -11,10 +12,10 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -26,13 +27,24 @@ from pomona.domain.errors import (
     describe,
 )
 from pomona.i18n import msg, set_process_lang, t
-from pomona.presenters import error_text
-from pomona.settings import Settings, lang_from_env
 
-set_process_lang(lang_from_env())
+if TYPE_CHECKING:
+    from pomona.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_KEY = "pomona.debug"  # ctx.meta: `pomona --debug` prints the traceback of an error
+
+
+@functools.cache
+def _process_lang() -> None:
+    """The command line's language from the environment (pomona.settings.lang_from_env), read once,
+    before the first text is translated: a command, an error line, the command modules' help texts.
+    Not at import: pomona.settings loads pydantic, and `pomona --version` needs none of it. A language
+    set explicitly before (set_process_lang) is kept."""
+    from pomona.settings import lang_from_env
+
+    given = set_process_lang(None)
+    set_process_lang(given if given is not None else lang_from_env())
 
 
 def parse_duration(text: str) -> timedelta:
@@ -55,6 +67,9 @@ def cli_error(exc: BaseException, *, as_json: bool) -> int:
 
     A start-up failure or a failed delivery is prefixed with its title from the knowledge base, in the
     command line's language."""
+    from pomona.presenters import error_text
+
+    _process_lang()
     e = describe(exc)
     message = error_text(e)  # in the command line's language when the error has a catalogue key
     if isinstance(exc, (StartupError, WebhookDeliveryError)):
@@ -129,6 +144,8 @@ def common(fn: F) -> F:
 
 def _settings(**overrides: object) -> Settings:
     """The settings: the environment, then --data-dir and the given options (those not None)."""
+    from pomona.settings import Settings
+
     return Settings.from_env(data_dir=click.get_current_context().obj["data_dir"], **overrides)
 
 
@@ -155,9 +172,68 @@ class _SettingsError(click.ClickException):
         click.echo(t("cli.error", reason=InvalidInputError.reason.value, message=self.message), err=True)
 
 
+#: Commands complete in this module: no command module adds to them, so running one imports none of
+#: the other command modules (start-up time: `pomona tenant list` in a helpdesk loop). A module that adds
+#: a subcommand to one of these groups takes it out of this set (tests/unit/test_cli_imports.py checks).
+SELF_CONTAINED = frozenset({"tenant", "enroll-token", "token", "serve"})
+
+
+class _Commands(dict[str, click.Command]):
+    """`main.commands`. The command modules (cli/*_cmds.py, simulate, demo, emulate) register themselves
+    on `main` when it is first read, not when this module is imported: reading it (a test, --help, a
+    command outside ``SELF_CONTAINED``) sees every command, as before."""
+
+    def _complete(self) -> None:
+        if not _registering:
+            _register_optional()
+
+    def __getitem__(self, key: str) -> click.Command:
+        self._complete()
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._complete()
+        return super().get(key, default)
+
+    def peek(self, key: str) -> click.Command | None:
+        """The command registered under ``key`` now, without registering the command modules."""
+        return super().get(key)
+
+    def __contains__(self, key: object) -> bool:
+        self._complete()
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        self._complete()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._complete()
+        return super().__len__()
+
+    def keys(self) -> Any:
+        self._complete()
+        return super().keys()
+
+    def values(self) -> Any:
+        self._complete()
+        return super().values()
+
+    def items(self) -> Any:
+        self._complete()
+        return super().items()
+
+
 class _PomonaGroup(click.Group):
     """The `pomona` group: an error escaping a command that is not wrapped by ``common`` (demo, simulate,
-    emulate) is answered like any other, one line and an exit code, never a traceback."""
+    emulate) is answered like any other, one line and an exit code, never a traceback.
+
+    A command of ``SELF_CONTAINED`` runs without the other command modules (see :class:`_Commands`)."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in SELF_CONTAINED and isinstance(self.commands, _Commands):
+            return self.commands.peek(cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -174,7 +250,9 @@ class _PomonaGroup(click.Group):
 def main(debug: bool) -> None:
     """Pomona: enroll and manage iPhones and iPads, and explain every enrollment failure."""
     from pomona.logs import configure
+    from pomona.settings import Settings
 
+    _process_lang()
     click.get_current_context().meta[DEBUG_KEY] = debug
 
     try:
@@ -182,6 +260,9 @@ def main(debug: bool) -> None:
     except InvalidInputError as exc:
         raise _SettingsError(exc.detail) from None
     configure(settings.log_format, settings.log_level or "warning")
+
+
+main.commands = _Commands(main.commands)
 
 
 # --- tenants --------------------------------------------------------------------------------------
@@ -616,6 +697,7 @@ def serve(
 
     p = build(settings)  # migrate and create the signing identity once, before workers start
     try:
+        p.signer  # noqa: B018 - made (and stored) on first use: here, not in each worker at once
         served = served_public_url(p.db, given=given, listening=f"{scheme}://{host}:{port}")
     finally:
         p.close()
@@ -697,7 +779,22 @@ def _redact(url: str) -> str:
     return url
 
 
+_registering = False
+
+
+@functools.cache
 def _register_optional() -> None:
+    """Register every command module on `main` (once)."""
+    global _registering
+    _process_lang()  # simulate's and emulate's help texts are translated when they are imported
+    _registering = True
+    try:
+        _import_command_modules()
+    finally:
+        _registering = False
+
+
+def _import_command_modules() -> None:
     try:
         from pomona.cli.simulate import simulate
     except ImportError:  # pragma: no cover - the simulator ships with the package
@@ -721,8 +818,6 @@ def _register_optional() -> None:
 
     main.add_command(emulate)
 
-
-_register_optional()
 
 if __name__ == "__main__":
     # Run the imported module's group, on which every command module registered itself.

@@ -193,11 +193,12 @@ class SqlDatabase:
         return cls(url)
 
     def create_all(self) -> None:
-        """Apply the Alembic migrations up to head (after :meth:`check_reachable`)."""
-        from pomona.storage.migrate import upgrade
+        """Apply the Alembic migrations up to head (after :meth:`check_reachable`); at the head already,
+        one SELECT and no Alembic (storage/migrate.py)."""
+        from pomona.storage.migrate import upgrade_if_needed
 
         self.check_reachable()
-        upgrade(self.engine)
+        upgrade_if_needed(self.engine)
 
     def check_reachable(self) -> None:
         """One connection opened and closed, or DATABASE_UNAVAILABLE with the driver's first line: refused,

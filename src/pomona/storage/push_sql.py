@@ -35,8 +35,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from pomona.domain.models import EnrollmentStatus
 from pomona.ports import (
@@ -93,7 +91,11 @@ class SqlPushQueue:
         ]
         if not rows:
             return
-        ins = (sqlite_insert if self.is_sqlite else pg_insert)(_Q)
+        if self.is_sqlite:  # each dialect's upsert, imported when first used (CLI start-up)
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as upsert  # type: ignore[assignment]
+        ins = upsert(_Q)
         again: dict[str, Any] = {"due_at": ins.excluded.due_at, **_RELEASED}
         if kind is PushKind.COMMAND:
             again.update(kind=PushKind.COMMAND.value, attempts=0, failures=0, first_pushed_at=None)

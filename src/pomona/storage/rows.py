@@ -15,7 +15,6 @@ from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Row, Select, any_, bindparam
-from sqlalchemy.dialects.postgresql import ARRAY
 
 IN_CHUNK = 500  # ids per IN list or multi-row INSERT: well under SQLite's and PostgreSQL's bind limits
 
@@ -45,6 +44,8 @@ def select_in(conn: Connection, stmt: Select[Any], col: Any, values: Sequence[An
     if not values:
         return
     if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY  # not at import: SQLite never loads the dialect
+
         yield from conn.execute(stmt.where(col == any_(bindparam(None, list(values), type_=ARRAY(col.type)))))
         return
     for part in chunks(values):
