@@ -113,7 +113,9 @@ class TestWrongKey:
         """Another server key than the one that sealed the database: a clear error with its reason code,
         from build() and as one line from the CLI, never a traceback."""
         settings = Settings(data_dir=tmp_path, database_url=db_url, public_url="https://pomona.test")
-        build(settings).close()
+        p = build(settings)
+        p.signer  # noqa: B018 - made on first use (as `serve` does): now the database holds a sealed key
+        p.close()
         other = Settings(
             data_dir=tmp_path,
             database_url=db_url,
