@@ -171,7 +171,14 @@ def build(
         db, clock, policy, resolver, HttpFetcher(), discovery, apns.check, unresponsive, metrics=metrics
     )
     abm_verify: str | bool = str(settings.abm_ca) if settings.abm_ca else True
-    abm = AbmService(db, clock, LocalAbmKeys(), HttpAbmConnector(settings.abm_url, verify=abm_verify))
+    abm = AbmService(
+        db,
+        clock,
+        LocalAbmKeys(),
+        HttpAbmConnector(settings.abm_url, verify=abm_verify),
+        urls=Urls(public_url),
+        assign_backoff=settings.abm_assign_backoff,
+    )
     health = HealthService(
         db,
         clock,

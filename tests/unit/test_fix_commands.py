@@ -35,7 +35,7 @@ ADMIN_CAUSED = (
 COMMAND = re.compile(r"`(pomona [^`]+)`")
 # Commands the knowledge base names ahead of their issue: ADE profiles, assignment and release (issue 12)
 # arrive after `pomona abm`'s tokens and sync.
-PENDING = {"abm assign", "abm profile", "abm release"}
+PENDING = {"abm release"}
 
 
 def resolve(command: str) -> str | None:
