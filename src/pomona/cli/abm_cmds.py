@@ -152,6 +152,11 @@ def abm_sync(tenant_name: str, full: bool, token_name: str | None) -> None:
         for r in reports
     ]
     lines += [t("abm.cli.cursor_expired", token=r.token) for r in reports if r.cursor_expired]
+    lines += [
+        t("abm.cli.reconciled", assigned=r.assigned, failed=r.assign_failed)
+        for r in reports
+        if r.assigned or r.assign_failed
+    ]
     _out([r.to_json() for r in reports], "\n".join(lines) or t("abm.cli.no_tokens", tenant=tenant_name))
 
 
