@@ -241,18 +241,16 @@ class TestProfilesAndAssignments:
         upsert(db, tid, t.id, [dev("S2", op_type="deleted", op_date=NOW)])
         with db.unit_of_work() as uow:
             uow.abm.save_profile(AbmProfileRecord("p", tid, "p", {}, NOW, NOW))
-            uow.abm.save_assignment(AbmAssignment(tid, "S1", "p"))
-            uow.abm.save_assignment(
-                AbmAssignment(tid, "S1", "p", False, 2, NOW + timedelta(minutes=5), NOW, "FAILED")
+            uow.abm.save_assignments(tid, [AbmAssignment(tid, "S1", "p"), AbmAssignment(tid, "S2", "p")])
+            uow.abm.save_assignments(
+                tid, [AbmAssignment(tid, "S1", "p", False, 2, NOW + timedelta(minutes=5), NOW, "FAILED")]
             )
-            uow.abm.add_history(
-                tid,
-                "S1",
-                AbmHistoryEntry(NOW, "assign-failed", None, "", "U", None, None, "", t.id, "FAILED"),
-            )
+            entry = AbmHistoryEntry(NOW, "assign-failed", None, "", "U", None, None, "", t.id, "FAILED")
+            uow.abm.add_history(tid, [("S1", entry)])
         with db.unit_of_work(readonly=True) as uow:
             assert uow.abm.assignments(tid) == {
-                "S1": AbmAssignment(tid, "S1", "p", False, 2, NOW + timedelta(minutes=5), NOW, "FAILED")
+                "S1": AbmAssignment(tid, "S1", "p", False, 2, NOW + timedelta(minutes=5), NOW, "FAILED"),
+                "S2": AbmAssignment(tid, "S2", "p"),
             }
             assert uow.abm.assignments(tenant(db)) == {}
             assert uow.abm.profile_states(tid, t.id) == [("S1", "U", "assigned")]

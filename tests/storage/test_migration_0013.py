@@ -42,7 +42,7 @@ class TestMigration0013:
                 (entry,) = uow.abm.history(tid, "S1")
                 assert (entry.op_type, entry.reason) == ("added", None)
                 uow.abm.save_profile(AbmProfileRecord("p", tid, "staff", {"auth": "modern"}, now, now))
-                uow.abm.save_assignment(AbmAssignment(tid, "S1", "p"))
+                uow.abm.save_assignments(tid, [AbmAssignment(tid, "S1", "p")])
             with d.unit_of_work(readonly=True) as uow:
                 assert [p.name for p in uow.abm.profiles(tid)] == ["staff"]
                 assert list(uow.abm.assignments(tid)) == ["S1"]

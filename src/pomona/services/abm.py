@@ -667,8 +667,9 @@ class AbmService(ServiceBase[AbmStores]):
         tn = self._tenant(tenant_ref)
         record = self._find_profile(tn.id, profile)
         with self.db.unit_of_work() as uow:
-            for serial in serials:
-                uow.abm.save_assignment(AbmAssignment(tn.id, serial, record.id, explicit=True))
+            uow.abm.save_assignments(
+                tn.id, [AbmAssignment(tn.id, s, record.id, explicit=True) for s in serials]
+            )
             uow.events.append(
                 self.ok_event(
                     tn.id,
@@ -723,8 +724,7 @@ class AbmService(ServiceBase[AbmStores]):
             todo.setdefault(p.id, []).append(a)
         if settled:
             with self.db.unit_of_work() as uow:
-                for a in settled:
-                    uow.abm.save_assignment(a)
+                uow.abm.save_assignments(tn.id, settled)
         done = ReconcileReport()
         for profile_id, items in todo.items():
             done += self._assign_profile(tn, info, client, by_id[profile_id], items)
@@ -787,24 +787,25 @@ class AbmService(ServiceBase[AbmStores]):
         assigned = failed = 0
         out: dict[str, str] = {}
         reported: list[AbmAssignment] = []
-        with self.db.unit_of_work() as uow:
-            for a in items:
-                answer = answers.get(a.serial_number, "FAILED")
-                ok = answer == "SUCCESS"
-                assigned, failed = assigned + ok, failed + (not ok)
-                out[a.serial_number] = answer
-                attempts = a.attempts + 1
-                wait = min(self.assign_backoff * 2 ** min(attempts - 1, 16), BACKOFF_MAX)
-                a = replace(
-                    a,
-                    attempts=attempts,
-                    next_try_at=now + wait,
-                    last_try_at=now,
-                    last_error=None if ok else answer,
-                )
-                uow.abm.save_assignment(a)
-                uow.abm.add_history(
-                    tn.id,
+        tried: list[AbmAssignment] = []
+        entries: list[tuple[str, AbmHistoryEntry]] = []
+        for a in items:
+            answer = answers.get(a.serial_number, "FAILED")
+            ok = answer == "SUCCESS"
+            assigned, failed = assigned + ok, failed + (not ok)
+            out[a.serial_number] = answer
+            attempts = a.attempts + 1
+            wait = min(self.assign_backoff * 2 ** min(attempts - 1, 16), BACKOFF_MAX)
+            a = replace(
+                a,
+                attempts=attempts,
+                next_try_at=now + wait,
+                last_try_at=now,
+                last_error=None if ok else answer,
+            )
+            tried.append(a)
+            entries.append(
+                (
                     a.serial_number,
                     AbmHistoryEntry(
                         now,
@@ -819,8 +820,12 @@ class AbmService(ServiceBase[AbmStores]):
                         None if ok else answer,
                     ),
                 )
-                if attempts == REPORT_AFTER:
-                    reported.append(a)
+            )
+            if attempts == REPORT_AFTER:
+                reported.append(a)
+        with self.db.unit_of_work() as uow:
+            uow.abm.save_assignments(tn.id, tried)
+            uow.abm.add_history(tn.id, entries)
         for a in reported:
             self.record_failure(
                 tn.id,

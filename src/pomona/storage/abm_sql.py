@@ -28,7 +28,7 @@ from pomona.ports import (
 )
 from pomona.protocol.dep import DEVICE_FIELDS, AbmDevice, ServerToken, decode_server_token, format_time
 from pomona.storage import schema as s
-from pomona.storage.rows import select_in, utc, utc_req
+from pomona.storage.rows import chunks, select_in, utc, utc_req
 from pomona.storage.sealed import seal, unseal
 
 _D = s.abm_devices
@@ -305,23 +305,26 @@ class SqlAbmStore:
             for r in self.conn.execute(q)
         ]
 
-    def add_history(self, tenant_id: str, serial: str, entry: AbmHistoryEntry) -> None:
-        self.conn.execute(
-            insert(_H).values(
-                tenant_id=tenant_id,
-                serial_number=serial,
-                token_id=entry.token_id,
-                at=entry.at,
-                op_type=entry.op_type,
-                op_date=entry.op_date,
-                profile_status=entry.profile_status,
-                profile_uuid=entry.profile_uuid,
-                profile_assign_time=entry.profile_assign_time,
-                profile_push_time=entry.profile_push_time,
-                device_assigned_by=entry.device_assigned_by,
-                reason=entry.reason,
-            )
-        )
+    def add_history(self, tenant_id: str, entries: Sequence[tuple[str, AbmHistoryEntry]]) -> None:
+        rows = [
+            {
+                "tenant_id": tenant_id,
+                "serial_number": serial,
+                "token_id": e.token_id,
+                "at": e.at,
+                "op_type": e.op_type,
+                "op_date": e.op_date,
+                "profile_status": e.profile_status,
+                "profile_uuid": e.profile_uuid,
+                "profile_assign_time": e.profile_assign_time,
+                "profile_push_time": e.profile_push_time,
+                "device_assigned_by": e.device_assigned_by,
+                "reason": e.reason,
+            }
+            for serial, e in entries
+        ]
+        if rows:
+            self.conn.execute(insert(_H), rows)
 
     def profile_states(self, tenant_id: str, token_id: str) -> list[tuple[str, str, str]]:
         q = select(_D.c.serial_number, _D.c.profile_uuid, _D.c.profile_status).where(
@@ -402,18 +405,23 @@ class SqlAbmStore:
             for r in self.conn.execute(select(_A).where(_A.c.tenant_id == tenant_id))
         }
 
-    def save_assignment(self, assignment: AbmAssignment) -> None:
-        a = assignment
-        values = {
-            "profile_id": a.profile_id,
-            "explicit": a.explicit,
-            "attempts": a.attempts,
-            "next_try_at": a.next_try_at,
-            "last_try_at": a.last_try_at,
-            "last_error": a.last_error,
-        }
-        key = (_A.c.tenant_id == a.tenant_id, _A.c.serial_number == a.serial_number)
-        if not self.conn.execute(update(_A).where(*key).values(**values)).rowcount:
-            self.conn.execute(
-                insert(_A).values(tenant_id=a.tenant_id, serial_number=a.serial_number, **values)
-            )
+    def save_assignments(self, tenant_id: str, assignments: Sequence[AbmAssignment]) -> None:
+        """Delete the serials' rows, then one executemany insert (an upsert of a page at a time)."""
+        latest = {a.serial_number: a for a in assignments if a.tenant_id == tenant_id}
+        for part in chunks(list(latest)):
+            self.conn.execute(delete(_A).where(_A.c.tenant_id == tenant_id, _A.c.serial_number.in_(part)))
+        rows = [
+            {
+                "tenant_id": tenant_id,
+                "serial_number": a.serial_number,
+                "profile_id": a.profile_id,
+                "explicit": a.explicit,
+                "attempts": a.attempts,
+                "next_try_at": a.next_try_at,
+                "last_try_at": a.last_try_at,
+                "last_error": a.last_error,
+            }
+            for a in latest.values()
+        ]
+        if rows:
+            self.conn.execute(insert(_A), rows)

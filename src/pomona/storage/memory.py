@@ -1431,8 +1431,9 @@ class MemoryAbmStore(_Store):
             :limit
         ]
 
-    def add_history(self, tenant_id: str, serial: str, entry: AbmHistoryEntry) -> None:
-        self.tx.put(self.d.abm_history, self.tx.next_id("abm_history"), (tenant_id, serial, entry))
+    def add_history(self, tenant_id: str, entries: Sequence[tuple[str, AbmHistoryEntry]]) -> None:
+        for serial, entry in entries:
+            self.tx.put(self.d.abm_history, self.tx.next_id("abm_history"), (tenant_id, serial, entry))
 
     def profile_states(self, tenant_id: str, token_id: str) -> list[tuple[str, str, str]]:
         return [
@@ -1474,8 +1475,10 @@ class MemoryAbmStore(_Store):
     def assignments(self, tenant_id: str) -> dict[str, AbmAssignment]:
         return {s: a for (t, s), a in self.d.abm_assignments.items() if t == tenant_id}
 
-    def save_assignment(self, assignment: AbmAssignment) -> None:
-        self.tx.put(self.d.abm_assignments, (assignment.tenant_id, assignment.serial_number), assignment)
+    def save_assignments(self, tenant_id: str, assignments: Sequence[AbmAssignment]) -> None:
+        for a in assignments:
+            if a.tenant_id == tenant_id:
+                self.tx.put(self.d.abm_assignments, (tenant_id, a.serial_number), a)
 
 
 class MemoryUnitOfWork:
