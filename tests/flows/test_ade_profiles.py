@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
-from helpers import cli
+from helpers import cli, same_data_dir, setup_tenant  # noqa: F401 - same_data_dir is autouse here
+from pomona.app import Pomona, create_app
 from pomona.testing.abm_emulator import AbmEmulator, AbmEmulatorServer
+from pomona.testing.virtual_device import VirtualDevice
 
 TENANT = "acme"
 PUBLIC = "https://mdm.acme.example"
@@ -401,6 +404,8 @@ class TestAssignment:
         assert [(h["op_type"], h["reason"]) for h in history if h["op_type"].startswith("assign")] == [
             ("assign-failed", "FAILED")
         ] * 3
+        code, text = cli(monkeypatch, db_url, "abm", "devices", "--tenant", TENANT, "--serial", serial)
+        assert code == 0 and text.count("FAILED") == 3
         emu.set_fault("clear")
         assert sync(monkeypatch, db_url)["assigned"] == 1
         sync(monkeypatch, db_url)  # ABM now shows the profile: the assignment is settled
@@ -437,3 +442,39 @@ class TestAssignment:
         )
         report = sync(monkeypatch, db_url)
         assert (report["assigned"], report["assign_failed"]) == (0, 0)
+
+
+class TestRelease:
+    def test_release_queues_device_configured(
+        self,
+        pomona: Pomona,
+        monkeypatch: pytest.MonkeyPatch,
+        db_url: str,
+        tmp_path: Path,
+        abm: tuple[AbmEmulator, AbmEmulatorServer],
+    ) -> None:
+        """`abm release` queues DeviceConfigured for an enrolled device ABM lists, and the device gets it
+        at its next check-in; a serial ABM does not list is NOT_FOUND."""
+        emu, _ = abm
+        setup_tenant(pomona, TENANT)
+        cert = tmp_path / "abm-cert.pem"
+        ok(monkeypatch, db_url, "abm", "keypair", "--tenant", TENANT, "--out", str(cert))
+        p7m = tmp_path / "token.p7m"
+        p7m.write_bytes(emu.issue_token(cert.read_bytes()))
+        emu.add_device("HELD00000001")
+        upload_and_sync(monkeypatch, db_url, p7m)
+        with TestClient(create_app(pomona=pomona), base_url="https://pomona.test") as client:  # type: ignore[arg-type]
+            url = pomona.enrollment.urls.enroll(
+                pomona.admin.create_enrollment_token(TENANT, f"ana@{TENANT}.example").secret
+            )
+            device = VirtualDevice(url, client=client, serial="HELD00000001")  # type: ignore[arg-type]
+            device.enroll()
+            device.poll()
+            out = ok(monkeypatch, db_url, "abm", "release", "--tenant", TENANT, "--serial", "HELD00000001")
+            assert out["request_type"] == "DeviceConfigured"
+            handled = device.poll()
+        assert [(h.command_uuid, h.request_type) for h in handled] == [
+            (out["command_uuid"], "DeviceConfigured")
+        ]
+        code, err = run(monkeypatch, db_url, "abm", "release", "--tenant", TENANT, "--serial", "NOTINABM")
+        assert (code, err["reason"]) == (2, "NOT_FOUND")

@@ -216,9 +216,15 @@ def abm_devices(tenant_name: str, serial: str | None, limit: int) -> None:
             )
         )
         _table(
-            ["time", "op", "profile_status", "profile"],
+            ["time", "op", "profile_status", "profile", "reason"],
             [
-                [f"{h.at:%Y-%m-%d %H:%M:%S}", h.op_type, h.profile_status, h.profile_uuid or "-"]
+                [
+                    f"{h.at:%Y-%m-%d %H:%M:%S}",
+                    h.op_type,
+                    h.profile_status or "-",
+                    h.profile_uuid or "-",
+                    h.reason or "",
+                ]
                 for h in history
             ],
         )
@@ -440,3 +446,26 @@ def abm_assign(
 
             cli_warning("DEP_PROFILE_NOT_ASSIGNED", t("abm.cli.assign_refused", serials=", ".join(refused)))
         sys.exit(1)
+
+
+@abm.command("release")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--serial", required=True, help="The serial of a device ABM lists, enrolled and held.")
+@common
+def abm_release(tenant_name: str, serial: str) -> None:
+    """Release a device held at Setup Assistant (await_device_configured): queue DeviceConfigured."""
+    p = _pomona()
+    if not p.abm.devices(tenant_name, serial=serial):
+        from pomona.domain.errors import NotFoundError
+
+        raise NotFoundError(f"ABM lists no device {serial!r} for this tenant", serial=serial)
+    (queued,) = p.commands.enqueue(tenant_name, "DeviceConfigured", {}, [serial])
+    _out(
+        {
+            "tenant": tenant_name,
+            "serial": serial,
+            "request_type": queued.request_type,
+            "command_uuid": queued.command_uuid,
+        },
+        t("abm.cli.released", serial=serial, command=queued.command_uuid),
+    )
