@@ -234,7 +234,8 @@ class TestProfiles:
         tmp_path: Path,
         abm: tuple[AbmEmulator, AbmEmulatorServer],
     ) -> None:
-        """A second profile of the same name is ALREADY_EXISTS; assigning an unknown one is NOT_FOUND."""
+        """A second profile of the same name is ALREADY_EXISTS; assigning an unknown one is NOT_FOUND; an
+        edit without --name when the tenant has several profiles is INVALID_INPUT naming them."""
         emu, _ = abm
         upload_and_sync(monkeypatch, db_url, tenant_with_key(monkeypatch, db_url, tmp_path, emu))
         create(monkeypatch, db_url)
@@ -246,6 +247,11 @@ class TestProfiles:
             monkeypatch, db_url, "abm", "assign", "--tenant", TENANT, "--profile", "nope", "--serial", "X"
         )
         assert (code, out["reason"]) == (2, "NOT_FOUND")
+        create(monkeypatch, db_url, name="kiosk")
+        code, out = run(
+            monkeypatch, db_url, "abm", "profile", "edit", "--tenant", TENANT, "--await-configured"
+        )
+        assert (code, out["reason"]) == (2, "INVALID_INPUT") and "kiosk, staff" in out["message"]
 
 
 class TestAssignment:

@@ -64,6 +64,7 @@ from pomona.domain.errors import (
     AbmTokenFileError,
     AdeProfileInvalidError,
     ConflictError,
+    InvalidInputError,
     NotFoundError,
 )
 from pomona.domain.models import Step, Tenant
@@ -509,6 +510,10 @@ class AbmService(ServiceBase[AbmStores]):
             found = uow.abm.profiles(tenant_id)
         if name is None and len(found) == 1:
             return found[0]
+        if name is None and found:
+            raise InvalidInputError(
+                msg("abm.error.profile_name_needed", names=", ".join(p.name for p in found)), field="name"
+            )
         for p in found:
             if p.name == name:
                 return p
