@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
+
 from pomona.net.abm import HttpAbmConnector
 from pomona.pki.abm import LocalAbmKeys
 from pomona.pki.adapters import LocalPki
@@ -81,3 +83,45 @@ class TestReconciliation:
 
 def emu_tenant(abm: AbmService) -> str:
     return abm._tenant("acme").id
+
+
+class TestSyncSurvivesAssignmentFailures:
+    def test_unreachable_during_assignment_keeps_the_sync(self) -> None:
+        """ABM unreachable for the assignment after a good sync (the network fails on PUT
+        /profile/devices): the sync stands (no error on the token), the failure is an event, and the
+        next sync assigns."""
+        db, clock = MemoryDatabase(), FrozenClock(START)
+        emu = AbmEmulator(devices=2, clock=clock.now, serial_prefix="U")
+        inner = emu.transport()
+        down = {"put": False}
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            if down["put"] and request.method == "PUT":
+                raise httpx.ConnectError("network down", request=request)
+            return inner.handle_request(request)
+
+        abm = AbmService(
+            db,
+            clock,
+            LocalAbmKeys(),
+            HttpAbmConnector("http://abm.test", transport=httpx.MockTransport(answer)),
+            urls=Urls("https://mdm.acme.example"),
+        )
+        AdminService(db, clock, LocalPki()).create_tenant("acme", "acme.example", key_type="p256")
+        cert, _ = abm.keypair("acme")
+        abm.upload_token("acme", emu.issue_token(cert, expires_in=timedelta(days=100)))
+        abm.create_profile("acme", "staff", default=True)
+        down["put"] = True
+        (r,) = abm.sync("acme")
+        assert (r.added, r.assigned) == (2, 0)
+        (st,) = abm.tokens("acme")
+        assert st.info.last_error is None and st.info.cursor is not None
+        with db.unit_of_work(readonly=True) as uow:
+            failed = [
+                e for e in uow.events.query(st.info.tenant_id) if e.detail.get("during") == "assignment"
+            ]
+        assert len(failed) == 1
+        down["put"] = False
+        clock.advance(timedelta(minutes=5))
+        (r,) = abm.sync("acme")
+        assert r.assigned == 2

@@ -430,7 +430,17 @@ class AbmService(ServiceBase[AbmStores]):
             raise
         with self.db.unit_of_work() as uow:
             uow.abm.sync_done(info.id, cursor, self.clock.now(), full=counter.r.full)
-        done = self._reconcile_token(tn, info, client)
+        try:
+            done = self._reconcile_token(tn, info, client)
+        except AbmError as exc:  # the sync itself succeeded: the next one reconciles again
+            self.record_failure(
+                tn.id,
+                Step.DEP,
+                exc.reason,
+                detail={"token": info.name, "during": "assignment", "detail": exc.detail[:200]},
+            )
+            log.warning("ABM assignment after the sync of %s/%s failed: %s", tn.name, info.name, exc.detail)
+            return counter.r
         return replace(counter.r, assigned=done.assigned, assign_failed=done.failed)
 
     def _store(self, tn: Tenant, info: AbmTokenInfo, devices: list[AbmDevice], counter: _Counter) -> None:
