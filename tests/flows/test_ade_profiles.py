@@ -406,6 +406,12 @@ class TestAssignment:
             return {(f["code"], f["subject"]) for f in json.loads(out)["findings"]}
 
         assert ("DEP_PROFILE_NOT_ASSIGNED", f"abm:device:{serial}") in findings()
+        code, out = cli(
+            monkeypatch, db_url, "diagnose", "--tenant", TENANT, "--serial", serial,
+            "--message", "ADE enrollment does not start", "--json",
+        )  # fmt: skip
+        answer = json.loads(out)["answer"]
+        assert code == 0 and (answer["code"], answer["verdict"]) == ("DEP_PROFILE_NOT_ASSIGNED", "proven")
         history = device(monkeypatch, db_url, serial)["history"]
         assert [(h["op_type"], h["reason"]) for h in history if h["op_type"].startswith("assign")] == [
             ("assign-failed", "FAILED")
