@@ -233,11 +233,19 @@ class Pomona:
         from pomona.net.abm import HttpAbmConnector
         from pomona.pki.abm import LocalAbmKeys
         from pomona.services.abm import AbmService
+        from pomona.services.enrollment import Urls
 
         settings = self.settings
         abm_verify: str | bool = str(settings.abm_ca) if settings.abm_ca else True
         connector = HttpAbmConnector(settings.abm_url, verify=abm_verify)
-        return AbmService(self.db, self.clock, LocalAbmKeys(), connector)
+        return AbmService(
+            self.db,
+            self.clock,
+            LocalAbmKeys(),
+            connector,
+            urls=Urls(self.public_url),
+            assign_backoff=settings.abm_assign_backoff,
+        )
 
     @cached_property
     def health(self) -> HealthService:

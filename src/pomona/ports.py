@@ -671,6 +671,7 @@ class AbmHistoryEntry:
     profile_push_time: datetime | None
     device_assigned_by: str
     token_id: str
+    reason: str | None = None  # a failed assignment: Apple's answer (FAILED, NOT_ACCESSIBLE) or a code
 
     def to_json(self) -> dict[str, object]:
         def iso(v: datetime | None) -> str | None:
@@ -678,6 +679,7 @@ class AbmHistoryEntry:
 
         return {
             "at": self.at.isoformat(),
+            "reason": self.reason,
             "op_type": self.op_type,
             "op_date": iso(self.op_date),
             "profile_status": self.profile_status,
@@ -699,8 +701,41 @@ class AbmUpsert:
     unchanged: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class AbmProfileRecord:
+    """An ADE profile as kept: its settings (``domain.ade_profile.AdeProfile``'s fields as JSON, without
+    the URLs, which the server's public URL gives), whether it is the default of its token (or of every
+    token when ``token_id`` is None), and Apple's UUID of it under each token it was defined at."""
+
+    id: str
+    tenant_id: str
+    name: str
+    settings: Mapping[str, object]
+    created_at: datetime
+    updated_at: datetime
+    token_id: str | None = None
+    is_default: bool = False
+    definitions: Mapping[str, str] = field(default_factory=dict)  # token id -> profile_uuid
+
+
+@dataclass(frozen=True, slots=True)
+class AbmAssignment:
+    """The profile Pomona wants on a device, and the reconciliation's state: ``attempts`` counts the
+    assignments since ABM last showed the device with it; the next one waits until ``next_try_at``."""
+
+    tenant_id: str
+    serial_number: str
+    profile_id: str
+    explicit: bool = True  # False: the token's default, adopted when the device came without a profile
+    attempts: int = 0
+    next_try_at: datetime | None = None
+    last_try_at: datetime | None = None
+    last_error: str | None = None
+
+
 class AbmStore(Protocol):
-    """The tenant's ABM key pair, server tokens (sealed), sync cursors, devices and their timelines."""
+    """The tenant's ABM key pair, server tokens (sealed), sync cursors, devices and their timelines; its
+    ADE profiles, their UUIDs at ABM per token, and the assignment each device should have."""
 
     def set_keypair(self, tenant_id: str, cert_pem: bytes, key_pem: bytes, at: datetime) -> None: ...
     def keypair(self, tenant_id: str) -> tuple[bytes, bytes] | None: ...
@@ -719,6 +754,25 @@ class AbmStore(Protocol):
     def device_count(self, tenant_id: str, *, deleted: bool = False) -> int: ...
     def listed_serials(self, tenant_id: str, token_id: str) -> set[str]: ...  # not deleted
     def history(self, tenant_id: str, serial: str, *, limit: int = 200) -> list[AbmHistoryEntry]: ...
+    def add_history(self, tenant_id: str, entries: Sequence[tuple[str, AbmHistoryEntry]]) -> None:
+        """Timeline entries not seen by a sync (assignments), (serial, entry) each, in one go."""
+        ...
+
+    def profile_states(self, tenant_id: str, token_id: str) -> list[tuple[str, str, str]]:
+        """(serial, profile_uuid, profile_status) of each device the token lists (not deleted)."""
+        ...
+
+    # ADE profiles
+    def save_profile(self, profile: AbmProfileRecord) -> None: ...  # add or replace (not definitions)
+    def profiles(self, tenant_id: str) -> list[AbmProfileRecord]: ...  # by name, with definitions
+    def clear_default(self, tenant_id: str, token_id: str | None, keep: str) -> None: ...
+    def set_definition(self, profile_id: str, token_id: str, profile_uuid: str, at: datetime) -> None: ...
+    def drop_definitions(self, profile_id: str, token_id: str | None = None) -> None: ...
+    # what each device should have
+    def assignments(self, tenant_id: str) -> dict[str, AbmAssignment]: ...
+    def save_assignments(self, tenant_id: str, assignments: Sequence[AbmAssignment]) -> None:
+        """Add or replace each (by serial), in one go."""
+        ...
 
 
 class AbmClient(Protocol):

@@ -296,6 +296,11 @@ class Settings(BaseSettings):
         description="Seconds between scheduled syncs of every ABM server token (0: off; needs the push "
         "worker's process, `pomona serve`).",
     )
+    abm_assign_backoff: Annotated[float, Field(ge=0)] = Field(
+        300.0,
+        description="Seconds before an ADE profile assignment that did not take is tried again (doubled "
+        "at each further try, at most six hours).",
+    )
     lang: Lang | None = Field(
         None,
         validation_alias=AliasChoices("POMONA_LANG", "LC_ALL", "LANG"),

@@ -192,3 +192,67 @@ class TestSealedAtRest:
             assert bytes(raw_secret)[:1] == b"\x02" and b"CS_secret" not in bytes(raw_secret)
         finally:
             db.dispose()
+
+
+class TestProfilesAndAssignments:
+    def test_profiles_with_definitions_and_one_default(self, db: Database) -> None:
+        """Profiles read back by name with their settings and Apple's UUID per token; a replaced
+        definition, a dropped one, and clear_default leaving only the kept default of the scope."""
+        from pomona.ports import AbmProfileRecord
+
+        tid = tenant(db)
+        t1, t2 = token(db, tid, "a"), token(db, tid, "b")
+        b = AbmProfileRecord(
+            "p-b", tid, "b", {"auth": "legacy", "skip_setup_items": ["Siri"]}, NOW, NOW, None, True
+        )
+        a = AbmProfileRecord("p-a", tid, "a", {"auth": "modern"}, NOW, NOW, t1.id, True)
+        c = AbmProfileRecord("p-c", tid, "c", {}, NOW, NOW, None, True)
+        with db.unit_of_work() as uow:
+            for p in (b, a, c):
+                uow.abm.save_profile(p)
+            uow.abm.set_definition("p-b", t1.id, "U1", NOW)
+            uow.abm.set_definition("p-b", t2.id, "U2", NOW)
+            uow.abm.set_definition("p-b", t1.id, "U3", NOW)
+            uow.abm.clear_default(tid, None, keep="p-c")
+        with db.unit_of_work(readonly=True) as uow:
+            got = uow.abm.profiles(tid)
+        assert [(p.name, p.is_default, p.token_id) for p in got] == [
+            ("a", True, t1.id),
+            ("b", False, None),
+            ("c", True, None),
+        ]
+        assert got[1].settings == b.settings and dict(got[1].definitions) == {t1.id: "U3", t2.id: "U2"}
+        with db.unit_of_work() as uow:
+            uow.abm.drop_definitions("p-b", t1.id)
+            uow.abm.save_profile(replace(b, settings={"auth": "none"}, is_default=False))
+        with db.unit_of_work(readonly=True) as uow:
+            again = {p.name: p for p in uow.abm.profiles(tid)}
+        assert dict(again["b"].definitions) == {t2.id: "U2"} and again["b"].settings == {"auth": "none"}
+        assert len(again) == 3
+
+    def test_assignments_round_trip_and_history_entries(self, db: Database) -> None:
+        """An assignment is added and replaced by serial with its attempts and next try; an assignment's
+        timeline entry reads back with its reason; profile_states lists the token's devices, not deleted."""
+        from pomona.ports import AbmAssignment, AbmHistoryEntry, AbmProfileRecord
+
+        tid = tenant(db)
+        t = token(db, tid)
+        upsert(db, tid, t.id, [dev("S1", profile_uuid="U", profile_status="assigned"), dev("S2")])
+        upsert(db, tid, t.id, [dev("S2", op_type="deleted", op_date=NOW)])
+        with db.unit_of_work() as uow:
+            uow.abm.save_profile(AbmProfileRecord("p", tid, "p", {}, NOW, NOW))
+            uow.abm.save_assignments(tid, [AbmAssignment(tid, "S1", "p"), AbmAssignment(tid, "S2", "p")])
+            uow.abm.save_assignments(
+                tid, [AbmAssignment(tid, "S1", "p", False, 2, NOW + timedelta(minutes=5), NOW, "FAILED")]
+            )
+            entry = AbmHistoryEntry(NOW, "assign-failed", None, "", "U", None, None, "", t.id, "FAILED")
+            uow.abm.add_history(tid, [("S1", entry)])
+        with db.unit_of_work(readonly=True) as uow:
+            assert uow.abm.assignments(tid) == {
+                "S1": AbmAssignment(tid, "S1", "p", False, 2, NOW + timedelta(minutes=5), NOW, "FAILED"),
+                "S2": AbmAssignment(tid, "S2", "p"),
+            }
+            assert uow.abm.assignments(tenant(db)) == {}
+            assert uow.abm.profile_states(tid, t.id) == [("S1", "U", "assigned")]
+            last = uow.abm.history(tid, "S1")[-1]
+        assert (last.op_type, last.reason, last.profile_uuid) == ("assign-failed", "FAILED", "U")

@@ -57,6 +57,7 @@ TREE: list[tuple[type[E.PomonaError], int, R]] = [
     (E.PushCertInvalidError, 422, R.APNS_CERT_INVALID),
     (E.PushCertExpiredError, 422, R.APNS_CERT_EXPIRED),
     (E.WebhookTargetError, 422, R.WEBHOOK_TARGET_REFUSED),
+    (E.AdeProfileInvalidError, 422, R.DEP_PROFILE_REJECTED),
     (E.ServerKeyError, 500, R.SERVER_KEY_MISMATCH),
     (E.UpstreamError, 502, R.INTERNAL_ERROR),
     (E.StartupError, 500, R.INTERNAL_ERROR),

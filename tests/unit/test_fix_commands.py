@@ -33,9 +33,9 @@ ADMIN_CAUSED = (
     "ENROLLMENT_TOKEN_EXPIRED",
 )
 COMMAND = re.compile(r"`(pomona [^`]+)`")
-# Commands the knowledge base names ahead of their issue: ADE profiles, assignment and release (issue 12)
-# arrive after `pomona abm`'s tokens and sync.
-PENDING = {"abm assign", "abm profile", "abm release"}
+# Commands the knowledge base names ahead of their issue (none now: `pomona abm assign|profile|release`
+# arrived with issue 12's profiles and assignment).
+PENDING: set[str] = set()
 
 
 def resolve(command: str) -> str | None:

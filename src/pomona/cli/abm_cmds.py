@@ -152,6 +152,11 @@ def abm_sync(tenant_name: str, full: bool, token_name: str | None) -> None:
         for r in reports
     ]
     lines += [t("abm.cli.cursor_expired", token=r.token) for r in reports if r.cursor_expired]
+    lines += [
+        t("abm.cli.reconciled", assigned=r.assigned, failed=r.assign_failed)
+        for r in reports
+        if r.assigned or r.assign_failed
+    ]
     _out([r.to_json() for r in reports], "\n".join(lines) or t("abm.cli.no_tokens", tenant=tenant_name))
 
 
@@ -211,9 +216,15 @@ def abm_devices(tenant_name: str, serial: str | None, limit: int) -> None:
             )
         )
         _table(
-            ["time", "op", "profile_status", "profile"],
+            ["time", "op", "profile_status", "profile", "reason"],
             [
-                [f"{h.at:%Y-%m-%d %H:%M:%S}", h.op_type, h.profile_status, h.profile_uuid or "-"]
+                [
+                    f"{h.at:%Y-%m-%d %H:%M:%S}",
+                    h.op_type,
+                    h.profile_status or "-",
+                    h.profile_uuid or "-",
+                    h.reason or "",
+                ]
                 for h in history
             ],
         )
@@ -237,4 +248,224 @@ def abm_devices(tenant_name: str, serial: str | None, limit: int) -> None:
             ]
             for r in records
         ],
+    )
+
+
+# --- ADE profiles and their assignment -----------------------------------------------------------------
+_AUTH = click.Choice(["modern", "legacy", "none"])
+
+
+def _items(options: tuple[str, ...], extra: tuple[str, ...]) -> list[str]:
+    """``--skip A --skip B``, ``--skip A B`` and ``--skip A,B`` alike (the issue's ``--skip ITEM ...``)."""
+    return [v.strip() for raw in (*options, *extra) for v in raw.split(",") if v.strip()]
+
+
+def _show_findings(findings: list[Any]) -> None:
+    """The linter's findings, one line each on stderr, in the command line's language."""
+    from pomona.cli.main import cli_warning
+
+    for f in findings:
+        values = f["values"] if isinstance(f, dict) else dict(f.values)
+        key = f["message_key"] if isinstance(f, dict) else f.message_key
+        code = f["code"] if isinstance(f, dict) else (f.code.value if f.code else None)
+        cli_warning(code, f"{t(key, **values)} ({f['field'] if isinstance(f, dict) else f.field})")
+
+
+def _profile_text(report: Any, key: str) -> str:
+    d = report.to_json()
+    lines = [t(key, name=d["name"], tokens=", ".join(d["definitions"]) or "-")]
+    if not d["definitions"]:
+        lines.append(t("abm.cli.profile_undefined", name=d["name"]))
+    if d["default"]:
+        lines.append(
+            t("abm.cli.profile_default", name=d["name"], token=d["token"] or t("abm.cli.every_token"))
+        )
+    if d["assigned"] or d["assign_failed"]:
+        lines.append(t("abm.cli.reconciled", assigned=d["assigned"], failed=d["assign_failed"]))
+    return "\n".join(lines)
+
+
+def _lint_refusal(exc: Any) -> None:
+    if not _json():
+        _show_findings([f for f in exc.context.get("findings", []) if f["severity"] == "critical"])
+
+
+@abm.group("profile")
+def abm_profile() -> None:
+    """ADE enrollment profiles: create, edit, list (each defined at ABM under the tenant's tokens)."""
+
+
+@abm_profile.command("create")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--name", required=True)
+@click.option(
+    "--auth", type=_AUTH, default="modern", show_default=True, help="User sign-in in Setup Assistant."
+)
+@click.option("--await-configured", is_flag=True, help="Hold the device in Setup Assistant until released.")
+@click.option("--supervised/--no-supervised", default=True, show_default=True)
+@click.option("--removable/--no-removable", default=False, show_default=True)
+@click.option("--skip", multiple=True, help="A Setup Assistant pane to skip (Apple's SkipKeys); repeatable.")
+@click.option("--default", "is_default", is_flag=True, help="The default profile of the token(s).")
+@click.option("--token", "token_name", default=None, help="Only under this token (default: every token).")
+@click.argument("more_skip", nargs=-1)
+@common
+def abm_profile_create(
+    tenant_name: str,
+    name: str,
+    auth: str,
+    await_configured: bool,
+    supervised: bool,
+    removable: bool,
+    skip: tuple[str, ...],
+    is_default: bool,
+    token_name: str | None,
+    more_skip: tuple[str, ...],
+) -> None:
+    """Lint an ADE profile, define it at ABM and keep it (`--default`: assigned to every new device)."""
+    from pomona.domain.ade_profile import AuthMode
+    from pomona.domain.errors import AdeProfileInvalidError
+
+    p = _pomona()
+    try:
+        report = p.abm.create_profile(
+            tenant_name,
+            name,
+            auth=AuthMode(auth),
+            await_configured=await_configured,
+            supervised=supervised,
+            removable=removable,
+            skip=_items(skip, more_skip),
+            default=is_default,
+            token=token_name,
+        )
+    except AdeProfileInvalidError as exc:
+        _lint_refusal(exc)
+        raise
+    if not _json():
+        _show_findings(report.findings)
+    _out(report.to_json(), _profile_text(report, "abm.cli.profile_created"))
+
+
+@abm_profile.command("edit")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--name", default=None, help="The profile (may be left out when the tenant has one).")
+@click.option("--auth", type=_AUTH, default=None)
+@click.option("--await-configured/--no-await-configured", default=None)
+@click.option("--supervised/--no-supervised", default=None)
+@click.option("--removable/--no-removable", default=None)
+@click.option("--skip", multiple=True, help="The panes to skip, replacing the profile's; repeatable.")
+@click.option("--default/--no-default", "is_default", default=None)
+@click.argument("more_skip", nargs=-1)
+@common
+def abm_profile_edit(
+    tenant_name: str,
+    name: str | None,
+    auth: str | None,
+    await_configured: bool | None,
+    supervised: bool | None,
+    removable: bool | None,
+    skip: tuple[str, ...],
+    is_default: bool | None,
+    more_skip: tuple[str, ...],
+) -> None:
+    """Change an ADE profile: it is defined at ABM again and assigned again to its devices."""
+    from pomona.domain.ade_profile import AuthMode
+    from pomona.domain.errors import AdeProfileInvalidError
+
+    p = _pomona()
+    items = _items(skip, more_skip)
+    try:
+        report = p.abm.edit_profile(
+            tenant_name,
+            name,
+            auth=None if auth is None else AuthMode(auth),
+            await_configured=await_configured,
+            supervised=supervised,
+            removable=removable,
+            skip=items or None,
+            default=is_default,
+        )
+    except AdeProfileInvalidError as exc:
+        _lint_refusal(exc)
+        raise
+    if not _json():
+        _show_findings(report.findings)
+    _out(report.to_json(), _profile_text(report, "abm.cli.profile_edited"))
+
+
+@abm_profile.command("list")
+@click.option("--tenant", "tenant_name", required=True)
+@common
+def abm_profile_list(tenant_name: str) -> None:
+    """The tenant's ADE profiles: their settings, default, and Apple's UUID under each token."""
+    from pomona.cli.output import Column, emit_list
+
+    p = _pomona()
+    rows = [v.to_json() for v in p.abm.profiles(tenant_name)]
+    for r in rows:
+        s = r["settings"]
+        assert isinstance(s, dict)
+        r["auth"] = s.get("auth")
+        r["flags"] = " ".join(
+            k for k in ("is_supervised", "is_mdm_removable", "await_device_configured") if s.get(k)
+        )
+        r["defined"] = ", ".join(f"{k}: {v}" for k, v in r["definitions"].items()) or "-"
+    emit_list(
+        rows,
+        [
+            Column("name"),
+            Column("default", lambda r: "✓" if r["default"] else ""),
+            Column("auth"),
+            Column("settings", "flags"),
+            Column("profile", "defined"),
+        ],
+        empty=t("abm.cli.no_profiles", tenant=tenant_name),
+    )
+
+
+@abm.command("assign")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--profile", "profile_name", required=True)
+@click.option("--serial", "serials", multiple=True, required=True, help="A device's serial; repeatable.")
+@click.argument("more_serials", nargs=-1)
+@common
+def abm_assign(
+    tenant_name: str, profile_name: str, serials: tuple[str, ...], more_serials: tuple[str, ...]
+) -> None:
+    """Assign an ADE profile to devices; Pomona keeps it assigned (every sync re-assigns what differs)."""
+    from pomona.cli.output import Column, emit_list
+
+    p = _pomona()
+    report = p.abm.assign(tenant_name, profile_name, _items(serials, more_serials))
+    rows = [{"serial": s, "answer": a} for s, a in report.answers.items()]
+    emit_list(rows, [Column("serial"), Column("status", "answer")], empty="")
+    refused = [s for s, a in report.answers.items() if a not in ("SUCCESS", "pending")]
+    if refused:
+        if not _json():
+            from pomona.cli.main import cli_warning
+
+            cli_warning("DEP_PROFILE_NOT_ASSIGNED", t("abm.cli.assign_refused", serials=", ".join(refused)))
+        sys.exit(1)
+
+
+@abm.command("release")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--serial", required=True, help="The serial of a device ABM lists, enrolled and held.")
+@common
+def abm_release(tenant_name: str, serial: str) -> None:
+    """Release a device held at Setup Assistant (await_device_configured): queue DeviceConfigured."""
+    p = _pomona()
+    if not p.abm.devices(tenant_name, serial=serial):
+        from pomona.domain.errors import NotFoundError
+
+        raise NotFoundError(f"ABM lists no device {serial!r} for this tenant", serial=serial)
+    (queued,) = p.commands.enqueue(tenant_name, "DeviceConfigured", {}, [serial])
+    _out(
+        {
+            "tenant": tenant_name,
+            "serial": serial,
+            "request_type": queued.request_type,
+            "command_uuid": queued.command_uuid,
+        },
+        t("abm.cli.released", serial=serial, command=queued.command_uuid),
     )

@@ -64,9 +64,11 @@ __all__ = [
     "AuthMode",
     "LintRule",
     "ProfileFinding",
+    "from_settings",
     "is_sendable",
     "lint",
     "to_definition",
+    "to_settings",
 ]
 
 PROFILE_NAME_MAX: Final = 125
@@ -402,4 +404,57 @@ def to_definition(profile: AdeProfile, *, devices: tuple[str, ...] = ()) -> Prof
         support_email_address=profile.support_email_address,
         anchor_certs=profile.anchor_certs,
         devices=devices,
+    )
+
+
+_SETTINGS: Final = (
+    "is_mdm_removable",
+    "is_supervised",
+    "await_device_configured",
+    "language",
+    "region",
+    "department",
+    "support_phone_number",
+    "support_email_address",
+)
+
+
+def to_settings(profile: AdeProfile) -> dict[str, object]:
+    """What is kept of a profile (JSON): everything but its name and the URLs and ``org_magic``, which
+    the server gives (:func:`from_settings` puts them back)."""
+    out: dict[str, object] = {name: getattr(profile, name) for name in _SETTINGS}
+    out["auth"] = profile.auth.value
+    out["skip_setup_items"] = list(profile.skip_setup_items)
+    out["anchor_certs"] = [der.hex() for der in profile.anchor_certs]
+    return out
+
+
+def from_settings(
+    name: str, settings: Mapping[str, object], *, url: str, web_url: str, org_magic: str
+) -> AdeProfile:
+    """The profile :func:`to_settings` kept, at the server's URLs (the web view only with MODERN)."""
+    auth = AuthMode(str(settings.get("auth", AuthMode.MODERN.value)))
+
+    def opt(key: str) -> str | None:
+        value = settings.get(key)
+        return None if value is None else str(value)
+
+    skip = settings.get("skip_setup_items") or []
+    certs = settings.get("anchor_certs") or []
+    return AdeProfile(
+        name=name,
+        url=url,
+        org_magic=org_magic,
+        auth=auth,
+        is_mdm_removable=bool(settings.get("is_mdm_removable", False)),
+        is_supervised=bool(settings.get("is_supervised", True)),
+        await_device_configured=bool(settings.get("await_device_configured", False)),
+        skip_setup_items=tuple(str(v) for v in skip) if isinstance(skip, list) else (),
+        language=opt("language"),
+        region=opt("region"),
+        department=opt("department"),
+        support_phone_number=opt("support_phone_number"),
+        support_email_address=opt("support_email_address"),
+        configuration_web_url=web_url if auth is AuthMode.MODERN else None,
+        anchor_certs=tuple(bytes.fromhex(str(v)) for v in certs) if isinstance(certs, list) else (),
     )

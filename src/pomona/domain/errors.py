@@ -42,7 +42,9 @@ is the decision's: :class:`PolicyError` takes it per instance, its status is sti
     │   ├── TenantNameInvalidError       TENANT_NAME_INVALID: a tenant name of the form of a tenant id
     │   ├── PushCertInvalidError         APNS_CERT_INVALID: not a usable MDM push certificate (and key)
     │   ├── PushCertExpiredError         APNS_CERT_EXPIRED: an uploaded certificate that has expired
-    │   └── WebhookTargetError           WEBHOOK_TARGET_REFUSED: a webhook URL at a non-public address
+    │   ├── WebhookTargetError           WEBHOOK_TARGET_REFUSED: a webhook URL at a non-public address
+    │   └── AdeProfileInvalidError       DEP_PROFILE_REJECTED: an ADE profile the linter refuses (Apple
+    │                                    would reject it): nothing is sent
     ├── ServerKeyError                   SERVER_KEY_MISMATCH, 500: the server key does not open a sealed
     │                                    secret (the server refuses to start)
     ├── StartupError                     a process cannot start with what it was given (CLI exit 2, before
@@ -168,6 +170,7 @@ __all__ = [
     "AbmCursorExpiredError",
     "AbmProfileNotFoundError",
     "AbmProfileRejectedError",
+    "AdeProfileInvalidError",
     "AbmThrottledError",
     "describe",
     "from_protocol",
@@ -501,6 +504,13 @@ class AbmTokenFileError(InvalidInputError):
     OAuth credentials."""
 
     reason = ReasonCode.DEP_TOKEN_INVALID
+
+
+class AdeProfileInvalidError(InvalidInputError):
+    """An ADE profile with a blocking lint finding (``domain.ade_profile.lint``): Apple would reject it,
+    so it is neither sent nor kept (``context["findings"]`` holds them)."""
+
+    reason = ReasonCode.DEP_PROFILE_REJECTED
 
 
 class AbmError(PomonaError):

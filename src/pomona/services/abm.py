@@ -17,34 +17,67 @@ Each page is upserted in its own transaction (AbmStore.upsert_devices, bulk), so
 lock for long and a failure keeps what was fetched. Every failure leaves an event with its reason code
 and is kept on the token (``last_error``) until a sync succeeds. ``sync_all`` runs every token of every
 tenant: the server's schedule (services/jobs.py, POMONA_ABM_SYNC_INTERVAL).
+
+ADE profiles and their assignment (issue 12):
+
+- ``create_profile`` lints the profile (``domain.ade_profile.lint``: a blocking finding refuses it,
+  DEP_PROFILE_REJECTED, and nothing is sent), defines it at ABM (``POST /profile``) under every token it
+  is for, and keeps it with Apple's UUID per token. Its ``url`` and ``configuration_web_url`` are the
+  server's (``Urls.ade_enroll`` / ``Urls.ade_web``). A tenant without a token keeps it undefined: the
+  next reconciliation defines it (the founding document's "profile made before the token was uploaded").
+- ``assign`` records the profile wanted on each serial, then reconciles.
+- Reconciliation runs after each sync (and after an assignment or an edit): every device the token lists
+  whose Apple-side ``profile_uuid``/``profile_status`` is not the wanted profile's (the explicit
+  assignment; else the token's default for a device without one, ``empty`` or ``removed``, which is then
+  adopted) is assigned again. Each try is a timeline entry; a device's tries back off
+  (``assign_backoff`` doubled per try, at most :data:`BACKOFF_MAX`) and after :data:`REPORT_AFTER` tries
+  without ABM showing the profile it is a health finding (DEP_PROFILE_NOT_ASSIGNED). PROFILE_NOT_FOUND
+  (DEP_PROFILE_NOT_FOUND, an event) defines the profile again and assigns once more.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Final, Literal, Protocol
 
-from pomona.domain.checks import AbmTokenState, Finding, abm_token_findings
+from pomona.domain.ade_profile import (
+    AdeProfile,
+    AuthMode,
+    ProfileFinding,
+    from_settings,
+    is_sendable,
+    lint,
+    to_definition,
+    to_settings,
+)
+from pomona.domain.checks import AbmTokenState, Finding, Severity, abm_token_findings
 from pomona.domain.errors import (
     AbmCursorExpiredError,
     AbmError,
+    AbmProfileNotFoundError,
+    AbmProfileRejectedError,
     AbmTokenExpiredError,
     AbmTokenFileError,
+    AdeProfileInvalidError,
     ConflictError,
+    InvalidInputError,
     NotFoundError,
 )
 from pomona.domain.models import Step, Tenant
 from pomona.domain.reasons import ReasonCode
+from pomona.i18n import msg
 from pomona.ports import (
+    AbmAssignment,
     AbmClient,
     AbmConnector,
     AbmDeviceRecord,
     AbmHistoryEntry,
     AbmKeys,
+    AbmProfileRecord,
     AbmStore,
     AbmTokenInfo,
     Clock,
@@ -53,8 +86,10 @@ from pomona.ports import (
     Transactions,
 )
 from pomona.protocol.dep import AbmDevice, decode_server_token
+from pomona.protocol.dep_profile import encode_profile_definition
 from pomona.protocol.errors import ProtocolError
 from pomona.services.base import ServiceBase, find_tenant
+from pomona.services.enrollment import Urls
 
 log = logging.getLogger("pomona.abm")
 
@@ -63,6 +98,12 @@ EXPIRY_WARNING: Final = timedelta(days=30)
 PAGE_LIMIT: Final = 1000  # Apple's maximum for /devices/sync (and its default for /server/devices)
 
 TokenState = Literal["ok", "expiring", "expired"]
+#: After this many assignments without ABM showing the profile, the device is reported (health).
+REPORT_AFTER: Final = 3
+BACKOFF_MAX: Final = timedelta(hours=6)
+ASSIGN_CHUNK: Final = 1000  # serials per PUT /profile/devices
+#: Apple's profile_status values that mean the device has the profile it was given.
+HELD: Final = frozenset({"assigned", "pushed"})
 
 
 class AbmStores(HasEvents, Protocol):
@@ -131,9 +172,13 @@ class SyncReport:
     deleted: int = 0
     unchanged: int = 0
     cursor_expired: bool = False  # the cursor was gone: this sync fell back to a full fetch
+    assigned: int = 0  # profile assignments ABM accepted after the sync (reconciliation)
+    assign_failed: int = 0  # and those it refused
 
     def to_json(self) -> dict[str, object]:
         return {
+            "assigned": self.assigned,
+            "assign_failed": self.assign_failed,
             "tenant": self.tenant,
             "token": self.token,
             "full": self.full,
@@ -167,11 +212,15 @@ class AbmService(ServiceBase[AbmStores]):
         connector: AbmConnector,
         *,
         page_limit: int = PAGE_LIMIT,
+        urls: Urls | None = None,
+        assign_backoff: float = 300.0,
     ) -> None:
         super().__init__(db, clock)
         self.keys = keys
         self.connector = connector
         self.page_limit = page_limit
+        self.urls = urls or Urls("https://localhost")
+        self.assign_backoff = timedelta(seconds=assign_backoff)
 
     # --- the key pair and the tokens ---------------------------------------------------------------
     def _tenant(self, ref: str) -> Tenant:
@@ -268,18 +317,19 @@ class AbmService(ServiceBase[AbmStores]):
         return t
 
     def check(self, tenant_ref: str, now: datetime) -> list[Finding]:
-        """Health's check (services.checks.TenantCheck): each token's expiry (warned from 30 days ahead)
-        and its last sync's failure, if the last sync failed."""
+        """Health's check (services.checks.TenantCheck): each token's expiry (warned from 30 days ahead),
+        its last sync's failure, if the last sync failed, and the devices whose assignment keeps failing."""
         with self.db.unit_of_work(readonly=True) as uow:
             tn = find_tenant(uow.tenants, tenant_ref)
             tokens = uow.abm.tokens(tn.id)
-        return abm_token_findings(
+        findings = abm_token_findings(
             (
                 AbmTokenState(t.name, t.access_token_expiry, t.last_error, t.last_error_at, t.last_sync_at)
                 for t in tokens
             ),
             now,
         )
+        return findings + self.assignment_findings(tn.id)
 
     # --- devices -----------------------------------------------------------------------------------
     def devices(
@@ -380,7 +430,18 @@ class AbmService(ServiceBase[AbmStores]):
             raise
         with self.db.unit_of_work() as uow:
             uow.abm.sync_done(info.id, cursor, self.clock.now(), full=counter.r.full)
-        return counter.r
+        try:
+            done = self._reconcile_token(tn, info, client)
+        except AbmError as exc:  # the sync itself succeeded: the next one reconciles again
+            self.record_failure(
+                tn.id,
+                Step.DEP,
+                exc.reason,
+                detail={"token": info.name, "during": "assignment", "detail": exc.detail[:200]},
+            )
+            log.warning("ABM assignment after the sync of %s/%s failed: %s", tn.name, info.name, exc.detail)
+            return counter.r
+        return replace(counter.r, assigned=done.assigned, assign_failed=done.failed)
 
     def _store(self, tn: Tenant, info: AbmTokenInfo, devices: list[AbmDevice], counter: _Counter) -> None:
         with self.db.unit_of_work() as uow:
@@ -440,3 +501,431 @@ class AbmService(ServiceBase[AbmStores]):
                 progress(SyncProgress(info.name, "sync", counter.r.fetched, page.more_to_follow))
             if not page.more_to_follow:
                 return cursor
+
+    # --- ADE profiles ------------------------------------------------------------------------------
+    def _ade(self, tn: Tenant, name: str, settings: Mapping[str, object]) -> AdeProfile:
+        """The kept profile at this server's URLs (the one place they are built: ``Urls``)."""
+        return from_settings(
+            name, settings, url=self.urls.ade_enroll(tn.id), web_url=self.urls.ade_web(tn.id), org_magic=tn.id
+        )
+
+    def profiles(self, tenant_ref: str) -> list[ProfileView]:
+        tn = self._tenant(tenant_ref)
+        with self.db.unit_of_work(readonly=True) as uow:
+            names = {t.id: t.name for t in uow.abm.tokens(tn.id)}
+            return [ProfileView(p, names) for p in uow.abm.profiles(tn.id)]
+
+    def _find_profile(self, tenant_id: str, name: str | None) -> AbmProfileRecord:
+        with self.db.unit_of_work(readonly=True) as uow:
+            found = uow.abm.profiles(tenant_id)
+        if name is None and len(found) == 1:
+            return found[0]
+        if name is None and found:
+            raise InvalidInputError(
+                msg("abm.error.profile_name_needed", names=", ".join(p.name for p in found)), field="name"
+            )
+        for p in found:
+            if p.name == name:
+                return p
+        raise NotFoundError(msg("abm.error.no_profile", name=name or "-"), profile=name)
+
+    def _lint(self, tn: Tenant, profile: AdeProfile, users_require_mfa: bool) -> list[ProfileFinding]:
+        """The linter's findings; a blocking one refuses the profile (an event, DEP_PROFILE_REJECTED)."""
+        findings = lint(profile, users_require_mfa=users_require_mfa)
+        if not is_sendable(findings):
+            rules = [f.rule.value for f in findings if f.blocking]
+            self.record_failure(
+                tn.id,
+                Step.DEP,
+                ReasonCode.DEP_PROFILE_REJECTED,
+                detail={"profile": profile.name, "lint": rules},
+            )
+            raise AdeProfileInvalidError(
+                msg("abm.error.profile_lint", name=profile.name, rules=", ".join(rules)),
+                findings=[f.to_json() for f in findings],
+            )
+        return findings
+
+    def create_profile(
+        self,
+        tenant_ref: str,
+        name: str,
+        *,
+        auth: AuthMode = AuthMode.MODERN,
+        await_configured: bool = False,
+        supervised: bool = True,
+        removable: bool = False,
+        skip: Sequence[str] = (),
+        default: bool = False,
+        token: str | None = None,
+        users_require_mfa: bool = False,
+    ) -> ProfileReport:
+        """Lint, define at ABM under every token it is for (none yet: the reconciliation defines it
+        once a token is uploaded), and keep it; ``default`` makes it its token's default."""
+        tn = self._tenant(tenant_ref)
+        token_id = None if token is None else self._token(tn.id, token).id
+        with self.db.unit_of_work(readonly=True) as uow:
+            if any(p.name == name for p in uow.abm.profiles(tn.id)):
+                raise ConflictError(msg("abm.error.profile_exists", name=name), name=name)
+        settings = to_settings(
+            AdeProfile(
+                name=name,
+                url="",
+                org_magic="",
+                auth=auth,
+                is_mdm_removable=removable,
+                is_supervised=supervised,
+                await_device_configured=await_configured,
+                skip_setup_items=tuple(skip),
+            )
+        )
+        now = self.clock.now()
+        record = AbmProfileRecord(str(uuid.uuid4()), tn.id, name, settings, now, now, token_id, default)
+        return self._define_and_keep(tn, record, users_require_mfa, "create")
+
+    def edit_profile(
+        self,
+        tenant_ref: str,
+        name: str | None = None,
+        *,
+        auth: AuthMode | None = None,
+        await_configured: bool | None = None,
+        supervised: bool | None = None,
+        removable: bool | None = None,
+        skip: Sequence[str] | None = None,
+        default: bool | None = None,
+        users_require_mfa: bool = False,
+    ) -> ProfileReport:
+        """Change a profile (what is None is kept), define it again at ABM (a new UUID per token), and
+        assign it again to its devices."""
+        tn = self._tenant(tenant_ref)
+        record = self._find_profile(tn.id, name)
+        changes: dict[str, object] = {}
+        if auth is not None:
+            changes["auth"] = auth.value
+        for key, value in (
+            ("await_device_configured", await_configured),
+            ("is_supervised", supervised),
+            ("is_mdm_removable", removable),
+        ):
+            if value is not None:
+                changes[key] = value
+        if skip is not None:
+            changes["skip_setup_items"] = list(skip)
+        record = replace(
+            record,
+            settings={**record.settings, **changes},
+            is_default=record.is_default if default is None else default,
+            updated_at=self.clock.now(),
+        )
+        return self._define_and_keep(tn, record, users_require_mfa, "edit")
+
+    def _define_and_keep(
+        self, tn: Tenant, record: AbmProfileRecord, users_require_mfa: bool, action: str
+    ) -> ProfileReport:
+        profile = self._ade(tn, record.name, record.settings)
+        findings = self._lint(tn, profile, users_require_mfa)
+        with self.db.unit_of_work(readonly=True) as uow:
+            tokens = [t for t in uow.abm.tokens(tn.id) if record.token_id in (None, t.id)]
+        clients: dict[str, AbmClient] = {}
+        defined: dict[str, str] = {}
+        for t in tokens:
+            clients[t.id] = self._connect(t)
+            defined[t.id] = self._define(tn, t, clients[t.id], profile)
+        now = self.clock.now()
+        with self.db.unit_of_work() as uow:
+            uow.abm.save_profile(record)
+            uow.abm.drop_definitions(record.id)
+            for token_id, profile_uuid in defined.items():
+                uow.abm.set_definition(record.id, token_id, profile_uuid, now)
+            if record.is_default:
+                uow.abm.clear_default(tn.id, record.token_id, record.id)
+            uow.events.append(
+                self.ok_event(
+                    tn.id,
+                    Step.DEP,
+                    detail={"profile": record.name, "action": action, "defined": len(defined)},
+                )
+            )
+        done = ReconcileReport()
+        for t in tokens:
+            done += self._reconcile_token(tn, t, clients[t.id])
+        with self.db.unit_of_work(readonly=True) as uow:
+            names = {t.id: t.name for t in uow.abm.tokens(tn.id)}
+            kept = next(p for p in uow.abm.profiles(tn.id) if p.id == record.id)
+        return ProfileReport(ProfileView(kept, names), findings, done)
+
+    def _connect(self, info: AbmTokenInfo) -> AbmClient:
+        with self.db.unit_of_work(readonly=True) as uow:
+            credentials = uow.abm.credentials(info.id)
+        if credentials is None:
+            raise NotFoundError(f"no ABM token {info.name!r}", token=info.name)
+        return self.connector.connect(credentials)
+
+    def _define(self, tn: Tenant, info: AbmTokenInfo, client: AbmClient, profile: AdeProfile) -> str:
+        """POST /profile; Apple's refusal leaves an event (DEP_PROFILE_REJECTED) and is raised."""
+        try:
+            return client.define_profile(encode_profile_definition(to_definition(profile)))
+        except AbmProfileRejectedError as exc:
+            self.record_failure(
+                tn.id,
+                Step.DEP,
+                exc.reason,
+                detail={"profile": profile.name, "token": info.name, "code": exc.context.get("code")},
+            )
+            raise
+
+    # --- assignment, reconciled --------------------------------------------------------------------
+    def assign(self, tenant_ref: str, profile: str, serials: Sequence[str]) -> ReconcileReport:
+        """Want ``profile`` on these serials (an explicit assignment, tried again now), then reconcile.
+        A serial ABM does not list yet is assigned when a sync first lists it (answer ``pending``)."""
+        tn = self._tenant(tenant_ref)
+        record = self._find_profile(tn.id, profile)
+        with self.db.unit_of_work() as uow:
+            uow.abm.save_assignments(
+                tn.id, [AbmAssignment(tn.id, s, record.id, explicit=True) for s in serials]
+            )
+            uow.events.append(
+                self.ok_event(
+                    tn.id,
+                    Step.DEP,
+                    detail={"profile": record.name, "action": "assign", "serials": len(serials)},
+                )
+            )
+        done = self.reconcile(tn.id)
+        answers = {s: done.answers.get(s, "pending") for s in serials}
+        return ReconcileReport(done.assigned, done.failed, answers)
+
+    def reconcile(self, tenant_ref: str) -> ReconcileReport:
+        """Every token of the tenant, from the devices as the last sync left them."""
+        tn = self._tenant(tenant_ref)
+        with self.db.unit_of_work(readonly=True) as uow:
+            tokens = uow.abm.tokens(tn.id)
+        done = ReconcileReport()
+        for t in tokens:
+            done += self._reconcile_token(tn, t, self._connect(t))
+        return done
+
+    def _reconcile_token(self, tn: Tenant, info: AbmTokenInfo, client: AbmClient) -> ReconcileReport:
+        now = self.clock.now()
+        with self.db.unit_of_work(readonly=True) as uow:
+            profiles = [p for p in uow.abm.profiles(tn.id) if p.token_id in (None, info.id)]
+            if not profiles:
+                return ReconcileReport()
+            states = uow.abm.profile_states(tn.id, info.id)
+            wanted = uow.abm.assignments(tn.id)
+        by_id = {p.id: p for p in profiles}
+        default = next((p for p in profiles if p.is_default and p.token_id == info.id), None) or next(
+            (p for p in profiles if p.is_default and p.token_id is None), None
+        )
+        todo: dict[str, list[AbmAssignment]] = {}
+        settled: list[AbmAssignment] = []
+        for serial, profile_uuid, status in states:
+            a = wanted.get(serial)
+            if a is not None:
+                if a.profile_id not in by_id:
+                    continue  # a profile of another token
+                p = by_id[a.profile_id]
+            elif default is not None and (not profile_uuid or status in ("", "empty", "removed")):
+                p, a = default, AbmAssignment(tn.id, serial, default.id, explicit=False)  # new or re-added
+            else:
+                continue
+            if profile_uuid and profile_uuid == p.definitions.get(info.id) and status in HELD:
+                if a.attempts or a.last_error or a.next_try_at:
+                    settled.append(replace(a, attempts=0, next_try_at=None, last_error=None))
+                continue
+            if a.next_try_at is not None and a.next_try_at > now:
+                continue  # backing off
+            todo.setdefault(p.id, []).append(a)
+        if settled:
+            with self.db.unit_of_work() as uow:
+                uow.abm.save_assignments(tn.id, settled)
+        done = ReconcileReport()
+        for profile_id, items in todo.items():
+            done += self._assign_profile(tn, info, client, by_id[profile_id], items)
+        return done
+
+    def _redefine(self, tn: Tenant, info: AbmTokenInfo, client: AbmClient, p: AbmProfileRecord) -> str:
+        profile_uuid = self._define(tn, info, client, self._ade(tn, p.name, p.settings))
+        with self.db.unit_of_work() as uow:
+            uow.abm.set_definition(p.id, info.id, profile_uuid, self.clock.now())
+        return profile_uuid
+
+    def _put(self, client: AbmClient, profile_uuid: str, serials: list[str]) -> dict[str, str]:
+        answers: dict[str, str] = {}
+        for i in range(0, len(serials), ASSIGN_CHUNK):
+            answers.update(client.assign_profile(profile_uuid, serials[i : i + ASSIGN_CHUNK]))
+        return answers
+
+    def _assign_profile(
+        self,
+        tn: Tenant,
+        info: AbmTokenInfo,
+        client: AbmClient,
+        p: AbmProfileRecord,
+        items: list[AbmAssignment],
+    ) -> ReconcileReport:
+        serials = [a.serial_number for a in items]
+        profile_uuid = p.definitions.get(info.id)
+        answers: dict[str, str]
+        try:
+            if profile_uuid is None:  # made before this token was uploaded: define it under it now
+                profile_uuid = self._redefine(tn, info, client, p)
+            answers = self._put(client, profile_uuid, serials)
+        except AbmProfileNotFoundError as exc:
+            self.record_failure(
+                tn.id,
+                Step.DEP,
+                exc.reason,
+                detail={"profile": p.name, "token": info.name, "profile_uuid": profile_uuid},
+            )
+            try:
+                profile_uuid = self._redefine(tn, info, client, p)
+                answers = self._put(client, profile_uuid, serials)
+            except (AbmProfileNotFoundError, AbmProfileRejectedError) as again:
+                answers = dict.fromkeys(serials, again.reason.value)
+        except AbmProfileRejectedError as exc:
+            answers = dict.fromkeys(serials, exc.reason.value)
+        return self._record_tries(tn, info, p, profile_uuid or "", items, answers)
+
+    def _record_tries(
+        self,
+        tn: Tenant,
+        info: AbmTokenInfo,
+        p: AbmProfileRecord,
+        profile_uuid: str,
+        items: list[AbmAssignment],
+        answers: Mapping[str, str],
+    ) -> ReconcileReport:
+        """Each try: the assignment's attempts and next try (backoff), and a timeline entry."""
+        now = self.clock.now()
+        assigned = failed = 0
+        out: dict[str, str] = {}
+        reported: list[AbmAssignment] = []
+        tried: list[AbmAssignment] = []
+        entries: list[tuple[str, AbmHistoryEntry]] = []
+        for a in items:
+            answer = answers.get(a.serial_number, "FAILED")
+            ok = answer == "SUCCESS"
+            assigned, failed = assigned + ok, failed + (not ok)
+            out[a.serial_number] = answer
+            attempts = a.attempts + 1
+            wait = min(self.assign_backoff * 2 ** min(attempts - 1, 16), BACKOFF_MAX)
+            a = replace(
+                a,
+                attempts=attempts,
+                next_try_at=now + wait,
+                last_try_at=now,
+                last_error=None if ok else answer,
+            )
+            tried.append(a)
+            entries.append(
+                (
+                    a.serial_number,
+                    AbmHistoryEntry(
+                        now,
+                        "assign" if ok else "assign-failed",
+                        None,
+                        "assigned" if ok else "",
+                        profile_uuid,
+                        now if ok else None,
+                        None,
+                        "",
+                        info.id,
+                        None if ok else answer,
+                    ),
+                )
+            )
+            if attempts == REPORT_AFTER:
+                reported.append(a)
+        with self.db.unit_of_work() as uow:
+            uow.abm.save_assignments(tn.id, tried)
+            uow.abm.add_history(tn.id, entries)
+        for a in reported:
+            self.record_failure(
+                tn.id,
+                Step.DEP,
+                ReasonCode.DEP_PROFILE_NOT_ASSIGNED,
+                serial=a.serial_number,
+                detail={"profile": p.name, "attempts": a.attempts, "answer": a.last_error or "SUCCESS"},
+            )
+        return ReconcileReport(assigned, failed, out)
+
+    def assignment_findings(self, tenant_id: str) -> list[Finding]:
+        """DEP_PROFILE_NOT_ASSIGNED for each device tried :data:`REPORT_AFTER` times without ABM showing
+        its profile (health)."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            names = {p.id: p.name for p in uow.abm.profiles(tenant_id)}
+            stuck = [a for a in uow.abm.assignments(tenant_id).values() if a.attempts >= REPORT_AFTER]
+        return [
+            Finding(
+                ReasonCode.DEP_PROFILE_NOT_ASSIGNED,
+                Severity.WARNING,
+                f"abm:device:{a.serial_number}",
+                {
+                    "serial": a.serial_number,
+                    "profile": names.get(a.profile_id),
+                    "attempts": a.attempts,
+                    "last_error": a.last_error,
+                    "last_try": None if a.last_try_at is None else a.last_try_at.isoformat(),
+                },
+            )
+            for a in sorted(stuck, key=lambda a: a.serial_number)
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    """What a reconciliation (or ``assign``) did: assignments ABM took and refused, and each serial's
+    answer (SUCCESS, FAILED, NOT_ACCESSIBLE, a reason code, or ``pending``: not listed by ABM yet)."""
+
+    assigned: int = 0
+    failed: int = 0
+    answers: Mapping[str, str] = field(default_factory=dict)
+
+    def __add__(self, other: ReconcileReport) -> ReconcileReport:
+        return ReconcileReport(
+            self.assigned + other.assigned, self.failed + other.failed, {**self.answers, **other.answers}
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {"assigned": self.assigned, "failed": self.failed, "devices": dict(self.answers)}
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileView:
+    """A kept profile with its tokens' names (``pomona abm profile list``)."""
+
+    record: AbmProfileRecord
+    token_names: Mapping[str, str]
+
+    def to_json(self) -> dict[str, object]:
+        r = self.record
+        return {
+            "id": r.id,
+            "name": r.name,
+            "token": None if r.token_id is None else self.token_names.get(r.token_id, r.token_id),
+            "default": r.is_default,
+            "settings": dict(r.settings),
+            "definitions": {self.token_names.get(t, t): u for t, u in sorted(r.definitions.items())},
+            "created_at": r.created_at.isoformat(),
+            "updated_at": r.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileReport:
+    """``profile create|edit``: the kept profile, the linter's findings (warnings), and the assignments
+    its reconciliation made."""
+
+    profile: ProfileView
+    findings: list[ProfileFinding]
+    reconciled: ReconcileReport
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            **self.profile.to_json(),
+            "findings": [f.to_json() for f in self.findings],
+            "assigned": self.reconciled.assigned,
+            "assign_failed": self.reconciled.failed,
+        }

@@ -42,6 +42,14 @@ class Urls:
     def enroll(self, secret: str) -> str:
         return f"{self.public_url}/enroll/{secret}"
 
+    def ade_enroll(self, tenant_id: str) -> str:
+        """An ADE profile's ``url``: where the device posts its MachineInfo in Setup Assistant."""
+        return f"{self.public_url}/ade/{tenant_id}/enroll"
+
+    def ade_web(self, tenant_id: str) -> str:
+        """An ADE profile's ``configuration_web_url``: the sign-in web view of modern authentication."""
+        return f"{self.public_url}/ade/{tenant_id}/web"
+
 
 def check_push_cert(tenant: Tenant, now: datetime) -> None:
     """A tenant without a usable push certificate cannot enroll anything ("No enrollment policy")."""

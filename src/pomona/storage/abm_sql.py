@@ -17,15 +17,26 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
 
-from pomona.ports import AbmDeviceRecord, AbmHistoryEntry, AbmTokenInfo, AbmUpsert, Sealer
+from pomona.ports import (
+    AbmAssignment,
+    AbmDeviceRecord,
+    AbmHistoryEntry,
+    AbmProfileRecord,
+    AbmTokenInfo,
+    AbmUpsert,
+    Sealer,
+)
 from pomona.protocol.dep import DEVICE_FIELDS, AbmDevice, ServerToken, decode_server_token, format_time
 from pomona.storage import schema as s
-from pomona.storage.rows import select_in, utc, utc_req
+from pomona.storage.rows import chunks, select_in, utc, utc_req
 from pomona.storage.sealed import seal, unseal
 
 _D = s.abm_devices
 _H = s.abm_device_history
 _T = s.abm_tokens
+_P = s.abm_profiles
+_PD = s.abm_profile_definitions
+_A = s.abm_assignments
 _TIMES = frozenset({"profile_assign_time", "profile_push_time", "device_assigned_date", "op_date"})
 #: Apple's fields that a change of makes a timeline entry (the rest are updated silently).
 _TRACKED = (
@@ -289,6 +300,128 @@ class SqlAbmStore:
                 utc(r.profile_push_time),
                 r.device_assigned_by,
                 r.token_id,
+                r.reason,
             )
             for r in self.conn.execute(q)
         ]
+
+    def add_history(self, tenant_id: str, entries: Sequence[tuple[str, AbmHistoryEntry]]) -> None:
+        rows = [
+            {
+                "tenant_id": tenant_id,
+                "serial_number": serial,
+                "token_id": e.token_id,
+                "at": e.at,
+                "op_type": e.op_type,
+                "op_date": e.op_date,
+                "profile_status": e.profile_status,
+                "profile_uuid": e.profile_uuid,
+                "profile_assign_time": e.profile_assign_time,
+                "profile_push_time": e.profile_push_time,
+                "device_assigned_by": e.device_assigned_by,
+                "reason": e.reason,
+            }
+            for serial, e in entries
+        ]
+        if rows:
+            self.conn.execute(insert(_H), rows)
+
+    def profile_states(self, tenant_id: str, token_id: str) -> list[tuple[str, str, str]]:
+        q = select(_D.c.serial_number, _D.c.profile_uuid, _D.c.profile_status).where(
+            _D.c.tenant_id == tenant_id, _D.c.token_id == token_id, _D.c.deleted.is_(False)
+        )
+        return [(r[0], r[1] or "", r[2] or "") for r in self.conn.execute(q)]
+
+    # --- ADE profiles ------------------------------------------------------------------------------
+    def save_profile(self, profile: AbmProfileRecord) -> None:
+        values = {
+            "tenant_id": profile.tenant_id,
+            "token_id": profile.token_id,
+            "name": profile.name,
+            "settings": json.dumps(dict(profile.settings), sort_keys=True),
+            "is_default": profile.is_default,
+            "created_at": profile.created_at,
+            "updated_at": profile.updated_at,
+        }
+        done = self.conn.execute(update(_P).where(_P.c.id == profile.id).values(**values))
+        if not done.rowcount:
+            self.conn.execute(insert(_P).values(id=profile.id, **values))
+
+    def profiles(self, tenant_id: str) -> list[AbmProfileRecord]:
+        rows = list(self.conn.execute(select(_P).where(_P.c.tenant_id == tenant_id).order_by(_P.c.name)))
+        defs: dict[str, dict[str, str]] = {}
+        if rows:
+            q = select(_PD.c.profile_id, _PD.c.token_id, _PD.c.profile_uuid)
+            for d in select_in(self.conn, q, _PD.c.profile_id, [r.id for r in rows]):
+                defs.setdefault(d.profile_id, {})[d.token_id] = d.profile_uuid
+        return [
+            AbmProfileRecord(
+                r.id,
+                r.tenant_id,
+                r.name,
+                json.loads(r.settings),
+                utc_req(r.created_at),
+                utc_req(r.updated_at),
+                r.token_id,
+                bool(r.is_default),
+                defs.get(r.id, {}),
+            )
+            for r in rows
+        ]
+
+    def clear_default(self, tenant_id: str, token_id: str | None, keep: str) -> None:
+        scope = _P.c.token_id.is_(None) if token_id is None else _P.c.token_id == token_id
+        self.conn.execute(
+            update(_P).where(_P.c.tenant_id == tenant_id, scope, _P.c.id != keep).values(is_default=False)
+        )
+
+    def set_definition(self, profile_id: str, token_id: str, profile_uuid: str, at: datetime) -> None:
+        self.conn.execute(delete(_PD).where(_PD.c.profile_id == profile_id, _PD.c.token_id == token_id))
+        self.conn.execute(
+            insert(_PD).values(
+                profile_id=profile_id, token_id=token_id, profile_uuid=profile_uuid, defined_at=at
+            )
+        )
+
+    def drop_definitions(self, profile_id: str, token_id: str | None = None) -> None:
+        q = delete(_PD).where(_PD.c.profile_id == profile_id)
+        if token_id is not None:
+            q = q.where(_PD.c.token_id == token_id)
+        self.conn.execute(q)
+
+    # --- what each device should have --------------------------------------------------------------
+    def assignments(self, tenant_id: str) -> dict[str, AbmAssignment]:
+        return {
+            r.serial_number: AbmAssignment(
+                r.tenant_id,
+                r.serial_number,
+                r.profile_id,
+                bool(r.explicit),
+                int(r.attempts),
+                utc(r.next_try_at),
+                utc(r.last_try_at),
+                r.last_error,
+            )
+            for r in self.conn.execute(select(_A).where(_A.c.tenant_id == tenant_id))
+        }
+
+    def save_assignments(self, tenant_id: str, assignments: Sequence[AbmAssignment]) -> None:
+        """Delete the serials' rows, then one executemany insert (an upsert of a page at a time)."""
+        latest = {a.serial_number: a for a in assignments if a.tenant_id == tenant_id}
+        for part in chunks(list(latest)):
+            self.conn.execute(delete(_A).where(_A.c.tenant_id == tenant_id, _A.c.serial_number.in_(part)))
+        rows = [
+            {
+                "tenant_id": tenant_id,
+                "serial_number": a.serial_number,
+                "profile_id": a.profile_id,
+                "explicit": a.explicit,
+                "attempts": a.attempts,
+                "next_try_at": a.next_try_at,
+                "last_try_at": a.last_try_at,
+                "last_error": a.last_error,
+            }
+            for a in latest.values()
+        ]
+        if rows:
+            self.conn.execute(insert(_A), rows)

@@ -41,8 +41,10 @@ from pomona.domain.models import (
 )
 from pomona.domain.policy import Restriction
 from pomona.ports import (
+    AbmAssignment,
     AbmDeviceRecord,
     AbmHistoryEntry,
+    AbmProfileRecord,
     AbmTokenInfo,
     AbmUpsert,
     AdminAccount,
@@ -155,6 +157,9 @@ class _Data:
     abm_tokens: dict[str, tuple[AbmTokenInfo, ServerToken]] = field(default_factory=dict)
     abm_devices: dict[tuple[str, str], AbmDeviceRecord] = field(default_factory=dict)  # (tenant, serial)
     abm_history: dict[int, tuple[str, str, AbmHistoryEntry]] = field(default_factory=dict)
+    abm_profiles: dict[str, AbmProfileRecord] = field(default_factory=dict)  # id -> (no definitions)
+    abm_definitions: dict[tuple[str, str], str] = field(default_factory=dict)  # (profile, token) -> uuid
+    abm_assignments: dict[tuple[str, str], AbmAssignment] = field(default_factory=dict)  # (tenant, serial)
     sequences: dict[str, int] = field(default_factory=dict)
     scep_ras: dict[str, CaKeyPair] = field(default_factory=dict)  # the tenants' scep_ra_* columns
     leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> holder, expires_at
@@ -1425,6 +1430,55 @@ class MemoryAbmStore(_Store):
         return [e for _, (t, s, e) in sorted(self.d.abm_history.items()) if (t, s) == (tenant_id, serial)][
             :limit
         ]
+
+    def add_history(self, tenant_id: str, entries: Sequence[tuple[str, AbmHistoryEntry]]) -> None:
+        for serial, entry in entries:
+            self.tx.put(self.d.abm_history, self.tx.next_id("abm_history"), (tenant_id, serial, entry))
+
+    def profile_states(self, tenant_id: str, token_id: str) -> list[tuple[str, str, str]]:
+        return [
+            (s, r.device.profile_uuid, r.device.profile_status)
+            for (t, s), r in self.d.abm_devices.items()
+            if t == tenant_id and r.token_id == token_id and not r.deleted
+        ]
+
+    def save_profile(self, profile: AbmProfileRecord) -> None:
+        if any(
+            p.tenant_id == profile.tenant_id and p.name == profile.name and p.id != profile.id
+            for p in self.d.abm_profiles.values()
+        ):
+            raise _conflict(f"ADE profile {profile.name}")
+        self.tx.put(self.d.abm_profiles, profile.id, dataclasses.replace(profile, definitions={}))
+
+    def profiles(self, tenant_id: str) -> list[AbmProfileRecord]:
+        return [
+            dataclasses.replace(
+                p, definitions={t: u for (pid, t), u in self.d.abm_definitions.items() if pid == p.id}
+            )
+            for p in sorted(self.d.abm_profiles.values(), key=lambda p: p.name)
+            if p.tenant_id == tenant_id
+        ]
+
+    def clear_default(self, tenant_id: str, token_id: str | None, keep: str) -> None:
+        for p in list(self.d.abm_profiles.values()):
+            if p.tenant_id == tenant_id and p.token_id == token_id and p.id != keep and p.is_default:
+                self.tx.put(self.d.abm_profiles, p.id, dataclasses.replace(p, is_default=False))
+
+    def set_definition(self, profile_id: str, token_id: str, profile_uuid: str, at: datetime) -> None:
+        self.tx.put(self.d.abm_definitions, (profile_id, token_id), profile_uuid)
+
+    def drop_definitions(self, profile_id: str, token_id: str | None = None) -> None:
+        for pid, t in list(self.d.abm_definitions):
+            if pid == profile_id and token_id in (None, t):
+                self.tx.pop(self.d.abm_definitions, (pid, t))
+
+    def assignments(self, tenant_id: str) -> dict[str, AbmAssignment]:
+        return {s: a for (t, s), a in self.d.abm_assignments.items() if t == tenant_id}
+
+    def save_assignments(self, tenant_id: str, assignments: Sequence[AbmAssignment]) -> None:
+        for a in assignments:
+            if a.tenant_id == tenant_id:
+                self.tx.put(self.d.abm_assignments, (tenant_id, a.serial_number), a)
 
 
 class MemoryUnitOfWork:

@@ -506,7 +506,46 @@ abm_device_history = Table(
     Column("profile_assign_time", TS),
     Column("profile_push_time", TS),
     Column("device_assigned_by", String(320), nullable=False),
+    Column("reason", String(64)),  # an assignment's failure: Apple's answer or a reason code
     Index("ix_abm_device_history_tenant_id_serial_number", "tenant_id", "serial_number"),
+)
+
+# ADE enrollment profiles (issue 12): what the admin defined, Apple's UUID of it per token, and what
+# Pomona wants assigned to each device with the reconciliation's state (attempts, next try).
+abm_profiles = Table(
+    "abm_profiles",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("token_id", ID),  # None: every token of the tenant
+    Column("name", String(200), nullable=False),
+    Column("settings", Text, nullable=False),  # JSON: the AdeProfile's fields
+    Column("is_default", Boolean, nullable=False, default=False),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    UniqueConstraint("tenant_id", "name", name="uq_abm_profiles_tenant_id_name"),
+)
+
+abm_profile_definitions = Table(
+    "abm_profile_definitions",
+    metadata,
+    Column("profile_id", ID, ForeignKey("abm_profiles.id", ondelete="CASCADE"), primary_key=True),
+    Column("token_id", ID, ForeignKey("abm_tokens.id", ondelete="CASCADE"), primary_key=True),
+    Column("profile_uuid", String(64), nullable=False),
+    Column("defined_at", TS, nullable=False),
+)
+
+abm_assignments = Table(
+    "abm_assignments",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("serial_number", String(64), primary_key=True),
+    Column("profile_id", ID, ForeignKey("abm_profiles.id", ondelete="CASCADE"), nullable=False),
+    Column("explicit", Boolean, nullable=False, default=True),  # False: adopted from the default
+    Column("attempts", Integer, nullable=False, default=0),  # tries since the device last matched
+    Column("next_try_at", TS),
+    Column("last_try_at", TS),
+    Column("last_error", String(64)),
 )
 
 # --- state shared between processes (issue 14) -----------------------------------------------------

@@ -16,7 +16,12 @@ Apple's endpoints (https://developer.apple.com/documentation/devicemanagement/de
 
 Every call but ``/session`` wants ``X-ADM-Auth-Session`` and ``X-Server-Protocol-Version``. The emulator
 issues server tokens as ABM does (:meth:`AbmEmulator.issue_token`: a ``.p7m`` encrypted to the admin's
-certificate) and can be told to fail (:meth:`AbmEmulator.set_fault`, names in :data:`FAULTS`). Beside
+certificate) and can be told to fail (:meth:`AbmEmulator.set_fault`, names in :data:`FAULTS`):
+``profile-not-found`` makes ABM forget every profile defined so far (a profile defined afterwards is
+known), ``profile-rejected`` answers every ``POST /profile`` with a field error (FLAGS_INVALID) until
+cleared, ``assignment-fails --serial S`` answers FAILED to every assignment of S, and ``profile-removed
+--serial S`` shows S's profile ``removed`` (what ABM reports after a re-assignment, fleetdm/fleet
+#39871). Beside
 Apple's paths, ``/_emulator/...`` controls it over HTTP (token, add-device, fault), which the
 ``pomona emulate abm token|add-device|fault`` commands use.
 
@@ -64,6 +69,9 @@ FAULTS: Final = (
     "cursor-expired",
     "throttled",
     "profile-not-found",
+    "profile-rejected",
+    "assignment-fails",
+    "profile-removed",
     "assigned-elsewhere",
     "device-cannot-reach-apple",
     "clear",
@@ -113,6 +121,7 @@ class _State:
     faults: set[str] = field(default_factory=set)
     elsewhere: set[str] = field(default_factory=set)  # serials ABM gives to another MDM server
     unreachable: set[str] = field(default_factory=set)  # serials whose device cannot reach Apple
+    failing: set[str] = field(default_factory=set)  # serials every assignment of fails (FAILED)
     cursor_epoch: int = 0  # cursors of an older epoch are expired (the cursor-expired fault)
 
 
@@ -237,6 +246,7 @@ class AbmEmulator:
             if name == "clear":
                 self.s.faults.clear()
                 self.s.unreachable.clear()
+                self.s.failing.clear()
             elif name == "assigned-elsewhere":
                 if serial is None:
                     raise ValueError("assigned-elsewhere needs a serial")
@@ -246,6 +256,16 @@ class AbmEmulator:
                 if serial is None:
                     raise ValueError("device-cannot-reach-apple needs a serial")
                 self.s.unreachable.add(serial)
+            elif name == "profile-not-found":
+                self.s.profiles.clear()  # ABM no longer knows any profile defined so far
+            elif name == "assignment-fails":
+                if serial is None:
+                    raise ValueError("assignment-fails needs a serial")
+                self.s.failing.add(serial)
+            elif name == "profile-removed":
+                if serial is None or serial not in self.s.devices:
+                    raise ValueError("profile-removed needs the serial of a listed device")
+                self._modify(serial, profile_status="removed")
             elif name == "cursor-expired":
                 self.s.cursor_epoch += 1  # every cursor handed out so far is now too old
             elif name == "token-revoked":
@@ -528,6 +548,8 @@ class AbmEmulator:
         return _json(200, {"devices": out})
 
     def _define(self, obj: dict[str, object], query: dict[str, str]) -> Answer:
+        if "profile-rejected" in self.s.faults:
+            return _text(400, AppleError.FLAGS_INVALID)
         name = obj.get("profile_name")
         if not isinstance(name, str) or not name:
             return _text(400, AppleError.CONFIG_NAME_REQUIRED)
@@ -562,7 +584,7 @@ class AbmEmulator:
 
     def _get_profile(self, obj: dict[str, object], query: dict[str, str]) -> Answer:
         profile = self.s.profiles.get(query.get("profile_uuid", ""))
-        if profile is None or "profile-not-found" in self.s.faults:
+        if profile is None:
             return _text(400, AppleError.PROFILE_NOT_FOUND)
         return _json(200, profile)
 
@@ -572,6 +594,9 @@ class AbmEmulator:
         for serial in serials:
             if serial not in self.s.devices:
                 out[serial] = "NOT_ACCESSIBLE"
+                continue
+            if serial in self.s.failing:
+                out[serial] = "FAILED"
                 continue
             self._modify(
                 serial, profile_uuid=profile_uuid, profile_status="assigned", profile_assign_time=now
@@ -584,7 +609,7 @@ class AbmEmulator:
         profile_uuid = obj.get("profile_uuid")
         if serials is None or not isinstance(profile_uuid, str):
             return _text(400, "MALFORMED_REQUEST_BODY")
-        if profile_uuid not in self.s.profiles or "profile-not-found" in self.s.faults:
+        if profile_uuid not in self.s.profiles:
             return _text(400, AppleError.PROFILE_NOT_FOUND)
         return _json(200, {"profile_uuid": profile_uuid, "devices": self._assign_to(profile_uuid, serials)})
 

@@ -87,6 +87,7 @@ CHECKERS: dict[str, Checker] = {
     **table((R.PUSH_TOKEN_UNREGISTERED, R.PUSH_REJECTED, R.PUSH_UNREACHABLE), _push),
     R.DEVICE_UNRESPONSIVE.value: _unresponsive,
     # The ABM (DEP_*) checkers come with the Automated Device Enrollment issue; until then the server
-    # cannot tell, and says so.
-    **table((R.DEP_NETWORK_ERROR,), _device_only),
+    # cannot tell, and says so. An assignment ABM kept refusing is an event naming the serial
+    # (services/abm.py, after REPORT_AFTER tries): proven from it, else unknown.
+    **table((R.DEP_NETWORK_ERROR, R.DEP_PROFILE_NOT_ASSIGNED), _device_only),
 }
