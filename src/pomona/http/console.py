@@ -48,7 +48,7 @@ from starlette.types import ASGIApp
 from pomona import knowledge
 from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundError, describe
 from pomona.http.middleware import RequestId
-from pomona.http.portal import LANGS, PortalHeaders, _when, pick_lang, translate
+from pomona.http.portal import LANGS, FormPages, PortalHeaders, _when, translate
 from pomona.ports import AdminAccount, DeviceCursor, DeviceSort
 from pomona.services.console import SESSION_LIFETIME, ConsoleService, ConsoleSignInStatus, can
 from pomona.services.container import Services
@@ -104,7 +104,7 @@ def decode_cursor(text: str) -> DeviceCursor | None:
         return None
 
 
-class Console:
+class Console(FormPages):
     def __init__(self, p: Services) -> None:
         self.p = p
         self.svc: ConsoleService = p.console
@@ -112,19 +112,6 @@ class Console:
         self.secure_cookies = True
 
     # --- plumbing ---------------------------------------------------------------------------------
-    def lang(self, request: Request) -> str:
-        return pick_lang(request.cookies.get("lang"), request.headers.get("accept-language"))
-
-    def csrf(self, request: Request) -> str:
-        tok = request.session.get("csrf")
-        if not isinstance(tok, str):
-            tok = request.session["csrf"] = secrets.token_urlsafe(32)
-        return tok
-
-    def csrf_ok(self, request: Request, form: dict[str, str]) -> bool:
-        expected = request.session.get("csrf")
-        got = form.get("csrf") or request.headers.get("x-csrf-token") or ""
-        return isinstance(expected, str) and bool(got) and hmac.compare_digest(expected, got)
 
     async def form(self, request: Request) -> dict[str, str]:
         data = await request.form(max_files=0, max_fields=20)

@@ -173,14 +173,10 @@ class PortalHeaders:
 
 
 # --- the app ----------------------------------------------------------------------------------------
-class Portal:
-    def __init__(self, p: Services) -> None:
-        self.p = p
-        self.svc: PortalService = p.portal
-        self.env = templates()
-        self.secure_cookies = True
+class FormPages:
+    """What the portal's and the console's pages share: the visitor's language (cookie, then
+    Accept-Language) and the session's CSRF token for every form."""
 
-    # --- plumbing ---------------------------------------------------------------------------------
     def lang(self, request: Request) -> str:
         return pick_lang(request.cookies.get("lang"), request.headers.get("accept-language"))
 
@@ -190,10 +186,18 @@ class Portal:
             tok = request.session["csrf"] = secrets.token_urlsafe(32)
         return tok
 
-    async def csrf_ok(self, request: Request, form: dict[str, str]) -> bool:
+    def csrf_ok(self, request: Request, form: dict[str, str]) -> bool:
         expected = request.session.get("csrf")
         got = form.get("csrf") or request.headers.get("x-csrf-token") or ""
         return isinstance(expected, str) and bool(got) and hmac.compare_digest(expected, got)
+
+
+class Portal(FormPages):
+    def __init__(self, p: Services) -> None:
+        self.p = p
+        self.svc: PortalService = p.portal
+        self.env = templates()
+        self.secure_cookies = True
 
     def render(
         self, request: Request, template: str, tenant: Tenant | None, status: int = 200, **ctx: Any
@@ -336,7 +340,7 @@ class Portal:
 
     async def signin(self, request: Request, tenant: Tenant) -> Response:
         form = await self.form(request)
-        if not await self.csrf_ok(request, form):
+        if not self.csrf_ok(request, form):
             return self.csrf_refused(request, tenant)
         result = await run_in_threadpool(
             self.svc.sign_in_password,
@@ -416,7 +420,7 @@ class Portal:
 
     async def mfa(self, request: Request, tenant: Tenant) -> Response:
         form = await self.form(request)
-        if not await self.csrf_ok(request, form):
+        if not self.csrf_ok(request, form):
             return self.csrf_refused(request, tenant)
         pending = self._pending(request, tenant)
         if pending is None:
@@ -463,7 +467,7 @@ class Portal:
 
     async def retire(self, request: Request, tenant: Tenant) -> Response:
         form = await self.form(request)
-        if not await self.csrf_ok(request, form):
+        if not self.csrf_ok(request, form):
             return self.csrf_refused(request, tenant)
         uid, user = await self._user(request, tenant)
         if uid is None:
@@ -491,7 +495,7 @@ class Portal:
 
     async def enroll(self, request: Request, tenant: Tenant) -> Response:
         form = await self.form(request)
-        if not await self.csrf_ok(request, form):
+        if not self.csrf_ok(request, form):
             return self.csrf_refused(request, tenant)
         uid = await self.signed_in(request, tenant)
         if uid is None:
@@ -565,7 +569,7 @@ class Portal:
 
     async def signout(self, request: Request, tenant: Tenant) -> Response:
         form = await self.form(request)
-        if not await self.csrf_ok(request, form):
+        if not self.csrf_ok(request, form):
             return self.csrf_refused(request, tenant)
         sid = request.session.get("sid")
         if isinstance(sid, str):
