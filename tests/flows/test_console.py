@@ -177,6 +177,14 @@ class TestAccountsCli:
 
 
 class TestSignIn:
+    def test_the_server_address_leads_to_the_console(self, browser: Admin) -> None:
+        """`/` sends a browser to the console (before: the API's 404 JSON), whose sign-in page answers."""
+        r = browser.get("/")
+        assert r.status_code == 303 and r.headers["location"] == "/console/"
+        r = browser.get("/console/", follow_redirects=True)
+        assert r.status_code == 200 and str(r.url).endswith("/console/signin")
+        assert browser.c.post("/").status_code != 303  # only a page view is redirected
+
     def test_sign_in_and_out(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
         """A tenant admin signs in, lands on the tenant's dashboard; signed out, the cookie no longer works."""
         account(pomona, "ad@acme.example", "admin", "acme")

@@ -174,6 +174,18 @@ class RootApp:
                 return await self.portal(scope, receive, send)
             if path == "/console" or path.startswith("/console/"):
                 return await self.console(scope, receive, send)
+            if path == "/" and scope["method"] in ("GET", "HEAD"):
+                # An admin who types the server's address lands on the console's sign-in (a device never
+                # asks for "/"); nothing is read or looked up for it.
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 303,
+                        "headers": [(b"location", b"/console/"), (b"content-length", b"0")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b""})
+                return None
         elif scope["type"] == "lifespan":
             return await self.api(scope, receive, send)
         await self.api(scope, receive, send)
