@@ -48,7 +48,7 @@ from starlette.types import ASGIApp
 from pomona import knowledge
 from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundError, describe
 from pomona.http.middleware import RequestId
-from pomona.http.portal import LANGS, FormPages, PortalHeaders, _when, translate
+from pomona.http.portal import FormPages, PortalHeaders, _when, translate
 from pomona.ports import AdminAccount, DeviceCursor, DeviceSort
 from pomona.services.console import SESSION_LIFETIME, ConsoleService, ConsoleSignInStatus, can
 from pomona.services.container import Services
@@ -112,14 +112,6 @@ class Console(FormPages):
         self.secure_cookies = True
 
     # --- plumbing ---------------------------------------------------------------------------------
-
-    async def form(self, request: Request) -> dict[str, str]:
-        data = await request.form(max_files=0, max_fields=20)
-        return {k: v for k, v in data.items() if isinstance(v, str)}
-
-    def client_ip(self, request: Request) -> str:
-        return request.client.host if request.client else "?"
-
     def render(
         self,
         request: Request,
@@ -272,22 +264,7 @@ class Console(FormPages):
         return RedirectResponse("/console/signin", status_code=303)
 
     async def set_lang(self, request: Request) -> Response:
-        lang = str(request.path_params.get("lang"))
-        nxt = request.query_params.get("next", "")
-        if not nxt.startswith("/console") or "//" in nxt or "\\" in nxt:
-            nxt = "/console"
-        resp = RedirectResponse(nxt, status_code=303)
-        if lang in LANGS:
-            resp.set_cookie(
-                "lang",
-                lang,
-                max_age=365 * 86400,
-                path="/console",
-                secure=self.secure_cookies,
-                httponly=True,
-                samesite="lax",
-            )
-        return resp
+        return self.switch_lang(request, "/console", "/console", "/console")
 
     # --- pages ------------------------------------------------------------------------------------
     async def dashboard(self, request: Request, account: AdminAccount) -> Response:

@@ -175,7 +175,9 @@ class PortalHeaders:
 # --- the app ----------------------------------------------------------------------------------------
 class FormPages:
     """What the portal's and the console's pages share: the visitor's language (cookie, then
-    Accept-Language) and the session's CSRF token for every form."""
+    Accept-Language, and the switch), the session's CSRF token for every form, and reading a form."""
+
+    secure_cookies: bool
 
     def lang(self, request: Request) -> str:
         return pick_lang(request.cookies.get("lang"), request.headers.get("accept-language"))
@@ -190,6 +192,33 @@ class FormPages:
         expected = request.session.get("csrf")
         got = form.get("csrf") or request.headers.get("x-csrf-token") or ""
         return isinstance(expected, str) and bool(got) and hmac.compare_digest(expected, got)
+
+    async def form(self, request: Request) -> dict[str, str]:
+        data = await request.form(max_files=0, max_fields=20)
+        return {k: v for k, v in data.items() if isinstance(v, str)}
+
+    def client_ip(self, request: Request) -> str:
+        return request.client.host if request.client else "?"
+
+    def switch_lang(self, request: Request, inside: str, home: str, cookie_path: str) -> Response:
+        """The language switch: the ``lang`` cookie (for ``cookie_path``) and back to ``next`` when it is a
+        local path starting with ``inside``, else to ``home`` (never to another site)."""
+        lang = str(request.path_params.get("lang"))
+        nxt = request.query_params.get("next", "")
+        if not nxt.startswith(inside) or "//" in nxt or "\\" in nxt:
+            nxt = home
+        resp = RedirectResponse(nxt, status_code=303)
+        if lang in LANGS:
+            resp.set_cookie(
+                "lang",
+                lang,
+                max_age=365 * 86400,
+                path=cookie_path,
+                secure=self.secure_cookies,
+                httponly=True,
+                samesite="lax",
+            )
+        return resp
 
 
 class Portal(FormPages):
@@ -231,10 +260,6 @@ class Portal(FormPages):
             resp.headers["retry-after"] = str(values["retry_after"])
         return resp
 
-    async def form(self, request: Request) -> dict[str, str]:
-        data = await request.form(max_files=0, max_fields=20)
-        return {k: v for k, v in data.items() if isinstance(v, str)}
-
     async def tenant(self, request: Request) -> Tenant | None:
         name = str(request.path_params.get("tenant", ""))
         try:
@@ -255,9 +280,6 @@ class Portal(FormPages):
         """A fresh session (no fixation): new CSRF token, bound to the tenant."""
         request.session.clear()
         request.session.update({"t": tenant.id, "csrf": secrets.token_urlsafe(32), **values})
-
-    def client_ip(self, request: Request) -> str:
-        return request.client.host if request.client else "?"
 
     def refusal_redirect(
         self,
@@ -578,22 +600,7 @@ class Portal(FormPages):
         return RedirectResponse(f"/portal/{tenant.name}/signin", status_code=303)
 
     async def set_lang(self, request: Request, tenant: Tenant) -> Response:
-        lang = str(request.path_params.get("lang"))
-        nxt = request.query_params.get("next", "")
-        if not nxt.startswith(f"/portal/{tenant.name}/") or "//" in nxt or "\\" in nxt:
-            nxt = f"/portal/{tenant.name}"
-        resp = RedirectResponse(nxt, status_code=303)
-        if lang in LANGS:
-            resp.set_cookie(
-                "lang",
-                lang,
-                max_age=365 * 86400,
-                path="/portal",
-                secure=self.secure_cookies,
-                httponly=True,
-                samesite="lax",
-            )
-        return resp
+        return self.switch_lang(request, f"/portal/{tenant.name}/", f"/portal/{tenant.name}", "/portal")
 
     def csrf_refused(self, request: Request, tenant: Tenant) -> Response:
         return self.message(request, tenant, 403, "portal.error.csrf.title", "portal.error.csrf.body")
