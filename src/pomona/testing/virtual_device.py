@@ -661,6 +661,23 @@ class VirtualDevice:
         response = self._send("GET", url, headers={"User-Agent": self._user_agent(), "Accept": "*/*"})
         if response.status_code != 200:
             raise self._refusal("profile", response)
+        return self.read_profile(response)
+
+    def accept_profile(self, response: httpx.Response) -> EnrollmentProfile:
+        """Keep the enrollment profile another exchange answered (ADE: the answer to MachineInfo, or
+        the Setup Assistant web view's last page), as ``download()`` keeps a fetched one; then
+        ``install()``. Raises ``ServerMisbehaved`` as ``fetch_profile`` does."""
+        profile = self.read_profile(response)
+        self._enrollment = _Enrollment(profile=profile)
+        return profile
+
+    def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One HTTP request through the device's client, counted in ``requests`` (ADE's exchanges)."""
+        return self._send(method, url, **kwargs)
+
+    def read_profile(self, response: httpx.Response) -> EnrollmentProfile:
+        """Check an answer holding an enrollment profile (content type, CMS signature, pinning) and
+        decode it; raises ``ServerMisbehaved`` (step ``profile``) for what iOS would not install."""
         ctype = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype != PROFILE_CONTENT_TYPE:
             raise ServerMisbehaved(
