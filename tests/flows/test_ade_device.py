@@ -378,7 +378,8 @@ class TestEnrollmentEndpointAnswers:
         device_ca: TestDeviceCa,
     ) -> None:
         """Modern authentication: the web view carries the MachineInfo header, posts upn, password and
-        the page's csrf, then a TOTP code from the secret, and installs the profile it ends with."""
+        the page's csrf, then a TOTP code from the secret, and installs the profile it ends with; a
+        sign-in page shown again with an error is SIGNIN_REFUSED, a refusal page gives its data-reason."""
         assign(emu[1], await_device_configured=False, configuration_web_url=f"{PUBLIC}/ade/T1/web")
         secret = base64.b32encode(secrets.token_bytes(20)).decode().rstrip("=")
         stand_in.answer = WebView(stand_in, secret).answer
@@ -405,6 +406,8 @@ class TestEnrollmentEndpointAnswers:
         assert failed.detail["error"] == "portal.signin.bad_credentials"
         result, _ = run(emu, stand_in, device_ca)
         assert result.reason == "CREDENTIALS_REQUIRED"
+        result, _ = run(emu, stand_in, device_ca, upn="bo@acme.example", password="x")
+        assert result.reason == "USER_NOT_LICENSED"
 
 
 class WebView:
@@ -424,7 +427,7 @@ class WebView:
         alert = f'<p class="alert" data-error="{error}">no</p>' if error else ""
         html = self.FORM.format(error=alert, action=action, csrf=self.csrf, fields=fields)
         return httpx.Response(
-            200,
+            401 if error else 200,
             headers={"Content-Type": "text/html; charset=utf-8", "Set-Cookie": "ade=1; Path=/; Secure"},
             text=html,
         )
@@ -442,6 +445,9 @@ class WebView:
         form = dict(parse_qsl(request.content.decode()))
         assert form.get("csrf") == self.csrf
         if path == "/ade/T1/web":
+            if form.get("upn") == "bo@acme.example":
+                refused = '<section class="card refused" data-reason="USER_NOT_LICENSED"></section>'
+                return httpx.Response(403, headers={"Content-Type": "text/html"}, text=refused)
             if (form.get("upn"), form.get("password")) != ("ana@acme.example", "s3cret"):
                 return self.page(
                     "/ade/T1/web",

@@ -29,7 +29,9 @@ gave one, else one of the device-side names:
   ``com.apple.softwareupdate.required`` answer (the device would update first);
 - ``CREDENTIALS_REQUIRED``: the server asks for the user's credentials and none were given;
   ``SIGNIN_REFUSED`` / ``MFA_REFUSED``: the web view's sign-in or TOTP page came back with an error (its
-  message key in the detail); ``MFA_REQUIRED``: the user must pass MFA and no TOTP secret was given;
+  message key in the detail); ``MFA_REQUIRED``: the user must pass MFA and no TOTP secret was given
+  (a user still to enrol one is shown it by the page, and the device uses that one, reported as
+  ``totp_secret_enrolled``); a refusal page's ``data-reason`` is reported as the reason;
 - ``AWAITING_CONFIGURATION_STUCK``: no DeviceConfigured within ``wait_release`` seconds;
 - ``HTTP_<status>`` for a refusal without a code, ``SERVER_MISBEHAVED:<step>``, ``NETWORK_ERROR`` and
   ``TIMEOUT`` as :func:`pomona.testing.fleet.classify_failure` names them.
@@ -361,18 +363,23 @@ def _web_sign_in(
     response = _follow(device, device.send("GET", url, headers=headers), headers)
     answered: set[str] = set()  # the forms already submitted: shown again means refused
     pages = 1
+    enrolled_secret: str | None = None  # a TOTP secret the page gave the user to enrol
     while not _is_profile(response):
-        if response.status_code != 200 or not _is_html(response):
+        page = _Page.parse(response.text) if _is_html(response) else None
+        if page is None or not (page.reason or page.forms):
             raise _refusal("signin", response, url=str(response.url), pages=pages)
-        page = _Page.parse(response.text)
         if page.reason:
-            raise _fail("signin", page.reason, url=str(response.url), pages=pages)
+            raise _fail(
+                "signin", page.reason, url=str(response.url), status=response.status_code, pages=pages
+            )
         mfa, signin = page.form_with("code"), page.form_with("upn")
         fields: dict[str, str]
         if mfa is not None:
             if "mfa" in answered:
                 raise _fail("signin", "MFA_REFUSED", error=page.error, upn=upn, pages=pages)
-            secret = totp_secret or page.totp_secret
+            if totp_secret is None and page.totp_secret is not None:
+                enrolled_secret = page.totp_secret  # as a user adds it to an authenticator app
+            secret = totp_secret or enrolled_secret
             if secret is None:
                 raise _fail(
                     "signin",
@@ -410,6 +417,8 @@ def _web_sign_in(
         response = _follow(device, response, headers)
         pages += 1
     detail: dict[str, object] = {"url": url, "user": upn, "mfa": "mfa" in answered, "pages": pages}
+    if enrolled_secret is not None:
+        detail["totp_secret_enrolled"] = enrolled_secret  # the next sign-in needs it (--totp-secret)
     return response, AdeStep("signin", True, None, detail)
 
 
