@@ -168,7 +168,7 @@ class TestActivationRecord:
 
 
 def ade_device(client: httpx.Client | None = None, **kw: Any) -> VirtualDevice:
-    return VirtualDevice(serial=kw.pop("serial", SERIAL), client=client or httpx.Client(), **kw)
+    return VirtualDevice(serial=kw.pop("serial", SERIAL), client=client, **kw)
 
 
 class TestSetupAssistantBeforeTheServer:

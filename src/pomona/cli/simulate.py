@@ -261,7 +261,6 @@ def simulate(
             wait_release=wait_release,
             insecure=insecure,
             timeout=timeout,
-            as_json=as_json,
         )
         if as_json:
             click.echo(result.to_json())
@@ -368,8 +367,10 @@ def _simulate_ade(
     wait_release: float,
     insecure: bool,
     timeout: float,
-    as_json: bool,
 ) -> AdeResult:
+    import os
+    import ssl
+
     import httpx
 
     from pomona.testing.ade_device import run_setup_assistant
@@ -382,13 +383,20 @@ def _simulate_ade(
         raise click.ClickException(_t("error.device_ca", path=device_ca_dir, error=exc)) from exc
     if new:
         click.echo(_t("ade.new_ca", path=device_ca_dir / CA_FILE), err=True)
-    with httpx.Client(verify=not insecure, timeout=timeout) as client:
+    abm_ca = os.environ.get("POMONA_ABM_CA")  # the emulator's CA when it runs TLS, as the server's
+    abm_verify: bool | ssl.SSLContext = (
+        False if insecure else ssl.create_default_context(cafile=abm_ca) if abm_ca else True
+    )
+    with (
+        httpx.Client(verify=not insecure, timeout=timeout) as client,
+        httpx.Client(verify=abm_verify, timeout=timeout) as abm_client,
+    ):
         device = VirtualDevice(product=product, os_version=os_version, serial=serial, client=client)
         return run_setup_assistant(
             device,
             abm_url,
             device_ca,
-            abm_client=client,
+            abm_client=abm_client,
             upn=upn,
             password=password,
             totp_secret=totp_secret,
