@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
+import jsonschema_rs
 import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
@@ -86,10 +87,10 @@ def activation(transport: httpx.BaseTransport, serial: str) -> httpx.Response:
 
 class TestActivationRecord:
     def test_assigned_device_gets_its_profile_and_is_pushed(
-        self, emu: tuple[AbmEmulator, HttpAbmClient]
+        self, emu: tuple[AbmEmulator, HttpAbmClient], shared: Path
     ) -> None:
-        """An assigned serial gets the profile as defined plus its profile_uuid, and ABM then shows the
-        profile pushed (with a push time), which a sync reports as a modification."""
+        """An assigned serial gets the profile as defined plus its profile_uuid (a valid Profile), and ABM
+        then shows the profile pushed (with a push time), which a sync reports as a modification."""
         emulator, client = emu
         cursor = client.fetch_devices(None, 100).cursor
         uuid = assign(client, configuration_web_url=f"{PUBLIC}/ade/T1/web")
@@ -100,6 +101,9 @@ class TestActivationRecord:
         assert record["url"] == f"{PUBLIC}/ade/T1/enroll"
         assert record["configuration_web_url"] == f"{PUBLIC}/ade/T1/web"
         assert record["await_device_configured"] is True and record["is_mdm_removable"] is False
+        schema = shared / "vectors" / "micromdm+apple-device-services" / "dep" / "schemas" / "Profile.json"
+        validator = jsonschema_rs.validator_for(json.loads(schema.read_text()), validate_formats=True)
+        assert [e.message for e in validator.iter_errors(record)] == []
         d = emulator.device(SERIAL)
         assert d is not None and d.profile_status == "pushed" and d.profile_push_time is not None
         changes = client.sync_devices(cursor, 100).devices
