@@ -1,6 +1,7 @@
 """End to end: an ADE virtual device runs Setup Assistant against the real server's ADE endpoint, with the
 ABM emulator over HTTP as Apple: userless (held at Setup Assistant, then released), legacy (the Basic
-challenge), modern (the web view's sign-in and TOTP), and DEP_MFA_WITH_LEGACY_AUTH.
+challenge), modern (the web view's sign-in and TOTP), and DEP_MFA_WITH_LEGACY_AUTH; and `pomona simulate
+--ade` as a process against `pomona serve`.
 
 SKIPPED until the ADE endpoint (`POST /ade/{tenant}/enroll`, `GET/POST /ade/{tenant}/web`, helper
 adeenroll) is merged: the coordinator removes the skip below after the merge. The server trusts the test
@@ -10,6 +11,10 @@ device CA through POMONA_ADE_TEST_DEVICE_CA (the PEM file of the test device CA 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,7 +25,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from helpers import TenantSetup, cli, same_data_dir, setup_tenant  # noqa: F401 - same_data_dir is autouse here
+from helpers import TenantSetup, cli, free_port, same_data_dir, setup_tenant  # noqa: F401 - same_data_dir is autouse here
 from pomona.app import Pomona, create_app
 from pomona.services.portal import new_totp_secret
 from pomona.testing.abm_emulator import AbmEmulator, AbmEmulatorServer
@@ -217,3 +222,86 @@ class TestAdeEndToEnd:
         assert result.ok and result.enrolled, result.to_dict()
         signin = result.steps[1]
         assert signin.name == "signin" and signin.detail["mfa"] is True
+
+
+class TestSimulateCommandLive:
+    def test_simulate_ade_against_pomona_serve(
+        self, monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path
+    ) -> None:
+        """`pomona simulate --ade --json` as a process, against `pomona serve` over HTTPS and the
+        emulator over HTTPS: a userless device enrolls, exit 0, every step ok in the JSON."""
+        if not db_url.startswith("sqlite"):
+            pytest.skip("the live run needs one backend: SQLite")
+        from pomona.app import build
+        from pomona.settings import Settings
+
+        emu = AbmEmulator()
+        emu.add_device(SERIAL)
+        tls = tmp_path / "tls"  # the emulator's CA and a localhost certificate, used by both servers
+        abm = emu.serve_in_thread(tls_dir=tls)
+        port = free_port()
+        public = f"https://localhost:{port}"
+        ca_pem = TestDeviceCa.generate().save(tmp_path / "device-ca")
+        env = {
+            "POMONA_ABM_URL": abm.url,
+            "POMONA_ABM_CA": str(tls / "ca.pem"),
+            "POMONA_PUBLIC_URL": public,
+            "POMONA_ADE_TEST_DEVICE_CA": str(ca_pem),
+            "POMONA_DATABASE_URL": db_url,
+            "POMONA_DATA_DIR": str(tmp_path),
+        }
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        p = build(Settings.from_env())
+        try:
+            setup_tenant(p, TENANT)
+        finally:
+            p.close()
+        cert = tmp_path / "abm-cert.pem"
+        ok(monkeypatch, db_url, "abm", "keypair", "--tenant", TENANT, "--out", str(cert))
+        p7m = tmp_path / "token.p7m"
+        p7m.write_bytes(emu.issue_token(cert.read_bytes()))
+        ok(monkeypatch, db_url, "abm", "token", "upload", "--tenant", TENANT, "--file", str(p7m))
+        ok(monkeypatch, db_url, "abm", "sync", "--tenant", TENANT)
+        created = ok(
+            monkeypatch, db_url, "abm", "profile", "create", "--tenant", TENANT, "--name", "corp", "--auth",
+            "none", "--default",
+        )  # fmt: skip
+        assert created["assigned"] == 1
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("POMONA_")} | env
+        log = tmp_path / "serve.log"
+        cmd = [sys.executable, "-m", "pomona", "serve", "--port", str(port), "--public-url", public]
+        cmd += ["--tls-cert", str(tls / "server.pem"), "--tls-key", str(tls / "server.key")]
+        server = subprocess.Popen(cmd, env=child_env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+                try:
+                    httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=1)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            args = ["--ade", "--abm-url", abm.url, "--serial", SERIAL, "--device-ca", str(ca_pem.parent)]
+            run = subprocess.run(
+                [sys.executable, "-m", "pomona", "simulate", *args, "--insecure", "--json"],
+                env=child_env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert run.returncode == 0, (run.stdout, run.stderr, log.read_text())
+            result = json.loads(run.stdout)
+            assert result["ok"] and result["enrolled"] and result["reason"] is None
+            assert [s["name"] for s in result["steps"]] == [
+                "activation",
+                "machineinfo",
+                "profile",
+                "scep",
+                "authenticate",
+                "tokenupdate",
+            ]
+        finally:
+            server.terminate()
+            server.wait(10)
+            abm.close()
