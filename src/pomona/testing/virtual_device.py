@@ -15,6 +15,8 @@ Errors a caller can catch::
 Network failures are not wrapped: they surface as ``httpx.TransportError``.
 
 Steps are named ``profile``, ``scep``, ``authenticate``, ``tokenupdate``, ``command`` and ``checkout``.
+Automated Device Enrollment (activation record, MachineInfo, Setup Assistant's sign-in, the wait for
+DeviceConfigured) is :func:`pomona.testing.ade_device.run_setup_assistant`, over this device.
 A device is not shared between threads, but many devices may run at once, one per thread: the module keeps
 no global mutable state (the shared key pool lives in :mod:`pomona.testing.keypool`).
 
