@@ -55,6 +55,7 @@ class Device:
     vd: VirtualDevice
     retried: int = 0
     failure: str | None = None
+    ready: bool = False  # enrolled: it checks in from now on
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def attempt(self, step: Callable[[], T]) -> T:
@@ -74,11 +75,12 @@ class Device:
                 self.attempt(self.vd.download)
                 self.attempt(self.vd.run_scep)
                 self.attempt(self.vd.complete_enrollment)
+            self.ready = True
         except Exception as exc:  # noqa: BLE001 - counted and asserted on, never lost
             self.failure = self.failure or f"enroll: {exc!r}"
 
     def poll(self) -> None:
-        if self.failure is not None or not self.vd.enrolled:
+        if self.failure is not None or not self.ready or not self.vd.enrolled:
             return
         try:
             with self.lock:
