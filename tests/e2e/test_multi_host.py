@@ -258,6 +258,21 @@ class TestMultiHost:
         assert "[warn]" not in done.stderr, done.stderr
 
     @pytest.mark.postgres
+    def test_a_host_without_the_server_key_refuses_to_start(self, tmp_path: Path, pg_url: str) -> None:
+        """A second host on the database whose data folder lacks the first host's server key (it would
+        make a key of its own) does not start: SERVER_KEY_MISMATCH, as docs/deploy.md says."""
+        p = build(
+            Settings(data_dir=tmp_path / "a", database_url=pg_url, public_url="https://mdm.example.com")
+        )
+        try:
+            p.admin.create_tenant("acme", "acme.example")  # its CA key is sealed with a/'s key
+        finally:
+            p.close()
+        (tmp_path / "c").mkdir(mode=0o700)
+        with pytest.raises(RuntimeError, match="SERVER_KEY_MISMATCH"):
+            start_server(tmp_path / "c", pg_url).stop()
+
+    @pytest.mark.postgres
     def test_a_backend_killed_under_load(self, site: Site) -> None:
         """Devices enroll, check in and answer pushed commands through nginx while the leading backend is
         SIGKILLed and restarted: every command is acknowledged once, every device has one enrollment, no
