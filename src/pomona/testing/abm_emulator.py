@@ -176,10 +176,22 @@ class AbmEmulator:
             self._save_soon()
             return serials
 
-    def add_device(self, serial: str, *, product: str = "iPhone15,2", os_version: str = "17.4") -> AbmDevice:
-        """One device assigned to this MDM server (an order shipped, or a device added in ABM)."""
+    def add_device(
+        self,
+        serial: str,
+        *,
+        product: str = "iPhone15,2",
+        os_version: str = "17.4",
+        model: str | None = None,
+        device_family: str | None = None,
+    ) -> AbmDevice:
+        """One device assigned to this MDM server (an order shipped, or a device added in ABM); ``model``
+        and ``device_family`` (Apple's fields) default to the product's."""
         with self._lock:
             d = self._add(serial, product, os_version)
+            if model is not None or device_family is not None:
+                d = replace(d, model=model or d.model, device_family=device_family or d.device_family)
+                self.s.devices[serial] = d
             self._save_soon()
             return d
 
