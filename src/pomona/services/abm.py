@@ -26,10 +26,13 @@ ADE profiles and their assignment (issue 12):
   server's (``Urls.ade_enroll`` / ``Urls.ade_web``). A tenant without a token keeps it undefined: the
   next reconciliation defines it (the founding document's "profile made before the token was uploaded").
 - ``assign`` records the profile wanted on each serial, then reconciles.
-- Reconciliation runs after each sync (and after an assignment or an edit): every device the token lists
-  whose Apple-side ``profile_uuid``/``profile_status`` is not the wanted profile's (the explicit
-  assignment; else the token's default for a device without one, ``empty`` or ``removed``, which is then
-  adopted) is assigned again. Each try is a timeline entry; a device's tries back off
+- ``add_rule`` / ``remove_rule``: "devices whose model, device_family or order_number match X get profile
+  P" (a case-insensitive glob; the first rule by priority wins), then reconcile.
+- Reconciliation runs after each sync (and after an assignment, an edit or a rule change): every device
+  the token lists whose Apple-side ``profile_uuid``/``profile_status`` is not the wanted profile's is
+  assigned again. The wanted profile is the explicit assignment; else the first matching rule's; else the
+  token's default, for a device without a profile (``empty`` or ``removed``: it is then adopted) or one a
+  removed or no longer matching rule had given its profile. Each try is a timeline entry; a device's tries back off
   (``assign_backoff`` doubled per try, at most :data:`BACKOFF_MAX`) and after :data:`REPORT_AFTER` tries
   without ABM showing the profile it is a health finding (DEP_PROFILE_NOT_ASSIGNED). PROFILE_NOT_FOUND
   (DEP_PROFILE_NOT_FOUND, an event) defines the profile again and assigns once more.

@@ -489,6 +489,7 @@ abm_devices = Table(
     Column("deleted", Boolean, nullable=False, default=False),
     Column("first_seen_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    Column("order_number", String(64), nullable=False, server_default=""),  # when ABM gives one
 )
 
 abm_device_history = Table(

@@ -1,4 +1,5 @@
-"""ADE assignment rules (by model, device family, order number), and the rule an assignment came from
+"""ADE assignment rules (by model, device family, order number), the rule an assignment came from, and
+a device's order number
 
 Revision ID: 0015
 Revises: 0013
@@ -45,9 +46,15 @@ def upgrade() -> None:
     op.create_index("ix_abm_assignment_rules_tenant_id", "abm_assignment_rules", ["tenant_id"], unique=False)
     with op.batch_alter_table("abm_assignments", schema=None) as batch_op:
         batch_op.add_column(sa.Column("rule_id", sa.String(length=36), nullable=True))
+    with op.batch_alter_table("abm_devices", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("order_number", sa.String(length=64), server_default="", nullable=False)
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("abm_devices", schema=None) as batch_op:
+        batch_op.drop_column("order_number")
     with op.batch_alter_table("abm_assignments", schema=None) as batch_op:
         batch_op.drop_column("rule_id")
     op.drop_index("ix_abm_assignment_rules_tenant_id", table_name="abm_assignment_rules")
