@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,8 @@ class TestTokensAndDevices:
         refused(c.delete(w.url("tokens/main"), headers=w.acme_auth), 404, "NOT_FOUND")
 
     def test_abm_errors_carry_their_dep_codes(self, w: World) -> None:
-        """A token for another key is DEP_TOKEN_INVALID (422); ABM's refusals during a sync answer 502 with
+        """A token for another key is DEP_TOKEN_INVALID (422), an expired one DEP_TOKEN_EXPIRED (422: the
+        admin's file, not ABM's answer); ABM's refusals during a sync answer 502 with
         their DEP_* code (terms not accepted, token revoked)."""
         from pomona.pki.abm import make_keypair
 
@@ -132,6 +134,13 @@ class TestTokensAndDevices:
             headers={**w.acme_auth, "Content-Type": "application/pkcs7-mime"},
         )
         refused(r, 422, "DEP_TOKEN_INVALID")
+        cert = c.get(w.url("keypair"), headers=w.acme_auth).content
+        r = c.post(
+            w.url("tokens"),
+            content=w.emu.issue_token(cert, expires_in=timedelta(days=-1)),
+            headers={**w.acme_auth, "Content-Type": "application/pkcs7-mime"},
+        )
+        refused(r, 422, "DEP_TOKEN_EXPIRED")
         w.upload()
         w.emu.set_fault("terms-not-accepted")
         refused(c.post(w.url("sync"), headers=w.acme_auth), 502, "DEP_TERMS_NOT_ACCEPTED")

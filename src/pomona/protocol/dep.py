@@ -186,7 +186,8 @@ def encode_server_token(token: ServerToken) -> bytes:
     )
 
 
-#: Every field of Apple's Device object that Pomona keeps, in Apple's spelling.
+#: Every field of Apple's Device object that Pomona keeps, in Apple's spelling (and ``order_number``,
+#: which Apple's device-assignment answers do not carry today: see :class:`AbmDevice`).
 DEVICE_FIELDS: Final = (
     "serial_number",
     "model",

@@ -66,6 +66,7 @@ from pomona.domain.errors import (
     AbmProfileRejectedError,
     AbmTokenExpiredError,
     AbmTokenFileError,
+    AbmTokenFileExpiredError,
     AdeProfileInvalidError,
     ConflictError,
     InvalidInputError,
@@ -281,7 +282,7 @@ class AbmService(ServiceBase[AbmStores]):
                 ReasonCode.DEP_TOKEN_EXPIRED,
                 detail={"expiry": credentials.access_token_expiry.isoformat()},
             )
-            raise AbmTokenExpiredError(
+            raise AbmTokenFileExpiredError(
                 f"the server token expired on {credentials.access_token_expiry:%Y-%m-%d}: download a new one "
                 "from Apple Business Manager",
                 tenant=tn.name,
