@@ -277,6 +277,10 @@ class TestTenantIsolation:
         ):
             kw: dict[str, Any] = {"headers": w.beta_auth} | ({} if body is None else {"json": body})
             refused(c.request(method.upper(), w.url(path), **kw), 404, "NOT_FOUND")
+        r = c.post(
+            w.url("tokens"), content=b"p7m", headers={**w.beta_auth, "Content-Type": "application/pkcs7-mime"}
+        )
+        refused(r, 404, "NOT_FOUND")
         # beta's own routes, with acme's object ids: not found in beta
         token_id = c.get(w.url("tokens"), headers=w.acme_auth).json()["tokens"][0]["id"]
         refused(c.delete(w.url(f"tokens/{token_id}", "beta"), headers=w.beta_auth), 404, "NOT_FOUND")
