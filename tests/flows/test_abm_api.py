@@ -70,8 +70,8 @@ def w(db_url: str, tmp_path: Path, abm: tuple[AbmEmulator, AbmEmulatorServer]) -
         )
     )
     try:
-        p.admin.create_tenant(TENANT, "acme.example")
-        p.admin.create_tenant("beta", "beta.example")
+        p.admin.create_tenant(TENANT, "acme.example", key_type="p256")
+        p.admin.create_tenant("beta", "beta.example", key_type="p256")
 
         def bearer(tenant: str | None) -> dict[str, str]:
             return {"Authorization": f"Bearer {p.admin.create_api_token(tenant, 'abm').secret}"}
