@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeAlias, TypedDict, TypeVar, Unpack
 
 if TYPE_CHECKING:  # in annotations only: the CLI's start-up does not load cryptography's x509
     from cryptography import x509
@@ -745,6 +745,25 @@ class AbmAssignment:
     next_try_at: datetime | None = None
     last_try_at: datetime | None = None
     last_error: str | None = None
+    rule_id: str | None = None  # not explicit: the assignment rule it came from (None: the default)
+
+
+#: The device fields an assignment rule can match (Apple's names).
+RULE_FIELDS: Final = ("model", "device_family", "order_number")
+
+
+@dataclass(frozen=True, slots=True)
+class AbmAssignmentRule:
+    """ "Devices whose ``field`` matches ``value`` get this profile": ``value`` is a case-insensitive
+    glob (``iPad*``); the rules are tried by ``priority`` (lowest first), then age."""
+
+    id: str
+    tenant_id: str
+    profile_id: str
+    field: str  # one of RULE_FIELDS
+    value: str
+    priority: int
+    created_at: datetime
 
 
 class AbmStore(Protocol):
@@ -786,6 +805,14 @@ class AbmStore(Protocol):
     def assignments(self, tenant_id: str) -> dict[str, AbmAssignment]: ...
     def save_assignments(self, tenant_id: str, assignments: Sequence[AbmAssignment]) -> None:
         """Add or replace each (by serial), in one go."""
+        ...
+
+    # assignment rules (by model, device family, order number)
+    def add_rule(self, rule: AbmAssignmentRule) -> None: ...
+    def rules(self, tenant_id: str) -> list[AbmAssignmentRule]: ...  # by priority, then age
+    def remove_rule(self, tenant_id: str, rule_id: str) -> bool: ...
+    def device_facts(self, tenant_id: str, token_id: str) -> dict[str, dict[str, str]]:
+        """serial -> {field: value} of RULE_FIELDS, for each device the token lists (not deleted)."""
         ...
 
 

@@ -26,10 +26,13 @@ ADE profiles and their assignment (issue 12):
   server's (``Urls.ade_enroll`` / ``Urls.ade_web``). A tenant without a token keeps it undefined: the
   next reconciliation defines it (the founding document's "profile made before the token was uploaded").
 - ``assign`` records the profile wanted on each serial, then reconciles.
-- Reconciliation runs after each sync (and after an assignment or an edit): every device the token lists
-  whose Apple-side ``profile_uuid``/``profile_status`` is not the wanted profile's (the explicit
-  assignment; else the token's default for a device without one, ``empty`` or ``removed``, which is then
-  adopted) is assigned again. Each try is a timeline entry; a device's tries back off
+- ``add_rule`` / ``remove_rule``: "devices whose model, device_family or order_number match X get profile
+  P" (a case-insensitive glob; the first rule by priority wins), then reconcile.
+- Reconciliation runs after each sync (and after an assignment, an edit or a rule change): every device
+  the token lists whose Apple-side ``profile_uuid``/``profile_status`` is not the wanted profile's is
+  assigned again. The wanted profile is the explicit assignment; else the first matching rule's; else the
+  token's default, for a device without a profile (``empty`` or ``removed``: it is then adopted) or one a
+  removed or no longer matching rule had given its profile. Each try is a timeline entry; a device's tries back off
   (``assign_backoff`` doubled per try, at most :data:`BACKOFF_MAX`) and after :data:`REPORT_AFTER` tries
   without ABM showing the profile it is a health finding (DEP_PROFILE_NOT_ASSIGNED). PROFILE_NOT_FOUND
   (DEP_PROFILE_NOT_FOUND, an event) defines the profile again and assigns once more.
@@ -42,6 +45,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
 from typing import Final, Literal, Protocol
 
 from pomona.domain.ade_profile import (
@@ -62,6 +66,7 @@ from pomona.domain.errors import (
     AbmProfileRejectedError,
     AbmTokenExpiredError,
     AbmTokenFileError,
+    AbmTokenFileExpiredError,
     AdeProfileInvalidError,
     ConflictError,
     InvalidInputError,
@@ -71,7 +76,9 @@ from pomona.domain.models import Step, Tenant
 from pomona.domain.reasons import ReasonCode
 from pomona.i18n import msg
 from pomona.ports import (
+    RULE_FIELDS,
     AbmAssignment,
+    AbmAssignmentRule,
     AbmClient,
     AbmConnector,
     AbmDeviceRecord,
@@ -241,6 +248,13 @@ class AbmService(ServiceBase[AbmStores]):
             uow.abm.set_keypair(tn.id, cert_pem, key_pem, self.clock.now())
         return cert_pem, True
 
+    def certificate(self, tenant_ref: str) -> bytes | None:
+        """The certificate (PEM) made by :meth:`keypair`, or None when there is none yet (made by nothing)."""
+        tn = self._tenant(tenant_ref)
+        with self.db.unit_of_work(readonly=True) as uow:
+            pair = uow.abm.keypair(tn.id)
+        return None if pair is None else pair[0]
+
     def upload_token(self, tenant_ref: str, data: bytes, name: str | None = None) -> TokenStatus:
         """Open and keep a server token (.p7m) of ABM's; DEP_TOKEN_INVALID or DEP_TOKEN_EXPIRED."""
         tn = self._tenant(tenant_ref)
@@ -268,7 +282,7 @@ class AbmService(ServiceBase[AbmStores]):
                 ReasonCode.DEP_TOKEN_EXPIRED,
                 detail={"expiry": credentials.access_token_expiry.isoformat()},
             )
-            raise AbmTokenExpiredError(
+            raise AbmTokenFileExpiredError(
                 f"the server token expired on {credentials.access_token_expiry:%Y-%m-%d}: download a new one "
                 "from Apple Business Manager",
                 tenant=tn.name,
@@ -714,7 +728,9 @@ class AbmService(ServiceBase[AbmStores]):
                 return ReconcileReport()
             states = uow.abm.profile_states(tn.id, info.id)
             wanted = uow.abm.assignments(tn.id)
-        by_id = {p.id: p for p in profiles}
+            by_id = {p.id: p for p in profiles}
+            rules = [r for r in uow.abm.rules(tn.id) if r.profile_id in by_id]
+            facts = uow.abm.device_facts(tn.id, info.id) if rules else {}
         default = next((p for p in profiles if p.is_default and p.token_id == info.id), None) or next(
             (p for p in profiles if p.is_default and p.token_id is None), None
         )
@@ -722,11 +738,24 @@ class AbmService(ServiceBase[AbmStores]):
         settled: list[AbmAssignment] = []
         for serial, profile_uuid, status in states:
             a = wanted.get(serial)
-            if a is not None:
+            rule = None if a is not None and a.explicit else first_rule(rules, facts.get(serial, {}))
+            if a is not None and a.explicit:  # explicit > rule > the token's default
                 if a.profile_id not in by_id:
                     continue  # a profile of another token
                 p = by_id[a.profile_id]
-            elif default is not None and (not profile_uuid or status in ("", "empty", "removed")):
+            elif rule is not None:
+                p = by_id[rule.profile_id]
+                if a is None or a.profile_id != p.id:
+                    a = AbmAssignment(tn.id, serial, p.id, explicit=False, rule_id=rule.id)
+            elif a is not None and a.rule_id is None:  # the default, adopted earlier: kept
+                if a.profile_id not in by_id:
+                    continue
+                p = by_id[a.profile_id]
+            elif default is not None and (
+                a is not None  # its rule is gone, or no longer matches: the default applies
+                or not profile_uuid
+                or status in ("", "empty", "removed")
+            ):
                 p, a = default, AbmAssignment(tn.id, serial, default.id, explicit=False)  # new or re-added
             else:
                 continue
@@ -851,6 +880,69 @@ class AbmService(ServiceBase[AbmStores]):
             )
         return ReconcileReport(assigned, failed, out)
 
+    # --- assignment rules ----------------------------------------------------------------------------
+    def _rule_views(self, tenant_id: str) -> list[RuleView]:
+        with self.db.unit_of_work(readonly=True) as uow:
+            names = {p.id: p.name for p in uow.abm.profiles(tenant_id)}
+            return [RuleView(r, names.get(r.profile_id, r.profile_id)) for r in uow.abm.rules(tenant_id)]
+
+    def rules(self, tenant_ref: str) -> list[RuleView]:
+        """The tenant's assignment rules, in the order they are tried."""
+        return self._rule_views(self._tenant(tenant_ref).id)
+
+    def add_rule(
+        self, tenant_ref: str, profile: str, field_name: str, value: str, *, priority: int | None = None
+    ) -> tuple[RuleView, ReconcileReport]:
+        """ "Devices whose ``field_name`` matches ``value`` (a case-insensitive glob) get ``profile``",
+        tried after the explicit assignments and before the token's default; then reconcile."""
+        tn = self._tenant(tenant_ref)
+        if field_name not in RULE_FIELDS:
+            raise InvalidInputError(
+                msg("abm.error.rule_field", field=field_name, fields=", ".join(RULE_FIELDS)), field="field"
+            )
+        value = value.strip()
+        if not value or len(value) > 200:
+            raise InvalidInputError(msg("abm.error.rule_value"), field="value")
+        record = self._find_profile(tn.id, profile)
+        with self.db.unit_of_work() as uow:
+            existing = uow.abm.rules(tn.id)
+            if priority is None:
+                priority = max((r.priority for r in existing), default=0) + 10
+            rule = AbmAssignmentRule(
+                str(uuid.uuid4()), tn.id, record.id, field_name, value, priority, self.clock.now()
+            )
+            uow.abm.add_rule(rule)
+            uow.events.append(
+                self.ok_event(
+                    tn.id,
+                    Step.DEP,
+                    detail={
+                        "profile": record.name,
+                        "action": "rule-add",
+                        "field": field_name,
+                        "value": value,
+                    },
+                )
+            )
+        return RuleView(rule, record.name), self.reconcile(tn.id)
+
+    def remove_rule(self, tenant_ref: str, rule_id: str) -> tuple[RuleView, ReconcileReport]:
+        """Forget a rule; the devices it gave a profile get the token's default at this reconciliation."""
+        tn = self._tenant(tenant_ref)
+        found = next((v for v in self._rule_views(tn.id) if v.rule.id == rule_id), None)
+        if found is None:
+            raise NotFoundError(msg("abm.error.no_rule", rule=rule_id), rule=rule_id)
+        with self.db.unit_of_work() as uow:
+            uow.abm.remove_rule(tn.id, rule_id)
+            uow.events.append(
+                self.ok_event(
+                    tn.id,
+                    Step.DEP,
+                    detail={"profile": found.profile, "action": "rule-remove", "rule": rule_id},
+                )
+            )
+        return found, self.reconcile(tn.id)
+
     def assignment_findings(self, tenant_id: str) -> list[Finding]:
         """DEP_PROFILE_NOT_ASSIGNED for each device tried :data:`REPORT_AFTER` times without ABM showing
         its profile (health)."""
@@ -872,6 +964,34 @@ class AbmService(ServiceBase[AbmStores]):
             )
             for a in sorted(stuck, key=lambda a: a.serial_number)
         ]
+
+
+def first_rule(rules: Sequence[AbmAssignmentRule], facts: Mapping[str, str]) -> AbmAssignmentRule | None:
+    """The first rule (``rules`` in their order) whose glob matches the device's field, ignoring case."""
+    for r in rules:
+        have = facts.get(r.field, "")
+        if have and fnmatchcase(have.casefold(), r.value.casefold()):
+            return r
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleView:
+    """An assignment rule with its profile's name (``pomona abm rule list``)."""
+
+    rule: AbmAssignmentRule
+    profile: str
+
+    def to_json(self) -> dict[str, object]:
+        r = self.rule
+        return {
+            "id": r.id,
+            "profile": self.profile,
+            "field": r.field,
+            "value": r.value,
+            "priority": r.priority,
+            "created_at": r.created_at.isoformat(),
+        }
 
 
 @dataclass(frozen=True, slots=True)

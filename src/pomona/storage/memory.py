@@ -41,7 +41,9 @@ from pomona.domain.models import (
 )
 from pomona.domain.policy import Restriction
 from pomona.ports import (
+    RULE_FIELDS,
     AbmAssignment,
+    AbmAssignmentRule,
     AbmDeviceRecord,
     AbmHistoryEntry,
     AbmProfileRecord,
@@ -160,6 +162,7 @@ class _Data:
     abm_profiles: dict[str, AbmProfileRecord] = field(default_factory=dict)  # id -> (no definitions)
     abm_definitions: dict[tuple[str, str], str] = field(default_factory=dict)  # (profile, token) -> uuid
     abm_assignments: dict[tuple[str, str], AbmAssignment] = field(default_factory=dict)  # (tenant, serial)
+    abm_rules: dict[str, AbmAssignmentRule] = field(default_factory=dict)  # id -> rule
     sequences: dict[str, int] = field(default_factory=dict)
     scep_ras: dict[str, CaKeyPair] = field(default_factory=dict)  # the tenants' scep_ra_* columns
     leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> holder, expires_at
@@ -1515,6 +1518,28 @@ class MemoryAbmStore(_Store):
         for a in assignments:
             if a.tenant_id == tenant_id:
                 self.tx.put(self.d.abm_assignments, (tenant_id, a.serial_number), a)
+
+    def add_rule(self, rule: AbmAssignmentRule) -> None:
+        self.tx.put(self.d.abm_rules, rule.id, rule)
+
+    def rules(self, tenant_id: str) -> list[AbmAssignmentRule]:
+        return sorted(
+            (r for r in self.d.abm_rules.values() if r.tenant_id == tenant_id),
+            key=lambda r: (r.priority, r.created_at, r.id),
+        )
+
+    def remove_rule(self, tenant_id: str, rule_id: str) -> bool:
+        found = self.d.abm_rules.get(rule_id)
+        return bool(
+            found is not None and found.tenant_id == tenant_id and self.tx.pop(self.d.abm_rules, rule_id)
+        )
+
+    def device_facts(self, tenant_id: str, token_id: str) -> dict[str, dict[str, str]]:
+        return {
+            s: {c: str(getattr(r.device, c, "") or "") for c in RULE_FIELDS}
+            for (t, s), r in self.d.abm_devices.items()
+            if t == tenant_id and r.token_id == token_id and not r.deleted
+        }
 
 
 class MemoryUnitOfWork:

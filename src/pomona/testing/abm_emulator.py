@@ -192,10 +192,29 @@ class AbmEmulator:
             self._save_soon()
             return serials
 
-    def add_device(self, serial: str, *, product: str = "iPhone15,2", os_version: str = "17.4") -> AbmDevice:
-        """One device assigned to this MDM server (an order shipped, or a device added in ABM)."""
+    def add_device(
+        self,
+        serial: str,
+        *,
+        product: str = "iPhone15,2",
+        os_version: str = "17.4",
+        model: str | None = None,
+        device_family: str | None = None,
+        order_number: str = "",
+    ) -> AbmDevice:
+        """One device assigned to this MDM server (an order shipped, or a device added in ABM); ``model``
+        and ``device_family`` (Apple's fields) default to the product's. ``order_number`` is not in
+        Apple's device-assignment answers (protocol.dep.AbmDevice): given, the device's JSON carries it."""
         with self._lock:
             d = self._add(serial, product, os_version)
+            if model is not None or device_family is not None or order_number:
+                d = replace(
+                    d,
+                    model=model or d.model,
+                    device_family=device_family or d.device_family,
+                    order_number=order_number,
+                )
+                self.s.devices[serial] = d
             self._save_soon()
             return d
 
