@@ -116,6 +116,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh-CN": "与 --ade 一起使用：测试设备 CA 所在文件夹（不存在时在此创建）；服务器须通过 "
         "POMONA_ADE_TEST_DEVICE_CA 信任其中的 ca.pem。",
     },
+    "help.abm_ca": {
+        "en": "With --ade: a CA bundle to trust for the ABM emulator when it runs TLS (the file the server "
+        "is given as its ABM CA).",
+        "zh-CN": "与 --ade 一起使用：ABM 模拟器启用 TLS 时要信任的 CA 证书包（即提供给服务器作为其 ABM CA 的文件）。",
+    },
     "help.user": {
         "en": "With --ade: the user who signs in during Setup Assistant (UPN).",
         "zh-CN": "与 --ade 一起使用：在设置助理中登录的用户（UPN）。",
@@ -204,6 +209,12 @@ _t = translate
 @click.option("--ade", is_flag=True, help=_t("help.ade"))
 @click.option("--abm-url", default=None, help=_t("help.abm_url"))
 @click.option(
+    "--abm-ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help=_t("help.abm_ca"),
+)
+@click.option(
     "--device-ca",
     "device_ca_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -234,6 +245,7 @@ def simulate(
     as_json: bool,
     ade: bool,
     abm_url: str | None,
+    abm_ca: Path | None,
     device_ca_dir: Path | None,
     upn: str | None,
     password: str | None,
@@ -261,6 +273,7 @@ def simulate(
             wait_release=wait_release,
             insecure=insecure,
             timeout=timeout,
+            abm_ca=abm_ca,
         )
         if as_json:
             click.echo(result.to_json())
@@ -367,8 +380,8 @@ def _simulate_ade(
     wait_release: float,
     insecure: bool,
     timeout: float,
+    abm_ca: Path | None = None,
 ) -> AdeResult:
-    import os
     import ssl
 
     import httpx
@@ -383,7 +396,6 @@ def _simulate_ade(
         raise click.ClickException(_t("error.device_ca", path=device_ca_dir, error=exc)) from exc
     if new:
         click.echo(_t("ade.new_ca", path=device_ca_dir / CA_FILE), err=True)
-    abm_ca = os.environ.get("POMONA_ABM_CA")  # the emulator's CA when it runs TLS, as the server's
     abm_verify: bool | ssl.SSLContext = (
         False if insecure else ssl.create_default_context(cafile=abm_ca) if abm_ca else True
     )
