@@ -459,7 +459,7 @@ def abm_release(tenant_name: str, serial: str) -> None:
         from pomona.domain.errors import NotFoundError
 
         raise NotFoundError(f"ABM lists no device {serial!r} for this tenant", serial=serial)
-    (queued,) = p.commands.enqueue(tenant_name, "DeviceConfigured", {}, [serial])
+    queued = p.commands.release(tenant_name, serial)
     _out(
         {
             "tenant": tenant_name,

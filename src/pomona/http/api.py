@@ -1025,6 +1025,17 @@ def create_api(p: Services) -> FastAPI:
         return out
 
     @api.post(
+        "/api/v1/tenants/{tenant}/devices/{ref}/release",
+        status_code=201,
+        summary="Release a device held at Setup Assistant",
+        description="Queue DeviceConfigured for a device (by serial, UDID or id) that waits at Setup Assistant (an ADE profile with `await_device_configured`) and push it. Pomona releases such devices by itself once their initial commands are answered; this is the manual way (health's AWAITING_CONFIGURATION_STUCK).",
+        responses=ERRORS,
+    )
+    def release_device(tenant: str, ref: str, token: Auth) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        return command_json(p.commands.release(tid, ref))
+
+    @api.post(
         "/api/v1/tenants/{tenant}/commands",
         status_code=201,
         summary="Send a command",

@@ -541,7 +541,9 @@ class AbmEmulator:
         out: dict[str, dict[str, str]] = {}
         for serial in serials:
             d = self.s.devices.get(serial)
-            if d is None:
+            if serial in self.s.elsewhere:  # ABM knows it, but gives it to another MDM server
+                out[serial] = {"serial_number": serial, "response_status": "NOT_ACCESSIBLE"}
+            elif d is None:
                 out[serial] = {"serial_number": serial, "response_status": "NOT_FOUND"}
             else:
                 out[serial] = {**encode_device(d), "response_status": "SUCCESS"}
