@@ -7,6 +7,7 @@ real app and the virtual device."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -165,3 +166,41 @@ class TestStuckAndManualRelease:
             headers={"Authorization": f"Bearer {tenant.admin_token}"},
         )
         assert (r.status_code, r.json()["reason"]) == (404, "NOT_FOUND")
+
+
+class TestConsoleRelease:
+    def test_helpdesk_releases_a_held_device_from_its_page(
+        self, pomona: Pomona, client: TestClient, clock: FrozenClock, tenant: TenantSetup
+    ) -> None:
+        """The device page of a device held past the threshold shows health's finding and a Release
+        button (with CSRF); helpdesk's release queues DeviceConfigured, is audited, and once the device
+        took it the button is gone."""
+        device = held_device(client, tenant)
+        clock.advance(hours=2)
+        pomona.health.run(TENANT)
+        did = pomona.commands.device(TENANT, device.udid).device.id
+        pomona.console.create_account("hd@acme.example", "console-pass-1", "helpdesk", TENANT)
+        app = client.app
+        with TestClient(app, base_url="https://pomona.test", follow_redirects=False) as b:  # type: ignore[arg-type]
+
+            def csrf(html: str) -> str:
+                m = re.search(r'name="csrf" value="([^"]+)"', html)
+                assert m is not None
+                return m.group(1)
+
+            page = b.get("/console/signin").text
+            form = {"csrf": csrf(page), "email": "hd@acme.example", "password": "console-pass-1", "code": ""}
+            assert b.post("/console/signin", data=form).status_code == 303
+            page = b.get(f"/console/t/{TENANT}/devices/{did}").text
+            assert 'data-code="AWAITING_CONFIGURATION_STUCK"' in page and 'id="release"' in page
+            assert (
+                b.post(f"/console/t/{TENANT}/devices/{did}/release", data={"csrf": "wrong"}).status_code
+                == 403
+            )
+            r = b.post(f"/console/t/{TENANT}/devices/{did}/release", data={"csrf": csrf(page)})
+            assert r.status_code == 303 and r.headers["location"].endswith("?done=released")
+            assert queued_types(pomona, device) == ["DeviceConfigured", "DeviceConfigured"]
+            (entry,) = [e for e in pomona.console.audit_log(TENANT) if e.action == "device.release"]
+            assert (entry.actor, entry.target) == ("hd@acme.example", device.udid)
+            device.poll()
+            assert 'id="release"' not in b.get(f"/console/t/{TENANT}/devices/{did}").text
