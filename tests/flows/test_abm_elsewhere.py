@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
-from helpers import cli
+from helpers import cli, same_data_dir, setup_tenant  # noqa: F401 - same_data_dir is autouse here
+from pomona.app import Pomona, create_app
 from pomona.testing.abm_emulator import AbmEmulator, AbmEmulatorServer
+from pomona.testing.virtual_device import VirtualDevice
 
 TENANT = "acme"
 CODE = "DEP_DEVICE_ASSIGNED_ELSEWHERE"
@@ -39,9 +42,13 @@ def ok(monkeypatch: pytest.MonkeyPatch, db_url: str, *args: str) -> Any:
     return json.loads(out)
 
 
-def synced(monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path, emu: AbmEmulator) -> list[str]:
-    """A tenant with an uploaded token, synced once: the serials ABM lists."""
-    assert cli(monkeypatch, db_url, "tenant", "create", TENANT, "--domain", "acme.example")[0] == 0
+def synced(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path, emu: AbmEmulator, *, create: bool = True
+) -> list[str]:
+    """A tenant (made here unless ``create`` is false) with an uploaded token, synced once: the serials
+    ABM lists."""
+    if create:
+        assert cli(monkeypatch, db_url, "tenant", "create", TENANT, "--domain", "acme.example")[0] == 0
     cert = tmp_path / "abm-cert.pem"
     ok(monkeypatch, db_url, "abm", "keypair", "--tenant", TENANT, "--out", str(cert))
     p7m = tmp_path / "token.p7m"
@@ -134,3 +141,25 @@ class TestAssignedElsewhere:
         assert device(monkeypatch, db_url, s2)["assigned_elsewhere"] is False
         assert elsewhere_events(monkeypatch, db_url) == [("failed", "dep", s1)]
         assert elsewhere_findings(monkeypatch, db_url) == [(f"abm:device:{s1}", s1)]
+
+    def test_the_device_view_shows_it(
+        self,
+        pomona: Pomona,
+        monkeypatch: pytest.MonkeyPatch,
+        db_url: str,
+        tmp_path: Path,
+        abm: tuple[AbmEmulator, AbmEmulatorServer],
+    ) -> None:
+        """A device enrolled here that ABM then gives to another MDM server: the admin API's device view
+        lists health's DEP_DEVICE_ASSIGNED_ELSEWHERE about its serial."""
+        emu, _ = abm
+        s = setup_tenant(pomona, TENANT)
+        s1, _, _ = synced(monkeypatch, db_url, tmp_path, emu, create=False)
+        with TestClient(create_app(pomona=pomona), base_url="https://pomona.test") as client:  # type: ignore[arg-type]
+            VirtualDevice(s.enroll_url, client=client, serial=s1).enroll()  # type: ignore[arg-type]
+            emu.set_fault("assigned-elsewhere", s1)
+            ok(monkeypatch, db_url, "abm", "sync", "--tenant", TENANT)
+            ok(monkeypatch, db_url, "health", "--tenant", TENANT)
+            auth = {"Authorization": f"Bearer {s.admin_token}"}
+            shown = client.get(f"/api/v1/tenants/{TENANT}/devices/{s1}", headers=auth).json()
+        assert [(f["code"], f["facts"]["serial"]) for f in shown["findings"]] == [(CODE, s1)]

@@ -130,8 +130,8 @@ class TestStuckAndManualRelease:
     ) -> None:
         """A device that never takes its DeviceConfigured is held past the threshold: the watch job
         records one failed AWAITING_CONFIGURATION_STUCK event (not again on the next round), health names
-        the serial and `pomona abm release` as the fix; the API's release queues DeviceConfigured, and
-        once acknowledged the finding goes away."""
+        the serial and `pomona abm release` as the fix (the API's device view shows it); the API's release
+        queues DeviceConfigured, and once acknowledged the finding goes away."""
         device = held_device(client, tenant)
         clock.advance(minutes=30)
         assert pomona.health.flag_stuck() == 0
@@ -146,6 +146,10 @@ class TestStuckAndManualRelease:
         assert [(f["facts"]["serial"], f["facts"]["fix"]) for f in found] == [
             (device.serial, f"pomona abm release --tenant {TENANT} --serial {device.serial}")
         ]
+        auth = {"Authorization": f"Bearer {tenant.admin_token}"}
+        shown = client.get(f"/api/v1/tenants/{TENANT}/devices/{device.serial}", headers=auth).json()
+        assert shown["awaiting_configuration"] is True
+        assert [f["code"] for f in shown["findings"]] == ["AWAITING_CONFIGURATION_STUCK"]
         r = client.post(
             f"/api/v1/tenants/{TENANT}/devices/{device.serial}/release",
             headers={"Authorization": f"Bearer {tenant.admin_token}"},

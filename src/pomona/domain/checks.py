@@ -279,6 +279,12 @@ def unresponsive_findings(rows: Iterable[Mapping[str, object]]) -> list[Finding]
     ]
 
 
+def device_subjects(udid: str, serial: str | None) -> frozenset[str]:
+    """The subjects of the findings about one device: by UDID (held at Setup Assistant, unresponsive) and
+    by serial at ABM (assigned to another MDM server, assignment failing): its page shows them."""
+    return frozenset({f"device:{udid}", *([f"abm:device:{serial}"] if serial else [])})
+
+
 def stuck_findings(stuck: Iterable[tuple[str, str | None, datetime]]) -> list[Finding]:
     """AWAITING_CONFIGURATION_STUCK per (udid, serial, since) held at Setup Assistant too long: the
     facts name the device, so the fix (``pomona abm release --serial``) can be shown."""

@@ -24,6 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 from starlette.staticfiles import StaticFiles
 
+from pomona.domain.checks import device_subjects
 from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundError, PomonaError, describe
 from pomona.domain.models import ApiToken
 from pomona.domain.reasons import ReasonCode
@@ -1013,7 +1014,7 @@ def create_api(p: Services) -> FastAPI:
     @api.get(
         "/api/v1/tenants/{tenant}/devices/{ref}",
         summary="Show a device",
-        description="One device (by serial, UDID or id) with its enrollment history and its commands.",
+        description="One device (by serial, UDID or id) with its enrollment history, its commands and health's open findings about it (held at Setup Assistant, assigned to another MDM server in ABM).",
         responses=ERRORS,
     )
     def get_device(tenant: str, ref: str, token: Auth) -> dict[str, object]:
@@ -1022,6 +1023,8 @@ def create_api(p: Services) -> FastAPI:
         out = device_json(v.device, v.enrollment)
         out["enrollments"] = [enrollment_json(e) for e in v.history]
         out["commands"] = [command_json(c) for c in v.commands]
+        subjects = device_subjects(v.device.udid, v.device.serial)  # health's, as last recorded
+        out["findings"] = [r.to_json() for r in p.health.open_findings(tid) if r.finding.subject in subjects]
         return out
 
     @api.post(

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final, Protocol, get_args
 
-from pomona.domain.checks import RecordedFinding
+from pomona.domain.checks import RecordedFinding, device_subjects
 from pomona.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from pomona.domain.models import Device, Enrollment, EnrollmentStatus, Event, QueuedCommand, Tenant, User
 from pomona.domain.policy import Decision
@@ -409,9 +409,8 @@ class ConsoleService(ServiceBase[ConsoleStores]):
                 uow.commands.list_for_device(t.id, d.id, limit=50),
                 uow.events.query(t.id, udid=d.udid, limit=50),
             )
-        # Health's open findings about this device: by UDID (held at Setup Assistant, unresponsive) or
-        # by serial at ABM (assigned to another MDM server, assignment failing).
-        subjects = {f"device:{d.udid}", f"abm:device:{d.serial}"}
+        # Health's open findings about this device (as the last health round recorded them).
+        subjects = device_subjects(d.udid, d.serial)
         mine = [r for r in self.findings(t.id) if r.finding.subject in subjects]
         return replace(detail, findings=mine)
 
