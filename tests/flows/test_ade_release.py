@@ -208,3 +208,24 @@ class TestConsoleRelease:
             assert (entry.actor, entry.target) == ("hd@acme.example", device.udid)
             device.poll()
             assert 'id="release"' not in b.get(f"/console/t/{TENANT}/devices/{did}").text
+
+
+class TestNoReleaseAfterErase:
+    def test_an_erased_held_device_gets_no_release(
+        self, pomona: Pomona, client: TestClient, tenant: TenantSetup
+    ) -> None:
+        """A held device erased before its release: the erase ends the enrollment, so no DeviceConfigured
+        is queued after it (nothing is left pending)."""
+        serials: list[str] = []
+
+        def after(response: httpx.Response) -> None:
+            if b"<string>Authenticate</string>" in response.request.content and response.status_code == 200:
+                pomona.commands.enqueue(TENANT, "EraseDevice", {}, serials)
+
+        device = VirtualDevice(tenant.enroll_url, client=client, on_request=after)  # type: ignore[arg-type]
+        serials.append(device.serial)
+        device.facts = dataclasses.replace(device.facts, awaiting_configuration=True)
+        device.enroll()
+        assert [h.request_type for h in device.poll()] == ["EraseDevice"]
+        view = pomona.commands.device(TENANT, device.udid)
+        assert view.enrollment is None and [c.request_type for c in view.commands] == ["EraseDevice"]

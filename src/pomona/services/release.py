@@ -30,7 +30,7 @@ import uuid
 from datetime import datetime
 from typing import Final, Protocol
 
-from pomona.domain.models import CommandStatus, Enrollment, QueuedCommand
+from pomona.domain.models import CommandStatus, Enrollment, EnrollmentStatus, QueuedCommand
 from pomona.ports import CommandQueue
 from pomona.protocol.command import DeviceConfigured
 
@@ -45,9 +45,12 @@ class ReleaseQueue(Protocol):
 
 
 def configuration_done(uow: ReleaseQueue, enrollment: Enrollment) -> bool:
-    """Whether a held enrollment's configuration step is done: none of its commands is pending."""
+    """Whether a held enrollment's configuration step is done: it is still active (an erase did not end
+    it) and none of its commands is pending."""
     return (
-        enrollment.awaiting_configuration and uow.commands.next_for(enrollment.id, skip_not_now=False) is None
+        enrollment.awaiting_configuration
+        and enrollment.status is EnrollmentStatus.ACTIVE
+        and uow.commands.next_for(enrollment.id, skip_not_now=False) is None
     )
 
 
