@@ -1259,6 +1259,42 @@ class MemoryDeviceListing(_Store):
         return len(self._mine(tenant_id, prefix))
 
 
+class MemoryUserListing(_Store):
+    """The SQL listing's order: by UPN, from the cursor on."""
+
+    def _mine(self, tenant_id: str, prefix: str | None) -> list[User]:
+        p = (prefix or "").lower()
+        return sorted(
+            (u for u in self.d.users.values() if u.tenant_id == tenant_id and u.upn.startswith(p)),
+            key=lambda u: u.upn,
+        )
+
+    def page(
+        self, tenant_id: str, *, after: str | None = None, prefix: str | None = None, limit: int = 50
+    ) -> list[User]:
+        return [u for u in self._mine(tenant_id, prefix) if after is None or u.upn > after][:limit]
+
+    def count(self, tenant_id: str, *, prefix: str | None = None) -> int:
+        return len(self._mine(tenant_id, prefix))
+
+    def device_counts(self, user_ids: Sequence[str]) -> dict[str, int]:
+        wanted = set(user_ids)
+        out: dict[str, int] = {}
+        for e in self.d.enrollments.values():
+            if e.user_id in wanted and e.status is _ACTIVE:
+                out[e.user_id] = out.get(e.user_id, 0) + 1
+        return out
+
+    def group_names(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
+        wanted = set(user_ids)
+        out: dict[str, list[str]] = {}
+        for gid, uid in self.d.group_members:
+            g = self.d.groups.get(gid)
+            if uid in wanted and g is not None:
+                out.setdefault(uid, []).append(g.name)
+        return {uid: sorted(names) for uid, names in out.items()}
+
+
 class MemoryHealthStore(_Store):
     """Findings kept as rows (the finding, first/last seen, resolved and notified times)."""
 
@@ -1529,6 +1565,7 @@ class MemoryUnitOfWork:
         self.console_sessions = MemoryConsoleSessionStore(tx)
         self.audit = MemoryAuditLog(tx)
         self.device_listing = MemoryDeviceListing(tx)
+        self.user_listing = MemoryUserListing(tx)
         self.abm = MemoryAbmStore(tx)
 
 

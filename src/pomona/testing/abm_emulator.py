@@ -27,6 +27,15 @@ list (a deletion), assigning it answers NOT_ACCESSIBLE, and its device details s
 Apple's paths, ``/_emulator/...`` controls it over HTTP (token, add-device, fault), which the
 ``pomona emulate abm token|add-device|fault`` commands use.
 
+``POST /_device/activation`` with ``{"serial_number": S}`` is what Apple's activation service tells a device
+in Setup Assistant (the "cloud configuration" the ADE virtual device, :mod:`pomona.testing.ade_device`,
+asks for): 200 with the assigned profile's JSON (Apple's profile fields plus ``profile_uuid``), 404
+``{"error": "NOT_ASSIGNED"}`` for a listed serial with no profile, 404 ``{"error": "NOT_FOUND"}`` for a
+serial ABM does not list. Serving it marks the device's profile ``pushed`` (with ``profile_push_time``),
+as Apple does. With ``device-cannot-reach-apple --serial S`` the request of S gets no answer: the HTTP
+server drops the connection, the in-process transport raises ``httpx.ConnectError`` (the device sees
+XPC_TYPE_ERROR Connection invalid: DEP_NETWORK_ERROR).
+
 Serve it in-process through :meth:`AbmEmulator.transport` (an ``httpx.MockTransport``), or over HTTP with
 :meth:`AbmEmulator.serve_in_thread` / ``pomona emulate abm``.
 """
@@ -61,7 +70,7 @@ from pomona.protocol.dep import (
     format_time,
 )
 
-__all__ = ["FAULTS", "AbmEmulator", "AbmEmulatorServer"]
+__all__ = ["ACTIVATION_PATH", "FAULTS", "AbmEmulator", "AbmEmulatorServer", "ConnectionDropped"]
 
 #: The faults ``pomona emulate abm fault --fault NAME`` accepts.
 FAULTS: Final = (
@@ -79,6 +88,8 @@ FAULTS: Final = (
     "clear",
 )
 MAX_LIMIT: Final = 1000
+#: Where a device asks for its activation record (not an Apple path of the device assignment service).
+ACTIVATION_PATH: Final = "/_device/activation"
 SESSION_TTL: Final = timedelta(minutes=5)
 _PRODUCTS: Final = {
     "iPhone15,2": ("iPhone 14 Pro", "iPhone", "iOS"),
@@ -89,6 +100,11 @@ _PRODUCTS: Final = {
 _PHONE_CHARS: Final = set("0123456789+-() ")
 
 Answer = tuple[int, dict[str, str], bytes]
+
+
+class ConnectionDropped(Exception):
+    """The emulator gives this request no answer at all (``device-cannot-reach-apple``): the HTTP server
+    closes the connection, the in-process transport raises ``httpx.ConnectError``."""
 
 
 def _json(status: int, obj: object, headers: dict[str, str] | None = None) -> Answer:
@@ -353,6 +369,8 @@ class AbmEmulator:
             self.calls.append((method, path))
             if path.startswith("/_emulator/"):
                 return self._control(method, path, body)
+            if path == ACTIVATION_PATH:
+                return self._activation(method, body)
             if path == "/session":
                 return self._session(method, url, headers)
             token = headers.get("x-adm-auth-session", "")
@@ -643,6 +661,30 @@ class AbmEmulator:
                 out[serial] = "NOT_ACCESSIBLE"
         return _json(200, {"devices": out})
 
+    # --- the device side: Apple's activation service ---------------------------------------------------
+    def _activation(self, method: str, body: bytes) -> Answer:
+        """A device's activation record: its assigned profile (see the module docstring)."""
+        if method != "POST":
+            return _text(405, "METHOD_NOT_ALLOWED")
+        try:
+            obj = json.loads(body) if body else {}
+        except ValueError:
+            return _text(400, "MALFORMED_REQUEST_BODY")
+        serial = obj.get("serial_number") if isinstance(obj, dict) else None
+        if not isinstance(serial, str) or not serial:
+            return _text(400, "MALFORMED_REQUEST_BODY")
+        if serial in self.s.unreachable:
+            raise ConnectionDropped(serial)
+        d = self.s.devices.get(serial)
+        if d is None:
+            return _json(404, {"error": "NOT_FOUND"})
+        profile = self.s.profiles.get(d.profile_uuid) if d.profile_uuid else None
+        if profile is None or d.profile_status not in ("assigned", "pushed"):
+            return _json(404, {"error": "NOT_ASSIGNED"})
+        self._modify(serial, profile_status="pushed", profile_push_time=self.clock())
+        self._save_soon()
+        return _json(200, profile)
+
     # --- control (pomona emulate abm token | add-device | fault) -------------------------------------
     def _control(self, method: str, path: str, body: bytes) -> Answer:
         try:
@@ -678,9 +720,12 @@ class AbmEmulator:
         """An httpx transport answering from this emulator in-process (tests, the benchmark)."""
 
         def answer(request: httpx.Request) -> httpx.Response:
-            status, headers, body = self.handle(
-                request.method, str(request.url), dict(request.headers), request.read()
-            )
+            try:
+                status, headers, body = self.handle(
+                    request.method, str(request.url), dict(request.headers), request.read()
+                )
+            except ConnectionDropped as exc:
+                raise httpx.ConnectError("XPC_TYPE_ERROR Connection invalid", request=request) from exc
             return httpx.Response(status, headers=headers, content=body)
 
         return httpx.MockTransport(answer)
@@ -740,7 +785,13 @@ class AbmEmulatorServer:
                 size = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(size) if size else b""
                 url = f"{scheme}://{self.headers.get('Host', host)}{self.path}"
-                status, headers, content = outer.handle(self.command, url, dict(self.headers.items()), body)
+                try:
+                    status, headers, content = outer.handle(
+                        self.command, url, dict(self.headers.items()), body
+                    )
+                except ConnectionDropped:
+                    self.close_connection = True  # no status line: the client sees the connection drop
+                    return
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
