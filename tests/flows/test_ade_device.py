@@ -470,12 +470,14 @@ class TestRelease:
     def test_device_configured_releases_and_its_absence_is_stuck(
         self, app: TestClient, acme: TenantSetup, pomona: Pomona
     ) -> None:
-        """An enrolled device held at Setup Assistant polls until DeviceConfigured is acknowledged; with
-        none queued it reports AWAITING_CONFIGURATION_STUCK after the wait (polls at 0, 1, 2 and 3 s)."""
+        """An enrolled device held at Setup Assistant polls until DeviceConfigured (queued by the server
+        once the device is held) is acknowledged; while it answers NotNow to it, it reports
+        AWAITING_CONFIGURATION_STUCK after the wait (polls at 0, 1, 2 and 3 s)."""
         d = VirtualDevice(acme.enroll_url, client=app)  # type: ignore[arg-type]
         d.download()
         d.facts = dataclasses.replace(d.facts, awaiting_configuration=True)
         d.install()
+        d.inject("DeviceConfigured", status="NotNow", times=None)
         clock = [0.0]
         stuck = wait_for_release(
             d,
@@ -485,7 +487,7 @@ class TestRelease:
             monotonic=lambda: clock[0],
         )
         assert (stuck.ok, stuck.reason, stuck.detail["polls"]) == (False, "AWAITING_CONFIGURATION_STUCK", 4)
-        pomona.commands.enqueue(acme.name, "DeviceConfigured", {}, [d.serial])
+        d.clear_faults()
         released = wait_for_release(d, 0, poll_interval=0)
         assert released.ok and "DeviceConfigured" in released.detail["commands"]  # type: ignore[operator]
         assert not d.facts.awaiting_configuration

@@ -294,3 +294,24 @@ class TestProfilesAndAssignments:
             assert [r.id for r in uow.abm.rules(tid)] == ["r-first", "r-early"]
             (s1,) = uow.abm.devices(tid, serial="S1")
         assert s1.device.order_number == "ORD-1"
+
+    def test_flagged_is_the_latest_entry_until_a_later_one(self, db: Database) -> None:
+        """`flagged` names the devices whose latest timeline entry has the reason (all, or one serial);
+        a later entry (ABM listing the device again) clears it."""
+        from pomona.ports import AbmHistoryEntry
+
+        tid = tenant(db)
+        t = token(db, tid)
+        upsert(db, tid, t.id, [dev("S1"), dev("S2")])
+        upsert(db, tid, t.id, [dev("S1", op_type="deleted", op_date=NOW)])
+        gone = AbmHistoryEntry(
+            NOW, "elsewhere", None, "", "", None, None, "", t.id, "DEP_DEVICE_ASSIGNED_ELSEWHERE"
+        )
+        with db.unit_of_work() as uow:
+            uow.abm.add_history(tid, [("S1", gone), ("S2", gone)])
+        upsert(db, tid, t.id, [dev("S2", profile_status="assigned", profile_uuid="U")], NOW + timedelta(1))
+        with db.unit_of_work(readonly=True) as uow:
+            assert uow.abm.flagged(tid, "DEP_DEVICE_ASSIGNED_ELSEWHERE") == [("S1", NOW)]
+            assert uow.abm.flagged(tid, "DEP_DEVICE_ASSIGNED_ELSEWHERE", serial="S1") == [("S1", NOW)]
+            assert uow.abm.flagged(tid, "DEP_DEVICE_ASSIGNED_ELSEWHERE", serial="S2") == []
+            assert uow.abm.flagged(tenant(db), "DEP_DEVICE_ASSIGNED_ELSEWHERE") == []

@@ -358,6 +358,24 @@ class TestDevicesAndEnrollments:
             assert got is not None and got.push_token == b"\x01" * 32 and got.push_magic == "magic"
             assert got.unlock_token == b"unlock" and got.awaiting_configuration
 
+    def test_awaiting_configuration_held_then_released(self, db: Database) -> None:
+        """An enrollment awaiting configuration since its TokenUpdate is held (with its device's serial)
+        once that is older than the bound; set_awaiting_configuration(False) releases it."""
+        t, _, _, e = seed(db)
+        with db.unit_of_work() as uow:
+            uow.enrollments.update_token(e.id, b"\x01" * 32, "magic", None, True, NOW)
+        with db.unit_of_work(readonly=True) as uow:
+            assert uow.health.stuck_awaiting(t.id, NOW) == []
+            assert uow.health.stuck_awaiting(t.id, NOW + timedelta(minutes=1)) == [
+                (e.id, "UDID-1", "SER1", NOW)
+            ]
+        with db.unit_of_work() as uow:
+            uow.enrollments.set_awaiting_configuration(e.id, False)
+        with db.unit_of_work(readonly=True) as uow:
+            got = uow.enrollments.get(t.id, e.id)
+            assert got is not None and not got.awaiting_configuration
+            assert uow.health.stuck_awaiting(t.id, NOW + timedelta(minutes=1)) == []
+
 
 class TestCommandQueue:
     def test_fifo_and_not_now(self, db: Database) -> None:

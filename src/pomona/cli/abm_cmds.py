@@ -198,10 +198,23 @@ def abm_devices(tenant_name: str, serial: str | None, limit: int) -> None:
 
             raise NotFoundError(f"ABM lists no device {serial!r} for this tenant", serial=serial)
         history = p.abm.history(tenant_name, serial)
-        data = {**_device_json(records[0]), "history": [h.to_json() for h in history]}
+        elsewhere = p.abm.assigned_elsewhere(tenant_name, serial)
+        data = {
+            **_device_json(records[0]),
+            "assigned_elsewhere": bool(elsewhere),  # DEP_DEVICE_ASSIGNED_ELSEWHERE, ABM's own answer
+            "assigned_elsewhere_since": elsewhere[0][1].isoformat() if elsewhere else None,
+            "history": [h.to_json() for h in history],
+        }
         if _json():
             _out(data, "")
             return
+        if elsewhere:
+            from pomona.cli.main import cli_warning
+
+            cli_warning(
+                "DEP_DEVICE_ASSIGNED_ELSEWHERE",
+                t("abm.cli.assigned_elsewhere", serial=serial, since=f"{elsewhere[0][1]:%Y-%m-%d %H:%M:%S}"),
+            )
         d = records[0].device
         click.echo(
             t(
@@ -459,7 +472,7 @@ def abm_release(tenant_name: str, serial: str) -> None:
         from pomona.domain.errors import NotFoundError
 
         raise NotFoundError(f"ABM lists no device {serial!r} for this tenant", serial=serial)
-    (queued,) = p.commands.enqueue(tenant_name, "DeviceConfigured", {}, [serial])
+    queued = p.commands.release(tenant_name, serial)
     _out(
         {
             "tenant": tenant_name,

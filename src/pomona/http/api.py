@@ -25,6 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, mo
 from starlette.concurrency import run_in_threadpool
 from starlette.staticfiles import StaticFiles
 
+from pomona.domain.checks import device_subjects
 from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundError, PomonaError, describe
 from pomona.domain.models import ApiToken
 from pomona.domain.reasons import ReasonCode
@@ -1098,7 +1099,7 @@ def create_api(p: Services) -> FastAPI:
     @api.get(
         "/api/v1/tenants/{tenant}/devices/{ref}",
         summary="Show a device",
-        description="One device (by serial, UDID or id) with its enrollment history and its commands.",
+        description="One device (by serial, UDID or id) with its enrollment history, its commands and health's open findings about it (held at Setup Assistant, assigned to another MDM server in ABM).",
         responses=ERRORS,
     )
     def get_device(tenant: str, ref: str, token: Auth) -> dict[str, object]:
@@ -1107,7 +1108,20 @@ def create_api(p: Services) -> FastAPI:
         out = device_json(v.device, v.enrollment)
         out["enrollments"] = [enrollment_json(e) for e in v.history]
         out["commands"] = [command_json(c) for c in v.commands]
+        subjects = device_subjects(v.device.udid, v.device.serial)  # health's, as last recorded
+        out["findings"] = [r.to_json() for r in p.health.open_findings(tid) if r.finding.subject in subjects]
         return out
+
+    @api.post(
+        "/api/v1/tenants/{tenant}/devices/{ref}/release",
+        status_code=201,
+        summary="Release a device held at Setup Assistant",
+        description="Queue DeviceConfigured for a device (by serial, UDID or id) that waits at Setup Assistant (an ADE profile with `await_device_configured`) and push it. Pomona releases such devices by itself once their initial commands are answered; this is the manual way (health's AWAITING_CONFIGURATION_STUCK).",
+        responses=ERRORS,
+    )
+    def release_device(tenant: str, ref: str, token: Auth) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        return command_json(p.commands.release(tid, ref))
 
     @api.post(
         "/api/v1/tenants/{tenant}/commands",

@@ -11,6 +11,7 @@
     GET   /console/t/{tenant}/devices/{id}          inventory, enrollments, command queue, timeline
     GET   /console/t/{tenant}/devices/{id}/retire   the confirmation; POST retires (audited)
     POST  /console/t/{tenant}/devices/{id}/repush   push the device now (audited)
+    POST  /console/t/{tenant}/devices/{id}/release  release it from Setup Assistant: DeviceConfigured (audited)
     GET   /console/t/{tenant}/users                 users: licence, devices, DEM, groups; UPN prefix, keyset
     POST  /console/t/{tenant}/users/licence         assign or remove a user's licence (admins; audited)
     GET   /console/t/{tenant}/restrictions          device type and device limit restrictions by priority,
@@ -347,7 +348,16 @@ class Console(FormPages):
             account,
             tenant=tenant,
             x=detail,
-            notice=notice if notice in ("retired", "pushed") else None,
+            notice=notice if notice in ("retired", "pushed", "released") else None,
+            findings=[
+                {
+                    "severity": r.finding.severity.value,
+                    "code": r.finding.code.value,
+                    "title": title_of(r.finding.code.value, self.lang(request), dict(r.finding.facts)),
+                    "since": r.first_seen,
+                }
+                for r in detail.findings
+            ],
         )
 
     async def retire_page(self, request: Request, account: AdminAccount) -> Response:
@@ -367,6 +377,11 @@ class Console(FormPages):
         ref, did = self.tenant_ref(request), str(request.path_params["device"])
         await run_in_threadpool(self.svc.repush, account, ref, did, self.client_ip(request))
         return RedirectResponse(f"/console/t/{ref}/devices/{did}?done=pushed", status_code=303)
+
+    async def release(self, request: Request, account: AdminAccount, form: dict[str, str]) -> Response:
+        ref, did = self.tenant_ref(request), str(request.path_params["device"])
+        await run_in_threadpool(self.svc.release, account, ref, did, self.client_ip(request))
+        return RedirectResponse(f"/console/t/{ref}/devices/{did}?done=released", status_code=303)
 
     async def troubleshoot(self, request: Request, account: AdminAccount) -> Response:
         ref = self.tenant_ref(request)
@@ -522,6 +537,7 @@ def create_console(p: Services) -> ASGIApp:
         Route("/console/t/{tenant}/devices/{device}/retire", s(c.retire_page), methods=["GET"]),
         Route("/console/t/{tenant}/devices/{device}/retire", post(c.retire), methods=["POST"]),
         Route("/console/t/{tenant}/devices/{device}/repush", post(c.repush), methods=["POST"]),
+        Route("/console/t/{tenant}/devices/{device}/release", post(c.release), methods=["POST"]),
         Route("/console/t/{tenant}/users", s(c.users), methods=["GET"]),
         Route("/console/t/{tenant}/users/licence", post(c.licence), methods=["POST"]),
         Route("/console/t/{tenant}/restrictions", s(c.restrictions), methods=["GET"]),

@@ -36,6 +36,11 @@ ADE profiles and their assignment (issue 12):
   (``assign_backoff`` doubled per try, at most :data:`BACKOFF_MAX`) and after :data:`REPORT_AFTER` tries
   without ABM showing the profile it is a health finding (DEP_PROFILE_NOT_ASSIGNED). PROFILE_NOT_FOUND
   (DEP_PROFILE_NOT_FOUND, an event) defines the profile again and assigns once more.
+
+Other MDM servers (issue 12): a device a sync sees deleted or disowned, or whose assignment ABM answers
+NOT_ACCESSIBLE, is asked about (``POST /devices``, device details). NOT_ACCESSIBLE there is ABM's own
+answer that the device is assigned to another MDM server: DEP_DEVICE_ASSIGNED_ELSEWHERE on its timeline,
+as a failed event, and as a health finding, until ABM lists the device again.
 """
 
 from __future__ import annotations
@@ -111,6 +116,10 @@ BACKOFF_MAX: Final = timedelta(hours=6)
 ASSIGN_CHUNK: Final = 1000  # serials per PUT /profile/devices
 #: Apple's profile_status values that mean the device has the profile it was given.
 HELD: Final = frozenset({"assigned", "pushed"})
+#: Apple's op_type of a device that left this server's list (a sync's answer).
+GONE: Final = frozenset({"deleted", "disowned"})
+#: Apple's answer for a device this server may not touch (assignment, device details).
+NOT_ACCESSIBLE: Final = "NOT_ACCESSIBLE"
 
 
 class AbmStores(HasEvents, Protocol):
@@ -202,6 +211,7 @@ class SyncReport:
 class _Counter:
     def __init__(self, tenant: str, token: str, full: bool) -> None:
         self.r = SyncReport(tenant, token, full)
+        self.gone: list[str] = []  # serials ABM deleted (or disowned) in this sync: asked about after it
 
     def add(self, **n: int) -> None:
         self.r = replace(self.r, **{k: getattr(self.r, k) + v for k, v in n.items()})
@@ -444,6 +454,7 @@ class AbmService(ServiceBase[AbmStores]):
             raise
         with self.db.unit_of_work() as uow:
             uow.abm.sync_done(info.id, cursor, self.clock.now(), full=counter.r.full)
+        self._check_elsewhere(tn, info, client, counter.gone)
         try:
             done = self._reconcile_token(tn, info, client)
         except AbmError as exc:  # the sync itself succeeded: the next one reconciles again
@@ -458,6 +469,7 @@ class AbmService(ServiceBase[AbmStores]):
         return replace(counter.r, assigned=done.assigned, assign_failed=done.failed)
 
     def _store(self, tn: Tenant, info: AbmTokenInfo, devices: list[AbmDevice], counter: _Counter) -> None:
+        counter.gone.extend(d.serial_number for d in devices if d.op_type in GONE)
         with self.db.unit_of_work() as uow:
             done = uow.abm.upsert_devices(tn.id, info.id, devices, self.clock.now())
         counter.add(
@@ -815,7 +827,51 @@ class AbmService(ServiceBase[AbmStores]):
                 answers = dict.fromkeys(serials, again.reason.value)
         except AbmProfileRejectedError as exc:
             answers = dict.fromkeys(serials, exc.reason.value)
-        return self._record_tries(tn, info, p, profile_uuid or "", items, answers)
+        done = self._record_tries(tn, info, p, profile_uuid or "", items, answers)
+        self._check_elsewhere(tn, info, client, [s for s, a in answers.items() if a == NOT_ACCESSIBLE])
+        return done
+
+    def _check_elsewhere(
+        self, tn: Tenant, info: AbmTokenInfo, client: AbmClient, serials: Sequence[str]
+    ) -> None:
+        """Ask ABM about devices it deleted, disowned or would not let us assign (``POST /devices``):
+        one it answers NOT_ACCESSIBLE for is assigned to another MDM server. Each newly found one gets a
+        timeline entry and a failed event (DEP_DEVICE_ASSIGNED_ELSEWHERE); health reports it until ABM
+        lists the device again (a later timeline entry). A failure to ask is logged, not raised: the
+        sync itself succeeded."""
+        if not serials:
+            return
+        answers: dict[str, str] = {}
+        try:
+            for i in range(0, len(serials), ASSIGN_CHUNK):
+                answers.update(client.device_status(serials[i : i + ASSIGN_CHUNK]))
+        except AbmError as exc:
+            log.warning("ABM device details for %s/%s failed: %s", tn.name, info.name, exc.detail)
+            return
+        code = ReasonCode.DEP_DEVICE_ASSIGNED_ELSEWHERE
+        with self.db.unit_of_work(readonly=True) as uow:
+            known = {s for s, _ in uow.abm.flagged(tn.id, code.value)}
+        found = sorted({s for s in serials if answers.get(s) == NOT_ACCESSIBLE} - known)
+        if not found:
+            return
+        now = self.clock.now()
+        entry = AbmHistoryEntry(now, "elsewhere", None, "", "", None, None, "", info.id, code.value)
+        with self.db.unit_of_work() as uow:
+            uow.abm.add_history(tn.id, [(s, entry) for s in found])
+        for serial in found:
+            self.record_failure(
+                tn.id,
+                Step.DEP,
+                code,
+                serial=serial,
+                detail={"token": info.name, "response_status": NOT_ACCESSIBLE},
+            )
+
+    def assigned_elsewhere(self, tenant_ref: str, serial: str | None = None) -> list[tuple[str, datetime]]:
+        """(serial, since) of the devices ABM gives to another MDM server, as last asked (by serial)."""
+        tn = self._tenant(tenant_ref)
+        with self.db.unit_of_work(readonly=True) as uow:
+            return uow.abm.flagged(tn.id, ReasonCode.DEP_DEVICE_ASSIGNED_ELSEWHERE.value, serial=serial)
 
     def _record_tries(
         self,
@@ -944,12 +1000,22 @@ class AbmService(ServiceBase[AbmStores]):
         return found, self.reconcile(tn.id)
 
     def assignment_findings(self, tenant_id: str) -> list[Finding]:
-        """DEP_PROFILE_NOT_ASSIGNED for each device tried :data:`REPORT_AFTER` times without ABM showing
+        """DEP_DEVICE_ASSIGNED_ELSEWHERE for each device ABM last said is another MDM server's, and
+        DEP_PROFILE_NOT_ASSIGNED for each device tried :data:`REPORT_AFTER` times without ABM showing
         its profile (health)."""
         with self.db.unit_of_work(readonly=True) as uow:
             names = {p.id: p.name for p in uow.abm.profiles(tenant_id)}
             stuck = [a for a in uow.abm.assignments(tenant_id).values() if a.attempts >= REPORT_AFTER]
+            elsewhere = uow.abm.flagged(tenant_id, ReasonCode.DEP_DEVICE_ASSIGNED_ELSEWHERE.value)
         return [
+            Finding(
+                ReasonCode.DEP_DEVICE_ASSIGNED_ELSEWHERE,
+                Severity.WARNING,
+                f"abm:device:{serial}",
+                {"serial": serial, "since": since.isoformat()},
+            )
+            for serial, since in elsewhere
+        ] + [
             Finding(
                 ReasonCode.DEP_PROFILE_NOT_ASSIGNED,
                 Severity.WARNING,

@@ -4,8 +4,8 @@ and groups, enrollment restrictions) and change (a licence, a restriction's prio
 :class:`~pomona.services.policy.PolicyService`, the use cases the CLI runs).
 
 Roles (``ROLE_ACTIONS``): the server operator works in every tenant; a tenant's admin and helpdesk in
-their own tenant only. Helpdesk reads, diagnoses, retires and re-pushes, and changes nothing else (no
-policy, no certificate, no accounts). :meth:`ConsoleService.scope` is the one place a tenant is resolved
+their own tenant only. Helpdesk reads, diagnoses, retires, re-pushes and releases (from Setup
+Assistant), and changes nothing else (no policy, no certificate, no accounts). :meth:`ConsoleService.scope` is the one place a tenant is resolved
 for an account: a tenant that is not the account's is NOT_FOUND, as a tenant that does not exist. A
 change the role may not make is refused by :meth:`ConsoleService.change_scope`, which records the refusal
 (an event with its reason, and an audit entry ``console.refused``) in its own transaction.
@@ -24,14 +24,23 @@ import re
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final, Protocol, get_args
 
-from pomona.domain.checks import RecordedFinding
+from pomona.domain.checks import RecordedFinding, device_subjects
 from pomona.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from pomona.domain.models import Device, Enrollment, Event, QueuedCommand, Step, Tenant, User
+from pomona.domain.models import (
+    Device,
+    Enrollment,
+    EnrollmentStatus,
+    Event,
+    QueuedCommand,
+    Step,
+    Tenant,
+    User,
+)
 from pomona.domain.policy import Decision, Restriction, RestrictionKind
 from pomona.ports import (
     AdminAccount,
@@ -60,14 +69,17 @@ from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.passwords import MIN_LENGTH, hash_password, verify_password
 from pomona.services.policy import PolicyService
 from pomona.services.portal import RateLimiter, new_totp_secret, totp_at
+from pomona.services.release import release_command
 
 SESSION_LIFETIME: Final = timedelta(hours=8)
 ROLES: Final[tuple[AdminRole, ...]] = get_args(AdminRole)
 #: What each role may do. "read" and "diagnose" are every page; the rest are changes.
 ROLE_ACTIONS: Final[dict[str, frozenset[str]]] = {
-    "operator": frozenset({"read", "diagnose", "retire", "repush", "policy", "certificate", "accounts"}),
-    "admin": frozenset({"read", "diagnose", "retire", "repush", "policy", "certificate"}),
-    "helpdesk": frozenset({"read", "diagnose", "retire", "repush"}),
+    "operator": frozenset(
+        {"read", "diagnose", "retire", "repush", "release", "policy", "certificate", "accounts"}
+    ),
+    "admin": frozenset({"read", "diagnose", "retire", "repush", "release", "policy", "certificate"}),
+    "helpdesk": frozenset({"read", "diagnose", "retire", "repush", "release"}),
 }
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 TOP_REASONS_DAYS: Final = 30
@@ -129,6 +141,12 @@ class DeviceDetail:
     enrollments: list[Enrollment]
     commands: list[QueuedCommand]
     events: list[Event]
+    findings: list[RecordedFinding] = field(default_factory=list)  # health's, about this device
+
+    @property
+    def awaiting_configuration(self) -> bool:
+        """Held at Setup Assistant: its active enrollment awaits DeviceConfigured (the Release button)."""
+        return any(e.status is EnrollmentStatus.ACTIVE and e.awaiting_configuration for e in self.enrollments)
 
 
 @dataclass(frozen=True)
@@ -443,12 +461,16 @@ class ConsoleService(ServiceBase[ConsoleStores]):
             d = uow.devices.get(t.id, device_id)
             if d is None:
                 raise NotFoundError(f"no device {device_id!r}", device=device_id)
-            return DeviceDetail(
+            detail = DeviceDetail(
                 d,
                 uow.enrollments.for_device(t.id, d.id),
                 uow.commands.list_for_device(t.id, d.id, limit=50),
                 uow.events.query(t.id, udid=d.udid, limit=50),
             )
+        # Health's open findings about this device (as the last health round recorded them).
+        subjects = device_subjects(d.udid, d.serial)
+        mine = [r for r in self.findings(t.id) if r.finding.subject in subjects]
+        return replace(detail, findings=mine)
 
     def user_overview(self, account: AdminAccount, tenant_ref: str, upn: str) -> UserOverview | None:
         t = self.scope(account, tenant_ref, "diagnose")
@@ -571,6 +593,26 @@ class ConsoleService(ServiceBase[ConsoleStores]):
             self._audit(uow, account.email, "device.repush", t.id, d.udid, source, {"serial": d.serial})
         if self.on_push is not None:
             self.on_push()
+
+    def release(self, account: AdminAccount, tenant_ref: str, device_id: str, source: str) -> str:
+        """Release the device from Setup Assistant: DeviceConfigured queued for its active enrollment,
+        and a push (services/release.py). Returns the command's UUID."""
+        t = self.scope(account, tenant_ref, "release")
+        now = self.clock.now()
+        with self.db.unit_of_work() as uow:
+            d = uow.devices.get(t.id, device_id)
+            if d is None:
+                raise NotFoundError(f"no device {device_id!r}", device=device_id)
+            e = uow.enrollments.active_for_udid(t.id, d.udid)
+            if e is None:
+                raise InvalidInputError("the device is not enrolled", field="device", device=device_id)
+            (cmd,) = uow.commands.enqueue_many([release_command(e, now)])
+            uow.pushes.request(t.id, [e.id], now)
+            detail = {"serial": d.serial, "command_uuid": cmd.command_uuid}
+            self._audit(uow, account.email, "device.release", t.id, d.udid, source, detail)
+        if self.on_push is not None:
+            self.on_push()
+        return cmd.command_uuid
 
     # --- the audit log ----------------------------------------------------------------------------
     def audit(

@@ -329,6 +329,32 @@ class SqlAbmStore:
         if rows:
             self.conn.execute(insert(_H), rows)
 
+    def flagged(
+        self, tenant_id: str, reason: str, *, serial: str | None = None
+    ) -> list[tuple[str, datetime]]:
+        last = (
+            select(func.max(_H.c.id))
+            .where(_H.c.tenant_id == tenant_id, _H.c.serial_number == serial)
+            .scalar_subquery()
+            if serial is not None
+            else None
+        )
+        latest = _H.alias("later")
+        q = select(_H.c.serial_number, _H.c.at).where(_H.c.tenant_id == tenant_id, _H.c.reason == reason)
+        if last is not None:
+            q = q.where(_H.c.id == last)
+        else:  # no later entry of the same device
+            q = q.where(
+                ~select(latest.c.id)
+                .where(
+                    latest.c.tenant_id == _H.c.tenant_id,
+                    latest.c.serial_number == _H.c.serial_number,
+                    latest.c.id > _H.c.id,
+                )
+                .exists()
+            )
+        return [(r[0], utc_req(r[1])) for r in self.conn.execute(q.order_by(_H.c.serial_number))]
+
     def profile_states(self, tenant_id: str, token_id: str) -> list[tuple[str, str, str]]:
         q = select(_D.c.serial_number, _D.c.profile_uuid, _D.c.profile_status).where(
             _D.c.tenant_id == tenant_id, _D.c.token_id == token_id, _D.c.deleted.is_(False)

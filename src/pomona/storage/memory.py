@@ -533,6 +533,9 @@ class MemoryEnrollmentStore(_Store):
     def set_type(self, enrollment_id: str, type_: EnrollmentType) -> None:
         self.tx.change(self.d.enrollments, enrollment_id, type=type_)
 
+    def set_awaiting_configuration(self, enrollment_id: str, awaiting: bool) -> None:
+        self.tx.change(self.d.enrollments, enrollment_id, awaiting_configuration=awaiting)
+
 
 def _next_command(d: _Data, enrollment_id: str, *, skip_not_now: bool) -> QueuedCommand | None:
     statuses = _PENDING[:2] if skip_not_now else _PENDING
@@ -1343,16 +1346,24 @@ class MemoryHealthStore(_Store):
             if (f["code"], f["subject"]) in wanted:
                 self._update(f, notified_at=now)
 
-    def stuck_awaiting(self, tenant_id: str, before: datetime) -> list[tuple[str, str, datetime]]:
-        return [
-            (e.id, e.udid, e.token_updated_at)
-            for e in self.d.enrollments.values()
-            if e.tenant_id == tenant_id
-            and e.status is _ACTIVE
-            and e.awaiting_configuration
-            and e.token_updated_at is not None
-            and e.token_updated_at < before
-        ][:1000]
+    def stuck_awaiting(self, tenant_id: str, before: datetime) -> list[tuple[str, str, str | None, datetime]]:
+        held = sorted(
+            (
+                (e.token_updated_at, e.id, e.udid, e.device_id)
+                for e in self.d.enrollments.values()
+                if e.tenant_id == tenant_id
+                and e.status is _ACTIVE
+                and e.awaiting_configuration
+                and e.token_updated_at is not None
+                and e.token_updated_at < before
+            ),
+            key=lambda r: r[0],
+        )[:1000]
+        out: list[tuple[str, str, str | None, datetime]] = []
+        for since, eid, udid, device_id in held:
+            d = self.d.devices.get(device_id)
+            out.append((eid, udid, None if d is None else d.serial, since))
+        return out
 
     def unlicensed_users(self, tenant_id: str) -> int:
         return sum(
@@ -1473,6 +1484,15 @@ class MemoryAbmStore(_Store):
     def add_history(self, tenant_id: str, entries: Sequence[tuple[str, AbmHistoryEntry]]) -> None:
         for serial, entry in entries:
             self.tx.put(self.d.abm_history, self.tx.next_id("abm_history"), (tenant_id, serial, entry))
+
+    def flagged(
+        self, tenant_id: str, reason: str, *, serial: str | None = None
+    ) -> list[tuple[str, datetime]]:
+        latest: dict[str, AbmHistoryEntry] = {}
+        for _, (t, s, e) in sorted(self.d.abm_history.items()):
+            if t == tenant_id and serial in (None, s):
+                latest[s] = e
+        return sorted((s, e.at) for s, e in latest.items() if e.reason == reason)
 
     def profile_states(self, tenant_id: str, token_id: str) -> list[tuple[str, str, str]]:
         return [

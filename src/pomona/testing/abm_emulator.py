@@ -21,7 +21,9 @@ certificate) and can be told to fail (:meth:`AbmEmulator.set_fault`, names in :d
 known), ``profile-rejected`` answers every ``POST /profile`` with a field error (FLAGS_INVALID) until
 cleared, ``assignment-fails --serial S`` answers FAILED to every assignment of S, and ``profile-removed
 --serial S`` shows S's profile ``removed`` (what ABM reports after a re-assignment, fleetdm/fleet
-#39871). Beside
+#39871), and ``assigned-elsewhere --serial S`` gives S to another MDM server: it leaves this server's
+list (a deletion), assigning it answers NOT_ACCESSIBLE, and its device details say
+``response_status: NOT_ACCESSIBLE`` (an unknown serial's say NOT_FOUND). Beside
 Apple's paths, ``/_emulator/...`` controls it over HTTP (token, add-device, fault), which the
 ``pomona emulate abm token|add-device|fault`` commands use.
 
@@ -578,7 +580,9 @@ class AbmEmulator:
         out: dict[str, dict[str, str]] = {}
         for serial in serials:
             d = self.s.devices.get(serial)
-            if d is None:
+            if serial in self.s.elsewhere:  # ABM knows it, but gives it to another MDM server
+                out[serial] = {"serial_number": serial, "response_status": "NOT_ACCESSIBLE"}
+            elif d is None:
                 out[serial] = {"serial_number": serial, "response_status": "NOT_FOUND"}
             else:
                 out[serial] = {**encode_device(d), "response_status": "SUCCESS"}
