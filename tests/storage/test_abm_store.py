@@ -253,6 +253,8 @@ class TestProfilesAndAssignments:
                 "S2": AbmAssignment(tid, "S2", "p"),
             }
             assert uow.abm.assignments(tenant(db)) == {}
+            assert uow.abm.assignment(tid, "S1") == uow.abm.assignments(tid)["S1"]
+            assert uow.abm.assignment(tid, "S9") is None
             assert uow.abm.profile_states(tid, t.id) == [("S1", "U", "assigned")]
             last = uow.abm.history(tid, "S1")[-1]
         assert (last.op_type, last.reason, last.profile_uuid) == ("assign-failed", "FAILED", "U")

@@ -1320,6 +1320,11 @@ class MemoryHealthStore(_Store):
             1 for u in self.d.users.values() if u.tenant_id == tenant_id and u.enabled and not u.licensed
         )
 
+    def mfa_users(self, tenant_id: str) -> int:
+        return sum(
+            1 for u in self.d.users.values() if u.tenant_id == tenant_id and u.enabled and u.mfa_required
+        )
+
 
 class MemoryAbmStore(_Store):
     def set_keypair(self, tenant_id: str, cert_pem: bytes, key_pem: bytes, at: datetime) -> None:
@@ -1474,6 +1479,9 @@ class MemoryAbmStore(_Store):
 
     def assignments(self, tenant_id: str) -> dict[str, AbmAssignment]:
         return {s: a for (t, s), a in self.d.abm_assignments.items() if t == tenant_id}
+
+    def assignment(self, tenant_id: str, serial: str) -> AbmAssignment | None:
+        return self.d.abm_assignments.get((tenant_id, serial))
 
     def save_assignments(self, tenant_id: str, assignments: Sequence[AbmAssignment]) -> None:
         for a in assignments:
