@@ -777,6 +777,20 @@ class AbmStore(Protocol):
         ...
 
 
+class AbmView(Protocol):
+    """The ABM store without its secrets (no key pair, no credentials), for diagnosis and health: the
+    tokens' records, the devices as synced and their timelines, the ADE profiles and one device's
+    assignment. The unit of work gives the same store under this narrower type (``uow.abm_view``)."""
+
+    def tokens(self, tenant_id: str) -> list[AbmTokenInfo]: ...
+    def devices(
+        self, tenant_id: str, *, serial: str | None = None, limit: int = 1000, offset: int = 0
+    ) -> list[AbmDeviceRecord]: ...
+    def history(self, tenant_id: str, serial: str, *, limit: int = 200) -> list[AbmHistoryEntry]: ...
+    def profiles(self, tenant_id: str) -> list[AbmProfileRecord]: ...
+    def assignment(self, tenant_id: str, serial: str) -> AbmAssignment | None: ...
+
+
 class AbmClient(Protocol):
     """One ABM server token's session with Apple (net/abm.py over HTTP): each call authenticates as
     needed and raises the typed ``AbmError`` of Apple's answer (domain/errors.py)."""
@@ -859,6 +873,8 @@ class UnitOfWork(Protocol):
     def device_listing(self) -> DeviceListing: ...
     @property
     def abm(self) -> AbmStore: ...
+    @property
+    def abm_view(self) -> AbmView: ...  # the same store, without its secrets
 
 
 U_co = TypeVar("U_co", covariant=True)

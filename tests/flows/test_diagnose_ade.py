@@ -5,6 +5,7 @@ the event store, as those writers leave them."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,13 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from diag_helpers import SERVER_HOST, World, Zone
+from diag_helpers import SERVER_HOST, World, Zone, later_clock
 from pomona.app import Pomona, Settings, build
 from pomona.domain.ade_profile import AuthMode
 from pomona.domain.errors import AbmError
 from pomona.domain.models import Event, Outcome, Step
 from pomona.services.diagnose import to_json
 from pomona.testing.abm_emulator import AbmEmulator
+
+
+@pytest.fixture
+def db_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """SQLite only: the checkers read through the stores, whose queries tests/storage runs on both backends."""
+    target = tmp_path / "pomona.db"
+    shutil.copyfile(sqlite_template, target)
+    return f"sqlite:///{target}"
 
 
 @pytest.fixture
@@ -58,7 +67,9 @@ class Ade:
     def token(self, days: int = 365) -> None:
         """Upload a server token the emulator issued to the tenant's ABM key."""
         cert, _ = self.w.p.abm.keypair(self.tenant)
-        self.w.p.abm.upload_token(self.tenant, self.emu.issue_token(cert, expires_in=timedelta(days=days)), "main")
+        self.w.p.abm.upload_token(
+            self.tenant, self.emu.issue_token(cert, expires_in=timedelta(days=days)), "main"
+        )
 
     def sync(self) -> None:
         self.w.p.abm.sync(self.tenant)
@@ -118,7 +129,7 @@ def answer(r: dict[str, object]) -> tuple[str, str]:
 
 class TestProfileNotAssigned:
     def test_profile_made_before_the_token_upload(self, a: Ade) -> None:
-        """"DEP enrollment doesn't start": ABM shows the device no profile, the assignments failed, and the
+        """ "DEP enrollment doesn't start": ABM shows the device no profile, the assignments failed, and the
         profile was made before the token was uploaded: proven, said in both languages."""
         a.profile()  # no token yet: kept, not defined
         serial = a.serial(1)
@@ -129,7 +140,10 @@ class TestProfileNotAssigned:
         en, zh = to_json(d, "en"), to_json(d, "zh-CN")
         assert answer(en) == ("DEP_PROFILE_NOT_ASSIGNED", "proven")
         first = en["findings"][0]  # type: ignore[index]
-        assert "before token main was uploaded" in first["observed"] and "1 assignment(s) failed" in first["observed"]
+        assert (
+            "before token main was uploaded" in first["observed"]
+            and "1 assignment(s) failed" in first["observed"]
+        )
         facts = d.findings[0].facts
         assert (facts["token"], facts["profile"], facts["serial"]) == ("main", "staff", serial)
         assert any(e["kind"] == "abm_history" and e["reason"] == "FAILED" for e in first["evidence"])
@@ -267,7 +281,7 @@ class TestElsewhere:
 
 class TestSignIn:
     def test_refused_at_the_ade_endpoint(self, a: Ade) -> None:
-        """"Stuck at user login": the ADE endpoint's refusal proves DEP_MFA_WITH_LEGACY_AUTH."""
+        """ "Stuck at user login": the ADE endpoint's refusal proves DEP_MFA_WITH_LEGACY_AUTH."""
         a.token()
         a.sync()
         a.profile(AuthMode.LEGACY)
@@ -322,3 +336,27 @@ class TestNetwork:
         r = a.diagnose(serial=serial, message="XPC_TYPE_ERROR Connection invalid")
         assert finding(r, "DEP_NETWORK_ERROR")["verdict"] == "ruled_out"
         assert answer(r)[0] != "DEP_NETWORK_ERROR"
+
+
+class TestHealth:
+    def test_tokens_syncs_and_legacy_profiles(self, a: Ade) -> None:
+        """Health lists the token's expiry (from 30 days), a sync not done for two intervals, and a
+        legacy-auth profile while the tenant has MFA users; a modern profile and a fresh sync raise none."""
+        a.token(days=10)
+        a.sync()
+        a.profile(AuthMode.LEGACY)
+
+        def found() -> set[tuple[str, str]]:
+            return {(f["code"], f["subject"]) for f in a.w.p.health.run(a.tenant)["findings"]}
+
+        now = found()
+        assert ("DEP_TOKEN_EXPIRED", "abm:main:expiry:14d") in now
+        assert not {c for c, _ in now} & {"DEP_MFA_WITH_LEGACY_AUTH", "DEP_SYNC_STALE"}
+        a.w.p.admin.create_user(a.tenant, "mo@acme.example", mfa_required=True)
+        assert ("DEP_MFA_WITH_LEGACY_AUTH", "abm:profile:staff") in found()
+        a.w.p.health.clock = later_clock(11)  # type: ignore[assignment]
+        assert ("DEP_SYNC_STALE", "abm:main:stale") in found()
+        a.w.p.abm.edit_profile(a.tenant, "staff", auth=AuthMode.MODERN)
+        a.w.p.health.clock = later_clock(0)  # type: ignore[assignment]
+        a.sync()
+        assert not {c for c, _ in found()} & {"DEP_MFA_WITH_LEGACY_AUTH", "DEP_SYNC_STALE"}

@@ -1518,6 +1518,7 @@ class MemoryUnitOfWork:
         self.audit = MemoryAuditLog(tx)
         self.device_listing = MemoryDeviceListing(tx)
         self.abm = MemoryAbmStore(tx)
+        self.abm_view = self.abm  # the same store, without its secrets (ports.AbmView)
 
 
 class MemoryDatabase:

@@ -24,8 +24,8 @@ from pomona.ports import (
     AbmDeviceRecord,
     AbmHistoryEntry,
     AbmProfileRecord,
-    AbmStore,
     AbmTokenInfo,
+    AbmView,
     EnrollmentStore,
     HasEvents,
     PushReachabilityStore,
@@ -57,7 +57,7 @@ class CheckerStores(DecisionStores, HasEvents, Protocol):
     @property
     def reachability(self) -> PushReachabilityStore: ...
     @property
-    def abm(self) -> AbmStore: ...
+    def abm_view(self) -> AbmView: ...
 
 
 @dataclass
@@ -239,7 +239,7 @@ class Context:
     def ade(self) -> AdeFacts:
         """The device's ABM facts (:class:`AdeFacts`), read once per diagnosis, each query bounded."""
         if self._ade is None:
-            abm, tid = self.uow.abm, self.tenant.id
+            abm, tid = self.uow.abm_view, self.tenant.id
             serial = self.ade_serial()
             record = None
             history: list[AbmHistoryEntry] = []

@@ -60,7 +60,9 @@ def _device(f: AdeFacts) -> list[dict[str, object]]:
             "serial": d.serial_number,
             "profile_status": status or d.profile_status,
             "profile_uuid": uuid or d.profile_uuid or None,
-            "profile_assign_time": None if d.profile_assign_time is None else d.profile_assign_time.isoformat(),
+            "profile_assign_time": None
+            if d.profile_assign_time is None
+            else d.profile_assign_time.isoformat(),
             "profile_push_time": None if d.profile_push_time is None else d.profile_push_time.isoformat(),
             "deleted": f.record.deleted,
             "token": f.token.name if f.token is not None else f.record.token_id,
@@ -105,7 +107,13 @@ def _before_token(f: AdeFacts) -> tuple[Note | None, dict[str, object]]:
         "token_uploaded": _at(t.created_at),
     }
     return (
-        note("ade_before_token", profile=p.name, made=_at(p.created_at), token=t.name, uploaded=_at(t.created_at)),
+        note(
+            "ade_before_token",
+            profile=p.name,
+            made=_at(p.created_at),
+            token=t.name,
+            uploaded=_at(t.created_at),
+        ),
         facts,
     )
 
@@ -180,7 +188,9 @@ def _apple_refused(code: R) -> Checker:
             facts: dict[str, object] = {"profile": named, "refused_at": _at(last_at)}
             if events:
                 d = events[0].detail
-                facts["field"] = d.get("code") or ", ".join(str(x) for x in d.get("lint") or []) or ""  # type: ignore[union-attr]
+                lint = d.get("lint")
+                rules = ", ".join(str(x) for x in lint) if isinstance(lint, list) else ""
+                facts["field"] = d.get("code") or rules
             return Assessment(
                 code.value,
                 Verdict.PROVEN,
@@ -189,7 +199,11 @@ def _apple_refused(code: R) -> Checker:
                 note("ade_apple_refused", code=code.value, profile=named, at=_at(last_at)),
             )
         return Assessment(
-            code.value, Verdict.RULED_OUT, _device(f), {}, note("ade_none_recent", code=code.value, days=WINDOW.days)
+            code.value,
+            Verdict.RULED_OUT,
+            _device(f),
+            {},
+            note("ade_none_recent", code=code.value, days=WINDOW.days),
         )
 
     return run
@@ -225,8 +239,12 @@ def _token_missing(ctx: Context) -> Assessment:
         # its token: a tenant that does not use ADE is not told so on every diagnosis.
         refused = ctx.dep_events(R.DEP_TOKEN_INVALID.value) + ctx.dep_events(R.DEP_TOKEN_EXPIRED.value)
         if f.profiles or f.ade_events or refused:
-            evidence = [{"kind": "ade_profile", "name": p.name} for p in f.profiles[:3]]
-            return Assessment(code, Verdict.PROVEN, evidence + [ev(e) for e in refused[:3]], {}, note("ade_no_tokens"))
+            evidence: list[dict[str, object]] = [
+                {"kind": "ade_profile", "name": p.name} for p in f.profiles[:3]
+            ]
+            return Assessment(
+                code, Verdict.PROVEN, evidence + [ev(e) for e in refused[:3]], {}, note("ade_no_tokens")
+            )
         return Assessment(code, Verdict.UNKNOWN, [], {}, note("ade_not_set_up"))
     return Assessment(
         code,
@@ -276,7 +294,11 @@ def _token_expired(ctx: Context) -> Assessment:
         facts: dict[str, object] = {"token": t.name, "expires": f"{t.access_token_expiry:%Y-%m-%d}"}
         if left.total_seconds() <= 0:
             return Assessment(
-                code, Verdict.PROVEN, _token_evidence([t]), facts, note("ade_token_expired", token=t.name, date=facts["expires"])
+                code,
+                Verdict.PROVEN,
+                _token_evidence([t]),
+                facts,
+                note("ade_token_expired", token=t.name, date=facts["expires"]),
             )
         if left.days < EXPIRY_WARNING_DAYS:
             return Assessment(
@@ -288,7 +310,9 @@ def _token_expired(ctx: Context) -> Assessment:
             )
     if (failed := _failed_sync(ctx, code, ts)) is not None:  # Apple says so before the date we know
         return failed
-    return Assessment(code, Verdict.RULED_OUT, _token_evidence(ts), {}, note("ade_token_ok", days=EXPIRY_WARNING_DAYS))
+    return Assessment(
+        code, Verdict.RULED_OUT, _token_evidence(ts), {}, note("ade_token_ok", days=EXPIRY_WARNING_DAYS)
+    )
 
 
 def _sync_error(code: R) -> Checker:
@@ -323,11 +347,17 @@ def _cursor_expired(ctx: Context) -> Assessment:
         if token is not None and token.last_sync_at is not None and token.last_sync_at >= e.at:
             n += note("ade_synced_since", at=_at(token.last_sync_at))
         return Assessment(
-            code, Verdict.PROVEN, [ev(x) for x in seen[:3]] + _token_evidence(ts), {"refused_at": _at(e.at)}, n
+            code,
+            Verdict.PROVEN,
+            [ev(x) for x in seen[:3]] + _token_evidence(ts),
+            {"refused_at": _at(e.at)},
+            n,
         )
     if not ts:
         return Assessment(code, Verdict.UNKNOWN, [], {}, note("ade_no_tokens"))
-    return Assessment(code, Verdict.RULED_OUT, _token_evidence(ts), {}, note("ade_none_recent", code=code, days=WINDOW.days))
+    return Assessment(
+        code, Verdict.RULED_OUT, _token_evidence(ts), {}, note("ade_none_recent", code=code, days=WINDOW.days)
+    )
 
 
 # --- another MDM server --------------------------------------------------------------------------------------
@@ -378,7 +408,9 @@ def elsewhere(ctx: Context) -> Assessment:
 # --- sign-in in Setup Assistant -------------------------------------------------------------------------------
 def _mfa_legacy(ctx: Context) -> Assessment:
     code = R.DEP_MFA_WITH_LEGACY_AUTH.value
-    refused = [e for e in ctx.events if e.step is Step.ADE and e.reason == code and e.outcome is Outcome.FAILED]
+    refused = [
+        e for e in ctx.events if e.step is Step.ADE and e.reason == code and e.outcome is Outcome.FAILED
+    ]
     if refused:
         e = refused[0]
         upn = str(e.detail.get("upn") or e.upn or ctx.upn or "")
@@ -398,10 +430,16 @@ def _mfa_legacy(ctx: Context) -> Assessment:
     pe: list[dict[str, object]] = [{"kind": "ade_profile", "name": profile.name, "auth": _auth(profile)}]
     if _auth(profile) != AuthMode.LEGACY.value:
         return Assessment(
-            code, Verdict.RULED_OUT, pe, {"profile": profile.name}, note("ade_modern", profile=profile.name, auth=_auth(profile))
+            code,
+            Verdict.RULED_OUT,
+            pe,
+            {"profile": profile.name},
+            note("ade_modern", profile=profile.name, auth=_auth(profile)),
         )
     if ctx.user is None:
-        return Assessment(code, Verdict.UNKNOWN, pe, {"profile": profile.name}, note("ade_need_user", profile=profile.name))
+        return Assessment(
+            code, Verdict.UNKNOWN, pe, {"profile": profile.name}, note("ade_need_user", profile=profile.name)
+        )
     pe.append({"kind": "user", "upn": ctx.user.upn, "mfa_required": ctx.user.mfa_required})
     if ctx.user.mfa_required:
         return Assessment(
@@ -411,7 +449,9 @@ def _mfa_legacy(ctx: Context) -> Assessment:
             {"profile": profile.name, "upn": ctx.user.upn},
             note("ade_mfa_config", profile=profile.name, upn=ctx.user.upn),
         )
-    return Assessment(code, Verdict.RULED_OUT, pe, {"profile": profile.name}, note("ade_no_mfa", upn=ctx.user.upn))
+    return Assessment(
+        code, Verdict.RULED_OUT, pe, {"profile": profile.name}, note("ade_no_mfa", upn=ctx.user.upn)
+    )
 
 
 # --- the device and Apple ---------------------------------------------------------------------------------------
