@@ -278,6 +278,20 @@ class TestElsewhere:
         other = finding(r, "ENROLLED_WITH_OTHER_MDM")
         assert other["verdict"] == "proven" and "another MDM server" in str(other["observed"])
 
+    def test_not_accessible_to_an_assignment(self, a: Ade) -> None:
+        """ABM answered NOT_ACCESSIBLE when Pomona assigned the device (it left Pomona's server since the
+        last sync): ABM's own answer, in the timeline, proves it."""
+        a.token()
+        a.sync()
+        a.profile(default=False)
+        serial = a.serial(0)
+        a.emu.set_fault("assigned-elsewhere", serial)
+        assert a.w.p.abm.assign(a.tenant, "staff", [serial]).answers == {serial: "NOT_ACCESSIBLE"}
+        r = a.diagnose(serial=serial, message="DEP enrollment doesn't start")
+        f = finding(r, "DEP_DEVICE_ASSIGNED_ELSEWHERE")
+        assert f["verdict"] == "proven" and "NOT_ACCESSIBLE" in str(f["observed"])
+        assert answer(r) == ("DEP_DEVICE_ASSIGNED_ELSEWHERE", "proven")
+
 
 class TestSignIn:
     def test_refused_at_the_ade_endpoint(self, a: Ade) -> None:

@@ -135,6 +135,11 @@ def _not_assigned(ctx: Context) -> Assessment:
         return _held(f, code, reported)
     tries = [h for h in f.history if h.op_type == "assign-failed"]
     evidence = _device(f) + [ev(e) for e in reported[:3]] + [_entry(h) for h in tries[-5:]]
+    if f.record is not None and tries and tries[-1].reason == NOT_ACCESSIBLE:
+        if tries[-1].at >= f.record.updated_at:  # ABM no longer gives Pomona the device at all
+            h = tries[-1]
+            n = note("ade_not_accessible", serial=f.serial, at=_at(h.at), answer=h.reason)
+            return Assessment(code, Verdict.UNKNOWN, evidence, {}, n)
     before, facts = _before_token(f)
     if f.record is None or f.record.deleted:
         if not reported:
