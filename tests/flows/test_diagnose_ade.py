@@ -310,6 +310,8 @@ class TestSignIn:
         )
         r = a.diagnose(serial=serial, message="在用户登录时，DEP 注册停滞", lang="zh-CN")
         assert answer(r) == ("DEP_MFA_WITH_LEGACY_AUTH", "proven")
+        assert r["findings"][0]["basis"] == "evidence"  # type: ignore[index]  # the refusal is the attempt's
+        assert "旧版" in r["findings"][0]["cause"] or "多重身份验证" in r["findings"][0]["title"]  # type: ignore[index]
 
     def test_configuration_makes_it_likely(self, a: Ade) -> None:
         """No refusal yet: the device's profile uses legacy authentication and the user must pass MFA:
