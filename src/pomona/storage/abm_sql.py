@@ -282,13 +282,18 @@ class SqlAbmStore:
         )
         return set(self.conn.execute(q).scalars())
 
-    def history(self, tenant_id: str, serial: str, *, limit: int = 200) -> list[AbmHistoryEntry]:
+    def history(
+        self, tenant_id: str, serial: str, *, limit: int = 200, newest: bool = False
+    ) -> list[AbmHistoryEntry]:
         q = (
             select(_H)
             .where(_H.c.tenant_id == tenant_id, _H.c.serial_number == serial)
-            .order_by(_H.c.id)
+            .order_by(_H.c.id.desc() if newest else _H.c.id)
             .limit(limit)
         )
+        rows = list(self.conn.execute(q))
+        if newest:
+            rows.reverse()
         return [
             AbmHistoryEntry(
                 utc_req(r.at),
@@ -302,7 +307,7 @@ class SqlAbmStore:
                 r.token_id,
                 r.reason,
             )
-            for r in self.conn.execute(q)
+            for r in rows
         ]
 
     def add_history(self, tenant_id: str, entries: Sequence[tuple[str, AbmHistoryEntry]]) -> None:

@@ -1431,10 +1431,11 @@ class MemoryAbmStore(_Store):
             if t == tenant_id and r.token_id == token_id and not r.deleted
         }
 
-    def history(self, tenant_id: str, serial: str, *, limit: int = 200) -> list[AbmHistoryEntry]:
-        return [e for _, (t, s, e) in sorted(self.d.abm_history.items()) if (t, s) == (tenant_id, serial)][
-            :limit
-        ]
+    def history(
+        self, tenant_id: str, serial: str, *, limit: int = 200, newest: bool = False
+    ) -> list[AbmHistoryEntry]:
+        found = [e for _, (t, s, e) in sorted(self.d.abm_history.items()) if (t, s) == (tenant_id, serial)]
+        return found[-limit:] if newest else found[:limit]
 
     def add_history(self, tenant_id: str, entries: Sequence[tuple[str, AbmHistoryEntry]]) -> None:
         for serial, entry in entries:

@@ -38,7 +38,9 @@ from pomona.services.diagnose.funnel import Attempt
 from pomona.services.policy import DecisionStores, PolicyService
 
 WINDOW = timedelta(days=7)  # how far back the event log is read around the reported time
-ADE_HISTORY = 200  # a device's ABM timeline entries read (the oldest first, as AbmStore.history gives them)
+ADE_HISTORY = (
+    200  # a device's newest ABM timeline entries read (oldest first, as AbmStore.history gives them)
+)
 ADE_EVENTS = 200  # a serial's newest events read, of any age, for its ADE steps
 DEP_EVENTS = 20  # the tenant's newest ABM events of one reason code read (token, cursor, profile)
 #: Apple's profile_status values that mean the device has a profile (services/abm.py's HELD).
@@ -68,7 +70,7 @@ class AdeFacts:
 
     serial: str | None
     record: AbmDeviceRecord | None
-    history: list[AbmHistoryEntry]  # oldest first
+    history: list[AbmHistoryEntry]  # the newest ADE_HISTORY entries, oldest first
     tokens: list[AbmTokenInfo]
     profiles: list[AbmProfileRecord]
     assignment: AbmAssignment | None
@@ -247,7 +249,7 @@ class Context:
             ade_events: list[Event] = []
             if serial is not None:
                 record = next(iter(abm.devices(tid, serial=serial, limit=1)), None)
-                history = abm.history(tid, serial, limit=ADE_HISTORY)
+                history = abm.history(tid, serial, limit=ADE_HISTORY, newest=True)
                 assignment = abm.assignment(tid, serial)
                 found = self.uow.events.query(tid, serial=serial, limit=ADE_EVENTS)
                 ade_events = [e for e in found if e.step is Step.ADE]
