@@ -16,7 +16,7 @@ import pytest
 from diag_helpers import SERVER_HOST, World, Zone, later_clock
 from pomona.app import Pomona, Settings, build
 from pomona.domain.ade_profile import AuthMode
-from pomona.domain.errors import AbmError
+from pomona.domain.errors import AbmError, AbmTokenFileError
 from pomona.domain.models import Event, Outcome, Step
 from pomona.services.diagnose import to_json
 from pomona.testing.abm_emulator import AbmEmulator
@@ -231,7 +231,11 @@ class TestTokens:
 
     @pytest.mark.parametrize(
         ("fault", "code"),
-        [("token-revoked", "DEP_TOKEN_INVALID"), ("terms-not-accepted", "DEP_TERMS_NOT_ACCEPTED")],
+        [
+            ("token-revoked", "DEP_TOKEN_INVALID"),
+            ("terms-not-accepted", "DEP_TERMS_NOT_ACCEPTED"),
+            ("token-expired", "DEP_TOKEN_EXPIRED"),  # Apple says so before the date Pomona knows
+        ],
     )
     def test_last_sync_failed(self, a: Ade, fault: str, code: str) -> None:
         """The last sync's reason code (Apple refused the token, new terms): proven; after a good sync, ruled out."""
@@ -244,6 +248,17 @@ class TestTokens:
         r = a.diagnose(serial=a.serial(0), message=code)
         assert answer(r) == (code, "proven"), r["findings"]
         assert "the last sync of token main failed" in r["findings"][0]["observed"]  # type: ignore[index]
+
+    def test_refused_upload(self, a: Ade) -> None:
+        """A token file that does not open was refused and none is kept: DEP_TOKEN_INVALID proven, and the
+        missing token with it."""
+        a.w.p.abm.keypair(a.tenant)
+        with pytest.raises(AbmTokenFileError):
+            a.w.p.abm.upload_token(a.tenant, b"not a server token")
+        r = a.diagnose(message="DEP_TOKEN_INVALID")
+        assert answer(r) == ("DEP_TOKEN_INVALID", "proven")
+        assert "a token upload was refused" in r["findings"][0]["observed"]  # type: ignore[index]
+        assert finding(a.diagnose(upn=a.w.s.upn), "DEP_TOKEN_MISSING")["verdict"] == "proven"
 
     def test_cursor_expired(self, a: Ade) -> None:
         """An expired cursor is healed by a full fetch, and shown as what happened; none: ruled out."""
