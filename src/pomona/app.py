@@ -245,6 +245,7 @@ class Pomona:
             connector,
             urls=Urls(self.public_url),
             assign_backoff=settings.abm_assign_backoff,
+            sync_interval=settings.abm_sync_interval,
         )
 
     @cached_property

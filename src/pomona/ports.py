@@ -457,6 +457,7 @@ class HealthStore(Protocol):
         ...
 
     def unlicensed_users(self, tenant_id: str) -> int: ...
+    def mfa_users(self, tenant_id: str) -> int: ...  # enabled users who must pass MFA
 
 
 class PushKind(StrEnum):
@@ -793,7 +794,9 @@ class AbmStore(Protocol):
     ) -> list[AbmDeviceRecord]: ...
     def device_count(self, tenant_id: str, *, deleted: bool = False) -> int: ...
     def listed_serials(self, tenant_id: str, token_id: str) -> set[str]: ...  # not deleted
-    def history(self, tenant_id: str, serial: str, *, limit: int = 200) -> list[AbmHistoryEntry]: ...
+    def history(
+        self, tenant_id: str, serial: str, *, limit: int = 200, newest: bool = False
+    ) -> list[AbmHistoryEntry]: ...  # oldest first: the first `limit` entries, or the last (newest=True)
     def add_history(self, tenant_id: str, entries: Sequence[tuple[str, AbmHistoryEntry]]) -> None:
         """Timeline entries not seen by a sync (assignments), (serial, entry) each, in one go."""
         ...
@@ -817,6 +820,7 @@ class AbmStore(Protocol):
     def drop_definitions(self, profile_id: str, token_id: str | None = None) -> None: ...
     # what each device should have
     def assignments(self, tenant_id: str) -> dict[str, AbmAssignment]: ...
+    def assignment(self, tenant_id: str, serial: str) -> AbmAssignment | None: ...  # one device's
     def save_assignments(self, tenant_id: str, assignments: Sequence[AbmAssignment]) -> None:
         """Add or replace each (by serial), in one go."""
         ...
@@ -828,6 +832,22 @@ class AbmStore(Protocol):
     def device_facts(self, tenant_id: str, token_id: str) -> dict[str, dict[str, str]]:
         """serial -> {field: value} of RULE_FIELDS, for each device the token lists (not deleted)."""
         ...
+
+
+class AbmView(Protocol):
+    """The ABM store without its secrets (no key pair, no credentials), for diagnosis and health: the
+    tokens' records, the devices as synced and their timelines, the ADE profiles and one device's
+    assignment. The unit of work gives the same store under this narrower type (``uow.abm_view``)."""
+
+    def tokens(self, tenant_id: str) -> list[AbmTokenInfo]: ...
+    def devices(
+        self, tenant_id: str, *, serial: str | None = None, limit: int = 1000, offset: int = 0
+    ) -> list[AbmDeviceRecord]: ...
+    def history(
+        self, tenant_id: str, serial: str, *, limit: int = 200, newest: bool = False
+    ) -> list[AbmHistoryEntry]: ...  # oldest first: the first `limit` entries, or the last (newest=True)
+    def profiles(self, tenant_id: str) -> list[AbmProfileRecord]: ...
+    def assignment(self, tenant_id: str, serial: str) -> AbmAssignment | None: ...
 
 
 class AbmClient(Protocol):
@@ -918,6 +938,8 @@ class UnitOfWork(Protocol):
     def user_listing(self) -> UserListing: ...
     @property
     def abm(self) -> AbmStore: ...
+    @property
+    def abm_view(self) -> AbmView: ...  # the same store, without its secrets
 
 
 U_co = TypeVar("U_co", covariant=True)

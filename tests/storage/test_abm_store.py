@@ -253,6 +253,11 @@ class TestProfilesAndAssignments:
                 "S2": AbmAssignment(tid, "S2", "p"),
             }
             assert uow.abm.assignments(tenant(db)) == {}
+            assert uow.abm.assignment(tid, "S1") == uow.abm.assignments(tid)["S1"]
+            assert uow.abm.assignment(tid, "S9") is None
+            whole = uow.abm.history(tid, "S1")
+            assert uow.abm.history(tid, "S1", limit=1, newest=True) == whole[-1:]
+            assert uow.abm.history(tid, "S1", limit=1) == whole[:1] and len(whole) >= 2
             assert uow.abm.profile_states(tid, t.id) == [("S1", "U", "assigned")]
             last = uow.abm.history(tid, "S1")[-1]
         assert (last.op_type, last.reason, last.profile_uuid) == ("assign-failed", "FAILED", "U")

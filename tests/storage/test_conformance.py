@@ -872,7 +872,7 @@ class TestPushState:
 class TestHealthFindings:
     def test_record_resolve_notify(self, db: Database) -> None:
         """Findings are new once, kept while found, resolved when gone, and marked notified."""
-        t, _, _, _ = seed(db)
+        t, u, _, _ = seed(db)
         a = Finding(ReasonCode.APNS_CERT_EXPIRING, Severity.WARNING, "tenant", {"n": 1})
         b = Finding(ReasonCode.DEVICE_UNRESPONSIVE, Severity.CRITICAL, "device:U1")
         later = NOW + timedelta(hours=1)
@@ -885,6 +885,11 @@ class TestHealthFindings:
             assert (open_.finding.key, dict(open_.finding.facts)) == (a.key, {"n": 1})
             assert (open_.first_seen, open_.last_seen) == (NOW, later)
             assert uow.health.unlicensed_users(t.id) == 1
+            assert uow.health.mfa_users(t.id) == 0
+        with db.unit_of_work() as uow:
+            uow.users.update(t.id, u.id, mfa_required=True)
+        with db.unit_of_work(readonly=True) as uow:
+            assert uow.health.mfa_users(t.id) == 1
 
 
 class TestPortalSessions:

@@ -42,3 +42,37 @@ class TestAbmTokenFindings:
             "abm:a:sync",
             (NOW - DAY).isoformat(),
         )
+
+    def test_no_successful_sync_for_two_intervals_is_stale(self) -> None:
+        """DEP_SYNC_STALE: the last good sync (or the upload, never synced) is older than two intervals and
+        no sync failed; a failed sync is reported by its own code instead, and no schedule means no check."""
+        ten = timedelta(minutes=10)
+        fresh = AbmTokenState("fresh", NOW + 200 * DAY, last_sync_at=NOW - 5 * timedelta(minutes=1))
+        old = AbmTokenState("old", NOW + 200 * DAY, last_sync_at=NOW - 3 * ten)
+        never = AbmTokenState("never", NOW + 200 * DAY, uploaded_at=NOW - DAY)
+        failing = AbmTokenState("failing", NOW + 200 * DAY, "DEP_TERMS_NOT_ACCEPTED", NOW, NOW - DAY)
+        found = abm_token_findings([fresh, old, never, failing], NOW, stale_after=ten)
+        assert sorted((f.code.value, f.subject) for f in found) == [
+            ("DEP_SYNC_STALE", "abm:never:stale"),
+            ("DEP_SYNC_STALE", "abm:old:stale"),
+            ("DEP_TERMS_NOT_ACCEPTED", "abm:failing:sync"),
+        ]
+        stale = next(f for f in found if f.subject == "abm:old:stale")
+        assert stale.severity is Severity.WARNING and stale.facts["last_sync"] == (NOW - 3 * ten).isoformat()
+        assert [f.code for f in abm_token_findings([old, never], NOW)] == []
+
+
+class TestAdeMfaFindings:
+    def test_legacy_profiles_with_mfa_users(self) -> None:
+        """DEP_MFA_WITH_LEGACY_AUTH per legacy-auth profile while the tenant has MFA users; none without."""
+        from pomona.domain.checks import ade_mfa_findings
+
+        profiles = [("staff", "legacy"), ("web", "modern"), ("kiosk", "none")]
+        (f,) = ade_mfa_findings(profiles, 2)
+        assert (f.code, f.severity, f.subject, f.facts["mfa_users"]) == (
+            R.DEP_MFA_WITH_LEGACY_AUTH,
+            Severity.WARNING,
+            "abm:profile:staff",
+            2,
+        )
+        assert ade_mfa_findings(profiles, 0) == []

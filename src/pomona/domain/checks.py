@@ -309,17 +309,36 @@ class AbmTokenState:
     last_error: str | None = None  # the reason code of the last failed sync
     last_error_at: datetime | None = None
     last_sync_at: datetime | None = None
+    uploaded_at: datetime | None = None  # when the token was uploaded (a token never synced is stale from it)
 
 
 #: Sync failures that heal themselves (the sync fell back to a full fetch): not a standing finding.
 _HEALED = frozenset({ReasonCode.DEP_CURSOR_EXPIRED.value})
 
 
-def abm_token_findings(tokens: Iterable[AbmTokenState], now: datetime) -> list[Finding]:
+def abm_token_findings(
+    tokens: Iterable[AbmTokenState], now: datetime, *, stale_after: timedelta | None = None
+) -> list[Finding]:
     """Per token: DEP_TOKEN_EXPIRED at each expiry step (the first 30 days ahead, a warning) and once
-    expired; and the reason code of its last sync while that sync failed (terms, revoked token ...)."""
+    expired; the reason code of its last sync while that sync failed (terms, revoked token ...); and
+    DEP_SYNC_STALE when no sync succeeded for longer than `stale_after` (two sync intervals; None: the
+    schedule is off) without one failing."""
     out: list[Finding] = []
     for t in tokens:
+        since = t.last_sync_at or t.uploaded_at
+        if stale_after is not None and not t.last_error and since is not None and now - since > stale_after:
+            out.append(
+                Finding(
+                    ReasonCode.DEP_SYNC_STALE,
+                    Severity.WARNING,
+                    f"abm:{t.name}:stale",
+                    {
+                        "token": t.name,
+                        "last_sync": None if t.last_sync_at is None else t.last_sync_at.isoformat(),
+                        "stale_after_minutes": int(stale_after.total_seconds() // 60),
+                    },
+                )
+            )
         subject = f"abm:{t.name}"
         expiry = check_expiry(
             t.expiry,
@@ -347,6 +366,24 @@ def abm_token_findings(tokens: Iterable[AbmTokenState], now: datetime) -> list[F
                 )
             )
     return out
+
+
+def ade_mfa_findings(profiles: Iterable[tuple[str, str]], mfa_users: int) -> list[Finding]:
+    """DEP_MFA_WITH_LEGACY_AUTH per ADE profile (name, auth mode) that asks for credentials the legacy way
+    while the tenant has users who must pass MFA: they are stranded at Setup Assistant's sign-in (the
+    founding document's "stuck at user login"; domain/ade_profile.py's linter warns the same)."""
+    if mfa_users <= 0:
+        return []
+    return [
+        Finding(
+            ReasonCode.DEP_MFA_WITH_LEGACY_AUTH,
+            Severity.WARNING,
+            f"abm:profile:{name}",
+            {"profile": name, "auth": auth, "mfa_users": mfa_users},
+        )
+        for name, auth in profiles
+        if auth == "legacy"
+    ]
 
 
 # --- the deployment (pomona doctor) -------------------------------------------------------------------

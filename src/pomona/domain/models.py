@@ -48,6 +48,7 @@ class Step(StrEnum):
     ADMIN = "admin"
     PUSH = "push"
     DEP = "dep"  # Apple Business Manager: token upload, sync, profile assignment
+    ADE = "ade"  # the ADE enrollment endpoint: MachineInfo, Setup Assistant sign-in, the profile
 
 
 class Outcome(StrEnum):

@@ -231,6 +231,7 @@ class AbmService(ServiceBase[AbmStores]):
         page_limit: int = PAGE_LIMIT,
         urls: Urls | None = None,
         assign_backoff: float = 300.0,
+        sync_interval: float = 0.0,
     ) -> None:
         super().__init__(db, clock)
         self.keys = keys
@@ -238,6 +239,8 @@ class AbmService(ServiceBase[AbmStores]):
         self.page_limit = page_limit
         self.urls = urls or Urls("https://localhost")
         self.assign_backoff = timedelta(seconds=assign_backoff)
+        # Health: a token that has not synced for two scheduled intervals is DEP_SYNC_STALE (0: no schedule).
+        self.stale_after = timedelta(seconds=2 * sync_interval) if sync_interval > 0 else None
 
     # --- the key pair and the tokens ---------------------------------------------------------------
     def _tenant(self, ref: str) -> Tenant:
@@ -342,16 +345,20 @@ class AbmService(ServiceBase[AbmStores]):
 
     def check(self, tenant_ref: str, now: datetime) -> list[Finding]:
         """Health's check (services.checks.TenantCheck): each token's expiry (warned from 30 days ahead),
-        its last sync's failure, if the last sync failed, and the devices whose assignment keeps failing."""
+        its last sync's failure, if the last sync failed, a sync that has not succeeded for two scheduled
+        intervals (DEP_SYNC_STALE), and the devices whose assignment keeps failing."""
         with self.db.unit_of_work(readonly=True) as uow:
             tn = find_tenant(uow.tenants, tenant_ref)
             tokens = uow.abm.tokens(tn.id)
         findings = abm_token_findings(
             (
-                AbmTokenState(t.name, t.access_token_expiry, t.last_error, t.last_error_at, t.last_sync_at)
+                AbmTokenState(
+                    t.name, t.access_token_expiry, t.last_error, t.last_error_at, t.last_sync_at, t.created_at
+                )
                 for t in tokens
             ),
             now,
+            stale_after=self.stale_after,
         )
         return findings + self.assignment_findings(tn.id)
 

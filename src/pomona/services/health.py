@@ -5,7 +5,8 @@ and findings that are new go to the tenant's webhook (the APNs issue's notifier)
 
 The rules are `pomona.domain.checks`'; the checks other services own come in through the constructor:
 the certificate lifecycle's (`ApnsLifecycle.check`), push reachability's
-(`services.checks.unresponsive_check`) and the ABM server tokens' (`AbmService.check`).
+(`services.checks.unresponsive_check`) and the ABM server tokens' (`AbmService.check`). The ADE profiles
+that ask MFA users for credentials the legacy way are checked here (DEP_MFA_WITH_LEGACY_AUTH).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pomona.domain.checks import (
     AWAITING_STUCK_AFTER,
     Finding,
     RecordedFinding,
+    ade_mfa_findings,
     authority_findings,
     dns_findings,
     licence_findings,
@@ -27,7 +29,7 @@ from pomona.domain.checks import (
 )
 from pomona.domain.models import Step, Tenant
 from pomona.domain.reasons import ReasonCode
-from pomona.ports import HasEvents, HealthStore, Resolver, TenantStore, UserStore
+from pomona.ports import AbmView, HasEvents, HealthStore, Resolver, TenantStore, UserStore
 from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.checks import DiscoverySettings, TenantCheck, lookup_cnames
 
@@ -36,7 +38,8 @@ Notify = Callable[[str, list[dict[str, object]]], object]
 
 
 class HealthStores(HasEvents, Protocol):
-    """The health service's stores: the tenant, its licensed users, and the findings kept."""
+    """The health service's stores: the tenant, its licensed users, the findings kept, and the ADE
+    profiles (their authentication)."""
 
     @property
     def tenants(self) -> TenantStore: ...
@@ -44,6 +47,8 @@ class HealthStores(HasEvents, Protocol):
     def users(self) -> UserStore: ...
     @property
     def health(self) -> HealthStore: ...
+    @property
+    def abm_view(self) -> AbmView: ...
 
 
 @dataclass
@@ -70,6 +75,11 @@ class HealthService(ServiceBase[HealthStores]):
         out += self.unresponsive(t.id, now)
         if self.abm is not None:
             out += self.abm(t.id, now)
+        legacy = [
+            (p.name, "legacy") for p in uow.abm_view.profiles(t.id) if p.settings.get("auth") == "legacy"
+        ]
+        if legacy:
+            out += ade_mfa_findings(legacy, uow.health.mfa_users(t.id))
         return out
 
     def flag_stuck(self) -> int:

@@ -285,13 +285,18 @@ class SqlAbmStore:
         )
         return set(self.conn.execute(q).scalars())
 
-    def history(self, tenant_id: str, serial: str, *, limit: int = 200) -> list[AbmHistoryEntry]:
+    def history(
+        self, tenant_id: str, serial: str, *, limit: int = 200, newest: bool = False
+    ) -> list[AbmHistoryEntry]:
         q = (
             select(_H)
             .where(_H.c.tenant_id == tenant_id, _H.c.serial_number == serial)
-            .order_by(_H.c.id)
+            .order_by(_H.c.id.desc() if newest else _H.c.id)
             .limit(limit)
         )
+        rows = list(self.conn.execute(q))
+        if newest:
+            rows.reverse()
         return [
             AbmHistoryEntry(
                 utc_req(r.at),
@@ -305,7 +310,7 @@ class SqlAbmStore:
                 r.token_id,
                 r.reason,
             )
-            for r in self.conn.execute(q)
+            for r in rows
         ]
 
     def add_history(self, tenant_id: str, entries: Sequence[tuple[str, AbmHistoryEntry]]) -> None:
@@ -434,6 +439,22 @@ class SqlAbmStore:
             )
             for r in self.conn.execute(select(_A).where(_A.c.tenant_id == tenant_id))
         }
+
+    def assignment(self, tenant_id: str, serial: str) -> AbmAssignment | None:
+        q = select(_A).where(_A.c.tenant_id == tenant_id, _A.c.serial_number == serial)
+        r = self.conn.execute(q).first()
+        if r is None:
+            return None
+        return AbmAssignment(
+            r.tenant_id,
+            r.serial_number,
+            r.profile_id,
+            bool(r.explicit),
+            int(r.attempts),
+            utc(r.next_try_at),
+            utc(r.last_try_at),
+            r.last_error,
+        )
 
     def save_assignments(self, tenant_id: str, assignments: Sequence[AbmAssignment]) -> None:
         """Delete the serials' rows, then one executemany insert (an upsert of a page at a time)."""

@@ -404,6 +404,10 @@ class SqlUnitOfWork:
         self.__dict__["abm"] = store
         return store
 
+    @property
+    def abm_view(self) -> SqlAbmStore:
+        return self.abm  # the same store; readers of the view (ports.AbmView) see no secrets
+
     api_tokens = _Store(SqlApiTokenStore)
     users = _Store(SqlUserStore)
     enrollment_tokens = _Store(SqlEnrollmentTokenStore)

@@ -108,6 +108,15 @@ class SqlHealthStore:
         )
         return int(self.conn.execute(q).scalar_one())
 
+    def mfa_users(self, tenant_id: str) -> int:
+        u = s.users
+        q = (
+            select(func.count())
+            .select_from(u)
+            .where(and_(u.c.tenant_id == tenant_id, u.c.enabled, u.c.mfa_required))
+        )
+        return int(self.conn.execute(q).scalar_one())
+
 
 def _recorded(r: Row[Any]) -> RecordedFinding:
     return RecordedFinding(

@@ -1370,6 +1370,11 @@ class MemoryHealthStore(_Store):
             1 for u in self.d.users.values() if u.tenant_id == tenant_id and u.enabled and not u.licensed
         )
 
+    def mfa_users(self, tenant_id: str) -> int:
+        return sum(
+            1 for u in self.d.users.values() if u.tenant_id == tenant_id and u.enabled and u.mfa_required
+        )
+
 
 class MemoryAbmStore(_Store):
     def set_keypair(self, tenant_id: str, cert_pem: bytes, key_pem: bytes, at: datetime) -> None:
@@ -1476,10 +1481,11 @@ class MemoryAbmStore(_Store):
             if t == tenant_id and r.token_id == token_id and not r.deleted
         }
 
-    def history(self, tenant_id: str, serial: str, *, limit: int = 200) -> list[AbmHistoryEntry]:
-        return [e for _, (t, s, e) in sorted(self.d.abm_history.items()) if (t, s) == (tenant_id, serial)][
-            :limit
-        ]
+    def history(
+        self, tenant_id: str, serial: str, *, limit: int = 200, newest: bool = False
+    ) -> list[AbmHistoryEntry]:
+        found = [e for _, (t, s, e) in sorted(self.d.abm_history.items()) if (t, s) == (tenant_id, serial)]
+        return found[-limit:] if newest else found[:limit]
 
     def add_history(self, tenant_id: str, entries: Sequence[tuple[str, AbmHistoryEntry]]) -> None:
         for serial, entry in entries:
@@ -1533,6 +1539,9 @@ class MemoryAbmStore(_Store):
 
     def assignments(self, tenant_id: str) -> dict[str, AbmAssignment]:
         return {s: a for (t, s), a in self.d.abm_assignments.items() if t == tenant_id}
+
+    def assignment(self, tenant_id: str, serial: str) -> AbmAssignment | None:
+        return self.d.abm_assignments.get((tenant_id, serial))
 
     def save_assignments(self, tenant_id: str, assignments: Sequence[AbmAssignment]) -> None:
         for a in assignments:
@@ -1592,6 +1601,7 @@ class MemoryUnitOfWork:
         self.device_listing = MemoryDeviceListing(tx)
         self.user_listing = MemoryUserListing(tx)
         self.abm = MemoryAbmStore(tx)
+        self.abm_view = self.abm  # the same store, without its secrets (ports.AbmView)
 
 
 class MemoryDatabase:

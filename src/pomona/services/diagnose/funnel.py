@@ -21,8 +21,9 @@ STEPS = ("discovery", "portal", "profile", "install", "scep", "authenticate", "t
 _ORDER = {s: i for i, s in enumerate(STEPS)}
 _FUNNEL = (Step.PORTAL, Step.PROFILE, Step.SCEP, Step.AUTHENTICATE, Step.TOKENUPDATE, Step.COMMAND)
 # Steps whose refusals belong to an attempt although they are not funnel steps (a check-in message of
-# another type, a CheckOut, a push that failed for this device).
-_ALSO_REFUSED = (Step.CHECKIN, Step.CHECKOUT, Step.PUSH)
+# another type, a CheckOut, a push that failed for this device, the ADE endpoint's refusal of a device in
+# Setup Assistant).
+_ALSO_REFUSED = (Step.CHECKIN, Step.CHECKOUT, Step.PUSH, Step.ADE)
 
 ABANDON_AFTER = timedelta(minutes=30)  # an attempt with no event for this long, not enrolled, has stalled
 EPISODE_GAP = timedelta(minutes=30)  # refusals further apart than this are separate episodes

@@ -102,6 +102,7 @@ class DiagnoseService(ServiceBase[DiagnoseStores]):
                 self.push_cert,
                 self.unresponsive,
                 attempt,
+                serial=serial.strip().upper() if serial else None,
             )
             refused = [e.reason for e in episode if e.reason]
             todo = [*named]

@@ -7,7 +7,7 @@ message is reported, and breaks ties in the ranking.
 
 from __future__ import annotations
 
-from pomona.services.diagnose.checkers import directory, discovery, enrollment, events, policy, tenant
+from pomona.services.diagnose.checkers import ade, directory, discovery, enrollment, events, policy, tenant
 from pomona.services.diagnose.checkers.base import Checker
 
 CHECKERS: dict[str, Checker] = {
@@ -17,6 +17,7 @@ CHECKERS: dict[str, Checker] = {
     **enrollment.CHECKERS,
     **discovery.CHECKERS,
     **events.CHECKERS,
+    **ade.CHECKERS,
 }
 
 __all__ = ["CHECKERS", "Checker"]

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pomona.domain.checks import AWAITING_STUCK_AFTER
 from pomona.domain.models import Enrollment, EnrollmentStatus, Step
 from pomona.domain.reasons import ReasonCode as R
+from pomona.services.diagnose.checkers import ade
 from pomona.services.diagnose.checkers.base import Checker
 from pomona.services.diagnose.context import Context
 from pomona.services.diagnose.model import Assessment, Verdict, ev, note
@@ -49,6 +50,18 @@ def _already_installed(ctx: Context) -> Assessment:
 
 
 def _other_mdm(ctx: Context) -> Assessment:
+    """Only the device shows another server's profile, unless ABM itself says the device is another MDM
+    server's (DEP_DEVICE_ASSIGNED_ELSEWHERE's evidence): that server enrolls it in Setup Assistant."""
+    if ctx.ade_serial() is not None:
+        abm = ade.elsewhere(ctx)
+        if abm.verdict is Verdict.PROVEN:
+            return Assessment(
+                R.ENROLLED_WITH_OTHER_MDM,
+                Verdict.PROVEN,
+                abm.evidence,
+                abm.facts,
+                note("ade_other_mdm", serial=ctx.ade_serial()) + abm.note,
+            )
     return Assessment(
         R.ENROLLED_WITH_OTHER_MDM,
         Verdict.UNKNOWN,

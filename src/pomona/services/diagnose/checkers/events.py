@@ -12,10 +12,6 @@ def _refused(code: R) -> Checker:
     return lambda ctx: by_events(ctx, code.value)
 
 
-def _device_only(code: R) -> Checker:
-    return lambda ctx: by_events(ctx, code.value, device_only=True)
-
-
 def _push(code: R) -> Checker:
     """A push that failed for this device: its refusal event (a dead token, a refused push), else the
     last answer APNs gave for the device's enrollment (an unreachable APNs is retried, not an event)."""
@@ -86,8 +82,4 @@ CHECKERS: dict[str, Checker] = {
     ),
     **table((R.PUSH_TOKEN_UNREGISTERED, R.PUSH_REJECTED, R.PUSH_UNREACHABLE), _push),
     R.DEVICE_UNRESPONSIVE.value: _unresponsive,
-    # The ABM (DEP_*) checkers come with the Automated Device Enrollment issue; until then the server
-    # cannot tell, and says so. An assignment ABM kept refusing is an event naming the serial
-    # (services/abm.py, after REPORT_AFTER tries): proven from it, else unknown.
-    **table((R.DEP_NETWORK_ERROR, R.DEP_PROFILE_NOT_ASSIGNED), _device_only),
 }
