@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pomona.push.certkit import LocalPushCertKit
     from pomona.push.gateway import ApnsGateway
     from pomona.services.abm import AbmService
+    from pomona.services.ade import AdeEnrollmentService
     from pomona.services.admin import AdminService
     from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
     from pomona.services.checkin import CheckinService
@@ -272,6 +273,20 @@ class Pomona:
         )
 
     @cached_property
+    def ade(self) -> AdeEnrollmentService:
+        from pomona.services.ade import AdeEnrollmentService
+
+        return AdeEnrollmentService(
+            self.db,
+            self.clock,
+            self.enrollment,
+            self.policy,
+            ade_trusted_keys(self.settings),
+            self.portal.sign_in_password,
+            metrics=self.metrics,
+        )
+
+    @cached_property
     def background(self) -> Background:
         from pomona.services.jobs import Background, LeaderLease, SingletonJob
 
@@ -354,6 +369,7 @@ _SERVICES = (
     "abm",
     "health",
     "portal",
+    "ade",
     "background",
     "commands",
     "scep",
@@ -361,6 +377,52 @@ _SERVICES = (
     "reports",
     "console",
 )
+
+
+def ade_trusted_keys(settings: Settings) -> tuple[object, ...]:
+    """The device CA keys the ADE endpoint trusts: Apple's pinned iPhone Device CA key, and the test
+    device CA of POMONA_ADE_TEST_DEVICE_CA (test mode only: logged as a warning each time it is loaded)."""
+    import logging
+
+    from pomona.protocol.machineinfo import apple_device_ca_keys
+
+    keys: list[object] = list(apple_device_ca_keys())
+    path = settings.ade_test_device_ca
+    if path is not None:
+        keys.append(load_test_device_ca(path))
+        logging.getLogger("pomona.ade").warning(
+            "TEST MODE: the ADE endpoint trusts the test device CA %s (POMONA_ADE_TEST_DEVICE_CA) besides "
+            "Apple's; never in production",
+            path,
+        )
+    return tuple(keys)
+
+
+def load_test_device_ca(path: Path) -> object:
+    """The public key of POMONA_ADE_TEST_DEVICE_CA: a PEM certificate or public key, else CERT_FILE_INVALID."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from pomona.domain.errors import CertFileError
+    from pomona.pki.tls import read_pem_file
+
+    what = "POMONA_ADE_TEST_DEVICE_CA"
+    pem = read_pem_file(path, what)
+    try:
+        key: object = (
+            x509.load_pem_x509_certificate(pem).public_key()
+            if b"CERTIFICATE-----" in pem
+            else serialization.load_pem_public_key(pem)
+        )
+    except ValueError:
+        key = None
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise CertFileError(
+            f"{what} {path}: give the test device CA's certificate (or its RSA or EC public key) in PEM",
+            path=str(path),
+        )
+    return key
 
 
 def _configured_signer(path: Path) -> CmsProfileSigner:

@@ -48,6 +48,7 @@ class Step(StrEnum):
     ADMIN = "admin"
     PUSH = "push"
     DEP = "dep"  # Apple Business Manager: token upload, sync, profile assignment
+    ADE = "ade"  # the ADE enrollment endpoint: MachineInfo, Setup Assistant sign-in, the profile
 
 
 class Outcome(StrEnum):
@@ -126,6 +127,7 @@ class EnrollmentToken:
     uses_count: int
     created_at: datetime
     revoked: bool = False
+    ade_serial: str | None = None  # an ADE challenge: the serial whose verified MachineInfo it answered
 
     def remaining(self) -> int:
         return max(0, self.uses_allowed - self.uses_count)
@@ -143,6 +145,7 @@ class IssuedCert:
     not_after: datetime
     issued_at: datetime
     enrollment_id: str | None = None
+    ade_serial: str | None = None  # issued for an ADE challenge: Authenticate must name this serial
 
 
 @dataclass(frozen=True, slots=True)

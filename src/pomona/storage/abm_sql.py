@@ -405,6 +405,24 @@ class SqlAbmStore:
             for r in self.conn.execute(select(_A).where(_A.c.tenant_id == tenant_id))
         }
 
+    def assignment(self, tenant_id: str, serial: str) -> AbmAssignment | None:
+        """One device's wanted assignment (one read by primary key: the ADE endpoint's)."""
+        r = self.conn.execute(
+            select(_A).where(_A.c.tenant_id == tenant_id, _A.c.serial_number == serial)
+        ).first()
+        if r is None:
+            return None
+        return AbmAssignment(
+            r.tenant_id,
+            r.serial_number,
+            r.profile_id,
+            bool(r.explicit),
+            int(r.attempts),
+            utc(r.next_try_at),
+            utc(r.last_try_at),
+            r.last_error,
+        )
+
     def save_assignments(self, tenant_id: str, assignments: Sequence[AbmAssignment]) -> None:
         """Delete the serials' rows, then one executemany insert (an upsert of a page at a time)."""
         latest = {a.serial_number: a for a in assignments if a.tenant_id == tenant_id}
