@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pomona.net.dns import DnsResolver
     from pomona.pki.adapters import CmsProfileSigner, LocalPki
     from pomona.ports import CaCertificate, CertificateAuthority, Metrics, Pki, Sealer
+    from pomona.protocol.cms import PublicKey
     from pomona.push.certkit import LocalPushCertKit
     from pomona.push.gateway import ApnsGateway
     from pomona.services.abm import AbmService
@@ -379,14 +380,14 @@ _SERVICES = (
 )
 
 
-def ade_trusted_keys(settings: Settings) -> tuple[object, ...]:
+def ade_trusted_keys(settings: Settings) -> tuple[PublicKey, ...]:
     """The device CA keys the ADE endpoint trusts: Apple's pinned iPhone Device CA key, and the test
     device CA of POMONA_ADE_TEST_DEVICE_CA (test mode only: logged as a warning each time it is loaded)."""
     import logging
 
     from pomona.protocol.machineinfo import apple_device_ca_keys
 
-    keys: list[object] = list(apple_device_ca_keys())
+    keys: list[PublicKey] = list(apple_device_ca_keys())
     path = settings.ade_test_device_ca
     if path is not None:
         keys.append(load_test_device_ca(path))
@@ -398,7 +399,7 @@ def ade_trusted_keys(settings: Settings) -> tuple[object, ...]:
     return tuple(keys)
 
 
-def load_test_device_ca(path: Path) -> object:
+def load_test_device_ca(path: Path) -> PublicKey:
     """The public key of POMONA_ADE_TEST_DEVICE_CA: a PEM certificate or public key, else CERT_FILE_INVALID."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
@@ -409,8 +410,9 @@ def load_test_device_ca(path: Path) -> object:
 
     what = "POMONA_ADE_TEST_DEVICE_CA"
     pem = read_pem_file(path, what)
+    key: object
     try:
-        key: object = (
+        key = (
             x509.load_pem_x509_certificate(pem).public_key()
             if b"CERTIFICATE-----" in pem
             else serialization.load_pem_public_key(pem)

@@ -168,7 +168,9 @@ class AdeWeb(FormPages):
             request.session["pending"] = {"uid": result.user.id, "enrol": enrol}
             return RedirectResponse(f"/ade/{device.tenant.id}/web/mfa", status_code=303)
         if status is SignInStatus.BAD_CREDENTIALS:
-            return self.signin_page(request, device, 401, upn=result.upn, error="portal.signin.bad_credentials")
+            return self.signin_page(
+                request, device, 401, upn=result.upn, error="portal.signin.bad_credentials"
+            )
         try:
             answer = await self._call(request, self.svc.after_sign_in, device, result, False, legacy=False)
         except Exception as exc:  # noqa: BLE001 - every refusal gets its page

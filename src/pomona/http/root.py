@@ -50,10 +50,10 @@ from pomona.http.middleware import (
     is_local_caller,
     route_template,
 )
+from pomona.services.ade import MAX_MACHINE_INFO, AdeAnswer, AdeAnswerKind
 from pomona.services.checkin import MAX_BODY
 from pomona.services.container import Services
 from pomona.services.context import bind_caller, bind_request_id, reset_caller, reset_request_id
-from pomona.services.ade import MAX_MACHINE_INFO, AdeAnswer, AdeAnswerKind
 from pomona.services.enrollment import PROFILE_CONTENT_TYPE
 
 log = logging.getLogger("pomona.http")

@@ -188,8 +188,9 @@ class AdeEnrollmentService(ServiceBase[AdeStores]):
                         reason=ReasonCode.DEP_DEVICE_NOT_IN_ABM,
                         serial=info.serial,
                     )
-                record = self._profile_of(uow, tenant.id, info.serial, listed[0].token_id,
-                                          listed[0].device.profile_uuid)
+                record = self._profile_of(
+                    uow, tenant.id, info.serial, listed[0].token_id, listed[0].device.profile_uuid
+                )
             if record is None:
                 raise PolicyError(
                     msg("error.ade.no_profile", serial=info.serial),
@@ -249,8 +250,14 @@ class AdeEnrollmentService(ServiceBase[AdeStores]):
         )
 
     def _refused(
-        self, tenant: Tenant, info: MachineInfo | AdeDevice, exc: PomonaError, *, upn: str | None = None,
-        user_id: str | None = None, extra: dict[str, object] | None = None,
+        self,
+        tenant: Tenant,
+        info: MachineInfo | AdeDevice,
+        exc: PomonaError,
+        *,
+        upn: str | None = None,
+        user_id: str | None = None,
+        extra: dict[str, object] | None = None,
     ) -> None:
         self.record_failure(
             tenant.id,
@@ -302,7 +309,11 @@ class AdeEnrollmentService(ServiceBase[AdeStores]):
             minimum = str(decision.facts.get("minimum", ""))
             update = can_update and bool(minimum)
             self._refused(
-                device.tenant, device, err, upn=upn, user_id=user_id,
+                device.tenant,
+                device,
+                err,
+                upn=upn,
+                user_id=user_id,
                 extra={"software_update_required": update, "minimum": minimum},
             )
             if update:
@@ -332,7 +343,9 @@ class AdeEnrollmentService(ServiceBase[AdeStores]):
         result = self.sign_in_password(device.tenant, creds[0], creds[1], client_ip)
         return self.after_sign_in(device, result, device.can_update, legacy=True)
 
-    def after_sign_in(self, device: AdeDevice, result: SignIn, can_update: bool, *, legacy: bool) -> AdeAnswer:
+    def after_sign_in(
+        self, device: AdeDevice, result: SignIn, can_update: bool, *, legacy: bool
+    ) -> AdeAnswer:
         """What a sign-in leads to: the profile for the signed-in user, or why not."""
         status = result.status
         if status is SignInStatus.BAD_CREDENTIALS:
@@ -351,7 +364,11 @@ class AdeEnrollmentService(ServiceBase[AdeStores]):
             )
             user = result.user
             self._refused(
-                device.tenant, device, err, upn=result.upn, user_id=None if user is None else user.id,
+                device.tenant,
+                device,
+                err,
+                upn=result.upn,
+                user_id=None if user is None else user.id,
                 extra={"upn": result.upn, "profile": device.profile},
             )
             raise err

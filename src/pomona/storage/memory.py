@@ -370,7 +370,9 @@ class MemoryEnrollmentTokenStore(_Store):
 
     def list(self, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[EnrollmentToken]:
         mine = [
-            t for _, t in self.d.enrollment_tokens.values() if t.tenant_id == tenant_id and t.ade_serial is None
+            t
+            for _, t in self.d.enrollment_tokens.values()
+            if t.tenant_id == tenant_id and t.ade_serial is None
         ]
         return _page(sorted(mine, key=lambda t: (t.created_at, t.id), reverse=True), limit, offset)
 

@@ -522,7 +522,9 @@ class VirtualDevice:
             raise self._refusal("profile", response)
         ctype = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype != PROFILE_CONTENT_TYPE:
-            raise ServerMisbehaved("profile", f"Content-Type {ctype!r}, iOS only installs {PROFILE_CONTENT_TYPE}")
+            raise ServerMisbehaved(
+                "profile", f"Content-Type {ctype!r}, iOS only installs {PROFILE_CONTENT_TYPE}"
+            )
         try:
             content, _ = cms.verify_attached(response.content)
             profile = profile_codec.decode_profile(content)
