@@ -18,7 +18,6 @@ the portal's (services/portal.py); CSRF and the language are FormPages' (http/po
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +97,7 @@ class AdeWeb(FormPages):
 
     def device(self, request: Request) -> AdeDevice | None:
         tid = str(request.path_params["tenant_id"])
-        return self.svc.web_device(request.session.get("ade"), tid, time.time())
+        return self.svc.web_device(request.session.get("ade"), tid, self.p.clock.now().timestamp())
 
     async def _call(self, request: Request, fn: Any, *args: Any, **kw: Any) -> Any:
         """A service call in the thread pool, with the caller's address (unauthenticated refusals are
@@ -132,7 +131,7 @@ class AdeWeb(FormPages):
         except Exception as exc:  # noqa: BLE001 - every refusal gets its page
             return self.refused(request, exc)
         request.session.clear()
-        request.session["ade"] = device.to_state(time.time())
+        request.session["ade"] = device.to_state(self.p.clock.now().timestamp())
         return self.signin_page(request, device)
 
     def signin_page(self, request: Request, device: AdeDevice, status: int = 200, **ctx: Any) -> Response:
