@@ -314,3 +314,50 @@ class TestModernAuth:
         header = base64.b64encode(a.device().machine_info(TestDeviceCa.generate())).decode()
         r = a.client.get(web, headers={"x-apple-aspen-deviceinfo": header})
         assert r.status_code == 401 and 'data-code="MACHINEINFO_SIGNER_UNTRUSTED"' in r.text
+
+
+class TestTestCaSetting:
+    def test_apple_key_always_and_the_test_ca_logged(
+        self, tmp_path: Path, device_ca: TestDeviceCa, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Apple's pinned key is always trusted; the test CA is added only when set, with a warning."""
+        from pomona.app import ade_trusted_keys
+        from pomona.protocol.machineinfo import apple_device_ca_keys
+
+        apple = apple_device_ca_keys()[0].public_numbers()  # type: ignore[union-attr]
+        keys = ade_trusted_keys(Settings(data_dir=tmp_path))
+        assert [k.public_numbers() for k in keys] == [apple]
+        assert not caplog.records
+        pem = tmp_path / "ca.pem"
+        pem.write_bytes(device_ca.device_ca.cert.public_bytes(serialization.Encoding.PEM))
+        keys = ade_trusted_keys(Settings(data_dir=tmp_path, ade_test_device_ca=pem))
+        assert len(keys) == 2 and keys[0].public_numbers() == apple
+        (record,) = caplog.records
+        assert record.levelname == "WARNING" and str(pem) in record.getMessage()
+
+    def test_unusable_file_is_cert_file_invalid(self, tmp_path: Path) -> None:
+        """A missing or non-PEM file stops the start with CERT_FILE_INVALID."""
+        from pomona.app import ade_trusted_keys
+        from pomona.domain.errors import CertFileError
+
+        bad = tmp_path / "bad.pem"
+        bad.write_text("not a pem")
+        for path in (bad, tmp_path / "missing.pem"):
+            with pytest.raises(CertFileError):
+                ade_trusted_keys(Settings(data_dir=tmp_path, ade_test_device_ca=path))
+
+
+class TestBasicCredentials:
+    def test_parses_basic_only(self) -> None:
+        """``Authorization: Basic`` gives (user, password); anything else, or garbage, gives None."""
+        import base64
+
+        from pomona.services.ade import basic_credentials
+
+        good = "Basic " + base64.b64encode(b"ana@acme.example:pa:ss").decode()
+        assert basic_credentials(good) == ("ana@acme.example", "pa:ss")
+        assert basic_credentials(None) is None
+        assert basic_credentials("Bearer x") is None
+        assert basic_credentials("Basic !!!") is None
+        assert basic_credentials("Basic " + base64.b64encode(b"nocolon").decode()) is None
+        assert basic_credentials("Basic " + "A" * 2000) is None

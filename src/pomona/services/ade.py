@@ -419,8 +419,9 @@ class AdeEnrollmentService(ServiceBase[AdeStores]):
 
     # --- the modern-authentication web view ------------------------------------------------------------
     def web_start(self, tenant_id: str, body: bytes) -> AdeDevice:
-        """The web view's first request: the MachineInfo of its header, verified and checked (a device
-        whose profile is not ``modern`` is sent nowhere else: it is refused here as at the enroll URL)."""
+        """The web view's first request: the MachineInfo of its header, verified, and the policy's device
+        checks (the user's come after sign-in, in :meth:`after_sign_in`). Setup Assistant opens the web
+        view only for a ``modern`` profile; whoever opens it still has to sign in."""
         device = self.machine_info(tenant_id, body)
         self.check(device, None, False)
         return device
