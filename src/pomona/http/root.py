@@ -363,7 +363,10 @@ class RootApp:
             answer = ade.enroll(tenant_id, b"" if too_large else body, authorization, address)
             return ade_answer(answer, extra)
 
-        return await self._run(scope, send, work, error=ade_error, headers=extra)
+        # A password (legacy sign-in) is checked with argon2: off the event loop, one at a time.
+        return await self._run(
+            scope, send, work, inline=authorization is None, error=ade_error, headers=extra
+        )
 
     async def _scep_endpoint(self, scope: Scope, receive: Receive, send: Send) -> int:
         tenant_id = scope["path"][len("/scep/") :].strip("/")
