@@ -159,6 +159,14 @@ class TestNoneAuth:
             other.install()
         assert e.value.reason == "CERT_DEVICE_MISMATCH"
 
+    def test_challenge_is_no_enrollment_link(self, none_auth: Ade) -> None:
+        """An ADE profile's challenge fetched as an enrollment link is an unknown link."""
+        a = none_auth
+        d = a.device()
+        challenge = d.accept_profile(d.post_machine_info(a.url, a.ca)).scep_challenge
+        r = a.client.get(f"/enroll/{challenge}")
+        assert r.status_code == 403 and r.json()["reason"] == "ENROLLMENT_TOKEN_INVALID"
+
     def test_serial_not_in_abm(self, none_auth: Ade) -> None:
         """A serial ABM does not list for the tenant: 403 DEP_DEVICE_NOT_IN_ABM, with its event."""
         a = none_auth
@@ -250,6 +258,17 @@ class TestLegacyAuth:
         served = [e.detail for e in a.events() if e.outcome is Outcome.OK and e.detail["stage"] == "profile"]  # type: ignore[attr-defined]
         assert served[-1]["upn"] == a.s.upn and served[-1]["auth"] == "legacy"
 
+    def test_wrong_passwords_are_rate_limited(self, legacy_auth: Ade) -> None:
+        """Past the portal's limit of wrong tries for this address and UPN: 429 with Retry-After."""
+        from pomona.services.portal import MAX_TRIES
+
+        a = legacy_auth
+        d = a.device()
+        for _ in range(MAX_TRIES):
+            assert d.post_machine_info(a.url, a.ca, credentials=(a.s.upn, "wrong")).status_code == 401
+        r = d.post_machine_info(a.url, a.ca, credentials=(a.s.upn, PASSWORD))
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+
     def test_mfa_user_is_refused(self, legacy_auth: Ade) -> None:
         """An MFA-required user on a legacy-auth profile: DEP_MFA_WITH_LEGACY_AUTH, its event naming the UPN."""
         a = legacy_auth
@@ -303,6 +322,18 @@ class TestModernAuth:
         views, _ = a.p.commands.list_devices(a.s.name, limit=10)
         (view,) = [v for v in views if v.device.serial == d.serial]  # type: ignore[attr-defined]
         assert view.enrollment.type is EnrollmentType.ADE and view.enrollment.user_id is not None  # type: ignore[attr-defined]
+
+    def test_sign_in_page_in_chinese_and_a_wrong_password(self, modern_auth: Ade) -> None:
+        """The web view speaks the device's language (zh-CN) and answers a wrong password with 401."""
+        import base64
+
+        a = modern_auth
+        web = f"https://pomona.test/ade/{a.s.tenant_id}/web"
+        header = base64.b64encode(a.device().machine_info(a.ca)).decode()
+        page = a.client.get(web, headers={"x-apple-aspen-deviceinfo": header, "accept-language": "zh-CN"})
+        assert page.status_code == 200 and "设置你的设备" in page.text
+        r = a.client.post(web, data={"upn": a.s.upn, "password": "wrong", "csrf": self._csrf(page.text)})
+        assert r.status_code == 401 and 'data-error="portal.signin.bad_credentials"' in r.text
 
     def test_web_view_refuses_without_machine_info(self, modern_auth: Ade) -> None:
         """No header and no state: a refusal page; a header of another CA: MACHINEINFO_SIGNER_UNTRUSTED."""

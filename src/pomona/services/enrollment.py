@@ -133,6 +133,8 @@ class EnrollmentService(ServiceBase[EnrollmentStores]):
         active = 0
         with self.db.unit_of_work(readonly=True) as uow:
             raw = uow.enrollment_tokens.by_hash(hash_secret(secret))
+            if raw is not None and raw.ade_serial is not None:
+                raw = None  # an ADE profile's challenge is no enrollment link (services/ade.py)
             if raw is not None:
                 mark_identified()  # a link that exists: its refusals are never rate-limited
             tenant = None if raw is None else uow.tenants.get(raw.tenant_id)
