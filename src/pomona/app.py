@@ -663,6 +663,12 @@ def run_doctor(settings: Settings, *, public_url: str | None, ca_file: Path | No
     finally:
         if db is not None:
             db.dispose()
+    if settings.ade_test_device_ca is not None:  # test mode only: say so wherever it is on
+        test_ca = str(settings.ade_test_device_ca)
+        finding = Finding(
+            ReasonCode.ADE_TEST_DEVICE_CA_TRUSTED, Severity.WARNING, "server", {"path": test_ca}
+        )
+        lines.append(line("ade_device_ca", test_ca, [finding]))
     p = build(settings, migrate=False) if at_head else None
     try:
         url = public_url or (p.public_url if p is not None else None)

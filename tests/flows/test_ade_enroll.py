@@ -366,6 +366,23 @@ class TestTestCaSetting:
         (record,) = caplog.records
         assert record.levelname == "WARNING" and str(pem) in record.getMessage()
 
+    def test_doctor_warns(self, tmp_path: Path, device_ca: TestDeviceCa) -> None:
+        """`pomona doctor` shows a warning line ADE_TEST_DEVICE_CA_TRUSTED naming the file, only when set."""
+        from helpers import free_port
+        from pomona.app import run_doctor
+
+        data = tmp_path / "data"
+        build(Settings(data_dir=data)).close()
+        url = f"http://127.0.0.1:{free_port()}"
+        lines = run_doctor(Settings(data_dir=data), public_url=url, ca_file=None)
+        assert "ade_device_ca" not in [x.check for x in lines]
+        pem = tmp_path / "ca.pem"
+        pem.write_bytes(device_ca.device_ca.cert.public_bytes(serialization.Encoding.PEM))
+        lines = run_doctor(Settings(data_dir=data, ade_test_device_ca=pem), public_url=url, ca_file=None)
+        (found,) = [x for x in lines if x.check == "ade_device_ca"]
+        assert found.status == "warning" and found.subject == str(pem)
+        assert [f.code.value for f in found.findings] == ["ADE_TEST_DEVICE_CA_TRUSTED"]
+
     def test_unusable_file_is_cert_file_invalid(self, tmp_path: Path) -> None:
         """A missing or non-PEM file stops the start with CERT_FILE_INVALID."""
         from pomona.app import ade_trusted_keys
