@@ -150,7 +150,8 @@ class TestNoneAuth:
         assert auth_events[-1].detail["type"] == "ade"
 
     def test_challenge_is_bound_to_the_serial(self, none_auth: Ade) -> None:
-        """Another device using an ADE profile's challenge is refused at Authenticate: CERT_DEVICE_MISMATCH."""
+        """Another device using an ADE profile's challenge is refused at Authenticate (CERT_DEVICE_MISMATCH);
+        the challenge fetched as an enrollment link is an unknown link."""
         a = none_auth
         r = a.device().post_machine_info(a.url, a.ca)
         other = a.device(a.serials[1])
@@ -158,11 +159,8 @@ class TestNoneAuth:
         with pytest.raises(EnrollmentRefused) as e:
             other.install()
         assert e.value.reason == "CERT_DEVICE_MISMATCH"
-
-    def test_challenge_is_no_enrollment_link(self, none_auth: Ade) -> None:
-        """An ADE profile's challenge fetched as an enrollment link is an unknown link."""
-        a = none_auth
-        d = a.device()
+        # and an ADE profile's challenge is no enrollment link
+        d = a.device(a.serials[2])
         challenge = d.accept_profile(d.post_machine_info(a.url, a.ca)).scep_challenge
         r = a.client.get(f"/enroll/{challenge}")
         assert r.status_code == 403 and r.json()["reason"] == "ENROLLMENT_TOKEN_INVALID"
@@ -176,7 +174,8 @@ class TestNoneAuth:
         assert e.serial == "NOTINABM0001" and e.udid  # type: ignore[attr-defined]
 
     def test_malformed_and_untrusted_signatures(self, none_auth: Ade) -> None:
-        """Garbage is MACHINEINFO_MALFORMED; a MachineInfo of another device CA MACHINEINFO_SIGNER_UNTRUSTED."""
+        """Garbage (or too much of it) is MACHINEINFO_MALFORMED; a MachineInfo of another device CA
+        MACHINEINFO_SIGNER_UNTRUSTED; an unknown tenant UNKNOWN_ENROLLMENT (no event); a GET 405."""
         a = none_auth
         r = a.client.post(a.url, content=b"not a SignedData")
         assert r.status_code == 400 and refusal(r) == "MACHINEINFO_MALFORMED"
@@ -185,16 +184,13 @@ class TestNoneAuth:
         assert {"MACHINEINFO_MALFORMED", "MACHINEINFO_SIGNER_UNTRUSTED"} <= set(a.failures())
         big = a.client.post(a.url, content=b"x" * (70 * 1024))
         assert big.status_code == 400 and "Traceback" not in big.text
-
-    def test_unknown_tenant_and_wrong_method(self, none_auth: Ade) -> None:
-        """An unknown tenant is UNKNOWN_ENROLLMENT; a GET is 405."""
-        a = none_auth
         r = a.client.post("/ade/00000000-0000-4000-8000-000000000000/enroll", content=b"x")
         assert r.status_code == 401 and refusal(r) == "UNKNOWN_ENROLLMENT"
         assert a.client.get(a.url).status_code == 405
 
-    def test_blocked_device_and_platform(self, none_auth: Ade) -> None:
-        """A blocked serial is DEVICE_BLOCKED; a blocked platform PLATFORM_BLOCKED (the policy applies)."""
+    def test_blocked_device_platform_and_authority(self, none_auth: Ade) -> None:
+        """A blocked serial is DEVICE_BLOCKED, a blocked platform PLATFORM_BLOCKED, a tenant without an MDM
+        authority MDM_AUTHORITY_NOT_SET (the policy applies, first refusal first)."""
         a = none_auth
         a.p.policy.block(a.s.name, serial=a.serials[0])
         r = a.device().post_machine_info(a.url, a.ca)
@@ -203,6 +199,10 @@ class TestNoneAuth:
         r = a.device(a.serials[1]).post_machine_info(a.url, a.ca)
         assert r.status_code == 403 and refusal(r) == "PLATFORM_BLOCKED"
         assert {"DEVICE_BLOCKED", "PLATFORM_BLOCKED"} <= set(a.failures())
+        with a.p.db.unit_of_work() as uow:  # a tenant an older release made without an authority
+            uow.tenants.set_authority(a.s.tenant_id, "")
+        r = a.device(a.serials[2]).post_machine_info(a.url, a.ca)
+        assert r.status_code == 403 and refusal(r) == "MDM_AUTHORITY_NOT_SET"
 
     def test_os_range(self, none_auth: Ade) -> None:
         """Below the minimum: Apple's 403 softwareupdate.required when the device can update, else
@@ -220,14 +220,6 @@ class TestNoneAuth:
         a.p.policy.edit_restriction(a.s.name, type_="platform", default=True, min_os="", max_os="16")
         r = a.device().post_machine_info(a.url, a.ca)
         assert r.status_code == 403 and refusal(r) == "OS_VERSION_TOO_HIGH"
-
-    def test_mdm_authority_not_set(self, none_auth: Ade) -> None:
-        """A tenant without an MDM authority refuses: MDM_AUTHORITY_NOT_SET."""
-        a = none_auth
-        with a.p.db.unit_of_work() as uow:  # a tenant an older release made without one
-            uow.tenants.set_authority(a.s.tenant_id, "")
-        r = a.device().post_machine_info(a.url, a.ca)
-        assert r.status_code == 403 and refusal(r) == "MDM_AUTHORITY_NOT_SET"
 
 
 class TestTestCaOff:
