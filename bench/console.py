@@ -6,8 +6,10 @@
 Seeds one tenant with ``--devices`` devices, each with an active enrollment, one user per two devices and a
 30-day failure roll-up (bulk inserts, not measured), signs a tenant admin in, then requests each page
 ``--rounds`` times: the dashboard, the device list (first page, a page deep in the list by its keyset
-cursor, sorted by last check-in, filtered by a prefix), a device's page, and troubleshoot for a user
-(the diagnosis runs). Each response carries the console's own Server-Timing (time inside the console
+cursor, sorted by last check-in, filtered by a prefix), a device's page, troubleshoot for a user
+(the diagnosis runs), users and groups (first page, a page deep by its cursor, a UPN prefix), and the
+enrollment restrictions (with the policy dry run for a user). One user in ten is in one of two groups,
+each with a device limit restriction. Each response carries the console's own Server-Timing (time inside the console
 app, database included; not the client). The issue's target: under 300 ms per page.
 """
 
@@ -99,6 +101,15 @@ def seed(p: object, tenant_id: str, n: int, n_users: int) -> float:
             c.execute(insert(s.devices), drows)
             c.execute(insert(s.enrollments), erows)
             print(f"  devices {min(n, k + 20000):>8}", end="\r", flush=True)
+        groups = [(str(uuid.uuid4()), name) for name in ("Sales", "Staff")]
+        c.execute(
+            insert(s.groups),
+            [{"id": g, "tenant_id": tenant_id, "name": n, "created_at": now} for g, n in groups],
+        )
+        c.execute(
+            insert(s.group_members),
+            [{"group_id": groups[i % 2][0], "user_id": uid} for i, uid in enumerate(user_ids) if i % 10 < 2],
+        )
         c.execute(
             insert(s.failure_rollup),
             [
@@ -137,6 +148,8 @@ def main() -> None:
         users = args.users or max(1, args.devices // 2)
         seconds = seed(p, t.tenant_id, args.devices, users)
         print(f"seeded {args.devices} devices (active enrollments), {users} users in {seconds:.0f} s")
+        for n, (g, limit) in enumerate((("Sales", 3), ("Staff", 5)), start=1):
+            p.policy.create_restriction("acme", type_="limit", priority=n, groups=[g], limit=limit)
         p.console.create_account(EMAIL, PASSWORD, "admin", "acme")
         app = create_app(pomona=p)
         with TestClient(app, base_url="https://pomona.test", follow_redirects=False) as c:  # type: ignore[arg-type]
@@ -151,6 +164,10 @@ def main() -> None:
             for _ in range(100):
                 page = c.get(f"/console/t/acme/devices?after={after}").text
                 after = re.search(r"after=([A-Za-z0-9_-]+)", page).group(1)  # type: ignore[union-attr]
+            users_after = ""
+            for _ in range(100):
+                page = c.get(f"/console/t/acme/users?after={users_after}").text
+                users_after = re.search(r"after=([^\"&]+)", page).group(1)  # type: ignore[union-attr]
             pages = {
                 "dashboard": "/console/t/acme",
                 "devices (first page)": "/console/t/acme/devices",
@@ -160,6 +177,11 @@ def main() -> None:
                 "devices (filter by serial)": f"/console/t/acme/devices?q=F{args.devices // 2:010d}",
                 "device page": f"/console/t/acme/devices/{device}",
                 "troubleshoot (user)": "/console/t/acme/troubleshoot?upn=user7@acme.example",
+                "users (first page)": "/console/t/acme/users",
+                "users (page 101, keyset)": f"/console/t/acme/users?after={users_after}",
+                "users (UPN prefix 'user4242')": "/console/t/acme/users?q=user4242",
+                "restrictions": "/console/t/acme/restrictions",
+                "restrictions (dry run)": "/console/t/acme/restrictions?upn=user10@acme.example&platform=ios",
             }
             print(f"{'page':<34} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
             for name, path in pages.items():

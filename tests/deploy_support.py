@@ -99,6 +99,20 @@ def nginx_site(*, https_port: int, http_port: int, upstream_port: int, cert: Pro
     return replace_once(text, NGINX_KEY, str(cert.key))
 
 
+def nginx_multi_site(*, https_port: int, http_port: int, backends: list[int], cert: ProxyCert) -> str:
+    """deploy/nginx/pomona-multi.conf on test ports, its two backends on 127.0.0.1 (IPv4 loopback only)."""
+    text = (DEPLOY / "nginx" / "pomona-multi.conf").read_text()
+    text = replace_once(text, "    listen [::]:80;\n", "")
+    text = replace_once(text, "    listen [::]:443 ssl http2;\n", "")
+    text = replace_once(text, "listen 80;", f"listen 127.0.0.1:{http_port};")
+    text = replace_once(text, "listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;")
+    first, second = backends
+    text = replace_once(text, "server 10.0.0.11:8080 ", f"server 127.0.0.1:{first} ")
+    text = replace_once(text, "server 10.0.0.12:8080 ", f"server 127.0.0.1:{second} ")
+    text = replace_once(text, NGINX_CERT, str(cert.cert))
+    return replace_once(text, NGINX_KEY, str(cert.key))
+
+
 def nginx_main(prefix: Path, site: Path) -> Path:
     """An nginx.conf in ``prefix`` (pid, logs and temporary files there) that includes ``site``, as
     Debian's /etc/nginx/nginx.conf includes sites-enabled/*."""

@@ -290,6 +290,7 @@ class Pomona:
     @cached_property
     def background(self) -> Background:
         from pomona.services.jobs import Background, LeaderLease, SingletonJob
+        from pomona.services.release import WATCH_EVERY
 
         settings, clock = self.settings, self.clock
         portal = self.portal
@@ -304,7 +305,10 @@ class Pomona:
             abm_interval=settings.abm_sync_interval,
             # Singleton jobs run in the one process that holds their lease (services/jobs.py).
             leader=LeaderLease(self.db, clock),
-            singletons=[SingletonJob("shared-state-cleanup", 600, lambda: portal.limiter.purge(clock.now()))],
+            singletons=[
+                SingletonJob("shared-state-cleanup", 600, lambda: portal.limiter.purge(clock.now())),
+                SingletonJob("ade-release-watch", WATCH_EVERY, self.health.flag_stuck),  # held too long
+            ],
         )
 
     @cached_property

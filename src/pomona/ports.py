@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeAlias, TypedDict, TypeVar, Unpack
 
 if TYPE_CHECKING:  # in annotations only: the CLI's start-up does not load cryptography's x509
     from cryptography import x509
@@ -277,6 +277,20 @@ class DeviceListing(Protocol):
     def count(self, tenant_id: str, *, prefix: str | None = None) -> int: ...
 
 
+class UserListing(Protocol):
+    """The console's user list over a large tenant: keyset pages by UPN (no OFFSET), optionally the
+    UPNs starting with a prefix, and the page's facts read for all its rows at once."""
+
+    def page(
+        self, tenant_id: str, *, after: str | None = None, prefix: str | None = None, limit: int = 50
+    ) -> list[User]: ...
+    def count(self, tenant_id: str, *, prefix: str | None = None) -> int: ...
+    # user id -> how many active enrollments (users without any are left out)
+    def device_counts(self, user_ids: Sequence[str]) -> dict[str, int]: ...
+    # user id -> the names of its groups, sorted (users in no group are left out)
+    def group_names(self, user_ids: Sequence[str]) -> dict[str, list[str]]: ...
+
+
 class ApiTokenStore(Protocol):
     def add(self, token: ApiToken, token_hash: str) -> None: ...
     def by_hash(self, token_hash: str) -> ApiToken | None: ...
@@ -349,6 +363,9 @@ class EnrollmentStore(Protocol):
         at: datetime,
     ) -> None: ...
     def set_type(self, enrollment_id: str, type_: EnrollmentType) -> None: ...
+    def set_awaiting_configuration(self, enrollment_id: str, awaiting: bool) -> None:
+        """The device left Setup Assistant (DeviceConfigured acknowledged): no longer awaiting."""
+        ...
 
 
 class CommandQueue(Protocol):
@@ -434,7 +451,11 @@ class HealthStore(Protocol):
     def open_findings(self, tenant_id: str) -> list[RecordedFinding]: ...
     def record(self, tenant_id: str, found: Sequence[Finding], now: datetime) -> list[Finding]: ...
     def mark_notified(self, tenant_id: str, codes: list[tuple[str, str]], now: datetime) -> None: ...
-    def stuck_awaiting(self, tenant_id: str, before: datetime) -> list[tuple[str, str, datetime]]: ...
+    def stuck_awaiting(self, tenant_id: str, before: datetime) -> list[tuple[str, str, str | None, datetime]]:
+        """(enrollment id, udid, serial, since) of each active enrollment awaiting configuration since
+        before ``before`` (its TokenUpdate), at most 1000."""
+        ...
+
     def unlicensed_users(self, tenant_id: str) -> int: ...
 
 
@@ -731,6 +752,25 @@ class AbmAssignment:
     next_try_at: datetime | None = None
     last_try_at: datetime | None = None
     last_error: str | None = None
+    rule_id: str | None = None  # not explicit: the assignment rule it came from (None: the default)
+
+
+#: The device fields an assignment rule can match (Apple's names).
+RULE_FIELDS: Final = ("model", "device_family", "order_number")
+
+
+@dataclass(frozen=True, slots=True)
+class AbmAssignmentRule:
+    """ "Devices whose ``field`` matches ``value`` get this profile": ``value`` is a case-insensitive
+    glob (``iPad*``); the rules are tried by ``priority`` (lowest first), then age."""
+
+    id: str
+    tenant_id: str
+    profile_id: str
+    field: str  # one of RULE_FIELDS
+    value: str
+    priority: int
+    created_at: datetime
 
 
 class AbmStore(Protocol):
@@ -762,6 +802,13 @@ class AbmStore(Protocol):
         """(serial, profile_uuid, profile_status) of each device the token lists (not deleted)."""
         ...
 
+    def flagged(
+        self, tenant_id: str, reason: str, *, serial: str | None = None
+    ) -> list[tuple[str, datetime]]:
+        """(serial, at) of each device whose latest timeline entry has this reason (a later entry, such
+        as ABM listing the device again, clears it), by serial."""
+        ...
+
     # ADE profiles
     def save_profile(self, profile: AbmProfileRecord) -> None: ...  # add or replace (not definitions)
     def profiles(self, tenant_id: str) -> list[AbmProfileRecord]: ...  # by name, with definitions
@@ -773,6 +820,14 @@ class AbmStore(Protocol):
     def assignment(self, tenant_id: str, serial: str) -> AbmAssignment | None: ...
     def save_assignments(self, tenant_id: str, assignments: Sequence[AbmAssignment]) -> None:
         """Add or replace each (by serial), in one go."""
+        ...
+
+    # assignment rules (by model, device family, order number)
+    def add_rule(self, rule: AbmAssignmentRule) -> None: ...
+    def rules(self, tenant_id: str) -> list[AbmAssignmentRule]: ...  # by priority, then age
+    def remove_rule(self, tenant_id: str, rule_id: str) -> bool: ...
+    def device_facts(self, tenant_id: str, token_id: str) -> dict[str, dict[str, str]]:
+        """serial -> {field: value} of RULE_FIELDS, for each device the token lists (not deleted)."""
         ...
 
 
@@ -788,6 +843,10 @@ class AbmClient(Protocol):
     def assign_profile(self, profile_uuid: str, serials: Sequence[str]) -> dict[str, str]: ...
     def clear_profile(self, profile_uuid: str, serials: Sequence[str]) -> dict[str, str]: ...
     def disown(self, serials: Sequence[str]) -> dict[str, str]: ...
+    def device_status(self, serials: Sequence[str]) -> dict[str, str]:
+        """``POST /devices`` (device details): each serial's ``response_status`` (SUCCESS, or
+        NOT_ACCESSIBLE for a device ABM does not give this server)."""
+        ...
 
 
 class AbmKeys(Protocol):
@@ -856,6 +915,8 @@ class UnitOfWork(Protocol):
     def audit(self) -> AuditLog: ...
     @property
     def device_listing(self) -> DeviceListing: ...
+    @property
+    def user_listing(self) -> UserListing: ...
     @property
     def abm(self) -> AbmStore: ...
 

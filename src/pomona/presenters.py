@@ -200,6 +200,7 @@ def device_json(d: Device, active: Enrollment | None) -> dict[str, object]:
         "enrolled": active is not None,
         "enrollment_id": None if active is None else active.id,
         "user_id": None if active is None else active.user_id,
+        "awaiting_configuration": active is not None and active.awaiting_configuration,
     }
 
 

@@ -99,3 +99,43 @@ class TestConsoleInBrowser:
         assert page.is_visible("#total")
         ctx.close()
         assert (tmp_path / "console-dashboard-en.png").stat().st_size > 10_000
+
+    def test_admin_changes_a_restriction_priority_and_the_dry_run_follows(
+        self,
+        live: LiveServer,
+        chromium: Any,
+        tmp_path: Path,  # noqa: F811
+    ) -> None:
+        """Ana is in Sales (limit 1, priority 1) and Staff (limit 5, priority 2): the dry run names Sales's
+        restriction; the admin gives it priority 3, and the dry run now names Staff's."""
+        p = build(Settings(data_dir=tmp_path, public_url=live.url))
+        try:
+            for g, n, limit in (("Sales", 1, 1), ("Staff", 2, 5)):
+                p.policy.create_group("acme", g)
+                p.policy.add_member("acme", g, "ana@acme.example")
+                p.policy.create_restriction(
+                    "acme", type_="limit", priority=n, groups=[g], name=f"{g} limit", limit=limit
+                )
+        finally:
+            p.close()
+        page = chromium.new_page()
+        page.goto(f"{live.url}/console/signin")
+        page.fill("input[name=email]", ADMIN)
+        page.fill("input[name=password]", PASSWORD)
+        page.press("input[name=password]", "Enter")
+        page.wait_for_url("**/console/t/acme")
+        page.click("#nav-restrictions")
+        page.fill("#dry-run-form input[name=upn]", "ana@acme.example")
+        page.click("#dry-run-go")
+        assert "Sales limit" in page.inner_text("#dry-run [data-applied=limit]")
+        row = page.locator("#restrictions-limit tr[data-name='Sales limit']")
+        row.locator("input[name=priority]").fill("3")
+        row.locator("button[type=submit]").click()
+        page.wait_for_selector("[data-notice=priority]")
+        applied = page.inner_text("#dry-run [data-applied=limit]")
+        assert "Staff limit" in applied and "Staff" in applied
+        names = page.locator("#restrictions-limit tr[data-name]").evaluate_all(
+            "rs => rs.map(r => r.dataset.name)"
+        )
+        assert names[:2] == ["Staff limit", "Sales limit"]
+        page.close()

@@ -37,7 +37,7 @@ def test_sigkilled_leader_is_replaced_within_seconds(tmp_path: Path, pg_url: str
         servers = [start_server(tmp_path, pg_url), start_server(tmp_path, pg_url)]
         by_pid = {s.process.pid: s for s in servers}
         first = wait_for_holder(db, "health", set(by_pid), within=10)
-        for name in ("shared-state-cleanup",):  # every singleton job has its lease, in one process
+        for name in ("shared-state-cleanup", "ade-release-watch"):  # every singleton job has its lease
             assert wait_for_holder(db, name, set(by_pid), within=10) in by_pid
         time.sleep(LEASE_RENEW * 2)  # the other process has tried to take it since: it is still held
         assert holder_pid(db, "health") == first

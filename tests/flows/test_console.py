@@ -472,3 +472,208 @@ class TestTroubleshoot:
         assert re.search(r'id="dry-run" data-allowed="False"', r.text)
         assert 'data-reason="DEVICE_LIMIT_REACHED"' in r.text and "First phone" in r.text
         b.close()
+
+
+# --- users and groups, enrollment restrictions (issue 13, pages 4 and 5) ------------------------------
+def two_limits(p: Pomona, s: TenantSetup) -> tuple[str, str]:
+    """The tenant's user in groups Sales and Staff; "Tight" (limit 1, priority 1) for Sales and "Loose"
+    (limit 5, priority 2) for Staff: Tight applies. Their ids."""
+    for g in ("Sales", "Staff"):
+        p.policy.create_group(s.name, g)
+        p.policy.add_member(s.name, g, s.upn)
+    tight = p.policy.create_restriction(
+        s.name, type_="limit", priority=1, groups=["Sales"], name="Tight", limit=1
+    )
+    loose = p.policy.create_restriction(
+        s.name, type_="limit", priority=2, groups=["Staff"], name="Loose", limit=5
+    )
+    return tight.id, loose.id
+
+
+def priorities(p: Pomona, tenant: str) -> dict[str, int | None]:
+    rs, _ = p.policy.list_restrictions(tenant)
+    return {r.name: None if r.is_default else r.priority for r in rs}
+
+
+class TestUsersPage:
+    @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+    def test_users_and_restrictions_in_both_languages(
+        self, pomona: Pomona, app: object, acme: TenantSetup, lang: str
+    ) -> None:
+        """Users and Restrictions (with a dry run) answer 200 in the visitor's language, no raw keys, and
+        the navigation links to both."""
+        two_limits(pomona, acme)
+        account(pomona, "ad@acme.example", "admin", "acme")
+        b = Admin(app, lang)
+        b.sign_in("ad@acme.example")
+        marker = {"en": "Enrollment restrictions", "zh-CN": "注册限制"}[lang]
+        for path in (
+            "/users",
+            "/users?q=ana",
+            "/restrictions",
+            f"/restrictions?upn={acme.upn}&platform=ios&os=17.4",
+            "/restrictions?upn=nobody@acme.example&os=not-a-version",
+        ):
+            r = b.get(f"/console/t/acme{path}")
+            assert r.status_code == 200, (path, r.text[:500])
+            assert f'<html lang="{lang}">' in r.text and marker in r.text
+            assert 'id="nav-users"' in r.text and 'id="nav-restrictions"' in r.text
+            assert not re.search(r"\b(console|portal|cli)\.[a-z_]+\.", strip_data(r.text)), path
+        b.close()
+
+    def test_keyset_pages_search_and_facts(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """Users page by UPN with a keyset cursor, search by UPN prefix, and show licence, active devices,
+        DEM and groups."""
+        for i in range(4):
+            pomona.admin.create_user("acme", f"bob{i}@acme.example", is_dem=i == 0)
+        pomona.policy.create_group("acme", "Sales")
+        pomona.policy.add_member("acme", "Sales", "bob1@acme.example")
+        enrolled(pomona, client, acme)
+        hd = account(pomona, "hd@acme.example", "helpdesk", "acme")
+        first = pomona.console.users(hd, "acme", limit=2)
+        assert [r.user.upn for r in first.rows] == ["ana@acme.example", "bob0@acme.example"]
+        assert first.total == 5 and first.next == "bob0@acme.example"
+        rest = pomona.console.users(hd, "acme", limit=10, after=first.next)
+        assert [r.user.upn for r in rest.rows][:1] == ["bob1@acme.example"] and rest.next is None
+        browser.sign_in("hd@acme.example")
+        r = browser.get("/console/t/acme/users")
+        rows = re.findall(
+            r'<tr data-upn="([^"]+)" data-licensed="(\w+)" data-devices="(\d+)" data-dem="(\w+)"', r.text
+        )
+        assert rows[0] == ("ana@acme.example", "True", "1", "False")
+        assert ("bob0@acme.example", "False", "0", "True") in rows
+        assert "Sales" in r.text and "data-licence-action" not in r.text  # helpdesk: read-only
+        r = browser.get("/console/t/acme/users?q=BOB1")
+        assert re.findall(r'<tr data-upn="([^"]+)"', r.text) == ["bob1@acme.example"]
+        assert 'id="next-page"' not in r.text
+        for junk in ("after=" + "z" * 5000, "q=" + "%" * 400, "after=%01x"):
+            assert browser.get(f"/console/t/acme/users?{junk}").status_code == 200, junk
+
+    def test_admin_assigns_a_licence_helpdesk_is_refused(
+        self, pomona: Pomona, app: object, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """An admin assigns and removes a licence (CSRF, audited); helpdesk's POST is 403 and changes
+        nothing; a forged CSRF token is refused."""
+        pomona.admin.create_user("acme", "bob@acme.example")
+        account(pomona, "ad@acme.example", "admin", "acme")
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        browser.sign_in("ad@acme.example")
+        browser.get("/console/t/acme/users")
+        form = {"upn": "bob@acme.example", "assign": "yes"}
+        assert browser.post("/console/t/acme/users/licence", form, csrf="forged").status_code == 403
+        r = browser.post("/console/t/acme/users/licence", form)
+        assert r.status_code == 303 and "done=licence.assign" in r.headers["location"]
+        assert pomona.policy.user_detail("acme", "bob@acme.example").user.licensed
+        r = browser.get(r.headers["location"])
+        assert 'data-notice="licence.assign"' in r.text
+        hd = Admin(app)
+        hd.sign_in("hd@acme.example")
+        hd.get("/console/t/acme/users")
+        r = hd.post("/console/t/acme/users/licence", {"upn": "bob@acme.example", "assign": "no"})
+        assert r.status_code == 403 and 'data-message="console.error.role.body"' in r.text
+        hd.close()
+        assert pomona.policy.user_detail("acme", "bob@acme.example").user.licensed
+        log = [(e.actor, e.action, e.target) for e in pomona.console.audit_log("acme")]
+        assert log[0] == ("hd@acme.example", "console.refused", "policy")
+        assert ("ad@acme.example", "licence.assign", "bob@acme.example") in log
+
+
+class TestRestrictionsPage:
+    def test_priority_change_reorders_and_the_dry_run_follows(
+        self, pomona: Pomona, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """The dry run names Tight (via Sales); an admin gives Tight priority 3: the list shows Loose
+        first, the dry run now names Loose (via Staff), and the change is audited."""
+        tight, loose = two_limits(pomona, acme)
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        r = browser.get(f"/console/t/acme/restrictions?upn={acme.upn}")
+        assert f'data-limit-restriction="{tight}"' in r.text and "Sales" in r.text
+        limits = r.text[r.text.index('id="restrictions-limit"') :]
+        assert re.findall(r'data-name="([^"]+)"', limits) == ["Tight", "Loose", "Default limit restriction"]
+        r = browser.post(f"/console/t/acme/restrictions/{tight}/priority", {"priority": "3", "upn": acme.upn})
+        assert r.status_code == 303, r.text[:500]
+        r = browser.get(r.headers["location"])
+        assert 'data-notice="priority"' in r.text
+        assert f'data-limit-restriction="{loose}"' in r.text and "Staff" in r.text
+        limits = r.text[r.text.index('id="restrictions-limit"') :]
+        assert re.findall(r'data-name="([^"]+)"', limits) == ["Loose", "Tight", "Default limit restriction"]
+        assert priorities(pomona, "acme")["Tight"] == 3
+        entry = pomona.console.audit_log("acme")[0]
+        assert (entry.actor, entry.action, entry.target) == (
+            "ad@acme.example",
+            "restriction.priority",
+            "Tight",
+        )
+        assert entry.detail == {"type": "limit", "from": 1, "to": 3}
+        # a taken priority, a bad one: the page says why, nothing changes
+        assert (
+            browser.post(f"/console/t/acme/restrictions/{loose}/priority", {"priority": "3"}).status_code
+            == 409
+        )
+        assert browser.get("/console/t/acme/restrictions").status_code == 200
+        for bad in ("0", "x", "-1", "99999999999"):
+            r = browser.post(f"/console/t/acme/restrictions/{loose}/priority", {"priority": bad})
+            assert r.status_code == 422, bad
+            browser.get("/console/t/acme/restrictions")
+        assert priorities(pomona, "acme")["Loose"] == 2
+
+    def test_helpdesk_is_refused_a_policy_change(
+        self, pomona: Pomona, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """Helpdesk reads the page and runs the dry run, sees no change form; its POST is 403, the
+        priority stays, and the refusal leaves an audit entry and an event."""
+        tight, _ = two_limits(pomona, acme)
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        browser.sign_in("hd@acme.example")
+        r = browser.get(f"/console/t/acme/restrictions?upn={acme.upn}")
+        assert r.status_code == 200 and f'data-limit-restriction="{tight}"' in r.text
+        assert "data-priority-submit" not in r.text
+        r = browser.post(f"/console/t/acme/restrictions/{tight}/priority", {"priority": "3"})
+        assert r.status_code == 403 and 'data-message="console.error.role.body"' in r.text
+        assert priorities(pomona, "acme")["Tight"] == 1
+        entry = pomona.console.audit_log("acme")[0]
+        assert (entry.actor, entry.action) == ("hd@acme.example", "console.refused")
+        with pomona.db.unit_of_work(readonly=True) as uow:
+            events = uow.events.query(acme.tenant_id, limit=5)
+        assert any(e.reason == "API_AUTH_FAILED" and e.step.value == "admin" for e in events)
+
+    def test_tenant_admin_cannot_change_another_tenants_restriction(
+        self, pomona: Pomona, acme: TenantSetup, globex: TenantSetup, browser: Admin
+    ) -> None:
+        """acme's admin gets 404 for globex's restriction, by id under acme's name or under globex's."""
+        theirs, _ = two_limits(pomona, globex)
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        browser.get("/console/t/acme/restrictions")
+        for path in (
+            f"/console/t/acme/restrictions/{theirs}/priority",
+            f"/console/t/globex/restrictions/{theirs}/priority",
+        ):
+            assert browser.post(path, {"priority": "7"}).status_code == 404, path
+            browser.get("/console/t/acme/restrictions")
+        assert browser.get("/console/t/globex/restrictions").status_code == 404
+        assert browser.get("/console/t/globex/users").status_code == 404
+        assert priorities(pomona, "globex")["Tight"] == 1
+
+    def test_user_and_admin_values_are_escaped(
+        self, pomona: Pomona, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """A user, a group and a restriction named <script> show as text on both pages and the dry run."""
+        pomona.admin.create_user("acme", "eve@acme.example", display_name=EVIL)
+        pomona.policy.create_group("acme", EVIL)
+        pomona.policy.add_member("acme", EVIL, "eve@acme.example")
+        pomona.policy.create_restriction("acme", type_="limit", priority=1, groups=[EVIL], name=EVIL, limit=2)
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        for path in (
+            "/users",
+            "/users?q=" + EVIL,
+            "/restrictions?upn=eve@acme.example",
+            f"/restrictions?upn={EVIL}",
+        ):
+            r = browser.get(f"/console/t/acme{path}")
+            assert r.status_code == 200 and "<script>" not in r.text, path
+        assert "&lt;script&gt;" in browser.get("/console/t/acme/restrictions?upn=eve@acme.example").text

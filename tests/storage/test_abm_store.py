@@ -256,3 +256,62 @@ class TestProfilesAndAssignments:
             assert uow.abm.profile_states(tid, t.id) == [("S1", "U", "assigned")]
             last = uow.abm.history(tid, "S1")[-1]
         assert (last.op_type, last.reason, last.profile_uuid) == ("assign-failed", "FAILED", "U")
+
+    def test_rules_and_device_facts(self, db: Database) -> None:
+        """Assignment rules read back by priority then age, are removed only within their tenant, and go
+        with their profile; device_facts gives each listed device's model, family and order number; an
+        assignment keeps the rule it came from."""
+        from pomona.ports import AbmAssignment, AbmAssignmentRule, AbmProfileRecord
+
+        tid, other = tenant(db), tenant(db)
+        t = token(db, tid)
+        upsert(
+            db,
+            tid,
+            t.id,
+            [dev("S1", order_number="ORD-1"), dev("S2", model="iPad mini", device_family="iPad"), dev("S3")],
+        )
+        upsert(db, tid, t.id, [dev("S3", op_type="deleted", op_date=NOW)])
+        late = AbmAssignmentRule("r-late", tid, "p", "model", "iPad*", 10, NOW + timedelta(seconds=1))
+        first = AbmAssignmentRule("r-first", tid, "p", "order_number", "ORD-1", 5, NOW)
+        early = AbmAssignmentRule("r-early", tid, "p", "device_family", "iPhone", 10, NOW)
+        with db.unit_of_work() as uow:
+            uow.abm.save_profile(AbmProfileRecord("p", tid, "p", {}, NOW, NOW))
+            for r in (late, first, early):
+                uow.abm.add_rule(r)
+            uow.abm.save_assignments(tid, [AbmAssignment(tid, "S1", "p", False, rule_id="r-first")])
+        with db.unit_of_work() as uow:
+            assert uow.abm.rules(tid) == [first, early, late] and uow.abm.rules(other) == []
+            assert uow.abm.remove_rule(other, "r-late") is False
+            assert uow.abm.remove_rule(tid, "r-late") is True
+            assert uow.abm.assignments(tid)["S1"].rule_id == "r-first"
+            facts = uow.abm.device_facts(tid, t.id)
+        assert facts == {
+            "S1": {"model": "iPhone 14 Pro", "device_family": "iPhone", "order_number": "ORD-1"},
+            "S2": {"model": "iPad mini", "device_family": "iPad", "order_number": ""},
+        }
+        with db.unit_of_work(readonly=True) as uow:
+            assert [r.id for r in uow.abm.rules(tid)] == ["r-first", "r-early"]
+            (s1,) = uow.abm.devices(tid, serial="S1")
+        assert s1.device.order_number == "ORD-1"
+
+    def test_flagged_is_the_latest_entry_until_a_later_one(self, db: Database) -> None:
+        """`flagged` names the devices whose latest timeline entry has the reason (all, or one serial);
+        a later entry (ABM listing the device again) clears it."""
+        from pomona.ports import AbmHistoryEntry
+
+        tid = tenant(db)
+        t = token(db, tid)
+        upsert(db, tid, t.id, [dev("S1"), dev("S2")])
+        upsert(db, tid, t.id, [dev("S1", op_type="deleted", op_date=NOW)])
+        gone = AbmHistoryEntry(
+            NOW, "elsewhere", None, "", "", None, None, "", t.id, "DEP_DEVICE_ASSIGNED_ELSEWHERE"
+        )
+        with db.unit_of_work() as uow:
+            uow.abm.add_history(tid, [("S1", gone), ("S2", gone)])
+        upsert(db, tid, t.id, [dev("S2", profile_status="assigned", profile_uuid="U")], NOW + timedelta(1))
+        with db.unit_of_work(readonly=True) as uow:
+            assert uow.abm.flagged(tid, "DEP_DEVICE_ASSIGNED_ELSEWHERE") == [("S1", NOW)]
+            assert uow.abm.flagged(tid, "DEP_DEVICE_ASSIGNED_ELSEWHERE", serial="S1") == [("S1", NOW)]
+            assert uow.abm.flagged(tid, "DEP_DEVICE_ASSIGNED_ELSEWHERE", serial="S2") == []
+            assert uow.abm.flagged(tenant(db), "DEP_DEVICE_ASSIGNED_ELSEWHERE") == []

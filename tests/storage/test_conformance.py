@@ -358,6 +358,24 @@ class TestDevicesAndEnrollments:
             assert got is not None and got.push_token == b"\x01" * 32 and got.push_magic == "magic"
             assert got.unlock_token == b"unlock" and got.awaiting_configuration
 
+    def test_awaiting_configuration_held_then_released(self, db: Database) -> None:
+        """An enrollment awaiting configuration since its TokenUpdate is held (with its device's serial)
+        once that is older than the bound; set_awaiting_configuration(False) releases it."""
+        t, _, _, e = seed(db)
+        with db.unit_of_work() as uow:
+            uow.enrollments.update_token(e.id, b"\x01" * 32, "magic", None, True, NOW)
+        with db.unit_of_work(readonly=True) as uow:
+            assert uow.health.stuck_awaiting(t.id, NOW) == []
+            assert uow.health.stuck_awaiting(t.id, NOW + timedelta(minutes=1)) == [
+                (e.id, "UDID-1", "SER1", NOW)
+            ]
+        with db.unit_of_work() as uow:
+            uow.enrollments.set_awaiting_configuration(e.id, False)
+        with db.unit_of_work(readonly=True) as uow:
+            got = uow.enrollments.get(t.id, e.id)
+            assert got is not None and not got.awaiting_configuration
+            assert uow.health.stuck_awaiting(t.id, NOW + timedelta(minutes=1)) == []
+
 
 class TestCommandQueue:
     def test_fifo_and_not_now(self, db: Database) -> None:
@@ -1015,6 +1033,47 @@ class TestConsoleStores:
             assert uow.device_listing.count(t.id, prefix="a") == 2
             assert {d.id for d in uow.device_listing.page(t.id, prefix="Sb")} == {"id-0"}
             assert uow.device_listing.page("other-tenant") == []
+
+    def test_user_listing_keyset(self, db: Database) -> None:
+        """Users page by UPN from a cursor, filtered by a UPN prefix (any case), with their active devices
+        and group names read for a whole page at once; another tenant's users never appear."""
+        t, ana, _, _ = seed(db)
+        other = tenant("globex")
+        users = [
+            User(f"u-{n}", t.id, f"{n}@acme.example", f"{n}@acme.example", n, created_at=NOW)
+            for n in ("bob", "bea", "cy")
+        ]
+        g1, g2 = group(t, "Staff"), group(t, "Sales")
+        with db.unit_of_work() as uow:
+            uow.tenants.add(other, CA_KEY)
+            uow.users.add(
+                User("u-x", other.id, "bob@globex.example", "bob@globex.example", "Bob", created_at=NOW)
+            )
+            for u in users:
+                uow.users.add(u)
+            uow.groups.add(g1)
+            uow.groups.add(g2)
+            uow.groups.add_member(g1.id, ana.id)
+            uow.groups.add_member(g2.id, ana.id)
+            uow.groups.add_member(g1.id, "u-bob")
+        with db.unit_of_work(readonly=True) as uow:
+            ul = uow.user_listing
+            first = ul.page(t.id, limit=2)
+            assert [u.upn for u in first] == ["ana@acme.example", "bea@acme.example"]
+            assert [u.upn for u in ul.page(t.id, after=first[-1].upn)] == [
+                "bob@acme.example",
+                "cy@acme.example",
+            ]
+            assert [u.upn for u in ul.page(t.id, prefix="B")] == ["bea@acme.example", "bob@acme.example"]
+            assert [u.upn for u in ul.page(t.id, prefix="b", after="bea@acme.example")] == [
+                "bob@acme.example"
+            ]
+            assert ul.count(t.id) == 4 and ul.count(t.id, prefix="bo") == 1 and ul.count(other.id) == 1
+            assert ul.device_counts([ana.id, "u-bob"]) == {ana.id: 1} and ul.device_counts([]) == {}
+            assert ul.group_names([ana.id, "u-bob", "u-cy"]) == {
+                ana.id: ["Sales", "Staff"],
+                "u-bob": ["Staff"],
+            }
 
 
 def shared(db: Database) -> Any:

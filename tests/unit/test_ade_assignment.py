@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from pomona.net.abm import HttpAbmConnector
 from pomona.pki.abm import LocalAbmKeys
@@ -79,6 +80,50 @@ class TestReconciliation:
         assert abm.reconcile("acme").assigned == 0
         (r,) = abm.sync("acme")
         assert (r.assigned, r.assign_failed) == (0, 0)
+
+
+class TestRules:
+    def test_first_rule_by_priority_wins_and_beats_an_adopted_default(self) -> None:
+        """Two matching rules: the lower priority's profile is assigned, also to devices that had adopted
+        the default; a device no rule matches keeps the default."""
+        abm, emu, _ = wired()
+        for name in ("staff", "wide", "narrow"):
+            abm.create_profile("acme", name, default=name == "staff")
+        abm.sync("acme")
+        abm.add_rule("acme", "wide", "model", "*")
+        _, done = abm.add_rule("acme", "narrow", "device_family", "IPAD", priority=1)
+        ipads = sorted(s for s, d in emu.s.devices.items() if d.device_family == "iPad")
+        assert sorted(done.answers) == ipads
+        names = {p.record.name: p.record.definitions for p in abm.profiles("acme")}
+        assert {emu.s.devices[s].profile_uuid for s in ipads} == set(names["narrow"].values())
+        phones = [s for s in emu.s.devices if s not in ipads]
+        assert {emu.s.devices[s].profile_uuid for s in phones} == set(names["wide"].values())
+        assert [r.rule.priority for r in abm.rules("acme")] == [1, 10]
+
+    def test_removed_rule_without_a_default_leaves_devices_alone(self) -> None:
+        """With no default profile, removing a rule assigns nothing: its devices keep what they have."""
+        abm, emu, _ = wired()
+        abm.create_profile("acme", "kiosk")
+        view, done = abm.add_rule("acme", "kiosk", "device_family", "iPhone")
+        assert done.assigned == 3
+        abm.sync("acme")
+        _, after = abm.remove_rule("acme", view.rule.id)
+        assert (after.assigned, after.failed) == (0, 0)
+        kiosk = abm.profiles("acme")[0].record.definitions
+        assert sum(d.profile_uuid in kiosk.values() for d in emu.s.devices.values()) == 3
+
+    def test_bad_field_and_value_are_refused(self) -> None:
+        """INVALID_INPUT for a field no rule can match, and for an empty value; NOT_FOUND for no rule."""
+        from pomona.domain.errors import InvalidInputError, NotFoundError
+
+        abm, _, _ = wired()
+        abm.create_profile("acme", "kiosk")
+        with pytest.raises(InvalidInputError):
+            abm.add_rule("acme", "kiosk", "color", "BLACK")
+        with pytest.raises(InvalidInputError):
+            abm.add_rule("acme", "kiosk", "model", "  ")
+        with pytest.raises(NotFoundError):
+            abm.remove_rule("acme", "nope")
 
 
 def emu_tenant(abm: AbmService) -> str:

@@ -288,11 +288,12 @@ class TestDevices:
         assert asked == [("t1", NOW, None), ("t1", NOW, ["e1"])]
 
     def test_stuck(self) -> None:
-        """A device held at Setup Assistant is a warning about that device, saying since when."""
-        (f,) = stuck_findings([("UDID-1", NOW - DAY)])
-        assert (f.code, f.subject, f.facts["since"]) == (
+        """A device held at Setup Assistant is a warning about that device, naming its serial and since when."""
+        (f,) = stuck_findings([("UDID-1", "SERIAL1", NOW - DAY)])
+        assert (f.code, f.subject, f.facts["serial"], f.facts["since"]) == (
             R.AWAITING_CONFIGURATION_STUCK,
             "device:UDID-1",
+            "SERIAL1",
             (NOW - DAY).isoformat(),
         )
 

@@ -72,6 +72,7 @@ TREE: list[tuple[type[E.PomonaError], int, R]] = [
     (E.RestoreTargetNotEmptyError, 500, R.RESTORE_TARGET_NOT_EMPTY),
     (E.WebhookDeliveryError, 502, R.WEBHOOK_DELIVERY_FAILED),
     (E.AbmTokenFileError, 422, R.DEP_TOKEN_INVALID),
+    (E.AbmTokenFileExpiredError, 422, R.DEP_TOKEN_EXPIRED),
     (E.AbmError, 502, R.INTERNAL_ERROR),
     (E.AbmTokenInvalidError, 502, R.DEP_TOKEN_INVALID),
     (E.AbmTokenExpiredError, 502, R.DEP_TOKEN_EXPIRED),

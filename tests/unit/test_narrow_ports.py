@@ -119,6 +119,7 @@ EXPECTED: dict[type, set[str]] = {
         "console_sessions",
         "audit",
         "device_listing",
+        "user_listing",
         "devices",
         "enrollments",
         "commands",

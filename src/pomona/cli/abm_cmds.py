@@ -198,10 +198,23 @@ def abm_devices(tenant_name: str, serial: str | None, limit: int) -> None:
 
             raise NotFoundError(f"ABM lists no device {serial!r} for this tenant", serial=serial)
         history = p.abm.history(tenant_name, serial)
-        data = {**_device_json(records[0]), "history": [h.to_json() for h in history]}
+        elsewhere = p.abm.assigned_elsewhere(tenant_name, serial)
+        data = {
+            **_device_json(records[0]),
+            "assigned_elsewhere": bool(elsewhere),  # DEP_DEVICE_ASSIGNED_ELSEWHERE, ABM's own answer
+            "assigned_elsewhere_since": elsewhere[0][1].isoformat() if elsewhere else None,
+            "history": [h.to_json() for h in history],
+        }
         if _json():
             _out(data, "")
             return
+        if elsewhere:
+            from pomona.cli.main import cli_warning
+
+            cli_warning(
+                "DEP_DEVICE_ASSIGNED_ELSEWHERE",
+                t("abm.cli.assigned_elsewhere", serial=serial, since=f"{elsewhere[0][1]:%Y-%m-%d %H:%M:%S}"),
+            )
         d = records[0].device
         click.echo(
             t(
@@ -459,7 +472,7 @@ def abm_release(tenant_name: str, serial: str) -> None:
         from pomona.domain.errors import NotFoundError
 
         raise NotFoundError(f"ABM lists no device {serial!r} for this tenant", serial=serial)
-    (queued,) = p.commands.enqueue(tenant_name, "DeviceConfigured", {}, [serial])
+    queued = p.commands.release(tenant_name, serial)
     _out(
         {
             "tenant": tenant_name,
@@ -468,4 +481,75 @@ def abm_release(tenant_name: str, serial: str) -> None:
             "command_uuid": queued.command_uuid,
         },
         t("abm.cli.released", serial=serial, command=queued.command_uuid),
+    )
+
+
+# --- assignment rules ----------------------------------------------------------------------------------
+@abm.group("rule")
+def abm_rule() -> None:
+    """Assignment rules: devices whose model, family or order number match get a profile."""
+
+
+@abm_rule.command("add")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--profile", "profile_name", required=True)
+@click.option("--model", default=None, help="Apple's model name, e.g. 'iPad Air' (* and ? match anything).")
+@click.option("--family", default=None, help="Apple's device family: iPhone, iPad, Mac, AppleTV, ...")
+@click.option("--order", default=None, help="The order number the devices were bought with.")
+@click.option("--priority", type=int, default=None, help="Lower is tried first (default: after the others).")
+@common
+def abm_rule_add(
+    tenant_name: str,
+    profile_name: str,
+    model: str | None,
+    family: str | None,
+    order: str | None,
+    priority: int | None,
+) -> None:
+    """Give a profile to the devices that match (after explicit assignments, before the default)."""
+    given = [(f, v) for f, v in (("model", model), ("device_family", family), ("order_number", order)) if v]
+    if len(given) != 1:
+        from pomona.domain.errors import InvalidInputError
+        from pomona.i18n import msg
+
+        raise InvalidInputError(msg("abm.error.rule_one_field"))
+    p = _pomona()
+    ((field_name, value),) = given
+    view, done = p.abm.add_rule(tenant_name, profile_name, field_name, value, priority=priority)
+    d = view.to_json()
+    lines = [t("abm.cli.rule_added", **{k: d[k] for k in ("id", "field", "value", "profile", "priority")})]
+    if done.assigned or done.failed:
+        lines.append(t("abm.cli.reconciled", assigned=done.assigned, failed=done.failed))
+    _out({**d, "assigned": done.assigned, "assign_failed": done.failed}, "\n".join(lines))
+
+
+@abm_rule.command("list")
+@click.option("--tenant", "tenant_name", required=True)
+@common
+def abm_rule_list(tenant_name: str) -> None:
+    """The tenant's assignment rules, in the order they are tried."""
+    from pomona.cli.output import Column, emit_list
+
+    p = _pomona()
+    emit_list(
+        [v.to_json() for v in p.abm.rules(tenant_name)],
+        [Column("priority"), Column("field"), Column("value"), Column("profile"), Column("id")],
+        empty=t("abm.cli.no_rules", tenant=tenant_name),
+    )
+
+
+@abm_rule.command("remove")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--id", "rule_id", required=True, help="The rule's id (pomona abm rule list).")
+@common
+def abm_rule_remove(tenant_name: str, rule_id: str) -> None:
+    """Forget a rule: its devices get the token's default profile at this reconciliation."""
+    p = _pomona()
+    view, done = p.abm.remove_rule(tenant_name, rule_id)
+    lines = [t("abm.cli.rule_removed", id=view.rule.id, profile=view.profile)]
+    if done.assigned or done.failed:
+        lines.append(t("abm.cli.reconciled", assigned=done.assigned, failed=done.failed))
+    _out(
+        {**view.to_json(), "removed": True, "assigned": done.assigned, "assign_failed": done.failed},
+        "\n".join(lines),
     )

@@ -7,6 +7,15 @@ every device enrolled and ran its command rounds without a failure.
 ``--serial S`` with one device uses S as is; with several devices S is a prefix and each device gets
 S followed by its zero-padded index (``--serial F2LX --devices 100`` gives F2LX00 ... F2LX99).
 
+``--ade`` runs one device through Automated Device Enrollment instead (pomona.testing.ade_device): it asks
+the ABM emulator (``--abm-url``) for its activation record, signs its MachineInfo with the test device CA
+kept in ``--device-ca DIR`` (made there on first use), signs in through the web view or answers the Basic
+challenge with ``--user``/``--password`` (``--totp-secret`` for MFA), installs the profile, enrolls and,
+when the profile holds it at Setup Assistant, waits ``--wait-release`` seconds for DeviceConfigured. The
+server learns of the profile's URL from the activation record, so no ``--enroll-url``; it must trust the
+test CA: ``POMONA_ADE_TEST_DEVICE_CA=DIR/ca.pem``. Exit 0 when enrolled (and released, if held), else 1
+with the failed step's reason code.
+
 Start-up speed matters for a CLI: rich and the protocol stack are imported inside the command.
 """
 
@@ -20,6 +29,7 @@ import click
 from pomona.i18n import detect_lang
 
 if TYPE_CHECKING:
+    from pomona.testing.ade_device import AdeResult
     from pomona.testing.fleet import DeviceResult, FleetSummary
 
 __all__ = ["MESSAGES", "simulate", "translate"]
@@ -92,6 +102,72 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Cannot use the key pool file {path}: {error}",
         "zh-CN": "无法使用密钥池文件 {path}：{error}",
     },
+    "help.ade": {
+        "en": "Run one device through Automated Device Enrollment (Setup Assistant) instead.",
+        "zh-CN": "改为让一台设备走自动设备注册（设置助理）流程。",
+    },
+    "help.abm_url": {
+        "en": "With --ade: URL of the ABM emulator (pomona emulate abm) that hands out the activation record.",
+        "zh-CN": "与 --ade 一起使用：提供激活记录的 ABM 模拟器（pomona emulate abm）的网址。",
+    },
+    "help.device_ca": {
+        "en": "With --ade: folder of the test device CA (made there if missing); the server must trust "
+        "its ca.pem through POMONA_ADE_TEST_DEVICE_CA.",
+        "zh-CN": "与 --ade 一起使用：测试设备 CA 所在文件夹（不存在时在此创建）；服务器须通过 "
+        "POMONA_ADE_TEST_DEVICE_CA 信任其中的 ca.pem。",
+    },
+    "help.abm_ca": {
+        "en": "With --ade: a CA bundle to trust for the ABM emulator when it runs TLS (the file the server "
+        "is given as its ABM CA).",
+        "zh-CN": "与 --ade 一起使用：ABM 模拟器启用 TLS 时要信任的 CA 证书包（即提供给服务器作为其 ABM CA 的文件）。",
+    },
+    "help.user": {
+        "en": "With --ade: the user who signs in during Setup Assistant (UPN).",
+        "zh-CN": "与 --ade 一起使用：在设置助理中登录的用户（UPN）。",
+    },
+    "help.password": {"en": "With --ade: the user's password.", "zh-CN": "与 --ade 一起使用：该用户的密码。"},
+    "help.totp_secret": {
+        "en": "With --ade: the user's TOTP secret (base32), for the MFA step.",
+        "zh-CN": "与 --ade 一起使用：该用户的 TOTP 密钥（base32），用于多重身份验证步骤。",
+    },
+    "help.wait_release": {
+        "en": "With --ade: seconds to wait for DeviceConfigured when the profile holds the device at "
+        "Setup Assistant.",
+        "zh-CN": "与 --ade 一起使用：配置文件让设备停在设置助理时，等待 DeviceConfigured 的秒数。",
+    },
+    "error.enroll_url": {
+        "en": "--enroll-url is required (or --ade with --abm-url).",
+        "zh-CN": "必须提供 --enroll-url（或使用 --ade 并提供 --abm-url）。",
+    },
+    "error.ade_args": {
+        "en": "--ade needs --abm-url, --serial and --device-ca.",
+        "zh-CN": "--ade 需要 --abm-url、--serial 和 --device-ca。",
+    },
+    "error.ade_user": {
+        "en": "--password and --totp-secret need --user, and --user needs --password.",
+        "zh-CN": "--password 和 --totp-secret 需要 --user，--user 也需要 --password。",
+    },
+    "error.device_ca": {
+        "en": "Cannot use the test device CA in {path}: {error}",
+        "zh-CN": "无法使用 {path} 中的测试设备 CA：{error}",
+    },
+    "ade.new_ca": {
+        "en": "Made a test device CA in {path}; the server must trust it: POMONA_ADE_TEST_DEVICE_CA={path}",
+        "zh-CN": "已在 {path} 创建测试设备 CA；服务器必须信任它：POMONA_ADE_TEST_DEVICE_CA={path}",
+    },
+    "ade.title": {"en": "Setup Assistant ({serial})", "zh-CN": "设置助理（{serial}）"},
+    "ade.step": {"en": "Step", "zh-CN": "步骤"},
+    "ade.ok": {"en": "OK", "zh-CN": "成功"},
+    "ade.detail": {"en": "Detail", "zh-CN": "详情"},
+    "ade.enrolled": {"en": "Device {serial} enrolled.", "zh-CN": "设备 {serial} 已注册。"},
+    "ade.released": {
+        "en": "Device {serial} enrolled and released from Setup Assistant.",
+        "zh-CN": "设备 {serial} 已注册，并已从设置助理放行。",
+    },
+    "ade.failed": {
+        "en": "Device {serial} stopped at step {step}: {reason}",
+        "zh-CN": "设备 {serial} 停在步骤 {step}：{reason}",
+    },
 }
 
 
@@ -106,7 +182,7 @@ _t = translate
 
 
 @click.command("simulate", help=_t("help.command"))
-@click.option("--enroll-url", required=True, help=_t("help.enroll_url"))
+@click.option("--enroll-url", default=None, help=_t("help.enroll_url"))
 @click.option("--devices", type=int, default=1, show_default=True, help=_t("help.devices"))
 @click.option("--concurrency", type=int, default=1, show_default=True, help=_t("help.concurrency"))
 @click.option("--rounds", type=click.IntRange(min=0), default=1, show_default=True, help=_t("help.rounds"))
@@ -130,8 +206,33 @@ _t = translate
 @click.option("--insecure", is_flag=True, help=_t("help.insecure"))
 @click.option("--timeout", type=float, default=30.0, show_default=True, help=_t("help.timeout"))
 @click.option("--json", "as_json", is_flag=True, help=_t("help.json"))
+@click.option("--ade", is_flag=True, help=_t("help.ade"))
+@click.option("--abm-url", default=None, help=_t("help.abm_url"))
+@click.option(
+    "--abm-ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help=_t("help.abm_ca"),
+)
+@click.option(
+    "--device-ca",
+    "device_ca_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=_t("help.device_ca"),
+)
+@click.option("--user", "upn", default=None, help=_t("help.user"))
+@click.option("--password", default=None, help=_t("help.password"))
+@click.option("--totp-secret", default=None, help=_t("help.totp_secret"))
+@click.option(
+    "--wait-release",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help=_t("help.wait_release"),
+)
 def simulate(
-    enroll_url: str,
+    enroll_url: str | None,
     devices: int,
     concurrency: int,
     rounds: int,
@@ -142,8 +243,45 @@ def simulate(
     insecure: bool,
     timeout: float,
     as_json: bool,
+    ade: bool,
+    abm_url: str | None,
+    abm_ca: Path | None,
+    device_ca_dir: Path | None,
+    upn: str | None,
+    password: str | None,
+    totp_secret: str | None,
+    wait_release: float,
 ) -> None:
-    """Enroll ``devices`` virtual devices against ``enroll_url`` and print a summary."""
+    """Enroll ``devices`` virtual devices against ``enroll_url`` and print a summary (``--ade``: one
+    device through Automated Device Enrollment)."""
+    if ade:
+        if abm_url is None or serial is None or device_ca_dir is None:
+            raise click.UsageError(_t("error.ade_args"))
+        if (password is not None or totp_secret is not None or upn is not None) and (
+            upn is None or password is None
+        ):
+            raise click.UsageError(_t("error.ade_user"))
+        result = _simulate_ade(
+            abm_url,
+            serial,
+            device_ca_dir,
+            upn=upn,
+            password=password,
+            totp_secret=totp_secret,
+            product=products[0],
+            os_version=os_version,
+            wait_release=wait_release,
+            insecure=insecure,
+            timeout=timeout,
+            abm_ca=abm_ca,
+        )
+        if as_json:
+            click.echo(result.to_json())
+        else:
+            _print_ade(result)
+        click.get_current_context().exit(0 if result.ok else 1)
+    if enroll_url is None:
+        raise click.UsageError(_t("error.enroll_url"))
     if devices < 1 or concurrency < 1:
         raise click.UsageError(_t("error.bad_args"))
 
@@ -227,3 +365,81 @@ def _print_summary(summary: FleetSummary) -> None:
         out.print(_t("summary.some_failed", failed=summary.failed, n=summary.requested))
     else:
         out.print(_t("summary.all_ok", n=summary.requested))
+
+
+def _simulate_ade(
+    abm_url: str,
+    serial: str,
+    device_ca_dir: Path,
+    *,
+    upn: str | None,
+    password: str | None,
+    totp_secret: str | None,
+    product: str,
+    os_version: str,
+    wait_release: float,
+    insecure: bool,
+    timeout: float,
+    abm_ca: Path | None = None,
+) -> AdeResult:
+    import ssl
+
+    import httpx
+
+    from pomona.testing.ade_device import run_setup_assistant
+    from pomona.testing.device_ca import CA_FILE, TestDeviceCa
+    from pomona.testing.virtual_device import VirtualDevice
+
+    try:
+        device_ca, new = TestDeviceCa.load_or_create(device_ca_dir)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(_t("error.device_ca", path=device_ca_dir, error=exc)) from exc
+    if new:
+        click.echo(_t("ade.new_ca", path=device_ca_dir / CA_FILE), err=True)
+    abm_verify: bool | ssl.SSLContext = (
+        False if insecure else ssl.create_default_context(cafile=abm_ca) if abm_ca else True
+    )
+    with (
+        httpx.Client(verify=not insecure, timeout=timeout) as client,
+        httpx.Client(verify=abm_verify, timeout=timeout) as abm_client,
+    ):
+        device = VirtualDevice(product=product, os_version=os_version, serial=serial, client=client)
+        return run_setup_assistant(
+            device,
+            abm_url,
+            device_ca,
+            abm_client=abm_client,
+            upn=upn,
+            password=password,
+            totp_secret=totp_secret,
+            wait_release=wait_release,
+        )
+
+
+def _print_ade(result: AdeResult) -> None:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()
+    table = Table(title=_t("ade.title", serial=result.serial))
+    table.add_column(_t("ade.step"))
+    table.add_column(_t("ade.ok"))
+    table.add_column(_t("summary.reason"))
+    table.add_column(_t("ade.detail"), overflow="fold")
+    for step in result.steps:
+        detail = ", ".join(
+            f"{k}={v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
+            for k, v in step.detail.items()
+            if v not in (None, "", [], {})
+        )
+        table.add_row(step.name, "✓" if step.ok else "✗", step.reason or "", detail)
+    out.print(table)
+    failed = result.failed
+    if failed is not None:
+        out.print(_t("ade.failed", serial=result.serial, step=failed.name, reason=failed.reason))
+    elif result.released:
+        out.print(_t("ade.released", serial=result.serial))
+    else:
+        out.print(_t("ade.enrolled", serial=result.serial))

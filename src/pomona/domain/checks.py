@@ -279,16 +279,23 @@ def unresponsive_findings(rows: Iterable[Mapping[str, object]]) -> list[Finding]
     ]
 
 
-def stuck_findings(stuck: Iterable[tuple[str, datetime]]) -> list[Finding]:
-    """AWAITING_CONFIGURATION_STUCK per (udid, since) held at Setup Assistant too long."""
+def device_subjects(udid: str, serial: str | None) -> frozenset[str]:
+    """The subjects of the findings about one device: by UDID (held at Setup Assistant, unresponsive) and
+    by serial at ABM (assigned to another MDM server, assignment failing): its page shows them."""
+    return frozenset({f"device:{udid}", *([f"abm:device:{serial}"] if serial else [])})
+
+
+def stuck_findings(stuck: Iterable[tuple[str, str | None, datetime]]) -> list[Finding]:
+    """AWAITING_CONFIGURATION_STUCK per (udid, serial, since) held at Setup Assistant too long: the
+    facts name the device, so the fix (``pomona abm release --serial``) can be shown."""
     return [
         Finding(
             ReasonCode.AWAITING_CONFIGURATION_STUCK,
             Severity.WARNING,
             f"device:{udid}",
-            {"udid": udid, "since": since.isoformat()},
+            {"udid": udid, "serial": serial, "since": since.isoformat()},
         )
-        for udid, since in stuck
+        for udid, serial, since in stuck
     ]
 
 

@@ -61,7 +61,8 @@ is the decision's: :class:`PolicyError` takes it per instance, its status is sti
     ├── WebhookDeliveryError             WEBHOOK_DELIVERY_FAILED, 502: a webhook test was not delivered
     ├── UpstreamError                    INTERNAL_ERROR, 502: a service we call answered what we cannot use
     ├── AbmTokenFileError                DEP_TOKEN_INVALID, 422: an uploaded server token that does not
-    │                                    decrypt with the tenant's ABM key, or holds no credentials
+    │   │                                decrypt with the tenant's ABM key, or holds no credentials
+    │   └── AbmTokenFileExpiredError     DEP_TOKEN_EXPIRED: an uploaded server token already past its expiry
     └── AbmError                         INTERNAL_ERROR, 502: Apple Business Manager answered an error
         ├── AbmTokenInvalidError         DEP_TOKEN_INVALID: Apple refuses the token (revoked, unknown)
         ├── AbmTokenExpiredError         DEP_TOKEN_EXPIRED: the server token is past its expiry
@@ -504,6 +505,13 @@ class AbmTokenFileError(InvalidInputError):
     OAuth credentials."""
 
     reason = ReasonCode.DEP_TOKEN_INVALID
+
+
+class AbmTokenFileExpiredError(AbmTokenFileError):
+    """An uploaded ABM server token that opens but is past its ``access_token_expiry``: the admin's file,
+    not Apple's answer (422, not 502)."""
+
+    reason = ReasonCode.DEP_TOKEN_EXPIRED
 
 
 class AdeProfileInvalidError(InvalidInputError):

@@ -19,11 +19,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
+from starlette.concurrency import run_in_threadpool
 from starlette.staticfiles import StaticFiles
 
+from pomona.domain.checks import device_subjects
 from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundError, PomonaError, describe
 from pomona.domain.models import ApiToken
 from pomona.domain.reasons import ReasonCode
@@ -31,6 +33,7 @@ from pomona.http.middleware import RequestId
 from pomona.http.portal import pick_lang
 from pomona.i18n import msg
 from pomona.presenters import (
+    abm_device_json,
     api_token_json,
     command_json,
     corporate_json,
@@ -143,6 +146,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 """The error answers every authenticated operation documents (the body is always ``{reason, message,
 request_id}``; the reason code says which case it is)."""
+ABM_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    502: _error_response(
+        "Apple Business Manager refused or failed, with its DEP_* code: DEP_TOKEN_EXPIRED, DEP_TOKEN_INVALID, "
+        "DEP_TERMS_NOT_ACCEPTED, DEP_PROFILE_NOT_FOUND, DEP_PROFILE_REJECTED (ABM's field errors), or ABM "
+        "could not be reached."
+    ),
+    503: _error_response("ABM kept answering THROTTLED after the waits it asked for."),
+}
 
 
 def _ok(status: int, example: Mapping[str, object]) -> dict[int | str, dict[str, Any]]:
@@ -400,6 +412,80 @@ class ApnsCsrIn(ApiModel):
 class WebhookIn(ApiModel):
     url: str
     secret: str
+
+
+# --- Apple Business Manager ---------------------------------------------------------------------------
+AbmName = Annotated[str, Field(min_length=1, max_length=200)]
+AuthModeName = Literal["modern", "legacy", "none"]
+
+
+class AbmSyncIn(ApiModel):
+    full: bool = Field(default=False, description="Fetch every device again instead of following the cursor.")
+    token: AbmName | None = Field(default=None, description="Only this ABM server token (name or id).")
+
+
+class AdeProfileIn(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "staff", "auth": "modern", "await_configured": True, "default": True}]
+        }
+    )
+
+    name: AbmName
+    auth: AuthModeName = Field(default="modern", description="User sign-in in Setup Assistant.")
+    await_configured: bool = Field(
+        default=False, description="Hold the device in Setup Assistant until released."
+    )
+    supervised: bool = True
+    removable: bool = False
+    skip: list[AbmName] = Field(
+        default_factory=list, description="Setup Assistant panes to skip (Apple's SkipKeys)."
+    )
+    default: bool = Field(
+        default=False, description="The default profile of the token(s): every new device gets it."
+    )
+    token: AbmName | None = Field(
+        default=None, description="Only under this ABM server token (default: every token)."
+    )
+
+
+class AdeProfilePatch(ApiModel):
+    auth: AuthModeName | None = None
+    await_configured: bool | None = None
+    supervised: bool | None = None
+    removable: bool | None = None
+    skip: list[AbmName] | None = Field(default=None, description="Replaces the profile's panes to skip.")
+    default: bool | None = None
+
+
+class AbmAssignIn(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"profile": "staff", "serials": ["F2LXK0AAHG7J"]}]}
+    )
+
+    profile: AbmName
+    serials: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=100_000
+    )
+
+
+class AbmReleaseIn(ApiModel):
+    serial: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class AbmRuleIn(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"profile": "shared-ipads", "field": "device_family", "value": "iPad"}]
+        }
+    )
+
+    profile: AbmName
+    field: Literal["model", "device_family", "order_number"] = Field(description="The device field to match.")
+    value: AbmName = Field(description="What it must match, ignoring case; `*` and `?` are wildcards.")
+    priority: Int | None = Field(
+        default=None, description="Lower is tried first (default: after the others)."
+    )
 
 
 COMMAND_TYPE_NAMES = sorted(COMMAND_TYPES)
@@ -1013,7 +1099,7 @@ def create_api(p: Services) -> FastAPI:
     @api.get(
         "/api/v1/tenants/{tenant}/devices/{ref}",
         summary="Show a device",
-        description="One device (by serial, UDID or id) with its enrollment history and its commands.",
+        description="One device (by serial, UDID or id) with its enrollment history, its commands and health's open findings about it (held at Setup Assistant, assigned to another MDM server in ABM).",
         responses=ERRORS,
     )
     def get_device(tenant: str, ref: str, token: Auth) -> dict[str, object]:
@@ -1022,7 +1108,20 @@ def create_api(p: Services) -> FastAPI:
         out = device_json(v.device, v.enrollment)
         out["enrollments"] = [enrollment_json(e) for e in v.history]
         out["commands"] = [command_json(c) for c in v.commands]
+        subjects = device_subjects(v.device.udid, v.device.serial)  # health's, as last recorded
+        out["findings"] = [r.to_json() for r in p.health.open_findings(tid) if r.finding.subject in subjects]
         return out
+
+    @api.post(
+        "/api/v1/tenants/{tenant}/devices/{ref}/release",
+        status_code=201,
+        summary="Release a device held at Setup Assistant",
+        description="Queue DeviceConfigured for a device (by serial, UDID or id) that waits at Setup Assistant (an ADE profile with `await_device_configured`) and push it. Pomona releases such devices by itself once their initial commands are answered; this is the manual way (health's AWAITING_CONFIGURATION_STUCK).",
+        responses=ERRORS,
+    )
+    def release_device(tenant: str, ref: str, token: Auth) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        return command_json(p.commands.release(tid, ref))
 
     @api.post(
         "/api/v1/tenants/{tenant}/commands",
@@ -1173,6 +1272,264 @@ def create_api(p: Services) -> FastAPI:
                 headers={"Content-Disposition": 'attachment; filename="enrollment-failures.csv"'},
             )
         return r
+
+    # --- Apple Business Manager: the same operations as `pomona abm ...` --------------------------------
+    def abm_device_record(r: Any) -> dict[str, object]:
+        return abm_device_json(
+            r.device,
+            deleted=r.deleted,
+            token_id=r.token_id,
+            first_seen_at=r.first_seen_at,
+            updated_at=r.updated_at,
+        )
+
+    @api.post(
+        "/api/v1/tenants/{tenant}/abm/keypair",
+        summary="Make the ABM certificate",
+        description="Make (once) the tenant's ABM key pair and answer its certificate (PEM) to upload in Apple Business Manager; `made` says whether it was made now (its key never leaves the server). As `pomona abm keypair`.",
+        responses=ERRORS,
+    )
+    def abm_make_keypair(tenant: str, token: Auth) -> dict[str, object]:
+        cert_pem, made = p.abm.keypair(tenant_scope(token, tenant))
+        return {"tenant": tenant, "made": made, "certificate": cert_pem.decode()}
+
+    @api.get(
+        "/api/v1/tenants/{tenant}/abm/keypair",
+        response_model=None,
+        summary="Download the ABM certificate",
+        description="The tenant's ABM certificate as a PEM file (`application/x-pem-file`), to upload in Apple Business Manager; NOT_FOUND until `POST .../abm/keypair` made it.",
+        responses={200: {"content": {"application/x-pem-file": {}}}, **ERRORS},
+    )
+    def abm_get_keypair(tenant: str, token: Auth) -> Response:
+        cert_pem = p.abm.certificate(tenant_scope(token, tenant))
+        if cert_pem is None:
+            raise NotFoundError(f"tenant {tenant!r} has no ABM key pair yet (POST .../abm/keypair)")
+        return Response(
+            cert_pem,
+            media_type="application/x-pem-file",
+            headers={"Content-Disposition": 'attachment; filename="abm-cert.pem"'},
+        )
+
+    @api.post(
+        "/api/v1/tenants/{tenant}/abm/tokens",
+        status_code=201,
+        summary="Upload an ABM server token",
+        description="Upload the server token (`.p7m`) Apple Business Manager gave, as the request body (`application/pkcs7-mime`), optionally named with `name`. A token that does not open with the tenant's ABM key is DEP_TOKEN_INVALID (422), an expired one DEP_TOKEN_EXPIRED. As `pomona abm token upload`.",
+        responses=ABM_ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/pkcs7-mime": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        },
+    )
+    async def abm_upload_token(
+        tenant: str,
+        request: Request,
+        token: Auth,
+        name: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    ) -> dict[str, object]:
+        data = await request.body()
+
+        def upload() -> dict[str, object]:
+            return p.abm.upload_token(tenant_scope(token, tenant), data, name).to_json()
+
+        return await run_in_threadpool(upload)
+
+    @api.get(
+        "/api/v1/tenants/{tenant}/abm/tokens",
+        summary="List ABM server tokens",
+        description="The tenant's ABM server tokens (never their secrets): expiry, `state` (ok, expiring within 30 days, expired), last sync and last error. As `pomona abm token list`.",
+        responses=ERRORS,
+    )
+    def abm_list_tokens(tenant: str, token: Auth) -> dict[str, object]:
+        return {"tokens": [st.to_json() for st in p.abm.tokens(tenant_scope(token, tenant))]}
+
+    @api.delete(
+        "/api/v1/tenants/{tenant}/abm/tokens/{token_ref}",
+        status_code=204,
+        summary="Remove an ABM server token",
+        description="Forget an ABM server token (by id or name); its devices stay listed, as history. As `pomona abm token remove`.",
+        responses=ERRORS,
+    )
+    def abm_remove_token(tenant: str, token_ref: str, token: Auth) -> None:
+        p.abm.remove_token(tenant_scope(token, tenant), token_ref)
+
+    @api.post(
+        "/api/v1/tenants/{tenant}/abm/sync",
+        summary="Sync with ABM now",
+        description="Sync the devices ABM assigns to this server, for every token (or `token`), following the cursor or, with `full`, fetching every device again; then reconcile the profile assignments. ABM's refusals answer 502 with their DEP_* code. As `pomona abm sync`.",
+        responses=ABM_ERRORS,
+    )
+    def abm_sync(tenant: str, token: Auth, body: AbmSyncIn | None = None) -> dict[str, object]:
+        body = body or AbmSyncIn()
+        reports = p.abm.sync(tenant_scope(token, tenant), full=body.full, token=body.token)
+        return {"reports": [r.to_json() for r in reports]}
+
+    @api.get(
+        "/api/v1/tenants/{tenant}/abm/devices",
+        summary="List ABM devices",
+        description="The devices ABM assigns to this server as the last sync saw them (Apple's field names; `deleted`: removed from ABM, kept as history), by serial, paged with `limit` and `offset`; `serial` keeps one. As `pomona abm devices`.",
+        responses=ERRORS,
+    )
+    def abm_devices(
+        tenant: str,
+        token: Auth,
+        serial: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+        offset: Offset = 0,
+    ) -> dict[str, object]:
+        records = p.abm.devices(tenant_scope(token, tenant), serial=serial, limit=limit, offset=offset)
+        return {"devices": [abm_device_record(r) for r in records]}
+
+    @api.get(
+        "/api/v1/tenants/{tenant}/abm/devices/{serial}",
+        summary="Show an ABM device",
+        description="One device ABM lists, with its ABM timeline (what each sync saw change, and each assignment try), oldest first. As `pomona abm devices --serial`.",
+        responses=ERRORS,
+    )
+    def abm_device(tenant: str, serial: str, token: Auth) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        records = p.abm.devices(tid, serial=serial, limit=1)
+        if not records:
+            raise NotFoundError(f"ABM lists no device {serial!r} for this tenant", serial=serial)
+        return {
+            **abm_device_record(records[0]),
+            "history": [h.to_json() for h in p.abm.history(tid, serial)],
+        }
+
+    @api.get(
+        "/api/v1/tenants/{tenant}/abm/profiles",
+        summary="List ADE profiles",
+        description="The tenant's ADE enrollment profiles: settings, whether each is a default, and Apple's UUID of it under each token. As `pomona abm profile list`.",
+        responses=ERRORS,
+    )
+    def abm_profiles(tenant: str, token: Auth) -> dict[str, object]:
+        return {"profiles": [v.to_json() for v in p.abm.profiles(tenant_scope(token, tenant))]}
+
+    def profile_answer(make: Any, lang: str) -> Any:
+        """A linter refusal (DEP_PROFILE_REJECTED, 422) carries its findings beside the usual fields."""
+        import json
+
+        from pomona.domain.errors import AdeProfileInvalidError
+
+        try:
+            return make().to_json()
+        except AdeProfileInvalidError as exc:
+            answer = api_error(exc, request_id_var.get() or "", lang)
+            data = {**json.loads(bytes(answer.body)), "findings": exc.context.get("findings", [])}
+            return JSONResponse(data, status_code=answer.status_code)
+
+    @api.post(
+        "/api/v1/tenants/{tenant}/abm/profiles",
+        status_code=201,
+        response_model=None,
+        summary="Create an ADE profile",
+        description="Lint an ADE enrollment profile (a blocking finding is DEP_PROFILE_REJECTED, 422, with `findings`, and nothing is sent), define it at ABM under every token (or `token`) and keep it; `default` makes every new device get it. Warnings are in `findings`. As `pomona abm profile create`.",
+        responses=ABM_ERRORS,
+    )
+    def abm_create_profile(tenant: str, body: AdeProfileIn, token: Auth, lang: Lang) -> Any:
+        from pomona.domain.ade_profile import AuthMode
+
+        tid = tenant_scope(token, tenant)
+        return profile_answer(
+            lambda: p.abm.create_profile(
+                tid,
+                body.name,
+                auth=AuthMode(body.auth),
+                await_configured=body.await_configured,
+                supervised=body.supervised,
+                removable=body.removable,
+                skip=body.skip,
+                default=body.default,
+                token=body.token,
+            ),
+            lang,
+        )
+
+    @api.patch(
+        "/api/v1/tenants/{tenant}/abm/profiles/{name}",
+        response_model=None,
+        summary="Change an ADE profile",
+        description="Change an ADE profile (only the fields given): it is linted, defined at ABM again and assigned again to its devices. As `pomona abm profile edit`.",
+        responses=ABM_ERRORS,
+    )
+    def abm_edit_profile(tenant: str, name: str, body: AdeProfilePatch, token: Auth, lang: Lang) -> Any:
+        from pomona.domain.ade_profile import AuthMode
+
+        tid = tenant_scope(token, tenant)
+        return profile_answer(
+            lambda: p.abm.edit_profile(
+                tid,
+                name,
+                auth=None if body.auth is None else AuthMode(body.auth),
+                await_configured=body.await_configured,
+                supervised=body.supervised,
+                removable=body.removable,
+                skip=body.skip,
+                default=body.default,
+            ),
+            lang,
+        )
+
+    @api.post(
+        "/api/v1/tenants/{tenant}/abm/assignments",
+        summary="Assign an ADE profile",
+        description="Want `profile` on these serials (explicit assignments, which beat rules and the default), then reconcile: `devices` holds each serial's answer (SUCCESS, FAILED, NOT_ACCESSIBLE, or `pending`: ABM does not list it yet; it is assigned when a sync first does). As `pomona abm assign`.",
+        responses=ABM_ERRORS,
+    )
+    def abm_assign(tenant: str, body: AbmAssignIn, token: Auth) -> dict[str, object]:
+        return p.abm.assign(tenant_scope(token, tenant), body.profile, body.serials).to_json()
+
+    @api.get(
+        "/api/v1/tenants/{tenant}/abm/rules",
+        summary="List assignment rules",
+        description="The tenant's assignment rules (devices whose model, device family or order number match get a profile), in the order they are tried. As `pomona abm rule list`.",
+        responses=ERRORS,
+    )
+    def abm_rules(tenant: str, token: Auth) -> dict[str, object]:
+        return {"rules": [v.to_json() for v in p.abm.rules(tenant_scope(token, tenant))]}
+
+    @api.post(
+        "/api/v1/tenants/{tenant}/abm/rules",
+        status_code=201,
+        summary="Add an assignment rule",
+        description="Devices whose `field` (model, device_family, order_number) matches `value` (ignoring case; `*` and `?` are wildcards) get `profile`: after explicit assignments, before the token's default; the first matching rule by `priority` wins. The devices already synced are reconciled now. As `pomona abm rule add`.",
+        responses=ABM_ERRORS,
+    )
+    def abm_add_rule(tenant: str, body: AbmRuleIn, token: Auth) -> dict[str, object]:
+        view, done = p.abm.add_rule(
+            tenant_scope(token, tenant), body.profile, body.field, body.value, priority=body.priority
+        )
+        return {**view.to_json(), "assigned": done.assigned, "assign_failed": done.failed}
+
+    @api.delete(
+        "/api/v1/tenants/{tenant}/abm/rules/{rule_id}",
+        status_code=204,
+        summary="Remove an assignment rule",
+        description="Forget an assignment rule: the devices it gave a profile get the token's default at the reconciliation that follows at once. As `pomona abm rule remove`.",
+        responses=ABM_ERRORS,
+    )
+    def abm_remove_rule(tenant: str, rule_id: str, token: Auth) -> None:
+        p.abm.remove_rule(tenant_scope(token, tenant), rule_id)
+
+    @api.post(
+        "/api/v1/tenants/{tenant}/abm/release",
+        summary="Release a device from Setup Assistant",
+        description="Release an enrolled device ABM lists that Setup Assistant holds (`await_device_configured`): queue DeviceConfigured, sent at its next check-in. NOT_FOUND for a serial ABM does not list for this tenant. As `pomona abm release`.",
+        responses=ERRORS,
+    )
+    def abm_release(tenant: str, body: AbmReleaseIn, token: Auth) -> dict[str, object]:
+        tid = tenant_scope(token, tenant)
+        if not p.abm.devices(tid, serial=body.serial, limit=1):
+            raise NotFoundError(f"ABM lists no device {body.serial!r} for this tenant", serial=body.serial)
+        (queued,) = p.commands.enqueue(tid, "DeviceConfigured", {}, [body.serial])
+        return {
+            "tenant": tenant,
+            "serial": body.serial,
+            "request_type": queued.request_type,
+            "command_uuid": queued.command_uuid,
+        }
 
     @api.get(
         "/healthz",

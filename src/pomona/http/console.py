@@ -11,6 +11,12 @@
     GET   /console/t/{tenant}/devices/{id}          inventory, enrollments, command queue, timeline
     GET   /console/t/{tenant}/devices/{id}/retire   the confirmation; POST retires (audited)
     POST  /console/t/{tenant}/devices/{id}/repush   push the device now (audited)
+    POST  /console/t/{tenant}/devices/{id}/release  release it from Setup Assistant: DeviceConfigured (audited)
+    GET   /console/t/{tenant}/users                 users: licence, devices, DEM, groups; UPN prefix, keyset
+    POST  /console/t/{tenant}/users/licence         assign or remove a user's licence (admins; audited)
+    GET   /console/t/{tenant}/restrictions          device type and device limit restrictions by priority,
+                                                    and the policy dry run for a UPN (+ platform, OS)
+    POST  /console/t/{tenant}/restrictions/{id}/priority   a restriction's new priority (admins; audited)
     GET   /console/t/{tenant}/audit                 the tenant's audit log: who changed what, when, from where
     GET   /console/_static/{file}                   CSS (no CDN, no script needed)
 
@@ -32,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -46,10 +53,19 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from pomona import knowledge
-from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundError, describe
+from pomona.domain.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    PolicyError,
+    describe,
+)
 from pomona.http.middleware import RequestId
 from pomona.http.portal import FormPages, PortalHeaders, _when, translate
+from pomona.i18n import msg
 from pomona.ports import AdminAccount, DeviceCursor, DeviceSort
+from pomona.presenters import display_name, error_text
 from pomona.services.console import SESSION_LIFETIME, ConsoleService, ConsoleSignInStatus, can
 from pomona.services.container import Services
 from pomona.services.diagnose.render import to_json as diagnosis_json
@@ -57,6 +73,7 @@ from pomona.services.diagnose.render import to_json as diagnosis_json
 _HERE = Path(__file__).parent
 log = logging.getLogger("pomona.http")
 SORTS: tuple[DeviceSort, ...] = ("name", "serial", "last_seen")
+PLATFORMS: tuple[str, ...] = ("ios", "ipados")  # the dry run's platform choice (none: any)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -104,6 +121,11 @@ def decode_cursor(text: str) -> DeviceCursor | None:
         return None
 
 
+def _printable(text: str) -> str:
+    """A query value without control characters (no UPN has one; PostgreSQL refuses NUL)."""
+    return "".join(ch for ch in text if ch >= " ")
+
+
 class Console(FormPages):
     def __init__(self, p: Services) -> None:
         self.p = p
@@ -131,6 +153,7 @@ class Console(FormPages):
             other_lang="en" if lang == "zh-CN" else "zh-CN",
             account=account,
             can=(lambda action: account is not None and can(account, action)),
+            shown_name=(lambda name: display_name(name, lang)),
             here=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
             csrf=self.csrf(request),
             request_id=request.scope.get("state", {}).get("request_id", ""),
@@ -159,16 +182,16 @@ class Console(FormPages):
             )
         if isinstance(exc, ForbiddenError):
             return self.message(request, account, 403, "console.error.role.title", "console.error.role.body")
-        if isinstance(exc, InvalidInputError):
+        e = describe(exc)
+        if isinstance(exc, InvalidInputError | ConflictError | PolicyError):
             return self.message(
                 request,
                 account,
-                422,
+                409 if isinstance(exc, ConflictError) else 422,
                 "console.error.invalid.title",
                 "console.error.invalid.body",
-                detail=str(exc),
+                detail=error_text(e, self.lang(request)),
             )
-        e = describe(exc)
         if e.internal:
             log.error(
                 "internal error, request %s", request.scope.get("state", {}).get("request_id"), exc_info=exc
@@ -325,7 +348,16 @@ class Console(FormPages):
             account,
             tenant=tenant,
             x=detail,
-            notice=notice if notice in ("retired", "pushed") else None,
+            notice=notice if notice in ("retired", "pushed", "released") else None,
+            findings=[
+                {
+                    "severity": r.finding.severity.value,
+                    "code": r.finding.code.value,
+                    "title": title_of(r.finding.code.value, self.lang(request), dict(r.finding.facts)),
+                    "since": r.first_seen,
+                }
+                for r in detail.findings
+            ],
         )
 
     async def retire_page(self, request: Request, account: AdminAccount) -> Response:
@@ -345,6 +377,11 @@ class Console(FormPages):
         ref, did = self.tenant_ref(request), str(request.path_params["device"])
         await run_in_threadpool(self.svc.repush, account, ref, did, self.client_ip(request))
         return RedirectResponse(f"/console/t/{ref}/devices/{did}?done=pushed", status_code=303)
+
+    async def release(self, request: Request, account: AdminAccount, form: dict[str, str]) -> Response:
+        ref, did = self.tenant_ref(request), str(request.path_params["device"])
+        await run_in_threadpool(self.svc.release, account, ref, did, self.client_ip(request))
+        return RedirectResponse(f"/console/t/{ref}/devices/{did}?done=released", status_code=303)
 
     async def troubleshoot(self, request: Request, account: AdminAccount) -> Response:
         ref = self.tenant_ref(request)
@@ -379,6 +416,91 @@ class Console(FormPages):
             decision=decision,
             reason_title=(title_of(decision.reason.value, lang) if decision and decision.reason else ""),
         )
+
+    async def users(self, request: Request, account: AdminAccount) -> Response:
+        q = request.query_params
+        prefix = _printable(q.get("q") or "").strip().lower()[:320] or None
+        after = _printable(q.get("after") or "")[:320] or None
+        ref = self.tenant_ref(request)
+        page = await run_in_threadpool(lambda: self.svc.users(account, ref, after=after, prefix=prefix))
+        seats = await run_in_threadpool(self.svc.seats, account, ref)
+        tenant = await run_in_threadpool(self.svc.scope, account, ref)
+        done = q.get("done")
+        return self.render(
+            request,
+            "users.html",
+            account,
+            tenant=tenant,
+            page=page,
+            seats=seats,
+            prefix=prefix or "",
+            notice=done if done in ("licence.assign", "licence.remove") else None,
+            notice_upn=(q.get("upn") or "")[:320],
+        )
+
+    async def licence(self, request: Request, account: AdminAccount, form: dict[str, str]) -> Response:
+        ref = self.tenant_ref(request)
+        upn = form.get("upn", "").strip()[:320]
+        assign = form.get("assign") == "yes"
+        done = await run_in_threadpool(
+            self.svc.set_licence, account, ref, upn, assign, self.client_ip(request)
+        )
+        query = urlencode(
+            {
+                "q": form.get("q", "")[:320],
+                "done": "licence.assign" if assign else "licence.remove",
+                "upn": str(done["upn"]),
+            }
+        )
+        return RedirectResponse(f"/console/t/{quote(ref, safe='')}/users?{query}", status_code=303)
+
+    async def restrictions(self, request: Request, account: AdminAccount) -> Response:
+        ref = self.tenant_ref(request)
+        q = request.query_params
+        view = await run_in_threadpool(self.svc.restrictions, account, ref)
+        upn = (q.get("upn") or "").strip()[:320]
+        platform = q.get("platform") or ""
+        platform = platform if platform in PLATFORMS else ""
+        os_version = (q.get("os") or "").strip()[:32]
+        decision = None
+        problem = ""
+        if upn:
+            try:
+                decision = await run_in_threadpool(
+                    lambda: self.svc.dry_run(
+                        account, ref, upn, platform=platform or None, os_version=os_version or None
+                    )
+                )
+            except InvalidInputError as exc:
+                problem = error_text(describe(exc), self.lang(request))
+        lang = self.lang(request)
+        done = q.get("done")
+        return self.render(
+            request,
+            "restrictions.html",
+            account,
+            tenant=view.tenant,
+            view=view,
+            upn=upn,
+            platform=platform,
+            platforms=PLATFORMS,
+            os_version=os_version,
+            decision=decision,
+            problem=problem,
+            dry_query=urlencode({"upn": upn, "platform": platform, "os": os_version}) if upn else "",
+            notice="priority" if done == "priority" else None,
+            reason_title=(title_of(decision.reason.value, lang) if decision and decision.reason else ""),
+        )
+
+    async def set_priority(self, request: Request, account: AdminAccount, form: dict[str, str]) -> Response:
+        ref, rid = self.tenant_ref(request), str(request.path_params["restriction"])
+        raw = form.get("priority", "").strip()
+        if not raw.isdigit() or len(raw) > 9:
+            raise InvalidInputError(msg("error.restriction.priority"), field="priority")
+        await run_in_threadpool(self.svc.set_priority, account, ref, rid, int(raw), self.client_ip(request))
+        back = {k: form.get(k, "")[:320] for k in ("upn", "platform", "os") if form.get(k)}
+        query = urlencode({**back, "done": "priority"})
+        return RedirectResponse(f"/console/t/{quote(ref, safe='')}/restrictions?{query}", status_code=303)
 
     async def audit(self, request: Request, account: AdminAccount) -> Response:
         before = request.query_params.get("before", "")
@@ -415,6 +537,15 @@ def create_console(p: Services) -> ASGIApp:
         Route("/console/t/{tenant}/devices/{device}/retire", s(c.retire_page), methods=["GET"]),
         Route("/console/t/{tenant}/devices/{device}/retire", post(c.retire), methods=["POST"]),
         Route("/console/t/{tenant}/devices/{device}/repush", post(c.repush), methods=["POST"]),
+        Route("/console/t/{tenant}/devices/{device}/release", post(c.release), methods=["POST"]),
+        Route("/console/t/{tenant}/users", s(c.users), methods=["GET"]),
+        Route("/console/t/{tenant}/users/licence", post(c.licence), methods=["POST"]),
+        Route("/console/t/{tenant}/restrictions", s(c.restrictions), methods=["GET"]),
+        Route(
+            "/console/t/{tenant}/restrictions/{restriction}/priority",
+            post(c.set_priority),
+            methods=["POST"],
+        ),
         Route("/console/t/{tenant}/audit", s(c.audit), methods=["GET"]),
         Route("/console/{rest:path}", c.not_found),
     ]

@@ -265,6 +265,15 @@ class HttpAbmClient:
     def disown(self, serials: Sequence[str]) -> dict[str, str]:
         return self._devices_answer("POST", "/devices/disown", {"devices": list(serials)})
 
+    def device_status(self, serials: Sequence[str]) -> dict[str, str]:
+        devices = self._json("POST", "/devices", {"devices": list(serials)}).get("devices")
+        if not isinstance(devices, dict):
+            return {}
+        return {
+            str(k): str(v.get("response_status", "")) if isinstance(v, dict) else str(v)
+            for k, v in devices.items()
+        }
+
 
 class HttpAbmConnector:
     """Opens an :class:`HttpAbmClient` per token, at the server's ABM URL (POMONA_ABM_URL)."""

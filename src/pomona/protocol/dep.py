@@ -186,7 +186,8 @@ def encode_server_token(token: ServerToken) -> bytes:
     )
 
 
-#: Every field of Apple's Device object that Pomona keeps, in Apple's spelling.
+#: Every field of Apple's Device object that Pomona keeps, in Apple's spelling (and ``order_number``,
+#: which Apple's device-assignment answers do not carry today: see :class:`AbmDevice`).
 DEVICE_FIELDS: Final = (
     "serial_number",
     "model",
@@ -203,6 +204,7 @@ DEVICE_FIELDS: Final = (
     "device_assigned_by",
     "op_type",
     "op_date",
+    "order_number",
 )
 _TIMES: Final = frozenset(
     {"profile_assign_time", "profile_push_time", "device_assigned_date", "op_date", "mdm_migration_deadline"}
@@ -228,6 +230,10 @@ class AbmDevice:
     device_assigned_by: str = ""
     op_type: str = ""  # added | modified | deleted (sync only)
     op_date: datetime | None = None
+    #: The order the device was bought with. Apple's device-assignment Device object has no such field
+    #: today (the newer Apple Business Manager API's OrgDevice calls it ``orderNumber``): read when an
+    #: answer carries it, empty otherwise; assignment rules by order number match only devices that have it.
+    order_number: str = ""
 
 
 def _device(obj: object) -> AbmDevice:

@@ -26,13 +26,21 @@ ADE profiles and their assignment (issue 12):
   server's (``Urls.ade_enroll`` / ``Urls.ade_web``). A tenant without a token keeps it undefined: the
   next reconciliation defines it (the founding document's "profile made before the token was uploaded").
 - ``assign`` records the profile wanted on each serial, then reconciles.
-- Reconciliation runs after each sync (and after an assignment or an edit): every device the token lists
-  whose Apple-side ``profile_uuid``/``profile_status`` is not the wanted profile's (the explicit
-  assignment; else the token's default for a device without one, ``empty`` or ``removed``, which is then
-  adopted) is assigned again. Each try is a timeline entry; a device's tries back off
+- ``add_rule`` / ``remove_rule``: "devices whose model, device_family or order_number match X get profile
+  P" (a case-insensitive glob; the first rule by priority wins), then reconcile.
+- Reconciliation runs after each sync (and after an assignment, an edit or a rule change): every device
+  the token lists whose Apple-side ``profile_uuid``/``profile_status`` is not the wanted profile's is
+  assigned again. The wanted profile is the explicit assignment; else the first matching rule's; else the
+  token's default, for a device without a profile (``empty`` or ``removed``: it is then adopted) or one a
+  removed or no longer matching rule had given its profile. Each try is a timeline entry; a device's tries back off
   (``assign_backoff`` doubled per try, at most :data:`BACKOFF_MAX`) and after :data:`REPORT_AFTER` tries
   without ABM showing the profile it is a health finding (DEP_PROFILE_NOT_ASSIGNED). PROFILE_NOT_FOUND
   (DEP_PROFILE_NOT_FOUND, an event) defines the profile again and assigns once more.
+
+Other MDM servers (issue 12): a device a sync sees deleted or disowned, or whose assignment ABM answers
+NOT_ACCESSIBLE, is asked about (``POST /devices``, device details). NOT_ACCESSIBLE there is ABM's own
+answer that the device is assigned to another MDM server: DEP_DEVICE_ASSIGNED_ELSEWHERE on its timeline,
+as a failed event, and as a health finding, until ABM lists the device again.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
 from typing import Final, Literal, Protocol
 
 from pomona.domain.ade_profile import (
@@ -62,6 +71,7 @@ from pomona.domain.errors import (
     AbmProfileRejectedError,
     AbmTokenExpiredError,
     AbmTokenFileError,
+    AbmTokenFileExpiredError,
     AdeProfileInvalidError,
     ConflictError,
     InvalidInputError,
@@ -71,7 +81,9 @@ from pomona.domain.models import Step, Tenant
 from pomona.domain.reasons import ReasonCode
 from pomona.i18n import msg
 from pomona.ports import (
+    RULE_FIELDS,
     AbmAssignment,
+    AbmAssignmentRule,
     AbmClient,
     AbmConnector,
     AbmDeviceRecord,
@@ -104,6 +116,10 @@ BACKOFF_MAX: Final = timedelta(hours=6)
 ASSIGN_CHUNK: Final = 1000  # serials per PUT /profile/devices
 #: Apple's profile_status values that mean the device has the profile it was given.
 HELD: Final = frozenset({"assigned", "pushed"})
+#: Apple's op_type of a device that left this server's list (a sync's answer).
+GONE: Final = frozenset({"deleted", "disowned"})
+#: Apple's answer for a device this server may not touch (assignment, device details).
+NOT_ACCESSIBLE: Final = "NOT_ACCESSIBLE"
 
 
 class AbmStores(HasEvents, Protocol):
@@ -195,6 +211,7 @@ class SyncReport:
 class _Counter:
     def __init__(self, tenant: str, token: str, full: bool) -> None:
         self.r = SyncReport(tenant, token, full)
+        self.gone: list[str] = []  # serials ABM deleted (or disowned) in this sync: asked about after it
 
     def add(self, **n: int) -> None:
         self.r = replace(self.r, **{k: getattr(self.r, k) + v for k, v in n.items()})
@@ -241,6 +258,13 @@ class AbmService(ServiceBase[AbmStores]):
             uow.abm.set_keypair(tn.id, cert_pem, key_pem, self.clock.now())
         return cert_pem, True
 
+    def certificate(self, tenant_ref: str) -> bytes | None:
+        """The certificate (PEM) made by :meth:`keypair`, or None when there is none yet (made by nothing)."""
+        tn = self._tenant(tenant_ref)
+        with self.db.unit_of_work(readonly=True) as uow:
+            pair = uow.abm.keypair(tn.id)
+        return None if pair is None else pair[0]
+
     def upload_token(self, tenant_ref: str, data: bytes, name: str | None = None) -> TokenStatus:
         """Open and keep a server token (.p7m) of ABM's; DEP_TOKEN_INVALID or DEP_TOKEN_EXPIRED."""
         tn = self._tenant(tenant_ref)
@@ -268,7 +292,7 @@ class AbmService(ServiceBase[AbmStores]):
                 ReasonCode.DEP_TOKEN_EXPIRED,
                 detail={"expiry": credentials.access_token_expiry.isoformat()},
             )
-            raise AbmTokenExpiredError(
+            raise AbmTokenFileExpiredError(
                 f"the server token expired on {credentials.access_token_expiry:%Y-%m-%d}: download a new one "
                 "from Apple Business Manager",
                 tenant=tn.name,
@@ -430,6 +454,7 @@ class AbmService(ServiceBase[AbmStores]):
             raise
         with self.db.unit_of_work() as uow:
             uow.abm.sync_done(info.id, cursor, self.clock.now(), full=counter.r.full)
+        self._check_elsewhere(tn, info, client, counter.gone)
         try:
             done = self._reconcile_token(tn, info, client)
         except AbmError as exc:  # the sync itself succeeded: the next one reconciles again
@@ -444,6 +469,7 @@ class AbmService(ServiceBase[AbmStores]):
         return replace(counter.r, assigned=done.assigned, assign_failed=done.failed)
 
     def _store(self, tn: Tenant, info: AbmTokenInfo, devices: list[AbmDevice], counter: _Counter) -> None:
+        counter.gone.extend(d.serial_number for d in devices if d.op_type in GONE)
         with self.db.unit_of_work() as uow:
             done = uow.abm.upsert_devices(tn.id, info.id, devices, self.clock.now())
         counter.add(
@@ -714,7 +740,9 @@ class AbmService(ServiceBase[AbmStores]):
                 return ReconcileReport()
             states = uow.abm.profile_states(tn.id, info.id)
             wanted = uow.abm.assignments(tn.id)
-        by_id = {p.id: p for p in profiles}
+            by_id = {p.id: p for p in profiles}
+            rules = [r for r in uow.abm.rules(tn.id) if r.profile_id in by_id]
+            facts = uow.abm.device_facts(tn.id, info.id) if rules else {}
         default = next((p for p in profiles if p.is_default and p.token_id == info.id), None) or next(
             (p for p in profiles if p.is_default and p.token_id is None), None
         )
@@ -722,11 +750,24 @@ class AbmService(ServiceBase[AbmStores]):
         settled: list[AbmAssignment] = []
         for serial, profile_uuid, status in states:
             a = wanted.get(serial)
-            if a is not None:
+            rule = None if a is not None and a.explicit else first_rule(rules, facts.get(serial, {}))
+            if a is not None and a.explicit:  # explicit > rule > the token's default
                 if a.profile_id not in by_id:
                     continue  # a profile of another token
                 p = by_id[a.profile_id]
-            elif default is not None and (not profile_uuid or status in ("", "empty", "removed")):
+            elif rule is not None:
+                p = by_id[rule.profile_id]
+                if a is None or a.profile_id != p.id:
+                    a = AbmAssignment(tn.id, serial, p.id, explicit=False, rule_id=rule.id)
+            elif a is not None and a.rule_id is None:  # the default, adopted earlier: kept
+                if a.profile_id not in by_id:
+                    continue
+                p = by_id[a.profile_id]
+            elif default is not None and (
+                a is not None  # its rule is gone, or no longer matches: the default applies
+                or not profile_uuid
+                or status in ("", "empty", "removed")
+            ):
                 p, a = default, AbmAssignment(tn.id, serial, default.id, explicit=False)  # new or re-added
             else:
                 continue
@@ -786,7 +827,51 @@ class AbmService(ServiceBase[AbmStores]):
                 answers = dict.fromkeys(serials, again.reason.value)
         except AbmProfileRejectedError as exc:
             answers = dict.fromkeys(serials, exc.reason.value)
-        return self._record_tries(tn, info, p, profile_uuid or "", items, answers)
+        done = self._record_tries(tn, info, p, profile_uuid or "", items, answers)
+        self._check_elsewhere(tn, info, client, [s for s, a in answers.items() if a == NOT_ACCESSIBLE])
+        return done
+
+    def _check_elsewhere(
+        self, tn: Tenant, info: AbmTokenInfo, client: AbmClient, serials: Sequence[str]
+    ) -> None:
+        """Ask ABM about devices it deleted, disowned or would not let us assign (``POST /devices``):
+        one it answers NOT_ACCESSIBLE for is assigned to another MDM server. Each newly found one gets a
+        timeline entry and a failed event (DEP_DEVICE_ASSIGNED_ELSEWHERE); health reports it until ABM
+        lists the device again (a later timeline entry). A failure to ask is logged, not raised: the
+        sync itself succeeded."""
+        if not serials:
+            return
+        answers: dict[str, str] = {}
+        try:
+            for i in range(0, len(serials), ASSIGN_CHUNK):
+                answers.update(client.device_status(serials[i : i + ASSIGN_CHUNK]))
+        except AbmError as exc:
+            log.warning("ABM device details for %s/%s failed: %s", tn.name, info.name, exc.detail)
+            return
+        code = ReasonCode.DEP_DEVICE_ASSIGNED_ELSEWHERE
+        with self.db.unit_of_work(readonly=True) as uow:
+            known = {s for s, _ in uow.abm.flagged(tn.id, code.value)}
+        found = sorted({s for s in serials if answers.get(s) == NOT_ACCESSIBLE} - known)
+        if not found:
+            return
+        now = self.clock.now()
+        entry = AbmHistoryEntry(now, "elsewhere", None, "", "", None, None, "", info.id, code.value)
+        with self.db.unit_of_work() as uow:
+            uow.abm.add_history(tn.id, [(s, entry) for s in found])
+        for serial in found:
+            self.record_failure(
+                tn.id,
+                Step.DEP,
+                code,
+                serial=serial,
+                detail={"token": info.name, "response_status": NOT_ACCESSIBLE},
+            )
+
+    def assigned_elsewhere(self, tenant_ref: str, serial: str | None = None) -> list[tuple[str, datetime]]:
+        """(serial, since) of the devices ABM gives to another MDM server, as last asked (by serial)."""
+        tn = self._tenant(tenant_ref)
+        with self.db.unit_of_work(readonly=True) as uow:
+            return uow.abm.flagged(tn.id, ReasonCode.DEP_DEVICE_ASSIGNED_ELSEWHERE.value, serial=serial)
 
     def _record_tries(
         self,
@@ -851,13 +936,86 @@ class AbmService(ServiceBase[AbmStores]):
             )
         return ReconcileReport(assigned, failed, out)
 
+    # --- assignment rules ----------------------------------------------------------------------------
+    def _rule_views(self, tenant_id: str) -> list[RuleView]:
+        with self.db.unit_of_work(readonly=True) as uow:
+            names = {p.id: p.name for p in uow.abm.profiles(tenant_id)}
+            return [RuleView(r, names.get(r.profile_id, r.profile_id)) for r in uow.abm.rules(tenant_id)]
+
+    def rules(self, tenant_ref: str) -> list[RuleView]:
+        """The tenant's assignment rules, in the order they are tried."""
+        return self._rule_views(self._tenant(tenant_ref).id)
+
+    def add_rule(
+        self, tenant_ref: str, profile: str, field_name: str, value: str, *, priority: int | None = None
+    ) -> tuple[RuleView, ReconcileReport]:
+        """ "Devices whose ``field_name`` matches ``value`` (a case-insensitive glob) get ``profile``",
+        tried after the explicit assignments and before the token's default; then reconcile."""
+        tn = self._tenant(tenant_ref)
+        if field_name not in RULE_FIELDS:
+            raise InvalidInputError(
+                msg("abm.error.rule_field", field=field_name, fields=", ".join(RULE_FIELDS)), field="field"
+            )
+        value = value.strip()
+        if not value or len(value) > 200:
+            raise InvalidInputError(msg("abm.error.rule_value"), field="value")
+        record = self._find_profile(tn.id, profile)
+        with self.db.unit_of_work() as uow:
+            existing = uow.abm.rules(tn.id)
+            if priority is None:
+                priority = max((r.priority for r in existing), default=0) + 10
+            rule = AbmAssignmentRule(
+                str(uuid.uuid4()), tn.id, record.id, field_name, value, priority, self.clock.now()
+            )
+            uow.abm.add_rule(rule)
+            uow.events.append(
+                self.ok_event(
+                    tn.id,
+                    Step.DEP,
+                    detail={
+                        "profile": record.name,
+                        "action": "rule-add",
+                        "field": field_name,
+                        "value": value,
+                    },
+                )
+            )
+        return RuleView(rule, record.name), self.reconcile(tn.id)
+
+    def remove_rule(self, tenant_ref: str, rule_id: str) -> tuple[RuleView, ReconcileReport]:
+        """Forget a rule; the devices it gave a profile get the token's default at this reconciliation."""
+        tn = self._tenant(tenant_ref)
+        found = next((v for v in self._rule_views(tn.id) if v.rule.id == rule_id), None)
+        if found is None:
+            raise NotFoundError(msg("abm.error.no_rule", rule=rule_id), rule=rule_id)
+        with self.db.unit_of_work() as uow:
+            uow.abm.remove_rule(tn.id, rule_id)
+            uow.events.append(
+                self.ok_event(
+                    tn.id,
+                    Step.DEP,
+                    detail={"profile": found.profile, "action": "rule-remove", "rule": rule_id},
+                )
+            )
+        return found, self.reconcile(tn.id)
+
     def assignment_findings(self, tenant_id: str) -> list[Finding]:
-        """DEP_PROFILE_NOT_ASSIGNED for each device tried :data:`REPORT_AFTER` times without ABM showing
+        """DEP_DEVICE_ASSIGNED_ELSEWHERE for each device ABM last said is another MDM server's, and
+        DEP_PROFILE_NOT_ASSIGNED for each device tried :data:`REPORT_AFTER` times without ABM showing
         its profile (health)."""
         with self.db.unit_of_work(readonly=True) as uow:
             names = {p.id: p.name for p in uow.abm.profiles(tenant_id)}
             stuck = [a for a in uow.abm.assignments(tenant_id).values() if a.attempts >= REPORT_AFTER]
+            elsewhere = uow.abm.flagged(tenant_id, ReasonCode.DEP_DEVICE_ASSIGNED_ELSEWHERE.value)
         return [
+            Finding(
+                ReasonCode.DEP_DEVICE_ASSIGNED_ELSEWHERE,
+                Severity.WARNING,
+                f"abm:device:{serial}",
+                {"serial": serial, "since": since.isoformat()},
+            )
+            for serial, since in elsewhere
+        ] + [
             Finding(
                 ReasonCode.DEP_PROFILE_NOT_ASSIGNED,
                 Severity.WARNING,
@@ -872,6 +1030,34 @@ class AbmService(ServiceBase[AbmStores]):
             )
             for a in sorted(stuck, key=lambda a: a.serial_number)
         ]
+
+
+def first_rule(rules: Sequence[AbmAssignmentRule], facts: Mapping[str, str]) -> AbmAssignmentRule | None:
+    """The first rule (``rules`` in their order) whose glob matches the device's field, ignoring case."""
+    for r in rules:
+        have = facts.get(r.field, "")
+        if have and fnmatchcase(have.casefold(), r.value.casefold()):
+            return r
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleView:
+    """An assignment rule with its profile's name (``pomona abm rule list``)."""
+
+    rule: AbmAssignmentRule
+    profile: str
+
+    def to_json(self) -> dict[str, object]:
+        r = self.rule
+        return {
+            "id": r.id,
+            "profile": self.profile,
+            "field": r.field,
+            "value": r.value,
+            "priority": r.priority,
+            "created_at": r.created_at.isoformat(),
+        }
 
 
 @dataclass(frozen=True, slots=True)

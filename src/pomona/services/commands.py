@@ -14,6 +14,7 @@ from pomona.ports import CommandQueue, DeviceStore, EnrollmentStore, HasEvents, 
 from pomona.protocol.command import build_command
 from pomona.protocol.errors import CommandBuildError
 from pomona.services.base import ServiceBase, find_tenant
+from pomona.services.release import release_command
 
 MAX_TARGETS = 10_000
 
@@ -162,6 +163,39 @@ class CommandService(ServiceBase[CommandStores]):
         if push and self.on_push is not None:
             self.on_push()
         return out
+
+    def release(self, tenant_ref: str, ref: str) -> QueuedCommand:
+        """Release a device held at Setup Assistant by hand: queue DeviceConfigured for its active
+        enrollment and push it (services/release.py). A device that no longer says it waits gets it
+        all the same (the device ignores what it does not need)."""
+        now = self.clock.now()
+        with self.db.unit_of_work() as uow:
+            t = self._tenant(uow, tenant_ref)
+            d = self._device(uow, t, ref)
+            e = uow.enrollments.active_for_udid(t.id, d.udid)
+            if e is None:
+                raise InvalidInputError(
+                    msg("error.device.not_enrolled_ref", device=ref), field="device", device=ref
+                )
+            (cmd,) = uow.commands.enqueue_many([release_command(e, now)])
+            uow.pushes.request(t.id, [e.id], now)
+            uow.events.append(
+                self.ok_event(
+                    t.id,
+                    Step.ADMIN,
+                    serial=d.serial,
+                    udid=d.udid,
+                    enrollment_id=e.id,
+                    detail={
+                        "action": "device.release",
+                        "command_uuid": cmd.command_uuid,
+                        "awaiting_configuration": e.awaiting_configuration,
+                    },
+                )
+            )
+        if self.on_push is not None:
+            self.on_push()
+        return cmd
 
     def command(self, tenant_ref: str, command_uuid: str) -> QueuedCommand:
         with self.db.unit_of_work(readonly=True) as uow:

@@ -1,10 +1,14 @@
 """The admin and helpdesk console's use cases (issue 13): admin accounts, signing in, console sessions,
-the audit log, and what the pages read (the dashboard, the device list and page, troubleshooting).
+the audit log, and what the pages read (the dashboard, the device list and page, troubleshooting, users
+and groups, enrollment restrictions) and change (a licence, a restriction's priority: through
+:class:`~pomona.services.policy.PolicyService`, the use cases the CLI runs).
 
 Roles (``ROLE_ACTIONS``): the server operator works in every tenant; a tenant's admin and helpdesk in
-their own tenant only. Helpdesk reads, diagnoses, retires and re-pushes, and changes nothing else (no
-policy, no certificate, no accounts). :meth:`ConsoleService.scope` is the one place a tenant is resolved
-for an account: a tenant that is not the account's is NOT_FOUND, as a tenant that does not exist.
+their own tenant only. Helpdesk reads, diagnoses, retires, re-pushes and releases (from Setup
+Assistant), and changes nothing else (no policy, no certificate, no accounts). :meth:`ConsoleService.scope` is the one place a tenant is resolved
+for an account: a tenant that is not the account's is NOT_FOUND, as a tenant that does not exist. A
+change the role may not make is refused by :meth:`ConsoleService.change_scope`, which records the refusal
+(an event with its reason, and an audit entry ``console.refused``) in its own transaction.
 
 Passwords are argon2id (services/passwords.py, as the portal's), sign-in is rate-limited per account and
 per address (the portal's RateLimiter), TOTP is the portal's RFC 6238 code, and sessions are kept
@@ -20,15 +24,24 @@ import re
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final, Protocol, get_args
 
-from pomona.domain.checks import RecordedFinding
+from pomona.domain.checks import RecordedFinding, device_subjects
 from pomona.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from pomona.domain.models import Device, Enrollment, Event, QueuedCommand, Tenant, User
-from pomona.domain.policy import Decision
+from pomona.domain.models import (
+    Device,
+    Enrollment,
+    EnrollmentStatus,
+    Event,
+    QueuedCommand,
+    Step,
+    Tenant,
+    User,
+)
+from pomona.domain.policy import Decision, Restriction, RestrictionKind
 from pomona.ports import (
     AdminAccount,
     AdminAccountStore,
@@ -49,20 +62,24 @@ from pomona.ports import (
     SharedLimits,
     TenantStore,
     Transactions,
+    UserListing,
     UserStore,
 )
 from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.passwords import MIN_LENGTH, hash_password, verify_password
 from pomona.services.policy import PolicyService
 from pomona.services.portal import RateLimiter, new_totp_secret, totp_at
+from pomona.services.release import release_command
 
 SESSION_LIFETIME: Final = timedelta(hours=8)
 ROLES: Final[tuple[AdminRole, ...]] = get_args(AdminRole)
 #: What each role may do. "read" and "diagnose" are every page; the rest are changes.
 ROLE_ACTIONS: Final[dict[str, frozenset[str]]] = {
-    "operator": frozenset({"read", "diagnose", "retire", "repush", "policy", "certificate", "accounts"}),
-    "admin": frozenset({"read", "diagnose", "retire", "repush", "policy", "certificate"}),
-    "helpdesk": frozenset({"read", "diagnose", "retire", "repush"}),
+    "operator": frozenset(
+        {"read", "diagnose", "retire", "repush", "release", "policy", "certificate", "accounts"}
+    ),
+    "admin": frozenset({"read", "diagnose", "retire", "repush", "release", "policy", "certificate"}),
+    "helpdesk": frozenset({"read", "diagnose", "retire", "repush", "release"}),
 }
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 TOP_REASONS_DAYS: Final = 30
@@ -124,6 +141,12 @@ class DeviceDetail:
     enrollments: list[Enrollment]
     commands: list[QueuedCommand]
     events: list[Event]
+    findings: list[RecordedFinding] = field(default_factory=list)  # health's, about this device
+
+    @property
+    def awaiting_configuration(self) -> bool:
+        """Held at Setup Assistant: its active enrollment awaits DeviceConfigured (the Release button)."""
+        return any(e.status is EnrollmentStatus.ACTIVE and e.awaiting_configuration for e in self.enrollments)
 
 
 @dataclass(frozen=True)
@@ -132,6 +155,36 @@ class UserOverview:
 
     user: User
     devices: list[DeviceRow]
+
+
+@dataclass(frozen=True)
+class UserRow:
+    """A user on the users page: licence and DEM flags (on the user), active devices, group names."""
+
+    user: User
+    devices: int
+    groups: list[str]
+
+
+@dataclass(frozen=True)
+class UserPage:
+    rows: list[UserRow]
+    total: int
+    next: str | None  # the last UPN shown, when there are more
+
+
+@dataclass(frozen=True)
+class RestrictionsView:
+    """A tenant's restrictions in the order they are considered (each kind by priority, its Default
+    last), with the names of the groups they are assigned to."""
+
+    tenant: Tenant
+    restrictions: list[Restriction]
+    group_names: dict[str, str]
+
+    def groups(self, r: Restriction) -> list[str]:
+        """The names of the groups ``r`` is assigned to."""
+        return sorted(self.group_names.get(g, g) for g in r.group_ids)
 
 
 class ConsoleStores(HasEvents, Protocol):
@@ -148,6 +201,8 @@ class ConsoleStores(HasEvents, Protocol):
     def audit(self) -> AuditLog: ...
     @property
     def device_listing(self) -> DeviceListing: ...
+    @property
+    def user_listing(self) -> UserListing: ...
     @property
     def devices(self) -> DeviceStore: ...
     @property
@@ -348,6 +403,18 @@ class ConsoleService(ServiceBase[ConsoleStores]):
             raise ForbiddenError(f"the {account.role} role may not {action}", action=action)
         return t
 
+    def change_scope(self, account: AdminAccount, tenant_ref: str, action: str, source: str | None) -> Tenant:
+        """:meth:`scope` for a change: another tenant's is NOT_FOUND (and nothing is recorded in it); a
+        change the role may not make is refused, and the refusal leaves an event (its reason) and an
+        audit entry, in their own transaction."""
+        t = self.scope(account, tenant_ref)
+        if can(account, action):
+            return t
+        detail: dict[str, object] = {"actor": account.email, "role": account.role, "action": action}
+        self.record_failure(t.id, Step.ADMIN, ForbiddenError.reason, detail=detail)
+        self.audit(account.email, "console.refused", t.id, action, source, {"role": account.role})
+        raise ForbiddenError(f"the {account.role} role may not {action}", action=action)
+
     def tenants(self, account: AdminAccount) -> list[Tenant]:
         with self.db.unit_of_work(readonly=True) as uow:
             every = uow.tenants.list()
@@ -394,12 +461,16 @@ class ConsoleService(ServiceBase[ConsoleStores]):
             d = uow.devices.get(t.id, device_id)
             if d is None:
                 raise NotFoundError(f"no device {device_id!r}", device=device_id)
-            return DeviceDetail(
+            detail = DeviceDetail(
                 d,
                 uow.enrollments.for_device(t.id, d.id),
                 uow.commands.list_for_device(t.id, d.id, limit=50),
                 uow.events.query(t.id, udid=d.udid, limit=50),
             )
+        # Health's open findings about this device (as the last health round recorded them).
+        subjects = device_subjects(d.udid, d.serial)
+        mine = [r for r in self.findings(t.id) if r.finding.subject in subjects]
+        return replace(detail, findings=mine)
 
     def user_overview(self, account: AdminAccount, tenant_ref: str, upn: str) -> UserOverview | None:
         t = self.scope(account, tenant_ref, "diagnose")
@@ -413,11 +484,89 @@ class ConsoleService(ServiceBase[ConsoleStores]):
         return UserOverview(u, rows)
 
     def dry_run(
-        self, account: AdminAccount, tenant_ref: str, upn: str, serial: str | None = None
+        self,
+        account: AdminAccount,
+        tenant_ref: str,
+        upn: str,
+        serial: str | None = None,
+        *,
+        platform: str | None = None,
+        os_version: str | None = None,
     ) -> Decision:
-        """The policy dry run for the user (and a device, by serial): what would happen at enrollment now."""
+        """The policy dry run for the user (and a device, by serial, platform, OS version): what would
+        happen at enrollment now (`pomona policy explain`)."""
         t = self.scope(account, tenant_ref, "diagnose")
-        return self.policy.explain(t.id, upn.strip(), serial=serial or None)
+        return self.policy.explain(
+            t.id,
+            upn.strip().lower(),
+            serial=serial or None,
+            platform=platform or None,
+            os_version=os_version or None,
+        )
+
+    def users(
+        self,
+        account: AdminAccount,
+        tenant_ref: str,
+        *,
+        after: str | None = None,
+        prefix: str | None = None,
+        limit: int = 50,
+    ) -> UserPage:
+        """A keyset page of the tenant's users by UPN (those starting with ``prefix``), each with its
+        active devices and groups (two reads for the whole page)."""
+        t = self.scope(account, tenant_ref)
+        limit = max(1, min(limit, MAX_PAGE))
+        with self.db.unit_of_work(readonly=True) as uow:
+            found = uow.user_listing.page(t.id, after=after, prefix=prefix, limit=limit + 1)
+            total = uow.user_listing.count(t.id, prefix=prefix)
+            shown = found[:limit]
+            ids = [u.id for u in shown]
+            counts = uow.user_listing.device_counts(ids)
+            groups = uow.user_listing.group_names(ids)
+        rows = [UserRow(u, counts.get(u.id, 0), groups.get(u.id, [])) for u in shown]
+        return UserPage(rows, total, shown[-1].upn if len(found) > limit else None)
+
+    def seats(self, account: AdminAccount, tenant_ref: str) -> dict[str, int]:
+        t = self.scope(account, tenant_ref)
+        return self.policy.seats(t.id)
+
+    def set_licence(
+        self, account: AdminAccount, tenant_ref: str, upn: str, assign: bool, source: str
+    ) -> dict[str, object]:
+        """Assign or remove a user's licence (`pomona licence assign|remove`), audited."""
+        t = self.change_scope(account, tenant_ref, "policy", source)
+        done = self.policy.licence(t.id, upn.strip().lower(), assign=assign)
+        action = "licence.assign" if assign else "licence.remove"
+        self.audit(account.email, action, t.id, str(done["upn"]), source, {})
+        return done
+
+    def restrictions(self, account: AdminAccount, tenant_ref: str) -> RestrictionsView:
+        t = self.scope(account, tenant_ref)
+        rs, names = self.policy.list_restrictions(t.id)
+        order = sorted(rs, key=lambda r: (r.kind is not RestrictionKind.PLATFORM, r.is_default, r.priority))
+        return RestrictionsView(t, order, names)
+
+    def set_priority(
+        self, account: AdminAccount, tenant_ref: str, restriction_id: str, priority: int, source: str
+    ) -> Restriction:
+        """Give one of the tenant's restrictions (by id) another priority (`pomona restriction edit
+        --priority P --new-priority N`), audited. Another tenant's restriction is NOT_FOUND."""
+        t = self.change_scope(account, tenant_ref, "policy", source)
+        rs, _ = self.policy.list_restrictions(t.id)
+        r = next((x for x in rs if x.id == restriction_id), None)
+        if r is None:
+            raise NotFoundError(f"no restriction {restriction_id!r}", restriction=restriction_id)
+        done = self.policy.edit_restriction(t.id, type_=r.kind, priority=r.priority, new_priority=priority)
+        self.audit(
+            account.email,
+            "restriction.priority",
+            t.id,
+            r.name,
+            source,
+            {"type": r.kind.value, "from": r.priority, "to": priority},
+        )
+        return done
 
     # --- actions ----------------------------------------------------------------------------------
     def retire(self, account: AdminAccount, tenant_ref: str, device_id: str, source: str) -> int:
@@ -444,6 +593,26 @@ class ConsoleService(ServiceBase[ConsoleStores]):
             self._audit(uow, account.email, "device.repush", t.id, d.udid, source, {"serial": d.serial})
         if self.on_push is not None:
             self.on_push()
+
+    def release(self, account: AdminAccount, tenant_ref: str, device_id: str, source: str) -> str:
+        """Release the device from Setup Assistant: DeviceConfigured queued for its active enrollment,
+        and a push (services/release.py). Returns the command's UUID."""
+        t = self.scope(account, tenant_ref, "release")
+        now = self.clock.now()
+        with self.db.unit_of_work() as uow:
+            d = uow.devices.get(t.id, device_id)
+            if d is None:
+                raise NotFoundError(f"no device {device_id!r}", device=device_id)
+            e = uow.enrollments.active_for_udid(t.id, d.udid)
+            if e is None:
+                raise InvalidInputError("the device is not enrolled", field="device", device=device_id)
+            (cmd,) = uow.commands.enqueue_many([release_command(e, now)])
+            uow.pushes.request(t.id, [e.id], now)
+            detail = {"serial": d.serial, "command_uuid": cmd.command_uuid}
+            self._audit(uow, account.email, "device.release", t.id, d.udid, source, detail)
+        if self.on_push is not None:
+            self.on_push()
+        return cmd.command_uuid
 
     # --- the audit log ----------------------------------------------------------------------------
     def audit(

@@ -11,10 +11,11 @@ the certificate lifecycle's (`ApnsLifecycle.check`), push reachability's
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from pomona import knowledge
 from pomona.domain.checks import (
     AWAITING_STUCK_AFTER,
     Finding,
@@ -24,7 +25,8 @@ from pomona.domain.checks import (
     licence_findings,
     stuck_findings,
 )
-from pomona.domain.models import Tenant
+from pomona.domain.models import Step, Tenant
+from pomona.domain.reasons import ReasonCode
 from pomona.ports import HasEvents, HealthStore, Resolver, TenantStore, UserStore
 from pomona.services.base import ServiceBase, find_tenant
 from pomona.services.checks import DiscoverySettings, TenantCheck, lookup_cnames
@@ -60,13 +62,39 @@ class HealthService(ServiceBase[HealthStores]):
             t.licence_seats, uow.users.licensed_count(t.id), lambda: uow.health.unlicensed_users(t.id)
         )
         stuck = uow.health.stuck_awaiting(t.id, now - AWAITING_STUCK_AFTER)
-        out += stuck_findings((udid, since) for _eid, udid, since in stuck)
+        for f in stuck_findings((udid, serial, since) for _eid, udid, serial, since in stuck):
+            fix = knowledge.fix_commands(f.code.value, tenant=t.name, **f.facts)  # abm release --serial
+            out.append(replace(f, facts={**f.facts, "fix": fix[0]}) if fix else f)
         if self.resolver is not None and self.settings.discoverable:  # an IP address is no CNAME target
             out += dns_findings(lookup_cnames(self.resolver, t.domain, self.settings))
         out += self.unresponsive(t.id, now)
         if self.abm is not None:
             out += self.abm(t.id, now)
         return out
+
+    def flag_stuck(self) -> int:
+        """Every tenant: one failed AWAITING_CONFIGURATION_STUCK event for each enrollment held at Setup
+        Assistant past the threshold that has none since it was held (the singleton job
+        ``ade-release-watch``; services/release.py). Returns how many events were recorded."""
+        now = self.clock.now()
+        todo: list[tuple[str, str, str, str | None, datetime]] = []
+        with self.db.unit_of_work(readonly=True) as uow:
+            for t in uow.tenants.list():
+                for eid, udid, serial, since in uow.health.stuck_awaiting(t.id, now - AWAITING_STUCK_AFTER):
+                    code = ReasonCode.AWAITING_CONFIGURATION_STUCK.value
+                    if not uow.events.query(t.id, udid=udid, reason=code, since=since, limit=1):
+                        todo.append((t.id, eid, udid, serial, since))
+        for tenant_id, eid, udid, serial, since in todo:
+            self.record_failure(
+                tenant_id,
+                Step.COMMAND,
+                ReasonCode.AWAITING_CONFIGURATION_STUCK,
+                serial=serial,
+                udid=udid,
+                enrollment_id=eid,
+                detail={"since": since.isoformat(), "held_minutes": int((now - since).total_seconds() // 60)},
+            )
+        return len(todo)
 
     def deployment_findings(self) -> list[tuple[str, list[Finding], list[Finding] | None]]:
         """Per tenant (by name): its push certificate's findings and its DNS discovery findings (None

@@ -558,6 +558,8 @@ class PolicyService(ServiceBase[PolicyStores]):
             if target is None:
                 raise NotFoundError(msg("error.restriction.not_found"), type=kind.value, priority=priority)
             if new_priority is not None:
+                if not 1 <= new_priority < DEFAULT_PRIORITY:
+                    raise InvalidInputError(msg("error.restriction.priority"), field="priority")
                 if target.is_default:
                     raise InvalidInputError(msg("error.restriction.default_last"), field="priority")
                 if any(r.kind is kind and r.priority == new_priority and r.id != target.id for r in rs):

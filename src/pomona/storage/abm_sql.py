@@ -18,7 +18,9 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
 
 from pomona.ports import (
+    RULE_FIELDS,
     AbmAssignment,
+    AbmAssignmentRule,
     AbmDeviceRecord,
     AbmHistoryEntry,
     AbmProfileRecord,
@@ -37,6 +39,7 @@ _T = s.abm_tokens
 _P = s.abm_profiles
 _PD = s.abm_profile_definitions
 _A = s.abm_assignments
+_R = s.abm_assignment_rules
 _TIMES = frozenset({"profile_assign_time", "profile_push_time", "device_assigned_date", "op_date"})
 #: Apple's fields that a change of makes a timeline entry (the rest are updated silently).
 _TRACKED = (
@@ -326,6 +329,32 @@ class SqlAbmStore:
         if rows:
             self.conn.execute(insert(_H), rows)
 
+    def flagged(
+        self, tenant_id: str, reason: str, *, serial: str | None = None
+    ) -> list[tuple[str, datetime]]:
+        last = (
+            select(func.max(_H.c.id))
+            .where(_H.c.tenant_id == tenant_id, _H.c.serial_number == serial)
+            .scalar_subquery()
+            if serial is not None
+            else None
+        )
+        latest = _H.alias("later")
+        q = select(_H.c.serial_number, _H.c.at).where(_H.c.tenant_id == tenant_id, _H.c.reason == reason)
+        if last is not None:
+            q = q.where(_H.c.id == last)
+        else:  # no later entry of the same device
+            q = q.where(
+                ~select(latest.c.id)
+                .where(
+                    latest.c.tenant_id == _H.c.tenant_id,
+                    latest.c.serial_number == _H.c.serial_number,
+                    latest.c.id > _H.c.id,
+                )
+                .exists()
+            )
+        return [(r[0], utc_req(r[1])) for r in self.conn.execute(q.order_by(_H.c.serial_number))]
+
     def profile_states(self, tenant_id: str, token_id: str) -> list[tuple[str, str, str]]:
         q = select(_D.c.serial_number, _D.c.profile_uuid, _D.c.profile_status).where(
             _D.c.tenant_id == tenant_id, _D.c.token_id == token_id, _D.c.deleted.is_(False)
@@ -401,6 +430,7 @@ class SqlAbmStore:
                 utc(r.next_try_at),
                 utc(r.last_try_at),
                 r.last_error,
+                r.rule_id,
             )
             for r in self.conn.execute(select(_A).where(_A.c.tenant_id == tenant_id))
         }
@@ -438,8 +468,43 @@ class SqlAbmStore:
                 "next_try_at": a.next_try_at,
                 "last_try_at": a.last_try_at,
                 "last_error": a.last_error,
+                "rule_id": a.rule_id,
             }
             for a in latest.values()
         ]
         if rows:
             self.conn.execute(insert(_A), rows)
+
+    # --- assignment rules --------------------------------------------------------------------------
+    def add_rule(self, rule: AbmAssignmentRule) -> None:
+        self.conn.execute(
+            insert(_R).values(
+                id=rule.id,
+                tenant_id=rule.tenant_id,
+                profile_id=rule.profile_id,
+                field=rule.field,
+                value=rule.value,
+                priority=rule.priority,
+                created_at=rule.created_at,
+            )
+        )
+
+    def rules(self, tenant_id: str) -> list[AbmAssignmentRule]:
+        q = select(_R).where(_R.c.tenant_id == tenant_id).order_by(_R.c.priority, _R.c.created_at, _R.c.id)
+        return [
+            AbmAssignmentRule(
+                r.id, r.tenant_id, r.profile_id, r.field, r.value, int(r.priority), utc_req(r.created_at)
+            )
+            for r in self.conn.execute(q)
+        ]
+
+    def remove_rule(self, tenant_id: str, rule_id: str) -> bool:
+        q = delete(_R).where(_R.c.tenant_id == tenant_id, _R.c.id == rule_id)
+        return bool(self.conn.execute(q).rowcount)
+
+    def device_facts(self, tenant_id: str, token_id: str) -> dict[str, dict[str, str]]:
+        cols = [c for c in RULE_FIELDS if c in _D.c]
+        q = select(_D.c.serial_number, *(_D.c[c] for c in cols)).where(
+            _D.c.tenant_id == tenant_id, _D.c.token_id == token_id, _D.c.deleted.is_(False)
+        )
+        return {r[0]: {c: (v or "") for c, v in zip(cols, r[1:], strict=True)} for r in self.conn.execute(q)}

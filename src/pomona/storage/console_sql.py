@@ -1,25 +1,28 @@
 """SQL stores of the console (issue 13): admin accounts, their sessions, the audit log, and the device
-list's keyset pages."""
+and user lists' keyset pages."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
-from pomona.domain.models import Device
+from pomona.domain.models import Device, EnrollmentStatus, User
 from pomona.ports import AdminAccount, AuditEntry, ConsoleSession, DeviceCursor, DeviceSort, SessionEnd
 from pomona.storage import schema as s
 from pomona.storage.devices_sql import DEVICE
 from pomona.storage.rows import RecordCodec, utc, utc_req
+from pomona.storage.users_sql import USER
 
 ADMIN = RecordCodec(AdminAccount)
 _A = s.admin_accounts
 _S = s.console_sessions
 _L = s.audit_log
 _D = s.devices
+_U = s.users
 
 
 class SqlAdminStore:
@@ -199,3 +202,61 @@ class SqlDeviceListing:
         if f is not None:
             q = q.where(f)
         return int(self.conn.execute(q).scalar_one())
+
+
+def _upn_range(prefix: str | None) -> Any:
+    """UPNs starting with ``prefix`` (stored lower-case) as a range the (tenant, upn) index serves."""
+    if not prefix:
+        return None
+    p = prefix.lower()
+    return and_(_U.c.upn >= p, _U.c.upn < p + "\U0010ffff")
+
+
+class SqlUserListing:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def page(
+        self, tenant_id: str, *, after: str | None = None, prefix: str | None = None, limit: int = 50
+    ) -> list[User]:
+        """One range read of the (tenant, upn) index from the cursor on."""
+        q = select(_U).where(_U.c.tenant_id == tenant_id)
+        r = _upn_range(prefix)
+        if r is not None:
+            q = q.where(r)
+        if after is not None:
+            q = q.where(_U.c.upn > after)
+        return [USER.load_row(row) for row in self.conn.execute(q.order_by(_U.c.upn).limit(limit))]
+
+    def count(self, tenant_id: str, *, prefix: str | None = None) -> int:
+        q = select(func.count()).select_from(_U).where(_U.c.tenant_id == tenant_id)
+        r = _upn_range(prefix)
+        if r is not None:
+            q = q.where(r)
+        return int(self.conn.execute(q).scalar_one())
+
+    def device_counts(self, user_ids: Sequence[str]) -> dict[str, int]:
+        if not user_ids:
+            return {}
+        e = s.enrollments
+        q = (
+            select(e.c.user_id, func.count())
+            .where(e.c.user_id.in_(list(user_ids)), e.c.status == EnrollmentStatus.ACTIVE.value)
+            .group_by(e.c.user_id)
+        )
+        return {uid: int(n) for uid, n in self.conn.execute(q)}
+
+    def group_names(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
+        if not user_ids:
+            return {}
+        m, g = s.group_members, s.groups
+        q = (
+            select(m.c.user_id, g.c.name)
+            .join(g, g.c.id == m.c.group_id)
+            .where(m.c.user_id.in_(list(user_ids)))
+            .order_by(m.c.user_id, g.c.name)
+        )
+        out: dict[str, list[str]] = {}
+        for uid, name in self.conn.execute(q):
+            out.setdefault(uid, []).append(name)
+        return out

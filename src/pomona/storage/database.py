@@ -47,7 +47,13 @@ from pomona.storage import schema as s
 from pomona.storage import shared_sql
 from pomona.storage.abm_sql import SqlAbmStore
 from pomona.storage.commands_sql import CHANNEL_ANY, CHANNEL_SKIP_NOT_NOW, SqlCommandQueue
-from pomona.storage.console_sql import SqlAdminStore, SqlAuditLog, SqlConsoleSessionStore, SqlDeviceListing
+from pomona.storage.console_sql import (
+    SqlAdminStore,
+    SqlAuditLog,
+    SqlConsoleSessionStore,
+    SqlDeviceListing,
+    SqlUserListing,
+)
 from pomona.storage.devices_sql import SqlDeviceStore
 from pomona.storage.enrollments_sql import SqlEnrollmentStore
 from pomona.storage.events_sql import SqlEventLog
@@ -421,3 +427,4 @@ class SqlUnitOfWork:
     console_sessions = _Store(SqlConsoleSessionStore)
     audit = _Store(SqlAuditLog)
     device_listing = _Store(SqlDeviceListing)
+    user_listing = _Store(SqlUserListing)

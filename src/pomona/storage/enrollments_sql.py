@@ -125,3 +125,6 @@ class SqlEnrollmentStore:
 
     def set_type(self, enrollment_id: str, type_: EnrollmentType) -> None:
         self._set(enrollment_id, type=type_.value)
+
+    def set_awaiting_configuration(self, enrollment_id: str, awaiting: bool) -> None:
+        self._set(enrollment_id, awaiting_configuration=awaiting)

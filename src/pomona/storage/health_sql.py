@@ -81,10 +81,11 @@ class SqlHealthStore:
                 .values(notified_at=now)
             )
 
-    def stuck_awaiting(self, tenant_id: str, before: datetime) -> list[tuple[str, str, datetime]]:
-        e = s.enrollments
+    def stuck_awaiting(self, tenant_id: str, before: datetime) -> list[tuple[str, str, str | None, datetime]]:
+        e, d = s.enrollments, s.devices
         q = (
-            select(e.c.id, e.c.udid, e.c.token_updated_at)
+            select(e.c.id, e.c.udid, d.c.serial, e.c.token_updated_at)
+            .select_from(e.join(d, d.c.id == e.c.device_id))
             .where(
                 and_(
                     e.c.tenant_id == tenant_id,
@@ -93,9 +94,10 @@ class SqlHealthStore:
                     e.c.token_updated_at < before,
                 )
             )
+            .order_by(e.c.token_updated_at)
             .limit(1000)
         )
-        return [(r[0], r[1], r[2]) for r in self.conn.execute(q)]
+        return [(r[0], r[1], r[2], utc_req(r[3])) for r in self.conn.execute(q)]
 
     def unlicensed_users(self, tenant_id: str) -> int:
         u = s.users

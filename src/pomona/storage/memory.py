@@ -41,7 +41,9 @@ from pomona.domain.models import (
 )
 from pomona.domain.policy import Restriction
 from pomona.ports import (
+    RULE_FIELDS,
     AbmAssignment,
+    AbmAssignmentRule,
     AbmDeviceRecord,
     AbmHistoryEntry,
     AbmProfileRecord,
@@ -160,6 +162,7 @@ class _Data:
     abm_profiles: dict[str, AbmProfileRecord] = field(default_factory=dict)  # id -> (no definitions)
     abm_definitions: dict[tuple[str, str], str] = field(default_factory=dict)  # (profile, token) -> uuid
     abm_assignments: dict[tuple[str, str], AbmAssignment] = field(default_factory=dict)  # (tenant, serial)
+    abm_rules: dict[str, AbmAssignmentRule] = field(default_factory=dict)  # id -> rule
     sequences: dict[str, int] = field(default_factory=dict)
     scep_ras: dict[str, CaKeyPair] = field(default_factory=dict)  # the tenants' scep_ra_* columns
     leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> holder, expires_at
@@ -533,6 +536,9 @@ class MemoryEnrollmentStore(_Store):
 
     def set_type(self, enrollment_id: str, type_: EnrollmentType) -> None:
         self.tx.change(self.d.enrollments, enrollment_id, type=type_)
+
+    def set_awaiting_configuration(self, enrollment_id: str, awaiting: bool) -> None:
+        self.tx.change(self.d.enrollments, enrollment_id, awaiting_configuration=awaiting)
 
 
 def _next_command(d: _Data, enrollment_id: str, *, skip_not_now: bool) -> QueuedCommand | None:
@@ -1260,6 +1266,42 @@ class MemoryDeviceListing(_Store):
         return len(self._mine(tenant_id, prefix))
 
 
+class MemoryUserListing(_Store):
+    """The SQL listing's order: by UPN, from the cursor on."""
+
+    def _mine(self, tenant_id: str, prefix: str | None) -> list[User]:
+        p = (prefix or "").lower()
+        return sorted(
+            (u for u in self.d.users.values() if u.tenant_id == tenant_id and u.upn.startswith(p)),
+            key=lambda u: u.upn,
+        )
+
+    def page(
+        self, tenant_id: str, *, after: str | None = None, prefix: str | None = None, limit: int = 50
+    ) -> list[User]:
+        return [u for u in self._mine(tenant_id, prefix) if after is None or u.upn > after][:limit]
+
+    def count(self, tenant_id: str, *, prefix: str | None = None) -> int:
+        return len(self._mine(tenant_id, prefix))
+
+    def device_counts(self, user_ids: Sequence[str]) -> dict[str, int]:
+        wanted = set(user_ids)
+        out: dict[str, int] = {}
+        for e in self.d.enrollments.values():
+            if e.user_id in wanted and e.status is _ACTIVE:
+                out[e.user_id] = out.get(e.user_id, 0) + 1
+        return out
+
+    def group_names(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
+        wanted = set(user_ids)
+        out: dict[str, list[str]] = {}
+        for gid, uid in self.d.group_members:
+            g = self.d.groups.get(gid)
+            if uid in wanted and g is not None:
+                out.setdefault(uid, []).append(g.name)
+        return {uid: sorted(names) for uid, names in out.items()}
+
+
 class MemoryHealthStore(_Store):
     """Findings kept as rows (the finding, first/last seen, resolved and notified times)."""
 
@@ -1308,16 +1350,24 @@ class MemoryHealthStore(_Store):
             if (f["code"], f["subject"]) in wanted:
                 self._update(f, notified_at=now)
 
-    def stuck_awaiting(self, tenant_id: str, before: datetime) -> list[tuple[str, str, datetime]]:
-        return [
-            (e.id, e.udid, e.token_updated_at)
-            for e in self.d.enrollments.values()
-            if e.tenant_id == tenant_id
-            and e.status is _ACTIVE
-            and e.awaiting_configuration
-            and e.token_updated_at is not None
-            and e.token_updated_at < before
-        ][:1000]
+    def stuck_awaiting(self, tenant_id: str, before: datetime) -> list[tuple[str, str, str | None, datetime]]:
+        held = sorted(
+            (
+                (e.token_updated_at, e.id, e.udid, e.device_id)
+                for e in self.d.enrollments.values()
+                if e.tenant_id == tenant_id
+                and e.status is _ACTIVE
+                and e.awaiting_configuration
+                and e.token_updated_at is not None
+                and e.token_updated_at < before
+            ),
+            key=lambda r: r[0],
+        )[:1000]
+        out: list[tuple[str, str, str | None, datetime]] = []
+        for since, eid, udid, device_id in held:
+            d = self.d.devices.get(device_id)
+            out.append((eid, udid, None if d is None else d.serial, since))
+        return out
 
     def unlicensed_users(self, tenant_id: str) -> int:
         return sum(
@@ -1439,6 +1489,15 @@ class MemoryAbmStore(_Store):
         for serial, entry in entries:
             self.tx.put(self.d.abm_history, self.tx.next_id("abm_history"), (tenant_id, serial, entry))
 
+    def flagged(
+        self, tenant_id: str, reason: str, *, serial: str | None = None
+    ) -> list[tuple[str, datetime]]:
+        latest: dict[str, AbmHistoryEntry] = {}
+        for _, (t, s, e) in sorted(self.d.abm_history.items()):
+            if t == tenant_id and serial in (None, s):
+                latest[s] = e
+        return sorted((s, e.at) for s, e in latest.items() if e.reason == reason)
+
     def profile_states(self, tenant_id: str, token_id: str) -> list[tuple[str, str, str]]:
         return [
             (s, r.device.profile_uuid, r.device.profile_status)
@@ -1487,6 +1546,28 @@ class MemoryAbmStore(_Store):
             if a.tenant_id == tenant_id:
                 self.tx.put(self.d.abm_assignments, (tenant_id, a.serial_number), a)
 
+    def add_rule(self, rule: AbmAssignmentRule) -> None:
+        self.tx.put(self.d.abm_rules, rule.id, rule)
+
+    def rules(self, tenant_id: str) -> list[AbmAssignmentRule]:
+        return sorted(
+            (r for r in self.d.abm_rules.values() if r.tenant_id == tenant_id),
+            key=lambda r: (r.priority, r.created_at, r.id),
+        )
+
+    def remove_rule(self, tenant_id: str, rule_id: str) -> bool:
+        found = self.d.abm_rules.get(rule_id)
+        return bool(
+            found is not None and found.tenant_id == tenant_id and self.tx.pop(self.d.abm_rules, rule_id)
+        )
+
+    def device_facts(self, tenant_id: str, token_id: str) -> dict[str, dict[str, str]]:
+        return {
+            s: {c: str(getattr(r.device, c, "") or "") for c in RULE_FIELDS}
+            for (t, s), r in self.d.abm_devices.items()
+            if t == tenant_id and r.token_id == token_id and not r.deleted
+        }
+
 
 class MemoryUnitOfWork:
     """The memory stores over one transaction."""
@@ -1516,6 +1597,7 @@ class MemoryUnitOfWork:
         self.console_sessions = MemoryConsoleSessionStore(tx)
         self.audit = MemoryAuditLog(tx)
         self.device_listing = MemoryDeviceListing(tx)
+        self.user_listing = MemoryUserListing(tx)
         self.abm = MemoryAbmStore(tx)
 
 

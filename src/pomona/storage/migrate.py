@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: The PostgreSQL advisory lock key migrations run under ("pomomigr" as 8 bytes, as a signed bigint).
+MIGRATION_LOCK = int.from_bytes(b"pomomigr", "big", signed=True)
 _REVISION = re.compile(r'^(down_revision|revision)\s*=\s*(None|"[^"]*"|\'[^\']*\')\s*$', re.MULTILINE)
 
 
@@ -40,8 +42,21 @@ def upgrade_if_needed(engine: Engine) -> None:
     imported). Whatever is not plainly at the head (no version table, another revision, a graph the
     files do not make plain) goes to Alembic, which migrates or refuses as it always did."""
     head = head_from_files()
-    if head is None or stored_revisions(engine) != [head]:
-        upgrade(engine)
+    if head is not None and stored_revisions(engine) == [head]:
+        return
+    if engine.dialect.name != "postgresql":
+        upgrade(engine)  # SQLite: one writer at a time already (BEGIN IMMEDIATE)
+        return
+    # Several hosts may start at once on an older PostgreSQL database (docs/deploy.md, "Several hosts"):
+    # one migrates while the others wait on a session advisory lock, then find the database at the head.
+    with engine.connect() as lock:
+        lock.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+        try:
+            if head is None or stored_revisions(engine) != [head]:
+                upgrade(engine)
+        finally:
+            lock.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+            lock.commit()
 
 
 def stored_revisions(engine: Engine) -> list[str] | None:

@@ -491,6 +491,7 @@ abm_devices = Table(
     Column("deleted", Boolean, nullable=False, default=False),
     Column("first_seen_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    Column("order_number", String(64), nullable=False, server_default=""),  # when ABM gives one
 )
 
 abm_device_history = Table(
@@ -548,6 +549,20 @@ abm_assignments = Table(
     Column("next_try_at", TS),
     Column("last_try_at", TS),
     Column("last_error", String(64)),
+    Column("rule_id", ID),  # not explicit: the assignment rule it came from (NULL: the default)
+)
+
+abm_assignment_rules = Table(
+    "abm_assignment_rules",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("profile_id", ID, ForeignKey("abm_profiles.id", ondelete="CASCADE"), nullable=False),
+    Column("field", String(32), nullable=False),  # model | device_family | order_number
+    Column("value", String(200), nullable=False),  # a case-insensitive glob
+    Column("priority", Integer, nullable=False),  # lowest first
+    Column("created_at", TS, nullable=False),
+    Index("ix_abm_assignment_rules_tenant_id", "tenant_id"),
 )
 
 # --- state shared between processes (issue 14) -----------------------------------------------------

@@ -21,9 +21,20 @@ certificate) and can be told to fail (:meth:`AbmEmulator.set_fault`, names in :d
 known), ``profile-rejected`` answers every ``POST /profile`` with a field error (FLAGS_INVALID) until
 cleared, ``assignment-fails --serial S`` answers FAILED to every assignment of S, and ``profile-removed
 --serial S`` shows S's profile ``removed`` (what ABM reports after a re-assignment, fleetdm/fleet
-#39871). Beside
+#39871), and ``assigned-elsewhere --serial S`` gives S to another MDM server: it leaves this server's
+list (a deletion), assigning it answers NOT_ACCESSIBLE, and its device details say
+``response_status: NOT_ACCESSIBLE`` (an unknown serial's say NOT_FOUND). Beside
 Apple's paths, ``/_emulator/...`` controls it over HTTP (token, add-device, fault), which the
 ``pomona emulate abm token|add-device|fault`` commands use.
+
+``POST /_device/activation`` with ``{"serial_number": S}`` is what Apple's activation service tells a device
+in Setup Assistant (the "cloud configuration" the ADE virtual device, :mod:`pomona.testing.ade_device`,
+asks for): 200 with the assigned profile's JSON (Apple's profile fields plus ``profile_uuid``), 404
+``{"error": "NOT_ASSIGNED"}`` for a listed serial with no profile, 404 ``{"error": "NOT_FOUND"}`` for a
+serial ABM does not list. Serving it marks the device's profile ``pushed`` (with ``profile_push_time``),
+as Apple does. With ``device-cannot-reach-apple --serial S`` the request of S gets no answer: the HTTP
+server drops the connection, the in-process transport raises ``httpx.ConnectError`` (the device sees
+XPC_TYPE_ERROR Connection invalid: DEP_NETWORK_ERROR).
 
 Serve it in-process through :meth:`AbmEmulator.transport` (an ``httpx.MockTransport``), or over HTTP with
 :meth:`AbmEmulator.serve_in_thread` / ``pomona emulate abm``.
@@ -59,7 +70,7 @@ from pomona.protocol.dep import (
     format_time,
 )
 
-__all__ = ["FAULTS", "AbmEmulator", "AbmEmulatorServer"]
+__all__ = ["ACTIVATION_PATH", "FAULTS", "AbmEmulator", "AbmEmulatorServer", "ConnectionDropped"]
 
 #: The faults ``pomona emulate abm fault --fault NAME`` accepts.
 FAULTS: Final = (
@@ -77,6 +88,8 @@ FAULTS: Final = (
     "clear",
 )
 MAX_LIMIT: Final = 1000
+#: Where a device asks for its activation record (not an Apple path of the device assignment service).
+ACTIVATION_PATH: Final = "/_device/activation"
 SESSION_TTL: Final = timedelta(minutes=5)
 _PRODUCTS: Final = {
     "iPhone15,2": ("iPhone 14 Pro", "iPhone", "iOS"),
@@ -87,6 +100,11 @@ _PRODUCTS: Final = {
 _PHONE_CHARS: Final = set("0123456789+-() ")
 
 Answer = tuple[int, dict[str, str], bytes]
+
+
+class ConnectionDropped(Exception):
+    """The emulator gives this request no answer at all (``device-cannot-reach-apple``): the HTTP server
+    closes the connection, the in-process transport raises ``httpx.ConnectError``."""
 
 
 def _json(status: int, obj: object, headers: dict[str, str] | None = None) -> Answer:
@@ -176,10 +194,29 @@ class AbmEmulator:
             self._save_soon()
             return serials
 
-    def add_device(self, serial: str, *, product: str = "iPhone15,2", os_version: str = "17.4") -> AbmDevice:
-        """One device assigned to this MDM server (an order shipped, or a device added in ABM)."""
+    def add_device(
+        self,
+        serial: str,
+        *,
+        product: str = "iPhone15,2",
+        os_version: str = "17.4",
+        model: str | None = None,
+        device_family: str | None = None,
+        order_number: str = "",
+    ) -> AbmDevice:
+        """One device assigned to this MDM server (an order shipped, or a device added in ABM); ``model``
+        and ``device_family`` (Apple's fields) default to the product's. ``order_number`` is not in
+        Apple's device-assignment answers (protocol.dep.AbmDevice): given, the device's JSON carries it."""
         with self._lock:
             d = self._add(serial, product, os_version)
+            if model is not None or device_family is not None or order_number:
+                d = replace(
+                    d,
+                    model=model or d.model,
+                    device_family=device_family or d.device_family,
+                    order_number=order_number,
+                )
+                self.s.devices[serial] = d
             self._save_soon()
             return d
 
@@ -351,6 +388,8 @@ class AbmEmulator:
             self.calls.append((method, path))
             if path.startswith("/_emulator/"):
                 return self._control(method, path, body)
+            if path == ACTIVATION_PATH:
+                return self._activation(method, body)
             if path == "/session":
                 return self._session(method, url, headers)
             token = headers.get("x-adm-auth-session", "")
@@ -541,7 +580,9 @@ class AbmEmulator:
         out: dict[str, dict[str, str]] = {}
         for serial in serials:
             d = self.s.devices.get(serial)
-            if d is None:
+            if serial in self.s.elsewhere:  # ABM knows it, but gives it to another MDM server
+                out[serial] = {"serial_number": serial, "response_status": "NOT_ACCESSIBLE"}
+            elif d is None:
                 out[serial] = {"serial_number": serial, "response_status": "NOT_FOUND"}
             else:
                 out[serial] = {**encode_device(d), "response_status": "SUCCESS"}
@@ -639,6 +680,30 @@ class AbmEmulator:
                 out[serial] = "NOT_ACCESSIBLE"
         return _json(200, {"devices": out})
 
+    # --- the device side: Apple's activation service ---------------------------------------------------
+    def _activation(self, method: str, body: bytes) -> Answer:
+        """A device's activation record: its assigned profile (see the module docstring)."""
+        if method != "POST":
+            return _text(405, "METHOD_NOT_ALLOWED")
+        try:
+            obj = json.loads(body) if body else {}
+        except ValueError:
+            return _text(400, "MALFORMED_REQUEST_BODY")
+        serial = obj.get("serial_number") if isinstance(obj, dict) else None
+        if not isinstance(serial, str) or not serial:
+            return _text(400, "MALFORMED_REQUEST_BODY")
+        if serial in self.s.unreachable:
+            raise ConnectionDropped(serial)
+        d = self.s.devices.get(serial)
+        if d is None:
+            return _json(404, {"error": "NOT_FOUND"})
+        profile = self.s.profiles.get(d.profile_uuid) if d.profile_uuid else None
+        if profile is None or d.profile_status not in ("assigned", "pushed"):
+            return _json(404, {"error": "NOT_ASSIGNED"})
+        self._modify(serial, profile_status="pushed", profile_push_time=self.clock())
+        self._save_soon()
+        return _json(200, profile)
+
     # --- control (pomona emulate abm token | add-device | fault) -------------------------------------
     def _control(self, method: str, path: str, body: bytes) -> Answer:
         try:
@@ -674,9 +739,12 @@ class AbmEmulator:
         """An httpx transport answering from this emulator in-process (tests, the benchmark)."""
 
         def answer(request: httpx.Request) -> httpx.Response:
-            status, headers, body = self.handle(
-                request.method, str(request.url), dict(request.headers), request.read()
-            )
+            try:
+                status, headers, body = self.handle(
+                    request.method, str(request.url), dict(request.headers), request.read()
+                )
+            except ConnectionDropped as exc:
+                raise httpx.ConnectError("XPC_TYPE_ERROR Connection invalid", request=request) from exc
             return httpx.Response(status, headers=headers, content=body)
 
         return httpx.MockTransport(answer)
@@ -736,7 +804,13 @@ class AbmEmulatorServer:
                 size = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(size) if size else b""
                 url = f"{scheme}://{self.headers.get('Host', host)}{self.path}"
-                status, headers, content = outer.handle(self.command, url, dict(self.headers.items()), body)
+                try:
+                    status, headers, content = outer.handle(
+                        self.command, url, dict(self.headers.items()), body
+                    )
+                except ConnectionDropped:
+                    self.close_connection = True  # no status line: the client sees the connection drop
+                    return
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)

@@ -14,15 +14,21 @@ signer, two signers, MD5, no signer certificate, no signed attributes, another k
     ca = TestDeviceCa.generate()
     body = device.machine_info(ca)            # pomona.testing.virtual_device.VirtualDevice
     verify_machine_info(body, ca.trusted_keys)
+
+:meth:`TestDeviceCa.save` keeps one in a folder (``pomona simulate --ade --device-ca DIR`` uses it from
+there): ``ca.pem`` is the device CA's certificate, the file a test server is told to trust
+(``POMONA_ADE_TEST_DEVICE_CA=DIR/ca.pem``); ``ca.key``, ``root.pem`` and ``root.key`` stay beside it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Final, Literal
 
 from asn1crypto import algos, core
 from asn1crypto import cms as asn1_cms
@@ -34,7 +40,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pomona.protocol import cms
 
-__all__ = ["Issuer", "KeyType", "TestDeviceCa", "sign_machine_info"]
+__all__ = ["CA_FILE", "Issuer", "KeyType", "TestDeviceCa", "sign_machine_info"]
+
+#: The device CA's certificate in a saved :class:`TestDeviceCa` folder: what a test server trusts.
+CA_FILE: Final = "ca.pem"
+_FILES: Final = {"device_ca": (CA_FILE, "ca.key"), "root": ("root.pem", "root.key")}
 
 KeyType = Literal["rsa", "ec"]
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
@@ -201,6 +211,44 @@ class TestDeviceCa:
     def trusted_keys(self) -> tuple[cms.PublicKey, ...]:
         """What a test-mode server trusts: the device CA's public key (never its certificate's dates)."""
         return (self.device_ca.cert.public_key(),)  # type: ignore[return-value]
+
+    def save(self, folder: Path) -> Path:
+        """Write the root and the device CA (certificates and keys, PEM; keys readable by the owner
+        only) into ``folder``; returns the path of ``ca.pem``, the device CA certificate to trust."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for attr, (cert_name, key_name) in _FILES.items():
+            issuer: Issuer = getattr(self, attr)
+            (folder / cert_name).write_bytes(issuer.cert.public_bytes(serialization.Encoding.PEM))
+            key_pem = issuer.key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            fd = os.open(folder / key_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(key_pem)
+        return folder / CA_FILE
+
+    @classmethod
+    def load(cls, folder: Path) -> TestDeviceCa:
+        """The test CA :meth:`save` wrote into ``folder`` (``OSError`` or ``ValueError`` when it did not)."""
+        loaded: dict[str, Issuer] = {}
+        for attr, (cert_name, key_name) in _FILES.items():
+            cert = x509.load_pem_x509_certificate((folder / cert_name).read_bytes())
+            key = serialization.load_pem_private_key((folder / key_name).read_bytes(), password=None)
+            if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+                raise ValueError(f"{folder / key_name} is neither an RSA nor an EC key")
+            loaded[attr] = Issuer(key, cert)
+        return cls(loaded["root"], loaded["device_ca"])
+
+    @classmethod
+    def load_or_create(cls, folder: Path) -> tuple[TestDeviceCa, bool]:
+        """The test CA saved in ``folder``, or a new one saved there: (the CA, whether it is new)."""
+        if (folder / CA_FILE).exists():
+            return cls.load(folder), False
+        ca = cls.generate()
+        ca.save(folder)
+        return ca, True
 
     def issue_device_identity(
         self, udid: str, *, key: cms.PrivateKey | None = None, key_type: KeyType = "rsa"

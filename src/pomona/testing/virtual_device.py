@@ -15,6 +15,8 @@ Errors a caller can catch::
 Network failures are not wrapped: they surface as ``httpx.TransportError``.
 
 Steps are named ``profile``, ``scep``, ``authenticate``, ``tokenupdate``, ``command`` and ``checkout``.
+Automated Device Enrollment (activation record, MachineInfo, Setup Assistant's sign-in, the wait for
+DeviceConfigured) is :func:`pomona.testing.ade_device.run_setup_assistant`, over this device.
 A device is not shared between threads, but many devices may run at once, one per thread: the module keeps
 no global mutable state (the shared key pool lives in :mod:`pomona.testing.keypool`).
 
@@ -697,6 +699,23 @@ class VirtualDevice:
         response = self._send("GET", url, headers={"User-Agent": self._user_agent(), "Accept": "*/*"})
         if response.status_code != 200:
             raise self._refusal("profile", response)
+        return self.read_profile(response)
+
+    def accept_profile(self, response: httpx.Response) -> EnrollmentProfile:
+        """Keep the enrollment profile another exchange answered (ADE: the answer to MachineInfo, or
+        the Setup Assistant web view's last page), as ``download()`` keeps a fetched one; then
+        ``install()``. Raises ``ServerMisbehaved`` as ``fetch_profile`` does."""
+        profile = self.read_profile(response)
+        self._enrollment = _Enrollment(profile=profile)
+        return profile
+
+    def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One HTTP request through the device's client, counted in ``requests`` (ADE's exchanges)."""
+        return self._send(method, url, **kwargs)
+
+    def read_profile(self, response: httpx.Response) -> EnrollmentProfile:
+        """Check an answer holding an enrollment profile (content type, CMS signature, pinning) and
+        decode it; raises ``ServerMisbehaved`` (step ``profile``) for what iOS would not install."""
         ctype = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype != PROFILE_CONTENT_TYPE:
             raise ServerMisbehaved(

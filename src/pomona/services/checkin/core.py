@@ -20,7 +20,7 @@ The hot path is an idle device on the command channel: one read outside any tran
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -73,6 +73,7 @@ from pomona.services.base import ServiceBase
 from pomona.services.checkin.handler import Refused, Request
 from pomona.services.checkin.results import ResultStores, result_hook
 from pomona.services.policy import DecisionStores, PolicyService, refusal
+from pomona.services.release import RELEASE, configuration_done, release_command
 
 TOUCH_EVERY = timedelta(seconds=60)
 """A device's last-seen time is written at most this often."""
@@ -375,11 +376,14 @@ class CheckinCore(ServiceBase[CheckinStores]):
                 enrollment.id, msg.token, msg.push_magic, msg.unlock_token, msg.awaiting_configuration, now
             )
             uow.devices.touch(enrollment.device_id, now)
-            uow.pushes.token_updated(enrollment.id, tenant_id, now)  # a 410'd token is valid again
             user = None if enrollment.user_id is None else uow.users.get(tenant_id, enrollment.user_id)
             upn = None if user is None else user.upn  # the funnel of a user's attempt reads it
             detail = {"awaiting_configuration": msg.awaiting_configuration}
             uow.events.append(self._event(enrollment, Step.TOKENUPDATE, detail, upn=upn))
+            held = replace(enrollment, awaiting_configuration=msg.awaiting_configuration)
+            if configuration_done(uow, held):  # held at Setup Assistant with nothing to do first
+                self._release(uow, held, now)
+            uow.pushes.token_updated(enrollment.id, tenant_id, now)  # a 410'd token is valid again
         if enrollment.token_updated_at is None:  # the enrollment's first push token: it is complete
             self.metrics.enrollment_completed()
         return b""
@@ -492,5 +496,27 @@ class CheckinCore(ServiceBase[CheckinStores]):
             "request_type": cmd.request_type,
             "status": status.value,
             "error_chain": report.error_chain,
+        }
+        held = enrollment
+        if enrollment.awaiting_configuration:  # held at Setup Assistant (services/release.py)
+            held = uow.enrollments.get(enrollment.tenant_id, enrollment.id) or enrollment
+            if not held.awaiting_configuration:
+                detail["released"] = True  # DeviceConfigured acknowledged: the hold ended
+        uow.events.append(self._event(enrollment, Step.COMMAND, detail))
+        if (
+            status is not CommandStatus.NOT_NOW
+            and cmd.request_type != RELEASE  # a refused release is not sent again in a loop
+            and configuration_done(uow, held)
+        ):
+            self._release(uow, held, now)
+
+    def _release(self, uow: CheckinStores, enrollment: Enrollment, now: datetime) -> None:
+        """Queue DeviceConfigured: the held device's configuration step is done (services/release.py)."""
+        (cmd,) = uow.commands.enqueue_many([release_command(enrollment, now)])
+        detail = {
+            "action": "release",
+            "auto": True,
+            "command_uuid": cmd.command_uuid,
+            "request_type": RELEASE,
         }
         uow.events.append(self._event(enrollment, Step.COMMAND, detail))

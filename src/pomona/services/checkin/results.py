@@ -16,6 +16,7 @@ from pomona.ports import CommandQueue, DeviceStore, EnrollmentStore
 from pomona.protocol.command import (
     Command,
     CommandReport,
+    DeviceConfigured,
     DeviceInformation,
     EraseDevice,
     decode_inventory,
@@ -46,6 +47,12 @@ def update_inventory(uow: ResultStores, enrollment: Enrollment, report: CommandR
         uow.devices.update_inventory(enrollment.tenant_id, enrollment.device_id, fields)
 
 
+def end_awaiting(uow: ResultStores, enrollment: Enrollment, report: CommandReport, now: datetime) -> None:
+    """DeviceConfigured: the device leaves Setup Assistant, so the enrollment no longer awaits
+    configuration (services/release.py)."""
+    uow.enrollments.set_awaiting_configuration(enrollment.id, False)
+
+
 def end_erased(uow: ResultStores, enrollment: Enrollment, report: CommandReport, now: datetime) -> None:
     """EraseDevice: the device wipes itself and its identity with it, so its enrollment ends here."""
     uow.enrollments.end(enrollment.id, EnrollmentStatus.REMOVED, now)
@@ -54,6 +61,7 @@ def end_erased(uow: ResultStores, enrollment: Enrollment, report: CommandReport,
 
 RESULT_HOOKS: Final[Mapping[type[Command], ResultHook]] = {
     DeviceInformation: update_inventory,
+    DeviceConfigured: end_awaiting,
     EraseDevice: end_erased,
 }
 """The side effect of an Acknowledged result, by command class."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from pomona.domain.checks import AWAITING_STUCK_AFTER
-from pomona.domain.models import EnrollmentStatus, Step
+from pomona.domain.models import Enrollment, EnrollmentStatus, Step
 from pomona.domain.reasons import ReasonCode as R
 from pomona.services.diagnose.checkers.base import Checker
 from pomona.services.diagnose.context import Context
@@ -105,6 +105,13 @@ def _install_failed(ctx: Context) -> Assessment:
     return Assessment(R.PROFILE_INSTALL_FAILED, Verdict.UNKNOWN, [], {}, note("device_only"))
 
 
+def _held_facts(ctx: Context, e: Enrollment) -> dict[str, object]:
+    """The held device's serial, UDID and since when: the resolution's `pomona abm release --serial`."""
+    device = next((d for d in ctx.devices if d.id == e.device_id), None)
+    since = e.token_updated_at.isoformat() if e.token_updated_at else None
+    return {"serial": None if device is None else device.serial, "udid": e.udid, "since": since}
+
+
 def _stuck(ctx: Context) -> Assessment:
     stuck = [
         e
@@ -126,7 +133,7 @@ def _stuck(ctx: Context) -> Assessment:
                 }
                 for e in stuck
             ],
-            {},
+            _held_facts(ctx, stuck[0]),
             note("held_at_setup"),
         )
     return Assessment(R.AWAITING_CONFIGURATION_STUCK, Verdict.RULED_OUT, [], {}, note("none_waiting"))
