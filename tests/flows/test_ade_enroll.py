@@ -336,7 +336,7 @@ class TestModernAuth:
         assert a.client.get(web).status_code == 400
         header = base64.b64encode(a.device().machine_info(TestDeviceCa.generate())).decode()
         r = a.client.get(web, headers={"x-apple-aspen-deviceinfo": header})
-        assert r.status_code == 401 and 'data-code="MACHINEINFO_SIGNER_UNTRUSTED"' in r.text
+        assert r.status_code == 401 and 'data-reason="MACHINEINFO_SIGNER_UNTRUSTED"' in r.text
 
 
 class TestTestCaSetting:

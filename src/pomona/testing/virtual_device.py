@@ -516,25 +516,6 @@ class VirtualDevice:
         body = self.machine_info(device_ca, can_request_software_update=can_request_software_update)
         return self._send("POST", url, content=body, headers=headers)
 
-    def accept_profile(self, response: httpx.Response) -> EnrollmentProfile:
-        """Take an ADE answer (the MachineInfo POST's, or the web view's last page) as the downloaded
-        enrollment profile: refused unless 200 ``application/x-apple-aspen-config`` signed as iOS
-        wants; then ``install()`` enrolls with it."""
-        if response.status_code != 200:
-            raise self._refusal("profile", response)
-        ctype = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if ctype != PROFILE_CONTENT_TYPE:
-            raise ServerMisbehaved(
-                "profile", f"Content-Type {ctype!r}, iOS only installs {PROFILE_CONTENT_TYPE}"
-            )
-        try:
-            content, _ = cms.verify_attached(response.content)
-            profile = profile_codec.decode_profile(content)
-        except (cms.CmsError, ValueError) as exc:
-            raise ServerMisbehaved("profile", f"ADE profile cannot be used: {exc}") from exc
-        self._enrollment = _Enrollment(profile=profile)
-        return profile
-
     # -- fault injection ---------------------------------------------------------------------------
 
     def inject(
