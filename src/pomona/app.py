@@ -21,9 +21,11 @@ if TYPE_CHECKING:
     from pomona.net.dns import DnsResolver
     from pomona.pki.adapters import CmsProfileSigner, LocalPki
     from pomona.ports import CaCertificate, CertificateAuthority, Metrics, Pki, Sealer
+    from pomona.protocol.cms import PublicKey
     from pomona.push.certkit import LocalPushCertKit
     from pomona.push.gateway import ApnsGateway
     from pomona.services.abm import AbmService
+    from pomona.services.ade import AdeEnrollmentService
     from pomona.services.admin import AdminService
     from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
     from pomona.services.checkin import CheckinService
@@ -273,6 +275,20 @@ class Pomona:
         )
 
     @cached_property
+    def ade(self) -> AdeEnrollmentService:
+        from pomona.services.ade import AdeEnrollmentService
+
+        return AdeEnrollmentService(
+            self.db,
+            self.clock,
+            self.enrollment,
+            self.policy,
+            ade_trusted_keys(self.settings),
+            self.portal.sign_in_password,
+            metrics=self.metrics,
+        )
+
+    @cached_property
     def background(self) -> Background:
         from pomona.services.jobs import Background, LeaderLease, SingletonJob
         from pomona.services.release import WATCH_EVERY
@@ -359,6 +375,7 @@ _SERVICES = (
     "abm",
     "health",
     "portal",
+    "ade",
     "background",
     "commands",
     "scep",
@@ -366,6 +383,53 @@ _SERVICES = (
     "reports",
     "console",
 )
+
+
+def ade_trusted_keys(settings: Settings) -> tuple[PublicKey, ...]:
+    """The device CA keys the ADE endpoint trusts: Apple's pinned iPhone Device CA key, and the test
+    device CA of POMONA_ADE_TEST_DEVICE_CA (test mode only: logged as a warning each time it is loaded)."""
+    import logging
+
+    from pomona.protocol.machineinfo import apple_device_ca_keys
+
+    keys: list[PublicKey] = list(apple_device_ca_keys())
+    path = settings.ade_test_device_ca
+    if path is not None:
+        keys.append(load_test_device_ca(path))
+        logging.getLogger("pomona.ade").warning(
+            "TEST MODE: the ADE endpoint trusts the test device CA %s (POMONA_ADE_TEST_DEVICE_CA) besides "
+            "Apple's; never in production",
+            path,
+        )
+    return tuple(keys)
+
+
+def load_test_device_ca(path: Path) -> PublicKey:
+    """The public key of POMONA_ADE_TEST_DEVICE_CA: a PEM certificate or public key, else CERT_FILE_INVALID."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from pomona.domain.errors import CertFileError
+    from pomona.pki.tls import read_pem_file
+
+    what = "POMONA_ADE_TEST_DEVICE_CA"
+    pem = read_pem_file(path, what)
+    key: object
+    try:
+        key = (
+            x509.load_pem_x509_certificate(pem).public_key()
+            if b"CERTIFICATE-----" in pem
+            else serialization.load_pem_public_key(pem)
+        )
+    except ValueError:
+        key = None
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise CertFileError(
+            f"{what} {path}: give the test device CA's certificate (or its RSA or EC public key) in PEM",
+            path=str(path),
+        )
+    return key
 
 
 def _configured_signer(path: Path) -> CmsProfileSigner:
@@ -604,6 +668,12 @@ def run_doctor(settings: Settings, *, public_url: str | None, ca_file: Path | No
     finally:
         if db is not None:
             db.dispose()
+    if settings.ade_test_device_ca is not None:  # test mode only: say so wherever it is on
+        test_ca = str(settings.ade_test_device_ca)
+        finding = Finding(
+            ReasonCode.ADE_TEST_DEVICE_CA_TRUSTED, Severity.WARNING, "server", {"path": test_ca}
+        )
+        lines.append(line("ade_device_ca", test_ca, [finding]))
     p = build(settings, migrate=False) if at_head else None
     try:
         url = public_url or (p.public_url if p is not None else None)

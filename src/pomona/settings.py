@@ -301,6 +301,14 @@ class Settings(BaseSettings):
         description="Seconds before an ADE profile assignment that did not take is tried again (doubled "
         "at each further try, at most six hours).",
     )
+    ade_test_device_ca: Path | None = Field(
+        None,
+        description="TEST MODE ONLY: a PEM file holding a test device CA's certificate (or public key) "
+        "whose key the ADE enrollment endpoint trusts for MachineInfo signatures IN ADDITION to Apple's "
+        "pinned iPhone Device CA key, so that virtual devices can enroll by ADE. Never set it in "
+        "production: anyone with that CA's key could enroll as any serial ABM lists. `pomona serve` logs "
+        "a warning naming it at start-up.",
+    )
     lang: Lang | None = Field(
         None,
         validation_alias=AliasChoices("POMONA_LANG", "LC_ALL", "LANG"),

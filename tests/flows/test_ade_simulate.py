@@ -3,10 +3,9 @@ ABM emulator over HTTP as Apple: userless (held at Setup Assistant, then release
 challenge), modern (the web view's sign-in and TOTP), and DEP_MFA_WITH_LEGACY_AUTH; and `pomona simulate
 --ade` as a process against `pomona serve`.
 
-SKIPPED until the ADE endpoint (`POST /ade/{tenant}/enroll`, `GET/POST /ade/{tenant}/web`, helper
-adeenroll) is merged: the coordinator removes the skip below after the merge. The server trusts the test
-device CA through POMONA_ADE_TEST_DEVICE_CA (the PEM file of the test device CA certificate,
-``TestDeviceCa.save(DIR)`` -> ``DIR/ca.pem``)."""
+The ADE endpoint is `POST /ade/{tenant}/enroll` and `GET/POST /ade/{tenant}/web` (services/ade.py,
+http/ade.py). The server trusts the test device CA through POMONA_ADE_TEST_DEVICE_CA (the PEM file of
+the test device CA certificate, ``TestDeviceCa.save(DIR)`` -> ``DIR/ca.pem``)."""
 
 from __future__ import annotations
 
@@ -32,19 +31,6 @@ from pomona.testing.abm_emulator import AbmEmulator, AbmEmulatorServer
 from pomona.testing.ade_device import AdeResult, AdeStep, run_setup_assistant
 from pomona.testing.device_ca import TestDeviceCa
 from pomona.testing.virtual_device import VirtualDevice
-
-try:  # the ADE endpoint's service: present once helper adeenroll's branch is merged
-    import pomona.services.ade  # noqa: F401
-
-    HAVE_ADE_ENDPOINT = True
-except ImportError:
-    HAVE_ADE_ENDPOINT = False
-
-# TODO(coordinator): remove this skip after merging adeenroll.
-pytestmark = pytest.mark.skipif(
-    not HAVE_ADE_ENDPOINT,
-    reason="!!! SKIPPED: needs the ADE endpoint (helper adeenroll); remove this skip after the merge !!!",
-)
 
 TENANT = "acme"
 PUBLIC = "https://mdm.acme.example"

@@ -22,6 +22,7 @@ from pomona.ports import UnitOfWork
 from pomona.push.certkit import LocalPushCertKit
 from pomona.push.gateway import TenantIdentitySource
 from pomona.services.abm import AbmService
+from pomona.services.ade import AdeEnrollmentService
 from pomona.services.admin import AdminService
 from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
 from pomona.services.base import ServiceBase
@@ -106,6 +107,7 @@ CHECKIN = DECISION | {"tenants", "certs", "devices", "commands", "pushes", "even
 # The reviewed record: a service that needs another store changes its Protocol AND this line.
 EXPECTED: dict[type, set[str]] = {
     AbmService: {"tenants", "abm", "events"},
+    AdeEnrollmentService: DECISION | {"tenants", "abm", "enrollment_tokens", "events"},
     AdminService: {"tenants", "users", "api_tokens", "enrollment_tokens", "restrictions", "events"},
     ApnsLifecycle: {"tenants", "push_certs", "reenrollments", "pushes", "reachability", "events"},
     Notifier: {"tenants", "webhooks", "events"},
@@ -203,12 +205,12 @@ class TestNarrow:
         ("store", "who"),
         [
             ("api_tokens", {AdminService}),
-            ("enrollment_tokens", {AdminService, EnrollmentService}),
+            ("enrollment_tokens", {AdminService, EnrollmentService, AdeEnrollmentService}),
             ("webhooks", {Notifier}),
             ("push_certs", {PushService, ApnsLifecycle}),
             ("reenrollments", {ApnsLifecycle}),
             ("health", {HealthService}),
-            ("abm", {AbmService}),
+            ("abm", {AbmService, AdeEnrollmentService}),
             ("certs", {EnrollmentService, CheckinService, CheckinCore}),
         ],
     )

@@ -79,6 +79,7 @@ class TestLabelsAndRedaction:
             ("/mdm/6f1c/other", "unmatched"),
             ("/scep/6f1c", "/scep/{tenant}"),
             ("/enroll/s3cret", "/enroll/{token}"),
+            ("/ade/6f1c/enroll", "/ade/{tenant}/enroll"),
             ("/wp-login.php", "unmatched"),
         ],
     )

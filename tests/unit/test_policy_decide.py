@@ -433,6 +433,28 @@ class TestStages:
         assert decide(policy_input()).ownership is Ownership.PERSONAL
 
 
+class TestUserless:
+    def test_no_user_checks_no_previous_user_no_limit(self) -> None:
+        """A userless enrollment (ADE, auth none) skips checks 3, 8 and 9 and is allowed, corporate."""
+        inp = policy_input(
+            user=None, userless=True, corporate=True, other_user_enrollment=other(), active_device_count=99
+        )
+        d = decide(inp)
+        assert d.allowed and d.ownership is Ownership.CORPORATE
+        assert decide(replace(inp, userless=False)).reason is R.USER_NOT_FOUND
+
+    def test_tenant_and_device_checks_still_run(self) -> None:
+        """Authority, push certificate, blocked device, platform and OS range still refuse it."""
+        base = policy_input(user=None, userless=True, corporate=True)
+        assert decide(replace(base, mdm_authority=None)).reason is R.MDM_AUTHORITY_NOT_SET
+        assert decide(replace(base, push_not_after=None)).reason is R.APNS_CERT_MISSING
+        assert decide(replace(base, blocked=True)).reason is R.DEVICE_BLOCKED
+        blocked = only(type_rule(id="rt-x", ios_allowed=False))
+        assert decide(replace(base, restrictions=blocked)).reason is R.PLATFORM_BLOCKED
+        low = only(type_rule(id="rt-x", ios_min_os="18"))
+        assert decide(replace(base, restrictions=low)).reason is R.OS_VERSION_TOO_LOW
+
+
 class TestRestrictionTypes:
     def test_one_dataclass_per_kind(self) -> None:
         """Each RestrictionKind has its own frozen dataclass, which names its kind."""

@@ -127,6 +127,7 @@ class EnrollmentToken:
     uses_count: int
     created_at: datetime
     revoked: bool = False
+    ade_serial: str | None = None  # an ADE challenge: the serial whose verified MachineInfo it answered
 
     def remaining(self) -> int:
         return max(0, self.uses_allowed - self.uses_count)
@@ -144,6 +145,7 @@ class IssuedCert:
     not_after: datetime
     issued_at: datetime
     enrollment_id: str | None = None
+    ade_serial: str | None = None  # issued for an ADE challenge: Authenticate must name this serial
 
 
 @dataclass(frozen=True, slots=True)

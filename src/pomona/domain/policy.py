@@ -13,6 +13,10 @@ Checks run in a fixed order, and the first refusal wins:
     8. previous enrollment of this device     DEVICE_ENROLLED_TO_OTHER_USER      (at Authenticate)
     9. device limit restriction               DEVICE_LIMIT_REACHED
 
+A userless enrollment (``PolicyInput.userless``: an ADE device whose profile signs no user in, auth
+``none``) has no user to check: checks 3, 8 and 9 are skipped, and the Default restrictions apply (no
+group). Every other check runs as above; an ADE device is corporate, so check 7 never refuses it.
+
 Restrictions come in two kinds (``RestrictionKind``), one dataclass each: a ``DeviceTypeRestriction``
 decides checks 5 to 7, a ``DeviceLimitRestriction`` check 9. Restrictions of one kind apply by group; the
 one with the best (lowest) priority number among those assigned to a group of the user wins; the
@@ -271,6 +275,7 @@ class PolicyInput:
     blocked: bool = False
     active_device_count: int = 0  # the user's active enrollments, not counting this device's own
     other_user_enrollment: OtherEnrollment | None = None
+    userless: bool = False  # no user to check (an ADE device with auth none): checks 3, 8, 9 skipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,10 +397,11 @@ def decide(inp: PolicyInput) -> Decision:
             expired_at=inp.push_not_after.isoformat(),
         )
     if user is None:
-        return refuse(ReasonCode.USER_NOT_FOUND, "the user is not in this tenant's directory")
-    if not user.enabled:
+        if not inp.userless:
+            return refuse(ReasonCode.USER_NOT_FOUND, "the user is not in this tenant's directory")
+    elif not user.enabled:
         return refuse(ReasonCode.USER_DISABLED, "the user is disabled", upn=user.upn)
-    if not user.licensed:
+    elif not user.licensed:
         if inp.free_seats <= 0:
             return refuse(
                 ReasonCode.LICENSES_EXHAUSTED, "the user has no licence and no seat is free", upn=user.upn
@@ -446,6 +452,8 @@ def decide(inp: PolicyInput) -> Decision:
                 serial=inp.serial,
             )
     other = inp.other_user_enrollment
+    if user is None:  # userless: no previous-user check, no device limit
+        return Decision(True, None, "allowed", plat, lim, count, limit_value, ownership, is_dem, {})
     if inp.stage is Stage.AUTHENTICATE and other is not None and other.user_id != user.id:
         return refuse(
             ReasonCode.DEVICE_ENROLLED_TO_OTHER_USER,

@@ -86,6 +86,8 @@ def route_template(scope: Scope) -> str:
         return "/scep/{tenant}"
     if path.startswith("/enroll/"):
         return "/enroll/{token}"
+    if path.startswith("/ade/") and path.rstrip("/").endswith("/enroll"):
+        return "/ade/{tenant}/enroll"
     if path == "/metrics":
         return path
     route = scope.get("route")  # Starlette's router records the route it matched

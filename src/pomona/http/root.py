@@ -5,6 +5,9 @@ Device endpoints:
     GET       /enroll/{token}              the signed enrollment profile (a refusal: the device answer,
                                            or for a browser a page, http/link_pages.py)
     GET|POST  /scep/{tenant_id}            SCEP (GetCACaps, GetCACert, PKIOperation)
+    POST      /ade/{tenant_id}/enroll      an ADE device's signed MachineInfo -> its enrollment profile
+                                           (services/ade.py; the web view /ade/{tenant_id}/web is
+                                           http/ade.py's, behind RequestLimits like the portal)
     PUT       /mdm/{tenant_id}/checkin     check-in messages (CheckInURL)
     PUT       /mdm/{tenant_id}/connect     the command channel (ServerURL)
 Both MDM URLs route by Content-Type, as Apple's devices label their messages.
@@ -47,6 +50,7 @@ from pomona.http.middleware import (
     is_local_caller,
     route_template,
 )
+from pomona.services.ade import MAX_MACHINE_INFO, AdeAnswer, AdeAnswerKind
 from pomona.services.checkin import MAX_BODY
 from pomona.services.container import Services
 from pomona.services.context import bind_caller, bind_request_id, reset_caller, reset_request_id
@@ -128,6 +132,29 @@ def device_error(exc: BaseException, request_id: str) -> Answer:
     return e.status, json.dumps(body).encode(), "application/json"
 
 
+def ade_error(exc: BaseException, request_id: str) -> Answer:
+    """The ADE endpoint's refusal: ``{code, message}`` (the contract) with the reason and request id."""
+    e = described(exc, request_id)
+    body = {"code": e.reason.value, "message": e.message, "reason": e.reason.value, "request_id": request_id}
+    return e.status, json.dumps(body).encode(), "application/json"
+
+
+def ade_answer(answer: AdeAnswer, headers: list[tuple[bytes, bytes]]) -> Answer:
+    """The HTTP answer to an ADE device: the profile, 401 Basic (legacy sign-in), Apple's 403
+    com.apple.softwareupdate.required body, or 429 (too many wrong passwords)."""
+    kind = answer.kind
+    if kind is AdeAnswerKind.PROFILE:
+        return 200, answer.body, PROFILE_CONTENT_TYPE
+    if kind is AdeAnswerKind.CREDENTIALS:
+        realm = answer.realm.replace("\\", "").replace('"', "")
+        headers.append((b"www-authenticate", f'Basic realm="{realm}", charset="UTF-8"'.encode()))
+        return 401, b"", None
+    if kind is AdeAnswerKind.SOFTWARE_UPDATE:
+        return 403, json.dumps(answer.update, ensure_ascii=False).encode(), "application/json"
+    headers.append((b"retry-after", str(answer.retry_after).encode()))
+    return 429, b"", None
+
+
 class RootApp:
     def __init__(
         self,
@@ -152,6 +179,9 @@ class RootApp:
         from pomona.http.console import create_console
 
         self.console = RequestMetrics(RequestLimits(create_console(pomona), PORTAL_BODY_LIMITS), self.metrics)
+        from pomona.http.ade import create_ade_web
+
+        self.ade_web = RequestMetrics(RequestLimits(create_ade_web(pomona), PORTAL_BODY_LIMITS), self.metrics)
         # X-Forwarded-For is believed from the configured proxies only (POMONA_TRUSTED_PROXIES).
         self._entry = TrustedProxies(self._dispatch, trusted_proxies)
 
@@ -172,6 +202,8 @@ class RootApp:
                 return None
             if path == "/portal" or path.startswith("/portal/"):
                 return await self.portal(scope, receive, send)
+            if path.startswith("/ade/"):
+                return await self.ade_web(scope, receive, send)
             if path == "/console" or path.startswith("/console/"):
                 return await self.console(scope, receive, send)
             if path == "/" and scope["method"] in ("GET", "HEAD"):
@@ -197,6 +229,8 @@ class RootApp:
             return self._scep_endpoint
         if path.startswith("/enroll/"):
             return self._enroll
+        if path.startswith("/ade/") and path.rstrip("/").endswith("/enroll"):
+            return self._ade_enroll
         if path == "/metrics":
             return self._metrics
         return None
@@ -209,7 +243,10 @@ class RootApp:
         *,
         inline: bool = True,
         error: ErrorAnswer = device_error,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> int:
+        """Run ``fn`` (or ``error`` on its exception) and send its answer, with ``headers`` as ``fn`` or
+        ``error`` left them (the ADE endpoint's WWW-Authenticate and Retry-After)."""
         rid = uuid.uuid4().hex[:16]
         client = scope.get("client")
         address = str(client[0]) if client else "?"  # after trusted proxies (http/middleware.py)
@@ -245,7 +282,7 @@ class RootApp:
                 status, body, ctype = call(inline=True)
             except StorageBusyError:
                 status, body, ctype = await asyncio.to_thread(call, False)
-        extra = [(b"x-request-id", rid.encode())]
+        extra = [(b"x-request-id", rid.encode()), *(headers or [])]
         if ctype == PAGE_TYPE:
             extra += PAGE_HEADERS
         return await respond(send, status, body, ctype, extra)
@@ -297,6 +334,39 @@ class RootApp:
         # The user opened the link in a browser; the profile installer and scripts get the device answer.
         browser = wants_page(headers.get(b"accept", b"").decode("latin-1"))
         return await self._run(scope, send, work, error=page if browser else device_error)
+
+    async def _ade_enroll(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """An ADE device's MachineInfo (services/ade.py): the body is cut off past MAX_MACHINE_INFO
+        before anything is parsed; refusals of callers that proved nothing are rate-limited as /enroll's
+        and /scep's are (services/throttle.py)."""
+        parts = scope["path"].strip("/").split("/")
+        if len(parts) != 3:
+            return await respond(send, 404, b"", None)
+        if scope["method"] != "POST":
+            return await respond(send, 405, b"", None)
+        tenant_id = parts[1]
+        headers = dict(scope["headers"])
+        authorization = headers.get(b"authorization", b"").decode("latin-1") or None
+        client = scope.get("client")
+        address = str(client[0]) if client else "?"
+        ade = self.pomona.ade
+        extra: list[tuple[bytes, bytes]] = []
+        try:
+            body = await read_body(receive, MAX_MACHINE_INFO)
+        except BodyTooLargeError:
+            body = b""  # refused as malformed, with its (rate-limited) event
+            too_large = True
+        else:
+            too_large = False
+
+        def work() -> Answer:
+            answer = ade.enroll(tenant_id, b"" if too_large else body, authorization, address)
+            return ade_answer(answer, extra)
+
+        # A password (legacy sign-in) is checked with argon2: off the event loop, one at a time.
+        return await self._run(
+            scope, send, work, inline=authorization is None, error=ade_error, headers=extra
+        )
 
     async def _scep_endpoint(self, scope: Scope, receive: Receive, send: Send) -> int:
         tenant_id = scope["path"][len("/scep/") :].strip("/")

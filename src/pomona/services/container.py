@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from pomona.ports import Clock, Metrics
     from pomona.services.abm import AbmService
+    from pomona.services.ade import AdeEnrollmentService
     from pomona.services.admin import AdminService
     from pomona.services.apns_lifecycle import ApnsLifecycle, Notifier
     from pomona.services.checkin import CheckinService
@@ -65,6 +66,8 @@ class Services(Protocol):
     def notifier(self) -> Notifier: ...
     @property
     def abm(self) -> AbmService: ...
+    @property
+    def ade(self) -> AdeEnrollmentService: ...
     @property
     def background(self) -> Background: ...
     @property

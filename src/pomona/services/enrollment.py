@@ -101,6 +101,25 @@ class EnrollmentService(ServiceBase[EnrollmentStores]):
         user = uow.users.get(token.tenant_id, token.user_id)
         return token.user_id, None if user is None else user.upn
 
+    def signed_profile(self, tenant: Tenant, challenge: str) -> bytes:
+        """The tenant's signed enrollment .mobileconfig whose SCEP payload carries ``challenge`` (an
+        enrollment token's secret): the enrollment link's and the ADE endpoint's (services/ade.py)."""
+        assert tenant.push_topic is not None
+        profile = build_enrollment_profile(
+            tenant_id=tenant.id,
+            organization=tenant.name,
+            display_name=f"{tenant.name} device management",
+            scep_url=self.urls.scep(tenant.id),
+            scep_challenge=challenge,
+            scep_subject=[[["O", tenant.name]], [["CN", f"Pomona device ({tenant.domain})"]]],
+            scep_name=f"{tenant.name} device identity",
+            server_url=self.urls.server(tenant.id),
+            check_in_url=self.urls.checkin(tenant.id),
+            topic=tenant.push_topic,
+            allow_loopback_http=True,
+        )
+        return self.signer.sign(encode_profile(profile))
+
     def profile(self, secret: str, user_agent: str | None = None) -> bytes:
         """The signed .mobileconfig for an enrollment link, or a refusal with its reason code.
 
@@ -114,6 +133,8 @@ class EnrollmentService(ServiceBase[EnrollmentStores]):
         active = 0
         with self.db.unit_of_work(readonly=True) as uow:
             raw = uow.enrollment_tokens.by_hash(hash_secret(secret))
+            if raw is not None and raw.ade_serial is not None:
+                raw = None  # an ADE profile's challenge is no enrollment link (services/ade.py)
             if raw is not None:
                 mark_identified()  # a link that exists: its refusals are never rate-limited
             tenant = None if raw is None else uow.tenants.get(raw.tenant_id)
@@ -143,21 +164,7 @@ class EnrollmentService(ServiceBase[EnrollmentStores]):
                     detail={"error": exc.detail, **exc.context, "user_agent": user_agent},
                 )
             raise
-        assert tenant.push_topic is not None
-        profile = build_enrollment_profile(
-            tenant_id=tenant.id,
-            organization=tenant.name,
-            display_name=f"{tenant.name} device management",
-            scep_url=self.urls.scep(tenant.id),
-            scep_challenge=secret,
-            scep_subject=[[["O", tenant.name]], [["CN", f"Pomona device ({tenant.domain})"]]],
-            scep_name=f"{tenant.name} device identity",
-            server_url=self.urls.server(tenant.id),
-            check_in_url=self.urls.checkin(tenant.id),
-            topic=tenant.push_topic,
-            allow_loopback_http=True,
-        )
-        signed = self.signer.sign(encode_profile(profile))
+        signed = self.signed_profile(tenant, secret)
         with self.db.unit_of_work() as uow:
             # A user who already has an active enrollment and downloads the profile again: the evidence
             # diagnosis reads for MDM_PROFILE_ALREADY_INSTALLED (iOS refuses a second MDM profile).
@@ -216,6 +223,7 @@ class EnrollmentService(ServiceBase[EnrollmentStores]):
                         user_id=token.user_id,
                         not_after=cert.not_valid_after_utc,
                         issued_at=now,
+                        ade_serial=token.ade_serial,
                     )
                 )
                 uow.events.append(

@@ -217,6 +217,7 @@ class PolicyService(ServiceBase[PolicyStores]):
         ade: bool = False,
         device_enrollments: list[Enrollment] | None = None,
         corporate: bool | None = None,
+        userless: bool = False,
     ) -> PolicyInput:
         """The facts the policy engine decides on. A caller that has already read the device's active
         enrollments or its corporate-identifier match passes them, so they are not read twice."""
@@ -271,6 +272,7 @@ class PolicyService(ServiceBase[PolicyStores]):
             blocked=blocked,
             active_device_count=count,
             other_user_enrollment=other,
+            userless=userless and user is None,
         )
 
     def explain(

@@ -441,8 +441,10 @@ class SqlAbmStore:
         }
 
     def assignment(self, tenant_id: str, serial: str) -> AbmAssignment | None:
-        q = select(_A).where(_A.c.tenant_id == tenant_id, _A.c.serial_number == serial)
-        r = self.conn.execute(q).first()
+        """One device's wanted assignment (one read by primary key: the ADE endpoint's)."""
+        r = self.conn.execute(
+            select(_A).where(_A.c.tenant_id == tenant_id, _A.c.serial_number == serial)
+        ).first()
         if r is None:
             return None
         return AbmAssignment(

@@ -372,7 +372,11 @@ class MemoryEnrollmentTokenStore(_Store):
         return found[1] if found is not None and found[1].tenant_id == tenant_id else None
 
     def list(self, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[EnrollmentToken]:
-        mine = [t for _, t in self.d.enrollment_tokens.values() if t.tenant_id == tenant_id]
+        mine = [
+            t
+            for _, t in self.d.enrollment_tokens.values()
+            if t.tenant_id == tenant_id and t.ade_serial is None
+        ]
         return _page(sorted(mine, key=lambda t: (t.created_at, t.id), reverse=True), limit, offset)
 
     def revoke(self, token_id: str) -> None:

@@ -184,6 +184,7 @@ enrollment_tokens = Table(
     Column("uses_count", Integer, nullable=False, default=0),
     Column("revoked", Boolean, nullable=False, default=False),
     Column("created_at", TS, nullable=False),
+    Column("ade_serial", String(64)),  # an ADE challenge (migration 0014)
 )
 
 certs = Table(
@@ -197,6 +198,7 @@ certs = Table(
     Column("not_after", TS, nullable=False),
     Column("issued_at", TS, nullable=False),
     Column("enrollment_id", ID),
+    Column("ade_serial", String(64)),  # issued for an ADE challenge (migration 0014)
 )
 
 devices = Table(

@@ -52,7 +52,7 @@ class SqlEnrollmentTokenStore:
     def list(self, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[EnrollmentToken]:
         q = (
             select(s.enrollment_tokens)
-            .where(s.enrollment_tokens.c.tenant_id == tenant_id)
+            .where(s.enrollment_tokens.c.tenant_id == tenant_id, s.enrollment_tokens.c.ade_serial.is_(None))
             .order_by(s.enrollment_tokens.c.created_at.desc(), s.enrollment_tokens.c.id)
             .limit(limit)
             .offset(offset)

@@ -499,6 +499,23 @@ class VirtualDevice:
             signed_attributes=signed_attributes,
         )
 
+    def post_machine_info(
+        self,
+        url: str,
+        device_ca: TestDeviceCa,
+        *,
+        credentials: tuple[str, str] | None = None,
+        can_request_software_update: bool | None = None,
+    ) -> httpx.Response:
+        """POST this device's signed MachineInfo to an ADE profile's ``url`` as Setup Assistant does
+        (with ``Authorization: Basic`` when ``credentials`` are given, after a 401); the raw answer."""
+        headers = {"Content-Type": "application/pkcs7-signature", "User-Agent": self._mdm_user_agent()}
+        if credentials is not None:
+            raw = f"{credentials[0]}:{credentials[1]}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
+        body = self.machine_info(device_ca, can_request_software_update=can_request_software_update)
+        return self._send("POST", url, content=body, headers=headers)
+
     # -- fault injection ---------------------------------------------------------------------------
 
     def inject(

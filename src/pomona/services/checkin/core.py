@@ -151,6 +151,16 @@ class CheckinCore(ServiceBase[CheckinStores]):
                     status=None if bound is None else bound.status.value,
                     udid=msg.udid,
                 )
+            # An identity issued for an ADE challenge (services/ade.py) enrolls the one device whose
+            # verified MachineInfo the challenge answered: corporate, and without a user for auth none.
+            ade = issued.ade_serial is not None
+            if ade and msg.serial_number != issued.ade_serial:
+                raise CertDeviceMismatchError(
+                    "this identity was issued for another ADE device",
+                    ade_serial=issued.ade_serial,
+                    serial=msg.serial_number,
+                    udid=msg.udid,
+                )
             user = None if issued.user_id is None else uow.users.get(tenant.id, issued.user_id)
             user_id, upn = issued.user_id, None if user is None else user.upn
             corp = uow.corporate.match(tenant.id, msg.serial_number, msg.imei)
@@ -170,6 +180,8 @@ class CheckinCore(ServiceBase[CheckinStores]):
                     imei=msg.imei,
                     device_enrollments=current,
                     corporate=corp is not None,
+                    ade=ade,
+                    userless=ade and issued.user_id is None,
                 )
             )
             if not decision.allowed:
@@ -186,6 +198,7 @@ class CheckinCore(ServiceBase[CheckinStores]):
                     corp is not None,
                     now,
                     current,
+                    ade=ade,
                 )
                 if corporate_id is not None:
                     uow.corporate.set_state(corporate_id, "enrolled", now)
@@ -213,6 +226,8 @@ class CheckinCore(ServiceBase[CheckinStores]):
         corporate: bool,
         now: datetime,
         current_enrollments: list[Enrollment],
+        *,
+        ade: bool = False,
     ) -> None:
         device = uow.devices.upsert(
             Device(
@@ -233,7 +248,13 @@ class CheckinCore(ServiceBase[CheckinStores]):
             )
         )
         type_ = (
-            EnrollmentType.DEM if is_dem else EnrollmentType.CORPORATE if corporate else EnrollmentType.BYOD
+            EnrollmentType.ADE
+            if ade
+            else EnrollmentType.DEM
+            if is_dem
+            else EnrollmentType.CORPORATE
+            if corporate
+            else EnrollmentType.BYOD
         )
         replaced = None
         enrollment_id = None

@@ -2,10 +2,9 @@
 a device's order number
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-05 21:40:00.000000
 
-Written beside 0014 (another branch): the coordinator re-chains ``down_revision`` to "0014" on merge.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
