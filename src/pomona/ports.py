@@ -392,7 +392,10 @@ class CommandQueue(Protocol):
 class EventFilters(TypedDict, total=False):
     """What :meth:`EventLog.query` selects by (None: any): a UPN (any case), a device, a ReasonCode
     value, ``since <= at < until``; at most ``limit`` events (default 100), newest first. With
-    ``after_id``: only the events of greater id, oldest first (to follow the log, `pomona events --follow`)."""
+    ``after_id``: only the events of greater id, oldest first (to follow the log, `pomona events --follow`).
+    ``serial`` (without ``udid``) selects the device's whole story: the events naming the serial, and those
+    naming the UDID of a device the tenant knows by that serial (TokenUpdate, commands and pushes name
+    the UDID only)."""
 
     upn: str | None
     serial: str | None

@@ -39,6 +39,7 @@ README_REAL = (
 GETTING_STARTED = (
     "tests/e2e/test_getting_started.py::TestGettingStarted::test_the_walkthrough_runs_as_written"
 )
+ADE_LAB = "tests/e2e/test_ade_lab_doc.py::TestAdeLabDoc::test_the_lab_runs_as_written"
 PUSH_DOC = "tests/e2e/test_push_certificate_doc.py::TestPushCertificateDoc::test_the_whole_path_runs"
 
 # (file, index among its shell blocks) -> (its first line, who runs it)
@@ -75,6 +76,23 @@ REGISTRY: dict[tuple[str, int], tuple[str, tuple[str, ...]]] = {
     ("docs/security.md", 0): (
         "pomona server rotate-key",
         ("tests/e2e/test_security_doc.py::TestSecurityDoc::test_the_rotation_procedure_runs",),
+    ),
+    ("docs/ade.md", 0): (
+        "pomona emulate abm --port 8444 --devices 1000 --serial-prefix ACME --state-dir abm-lab --tls",
+        (ADE_LAB,),
+    ),
+    ("docs/ade.md", 1): (
+        "export POMONA_ABM_URL=https://127.0.0.1:8444 POMONA_ABM_CA=abm-lab/ca.pem",
+        (ADE_LAB,),
+    ),
+    ("docs/ade.md", 2): (
+        "export POMONA_ABM_URL=https://127.0.0.1:8444 POMONA_ABM_CA=abm-lab/ca.pem",
+        (ADE_LAB,),
+    ),
+    ("docs/ade.md", 3): (
+        "pomona simulate --ade --abm-url $POMONA_ABM_URL --abm-ca abm-lab/ca.pem --serial ACME00000000 "
+        "--device-ca abm-lab/device-ca --insecure",
+        (ADE_LAB,),
     ),
     ("docs/getting-started.md", 0): ("./scripts/demo", (GETTING_STARTED,)),
     ("docs/getting-started.md", 1): (

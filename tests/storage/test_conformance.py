@@ -467,6 +467,28 @@ class TestEvents:
             ] == [0]
             assert uow.events.query("other-tenant") == []
 
+    def test_a_serial_finds_the_events_naming_its_udid(self, db: Database) -> None:
+        """By serial: the events naming it and those naming the UDID of the device known by it
+        (TokenUpdate and commands name the UDID only); another device's UDID stays out."""
+        t, _, d, _ = seed(db)
+        with db.unit_of_work() as uow:
+            for i, (serial, udid) in enumerate([(d.serial, None), (None, d.udid), (None, "UDID-2")]):
+                uow.events.append(
+                    Event(
+                        tenant_id=t.id,
+                        at=NOW + timedelta(minutes=i),
+                        step=Step.TOKENUPDATE,
+                        outcome=Outcome.OK,
+                        serial=serial,
+                        udid=udid,
+                        detail={"i": i},
+                    )
+                )
+        with db.unit_of_work(readonly=True) as uow:
+            assert [e.detail["i"] for e in uow.events.query(t.id, serial=d.serial)] == [1, 0]
+            assert [e.detail["i"] for e in uow.events.query(t.id, serial=d.serial, udid=d.udid)] == []
+            assert [e.detail["i"] for e in uow.events.query(t.id, serial="UNKNOWN")] == []
+
     def test_after_id_reads_forward(self, db: Database) -> None:
         """With after_id, the events of greater id come oldest first (what `pomona events --follow` reads)."""
         t, _, _, _ = seed(db)

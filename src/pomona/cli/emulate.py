@@ -158,13 +158,24 @@ def abm(
         raise InvalidInputError("--tls needs --state-dir (where the emulator keeps its CA)")
     server = emu.serve_in_thread(host, port, tls_dir=state_dir if tls else None)
     ca = None if server.ca_path is None else str(server.ca_path)
+    device_ca = None
+    if state_dir is not None:
+        # Apple also issues the identities devices sign their MachineInfo with: the emulator's stand-in
+        # for that device CA, for `pomona simulate --ade --device-ca` and a test-mode server.
+        from pomona.testing.device_ca import CA_FILE, TestDeviceCa
+
+        TestDeviceCa.load_or_create(state_dir / "device-ca")
+        device_ca = str(state_dir / "device-ca" / CA_FILE)
     if as_json:
-        click.echo(json.dumps({"url": server.url, "devices": len(emu.s.devices), "ca": ca}), nl=True)
+        details = {"url": server.url, "devices": len(emu.s.devices), "ca": ca, "device_ca": device_ca}
+        click.echo(json.dumps(details), nl=True)
     else:
         click.echo(t("emulate.abm.ready", url=server.url, devices=len(emu.s.devices)))
         click.echo(t("emulate.abm.hint", url=server.url))
         if ca is not None:
             click.echo(t("emulate.abm.ca", path=ca))
+        if device_ca is not None:
+            click.echo(t("emulate.abm.device_ca", path=device_ca))
         click.echo(t("emulate.apns.stop"))
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

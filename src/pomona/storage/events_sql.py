@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Unpack
 
-from sqlalchemy import Connection, and_, func, insert, select
+from sqlalchemy import Connection, and_, func, insert, or_, select
 
 from pomona.domain.models import Event
 from pomona.ports import EventFilters
@@ -62,10 +62,16 @@ class SqlEventLog:
         t = s.events
         conds = [t.c.tenant_id == tenant_id]
         upn = filters.get("upn")
+        serial, udid = filters.get("serial"), filters.get("udid")
+        if serial is not None and udid is None:
+            d = s.devices
+            udids = select(d.c.udid).where(d.c.tenant_id == tenant_id, d.c.serial == serial)
+            conds.append(or_(t.c.serial == serial, t.c.udid.in_(udids)))
+            serial = None
         for col, value in (
             (t.c.upn, None if upn is None else upn.lower()),
-            (t.c.serial, filters.get("serial")),
-            (t.c.udid, filters.get("udid")),
+            (t.c.serial, serial),
+            (t.c.udid, udid),
             (t.c.reason, filters.get("reason")),
         ):
             if value is not None:

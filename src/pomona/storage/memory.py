@@ -643,12 +643,21 @@ class MemoryEventLog(_Store):
             "upn": None if upn is None else upn.lower(),
             **{k: filters.get(k) for k in ("serial", "udid", "reason")},
         }
+        udids: set[str] = set()
+        if wanted["serial"] is not None and wanted["udid"] is None:  # the device's whole story
+            udids = {
+                d.udid
+                for d in self.d.devices.values()
+                if d.tenant_id == tenant_id and d.serial == wanted["serial"]
+            }
+        serial = wanted.pop("serial") if udids else None
         fields = [(k, v) for k, v in wanted.items() if v is not None]
 
         def matches(e: Event) -> bool:
             return (
                 e.tenant_id == tenant_id
                 and all(getattr(e, k) == v for k, v in fields)
+                and (serial is None or e.serial == serial or e.udid in udids)
                 and (since is None or e.at >= since)
                 and (until is None or e.at < until)
                 and (after is None or (e.id or 0) > after)
