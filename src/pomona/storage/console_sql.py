@@ -8,10 +8,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, update
 
 from pomona.domain.models import Device, EnrollmentStatus, User
-from pomona.ports import AdminAccount, AuditEntry, ConsoleSession, DeviceCursor, DeviceSort, SessionEnd
+from pomona.ports import (
+    AdeProfileCount,
+    AdminAccount,
+    AuditEntry,
+    ConsoleSession,
+    DeviceCursor,
+    DeviceSort,
+    SessionEnd,
+)
 from pomona.storage import schema as s
 from pomona.storage.devices_sql import DEVICE
 from pomona.storage.rows import RecordCodec, utc, utc_req
@@ -23,6 +31,8 @@ _S = s.console_sessions
 _L = s.audit_log
 _D = s.devices
 _U = s.users
+#: Apple's profile_status values of a device that has the profile it was given (services/abm.py HELD).
+ABM_HELD = ("assigned", "pushed")
 
 
 class SqlAdminStore:
@@ -260,3 +270,45 @@ class SqlUserListing:
         for uid, name in self.conn.execute(q):
             out.setdefault(uid, []).append(name)
         return out
+
+
+class SqlAbmListing:
+    """Per-profile counts for the Apple settings page: two GROUP BY reads over the tenant's rows (its
+    primary key's prefix), whatever the number of devices."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def profile_counts(self, tenant_id: str) -> dict[str, AdeProfileCount]:
+        a, d, pd = s.abm_assignments, s.abm_devices, s.abm_profile_definitions
+        wanted = {
+            str(r[0]): (int(r[1]), int(r[2] or 0))
+            for r in self.conn.execute(
+                select(
+                    a.c.profile_id,
+                    func.count(),
+                    func.sum(case((a.c.last_error.is_not(None), 1), else_=0)),
+                )
+                .where(a.c.tenant_id == tenant_id)
+                .group_by(a.c.profile_id)
+            )
+        }
+        held = {
+            str(r[0]): int(r[1])
+            for r in self.conn.execute(
+                select(pd.c.profile_id, func.count())
+                .select_from(
+                    d.join(pd, and_(pd.c.profile_uuid == d.c.profile_uuid, pd.c.token_id == d.c.token_id))
+                )
+                .where(
+                    d.c.tenant_id == tenant_id,
+                    d.c.deleted.is_(False),
+                    d.c.profile_status.in_(ABM_HELD),
+                )
+                .group_by(pd.c.profile_id)
+            )
+        }
+        return {
+            pid: AdeProfileCount(wanted.get(pid, (0, 0))[0], held.get(pid, 0), wanted.get(pid, (0, 0))[1])
+            for pid in set(wanted) | set(held)
+        }
