@@ -774,6 +774,7 @@ class TestAppleSettings:
         assert r.status_code == 303 and r.headers["location"].endswith("?done=renewed"), r.text[:500]
         r = browser.get(r.headers["location"])
         assert 'data-notice="renewed"' in r.text and "it-admin@acme.example" in r.text
+        assert 'id="canary" data-result="no_enrolled_devices"' in r.text  # the upload's canary, recorded
         other = signed_by_apple(browser, apple, None)
         apple.close()
         browser.get(APPLE)
