@@ -892,3 +892,19 @@ def make_cert() -> bytes:
     from pomona.testing.pushcert import make_standin_push_cert
 
     return make_standin_push_cert()[0]
+
+
+class TestAppleSettingsEscaping:
+    def test_admin_values_are_escaped(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """An Apple ID and an ADE profile named <script> show as text on the Apple settings page."""
+        from pomona.testing.pushcert import make_standin_push_cert
+
+        cert, key = make_standin_push_cert(acme.topic)
+        pomona.apns.upload("acme", cert, key, apple_id=EVIL, canary=False)
+        pomona.abm.create_profile("acme", EVIL)  # no token yet: kept, defined at ABM later
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        r = browser.get(APPLE)
+        assert r.status_code == 200 and "<script>" not in r.text
+        assert "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in r.text
+        assert 'data-wanted="0" data-held="0" data-failing="0"' in r.text
