@@ -819,6 +819,11 @@ class TestAppleSettings:
         assert r.status_code == 303 and r.headers["location"].endswith("?done=token")
         r = browser.get(r.headers["location"])
         assert '<tr data-token="main" data-state="ok">' in r.text
+        abm_emu.set_fault("terms-not-accepted")  # Apple refuses: the reason on the page and on the token
+        r = browser.post(f"{APPLE}/abm/sync", {"token": ""})
+        assert r.status_code == 502 and 'id="abm-refusal" data-reason="DEP_TERMS_NOT_ACCEPTED"' in r.text
+        assert '<span data-error="DEP_TERMS_NOT_ACCEPTED">' in r.text and "Traceback" not in r.text
+        abm_emu.set_fault("clear")
         r = browser.post(f"{APPLE}/abm/sync", {"token": ""})
         assert r.status_code == 200 and '<tr data-synced="main" data-fetched="5">' in r.text, re.findall(
             r'id="abm-refusal".*?</div>', r.text, re.S
@@ -894,7 +899,7 @@ def make_cert() -> bytes:
     return make_standin_push_cert()[0]
 
 
-class TestAppleSettingsEscaping:
+class TestAppleSettingsValues:
     def test_admin_values_are_escaped(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
         """An Apple ID and an ADE profile named <script> show as text on the Apple settings page."""
         from pomona.testing.pushcert import make_standin_push_cert
@@ -908,3 +913,18 @@ class TestAppleSettingsEscaping:
         assert r.status_code == 200 and "<script>" not in r.text
         assert "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in r.text
         assert 'data-wanted="0" data-held="0" data-failing="0"' in r.text
+
+    def test_p12_renewal_with_its_password(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """A .p12 of the same topic, with its password, renews; a wrong password is APNS_CERT_INVALID."""
+        from pomona.pki.apns_certs import load_pem_cert, load_pem_key, make_p12
+        from pomona.testing.pushcert import make_standin_push_cert
+
+        cert, key = make_standin_push_cert(acme.topic)
+        p12 = make_p12(load_pem_cert(cert), load_pem_key(key), b"secret")
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        browser.get(APPLE)
+        r = upload(browser, f"{APPLE}/push", "cert", p12, password="wrong")
+        assert r.status_code == 422 and 'data-reason="APNS_CERT_INVALID"' in r.text
+        r = upload(browser, f"{APPLE}/push", "cert", p12, password="secret")
+        assert r.status_code == 303 and r.headers["location"].endswith("?done=renewed")

@@ -155,6 +155,7 @@ class ApplePages:
                     files.get("cert", b""),
                     self.c.client_ip(request),
                     apple_id=form.get("apple_id", "").strip()[:320] or None,
+                    password=form.get("password") or None,
                     replace=replace,
                     confirmed=confirmed,
                 )

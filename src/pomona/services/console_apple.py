@@ -98,11 +98,12 @@ class AppleSettingsService(ServiceBase[AppleStores]):
         source: str,
         *,
         apple_id: str | None = None,
+        password: str | None = None,
         replace: bool = False,
         confirmed: bool = False,
     ) -> UploadResult:
-        """Apple's certificate (`pomona apns upload`, with the pending CSR's key): a renewal keeps the
-        topic; another topic is refused (APNS_TOPIC_CHANGED) unless ``replace`` and ``confirmed``."""
+        """Apple's certificate (`pomona apns upload`: a PEM with the pending CSR's key, or a .p12 and its
+        password): a renewal keeps the topic; another topic is refused (APNS_TOPIC_CHANGED) unless ``replace`` and ``confirmed``."""
         t = self.console.change_scope(account, tenant_ref, "certificate", source)
         if replace and not confirmed:
             raise InvalidInputError(msg("error.console.replace_confirm"), field="confirm")
@@ -112,6 +113,7 @@ class AppleSettingsService(ServiceBase[AppleStores]):
             r = self.apns.upload(
                 t.id,
                 cert,
+                password=password.encode() if password else None,
                 apple_id=apple_id or None,
                 replace=replace,
                 confirm=REPLACE_CONFIRMATION if replace and confirmed else None,
