@@ -784,6 +784,9 @@ class TestAppleSettings:
         assert pomona.apns.status("acme")["topic"] == acme.topic
         r = upload(browser, f"{APPLE}/push", "cert", other, replace="yes")
         assert r.status_code == 422 and 'id="replace-guard"' in r.text
+        with pomona.db.unit_of_work(readonly=True) as uow:
+            last = uow.events.query(acme.tenant_id, limit=1)[0]
+        assert (last.reason, last.detail.get("field")) == ("INVALID_INPUT", "confirm")  # the refusal's event
         assert pomona.apns.status("acme")["topic"] == acme.topic
         r = upload(browser, f"{APPLE}/push", "cert", b"not a certificate")
         assert r.status_code == 422 and 'data-reason="APNS_CERT_INVALID"' in r.text
@@ -791,9 +794,10 @@ class TestAppleSettings:
         assert r.status_code == 303 and r.headers["location"].endswith("?done=replaced")
         assert pomona.apns.status("acme")["topic"] != acme.topic
         log = [(e.action, e.detail.get("reason")) for e in pomona.console.audit_log("acme")]
-        assert log[:4] == [
+        assert log[:5] == [
             ("apns.replace", None),
             ("console.change_refused", "APNS_CERT_INVALID"),
+            ("console.change_refused", "INVALID_INPUT"),
             ("console.change_refused", "APNS_TOPIC_CHANGED"),
             ("apns.csr", None),
         ]

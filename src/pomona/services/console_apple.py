@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pomona.domain.ade_profile import AuthMode
 from pomona.domain.checks import Finding
 from pomona.domain.errors import AbmError, InvalidInputError, PomonaError
-from pomona.domain.models import Tenant
+from pomona.domain.models import Step, Tenant
 from pomona.i18n import msg
 from pomona.ports import AbmListing, AdeProfileCount, AdminAccount, HasEvents
 from pomona.services.abm import AbmService, ProfileReport, ProfileView, SyncReport, TokenStatus
@@ -106,9 +106,9 @@ class AppleSettingsService(ServiceBase[AppleStores]):
         password): a renewal keeps the topic; another topic is refused (APNS_TOPIC_CHANGED) unless ``replace`` and ``confirmed``."""
         t = self.console.change_scope(account, tenant_ref, "certificate", source)
         if replace and not confirmed:
-            raise InvalidInputError(msg("error.console.replace_confirm"), field="confirm")
+            raise self._invalid(account, t, "apns.upload", "error.console.replace_confirm", "confirm", source)
         if not cert.strip():
-            raise InvalidInputError(msg("error.console.no_file"), field="cert")
+            raise self._invalid(account, t, "apns.upload", "error.console.no_file", "cert", source)
         try:
             r = self.apns.upload(
                 t.id,
@@ -141,7 +141,7 @@ class AppleSettingsService(ServiceBase[AppleStores]):
         """ABM's server token (.p7m, `pomona abm token upload`): DEP_TOKEN_INVALID or DEP_TOKEN_EXPIRED."""
         t = self.console.change_scope(account, tenant_ref, "certificate", source)
         if not data.strip():
-            raise InvalidInputError(msg("error.console.no_file"), field="token")
+            raise self._invalid(account, t, "abm.token_upload", "error.console.no_file", "token", source)
         try:
             st = self.abm.upload_token(t.id, data, name or None)
         except PomonaError as exc:
@@ -202,6 +202,16 @@ class AppleSettingsService(ServiceBase[AppleStores]):
         detail = {"auth": auth.value, "default": default, "defined": len(r.profile.record.definitions)}
         self.console.audit(account.email, "ade_profile.create", t.id, name, source, detail)
         return r
+
+    def _invalid(
+        self, account: AdminAccount, t: Tenant, action: str, key: str, field: str, source: str
+    ) -> InvalidInputError:
+        """A form this page refuses before the use case runs: its event (INVALID_INPUT, in its own
+        transaction) and audit entry, and the error to raise."""
+        exc = InvalidInputError(msg(key), field=field)
+        self.record_failure(t.id, Step.ADMIN, exc.reason, detail={"action": action, "field": field})
+        self._refused(account, t, action, exc, source)
+        return exc
 
     def _refused(
         self,
