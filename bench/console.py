@@ -8,7 +8,8 @@ Seeds one tenant with ``--devices`` devices, each with an active enrollment, one
 ``--rounds`` times: the dashboard, the device list (first page, a page deep in the list by its keyset
 cursor, sorted by last check-in, filtered by a prefix), a device's page, troubleshoot for a user
 (the diagnosis runs), users and groups (first page, a page deep by its cursor, a UPN prefix), and the
-enrollment restrictions (with the policy dry run for a user). One user in ten is in one of two groups,
+enrollment restrictions (with the policy dry run for a user), and Apple settings (every device in ABM,
+assigned one of two ADE profiles: the page counts them). One user in ten is in one of two groups,
 each with a device limit restriction. Each response carries the console's own Server-Timing (time inside the console
 app, database included; not the client). The issue's target: under 300 ms per page.
 """
@@ -130,6 +131,90 @@ def seed(p: object, tenant_id: str, n: int, n_users: int) -> float:
     return time.perf_counter() - start
 
 
+def seed_abm(p: object, tenant_id: str, n: int) -> float:
+    """Apple settings' data: one ABM token listing every device (serials as the devices'), two ADE
+    profiles (one the default), each device assigned one of them and ABM showing it on nine in ten."""
+    start = time.perf_counter()
+    now = datetime.now(UTC)
+    token, profiles = str(uuid.uuid4()), [str(uuid.uuid4()), str(uuid.uuid4())]
+    with p.db.unit_of_work() as uow:  # type: ignore[attr-defined]
+        c = uow.conn
+        c.execute(
+            insert(s.abm_tokens),
+            [
+                {
+                    "id": token,
+                    "tenant_id": tenant_id,
+                    "name": "main",
+                    "consumer_key": "CK_bench",
+                    "secret": b"not used by the page",
+                    "access_token_expiry": now + timedelta(days=200),
+                    "created_at": now,
+                    "last_sync_at": now,
+                }
+            ],
+        )
+        c.execute(
+            insert(s.abm_profiles),
+            [
+                {
+                    "id": pid,
+                    "tenant_id": tenant_id,
+                    "token_id": None,
+                    "name": f"profile-{i}",
+                    "settings": '{"auth": "modern"}',
+                    "is_default": i == 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i, pid in enumerate(profiles)
+            ],
+        )
+        c.execute(
+            insert(s.abm_profile_definitions),
+            [
+                {"profile_id": pid, "token_id": token, "profile_uuid": f"U{i}", "defined_at": now}
+                for i, pid in enumerate(profiles)
+            ],
+        )
+        for k in range(0, n, 20000):
+            rows = range(k, min(n, k + 20000))
+            c.execute(
+                insert(s.abm_devices),
+                [
+                    {
+                        "tenant_id": tenant_id,
+                        "serial_number": f"F{i:010d}",
+                        "token_id": token,
+                        "model": "iPhone 15",
+                        "device_family": "iPhone",
+                        "os": "iOS",
+                        "profile_status": "assigned" if i % 10 else "empty",
+                        "profile_uuid": f"U{i % 2}" if i % 10 else "",
+                        "deleted": False,
+                        "first_seen_at": now,
+                        "updated_at": now,
+                    }
+                    for i in rows
+                ],
+            )
+            c.execute(
+                insert(s.abm_assignments),
+                [
+                    {
+                        "tenant_id": tenant_id,
+                        "serial_number": f"F{i:010d}",
+                        "profile_id": profiles[i % 2],
+                        "explicit": False,
+                        "attempts": 0 if i % 10 else 1,
+                        "last_error": None if i % 10 else "FAILED",
+                    }
+                    for i in rows
+                ],
+            )
+    return time.perf_counter() - start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--devices", type=int, default=200_000)
@@ -148,6 +233,8 @@ def main() -> None:
         users = args.users or max(1, args.devices // 2)
         seconds = seed(p, t.tenant_id, args.devices, users)
         print(f"seeded {args.devices} devices (active enrollments), {users} users in {seconds:.0f} s")
+        seconds = seed_abm(p, t.tenant_id, args.devices)
+        print(f"seeded {args.devices} ABM devices and assignments to 2 ADE profiles in {seconds:.0f} s")
         for n, (g, limit) in enumerate((("Sales", 3), ("Staff", 5)), start=1):
             p.policy.create_restriction("acme", type_="limit", priority=n, groups=[g], limit=limit)
         p.console.create_account(EMAIL, PASSWORD, "admin", "acme")
@@ -182,6 +269,7 @@ def main() -> None:
                 "users (UPN prefix 'user4242')": "/console/t/acme/users?q=user4242",
                 "restrictions": "/console/t/acme/restrictions",
                 "restrictions (dry run)": "/console/t/acme/restrictions?upn=user10@acme.example&platform=ios",
+                "apple settings": "/console/t/acme/apple",
             }
             print(f"{'page':<34} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
             for name, path in pages.items():

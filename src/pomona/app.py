@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from pomona.services.checks import DeviceCheck, DiscoverySettings
     from pomona.services.commands import CommandService
     from pomona.services.console import ConsoleService
+    from pomona.services.console_apple import AppleSettingsService
     from pomona.services.diagnose import DiagnoseService
     from pomona.services.doctor import CheckLine
     from pomona.services.enrollment import EnrollmentService
@@ -343,6 +344,14 @@ class Pomona:
 
         return ConsoleService(self.db, self.clock, self.policy, self.health.open_findings, self.push.wake)
 
+    @cached_property
+    def console_apple(self) -> AppleSettingsService:
+        from pomona.services.console_apple import AppleSettingsService
+
+        return AppleSettingsService(
+            self.db, self.clock, self.console, self.apns, self.abm, metrics=self.metrics
+        )
+
 
 class _PkiOnFirstUse:
     """The Pki port for a service that may not need it in this process (the admin service: `pomona
@@ -382,6 +391,7 @@ _SERVICES = (
     "checkin",
     "reports",
     "console",
+    "console_apple",
 )
 
 

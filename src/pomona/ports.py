@@ -291,6 +291,24 @@ class UserListing(Protocol):
     def group_names(self, user_ids: Sequence[str]) -> dict[str, list[str]]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class AdeProfileCount:
+    """How many of a tenant's ABM devices Pomona wants an ADE profile on (``wanted``: explicit, by rule
+    or adopted by the default), how many ABM shows with it (``held``: its UUID under the device's token,
+    status assigned or pushed), and how many wanted ones ABM last refused (``failing``)."""
+
+    wanted: int = 0
+    held: int = 0
+    failing: int = 0
+
+
+class AbmListing(Protocol):
+    """The console's Apple settings page over a large tenant: per-profile device counts in a few
+    aggregate reads (no row per device comes back)."""
+
+    def profile_counts(self, tenant_id: str) -> dict[str, AdeProfileCount]: ...  # profile id -> counts
+
+
 class ApiTokenStore(Protocol):
     def add(self, token: ApiToken, token_hash: str) -> None: ...
     def by_hash(self, token_hash: str) -> ApiToken | None: ...
@@ -939,6 +957,8 @@ class UnitOfWork(Protocol):
     def device_listing(self) -> DeviceListing: ...
     @property
     def user_listing(self) -> UserListing: ...
+    @property
+    def abm_listing(self) -> AbmListing: ...
     @property
     def abm(self) -> AbmStore: ...
     @property

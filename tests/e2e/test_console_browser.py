@@ -139,3 +139,51 @@ class TestConsoleInBrowser:
         )
         assert names[:2] == ["Staff limit", "Sales limit"]
         page.close()
+
+    def test_admin_renews_the_push_certificate_and_a_replacement_is_refused(
+        self,
+        live: LiveServer,
+        chromium: Any,
+        tmp_path: Path,  # noqa: F811
+    ) -> None:
+        """On Apple settings the admin downloads a CSR, uploads Apple's renewal (same topic): accepted;
+        a certificate of another topic is refused with APNS_TOPIC_CHANGED, the replace guard shows, and
+        the topic stays. Screenshots of both answers."""
+        from pomona.testing.apns_emulator import ApnsEmulator
+
+        apple = ApnsEmulator()  # plays Apple's Push Certificates Portal: it signs requests, serves nothing
+        page = chromium.new_page()
+        page.goto(f"{live.url}/console/signin")
+        page.fill("input[name=email]", ADMIN)
+        page.fill("input[name=password]", PASSWORD)
+        page.press("input[name=password]", "Enter")
+        page.wait_for_url("**/console/t/acme")
+        page.click("#nav-apple")
+        page.wait_for_url("**/console/t/acme/apple")
+        topic = page.inner_text("#push-topic")
+
+        def signed(new_topic: str | None, name: str) -> Path:
+            with page.expect_download() as got:
+                page.click("#csr-download")
+            csr = Path(got.value.path()).read_text()
+            assert "BEGIN CERTIFICATE REQUEST" in csr and got.value.suggested_filename == "acme-push.csr"
+            out = tmp_path / name
+            out.write_bytes(apple.sign_push_request(csr, new_topic))
+            return out
+
+        page.set_input_files("#push-upload-form input[name=cert]", str(signed(topic, "renewed.pem")))
+        page.fill("#push-upload-form input[name=apple_id]", "it-admin@acme.example")
+        page.click("#push-upload")
+        page.wait_for_selector("[data-notice=renewed]")
+        assert page.inner_text("#push-topic") == topic
+        assert page.inner_text("#push-apple-id") == "it-admin@acme.example"
+        page.screenshot(path=str(tmp_path / "console-apple-renewed.png"), full_page=True)
+        page.set_input_files("#push-upload-form input[name=cert]", str(signed(None, "other.pem")))
+        page.click("#push-upload")
+        page.wait_for_selector("#push-refusal")
+        assert page.get_attribute("#push-refusal", "data-reason") == "APNS_TOPIC_CHANGED"
+        assert topic in page.inner_text("#push-refusal") and page.is_visible("#replace-guard")
+        assert page.inner_text("#push-topic") == topic  # nothing changed
+        page.screenshot(path=str(tmp_path / "console-apple-refused.png"), full_page=True)
+        page.close()
+        apple.close()

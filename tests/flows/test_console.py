@@ -677,3 +677,258 @@ class TestRestrictionsPage:
             r = browser.get(f"/console/t/acme{path}")
             assert r.status_code == 200 and "<script>" not in r.text, path
         assert "&lt;script&gt;" in browser.get("/console/t/acme/restrictions?upn=eve@acme.example").text
+
+
+# --- Apple settings (issue 13, page 7): push certificate, ABM tokens, ADE profiles ---------------------
+APPLE = "/console/t/acme/apple"
+
+
+def upload(b: Admin, path: str, field: str, data: bytes, **form: str) -> httpx.Response:
+    """A multipart POST of one file with the page's CSRF token (as the browser's upload form sends)."""
+    r = b.c.post(
+        path, data={"csrf": b.csrf(), **form}, files={field: ("upload.bin", data, "application/octet-stream")}
+    )
+    b.last = r.text
+    return r
+
+
+def signed_by_apple(b: Admin, apple: Any, topic: str | None) -> bytes:
+    """Download a request from the page and have the APNs emulator (Apple's portal) sign it: the same
+    topic renews, None makes a new certificate (another topic)."""
+    b.get(APPLE)
+    r = b.post(f"{APPLE}/push/csr", {"email": "it-admin@acme.example"})
+    assert r.status_code == 200 and "BEGIN CERTIFICATE REQUEST" in r.text, r.text[:300]
+    assert r.headers["content-disposition"] == 'attachment; filename="acme-push.csr"'
+    return bytes(apple.sign_push_request(r.text, topic))
+
+
+@pytest.fixture
+def abm_emu() -> Iterator[Any]:
+    """An ABM emulator with 5 devices over HTTP."""
+    from pomona.testing.abm_emulator import AbmEmulator
+
+    emu = AbmEmulator(devices=5, serial_prefix="ACME")
+    server = emu.serve_in_thread()
+    emu.url = server.url
+    yield emu
+    server.close()
+
+
+@pytest.fixture
+def abm_app(abm_emu: Any, pomona: Pomona, db_url: str, tmp_path: Any) -> Iterator[object]:
+    """The console of a Pomona on the test's database and data folder that reaches the ABM emulator."""
+    from pomona.app import Settings, build
+
+    p = build(
+        Settings(
+            data_dir=tmp_path,
+            database_url=db_url,
+            public_url="https://pomona.test",
+            abm_url=abm_emu.url,
+            abm_assign_backoff=0,
+        )
+    )
+    yield create_app(pomona=p)
+    p.close()
+
+
+class TestAppleSettings:
+    @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+    def test_page_for_admin_and_helpdesk(
+        self, pomona: Pomona, app: object, acme: TenantSetup, lang: str
+    ) -> None:
+        """The page shows the certificate's topic and countdown in both languages, linked from the
+        navigation; the admin gets every form, helpdesk the same facts and no form."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        for email, forms in (("ad@acme.example", 5), ("hd@acme.example", 0)):  # no token: no sync form
+            b = Admin(app, lang)
+            b.sign_in(email)
+            assert 'id="nav-apple"' in b.last
+            r = b.get(APPLE)
+            assert r.status_code == 200 and f'<html lang="{lang}">' in r.text
+            assert (
+                acme.topic in r.text
+                and int(re.search(r'id="push-expiry" data-days-left="(\d+)"', r.text)[1]) > 300
+            )  # type: ignore[index]
+            assert 'id="renewal-guidance"' in r.text and 'id="canary" data-result="' in r.text
+            assert len(re.findall(r"data-apple-form=", r.text)) == forms, email
+            assert not re.search(r"\b(console|portal|cli|error)\.[a-z_]+\.", strip_data(r.text))
+            assert ("Apple 设置" if lang == "zh-CN" else "Apple settings") in r.text
+            b.close()
+
+    def test_renewal_accepted_another_topic_refused(
+        self, pomona: Pomona, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """An admin downloads a CSR and uploads Apple's renewal (same topic): accepted, audited; a
+        certificate of another topic is refused with APNS_TOPIC_CHANGED and the catalogue's text, and
+        nothing changes; "replace" without its confirmation is refused too; both ticked, it replaces."""
+        from pomona.testing.apns_emulator import ApnsEmulator
+
+        apple = ApnsEmulator()  # its portal signs requests; nothing is served
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        renewed = signed_by_apple(browser, apple, acme.topic)
+        browser.get(APPLE)
+        r = upload(browser, f"{APPLE}/push", "cert", renewed, apple_id="it-admin@acme.example")
+        assert r.status_code == 303 and r.headers["location"].endswith("?done=renewed"), r.text[:500]
+        r = browser.get(r.headers["location"])
+        assert 'data-notice="renewed"' in r.text and "it-admin@acme.example" in r.text
+        assert 'id="canary" data-result="no_enrolled_devices"' in r.text  # the upload's canary, recorded
+        other = signed_by_apple(browser, apple, None)
+        apple.close()
+        browser.get(APPLE)
+        r = upload(browser, f"{APPLE}/push", "cert", other)
+        assert r.status_code == 409 and 'id="push-refusal" data-reason="APNS_TOPIC_CHANGED"' in r.text
+        assert acme.topic in r.text and 'id="replace-guard"' in r.text and "Traceback" not in r.text
+        assert pomona.apns.status("acme")["topic"] == acme.topic
+        r = upload(browser, f"{APPLE}/push", "cert", other, replace="yes")
+        assert r.status_code == 422 and 'id="replace-guard"' in r.text
+        with pomona.db.unit_of_work(readonly=True) as uow:
+            last = uow.events.query(acme.tenant_id, limit=1)[0]
+        assert (last.reason, last.detail.get("field")) == ("INVALID_INPUT", "confirm")  # the refusal's event
+        assert pomona.apns.status("acme")["topic"] == acme.topic
+        r = upload(browser, f"{APPLE}/push", "cert", b"not a certificate")
+        assert r.status_code == 422 and 'data-reason="APNS_CERT_INVALID"' in r.text
+        r = upload(browser, f"{APPLE}/push", "cert", other, replace="yes", confirm="yes")
+        assert r.status_code == 303 and r.headers["location"].endswith("?done=replaced")
+        assert pomona.apns.status("acme")["topic"] != acme.topic
+        log = [(e.action, e.detail.get("reason")) for e in pomona.console.audit_log("acme")]
+        assert log[:5] == [
+            ("apns.replace", None),
+            ("console.change_refused", "APNS_CERT_INVALID"),
+            ("console.change_refused", "INVALID_INPUT"),
+            ("console.change_refused", "APNS_TOPIC_CHANGED"),
+            ("apns.csr", None),
+        ]
+        assert ("apns.renew", None) in log
+
+    def test_abm_token_upload_sync_and_profiles(
+        self, abm_emu: Any, abm_app: object, pomona: Pomona, acme: TenantSetup
+    ) -> None:
+        """The ABM certificate downloads, the token ABM encrypts to it uploads, "sync now" shows its
+        report; a profile the linter blocks is refused per field (DEP_PROFILE_REJECTED, nothing kept or
+        sent), a good default one is defined at ABM and its devices counted."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser = Admin(abm_app)
+        browser.sign_in("ad@acme.example")
+        browser.get(APPLE)
+        r = browser.post(f"{APPLE}/abm/keypair")
+        assert r.status_code == 200 and "BEGIN CERTIFICATE" in r.text
+        p7m = abm_emu.issue_token(r.content)
+        browser.get(APPLE)
+        assert upload(browser, f"{APPLE}/abm/token", "token", b"junk").status_code == 422
+        assert 'id="abm-refusal" data-reason="DEP_TOKEN_INVALID"' in browser.last
+        r = upload(browser, f"{APPLE}/abm/token", "token", p7m, name="main")
+        assert r.status_code == 303 and r.headers["location"].endswith("?done=token")
+        r = browser.get(r.headers["location"])
+        assert '<tr data-token="main" data-state="ok">' in r.text
+        abm_emu.set_fault("terms-not-accepted")  # Apple refuses: the reason on the page and on the token
+        r = browser.post(f"{APPLE}/abm/sync", {"token": ""})
+        assert r.status_code == 502 and 'id="abm-refusal" data-reason="DEP_TERMS_NOT_ACCEPTED"' in r.text
+        assert '<span data-error="DEP_TERMS_NOT_ACCEPTED">' in r.text and "Traceback" not in r.text
+        abm_emu.set_fault("clear")
+        r = browser.post(f"{APPLE}/abm/sync", {"token": ""})
+        assert r.status_code == 200 and '<tr data-synced="main" data-fetched="5">' in r.text, re.findall(
+            r'id="abm-refusal".*?</div>', r.text, re.S
+        )
+        r = browser.post(f"{APPLE}/profiles", {"name": "staff", "auth": "modern", "skip": "Siri Bogus"})
+        assert r.status_code == 422 and 'id="profile-refusal" data-reason="DEP_PROFILE_REJECTED"' in r.text
+        assert re.search(r'data-lint-field="skip_setup_items"><li data-rule="skip_item_unknown"', r.text)
+        assert re.search(
+            r'data-lint-field="is_mdm_removable"><li data-rule="removable_needs_supervision"', r.text
+        )
+        assert 'value="Siri Bogus"' in r.text  # the form keeps what was typed
+        assert pomona.abm.profiles("acme") == [] and abm_emu.s.profiles == {}
+        form = {"name": "staff", "auth": "modern", "supervised": "yes", "skip": "Siri, TOS", "default": "yes"}
+        r = browser.post(f"{APPLE}/profiles", form)
+        assert r.status_code == 303 and r.headers["location"].endswith("?done=profile"), r.text[:800]
+        browser.get(APPLE)
+        browser.post(f"{APPLE}/abm/sync", {"token": "main"})  # ABM now shows the profile on its devices
+        r = browser.get(APPLE)
+        row = re.search(
+            r'<tr data-profile="staff" data-auth="modern" data-default="True" data-wanted="(\d+)" data-held="(\d+)"',
+            r.text,
+        )
+        assert row and row.groups() == ("5", "5"), r.text[r.text.find('id="ade-profiles"') :][:800]
+        actions = [e.action for e in pomona.console.audit_log("acme")]
+        for a in (
+            "abm.keypair",
+            "abm.token_upload",
+            "abm.sync",
+            "ade_profile.create",
+            "console.change_refused",
+        ):
+            assert a in actions, a
+        browser.close()
+
+    def test_helpdesk_and_other_tenants_are_refused(
+        self, pomona: Pomona, app: object, acme: TenantSetup, globex: TenantSetup, browser: Admin
+    ) -> None:
+        """Helpdesk's every POST is 403 and changes nothing (audited, an event); acme's admin gets 404 for
+        globex's page and forms."""
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        browser.sign_in("hd@acme.example")
+        browser.get(APPLE)
+        for path, form in (
+            ("/push/csr", {}),
+            ("/abm/keypair", {}),
+            ("/abm/sync", {}),
+            ("/profiles", {"name": "p", "auth": "modern", "supervised": "yes"}),
+        ):
+            r = browser.post(APPLE + path, form)
+            assert r.status_code == 403 and 'data-message="console.error.role.body"' in r.text, path
+            browser.get(APPLE)
+        r = upload(browser, f"{APPLE}/push", "cert", make_cert())
+        assert r.status_code == 403
+        assert pomona.apns.status("acme")["pending_csr"] is False and pomona.abm.certificate("acme") is None
+        refused = [e.detail for e in pomona.console.audit_log("acme") if e.action == "console.refused"]
+        assert len(refused) == 5
+        account(pomona, "ad@acme.example", "admin", "acme")
+        b = Admin(app)
+        b.sign_in("ad@acme.example")
+        b.get(APPLE)
+        assert b.get("/console/t/globex/apple").status_code == 404 and globex.topic not in b.last
+        b.get(APPLE)
+        assert b.post("/console/t/globex/apple/push/csr").status_code == 404
+        b.get(APPLE)
+        assert upload(b, "/console/t/globex/apple/push", "cert", make_cert()).status_code == 404
+        assert pomona.apns.status("globex")["pending_csr"] is False
+        b.close()
+
+
+def make_cert() -> bytes:
+    from pomona.testing.pushcert import make_standin_push_cert
+
+    return make_standin_push_cert()[0]
+
+
+class TestAppleSettingsValues:
+    def test_admin_values_are_escaped(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """An Apple ID and an ADE profile named <script> show as text on the Apple settings page."""
+        from pomona.testing.pushcert import make_standin_push_cert
+
+        cert, key = make_standin_push_cert(acme.topic)
+        pomona.apns.upload("acme", cert, key, apple_id=EVIL, canary=False)
+        pomona.abm.create_profile("acme", EVIL)  # no token yet: kept, defined at ABM later
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        r = browser.get(APPLE)
+        assert r.status_code == 200 and "<script>" not in r.text
+        assert "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in r.text
+        assert 'data-wanted="0" data-held="0" data-failing="0"' in r.text
+
+    def test_p12_renewal_with_its_password(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """A .p12 of the same topic, with its password, renews; a wrong password is APNS_CERT_INVALID."""
+        from pomona.pki.apns_certs import load_pem_cert, load_pem_key, make_p12
+        from pomona.testing.pushcert import make_standin_push_cert
+
+        cert, key = make_standin_push_cert(acme.topic)
+        p12 = make_p12(load_pem_cert(cert), load_pem_key(key), b"secret")
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        browser.get(APPLE)
+        r = upload(browser, f"{APPLE}/push", "cert", p12, password="wrong")
+        assert r.status_code == 422 and 'data-reason="APNS_CERT_INVALID"' in r.text
+        r = upload(browser, f"{APPLE}/push", "cert", p12, password="secret")
+        assert r.status_code == 303 and r.headers["location"].endswith("?done=renewed")

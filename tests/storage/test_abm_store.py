@@ -320,3 +320,54 @@ class TestProfilesAndAssignments:
             assert uow.abm.flagged(tid, "DEP_DEVICE_ASSIGNED_ELSEWHERE", serial="S1") == [("S1", NOW)]
             assert uow.abm.flagged(tid, "DEP_DEVICE_ASSIGNED_ELSEWHERE", serial="S2") == []
             assert uow.abm.flagged(tenant(db), "DEP_DEVICE_ASSIGNED_ELSEWHERE") == []
+
+
+class TestAbmListing:
+    @pytest.mark.parametrize("sums", [True, False], ids=["sums", "group-by"])
+    def test_profile_counts(self, db: Database, sums: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Per profile: the devices Pomona wants it on, those ABM shows with its UUID under their token
+        (assigned or pushed, not deleted), and the wanted ones whose last assignment failed; another
+        tenant's rows never count. SQL counts with sums, or with GROUP BY past its number of profiles."""
+        from pomona.ports import AbmAssignment, AbmProfileRecord, AdeProfileCount
+        from pomona.storage.console_sql import SqlAbmListing
+
+        if not sums:
+            monkeypatch.setattr(SqlAbmListing, "MAX_SUMS", 0)
+
+        tid, other = tenant(db), tenant(db)
+        t1, t2 = token(db, tid, "a"), token(db, tid, "b")
+        upsert(
+            db,
+            tid,
+            t1.id,
+            [
+                dev("S1", profile_uuid="U1", profile_status="assigned"),
+                dev("S2", profile_uuid="U1", profile_status="pushed"),
+                dev("S3", profile_uuid="U1", profile_status="empty"),  # not held
+                dev("S4", profile_uuid="U2", profile_status="assigned"),  # t2's UUID under t1: not held
+            ],
+        )
+        upsert(db, tid, t2.id, [dev("S5", profile_uuid="U2", profile_status="assigned")])
+        upsert(db, tid, t1.id, [dev("S2", op_type="deleted", op_date=NOW)])  # deleted: not held
+        ot = token(db, other, "a")
+        upsert(db, other, ot.id, [dev("X1", profile_uuid="U1", profile_status="assigned")])
+        with db.unit_of_work() as uow:
+            for pid, t in (("p", tid), ("q", tid), ("r", tid), ("o", other)):
+                uow.abm.save_profile(AbmProfileRecord(pid, t, pid, {}, NOW, NOW))
+            uow.abm.set_definition("p", t1.id, "U1", NOW)
+            uow.abm.set_definition("q", t2.id, "U2", NOW)
+            uow.abm.set_definition("o", ot.id, "U1", NOW)
+            uow.abm.save_assignments(
+                tid,
+                [
+                    AbmAssignment(tid, "S1", "p"),
+                    AbmAssignment(tid, "S3", "p", False, 1, None, NOW, "FAILED"),
+                    AbmAssignment(tid, "S5", "q"),
+                ],
+            )
+            uow.abm.save_assignments(other, [AbmAssignment(other, "X1", "o")])
+        empty = tenant(db)
+        with db.unit_of_work(readonly=True) as uow:
+            got = uow.abm_listing.profile_counts(tid)
+            assert uow.abm_listing.profile_counts(empty) == {}
+        assert got == {"p": AdeProfileCount(2, 1, 1), "q": AdeProfileCount(1, 1, 0)}

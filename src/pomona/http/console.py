@@ -520,6 +520,8 @@ class Console(FormPages):
 
 def create_console(p: Services) -> ASGIApp:
     """The console's ASGI app; RootApp routes every path under /console to it."""
+    from pomona.http.console_apple import apple_routes  # it builds on Console (imports this module)
+
     c = Console(p)
     s, post = c.signed, c.posted
     routes = [
@@ -547,6 +549,7 @@ def create_console(p: Services) -> ASGIApp:
             methods=["POST"],
         ),
         Route("/console/t/{tenant}/audit", s(c.audit), methods=["GET"]),
+        *apple_routes(c),  # page 7, Apple settings: http/console_apple.py
         Route("/console/{rest:path}", c.not_found),
     ]
     # The cookie's key: derived from the portal's stored key, so neither cookie signs the other.

@@ -382,6 +382,22 @@ class ApnsLifecycle(ServiceBase[ApnsStores]):
             count, rows = uow.reenrollments.reenroll_required(t.id, limit=limit)
         return {"count": count, "enrollments": [_reenrollment_json(r) for r in rows]}
 
+    def last_canary(self, tenant: str) -> dict[str, Any] | None:
+        """The canary that followed the last upload, as its event recorded it (with ``at``), or None: none
+        recorded (skipped with --no-canary, still running, or no upload yet). Reads only the events of
+        the canary's window after the upload (the index on tenant and time), whatever the log's size."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = self._tenant(uow, tenant)
+            since = uow.push_certs.cert_state(t.id).updated_at
+            if since is None:
+                return None
+            until = since + timedelta(seconds=self.canary_wait + 120)
+            found = uow.events.query(t.id, since=since, until=until, limit=1000)
+        for e in found:
+            if e.detail.get("action") == "apns.canary":
+                return {**e.detail, "at": e.at.isoformat()}
+        return None
+
     def status(self, tenant: str) -> dict[str, Any]:
         with self.db.unit_of_work(readonly=True) as uow:
             t = self._tenant(uow, tenant)

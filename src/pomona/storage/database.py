@@ -48,6 +48,7 @@ from pomona.storage import shared_sql
 from pomona.storage.abm_sql import SqlAbmStore
 from pomona.storage.commands_sql import CHANNEL_ANY, CHANNEL_SKIP_NOT_NOW, SqlCommandQueue
 from pomona.storage.console_sql import (
+    SqlAbmListing,
     SqlAdminStore,
     SqlAuditLog,
     SqlConsoleSessionStore,
@@ -432,3 +433,4 @@ class SqlUnitOfWork:
     audit = _Store(SqlAuditLog)
     device_listing = _Store(SqlDeviceListing)
     user_listing = _Store(SqlUserListing)
+    abm_listing = _Store(SqlAbmListing)

@@ -49,6 +49,7 @@ from pomona.ports import (
     AbmProfileRecord,
     AbmTokenInfo,
     AbmUpsert,
+    AdeProfileCount,
     AdminAccount,
     AuditEntry,
     CaKeyPair,
@@ -1389,6 +1390,28 @@ class MemoryHealthStore(_Store):
         )
 
 
+class MemoryAbmListing(_Store):
+    """The SQL listing's counts, from the ABM store's dictionaries."""
+
+    def profile_counts(self, tenant_id: str) -> dict[str, AdeProfileCount]:
+        wanted: dict[str, list[int]] = {}
+        for (t, _), a in self.d.abm_assignments.items():
+            if t == tenant_id:
+                n = wanted.setdefault(a.profile_id, [0, 0])
+                n[0] += 1
+                n[1] += a.last_error is not None
+        by_uuid = {(token, u): pid for (pid, token), u in self.d.abm_definitions.items()}
+        held: dict[str, int] = {}
+        for (t, _), r in self.d.abm_devices.items():
+            pid = by_uuid.get((r.token_id, r.device.profile_uuid))
+            if t == tenant_id and not r.deleted and r.device.profile_status in ("assigned", "pushed") and pid:
+                held[pid] = held.get(pid, 0) + 1
+        return {
+            pid: AdeProfileCount(wanted.get(pid, [0, 0])[0], held.get(pid, 0), wanted.get(pid, [0, 0])[1])
+            for pid in set(wanted) | set(held)
+        }
+
+
 class MemoryAbmStore(_Store):
     def set_keypair(self, tenant_id: str, cert_pem: bytes, key_pem: bytes, at: datetime) -> None:
         self.tx.put(self.d.abm_keypairs, tenant_id, (cert_pem, key_pem))
@@ -1613,6 +1636,7 @@ class MemoryUnitOfWork:
         self.audit = MemoryAuditLog(tx)
         self.device_listing = MemoryDeviceListing(tx)
         self.user_listing = MemoryUserListing(tx)
+        self.abm_listing = MemoryAbmListing(tx)
         self.abm = MemoryAbmStore(tx)
         self.abm_view = self.abm  # the same store, without its secrets (ports.AbmView)
 
