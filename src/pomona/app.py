@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pomona.services.commands import CommandService
     from pomona.services.console import ConsoleService
     from pomona.services.console_apple import AppleSettingsService
+    from pomona.services.console_reports import ConsoleReportsService
     from pomona.services.diagnose import DiagnoseService
     from pomona.services.doctor import CheckLine
     from pomona.services.enrollment import EnrollmentService
@@ -352,6 +353,20 @@ class Pomona:
             self.db, self.clock, self.console, self.apns, self.abm, metrics=self.metrics
         )
 
+    @cached_property
+    def console_reports(self) -> ConsoleReportsService:
+        from pomona.services.console_reports import ConsoleReportsService
+
+        return ConsoleReportsService(
+            self.db,
+            self.clock,
+            self.console,
+            self.reports,
+            self._resolver,
+            self._discovery,
+            metrics=self.metrics,
+        )
+
 
 class _PkiOnFirstUse:
     """The Pki port for a service that may not need it in this process (the admin service: `pomona
@@ -392,6 +407,7 @@ _SERVICES = (
     "reports",
     "console",
     "console_apple",
+    "console_reports",
 )
 
 

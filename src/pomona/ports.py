@@ -309,6 +309,18 @@ class AbmListing(Protocol):
     def profile_counts(self, tenant_id: str) -> dict[str, AdeProfileCount]: ...  # profile id -> counts
 
 
+#: A failure roll-up row: (UTC day, reason, platform, enrollment type, step, count).
+RollupRow: TypeAlias = tuple[str, str, str, str, str, int]
+
+
+class ReportListing(Protocol):
+    """The console's reports and dashboard chart over a large tenant: the failure roll-up's rows for a
+    span of days (hundreds, whatever the event log holds) and the enrollments started per UTC day."""
+
+    def failure_rows(self, tenant_id: str, since: datetime, until: datetime) -> list[RollupRow]: ...
+    def enrollments_by_day(self, tenant_id: str, since: datetime, until: datetime) -> dict[str, int]: ...
+
+
 class ApiTokenStore(Protocol):
     def add(self, token: ApiToken, token_hash: str) -> None: ...
     def by_hash(self, token_hash: str) -> ApiToken | None: ...
@@ -959,6 +971,8 @@ class UnitOfWork(Protocol):
     def user_listing(self) -> UserListing: ...
     @property
     def abm_listing(self) -> AbmListing: ...
+    @property
+    def report_listing(self) -> ReportListing: ...
     @property
     def abm(self) -> AbmStore: ...
     @property

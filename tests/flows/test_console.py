@@ -3,9 +3,11 @@ sign-in, CSRF, roles, tenant isolation, escaping, and every page in English and 
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -424,8 +426,8 @@ class TestPages:
 
 class TestDashboard:
     def test_findings_certificate_and_top_reasons(self, pomona: Pomona, browser: Admin) -> None:
-        """The dashboard shows health's open findings critical first, a missing certificate, and the top
-        failure reasons of 30 days, each linking to troubleshoot; a code without a text shows as itself."""
+        """Health's open findings critical first, a missing certificate, and the top failure reasons of 30
+        days, each linking to its incident summary; a code without a text shows as itself."""
         from pomona.domain.models import Event, Outcome, Step
 
         bare = pomona.admin.create_tenant("bare", "bare.example")  # no authority, no push certificate
@@ -442,7 +444,7 @@ class TestDashboard:
         assert "MDM_AUTHORITY_NOT_SET" in shown and shown == [f["code"] for f in found]
         reasons = re.findall(r'<tr data-reason="([A-Z_]+)">', r.text)
         assert reasons == ["DEVICE_LIMIT_REACHED", "A_CODE_OF_ANOTHER_VERSION"]
-        assert "/troubleshoot?message=DEVICE_LIMIT_REACHED" in r.text
+        assert "/reports/incident?code=DEVICE_LIMIT_REACHED" in r.text  # its incident summary
         assert 'data-days-left=""' in r.text  # no push certificate yet
 
 
@@ -932,3 +934,203 @@ class TestAppleSettingsValues:
         assert r.status_code == 422 and 'data-reason="APNS_CERT_INVALID"' in r.text
         r = upload(browser, f"{APPLE}/push", "cert", p12, password="secret")
         assert r.status_code == 303 and r.headers["location"].endswith("?done=renewed")
+
+
+# --- pages 1 (the chart), 8 and 9: http/console_reports.py -------------------------------------------
+def failures(p: Pomona, tenant_id: str, *rows: tuple[int, str, int, dict[str, object]]) -> None:
+    """Failure events (days ago, reason, how many, detail): they add to the failure roll-up as in use."""
+    from pomona.domain.models import Event, Outcome, Step
+
+    now = p.clock.now()
+    with p.db.unit_of_work() as uow:
+        for days, reason, n, detail in rows:
+            step = Step(str(detail.pop("step", "portal")))
+            for _ in range(n):
+                at = now - timedelta(days=days)
+                uow.events.append(
+                    Event(tenant_id, at, step, Outcome.FAILED, reason=reason, detail=dict(detail))
+                )
+
+
+def svg_of(html: str) -> str:
+    m = re.search(r'<svg [^>]*class="chart".*?</svg>', html, re.S)
+    assert m, html[:500]
+    return m.group(0)
+
+
+@pytest.fixture
+def dns_zone(pomona: Pomona) -> Iterator[Any]:
+    """The diagnose tests' local DNS zone (dnslib on 127.0.0.1), asked by the real resolver adapter."""
+    from diag_helpers import Zone
+    from pomona.net.dns import DnsResolver
+
+    z = Zone()
+    pomona.console_reports.resolver = DnsResolver(f"127.0.0.1:{z.port}", timeout=1.0)
+    yield z
+    z.stop()
+
+
+class TestReportsPages:
+    @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+    def test_dashboard_chart_totals_and_incident_link(
+        self, pomona: Pomona, client: TestClient, app: object, acme: TenantSetup, lang: str
+    ) -> None:
+        """The dashboard's SVG chart carries the 30 days' totals (older failures left out), a title, a
+        description and a table; a top reason links to its incident summary, which reads as the CLI's."""
+        enrolled(pomona, client, acme)
+        failures(
+            pomona,
+            acme.tenant_id,
+            (0, "DEVICE_LIMIT_REACHED", 3, {}),
+            (2, "USER_NOT_LICENSED", 2, {"step": "profile"}),
+            (40, "DEVICE_LIMIT_REACHED", 5, {}),  # outside the 30 days
+        )
+        account(pomona, "ad@acme.example", "admin", "acme")
+        b = Admin(app, lang)
+        r = b.sign_in("ad@acme.example")
+        svg = svg_of(r.text)
+        assert 'data-total-failures="5"' in svg and 'data-total-enrollments="1"' in svg
+        assert '<title id="chart-title">' in svg and '<desc id="chart-desc">' in svg
+        assert 'data-legend="DEVICE_LIMIT_REACHED"' in svg and 'data-legend="USER_NOT_LICENSED"' in svg
+        assert len(re.findall(r"<tr data-day=", r.text)) == 30
+        assert re.search(r'id="total-failures">5<', r.text) and re.search(
+            r'id="total-enrollments">1<', r.text
+        )
+        assert not re.search(r"\b(console|portal)\.[a-z_]+\.", strip_data(r.text))
+        link = "/console/t/acme/reports/incident?code=DEVICE_LIMIT_REACHED"
+        assert link in r.text
+        page = b.get(link)
+        assert page.status_code == 200 and "DEVICE_LIMIT_REACHED" in page.text
+        now = pomona.clock.now()
+        inc = pomona.reports.incident(
+            "acme", codes=["DEVICE_LIMIT_REACHED"], since=now - timedelta(days=30), until=now
+        )
+        assert (
+            inc["failures"] == 3 and pomona.reports.incident_markdown(inc, lang).splitlines()[0] in page.text
+        )
+        b.close()
+
+    @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+    def test_reports_filter_group_and_chart_for_helpdesk(
+        self, pomona: Pomona, app: object, acme: TenantSetup, lang: str
+    ) -> None:
+        """Helpdesk reads the report: filters by reason, step and platform, groups by day or step, and
+        its chart counts what the filters keep."""
+        failures(
+            pomona,
+            acme.tenant_id,
+            (0, "DEVICE_LIMIT_REACHED", 2, {"platform": "ios"}),
+            (1, "DEVICE_LIMIT_REACHED", 1, {"platform": "ipados", "step": "profile"}),
+            (1, "USER_NOT_LICENSED", 4, {"platform": "ios"}),
+        )
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        b = Admin(app, lang)
+        b.sign_in("hd@acme.example")
+        r = b.get("/console/t/acme/reports")
+        assert r.status_code == 200 and f'<html lang="{lang}">' in r.text
+        assert not re.search(r"\b(console|portal)\.[a-z_]+\.", strip_data(r.text))
+        assert re.findall(r'<tr data-key="([A-Z_]+)">', r.text) == [
+            "USER_NOT_LICENSED",
+            "DEVICE_LIMIT_REACHED",
+        ]
+        assert 'data-total-failures="7"' in svg_of(r.text) and re.search(r'id="report-total">7<', r.text)
+        r = b.get("/console/t/acme/reports?reason=DEVICE_LIMIT_REACHED&group=step")
+        assert re.findall(r'<tr data-key="([a-z]+)"><td>[a-z]+</td><td class="num">(\d+)', r.text) == [
+            ("portal", "2"),
+            ("profile", "1"),
+        ]
+        assert 'data-total-failures="3"' in svg_of(r.text)
+        r = b.get("/console/t/acme/reports?platform=ios&step=portal&group=day")
+        today = pomona.clock.now().date()
+        keys = re.findall(r'<tr data-key="([0-9-]+)">', r.text)
+        assert keys == sorted(keys) and keys[-1] == today.isoformat()
+        assert 'data-total-failures="6"' in svg_of(r.text)
+        for junk in ("since=nope&until=x", "group=evil", "reason=" + "x" * 500):
+            assert b.get(f"/console/t/acme/reports?{junk}").status_code == 200, junk
+        r = b.get("/console/t/acme/reports?since=2026-01-10&until=2026-01-01")
+        assert r.status_code == 422 and "Traceback" not in r.text
+        b.close()
+
+    def test_csv_export_is_an_attachment_safe_from_formulas(
+        self, pomona: Pomona, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """?format=csv downloads the groups as an attachment; a cell starting with = + - @ gets a leading
+        apostrophe, and a reason named <script> is text on the page and in the chart."""
+        failures(
+            pomona,
+            acme.tenant_id,
+            (0, "DEVICE_LIMIT_REACHED", 2, {}),
+            (0, '=HYPERLINK("http://evil.example")', 1, {}),
+            (0, "+1", 1, {}),
+            (0, "-1", 1, {}),
+            (0, "@SUM(A1)", 1, {}),
+            (0, EVIL[:60], 1, {}),
+        )
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        r = browser.get("/console/t/acme/reports?format=csv")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+        assert r.headers["content-disposition"].startswith('attachment; filename="failures-acme-')
+        rows = list(csv.reader(r.text.splitlines()))
+        assert rows[0] == ["reason", "title", "count"]
+        cells = {row[0]: row for row in rows[1:]}
+        assert cells["DEVICE_LIMIT_REACHED"][2] == "2" and cells["DEVICE_LIMIT_REACHED"][1]
+        for bad in ('=HYPERLINK("http://evil.example")', "+1", "-1", "@SUM(A1)"):
+            assert "'" + bad in cells and bad not in cells, bad
+        assert all(not c.startswith(("=", "+", "-", "@")) for row in rows for c in row)
+        r = browser.get("/console/t/acme/reports?group=day&format=csv")
+        assert list(csv.reader(r.text.splitlines()))[1][2] == "7"
+        page = browser.get("/console/t/acme/reports")
+        assert "<script>" not in page.text and "&lt;script&gt;" in svg_of(page.text)
+        assert "<script>" not in browser.get("/console/t/acme").text
+
+    def test_tenant_isolation(
+        self, pomona: Pomona, acme: TenantSetup, globex: TenantSetup, browser: Admin
+    ) -> None:
+        """Another tenant's reports, domains and incident pages are the console's 404; a tenant's report
+        and chart count only its own failures."""
+        failures(pomona, acme.tenant_id, (0, "DEVICE_LIMIT_REACHED", 2, {}))
+        failures(pomona, globex.tenant_id, (0, "USER_NOT_LICENSED", 9, {}))
+        account(pomona, "ad@acme.example", "admin", "acme")
+        r = browser.sign_in("ad@acme.example")
+        assert 'data-total-failures="2"' in svg_of(r.text) and "USER_NOT_LICENSED" not in r.text
+        for path in (
+            "/reports",
+            "/reports?format=csv",
+            "/domains",
+            "/reports/incident?code=USER_NOT_LICENSED",
+        ):
+            got = browser.get(f"/console/t/globex{path}")
+            assert got.status_code == 404 and "USER_NOT_LICENSED<" not in got.text, path
+            assert "incident in tenant" not in got.text and "data-total" not in got.text, path
+        r = browser.get("/console/t/acme/reports?format=csv")
+        assert "USER_NOT_LICENSED" not in r.text and "DEVICE_LIMIT_REACHED,".lower() in r.text.lower()
+
+    @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+    def test_domains_dns_statuses(
+        self, pomona: Pomona, app: object, acme: TenantSetup, dns_zone: Any, lang: str
+    ) -> None:
+        """The domains page lists the discovery CNAMEs with their target and what the test zone answers:
+        ok, then missing, then pointing elsewhere."""
+        zone = dns_zone
+        zone.cnames["enterpriseenrollment.acme.example"] = "pomona.test"
+        zone.cnames["enterpriseregistration.acme.example"] = "pomona.test"
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        b = Admin(app, lang)
+        b.sign_in("hd@acme.example")
+
+        def statuses() -> dict[str, str]:
+            r = b.get("/console/t/acme/domains")
+            assert r.status_code == 200 and f'<html lang="{lang}">' in r.text
+            assert not re.search(r"\b(console|portal)\.[a-z_]+\.", strip_data(r.text))
+            assert "enterpriseenrollment.acme.example. 3600 IN CNAME pomona.test." in r.text
+            return dict(re.findall(r'data-record="(\w+)" data-status="(\w+)"', r.text))
+
+        assert statuses() == {"EnterpriseEnrollment": "ok", "EnterpriseRegistration": "ok"}
+        del zone.cnames["enterpriseregistration.acme.example"]
+        assert statuses() == {"EnterpriseEnrollment": "ok", "EnterpriseRegistration": "missing"}
+        zone.cnames["enterpriseenrollment.acme.example"] = "mdm.elsewhere.example"
+        r = b.get("/console/t/acme/domains")
+        assert 'data-record="EnterpriseEnrollment" data-status="wrong"' in r.text
+        assert "mdm.elsewhere.example" in r.text
+        b.close()

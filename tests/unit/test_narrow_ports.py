@@ -32,6 +32,7 @@ from pomona.services.checks import DiscoverySettings
 from pomona.services.commands import CommandService
 from pomona.services.console import ConsoleService
 from pomona.services.console_apple import AppleSettingsService
+from pomona.services.console_reports import ConsoleReportsService
 from pomona.services.diagnose import Context, DiagnoseService
 from pomona.services.directory_import import HasPolicy
 from pomona.services.enrollment import EnrollmentService, Urls
@@ -129,6 +130,7 @@ EXPECTED: dict[type, set[str]] = {
         "events",
     },
     AppleSettingsService: {"abm_listing", "events"},
+    ConsoleReportsService: {"report_listing", "events"},
     CommandService: {"tenants", "devices", "enrollments", "commands", "pushes", "events"},
     DiagnoseService: DECISION | {"tenants", "devices", "events", "reachability", "abm_view"},
     EnrollmentService: DECISION | {"tenants", "enrollment_tokens", "certs", "events"},

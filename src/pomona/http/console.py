@@ -307,8 +307,21 @@ class Console(FormPages):
             {"code": code, "count": n, "title": title_of(code, lang) if code else ""}
             for code, n in d.top_reasons
         ]
+        from pomona.http.console_reports import chart_svg  # page 1's chart (http/console_reports.py)
+
+        chart = await run_in_threadpool(self.p.console_reports.chart, account, self.tenant_ref(request))
+        svg = chart_svg(chart, lang, translate(lang, "console.chart.title", days=len(chart.days)))
         return self.render(
-            request, "dashboard.html", account, tenant=d.tenant, d=d, findings=findings, top=top
+            request,
+            "dashboard.html",
+            account,
+            tenant=d.tenant,
+            d=d,
+            findings=findings,
+            top=top,
+            chart=chart,
+            svg=svg,
+            reason_title=lambda code: title_of(code, lang),
         )
 
     async def devices(self, request: Request, account: AdminAccount) -> Response:
@@ -521,6 +534,7 @@ class Console(FormPages):
 def create_console(p: Services) -> ASGIApp:
     """The console's ASGI app; RootApp routes every path under /console to it."""
     from pomona.http.console_apple import apple_routes  # it builds on Console (imports this module)
+    from pomona.http.console_reports import report_routes
 
     c = Console(p)
     s, post = c.signed, c.posted
@@ -550,6 +564,7 @@ def create_console(p: Services) -> ASGIApp:
         ),
         Route("/console/t/{tenant}/audit", s(c.audit), methods=["GET"]),
         *apple_routes(c),  # page 7, Apple settings: http/console_apple.py
+        *report_routes(c),  # pages 8 and 9, domains and reports: http/console_reports.py
         Route("/console/{rest:path}", c.not_found),
     ]
     # The cookie's key: derived from the portal's stored key, so neither cookie signs the other.

@@ -69,6 +69,7 @@ from pomona.ports import (
     PushReschedule,
     Reachability,
     ReEnrollment,
+    RollupRow,
     SessionEnd,
     SharedLimits,
     TokenRefusal,
@@ -1390,6 +1391,24 @@ class MemoryHealthStore(_Store):
         )
 
 
+class MemoryReportListing(_Store):
+    def failure_rows(self, tenant_id: str, since: datetime, until: datetime) -> list[RollupRow]:
+        first, last = rollup.day(since), rollup.day(until)
+        return sorted(
+            (k[1], k[2], k[3], k[4], k[5], n)
+            for k, n in self.d.failure_rollup.items()
+            if k[0] == tenant_id and first <= k[1] <= last
+        )
+
+    def enrollments_by_day(self, tenant_id: str, since: datetime, until: datetime) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in self.d.enrollments.values():
+            if e.tenant_id == tenant_id and since <= e.started_at <= until:
+                k = rollup.day(e.started_at)
+                out[k] = out.get(k, 0) + 1
+        return out
+
+
 class MemoryAbmListing(_Store):
     """The SQL listing's counts, from the ABM store's dictionaries."""
 
@@ -1637,6 +1656,7 @@ class MemoryUnitOfWork:
         self.device_listing = MemoryDeviceListing(tx)
         self.user_listing = MemoryUserListing(tx)
         self.abm_listing = MemoryAbmListing(tx)
+        self.report_listing = MemoryReportListing(tx)
         self.abm = MemoryAbmStore(tx)
         self.abm_view = self.abm  # the same store, without its secrets (ports.AbmView)
 
