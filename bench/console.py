@@ -9,7 +9,9 @@ Seeds one tenant with ``--devices`` devices, each with an active enrollment, one
 cursor, sorted by last check-in, filtered by a prefix), a device's page, troubleshoot for a user
 (the diagnosis runs), users and groups (first page, a page deep by its cursor, a UPN prefix), and the
 enrollment restrictions (with the policy dry run for a user), and Apple settings (every device in ABM,
-assigned one of two ADE profiles: the page counts them). One user in ten is in one of two groups,
+assigned one of two ADE profiles: the page counts them), domains and DNS (the resolver answers from a
+table), reports (30 and 90 days, filtered, CSV) and an incident summary (it reads the failure events:
+one per roll-up count, about 3,000). Enrollments started over 90 days feed the dashboard's chart. One user in ten is in one of two groups,
 each with a device limit restriction. Each response carries the console's own Server-Timing (time inside the console
 app, database included; not the client). The issue's target: under 300 ms per page.
 """
@@ -95,7 +97,7 @@ def seed(p: object, tenant_id: str, n: int, n_users: int) -> float:
                         "type": "byod",
                         "cert_fingerprint": uuid.uuid4().hex * 2,
                         "topic": "com.apple.mgmt.x",
-                        "started_at": now,
+                        "started_at": now - timedelta(days=i % 90, seconds=i),  # over 90 days
                         "awaiting_configuration": False,
                     }
                 )
@@ -127,8 +129,36 @@ def seed(p: object, tenant_id: str, n: int, n_users: int) -> float:
                 for r in REASONS
             ],
         )
+        # the failure events the roll-up counts (what the incident summary reads), one per count
+        for d in range(30):
+            c.execute(
+                insert(s.events),
+                [
+                    {
+                        "tenant_id": tenant_id,
+                        "at": now - timedelta(days=d, seconds=k),
+                        "step": "portal",
+                        "outcome": "failed",
+                        "reason": r,
+                        "upn": f"user{k}@acme.example",
+                        "detail": '{"platform": "ios"}',
+                    }
+                    for r in REASONS
+                    for k in range(10 + d)
+                ],
+            )
     print()
     return time.perf_counter() - start
+
+
+class BenchResolver:
+    """The resolver port answering from a table: the DNS round trip is the name server's, not Pomona's."""
+
+    def __init__(self, cnames: dict[str, str]) -> None:
+        self.cnames = cnames
+
+    def cname(self, name: str) -> str | None:
+        return self.cnames.get(name.lower())
 
 
 def seed_abm(p: object, tenant_id: str, n: int) -> float:
@@ -238,6 +268,7 @@ def main() -> None:
         for n, (g, limit) in enumerate((("Sales", 3), ("Staff", 5)), start=1):
             p.policy.create_restriction("acme", type_="limit", priority=n, groups=[g], limit=limit)
         p.console.create_account(EMAIL, PASSWORD, "admin", "acme")
+        p.console_reports.resolver = BenchResolver({"enterpriseenrollment.acme.example": "pomona.test"})
         app = create_app(pomona=p)
         with TestClient(app, base_url="https://pomona.test", follow_redirects=False) as c:  # type: ignore[arg-type]
             html = c.get("/console/signin").text
@@ -270,6 +301,14 @@ def main() -> None:
                 "restrictions": "/console/t/acme/restrictions",
                 "restrictions (dry run)": "/console/t/acme/restrictions?upn=user10@acme.example&platform=ios",
                 "apple settings": "/console/t/acme/apple",
+                "domains and DNS": "/console/t/acme/domains",
+                "reports (30 days, by reason)": "/console/t/acme/reports",
+                "reports (90 days, by day, filtered)": (
+                    f"/console/t/acme/reports?since={(datetime.now(UTC) - timedelta(days=89)).date()}"
+                    "&group=day&reason=DEVICE_LIMIT_REACHED&step=portal&platform=ios"
+                ),
+                "reports (CSV)": "/console/t/acme/reports?format=csv",
+                "incident summary (a reason)": "/console/t/acme/reports/incident?code=DEVICE_LIMIT_REACHED",
             }
             print(f"{'page':<34} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
             for name, path in pages.items():

@@ -38,18 +38,11 @@ from pomona.services.console_reports import (
     ConsoleReportsService,
     ReportQuery,
 )
+from pomona.services.reports import csv_safe
 
 #: Stack colours (readable on white, told apart without colour by the legend's order and the table).
 PALETTE: Final = ("#1f6feb", "#d1242f", "#9a6700", "#1a7f37", "#8250df", "#bf3989", "#0a7ea4", "#6e7781")
 OTHER: Final = "__other__"
-FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_safe(value: object) -> str:
-    """A CSV cell a spreadsheet will not run: text starting with = + - @ (or a tab, a carriage return)
-    gets a leading apostrophe."""
-    text = str(value)
-    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 def _e(value: object) -> str:
@@ -97,11 +90,11 @@ def chart_svg(chart: Chart, lang: str, title: str, *, top: int = 7, chart_id: st
     y_f0 = y_e0 + gap + band_f  # the failures' baseline
     out.append(
         f'<text x="{left}" y="{top_pad - 5}" class="chart-label">'
-        f"{_e(_('console.chart.enrollments'))} (max {max_e})</text>"
+        f"{_e(_('console.chart.enrollments'))} ({_e(_('console.chart.max', n=max_e))})</text>"
     )
     out.append(
         f'<text x="{left}" y="{y_e0 + gap - 5}" class="chart-label">'
-        f"{_e(_('console.chart.failures'))} (max {max_f})</text>"
+        f"{_e(_('console.chart.failures'))} ({_e(_('console.chart.max', n=max_f))})</text>"
     )
     for base in (y_e0, y_f0):
         out.append(f'<line x1="{left}" y1="{base}" x2="{width - right}" y2="{base}" stroke="#8c959f"/>')
@@ -131,13 +124,14 @@ def chart_svg(chart: Chart, lang: str, title: str, *, top: int = 7, chart_id: st
                 f'data-day="{_e(d)}" data-reason="{_e(r)}" data-count="{v}">'
                 f"<title>{_e(d)} {_e(label)}: {v}</title></rect>"
             )
-        if i % 7 == 0 or i == len(days) - 1:
+        if i % 7 == 0 or (i == len(days) - 1 and i % 7 >= 4):
             out.append(f'<text x="{x:.1f}" y="{y_f0 + 14}" class="chart-tick">{_e(d[5:])}</text>')
     ly = y_f0 + 22
     for i, r in enumerate(colours):
         lx = left + (i % 2) * (width - left) / 2
         yy = ly + (i // 2) * 18
-        label = _("console.chart.other") if r == OTHER else f"{title_of(r, lang)} ({r})"
+        name = title_of(r, lang)
+        label = _("console.chart.other") if r == OTHER else (f"{name} ({r})" if name != r else r)
         total = sum(n for k, n in chart.reasons if k not in shown) if r == OTHER else dict(chart.reasons)[r]
         out.append(
             f'<g class="legend" data-legend="{_e(r)}"><rect x="{lx:.1f}" y="{yy}" width="12" height="12" '
@@ -244,4 +238,4 @@ def report_routes(c: Console) -> list[Route]:
     ]
 
 
-__all__ = ["ReportPages", "chart_svg", "csv_safe", "report_routes"]
+__all__ = ["ReportPages", "chart_svg", "report_routes"]
