@@ -1045,6 +1045,8 @@ class TestReportsPages:
         keys = re.findall(r'<tr data-key="([0-9-]+)">', r.text)
         assert keys == sorted(keys) and keys[-1] == today.isoformat()
         assert 'data-total-failures="6"' in svg_of(r.text)
+        got = b.get("/console/t/acme/reports?reason=USER_NOT_LICENSED&format=csv")
+        assert got.status_code == 200 and got.text.splitlines()[1].endswith(",4")  # helpdesk exports too
         for junk in ("since=nope&until=x", "group=evil", "reason=" + "x" * 500):
             assert b.get(f"/console/t/acme/reports?{junk}").status_code == 200, junk
         r = b.get("/console/t/acme/reports?since=2026-01-10&until=2026-01-01")

@@ -168,9 +168,12 @@ class ReportPages:
         group = group if group in GROUPS else "reason"
         filters = {k: (qp.get(k) or "").strip()[:64] for k in FILTERS if (qp.get(k) or "").strip()}
         q = ReportQuery(since, until, group, filters)
-        rep = await run_in_threadpool(self.svc.report, account, self.ref(request), q)
+        as_csv = qp.get("format") == "csv"
+        rep = await run_in_threadpool(
+            lambda: self.svc.report(account, self.ref(request), q, enrollments=not as_csv)
+        )
         lang = self.c.lang(request)
-        if qp.get("format") == "csv":
+        if as_csv:
             return self.csv(rep.tenant.name, rep.query, rep.groups, lang)
         title = translate(
             lang, "console.reports.chart_title", since=since.isoformat(), until=until.isoformat()
