@@ -301,14 +301,8 @@ class DeviceListing(Protocol):
         filters: DeviceFilter | None = None,
         limit: int = 50,
     ) -> list[Device]: ...
-    # at most ``cap`` (counting stops there: the page shows "more than")
     def count(
-        self,
-        tenant_id: str,
-        *,
-        prefix: str | None = None,
-        filters: DeviceFilter | None = None,
-        cap: int | None = None,
+        self, tenant_id: str, *, prefix: str | None = None, filters: DeviceFilter | None = None
     ) -> int: ...
     # the distinct OS versions of the tenant's devices (to resolve an OS minimum)
     def os_versions(self, tenant_id: str) -> list[str]: ...

@@ -818,7 +818,7 @@ class TestDeviceFilters:
         browser.sign_in("ad@acme.example")
         r = browser.get("/console/t/acme/devices?platform=ipados&state=unenrolled&sort=serial")
         first = re.findall(r'data-device="([^"]+)"', r.text)
-        assert len(first) == 50 and 'data-total="52"' in r.text
+        assert len(first) == 50 and 'data-total=""' in r.text  # not counted: more than a page
         link = re.search(r'id="next-page" href="([^"]+)"', r.text)
         assert link is not None
         href = link.group(1).replace("&amp;", "&")

@@ -164,17 +164,22 @@ _E = s.enrollments
 _CORPORATE_TYPES = (EnrollmentType.ADE.value, EnrollmentType.CORPORATE.value)
 
 
-def _active_udids(tenant_id: str, *more: Any) -> Any:
-    """The UDIDs of the tenant's devices with an active enrollment (that also meets ``more``): one
-    uncorrelated subquery, read once, that the (tenant, udid, status) index serves."""
-    return select(_E.c.udid).where(
-        _E.c.tenant_id == tenant_id, _E.c.status == EnrollmentStatus.ACTIVE.value, *more
+def _enrolled(*more: Any, status: EnrollmentStatus = EnrollmentStatus.ACTIVE) -> Any:
+    """The device has an enrollment in ``status`` (that also meets ``more``): a correlated EXISTS, one
+    probe of the (tenant, udid, status) index per row the page walks. (An uncorrelated ``udid IN
+    (SELECT ...)`` builds the whole set first: 100 ms for the active enrollments of 200,000 devices,
+    where a page of 50 needs a few hundred probes.)"""
+    return (
+        select(_E.c.id)
+        .where(_E.c.tenant_id == _D.c.tenant_id, _E.c.udid == _D.c.udid, _E.c.status == status.value, *more)
+        .exists()
     )
 
 
 def device_filters(tenant_id: str, f: DeviceFilter | None) -> list[Any]:
-    """The WHERE conditions of a :class:`DeviceFilter` (each a range, a LIKE on a short column, or an IN
-    over an uncorrelated subquery; no join multiplies rows)."""
+    """The WHERE conditions of a :class:`DeviceFilter`: a LIKE or comparison on the row, an EXISTS probe
+    of the device's enrollments, or an IN over a small set (corporate identifiers, blocked devices); no
+    join multiplies rows."""
     if f is None:
         return []
     out: list[Any] = []
@@ -198,7 +203,7 @@ def device_filters(tenant_id: str, f: DeviceFilter | None) -> list[Any]:
     if f.ownership is not None:
         ci = s.corporate_identifiers
         corporate = or_(
-            _D.c.udid.in_(_active_udids(tenant_id, _E.c.type.in_(_CORPORATE_TYPES))),
+            _enrolled(_E.c.type.in_(_CORPORATE_TYPES)),
             _D.c.serial.in_(select(ci.c.value).where(ci.c.tenant_id == tenant_id, ci.c.kind == "serial")),
             _D.c.imei.in_(select(ci.c.value).where(ci.c.tenant_id == tenant_id, ci.c.kind == "imei")),
         )
@@ -209,25 +214,18 @@ def device_filters(tenant_id: str, f: DeviceFilter | None) -> list[Any]:
             else not_(func.coalesce(corporate, false()))
         )
     if f.enrollment_type:
-        out.append(_D.c.udid.in_(_active_udids(tenant_id, _E.c.type == f.enrollment_type)))
+        out.append(_enrolled(_E.c.type == f.enrollment_type))
     if f.state == "active":
-        out.append(_D.c.udid.in_(_active_udids(tenant_id)))
+        out.append(_enrolled())
     elif f.state == "awaiting":
-        out.append(_D.c.udid.in_(_active_udids(tenant_id, _E.c.awaiting_configuration == true())))
+        out.append(_enrolled(_E.c.awaiting_configuration == true()))
     elif f.state == "unresponsive":
         before = f.unresponsive_before
-        out.append(
-            _D.c.udid.in_(_active_udids(tenant_id, _E.c.first_unanswered_push_at <= before))
-            if before is not None
-            else false()
-        )
+        out.append(_enrolled(_E.c.first_unanswered_push_at <= before) if before is not None else false())
     elif f.state == "unenrolled":
-        out.append(_D.c.udid.not_in(_active_udids(tenant_id)))
+        out.append(not_(_enrolled()))
     elif f.state == "retired":
-        retired = select(_E.c.udid).where(
-            _E.c.tenant_id == tenant_id, _E.c.status == EnrollmentStatus.RETIRED.value
-        )
-        out.append(and_(_D.c.udid.not_in(_active_udids(tenant_id)), _D.c.udid.in_(retired)))
+        out.append(and_(not_(_enrolled()), _enrolled(status=EnrollmentStatus.RETIRED)))
     elif f.state == "blocked":
         b = s.blocked_devices
         out.append(
