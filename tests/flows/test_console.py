@@ -860,6 +860,13 @@ class TestDeviceActions:
         b.sign_in("ad@acme.example")
         b.get(f"/console/t/acme/devices/{did}")
         base = f"/console/t/acme/devices/{did}"
+        for action in ("lock", "erase", "block"):  # no CSRF token: refused, nothing done
+            assert (
+                b.post(f"{base}/{action}", {"serial": d.serial, "confirm": "yes"}, csrf="x").status_code
+                == 403
+            )
+        assert len(queued(pomona, "acme", d.udid)) == before
+        b.get(base)
         for action, form in (
             ("lock", {"message": "Call IT"}),
             ("restart", {}),
@@ -1039,9 +1046,8 @@ class TestTroubleshootActions:
         here = f"/console/t/acme/troubleshoot?upn={acme.upn.replace('@', '%40')}"
         form = re.search(r'<form method="post" action="([^"]+/release)"', b.last)
         assert form is not None
-        r = b.post(form.group(1), {"back": here})
-        assert r.status_code == 303 and r.headers["location"].startswith(here)
-        assert r.headers["location"].endswith("done=released")
+        r = b.post(form.group(1), {"back": here + "&done=pushed"})
+        assert r.status_code == 303 and r.headers["location"] == here + "&done=released"
         got = queued(pomona, "acme", d.udid)[before:]
         assert [t for t, _ in got] == ["DeviceConfigured"]
         page = b.get(r.headers["location"]).text

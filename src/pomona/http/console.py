@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -445,9 +445,10 @@ class Console(FormPages):
         back = form.get("back", "")
         page = f"/console/t/{quote(ref, safe='')}/troubleshoot"
         if back == page or back.startswith(page + "?"):
-            if len(back) < 3000 and all(" " <= ch < "\x7f" for ch in back):
-                sep = "&" if "?" in back else "?"
-                return RedirectResponse(f"{back}{sep}{urlencode({'done': done})}", status_code=303)
+            if len(back) < 3000 and all(" " < ch < "\x7f" for ch in back):
+                kept = [(k, v) for k, v in parse_qsl(back.partition("?")[2]) if k != "done"]
+                query = urlencode([*kept, ("done", done)])
+                return RedirectResponse(f"{page}?{query}", status_code=303)
         return RedirectResponse(
             f"/console/t/{quote(ref, safe='')}/devices/{did}?done={done}", status_code=303
         )
