@@ -1222,3 +1222,33 @@ class TestAdministrationPage:
         assert re.findall(r'data-action="([a-z_.]+)"', page) == []
         assert browser.get("/console/t/acme/audit?since=nonsense&who=%3Cscript%3E").status_code == 200
         assert "<script>" not in browser.last
+
+    def test_operator_server_tokens(
+        self, pomona: Pomona, app: object, client: TestClient, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """An operator creates a server-wide token on a tenant's page and revokes it; a tenant admin is
+        refused a server token (audited) and does not see the server's tokens."""
+        account(pomona, "op@example.com", "operator")
+        browser.sign_in("op@example.com")
+        browser.get(ADMIN)
+        r = browser.post(f"{ADMIN}/tokens", {"name": "fleet", "days": "0", "scope": "server"})
+        assert r.status_code == 200 and 'id="token-secret"' in r.text
+        tok = next(x for x in pomona.admin.list_api_tokens() if x.name == "fleet")
+        assert tok.tenant_id is None and tok.expires_at is None
+        assert f'data-token="{tok.id}" data-state="active"' in browser.get(ADMIN).text
+        account(pomona, "ad@acme.example", "admin", "acme")
+        b = Admin(app)
+        b.sign_in("ad@acme.example")
+        assert f'data-token="{tok.id}"' not in b.get(ADMIN).text and 'name="scope"' not in b.last
+        r = b.post(f"{ADMIN}/tokens", {"name": "mine", "days": "7", "scope": "server"})
+        assert r.status_code == 422 and 'id="token-refusal"' in r.text
+        assert all(x.name != "mine" for x in pomona.admin.list_api_tokens())
+        b.get(ADMIN)
+        assert b.post(f"{ADMIN}/tokens/{tok.id}/revoke").status_code == 404
+        b.close()
+        browser.get(ADMIN)
+        assert browser.post(f"{ADMIN}/tokens/{tok.id}/revoke").status_code == 303
+        assert next(x for x in pomona.admin.list_api_tokens() if x.id == tok.id).revoked_at is not None
+        assert ("op@example.com", "token.revoke") in [
+            (e.actor, e.action) for e in pomona.console.audit_log("acme")
+        ]
