@@ -1174,10 +1174,11 @@ class TestAdministrationPage:
         b = Admin(app, "zh-CN")
         b.sign_in("ad@acme.example")
         b.get(ADMIN)
-        url = f"http://127.0.0.1:{hook_receiver.server_address[1]}/hook"
+        url = f"http://127.0.0.1:{hook_receiver.server_address[1]}/hook?n={EVIL}"
         r = b.post(f"{ADMIN}/webhook", {"url": url, "secret": "s3cret-s3cret-s3cret"})
         assert r.status_code == 303
-        assert f'<code id="webhook-url">{url}</code>' in b.get(ADMIN).text
+        page = b.get(ADMIN).text
+        assert EVIL not in page and 'id="webhook-url">http://127.0.0.1:' in page and "&lt;script&gt;" in page
         r = b.post(f"{ADMIN}/webhook/test")
         assert r.status_code == 200 and 'data-status="delivered" data-http-status="204"' in r.text
         assert "测试已送达" in r.text and len(hook_receiver.hits) == 1

@@ -33,7 +33,7 @@ CORPORATE_PAGE = 50
 LINKS_SHOWN = 100
 #: The roles a tenant's page may give an account (an operator is made with `pomona admin create`).
 TENANT_ROLES = ("admin", "helpdesk")
-TOKEN_DAYS = (1, 7, 30, 90, 365)  # the expiry choices of the form (0: until revoked)
+TOKEN_DAYS = (7, 30, 90, 365)  # the expiry choices of the form (0: until revoked)
 
 
 @dataclass(frozen=True)
