@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -343,7 +343,14 @@ class Pomona:
     def console(self) -> ConsoleService:
         from pomona.services.console import ConsoleService
 
-        return ConsoleService(self.db, self.clock, self.policy, self.health.open_findings, self.push.wake)
+        return ConsoleService(
+            self.db,
+            self.clock,
+            self.policy,
+            self.health.open_findings,
+            self.push.wake,
+            unresponsive_after=timedelta(seconds=self.settings.push.unresponsive_after),
+        )
 
     @cached_property
     def console_apple(self) -> AppleSettingsService:
