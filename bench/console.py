@@ -318,6 +318,9 @@ def main() -> None:
                 "restrictions": "/console/t/acme/restrictions",
                 "restrictions (dry run)": "/console/t/acme/restrictions?upn=user10@acme.example&platform=ios",
                 "apple settings": "/console/t/acme/apple",
+                "corporate identifiers": "/console/t/acme/corporate",
+                "administration": "/console/t/acme/admin",
+                "audit (filtered)": "/console/t/acme/audit?action=device.",
             }
             print(f"{'page':<36} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
             for name, path in pages.items():

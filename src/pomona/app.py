@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from pomona.services.checks import DeviceCheck, DiscoverySettings
     from pomona.services.commands import CommandService
     from pomona.services.console import ConsoleService
+    from pomona.services.console_admin import AdminPagesService
     from pomona.services.console_apple import AppleSettingsService
     from pomona.services.diagnose import DiagnoseService
     from pomona.services.doctor import CheckLine
@@ -359,6 +360,14 @@ class Pomona:
             self.db, self.clock, self.console, self.apns, self.abm, metrics=self.metrics
         )
 
+    @cached_property
+    def console_admin(self) -> AdminPagesService:
+        from pomona.services.console_admin import AdminPagesService
+
+        return AdminPagesService(
+            self.db, self.clock, self.console, self.admin, self.policy, self.notifier, metrics=self.metrics
+        )
+
 
 class _PkiOnFirstUse:
     """The Pki port for a service that may not need it in this process (the admin service: `pomona
@@ -399,6 +408,7 @@ _SERVICES = (
     "reports",
     "console",
     "console_apple",
+    "console_admin",
 )
 
 

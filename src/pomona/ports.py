@@ -241,9 +241,19 @@ class ConsoleSessionStore(Protocol):
 
 class AuditLog(Protocol):
     def append(self, entry: AuditEntry) -> None: ...
-    # newest first; tenant_id None: every entry; before_id: the keyset cursor (entries older than it)
+    # newest first; tenant_id None: every entry; before_id: the keyset cursor (entries older than it);
+    # the filters: the actor (exact), the action (a prefix), the source (exact), at in [since, until)
     def list(
-        self, tenant_id: str | None = None, *, limit: int = 50, before_id: int | None = None
+        self,
+        tenant_id: str | None = None,
+        *,
+        limit: int = 50,
+        before_id: int | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        source: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[AuditEntry]: ...
 
 

@@ -1006,6 +1006,29 @@ class TestConsoleStores:
             assert [e.action for e in uow.audit.list(t.id)] == ["device.retire"]
             assert [e.action for e in uow.audit.list(before_id=every[0].id)] == ["admin.create"]
 
+    def test_audit_log_filters(self, db: Database) -> None:
+        """The filters: actor exact, action a prefix (its % and _ taken literally), source exact, at in
+        [since, until)."""
+        from pomona.ports import AuditEntry
+
+        t, _, _, _ = seed(db)
+        later = NOW + timedelta(days=2)
+        with db.unit_of_work() as uow:
+            uow.audit.append(AuditEntry(NOW, "a@x", "token.create", t.id, None, "cli"))
+            uow.audit.append(AuditEntry(later, "b@x", "token.revoke", t.id, None, "10.0.0.1"))
+            uow.audit.append(AuditEntry(later, "a@x", "device.retire", t.id, None, "10.0.0.1"))
+        with db.unit_of_work(readonly=True) as uow:
+
+            def acts(**kw: Any) -> list[str]:
+                return [e.action for e in uow.audit.list(t.id, **kw)]
+
+            assert acts(actor="a@x") == ["device.retire", "token.create"]
+            assert acts(action="token.") == ["token.revoke", "token.create"]
+            assert acts(action="token%") == [] and acts(action="token_") == []
+            assert acts(source="10.0.0.1", actor="b@x") == ["token.revoke"]
+            assert acts(since=NOW + timedelta(days=1)) == ["device.retire", "token.revoke"]
+            assert acts(until=NOW + timedelta(days=1)) == ["token.create"]
+
     @pytest.mark.parametrize("sort", ["name", "serial", "last_seen"])
     def test_device_listing_keyset(self, db: Database, sort: str) -> None:
         """Keyset pages of 2 walk every device once, in order, empty sort values last; the prefix filter

@@ -128,13 +128,32 @@ class SqlAuditLog:
         )
 
     def list(
-        self, tenant_id: str | None = None, *, limit: int = 50, before_id: int | None = None
+        self,
+        tenant_id: str | None = None,
+        *,
+        limit: int = 50,
+        before_id: int | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        source: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[AuditEntry]:
         q = select(_L)
         if tenant_id is not None:
             q = q.where(_L.c.tenant_id == tenant_id)
         if before_id is not None:
             q = q.where(_L.c.id < before_id)
+        if actor:
+            q = q.where(_L.c.actor == actor)
+        if action:
+            q = q.where(_L.c.action.startswith(action, autoescape=True))
+        if source:
+            q = q.where(_L.c.source == source)
+        if since is not None:
+            q = q.where(_L.c.at >= since)
+        if until is not None:
+            q = q.where(_L.c.at < until)
         rows = self.conn.execute(q.order_by(_L.c.id.desc()).limit(limit))
         return [
             AuditEntry(

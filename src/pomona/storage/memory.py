@@ -1220,12 +1220,27 @@ class MemoryAuditLog(_Store):
         self.tx.put(self.d.audit, n, dataclasses.replace(entry, id=n, detail=dict(entry.detail)))
 
     def list(
-        self, tenant_id: str | None = None, *, limit: int = 50, before_id: int | None = None
+        self,
+        tenant_id: str | None = None,
+        *,
+        limit: int = 50,
+        before_id: int | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        source: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[AuditEntry]:
         rows = [
             e
             for n, e in sorted(self.d.audit.items(), reverse=True)
-            if (tenant_id is None or e.tenant_id == tenant_id) and (before_id is None or n < before_id)
+            if (tenant_id is None or e.tenant_id == tenant_id)
+            and (before_id is None or n < before_id)
+            and (not actor or e.actor == actor)
+            and (not action or e.action.startswith(action))
+            and (not source or e.source == source)
+            and (since is None or e.at >= since)
+            and (until is None or e.at < until)
         ]
         return rows[:limit]
 
