@@ -3,10 +3,13 @@
 
     .venv/bin/python bench/console.py [--devices 200000] [--rounds 20] [--database-url URL]
 
-Seeds one tenant with ``--devices`` devices, each with an active enrollment, one user per two devices and a
+Seeds one tenant with ``--devices`` devices (iPhones and iPads, seven OS versions, every enrollment type,
+one in 50 retired, one in 500 blocked, one in 1000 awaiting configuration, one in 10 silent for a month or
+more), each with an enrollment, one user per two devices and a
 30-day failure roll-up (bulk inserts, not measured), signs a tenant admin in, then requests each page
 ``--rounds`` times: the dashboard, the device list (first page, a page deep in the list by its keyset
-cursor, sorted by last check-in, filtered by a prefix), a device's page, troubleshoot for a user
+cursor, sorted by last check-in, filtered by a prefix, and by each of the list's filters: platform, OS,
+ownership, enrollment type, state, last check-in, combinations, a filtered second page), a device's page, troubleshoot for a user
 (the diagnosis runs), users and groups (first page, a page deep by its cursor, a UPN prefix), and the
 enrollment restrictions (with the policy dry run for a user), and Apple settings (every device in ABM,
 assigned one of two ADE profiles: the page counts them), domains and DNS (the resolver answers from a
@@ -28,13 +31,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from _common import machine, setup_tenant
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from pomona.app import Settings, build, create_app
 from pomona.storage import schema as s
 
 EMAIL = "bench-admin@acme.example"
 PASSWORD = "bench-password-1"
+OS_VERSIONS = ["15.8", "16.7.2", "17.0", "17.4", "17.5.1", "18.1", "18.2"]
+TYPES = ["byod", "byod", "byod", "corporate", "ade", "ade", "dem", "account_driven"]
 REASONS = ["DEVICE_LIMIT_REACHED", "USER_NOT_LICENSED", "PERSONAL_DEVICE_BLOCKED", "ENROLLMENT_TOKEN_INVALID"]
 
 
@@ -81,9 +86,12 @@ def seed(p: object, tenant_id: str, n: int, n_users: int) -> float:
                         "serial": f"F{i:010d}",
                         "device_name": f"Device {i % 9973:04d}-{i}",
                         "product_name": "iPhone15,2" if i % 3 else "iPad13,18",
-                        "os_version": "17.4",
+                        "os_version": OS_VERSIONS[i % len(OS_VERSIONS)],
                         "created_at": now,
-                        "last_seen_at": now - timedelta(seconds=i),
+                        # one in 10 last seen 30 to 120 days ago; the rest within the last 2 days
+                        "last_seen_at": now - timedelta(days=30 + i % 90)
+                        if i % 10 == 9
+                        else now - timedelta(seconds=i),
                     }
                 )
                 erows.append(
@@ -93,16 +101,34 @@ def seed(p: object, tenant_id: str, n: int, n_users: int) -> float:
                         "device_id": did,
                         "udid": udid,
                         "user_id": user_ids[i % n_users],
-                        "status": "active",
-                        "type": "byod",
+                        # one in 50 retired, one in 500 blocked; the rest active
+                        "status": "retired" if i % 50 == 7 else "blocked" if i % 500 == 11 else "active",
+                        "type": TYPES[i % len(TYPES)],
                         "cert_fingerprint": uuid.uuid4().hex * 2,
                         "topic": "com.apple.mgmt.x",
                         "started_at": now - timedelta(days=i % 90, seconds=i),  # over 90 days
-                        "awaiting_configuration": False,
+                        "awaiting_configuration": i % 1000 == 3,  # one in 1000 held at Setup Assistant
+                        # one in 2000 silent since 6 hours
+                        "first_unanswered_push_at": now - timedelta(hours=6) if i % 2000 == 5 else None,
                     }
                 )
             c.execute(insert(s.devices), drows)
             c.execute(insert(s.enrollments), erows)
+            c.execute(
+                insert(s.blocked_devices),
+                [
+                    {
+                        "id": str(uuid.uuid4()),
+                        "tenant_id": tenant_id,
+                        "kind": "serial",
+                        "value": r["serial"],
+                        "note": None,
+                        "created_at": now,
+                    }
+                    for r, e in zip(drows, erows, strict=True)
+                    if e["status"] == "blocked"
+                ],
+            )
             print(f"  devices {min(n, k + 20000):>8}", end="\r", flush=True)
         groups = [(str(uuid.uuid4()), name) for name in ("Sales", "Staff")]
         c.execute(
@@ -147,6 +173,8 @@ def seed(p: object, tenant_id: str, n: int, n_users: int) -> float:
                     for k in range(10 + d)
                 ],
             )
+        if c.dialect.name == "postgresql":
+            c.execute(text("ANALYZE"))  # as autovacuum would soon: without statistics the planner guesses
     print()
     return time.perf_counter() - start
 
@@ -282,6 +310,9 @@ def main() -> None:
             for _ in range(100):
                 page = c.get(f"/console/t/acme/devices?after={after}").text
                 after = re.search(r"after=([A-Za-z0-9_-]+)", page).group(1)  # type: ignore[union-attr]
+            page = c.get("/console/t/acme/devices?platform=ipados&state=active").text
+            filtered_page2 = re.search(r'id="next-page" href="[^"?]+\?([^"]+)"', page).group(1)  # type: ignore[union-attr]
+            filtered_page2 = filtered_page2.replace("&amp;", "&")
             users_after = ""
             for _ in range(100):
                 page = c.get(f"/console/t/acme/users?after={users_after}").text
@@ -293,6 +324,23 @@ def main() -> None:
                 "devices (by last check-in)": "/console/t/acme/devices?sort=last_seen",
                 "devices (filter 'Device 0042')": "/console/t/acme/devices?q=Device+0042",
                 "devices (filter by serial)": f"/console/t/acme/devices?q=F{args.devices // 2:010d}",
+                "devices (platform iPadOS)": "/console/t/acme/devices?platform=ipados",
+                "devices (OS 17.x)": "/console/t/acme/devices?os=17",
+                "devices (OS at least 17.5)": "/console/t/acme/devices?os_min=17.5",
+                "devices (corporate)": "/console/t/acme/devices?ownership=corporate",
+                "devices (personal)": "/console/t/acme/devices?ownership=personal",
+                "devices (type ADE)": "/console/t/acme/devices?type=ade",
+                "devices (state active)": "/console/t/acme/devices?state=active",
+                "devices (awaiting config.)": "/console/t/acme/devices?state=awaiting",
+                "devices (unresponsive)": "/console/t/acme/devices?state=unresponsive",
+                "devices (retired)": "/console/t/acme/devices?state=retired",
+                "devices (blocked)": "/console/t/acme/devices?state=blocked",
+                "devices (not enrolled)": "/console/t/acme/devices?state=unenrolled",
+                "devices (seen > 30 days ago)": "/console/t/acme/devices?stale=30",
+                "devices (iPad, ADE, seen > 30 d)": "/console/t/acme/devices?platform=ipados&type=ade&stale=30",
+                "devices (matching none)": "/console/t/acme/devices?platform=ios&type=dem&stale=30",
+                "devices (corporate, 17+, by seen)": "/console/t/acme/devices?ownership=corporate&os_min=17&sort=last_seen",
+                "devices (filtered, page 2)": f"/console/t/acme/devices?{filtered_page2}",
                 "device page": f"/console/t/acme/devices/{device}",
                 "troubleshoot (user)": "/console/t/acme/troubleshoot?upn=user7@acme.example",
                 "users (first page)": "/console/t/acme/users",
@@ -309,8 +357,11 @@ def main() -> None:
                 ),
                 "reports (CSV)": "/console/t/acme/reports?format=csv",
                 "incident summary (a reason)": "/console/t/acme/reports/incident?code=DEVICE_LIMIT_REACHED",
+                "corporate identifiers": "/console/t/acme/corporate",
+                "administration": "/console/t/acme/admin",
+                "audit (filtered)": "/console/t/acme/audit?action=device.",
             }
-            print(f"{'page':<34} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
+            print(f"{'page':<36} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
             for name, path in pages.items():
                 times = []
                 for i in range(args.rounds + 2):
@@ -320,7 +371,7 @@ def main() -> None:
                         times.append(server_ms(r))
                 times.sort()
                 p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
-                print(f"{name:<34} {statistics.median(times):>10.1f} {p95:>8.1f} {times[-1]:>8.1f}")
+                print(f"{name:<36} {statistics.median(times):>10.1f} {p95:>8.1f} {times[-1]:>8.1f}")
             # The chart's enrollment counts are reused for a minute (services/console_reports.py): a first
             # view pays for counting them.
             for name, path in (("dashboard", "/console/t/acme"), ("reports", "/console/t/acme/reports")):
@@ -328,7 +379,7 @@ def main() -> None:
                 for _ in range(3):
                     p.console_reports._counts.clear()
                     cold.append(server_ms(c.get(path)))
-                print(f"{name + ' (counts not cached)':<34} {statistics.median(cold):>10.1f}")
+                print(f"{name + ' (counts not cached)':<36} {statistics.median(cold):>10.1f}")
         p.close()
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from pomona.services.checks import DeviceCheck, DiscoverySettings
     from pomona.services.commands import CommandService
     from pomona.services.console import ConsoleService
+    from pomona.services.console_admin import AdminPagesService
     from pomona.services.console_apple import AppleSettingsService
     from pomona.services.console_reports import ConsoleReportsService
     from pomona.services.diagnose import DiagnoseService
@@ -343,7 +344,14 @@ class Pomona:
     def console(self) -> ConsoleService:
         from pomona.services.console import ConsoleService
 
-        return ConsoleService(self.db, self.clock, self.policy, self.health.open_findings, self.push.wake)
+        return ConsoleService(
+            self.db,
+            self.clock,
+            self.policy,
+            self.health.open_findings,
+            self.push.wake,
+            unresponsive_after=timedelta(seconds=self.settings.push.unresponsive_after),
+        )
 
     @cached_property
     def console_apple(self) -> AppleSettingsService:
@@ -351,6 +359,14 @@ class Pomona:
 
         return AppleSettingsService(
             self.db, self.clock, self.console, self.apns, self.abm, metrics=self.metrics
+        )
+
+    @cached_property
+    def console_admin(self) -> AdminPagesService:
+        from pomona.services.console_admin import AdminPagesService
+
+        return AdminPagesService(
+            self.db, self.clock, self.console, self.admin, self.policy, self.notifier, metrics=self.metrics
         )
 
     @cached_property
@@ -407,6 +423,7 @@ _SERVICES = (
     "reports",
     "console",
     "console_apple",
+    "console_admin",
     "console_reports",
 )
 

@@ -241,9 +241,19 @@ class ConsoleSessionStore(Protocol):
 
 class AuditLog(Protocol):
     def append(self, entry: AuditEntry) -> None: ...
-    # newest first; tenant_id None: every entry; before_id: the keyset cursor (entries older than it)
+    # newest first; tenant_id None: every entry; before_id: the keyset cursor (entries older than it);
+    # the filters: the actor (exact), the action (a prefix), the source (exact), at in [since, until)
     def list(
-        self, tenant_id: str | None = None, *, limit: int = 50, before_id: int | None = None
+        self,
+        tenant_id: str | None = None,
+        *,
+        limit: int = 50,
+        before_id: int | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        source: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[AuditEntry]: ...
 
 
@@ -261,9 +271,35 @@ class DeviceCursor:
     empty: bool = False
 
 
+#: A device's state on the console's list: "active" (an active enrollment), "awaiting" (that enrollment
+#: waits for DeviceConfigured), "unresponsive" (its pushes unanswered since before a time), "retired" (no
+#: active enrollment, one retired), "blocked" (its serial or UDID is blocked), "unenrolled" (no active one).
+DeviceState = Literal["active", "awaiting", "unresponsive", "retired", "blocked", "unenrolled"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFilter:
+    """The device list's filters, combined (AND); None is no filter. Ownership is "corporate" when the
+    active enrollment is ADE or corporate, or the serial number or IMEI is a corporate identifier;
+    "personal" otherwise. The enrollment type is the active enrollment's."""
+
+    platform: Literal["ios", "ipados"] | None = None  # by the product name (iPhone/iPod, iPad)
+    os_prefix: str | None = None  # "17" is 17 and every 17.x
+    os_versions: tuple[str, ...] | None = None  # exactly these OS versions (an OS minimum, resolved)
+    ownership: Literal["corporate", "personal"] | None = None
+    enrollment_type: str | None = None
+    state: DeviceState | None = None
+    seen_before: datetime | None = None  # last check-in before this (or never)
+    unresponsive_before: datetime | None = None  # "unresponsive": first unanswered push before this
+
+    @property
+    def empty(self) -> bool:
+        return self == DeviceFilter()
+
+
 class DeviceListing(Protocol):
     """The console's device list over a large tenant: keyset pages (no OFFSET), optionally filtered by
-    a prefix of the name or serial number."""
+    a prefix of the name or serial number and by :class:`DeviceFilter`."""
 
     def page(
         self,
@@ -272,9 +308,14 @@ class DeviceListing(Protocol):
         sort: DeviceSort = "name",
         after: DeviceCursor | None = None,
         prefix: str | None = None,
+        filters: DeviceFilter | None = None,
         limit: int = 50,
     ) -> list[Device]: ...
-    def count(self, tenant_id: str, *, prefix: str | None = None) -> int: ...
+    def count(
+        self, tenant_id: str, *, prefix: str | None = None, filters: DeviceFilter | None = None
+    ) -> int: ...
+    # the distinct OS versions of the tenant's devices (to resolve an OS minimum)
+    def os_versions(self, tenant_id: str) -> list[str]: ...
 
 
 class UserListing(Protocol):

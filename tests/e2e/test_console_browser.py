@@ -1,9 +1,17 @@
 """The console in a real browser (Debian's Chromium through Playwright) against a live `pomona serve`:
-an admin signs in and sees the dashboard, in English and in Chinese. Screenshots of both are saved
-under the test's tmp dir (artifacts, not committed)."""
+an admin signs in and sees the dashboard in English and in Chinese; helpdesk pastes a Chinese error
+message for a user at the device limit and gets that cause first, in Chinese; helpdesk is refused a
+policy change; an admin retires a device; an admin of one tenant cannot open another tenant's device
+by URL; restriction priorities and the push certificate's renewal.
+
+Screenshots of the dashboard and the troubleshoot page in both languages are saved under the test's tmp
+dir (artifacts). With POMONA_UPDATE_SCREENSHOTS=1 the two the README shows (the dashboard in English and
+helpdesk's troubleshoot page in Chinese, both of a tenant with a refusal) are rewritten in docs/img/;
+otherwise the committed ones must exist."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -14,12 +22,33 @@ import pytest
 
 from helpers import LiveServer, free_port, missing, setup_tenant, start_server
 from pomona.app import Settings, build
+from pomona.testing.virtual_device import VirtualDevice, VirtualDeviceError
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
 ADMIN = "admin@acme.example"
+HELPDESK = "help@acme.example"
 PASSWORD = "console-pass-1"
+ROOT = Path(__file__).resolve().parents[2]
+README_SHOTS = ("console-dashboard.png", "console-troubleshoot.png")  # shown in README.md
+UPDATE = os.environ.get("POMONA_UPDATE_SCREENSHOTS") == "1"
+
+
+def shot(page: Any, name: str, tmp_path: Path) -> None:
+    """A screenshot artifact; the README's own are rewritten in docs/img/ with POMONA_UPDATE_SCREENSHOTS=1."""
+    page.screenshot(path=str(tmp_path / name), full_page=True)
+    assert (tmp_path / name).stat().st_size > 10_000, name
+    if name in README_SHOTS and UPDATE:
+        shutil.copyfile(tmp_path / name, ROOT / "docs" / "img" / name)
+
+
+def sign_in(page: Any, url: str, email: str) -> None:
+    page.goto(f"{url}/console/signin")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.press("input[name=password]", "Enter")
+    page.wait_for_url("**/console/t/acme")
 
 
 @pytest.fixture
@@ -79,26 +108,25 @@ class TestConsoleInBrowser:
         )
         days = page.get_attribute("#push-cert [data-days-left]", "data-days-left")
         assert days is not None and int(days) > 300  # the stand-in certificate is valid for a year
-        page.screenshot(path=str(tmp_path / "console-dashboard-en.png"), full_page=True)
+        shot(page, "console-dashboard-en.png", tmp_path)
         page.click("#lang-switch")
         page.wait_for_function("document.documentElement.lang === 'zh-CN'")
         assert "健康检查发现" in page.inner_text("#health")
-        page.screenshot(path=str(tmp_path / "console-dashboard-zh-CN.png"), full_page=True)
+        shot(page, "console-dashboard-zh-CN.png", tmp_path)
         page.click("#nav-troubleshoot")
         page.fill("input[name=upn]", "ana@acme.example")
         page.fill("textarea[name=message]", "配置文件安装失败。无法建立到服务器的连接。")
         page.click("#diagnose")
         page.wait_for_selector("#diagnosis")
-        page.screenshot(path=str(tmp_path / "console-troubleshoot-zh-CN.png"), full_page=True)
+        shot(page, "console-troubleshoot-zh-CN.png", tmp_path)
         page.click("#lang-switch")
         page.wait_for_function("document.documentElement.lang === 'en'")
         assert page.is_visible("#diagnosis") and page.is_visible("#dry-run")
-        page.screenshot(path=str(tmp_path / "console-troubleshoot-en.png"), full_page=True)
+        shot(page, "console-troubleshoot-en.png", tmp_path)
         page.click("#nav-devices")
         page.wait_for_url("**/console/t/acme/devices")
         assert page.is_visible("#total")
         ctx.close()
-        assert (tmp_path / "console-dashboard-en.png").stat().st_size > 10_000
 
     def test_admin_changes_a_restriction_priority_and_the_dry_run_follows(
         self,
@@ -187,3 +215,112 @@ class TestConsoleInBrowser:
         page.screenshot(path=str(tmp_path / "console-apple-refused.png"), full_page=True)
         page.close()
         apple.close()
+
+
+@pytest.fixture
+def fleet(live: LiveServer, tmp_path: Path) -> dict[str, str]:
+    """Ana at her device limit (a limit restriction of 1, one device enrolled, a second refused), a
+    helpdesk account, and tenant globex with a device of its own: its id."""
+    p = build(Settings(data_dir=tmp_path, public_url=live.url))
+    try:
+        p.policy.create_group("acme", "Sales")
+        p.policy.add_member("acme", "Sales", "ana@acme.example")
+        p.policy.create_restriction(
+            "acme", type_="limit", priority=1, groups=["Sales"], name="Sales limit", limit=1
+        )
+        p.console.create_account(HELPDESK, PASSWORD, "helpdesk", "acme")
+        link = p.enrollment.urls.enroll(
+            p.admin.create_enrollment_token("acme", "ana@acme.example", uses=5).secret
+        )
+        other = setup_tenant(p, "globex")
+    finally:
+        p.close()
+    VirtualDevice(link, device_name="Ana's iPhone").enroll()
+    with pytest.raises(VirtualDeviceError):
+        VirtualDevice(link).enroll()  # the second device: DEVICE_LIMIT_REACHED
+    theirs = VirtualDevice(other.enroll_url, device_name="Globex iPad", product="iPad13,18")
+    theirs.enroll()
+    p = build(Settings(data_dir=tmp_path, public_url=live.url))
+    try:
+        (ours,), _ = p.commands.list_devices("acme")
+        return {
+            "acme_device": ours.device.id,
+            "globex_device": p.commands.device("globex", theirs.udid).device.id,
+        }
+    finally:
+        p.close()
+
+
+class TestHelpdeskAndAdminInBrowser:
+    def test_helpdesk_pastes_a_chinese_message_for_a_user_at_the_device_limit(
+        self, live: LiveServer, chromium: Any, fleet: dict[str, str], tmp_path: Path
+    ) -> None:
+        """ "配置文件安装失败。无法建立到服务器的连接。" for Ana, at her limit of 1: the top cause is
+        DEVICE_LIMIT_REACHED, and the page says so in Chinese; helpdesk sees no policy form, and a policy
+        change it sends all the same is refused (403) and changes nothing."""
+        ctx = chromium.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+        page = ctx.new_page()
+        sign_in(page, live.url, HELPDESK)
+        if page.get_attribute("html", "lang") != "zh-CN":
+            page.click("#lang-switch")
+            page.wait_for_function("document.documentElement.lang === 'zh-CN'")
+        page.click("#nav-troubleshoot")
+        page.fill("input[name=upn]", "ana@acme.example")
+        page.fill("textarea[name=message]", "配置文件安装失败。无法建立到服务器的连接。")
+        page.click("#diagnose")
+        page.wait_for_selector("#diagnosis")
+        assert page.get_attribute("#diagnosis", "data-top") == "DEVICE_LIMIT_REACHED"
+        top = page.inner_text("#diagnosis")
+        assert "设备" in top and "DEVICE_LIMIT_REACHED" in top, top
+        shot(page, "console-troubleshoot.png", tmp_path)  # the README's (Chinese)
+
+        page.click("#nav-restrictions")
+        assert page.locator("input[name=priority]").count() == 0  # read-only for helpdesk
+        csrf = page.get_attribute("input[name=csrf]", "value") or ""
+        before = page.inner_text("#restrictions-limit")
+        rid = page.get_attribute("#restrictions-limit tr[data-name='Sales limit']", "data-restriction")
+        r = page.request.post(
+            f"{live.url}/console/t/acme/restrictions/{rid}/priority", form={"csrf": csrf, "priority": "7"}
+        )
+        assert r.status == 403, r.status
+        page.reload()
+        assert page.inner_text("#restrictions-limit") == before
+        ctx.close()
+
+    def test_admin_retires_a_device_and_cannot_open_another_tenants(
+        self, live: LiveServer, chromium: Any, fleet: dict[str, str], tmp_path: Path
+    ) -> None:
+        """The admin retires Ana's iPhone from its page (with the confirmation); globex's device is not
+        found under either tenant's URL."""
+        page = chromium.new_page(viewport={"width": 1280, "height": 900})
+        sign_in(page, live.url, ADMIN)
+        assert "DEVICE_LIMIT_REACHED" in page.inner_text("#top-reasons")
+        shot(page, "console-dashboard.png", tmp_path)  # the README's (English)
+        page.goto(f"{live.url}/console/t/acme/devices/{fleet['acme_device']}")
+        page.click("#retire")
+        page.check("input[name=confirm]")
+        page.click("#retire-confirm")
+        page.wait_for_selector("[data-notice]")
+        p = build(Settings(data_dir=tmp_path, public_url=live.url))
+        try:
+            view = p.commands.device("acme", fleet["acme_device"])
+            assert view.enrollment is None and view.history[0].status.value == "retired"
+        finally:
+            p.close()
+        for tenant in ("acme", "globex"):
+            r = page.goto(f"{live.url}/console/t/{tenant}/devices/{fleet['globex_device']}")
+            assert r is not None and r.status == 404, (tenant, r.status if r else None)
+            assert "Globex iPad" not in page.content()
+        page.close()
+
+
+def test_the_readme_shows_the_committed_screenshots() -> None:
+    """README.md shows the two console screenshots, and they are committed PNGs (made by the tests above
+    with POMONA_UPDATE_SCREENSHOTS=1)."""
+    readme = (ROOT / "README.md").read_text("utf-8")
+    for name in README_SHOTS:
+        assert f"(docs/img/{name})" in readme, name
+        committed = ROOT / "docs" / "img" / name
+        assert committed.is_file() and committed.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", (
+            f"docs/img/{name} is missing: run tests/e2e/test_console_browser.py with POMONA_UPDATE_SCREENSHOTS=1"
+        )

@@ -936,6 +936,707 @@ class TestAppleSettingsValues:
         assert r.status_code == 303 and r.headers["location"].endswith("?done=renewed")
 
 
+# --- pages 6 and 10: corporate identifiers, administration (http/console_admin.py) ------------------
+CORP = "/console/t/acme/corporate"
+ADMIN = "/console/t/acme/admin"
+
+
+def csv_upload(b: Admin, path: str, text: str) -> httpx.Response:
+    r = b.c.post(path, data={"csrf": b.csrf()}, files={"file": ("ids.csv", text.encode(), "text/csv")})
+    b.last = r.text
+    return r
+
+
+def audited(p: Pomona, tenant: str, action: str) -> list[Any]:
+    return [e for e in p.console.audit_log(tenant, limit=200) if e.action == action]
+
+
+class TestCorporatePage:
+    @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+    def test_csv_per_row_report_then_import(
+        self, pomona: Pomona, app: object, acme: TenantSetup, lang: str
+    ) -> None:
+        """A bad row imports nothing and the report names each row (reason code, text in the language);
+        the good file imports, is audited, and the list shows the statuses."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        b = Admin(app, lang)
+        b.sign_in("ad@acme.example")
+        b.get(CORP)
+        r = csv_upload(
+            b, CORP, f"serial,description\nF2LX12345678,cart\nbad!,x\nF2LX12345678,again\n{EVIL},y\n"
+        )
+        assert r.status_code == 422
+        rows = re.findall(r'data-row="(\d+)" data-result="(\w+)" data-reason="(\w*)"', r.text)
+        assert rows == [
+            ("2", "accepted", ""),
+            ("3", "error", "INVALID_INPUT"),
+            ("4", "error", "INVALID_INPUT"),
+            ("5", "error", "INVALID_INPUT"),
+        ]
+        assert {"en": "Duplicate of an earlier row", "zh-CN": "与前面的某一行重复"}[lang] in r.text
+        assert EVIL not in r.text and "&lt;script&gt;" in r.text
+        assert pomona.policy.list_corporate("acme") == []
+        assert audited(pomona, "acme", "console.change_refused")[0].detail["rows"] == [3, 4, 5]
+        b.get(CORP)
+        r = csv_upload(b, CORP, "F2LX12345678,cart\n35 209900 176148 1\n")
+        assert r.status_code == 200 and 'data-imported="2"' in r.text
+        assert 'data-identifier="F2LX12345678" data-state="not_contacted"' in r.text
+        assert {"en": "not contacted", "zh-CN": "未联系"}[lang] in r.text
+        (entry,) = audited(pomona, "acme", "corporate.import")
+        assert entry.actor == "ad@acme.example" and entry.detail == {"imported": 2, "unchanged": 0}
+        b.close()
+
+    def test_bounds_helpdesk_and_other_tenants(
+        self, pomona: Pomona, app: object, acme: TenantSetup, globex: TenantSetup, browser: Admin
+    ) -> None:
+        """A file over the bound or not UTF-8 is refused (event and audit); helpdesk reads but an upload is
+        403; another tenant's page is 404; a POST without the CSRF token is refused."""
+        from pomona.http.console_admin import MAX_CSV
+
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        browser.get(CORP)
+        r = csv_upload(browser, CORP, "F2LX12345678\n" * (MAX_CSV // 13 + 1))
+        assert r.status_code == 422 and 'data-reason="INVALID_INPUT"' in r.text
+        browser.get(CORP)
+        r = browser.c.post(
+            CORP, data={"csrf": browser.csrf()}, files={"file": ("x.csv", b"\xff\xfe\x00", "text/csv")}
+        )
+        assert r.status_code == 422 and 'id="import-refusal"' in r.text
+        assert pomona.commands.events("acme", reason="INVALID_INPUT")
+        assert len(audited(pomona, "acme", "console.change_refused")) == 2
+        r = browser.c.post(
+            CORP, data={"csrf": "nope"}, files={"file": ("x.csv", b"F2LX12345678\n", "text/csv")}
+        )
+        assert r.status_code == 403 and pomona.policy.list_corporate("acme") == []
+        assert browser.get("/console/t/globex/corporate").status_code == 404
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        hd = Admin(app)
+        hd.sign_in("hd@acme.example")
+        assert hd.get(CORP).status_code == 200 and 'id="corporate-form"' not in hd.last
+        r = csv_upload(hd, CORP, "F2LX12345678\n")
+        assert r.status_code == 403 and pomona.policy.list_corporate("acme") == []
+        assert audited(pomona, "acme", "console.refused")[0].actor == "hd@acme.example"
+        hd.close()
+
+
+@pytest.fixture
+def hook_receiver() -> Iterator[Any]:
+    """A local webhook receiver (the tests' app allows private targets: POMONA_WEBHOOK_ALLOW_PRIVATE)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    hits: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            hits.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(500 if len(hits) > 1 else 204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    server.hits = hits  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def private_app(pomona: Pomona, db_url: str, tmp_path: Any) -> Iterator[tuple[Pomona, object]]:
+    """The console of a Pomona on the test's database that may deliver webhooks to a local receiver."""
+    from pomona.app import Settings, build
+
+    p = build(
+        Settings(
+            data_dir=tmp_path,
+            database_url=db_url,
+            public_url="https://pomona.test",
+            webhook_allow_private=True,
+        )
+    )
+    yield p, create_app(pomona=p)
+    p.close()
+
+
+class TestAdministrationPage:
+    @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+    def test_accounts_tokens_links_in_both_languages(
+        self, pomona: Pomona, app: object, client: TestClient, acme: TenantSetup, lang: str
+    ) -> None:
+        """An admin creates and disables a helpdesk account, creates an API token (its secret shown once,
+        working on the API) and revokes it (the API refuses it), revokes a link; each audited."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        b = Admin(app, lang)
+        b.sign_in("ad@acme.example")
+        assert b.get(ADMIN).status_code == 200
+        assert {"en": "Admin accounts and roles", "zh-CN": "管理员账户和角色"}[lang] in b.last
+        r = b.post(
+            f"{ADMIN}/accounts", {"email": "New.HD@acme.example", "password": PASSWORD, "role": "helpdesk"}
+        )
+        assert r.status_code == 303 and r.headers["location"].endswith("?done=account.create")
+        new = next(a for a, _ in pomona.console.list_accounts("acme") if a.email == "new.hd@acme.example")
+        assert new.role == "helpdesk" and new.tenant_id == acme.tenant_id
+        b.get(ADMIN)
+        r = b.post(
+            f"{ADMIN}/accounts", {"email": "op2@acme.example", "password": PASSWORD, "role": "operator"}
+        )
+        assert r.status_code == 422 and 'id="account-refusal"' in r.text
+        assert all(a.email != "op2@acme.example" for a, _ in pomona.console.list_accounts())
+        r = b.post(f"{ADMIN}/accounts/{new.id}/disable")
+        assert r.status_code == 303
+        assert not next(a for a, _ in pomona.console.list_accounts("acme") if a.id == new.id).enabled
+        # An API token: the secret once, in the POST's answer only.
+        b.get(ADMIN)
+        r = b.post(f"{ADMIN}/tokens", {"name": f"ci {EVIL}", "days": "30"})
+        assert r.status_code == 200 and "no-store" in r.headers["cache-control"]
+        secret = re.search(r'id="token-secret">([^<]+)<', r.text)
+        assert secret and EVIL not in r.text
+        auth = {"Authorization": f"Bearer {secret.group(1)}"}
+        assert client.get("/api/v1/tenants/acme/devices", headers=auth).status_code == 200
+        page = b.get(ADMIN).text
+        assert secret.group(1) not in page
+        tok = next(x for x in pomona.admin.list_api_tokens("acme") if x.name.startswith("ci "))
+        assert f'data-token="{tok.id}" data-state="active"' in page
+        r = b.post(f"{ADMIN}/tokens/{tok.id}/revoke")
+        assert r.status_code == 303 and f'data-token="{tok.id}" data-state="revoked"' in b.get(ADMIN).text
+        refused = client.get("/api/v1/tenants/acme/devices", headers=auth)
+        assert refused.status_code in (401, 403) and refused.json()["reason"] == "API_TOKEN_REVOKED"
+        # Enrollment links.
+        (link, user) = pomona.admin.list_enrollment_tokens("acme")[0]
+        assert (
+            f'data-link="{link.id}" data-state="active"' in b.last and user is not None and user.upn in b.last
+        )
+        r = b.post(f"{ADMIN}/links/{link.id}/revoke")
+        assert r.status_code == 303 and f'data-link="{link.id}" data-state="revoked"' in b.get(ADMIN).text
+        actions = [(e.actor, e.action) for e in pomona.console.audit_log("acme", limit=100)]
+        for action in (
+            "admin.create",
+            "admin.disable",
+            "token.create",
+            "token.revoke",
+            "enroll_token.revoke",
+        ):
+            assert ("ad@acme.example", action) in actions, action
+        assert ("ad@acme.example", "console.change_refused") in actions  # the operator role refused
+        b.close()
+
+    def test_helpdesk_reads_and_is_refused_every_change(
+        self, pomona: Pomona, app: object, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """Helpdesk sees the page without its forms; every POST is 403 (change_scope: audited)."""
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        browser.sign_in("hd@acme.example")
+        assert browser.get(ADMIN).status_code == 200 and 'id="token-form"' not in browser.last
+        tok = pomona.admin.list_api_tokens("acme")[0]
+        link = pomona.admin.list_enrollment_tokens("acme")[0][0]
+        for path, form in (
+            ("/accounts", {"email": "x@acme.example", "password": PASSWORD, "role": "admin"}),
+            ("/tokens", {"name": "x", "days": "30"}),
+            (f"/tokens/{tok.id}/revoke", {}),
+            (f"/links/{link.id}/revoke", {}),
+            ("/webhook", {"url": "https://hooks.example/x", "secret": "s" * 20}),
+            ("/webhook/test", {}),
+        ):
+            r = browser.post(ADMIN + path, form)
+            assert r.status_code == 403 and 'data-message="console.error.role.body"' in r.text, path
+            browser.get(ADMIN)
+        assert pomona.admin.list_api_tokens("acme")[0].revoked_at is None
+        assert len(audited(pomona, "acme", "console.refused")) == 6
+
+    def test_tenant_isolation_by_url(
+        self, pomona: Pomona, app: object, acme: TenantSetup, globex: TenantSetup, browser: Admin
+    ) -> None:
+        """acme's admin cannot revoke globex's token or link, nor disable its account, by id: 404."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        other = account(pomona, "ad@globex.example", "admin", "globex")
+        browser.sign_in("ad@acme.example")
+        tok = pomona.admin.list_api_tokens("globex")[0]
+        link = pomona.admin.list_enrollment_tokens("globex")[0][0]
+        assert browser.get("/console/t/globex/admin").status_code == 404
+        for path in (f"/tokens/{tok.id}/revoke", f"/links/{link.id}/revoke", f"/accounts/{other.id}/disable"):
+            browser.get(ADMIN)
+            assert browser.post(ADMIN + path).status_code == 404, path
+            browser.get(ADMIN)
+            assert browser.post("/console/t/globex/admin" + path).status_code == 404, path
+        assert pomona.admin.list_api_tokens("globex")[0].revoked_at is None
+        assert pomona.admin.list_enrollment_tokens("globex")[0][0].revoked is False
+        assert next(a for a, _ in pomona.console.list_accounts("globex")).enabled
+
+    def test_webhook_set_and_test_shows_the_delivery(
+        self, private_app: tuple[Pomona, object], acme: TenantSetup, hook_receiver: Any
+    ) -> None:
+        """The admin sets the webhook and presses test: delivered (HTTP 204), then failed (HTTP 500, its
+        error shown); both audited; a loopback target is refused where private targets are not allowed."""
+        p, app = private_app
+        account(p, "ad@acme.example", "admin", "acme")
+        b = Admin(app, "zh-CN")
+        b.sign_in("ad@acme.example")
+        b.get(ADMIN)
+        url = f"http://127.0.0.1:{hook_receiver.server_address[1]}/hook?n={EVIL}"
+        r = b.post(f"{ADMIN}/webhook", {"url": url, "secret": "s3cret-s3cret-s3cret"})
+        assert r.status_code == 303
+        page = b.get(ADMIN).text
+        assert EVIL not in page and 'id="webhook-url">http://127.0.0.1:' in page and "&lt;script&gt;" in page
+        r = b.post(f"{ADMIN}/webhook/test")
+        assert r.status_code == 200 and 'data-status="delivered" data-http-status="204"' in r.text
+        assert "测试已送达" in r.text and len(hook_receiver.hits) == 1
+        r = b.post(f"{ADMIN}/webhook/test")
+        assert 'data-status="failed" data-http-status="500"' in r.text and "HTTP 500" in r.text
+        tests = [e.detail["status"] for e in audited(p, "acme", "webhook.test")]
+        assert sorted(tests) == ["delivered", "failed"] and audited(p, "acme", "webhook.set")
+        b.close()
+
+    def test_loopback_webhook_refused_without_the_setting(
+        self, pomona: Pomona, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """The default server refuses a loopback webhook (WEBHOOK_TARGET_REFUSED) beside the form; a test
+        without a webhook says so."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        browser.get(ADMIN)
+        r = browser.post(
+            f"{ADMIN}/webhook", {"url": "http://127.0.0.1:9/hook", "secret": "s3cret-s3cret-s3cret"}
+        )
+        assert r.status_code == 422 and 'data-reason="WEBHOOK_TARGET_REFUSED"' in r.text
+        r = browser.post(f"{ADMIN}/webhook/test")
+        assert r.status_code == 404 and 'id="webhook-refusal"' in r.text
+
+    def test_audit_filters(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """The audit log filters by who, action (prefix), from and date; the older link keeps them."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        pomona.console.audit("cli", "token.create", acme.tenant_id, "x", "cli", {})
+        page = browser.get("/console/t/acme/audit?who=ad@acme.example").text
+        assert set(re.findall(r'data-action="([a-z_.]+)"', page)) == {"console.sign_in"}
+        page = browser.get("/console/t/acme/audit?action=token.").text
+        assert re.findall(r'data-action="([a-z_.]+)"', page) == ["token.create"]
+        page = browser.get("/console/t/acme/audit?from=testclient").text
+        assert set(re.findall(r'data-action="([a-z_.]+)"', page)) == {"console.sign_in"}
+        page = browser.get("/console/t/acme/audit?from=cli").text
+        assert re.findall(r'data-action="([a-z_.]+)"', page) == ["token.create", "admin.create"]
+        today = pomona.clock.now().date().isoformat()
+        page = browser.get(f"/console/t/acme/audit?since={today}&until={today}").text
+        assert "token.create" in page and 'value="' + today + '"' in page
+        page = browser.get("/console/t/acme/audit?until=2001-01-01").text
+        assert re.findall(r'data-action="([a-z_.]+)"', page) == []
+        assert browser.get("/console/t/acme/audit?since=nonsense&who=%3Cscript%3E").status_code == 200
+        assert "<script>" not in browser.last
+
+    def test_operator_server_tokens(
+        self, pomona: Pomona, app: object, client: TestClient, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """An operator creates a server-wide token on a tenant's page and revokes it; a tenant admin is
+        refused a server token (audited) and does not see the server's tokens."""
+        account(pomona, "op@example.com", "operator")
+        browser.sign_in("op@example.com")
+        browser.get(ADMIN)
+        r = browser.post(f"{ADMIN}/tokens", {"name": "fleet", "days": "0", "scope": "server"})
+        assert r.status_code == 200 and 'id="token-secret"' in r.text
+        tok = next(x for x in pomona.admin.list_api_tokens() if x.name == "fleet")
+        assert tok.tenant_id is None and tok.expires_at is None
+        assert f'data-token="{tok.id}" data-state="active"' in browser.get(ADMIN).text
+        account(pomona, "ad@acme.example", "admin", "acme")
+        b = Admin(app)
+        b.sign_in("ad@acme.example")
+        assert f'data-token="{tok.id}"' not in b.get(ADMIN).text and 'name="scope"' not in b.last
+        r = b.post(f"{ADMIN}/tokens", {"name": "mine", "days": "7", "scope": "server"})
+        assert r.status_code == 422 and 'id="token-refusal"' in r.text
+        assert all(x.name != "mine" for x in pomona.admin.list_api_tokens())
+        b.get(ADMIN)
+        assert b.post(f"{ADMIN}/tokens/{tok.id}/revoke").status_code == 404
+        b.close()
+        browser.get(ADMIN)
+        assert browser.post(f"{ADMIN}/tokens/{tok.id}/revoke").status_code == 303
+        assert next(x for x in pomona.admin.list_api_tokens() if x.id == tok.id).revoked_at is not None
+        assert ("op@example.com", "token.revoke") in [
+            (e.actor, e.action) for e in pomona.console.audit_log("acme")
+        ]
+
+
+# --- the device list's filters, the device page's actions, troubleshoot's actions -------------------
+# (name, product, OS, active/ended enrollment type or None, its status, awaiting, days since last check-in)
+FLEET: list[tuple[str, str, str, str | None, str, bool, int | None]] = [
+    ("phone-byod", "iPhone15,2", "17.4", "byod", "active", False, 1),
+    ("phone-corp", "iPhone14,7", "16.7.2", "corporate", "active", False, 40),
+    ("pad-ade", "iPad13,18", "18.1", "ade", "active", True, 0),
+    ("pad-dem", "iPad13,18", "17.0", "dem", "active", False, 10),
+    ("phone-retired", "iPhone15,2", "9.3", "byod", "retired", False, 100),
+    ("pod-idle", "iPod9,1", "15.8", None, "", False, None),
+    ("phone-corpid", "iPhone15,2", "17.5", "byod", "active", False, 2),
+    ("phone-blocked", "iPhone15,2", "16.0", "byod", "active", False, 3),
+    ("phone-silent", "iPhone15,2", "16.1", "byod", "active", False, 0),
+]
+
+
+def seed_fleet(p: Pomona, s: TenantSetup) -> None:
+    """FLEET in the database (no device talks: the list's filters are what is tested), then a corporate
+    identifier, a block and an unanswered push, as the services record them."""
+    from datetime import timedelta
+
+    from pomona.domain.models import Device, Enrollment, EnrollmentStatus, EnrollmentType
+    from pomona.ports import PushAttempt
+
+    now = p.clock.now()
+    with p.db.unit_of_work() as uow:
+        for i, (name, product, os_version, etype, status, awaiting, days) in enumerate(FLEET):
+            udid = f"00008030-CD{i:014d}"
+            uow.devices.upsert(
+                Device(
+                    id=f"dev-{name}",
+                    tenant_id=s.tenant_id,
+                    udid=udid,
+                    serial=f"CD{i:08d}",
+                    product_name=product,
+                    device_name=name,
+                    os_version=os_version,
+                    last_seen_at=None if days is None else now - timedelta(days=days, minutes=1),
+                    created_at=now,
+                )
+            )
+            if etype is not None:
+                uow.enrollments.add(
+                    Enrollment(
+                        id=f"enr-{name}",
+                        tenant_id=s.tenant_id,
+                        device_id=f"dev-{name}",
+                        udid=udid,
+                        user_id=None,
+                        status=EnrollmentStatus(status),
+                        type=EnrollmentType(etype),
+                        cert_fingerprint=f"{i:064x}",
+                        topic=s.topic,
+                        started_at=now,
+                        awaiting_configuration=awaiting,
+                    )
+                )
+        uow.reachability.record_pushes(
+            [PushAttempt("enr-phone-silent", now, "delivered", now - timedelta(hours=5))]
+        )
+    p.policy.import_corporate(s.name, "CD00000006\n")  # phone-corpid
+    p.policy.block(s.name, serial="CD00000007")  # phone-blocked
+
+
+def listed(b: Admin, query: str) -> set[str]:
+    r = b.get(f"/console/t/acme/devices?{query}")
+    assert r.status_code == 200, (query, r.text[:300])
+    return {name.removeprefix("dev-") for name in re.findall(r'data-device="([^"]+)"', r.text)}
+
+
+PHONES = {"phone-byod", "phone-corp", "phone-retired", "phone-corpid", "phone-blocked", "phone-silent"}
+FILTERS: list[tuple[str, set[str]]] = [
+    ("platform=ios", PHONES | {"pod-idle"}),
+    ("platform=ipados", {"pad-ade", "pad-dem"}),
+    ("os=17", {"phone-byod", "pad-dem", "phone-corpid"}),
+    ("os=16.7", {"phone-corp"}),
+    ("os_min=17.4", {"phone-byod", "pad-ade", "phone-corpid"}),  # 9.3 is not above 17.4
+    ("ownership=corporate", {"phone-corp", "pad-ade", "phone-corpid"}),
+    (
+        "ownership=personal",
+        {"phone-byod", "pad-dem", "phone-retired", "pod-idle", "phone-blocked", "phone-silent"},
+    ),
+    ("type=byod", {"phone-byod", "phone-corpid", "phone-silent"}),
+    ("type=dem", {"pad-dem"}),
+    ("type=ade", {"pad-ade"}),
+    ("state=active", {"phone-byod", "phone-corp", "pad-ade", "pad-dem", "phone-corpid", "phone-silent"}),
+    ("state=awaiting", {"pad-ade"}),
+    ("state=unresponsive", {"phone-silent"}),
+    ("state=retired", {"phone-retired"}),
+    ("state=blocked", {"phone-blocked"}),
+    ("state=unenrolled", {"phone-retired", "pod-idle", "phone-blocked"}),
+    ("stale=30", {"phone-corp", "phone-retired", "pod-idle"}),
+    # combinations
+    ("platform=ios&state=active&stale=7", {"phone-corp"}),
+    ("platform=ipados&ownership=personal", {"pad-dem"}),
+    ("ownership=personal&os_min=16&type=byod&sort=last_seen", {"phone-byod", "phone-silent"}),
+    ("q=phone-c&ownership=corporate", {"phone-corp", "phone-corpid"}),
+    # anything else is no filter
+    ("platform=evil&os=x.y&os_min=1.2.3.4&state=gone&stale=-1&type=nope", {n for n, *_ in FLEET}),
+]
+
+
+class TestDeviceFilters:
+    def test_each_filter_and_combinations(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """Platform, OS prefix and minimum, ownership, enrollment type, state, last check-in, and their
+        combinations each list exactly the devices they describe; a value that is not a choice is none."""
+        seed_fleet(pomona, acme)
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        for query, expected in FILTERS:
+            assert listed(browser, query) == expected, query
+        r = browser.get("/console/t/acme/devices?state=awaiting&platform=ipados")
+        assert 'data-total="1"' in r.text and 'value="ipados" selected' in r.text
+
+    def test_filters_are_kept_across_keyset_pages(
+        self, pomona: Pomona, acme: TenantSetup, app: object, browser: Admin
+    ) -> None:
+        """A filtered list pages by its cursor with the filters in the query string, each device once;
+        the page is in Chinese too."""
+        from pomona.domain.models import Device
+
+        seed_fleet(pomona, acme)
+        with pomona.db.unit_of_work() as uow:
+            for i in range(52):
+                uow.devices.upsert(
+                    Device(
+                        id=f"dev-pad-{i:02d}",
+                        tenant_id=acme.tenant_id,
+                        udid=f"UDID-PAD-{i:02d}",
+                        serial=f"PAD{i:07d}",
+                        product_name="iPad14,1",
+                        device_name=f"pad-{i:02d}",
+                        os_version="17.2",
+                        created_at=pomona.clock.now(),
+                    )
+                )
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        r = browser.get("/console/t/acme/devices?platform=ipados&state=unenrolled&sort=serial")
+        first = re.findall(r'data-device="([^"]+)"', r.text)
+        assert len(first) == 50 and 'data-total=""' in r.text  # not counted: more than a page
+        link = re.search(r'id="next-page" href="([^"]+)"', r.text)
+        assert link is not None
+        href = link.group(1).replace("&amp;", "&")
+        assert "platform=ipados" in href and "state=unenrolled" in href and "sort=serial" in href
+        rest = re.findall(r'data-device="([^"]+)"', browser.get(href).text)
+        assert sorted(first + rest) == sorted(f"dev-pad-{i:02d}" for i in range(52))
+        zh = Admin(app, "zh-CN")
+        zh.sign_in("ad@acme.example")
+        page = zh.get("/console/t/acme/devices?state=awaiting").text
+        assert "等待配置" in page and "注册类型" in page and "dev-pad-ade" in page
+        assert not re.search(r"\bconsole\.[a-z_]+\.", strip_data(page))
+        zh.close()
+
+
+def queued(p: Pomona, tenant: str, udid: str) -> list[tuple[str, dict[str, Any]]]:
+    """The device's command queue, oldest first: (RequestType, the command's keys)."""
+    import plistlib
+
+    out = []
+    for c in reversed(p.commands.device(tenant, udid).commands):
+        body = plistlib.loads(c.body)["Command"]
+        out.append((c.request_type, {k: v for k, v in body.items() if k != "RequestType"}))
+    return out
+
+
+class TestDeviceActions:
+    @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+    def test_admin_actions_queue_their_commands(
+        self, pomona: Pomona, client: TestClient, app: object, acme: TenantSetup, lang: str
+    ) -> None:
+        """Lock, restart, rename, erase (only with the serial typed) queue DeviceLock, RestartDevice,
+        Settings DeviceName and EraseDevice, each audited and shown in the queue; block ends the
+        enrollment."""
+        d = enrolled(pomona, client, acme, device_name="Ana phone")
+        did = device_id(pomona, "acme", d.udid)
+        before = len(queued(pomona, "acme", d.udid))
+        account(pomona, "ad@acme.example", "admin", "acme")
+        b = Admin(app, lang)
+        b.sign_in("ad@acme.example")
+        b.get(f"/console/t/acme/devices/{did}")
+        base = f"/console/t/acme/devices/{did}"
+        for action in ("lock", "erase", "block"):  # no CSRF token: refused, nothing done
+            assert (
+                b.post(f"{base}/{action}", {"serial": d.serial, "confirm": "yes"}, csrf="x").status_code
+                == 403
+            )
+        assert len(queued(pomona, "acme", d.udid)) == before
+        b.get(base)
+        for action, form in (
+            ("lock", {"message": "Call IT"}),
+            ("restart", {}),
+            ("rename", {"name": "Ana's new phone"}),
+        ):
+            r = b.post(f"{base}/{action}", form)
+            assert r.status_code == 303 and r.headers["location"].endswith(f"?done={action}"), action
+            b.get(base)
+        r = b.get(f"{base}/erase")
+        assert r.status_code == 200 and d.serial in r.text
+        for typed in ("", "WRONG", d.serial[:-1]):
+            r = b.post(f"{base}/erase", {"serial": typed})
+            assert r.status_code == 422 and 'id="erase-error"' in r.text
+        assert [t for t, _ in queued(pomona, "acme", d.udid)[before:]] == [
+            "DeviceLock",
+            "RestartDevice",
+            "Settings",
+        ]
+        r = b.post(f"{base}/erase", {"serial": f" {d.serial.lower()} "})
+        assert r.status_code == 303
+        got = queued(pomona, "acme", d.udid)[before:]
+        assert [t for t, _ in got] == ["DeviceLock", "RestartDevice", "Settings", "EraseDevice"]
+        assert got[0][1]["Message"] == "Call IT"
+        assert got[2][1]["Settings"] == [{"Item": "DeviceName", "DeviceName": "Ana's new phone"}]
+        page = b.get(f"{base}?done=erase")
+        assert page.status_code == 200 and 'data-notice="erase"' in page.text
+        assert re.findall(r'data-command="(\w+)"', page.text)[:4] == [
+            "EraseDevice",
+            "Settings",
+            "RestartDevice",
+            "DeviceLock",
+        ]
+        assert not re.search(r"\bconsole\.[a-z_]+\.", strip_data(page.text))
+        b.post(f"{base}/block", {})  # not confirmed: nothing happens
+        assert pomona.commands.device("acme", d.udid).enrollment is not None
+        b.get(base)
+        assert b.post(f"{base}/block", {"confirm": "yes"}).status_code == 303
+        assert pomona.commands.device("acme", d.udid).enrollment is None
+        log = [e for e in pomona.console.audit_log("acme") if e.action.startswith("device.")]
+        assert [e.action for e in reversed(log)] == [
+            "device.lock",
+            "device.restart",
+            "device.rename",
+            "device.erase",
+            "device.block",
+        ]
+        assert all(e.actor == "ad@acme.example" and e.target == d.udid for e in log)
+        assert log[1].detail["request_type"] == "EraseDevice" and log[1].detail["command_uuid"]
+        b.close()
+
+    def test_helpdesk_is_refused_lock_and_erase(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """Helpdesk gets 403 for lock, erase, restart, rename and block: nothing is queued, each refusal is
+        in the audit log; the device page offers none of them."""
+        d = enrolled(pomona, client, acme)
+        did = device_id(pomona, "acme", d.udid)
+        before = queued(pomona, "acme", d.udid)
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        browser.sign_in("hd@acme.example")
+        page = browser.get(f"/console/t/acme/devices/{did}").text
+        assert 'id="actions"' not in page and 'id="repush"' in page
+        for action, form in (
+            ("lock", {}),
+            ("erase", {"serial": d.serial}),
+            ("restart", {}),
+            ("rename", {"name": "x"}),
+            ("block", {"confirm": "yes"}),
+        ):
+            r = browser.post(f"/console/t/acme/devices/{did}/{action}", form)
+            assert r.status_code == 403, action
+            browser.get(f"/console/t/acme/devices/{did}")
+        assert browser.get(f"/console/t/acme/devices/{did}/erase").status_code == 403
+        assert queued(pomona, "acme", d.udid) == before
+        assert pomona.commands.device("acme", d.udid).enrollment is not None
+        refused = [e for e in pomona.console.audit_log("acme") if e.action == "console.refused"]
+        assert [e.target for e in reversed(refused)] == ["lock", "erase", "restart", "rename", "block"]
+        assert all(e.actor == "hd@acme.example" for e in refused)
+
+    def test_another_tenants_device_by_url(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup, globex: TenantSetup, browser: Admin
+    ) -> None:
+        """An admin of acme locks or erases nothing of globex's, by either tenant's URL: 404, nothing
+        queued."""
+        d = enrolled(pomona, client, globex)
+        gid = device_id(pomona, "globex", d.udid)
+        before = queued(pomona, "globex", d.udid)
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        browser.get("/console/t/acme/devices")
+        for tenant in ("globex", "acme"):
+            for action in ("lock", "erase", "restart", "block"):
+                r = browser.post(
+                    f"/console/t/{tenant}/devices/{gid}/{action}", {"serial": d.serial, "confirm": "yes"}
+                )
+                assert r.status_code == 404, (tenant, action)
+            assert browser.get(f"/console/t/{tenant}/devices/{gid}/erase").status_code == 404
+        assert browser.get("/console/t/globex/devices?state=active").status_code == 404
+        assert gid not in listed(browser, "state=active")  # acme's list has none of globex's
+        assert queued(pomona, "globex", d.udid) == before
+        assert pomona.commands.device("globex", d.udid).enrollment is not None
+
+    def test_device_controlled_values_stay_text(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """A device named <script>, renamed to <script>, shows as text on the list (filtered), its page,
+        the erase page and the audit log."""
+        d = enrolled(pomona, client, acme, device_name=EVIL)
+        did = device_id(pomona, "acme", d.udid)
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        browser.get(f"/console/t/acme/devices/{did}")
+        assert browser.post(f"/console/t/acme/devices/{did}/rename", {"name": EVIL}).status_code == 303
+        for path in (
+            "/devices?state=active&platform=ios",
+            f"/devices/{did}",
+            f"/devices/{did}/erase",
+            "/audit",
+            "/devices?os=" + EVIL,
+        ):
+            r = browser.get(f"/console/t/acme{path}")
+            assert r.status_code == 200, path
+            assert "<script>" not in r.text, path
+
+
+class TestTroubleshootActions:
+    @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+    def test_resend_device_configured_and_the_incident_summary(
+        self, pomona: Pomona, client: TestClient, app: object, acme: TenantSetup, lang: str
+    ) -> None:
+        """Helpdesk resends DeviceConfigured to the user's device that awaits configuration (back on the
+        page, audited), and the page shows `pomona incident`'s text read-only with a copy button that
+        only script shows."""
+        from pomona.testing.virtual_device import EnrollmentRefused
+
+        pomona.policy.edit_restriction("acme", type_="limit", default=True, limit=1)
+        d = enrolled(pomona, client, acme, device_name=EVIL)
+        with pytest.raises(EnrollmentRefused):
+            enrolled(pomona, client, acme, device_name="Second phone")
+        e = pomona.commands.device("acme", d.udid).enrollment
+        assert e is not None
+        with pomona.db.unit_of_work() as uow:
+            uow.enrollments.set_awaiting_configuration(e.id, True)
+        before = len(queued(pomona, "acme", d.udid))
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        b = Admin(app, lang)
+        b.sign_in("hd@acme.example")
+        message = (
+            "配置文件安装失败。无法建立到服务器的连接。" if lang == "zh-CN" else "Profile installation failed"
+        )
+        r = b.get("/console/t/acme/troubleshoot", params={"upn": acme.upn, "message": message})
+        assert r.status_code == 200 and "<script>" not in r.text
+        m = re.search(r'<textarea id="incident-summary" readonly[^>]*>([^<]*)</textarea>', r.text)
+        assert m is not None and "DEVICE_LIMIT_REACHED" in m.group(1)
+        now = pomona.clock.now()
+        from datetime import timedelta
+
+        inc = pomona.reports.incident(
+            "acme",
+            codes=["DEVICE_LIMIT_REACHED"],
+            since=now - timedelta(days=7),
+            until=now,
+            message=message,
+        )
+        import html as htmllib
+
+        assert (
+            htmllib.unescape(m.group(1)).splitlines()[0]
+            == pomona.reports.incident_markdown(inc, lang).splitlines()[0]
+        )
+        assert (
+            '<button type="button" id="copy-summary" hidden' in r.text
+            and "/console/_static/copy.js" in r.text
+        )
+        assert b.get("/console/_static/copy.js").status_code == 200
+        b.get(f"/console/t/acme/troubleshoot?upn={acme.upn}")
+        here = f"/console/t/acme/troubleshoot?upn={acme.upn.replace('@', '%40')}"
+        form = re.search(r'<form method="post" action="([^"]+/release)"', b.last)
+        assert form is not None
+        r = b.post(form.group(1), {"back": here + "&done=pushed"})
+        assert r.status_code == 303 and r.headers["location"] == here + "&done=released"
+        got = queued(pomona, "acme", d.udid)[before:]
+        assert [t for t, _ in got] == ["DeviceConfigured"]
+        page = b.get(r.headers["location"]).text
+        assert 'data-notice="released"' in page
+        # a back address outside this tenant's troubleshoot page leads to the device page instead
+        r = b.post(form.group(1), {"back": "https://evil.example/console/t/acme/troubleshoot"})
+        assert r.headers["location"].startswith("/console/t/acme/devices/")
+        log = [e.action for e in pomona.console.audit_log("acme") if e.actor == "hd@acme.example"]
+        assert log[:2] == ["device.release", "device.release"]
+
+
 # --- pages 1 (the chart), 8 and 9: http/console_reports.py -------------------------------------------
 def failures(p: Pomona, tenant_id: str, *rows: tuple[int, str, int, dict[str, object]]) -> None:
     """Failure events (days ago, reason, how many, detail): they add to the failure roll-up as in use."""

@@ -1041,6 +1041,29 @@ class TestConsoleStores:
             assert [e.action for e in uow.audit.list(t.id)] == ["device.retire"]
             assert [e.action for e in uow.audit.list(before_id=every[0].id)] == ["admin.create"]
 
+    def test_audit_log_filters(self, db: Database) -> None:
+        """The filters: actor exact, action a prefix (its % and _ taken literally), source exact, at in
+        [since, until)."""
+        from pomona.ports import AuditEntry
+
+        t, _, _, _ = seed(db)
+        later = NOW + timedelta(days=2)
+        with db.unit_of_work() as uow:
+            uow.audit.append(AuditEntry(NOW, "a@x", "token.create", t.id, None, "cli"))
+            uow.audit.append(AuditEntry(later, "b@x", "token.revoke", t.id, None, "10.0.0.1"))
+            uow.audit.append(AuditEntry(later, "a@x", "device.retire", t.id, None, "10.0.0.1"))
+        with db.unit_of_work(readonly=True) as uow:
+
+            def acts(**kw: Any) -> list[str]:
+                return [e.action for e in uow.audit.list(t.id, **kw)]
+
+            assert acts(actor="a@x") == ["device.retire", "token.create"]
+            assert acts(action="token.") == ["token.revoke", "token.create"]
+            assert acts(action="token%") == [] and acts(action="token_") == []
+            assert acts(source="10.0.0.1", actor="b@x") == ["token.revoke"]
+            assert acts(since=NOW + timedelta(days=1)) == ["device.retire", "token.revoke"]
+            assert acts(until=NOW + timedelta(days=1)) == ["token.create"]
+
     @pytest.mark.parametrize("sort", ["name", "serial", "last_seen"])
     def test_device_listing_keyset(self, db: Database, sort: str) -> None:
         """Keyset pages of 2 walk every device once, in order, empty sort values last; the prefix filter
@@ -1095,6 +1118,99 @@ class TestConsoleStores:
             assert uow.device_listing.count(t.id, prefix="a") == 2
             assert {d.id for d in uow.device_listing.page(t.id, prefix="Sb")} == {"id-0"}
             assert uow.device_listing.page("other-tenant") == []
+
+    def test_device_listing_filters(self, db: Database) -> None:
+        """Each DeviceFilter (platform, OS prefix and versions, ownership, enrollment type, state, last
+        check-in) lists the same devices on every backend, combined with AND, pages and counts alike."""
+        from pomona.domain.models import BlockedDevice, CorporateIdentifier
+        from pomona.ports import DeviceFilter, PushAttempt
+
+        t, _, d0, _ = seed(db)  # d0: no product, no OS, an active BYOD enrollment, seen NOW
+        specs = [  # name, product, OS, enrollment (type, status, awaiting) or None, days unseen, IMEI
+            ("pad", "iPad13,18", "18.1", ("ade", "active", True), 0, None),
+            ("corp", "iPhone15,2", "16.7.2", ("corporate", "active", False), 40, None),
+            ("ret", "iPhone15,2", "9.3", ("byod", "retired", False), None, None),
+            ("pod", "iPod9,1", "17.4", None, 2, "350000000000001"),
+            ("blk", "iPhone15,2", "17.0", ("byod", "blocked", False), 3, None),
+        ]
+        with db.unit_of_work() as uow:
+            for i, (name, product, os_version, enr, days, imei) in enumerate(specs):
+                uow.devices.upsert(
+                    Device(
+                        id=f"d-{name}",
+                        tenant_id=t.id,
+                        udid=f"U-{name}",
+                        serial=f"S-{name}",
+                        product_name=product,
+                        os_version=os_version,
+                        imei=imei,
+                        last_seen_at=None if days is None else NOW - timedelta(days=days),
+                        created_at=NOW,
+                    )
+                )
+                if enr is not None:
+                    uow.enrollments.add(
+                        Enrollment(
+                            id=f"e-{name}",
+                            tenant_id=t.id,
+                            device_id=f"d-{name}",
+                            udid=f"U-{name}",
+                            user_id=None,
+                            status=EnrollmentStatus(enr[1]),
+                            type=EnrollmentType(enr[0]),
+                            cert_fingerprint=f"fp-{i}",
+                            topic="com.apple.mgmt.x",
+                            started_at=NOW,
+                            awaiting_configuration=enr[2],
+                        )
+                    )
+            uow.corporate.upsert_many(
+                t.id,
+                [
+                    CorporateIdentifier(
+                        "c1", t.id, "imei", "350000000000001", None, "not_contacted", None, NOW
+                    )
+                ],
+            )
+            uow.blocks.add(BlockedDevice("b1", t.id, "serial", "S-blk", None, NOW))
+            uow.reachability.record_pushes(
+                [PushAttempt("e-corp", NOW, "delivered", NOW - timedelta(hours=5))]
+            )
+        d = d0.id
+        cases: list[tuple[DeviceFilter, set[str]]] = [
+            (DeviceFilter(platform="ipados"), {"d-pad"}),
+            (DeviceFilter(platform="ios"), {"d-corp", "d-ret", "d-pod", "d-blk"}),
+            (DeviceFilter(os_prefix="17"), {"d-pod", "d-blk"}),
+            (DeviceFilter(os_prefix="16.7"), {"d-corp"}),
+            (DeviceFilter(os_versions=("18.1", "9.3")), {"d-pad", "d-ret"}),
+            (DeviceFilter(os_versions=()), set()),
+            (DeviceFilter(ownership="corporate"), {"d-pad", "d-corp", "d-pod"}),
+            (DeviceFilter(ownership="personal"), {d, "d-ret", "d-blk"}),
+            (DeviceFilter(enrollment_type="byod"), {d}),
+            (DeviceFilter(enrollment_type="ade"), {"d-pad"}),
+            (DeviceFilter(state="active"), {d, "d-pad", "d-corp"}),
+            (DeviceFilter(state="awaiting"), {"d-pad"}),
+            (DeviceFilter(state="unresponsive", unresponsive_before=NOW - timedelta(hours=4)), {"d-corp"}),
+            (DeviceFilter(state="unresponsive", unresponsive_before=NOW - timedelta(hours=6)), set()),
+            (DeviceFilter(state="retired"), {"d-ret"}),
+            (DeviceFilter(state="blocked"), {"d-blk"}),
+            (DeviceFilter(state="unenrolled"), {"d-ret", "d-pod", "d-blk"}),
+            (DeviceFilter(seen_before=NOW - timedelta(days=1)), {"d-corp", "d-ret", "d-pod", "d-blk"}),
+            (
+                DeviceFilter(
+                    platform="ios", state="unenrolled", seen_before=NOW - timedelta(days=2, hours=12)
+                ),
+                {"d-ret", "d-blk"},
+            ),
+        ]
+        with db.unit_of_work(readonly=True) as uow:
+            assert sorted(uow.device_listing.os_versions(t.id)) == ["16.7.2", "17.0", "17.4", "18.1", "9.3"]
+            for f, expected in cases:
+                for sort in ("name", "serial", "last_seen"):
+                    got = uow.device_listing.page(t.id, sort=sort, filters=f)  # type: ignore[arg-type]
+                    assert {x.id for x in got} == expected, (f, sort)
+                assert uow.device_listing.count(t.id, filters=f) == len(expected), f
+            assert uow.device_listing.page("other-tenant", filters=DeviceFilter(state="unenrolled")) == []
 
     def test_user_listing_keyset(self, db: Database) -> None:
         """Users page by UPN from a cursor, filtered by a UPN prefix (any case), with their active devices

@@ -7,17 +7,21 @@
     GET   /console/t/{tenant}                       the dashboard: health findings, push certificate, top
                                                     failure reasons
     GET   /console/t/{tenant}/troubleshoot          a user or a pasted error message -> the diagnosis
-    GET   /console/t/{tenant}/devices               filter, sort, keyset pages
+    GET   /console/t/{tenant}/devices               filter (name/serial prefix, platform, OS, ownership,
+                                                    enrollment type, state, last check-in), sort, keyset pages
     GET   /console/t/{tenant}/devices/{id}          inventory, enrollments, command queue, timeline
     GET   /console/t/{tenant}/devices/{id}/retire   the confirmation; POST retires (audited)
     POST  /console/t/{tenant}/devices/{id}/repush   push the device now (audited)
     POST  /console/t/{tenant}/devices/{id}/release  release it from Setup Assistant: DeviceConfigured (audited)
+    GET   /console/t/{tenant}/devices/{id}/erase    the confirmation (type the serial); POST erases (admins)
+    POST  /console/t/{tenant}/devices/{id}/{action} lock, restart, rename, block (admins; audited)
     GET   /console/t/{tenant}/users                 users: licence, devices, DEM, groups; UPN prefix, keyset
     POST  /console/t/{tenant}/users/licence         assign or remove a user's licence (admins; audited)
     GET   /console/t/{tenant}/restrictions          device type and device limit restrictions by priority,
                                                     and the policy dry run for a UPN (+ platform, OS)
     POST  /console/t/{tenant}/restrictions/{id}/priority   a restriction's new priority (admins; audited)
-    GET   /console/t/{tenant}/audit                 the tenant's audit log: who changed what, when, from where
+    GET   /console/t/{tenant}/audit                 the tenant's audit log: who changed what, when, from where;
+                                                    filters who, action (prefix), from, since, until (dates)
     GET   /console/_static/{file}                   CSS (no CDN, no script needed)
 
 What the portal already does, the console reuses from http/portal.py: the language choice and texts,
@@ -35,10 +39,10 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -61,12 +65,22 @@ from pomona.domain.errors import (
     PolicyError,
     describe,
 )
+from pomona.domain.models import EnrollmentType
+from pomona.domain.policy import parse_version
 from pomona.http.middleware import RequestId
 from pomona.http.portal import FormPages, PortalHeaders, _when, translate
 from pomona.i18n import msg
 from pomona.ports import AdminAccount, DeviceCursor, DeviceSort
 from pomona.presenters import display_name, error_text
-from pomona.services.console import SESSION_LIFETIME, ConsoleService, ConsoleSignInStatus, can
+from pomona.services.console import (
+    DEVICE_STATES,
+    OWNERSHIPS,
+    SESSION_LIFETIME,
+    ConsoleService,
+    ConsoleSignInStatus,
+    DeviceQuery,
+    can,
+)
 from pomona.services.container import Services
 from pomona.services.diagnose.render import to_json as diagnosis_json
 
@@ -74,6 +88,14 @@ _HERE = Path(__file__).parent
 log = logging.getLogger("pomona.http")
 SORTS: tuple[DeviceSort, ...] = ("name", "serial", "last_seen")
 PLATFORMS: tuple[str, ...] = ("ios", "ipados")  # the dry run's platform choice (none: any)
+ENROLLMENT_TYPES: tuple[str, ...] = tuple(t.value for t in EnrollmentType)
+STALE_DAYS: tuple[int, ...] = (1, 7, 30, 90)  # the "last check-in older than" choices (any N is accepted)
+#: The device page's notices after an action (?done=...).
+DONE: tuple[str, ...] = ("retired", "pushed", "released", "lock", "erase", "restart", "rename", "block")
+#: The device actions with no page of their own (erase has its confirmation page).
+ACTIONS: tuple[str, ...] = ("lock", "erase", "restart", "rename", "block")
+#: The incident summary's period (as `pomona incident`'s default).
+INCIDENT_DAYS = 7
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -118,6 +140,48 @@ def decode_cursor(text: str) -> DeviceCursor | None:
             return None
         return DeviceCursor(value, did, bool(empty))
     except (ValueError, TypeError):
+        return None
+
+
+def device_query(q: Any) -> tuple[DeviceQuery, dict[str, str]]:
+    """The device list's filters from the query string: each value checked (anything else is no filter),
+    and the same values to keep in the page's links."""
+    platform = q.get("platform") if q.get("platform") in PLATFORMS else None
+    os_prefix = _version(q.get("os") or "")
+    os_min = _version(q.get("os_min") or "")
+    ownership = q.get("ownership") if q.get("ownership") in OWNERSHIPS else None
+    etype = q.get("type") if q.get("type") in ENROLLMENT_TYPES else None
+    state = next((x for x in DEVICE_STATES if x == q.get("state")), None)
+    raw_days = q.get("stale") or ""
+    stale = int(raw_days) if raw_days.isdigit() and 0 < len(raw_days) <= 5 else None
+    query = DeviceQuery(platform, os_prefix, os_min, ownership, etype, state, stale)
+    kept = {
+        "platform": platform or "",
+        "os": os_prefix or "",
+        "os_min": os_min or "",
+        "ownership": ownership or "",
+        "type": etype or "",
+        "state": state or "",
+        "stale": "" if stale is None else str(stale),
+    }
+    return query, {k: v for k, v in kept.items() if v}
+
+
+def _version(text: str) -> str | None:
+    """An OS version as typed ("17", "17.4", "17.4.1"), or None for anything else."""
+    text = text.strip()[:16]
+    try:
+        parse_version(text)
+    except ValueError:
+        return None
+    return text
+
+
+def _day(text: str) -> datetime | None:
+    """A date of a filter (YYYY-MM-DD) as the start of that day in UTC, or None."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC) if text else None
+    except ValueError:
         return None
 
 
@@ -327,7 +391,8 @@ class Console(FormPages):
     async def devices(self, request: Request, account: AdminAccount) -> Response:
         q = request.query_params
         sort: DeviceSort = next((s for s in SORTS if s == q.get("sort")), "name")
-        prefix = (q.get("q") or "").strip()[:64] or None
+        prefix = _printable(q.get("q") or "").strip()[:64] or None
+        query, kept = device_query(q)
         page = await run_in_threadpool(
             lambda: self.svc.devices(
                 account,
@@ -335,9 +400,12 @@ class Console(FormPages):
                 sort=sort,
                 after=decode_cursor(q.get("after", "")),
                 prefix=prefix,
+                query=query,
             )
         )
         tenant = await run_in_threadpool(self.svc.scope, account, self.tenant_ref(request))
+        base = {"sort": sort, **({"q": prefix} if prefix else {}), **kept}
+        next_cursor = encode_cursor(page.next)
         return self.render(
             request,
             "devices.html",
@@ -347,7 +415,14 @@ class Console(FormPages):
             sort=sort,
             sorts=SORTS,
             prefix=prefix or "",
-            next_cursor=encode_cursor(page.next),
+            f=kept,
+            platforms=PLATFORMS,
+            ownerships=OWNERSHIPS,
+            types=ENROLLMENT_TYPES,
+            states=DEVICE_STATES,
+            stale_days=STALE_DAYS,
+            next_cursor=next_cursor,
+            next_query=urlencode({**base, "after": next_cursor}),
         )
 
     async def device(self, request: Request, account: AdminAccount) -> Response:
@@ -361,7 +436,7 @@ class Console(FormPages):
             account,
             tenant=tenant,
             x=detail,
-            notice=notice if notice in ("retired", "pushed", "released") else None,
+            notice=notice if notice in DONE else None,
             findings=[
                 {
                     "severity": r.finding.severity.value,
@@ -386,15 +461,67 @@ class Console(FormPages):
         await run_in_threadpool(self.svc.retire, account, ref, did, self.client_ip(request))
         return RedirectResponse(f"/console/t/{ref}/devices/{did}?done=retired", status_code=303)
 
+    def done(self, ref: str, did: str, form: dict[str, str], done: str) -> Response:
+        """Back to the device page with its notice, or to the troubleshoot page the action came from
+        (``back``: only that page of this tenant)."""
+        back = form.get("back", "")
+        page = f"/console/t/{quote(ref, safe='')}/troubleshoot"
+        if back == page or back.startswith(page + "?"):
+            if len(back) < 3000 and all(" " < ch < "\x7f" for ch in back):
+                kept = [(k, v) for k, v in parse_qsl(back.partition("?")[2]) if k != "done"]
+                query = urlencode([*kept, ("done", done)])
+                return RedirectResponse(f"{page}?{query}", status_code=303)
+        return RedirectResponse(
+            f"/console/t/{quote(ref, safe='')}/devices/{did}?done={done}", status_code=303
+        )
+
     async def repush(self, request: Request, account: AdminAccount, form: dict[str, str]) -> Response:
         ref, did = self.tenant_ref(request), str(request.path_params["device"])
         await run_in_threadpool(self.svc.repush, account, ref, did, self.client_ip(request))
-        return RedirectResponse(f"/console/t/{ref}/devices/{did}?done=pushed", status_code=303)
+        return self.done(ref, did, form, "pushed")
 
     async def release(self, request: Request, account: AdminAccount, form: dict[str, str]) -> Response:
         ref, did = self.tenant_ref(request), str(request.path_params["device"])
         await run_in_threadpool(self.svc.release, account, ref, did, self.client_ip(request))
-        return RedirectResponse(f"/console/t/{ref}/devices/{did}?done=released", status_code=303)
+        return self.done(ref, did, form, "released")
+
+    async def erase_page(self, request: Request, account: AdminAccount) -> Response:
+        ref, did = self.tenant_ref(request), str(request.path_params["device"])
+        tenant = await run_in_threadpool(self.svc.scope, account, ref)
+        if not can(account, "erase"):  # the refusal is recorded by the POST, which is the change
+            raise ForbiddenError(f"the {account.role} role may not erase", action="erase")
+        detail = await run_in_threadpool(self.svc.device, account, ref, did)
+        return self.render(request, "erase.html", account, tenant=tenant, x=detail, error=False)
+
+    async def action(self, request: Request, account: AdminAccount, form: dict[str, str]) -> Response:
+        """Lock, erase (with the serial typed), restart, rename, block: CommandService.enqueue (pushes),
+        audited; helpdesk is refused (403, audited)."""
+        ref, did = self.tenant_ref(request), str(request.path_params["device"])
+        action = str(request.path_params["action"])
+        if action not in ACTIONS:
+            return await self.not_found(request)
+        if action == "block" and form.get("confirm") != "yes":
+            return RedirectResponse(f"/console/t/{quote(ref, safe='')}/devices/{did}", status_code=303)
+        try:
+            await run_in_threadpool(
+                lambda: self.svc.device_action(
+                    account,
+                    ref,
+                    did,
+                    action,
+                    self.client_ip(request),
+                    name=form.get("name", "")[:1000],
+                    message=form.get("message", "")[:2000],
+                    typed_serial=form.get("serial", "")[:128],
+                )
+            )
+        except InvalidInputError as exc:
+            if action != "erase" or exc.context.get("field") != "serial":
+                raise
+            tenant = await run_in_threadpool(self.svc.scope, account, ref)
+            detail = await run_in_threadpool(self.svc.device, account, ref, did)
+            return self.render(request, "erase.html", account, 422, tenant=tenant, x=detail, error=True)
+        return self.done(ref, did, form, action)
 
     async def troubleshoot(self, request: Request, account: AdminAccount) -> Response:
         ref = self.tenant_ref(request)
@@ -405,6 +532,7 @@ class Console(FormPages):
         serial = (q.get("serial") or "").strip()[:64]
         lang = self.lang(request)
         result = overview = decision = None
+        summary = ""
         if upn or message or serial:
             diagnosis = await run_in_threadpool(
                 lambda: self.p.diagnose.diagnose(
@@ -412,6 +540,7 @@ class Console(FormPages):
                 )
             )
             result = diagnosis_json(diagnosis, lang)
+            summary = await run_in_threadpool(self.incident_summary, tenant.id, result, message, lang)
             if upn:
                 overview = await run_in_threadpool(self.svc.user_overview, account, ref, upn)
             if overview is not None:
@@ -428,7 +557,28 @@ class Console(FormPages):
             overview=overview,
             decision=decision,
             reason_title=(title_of(decision.reason.value, lang) if decision and decision.reason else ""),
+            summary=summary,
+            notice=q.get("done") if q.get("done") in DONE else None,
         )
+
+    def incident_summary(self, tenant_id: str, result: dict[str, Any], message: str, lang: str) -> str:
+        """What `pomona incident` prints for the diagnosis's proven and likely causes (or its answer) over
+        the last INCIDENT_DAYS days: the checklist to paste into a ticket. Empty when nothing is known."""
+        codes = [str(f["code"]) for f in result["findings"] if f["verdict"] in ("proven", "likely")]
+        top = str(result["answer"]["code"])
+        if not codes and top != "UNKNOWN":
+            codes = [top]
+        if not codes:
+            return ""
+        now = self.p.clock.now()
+        inc = self.p.reports.incident(
+            tenant_id,
+            codes=codes,
+            since=now - timedelta(days=INCIDENT_DAYS),
+            until=now,
+            message=message or None,
+        )
+        return self.p.reports.incident_markdown(inc, lang)
 
     async def users(self, request: Request, account: AdminAccount) -> Response:
         q = request.query_params
@@ -516,13 +666,36 @@ class Console(FormPages):
         return RedirectResponse(f"/console/t/{quote(ref, safe='')}/restrictions?{query}", status_code=303)
 
     async def audit(self, request: Request, account: AdminAccount) -> Response:
-        before = request.query_params.get("before", "")
+        q = request.query_params
+        before = q.get("before", "")
         before_id = int(before) if before.isdigit() and len(before) < 19 else None
+        f = {k: _printable(q.get(k) or "").strip()[:320] for k in ("who", "action", "from", "since", "until")}
+        day = {k: _day(f[k]) for k in ("since", "until")}
         tenant, entries = await run_in_threadpool(
-            lambda: self.svc.audit_page(account, self.tenant_ref(request), before_id=before_id, limit=51)
+            lambda: self.svc.audit_page(
+                account,
+                self.tenant_ref(request),
+                before_id=before_id,
+                limit=51,
+                actor=f["who"].lower() or None,
+                action=f["action"][:64] or None,
+                source=f["from"][:64] or None,
+                since=day["since"],
+                until=None if day["until"] is None else day["until"] + timedelta(days=1),
+            )
         )
         older = entries[49].id if len(entries) > 50 else None
-        return self.render(request, "audit.html", account, tenant=tenant, entries=entries[:50], older=older)
+        kept = urlencode({k: v for k, v in f.items() if v})
+        return self.render(
+            request,
+            "audit.html",
+            account,
+            tenant=tenant,
+            entries=entries[:50],
+            older=older,
+            filters=f,
+            filter_query=kept,
+        )
 
     async def not_found(self, request: Request) -> Response:
         account = await self.account(request)
@@ -533,6 +706,7 @@ class Console(FormPages):
 
 def create_console(p: Services) -> ASGIApp:
     """The console's ASGI app; RootApp routes every path under /console to it."""
+    from pomona.http.console_admin import admin_routes  # as console_apple: builds on Console
     from pomona.http.console_apple import apple_routes  # it builds on Console (imports this module)
     from pomona.http.console_reports import report_routes
 
@@ -554,6 +728,8 @@ def create_console(p: Services) -> ASGIApp:
         Route("/console/t/{tenant}/devices/{device}/retire", post(c.retire), methods=["POST"]),
         Route("/console/t/{tenant}/devices/{device}/repush", post(c.repush), methods=["POST"]),
         Route("/console/t/{tenant}/devices/{device}/release", post(c.release), methods=["POST"]),
+        Route("/console/t/{tenant}/devices/{device}/erase", s(c.erase_page), methods=["GET"]),
+        Route("/console/t/{tenant}/devices/{device}/{action}", post(c.action), methods=["POST"]),
         Route("/console/t/{tenant}/users", s(c.users), methods=["GET"]),
         Route("/console/t/{tenant}/users/licence", post(c.licence), methods=["POST"]),
         Route("/console/t/{tenant}/restrictions", s(c.restrictions), methods=["GET"]),
@@ -564,6 +740,7 @@ def create_console(p: Services) -> ASGIApp:
         ),
         Route("/console/t/{tenant}/audit", s(c.audit), methods=["GET"]),
         *apple_routes(c),  # page 7, Apple settings: http/console_apple.py
+        *admin_routes(c),  # pages 6 and 10, corporate identifiers and administration: http/console_admin.py
         *report_routes(c),  # pages 8 and 9, domains and reports: http/console_reports.py
         Route("/console/{rest:path}", c.not_found),
     ]

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pomona.services.checkin import CheckinService
     from pomona.services.commands import CommandService
     from pomona.services.console import ConsoleService
+    from pomona.services.console_admin import AdminPagesService
     from pomona.services.console_apple import AppleSettingsService
     from pomona.services.console_reports import ConsoleReportsService
     from pomona.services.diagnose import DiagnoseService
@@ -76,5 +77,7 @@ class Services(Protocol):
     def console(self) -> ConsoleService: ...
     @property
     def console_apple(self) -> AppleSettingsService: ...
+    @property
+    def console_admin(self) -> AdminPagesService: ...
     @property
     def console_reports(self) -> ConsoleReportsService: ...

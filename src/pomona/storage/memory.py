@@ -57,6 +57,7 @@ from pomona.ports import (
     ConsoleSession,
     Database,
     DeviceCursor,
+    DeviceFilter,
     DeviceSort,
     EventFilters,
     Leases,
@@ -1220,12 +1221,27 @@ class MemoryAuditLog(_Store):
         self.tx.put(self.d.audit, n, dataclasses.replace(entry, id=n, detail=dict(entry.detail)))
 
     def list(
-        self, tenant_id: str | None = None, *, limit: int = 50, before_id: int | None = None
+        self,
+        tenant_id: str | None = None,
+        *,
+        limit: int = 50,
+        before_id: int | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        source: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[AuditEntry]:
         rows = [
             e
             for n, e in sorted(self.d.audit.items(), reverse=True)
-            if (tenant_id is None or e.tenant_id == tenant_id) and (before_id is None or n < before_id)
+            if (tenant_id is None or e.tenant_id == tenant_id)
+            and (before_id is None or n < before_id)
+            and (not actor or e.actor == actor)
+            and (not action or e.action.startswith(action))
+            and (not source or e.source == source)
+            and (since is None or e.at >= since)
+            and (until is None or e.at < until)
         ]
         return rows[:limit]
 
@@ -1237,13 +1253,68 @@ def _starts(value: str | None, prefix: str) -> bool:
 class MemoryDeviceListing(_Store):
     """The SQL listing's order: rows with a sort value (last check-in newest first), then the rest by id."""
 
-    def _mine(self, tenant_id: str, prefix: str | None) -> list[Device]:
+    def _mine(self, tenant_id: str, prefix: str | None, filters: DeviceFilter | None = None) -> list[Device]:
+        keep = self._filter(tenant_id, filters)
         return [
             d
             for d in self.d.devices.values()
             if d.tenant_id == tenant_id
             and (not prefix or _starts(d.device_name, prefix) or _starts(d.serial, prefix))
+            and keep(d)
         ]
+
+    def _filter(self, tenant_id: str, f: DeviceFilter | None) -> Callable[[Device], bool]:
+        """The SQL listing's :func:`device_filters`, over the dicts."""
+        if f is None or f.empty:
+            return lambda d: True
+        mine = [e for e in self.d.enrollments.values() if e.tenant_id == tenant_id]
+        active = {e.udid: e for e in mine if e.status is EnrollmentStatus.ACTIVE}
+        retired = {e.udid for e in mine if e.status is EnrollmentStatus.RETIRED}
+        corp = {(c.kind, c.value) for c in self.d.corporate.values() if c.tenant_id == tenant_id}
+        blocked = {(b.kind, b.value) for b in self.d.blocks.values() if b.tenant_id == tenant_id}
+
+        def unanswered(e: Enrollment) -> bool:
+            st = self.d.enrollment_push.get(e.id)
+            first = None if st is None else st.first_unanswered_push_at
+            return first is not None and f.unresponsive_before is not None and first <= f.unresponsive_before
+
+        def ok(d: Device) -> bool:
+            e = active.get(d.udid)
+            product, os_version = d.product_name or "", d.os_version
+            if f.platform == "ipados" and not product.startswith("iPad"):
+                return False
+            if f.platform == "ios" and not product.startswith(("iPhone", "iPod")):
+                return False
+            if f.os_prefix and not (
+                os_version == f.os_prefix or (os_version or "").startswith(f.os_prefix + ".")
+            ):
+                return False
+            if f.os_versions is not None and os_version not in f.os_versions:
+                return False
+            if f.ownership is not None:
+                corporate = (
+                    (e is not None and e.type in (EnrollmentType.ADE, EnrollmentType.CORPORATE))
+                    or ("serial", d.serial) in corp
+                    or ("imei", d.imei) in corp
+                )
+                if corporate != (f.ownership == "corporate"):
+                    return False
+            if f.enrollment_type and (e is None or e.type.value != f.enrollment_type):
+                return False
+            state = {
+                None: True,
+                "active": e is not None,
+                "awaiting": e is not None and e.awaiting_configuration,
+                "unresponsive": e is not None and unanswered(e),
+                "unenrolled": e is None,
+                "retired": e is None and d.udid in retired,
+                "blocked": ("udid", d.udid) in blocked or ("serial", d.serial) in blocked,
+            }[f.state]
+            if not state:
+                return False
+            return f.seen_before is None or d.last_seen_at is None or d.last_seen_at < f.seen_before
+
+        return ok
 
     def page(
         self,
@@ -1252,10 +1323,11 @@ class MemoryDeviceListing(_Store):
         sort: DeviceSort = "name",
         after: DeviceCursor | None = None,
         prefix: str | None = None,
+        filters: DeviceFilter | None = None,
         limit: int = 50,
     ) -> list[Device]:
         name = {"name": "device_name", "serial": "serial", "last_seen": "last_seen_at"}[sort]
-        mine = self._mine(tenant_id, prefix)
+        mine = self._mine(tenant_id, prefix, filters)
         valued = sorted((d for d in mine if getattr(d, name) is not None), key=lambda d: d.id)
         valued.sort(key=lambda d: getattr(d, name), reverse=sort == "last_seen")
         empty = sorted((d for d in mine if getattr(d, name) is None), key=lambda d: d.id)
@@ -1273,8 +1345,21 @@ class MemoryDeviceListing(_Store):
             valued = [d for d in valued if later(d)]
         return (valued + empty)[:limit]
 
-    def count(self, tenant_id: str, *, prefix: str | None = None) -> int:
-        return len(self._mine(tenant_id, prefix))
+    def count(
+        self,
+        tenant_id: str,
+        *,
+        prefix: str | None = None,
+        filters: DeviceFilter | None = None,
+        cap: int | None = None,
+    ) -> int:
+        n = len(self._mine(tenant_id, prefix, filters))
+        return n if cap is None else min(n, cap)
+
+    def os_versions(self, tenant_id: str) -> list[str]:
+        return sorted(
+            {d.os_version for d in self.d.devices.values() if d.tenant_id == tenant_id and d.os_version}
+        )
 
 
 class MemoryUserListing(_Store):
