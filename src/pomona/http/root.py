@@ -29,6 +29,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from os import urandom
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -247,7 +248,7 @@ class RootApp:
     ) -> int:
         """Run ``fn`` (or ``error`` on its exception) and send its answer, with ``headers`` as ``fn`` or
         ``error`` left them (the ADE endpoint's WWW-Authenticate and Retry-After)."""
-        rid = uuid.uuid4().hex[:16]
+        rid = urandom(8).hex()  # 16 hex digits, as uuid4().hex[:16] gave, for a third of its cost
         client = scope.get("client")
         address = str(client[0]) if client else "?"  # after trusted proxies (http/middleware.py)
 

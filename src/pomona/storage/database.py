@@ -60,6 +60,7 @@ from pomona.storage.devices_sql import SqlDeviceStore
 from pomona.storage.enrollments_sql import SqlEnrollmentStore
 from pomona.storage.events_sql import SqlEventLog
 from pomona.storage.health_sql import SqlHealthStore
+from pomona.storage.hot_sql import HotReads
 from pomona.storage.policy_sql import SqlBlockStore, SqlCorporateStore, SqlGroupStore, SqlRestrictionStore
 from pomona.storage.push_sql import (
     SqlPushCertStore,
@@ -195,6 +196,9 @@ class SqlDatabase:
                 )
             except (ArgumentError, NoSuchModuleError, ValueError):
                 raise DatabaseUnavailableError(msg("error.database.url", url=self.display_url)) from None
+        pragmas = [f"PRAGMA {p}" for p in _SQLITE_PRAGMAS if not p.startswith("journal_mode")]
+        loop = [f"PRAGMA busy_timeout={LOOP_LOCK_WAIT_MS}"]
+        self.hot = HotReads(self.engine, {False: CHANNEL_ANY, True: CHANNEL_SKIP_NOT_NOW}, pragmas, loop)
 
     @classmethod
     def for_tests(cls, url: str) -> SqlDatabase:
@@ -243,26 +247,23 @@ class SqlDatabase:
     def channel_state(self, fingerprint: str, *, skip_not_now: bool) -> ChannelState | None:
         """The command channel's hot read, in one statement outside any transaction: the active
         enrollment bound to this identity, the device's last check-in, and the next command, if any.
+        On the raw driver, prepared, over a connection kept per thread (storage/hot_sql.py).
         """
-        q = CHANNEL_SKIP_NOT_NOW if skip_not_now else CHANNEL_ANY
         try:
-            if self.is_sqlite:
-                # A deferred (read) transaction is the same one-statement snapshot, and costs half of
-                # switching the pooled connection to autocommit and back.
-                with self.engine.connect() as conn:
-                    conn.info["sqlite_readonly"] = True
-                    r = conn.execute(q, {"fp": fingerprint}).first()
-            else:
-                with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                    r = conn.execute(q, {"fp": fingerprint}).first()
+            r = self.hot.row(skip_not_now, fingerprint)
         except _DRIVER_ERRORS as exc:
             err = _storage_error(exc)
             if err is exc:
                 raise
             raise err from exc
+        except Exception as exc:  # psycopg's own errors (the raw driver): a lock wait is StorageBusyError
+            if _is_busy(exc):
+                raise StorageBusyError(str(exc)) from exc
+            raise
         if r is None:
             return None
-        return ChannelState(r[0], r[1], r[2], r[3], utc(r[4]), r[5], None if r[6] is None else bytes(r[6]))
+        seen = r[4] if self.hot.ts is None or r[4] is None else self.hot.ts(r[4])
+        return ChannelState(r[0], r[1], r[2], r[3], utc(seen), r[5], None if r[6] is None else bytes(r[6]))
 
     def settings_get(self, key: str) -> bytes | None:
         """A server-wide setting; every one is sealed at rest (context ``setting:<key>``)."""
@@ -326,16 +327,24 @@ class SqlDatabase:
             return seal_all(uow.conn, self.sealer, verify_current=verify_current)
 
     def dispose(self) -> None:
+        self.hot.close()
         self.engine.dispose()
+
+
+#: Every SQLite connection's settings (the hot reads' connections too, but journal_mode: set once).
+_SQLITE_PRAGMAS = (
+    "journal_mode=WAL",
+    "synchronous=NORMAL",
+    "foreign_keys=ON",
+    f"busy_timeout={LOCK_WAIT_MS}",
+)
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS}")
+    for pragma in _SQLITE_PRAGMAS:
+        cur.execute(f"PRAGMA {pragma}")
     cur.close()
 
 
