@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pomona.services.commands import CommandService
     from pomona.services.console import ConsoleService
     from pomona.services.console_apple import AppleSettingsService
+    from pomona.services.console_auth import ConsoleAuthService
     from pomona.services.diagnose import DiagnoseService
     from pomona.services.doctor import CheckLine
     from pomona.services.enrollment import EnrollmentService
@@ -359,6 +360,12 @@ class Pomona:
             self.db, self.clock, self.console, self.apns, self.abm, metrics=self.metrics
         )
 
+    @cached_property
+    def console_auth(self) -> ConsoleAuthService:
+        from pomona.services.console_auth import ConsoleAuthService
+
+        return ConsoleAuthService(self.console, self.db)
+
 
 class _PkiOnFirstUse:
     """The Pki port for a service that may not need it in this process (the admin service: `pomona
@@ -399,6 +406,7 @@ _SERVICES = (
     "reports",
     "console",
     "console_apple",
+    "console_auth",
 )
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pomona.services.commands import CommandService
     from pomona.services.console import ConsoleService
     from pomona.services.console_apple import AppleSettingsService
+    from pomona.services.console_auth import ConsoleAuthService
     from pomona.services.diagnose import DiagnoseService
     from pomona.services.enrollment import EnrollmentService
     from pomona.services.health import HealthService
@@ -75,3 +76,5 @@ class Services(Protocol):
     def console(self) -> ConsoleService: ...
     @property
     def console_apple(self) -> AppleSettingsService: ...
+    @property
+    def console_auth(self) -> ConsoleAuthService: ...
