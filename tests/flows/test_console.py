@@ -1556,7 +1556,7 @@ class TestOidc:
         )
         assert code == 0, out
         data = json.loads(out)
-        assert data["configured"] and data["redirect_path"] == "/console/t/acme/oidc/callback"
+        assert data["configured"] and data["redirect_uri"].endswith("/console/t/acme/oidc/callback")
         code, out = cli(monkeypatch, db_url, "admin", "oidc", "show", "--tenant", "acme", "--json")
         assert code == 0 and json.loads(out)["issuer"] == a.issuer and a.client_secret not in out
         assert cli(monkeypatch, db_url, "admin", "oidc", "clear", "--tenant", "acme", "--json")[0] == 0
@@ -1564,3 +1564,54 @@ class TestOidc:
         assert json.loads(out) == {"tenant": "acme", "configured": False}
         code, out = cli(monkeypatch, db_url, "admin", "totp-reset", "nobody@acme.example", "--json")
         assert code != 0
+
+    def test_unverified_email_refused(self, pomona: Pomona, sso: tuple[Any, Any], browser: Admin) -> None:
+        """An email the provider says it did not verify names no account."""
+        a, _ = sso
+        a.extra = {"email_verified": False}
+        r = oidc_round_trip(browser, "acme")
+        assert r.status_code == 403 and r.headers["x-pomona-refused"] == "unknown_account"
+
+
+class TestSsoPage:
+    def test_admin_sets_and_clears(self, pomona: Pomona, acme: TenantSetup, idps: tuple[Any, Any]) -> None:
+        """The tenant's admin sets the provider on the SSO page (in Chinese too) and removes it; both audited."""
+        a, _ = idps
+        account(pomona, "ad@acme.example", "admin", "acme")
+        b = Admin(browser_app(pomona), "zh-CN")
+        b.sign_in("ad@acme.example")
+        r = b.get("/console/t/acme/sso")
+        assert r.status_code == 200 and "单点登录" in r.text and 'data-sso="off"' in r.text
+        bad = b.post("/console/t/acme/sso", {"issuer": "ftp://x", "client_id": "c", "client_secret": "s"})
+        assert bad.status_code == 422
+        form = {
+            "issuer": a.issuer,
+            "client_id": a.client_id,
+            "client_secret": a.client_secret,
+            "name": "Acme ID",
+        }
+        r = b.post("/console/t/acme/sso", form)
+        assert r.status_code == 303 and r.headers["location"].endswith("/sso?done=set")
+        page = b.get("/console/t/acme/sso").text
+        assert 'data-sso="on"' in page and a.client_secret not in page
+        assert (
+            "使用 Acme ID 登录" in Admin(browser_app(pomona), "zh-CN").get("/console/signin?tenant=acme").text
+        )
+        assert b.post("/console/t/acme/sso", {"clear": "yes"}).status_code == 303
+        assert 'data-sso="off"' in b.get("/console/t/acme/sso").text
+        actions = [e.action for e in pomona.console.audit_log("acme")]
+        assert "console.oidc.set" in actions and "console.oidc.clear" in actions
+        b.close()
+
+    def test_helpdesk_refused(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """Helpdesk may not change single sign-on: 403, recorded as a refusal."""
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        browser.sign_in("hd@acme.example")
+        assert browser.get("/console/t/acme/sso").status_code == 403
+        browser.get("/console/t/acme")
+        r = browser.post(
+            "/console/t/acme/sso", {"issuer": "https://idp.example", "client_id": "c", "client_secret": "s"}
+        )
+        assert r.status_code == 403
+        assert "console.refused" in [e.action for e in pomona.console.audit_log("acme")]
+        assert pomona.console_auth.show_oidc("acme")[1] is None

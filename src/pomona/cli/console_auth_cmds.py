@@ -5,6 +5,7 @@ provider for the console; the client secret from standard input, sealed at rest,
 from __future__ import annotations
 
 import sys
+from urllib.parse import quote
 
 import click
 
@@ -45,12 +46,13 @@ def _oidc_json(tenant: str, cfg: object, redirect: str) -> dict[str, object]:
         "client_id": cfg.client_id,
         "email_claim": cfg.email_claim,
         "name": cfg.label(),
-        "redirect_path": redirect,
+        "redirect_uri": redirect,
     }
 
 
-def _redirect(tenant: str) -> str:
-    return f"/console/t/{tenant}/oidc/callback"
+def _redirect(base: str, tenant: str) -> str:
+    """The callback to register at the provider: at the server's public URL."""
+    return f"{base.rstrip('/')}/console/t/{quote(tenant, safe='')}/oidc/callback"
 
 
 @oidc_group.command("set")
@@ -84,6 +86,7 @@ def oidc_set(
         raise InvalidInputError("no client secret on standard input")
     p = _pomona()
     try:
+        base = p.public_url
         tn, cfg = p.console_auth.set_oidc(
             tenant_name,
             issuer=issuer,
@@ -95,8 +98,8 @@ def oidc_set(
     finally:
         p.close()
     _out(
-        _oidc_json(tn.name, cfg, _redirect(tn.name)),
-        t("cli.oidc.set", tenant=tn.name, issuer=cfg.issuer, redirect=_redirect(tn.name)),
+        _oidc_json(tn.name, cfg, _redirect(base, tn.name)),
+        t("cli.oidc.set", tenant=tn.name, issuer=cfg.issuer, redirect=_redirect(base, tn.name)),
     )
 
 
@@ -107,10 +110,11 @@ def oidc_show(tenant_name: str) -> None:
     """The tenant's provider (never its client secret)."""
     p = _pomona()
     try:
+        base = p.public_url
         tn, cfg = p.console_auth.show_oidc(tenant_name)
     finally:
         p.close()
-    data = _oidc_json(tn.name, cfg, _redirect(tn.name))
+    data = _oidc_json(tn.name, cfg, _redirect(base, tn.name))
     if cfg is None:
         _out(data, t("cli.oidc.none", tenant=tn.name))
     else:
@@ -122,7 +126,7 @@ def oidc_show(tenant_name: str) -> None:
                 issuer=cfg.issuer,
                 client_id=cfg.client_id,
                 claim=cfg.email_claim,
-                redirect=_redirect(tn.name),
+                redirect=_redirect(base, tn.name),
             ),
         )
 

@@ -5,6 +5,8 @@
     GET   /console/security                     the account's own sign-in security: its TOTP
     POST  /console/security/totp                the password again -> a new secret shown (not kept yet)
     POST  /console/security/totp/confirm        its first code -> the new secret replaces the old (audited)
+    GET   /console/t/{tenant}/sso               the tenant's OpenID Connect settings (admins); POST sets
+                                                (issuer, client id and secret, email claim) or clears them
     GET   /console/t/{tenant}/oidc/start        to the tenant's identity provider (code flow, PKCE, state,
                                                 nonce); the sign-in page links here for ?tenant=T
     GET   /console/t/{tenant}/oidc/callback     the code exchanged, the ID token verified, the account
@@ -26,9 +28,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from pomona.domain.errors import NotFoundError, UpstreamError
+from pomona.domain.errors import InvalidInputError, NotFoundError, UpstreamError, describe
 from pomona.http.console import Console
 from pomona.ports import AdminAccount
+from pomona.presenters import error_text
 from pomona.services.console import TOTP_PENDING
 from pomona.services.console_auth import ENROL_SECONDS, ConsoleAuthService, OidcRefused, OidcStart
 from pomona.services.portal import totp_uri
@@ -165,7 +168,8 @@ class AuthPages:
 
     # --- OpenID Connect ---------------------------------------------------------------------------
     def redirect_uri(self, request: Request, tenant: str) -> str:
-        return f"{str(request.base_url).rstrip('/')}/console/t/{quote(tenant, safe='')}/oidc/callback"
+        """The callback at the server's public URL (never the request's Host header)."""
+        return f"{self.c.p.public_url.rstrip('/')}/console/t/{quote(tenant, safe='')}/oidc/callback"
 
     async def oidc_start(self, request: Request) -> Response:
         ref = str(request.path_params["tenant"])
@@ -227,6 +231,61 @@ class AuthPages:
         return resp
 
 
+class SsoPages:
+    """The tenant's OpenID Connect settings for console sign-in (admins): GET shows, POST sets or clears."""
+
+    def __init__(self, console: Console, svc: ConsoleAuthService) -> None:
+        self.c = console
+        self.svc = svc
+
+    async def show(
+        self, request: Request, account: AdminAccount, status: int = 200, error: str = ""
+    ) -> Response:
+        ref = self.c.tenant_ref(request)
+        tenant = await run_in_threadpool(self.c.svc.scope, account, ref, "sso")
+        _t, cfg = await run_in_threadpool(self.svc.show_oidc, tenant.name)
+        done = request.query_params.get("done")
+        return self.c.render(
+            request,
+            "sso.html",
+            account,
+            status,
+            tenant=tenant,
+            cfg=cfg,
+            redirect_uri=f"{self.c.p.public_url.rstrip('/')}/console/t/{quote(tenant.name, safe='')}/oidc/callback",
+            notice=done if done in ("set", "cleared") else None,
+            error=error,
+        )
+
+    async def save(self, request: Request, account: AdminAccount, form: dict[str, str]) -> Response:
+        ref = self.c.tenant_ref(request)
+        source = self.c.client_ip(request)
+        tenant = await run_in_threadpool(self.c.svc.change_scope, account, ref, "sso", source)
+        if form.get("clear") == "yes":
+            await run_in_threadpool(
+                lambda: self.svc.clear_oidc(tenant.name, actor=account.email, source=source)
+            )
+            return RedirectResponse(
+                f"/console/t/{quote(tenant.name, safe='')}/sso?done=cleared", status_code=303
+            )
+        try:
+            await run_in_threadpool(
+                lambda: self.svc.set_oidc(
+                    tenant.name,
+                    issuer=form.get("issuer", "")[:500],
+                    client_id=form.get("client_id", "")[:300],
+                    client_secret=form.get("client_secret", "")[:1000],
+                    email_claim=form.get("email_claim", "")[:64] or None,
+                    name=form.get("name", "")[:64] or None,
+                    actor=account.email,
+                    source=source,
+                )
+            )
+        except InvalidInputError as exc:
+            return await self.show(request, account, 422, error_text(describe(exc), self.c.lang(request)))
+        return RedirectResponse(f"/console/t/{quote(tenant.name, safe='')}/sso?done=set", status_code=303)
+
+
 def sso_for(c: Console, tenant_ref: str) -> dict[str, str] | None:
     """The sign-in page's "Sign in with <IdP>" for ?tenant=T, when T has OpenID Connect."""
     if not tenant_ref or len(tenant_ref) > 100:
@@ -244,8 +303,11 @@ def auth_routes(c: Console) -> list[Route]:
     """The routes, for create_console (before its catch-all)."""
     a = AuthPages(c, c.p_auth)
     c.enrol_page = a.signin_enrol
+    sso = SsoPages(c, c.p_auth)
     s, post = c.signed, c.posted
     return [
+        Route("/console/t/{tenant}/sso", s(sso.show), methods=["GET"]),
+        Route("/console/t/{tenant}/sso", post(sso.save), methods=["POST"]),
         Route("/console/signin/totp", a.signin_confirm, methods=["POST"]),
         Route("/console/security", s(a.security), methods=["GET"]),
         Route("/console/security/totp", post(a.security_totp), methods=["POST"]),
@@ -255,4 +317,4 @@ def auth_routes(c: Console) -> list[Route]:
     ]
 
 
-__all__ = ["AuthPages", "auth_routes", "sso_for"]
+__all__ = ["AuthPages", "SsoPages", "auth_routes", "sso_for"]

@@ -82,10 +82,10 @@ DEVICE_ACTIONS: Final = frozenset({"lock", "erase", "restart", "rename", "block"
 #: What each role may do. "read" and "diagnose" are every page; the rest are changes.
 ROLE_ACTIONS: Final[dict[str, frozenset[str]]] = {
     "operator": frozenset(
-        {"read", "diagnose", "retire", "repush", "release", "policy", "certificate", "accounts"}
+        {"read", "diagnose", "retire", "repush", "release", "policy", "certificate", "accounts", "sso"}
     )
     | DEVICE_ACTIONS,
-    "admin": frozenset({"read", "diagnose", "retire", "repush", "release", "policy", "certificate"})
+    "admin": frozenset({"read", "diagnose", "retire", "repush", "release", "policy", "certificate", "sso"})
     | DEVICE_ACTIONS,
     "helpdesk": frozenset({"read", "diagnose", "retire", "repush", "release"}),
 }
