@@ -1564,6 +1564,11 @@ class TestOidc:
         assert json.loads(out) == {"tenant": "acme", "configured": False}
         code, out = cli(monkeypatch, db_url, "admin", "totp-reset", "nobody@acme.example", "--json")
         assert code != 0
+        account(pomona, "ad@acme.example", "admin", "acme")
+        code, out = cli(monkeypatch, db_url, "admin", "totp-reset", "ad@acme.example", "--json")
+        assert code == 0 and json.loads(out) == {"email": "ad@acme.example", "totp": "pending"}
+        code, out = cli(monkeypatch, db_url, "admin", "list", "--tenant", "acme", "--json")
+        assert json.loads(out)[0]["totp_pending"] is True
 
     def test_unverified_email_refused(self, pomona: Pomona, sso: tuple[Any, Any], browser: Admin) -> None:
         """An email the provider says it did not verify names no account."""

@@ -188,7 +188,12 @@ class ConsoleAuthService:
             return None
         self.console.limiter.reset(key)
         with self.console.db.unit_of_work() as uow:
-            a = replace(a, totp_secret=secret, last_sign_in_at=now if first else a.last_sign_in_at)
+            current = uow.admins.get(a.id)  # again, in the writing transaction: one enrolment wins
+            if current is None or (first and current.totp_secret != TOTP_PENDING):
+                return None
+            a = replace(
+                current, totp_secret=secret, last_sign_in_at=now if first else current.last_sign_in_at
+            )
             uow.admins.update(a)
             action = "admin.totp_enrol" if first else "admin.totp_reset"
             self.console._audit(uow, a.email, action, a.tenant_id, a.email, source, {})
