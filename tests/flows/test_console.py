@@ -1620,3 +1620,15 @@ class TestSsoPage:
         assert r.status_code == 403
         assert "console.refused" in [e.action for e in pomona.console.audit_log("acme")]
         assert pomona.console_auth.show_oidc("acme")[1] is None
+
+
+def test_security_page_in_chinese(pomona: Pomona, acme: TenantSetup) -> None:
+    """The security page and its new key are in Chinese for a Chinese browser."""
+    account(pomona, "ad@acme.example", "admin", "acme")
+    b = Admin(browser_app(pomona), "zh-CN")
+    b.sign_in("ad@acme.example")
+    r = b.get("/console/security")
+    assert "登录安全" in r.text and 'data-totp="off"' in r.text
+    r = b.post("/console/security/totp", {"password": PASSWORD})
+    assert "设置身份验证器" in r.text and _secret(r.text)
+    b.close()
