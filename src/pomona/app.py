@@ -32,8 +32,10 @@ if TYPE_CHECKING:
     from pomona.services.checks import DeviceCheck, DiscoverySettings
     from pomona.services.commands import CommandService
     from pomona.services.console import ConsoleService
+    from pomona.services.console_admin import AdminPagesService
     from pomona.services.console_apple import AppleSettingsService
     from pomona.services.console_auth import ConsoleAuthService
+    from pomona.services.console_reports import ConsoleReportsService
     from pomona.services.diagnose import DiagnoseService
     from pomona.services.doctor import CheckLine
     from pomona.services.enrollment import EnrollmentService
@@ -366,6 +368,28 @@ class Pomona:
 
         return ConsoleAuthService(self.console, self.db)
 
+    @cached_property
+    def console_admin(self) -> AdminPagesService:
+        from pomona.services.console_admin import AdminPagesService
+
+        return AdminPagesService(
+            self.db, self.clock, self.console, self.admin, self.policy, self.notifier, metrics=self.metrics
+        )
+
+    @cached_property
+    def console_reports(self) -> ConsoleReportsService:
+        from pomona.services.console_reports import ConsoleReportsService
+
+        return ConsoleReportsService(
+            self.db,
+            self.clock,
+            self.console,
+            self.reports,
+            self._resolver,
+            self._discovery,
+            metrics=self.metrics,
+        )
+
 
 class _PkiOnFirstUse:
     """The Pki port for a service that may not need it in this process (the admin service: `pomona
@@ -407,6 +431,8 @@ _SERVICES = (
     "console",
     "console_apple",
     "console_auth",
+    "console_admin",
+    "console_reports",
 )
 
 

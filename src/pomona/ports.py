@@ -241,9 +241,19 @@ class ConsoleSessionStore(Protocol):
 
 class AuditLog(Protocol):
     def append(self, entry: AuditEntry) -> None: ...
-    # newest first; tenant_id None: every entry; before_id: the keyset cursor (entries older than it)
+    # newest first; tenant_id None: every entry; before_id: the keyset cursor (entries older than it);
+    # the filters: the actor (exact), the action (a prefix), the source (exact), at in [since, until)
     def list(
-        self, tenant_id: str | None = None, *, limit: int = 50, before_id: int | None = None
+        self,
+        tenant_id: str | None = None,
+        *,
+        limit: int = 50,
+        before_id: int | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        source: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[AuditEntry]: ...
 
 
@@ -338,6 +348,18 @@ class AbmListing(Protocol):
     aggregate reads (no row per device comes back)."""
 
     def profile_counts(self, tenant_id: str) -> dict[str, AdeProfileCount]: ...  # profile id -> counts
+
+
+#: A failure roll-up row: (UTC day, reason, platform, enrollment type, step, count).
+RollupRow: TypeAlias = tuple[str, str, str, str, str, int]
+
+
+class ReportListing(Protocol):
+    """The console's reports and dashboard chart over a large tenant: the failure roll-up's rows for a
+    span of days (hundreds, whatever the event log holds) and the enrollments started per UTC day."""
+
+    def failure_rows(self, tenant_id: str, since: datetime, until: datetime) -> list[RollupRow]: ...
+    def enrollments_by_day(self, tenant_id: str, since: datetime, until: datetime) -> dict[str, int]: ...
 
 
 class ApiTokenStore(Protocol):
@@ -990,6 +1012,8 @@ class UnitOfWork(Protocol):
     def user_listing(self) -> UserListing: ...
     @property
     def abm_listing(self) -> AbmListing: ...
+    @property
+    def report_listing(self) -> ReportListing: ...
     @property
     def abm(self) -> AbmStore: ...
     @property

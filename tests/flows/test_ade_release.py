@@ -71,6 +71,8 @@ class TestAutomaticRelease:
         (AwaitingConfiguration false) queues nothing more."""
         device = held_device(client, tenant)
         assert awaiting(pomona, device) and queued_types(pomona, device) == ["DeviceConfigured"]
+        with pomona.db.unit_of_work(readonly=True) as uow:  # a push wakes it at Setup Assistant
+            assert uow.pushes.queue_size(tenant.tenant_id) == 1
         handled = device.poll()
         assert [(h.request_type, h.status) for h in handled] == [("DeviceConfigured", "Acknowledged")]
         assert not awaiting(pomona, device) and not device.facts.awaiting_configuration

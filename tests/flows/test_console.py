@@ -3,9 +3,11 @@ sign-in, CSRF, roles, tenant isolation, escaping, and every page in English and 
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -424,8 +426,8 @@ class TestPages:
 
 class TestDashboard:
     def test_findings_certificate_and_top_reasons(self, pomona: Pomona, browser: Admin) -> None:
-        """The dashboard shows health's open findings critical first, a missing certificate, and the top
-        failure reasons of 30 days, each linking to troubleshoot; a code without a text shows as itself."""
+        """Health's open findings critical first, a missing certificate, and the top failure reasons of 30
+        days, each linking to its incident summary; a code without a text shows as itself."""
         from pomona.domain.models import Event, Outcome, Step
 
         bare = pomona.admin.create_tenant("bare", "bare.example")  # no authority, no push certificate
@@ -442,7 +444,7 @@ class TestDashboard:
         assert "MDM_AUTHORITY_NOT_SET" in shown and shown == [f["code"] for f in found]
         reasons = re.findall(r'<tr data-reason="([A-Z_]+)">', r.text)
         assert reasons == ["DEVICE_LIMIT_REACHED", "A_CODE_OF_ANOTHER_VERSION"]
-        assert "/troubleshoot?message=DEVICE_LIMIT_REACHED" in r.text
+        assert "/reports/incident?code=DEVICE_LIMIT_REACHED" in r.text  # its incident summary
         assert 'data-days-left=""' in r.text  # no push certificate yet
 
 
@@ -934,6 +936,327 @@ class TestAppleSettingsValues:
         assert r.status_code == 303 and r.headers["location"].endswith("?done=renewed")
 
 
+# --- pages 6 and 10: corporate identifiers, administration (http/console_admin.py) ------------------
+CORP = "/console/t/acme/corporate"
+ADMIN = "/console/t/acme/admin"
+
+
+def csv_upload(b: Admin, path: str, text: str) -> httpx.Response:
+    r = b.c.post(path, data={"csrf": b.csrf()}, files={"file": ("ids.csv", text.encode(), "text/csv")})
+    b.last = r.text
+    return r
+
+
+def audited(p: Pomona, tenant: str, action: str) -> list[Any]:
+    return [e for e in p.console.audit_log(tenant, limit=200) if e.action == action]
+
+
+class TestCorporatePage:
+    @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+    def test_csv_per_row_report_then_import(
+        self, pomona: Pomona, app: object, acme: TenantSetup, lang: str
+    ) -> None:
+        """A bad row imports nothing and the report names each row (reason code, text in the language);
+        the good file imports, is audited, and the list shows the statuses."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        b = Admin(app, lang)
+        b.sign_in("ad@acme.example")
+        b.get(CORP)
+        r = csv_upload(
+            b, CORP, f"serial,description\nF2LX12345678,cart\nbad!,x\nF2LX12345678,again\n{EVIL},y\n"
+        )
+        assert r.status_code == 422
+        rows = re.findall(r'data-row="(\d+)" data-result="(\w+)" data-reason="(\w*)"', r.text)
+        assert rows == [
+            ("2", "accepted", ""),
+            ("3", "error", "INVALID_INPUT"),
+            ("4", "error", "INVALID_INPUT"),
+            ("5", "error", "INVALID_INPUT"),
+        ]
+        assert {"en": "Duplicate of an earlier row", "zh-CN": "与前面的某一行重复"}[lang] in r.text
+        assert EVIL not in r.text and "&lt;script&gt;" in r.text
+        assert pomona.policy.list_corporate("acme") == []
+        assert audited(pomona, "acme", "console.change_refused")[0].detail["rows"] == [3, 4, 5]
+        b.get(CORP)
+        r = csv_upload(b, CORP, "F2LX12345678,cart\n35 209900 176148 1\n")
+        assert r.status_code == 200 and 'data-imported="2"' in r.text
+        assert 'data-identifier="F2LX12345678" data-state="not_contacted"' in r.text
+        assert {"en": "not contacted", "zh-CN": "未联系"}[lang] in r.text
+        (entry,) = audited(pomona, "acme", "corporate.import")
+        assert entry.actor == "ad@acme.example" and entry.detail == {"imported": 2, "unchanged": 0}
+        b.close()
+
+    def test_bounds_helpdesk_and_other_tenants(
+        self, pomona: Pomona, app: object, acme: TenantSetup, globex: TenantSetup, browser: Admin
+    ) -> None:
+        """A file over the bound or not UTF-8 is refused (event and audit); helpdesk reads but an upload is
+        403; another tenant's page is 404; a POST without the CSRF token is refused."""
+        from pomona.http.console_admin import MAX_CSV
+
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        browser.get(CORP)
+        r = csv_upload(browser, CORP, "F2LX12345678\n" * (MAX_CSV // 13 + 1))
+        assert r.status_code == 422 and 'data-reason="INVALID_INPUT"' in r.text
+        browser.get(CORP)
+        r = browser.c.post(
+            CORP, data={"csrf": browser.csrf()}, files={"file": ("x.csv", b"\xff\xfe\x00", "text/csv")}
+        )
+        assert r.status_code == 422 and 'id="import-refusal"' in r.text
+        assert pomona.commands.events("acme", reason="INVALID_INPUT")
+        assert len(audited(pomona, "acme", "console.change_refused")) == 2
+        r = browser.c.post(
+            CORP, data={"csrf": "nope"}, files={"file": ("x.csv", b"F2LX12345678\n", "text/csv")}
+        )
+        assert r.status_code == 403 and pomona.policy.list_corporate("acme") == []
+        assert browser.get("/console/t/globex/corporate").status_code == 404
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        hd = Admin(app)
+        hd.sign_in("hd@acme.example")
+        assert hd.get(CORP).status_code == 200 and 'id="corporate-form"' not in hd.last
+        r = csv_upload(hd, CORP, "F2LX12345678\n")
+        assert r.status_code == 403 and pomona.policy.list_corporate("acme") == []
+        assert audited(pomona, "acme", "console.refused")[0].actor == "hd@acme.example"
+        hd.close()
+
+
+@pytest.fixture
+def hook_receiver() -> Iterator[Any]:
+    """A local webhook receiver (the tests' app allows private targets: POMONA_WEBHOOK_ALLOW_PRIVATE)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    hits: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            hits.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(500 if len(hits) > 1 else 204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    server.hits = hits  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def private_app(pomona: Pomona, db_url: str, tmp_path: Any) -> Iterator[tuple[Pomona, object]]:
+    """The console of a Pomona on the test's database that may deliver webhooks to a local receiver."""
+    from pomona.app import Settings, build
+
+    p = build(
+        Settings(
+            data_dir=tmp_path,
+            database_url=db_url,
+            public_url="https://pomona.test",
+            webhook_allow_private=True,
+        )
+    )
+    yield p, create_app(pomona=p)
+    p.close()
+
+
+class TestAdministrationPage:
+    @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+    def test_accounts_tokens_links_in_both_languages(
+        self, pomona: Pomona, app: object, client: TestClient, acme: TenantSetup, lang: str
+    ) -> None:
+        """An admin creates and disables a helpdesk account, creates an API token (its secret shown once,
+        working on the API) and revokes it (the API refuses it), revokes a link; each audited."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        b = Admin(app, lang)
+        b.sign_in("ad@acme.example")
+        assert b.get(ADMIN).status_code == 200
+        assert {"en": "Admin accounts and roles", "zh-CN": "管理员账户和角色"}[lang] in b.last
+        r = b.post(
+            f"{ADMIN}/accounts", {"email": "New.HD@acme.example", "password": PASSWORD, "role": "helpdesk"}
+        )
+        assert r.status_code == 303 and r.headers["location"].endswith("?done=account.create")
+        new = next(a for a, _ in pomona.console.list_accounts("acme") if a.email == "new.hd@acme.example")
+        assert new.role == "helpdesk" and new.tenant_id == acme.tenant_id
+        b.get(ADMIN)
+        r = b.post(
+            f"{ADMIN}/accounts", {"email": "op2@acme.example", "password": PASSWORD, "role": "operator"}
+        )
+        assert r.status_code == 422 and 'id="account-refusal"' in r.text
+        assert all(a.email != "op2@acme.example" for a, _ in pomona.console.list_accounts())
+        r = b.post(f"{ADMIN}/accounts/{new.id}/disable")
+        assert r.status_code == 303
+        assert not next(a for a, _ in pomona.console.list_accounts("acme") if a.id == new.id).enabled
+        # An API token: the secret once, in the POST's answer only.
+        b.get(ADMIN)
+        r = b.post(f"{ADMIN}/tokens", {"name": f"ci {EVIL}", "days": "30"})
+        assert r.status_code == 200 and "no-store" in r.headers["cache-control"]
+        secret = re.search(r'id="token-secret">([^<]+)<', r.text)
+        assert secret and EVIL not in r.text
+        auth = {"Authorization": f"Bearer {secret.group(1)}"}
+        assert client.get("/api/v1/tenants/acme/devices", headers=auth).status_code == 200
+        page = b.get(ADMIN).text
+        assert secret.group(1) not in page
+        tok = next(x for x in pomona.admin.list_api_tokens("acme") if x.name.startswith("ci "))
+        assert f'data-token="{tok.id}" data-state="active"' in page
+        r = b.post(f"{ADMIN}/tokens/{tok.id}/revoke")
+        assert r.status_code == 303 and f'data-token="{tok.id}" data-state="revoked"' in b.get(ADMIN).text
+        refused = client.get("/api/v1/tenants/acme/devices", headers=auth)
+        assert refused.status_code in (401, 403) and refused.json()["reason"] == "API_TOKEN_REVOKED"
+        # Enrollment links.
+        (link, user) = pomona.admin.list_enrollment_tokens("acme")[0]
+        assert (
+            f'data-link="{link.id}" data-state="active"' in b.last and user is not None and user.upn in b.last
+        )
+        r = b.post(f"{ADMIN}/links/{link.id}/revoke")
+        assert r.status_code == 303 and f'data-link="{link.id}" data-state="revoked"' in b.get(ADMIN).text
+        actions = [(e.actor, e.action) for e in pomona.console.audit_log("acme", limit=100)]
+        for action in (
+            "admin.create",
+            "admin.disable",
+            "token.create",
+            "token.revoke",
+            "enroll_token.revoke",
+        ):
+            assert ("ad@acme.example", action) in actions, action
+        assert ("ad@acme.example", "console.change_refused") in actions  # the operator role refused
+        b.close()
+
+    def test_helpdesk_reads_and_is_refused_every_change(
+        self, pomona: Pomona, app: object, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """Helpdesk sees the page without its forms; every POST is 403 (change_scope: audited)."""
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        browser.sign_in("hd@acme.example")
+        assert browser.get(ADMIN).status_code == 200 and 'id="token-form"' not in browser.last
+        tok = pomona.admin.list_api_tokens("acme")[0]
+        link = pomona.admin.list_enrollment_tokens("acme")[0][0]
+        for path, form in (
+            ("/accounts", {"email": "x@acme.example", "password": PASSWORD, "role": "admin"}),
+            ("/tokens", {"name": "x", "days": "30"}),
+            (f"/tokens/{tok.id}/revoke", {}),
+            (f"/links/{link.id}/revoke", {}),
+            ("/webhook", {"url": "https://hooks.example/x", "secret": "s" * 20}),
+            ("/webhook/test", {}),
+        ):
+            r = browser.post(ADMIN + path, form)
+            assert r.status_code == 403 and 'data-message="console.error.role.body"' in r.text, path
+            browser.get(ADMIN)
+        assert pomona.admin.list_api_tokens("acme")[0].revoked_at is None
+        assert len(audited(pomona, "acme", "console.refused")) == 6
+
+    def test_tenant_isolation_by_url(
+        self, pomona: Pomona, app: object, acme: TenantSetup, globex: TenantSetup, browser: Admin
+    ) -> None:
+        """acme's admin cannot revoke globex's token or link, nor disable its account, by id: 404."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        other = account(pomona, "ad@globex.example", "admin", "globex")
+        browser.sign_in("ad@acme.example")
+        tok = pomona.admin.list_api_tokens("globex")[0]
+        link = pomona.admin.list_enrollment_tokens("globex")[0][0]
+        assert browser.get("/console/t/globex/admin").status_code == 404
+        for path in (f"/tokens/{tok.id}/revoke", f"/links/{link.id}/revoke", f"/accounts/{other.id}/disable"):
+            browser.get(ADMIN)
+            assert browser.post(ADMIN + path).status_code == 404, path
+            browser.get(ADMIN)
+            assert browser.post("/console/t/globex/admin" + path).status_code == 404, path
+        assert pomona.admin.list_api_tokens("globex")[0].revoked_at is None
+        assert pomona.admin.list_enrollment_tokens("globex")[0][0].revoked is False
+        assert next(a for a, _ in pomona.console.list_accounts("globex")).enabled
+
+    def test_webhook_set_and_test_shows_the_delivery(
+        self, private_app: tuple[Pomona, object], acme: TenantSetup, hook_receiver: Any
+    ) -> None:
+        """The admin sets the webhook and presses test: delivered (HTTP 204), then failed (HTTP 500, its
+        error shown); both audited; a loopback target is refused where private targets are not allowed."""
+        p, app = private_app
+        account(p, "ad@acme.example", "admin", "acme")
+        b = Admin(app, "zh-CN")
+        b.sign_in("ad@acme.example")
+        b.get(ADMIN)
+        url = f"http://127.0.0.1:{hook_receiver.server_address[1]}/hook?n={EVIL}"
+        r = b.post(f"{ADMIN}/webhook", {"url": url, "secret": "s3cret-s3cret-s3cret"})
+        assert r.status_code == 303
+        page = b.get(ADMIN).text
+        assert EVIL not in page and 'id="webhook-url">http://127.0.0.1:' in page and "&lt;script&gt;" in page
+        r = b.post(f"{ADMIN}/webhook/test")
+        assert r.status_code == 200 and 'data-status="delivered" data-http-status="204"' in r.text
+        assert "测试已送达" in r.text and len(hook_receiver.hits) == 1
+        r = b.post(f"{ADMIN}/webhook/test")
+        assert 'data-status="failed" data-http-status="500"' in r.text and "HTTP 500" in r.text
+        tests = [e.detail["status"] for e in audited(p, "acme", "webhook.test")]
+        assert sorted(tests) == ["delivered", "failed"] and audited(p, "acme", "webhook.set")
+        b.close()
+
+    def test_loopback_webhook_refused_without_the_setting(
+        self, pomona: Pomona, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """The default server refuses a loopback webhook (WEBHOOK_TARGET_REFUSED) beside the form; a test
+        without a webhook says so."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        browser.get(ADMIN)
+        r = browser.post(
+            f"{ADMIN}/webhook", {"url": "http://127.0.0.1:9/hook", "secret": "s3cret-s3cret-s3cret"}
+        )
+        assert r.status_code == 422 and 'data-reason="WEBHOOK_TARGET_REFUSED"' in r.text
+        r = browser.post(f"{ADMIN}/webhook/test")
+        assert r.status_code == 404 and 'id="webhook-refusal"' in r.text
+
+    def test_audit_filters(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """The audit log filters by who, action (prefix), from and date; the older link keeps them."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        pomona.console.audit("cli", "token.create", acme.tenant_id, "x", "cli", {})
+        page = browser.get("/console/t/acme/audit?who=ad@acme.example").text
+        assert set(re.findall(r'data-action="([a-z_.]+)"', page)) == {"console.sign_in"}
+        page = browser.get("/console/t/acme/audit?action=token.").text
+        assert re.findall(r'data-action="([a-z_.]+)"', page) == ["token.create"]
+        page = browser.get("/console/t/acme/audit?from=testclient").text
+        assert set(re.findall(r'data-action="([a-z_.]+)"', page)) == {"console.sign_in"}
+        page = browser.get("/console/t/acme/audit?from=cli").text
+        assert re.findall(r'data-action="([a-z_.]+)"', page) == ["token.create", "admin.create"]
+        today = pomona.clock.now().date().isoformat()
+        page = browser.get(f"/console/t/acme/audit?since={today}&until={today}").text
+        assert "token.create" in page and 'value="' + today + '"' in page
+        page = browser.get("/console/t/acme/audit?until=2001-01-01").text
+        assert re.findall(r'data-action="([a-z_.]+)"', page) == []
+        assert browser.get("/console/t/acme/audit?since=nonsense&who=%3Cscript%3E").status_code == 200
+        assert "<script>" not in browser.last
+
+    def test_operator_server_tokens(
+        self, pomona: Pomona, app: object, client: TestClient, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """An operator creates a server-wide token on a tenant's page and revokes it; a tenant admin is
+        refused a server token (audited) and does not see the server's tokens."""
+        account(pomona, "op@example.com", "operator")
+        browser.sign_in("op@example.com")
+        browser.get(ADMIN)
+        r = browser.post(f"{ADMIN}/tokens", {"name": "fleet", "days": "0", "scope": "server"})
+        assert r.status_code == 200 and 'id="token-secret"' in r.text
+        tok = next(x for x in pomona.admin.list_api_tokens() if x.name == "fleet")
+        assert tok.tenant_id is None and tok.expires_at is None
+        assert f'data-token="{tok.id}" data-state="active"' in browser.get(ADMIN).text
+        account(pomona, "ad@acme.example", "admin", "acme")
+        b = Admin(app)
+        b.sign_in("ad@acme.example")
+        assert f'data-token="{tok.id}"' not in b.get(ADMIN).text and 'name="scope"' not in b.last
+        r = b.post(f"{ADMIN}/tokens", {"name": "mine", "days": "7", "scope": "server"})
+        assert r.status_code == 422 and 'id="token-refusal"' in r.text
+        assert all(x.name != "mine" for x in pomona.admin.list_api_tokens())
+        b.get(ADMIN)
+        assert b.post(f"{ADMIN}/tokens/{tok.id}/revoke").status_code == 404
+        b.close()
+        browser.get(ADMIN)
+        assert browser.post(f"{ADMIN}/tokens/{tok.id}/revoke").status_code == 303
+        assert next(x for x in pomona.admin.list_api_tokens() if x.id == tok.id).revoked_at is not None
+        assert ("op@example.com", "token.revoke") in [
+            (e.actor, e.action) for e in pomona.console.audit_log("acme")
+        ]
+
+
 # --- the device list's filters, the device page's actions, troubleshoot's actions -------------------
 # (name, product, OS, active/ended enrollment type or None, its status, awaiting, days since last check-in)
 FLEET: list[tuple[str, str, str, str | None, str, bool, int | None]] = [
@@ -1312,6 +1635,207 @@ class TestTroubleshootActions:
         assert r.headers["location"].startswith("/console/t/acme/devices/")
         log = [e.action for e in pomona.console.audit_log("acme") if e.actor == "hd@acme.example"]
         assert log[:2] == ["device.release", "device.release"]
+
+
+# --- pages 1 (the chart), 8 and 9: http/console_reports.py -------------------------------------------
+def failures(p: Pomona, tenant_id: str, *rows: tuple[int, str, int, dict[str, object]]) -> None:
+    """Failure events (days ago, reason, how many, detail): they add to the failure roll-up as in use."""
+    from pomona.domain.models import Event, Outcome, Step
+
+    now = p.clock.now()
+    with p.db.unit_of_work() as uow:
+        for days, reason, n, detail in rows:
+            step = Step(str(detail.pop("step", "portal")))
+            for _ in range(n):
+                at = now - timedelta(days=days)
+                uow.events.append(
+                    Event(tenant_id, at, step, Outcome.FAILED, reason=reason, detail=dict(detail))
+                )
+
+
+def svg_of(html: str) -> str:
+    m = re.search(r'<svg [^>]*class="chart".*?</svg>', html, re.S)
+    assert m, html[:500]
+    return m.group(0)
+
+
+@pytest.fixture
+def dns_zone(pomona: Pomona) -> Iterator[Any]:
+    """The diagnose tests' local DNS zone (dnslib on 127.0.0.1), asked by the real resolver adapter."""
+    from diag_helpers import Zone
+    from pomona.net.dns import DnsResolver
+
+    z = Zone()
+    pomona.console_reports.resolver = DnsResolver(f"127.0.0.1:{z.port}", timeout=1.0)
+    yield z
+    z.stop()
+
+
+class TestReportsPages:
+    @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+    def test_dashboard_chart_totals_and_incident_link(
+        self, pomona: Pomona, client: TestClient, app: object, acme: TenantSetup, lang: str
+    ) -> None:
+        """The dashboard's SVG chart carries the 30 days' totals (older failures left out), a title, a
+        description and a table; a top reason links to its incident summary, which reads as the CLI's."""
+        enrolled(pomona, client, acme)
+        failures(
+            pomona,
+            acme.tenant_id,
+            (0, "DEVICE_LIMIT_REACHED", 3, {}),
+            (2, "USER_NOT_LICENSED", 2, {"step": "profile"}),
+            (40, "DEVICE_LIMIT_REACHED", 5, {}),  # outside the 30 days
+        )
+        account(pomona, "ad@acme.example", "admin", "acme")
+        b = Admin(app, lang)
+        r = b.sign_in("ad@acme.example")
+        svg = svg_of(r.text)
+        assert 'data-total-failures="5"' in svg and 'data-total-enrollments="1"' in svg
+        assert '<title id="chart-title">' in svg and '<desc id="chart-desc">' in svg
+        assert 'data-legend="DEVICE_LIMIT_REACHED"' in svg and 'data-legend="USER_NOT_LICENSED"' in svg
+        assert len(re.findall(r"<tr data-day=", r.text)) == 30
+        assert re.search(r'id="total-failures">5<', r.text) and re.search(
+            r'id="total-enrollments">1<', r.text
+        )
+        assert not re.search(r"\b(console|portal)\.[a-z_]+\.", strip_data(r.text))
+        link = "/console/t/acme/reports/incident?code=DEVICE_LIMIT_REACHED"
+        assert link in r.text
+        page = b.get(link)
+        assert page.status_code == 200 and "DEVICE_LIMIT_REACHED" in page.text
+        now = pomona.clock.now()
+        inc = pomona.reports.incident(
+            "acme", codes=["DEVICE_LIMIT_REACHED"], since=now - timedelta(days=30), until=now
+        )
+        assert (
+            inc["failures"] == 3 and pomona.reports.incident_markdown(inc, lang).splitlines()[0] in page.text
+        )
+        b.close()
+
+    @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+    def test_reports_filter_group_and_chart_for_helpdesk(
+        self, pomona: Pomona, app: object, acme: TenantSetup, lang: str
+    ) -> None:
+        """Helpdesk reads the report: filters by reason, step and platform, groups by day or step, and
+        its chart counts what the filters keep."""
+        failures(
+            pomona,
+            acme.tenant_id,
+            (0, "DEVICE_LIMIT_REACHED", 2, {"platform": "ios"}),
+            (1, "DEVICE_LIMIT_REACHED", 1, {"platform": "ipados", "step": "profile"}),
+            (1, "USER_NOT_LICENSED", 4, {"platform": "ios"}),
+        )
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        b = Admin(app, lang)
+        b.sign_in("hd@acme.example")
+        r = b.get("/console/t/acme/reports")
+        assert r.status_code == 200 and f'<html lang="{lang}">' in r.text
+        assert not re.search(r"\b(console|portal)\.[a-z_]+\.", strip_data(r.text))
+        assert re.findall(r'<tr data-key="([A-Z_]+)">', r.text) == [
+            "USER_NOT_LICENSED",
+            "DEVICE_LIMIT_REACHED",
+        ]
+        assert 'data-total-failures="7"' in svg_of(r.text) and re.search(r'id="report-total">7<', r.text)
+        r = b.get("/console/t/acme/reports?reason=DEVICE_LIMIT_REACHED&group=step")
+        assert re.findall(r'<tr data-key="([a-z]+)"><td>[a-z]+</td><td class="num">(\d+)', r.text) == [
+            ("portal", "2"),
+            ("profile", "1"),
+        ]
+        assert 'data-total-failures="3"' in svg_of(r.text)
+        r = b.get("/console/t/acme/reports?platform=ios&step=portal&group=day")
+        today = pomona.clock.now().date()
+        keys = re.findall(r'<tr data-key="([0-9-]+)">', r.text)
+        assert keys == sorted(keys) and keys[-1] == today.isoformat()
+        assert 'data-total-failures="6"' in svg_of(r.text)
+        got = b.get("/console/t/acme/reports?reason=USER_NOT_LICENSED&format=csv")
+        assert got.status_code == 200 and got.text.splitlines()[1].endswith(",4")  # helpdesk exports too
+        for junk in ("since=nope&until=x", "group=evil", "reason=" + "x" * 500):
+            assert b.get(f"/console/t/acme/reports?{junk}").status_code == 200, junk
+        r = b.get("/console/t/acme/reports?since=2026-01-10&until=2026-01-01")
+        assert r.status_code == 422 and "Traceback" not in r.text
+        b.close()
+
+    def test_csv_export_is_an_attachment_safe_from_formulas(
+        self, pomona: Pomona, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """?format=csv downloads the groups as an attachment; a cell starting with = + - @ gets a leading
+        apostrophe, and a reason named <script> is text on the page and in the chart."""
+        failures(
+            pomona,
+            acme.tenant_id,
+            (0, "DEVICE_LIMIT_REACHED", 2, {}),
+            (0, '=HYPERLINK("http://evil.example")', 1, {}),
+            (0, "+1", 1, {}),
+            (0, "-1", 1, {}),
+            (0, "@SUM(A1)", 1, {}),
+            (0, EVIL[:60], 1, {}),
+        )
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        r = browser.get("/console/t/acme/reports?format=csv")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+        assert r.headers["content-disposition"].startswith('attachment; filename="failures-acme-')
+        rows = list(csv.reader(r.text.splitlines()))
+        assert rows[0] == ["reason", "title", "count"]
+        cells = {row[0]: row for row in rows[1:]}
+        assert cells["DEVICE_LIMIT_REACHED"][2] == "2" and cells["DEVICE_LIMIT_REACHED"][1]
+        for bad in ('=HYPERLINK("http://evil.example")', "+1", "-1", "@SUM(A1)"):
+            assert "'" + bad in cells and bad not in cells, bad
+        assert all(not c.startswith(("=", "+", "-", "@")) for row in rows for c in row)
+        r = browser.get("/console/t/acme/reports?group=day&format=csv")
+        assert list(csv.reader(r.text.splitlines()))[1][2] == "7"
+        page = browser.get("/console/t/acme/reports")
+        assert "<script>" not in page.text and "&lt;script&gt;" in svg_of(page.text)
+        assert "<script>" not in browser.get("/console/t/acme").text
+
+    def test_tenant_isolation(
+        self, pomona: Pomona, acme: TenantSetup, globex: TenantSetup, browser: Admin
+    ) -> None:
+        """Another tenant's reports, domains and incident pages are the console's 404; a tenant's report
+        and chart count only its own failures."""
+        failures(pomona, acme.tenant_id, (0, "DEVICE_LIMIT_REACHED", 2, {}))
+        failures(pomona, globex.tenant_id, (0, "USER_NOT_LICENSED", 9, {}))
+        account(pomona, "ad@acme.example", "admin", "acme")
+        r = browser.sign_in("ad@acme.example")
+        assert 'data-total-failures="2"' in svg_of(r.text) and "USER_NOT_LICENSED" not in r.text
+        for path in (
+            "/reports",
+            "/reports?format=csv",
+            "/domains",
+            "/reports/incident?code=USER_NOT_LICENSED",
+        ):
+            got = browser.get(f"/console/t/globex{path}")
+            assert got.status_code == 404 and "USER_NOT_LICENSED<" not in got.text, path
+            assert "incident in tenant" not in got.text and "data-total" not in got.text, path
+        r = browser.get("/console/t/acme/reports?format=csv")
+        assert "USER_NOT_LICENSED" not in r.text and "DEVICE_LIMIT_REACHED,".lower() in r.text.lower()
+
+    @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+    def test_domains_dns_statuses(
+        self, pomona: Pomona, app: object, acme: TenantSetup, dns_zone: Any, lang: str
+    ) -> None:
+        """The domains page lists the discovery CNAMEs with their target and what the test zone answers:
+        ok, then missing, then pointing elsewhere."""
+        zone = dns_zone
+        zone.cnames["enterpriseenrollment.acme.example"] = "pomona.test"
+        zone.cnames["enterpriseregistration.acme.example"] = "pomona.test"
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        b = Admin(app, lang)
+        b.sign_in("hd@acme.example")
+
+        def statuses() -> dict[str, str]:
+            r = b.get("/console/t/acme/domains")
+            assert r.status_code == 200 and f'<html lang="{lang}">' in r.text
+            assert not re.search(r"\b(console|portal)\.[a-z_]+\.", strip_data(r.text))
+            assert "enterpriseenrollment.acme.example. 3600 IN CNAME pomona.test." in r.text
+            return dict(re.findall(r'data-record="(\w+)" data-status="(\w+)"', r.text))
+
+        assert statuses() == {"EnterpriseEnrollment": "ok", "EnterpriseRegistration": "ok"}
+        del zone.cnames["enterpriseregistration.acme.example"]
+        assert statuses() == {"EnterpriseEnrollment": "ok", "EnterpriseRegistration": "missing"}
+        zone.cnames["enterpriseenrollment.acme.example"] = "mdm.elsewhere.example"
+        r = b.get("/console/t/acme/domains")
+        assert 'data-record="EnterpriseEnrollment" data-status="wrong"' in r.text
+        assert "mdm.elsewhere.example" in r.text
         b.close()
 
 

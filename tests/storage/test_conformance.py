@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -721,6 +721,41 @@ class TestFailureReport:
             assert uow.events.failure_report("other-tenant", NOW, until, "reason") == []
 
 
+class TestReportListing:
+    def test_rollup_rows_and_enrollments_by_day(self, db: Database) -> None:
+        """The console's report reads the roll-up's rows of the days asked for, and counts the enrollments
+        started per UTC day (one just before midnight UTC stays on its day)."""
+        t, _, _, e = seed(db)  # one enrollment started at NOW
+        late = NOW.replace(hour=23, minute=59, second=30)
+        with db.unit_of_work() as uow:
+            uow.enrollments.add(replace(e, id=str(uuid.uuid4()), cert_fingerprint="fp2", started_at=late))
+            uow.enrollments.add(
+                replace(e, id=str(uuid.uuid4()), cert_fingerprint="fp3", started_at=NOW + timedelta(days=1))
+            )
+            uow.enrollments.add(
+                replace(e, id=str(uuid.uuid4()), cert_fingerprint="fp4", started_at=NOW + timedelta(days=9))
+            )
+            for at, reason, detail in [
+                (NOW, "A", {"product": "iPhone15,2"}),
+                (NOW, "A", {"product": "iPhone15,2"}),
+                (NOW + timedelta(days=1), "B", {"type": "ade"}),
+                (NOW + timedelta(days=5), "A", {}),
+            ]:
+                uow.events.append(Event(t.id, at, Step.SCEP, Outcome.FAILED, reason=reason, detail=detail))
+        since, until = NOW.replace(hour=0, minute=0), NOW.replace(hour=0, minute=0) + timedelta(days=2)
+        with db.unit_of_work(readonly=True) as uow:
+            assert uow.report_listing.failure_rows(t.id, since, until) == [
+                ("2026-11-26", "A", "ios", "byod", "scep", 2),
+                ("2026-11-27", "B", "unknown", "ade", "scep", 1),
+            ]
+            assert uow.report_listing.enrollments_by_day(t.id, since, until) == {
+                "2026-11-26": 2,
+                "2026-11-27": 1,
+            }
+            assert uow.report_listing.failure_rows("other-tenant", since, until) == []
+            assert uow.report_listing.enrollments_by_day("other-tenant", since, until) == {}
+
+
 def pushable(db: Database, t: Tenant, e: Enrollment) -> None:
     with db.unit_of_work() as uow:
         uow.tenants.set_push_cert(t.id, b"c", b"k", e.topic, NOW + timedelta(days=300))
@@ -1005,6 +1040,29 @@ class TestConsoleStores:
             assert every[0].detail == {"serial": "S"} and every[0].source == "10.0.0.1"
             assert [e.action for e in uow.audit.list(t.id)] == ["device.retire"]
             assert [e.action for e in uow.audit.list(before_id=every[0].id)] == ["admin.create"]
+
+    def test_audit_log_filters(self, db: Database) -> None:
+        """The filters: actor exact, action a prefix (its % and _ taken literally), source exact, at in
+        [since, until)."""
+        from pomona.ports import AuditEntry
+
+        t, _, _, _ = seed(db)
+        later = NOW + timedelta(days=2)
+        with db.unit_of_work() as uow:
+            uow.audit.append(AuditEntry(NOW, "a@x", "token.create", t.id, None, "cli"))
+            uow.audit.append(AuditEntry(later, "b@x", "token.revoke", t.id, None, "10.0.0.1"))
+            uow.audit.append(AuditEntry(later, "a@x", "device.retire", t.id, None, "10.0.0.1"))
+        with db.unit_of_work(readonly=True) as uow:
+
+            def acts(**kw: Any) -> list[str]:
+                return [e.action for e in uow.audit.list(t.id, **kw)]
+
+            assert acts(actor="a@x") == ["device.retire", "token.create"]
+            assert acts(action="token.") == ["token.revoke", "token.create"]
+            assert acts(action="token%") == [] and acts(action="token_") == []
+            assert acts(source="10.0.0.1", actor="b@x") == ["token.revoke"]
+            assert acts(since=NOW + timedelta(days=1)) == ["device.retire", "token.revoke"]
+            assert acts(until=NOW + timedelta(days=1)) == ["token.create"]
 
     @pytest.mark.parametrize("sort", ["name", "serial", "last_seen"])
     def test_device_listing_keyset(self, db: Database, sort: str) -> None:

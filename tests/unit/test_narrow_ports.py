@@ -31,7 +31,9 @@ from pomona.services.checkin.results import RESULT_HOOKS
 from pomona.services.checks import DiscoverySettings
 from pomona.services.commands import CommandService
 from pomona.services.console import ConsoleService
+from pomona.services.console_admin import AdminPagesService
 from pomona.services.console_apple import AppleSettingsService
+from pomona.services.console_reports import ConsoleReportsService
 from pomona.services.diagnose import Context, DiagnoseService
 from pomona.services.directory_import import HasPolicy
 from pomona.services.enrollment import EnrollmentService, Urls
@@ -129,6 +131,8 @@ EXPECTED: dict[type, set[str]] = {
         "events",
     },
     AppleSettingsService: {"abm_listing", "events"},
+    AdminPagesService: {"events"},
+    ConsoleReportsService: {"report_listing", "events"},
     CommandService: {"tenants", "devices", "enrollments", "commands", "pushes", "events"},
     DiagnoseService: DECISION | {"tenants", "devices", "events", "reachability", "abm_view"},
     EnrollmentService: DECISION | {"tenants", "enrollment_tokens", "certs", "events"},

@@ -20,7 +20,8 @@
     GET   /console/t/{tenant}/restrictions          device type and device limit restrictions by priority,
                                                     and the policy dry run for a UPN (+ platform, OS)
     POST  /console/t/{tenant}/restrictions/{id}/priority   a restriction's new priority (admins; audited)
-    GET   /console/t/{tenant}/audit                 the tenant's audit log: who changed what, when, from where
+    GET   /console/t/{tenant}/audit                 the tenant's audit log: who changed what, when, from where;
+                                                    filters who, action (prefix), from, since, until (dates)
     GET   /console/_static/{file}                   CSS (no CDN, no script needed)
 
 What the portal already does, the console reuses from http/portal.py: the language choice and texts,
@@ -38,7 +39,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
@@ -175,6 +176,14 @@ def _version(text: str) -> str | None:
     except ValueError:
         return None
     return text
+
+
+def _day(text: str) -> datetime | None:
+    """A date of a filter (YYYY-MM-DD) as the start of that day in UTC, or None."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC) if text else None
+    except ValueError:
+        return None
 
 
 def _printable(text: str) -> str:
@@ -372,8 +381,21 @@ class Console(FormPages):
             {"code": code, "count": n, "title": title_of(code, lang) if code else ""}
             for code, n in d.top_reasons
         ]
+        from pomona.http.console_reports import chart_svg  # page 1's chart (http/console_reports.py)
+
+        chart = await run_in_threadpool(self.p.console_reports.chart, account, self.tenant_ref(request))
+        svg = chart_svg(chart, lang, translate(lang, "console.chart.title", days=len(chart.days)))
         return self.render(
-            request, "dashboard.html", account, tenant=d.tenant, d=d, findings=findings, top=top
+            request,
+            "dashboard.html",
+            account,
+            tenant=d.tenant,
+            d=d,
+            findings=findings,
+            top=top,
+            chart=chart,
+            svg=svg,
+            reason_title=lambda code: title_of(code, lang),
         )
 
     async def devices(self, request: Request, account: AdminAccount) -> Response:
@@ -654,13 +676,36 @@ class Console(FormPages):
         return RedirectResponse(f"/console/t/{quote(ref, safe='')}/restrictions?{query}", status_code=303)
 
     async def audit(self, request: Request, account: AdminAccount) -> Response:
-        before = request.query_params.get("before", "")
+        q = request.query_params
+        before = q.get("before", "")
         before_id = int(before) if before.isdigit() and len(before) < 19 else None
+        f = {k: _printable(q.get(k) or "").strip()[:320] for k in ("who", "action", "from", "since", "until")}
+        day = {k: _day(f[k]) for k in ("since", "until")}
         tenant, entries = await run_in_threadpool(
-            lambda: self.svc.audit_page(account, self.tenant_ref(request), before_id=before_id, limit=51)
+            lambda: self.svc.audit_page(
+                account,
+                self.tenant_ref(request),
+                before_id=before_id,
+                limit=51,
+                actor=f["who"].lower() or None,
+                action=f["action"][:64] or None,
+                source=f["from"][:64] or None,
+                since=day["since"],
+                until=None if day["until"] is None else day["until"] + timedelta(days=1),
+            )
         )
         older = entries[49].id if len(entries) > 50 else None
-        return self.render(request, "audit.html", account, tenant=tenant, entries=entries[:50], older=older)
+        kept = urlencode({k: v for k, v in f.items() if v})
+        return self.render(
+            request,
+            "audit.html",
+            account,
+            tenant=tenant,
+            entries=entries[:50],
+            older=older,
+            filters=f,
+            filter_query=kept,
+        )
 
     async def not_found(self, request: Request) -> Response:
         account = await self.account(request)
@@ -671,8 +716,10 @@ class Console(FormPages):
 
 def create_console(p: Services) -> ASGIApp:
     """The console's ASGI app; RootApp routes every path under /console to it."""
+    from pomona.http.console_admin import admin_routes  # as console_apple: builds on Console
     from pomona.http.console_apple import apple_routes  # it builds on Console (imports this module)
     from pomona.http.console_auth import auth_routes
+    from pomona.http.console_reports import report_routes
 
     c = Console(p)
     s, post = c.signed, c.posted
@@ -705,6 +752,8 @@ def create_console(p: Services) -> ASGIApp:
         Route("/console/t/{tenant}/audit", s(c.audit), methods=["GET"]),
         *apple_routes(c),  # page 7, Apple settings: http/console_apple.py
         *auth_routes(c),  # TOTP enrolment, the security page, OpenID Connect: http/console_auth.py
+        *admin_routes(c),  # pages 6 and 10, corporate identifiers and administration: http/console_admin.py
+        *report_routes(c),  # pages 8 and 9, domains and reports: http/console_reports.py
         Route("/console/{rest:path}", c.not_found),
     ]
     # The cookie's key: derived from the portal's stored key, so neither cookie signs the other.

@@ -284,7 +284,10 @@ API_BODY_LIMITS = BodyLimits(
         ("POST", "/corporate-identifiers", 2 * MiB),  # at most 5,000 rows
     ),
 )
-PORTAL_BODY_LIMITS = BodyLimits(default=64 * KiB)  # sign-in and small forms only
+PORTAL_BODY_LIMITS = BodyLimits(
+    default=64 * KiB,  # sign-in and small forms only
+    rules=(("POST", "/corporate", 512 * KiB),),  # the console's corporate identifiers CSV (5,000 rows)
+)
 
 
 class RequestLimits:

@@ -85,7 +85,9 @@ ROLE_ACTIONS: Final[dict[str, frozenset[str]]] = {
         {"read", "diagnose", "retire", "repush", "release", "policy", "certificate", "accounts", "sso"}
     )
     | DEVICE_ACTIONS,
-    "admin": frozenset({"read", "diagnose", "retire", "repush", "release", "policy", "certificate", "sso"})
+    "admin": frozenset(
+        {"read", "diagnose", "retire", "repush", "release", "policy", "certificate", "accounts", "sso"}
+    )
     | DEVICE_ACTIONS,
     "helpdesk": frozenset({"read", "diagnose", "retire", "repush", "release"}),
 }
@@ -804,12 +806,32 @@ class ConsoleService(ServiceBase[ConsoleStores]):
         uow.audit.append(AuditEntry(self.clock.now(), actor, action, tenant_id, target, source, dict(detail)))
 
     def audit_page(
-        self, account: AdminAccount, tenant_ref: str, *, before_id: int | None = None, limit: int = 50
+        self,
+        account: AdminAccount,
+        tenant_ref: str,
+        *,
+        before_id: int | None = None,
+        limit: int = 50,
+        actor: str | None = None,
+        action: str | None = None,
+        source: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> tuple[Tenant, list[AuditEntry]]:
-        """A tenant's audit log for the console, newest first, in keyset pages (``before_id``)."""
+        """A tenant's audit log for the console, newest first, in keyset pages (``before_id``), filtered
+        (``actor``, ``action`` prefix, ``source``, ``since``, ``until``: AuditLog.list's)."""
         t = self.scope(account, tenant_ref)
         with self.db.unit_of_work(readonly=True) as uow:
-            return t, uow.audit.list(t.id, limit=max(1, min(limit, MAX_PAGE)), before_id=before_id)
+            return t, uow.audit.list(
+                t.id,
+                limit=max(1, min(limit, MAX_PAGE)),
+                before_id=before_id,
+                actor=actor,
+                action=action,
+                source=source,
+                since=since,
+                until=until,
+            )
 
     def audit_log(self, tenant_ref: str | None = None, *, limit: int = 50) -> list[AuditEntry]:
         with self.db.unit_of_work(readonly=True) as uow:

@@ -17,8 +17,10 @@ if TYPE_CHECKING:
     from pomona.services.checkin import CheckinService
     from pomona.services.commands import CommandService
     from pomona.services.console import ConsoleService
+    from pomona.services.console_admin import AdminPagesService
     from pomona.services.console_apple import AppleSettingsService
     from pomona.services.console_auth import ConsoleAuthService
+    from pomona.services.console_reports import ConsoleReportsService
     from pomona.services.diagnose import DiagnoseService
     from pomona.services.enrollment import EnrollmentService
     from pomona.services.health import HealthService
@@ -78,3 +80,7 @@ class Services(Protocol):
     def console_apple(self) -> AppleSettingsService: ...
     @property
     def console_auth(self) -> ConsoleAuthService: ...
+    @property
+    def console_admin(self) -> AdminPagesService: ...
+    @property
+    def console_reports(self) -> ConsoleReportsService: ...

@@ -89,7 +89,8 @@ class LinkWarning:
 class ImportReport:
     imported: int
     unchanged: int
-    errors: list[dict[str, object]]  # {"row": n, "value": ..., "error": ...}
+    errors: list[dict[str, object]]  # {"row": n, "value": ..., "error": ..., "code": ..., "key": ...}
+    accepted: list[dict[str, object]] = field(default_factory=list)  # {"row": n, "value": ..., "kind": ...}
 
 
 class DefaultsStores(Protocol):
@@ -598,6 +599,7 @@ class PolicyService(ServiceBase[PolicyStores]):
         rows: list[CorporateIdentifier] = []
         errors: list[dict[str, object]] = []
         seen: set[tuple[str, str]] = set()
+        accepted: list[dict[str, object]] = []
         now = self.clock.now()
         try:  # newline="": the csv module splits lines itself (a lone CR is a line end, not an error)
             records = list(csv.reader(io.StringIO(text, newline="")))
@@ -617,13 +619,24 @@ class PolicyService(ServiceBase[PolicyStores]):
                         "row": n,
                         "value": raw,
                         "error": "not a serial number (8-20 letters and digits) nor a 15-digit IMEI",
+                        "code": InvalidInputError.reason.value,
+                        "key": "error.corporate.row_identifier",
                     }
                 )
                 continue
             if (kind, value) in seen:
-                errors.append({"row": n, "value": raw, "error": "duplicate of an earlier row"})
+                errors.append(
+                    {
+                        "row": n,
+                        "value": raw,
+                        "error": "duplicate of an earlier row",
+                        "code": InvalidInputError.reason.value,
+                        "key": "error.corporate.row_duplicate",
+                    }
+                )
                 continue
             seen.add((kind, value))
+            accepted.append({"row": n, "value": value, "kind": kind})
             desc = rec[1].strip() if len(rec) > 1 and rec[1].strip() else None
             rows.append(
                 CorporateIdentifier(str(uuid.uuid4()), "", kind, value, desc, "not_contacted", None, now)
@@ -631,12 +644,12 @@ class PolicyService(ServiceBase[PolicyStores]):
             if len(rows) > MAX_CORPORATE_ROWS:
                 raise InvalidInputError(msg("error.corporate.too_many", max=MAX_CORPORATE_ROWS), field="file")
         if errors:
-            return ImportReport(0, 0, errors)
+            return ImportReport(0, 0, errors, accepted)
         with self.db.unit_of_work() as uow:
             t = self._tenant(uow, tenant_ref)
             added = uow.corporate.upsert_many(t.id, [replace(r, tenant_id=t.id) for r in rows])
             self._audit(uow, t, "corporate.import", rows=len(rows), added=added)
-        return ImportReport(added, len(rows) - added, [])
+        return ImportReport(added, len(rows) - added, [], accepted)
 
     def list_corporate(
         self, tenant_ref: str, *, limit: int = 1000, offset: int = 0

@@ -41,6 +41,17 @@ class ReportStores(HasEvents, Protocol):
     def tenants(self) -> TenantStore: ...
 
 
+#: What a spreadsheet takes for a formula at the start of a cell (and a tab or CR before one).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: object) -> str:
+    """A CSV cell a spreadsheet will not run: text starting with = + - @ (or a tab, a carriage return)
+    gets a leading apostrophe."""
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
 @dataclass
 class ReportService(ServiceBase[ReportStores]):
     def failures(
@@ -71,7 +82,7 @@ class ReportService(ServiceBase[ReportStores]):
         w = csv.writer(out)
         w.writerow([report["group_by"], "count"])
         for g in report["groups"]:  # type: ignore[attr-defined]
-            w.writerow([g["key"], g["count"]])
+            w.writerow([csv_safe(g["key"]), g["count"]])
         return out.getvalue()
 
     def incident(

@@ -19,8 +19,10 @@ from pomona.ports import (
     DeviceCursor,
     DeviceFilter,
     DeviceSort,
+    RollupRow,
     SessionEnd,
 )
+from pomona.storage import rollup
 from pomona.storage import schema as s
 from pomona.storage.devices_sql import DEVICE
 from pomona.storage.rows import RecordCodec, utc, utc_req
@@ -128,13 +130,32 @@ class SqlAuditLog:
         )
 
     def list(
-        self, tenant_id: str | None = None, *, limit: int = 50, before_id: int | None = None
+        self,
+        tenant_id: str | None = None,
+        *,
+        limit: int = 50,
+        before_id: int | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        source: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[AuditEntry]:
         q = select(_L)
         if tenant_id is not None:
             q = q.where(_L.c.tenant_id == tenant_id)
         if before_id is not None:
             q = q.where(_L.c.id < before_id)
+        if actor:
+            q = q.where(_L.c.actor == actor)
+        if action:
+            q = q.where(_L.c.action.startswith(action, autoescape=True))
+        if source:
+            q = q.where(_L.c.source == source)
+        if since is not None:
+            q = q.where(_L.c.at >= since)
+        if until is not None:
+            q = q.where(_L.c.at < until)
         rows = self.conn.execute(q.order_by(_L.c.id.desc()).limit(limit))
         return [
             AuditEntry(
@@ -453,3 +474,33 @@ class SqlAbmListing:
             pid: AdeProfileCount(wanted.get(pid, (0, 0))[0], held.get(pid, 0), wanted.get(pid, (0, 0))[1])
             for pid in set(wanted) | set(held)
         }
+
+
+class SqlReportListing:
+    """The console's reports: the failure roll-up's rows (its primary key starts with tenant and day)
+    and the enrollments started per UTC day, counted in the database."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def failure_rows(self, tenant_id: str, since: datetime, until: datetime) -> list[RollupRow]:
+        fr = s.failure_rollup
+        q = (
+            select(fr.c.day, fr.c.reason, fr.c.platform, fr.c.enrollment_type, fr.c.step, fr.c.count)
+            .where(fr.c.tenant_id == tenant_id, fr.c.day >= rollup.day(since), fr.c.day <= rollup.day(until))
+            .order_by(fr.c.day, fr.c.reason)
+        )
+        return [(str(a), str(b), str(c), str(d), str(e), int(n)) for a, b, c, d, e, n in self.conn.execute(q)]
+
+    def enrollments_by_day(self, tenant_id: str, since: datetime, until: datetime) -> dict[str, int]:
+        e = s.enrollments
+        if self.conn.dialect.name == "postgresql":
+            day: Any = func.to_char(func.timezone("UTC", e.c.started_at), "YYYY-MM-DD")
+        else:  # SQLite keeps UTC text: "YYYY-MM-DD HH:MM:SS..."
+            day = func.substr(e.c.started_at, 1, 10)
+        q = (
+            select(day.label("day"), func.count())
+            .where(e.c.tenant_id == tenant_id, e.c.started_at >= since, e.c.started_at <= until)
+            .group_by(day)
+        )
+        return {str(d): int(n) for d, n in self.conn.execute(q)}

@@ -53,6 +53,7 @@ from pomona.storage.console_sql import (
     SqlAuditLog,
     SqlConsoleSessionStore,
     SqlDeviceListing,
+    SqlReportListing,
     SqlUserListing,
 )
 from pomona.storage.devices_sql import SqlDeviceStore
@@ -434,3 +435,4 @@ class SqlUnitOfWork:
     device_listing = _Store(SqlDeviceListing)
     user_listing = _Store(SqlUserListing)
     abm_listing = _Store(SqlAbmListing)
+    report_listing = _Store(SqlReportListing)

@@ -70,6 +70,7 @@ from pomona.ports import (
     PushReschedule,
     Reachability,
     ReEnrollment,
+    RollupRow,
     SessionEnd,
     SharedLimits,
     TokenRefusal,
@@ -1220,12 +1221,27 @@ class MemoryAuditLog(_Store):
         self.tx.put(self.d.audit, n, dataclasses.replace(entry, id=n, detail=dict(entry.detail)))
 
     def list(
-        self, tenant_id: str | None = None, *, limit: int = 50, before_id: int | None = None
+        self,
+        tenant_id: str | None = None,
+        *,
+        limit: int = 50,
+        before_id: int | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        source: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[AuditEntry]:
         rows = [
             e
             for n, e in sorted(self.d.audit.items(), reverse=True)
-            if (tenant_id is None or e.tenant_id == tenant_id) and (before_id is None or n < before_id)
+            if (tenant_id is None or e.tenant_id == tenant_id)
+            and (before_id is None or n < before_id)
+            and (not actor or e.actor == actor)
+            and (not action or e.action.startswith(action))
+            and (not source or e.source == source)
+            and (since is None or e.at >= since)
+            and (until is None or e.at < until)
         ]
         return rows[:limit]
 
@@ -1458,6 +1474,24 @@ class MemoryHealthStore(_Store):
         return sum(
             1 for u in self.d.users.values() if u.tenant_id == tenant_id and u.enabled and u.mfa_required
         )
+
+
+class MemoryReportListing(_Store):
+    def failure_rows(self, tenant_id: str, since: datetime, until: datetime) -> list[RollupRow]:
+        first, last = rollup.day(since), rollup.day(until)
+        return sorted(
+            (k[1], k[2], k[3], k[4], k[5], n)
+            for k, n in self.d.failure_rollup.items()
+            if k[0] == tenant_id and first <= k[1] <= last
+        )
+
+    def enrollments_by_day(self, tenant_id: str, since: datetime, until: datetime) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in self.d.enrollments.values():
+            if e.tenant_id == tenant_id and since <= e.started_at <= until:
+                k = rollup.day(e.started_at)
+                out[k] = out.get(k, 0) + 1
+        return out
 
 
 class MemoryAbmListing(_Store):
@@ -1707,6 +1741,7 @@ class MemoryUnitOfWork:
         self.device_listing = MemoryDeviceListing(tx)
         self.user_listing = MemoryUserListing(tx)
         self.abm_listing = MemoryAbmListing(tx)
+        self.report_listing = MemoryReportListing(tx)
         self.abm = MemoryAbmStore(tx)
         self.abm_view = self.abm  # the same store, without its secrets (ports.AbmView)
 

@@ -383,7 +383,9 @@ class CheckinCore(ServiceBase[CheckinStores]):
             held = replace(enrollment, awaiting_configuration=msg.awaiting_configuration)
             if configuration_done(uow, held):  # held at Setup Assistant with nothing to do first
                 self._release(uow, held, now)
-            uow.pushes.token_updated(enrollment.id, tenant_id, now)  # a 410'd token is valid again
+            # A 410'd token is valid again, and a push is requested for what waits: the release just
+            # queued included (the device waits at Setup Assistant for a push to fetch it).
+            uow.pushes.token_updated(enrollment.id, tenant_id, now)
         if enrollment.token_updated_at is None:  # the enrollment's first push token: it is complete
             self.metrics.enrollment_completed()
         return b""
