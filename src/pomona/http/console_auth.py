@@ -39,6 +39,11 @@ from pomona.services.portal import totp_uri
 ISSUER = "Pomona console"
 
 
+def totp_state(account: AdminAccount) -> str:
+    """The security page's words for the account's TOTP: on, off, or pending (must set one up)."""
+    return "pending" if account.totp_secret == TOTP_PENDING else "on" if account.totp_secret else "off"
+
+
 class AuthPages:
     def __init__(self, console: Console, svc: ConsoleAuthService) -> None:
         self.c = console
@@ -126,9 +131,7 @@ class AuthPages:
             request,
             "security.html",
             account,
-            totp=(
-                "pending" if account.totp_secret == TOTP_PENDING else "on" if account.totp_secret else "off"
-            ),
+            totp=totp_state(account),
             notice="totp" if done == "totp" else None,
             error=None,
         )
@@ -143,7 +146,7 @@ class AuthPages:
                 "security.html",
                 account,
                 401,
-                totp="on" if account.totp_secret else "off",
+                totp=totp_state(account),
                 notice=None,
                 error="console.security.bad_password",
             )
