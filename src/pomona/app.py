@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from pomona.services.console import ConsoleService
     from pomona.services.console_admin import AdminPagesService
     from pomona.services.console_apple import AppleSettingsService
+    from pomona.services.console_auth import ConsoleAuthService
     from pomona.services.console_reports import ConsoleReportsService
     from pomona.services.diagnose import DiagnoseService
     from pomona.services.doctor import CheckLine
@@ -362,6 +363,12 @@ class Pomona:
         )
 
     @cached_property
+    def console_auth(self) -> ConsoleAuthService:
+        from pomona.services.console_auth import ConsoleAuthService
+
+        return ConsoleAuthService(self.console, self.db)
+
+    @cached_property
     def console_admin(self) -> AdminPagesService:
         from pomona.services.console_admin import AdminPagesService
 
@@ -423,6 +430,7 @@ _SERVICES = (
     "reports",
     "console",
     "console_apple",
+    "console_auth",
     "console_admin",
     "console_reports",
 )

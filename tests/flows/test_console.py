@@ -1837,3 +1837,322 @@ class TestReportsPages:
         assert 'data-record="EnterpriseEnrollment" data-status="wrong"' in r.text
         assert "mdm.elsewhere.example" in r.text
         b.close()
+
+
+# --- sign-in beyond a password: TOTP enrolment and reset, OpenID Connect per tenant ------------------
+def _secret(html: str) -> str:
+    m = re.search(r'data-secret="([A-Z2-7]+)"', html)
+    assert m, html[:400]
+    return m.group(1)
+
+
+def _next_code(secret: str, p: Pomona) -> str:
+    """The code of the next 30-second step (accepted: one step of skew), after any code used this step."""
+    from pomona.services.portal import totp_at
+
+    return totp_at(secret, int(p.clock.now().timestamp()) // 30 + 1)
+
+
+class TestTotpEnrolment:
+    def test_first_sign_in_enrols(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """An account that must use TOTP is shown a secret after its password and keeps it at one right code."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        pomona.console_auth.require_totp("ad@acme.example")
+        r = browser.sign_in("ad@acme.example")
+        assert r.status_code == 200 and 'id="totp-uri"' in r.text and "otpauth://totp/" in r.text
+        secret = _secret(r.text)
+        assert browser.get("/console/t/acme").status_code == 303  # no session before the code
+        browser.get("/console/signin")
+        r = browser.sign_in("ad@acme.example")
+        assert _secret(r.text) == secret  # the same secret while it waits
+        code = totp_now(secret, pomona.clock.now())
+        r = browser.post("/console/signin/totp", {"code": code})
+        assert r.status_code == 303 and r.headers["location"] == "/console"
+        assert browser.get("/console/t/acme").status_code == 200
+        assert pomona.console.list_accounts("acme")[0][0].totp_secret == secret
+        actions = [e.action for e in pomona.console.audit_log("acme")]
+        assert "admin.totp_enrol" in actions and "admin.totp_require" in actions
+        other = Admin(browser.c.app)
+        assert other.sign_in("ad@acme.example", code=code).status_code == 401  # the code was used
+        other.close()
+
+    def test_wrong_confirmation_code(self, pomona: Pomona, acme: TenantSetup) -> None:
+        """A wrong first code keeps nothing and opens no session; the page asks again, in Chinese too."""
+        account(pomona, "ad@acme.example", "admin", "acme")
+        pomona.console_auth.require_totp("ad@acme.example")
+        b = Admin(browser_app(pomona), "zh-CN")
+        r = b.sign_in("ad@acme.example")
+        assert "设置身份验证器" in r.text
+        secret = _secret(r.text)
+        wrong = "000000" if totp_now(secret, pomona.clock.now()) != "000000" else "111111"
+        r = b.post("/console/signin/totp", {"code": wrong})
+        assert (
+            r.status_code == 401 and 'data-error="console.totp.bad_code"' in r.text and "验证码错误" in r.text
+        )
+        assert pomona.console.list_accounts("acme")[0][0].totp_secret == "-"
+        assert b.get("/console/t/acme").status_code == 303
+        assert "admin.totp_refused" in [e.action for e in pomona.console.audit_log("acme")]
+        b.close()
+
+    def test_reset_own_totp(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """The security page replaces the account's TOTP after its password and one code of the new secret."""
+        a = account(pomona, "ad@acme.example", "admin", "acme", totp=True)
+        assert (
+            browser.sign_in("ad@acme.example", code=totp_now(a.totp_secret, pomona.clock.now())).status_code
+            == 200
+        )
+        r = browser.get("/console/security")
+        assert r.status_code == 200 and 'data-totp="on"' in r.text
+        assert (
+            browser.post("/console/security/totp", {"password": PASSWORD}, csrf="forged").status_code == 403
+        )
+        r = browser.post("/console/security/totp", {"password": "wrong-password"})
+        assert r.status_code == 401 and "console.security.bad_password" in r.text
+        r = browser.post("/console/security/totp", {"password": PASSWORD})
+        new = _secret(r.text)
+        assert new != a.totp_secret
+        r = browser.post("/console/security/totp/confirm", {"code": _next_code(new, pomona)})
+        assert r.status_code == 303 and r.headers["location"] == "/console/security?done=totp"
+        assert pomona.console.list_accounts("acme")[0][0].totp_secret == new
+        entry = next(e for e in pomona.console.audit_log("acme") if e.action == "admin.totp_reset")
+        assert entry.actor == "ad@acme.example" and entry.source
+
+
+def browser_app(p: Pomona) -> object:
+    return create_app(pomona=p)
+
+
+# OpenID Connect: two providers on 127.0.0.1, one per tenant.
+@pytest.fixture(scope="module")
+def idps() -> Iterator[tuple[Any, Any]]:
+    from pomona.testing.oidc_emulator import OidcEmulator
+
+    a, b = OidcEmulator("console-acme"), OidcEmulator("console-globex")
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+@pytest.fixture
+def sso(pomona: Pomona, acme: TenantSetup, globex: TenantSetup, idps: tuple[Any, Any]) -> tuple[Any, Any]:
+    a, b = idps
+    for idp in (a, b):
+        idp.reset_faults()
+    pomona.console_auth.set_oidc(
+        "acme", issuer=a.issuer, client_id=a.client_id, client_secret=a.client_secret, name="Acme ID"
+    )
+    pomona.console_auth.set_oidc(
+        "globex", issuer=b.issuer, client_id=b.client_id, client_secret=b.client_secret
+    )
+    account(pomona, "ad@acme.example", "admin", "acme")
+    account(pomona, "gx@globex.example", "admin", "globex")
+    a.user, b.user = "ad@acme.example", "gx@globex.example"
+    return a, b
+
+
+def oidc_round_trip(b: Admin, tenant: str) -> httpx.Response:
+    """The browser's trip: our start -> the provider's authorize (approves) -> our callback."""
+    from urllib.parse import urlsplit
+
+    start = b.get(f"/console/t/{tenant}/oidc/start")
+    assert start.status_code == 303, start.text[:300]
+    at_idp = httpx.get(start.headers["location"], follow_redirects=False)
+    assert at_idp.status_code == 302, at_idp.text
+    back = urlsplit(at_idp.headers["location"])
+    return b.get(f"{back.path}?{back.query}")
+
+
+def refusals(p: Pomona, tenant: str) -> list[str]:
+    return [
+        str(e.detail.get("why")) for e in p.console.audit_log(tenant) if e.action == "console.sign_in_refused"
+    ]
+
+
+class TestOidc:
+    def test_happy_path(self, pomona: Pomona, sso: tuple[Any, Any], browser: Admin) -> None:
+        """The sign-in page offers the tenant's provider; its user signs in as the account of that email."""
+        r = browser.get("/console/signin?tenant=acme")
+        assert 'id="sso"' in r.text and "Sign in with Acme ID" in r.text
+        assert 'id="sso"' not in browser.get("/console/signin").text
+        r = oidc_round_trip(browser, "acme")
+        assert r.status_code == 303 and r.headers["location"] == "/console"
+        page = browser.get("/console/t/acme")
+        assert page.status_code == 200 and 'data-role="admin"' in page.text
+        entry = next(e for e in pomona.console.audit_log("acme") if e.action == "console.sign_in")
+        assert entry.detail == {"method": "oidc"} and entry.actor == "ad@acme.example"
+
+    def test_signin_page_in_chinese(self, pomona: Pomona, sso: tuple[Any, Any]) -> None:
+        """The provider's button is in Chinese for a Chinese browser."""
+        b = Admin(browser_app(pomona), "zh-CN")
+        assert "使用 Acme ID 登录" in b.get("/console/signin?tenant=acme").text
+        b.close()
+
+    def test_wrong_state(self, pomona: Pomona, sso: tuple[Any, Any], browser: Admin) -> None:
+        """A callback whose state is not the session's is refused before any token request, and recorded."""
+        a, _ = sso
+        browser.get("/console/t/acme/oidc/start")
+        before = a.token_requests
+        r = browser.get("/console/t/acme/oidc/callback", params={"code": "x", "state": "forged"})
+        assert r.status_code == 403 and r.headers["x-pomona-refused"] == "state"
+        assert a.token_requests == before and refusals(pomona, "acme") == ["state"]
+        with pomona.db.unit_of_work(readonly=True) as uow:
+            t = uow.tenants.by_name("acme")
+            assert t is not None
+            events = uow.events.query(t.id, limit=5)
+        assert any(e.reason == "API_AUTH_FAILED" and e.detail.get("why") == "state" for e in events)
+
+    @pytest.mark.parametrize(
+        ("fault", "why"),
+        [("nonce", "nonce"), ("expired", "expired"), ("audience", "audience"), ("key", "signature")],
+    )
+    def test_bad_id_token(
+        self, pomona: Pomona, sso: tuple[Any, Any], browser: Admin, fault: str, why: str
+    ) -> None:
+        """An ID token with another nonce, expired, for another client, or signed by an unknown key is refused."""
+        from pomona.testing.oidc_emulator import RsaKey
+
+        a, _ = sso
+        if fault == "nonce":
+            a.nonce = "another-nonce"
+        elif fault == "expired":
+            a.exp_offset = -600  # past the two minutes of skew
+        elif fault == "audience":
+            a.audience = "someone-else"
+        else:
+            a.sign_key = RsaKey("rogue")
+        r = oidc_round_trip(browser, "acme")
+        assert r.status_code == 403 and r.headers["x-pomona-refused"] == why
+        assert browser.get("/console/t/acme").status_code == 303
+        assert refusals(pomona, "acme") == [why]
+
+    def test_unknown_email_refused(self, pomona: Pomona, sso: tuple[Any, Any], browser: Admin) -> None:
+        """An email no account of the tenant has is refused (USER_NOT_FOUND event, audit); none is created."""
+        a, _ = sso
+        a.user = "stranger@acme.example"
+        r = oidc_round_trip(browser, "acme")
+        assert r.status_code == 403 and 'data-message="console.oidc.unknown_account"' in r.text
+        assert refusals(pomona, "acme") == ["unknown_account"]
+        assert [x.email for x, _ in pomona.console.list_accounts("acme")] == ["ad@acme.example"]
+        with pomona.db.unit_of_work(readonly=True) as uow:
+            t = uow.tenants.by_name("acme")
+            assert t is not None
+            assert uow.events.query(t.id, limit=1)[0].reason == "USER_NOT_FOUND"
+
+    def test_tenant_isolation(self, pomona: Pomona, sso: tuple[Any, Any], browser: Admin) -> None:
+        """Tenant A's provider cannot sign in tenant B's account, nor can A's state finish at B's callback."""
+        a, _ = sso
+        a.user = "gx@globex.example"  # acme's provider vouches for globex's admin
+        r = oidc_round_trip(browser, "acme")
+        assert r.status_code == 403 and r.headers["x-pomona-refused"] == "unknown_account"
+        a.user = "ad@acme.example"
+        start = browser.get("/console/t/acme/oidc/start")
+        at_idp = httpx.get(start.headers["location"], follow_redirects=False)
+        query = at_idp.headers["location"].split("?", 1)[1]
+        r = browser.get(f"/console/t/globex/oidc/callback?{query}")
+        assert r.status_code == 403 and r.headers["x-pomona-refused"] == "state"
+        assert browser.get("/console/t/globex").status_code == 303
+
+    def test_cli_set_show_clear(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        db_url: str,
+        pomona: Pomona,
+        acme: TenantSetup,
+        idps: tuple[Any, Any],
+    ) -> None:
+        """`pomona admin oidc set|show|clear --json`; the client secret is read from stdin and never shown."""
+        a, _ = idps
+        code, out = cli(
+            monkeypatch,
+            db_url,
+            "admin",
+            "oidc",
+            "set",
+            "--tenant",
+            "acme",
+            "--issuer",
+            a.issuer,
+            "--client-id",
+            a.client_id,
+            "--client-secret-stdin",
+            "--json",
+            stdin=a.client_secret + "\n",
+        )
+        assert code == 0, out
+        data = json.loads(out)
+        assert data["configured"] and data["redirect_uri"].endswith("/console/t/acme/oidc/callback")
+        code, out = cli(monkeypatch, db_url, "admin", "oidc", "show", "--tenant", "acme", "--json")
+        assert code == 0 and json.loads(out)["issuer"] == a.issuer and a.client_secret not in out
+        assert cli(monkeypatch, db_url, "admin", "oidc", "clear", "--tenant", "acme", "--json")[0] == 0
+        code, out = cli(monkeypatch, db_url, "admin", "oidc", "show", "--tenant", "acme", "--json")
+        assert json.loads(out) == {"tenant": "acme", "configured": False}
+        code, out = cli(monkeypatch, db_url, "admin", "totp-reset", "nobody@acme.example", "--json")
+        assert code != 0
+        account(pomona, "ad@acme.example", "admin", "acme")
+        code, out = cli(monkeypatch, db_url, "admin", "totp-reset", "ad@acme.example", "--json")
+        assert code == 0 and json.loads(out) == {"email": "ad@acme.example", "totp": "pending"}
+        code, out = cli(monkeypatch, db_url, "admin", "list", "--tenant", "acme", "--json")
+        assert json.loads(out)[0]["totp_pending"] is True
+
+    def test_unverified_email_refused(self, pomona: Pomona, sso: tuple[Any, Any], browser: Admin) -> None:
+        """An email the provider says it did not verify names no account."""
+        a, _ = sso
+        a.extra = {"email_verified": False}
+        r = oidc_round_trip(browser, "acme")
+        assert r.status_code == 403 and r.headers["x-pomona-refused"] == "unknown_account"
+
+
+class TestSsoPage:
+    def test_admin_sets_and_clears(self, pomona: Pomona, acme: TenantSetup, idps: tuple[Any, Any]) -> None:
+        """The tenant's admin sets the provider on the SSO page (in Chinese too) and removes it; both audited."""
+        a, _ = idps
+        account(pomona, "ad@acme.example", "admin", "acme")
+        b = Admin(browser_app(pomona), "zh-CN")
+        b.sign_in("ad@acme.example")
+        r = b.get("/console/t/acme/sso")
+        assert r.status_code == 200 and "单点登录" in r.text and 'data-sso="off"' in r.text
+        bad = b.post("/console/t/acme/sso", {"issuer": "ftp://x", "client_id": "c", "client_secret": "s"})
+        assert bad.status_code == 422
+        form = {
+            "issuer": a.issuer,
+            "client_id": a.client_id,
+            "client_secret": a.client_secret,
+            "name": "Acme ID",
+        }
+        r = b.post("/console/t/acme/sso", form)
+        assert r.status_code == 303 and r.headers["location"].endswith("/sso?done=set")
+        page = b.get("/console/t/acme/sso").text
+        assert 'data-sso="on"' in page and a.client_secret not in page
+        assert (
+            "使用 Acme ID 登录" in Admin(browser_app(pomona), "zh-CN").get("/console/signin?tenant=acme").text
+        )
+        assert b.post("/console/t/acme/sso", {"clear": "yes"}).status_code == 303
+        assert 'data-sso="off"' in b.get("/console/t/acme/sso").text
+        actions = [e.action for e in pomona.console.audit_log("acme")]
+        assert "console.oidc.set" in actions and "console.oidc.clear" in actions
+        b.close()
+
+    def test_helpdesk_refused(self, pomona: Pomona, acme: TenantSetup, browser: Admin) -> None:
+        """Helpdesk may not change single sign-on: 403, recorded as a refusal."""
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        browser.sign_in("hd@acme.example")
+        assert browser.get("/console/t/acme/sso").status_code == 403
+        browser.get("/console/t/acme")
+        r = browser.post(
+            "/console/t/acme/sso", {"issuer": "https://idp.example", "client_id": "c", "client_secret": "s"}
+        )
+        assert r.status_code == 403
+        assert "console.refused" in [e.action for e in pomona.console.audit_log("acme")]
+        assert pomona.console_auth.show_oidc("acme")[1] is None
+
+
+def test_security_page_in_chinese(pomona: Pomona, acme: TenantSetup) -> None:
+    """The security page and its new key are in Chinese for a Chinese browser."""
+    account(pomona, "ad@acme.example", "admin", "acme")
+    b = Admin(browser_app(pomona), "zh-CN")
+    b.sign_in("ad@acme.example")
+    r = b.get("/console/security")
+    assert "登录安全" in r.text and 'data-totp="off"' in r.text
+    r = b.post("/console/security/totp", {"password": PASSWORD})
+    assert "设置身份验证器" in r.text and _secret(r.text)
+    b.close()

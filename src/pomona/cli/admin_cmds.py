@@ -34,6 +34,7 @@ def _account_json(a: object, tenant: str | None) -> dict[str, object]:
         "tenant": tenant,
         "enabled": a.enabled,
         "totp": a.totp_secret is not None,
+        "totp_pending": a.totp_secret == "-",  # must set up an authenticator at its next sign-in
         "created_at": a.created_at.isoformat(),
         "last_sign_in_at": None if a.last_sign_in_at is None else a.last_sign_in_at.isoformat(),
     }

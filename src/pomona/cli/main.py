@@ -807,6 +807,7 @@ def _import_command_modules() -> None:
     import pomona.cli.admin_cmds  # noqa: F401
     import pomona.cli.apns_cmds  # noqa: F401
     import pomona.cli.backup_cmds  # noqa: F401
+    import pomona.cli.console_auth_cmds  # noqa: F401
     import pomona.cli.diagnose_cmds  # noqa: F401
     import pomona.cli.events_cmds  # noqa: F401
     import pomona.cli.ops_cmds  # noqa: F401  (pomona doctor)

@@ -81,6 +81,7 @@ from pomona.services.console import (
     DeviceQuery,
     can,
 )
+from pomona.services.console_auth import ConsoleAuthService
 from pomona.services.container import Services
 from pomona.services.diagnose.render import to_json as diagnosis_json
 
@@ -196,6 +197,9 @@ class Console(FormPages):
         self.svc: ConsoleService = p.console
         self.env = templates()
         self.secure_cookies = True
+        # Sign-in beyond a password (TOTP enrolment, OpenID Connect): http/console_auth.py
+        self.p_auth: ConsoleAuthService = p.console_auth
+        self.enrol_page: Callable[[Request, AdminAccount], Awaitable[Response]] | None = None
 
     # --- plumbing ---------------------------------------------------------------------------------
     def render(
@@ -309,7 +313,10 @@ class Console(FormPages):
     async def signin_page(self, request: Request) -> Response:
         if await self.account(request) is not None:
             return RedirectResponse("/console", status_code=303)
-        return self.render(request, "signin.html", None, email="", error=None, need_code=False)
+        from pomona.http.console_auth import sso_for
+
+        sso = await run_in_threadpool(sso_for, self, request.query_params.get("tenant", ""))
+        return self.render(request, "signin.html", None, email="", error=None, need_code=False, sso=sso)
 
     async def signin(self, request: Request) -> Response:
         form = await self.form(request)
@@ -325,6 +332,9 @@ class Console(FormPages):
             request.session.clear()  # no fixation: a new session, a new CSRF token
             request.session.update({"sid": sid, "csrf": secrets.token_urlsafe(32)})
             return RedirectResponse("/console", status_code=303)
+        if result.status is ConsoleSignInStatus.ENROL_TOTP and self.enrol_page is not None:
+            assert result.account is not None
+            return await self.enrol_page(request, result.account)
         if result.status is ConsoleSignInStatus.RATE_LIMITED:
             return self.message(
                 request,
@@ -708,6 +718,7 @@ def create_console(p: Services) -> ASGIApp:
     """The console's ASGI app; RootApp routes every path under /console to it."""
     from pomona.http.console_admin import admin_routes  # as console_apple: builds on Console
     from pomona.http.console_apple import apple_routes  # it builds on Console (imports this module)
+    from pomona.http.console_auth import auth_routes
     from pomona.http.console_reports import report_routes
 
     c = Console(p)
@@ -740,6 +751,7 @@ def create_console(p: Services) -> ASGIApp:
         ),
         Route("/console/t/{tenant}/audit", s(c.audit), methods=["GET"]),
         *apple_routes(c),  # page 7, Apple settings: http/console_apple.py
+        *auth_routes(c),  # TOTP enrolment, the security page, OpenID Connect: http/console_auth.py
         *admin_routes(c),  # pages 6 and 10, corporate identifiers and administration: http/console_admin.py
         *report_routes(c),  # pages 8 and 9, domains and reports: http/console_reports.py
         Route("/console/{rest:path}", c.not_found),

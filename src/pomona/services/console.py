@@ -82,11 +82,11 @@ DEVICE_ACTIONS: Final = frozenset({"lock", "erase", "restart", "rename", "block"
 #: What each role may do. "read" and "diagnose" are every page; the rest are changes.
 ROLE_ACTIONS: Final[dict[str, frozenset[str]]] = {
     "operator": frozenset(
-        {"read", "diagnose", "retire", "repush", "release", "policy", "certificate", "accounts"}
+        {"read", "diagnose", "retire", "repush", "release", "policy", "certificate", "accounts", "sso"}
     )
     | DEVICE_ACTIONS,
     "admin": frozenset(
-        {"read", "diagnose", "retire", "repush", "release", "policy", "certificate", "accounts"}
+        {"read", "diagnose", "retire", "repush", "release", "policy", "certificate", "accounts", "sso"}
     )
     | DEVICE_ACTIONS,
     "helpdesk": frozenset({"read", "diagnose", "retire", "repush", "release"}),
@@ -107,6 +107,9 @@ UNRESPONSIVE_AFTER: Final = timedelta(hours=4)  # the push service's default (se
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 TOP_REASONS_DAYS: Final = 30
 MAX_PAGE: Final = 200
+#: The TOTP "secret" of an account that must enrol an authenticator at its next sign-in (not base32:
+#: never a code's key). See services/console_auth.py.
+TOTP_PENDING: Final = "-"
 
 
 def can(account: AdminAccount, action: str) -> bool:
@@ -125,6 +128,7 @@ class ConsoleSignInStatus(StrEnum):
     SIGNED_IN = "signed_in"
     BAD_CREDENTIALS = "bad_credentials"  # unknown email, wrong password, or disabled (not told which)
     NEED_TOTP = "need_totp"  # right password, the account has TOTP and no (or a wrong) code was given
+    ENROL_TOTP = "enrol_totp"  # right password, the account must enrol an authenticator first
     RATE_LIMITED = "rate_limited"
 
 
@@ -375,6 +379,8 @@ class ConsoleService(ServiceBase[ConsoleStores]):
             for k in keys:
                 self.limiter.fail(k, now)
             return ConsoleSignIn(ConsoleSignInStatus.BAD_CREDENTIALS)
+        if a.totp_secret == TOTP_PENDING:
+            return ConsoleSignIn(ConsoleSignInStatus.ENROL_TOTP, a)
         if a.totp_secret:
             if not code.strip():
                 return ConsoleSignIn(ConsoleSignInStatus.NEED_TOTP, a)
