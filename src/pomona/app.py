@@ -511,9 +511,8 @@ def _signer(settings: Settings, db: SqlDatabase) -> CmsProfileSigner:
     pem = db.settings_get(SIGNING_IDENTITY_KEY)
     if pem is None:
         signer, pem = CmsProfileSigner.generate("Pomona profile signing")
-        db.settings_put(SIGNING_IDENTITY_KEY, pem)
-        # Two processes starting at once: the first writer wins, everyone uses what is stored.
-        pem = db.settings_get(SIGNING_IDENTITY_KEY) or pem
+        # Two processes starting at once: the first writer's identity, for both.
+        pem = db.settings_add(SIGNING_IDENTITY_KEY, pem)
     return CmsProfileSigner.from_pem(pem)
 
 

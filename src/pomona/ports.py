@@ -1052,6 +1052,10 @@ class SettingsStore(Protocol):
 
     def settings_get(self, key: str) -> bytes | None: ...
     def settings_put(self, key: str, value: bytes) -> None: ...
+    def settings_add(self, key: str, value: bytes) -> bytes:
+        """Store ``value`` unless the key has one; the stored value either way. Processes starting at
+        once on one database all get the first writer's (a generated secret stays one secret)."""
+        ...
 
 
 class HasEvents(Protocol):

@@ -239,6 +239,35 @@ class TestTransactions:
         assert db.settings_get("k") == b"2"
 
 
+class TestSettings:
+    def test_settings_add_keeps_the_first_value(self, db: Database) -> None:
+        """settings_add stores a value only when the key has none, and answers the stored one."""
+        assert db.settings_add("k", b"first") == b"first"
+        assert db.settings_add("k", b"second") == b"first"
+        assert db.settings_get("k") == b"first"
+        db.settings_put("k", b"third")  # an admin's change still replaces it
+        assert db.settings_add("k", b"fourth") == b"third"
+
+    def test_processes_starting_at_once_share_one_secret(self, sql_db: SqlDatabase) -> None:
+        """Eight connections adding a generated secret at once all get the same one (two hosts starting
+        on a new database sign sessions and profiles alike)."""
+        import threading
+
+        got: list[bytes] = []
+        start = threading.Barrier(8)
+
+        def host(i: int) -> None:
+            start.wait()
+            got.append(sql_db.settings_add("session", f"secret-{i}".encode()))
+
+        threads = [threading.Thread(target=host, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(got) == 8 and len(set(got)) == 1, got
+
+
 class TestTokensAndCerts:
     def test_token_consume(self, db: Database) -> None:
         """Consuming a token counts its uses."""

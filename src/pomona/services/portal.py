@@ -242,10 +242,8 @@ class PortalService(ServiceBase[PortalStores]):
     def session_secret(self) -> str:
         """The session-signing key: generated once, kept in the database (all workers share it)."""
         raw = self.db.settings_get(SESSION_SECRET_KEY)
-        if raw is None:
-            self.db.settings_put(SESSION_SECRET_KEY, secrets.token_urlsafe(48).encode())
-            raw = self.db.settings_get(SESSION_SECRET_KEY)  # two processes at once: the first writer wins
-        assert raw is not None
+        if raw is None:  # two processes at once: the first writer's, for both
+            raw = self.db.settings_add(SESSION_SECRET_KEY, secrets.token_urlsafe(48).encode())
         return raw.decode()
 
     # --- server-side sessions ---------------------------------------------------------------------

@@ -280,6 +280,22 @@ class SqlDatabase:
             if not done:
                 uow.conn.execute(insert(s.settings).values(key=key, value=value))
 
+    def settings_add(self, key: str, value: bytes) -> bytes:
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as upsert  # type: ignore[assignment]
+        sealed = seal(self.sealer, value, f"setting:{key}")
+        with self.unit_of_work() as uow:
+            uow.conn.execute(
+                upsert(s.settings)
+                .values(key=key, value=sealed)
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+        stored = self.settings_get(key)
+        assert stored is not None
+        return stored
+
     # --- state shared between processes (storage/shared_sql.py; ports.Leases, ports.SharedLimits) ---
     def lease_acquire(self, name: str, holder: str, now: datetime, ttl: float) -> bool:
         with self.unit_of_work() as uow:

@@ -1790,6 +1790,10 @@ class MemoryDatabase:
         with self._lock:
             self._data.settings[key] = value
 
+    def settings_add(self, key: str, value: bytes) -> bytes:
+        with self._lock:
+            return self._data.settings.setdefault(key, value)
+
     # --- state shared between processes (ports.Leases, ports.SharedLimits) -------------------------
     def lease_acquire(self, name: str, holder: str, now: datetime, ttl: float) -> bool:
         t = now.timestamp()
