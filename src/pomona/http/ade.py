@@ -195,7 +195,7 @@ class AdeWeb(FormPages):
         upn = user.upn if user else ""
         return self.render(
             request,
-            "ade_mfa.html",
+            "mfa.html",  # the portal's TOTP page (the loader falls back to portal/), posting to {{ base }}/mfa
             device,
             401 if error else 200,
             enrol=enrol,
