@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from pomona.services.console_admin import AdminPagesService
     from pomona.services.console_apple import AppleSettingsService
     from pomona.services.console_auth import ConsoleAuthService
+    from pomona.services.console_policy import RestrictionPagesService
     from pomona.services.console_reports import ConsoleReportsService
     from pomona.services.diagnose import DiagnoseService
     from pomona.services.doctor import CheckLine
@@ -369,6 +370,12 @@ class Pomona:
         return ConsoleAuthService(self.console, self.db)
 
     @cached_property
+    def console_policy(self) -> RestrictionPagesService:
+        from pomona.services.console_policy import RestrictionPagesService
+
+        return RestrictionPagesService(self.console, self.policy)
+
+    @cached_property
     def console_admin(self) -> AdminPagesService:
         from pomona.services.console_admin import AdminPagesService
 
@@ -431,6 +438,7 @@ _SERVICES = (
     "console",
     "console_apple",
     "console_auth",
+    "console_policy",
     "console_admin",
     "console_reports",
 )

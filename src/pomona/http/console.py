@@ -17,9 +17,9 @@
     POST  /console/t/{tenant}/devices/{id}/{action} lock, restart, rename, block (admins; audited)
     GET   /console/t/{tenant}/users                 users: licence, devices, DEM, groups; UPN prefix, keyset
     POST  /console/t/{tenant}/users/licence         assign or remove a user's licence (admins; audited)
-    GET   /console/t/{tenant}/restrictions          device type and device limit restrictions by priority,
-                                                    and the policy dry run for a UPN (+ platform, OS)
-    POST  /console/t/{tenant}/restrictions/{id}/priority   a restriction's new priority (admins; audited)
+    GET   /console/t/{tenant}/restrictions          enrollment restrictions and the policy dry run: their
+                                                    create, edit, priority, groups and delete are
+                                                    http/console_policy.py's
     GET   /console/t/{tenant}/audit                 the tenant's audit log: who changed what, when, from where;
                                                     filters who, action (prefix), from, since, until (dates)
     GET   /console/_static/{file}                   CSS (no CDN, no script needed)
@@ -69,7 +69,6 @@ from pomona.domain.models import EnrollmentType
 from pomona.domain.policy import parse_version
 from pomona.http.middleware import RequestId
 from pomona.http.portal import FormPages, PortalHeaders, _when, translate
-from pomona.i18n import msg
 from pomona.ports import AdminAccount, DeviceCursor, DeviceSort
 from pomona.presenters import display_name, error_text
 from pomona.services.console import (
@@ -627,54 +626,6 @@ class Console(FormPages):
         )
         return RedirectResponse(f"/console/t/{quote(ref, safe='')}/users?{query}", status_code=303)
 
-    async def restrictions(self, request: Request, account: AdminAccount) -> Response:
-        ref = self.tenant_ref(request)
-        q = request.query_params
-        view = await run_in_threadpool(self.svc.restrictions, account, ref)
-        upn = (q.get("upn") or "").strip()[:320]
-        platform = q.get("platform") or ""
-        platform = platform if platform in PLATFORMS else ""
-        os_version = (q.get("os") or "").strip()[:32]
-        decision = None
-        problem = ""
-        if upn:
-            try:
-                decision = await run_in_threadpool(
-                    lambda: self.svc.dry_run(
-                        account, ref, upn, platform=platform or None, os_version=os_version or None
-                    )
-                )
-            except InvalidInputError as exc:
-                problem = error_text(describe(exc), self.lang(request))
-        lang = self.lang(request)
-        done = q.get("done")
-        return self.render(
-            request,
-            "restrictions.html",
-            account,
-            tenant=view.tenant,
-            view=view,
-            upn=upn,
-            platform=platform,
-            platforms=PLATFORMS,
-            os_version=os_version,
-            decision=decision,
-            problem=problem,
-            dry_query=urlencode({"upn": upn, "platform": platform, "os": os_version}) if upn else "",
-            notice="priority" if done == "priority" else None,
-            reason_title=(title_of(decision.reason.value, lang) if decision and decision.reason else ""),
-        )
-
-    async def set_priority(self, request: Request, account: AdminAccount, form: dict[str, str]) -> Response:
-        ref, rid = self.tenant_ref(request), str(request.path_params["restriction"])
-        raw = form.get("priority", "").strip()
-        if not raw.isdigit() or len(raw) > 9:
-            raise InvalidInputError(msg("error.restriction.priority"), field="priority")
-        await run_in_threadpool(self.svc.set_priority, account, ref, rid, int(raw), self.client_ip(request))
-        back = {k: form.get(k, "")[:320] for k in ("upn", "platform", "os") if form.get(k)}
-        query = urlencode({**back, "done": "priority"})
-        return RedirectResponse(f"/console/t/{quote(ref, safe='')}/restrictions?{query}", status_code=303)
-
     async def audit(self, request: Request, account: AdminAccount) -> Response:
         q = request.query_params
         before = q.get("before", "")
@@ -719,6 +670,7 @@ def create_console(p: Services) -> ASGIApp:
     from pomona.http.console_admin import admin_routes  # as console_apple: builds on Console
     from pomona.http.console_apple import apple_routes  # it builds on Console (imports this module)
     from pomona.http.console_auth import auth_routes
+    from pomona.http.console_policy import policy_routes  # as console_apple: builds on Console
     from pomona.http.console_reports import report_routes
 
     c = Console(p)
@@ -743,13 +695,8 @@ def create_console(p: Services) -> ASGIApp:
         Route("/console/t/{tenant}/devices/{device}/{action}", post(c.action), methods=["POST"]),
         Route("/console/t/{tenant}/users", s(c.users), methods=["GET"]),
         Route("/console/t/{tenant}/users/licence", post(c.licence), methods=["POST"]),
-        Route("/console/t/{tenant}/restrictions", s(c.restrictions), methods=["GET"]),
-        Route(
-            "/console/t/{tenant}/restrictions/{restriction}/priority",
-            post(c.set_priority),
-            methods=["POST"],
-        ),
         Route("/console/t/{tenant}/audit", s(c.audit), methods=["GET"]),
+        *policy_routes(c),  # page 5, enrollment restrictions: http/console_policy.py
         *apple_routes(c),  # page 7, Apple settings: http/console_apple.py
         *auth_routes(c),  # TOTP enrolment, the security page, OpenID Connect: http/console_auth.py
         *admin_routes(c),  # pages 6 and 10, corporate identifiers and administration: http/console_admin.py

@@ -1,7 +1,8 @@
 """The admin and helpdesk console's use cases (issue 13): admin accounts, signing in, console sessions,
 the audit log, and what the pages read (the dashboard, the device list and page, troubleshooting, users
-and groups, enrollment restrictions) and change (a licence, a restriction's priority: through
-:class:`~pomona.services.policy.PolicyService`, the use cases the CLI runs).
+and groups, the policy dry run) and change (a licence: through
+:class:`~pomona.services.policy.PolicyService`, the use cases the CLI runs). The restrictions page's
+use cases are in :mod:`pomona.services.console_policy`.
 
 Roles (``ROLE_ACTIONS``): the server operator works in every tenant; a tenant's admin and helpdesk in
 their own tenant only. Helpdesk reads, diagnoses, retires, re-pushes and releases (from Setup
@@ -41,7 +42,7 @@ from pomona.domain.models import (
     Tenant,
     User,
 )
-from pomona.domain.policy import Decision, Restriction, RestrictionKind, parse_version
+from pomona.domain.policy import Decision, parse_version
 from pomona.i18n import msg
 from pomona.ports import (
     AdminAccount,
@@ -213,20 +214,6 @@ class UserPage:
     rows: list[UserRow]
     total: int
     next: str | None  # the last UPN shown, when there are more
-
-
-@dataclass(frozen=True)
-class RestrictionsView:
-    """A tenant's restrictions in the order they are considered (each kind by priority, its Default
-    last), with the names of the groups they are assigned to."""
-
-    tenant: Tenant
-    restrictions: list[Restriction]
-    group_names: dict[str, str]
-
-    def groups(self, r: Restriction) -> list[str]:
-        """The names of the groups ``r`` is assigned to."""
-        return sorted(self.group_names.get(g, g) for g in r.group_ids)
 
 
 class ConsoleStores(HasEvents, Protocol):
@@ -651,33 +638,6 @@ class ConsoleService(ServiceBase[ConsoleStores]):
         done = self.policy.licence(t.id, upn.strip().lower(), assign=assign)
         action = "licence.assign" if assign else "licence.remove"
         self.audit(account.email, action, t.id, str(done["upn"]), source, {})
-        return done
-
-    def restrictions(self, account: AdminAccount, tenant_ref: str) -> RestrictionsView:
-        t = self.scope(account, tenant_ref)
-        rs, names = self.policy.list_restrictions(t.id)
-        order = sorted(rs, key=lambda r: (r.kind is not RestrictionKind.PLATFORM, r.is_default, r.priority))
-        return RestrictionsView(t, order, names)
-
-    def set_priority(
-        self, account: AdminAccount, tenant_ref: str, restriction_id: str, priority: int, source: str
-    ) -> Restriction:
-        """Give one of the tenant's restrictions (by id) another priority (`pomona restriction edit
-        --priority P --new-priority N`), audited. Another tenant's restriction is NOT_FOUND."""
-        t = self.change_scope(account, tenant_ref, "policy", source)
-        rs, _ = self.policy.list_restrictions(t.id)
-        r = next((x for x in rs if x.id == restriction_id), None)
-        if r is None:
-            raise NotFoundError(f"no restriction {restriction_id!r}", restriction=restriction_id)
-        done = self.policy.edit_restriction(t.id, type_=r.kind, priority=r.priority, new_priority=priority)
-        self.audit(
-            account.email,
-            "restriction.priority",
-            t.id,
-            r.name,
-            source,
-            {"type": r.kind.value, "from": r.priority, "to": priority},
-        )
         return done
 
     # --- actions ----------------------------------------------------------------------------------

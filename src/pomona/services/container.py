@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pomona.services.console_admin import AdminPagesService
     from pomona.services.console_apple import AppleSettingsService
     from pomona.services.console_auth import ConsoleAuthService
+    from pomona.services.console_policy import RestrictionPagesService
     from pomona.services.console_reports import ConsoleReportsService
     from pomona.services.diagnose import DiagnoseService
     from pomona.services.enrollment import EnrollmentService
@@ -80,6 +81,8 @@ class Services(Protocol):
     def console_apple(self) -> AppleSettingsService: ...
     @property
     def console_auth(self) -> ConsoleAuthService: ...
+    @property
+    def console_policy(self) -> RestrictionPagesService: ...
     @property
     def console_admin(self) -> AdminPagesService: ...
     @property

@@ -66,6 +66,7 @@ from pomona.services.base import ServiceBase, find_tenant
 
 DEFAULT_PRIORITY = 1_000_000  # the built-in Default ranks after every assigned restriction
 MAX_CORPORATE_ROWS = 5000
+MAX_RESTRICTION_NAME = 255
 _IMEI_DIGITS = 15
 
 
@@ -473,6 +474,17 @@ class PolicyService(ServiceBase[PolicyStores]):
                 uow, t, "group.remove_member" if remove else "group.add_member", group=group, upn=u.upn
             )
 
+    def find_groups(self, tenant_ref: str, contains: str = "", *, limit: int = 100) -> tuple[list[str], int]:
+        """The names of the tenant's groups whose name contains ``contains`` (any case), the first
+        ``limit`` by name, and how many match in all (a console's group picker)."""
+        needle = contains.strip().casefold()
+        with self.db.unit_of_work(readonly=True) as uow:
+            t = self._tenant(uow, tenant_ref)
+            names = sorted(
+                (g.name for g in uow.groups.list(t.id) if needle in g.name.casefold()), key=str.casefold
+            )
+        return names[: max(0, limit)], len(names)
+
     def list_groups(self, tenant_ref: str) -> list[tuple[Group, int]]:
         with self.db.unit_of_work(readonly=True) as uow:
             t = self._tenant(uow, tenant_ref)
@@ -499,6 +511,9 @@ class PolicyService(ServiceBase[PolicyStores]):
         kind = _kind(type_)
         if kind is None:
             raise InvalidInputError(msg("error.restriction.type"), field="type")
+        name = None if name is None else name.strip()
+        if name is not None and len(name) > MAX_RESTRICTION_NAME:
+            raise InvalidInputError(msg("error.restriction.name", max=MAX_RESTRICTION_NAME), field="name")
         if not 1 <= priority < DEFAULT_PRIORITY:
             raise InvalidInputError(msg("error.restriction.priority"), field="priority")
         values = _restriction_settings(kind, settings)
@@ -575,7 +590,28 @@ class PolicyService(ServiceBase[PolicyStores]):
                     uow.restrictions.assign(target.id, self._group(uow, t, g).id)
             uow.restrictions.update(target.id, self.clock.now(), **values)
             uow.tenants.bump_policy_version(t.id)
-            self._audit(uow, t, "restriction.edit", restriction=target.name, **values)
+            assigned = {"groups": groups} if groups else {}
+            self._audit(uow, t, "restriction.edit", restriction=target.name, **assigned, **values)
+            return next(r for r in uow.restrictions.list(t.id) if r.id == target.id)
+
+    def unassign_restriction(
+        self, tenant_ref: str, *, type_: RestrictionKind | str, priority: int, groups: list[str]
+    ) -> Restriction:
+        """Assign the restriction with `priority` to these groups no longer (`edit_restriction` assigns).
+        The Default of a type applies to everyone: it has no groups to remove."""
+        kind = _kind(type_)
+        with self.db.unit_of_work() as uow:
+            t = self._tenant(uow, tenant_ref)
+            rs = self.ensure_defaults(uow, t.id)
+            target = next((r for r in rs if r.kind is kind and r.priority == priority), None)
+            if target is None:
+                raise NotFoundError(msg("error.restriction.not_found"), type=type_, priority=priority)
+            if target.is_default:
+                raise InvalidInputError(msg("error.restriction.default_everyone"))
+            for g in groups:
+                uow.restrictions.unassign(target.id, self._group(uow, t, g).id)
+            uow.tenants.bump_policy_version(t.id)
+            self._audit(uow, t, "restriction.unassign", restriction=target.name, groups=groups)
             return next(r for r in uow.restrictions.list(t.id) if r.id == target.id)
 
     def delete_restriction(self, tenant_ref: str, type_: RestrictionKind | str, priority: int) -> None:
