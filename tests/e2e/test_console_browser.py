@@ -168,6 +168,49 @@ class TestConsoleInBrowser:
         assert names[:2] == ["Staff limit", "Sales limit"]
         page.close()
 
+    def test_admin_creates_assigns_and_deletes_a_restriction_and_the_dry_run_follows(
+        self,
+        live: LiveServer,
+        chromium: Any,
+        tmp_path: Path,  # noqa: F811
+    ) -> None:
+        """With JavaScript off: the admin creates a device type restriction blocking iPadOS, assigns Sales
+        on its page (the dry run for an iPad now refuses), then deletes it (confirmed) and the dry run
+        allows again. Screenshots of both pages."""
+        p = build(Settings(data_dir=tmp_path, public_url=live.url))
+        try:
+            p.policy.create_group("acme", "Sales")
+            p.policy.add_member("acme", "Sales", "ana@acme.example")
+        finally:
+            p.close()
+        ctx = chromium.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
+        page = ctx.new_page()
+        sign_in(page, live.url, ADMIN)
+        page.goto(f"{live.url}/console/t/acme/restrictions?upn=ana@acme.example&platform=ipados")
+        assert page.get_attribute("#dry-run", "data-allowed") == "True"
+        page.click("#restrictions-platform summary")
+        form = page.locator("#create-platform")
+        form.locator("input[name=name]").fill("No iPads")
+        form.locator("input[name=priority]").fill("1")
+        form.locator("select[name=ipados]").select_option("block")
+        form.locator("button[type=submit]").click()
+        page.wait_for_selector("[data-notice=created]")
+        shot(page, "console-restrictions.png", tmp_path)
+        page.click("#restrictions-platform tr[data-name='No iPads'] a[data-open]")
+        page.select_option("#assign-form select[name=group]", "Sales")
+        page.click("#assign-go")
+        page.wait_for_selector("[data-notice=assigned]")
+        assert page.get_attribute("#dry-run [data-reason]", "data-reason") == "PLATFORM_BLOCKED"
+        assert page.inner_text("#assigned-groups").strip().startswith("Sales")
+        shot(page, "console-restriction.png", tmp_path)
+        page.click("#delete-link")
+        page.check("input[name=confirm]")
+        page.click("#delete-confirm")
+        page.wait_for_selector("[data-notice=deleted]")
+        assert "No iPads" not in page.inner_text("#restrictions-platform")
+        assert page.get_attribute("#dry-run", "data-allowed") == "True"
+        ctx.close()
+
     def test_admin_renews_the_push_certificate_and_a_replacement_is_refused(
         self,
         live: LiveServer,
