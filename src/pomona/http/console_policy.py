@@ -112,15 +112,13 @@ class RestrictionPages:
         return {"code": e.reason.value, "text": error_text(e, self.c.lang(request))}
 
     @staticmethod
-    def refused(exc: Exception) -> bool:
-        """A refusal of the use case shown beside its form (not the tenant's or the restriction's
-        NOT_FOUND, nor a role's refusal, which get the console's pages)."""
-        if isinstance(exc, NotFoundError):
-            return exc.context.get("group") is not None  # a group name as typed
-        return isinstance(exc, InvalidInputError | ConflictError)
+    def refused(exc: PomonaError) -> bool:
+        """A refusal of the use case, shown beside its form: every one but NOT_FOUND for the tenant or
+        the restriction (the console's 404 page). A group named as typed that does not exist is one."""
+        return not isinstance(exc, NotFoundError) or exc.context.get("group") is not None
 
     @staticmethod
-    def status(exc: Exception) -> int:
+    def status(exc: PomonaError) -> int:
         return 409 if isinstance(exc, ConflictError) else 422
 
     async def dry(self, request: Request, account: AdminAccount) -> dict[str, Any]:
@@ -226,10 +224,9 @@ class RestrictionPages:
                     settings={} if kind is None else settings_of(kind, form, clearing=False),
                 )
             )
-        except Exception as exc:
+        except (InvalidInputError, ConflictError, NotFoundError) as exc:
             if not self.refused(exc):
                 raise
-            assert isinstance(exc, PomonaError)
             return await self.list_page(
                 request,
                 account,
@@ -255,10 +252,9 @@ class RestrictionPages:
                     settings={} if kind is None else settings_of(kind, form, clearing=True),
                 )
             )
-        except Exception as exc:
+        except (InvalidInputError, ConflictError, NotFoundError) as exc:
             if not self.refused(exc):
                 raise
-            assert isinstance(exc, PomonaError)
             return await self.detail_page(
                 request,
                 account,
@@ -289,10 +285,9 @@ class RestrictionPages:
             await run_in_threadpool(
                 lambda: self.svc.assign(account, ref, rid, group, self.c.client_ip(request), remove=remove)
             )
-        except Exception as exc:
+        except (InvalidInputError, ConflictError, NotFoundError) as exc:
             if not self.refused(exc):
                 raise
-            assert isinstance(exc, PomonaError)
             return await self.detail_page(
                 request,
                 account,
@@ -319,10 +314,9 @@ class RestrictionPages:
             return RedirectResponse(self.page_url(ref, rid) + "/delete?" + urlencode(dry), status_code=303)
         try:
             await run_in_threadpool(self.svc.delete, account, ref, rid, self.c.client_ip(request))
-        except Exception as exc:
+        except (InvalidInputError, ConflictError, NotFoundError) as exc:
             if not self.refused(exc):
                 raise
-            assert isinstance(exc, PomonaError)
             return await self.detail_page(
                 request, account, self.status(exc), edit_error=self.refusal(request, exc)
             )
