@@ -385,6 +385,24 @@ class TestGroups:
         got = admin.get(f"{ACME}/{r.id}?gq=globex")
         assert 'data-matching="0"' in got.text and "Globex team" not in got.text
 
+    def test_names_people_typed_are_escaped(self, pomona: Pomona, acme: TenantSetup, admin: Admin) -> None:
+        """A restriction and a group named <script> show as text on the restriction's page, its group
+        list and picker, the delete confirmation, and a refusal naming the group."""
+        evil = '<script>alert("pwned")</script>'
+        pomona.policy.create_group("acme", evil)
+        pomona.policy.create_group("acme", evil + "2")
+        r = pomona.policy.create_restriction(
+            "acme", type_="limit", priority=1, groups=[evil], name=evil, limit=2
+        )
+        for path in (f"{ACME}/{r.id}", f"{ACME}/{r.id}?gq=<script>", f"{ACME}/{r.id}/delete", ACME):
+            got = admin.get(path)
+            assert got.status_code == 200 and "<script>" not in got.text and "&lt;script&gt;" in got.text, (
+                path
+            )
+        admin.get(f"{ACME}/{r.id}")
+        got = admin.post(f"{ACME}/{r.id}/groups", {"group": "<script>x"})
+        assert got.status_code == 422 and "<script>" not in got.text
+
 
 class TestRoles:
     def test_helpdesk_reads_and_runs_the_dry_run_but_every_change_is_refused(
