@@ -168,6 +168,10 @@ class TestEdit:
         assert len(ade.emu.s.profiles) == len(defined) + 1  # defined again: a new UUID
         log = ade.audit()
         assert ("ade_profile.edit", log[0][1]) == log[0] and log[0][1]["renamed_from"] == "staff"
+        ade.p.abm.create_profile("acme", "taken")
+        r = b.post(ade.page, {**form, "name": "taken"})
+        assert r.status_code == 409 and 'id="profile-refusal" data-reason="ALREADY_EXISTS"' in r.text
+        assert 'value="taken"' in r.text and ade.profile().name == "staff-2"
         assert any(a == "console.change_refused" and d["reason"] == "DEP_PROFILE_REJECTED" for a, d in log)
         b.close()
 
@@ -291,6 +295,9 @@ class TestAssignment:
         assert r.status_code == 303 and r.headers["location"].endswith("?done=rule_removed")
         assert ade.p.abm.rules("acme") == []
         assert rows(b.get(ade.page).text)["ACME00000004"]["how"] == "default"
+        b.get(ade.page)
+        r = b.post(f"{ade.page}/default", {"token": ""})  # the default of every token
+        assert r.status_code == 303 and ade.profile().token_id is None and ade.profile().is_default
         actions = [a for a, _ in ade.audit()]
         for a in ("ade_profile.default", "ade_profile.rule_add", "ade_profile.rule_remove"):
             assert a in actions, a

@@ -38,7 +38,8 @@ from pomona.services.console import ConsoleService
 
 
 class AppleStores(HasEvents, Protocol):
-    """What the page reads itself: the per-profile device counts (the rest through the use cases)."""
+    """What the pages read themselves: the per-profile device counts and one profile's devices (the rest
+    through the use cases)."""
 
     @property
     def abm_listing(self) -> AbmListing: ...
@@ -74,15 +75,14 @@ SERIAL_MAX_LEN = 64  # abm_devices.serial_number
 @dataclass(frozen=True)
 class ProfilePage:
     """One ADE profile's page: the profile, the linter's findings on it as kept, its assignment rules,
-    the tenant's tokens, its counts, and a keyset page of the devices it applies to (``next_after``:
-    the serial to continue after, None on the last page)."""
+    the tenant's tokens, and a keyset page of the devices it applies to (``next_after``: the serial to
+    continue after, None on the last page). No counts: they read every device (the list page has them)."""
 
     tenant: Tenant
     profile: ProfileView
     findings: list[ProfileFinding]
     rules: list[RuleView]
     tokens: list[TokenStatus]
-    counts: AdeProfileCount
     devices: list[AdeProfileDevice]
     after: str | None
     next_after: str | None
@@ -252,7 +252,6 @@ class AppleSettingsService(ServiceBase[AppleStores]):
         rules = [r for r in self.abm.rules(t.id) if r.rule.profile_id == profile_id]
         after = (after or "").strip()[:SERIAL_MAX_LEN] or None
         with self.db.unit_of_work(readonly=True) as uow:
-            counts = uow.abm_listing.profile_counts(t.id).get(profile_id, AdeProfileCount())
             rows = uow.abm_listing.profile_devices(
                 t.id, profile_id, v.record.definitions, after=after, limit=PAGE_SIZE + 1
             )
@@ -264,7 +263,6 @@ class AppleSettingsService(ServiceBase[AppleStores]):
             findings=self.abm.profile_findings(t.id, v.record.name),
             rules=rules,
             tokens=self.abm.tokens(t.id),
-            counts=counts,
             devices=rows,
             after=after,
             next_after=rows[-1].serial if more and rows else None,
