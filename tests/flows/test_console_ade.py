@@ -349,3 +349,15 @@ class TestRefusals:
         assert r.status_code == 404 and not any(v.record.is_default for v in ade.p.abm.profiles("globex"))
         g.close()
         b.close()
+
+
+def test_admin_values_are_escaped(ade: Ade) -> None:
+    """A profile named <script> and a rule matching <script> show as text on the profile's page."""
+    evil = '<script>alert("pwned")</script>'
+    other = ade.p.abm.create_profile("acme", evil).profile.record.id
+    ade.p.abm.add_rule("acme", evil, "model", evil)
+    b = ade.browser("ad@acme.example")
+    r = b.get(f"/console/t/acme/apple/profiles/{other}")
+    assert r.status_code == 200 and "<script>" not in r.text
+    assert "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in r.text
+    b.close()
