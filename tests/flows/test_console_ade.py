@@ -4,6 +4,7 @@ per-device status (keyset pages), helpdesk's refusals, and tenant isolation."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from helpers import TenantSetup, setup_tenant
+from helpers import TenantSetup, cli, setup_tenant
 from pomona.app import Pomona, Settings, build, create_app
 from pomona.domain.models import Device, Event, Outcome, Step
 from pomona.testing.abm_emulator import AbmEmulator
@@ -67,6 +68,7 @@ class Ade:
     emu: AbmEmulator
     acme: TenantSetup
     profile_id: str
+    abm_url: str
 
     @property
     def page(self) -> str:
@@ -104,7 +106,7 @@ def ade(pomona: Pomona, db_url: str, tmp_path: Any) -> Iterator[Ade]:
     p.abm.upload_token("acme", emu.issue_token(cert), "main")
     p.abm.sync("acme")
     report = p.abm.create_profile("acme", "staff")
-    yield Ade(p, create_app(pomona=p), emu, acme, report.profile.record.id)
+    yield Ade(p, create_app(pomona=p), emu, acme, report.profile.record.id, server.url)
     p.close()
     server.close()
 
@@ -361,3 +363,22 @@ def test_admin_values_are_escaped(ade: Ade) -> None:
     assert r.status_code == 200 and "<script>" not in r.text
     assert "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in r.text
     b.close()
+
+
+def test_cli_edit_renames_and_moves_between_tokens(
+    ade: Ade, db_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pomona abm profile edit` takes the same rename and token as the page: --rename, --token NAME,
+    --every-token (not with --token: INVALID_INPUT, exit 2)."""
+    monkeypatch.setenv("POMONA_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("POMONA_ABM_URL", ade.abm_url)
+    monkeypatch.setenv("POMONA_PUBLIC_URL", "https://pomona.test")
+    base = ("abm", "profile", "edit", "--tenant", "acme", "--name")
+    code, out = cli(monkeypatch, db_url, *base, "staff", "--rename", "crew", "--token", "main", "--json")
+    assert code == 0, out
+    got = json.loads(out)
+    assert (got["name"], got["token"]) == ("crew", "main") and ade.profile().token_id is not None
+    code, out = cli(monkeypatch, db_url, *base, "crew", "--token", "main", "--every-token", "--json")
+    assert code == 2 and "INVALID_INPUT" in out and ade.profile().token_id is not None
+    code, out = cli(monkeypatch, db_url, *base, "crew", "--every-token", "--json")
+    assert code == 0 and json.loads(out)["token"] is None and ade.profile().token_id is None
