@@ -343,11 +343,45 @@ class AdeProfileCount:
     failing: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class AdeProfileDevice:
+    """A device an ADE profile applies to, on the profile's page: Apple's fields as the last sync left
+    them (``model`` and ``profile_status`` empty when ABM does not list it yet), how Pomona wants the
+    profile on it (``explicit``, ``rule``, ``default``; ``abm``: ABM shows it and Pomona wants nothing),
+    whether ABM shows it (``held``), the reconciliation's last refusal, the enrolled device's id (the
+    newest of that serial), and the serial's last ADE/ABM event (step dep or ade)."""
+
+    serial: str
+    model: str
+    profile_status: str
+    how: str  # explicit | rule | default | abm
+    held: bool
+    attempts: int = 0
+    last_error: str | None = None
+    device_id: str | None = None
+    event_at: datetime | None = None
+    event_step: str | None = None
+    event_outcome: str | None = None
+    event_reason: str | None = None
+
+
 class AbmListing(Protocol):
     """The console's Apple settings page over a large tenant: per-profile device counts in a few
-    aggregate reads (no row per device comes back)."""
+    aggregate reads (no row per device comes back), and one profile's devices a keyset page at a time."""
 
     def profile_counts(self, tenant_id: str) -> dict[str, AdeProfileCount]: ...  # profile id -> counts
+    def profile_devices(
+        self,
+        tenant_id: str,
+        profile_id: str,
+        definitions: Mapping[str, str],
+        *,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> list[AdeProfileDevice]:
+        """The devices Pomona wants the profile on or ABM shows with it (its UUID per token in
+        ``definitions``), by serial, those after ``after``, at most ``limit``."""
+        ...
 
 
 #: A failure roll-up row: (UTC day, reason, platform, enrollment type, step, count).

@@ -368,6 +368,9 @@ def abm_profile_create(
 @click.option("--removable/--no-removable", default=None)
 @click.option("--skip", multiple=True, help="The panes to skip, replacing the profile's; repeatable.")
 @click.option("--default/--no-default", "is_default", default=None)
+@click.option("--rename", default=None, help="A new name for the profile.")
+@click.option("--token", "token_name", default=None, help="Only under this token from now on.")
+@click.option("--every-token", is_flag=True, help="Under every token of the tenant from now on.")
 @click.argument("more_skip", nargs=-1)
 @common
 def abm_profile_edit(
@@ -379,12 +382,21 @@ def abm_profile_edit(
     removable: bool | None,
     skip: tuple[str, ...],
     is_default: bool | None,
+    rename: str | None,
+    token_name: str | None,
+    every_token: bool,
     more_skip: tuple[str, ...],
 ) -> None:
     """Change an ADE profile: it is defined at ABM again and assigned again to its devices."""
     from pomona.domain.ade_profile import AuthMode
     from pomona.domain.errors import AdeProfileInvalidError
+    from pomona.services.abm import EVERY_TOKEN
 
+    if token_name is not None and every_token:
+        from pomona.domain.errors import InvalidInputError
+        from pomona.i18n import msg
+
+        raise InvalidInputError(msg("abm.error.token_or_every"), field="token")
     p = _pomona()
     items = _items(skip, more_skip)
     try:
@@ -397,6 +409,8 @@ def abm_profile_edit(
             removable=removable,
             skip=items or None,
             default=is_default,
+            rename=rename,
+            token=EVERY_TOKEN if every_token else token_name,
         )
     except AdeProfileInvalidError as exc:
         _lint_refusal(exc)

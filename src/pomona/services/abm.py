@@ -120,6 +120,8 @@ HELD: Final = frozenset({"assigned", "pushed"})
 GONE: Final = frozenset({"deleted", "disowned"})
 #: Apple's answer for a device this server may not touch (assignment, device details).
 NOT_ACCESSIBLE: Final = "NOT_ACCESSIBLE"
+#: ``edit_profile(token=EVERY_TOKEN)``: the profile is for every token of the tenant again.
+EVERY_TOKEN: Final = "*"
 
 
 class AbmStores(HasEvents, Protocol):
@@ -562,6 +564,14 @@ class AbmService(ServiceBase[AbmStores]):
                 return p
         raise NotFoundError(msg("abm.error.no_profile", name=name or "-"), profile=name)
 
+    def profile_findings(
+        self, tenant_ref: str, name: str, users_require_mfa: bool = False
+    ) -> list[ProfileFinding]:
+        """The linter's findings on a kept profile as it is now (read only: no event)."""
+        tn = self._tenant(tenant_ref)
+        record = self._find_profile(tn.id, name)
+        return lint(self._ade(tn, record.name, record.settings), users_require_mfa=users_require_mfa)
+
     def _lint(self, tn: Tenant, profile: AdeProfile, users_require_mfa: bool) -> list[ProfileFinding]:
         """The linter's findings; a blocking one refuses the profile (an event, DEP_PROFILE_REJECTED)."""
         findings = lint(profile, users_require_mfa=users_require_mfa)
@@ -628,11 +638,21 @@ class AbmService(ServiceBase[AbmStores]):
         skip: Sequence[str] | None = None,
         default: bool | None = None,
         users_require_mfa: bool = False,
+        rename: str | None = None,
+        token: str | None = None,
     ) -> ProfileReport:
         """Change a profile (what is None is kept), define it again at ABM (a new UUID per token), and
-        assign it again to its devices."""
+        assign it again to its devices. ``rename`` gives it another name (one the tenant does not use);
+        ``token`` puts it under one token (its name or id), or :data:`EVERY_TOKEN`."""
         tn = self._tenant(tenant_ref)
         record = self._find_profile(tn.id, name)
+        if rename is not None and rename != record.name:
+            with self.db.unit_of_work(readonly=True) as uow:
+                if any(p.name == rename for p in uow.abm.profiles(tn.id)):
+                    raise ConflictError(msg("abm.error.profile_exists", name=rename), name=rename)
+            record = replace(record, name=rename)
+        if token is not None:
+            record = replace(record, token_id=None if token == EVERY_TOKEN else self._token(tn.id, token).id)
         changes: dict[str, object] = {}
         if auth is not None:
             changes["auth"] = auth.value

@@ -16,20 +16,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pomona.domain.ade_profile import AuthMode
+from pomona.domain.ade_profile import AuthMode, ProfileFinding
 from pomona.domain.checks import Finding
-from pomona.domain.errors import AbmError, InvalidInputError, PomonaError
+from pomona.domain.errors import AbmError, InvalidInputError, NotFoundError, PomonaError
 from pomona.domain.models import Step, Tenant
 from pomona.i18n import msg
-from pomona.ports import AbmListing, AdeProfileCount, AdminAccount, HasEvents
-from pomona.services.abm import AbmService, ProfileReport, ProfileView, SyncReport, TokenStatus
+from pomona.ports import AbmListing, AdeProfileCount, AdeProfileDevice, AdminAccount, HasEvents
+from pomona.services.abm import (
+    EVERY_TOKEN,
+    AbmService,
+    ProfileReport,
+    ProfileView,
+    ReconcileReport,
+    RuleView,
+    SyncReport,
+    TokenStatus,
+)
 from pomona.services.apns_lifecycle import REPLACE_CONFIRMATION, ApnsLifecycle, CsrResult, UploadResult
 from pomona.services.base import ServiceBase
 from pomona.services.console import ConsoleService
 
 
 class AppleStores(HasEvents, Protocol):
-    """What the page reads itself: the per-profile device counts (the rest through the use cases)."""
+    """What the pages read themselves: the per-profile device counts and one profile's devices (the rest
+    through the use cases)."""
 
     @property
     def abm_listing(self) -> AbmListing: ...
@@ -54,6 +64,28 @@ class AppleView:
     has_keypair: bool
     tokens: list[TokenStatus]
     profiles: list[ProfileRow]
+
+
+#: A profile page lists this many devices at a time; an assignment takes at most MAX_SERIALS serials.
+PAGE_SIZE = 50
+MAX_SERIALS = 1000
+SERIAL_MAX_LEN = 64  # abm_devices.serial_number
+
+
+@dataclass(frozen=True)
+class ProfilePage:
+    """One ADE profile's page: the profile, the linter's findings on it as kept, its assignment rules,
+    the tenant's tokens, and a keyset page of the devices it applies to (``next_after``: the serial to
+    continue after, None on the last page). No counts: they read every device (the list page has them)."""
+
+    tenant: Tenant
+    profile: ProfileView
+    findings: list[ProfileFinding]
+    rules: list[RuleView]
+    tokens: list[TokenStatus]
+    devices: list[AdeProfileDevice]
+    after: str | None
+    next_after: str | None
 
 
 @dataclass
@@ -203,6 +235,167 @@ class AppleSettingsService(ServiceBase[AppleStores]):
         self.console.audit(account.email, "ade_profile.create", t.id, name, source, detail)
         return r
 
+    # --- one ADE profile: edit, assignment, per-device status -----------------------------------------
+    def _profile(self, t: Tenant, profile_id: str) -> ProfileView:
+        """The tenant's profile by id: another tenant's, or none, is NOT_FOUND."""
+        found = next((v for v in self.abm.profiles(t.id) if v.record.id == profile_id), None)
+        if found is None:
+            raise NotFoundError(msg("abm.error.no_profile", name=profile_id[:64]), profile=profile_id[:64])
+        return found
+
+    def profile_page(
+        self, account: AdminAccount, tenant_ref: str, profile_id: str, after: str | None = None
+    ) -> ProfilePage:
+        """The profile, its findings and rules, and :data:`PAGE_SIZE` of its devices after ``after``."""
+        t = self.console.scope(account, tenant_ref)
+        v = self._profile(t, profile_id)
+        rules = [r for r in self.abm.rules(t.id) if r.rule.profile_id == profile_id]
+        after = (after or "").strip()[:SERIAL_MAX_LEN] or None
+        with self.db.unit_of_work(readonly=True) as uow:
+            rows = uow.abm_listing.profile_devices(
+                t.id, profile_id, v.record.definitions, after=after, limit=PAGE_SIZE + 1
+            )
+        more = len(rows) > PAGE_SIZE
+        rows = rows[:PAGE_SIZE]
+        return ProfilePage(
+            tenant=t,
+            profile=v,
+            findings=self.abm.profile_findings(t.id, v.record.name),
+            rules=rules,
+            tokens=self.abm.tokens(t.id),
+            devices=rows,
+            after=after,
+            next_after=rows[-1].serial if more and rows else None,
+        )
+
+    def edit_profile(
+        self,
+        account: AdminAccount,
+        tenant_ref: str,
+        profile_id: str,
+        source: str,
+        *,
+        name: str,
+        auth: AuthMode,
+        supervised: bool,
+        removable: bool,
+        await_configured: bool,
+        skip: Sequence[str],
+    ) -> ProfileReport:
+        """Save the profile's fields (`pomona abm profile edit`): linted first (a blocking finding
+        refuses it, DEP_PROFILE_REJECTED, nothing sent or kept), then defined again at ABM under its
+        tokens and assigned again to its devices."""
+        t = self.console.change_scope(account, tenant_ref, "policy", source)
+        v = self._profile(t, profile_id)
+        try:
+            r = self.abm.edit_profile(
+                t.id,
+                v.record.name,
+                auth=auth,
+                supervised=supervised,
+                removable=removable,
+                await_configured=await_configured,
+                skip=list(skip),
+                rename=name if name != v.record.name else None,
+            )
+        except PomonaError as exc:
+            self._refused(account, t, "ade_profile.edit", exc, source, target=v.record.name)
+            raise
+        detail = {
+            "auth": auth.value,
+            "renamed_from": v.record.name if name != v.record.name else None,
+            "defined": len(r.profile.record.definitions),
+            "assigned": r.reconciled.assigned,
+            "assign_failed": r.reconciled.failed,
+        }
+        self.console.audit(account.email, "ade_profile.edit", t.id, name, source, detail)
+        return r
+
+    def make_default(
+        self, account: AdminAccount, tenant_ref: str, profile_id: str, token: str | None, source: str
+    ) -> ProfileReport:
+        """Make the profile the default of one token (its name), or of every token (None): the
+        devices ABM gives without a profile get it (`pomona abm profile edit --default`)."""
+        t = self.console.change_scope(account, tenant_ref, "policy", source)
+        v = self._profile(t, profile_id)
+        try:
+            r = self.abm.edit_profile(
+                t.id, v.record.name, default=True, token=EVERY_TOKEN if token is None else token
+            )
+        except PomonaError as exc:
+            self._refused(account, t, "ade_profile.default", exc, source, target=v.record.name)
+            raise
+        detail = {"token": token, "assigned": r.reconciled.assigned, "assign_failed": r.reconciled.failed}
+        self.console.audit(account.email, "ade_profile.default", t.id, v.record.name, source, detail)
+        return r
+
+    def assign(
+        self, account: AdminAccount, tenant_ref: str, profile_id: str, serials: Sequence[str], source: str
+    ) -> ReconcileReport:
+        """Assign the profile to these serials (`pomona abm assign`): each serial's answer from ABM
+        (SUCCESS, FAILED, NOT_ACCESSIBLE, a DEP_* code, or ``pending``: not listed by ABM yet)."""
+        t = self.console.change_scope(account, tenant_ref, "policy", source)
+        v = self._profile(t, profile_id)
+        wanted = list(dict.fromkeys(s.strip() for s in serials if s.strip()))
+        if not wanted:
+            raise self._invalid(
+                account, t, "ade_profile.assign", "error.console.no_serials", "serials", source
+            )
+        if len(wanted) > MAX_SERIALS or any(len(s) > SERIAL_MAX_LEN for s in wanted):
+            exc = InvalidInputError(msg("error.console.too_many_serials", limit=MAX_SERIALS), field="serials")
+            self.record_failure(t.id, Step.ADMIN, exc.reason, detail={"action": "ade_profile.assign"})
+            self._refused(account, t, "ade_profile.assign", exc, source, target=v.record.name)
+            raise exc
+        try:
+            r = self.abm.assign(t.id, v.record.name, wanted)
+        except PomonaError as exc:
+            self._refused(account, t, "ade_profile.assign", exc, source, target=v.record.name)
+            raise
+        refused = sorted(s for s, a in r.answers.items() if a not in ("SUCCESS", "pending"))
+        detail = {"serials": len(wanted), "assigned": r.assigned, "refused": refused[:20]}
+        self.console.audit(account.email, "ade_profile.assign", t.id, v.record.name, source, detail)
+        return r
+
+    def add_rule(
+        self,
+        account: AdminAccount,
+        tenant_ref: str,
+        profile_id: str,
+        field_name: str,
+        value: str,
+        priority: int | None,
+        source: str,
+    ) -> tuple[RuleView, ReconcileReport]:
+        """An assignment rule for this profile (`pomona abm rule add`): devices whose model, family or
+        order number match get it, after explicit assignments and before the default."""
+        t = self.console.change_scope(account, tenant_ref, "policy", source)
+        v = self._profile(t, profile_id)
+        try:
+            view, r = self.abm.add_rule(t.id, v.record.name, field_name, value, priority=priority)
+        except PomonaError as exc:
+            self._refused(account, t, "ade_profile.rule_add", exc, source, target=v.record.name)
+            raise
+        detail = {**view.to_json(), "assigned": r.assigned, "assign_failed": r.failed}
+        self.console.audit(account.email, "ade_profile.rule_add", t.id, v.record.name, source, detail)
+        return view, r
+
+    def remove_rule(
+        self, account: AdminAccount, tenant_ref: str, profile_id: str, rule_id: str, source: str
+    ) -> tuple[RuleView, ReconcileReport]:
+        """Forget one of this profile's rules (`pomona abm rule remove`); another profile's is NOT_FOUND."""
+        t = self.console.change_scope(account, tenant_ref, "policy", source)
+        v = self._profile(t, profile_id)
+        if not any(r.rule.id == rule_id for r in self.abm.rules(t.id) if r.rule.profile_id == profile_id):
+            raise NotFoundError(msg("abm.error.no_rule", rule=rule_id[:64]), rule=rule_id[:64])
+        try:
+            view, r = self.abm.remove_rule(t.id, rule_id)
+        except PomonaError as exc:
+            self._refused(account, t, "ade_profile.rule_remove", exc, source, target=v.record.name)
+            raise
+        detail = {**view.to_json(), "assigned": r.assigned, "assign_failed": r.failed}
+        self.console.audit(account.email, "ade_profile.rule_remove", t.id, v.record.name, source, detail)
+        return view, r
+
     def _invalid(
         self, account: AdminAccount, t: Tenant, action: str, key: str, field: str, source: str
     ) -> InvalidInputError:
@@ -228,4 +421,4 @@ class AppleSettingsService(ServiceBase[AppleStores]):
         self.console.audit(account.email, "console.change_refused", t.id, target or action, source, detail)
 
 
-__all__ = ["AppleSettingsService", "AppleView", "ProfileRow"]
+__all__ = ["MAX_SERIALS", "PAGE_SIZE", "AppleSettingsService", "AppleView", "ProfilePage", "ProfileRow"]

@@ -4,7 +4,7 @@ and user lists' keyset pages."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ from sqlalchemy import Connection, and_, case, delete, false, func, insert, not_
 from pomona.domain.models import Device, EnrollmentStatus, EnrollmentType, User
 from pomona.ports import (
     AdeProfileCount,
+    AdeProfileDevice,
     AdminAccount,
     AuditEntry,
     ConsoleSession,
@@ -474,6 +475,101 @@ class SqlAbmListing:
             pid: AdeProfileCount(wanted.get(pid, (0, 0))[0], held.get(pid, 0), wanted.get(pid, (0, 0))[1])
             for pid in set(wanted) | set(held)
         }
+
+    def profile_devices(
+        self,
+        tenant_id: str,
+        profile_id: str,
+        definitions: Mapping[str, str],
+        *,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> list[AdeProfileDevice]:
+        """Two walks of the primary keys (tenant, serial) from ``after``, each stopped at ``limit`` rows
+        (the assignments wanting the profile, the devices ABM lists with it), merged; then each of the
+        page's serials looked up by key: its ABM record, its assignment, its newest device (ix
+        tenant+serial) and its last dep/ade event (ix tenant+serial+at)."""
+        a, d = s.abm_assignments, s.abm_devices
+        q = select(a.c.serial_number).where(a.c.tenant_id == tenant_id, a.c.profile_id == profile_id)
+        if after is not None:
+            q = q.where(a.c.serial_number > after)
+        serials = {str(r[0]) for r in self.conn.execute(q.order_by(a.c.serial_number).limit(limit))}
+        if definitions:
+            q = select(d.c.serial_number).where(
+                d.c.tenant_id == tenant_id,
+                d.c.deleted.is_(False),
+                or_(*(and_(d.c.token_id == t, d.c.profile_uuid == u) for t, u in definitions.items())),
+            )
+            if after is not None:
+                q = q.where(d.c.serial_number > after)
+            serials |= {str(r[0]) for r in self.conn.execute(q.order_by(d.c.serial_number).limit(limit))}
+        page = sorted(serials)[:limit]
+        if not page:
+            return []
+        listed = {
+            str(r.serial_number): r
+            for r in self.conn.execute(
+                select(
+                    d.c.serial_number, d.c.model, d.c.profile_status, d.c.profile_uuid, d.c.token_id
+                ).where(d.c.tenant_id == tenant_id, d.c.serial_number.in_(page), d.c.deleted.is_(False))
+            )
+        }
+        wanted = {
+            str(r.serial_number): r
+            for r in self.conn.execute(
+                select(a.c.serial_number, a.c.explicit, a.c.rule_id, a.c.attempts, a.c.last_error).where(
+                    a.c.tenant_id == tenant_id, a.c.serial_number.in_(page), a.c.profile_id == profile_id
+                )
+            )
+        }
+        dev: dict[str, str] = {}
+        for serial, did, _ in self.conn.execute(
+            select(_D.c.serial, _D.c.id, _D.c.created_at)
+            .where(_D.c.tenant_id == tenant_id, _D.c.serial.in_(page))
+            .order_by(_D.c.created_at)
+        ):
+            dev[str(serial)] = str(did)  # the newest wins
+        e = s.events
+        last_ids = [
+            r[0]
+            for r in self.conn.execute(
+                select(func.max(e.c.id))
+                .where(e.c.tenant_id == tenant_id, e.c.serial.in_(page), e.c.step.in_(("dep", "ade")))
+                .group_by(e.c.serial)
+            )
+        ]
+        events = {
+            str(r.serial): r
+            for r in self.conn.execute(
+                select(e.c.serial, e.c.at, e.c.step, e.c.outcome, e.c.reason).where(e.c.id.in_(last_ids))
+            )
+        }
+        out: list[AdeProfileDevice] = []
+        for serial in page:
+            ld, w, ev = listed.get(serial), wanted.get(serial), events.get(serial)
+            held = bool(
+                ld is not None
+                and definitions.get(str(ld.token_id)) == ld.profile_uuid
+                and ld.profile_status in ABM_HELD
+            )
+            how = "abm" if w is None else "explicit" if w.explicit else "rule" if w.rule_id else "default"
+            out.append(
+                AdeProfileDevice(
+                    serial=serial,
+                    model="" if ld is None else str(ld.model),
+                    profile_status="" if ld is None else str(ld.profile_status),
+                    how=how,
+                    held=held,
+                    attempts=0 if w is None else int(w.attempts),
+                    last_error=None if w is None else w.last_error,
+                    device_id=dev.get(serial),
+                    event_at=None if ev is None else utc(ev.at),
+                    event_step=None if ev is None else str(ev.step),
+                    event_outcome=None if ev is None else str(ev.outcome),
+                    event_reason=None if ev is None else ev.reason,
+                )
+            )
+        return out
 
 
 class SqlReportListing:

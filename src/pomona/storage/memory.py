@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +50,7 @@ from pomona.ports import (
     AbmTokenInfo,
     AbmUpsert,
     AdeProfileCount,
+    AdeProfileDevice,
     AdminAccount,
     AuditEntry,
     CaKeyPair,
@@ -1514,6 +1515,62 @@ class MemoryAbmListing(_Store):
             pid: AdeProfileCount(wanted.get(pid, [0, 0])[0], held.get(pid, 0), wanted.get(pid, [0, 0])[1])
             for pid in set(wanted) | set(held)
         }
+
+    def profile_devices(
+        self,
+        tenant_id: str,
+        profile_id: str,
+        definitions: Mapping[str, str],
+        *,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> list[AdeProfileDevice]:
+        wanted = {
+            s: a
+            for (t, s), a in self.d.abm_assignments.items()
+            if t == tenant_id and a.profile_id == profile_id
+        }
+        listed = {s: r for (t, s), r in self.d.abm_devices.items() if t == tenant_id and not r.deleted}
+        showing = {s for s, r in listed.items() if definitions.get(r.token_id) == r.device.profile_uuid}
+        page = sorted(s for s in set(wanted) | showing if after is None or s > after)[:limit]
+        out: list[AdeProfileDevice] = []
+        for serial in page:
+            r, a = listed.get(serial), wanted.get(serial)
+            devices = sorted(
+                (d for d in self.d.devices.values() if d.tenant_id == tenant_id and d.serial == serial),
+                key=lambda d: d.created_at or datetime.min.replace(tzinfo=UTC),
+            )
+            events = [
+                e
+                for e in self.d.events.values()
+                if e.tenant_id == tenant_id and e.serial == serial and e.step in ("dep", "ade")
+            ]
+            ev = max(events, key=lambda e: e.id or 0) if events else None
+            out.append(
+                AdeProfileDevice(
+                    serial=serial,
+                    model="" if r is None else r.device.model,
+                    profile_status="" if r is None else r.device.profile_status,
+                    how="abm"
+                    if a is None
+                    else "explicit"
+                    if a.explicit
+                    else "rule"
+                    if a.rule_id
+                    else "default",
+                    held=serial in showing
+                    and r is not None
+                    and r.device.profile_status in ("assigned", "pushed"),
+                    attempts=0 if a is None else a.attempts,
+                    last_error=None if a is None else a.last_error,
+                    device_id=devices[-1].id if devices else None,
+                    event_at=None if ev is None else ev.at,
+                    event_step=None if ev is None else ev.step.value,
+                    event_outcome=None if ev is None else ev.outcome.value,
+                    event_reason=None if ev is None else ev.reason,
+                )
+            )
+        return out
 
 
 class MemoryAbmStore(_Store):
