@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Server time of each console page on a large tenant (SQLite by default), from Server-Timing.
 
-    .venv/bin/python bench/console.py [--devices 200000] [--rounds 20] [--database-url URL]
+    .venv/bin/python bench/console.py [--devices 200000] [--rounds 20] [--database-url URL] [--tenant-events N]
 
 Seeds one tenant with ``--devices`` devices (iPhones and iPads, seven OS versions, every enrollment type,
 one in 50 retired, one in 500 blocked, one in 1000 awaiting configuration, one in 10 silent for a month or
@@ -10,8 +10,8 @@ more), each with an enrollment, one user per two devices and a
 ``--rounds`` times: the dashboard, the device list (first page, a page deep in the list by its keyset
 cursor, sorted by last check-in, filtered by a prefix, and by each of the list's filters: platform, OS,
 ownership, enrollment type, state, last check-in, combinations, a filtered second page), a device's page (and one
-with a long timeline: 5,000 events, 1,000 commands, 200 ABM entries, among 100,000 events of other devices; its
-first and an older page), troubleshoot for a user
+with a long timeline: 5,000 events, 1,000 commands, 200 ABM entries, among --tenant-events (100,000) events of
+other devices; its first and an older page), troubleshoot for a user
 (the diagnosis runs), users and groups (first page, a page deep by its cursor, a UPN prefix), and the
 enrollment restrictions (with the policy dry run for a user), and Apple settings (every device in ABM,
 assigned one of two ADE profiles: the page counts them), domains and DNS (the resolver answers from a
@@ -181,10 +181,10 @@ def seed(p: object, tenant_id: str, n: int, n_users: int) -> float:
     return time.perf_counter() - start
 
 
-def seed_timeline(p: object, tenant_id: str, device_id: str, n: int = 5000) -> str:
+def seed_timeline(p: object, tenant_id: str, device_id: str, others: int, n: int = 5000) -> str:
     """A busy device for its page's timeline: ``n`` events (half naming its serial, half its UDID), n/5
-    answered commands, n/25 ABM timeline entries and its enrollment's last push, over the last 30 days.
-    Returns the serial."""
+    answered commands, n/25 ABM timeline entries and its enrollment's last push, over the last 30 days,
+    among ``others`` check-in events of other devices. Returns the serial."""
     now = datetime.now(UTC)
     db = p.db  # type: ignore[attr-defined]
     with db.unit_of_work() as uow:
@@ -245,20 +245,20 @@ def seed_timeline(p: object, tenant_id: str, device_id: str, n: int = 5000) -> s
             .where(s.enrollments.c.id == eid)
             .values(last_push_at=now - timedelta(minutes=3), last_push_status="delivered")
         )
-        # and the rest of the tenant busy too: 100,000 check-in events of other devices over the same days
-        for k in range(0, 100_000, 20_000):
+        # and the rest of the tenant busy too: check-in events of other devices over the same days
+        for k in range(0, others, 20_000):
             c.execute(
                 insert(s.events),
                 [
                     {
                         "tenant_id": tenant_id,
-                        "at": now - span * i / 100_000,
+                        "at": now - span * i / others,
                         "step": "checkin",
                         "outcome": "ok",
                         "serial": f"F{i:010d}" if i % 2 else None,
                         "udid": None if i % 2 else f"00008030-{i:016X}",
                     }
-                    for i in range(k, k + 20_000)
+                    for i in range(k, min(others, k + 20_000))
                 ],
             )
         if c.dialect.name == "postgresql":
@@ -366,6 +366,12 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=0, help="Default: one user per two devices.")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--database-url", default=None)
+    ap.add_argument(
+        "--tenant-events",
+        type=int,
+        default=100_000,
+        help="Check-in events of other devices (the device page's timeline reads among them).",
+    )
     args = ap.parse_args()
     from starlette.testclient import TestClient
 
@@ -401,7 +407,7 @@ def main() -> None:
             filtered_page2 = re.search(r'id="next-page" href="[^"?]+\?([^"]+)"', page).group(1)  # type: ignore[union-attr]
             filtered_page2 = filtered_page2.replace("&amp;", "&")
             busy = re.findall(r'data-device="([^"]+)"', first)[1]  # another device, with a long timeline
-            seed_timeline(p, t.tenant_id, busy)
+            seed_timeline(p, t.tenant_id, busy, args.tenant_events)
             older = re.search(
                 r'href="([^"]+)" id="timeline-older"', c.get(f"/console/t/acme/devices/{busy}").text
             )
