@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Server time of each console page on a large tenant (SQLite by default), from Server-Timing.
 
-    .venv/bin/python bench/console.py [--devices 200000] [--rounds 20] [--database-url URL]
+    .venv/bin/python bench/console.py [--devices 200000] [--rounds 20] [--database-url URL] [--tenant-events N]
 
 Seeds one tenant with ``--devices`` devices (iPhones and iPads, seven OS versions, every enrollment type,
 one in 50 retired, one in 500 blocked, one in 1000 awaiting configuration, one in 10 silent for a month or
@@ -9,7 +9,9 @@ more), each with an enrollment, one user per two devices and a
 30-day failure roll-up (bulk inserts, not measured), signs a tenant admin in, then requests each page
 ``--rounds`` times: the dashboard, the device list (first page, a page deep in the list by its keyset
 cursor, sorted by last check-in, filtered by a prefix, and by each of the list's filters: platform, OS,
-ownership, enrollment type, state, last check-in, combinations, a filtered second page), a device's page, troubleshoot for a user
+ownership, enrollment type, state, last check-in, combinations, a filtered second page), a device's page (and one
+with a long timeline: 5,000 events, 1,000 commands, 200 ABM entries, among --tenant-events (100,000) events of
+other devices; its first and an older page), troubleshoot for a user
 (the diagnosis runs), users and groups (first page, a page deep by its cursor, a UPN prefix), and the
 enrollment restrictions (with the policy dry run for a user), and Apple settings (every device in ABM,
 assigned one of two ADE profiles: the page counts them), domains and DNS (the resolver answers from a
@@ -31,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from _common import machine, setup_tenant
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text
 
 from pomona.app import Settings, build, create_app
 from pomona.storage import schema as s
@@ -179,6 +181,91 @@ def seed(p: object, tenant_id: str, n: int, n_users: int) -> float:
     return time.perf_counter() - start
 
 
+def seed_timeline(p: object, tenant_id: str, device_id: str, others: int, n: int = 5000) -> str:
+    """A busy device for its page's timeline: ``n`` events (half naming its serial, half its UDID), n/5
+    answered commands, n/25 ABM timeline entries and its enrollment's last push, over the last 30 days,
+    among ``others`` check-in events of other devices. Returns the serial."""
+    now = datetime.now(UTC)
+    db = p.db  # type: ignore[attr-defined]
+    with db.unit_of_work() as uow:
+        c = uow.conn
+        d = c.execute(select(s.devices.c.udid, s.devices.c.serial).where(s.devices.c.id == device_id)).one()
+        eid = c.execute(select(s.enrollments.c.id).where(s.enrollments.c.device_id == device_id)).scalar_one()
+        span = timedelta(days=30)
+        c.execute(
+            insert(s.events),
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "at": now - span * i / n,
+                    "step": "checkin" if i % 7 else "push",
+                    "outcome": "ok" if i % 7 else "failed",
+                    "reason": None if i % 7 else "PUSH_REJECTED",
+                    "serial": d.serial if i % 2 else None,
+                    "udid": None if i % 2 else d.udid,
+                }
+                for i in range(n)
+            ],
+        )
+        c.execute(
+            insert(s.commands),
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "command_uuid": str(uuid.uuid4()),
+                    "enrollment_id": eid,
+                    "device_id": device_id,
+                    "request_type": "DeviceInformation",
+                    "body": b"<plist/>",
+                    "status": "Acknowledged",
+                    "created_at": now - span * (n // 5 - i) / (n // 5),
+                    "result_at": now - span * (n // 5 - i) / (n // 5) + timedelta(seconds=5),
+                }
+                for i in range(n // 5)
+            ],
+        )
+        c.execute(
+            insert(s.abm_device_history),
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "serial_number": d.serial,
+                    "token_id": "bench",
+                    "at": now - span * (n // 25 - i) / (n // 25),
+                    "op_type": "modified",
+                    "profile_status": "assigned",
+                    "profile_uuid": "P",
+                    "device_assigned_by": "",
+                }
+                for i in range(n // 25)
+            ],
+        )
+        c.execute(
+            s.enrollments.update()
+            .where(s.enrollments.c.id == eid)
+            .values(last_push_at=now - timedelta(minutes=3), last_push_status="delivered")
+        )
+        # and the rest of the tenant busy too: check-in events of other devices over the same days
+        for k in range(0, others, 20_000):
+            c.execute(
+                insert(s.events),
+                [
+                    {
+                        "tenant_id": tenant_id,
+                        "at": now - span * i / others,
+                        "step": "checkin",
+                        "outcome": "ok",
+                        "serial": f"F{i:010d}" if i % 2 else None,
+                        "udid": None if i % 2 else f"00008030-{i:016X}",
+                    }
+                    for i in range(k, min(others, k + 20_000))
+                ],
+            )
+        if c.dialect.name == "postgresql":
+            c.execute(text("ANALYZE"))
+    return str(d.serial)
+
+
 class BenchResolver:
     """The resolver port answering from a table: the DNS round trip is the name server's, not Pomona's."""
 
@@ -279,6 +366,12 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=0, help="Default: one user per two devices.")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--database-url", default=None)
+    ap.add_argument(
+        "--tenant-events",
+        type=int,
+        default=100_000,
+        help="Check-in events of other devices (the device page's timeline reads among them).",
+    )
     args = ap.parse_args()
     from starlette.testclient import TestClient
 
@@ -313,6 +406,12 @@ def main() -> None:
             page = c.get("/console/t/acme/devices?platform=ipados&state=active").text
             filtered_page2 = re.search(r'id="next-page" href="[^"?]+\?([^"]+)"', page).group(1)  # type: ignore[union-attr]
             filtered_page2 = filtered_page2.replace("&amp;", "&")
+            busy = re.findall(r'data-device="([^"]+)"', first)[1]  # another device, with a long timeline
+            seed_timeline(p, t.tenant_id, busy, args.tenant_events)
+            older = re.search(
+                r'href="([^"]+)" id="timeline-older"', c.get(f"/console/t/acme/devices/{busy}").text
+            )
+            older_page = older.group(1).replace("&amp;", "&")  # type: ignore[union-attr]
             users_after = ""
             for _ in range(100):
                 page = c.get(f"/console/t/acme/users?after={users_after}").text
@@ -342,6 +441,8 @@ def main() -> None:
                 "devices (corporate, 17+, by seen)": "/console/t/acme/devices?ownership=corporate&os_min=17&sort=last_seen",
                 "devices (filtered, page 2)": f"/console/t/acme/devices?{filtered_page2}",
                 "device page": f"/console/t/acme/devices/{device}",
+                "device page (busy timeline)": f"/console/t/acme/devices/{busy}",
+                "device page (older timeline page)": older_page,
                 "troubleshoot (user)": "/console/t/acme/troubleshoot?upn=user7@acme.example",
                 "users (first page)": "/console/t/acme/users",
                 "users (page 101, keyset)": f"/console/t/acme/users?after={users_after}",

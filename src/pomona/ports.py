@@ -403,6 +403,8 @@ class ApiTokenStore(Protocol):
     # tenant_id None: every token (server-wide and of every tenant), oldest first
     def list(self, tenant_id: str | None = None) -> list[ApiToken]: ...
     def revoke(self, token_id: str, at: datetime) -> None: ...
+    # last_used_at = at, unless it is already later than ``since`` (at most one write per token a minute)
+    def mark_used(self, token_id: str, at: datetime, *, since: datetime) -> None: ...
 
 
 class UserStore(Protocol):
@@ -491,7 +493,9 @@ class CommandQueue(Protocol):
     ) -> QueuedCommand | None: ...
     def cancel_pending(self, enrollment_id: str) -> int: ...
     def pending_count(self) -> int: ...
-    def list_for_device(self, tenant_id: str, device_id: str, *, limit: int = 100) -> list[QueuedCommand]: ...
+    def list_for_device(
+        self, tenant_id: str, device_id: str, *, limit: int = 100, until: datetime | None = None
+    ) -> list[QueuedCommand]: ...  # newest first; ``until``: only those created before it
 
 
 class EventFilters(TypedDict, total=False):
@@ -903,7 +907,13 @@ class AbmStore(Protocol):
     def device_count(self, tenant_id: str, *, deleted: bool = False) -> int: ...
     def listed_serials(self, tenant_id: str, token_id: str) -> set[str]: ...  # not deleted
     def history(
-        self, tenant_id: str, serial: str, *, limit: int = 200, newest: bool = False
+        self,
+        tenant_id: str,
+        serial: str,
+        *,
+        limit: int = 200,
+        newest: bool = False,
+        until: datetime | None = None,
     ) -> list[AbmHistoryEntry]: ...  # oldest first: the first `limit` entries, or the last (newest=True)
     def add_history(self, tenant_id: str, entries: Sequence[tuple[str, AbmHistoryEntry]]) -> None:
         """Timeline entries not seen by a sync (assignments), (serial, entry) each, in one go."""
@@ -952,7 +962,13 @@ class AbmView(Protocol):
         self, tenant_id: str, *, serial: str | None = None, limit: int = 1000, offset: int = 0
     ) -> list[AbmDeviceRecord]: ...
     def history(
-        self, tenant_id: str, serial: str, *, limit: int = 200, newest: bool = False
+        self,
+        tenant_id: str,
+        serial: str,
+        *,
+        limit: int = 200,
+        newest: bool = False,
+        until: datetime | None = None,
     ) -> list[AbmHistoryEntry]: ...  # oldest first: the first `limit` entries, or the last (newest=True)
     def profiles(self, tenant_id: str) -> list[AbmProfileRecord]: ...
     def assignment(self, tenant_id: str, serial: str) -> AbmAssignment | None: ...

@@ -133,6 +133,7 @@ def api_token_json(tok: ApiToken, now: datetime) -> dict[str, object]:
         "created_at": iso(tok.created_at),
         "expires_at": iso(tok.expires_at),
         "revoked_at": iso(tok.revoked_at),
+        "last_used_at": iso(tok.last_used_at),
         "state": state,
     }
 

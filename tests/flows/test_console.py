@@ -2156,3 +2156,240 @@ def test_security_page_in_chinese(pomona: Pomona, acme: TenantSetup) -> None:
     r = b.post("/console/security/totp", {"password": PASSWORD})
     assert "设置身份验证器" in r.text and _secret(r.text)
     b.close()
+
+
+# --- the device page's timeline, Unblock, and API tokens' last use ------------------------------------
+@pytest.fixture(scope="module")
+def apns_emu() -> Iterator[Any]:
+    from pomona.testing.apns_emulator import ApnsEmulator
+
+    with ApnsEmulator.start(seed=1) as e:
+        yield e
+
+
+def push_batch(p: Pomona, emu: Any) -> Any:
+    """One push worker batch on a fresh loop, its APNs client pointed at the emulator."""
+    import asyncio
+
+    from pomona.push.apns import ApnsClient
+    from pomona.push.gateway import ApnsGateway, TenantIdentitySource
+
+    async def go() -> Any:
+        source = TenantIdentitySource(p.db, p.apns.kit.open)
+        client = ApnsClient(source, base_url=emu.url, verify=emu.ca_pem, max_attempts=2, backoff=0.01)
+        p.push.gateway = ApnsGateway(client, source)
+        try:
+            return await p.push.run_once()
+        finally:
+            await asyncio.to_thread(client.close)
+            p.push.gateway = None
+
+    return asyncio.run(go())
+
+
+def abm_entry(op: str, *, status: str = "assigned", reason: str | None = None) -> Any:
+    from datetime import UTC, datetime
+
+    from pomona.ports import AbmHistoryEntry
+
+    now = datetime.now(UTC)
+    return AbmHistoryEntry(now, op, now, status, "P-1", None, None, "", "abm-token", reason)
+
+
+def timeline(html: str) -> list[tuple[str, str, str]]:
+    """The device page's timeline rows, newest first: (kind, what, the row's text)."""
+    section = html[html.index('id="timeline"') :]
+    rows = re.findall(r'<tr data-kind="(\w+)" data-what="([\w-]+)">(.*?)</tr>', section, re.S)
+    return [(k, w, re.sub(r"<[^>]+>", " ", text)) for k, w, text in rows]
+
+
+class TestDeviceTimeline:
+    def test_command_push_and_abm_change_in_order(
+        self, pomona: Pomona, client: TestClient, app: object, apns_emu: Any
+    ) -> None:
+        """The device page's one timeline merges events, commands (queued, then done), the push that woke
+        the device and its ABM timeline, newest first, in both languages, with reason codes and titles;
+        ABM values stay text."""
+        s = setup_tenant(pomona, "acme", uses=20, push=False)
+        cert, key = apns_emu.issue_push_cert()
+        pomona.apns.upload("acme", cert, key, apple_id="mdm@acme.example", canary=False)
+        d = enrolled(pomona, client, s)
+        did = device_id(pomona, "acme", d.udid)
+        with pomona.db.unit_of_work() as uow:
+            uow.abm.add_history(s.tenant_id, [(d.serial, abm_entry("added", status="<svg/onload=1>"))])
+        account(pomona, "ad@acme.example", "admin", "acme")
+        b = Admin(app)
+        b.sign_in("ad@acme.example")
+        base = f"/console/t/acme/devices/{did}"
+        b.get(base)
+        assert b.post(f"{base}/lock", {"message": ""}).status_code == 303
+        assert push_batch(pomona, apns_emu).sent >= 1
+        assert [c.request_type for c in d.poll() if c.status == "Acknowledged"][-1:] == ["DeviceLock"]
+        with pomona.db.unit_of_work() as uow:
+            code = "DEP_DEVICE_ASSIGNED_ELSEWHERE"
+            uow.abm.add_history(s.tenant_id, [(d.serial, abm_entry("elsewhere", status="", reason=code))])
+        page = b.get(base).text
+        rows = timeline(page)
+        lock = [(k, w) for k, w, text in rows if k == "command" and "DeviceLock" in text]
+        assert lock == [("command", "Acknowledged"), ("command", "Queued")]
+
+        def at(kind: str, what: str, word: str = "") -> int:
+            return next(i for i, (k, w, text) in enumerate(rows) if (k, w) == (kind, what) and word in text)
+
+        assert (
+            at("abm", "elsewhere")
+            < at("command", "Acknowledged", "DeviceLock")
+            < at("push", "sent")
+            < at("command", "Queued", "DeviceLock")
+            < at("abm", "added")
+            < at("event", "authenticate")
+        )
+        elsewhere = rows[at("abm", "elsewhere")][2]
+        assert "DEP_DEVICE_ASSIGNED_ELSEWHERE" in elsewhere and "Assigned to another MDM server" in elsewhere
+        assert "DeviceLock done" in rows[at("command", "Acknowledged", "DeviceLock")][2]
+        assert "<svg" not in page and "&lt;svg/onload=1&gt;" in page
+        assert 'id="timeline-older"' not in page
+        zh = Admin(app, "zh-CN")
+        zh.sign_in("ad@acme.example")
+        zh_page = zh.get(base).text
+        zh_rows = timeline(zh_page)
+        assert [(k, w) for k, w, _ in zh_rows] == [(k, w) for k, w, _ in rows]
+        assert "DeviceLock 已完成" in zh_page and "已分配给另一台 MDM 服务器" in zh_page
+        assert not re.search(r"\bconsole\.[a-z_]+\.", strip_data(zh_page))
+        b.close()
+        zh.close()
+
+    def test_pages_back_by_keyset_without_losing_an_instant(
+        self, pomona: Pomona, client: TestClient, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """With more entries than a page, the newest page links to the older ones; following the links
+        shows every entry once, entries of one instant never split across pages."""
+        from datetime import UTC, datetime
+
+        from pomona.domain.models import Event, Outcome, Step
+
+        d = enrolled(pomona, client, acme)
+        did = device_id(pomona, "acme", d.udid)
+        start = datetime.now(UTC) - timedelta(days=1)
+        # 130 events: 61 of them (i = 10..70) at one instant, where the first page of 100 ends
+        times = [start + timedelta(seconds=10 if 10 <= i <= 70 else i) for i in range(130)]
+        with pomona.db.unit_of_work() as uow:
+            for at in times:
+                uow.events.append(
+                    Event(acme.tenant_id, at, Step.ADMIN, Outcome.OK, serial=d.serial, detail={"n": 1})
+                )
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        path: str | None = f"/console/t/acme/devices/{did}"
+        pages = []
+        while path is not None:
+            page = browser.get(path).text
+            pages.append(timeline(page))
+            m = re.search(r'href="([^"]+)" id="timeline-older"', page)
+            path = m.group(1).replace("&amp;", "&") if m else None
+            assert len(pages) < 5
+        assert len(pages) == 2 and 0 < len(pages[0]) <= 100
+        assert sum(1 for p in pages for k, w, _ in p if (k, w) == ("event", "admin")) == 130
+        first_admin = [r for r in pages[0] if r[:2] == ("event", "admin")]
+        newer = len(pages[0]) - len(first_admin)
+        assert newer + 59 < 100 < newer + 59 + 61  # the page would end inside the instant of 61...
+        assert len(first_admin) == 59  # ...which it leaves to the next page whole
+        assert 'id="timeline-newest"' in browser.last
+        assert browser.get(f"/console/t/acme/devices/{did}?older=garbage").status_code == 200
+
+
+class TestUnblock:
+    def test_admin_unblocks_helpdesk_is_refused(
+        self, pomona: Pomona, client: TestClient, app: object, acme: TenantSetup, browser: Admin
+    ) -> None:
+        """A blocked device (by serial from the console, or by UDID from the CLI) shows Unblock; helpdesk
+        is refused (403, audited, still blocked); an admin unblocks it (audited, notice, Block again)."""
+        d = enrolled(pomona, client, acme)
+        did = device_id(pomona, "acme", d.udid)
+        base = f"/console/t/acme/devices/{did}"
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        page = browser.get(base).text
+        assert 'id="block-form"' in page and 'id="unblock"' not in page
+        assert browser.post(f"{base}/unblock").status_code == 409  # not blocked
+        browser.get(base)
+        assert browser.post(f"{base}/block", {"confirm": "yes"}).status_code == 303
+        pomona.policy.block("acme", udid=d.udid)  # `pomona device block --udid`
+        page = browser.get(base).text
+        assert 'id="unblock"' in page and 'id="blocked-note"' in page and 'id="block-form"' not in page
+        account(pomona, "hd@acme.example", "helpdesk", "acme")
+        hd = Admin(app)
+        hd.sign_in("hd@acme.example")
+        assert 'id="unblock"' not in hd.get(base).text
+        assert hd.post(f"{base}/unblock").status_code == 403
+        hd.get(base)
+        assert hd.post(f"{base}/unblock", csrf="x").status_code == 403
+        hd.close()
+        tid = acme.tenant_id
+        with pomona.db.unit_of_work(readonly=True) as uow:
+            assert uow.blocks.is_blocked(tid, serial=d.serial) and uow.blocks.is_blocked(tid, udid=d.udid)
+        refused = [e for e in pomona.console.audit_log("acme") if e.action == "console.refused"]
+        assert [(e.actor, e.target) for e in refused] == [("hd@acme.example", "unblock")]
+        browser.get(base)
+        assert browser.post(f"{base}/unblock", csrf="x").status_code == 403
+        r = browser.post(f"{base}/unblock")
+        assert r.status_code == 303 and r.headers["location"].endswith("?done=unblock")
+        page = browser.get(r.headers["location"]).text
+        assert 'data-notice="unblock"' in page and 'id="block-form"' in page and 'id="unblock"' not in page
+        with pomona.db.unit_of_work(readonly=True) as uow:
+            assert not uow.blocks.is_blocked(tid, serial=d.serial, udid=d.udid)
+        (entry,) = [e for e in pomona.console.audit_log("acme") if e.action == "device.unblock"]
+        assert entry.actor == "ad@acme.example" and entry.target == d.udid
+        assert entry.detail["unblocked"] == ["serial", "udid"]
+
+
+class TestTokenLastUse:
+    def test_shown_and_written_at_most_once_a_minute(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        db_url: str,
+        pomona: Pomona,
+        client: TestClient,
+        acme: TenantSetup,
+        browser: Admin,
+    ) -> None:
+        """A token's last use shows on the Administration page and in `pomona token list` (table and
+        --json); requests within the minute do not write it again; one after a minute does."""
+        from datetime import UTC, datetime
+
+        issued = pomona.admin.create_api_token("acme", "ci-loop")
+        tok = issued.token
+        account(pomona, "ad@acme.example", "admin", "acme")
+        browser.sign_in("ad@acme.example")
+        row = re.search(rf'data-token="{tok.id}".*?</tr>', browser.get(ADMIN).text, re.S)
+        assert row and "never used" in row.group(0)
+
+        def last_used() -> datetime | None:
+            with pomona.db.unit_of_work(readonly=True) as uow:
+                got = uow.api_tokens.get(tok.id)
+            assert got is not None
+            return got.last_used_at
+
+        auth = {"Authorization": f"Bearer {issued.secret}"}
+        assert client.get("/api/v1/tenants/acme/devices", headers=auth).status_code == 200
+        first = last_used()
+        assert first is not None and datetime.now(UTC) - first < timedelta(seconds=30)
+        for _ in range(5):
+            assert client.get("/api/v1/tenants/acme/devices", headers=auth).status_code == 200
+        assert last_used() == first
+        row = re.search(rf'data-token="{tok.id}".*?</tr>', browser.get(ADMIN).text, re.S)
+        assert row and "never used" not in row.group(0) and first.strftime("%Y-%m-%d %H:%M") in row.group(0)
+        code, out = cli(monkeypatch, db_url, "token", "list", "--tenant", "acme", "--json")
+        assert code == 0, out
+        listed = {x["id"]: x for x in json.loads(out)}
+        assert listed[tok.id]["last_used_at"] == first.isoformat()
+        monkeypatch.setenv("COLUMNS", "250")  # the table unfolded
+        code, out = cli(monkeypatch, db_url, "token", "list", "--tenant", "acme")
+        assert code == 0 and "Last used" in out and first.strftime("%Y-%m-%d %H:%M") in out
+        earlier = first - timedelta(minutes=2)  # as if the last request were two minutes ago
+        with pomona.db.unit_of_work() as uow:
+            uow.api_tokens.mark_used(tok.id, earlier, since=first)
+        assert last_used() == earlier
+        assert client.get("/api/v1/tenants/acme/devices", headers=auth).status_code == 200
+        again = last_used()
+        assert again is not None and again >= first

@@ -230,6 +230,26 @@ class TestProfilesAndAssignments:
         assert dict(again["b"].definitions) == {t2.id: "U2"} and again["b"].settings == {"auth": "none"}
         assert len(again) == 3
 
+    def test_history_until(self, db: Database) -> None:
+        """A device's timeline before a time: the newest ``limit`` entries older than ``until``, oldest
+        first, of that serial only (the console's device timeline pages back with it)."""
+        from pomona.ports import AbmHistoryEntry
+
+        tid = tenant(db)
+        t = token(db, tid)
+
+        def entry(minutes: int) -> AbmHistoryEntry:
+            at = NOW + timedelta(minutes=minutes)
+            return AbmHistoryEntry(at, "modified", at, "assigned", "U", None, None, "", t.id)
+
+        with db.unit_of_work() as uow:
+            uow.abm.add_history(tid, [("S1", entry(m)) for m in (1, 2, 3, 4)] + [("S2", entry(0))])
+        with db.unit_of_work(readonly=True) as uow:
+            got = uow.abm_view.history(tid, "S1", limit=2, newest=True, until=NOW + timedelta(minutes=4))
+            assert [h.at for h in got] == [NOW + timedelta(minutes=m) for m in (2, 3)]
+            assert len(uow.abm_view.history(tid, "S1", newest=True)) == 4
+            assert uow.abm_view.history(tid, "S1", until=NOW + timedelta(minutes=1)) == []
+
     def test_assignments_round_trip_and_history_entries(self, db: Database) -> None:
         """An assignment is added and replaced by serial with its attempts and next try; an assignment's
         timeline entry reads back with its reason; profile_states lists the token's devices, not deleted."""

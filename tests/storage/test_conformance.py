@@ -327,6 +327,25 @@ class TestTokensAndCerts:
             assert [x.id for x in uow.api_tokens.list(t.id)] == [tenant_tok.id]
             assert [x.id for x in uow.api_tokens.list()] == [tenant_tok.id, server_tok.id]
 
+    def test_api_token_last_use(self, db: Database) -> None:
+        """A token's last use is written when it has none or an older one than ``since``, not otherwise."""
+        t, _, _, _ = seed(db)
+        tok = ApiToken(str(uuid.uuid4()), t.id, "a", NOW)
+        other = ApiToken(str(uuid.uuid4()), t.id, "b", NOW)
+        minute = timedelta(minutes=1)
+        with db.unit_of_work() as uow:
+            uow.api_tokens.add(tok, "a" * 64)
+            uow.api_tokens.add(other, "b" * 64)
+            assert uow.api_tokens.get(tok.id).last_used_at is None  # type: ignore[union-attr]
+            uow.api_tokens.mark_used(tok.id, NOW, since=NOW - minute)
+        for at, expected in ((NOW + timedelta(seconds=59), NOW), (NOW + minute, NOW + minute)):
+            with db.unit_of_work() as uow:
+                uow.api_tokens.mark_used(tok.id, at, since=at - minute)
+            with db.unit_of_work(readonly=True) as uow:
+                got = uow.api_tokens.by_hash("a" * 64)
+                assert got is not None and got.last_used_at == expected
+                assert uow.api_tokens.get(other.id).last_used_at is None  # type: ignore[union-attr]
+
     def test_cert_bind(self, db: Database) -> None:
         """An issued certificate is bound to the enrollment it authenticated."""
         t, u, _, e = seed(db)
@@ -453,6 +472,19 @@ class TestCommandQueue:
             uow.commands.record_result(e.id, "cmd-4", CommandStatus.ACKNOWLEDGED, b"r", [], NOW)
         with db.unit_of_work(readonly=True) as uow:
             assert uow.commands.pending_count() == 3
+
+    def test_list_for_device_until(self, db: Database) -> None:
+        """A device's commands, newest first, only those created before ``until`` when it is given."""
+        t, _, d, e = seed(db)
+        with db.unit_of_work() as uow:
+            for n in (1, 2, 3):
+                uow.commands.enqueue(command(t, e, n))
+        with db.unit_of_work(readonly=True) as uow:
+            every = uow.commands.list_for_device(t.id, d.id)
+            assert [c.command_uuid for c in every] == ["cmd-3", "cmd-2", "cmd-1"]
+            older = uow.commands.list_for_device(t.id, d.id, until=NOW + timedelta(seconds=3), limit=1)
+            assert [c.command_uuid for c in older] == ["cmd-2"]
+            assert uow.commands.list_for_device(t.id, d.id, until=NOW) == []
 
     def test_results_scoped_to_enrollment(self, db: Database) -> None:
         """A result naming another enrollment's command changes nothing."""

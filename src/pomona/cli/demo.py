@@ -49,7 +49,7 @@ def reusable_token(p: Any, secret: str | None) -> str | None:
     if not secret:
         return None
     try:
-        p.admin.authenticate_api_token(secret)
+        p.admin.authenticate_api_token(secret, record_use=False)
     except ForbiddenError:
         return None
     return secret

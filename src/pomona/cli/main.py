@@ -551,7 +551,8 @@ def token_create(tenant_name: str | None, server_wide: bool, name: str, expires_
 )
 @common
 def token_list(tenant_name: str | None) -> None:
-    """List admin API tokens (never their secrets): scope, expiry, and whether revoked."""
+    """List admin API tokens (never their secrets): scope, expiry, whether revoked, and last use (to the
+    minute)."""
     from pomona.cli.output import Column, emit_list
     from pomona.presenters import api_token_json
 
@@ -573,6 +574,7 @@ def token_list(tenant_name: str | None) -> None:
             Column("state", lambda r: t(f"cli.state.{r['state']}")),
             Column("created", "created_at", time=True),
             Column("expires", "expires_at", time=True),
+            Column("last_used", "last_used_at", time=True),
         ],
         empty=t("cli.token.none"),
     )

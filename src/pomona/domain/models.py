@@ -230,6 +230,7 @@ class ApiToken:
     created_at: datetime
     expires_at: datetime | None = None  # None: no expiry
     revoked_at: datetime | None = None
+    last_used_at: datetime | None = None  # the last admin API request it authenticated (to the minute)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,13 @@
     GET   /console/t/{tenant}/troubleshoot          a user or a pasted error message -> the diagnosis
     GET   /console/t/{tenant}/devices               filter (name/serial prefix, platform, OS, ownership,
                                                     enrollment type, state, last check-in), sort, keyset pages
-    GET   /console/t/{tenant}/devices/{id}          inventory, enrollments, command queue, timeline
+    GET   /console/t/{tenant}/devices/{id}          inventory, enrollments, command queue, and the timeline
+                                                    (events, commands, pushes, ABM; ?older= pages back)
     GET   /console/t/{tenant}/devices/{id}/retire   the confirmation; POST retires (audited)
     POST  /console/t/{tenant}/devices/{id}/repush   push the device now (audited)
     POST  /console/t/{tenant}/devices/{id}/release  release it from Setup Assistant: DeviceConfigured (audited)
     GET   /console/t/{tenant}/devices/{id}/erase    the confirmation (type the serial); POST erases (admins)
-    POST  /console/t/{tenant}/devices/{id}/{action} lock, restart, rename, block (admins; audited)
+    POST  /console/t/{tenant}/devices/{id}/{action} lock, restart, rename, block, unblock (admins; audited)
     GET   /console/t/{tenant}/users                 users: licence, devices, DEM, groups; UPN prefix, keyset
     POST  /console/t/{tenant}/users/licence         assign or remove a user's licence (admins; audited)
     GET   /console/t/{tenant}/restrictions          enrollment restrictions and the policy dry run: their
@@ -78,6 +79,8 @@ from pomona.services.console import (
     ConsoleService,
     ConsoleSignInStatus,
     DeviceQuery,
+    TimelineCursor,
+    TimelineEntry,
     can,
 )
 from pomona.services.console_auth import ConsoleAuthService
@@ -91,9 +94,19 @@ PLATFORMS: tuple[str, ...] = ("ios", "ipados")  # the dry run's platform choice 
 ENROLLMENT_TYPES: tuple[str, ...] = tuple(t.value for t in EnrollmentType)
 STALE_DAYS: tuple[int, ...] = (1, 7, 30, 90)  # the "last check-in older than" choices (any N is accepted)
 #: The device page's notices after an action (?done=...).
-DONE: tuple[str, ...] = ("retired", "pushed", "released", "lock", "erase", "restart", "rename", "block")
+DONE: tuple[str, ...] = (
+    "retired",
+    "pushed",
+    "released",
+    "lock",
+    "erase",
+    "restart",
+    "rename",
+    "block",
+    "unblock",
+)
 #: The device actions with no page of their own (erase has its confirmation page).
-ACTIONS: tuple[str, ...] = ("lock", "erase", "restart", "rename", "block")
+ACTIONS: tuple[str, ...] = ("lock", "erase", "restart", "rename", "block", "unblock")
 #: The incident summary's period (as `pomona incident`'s default).
 INCIDENT_DAYS = 7
 
@@ -141,6 +154,52 @@ def decode_cursor(text: str) -> DeviceCursor | None:
         return DeviceCursor(value, did, bool(empty))
     except (ValueError, TypeError):
         return None
+
+
+def encode_older(c: TimelineCursor | None) -> str:
+    """The timeline's "older" link value: the cursor's time, ``~`` ending it when inclusive."""
+    if c is None:
+        return ""
+    return c.at.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%f") + ("~" if c.inclusive else "")
+
+
+def decode_older(text: str) -> TimelineCursor | None:
+    """A timeline cursor from the URL, or None (the newest page) for anything that is not one."""
+    inclusive = text.endswith("~")
+    try:
+        at = datetime.strptime(text.removesuffix("~")[:40], "%Y%m%dT%H%M%S.%f").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return TimelineCursor(at, inclusive)
+
+
+def timeline_rows(entries: list[TimelineEntry], lang: str) -> list[dict[str, Any]]:
+    """The device timeline's rows in the visitor's language: time, kind, what happened, the reason code
+    and its title (values a device controls stay text: the template escapes them)."""
+    rows = []
+    for e in entries:
+        facts = dict(e.facts)
+        what = translate(lang, f"console.timeline.{e.kind}.{e.what}", **facts)
+        if e.kind == "event":
+            what = translate(
+                lang,
+                "console.timeline.event_outcome",
+                step=what,
+                outcome=translate(lang, f"console.timeline.outcome.{facts.get('outcome', 'ok')}"),
+            )
+        title = title_of(e.reason, lang) if e.reason else ""
+        rows.append(
+            {
+                "at": e.at,
+                "kind": e.kind,
+                "what": what,
+                "code": e.what,
+                "detail": facts.get("error") or facts.get("profile_status") or "",
+                "reason": e.reason or "",
+                "reason_title": "" if title == e.reason else title,
+            }
+        )
+    return rows
 
 
 def device_query(q: Any) -> tuple[DeviceQuery, dict[str, str]]:
@@ -436,7 +495,8 @@ class Console(FormPages):
 
     async def device(self, request: Request, account: AdminAccount) -> Response:
         ref, did = self.tenant_ref(request), str(request.path_params["device"])
-        detail = await run_in_threadpool(self.svc.device, account, ref, did)
+        older = decode_older(request.query_params.get("older", ""))
+        detail = await run_in_threadpool(lambda: self.svc.device(account, ref, did, older=older))
         tenant = await run_in_threadpool(self.svc.scope, account, ref)
         notice = request.query_params.get("done")
         return self.render(
@@ -445,6 +505,9 @@ class Console(FormPages):
             account,
             tenant=tenant,
             x=detail,
+            timeline=timeline_rows(detail.timeline, self.lang(request)),
+            older=encode_older(detail.older),
+            paged=older is not None,
             notice=notice if notice in DONE else None,
             findings=[
                 {
@@ -460,7 +523,7 @@ class Console(FormPages):
     async def retire_page(self, request: Request, account: AdminAccount) -> Response:
         ref, did = self.tenant_ref(request), str(request.path_params["device"])
         tenant = await run_in_threadpool(self.svc.scope, account, ref, "retire")
-        detail = await run_in_threadpool(self.svc.device, account, ref, did)
+        detail = await run_in_threadpool(lambda: self.svc.device(account, ref, did, timeline=False))
         return self.render(request, "retire.html", account, tenant=tenant, x=detail)
 
     async def retire(self, request: Request, account: AdminAccount, form: dict[str, str]) -> Response:
@@ -499,12 +562,12 @@ class Console(FormPages):
         tenant = await run_in_threadpool(self.svc.scope, account, ref)
         if not can(account, "erase"):  # the refusal is recorded by the POST, which is the change
             raise ForbiddenError(f"the {account.role} role may not erase", action="erase")
-        detail = await run_in_threadpool(self.svc.device, account, ref, did)
+        detail = await run_in_threadpool(lambda: self.svc.device(account, ref, did, timeline=False))
         return self.render(request, "erase.html", account, tenant=tenant, x=detail, error=False)
 
     async def action(self, request: Request, account: AdminAccount, form: dict[str, str]) -> Response:
-        """Lock, erase (with the serial typed), restart, rename, block: CommandService.enqueue (pushes),
-        audited; helpdesk is refused (403, audited)."""
+        """Lock, erase (with the serial typed), restart, rename, block, unblock: CommandService.enqueue
+        (pushes), audited; helpdesk is refused (403, audited)."""
         ref, did = self.tenant_ref(request), str(request.path_params["device"])
         action = str(request.path_params["action"])
         if action not in ACTIONS:
@@ -528,7 +591,7 @@ class Console(FormPages):
             if action != "erase" or exc.context.get("field") != "serial":
                 raise
             tenant = await run_in_threadpool(self.svc.scope, account, ref)
-            detail = await run_in_threadpool(self.svc.device, account, ref, did)
+            detail = await run_in_threadpool(lambda: self.svc.device(account, ref, did, timeline=False))
             return self.render(request, "erase.html", account, 422, tenant=tenant, x=detail, error=True)
         return self.done(ref, did, form, action)
 

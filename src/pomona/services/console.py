@@ -28,15 +28,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Final, Protocol, get_args
+from typing import Final, Literal, Protocol, get_args
 
 from pomona.domain.checks import RecordedFinding, device_subjects
 from pomona.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from pomona.domain.models import (
+    CommandStatus,
     Device,
     Enrollment,
     EnrollmentStatus,
-    Event,
     QueuedCommand,
     Step,
     Tenant,
@@ -45,11 +45,13 @@ from pomona.domain.models import (
 from pomona.domain.policy import Decision, parse_version
 from pomona.i18n import msg
 from pomona.ports import (
+    AbmView,
     AdminAccount,
     AdminAccountStore,
     AdminRole,
     AuditEntry,
     AuditLog,
+    BlockStore,
     CommandQueue,
     ConsoleSession,
     ConsoleSessionStore,
@@ -62,6 +64,7 @@ from pomona.ports import (
     EnrollmentStore,
     HasEvents,
     PushQueue,
+    PushReachabilityStore,
     SessionEnd,
     SharedLimits,
     TenantStore,
@@ -79,7 +82,7 @@ from pomona.services.release import release_command
 SESSION_LIFETIME: Final = timedelta(hours=8)
 ROLES: Final[tuple[AdminRole, ...]] = get_args(AdminRole)
 #: The device page's commands and blocking: a tenant's admins (and the operator), never helpdesk.
-DEVICE_ACTIONS: Final = frozenset({"lock", "erase", "restart", "rename", "block"})
+DEVICE_ACTIONS: Final = frozenset({"lock", "erase", "restart", "rename", "block", "unblock"})
 #: What each role may do. "read" and "diagnose" are every page; the rest are changes.
 ROLE_ACTIONS: Final[dict[str, frozenset[str]]] = {
     "operator": frozenset(
@@ -92,7 +95,7 @@ ROLE_ACTIONS: Final[dict[str, frozenset[str]]] = {
     | DEVICE_ACTIONS,
     "helpdesk": frozenset({"read", "diagnose", "retire", "repush", "release"}),
 }
-#: The command each device action queues (``block`` queues none: the device is blocked).
+#: The command each device action queues (``block`` and ``unblock`` queue none).
 ACTION_COMMANDS: Final[dict[str, str]] = {
     "lock": "DeviceLock",
     "erase": "EraseDevice",
@@ -107,6 +110,21 @@ OS_VERSIONS_TTL: Final = timedelta(minutes=5)
 UNRESPONSIVE_AFTER: Final = timedelta(hours=4)  # the push service's default (settings.unresponsive_after)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 TOP_REASONS_DAYS: Final = 30
+#: The device page's timeline: the newest entries shown at once (each source read with this LIMIT).
+TIMELINE_PAGE: Final = 100
+#: The command results the timeline shows at their time (a queued command shows at its creation).
+_RESULTS: Final = frozenset(
+    {
+        CommandStatus.ACKNOWLEDGED,
+        CommandStatus.ERROR,
+        CommandStatus.COMMAND_FORMAT_ERROR,
+        CommandStatus.NOT_NOW,
+    }
+)
+#: The order of entries of the same instant, newest first: what followed comes first.
+_KIND_ORDER: Final = {"abm": 0, "event": 1, "command": 2, "push": 3}
+#: The ABM timeline's op types with a text of their own (services/abm.py, storage/abm_sql.py).
+ABM_OPS: Final = frozenset({"added", "modified", "deleted", "seen", "elsewhere", "assign", "assign-failed"})
 MAX_PAGE: Final = 200
 #: The TOTP "secret" of an account that must enrol an authenticator at its next sign-in (not base32:
 #: never a code's key). See services/console_auth.py.
@@ -178,12 +196,42 @@ class DeviceQuery:
     stale_days: int | None = None
 
 
+TimelineKind = Literal["event", "command", "push", "abm"]
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One row of a device's timeline. ``what`` says what happened, as a catalogue key's last part
+    (``console.timeline.<kind>.<what>``): an event's step, a command's status (``Queued`` at its
+    creation), a push's answer (``sent``, ``refused``), an ABM timeline entry's op type. ``facts`` are
+    the values its text names (a request type, an outcome, a profile status), device-controlled ones
+    included: the page escapes them."""
+
+    at: datetime
+    kind: TimelineKind
+    what: str
+    reason: str | None = None
+    facts: Mapping[str, str] = field(default_factory=dict)
+    seq: int = 0  # the source's order within one instant (an event's or command's id)
+
+
+@dataclass(frozen=True)
+class TimelineCursor:
+    """Where the next (older) timeline page starts: entries before ``at``, or at ``at`` and before when
+    ``inclusive`` (the page ended inside one instant's entries and left them all to the next)."""
+
+    at: datetime
+    inclusive: bool = False
+
+
 @dataclass(frozen=True)
 class DeviceDetail:
     device: Device
     enrollments: list[Enrollment]
     commands: list[QueuedCommand]
-    events: list[Event]
+    timeline: list[TimelineEntry] = field(default_factory=list)  # newest first, at most TIMELINE_PAGE
+    older: TimelineCursor | None = None  # the next page's start, when there are older entries
+    blocked: bool = False  # by serial or UDID (the Unblock button)
     findings: list[RecordedFinding] = field(default_factory=list)  # health's, about this device
 
     @property
@@ -242,6 +290,12 @@ class ConsoleStores(HasEvents, Protocol):
     def users(self) -> UserStore: ...
     @property
     def pushes(self) -> PushQueue: ...
+    @property
+    def reachability(self) -> PushReachabilityStore: ...  # the device's last push (its timeline)
+    @property
+    def abm_view(self) -> AbmView: ...  # the device's ABM timeline
+    @property
+    def blocks(self) -> BlockStore: ...  # whether the device is blocked (Unblock)
 
 
 class ConsoleDatabase(Transactions[ConsoleStores], SharedLimits, Protocol):
@@ -554,22 +608,105 @@ class ConsoleService(ServiceBase[ConsoleStores]):
         )
         return None if f.empty else f
 
-    def device(self, account: AdminAccount, tenant_ref: str, device_id: str) -> DeviceDetail:
+    def device(
+        self,
+        account: AdminAccount,
+        tenant_ref: str,
+        device_id: str,
+        *,
+        timeline: bool = True,
+        older: TimelineCursor | None = None,
+    ) -> DeviceDetail:
+        """A device's page: inventory, enrollments, command queue, whether it is blocked and (with
+        ``timeline``) one page of its timeline, from ``older`` on (None: the newest)."""
         t = self.scope(account, tenant_ref)
         with self.db.unit_of_work(readonly=True) as uow:
             d = uow.devices.get(t.id, device_id)
             if d is None:
                 raise NotFoundError(f"no device {device_id!r}", device=device_id)
+            enrollments = uow.enrollments.for_device(t.id, d.id)
             detail = DeviceDetail(
                 d,
-                uow.enrollments.for_device(t.id, d.id),
+                enrollments,
                 uow.commands.list_for_device(t.id, d.id, limit=50),
-                uow.events.query(t.id, udid=d.udid, limit=50),
+                blocked=uow.blocks.is_blocked(t.id, serial=d.serial or None, udid=d.udid),
             )
+            if timeline:
+                entries, cursor = self._timeline(uow, t.id, d, enrollments, older, TIMELINE_PAGE)
+                detail = replace(detail, timeline=entries, older=cursor)
         # Health's open findings about this device (as the last health round recorded them).
         subjects = device_subjects(d.udid, d.serial)
         mine = [r for r in self.findings(t.id) if r.finding.subject in subjects]
         return replace(detail, findings=mine)
+
+    def _timeline(
+        self,
+        uow: ConsoleStores,
+        tenant_id: str,
+        d: Device,
+        enrollments: list[Enrollment],
+        older: TimelineCursor | None,
+        limit: int,
+    ) -> tuple[list[TimelineEntry], TimelineCursor | None]:
+        """One page of the device's timeline, newest first, and where the next page starts (None: no
+        older entry). Each source is read by its index with LIMIT ``limit + 1`` before the cursor (the
+        events naming the device, its commands, its ABM timeline), then merged here: at most a few
+        hundred rows whatever the device's history. Pushes are what the push service records: a refused
+        push is an event (step push), the last accepted one each enrollment's last push."""
+        until = None
+        if older is not None:
+            until = older.at + timedelta(microseconds=1) if older.inclusive else older.at
+        more = False
+        rows: list[TimelineEntry] = []
+        if d.serial:  # the device's whole story: events naming its serial, or its UDID
+            events = uow.events.query(tenant_id, serial=d.serial, until=until, limit=limit + 1)
+        else:
+            events = uow.events.query(tenant_id, udid=d.udid, until=until, limit=limit + 1)
+        more |= len(events) > limit
+        for e in events:
+            facts = {"outcome": e.outcome.value}
+            if e.step is Step.PUSH:
+                rows.append(TimelineEntry(e.at, "push", "refused", e.reason, facts, e.id or 0))
+            else:
+                rows.append(TimelineEntry(e.at, "event", e.step.value, e.reason, facts, e.id or 0))
+        commands = uow.commands.list_for_device(tenant_id, d.id, limit=limit + 1, until=until)
+        more |= len(commands) > limit
+        for c in commands:
+            facts = {"request_type": c.request_type}
+            rows.append(TimelineEntry(c.created_at, "command", CommandStatus.QUEUED.value, None, facts, c.id))
+            if c.status in _RESULTS and c.result_at is not None:
+                err = next(iter(c.error_chain), {})
+                code = err.get("ErrorCode")
+                facts = {
+                    **facts,
+                    "error": "" if code is None else f"{err.get('ErrorDomain', '')} {code}".strip(),
+                }
+                rows.append(TimelineEntry(c.result_at, "command", c.status.value, None, facts, c.id))
+        refused = {(r.at, r.reason) for r in rows if r.kind == "push"}
+        for at, status in uow.reachability.last_pushes([e.id for e in enrollments]).values():
+            if at is None or (at, status) in refused:  # a refusal's event already says it
+                continue
+            rows.append(TimelineEntry(at, "push", "sent", None, {"status": status or ""}))
+        if d.serial:
+            history = uow.abm_view.history(tenant_id, d.serial, limit=limit + 1, newest=True, until=until)
+            more |= len(history) > limit
+            for n, h in enumerate(history):
+                what = h.op_type if h.op_type in ABM_OPS else "other"
+                facts = {"op": h.op_type, "profile_status": h.profile_status or ""}
+                rows.append(TimelineEntry(h.at, "abm", what, h.reason, facts, n))
+        if until is not None:
+            rows = [r for r in rows if r.at < until]
+        rows.sort(key=lambda r: (r.at, -_KIND_ORDER[r.kind], r.seq), reverse=True)
+        if len(rows) <= limit and not more:
+            return rows, None
+        page = rows[:limit]
+        last = page[-1].at
+        # The next page starts at the page's last instant, which this page leaves to it in full (one
+        # instant's entries are never split); a page that is one instant only goes on before it.
+        kept = [r for r in page if r.at > last]
+        if kept:
+            return kept, TimelineCursor(last, inclusive=True)
+        return page, TimelineCursor(last)
 
     def user_overview(self, account: AdminAccount, tenant_ref: str, upn: str) -> UserOverview | None:
         t = self.scope(account, tenant_ref, "diagnose")
@@ -699,7 +836,8 @@ class ConsoleService(ServiceBase[ConsoleStores]):
         typed_serial: str | None = None,
     ) -> str | None:
         """Lock, erase, restart or rename a device (the command queued for its active enrollment through
-        :meth:`CommandService.enqueue`, which pushes), or block it (`pomona device block`); audited.
+        :meth:`CommandService.enqueue`, which pushes), block or unblock it (`pomona device block|unblock`);
+        audited.
         Helpdesk is refused (403, audited, nothing queued). Erase needs the device's serial number (its
         UDID when it has none) typed again. Returns the queued command's UUID (None for block)."""
         if action not in DEVICE_ACTIONS:
@@ -710,6 +848,9 @@ class ConsoleService(ServiceBase[ConsoleStores]):
         if d is None:
             raise NotFoundError(f"no device {device_id!r}", device=device_id)
         detail: dict[str, object] = {"serial": d.serial}
+        if action == "unblock":
+            self._unblock(account, t, d, source)
+            return None
         if action == "block":
             ended = self.policy.block(
                 t.id,
@@ -739,6 +880,22 @@ class ConsoleService(ServiceBase[ConsoleStores]):
         detail.update({"request_type": request_type, "command_uuid": cmd.command_uuid})
         self.audit(account.email, f"device.{action}", t.id, d.udid, source, detail)
         return cmd.command_uuid
+
+    def _unblock(self, account: AdminAccount, t: Tenant, d: Device, source: str) -> None:
+        """Lift the device's blocks, by serial and by UDID (`pomona device unblock`: the console blocks by
+        serial, the CLI and the API by either), audited. A device not blocked is refused (CONFLICT)."""
+        with self.db.unit_of_work(readonly=True) as uow:
+            by_serial = bool(d.serial) and uow.blocks.is_blocked(t.id, serial=d.serial)
+            by_udid = uow.blocks.is_blocked(t.id, udid=d.udid)
+        if not (by_serial or by_udid):
+            raise ConflictError(msg("console.unblock.not_blocked"), device=d.id)
+        if by_serial:
+            self.policy.block(t.id, serial=d.serial, unblock=True)
+        if by_udid:
+            self.policy.block(t.id, udid=d.udid, unblock=True)
+        kinds = [k for k, on in (("serial", by_serial), ("udid", by_udid)) if on]
+        detail: dict[str, object] = {"serial": d.serial, "unblocked": kinds}
+        self.audit(account.email, "device.unblock", t.id, d.udid, source, detail)
 
     # --- the audit log ----------------------------------------------------------------------------
     def audit(

@@ -286,14 +286,18 @@ class SqlAbmStore:
         return set(self.conn.execute(q).scalars())
 
     def history(
-        self, tenant_id: str, serial: str, *, limit: int = 200, newest: bool = False
+        self,
+        tenant_id: str,
+        serial: str,
+        *,
+        limit: int = 200,
+        newest: bool = False,
+        until: datetime | None = None,
     ) -> list[AbmHistoryEntry]:
-        q = (
-            select(_H)
-            .where(_H.c.tenant_id == tenant_id, _H.c.serial_number == serial)
-            .order_by(_H.c.id.desc() if newest else _H.c.id)
-            .limit(limit)
-        )
+        conds = [_H.c.tenant_id == tenant_id, _H.c.serial_number == serial]
+        if until is not None:
+            conds.append(_H.c.at < until)
+        q = select(_H).where(*conds).order_by(_H.c.id.desc() if newest else _H.c.id).limit(limit)
         rows = list(self.conn.execute(q))
         if newest:
             rows.reverse()

@@ -175,11 +175,11 @@ class SqlCommandQueue:
         q = select(func.count()).select_from(_C).where(_C.c.status.in_(PENDING))
         return int(self.conn.execute(q).scalar_one())
 
-    def list_for_device(self, tenant_id: str, device_id: str, *, limit: int = 100) -> list[QueuedCommand]:
-        q = (
-            select(_C)
-            .where(and_(_C.c.tenant_id == tenant_id, _C.c.device_id == device_id))
-            .order_by(_C.c.id.desc())
-            .limit(limit)
-        )
+    def list_for_device(
+        self, tenant_id: str, device_id: str, *, limit: int = 100, until: datetime | None = None
+    ) -> list[QueuedCommand]:
+        conds = [_C.c.tenant_id == tenant_id, _C.c.device_id == device_id]
+        if until is not None:
+            conds.append(_C.c.created_at < until)
+        q = select(_C).where(and_(*conds)).order_by(_C.c.id.desc()).limit(limit)
         return [COMMAND.load_row(r) for r in self.conn.execute(q)]

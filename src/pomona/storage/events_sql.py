@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Unpack
 
-from sqlalchemy import Connection, and_, func, insert, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select
 
 from pomona.domain.models import Event
 from pomona.ports import EventFilters
@@ -63,10 +63,18 @@ class SqlEventLog:
         conds = [t.c.tenant_id == tenant_id]
         upn = filters.get("upn")
         serial, udid = filters.get("serial"), filters.get("udid")
+        story: list[ColumnElement[bool]] = []  # the device's story: one indexed search for each
         if serial is not None and udid is None:
             d = s.devices
-            udids = select(d.c.udid).where(d.c.tenant_id == tenant_id, d.c.serial == serial)
-            conds.append(or_(t.c.serial == serial, t.c.udid.in_(udids)))
+            udids = list(
+                self.conn.execute(
+                    select(d.c.udid).where(d.c.tenant_id == tenant_id, d.c.serial == serial)
+                ).scalars()
+            )
+            story.append(t.c.serial == serial)
+            if udids:  # those naming the UDID only (or another serial): not twice
+                named = t.c.udid == udids[0] if len(udids) == 1 else t.c.udid.in_(udids)
+                story.append(and_(named, or_(t.c.serial.is_(None), t.c.serial != serial)))
             serial = None
         for col, value in (
             (t.c.upn, None if upn is None else upn.lower()),
@@ -83,6 +91,21 @@ class SqlEventLog:
         after = filters.get("after_id")
         if after is not None:
             conds.append(t.c.id > after)
-        order = (t.c.id,) if after is not None else (t.c.at.desc(), t.c.id.desc())
-        q = select(t).where(and_(*conds)).order_by(*order).limit(filters.get("limit", 100))
-        return [EVENT.load_row(r) for r in self.conn.execute(q)]
+        limit = filters.get("limit", 100)
+        if not story:
+            order = (t.c.id,) if after is not None else (t.c.at.desc(), t.c.id.desc())
+            q = select(t).where(and_(*conds)).order_by(*order).limit(limit)
+            return [EVENT.load_row(r) for r in self.conn.execute(q)]
+        # One search per part by its (tenant, serial|udid, at) index, each limited, merged here: an OR
+        # of the two is planned as a walk of the tenant's events by time (every event of a busy tenant
+        # read for a quiet device).
+        found: list[Event] = []
+        for part in story:
+            order = (t.c.id,) if after is not None else (t.c.at.desc(), t.c.id.desc())
+            q = select(t).where(and_(*conds, part)).order_by(*order).limit(limit)
+            found.extend(EVENT.load_row(r) for r in self.conn.execute(q))
+        if after is not None:
+            found.sort(key=lambda e: e.id or 0)
+        else:
+            found.sort(key=lambda e: (e.at, e.id or 0), reverse=True)
+        return found[:limit]

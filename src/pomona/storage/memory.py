@@ -301,6 +301,11 @@ class MemoryApiTokenStore(_Store):
             if t.id == token_id and t.revoked_at is None:
                 self.tx.put(self.d.api_tokens, h, (h, dataclasses.replace(t, revoked_at=at)))
 
+    def mark_used(self, token_id: str, at: datetime, *, since: datetime) -> None:
+        for h, t in list(self.d.api_tokens.values()):
+            if t.id == token_id and (t.last_used_at is None or t.last_used_at <= since):
+                self.tx.put(self.d.api_tokens, h, (h, dataclasses.replace(t, last_used_at=at)))
+
 
 class MemoryUserStore(_Store):
     def add(self, user: User) -> None:
@@ -626,8 +631,16 @@ class MemoryCommandQueue(_Store):
     def pending_count(self) -> int:
         return sum(1 for c in self.d.commands.values() if c.status in _PENDING)
 
-    def list_for_device(self, tenant_id: str, device_id: str, *, limit: int = 100) -> list[QueuedCommand]:
-        mine = (c for c in self.d.commands.values() if c.tenant_id == tenant_id and c.device_id == device_id)
+    def list_for_device(
+        self, tenant_id: str, device_id: str, *, limit: int = 100, until: datetime | None = None
+    ) -> list[QueuedCommand]:
+        mine = (
+            c
+            for c in self.d.commands.values()
+            if c.tenant_id == tenant_id
+            and c.device_id == device_id
+            and (until is None or c.created_at < until)
+        )
         return sorted(mine, key=lambda c: c.id, reverse=True)[:limit]
 
 
@@ -1679,9 +1692,19 @@ class MemoryAbmStore(_Store):
         }
 
     def history(
-        self, tenant_id: str, serial: str, *, limit: int = 200, newest: bool = False
+        self,
+        tenant_id: str,
+        serial: str,
+        *,
+        limit: int = 200,
+        newest: bool = False,
+        until: datetime | None = None,
     ) -> list[AbmHistoryEntry]:
-        found = [e for _, (t, s, e) in sorted(self.d.abm_history.items()) if (t, s) == (tenant_id, serial)]
+        found = [
+            e
+            for _, (t, s, e) in sorted(self.d.abm_history.items())
+            if (t, s) == (tenant_id, serial) and (until is None or e.at < until)
+        ]
         return found[-limit:] if newest else found[:limit]
 
     def add_history(self, tenant_id: str, entries: Sequence[tuple[str, AbmHistoryEntry]]) -> None:

@@ -77,6 +77,7 @@ api_tokens = Table(
     Column("created_at", TS, nullable=False),
     Column("expires_at", TS),
     Column("revoked_at", TS),
+    Column("last_used_at", TS),  # an admin API request's, written at most once a minute (migration 0016)
 )
 
 users = Table(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 
 from pomona.domain.models import ApiToken, Tenant
 from pomona.ports import CaKeyPair, Sealer
@@ -117,4 +117,12 @@ class SqlApiTokenStore:
             update(s.api_tokens)
             .where(s.api_tokens.c.id == token_id, s.api_tokens.c.revoked_at.is_(None))
             .values(revoked_at=at)
+        )
+
+    def mark_used(self, token_id: str, at: datetime, *, since: datetime) -> None:
+        t = s.api_tokens
+        self.conn.execute(
+            update(t)
+            .where(t.c.id == token_id, or_(t.c.last_used_at.is_(None), t.c.last_used_at <= since))
+            .values(last_used_at=at)
         )
