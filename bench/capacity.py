@@ -42,6 +42,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -432,6 +433,7 @@ class Assumptions:
     retention_days: int = 365  # Pomona does not prune events or finished commands: a year kept
     pg_cores: int = 8  # one PostgreSQL host's cores
     pg_disk_gb: int = 1000  # one PostgreSQL host's disk
+    pg_commits_per_s: int = 5000  # what one primary commits (group commit, SSD): assumed, not measured here
 
 
 def daily_ops(a: Assumptions) -> dict[str, float]:
@@ -493,6 +495,7 @@ def model(
         shares = {
             "Python CPU (server processes)": need / a.cores_per_host,
             "PostgreSQL CPU (one primary)": db_peak / a.utilisation / a.pg_cores,
+            "PostgreSQL commits (one primary)": peak_commits / a.pg_commits_per_s,
             "event log and command history (disk)": storage / (a.pg_disk_gb * 1e9),
         }
         out.append(
@@ -522,6 +525,34 @@ def model(
     return out
 
 
+def merge_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One run per database: each figure the median of the runs', the server CPU's spread beside it."""
+    out = []
+    for db in dict.fromkeys(r["db"] for r in runs):
+        mine = [r for r in runs if r["db"] == db]
+        if len(mine) == 1:
+            out.append(mine[0])
+            continue
+        ops: dict[str, dict[str, float]] = {}
+        for name in dict.fromkeys(k for r in mine for k in r["operations"]):
+            have = [r["operations"][name] for r in mine if name in r["operations"]]
+            fig = {k: statistics.median(float(f[k]) for f in have if k in f) for k in have[0]}
+            fig["cpu_ms_min"] = min(float(f["cpu_ms"]) for f in have)
+            fig["cpu_ms_max"] = max(float(f["cpu_ms"]) for f in have)
+            ops[name] = fig
+        out.append(
+            {
+                **mine[0],
+                "commit": ",".join(dict.fromkeys(str(r.get("commit", "?")) for r in mine)),
+                "runs": len(mine),
+                "loadavg": [max(float(r["loadavg"][i]) for r in mine) for i in range(3)],
+                "connections_per_process": max(float(r.get("connections_per_process", 0)) for r in mine),
+                "operations": ops,
+            }
+        )
+    return out
+
+
 # --- printing --------------------------------------------------------------------------------------------
 
 
@@ -536,8 +567,9 @@ def fmt(v: float | None, digits: int = 3) -> str:
 def print_figures(r: dict[str, Any]) -> None:
     ops = r["operations"]
     pg = r["db"] != "sqlite"
+    runs = f"median of {r['runs']} runs (server CPU: spread), " if r.get("runs", 1) > 1 else ""
     print(
-        f"\n[{r['db']}] commit {r.get('commit', '?')}, {r['devices']} devices, idle check-ins at {r['rate']:g}/s; "
+        f"\n[{r['db']}] {runs}commit {r.get('commit', '?')}, {r['devices']} devices, idle check-ins at {r['rate']:g}/s; "
         f"{r['statements_note']}" + ("; a private PostgreSQL cluster" if r.get("private_pg") else "")
     )
     cols = [
@@ -563,7 +595,8 @@ def print_figures(r: dict[str, Any]) -> None:
             [
                 label,
                 fmt(f["count"], 0),
-                fmt(f["cpu_ms"]),
+                fmt(f["cpu_ms"])
+                + (f" ({fmt(f['cpu_ms_min'])}-{fmt(f['cpu_ms_max'])})" if "cpu_ms_min" in f else ""),
                 fmt(f.get("db_cpu_ms")) if pg else "-",
                 fmt(f.get("statements"), 1),
                 fmt(f.get("xacts"), 2),
@@ -589,7 +622,7 @@ def print_figures(r: dict[str, Any]) -> None:
 def print_model(fig: dict[str, Any], a: Assumptions) -> None:
     rows = model(fig, a)
     print(
-        f"\nCapacity model from the [{fig['db']}] figures ({fig['machine']}; load {fig['loadavg'][0]:.2f}):"
+        f"\nCapacity model from the [{fig['db']}] figures ({fig['machine']}; load up to {fig['loadavg'][0]:.2f}):"
     )
     print(
         f"  assumptions: {a.checkins_per_day:g} check-in (push + idle) a day per device; {a.inventories_per_week:g} "
@@ -597,7 +630,7 @@ def print_model(fig: dict[str, Any], a: Assumptions) -> None:
         f"week; morning peak {a.peak_factor:g}x the day's average; one command to the whole fleet within "
         f"{a.burst_minutes:g} min; cores planned at {a.utilisation:.0%}; {a.cores_per_host} cores per host; "
         f"{a.retention_days} days of events and commands kept; a {a.pg_cores}-core PostgreSQL host with "
-        f"{a.pg_disk_gb} GB"
+        f"{a.pg_disk_gb} GB committing {a.pg_commits_per_s:,} transactions/s (assumed)"
     )
     keys = [
         ("server CPU s/day", "server_cpu_s_per_day", 0),
@@ -650,15 +683,21 @@ def main() -> None:
     ap.add_argument("--push-rounds", type=int, default=5)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--json", action="store_true", help="the figures (and the model) as JSON")
-    ap.add_argument("--model", metavar="FIGURES.json", help="print the model from saved --json figures")
+    ap.add_argument(
+        "--model",
+        nargs="+",
+        metavar="FIGURES.json",
+        help="print the model from saved --json figures (several runs: the median of each figure)",
+    )
     for f in Assumptions.__dataclass_fields__.values():
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)  # type: ignore[arg-type]
     args = ap.parse_args()
     a = Assumptions(**{k: getattr(args, k) for k in Assumptions.__dataclass_fields__})
 
     if args.model:
-        saved = json.loads(Path(args.model).read_text())
-        runs = saved["runs"] if "runs" in saved else [saved]
+        runs = merge_runs(
+            [r for path in args.model for r in json.loads(Path(path).read_text()).get("runs", [])]
+        )
         if args.json:
             print(
                 json.dumps(
