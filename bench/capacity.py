@@ -403,6 +403,8 @@ def run(db_name: str, database_url: str | None, args: argparse.Namespace) -> dic
         finally:
             probe.close()
             server.stop()
+            shutil.rmtree(counts.parent, ignore_errors=True)
+            shutil.rmtree(server.data_dir, ignore_errors=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return {
         "db": db_name,
