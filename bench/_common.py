@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sys
@@ -52,18 +53,28 @@ def total_cpu(server: LiveServer) -> float:
 
 
 def live(
-    database_url: str | None, *, uses: int = 100_000, workers: int = 1
+    database_url: str | None,
+    *,
+    uses: int = 100_000,
+    workers: int = 1,
+    push_cert: tuple[bytes, bytes] | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[LiveServer, TenantSetup]:
+    """A live server with the tenant "bench" and a DEM user; ``push_cert`` (certificate PEM, key PEM) is
+    the tenant's push certificate (an APNs emulator's) instead of a stand-in; ``env`` goes to the server."""
     data_dir = Path(tempfile.mkdtemp(prefix="pomona-bench-"))
     port = free_port()
     p = build(Settings(data_dir=data_dir, database_url=database_url, public_url=f"http://127.0.0.1:{port}"))
     try:
-        setup = setup_tenant(p, "bench", uses=uses)
+        setup = setup_tenant(p, "bench", uses=uses, push=push_cert is None)
+        if push_cert is not None:
+            topic = p.apns.upload("bench", *push_cert, canary=False).topic
+            setup = dataclasses.replace(setup, topic=topic)
         # One user enrolls the whole bench fleet: a device enrollment manager (up to 1,000 devices).
         p.policy.set_user_flags("bench", setup.upn, is_dem=True)
     finally:
         p.close()
-    return start_server(data_dir, database_url, workers=workers, port=port), setup
+    return start_server(data_dir, database_url, workers=workers, port=port, env=env), setup
 
 
 def fresh_pg_database(admin_url: str) -> str | None:
