@@ -490,3 +490,22 @@ class TestDerAsAsn1cryptoWritesIt:
         assert ktri["key_encryption_algorithm"]["algorithm"].native == "rsaes_pkcs1v15"
         assert cms.enveloped_content_algorithm(der) == algorithm
         assert cms.decrypt_enveloped(der, cert, key) == CONTENT * 3
+
+    def test_verify_fast_path_answers_as_the_general_one(
+        self, rsa_identity: tuple[x509.Certificate, rsa.RSAPrivateKey], rsa_ca: CertificateAuthority
+    ) -> None:
+        """verify's DER walk gives the same message as asn1crypto's general path: content, signer, digest,
+        every signed attribute's values, the carried certificates and the extra ones."""
+        cert, key = rsa_identity
+        extra: dict[str, core.Asn1Value] = {
+            "2.16.840.1.113733.1.9.2": core.PrintableString("19"),
+            "2.16.840.1.113733.1.9.7": core.PrintableString("ABCDEF0123"),
+            "2.16.840.1.113733.1.9.5": core.OctetString(b"n" * 16),
+        }
+        for content, carried, extras in ((CONTENT, True, []), (b"", False, [cert, rsa_ca.certificate])):
+            der = cms.sign(
+                content, cert, key, digest="sha1", extra_attributes=extra, include_signer_cert=carried
+            )
+            fast = cms.verify(der, extra_certs=extras)
+            assert fast == cms._verify(der, None, extras)
+            assert fast.signed_attributes["2.16.840.1.113733.1.9.2"] == (core.PrintableString("19").dump(),)

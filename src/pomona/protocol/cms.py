@@ -469,13 +469,24 @@ def verify(
 
     `extra_certs` are candidate signer certificates for messages that do not carry theirs.
     """
-    return _verify(der, detached_content, extra_certs)
+    attributes: dict[str, tuple[bytes, ...]] = {}
+    carried: list[_CertInfo] = []
+    try:
+        content, signer, digest = _fast_verify(der, detached_content, attributes, carried, extra_certs)
+    except CmsError:
+        raise
+    except (_NotFast, ValueError, IndexError, TypeError):
+        return _verify(der, detached_content, extra_certs)
+    if "" in attributes:
+        return _verify(der, detached_content, extra_certs)  # an OID too long for the fast path's cache
+    candidates = carried + [i for i in map(_info_for, extra_certs) if i not in carried]
+    return SignedMessage(content, signer.cert, digest, attributes, tuple(i.cert for i in candidates))
 
 
 def verify_attached(der: bytes) -> tuple[bytes, x509.Certificate]:
     """Return (content, signer certificate) after checking the signature (not the chain)."""
     try:
-        content, info = _fast_verify(der, None)
+        content, info, _ = _fast_verify(der, None)
         return content, info.cert
     except CmsError:
         raise
@@ -543,7 +554,22 @@ def _tlv(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
     return tag, pos, stop
 
 
-def _fast_verify(der: bytes, detached: bytes | None) -> tuple[bytes, _CertInfo]:
+@lru_cache(maxsize=64)
+def _dotted(oid_der: bytes) -> str:
+    dotted: str = core.ObjectIdentifier.load(oid_der).dotted
+    return dotted
+
+
+def _fast_verify(
+    der: bytes,
+    detached: bytes | None,
+    attributes: dict[str, tuple[bytes, ...]] | None = None,
+    carried: list[_CertInfo] | None = None,
+    extra_certs: Sequence[x509.Certificate] = (),
+) -> tuple[bytes, _CertInfo, str]:
+    """(content, signer, digest name) of a strictly-DER SignedData; ``attributes`` and ``carried``, when
+    given, are filled with the signed attributes (OID -> each value's DER) and the certificates carried.
+    ``extra_certs`` are further candidate signers, after the carried ones."""
     end = len(der)
     tag, p, e = _tlv(der, 0, end)  # ContentInfo
     if tag != 0x30 or e != end:
@@ -619,6 +645,16 @@ def _fast_verify(der: bytes, detached: bytes | None) -> tuple[bytes, _CertInfo]:
             atag, as_, ae = _tlv(der, a, q)
             ttag, ts, te = _tlv(der, as_, ae)
             oid = der[ts:te]
+            if attributes is not None:
+                vtag, vs, ve = _tlv(der, te, ae)  # SET of values
+                if vtag != 0x31 or ve != ae:
+                    raise _NotFast
+                values = []
+                while vs < ve:
+                    _, _, x = _tlv(der, vs, ve)
+                    values.append(der[vs:x])
+                    vs = x
+                attributes[_dotted(der[ts - 2 : te]) if te - ts < 0x80 else ""] = tuple(values)
             if oid == _OID_MESSAGE_DIGEST_C:
                 vtag, vs, ve = _tlv(der, te, ae)  # SET
                 xtag, xs, xe = _tlv(der, vs, ve)
@@ -642,8 +678,10 @@ def _fast_verify(der: bytes, detached: bytes | None) -> tuple[bytes, _CertInfo]:
     signature = der[s:q]
 
     signer: _CertInfo | None = None
-    for raw in certs:
-        info = _cert_info(raw)
+    infos = [_cert_info(raw) for raw in certs]
+    if carried is not None:
+        carried.extend(infos)
+    for info in (*infos, *map(_info_for, extra_certs)):
         if info.serial == serial and info.issuer_der == issuer_der:
             signer = info
             break
@@ -661,7 +699,7 @@ def _fast_verify(der: bytes, detached: bytes | None) -> tuple[bytes, _CertInfo]:
             raise CmsError("messageDigest does not match the content")
         to_verify = signed_attrs
     _verify_signature(signer.public_key, sig_alg, digest, signature, to_verify)
-    return content, signer
+    return content, signer, digest
 
 
 # --------------------------------------------------------------------------------------------------
