@@ -6,10 +6,12 @@ import datetime as dt
 import os
 
 import pytest
+from asn1crypto import algos, core
 from asn1crypto import cms as asn1_cms
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
@@ -359,3 +361,151 @@ class TestForeignEnvelopes:
         cert, key = rsa_identity
         env = _foreign_envelope(cert, b"a CSR" * 50, algorithm, chunked)
         assert cms.decrypt_enveloped(env, cert, key) == b"a CSR" * 50
+
+
+def _asn1crypto_signed_data(
+    content: bytes | None,
+    cert: x509.Certificate,
+    key: rsa.RSAPrivateKey,
+    digest: str,
+    when: dt.datetime,
+    detached: bool,
+    chain: list[x509.Certificate],
+    extra: dict[str, core.Asn1Value],
+) -> bytes:
+    """The SignedData asn1crypto's object model builds (how cms.sign built it before writing DER itself)."""
+    from asn1crypto import x509 as asn1_x509
+
+    body = content if content is not None else b""
+    time_value = (
+        asn1_cms.Time({"utc_time": when})
+        if 1950 <= when.year < 2050
+        else asn1_cms.Time({"generalized_time": when})
+    )
+    h = hashes.Hash(getattr(hashes, digest.upper())())
+    h.update(body)
+    attributes: list[tuple[str, core.Asn1Value]] = [
+        ("1.2.840.113549.1.9.3", asn1_cms.ContentType("1.2.840.113549.1.7.1")),
+        ("1.2.840.113549.1.9.5", time_value),
+        ("1.2.840.113549.1.9.4", core.OctetString(h.finalize())),
+        *extra.items(),
+    ]
+    signed_attrs = asn1_cms.CMSAttributes(
+        [asn1_cms.CMSAttribute({"type": oid, "values": [value]}) for oid, value in attributes]
+    )
+    signature = key.sign(signed_attrs.dump(), asym_padding.PKCS1v15(), getattr(hashes, digest.upper())())
+    asn1_cert = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+    signer_info = asn1_cms.SignerInfo(
+        {
+            "version": "v1",
+            "sid": asn1_cms.SignerIdentifier(
+                {
+                    "issuer_and_serial_number": asn1_cms.IssuerAndSerialNumber(
+                        {"issuer": asn1_cert.issuer, "serial_number": asn1_cert.serial_number}
+                    )
+                }
+            ),
+            "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest}),
+            "signed_attrs": signed_attrs,
+            "signature_algorithm": algos.SignedDigestAlgorithm(
+                {"algorithm": "rsassa_pkcs1v15", "parameters": core.Null()}
+            ),
+            "signature": signature,
+        }
+    )
+    encap: dict[str, object] = {"content_type": "data"}
+    if content is not None and not detached:
+        encap["content"] = content
+    signed_data = asn1_cms.SignedData(
+        {
+            "version": "v1",
+            "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest})],
+            "encap_content_info": encap,
+            "signer_infos": [signer_info],
+            "certificates": [
+                asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in [cert, *chain]
+            ],
+        }
+    )
+    der: bytes = asn1_cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+    return der
+
+
+class TestDerAsAsn1cryptoWritesIt:
+    @pytest.mark.parametrize("content", [b"", CONTENT, os.urandom(70_000), None])
+    @pytest.mark.parametrize("digest", ["sha1", "sha256", "sha512"])
+    @pytest.mark.parametrize(
+        "when",
+        [
+            dt.datetime(2026, 12, 6, 1, 2, 3, 456789, tzinfo=dt.UTC),
+            dt.datetime(2051, 1, 1, tzinfo=dt.UTC),
+            dt.datetime(2051, 1, 1, 0, 0, 0, 120000, tzinfo=dt.UTC),
+        ],
+    )
+    def test_signed_data_byte_for_byte(
+        self,
+        rsa_identity: tuple[x509.Certificate, rsa.RSAPrivateKey],
+        rsa_ca: CertificateAuthority,
+        content: bytes | None,
+        digest: cms.DigestName,
+        when: dt.datetime,
+    ) -> None:
+        """The SignedData cms.sign writes is, byte for byte, the one asn1crypto's object model builds."""
+        cert, key = rsa_identity
+        extra: dict[str, core.Asn1Value] = {
+            "2.16.840.1.113733.1.9.2": core.PrintableString("3"),
+            "2.16.840.1.113733.1.9.7": core.PrintableString("ABCDEF0123"),
+            "2.16.840.1.113733.1.9.5": core.OctetString(b"n" * 16),
+        }
+        for detached, chain, attrs in ((False, [], {}), (True, [], {}), (False, [rsa_ca.certificate], extra)):
+            ours = cms.sign(
+                content,
+                cert,
+                key,
+                digest=digest,
+                detached=detached,
+                chain=chain,
+                extra_attributes=attrs,
+                signing_time=when,
+            )
+            assert ours == _asn1crypto_signed_data(content, cert, key, digest, when, detached, chain, attrs)
+
+    @pytest.mark.parametrize("algorithm", ["aes128_cbc", "aes192_cbc", "aes256_cbc", "tripledes_3key"])
+    def test_enveloped_data_is_der(
+        self, rsa_identity: tuple[x509.Certificate, rsa.RSAPrivateKey], algorithm: cms.ContentEncryption
+    ) -> None:
+        """The EnvelopedData encrypt_enveloped writes is strict DER (asn1crypto writes it back the same),
+        addressed to the recipient's issuer and serial, and opens."""
+        from asn1crypto import x509 as asn1_x509
+
+        cert, key = rsa_identity
+        der = cms.encrypt_enveloped(CONTENT * 3, cert, algorithm)
+        info = asn1_cms.ContentInfo.load(der)
+        assert info.dump(force=True) == der
+        ktri = info["content"]["recipient_infos"][0].chosen
+        ias = ktri["rid"].chosen
+        asn1_cert = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+        assert ias["issuer"].dump() == asn1_cert.issuer.dump()
+        assert ias["serial_number"].native == cert.serial_number
+        assert ktri["key_encryption_algorithm"]["algorithm"].native == "rsaes_pkcs1v15"
+        assert cms.enveloped_content_algorithm(der) == algorithm
+        assert cms.decrypt_enveloped(der, cert, key) == CONTENT * 3
+
+    def test_verify_fast_path_answers_as_the_general_one(
+        self, rsa_identity: tuple[x509.Certificate, rsa.RSAPrivateKey], rsa_ca: CertificateAuthority
+    ) -> None:
+        """verify's DER walk gives the same message as asn1crypto's general path: content, signer, digest,
+        every signed attribute's values, the carried certificates and the extra ones."""
+        cert, key = rsa_identity
+        extra: dict[str, core.Asn1Value] = {
+            "2.16.840.1.113733.1.9.2": core.PrintableString("19"),
+            "2.16.840.1.113733.1.9.7": core.PrintableString("ABCDEF0123"),
+            "2.16.840.1.113733.1.9.5": core.OctetString(b"n" * 16),
+        }
+        for content, carried, extras in ((CONTENT, True, []), (b"", False, [cert, rsa_ca.certificate])):
+            der = cms.sign(
+                content, cert, key, digest="sha1", extra_attributes=extra, include_signer_cert=carried
+            )
+            fast = cms.verify(der, extra_certs=extras)
+            assert fast == cms._verify(der, None, extras)
+            assert fast.signed_attributes["2.16.840.1.113733.1.9.2"] == (core.PrintableString("19").dump(),)

@@ -163,3 +163,29 @@ class TestSigningIdentity:
         assert cert.issuer == cert.subject
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         cert.verify_directly_issued_by(cert)
+
+
+class TestProfileSigner:
+    def test_same_content_reuses_its_signature(self) -> None:
+        """A profile signed again (one enrollment link, many devices) gets the first signature back;
+        other content (another challenge) is signed anew, and both verify."""
+        from pomona.pki.adapters import CmsProfileSigner
+
+        signer, _ = CmsProfileSigner.generate("Pomona profile signing")
+        first = signer.sign(b"<plist>link one</plist>")
+        assert signer.sign(b"<plist>link one</plist>") is first
+        other = signer.sign(b"<plist>link two</plist>")
+        assert other != first
+        assert cms.verify_attached(other)[0] == b"<plist>link two</plist>"
+        assert cms.verify_attached(first)[0] == b"<plist>link one</plist>"
+
+    def test_reuse_is_bounded(self) -> None:
+        """Past REUSE_ENTRIES different contents the signer forgets and signs again (memory stays bounded)."""
+        from pomona.pki.adapters import CmsProfileSigner
+
+        signer, _ = CmsProfileSigner.generate("Pomona profile signing")
+        first = signer.sign(b"0")
+        for i in range(1, CmsProfileSigner.REUSE_ENTRIES + 1):
+            signer.sign(str(i).encode())
+        assert len(signer._signed) <= CmsProfileSigner.REUSE_ENTRIES
+        assert signer.sign(b"0") is not first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -43,7 +44,16 @@ class LocalPki:
 
 
 class CmsProfileSigner:
-    """Signs profiles with the server's signing identity (CMS SignedData, content attached)."""
+    """Signs profiles with the server's signing identity (CMS SignedData, content attached).
+
+    The same content signed again within ``REUSE_SECONDS`` gets the signature made the first time: an
+    enrollment link's profile is the same bytes for every device that opens it (its SCEP challenge is
+    the link's secret), so a fleet enrolling through one link pays for one signature, not one each. The
+    key is the whole content, so any change (another challenge, tenant name, push topic) signs anew;
+    only the signingTime attribute is older, by at most ``REUSE_SECONDS``."""
+
+    REUSE_SECONDS = 300.0
+    REUSE_ENTRIES = 128
 
     def __init__(
         self, cert: x509.Certificate, key: PrivateKey, chain: tuple[x509.Certificate, ...] = ()
@@ -51,9 +61,20 @@ class CmsProfileSigner:
         self.certificate = cert
         self.key = key
         self.chain = chain
+        self._signed: dict[bytes, tuple[float, bytes]] = {}
 
     def sign(self, content: bytes) -> bytes:
-        return cms.sign_attached(content, self.certificate, self.key, self.chain)
+        now = time.monotonic()
+        found = self._signed.get(content)
+        if found is not None and now - found[0] < self.REUSE_SECONDS:
+            return found[1]
+        signed = cms.sign_attached(content, self.certificate, self.key, self.chain)
+        if len(self._signed) >= self.REUSE_ENTRIES:
+            self._signed = {k: v for k, v in self._signed.items() if now - v[0] < self.REUSE_SECONDS}
+            if len(self._signed) >= self.REUSE_ENTRIES:
+                self._signed.clear()
+        self._signed[content] = (now, signed)
+        return signed
 
     @classmethod
     def from_pem(cls, pem: bytes) -> CmsProfileSigner:

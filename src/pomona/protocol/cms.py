@@ -145,8 +145,93 @@ def _sign_bytes(key: PrivateKey, data: bytes, digest: str) -> tuple[bytes, str]:
     raise CmsError(f"unsupported private key type {type(key).__name__}")
 
 
-def _attribute(oid: str, values: Sequence[core.Asn1Value]) -> cms.CMSAttribute:
-    return cms.CMSAttribute({"type": oid, "values": list(values)})
+# DER written directly: asn1crypto's object model cost ~0.7 ms per SignedData (building, copying and
+# re-dumping the certificates and names), three times the RSA signature itself, on the enrollment path
+# (the profile, and SCEP's CertRep twice over with its envelope). The constant pieces (algorithm
+# identifiers, the contentType attribute) are asn1crypto's own encodings, made once; the output is byte
+# for byte what asn1crypto built (tests/protocol/test_cms.py compares the two).
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    """One DER element: tag, definite length, content."""
+    n = len(content)
+    if n < 0x80:
+        return bytes((tag, n)) + content
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(size))) + size + content
+
+
+def _der_integer(value: int) -> bytes:
+    """A DER INTEGER: the shortest two's complement."""
+    length = ((value if value >= 0 else ~value).bit_length() + 8) // 8
+    return _der(0x02, value.to_bytes(length, "big", signed=True))
+
+
+def _der_set_of(encodings: Sequence[bytes]) -> bytes:
+    """A DER SET OF: its elements' encodings sorted (X.690 11.6)."""
+    return _der(0x31, b"".join(sorted(encodings)))
+
+
+_DIGEST_ALGORITHM_DER: dict[str, bytes] = {
+    name: algos.DigestAlgorithm({"algorithm": name}).dump() for name in _HASHES
+}
+_RSA_SIGNATURE_ALGORITHM_DER: bytes = algos.SignedDigestAlgorithm(
+    {"algorithm": "rsassa_pkcs1v15", "parameters": core.Null()}
+).dump()
+_EC_SIGNATURE_ALGORITHM_DER: dict[str, bytes] = {
+    name: algos.SignedDigestAlgorithm({"algorithm": f"{name}_ecdsa"}).dump() for name in _HASHES
+}
+_RSA_KEY_TRANSPORT_DER: bytes = cms.KeyEncryptionAlgorithm(
+    {"algorithm": "rsaes_pkcs1v15", "parameters": core.Null()}
+).dump()
+_CONTENT_TYPE_DATA_ATTRIBUTE_DER: bytes = cms.CMSAttribute(
+    {"type": OID_CONTENT_TYPE, "values": [cms.ContentType(OID_DATA)]}
+).dump()
+_OID_DATA_DER: bytes = core.ObjectIdentifier(OID_DATA).dump()
+_OID_SIGNED_DATA_DER: bytes = cms.ContentType("signed_data").dump()
+_OID_ENVELOPED_DATA_DER: bytes = cms.ContentType("enveloped_data").dump()
+_OID_SIGNING_TIME_DER: bytes = core.ObjectIdentifier(OID_SIGNING_TIME).dump()
+_OID_MESSAGE_DIGEST_DER: bytes = core.ObjectIdentifier(OID_MESSAGE_DIGEST).dump()
+_VERSION_0_DER = b"\x02\x01\x00"
+_VERSION_1_DER = b"\x02\x01\x01"
+
+
+@lru_cache(maxsize=256)
+def _cert_parts(der: bytes) -> tuple[bytes, bytes]:
+    """(IssuerAndSerialNumber, the certificate's DER) of a certificate: the issuer Name as the
+    certificate encodes it, the serial as asn1crypto writes an INTEGER."""
+    tag, p, e = _tlv(der, 0, len(der))  # Certificate
+    tag, p, e = _tlv(der, p, e)  # TBSCertificate
+    tag, s, q = _tlv(der, p, e)
+    if tag == 0xA0:  # [0] version
+        tag, s, q = _tlv(der, q, e)
+    if tag != 0x02:
+        raise _NotFast
+    serial = int.from_bytes(der[s:q], "big", signed=True)
+    tag, s, q = _tlv(der, q, e)  # signature AlgorithmIdentifier
+    tag, s, issuer_end = _tlv(der, q, e)  # issuer Name
+    if tag != 0x30:
+        raise _NotFast
+    return _der(0x30, der[q:issuer_end] + _der_integer(serial)), der
+
+
+def _issuer_and_serial(cert: x509.Certificate) -> tuple[bytes, bytes]:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    try:
+        return _cert_parts(der)
+    except (_NotFast, IndexError) as exc:
+        raise CmsError(f"bad certificate: {exc!r}") from exc
+
+
+def _signing_time(when: dt.datetime) -> bytes:
+    """signingTime's value as asn1crypto writes it: UTCTime to 2049, then GeneralizedTime."""
+    if when.tzinfo is None:
+        raise ValueError("signing time must be timezone aware")
+    utc = when.astimezone(dt.UTC)
+    if 1950 <= when.year < 2050:
+        return _der(0x17, utc.strftime("%y%m%d%H%M%SZ").encode("ascii"))
+    fraction = "." + str(utc.microsecond).zfill(6).rstrip("0") if utc.microsecond else ""
+    return _der(0x18, (utc.strftime("%Y%m%d%H%M%S") + fraction + "Z").encode("ascii"))
 
 
 def sign(
@@ -169,55 +254,44 @@ def sign(
         raise CmsError(f"unsupported digest {digest!r}")
     body = content if content is not None else b""
     when = signing_time or dt.datetime.now(dt.UTC)
-    time_value = (
-        cms.Time({"utc_time": when}) if 1950 <= when.year < 2050 else cms.Time({"generalized_time": when})
-    )
     attrs = [
-        _attribute(OID_CONTENT_TYPE, [cms.ContentType(OID_DATA)]),
-        _attribute(OID_SIGNING_TIME, [time_value]),
-        _attribute(OID_MESSAGE_DIGEST, [core.OctetString(_digest(digest, body))]),
+        _CONTENT_TYPE_DATA_ATTRIBUTE_DER,
+        _der(0x30, _OID_SIGNING_TIME_DER + _der(0x31, _signing_time(when))),
+        _der(0x30, _OID_MESSAGE_DIGEST_DER + _der(0x31, _der(0x04, _digest(digest, body)))),
     ]
-    attrs.extend(_attribute(oid, [value]) for oid, value in extra_attributes.items())
-    signed_attrs = cms.CMSAttributes(attrs)
-    signature, sig_alg = _sign_bytes(key, signed_attrs.dump(), digest)
-
-    asn1_cert = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
-    sig_algorithm = algos.SignedDigestAlgorithm({"algorithm": sig_alg})
-    if sig_alg == "rsassa_pkcs1v15":
-        sig_algorithm["parameters"] = core.Null()
-    signer_info = cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": cms.SignerIdentifier(
-                {
-                    "issuer_and_serial_number": cms.IssuerAndSerialNumber(
-                        {"issuer": asn1_cert.issuer, "serial_number": asn1_cert.serial_number}
-                    )
-                }
-            ),
-            "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest}),
-            "signed_attrs": signed_attrs,
-            "signature_algorithm": sig_algorithm,
-            "signature": signature,
-        }
+    attrs.extend(
+        _der(0x30, core.ObjectIdentifier(oid).dump() + _der(0x31, value.dump()))
+        for oid, value in extra_attributes.items()
     )
-    encap: dict[str, object] = {"content_type": "data"}
+    signed_attrs = b"".join(sorted(attrs))
+    signature, sig_alg = _sign_bytes(key, _der(0x31, signed_attrs), digest)
+    sig_algorithm = (
+        _RSA_SIGNATURE_ALGORITHM_DER if sig_alg == "rsassa_pkcs1v15" else _EC_SIGNATURE_ALGORITHM_DER[digest]
+    )
+    sid, cert_der = _issuer_and_serial(cert)
+    digest_algorithm = _DIGEST_ALGORITHM_DER[digest]
+    signer_info = _der(
+        0x30,
+        _VERSION_1_DER
+        + sid
+        + digest_algorithm
+        + _der(0xA0, signed_attrs)
+        + sig_algorithm
+        + _der(0x04, signature),
+    )
+    encap = _OID_DATA_DER
     if content is not None and not detached:
-        encap["content"] = content
-    certs: list[asn1_x509.Certificate] = [asn1_cert] if include_signer_cert else []
-    certs.extend(asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in chain)
-    signed_data = cms.SignedData(
-        {
-            "version": "v1",
-            "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest})],
-            "encap_content_info": encap,
-            "signer_infos": [signer_info],
-        }
+        encap += _der(0xA0, _der(0x04, content))
+    certs = [cert_der] if include_signer_cert else []
+    certs.extend(c.public_bytes(serialization.Encoding.DER) for c in chain)
+    signed_data = (
+        _VERSION_1_DER
+        + _der(0x31, digest_algorithm)
+        + _der(0x30, encap)
+        + (_der(0xA0, b"".join(sorted(certs))) if certs else b"")
+        + _der(0x31, signer_info)
     )
-    if certs:
-        signed_data["certificates"] = certs
-    der: bytes = cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
-    return der
+    return _der(0x30, _OID_SIGNED_DATA_DER + _der(0xA0, _der(0x30, signed_data)))
 
 
 def sign_attached(
@@ -395,13 +469,24 @@ def verify(
 
     `extra_certs` are candidate signer certificates for messages that do not carry theirs.
     """
-    return _verify(der, detached_content, extra_certs)
+    attributes: dict[str, tuple[bytes, ...]] = {}
+    carried: list[_CertInfo] = []
+    try:
+        content, signer, digest = _fast_verify(der, detached_content, attributes, carried, extra_certs)
+    except CmsError:
+        raise
+    except (_NotFast, ValueError, IndexError, TypeError):
+        return _verify(der, detached_content, extra_certs)
+    if "" in attributes:
+        return _verify(der, detached_content, extra_certs)  # an OID too long for the fast path's cache
+    candidates = carried + [i for i in map(_info_for, extra_certs) if i not in carried]
+    return SignedMessage(content, signer.cert, digest, attributes, tuple(i.cert for i in candidates))
 
 
 def verify_attached(der: bytes) -> tuple[bytes, x509.Certificate]:
     """Return (content, signer certificate) after checking the signature (not the chain)."""
     try:
-        content, info = _fast_verify(der, None)
+        content, info, _ = _fast_verify(der, None)
         return content, info.cert
     except CmsError:
         raise
@@ -469,7 +554,22 @@ def _tlv(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
     return tag, pos, stop
 
 
-def _fast_verify(der: bytes, detached: bytes | None) -> tuple[bytes, _CertInfo]:
+@lru_cache(maxsize=64)
+def _dotted(oid_der: bytes) -> str:
+    dotted: str = core.ObjectIdentifier.load(oid_der).dotted
+    return dotted
+
+
+def _fast_verify(
+    der: bytes,
+    detached: bytes | None,
+    attributes: dict[str, tuple[bytes, ...]] | None = None,
+    carried: list[_CertInfo] | None = None,
+    extra_certs: Sequence[x509.Certificate] = (),
+) -> tuple[bytes, _CertInfo, str]:
+    """(content, signer, digest name) of a strictly-DER SignedData; ``attributes`` and ``carried``, when
+    given, are filled with the signed attributes (OID -> each value's DER) and the certificates carried.
+    ``extra_certs`` are further candidate signers, after the carried ones."""
     end = len(der)
     tag, p, e = _tlv(der, 0, end)  # ContentInfo
     if tag != 0x30 or e != end:
@@ -545,6 +645,16 @@ def _fast_verify(der: bytes, detached: bytes | None) -> tuple[bytes, _CertInfo]:
             atag, as_, ae = _tlv(der, a, q)
             ttag, ts, te = _tlv(der, as_, ae)
             oid = der[ts:te]
+            if attributes is not None:
+                vtag, vs, ve = _tlv(der, te, ae)  # SET of values
+                if vtag != 0x31 or ve != ae:
+                    raise _NotFast
+                values = []
+                while vs < ve:
+                    _, _, x = _tlv(der, vs, ve)
+                    values.append(der[vs:x])
+                    vs = x
+                attributes[_dotted(der[ts - 2 : te]) if te - ts < 0x80 else ""] = tuple(values)
             if oid == _OID_MESSAGE_DIGEST_C:
                 vtag, vs, ve = _tlv(der, te, ae)  # SET
                 xtag, xs, xe = _tlv(der, vs, ve)
@@ -568,8 +678,10 @@ def _fast_verify(der: bytes, detached: bytes | None) -> tuple[bytes, _CertInfo]:
     signature = der[s:q]
 
     signer: _CertInfo | None = None
-    for raw in certs:
-        info = _cert_info(raw)
+    infos = [_cert_info(raw) for raw in certs]
+    if carried is not None:
+        carried.extend(infos)
+    for info in (*infos, *map(_info_for, extra_certs)):
         if info.serial == serial and info.issuer_der == issuer_der:
             signer = info
             break
@@ -587,7 +699,7 @@ def _fast_verify(der: bytes, detached: bytes | None) -> tuple[bytes, _CertInfo]:
             raise CmsError("messageDigest does not match the content")
         to_verify = signed_attrs
     _verify_signature(signer.public_key, sig_alg, digest, signature, to_verify)
-    return content, signer
+    return content, signer, digest
 
 
 # --------------------------------------------------------------------------------------------------
@@ -722,40 +834,22 @@ def encrypt_enveloped(
     encryptor = Cipher(cipher, modes.CBC(iv)).encryptor()
     ciphertext = encryptor.update(content + bytes([pad]) * pad) + encryptor.finalize()
     encrypted_key = info.public_key.encrypt(cek, padding.PKCS1v15())
-    asn1_cert = asn1_x509.Certificate.load(recipient_cert.public_bytes(serialization.Encoding.DER))
-    ktri = cms.KeyTransRecipientInfo(
-        {
-            "version": "v0",
-            "rid": cms.RecipientIdentifier(
-                {
-                    "issuer_and_serial_number": cms.IssuerAndSerialNumber(
-                        {"issuer": asn1_cert.issuer, "serial_number": asn1_cert.serial_number}
-                    )
-                }
-            ),
-            "key_encryption_algorithm": cms.KeyEncryptionAlgorithm(
-                {"algorithm": "rsaes_pkcs1v15", "parameters": core.Null()}
-            ),
-            "encrypted_key": encrypted_key,
-        }
+    rid, _ = _issuer_and_serial(recipient_cert)
+    ktri = _der(0x30, _VERSION_0_DER + rid + _RSA_KEY_TRANSPORT_DER + _der(0x04, encrypted_key))
+    encrypted_content_info = _der(
+        0x30,
+        _OID_DATA_DER
+        + _der(0x30, _ENCRYPTION_OID_DER[algorithm] + _der(0x04, iv))
+        + _der(0x80, ciphertext),  # [0] IMPLICIT OCTET STRING
     )
-    enveloped = cms.EnvelopedData(
-        {
-            "version": "v0",
-            "recipient_infos": [cms.RecipientInfo({"ktri": ktri})],
-            "encrypted_content_info": cms.EncryptedContentInfo(
-                {
-                    "content_type": "data",
-                    "content_encryption_algorithm": algos.EncryptionAlgorithm(
-                        {"algorithm": algorithm, "parameters": core.OctetString(iv)}
-                    ),
-                    "encrypted_content": ciphertext,
-                }
-            ),
-        }
-    )
-    der: bytes = cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump()
-    return der
+    enveloped = _VERSION_0_DER + _der(0x31, ktri) + encrypted_content_info
+    return _der(0x30, _OID_ENVELOPED_DATA_DER + _der(0xA0, _der(0x30, enveloped)))
+
+
+_ENCRYPTION_OID_DER: dict[str, bytes] = {
+    name: algos.EncryptionAlgorithmId(name).dump()
+    for name in ("aes128_cbc", "aes192_cbc", "aes256_cbc", "tripledes_3key")
+}
 
 
 def enveloped_content_algorithm(der: bytes) -> str:

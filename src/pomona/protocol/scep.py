@@ -21,6 +21,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import lru_cache
 from typing import TypeVar
 
 from asn1crypto import core
@@ -285,6 +286,19 @@ _CSR_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 
 
 def _name_from_der(name_der: bytes) -> x509.Name:
+    """An x509.Name from DER. A short one is kept (a Name is immutable): every device of a profile asks
+    for the same subject; a long one (anyone may send one) is not."""
+    if len(name_der) <= 1024:
+        return _short_name_from_der(name_der)
+    return _wrapped_name(name_der)
+
+
+@lru_cache(maxsize=256)
+def _short_name_from_der(name_der: bytes) -> x509.Name:
+    return _wrapped_name(name_der)
+
+
+def _wrapped_name(name_der: bytes) -> x509.Name:
     """An x509.Name from DER, by wrapping it into a minimal version-1 CSR `cryptography` will load."""
     wrapper = asn1_csr.CertificationRequest(
         {

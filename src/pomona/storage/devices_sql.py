@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Select, and_, bindparam, func, insert, select
 
 from pomona.domain.models import Device
 from pomona.storage import schema as s
+from pomona.storage.hot_sql import Prepared
 from pomona.storage.rows import RecordCodec, select_in
 
 DEVICE = RecordCodec(Device)
@@ -19,6 +20,18 @@ DEVICE_FACTS = tuple(
 )
 
 _TOUCH = update(s.devices).where(s.devices.c.id == bindparam("did")).values(last_seen_at=bindparam("at"))
+_TOUCH_P = Prepared(_TOUCH)
+_INSERT = Prepared(insert(s.devices).values({name: bindparam(name) for name in DEVICE.fields}))
+_BY_UDID = Prepared(
+    select(s.devices).where(
+        s.devices.c.tenant_id == bindparam("tenant_id"), s.devices.c.udid == bindparam("udid")
+    )
+)
+_GET = Prepared(
+    select(s.devices).where(
+        s.devices.c.tenant_id == bindparam("tenant_id"), s.devices.c.id == bindparam("id")
+    )
+)
 
 
 class SqlDeviceStore:
@@ -29,7 +42,7 @@ class SqlDeviceStore:
         """Insert the device, or refresh the facts it reported (only those that are set)."""
         existing = self.by_udid(device.tenant_id, device.udid)
         if existing is None:
-            self.conn.execute(insert(s.devices).values(DEVICE.dump(device)))
+            _INSERT.run(self.conn, DEVICE.dump(device))
             return device
         values: dict[str, object] = {
             k: getattr(device, k) for k in DEVICE_FACTS if getattr(device, k) is not None
@@ -55,10 +68,12 @@ class SqlDeviceStore:
         return map(DEVICE.load_row, select_in(self.conn, q, col, values))
 
     def by_udid(self, tenant_id: str, udid: str) -> Device | None:
-        return self._first(tenant_id, s.devices.c.udid == udid)
+        r = _BY_UDID.first(self.conn, {"tenant_id": tenant_id, "udid": udid})
+        return None if r is None else DEVICE.load(r)
 
     def get(self, tenant_id: str, device_id: str) -> Device | None:
-        return self._first(tenant_id, s.devices.c.id == device_id)
+        r = _GET.first(self.conn, {"tenant_id": tenant_id, "id": device_id})
+        return None if r is None else DEVICE.load(r)
 
     def by_serial(self, tenant_id: str, serial: str) -> list[Device]:
         return [
@@ -105,4 +120,4 @@ class SqlDeviceStore:
             )
 
     def touch(self, device_id: str, at: datetime) -> None:
-        self.conn.execute(_TOUCH, {"did": device_id, "at": at})
+        _TOUCH_P.run(self.conn, {"did": device_id, "at": at})

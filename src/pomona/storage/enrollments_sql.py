@@ -10,6 +10,7 @@ from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 
 from pomona.domain.models import Enrollment, EnrollmentStatus, EnrollmentType
 from pomona.storage import schema as s
+from pomona.storage.hot_sql import Prepared
 from pomona.storage.rows import RecordCodec, select_in, utc
 
 ENROLLMENT = RecordCodec(Enrollment)
@@ -22,6 +23,43 @@ _ACTIVE_BY_FP = (
     .where(and_(_E.c.cert_fingerprint == bindparam("fp"), _IS_ACTIVE))
     .limit(1)
 )
+_ACTIVE_BY_FP_P = Prepared(_ACTIVE_BY_FP)
+_ADD = Prepared(insert(_E).values({name: bindparam(name) for name in ENROLLMENT.fields}))
+_GET = Prepared(
+    select(_E)
+    .where(_E.c.tenant_id == bindparam("tenant_id"), _E.c.id == bindparam("id"))
+    .order_by(_E.c.started_at.desc())
+    .limit(1)
+)
+_BY_FP = Prepared(
+    select(_E).where(_E.c.cert_fingerprint == bindparam("fp")).order_by(_E.c.started_at.desc()).limit(1)
+)
+_ACTIVE_FOR_UDID_ALL = Prepared(
+    select(_E).where(_E.c.tenant_id == bindparam("tenant_id"), _E.c.udid == bindparam("udid"), _IS_ACTIVE)
+)
+_ACTIVE_FOR_SERIAL = Prepared(
+    select(_E)
+    .join(s.devices, s.devices.c.id == _E.c.device_id)
+    .where(
+        and_(
+            s.devices.c.tenant_id == bindparam("tenant_id"),
+            s.devices.c.serial == bindparam("serial"),
+            _IS_ACTIVE,
+        )
+    )
+)
+_ACTIVE_COUNT_FOR_USER = Prepared(
+    select(func.count().label("n")).select_from(_E).where(and_(_E.c.user_id == bindparam("uid"), _IS_ACTIVE))
+)
+_TOKEN_COLUMNS = ("push_token", "push_magic", "awaiting_configuration", "token_updated_at")
+_UPDATE_TOKEN = {
+    unlock: Prepared(
+        update(_E)
+        .where(_E.c.id == bindparam("eid"))
+        .values({c: bindparam(c) for c in (*_TOKEN_COLUMNS, *(("unlock_token",) if unlock else ()))})
+    )
+    for unlock in (False, True)
+}
 
 
 class SqlEnrollmentStore:
@@ -44,10 +82,11 @@ class SqlEnrollmentStore:
         self.conn.execute(update(_E).where(_E.c.id == enrollment_id).values(**values))
 
     def add(self, enrollment: Enrollment) -> None:
-        self.conn.execute(insert(_E).values(ENROLLMENT.dump(enrollment)))
+        _ADD.run(self.conn, ENROLLMENT.dump(enrollment))
 
     def get(self, tenant_id: str, enrollment_id: str) -> Enrollment | None:
-        return self._first(_E.c.tenant_id == tenant_id, _E.c.id == enrollment_id)
+        r = _GET.first(self.conn, {"tenant_id": tenant_id, "id": enrollment_id})
+        return None if r is None else ENROLLMENT.load(r)
 
     def active_for_udid(self, tenant_id: str, udid: str) -> Enrollment | None:
         return self._first(_E.c.tenant_id == tenant_id, _E.c.udid == udid, _IS_ACTIVE)
@@ -62,37 +101,33 @@ class SqlEnrollmentStore:
         return out
 
     def by_fingerprint(self, fingerprint: str) -> Enrollment | None:
-        return self._first(_E.c.cert_fingerprint == fingerprint)
+        r = _BY_FP.first(self.conn, {"fp": fingerprint})
+        return None if r is None else ENROLLMENT.load(r)
 
     def active_by_fingerprint(self, fingerprint: str) -> tuple[Enrollment, datetime | None] | None:
         """The active enrollment a device identity is bound to, with the device's last check-in."""
-        r = self.conn.execute(_ACTIVE_BY_FP, {"fp": fingerprint}).first()
+        r = _ACTIVE_BY_FP_P.first(self.conn, {"fp": fingerprint})
         if r is None:
             return None
-        return ENROLLMENT.load_row(r), utc(r._mapping["last_seen_at"])
+        return ENROLLMENT.load(r), utc(r["last_seen_at"])
 
     def active_count_for_user(self, user_id: str) -> int:
-        q = select(func.count()).select_from(_E).where(and_(_E.c.user_id == user_id, _IS_ACTIVE))
-        return int(self.conn.execute(q).scalar_one())
+        r = _ACTIVE_COUNT_FOR_USER.first(self.conn, {"uid": user_id})
+        assert r is not None
+        return int(r["n"])
 
     def active_for_user(self, user_id: str) -> list[Enrollment]:
         return self._all(_E.c.user_id == user_id, _IS_ACTIVE, order=_E.c.started_at)
 
     def active_for_device(self, tenant_id: str, udid: str | None, serial: str | None) -> list[Enrollment]:
         """Active enrollments of a device known by UDID or serial number (two indexed lookups)."""
-        d = s.devices
         found: dict[str, Enrollment] = {}
         if udid:
-            found.update(
-                (x.id, x) for x in self._all(_E.c.tenant_id == tenant_id, _E.c.udid == udid, _IS_ACTIVE)
-            )
+            rows = _ACTIVE_FOR_UDID_ALL.all(self.conn, {"tenant_id": tenant_id, "udid": udid})
+            found.update((x.id, x) for x in map(ENROLLMENT.load, rows))
         if serial:
-            q = (
-                select(_E)
-                .join(d, d.c.id == _E.c.device_id)
-                .where(and_(d.c.tenant_id == tenant_id, d.c.serial == serial, _IS_ACTIVE))
-            )
-            found.update((x.id, x) for x in map(ENROLLMENT.load_row, self.conn.execute(q)))
+            rows = _ACTIVE_FOR_SERIAL.all(self.conn, {"tenant_id": tenant_id, "serial": serial})
+            found.update((x.id, x) for x in map(ENROLLMENT.load, rows))
         return list(found.values())
 
     def for_device(self, tenant_id: str, device_id: str) -> list[Enrollment]:
@@ -114,6 +149,7 @@ class SqlEnrollmentStore:
         at: datetime,
     ) -> None:
         values: dict[str, object] = {
+            "eid": enrollment_id,
             "push_token": push_token,
             "push_magic": push_magic,
             "awaiting_configuration": awaiting_configuration,
@@ -121,7 +157,7 @@ class SqlEnrollmentStore:
         }
         if unlock_token is not None:
             values["unlock_token"] = unlock_token
-        self._set(enrollment_id, **values)
+        _UPDATE_TOKEN[unlock_token is not None].run(self.conn, values)
 
     def set_type(self, enrollment_id: str, type_: EnrollmentType) -> None:
         self._set(enrollment_id, type=type_.value)

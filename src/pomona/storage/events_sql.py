@@ -5,17 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Unpack
 
-from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, insert, or_, select
 
 from pomona.domain.models import Event
 from pomona.ports import EventFilters
 from pomona.storage import rollup
 from pomona.storage import schema as s
+from pomona.storage.hot_sql import Prepared
 from pomona.storage.rows import RecordCodec
 
 EVENT = RecordCodec(Event)
 _NEW_EVENT = RecordCodec(Event, skip=("id",))
-_INSERT_EVENT = insert(s.events)
+_INSERT_EVENT = Prepared(insert(s.events).values({name: bindparam(name) for name in _NEW_EVENT.fields}))
 
 
 class SqlEventLog:
@@ -23,7 +24,7 @@ class SqlEventLog:
         self.conn = conn
 
     def append(self, event: Event) -> None:
-        self.conn.execute(_INSERT_EVENT, _NEW_EVENT.dump(event))
+        _INSERT_EVENT.run(self.conn, _NEW_EVENT.dump(event))
         key = rollup.failure_key(event)
         if key is not None:
             self._count_failure(key)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Row
 
 from pomona.domain.models import BlockedDevice, CorporateIdentifier, Group
 from pomona.domain.policy import DeviceLimitRestriction, DeviceTypeRestriction, Restriction, RestrictionKind
 from pomona.storage import schema as s
+from pomona.storage.hot_sql import Prepared
 from pomona.storage.rows import utc as _utc
 from pomona.storage.rows import utc_req
 
@@ -186,8 +188,26 @@ def _restriction(r: Row[Any], groups: frozenset[str]) -> Restriction:
     )
 
 
-def _corp(r: Row[Any]) -> CorporateIdentifier:
-    m = r._mapping
+def _identity_lookup(table: Any, kinds: tuple[str, ...], *, ids_only: bool) -> Prepared:
+    """The rows of ``table`` (corporate identifiers, blocked devices) of a tenant listing any of these
+    kinds of identifier (``kind`` = k AND ``value`` = :k), one statement per combination of kinds."""
+    conds = [and_(table.c.kind == k, table.c.value == bindparam(k)) for k in kinds]
+    q = select(table.c.id) if ids_only else select(table)
+    q = q.where(and_(table.c.tenant_id == bindparam("tenant_id"), or_(*conds)))
+    return Prepared(q.limit(1) if ids_only else q)
+
+
+_CORPORATE_MATCH: dict[tuple[str, ...], Prepared] = {
+    kinds: _identity_lookup(s.corporate_identifiers, kinds, ids_only=False)
+    for kinds in (("serial",), ("imei",), ("serial", "imei"))
+}
+_BLOCKED: dict[tuple[str, ...], Prepared] = {
+    kinds: _identity_lookup(s.blocked_devices, kinds, ids_only=True)
+    for kinds in (("serial",), ("udid",), ("serial", "udid"))
+}
+
+
+def _corp(m: Mapping[Any, Any]) -> CorporateIdentifier:
     return CorporateIdentifier(
         m["id"],
         m["tenant_id"],
@@ -235,20 +255,15 @@ class SqlCorporateStore:
         r = self.conn.execute(
             select(t).where(and_(t.c.tenant_id == tenant_id, t.c.kind == kind, t.c.value == value))
         ).first()
-        return None if r is None else _corp(r)
+        return None if r is None else _corp(r._mapping)
 
     def match(self, tenant_id: str, serial: str | None, imei: str | None) -> CorporateIdentifier | None:
         """The identifier listing this device's serial (preferred) or IMEI, in one query."""
-        t = s.corporate_identifiers
-        wanted = [(k, normalize_identifier(v)) for k, v in (("serial", serial), ("imei", imei)) if v]
+        wanted = {k: normalize_identifier(v) for k, v in (("serial", serial), ("imei", imei)) if v}
         if not wanted:
             return None
-        conds = [and_(t.c.kind == k, t.c.value == v) for k, v in wanted]
-        rows = [
-            _corp(r)
-            for r in self.conn.execute(select(t).where(and_(t.c.tenant_id == tenant_id, or_(*conds))))
-        ]
-        return min(rows, key=lambda c: c.kind != "serial", default=None)
+        rows = _CORPORATE_MATCH[tuple(wanted)].all(self.conn, {"tenant_id": tenant_id, **wanted})
+        return min(map(_corp, rows), key=lambda c: c.kind != "serial", default=None)
 
     def set_state(self, identifier_id: str, state: str, at: datetime) -> None:
         t = s.corporate_identifiers
@@ -263,7 +278,7 @@ class SqlCorporateStore:
             .limit(limit)
             .offset(offset)
         )
-        return [_corp(r) for r in self.conn.execute(q)]
+        return [_corp(r._mapping) for r in self.conn.execute(q)]
 
     def delete(self, tenant_id: str, kind: str, value: str) -> bool:
         t = s.corporate_identifiers
@@ -303,12 +318,10 @@ class SqlBlockStore:
         return bool(res.rowcount)
 
     def is_blocked(self, tenant_id: str, *, serial: str | None = None, udid: str | None = None) -> bool:
-        t = s.blocked_devices
-        conds = [and_(t.c.kind == k, t.c.value == v) for k, v in (("serial", serial), ("udid", udid)) if v]
-        if not conds:
+        wanted = {k: v for k, v in (("serial", serial), ("udid", udid)) if v}
+        if not wanted:
             return False
-        q = select(t.c.id).where(and_(t.c.tenant_id == tenant_id, or_(*conds))).limit(1)
-        return self.conn.execute(q).first() is not None
+        return _BLOCKED[tuple(wanted)].first(self.conn, {"tenant_id": tenant_id, **wanted}) is not None
 
     def list(self, tenant_id: str) -> list[BlockedDevice]:
         t = s.blocked_devices

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
 from pomona.domain.models import ApiToken, Tenant
 from pomona.ports import CaKeyPair, Sealer
 from pomona.storage import schema as s
+from pomona.storage.hot_sql import Prepared
 from pomona.storage.rows import RecordCodec
 from pomona.storage.sealed import seal, unseal
 
 TENANT = RecordCodec(Tenant)
 API_TOKEN = RecordCodec(ApiToken)
 _TENANT = select(*(s.tenants.c[name] for name in TENANT.fields))  # every column but the private keys
+_GET = Prepared(_TENANT.where(s.tenants.c.id == bindparam("id")))
+_CA_KEYPAIR = Prepared(
+    select(s.tenants.c.ca_cert_pem, s.tenants.c.ca_key_pem).where(s.tenants.c.id == bindparam("id"))
+)
 
 
 class SqlTenantStore:
@@ -31,12 +36,11 @@ class SqlTenantStore:
         self.conn.execute(insert(s.tenants).values(TENANT.dump(tenant, ca_key_pem=sealed)))
 
     def ca_keypair(self, tenant_id: str) -> CaKeyPair | None:
-        t = s.tenants
-        r = self.conn.execute(select(t.c.ca_cert_pem, t.c.ca_key_pem).where(t.c.id == tenant_id)).first()
+        r = _CA_KEYPAIR.first(self.conn, {"id": tenant_id})
         if r is None:
             return None
-        key = unseal(self.sealer, bytes(r.ca_key_pem), f"ca-key:{tenant_id}")
-        return CaKeyPair(bytes(r.ca_cert_pem), key)
+        key = unseal(self.sealer, bytes(r["ca_key_pem"]), f"ca-key:{tenant_id}")
+        return CaKeyPair(bytes(r["ca_cert_pem"]), key)
 
     def scep_ra(self, tenant_id: str) -> CaKeyPair | None:
         t = s.tenants
@@ -57,8 +61,8 @@ class SqlTenantStore:
         )
 
     def get(self, tenant_id: str) -> Tenant | None:
-        r = self.conn.execute(_TENANT.where(s.tenants.c.id == tenant_id)).first()
-        return None if r is None else TENANT.load_row(r)
+        r = _GET.first(self.conn, {"id": tenant_id})
+        return None if r is None else TENANT.load(r)
 
     def by_name(self, name: str) -> Tenant | None:
         r = self.conn.execute(_TENANT.where(s.tenants.c.name == name)).first()

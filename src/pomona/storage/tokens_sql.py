@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from pomona.domain.models import EnrollmentToken, IssuedCert
 from pomona.storage import schema as s
+from pomona.storage.hot_sql import Prepared
 from pomona.storage.rows import RecordCodec
 
 ENROLLMENT_TOKEN = RecordCodec(EnrollmentToken)
 ISSUED_CERT = RecordCodec(IssuedCert)
+_TOKEN_BY_HASH = select(s.enrollment_tokens).where(s.enrollment_tokens.c.token_hash == bindparam("hash"))
+_BY_HASH = Prepared(_TOKEN_BY_HASH)
+_BY_HASH_FOR_UPDATE = Prepared(_TOKEN_BY_HASH.with_for_update())
+_CONSUME = Prepared(
+    update(s.enrollment_tokens)
+    .where(s.enrollment_tokens.c.id == bindparam("id"))
+    .values(uses_count=s.enrollment_tokens.c.uses_count + 1)
+)
+_CERT_ADD = Prepared(insert(s.certs).values({name: bindparam(name) for name in ISSUED_CERT.fields}))
+_CERT_GET = Prepared(select(s.certs).where(s.certs.c.fingerprint == bindparam("fp")))
+_CERT_BIND = Prepared(
+    update(s.certs).where(s.certs.c.fingerprint == bindparam("fp")).values(enrollment_id=bindparam("eid"))
+)
 
 
 class SqlEnrollmentTokenStore:
@@ -29,18 +43,11 @@ class SqlEnrollmentTokenStore:
         return self._by_hash(token_hash, for_update=self.conn.dialect.name != "sqlite")
 
     def _by_hash(self, token_hash: str, *, for_update: bool) -> EnrollmentToken | None:
-        q = select(s.enrollment_tokens).where(s.enrollment_tokens.c.token_hash == token_hash)
-        if for_update:
-            q = q.with_for_update()
-        r = self.conn.execute(q).first()
-        return None if r is None else ENROLLMENT_TOKEN.load_row(r)
+        r = (_BY_HASH_FOR_UPDATE if for_update else _BY_HASH).first(self.conn, {"hash": token_hash})
+        return None if r is None else ENROLLMENT_TOKEN.load(r)
 
     def consume(self, token_id: str) -> None:
-        self.conn.execute(
-            update(s.enrollment_tokens)
-            .where(s.enrollment_tokens.c.id == token_id)
-            .values(uses_count=s.enrollment_tokens.c.uses_count + 1)
-        )
+        _CONSUME.run(self.conn, {"id": token_id})
 
     def get(self, tenant_id: str, token_id: str) -> EnrollmentToken | None:
         q = select(s.enrollment_tokens).where(
@@ -70,13 +77,11 @@ class SqlCertStore:
         self.conn = conn
 
     def add(self, cert: IssuedCert) -> None:
-        self.conn.execute(insert(s.certs).values(ISSUED_CERT.dump(cert)))
+        _CERT_ADD.run(self.conn, ISSUED_CERT.dump(cert))
 
     def get(self, fingerprint: str) -> IssuedCert | None:
-        r = self.conn.execute(select(s.certs).where(s.certs.c.fingerprint == fingerprint)).first()
-        return None if r is None else ISSUED_CERT.load_row(r)
+        r = _CERT_GET.first(self.conn, {"fp": fingerprint})
+        return None if r is None else ISSUED_CERT.load(r)
 
     def bind(self, fingerprint: str, enrollment_id: str) -> None:
-        self.conn.execute(
-            update(s.certs).where(s.certs.c.fingerprint == fingerprint).values(enrollment_id=enrollment_id)
-        )
+        _CERT_BIND.run(self.conn, {"fp": fingerprint, "eid": enrollment_id})

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
 from pomona.domain.models import User
 from pomona.storage import schema as s
+from pomona.storage.hot_sql import Prepared
 from pomona.storage.rows import RecordCodec
 
 USER = RecordCodec(User)
 #: What :meth:`SqlUserStore.update` may change.
 USER_UPDATABLE = frozenset(
     {"enabled", "licensed", "mfa_required", "totp_secret", "is_dem", "display_name", "password_hash"}
+)
+_GROUP_IDS = Prepared(select(s.group_members.c.group_id).where(s.group_members.c.user_id == bindparam("uid")))
+_GET = Prepared(
+    select(s.users).where(s.users.c.tenant_id == bindparam("tenant_id"), s.users.c.id == bindparam("id"))
 )
 
 
@@ -29,7 +34,8 @@ class SqlUserStore:
         self.conn.execute(insert(s.users).values(USER.dump(user)))
 
     def get(self, tenant_id: str, user_id: str) -> User | None:
-        return self._one(tenant_id, s.users.c.id == user_id)
+        r = _GET.first(self.conn, {"tenant_id": tenant_id, "id": user_id})
+        return None if r is None else USER.load(r)
 
     def by_upn(self, tenant_id: str, upn: str) -> User | None:
         return self._one(tenant_id, s.users.c.upn == upn.lower())
@@ -57,8 +63,7 @@ class SqlUserStore:
         return int(self.conn.execute(q).scalar_one())
 
     def group_ids(self, user_id: str) -> set[str]:
-        q = select(s.group_members.c.group_id).where(s.group_members.c.user_id == user_id)
-        return {r[0] for r in self.conn.execute(q)}
+        return {r["group_id"] for r in _GROUP_IDS.all(self.conn, {"uid": user_id})}
 
     def list(self, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[User]:
         q = (
