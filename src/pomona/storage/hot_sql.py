@@ -333,7 +333,13 @@ class HotChannel:
             self._local.waits = conn
 
     def take(self, command_id: int, enrollment_id: str, device_id: str | None, at: datetime) -> bool:
+        """The idle read's command marked sent. On PostgreSQL its commit does not wait for the WAL
+        flush (6.5 ms of the event loop's time per commit on this machine): a take lost in a database
+        crash leaves the command Queued, pending as Sent is, and the device's next Idle gets it again;
+        the commit stays atomic, and the result's commit, durable, flushes it too."""
         with self.transaction() as tx:
+            if not self.is_sqlite:
+                tx.conn.execute("SET LOCAL synchronous_commit TO OFF")
             if not tx.rowcount(self.take_q, (command_id, enrollment_id, at)):
                 return False
             if device_id is not None:
