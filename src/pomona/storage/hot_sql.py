@@ -17,7 +17,8 @@ statuses) are bound once too. Each request binds the fingerprint only.
   the server dropped (restart, idle timeout, a proxy) is closed and opened again once, and the read
   repeated: it changes nothing.
 
-Everything else (Authenticate, TokenUpdate, results, the command take) keeps SQLAlchemy.
+The command channel's writes (a result, the command take) are in the section at the end of this file;
+everything else (Authenticate, TokenUpdate, ...) keeps SQLAlchemy.
 """
 
 from __future__ import annotations
