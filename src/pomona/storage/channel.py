@@ -14,12 +14,16 @@ from typing import Protocol
 from pomona.domain.models import CommandStatus, Event
 from pomona.ports import (
     ChannelEnrollment,
+    ChannelTx,
     CommandQueue,
     DeviceStore,
     EnrollmentStore,
     HasEvents,
     ReportedCommand,
 )
+
+ChannelContext = AbstractContextManager[ChannelTx]
+"""What ``command_channel`` returns."""
 
 
 class ChannelStores(HasEvents, Protocol):

@@ -15,7 +15,7 @@ import dataclasses
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, Unpack
@@ -54,7 +54,6 @@ from pomona.ports import (
     AuditEntry,
     CaKeyPair,
     ChannelState,
-    ChannelTx,
     ConsoleSession,
     Database,
     DeviceCursor,
@@ -79,7 +78,7 @@ from pomona.ports import (
 )
 from pomona.protocol.dep import AbmDevice, ServerToken
 from pomona.storage import rollup
-from pomona.storage.channel import store_channel, store_take
+from pomona.storage.channel import ChannelContext, store_channel, store_take
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -1787,7 +1786,7 @@ class MemoryDatabase:
     def take_command(self, command_id: int, enrollment_id: str, device_id: str | None, at: datetime) -> bool:
         return store_take(self, command_id, enrollment_id, device_id, at)
 
-    def command_channel(self) -> AbstractContextManager[ChannelTx]:
+    def command_channel(self) -> ChannelContext:
         return store_channel(self)
 
     def settings_get(self, key: str) -> bytes | None:
