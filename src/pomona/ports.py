@@ -1063,7 +1063,7 @@ class ReportedCommand:
 class ChannelTx(Protocol):
     """One transaction of the command channel (a device's result and its next command): the few reads
     and writes it makes, all committed together or not at all. SQL runs them on the raw driver
-    (storage/hot_sql.py); storage/channel.py runs them over a unit of work's stores."""
+    (storage/hot_channel.py); storage/channel.py runs them over a unit of work's stores."""
 
     def bound(self, fingerprint: str) -> ChannelEnrollment | None:
         """The active enrollment bound to this identity, or None."""

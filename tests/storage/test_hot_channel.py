@@ -1,4 +1,4 @@
-"""The command channel's writes on the raw driver (storage/hot_sql.py ``HotChannel``) against the same
+"""The command channel's writes on the raw driver (storage/hot_channel.py ``HotChannel``) against the same
 operations over the SQLAlchemy stores (storage/channel.py ``StoreChannel``): the same rows and events on
 SQLite and PostgreSQL, one transaction each; and the ``ports.ChannelTx`` contract on every backend."""
 

@@ -1,7 +1,7 @@
 """The command channel's transaction over a unit of work's stores (``ports.ChannelTx``).
 
 ``MemoryDatabase`` answers ``command_channel`` and ``take_command`` with it; ``SqlDatabase`` runs the same
-operations on the raw driver (storage/hot_sql.py), and the storage tests check both write the same rows.
+operations on the raw driver (storage/hot_channel.py), and the storage tests check both write the same rows.
 """
 
 from __future__ import annotations

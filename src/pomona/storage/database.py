@@ -60,7 +60,8 @@ from pomona.storage.devices_sql import SqlDeviceStore
 from pomona.storage.enrollments_sql import SqlEnrollmentStore
 from pomona.storage.events_sql import SqlEventLog
 from pomona.storage.health_sql import SqlHealthStore
-from pomona.storage.hot_sql import HotChannel, HotReads, HotTx
+from pomona.storage.hot_channel import HotChannel, HotTx
+from pomona.storage.hot_sql import HotReads
 from pomona.storage.policy_sql import SqlBlockStore, SqlCorporateStore, SqlGroupStore, SqlRestrictionStore
 from pomona.storage.push_sql import (
     SqlPushCertStore,
@@ -258,13 +259,14 @@ class SqlDatabase:
         return ChannelState(r[0], r[1], r[2], r[3], utc(seen), r[5], None if r[6] is None else bytes(r[6]))
 
     def take_command(self, command_id: int, enrollment_id: str, device_id: str | None, at: datetime) -> bool:
-        """The idle read's command marked sent (and the device seen), on the raw driver (storage/hot_sql.py)."""
+        """The idle read's command marked sent (and the device seen), on the raw driver
+        (storage/hot_channel.py)."""
         with _hot_errors():
             return self.hot_channel.take(command_id, enrollment_id, device_id, at)
 
     @contextmanager
     def command_channel(self) -> Iterator[HotTx]:
-        """A command-channel transaction on the raw driver (storage/hot_sql.py)."""
+        """A command-channel transaction on the raw driver (storage/hot_channel.py)."""
         with _hot_errors(), self.hot_channel.transaction() as tx:
             yield tx
 
