@@ -42,7 +42,7 @@ from pomona.domain.errors import (
     StorageBusyError,
 )
 from pomona.i18n import msg
-from pomona.ports import ChannelState, Sealer
+from pomona.ports import ChannelState, ChannelTx, Sealer
 from pomona.storage import schema as s
 from pomona.storage import shared_sql
 from pomona.storage.abm_sql import SqlAbmStore
@@ -60,7 +60,6 @@ from pomona.storage.devices_sql import SqlDeviceStore
 from pomona.storage.enrollments_sql import SqlEnrollmentStore
 from pomona.storage.events_sql import SqlEventLog
 from pomona.storage.health_sql import SqlHealthStore
-from pomona.storage.hot_channel import HotChannel, HotTx
 from pomona.storage.hot_sql import HotReads
 from pomona.storage.policy_sql import SqlBlockStore, SqlCorporateStore, SqlGroupStore, SqlRestrictionStore
 from pomona.storage.push_sql import (
@@ -200,7 +199,7 @@ class SqlDatabase:
         pragmas = [f"PRAGMA {p}" for p in _SQLITE_PRAGMAS if not p.startswith("journal_mode")]
         loop = [f"PRAGMA busy_timeout={LOOP_LOCK_WAIT_MS}"]
         self.hot = HotReads(self.engine, {False: CHANNEL_ANY, True: CHANNEL_SKIP_NOT_NOW}, pragmas, loop)
-        self.hot_channel = HotChannel(self.hot, self.engine, LOOP_LOCK_WAIT_MS)
+        self._hot_channel: Any = None  # storage/hot_channel.py, loaded on first use (not by the CLI)
 
     @classmethod
     def for_tests(cls, url: str) -> SqlDatabase:
@@ -262,13 +261,21 @@ class SqlDatabase:
         """The idle read's command marked sent (and the device seen), on the raw driver
         (storage/hot_channel.py)."""
         with _hot_errors():
-            return self.hot_channel.take(command_id, enrollment_id, device_id, at)
+            return bool(self._channel().take(command_id, enrollment_id, device_id, at))
 
     @contextmanager
-    def command_channel(self) -> Iterator[HotTx]:
+    def command_channel(self) -> Iterator[ChannelTx]:
         """A command-channel transaction on the raw driver (storage/hot_channel.py)."""
-        with _hot_errors(), self.hot_channel.transaction() as tx:
+        with _hot_errors(), self._channel().transaction() as tx:
             yield tx
+
+    def _channel(self) -> Any:
+        channel = self._hot_channel
+        if channel is None:
+            from pomona.storage.hot_channel import HotChannel
+
+            channel = self._hot_channel = HotChannel(self.hot, self.engine, LOOP_LOCK_WAIT_MS)
+        return channel
 
     def settings_get(self, key: str) -> bytes | None:
         """A server-wide setting; every one is sealed at rest (context ``setting:<key>``)."""
