@@ -1086,6 +1086,79 @@ class ChannelStates(Protocol):
     def channel_state(self, fingerprint: str, *, skip_not_now: bool) -> ChannelState | None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelEnrollment:
+    """The active enrollment an identity is bound to, as much of it as a command result needs, with the
+    device's last check-in."""
+
+    id: str
+    tenant_id: str
+    udid: str
+    device_id: str
+    user_id: str | None
+    awaiting_configuration: bool
+    last_seen_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedCommand:
+    """The queued command a device's report answers."""
+
+    id: int
+    enrollment_id: str
+    command_uuid: str
+    request_type: str
+
+
+class ChannelTx(Protocol):
+    """One transaction of the command channel (a device's result and its next command): the few reads
+    and writes it makes, all committed together or not at all. SQL runs them on the raw driver
+    (storage/hot_channel.py); storage/channel.py runs them over a unit of work's stores."""
+
+    def bound(self, fingerprint: str) -> ChannelEnrollment | None:
+        """The active enrollment bound to this identity, or None."""
+        ...
+
+    def command(self, enrollment: ChannelEnrollment, command_uuid: str) -> ReportedCommand | None:
+        """The enrollment's command of this CommandUUID, or None."""
+        ...
+
+    def record_result(
+        self,
+        command: ReportedCommand,
+        status: CommandStatus,
+        result: bytes,
+        error_chain: list[dict[str, object]],
+        at: datetime,
+    ) -> None: ...
+    def append_event(self, event: Event) -> None:
+        """Write an OK event (a failure's roll-up is the unit of work's)."""
+        ...
+
+    def next_command(self, enrollment_id: str, *, skip_not_now: bool) -> tuple[int, bytes] | None:
+        """The oldest pending command: (id, body)."""
+        ...
+
+    def mark_sent(self, command_id: int, at: datetime) -> None: ...
+    def touch(self, device_id: str, at: datetime) -> None: ...
+
+
+class CommandChannel(ChannelStates, Protocol):
+    """The command channel's hot path: the idle read, taking the command it named, and the transaction
+    of a result (check-in only)."""
+
+    def take_command(self, command_id: int, enrollment_id: str, device_id: str | None, at: datetime) -> bool:
+        """Mark a command read by :meth:`channel_state` sent, if it is still pending and its enrollment
+        still active, and the device seen at ``at`` (unless ``device_id`` is None), in one transaction:
+        False when either changed meanwhile (nothing written)."""
+        ...
+
+    def command_channel(self) -> AbstractContextManager[ChannelTx]:
+        """A write transaction of the command channel: committed when the block ends, rolled back when
+        it raises."""
+        ...
+
+
 class Sealer(Protocol):
     """Secrets at rest (pki/sealing.py implements it with the server key): ``seal`` encrypts and binds the
     value to ``context`` (where it is stored, e.g. ``ca-key:<tenant id>``); ``open`` reverses it, or
@@ -1115,7 +1188,7 @@ class HasEvents(Protocol):
     def events(self) -> EventLog: ...
 
 
-class Database(Transactions[UnitOfWork], ChannelStates, SettingsStore, Protocol):
+class Database(Transactions[UnitOfWork], CommandChannel, SettingsStore, Protocol):
     """The whole database, as a backend provides it. Only the composition root and the backends name
     it; consumers name the narrow parts they use."""
 

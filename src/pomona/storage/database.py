@@ -42,7 +42,7 @@ from pomona.domain.errors import (
     StorageBusyError,
 )
 from pomona.i18n import msg
-from pomona.ports import ChannelState, Sealer
+from pomona.ports import ChannelState, ChannelTx, Sealer
 from pomona.storage import schema as s
 from pomona.storage import shared_sql
 from pomona.storage.abm_sql import SqlAbmStore
@@ -199,6 +199,7 @@ class SqlDatabase:
         pragmas = [f"PRAGMA {p}" for p in _SQLITE_PRAGMAS if not p.startswith("journal_mode")]
         loop = [f"PRAGMA busy_timeout={LOOP_LOCK_WAIT_MS}"]
         self.hot = HotReads(self.engine, {False: CHANNEL_ANY, True: CHANNEL_SKIP_NOT_NOW}, pragmas, loop)
+        self._hot_channel: Any = None  # storage/hot_channel.py, loaded on first use (not by the CLI)
 
     @classmethod
     def for_tests(cls, url: str) -> SqlDatabase:
@@ -249,21 +250,32 @@ class SqlDatabase:
         enrollment bound to this identity, the device's last check-in, and the next command, if any.
         On the raw driver, prepared, over a connection kept per thread (storage/hot_sql.py).
         """
-        try:
+        with _hot_errors():
             r = self.hot.row(skip_not_now, fingerprint)
-        except _DRIVER_ERRORS as exc:
-            err = _storage_error(exc)
-            if err is exc:
-                raise
-            raise err from exc
-        except Exception as exc:  # psycopg's own errors (the raw driver): a lock wait is StorageBusyError
-            if _is_busy(exc):
-                raise StorageBusyError(str(exc)) from exc
-            raise
         if r is None:
             return None
         seen = r[4] if self.hot.ts is None or r[4] is None else self.hot.ts(r[4])
         return ChannelState(r[0], r[1], r[2], r[3], utc(seen), r[5], None if r[6] is None else bytes(r[6]))
+
+    def take_command(self, command_id: int, enrollment_id: str, device_id: str | None, at: datetime) -> bool:
+        """The idle read's command marked sent (and the device seen), on the raw driver
+        (storage/hot_channel.py)."""
+        with _hot_errors():
+            return bool(self._channel().take(command_id, enrollment_id, device_id, at))
+
+    @contextmanager
+    def command_channel(self) -> Iterator[ChannelTx]:
+        """A command-channel transaction on the raw driver (storage/hot_channel.py)."""
+        with _hot_errors(), self._channel().transaction() as tx:
+            yield tx
+
+    def _channel(self) -> Any:
+        channel = self._hot_channel
+        if channel is None:
+            from pomona.storage.hot_channel import HotChannel
+
+            channel = self._hot_channel = HotChannel(self.hot, self.engine, LOOP_LOCK_WAIT_MS)
+        return channel
 
     def settings_get(self, key: str) -> bytes | None:
         """A server-wide setting; every one is sealed at rest (context ``setting:<key>``)."""
@@ -354,6 +366,23 @@ _SQLITE_PRAGMAS = (
     "foreign_keys=ON",
     f"busy_timeout={LOCK_WAIT_MS}",
 )
+
+
+@contextmanager
+def _hot_errors() -> Iterator[None]:
+    """The raw driver's errors as ``unit_of_work`` gives them: a lock wait past its bound is
+    StorageBusyError (the request runs again in a worker thread)."""
+    try:
+        yield
+    except _DRIVER_ERRORS as exc:
+        err = _storage_error(exc)
+        if err is exc:
+            raise
+        raise err from exc
+    except Exception as exc:  # psycopg's own errors (the raw driver): a lock wait is StorageBusyError
+        if _is_busy(exc):
+            raise StorageBusyError(str(exc)) from exc
+        raise
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:

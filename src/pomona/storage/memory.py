@@ -79,6 +79,7 @@ from pomona.ports import (
 )
 from pomona.protocol.dep import AbmDevice, ServerToken
 from pomona.storage import rollup
+from pomona.storage.channel import ChannelContext, store_channel, store_take
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -1861,6 +1862,12 @@ class MemoryDatabase:
                     None if nxt is None else nxt.body,
                 )
         return None
+
+    def take_command(self, command_id: int, enrollment_id: str, device_id: str | None, at: datetime) -> bool:
+        return store_take(self, command_id, enrollment_id, device_id, at)
+
+    def command_channel(self) -> ChannelContext:
+        return store_channel(self)
 
     def settings_get(self, key: str) -> bytes | None:
         with self._lock:

@@ -49,7 +49,7 @@ from pomona.domain.models import (
 from pomona.domain.policy import Stage, decide, platform_of_product
 from pomona.ports import (
     CertStore,
-    ChannelStates,
+    CommandChannel,
     CommandQueue,
     DeviceStore,
     HasEvents,
@@ -104,8 +104,9 @@ class CheckinStores(DecisionStores, ResultStores, HasEvents, Protocol):
     def pushes(self) -> PushQueue: ...
 
 
-class CheckinDatabase(Transactions[CheckinStores], ChannelStates, Protocol):
-    """The check-in chain's stores, and the command channel's one-statement read (the hot path)."""
+class CheckinDatabase(Transactions[CheckinStores], CommandChannel, Protocol):
+    """The check-in chain's stores, and the command channel's hot path (its read, its take, the
+    transaction of a result)."""
 
 
 @dataclass
@@ -454,11 +455,13 @@ class CheckinCore(ServiceBase[CheckinStores]):
             if state.next_command_id is not None and state.next_command_body is not None:
                 # The read named the next command: take it with one guarded UPDATE (still pending,
                 # enrollment still active) instead of reading it all again in the transaction.
-                with self.db.unit_of_work() as uow:
-                    if uow.commands.take(state.next_command_id, state.enrollment_id, now):
-                        if not fresh:
-                            uow.devices.touch(state.device_id, now)
-                        return state.next_command_body
+                device = None if fresh else state.device_id
+                if self.db.take_command(state.next_command_id, state.enrollment_id, device, now):
+                    return state.next_command_body
+        else:
+            answer = self._report(req, report, now)
+            if answer is not None:
+                return answer
         with self.db.unit_of_work() as uow:
             enrollment, last_seen = self._bound_enrollment(uow, req, report.udid)
             if not report.is_idle:
@@ -469,6 +472,52 @@ class CheckinCore(ServiceBase[CheckinStores]):
             if last_seen is None or now - last_seen >= TOUCH_EVERY:
                 uow.devices.touch(enrollment.device_id, now)
             return b"" if nxt is None else nxt.body
+
+    def _report(self, req: Request, report: CommandReport, now: datetime) -> bytes | None:
+        """A result and the next command in one command-channel transaction (the storage's fast path),
+        or None when the full path below must answer: a refusal (no active enrollment, another tenant's
+        or device's identity), an unknown CommandUUID, an Acknowledged command with a side effect
+        (results.py), a device held at Setup Assistant. None is decided before anything is written.
+        The rows and the event are those of the full path."""
+        assert report.command_uuid is not None
+        status = _STATUS[report.status]
+        with self.db.command_channel() as ch:
+            e = ch.bound(req.signer.fingerprint)
+            if (
+                e is None
+                or e.tenant_id != req.tenant.id
+                or (report.udid is not None and e.udid != report.udid)
+                or e.awaiting_configuration
+            ):
+                return None
+            cmd = ch.command(e, report.command_uuid)
+            if cmd is None or (
+                status is CommandStatus.ACKNOWLEDGED and result_hook(cmd.request_type) is not None
+            ):
+                return None
+            ch.record_result(cmd, status, report.raw, report.error_chain, now)
+            detail: dict[str, object] = {
+                "command_uuid": cmd.command_uuid,
+                "request_type": cmd.request_type,
+                "status": status.value,
+                "error_chain": report.error_chain,
+            }
+            ch.append_event(
+                self.ok_event(
+                    e.tenant_id,
+                    Step.COMMAND,
+                    user_id=e.user_id,
+                    udid=e.udid,
+                    enrollment_id=e.id,
+                    detail=detail,
+                )
+            )
+            nxt = ch.next_command(e.id, skip_not_now=True)
+            if nxt is not None:
+                ch.mark_sent(nxt[0], now)
+            if e.last_seen_at is None or now - e.last_seen_at >= TOUCH_EVERY:
+                ch.touch(e.device_id, now)
+            return b"" if nxt is None else nxt[1]
 
     def _store_result(
         self, uow: CheckinStores, tenant: Tenant, enrollment: Enrollment, report: CommandReport, now: datetime
