@@ -17,7 +17,7 @@ statuses) are bound once too. Each request binds the fingerprint only.
   the server dropped (restart, idle timeout, a proxy) is closed and opened again once, and the read
   repeated: it changes nothing.
 
-Everything else (results, the command take) keeps SQLAlchemy. The enrollment's statements (profile, SCEP,
+A result and the command take run in their own driver transactions in ``storage/hot_channel.py``. The enrollment's statements (profile, SCEP,
 Authenticate, TokenUpdate) run on the driver inside SQLAlchemy's transactions: :class:`Prepared`, the last
 section of this module.
 """
