@@ -17,9 +17,9 @@ statuses) are bound once too. Each request binds the fingerprint only.
   the server dropped (restart, idle timeout, a proxy) is closed and opened again once, and the read
   repeated: it changes nothing.
 
-A result and the command take run in their own driver transactions in ``storage/hot_channel.py``. The enrollment's statements (profile, SCEP,
-Authenticate, TokenUpdate) run on the driver inside SQLAlchemy's transactions: :class:`Prepared`, the last
-section of this module.
+A result and the command take run in their own driver transactions (``storage/hot_channel.py``). The
+enrollment's statements (profile, SCEP, Authenticate, TokenUpdate) run on the driver inside SQLAlchemy's
+transactions: :class:`Prepared`, the last section of this module.
 """
 
 from __future__ import annotations
