@@ -526,7 +526,7 @@ class IncidentFacts:
     attempts at the given steps (``since <= at < until``). ``failures``: per reason, (how many, the first
     and the last time). Users are non-empty UPNs, devices the UDID or else the serial (non-empty);
     ``attempting_*`` counts the union of the attempts' and the failures' sets. ``kinds``: each distinct
-    (step, the failure's :data:`INCIDENT_DETAIL` fields present in its detail). ``samples``: per reason,
+    (step, the failure's :data:`INCIDENT_DETAIL` fields in its detail, those not null). ``samples``: per reason,
     its ``sample`` oldest failures (of equal times, the greatest id first)."""
 
     failures: dict[str, tuple[int, datetime, datetime]] = field(default_factory=dict)

@@ -106,9 +106,8 @@ class SqlEventLog:
                 failures[str(r[0])] = (int(r[1]), utc_req(r[2]), utc_req(r[3]))
             fields = [self._detail_field(k) for k in INCIDENT_DETAIL]
             for step, *values in self.conn.execute(select(t.c.step, *fields).where(failed).distinct()):
-                detail = {
-                    k: json.loads(v) for k, v in zip(INCIDENT_DETAIL, values, strict=True) if v is not None
-                }
+                decoded = [None if v is None else json.loads(v) for v in values]
+                detail = {k: v for k, v in zip(INCIDENT_DETAIL, decoded, strict=True) if v is not None}
                 kinds.append((str(step), detail))
             for reason in failures:
                 q = (
@@ -150,11 +149,20 @@ class SqlEventLog:
         )
 
     def _detail_field(self, key: str) -> ColumnElement[Any]:
-        """The JSON text of a field of the event's detail (NULL when absent)."""
+        """The JSON text of a field of the event's detail (NULL or 'null' when absent)."""
         detail = func.nullif(s.events.c.detail, "")
         if self.conn.dialect.name == "postgresql":
             return cast(cast(detail, JSONB).op("->")(key), Text)
-        return detail.op("->", return_type=Text)(f"$.{key}")  # SQLite 3.38+: the value as JSON
+        # SQLite's json_extract gives strings unquoted and booleans as 1/0 (its -> operator, which gives
+        # JSON, needs 3.38): quoted back by the value's JSON type.
+        path = f"$.{key}"
+        kind = func.json_type(detail, path)
+        value = func.json_extract(detail, path)
+        return case(
+            (kind.in_(("true", "false")), kind),
+            (kind.in_(("object", "array")), value),
+            else_=func.json_quote(value),
+        )
 
     def query(self, tenant_id: str, **filters: Unpack[EventFilters]) -> list[Event]:
         t = s.events

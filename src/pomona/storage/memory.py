@@ -713,7 +713,7 @@ class MemoryEventLog(_Store):
         att_users, att_devices = who(tried)
         kinds: list[tuple[str, dict[str, object]]] = []
         for e in failed:
-            detail: dict[str, object] = {k: e.detail[k] for k in INCIDENT_DETAIL if k in e.detail}
+            detail = {k: v for k in INCIDENT_DETAIL if (v := e.detail.get(k)) is not None}
             kind = (e.step.value, detail)
             if kind not in kinds:
                 kinds.append(kind)
