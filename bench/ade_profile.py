@@ -3,8 +3,9 @@
 Seeds what bench/console.py seeds (devices, users, and one ABM token listing every device, two ADE
 profiles each assigned to half of them) plus a third profile no device has, then prints the profile
 page's server time (the ``server-timing`` header) for: the first page of a profile on 100,000 devices,
-a page deep into it (keyset), the page of the profile with no device (both walks read to the end), and
-the Apple settings page for comparison. Run from the repository root:
+a page deep into it (keyset), the page of the profile with no device (before migration 0017 its walks
+read every row; its indexes now find none at once), and the Apple settings page for comparison. Run
+from the repository root:
 
     PYTHONPATH=src python bench/ade_profile.py --devices 200000
 """

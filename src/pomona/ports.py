@@ -516,9 +516,40 @@ class EventFilters(TypedDict, total=False):
     after_id: int | None
 
 
+#: The detail fields an incident summary reads of each failure (its platform and enrollment type).
+INCIDENT_DETAIL: Final = ("product", "user_agent", "platform", "type")
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentFacts:
+    """What :meth:`EventLog.incident_facts` counts of the failed events with the given reasons and the
+    attempts at the given steps (``since <= at < until``). ``failures``: per reason, (how many, the first
+    and the last time). Users are non-empty UPNs, devices the UDID or else the serial (non-empty);
+    ``attempting_*`` counts the union of the attempts' and the failures' sets. ``kinds``: each distinct
+    (step, the failure's :data:`INCIDENT_DETAIL` fields in its detail, those not null). ``samples``: per reason,
+    its ``sample`` oldest failures (of equal times, the greatest id first)."""
+
+    failures: dict[str, tuple[int, datetime, datetime]] = field(default_factory=dict)
+    failing_users: int = 0
+    failing_devices: int = 0
+    attempting_users: int = 0
+    attempting_devices: int = 0
+    kinds: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    samples: dict[str, list[Event]] = field(default_factory=dict)
+
+
 class EventLog(Protocol):
     def append(self, event: Event) -> None: ...
     def query(self, tenant_id: str, **filters: Unpack[EventFilters]) -> list[Event]: ...
+    def incident_facts(
+        self,
+        tenant_id: str,
+        reasons: Sequence[str],
+        steps: Sequence[str],
+        since: datetime,
+        until: datetime,
+        sample: int = 10,
+    ) -> IncidentFacts: ...
     def failure_report(
         self, tenant_id: str, since: datetime, until: datetime, group_by: str
     ) -> list[tuple[str, int]]: ...

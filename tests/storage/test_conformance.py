@@ -528,6 +528,94 @@ class TestEvents:
             ] == [0]
             assert uow.events.query("other-tenant") == []
 
+    def test_incident_facts_count_in_the_window(self, db: Database) -> None:
+        """Incident facts: failures per reason with first and last time, distinct non-empty users and
+        devices (UDID, else serial) of the failures and of them with the attempts at the steps, each
+        failure's step and platform fields once, and the oldest failures as a sample; events outside
+        the window, succeeded, of other steps or reasons, or another tenant's are left out."""
+        t, _, _, _ = seed(db)
+        lim, sig = "DEVICE_LIMIT_REACHED", "SIGNATURE_INVALID"
+        rows: list[
+            tuple[str, int, Step, Outcome, str | None, str | None, str | None, str | None, dict[str, Any]]
+        ] = [
+            # (tenant, minutes, step, outcome, reason, upn, udid, serial, detail)
+            (t.id, 0, Step.PORTAL, Outcome.FAILED, lim, "ana@a.example", None, "S1", {"platform": "ios"}),
+            (
+                t.id,
+                1,
+                Step.PORTAL,
+                Outcome.FAILED,
+                lim,
+                "bo@a.example",
+                "U2",
+                "S2",
+                {"type": "ade", "x": 1, "product": None},
+            ),
+            (t.id, 1, Step.PROFILE, Outcome.FAILED, lim, "ana@a.example", None, "S1", {"type": True}),
+            (
+                t.id,
+                2,
+                Step.SCEP,
+                Outcome.FAILED,
+                sig,
+                "",
+                "",
+                "",
+                {"product": "iPad13,1", "platform": ["ios"]},
+            ),
+            (t.id, 3, Step.PORTAL, Outcome.OK, lim, "cy@a.example", None, "S3", {}),  # not failed: attempt
+            (t.id, 4, Step.AUTHENTICATE, Outcome.OK, None, "di@a.example", "U4", None, {}),
+            (t.id, 5, Step.COMMAND, Outcome.FAILED, "PUSH_REJECTED", "ed@a.example", "U5", None, {}),
+            (t.id, 6, Step.CHECKOUT, Outcome.OK, None, "fa@a.example", "U6", None, {}),
+            (t.id, 90, Step.PORTAL, Outcome.FAILED, lim, "late@a.example", None, "S9", {}),  # after until
+            (t.id, 7, Step.PORTAL, Outcome.FAILED, sig, None, None, None, {"type": 3}),
+            ("other-tenant", 1, Step.PORTAL, Outcome.FAILED, lim, "x@b.example", None, "SX", {}),
+        ]
+        with db.unit_of_work() as uow:
+            for tid, m, step, outcome, reason, upn, udid, serial, detail in rows:
+                uow.events.append(
+                    Event(
+                        tenant_id=tid,
+                        at=NOW + timedelta(minutes=m),
+                        step=step,
+                        outcome=outcome,
+                        reason=reason,
+                        upn=upn,
+                        udid=udid,
+                        serial=serial,
+                        detail=detail,
+                    )
+                )
+        steps = ("portal", "profile", "scep", "authenticate")
+        with db.unit_of_work(readonly=True) as uow:
+            f = uow.events.incident_facts(t.id, [lim, sig], steps, NOW, NOW + timedelta(minutes=60), sample=2)
+            none = uow.events.incident_facts(t.id, ["NOPE"], steps, NOW, NOW + timedelta(minutes=60))
+        assert f.failures == {
+            lim: (3, NOW, NOW + timedelta(minutes=1)),
+            sig: (2, NOW + timedelta(minutes=2), NOW + timedelta(minutes=7)),
+        }
+        assert (f.failing_users, f.failing_devices) == (2, 2)  # ana, bo; S1, U2
+        assert (f.attempting_users, f.attempting_devices) == (4, 4)  # + cy, di; + S3, U4
+        assert sorted(map(repr, f.kinds)) == sorted(  # by repr: True is not 1, 3 is not "3"
+            map(
+                repr,
+                [
+                    ("portal", {"platform": "ios"}),
+                    ("portal", {"type": "ade"}),
+                    ("profile", {"type": True}),
+                    ("scep", {"product": "iPad13,1", "platform": ["ios"]}),
+                    ("portal", {"type": 3}),
+                ],
+            )
+        )
+        assert [(e.step, e.at) for e in f.samples[lim]] == [
+            (Step.PORTAL, NOW),
+            (Step.PROFILE, NOW + timedelta(minutes=1)),  # of equal times, the greater id first
+        ]
+        assert [e.at for e in f.samples[sig]] == [NOW + timedelta(minutes=2), NOW + timedelta(minutes=7)]
+        assert none.failures == {} and none.samples == {} and none.kinds == []
+        assert (none.failing_users, none.attempting_users, none.attempting_devices) == (0, 4, 4)
+
     def test_a_serial_finds_the_events_naming_its_udid(self, db: Database) -> None:
         """By serial: the events naming it and those naming the UDID of the device known by it
         (TokenUpdate and commands name the UDID only); another device's UDID stays out."""

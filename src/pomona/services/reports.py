@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from pomona.domain.errors import InvalidInputError
-from pomona.domain.models import Event, Outcome, Step
+from pomona.domain.models import Step
 from pomona.domain.policy import platform_from_detail
 from pomona.i18n import msg
 from pomona.ports import HasEvents, TenantStore
@@ -22,6 +22,8 @@ from pomona.services.base import ServiceBase, find_tenant
 
 GROUPS = ("reason", "platform", "type", "step", "day")
 SUSPECT_WINDOW = timedelta(hours=1)
+#: The steps whose events count as attempts to enroll (the incident's "attempting" users and devices).
+ATTEMPTS = tuple(s.value for s in (Step.PORTAL, Step.PROFILE, Step.SCEP, Step.AUTHENTICATE))
 _WHERE = {
     Step.PORTAL: "portal",
     Step.PROFILE: "profile download",
@@ -97,17 +99,9 @@ class ReportService(ServiceBase[ReportStores]):
         """The helpdesk checklist for failures with these codes since `since`."""
         with self.db.unit_of_work(readonly=True) as uow:
             t = find_tenant(uow.tenants, tenant_ref)
-            failures: list[Event] = []
-            for code in codes:
-                failures += uow.events.query(t.id, reason=code, since=since, until=until, limit=100_000)
-            failures = [e for e in failures if e.outcome is Outcome.FAILED]
-            failures.sort(key=lambda e: e.at)
-            attempts = [
-                e
-                for e in uow.events.query(t.id, since=since, until=until, limit=200_000)
-                if e.step in (Step.PORTAL, Step.PROFILE, Step.SCEP, Step.AUTHENTICATE)
-            ]
-            first = failures[0].at if failures else None
+            facts = uow.events.incident_facts(t.id, codes, ATTEMPTS, since, until)
+            counted = [facts.failures[c] for c in codes if c in facts.failures]
+            first = min(c[1] for c in counted) if counted else None
             changes = []
             if first is not None:
                 changes = [
@@ -115,25 +109,24 @@ class ReportService(ServiceBase[ReportStores]):
                     for e in uow.events.query(t.id, since=first - SUSPECT_WINDOW, until=first, limit=500)
                     if e.step is Step.ADMIN
                 ]
-        users = {e.upn for e in failures if e.upn}
-        devices = {e.udid or e.serial for e in failures if e.udid or e.serial}
-        att_users = {e.upn for e in attempts if e.upn}
-        att_devices = {e.udid or e.serial for e in attempts if e.udid or e.serial}
-        platforms = sorted({platform_from_detail(e.detail) for e in failures})
-        types = sorted({str(e.detail.get("type") or "byod") for e in failures})
+        sample = [e for c in codes for e in facts.samples.get(c, [])]
+        sample.sort(key=lambda e: e.at)
+        platforms = sorted({platform_from_detail(detail) for _, detail in facts.kinds})
+        types = sorted({str(detail.get("type") or "byod") for _, detail in facts.kinds})
+        where = {_WHERE.get(Step(step), step) for step, _ in facts.kinds}
         return {
             "tenant": t.name,
             "codes": codes,
             "exact_error": message or ", ".join(codes),
-            "where_seen": sorted({_WHERE.get(e.step, e.step.value) for e in failures}),
+            "where_seen": sorted(where),
             "first_occurrence": None if first is None else first.isoformat(),
-            "last_occurrence": None if not failures else failures[-1].at.isoformat(),
-            "failures": len(failures),
+            "last_occurrence": None if not counted else max(c[2] for c in counted).isoformat(),
+            "failures": sum(c[0] for c in counted),
             "platforms": platforms,
-            "affected_users": len(users),
-            "attempting_users": len(att_users | users),
-            "affected_devices": len(devices),
-            "attempting_devices": len(att_devices | devices),
+            "affected_users": facts.failing_users,
+            "attempting_users": facts.attempting_users,
+            "affected_devices": facts.failing_devices,
+            "attempting_devices": facts.attempting_devices,
             "mdm_authority": t.mdm_authority,
             "enrollment_types": types,
             "suspect_changes": [
@@ -154,7 +147,7 @@ class ReportService(ServiceBase[ReportStores]):
                     "reason": e.reason,
                     "step": e.step.value,
                 }
-                for e in failures[:10]
+                for e in sample[:10]
             ],
         }
 

@@ -399,10 +399,11 @@ def _how_many(cond: Any) -> Any:
 
 
 class SqlAbmListing:
-    """Per-profile counts for the Apple settings page, in one pass over each of the tenant's two tables
-    (its rows by the primary key's prefix) whatever the number of devices: a sum per profile, not a
-    GROUP BY, whose sort cost more than the scan on 200,000 rows (bench/console.py). A tenant with more
-    than :data:`MAX_SUMS` profiles is counted with GROUP BY."""
+    """Per-profile counts for the Apple settings page from indexes only (migration 0017): the assignments
+    grouped by profile along ix (tenant, profile, serial, last error), in its order (no sort); the
+    devices ABM lists with each profile's UUID under a token counted in ix (tenant, token, profile UUID,
+    serial, status, deleted). A tenant with more than :data:`MAX_SUMS` profile definitions is counted
+    with one GROUP BY join."""
 
     MAX_SUMS = 40
 
@@ -420,25 +421,29 @@ class SqlAbmListing:
         if len(ids) > self.MAX_SUMS or len(defined) > self.MAX_SUMS:
             return self._grouped(tenant_id)
         a, d = s.abm_assignments, s.abm_devices
-        wanted = self.conn.execute(
-            select(
-                *(_how_many(a.c.profile_id == pid) for pid in ids),
-                *(_how_many(and_(a.c.profile_id == pid, a.c.last_error.is_not(None))) for pid in ids),
-            ).where(a.c.tenant_id == tenant_id)
-        ).one()
+        wanted = {
+            str(r[0]): (int(r[1]), int(r[2]))
+            for r in self.conn.execute(
+                select(a.c.profile_id, func.count(), func.count(a.c.last_error))
+                .where(a.c.tenant_id == tenant_id)
+                .group_by(a.c.profile_id)
+            )
+        }
         held: dict[str, int] = {}
-        if defined:
-            row = self.conn.execute(
-                select(
-                    *(_how_many(and_(d.c.token_id == tok, d.c.profile_uuid == u)) for _, tok, u in defined)
-                ).where(d.c.tenant_id == tenant_id, d.c.deleted.is_(False), d.c.profile_status.in_(ABM_HELD))
-            ).one()
-            for (pid, _, _), n in zip(defined, row, strict=True):
-                held[str(pid)] = held.get(str(pid), 0) + int(n)
-        n = len(ids)
+        for pid, tok, u in defined:
+            n = self.conn.execute(
+                select(func.count()).where(
+                    d.c.tenant_id == tenant_id,
+                    d.c.token_id == tok,
+                    d.c.profile_uuid == u,
+                    d.c.deleted.is_(False),
+                    d.c.profile_status.in_(ABM_HELD),
+                )
+            ).scalar_one()
+            held[str(pid)] = held.get(str(pid), 0) + int(n)
         out = {
-            pid: AdeProfileCount(int(wanted[i]), held.get(pid, 0), int(wanted[n + i]))
-            for i, pid in enumerate(ids)
+            pid: AdeProfileCount(wanted.get(pid, (0, 0))[0], held.get(pid, 0), wanted.get(pid, (0, 0))[1])
+            for pid in ids
         }
         return {pid: c for pid, c in out.items() if c != AdeProfileCount()}
 
@@ -485,8 +490,9 @@ class SqlAbmListing:
         after: str | None = None,
         limit: int = 50,
     ) -> list[AdeProfileDevice]:
-        """Two walks of the primary keys (tenant, serial) from ``after``, each stopped at ``limit`` rows
-        (the assignments wanting the profile, the devices ABM lists with it), merged; then each of the
+        """Walks from ``after``, each stopped at ``limit`` rows, merged: the assignments wanting the profile
+        (ix tenant+profile+serial), the devices ABM lists with it under each token (ix
+        tenant+token+profile UUID+serial, migration 0017); then each of the
         page's serials looked up by key: its ABM record, its assignment, its newest device (ix
         tenant+serial) and its last dep/ade event (ix tenant+serial+at)."""
         a, d = s.abm_assignments, s.abm_devices
@@ -494,11 +500,12 @@ class SqlAbmListing:
         if after is not None:
             q = q.where(a.c.serial_number > after)
         serials = {str(r[0]) for r in self.conn.execute(q.order_by(a.c.serial_number).limit(limit))}
-        if definitions:
+        for token, uuid in definitions.items():  # one walk of ix (tenant, token, profile UUID, serial) each
             q = select(d.c.serial_number).where(
                 d.c.tenant_id == tenant_id,
+                d.c.token_id == token,
+                d.c.profile_uuid == uuid,
                 d.c.deleted.is_(False),
-                or_(*(and_(d.c.token_id == t, d.c.profile_uuid == u) for t, u in definitions.items())),
             )
             if after is not None:
                 q = q.where(d.c.serial_number > after)

@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Unpack
+from typing import Any, Unpack
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, insert, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    distinct,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 
-from pomona.domain.models import Event
-from pomona.ports import EventFilters
+from pomona.domain.models import Event, Outcome
+from pomona.ports import INCIDENT_DETAIL, EventFilters, IncidentFacts
 from pomona.storage import rollup
 from pomona.storage import schema as s
 from pomona.storage.hot_sql import Prepared
-from pomona.storage.rows import RecordCodec
+from pomona.storage.rows import RecordCodec, utc_req
 
 EVENT = RecordCodec(Event)
 _NEW_EVENT = RecordCodec(Event, skip=("id",))
@@ -58,6 +76,93 @@ class SqlEventLog:
             .order_by(func.sum(fr.c.count).desc(), col)
         )
         return [(str(r[0]), int(r[1])) for r in self.conn.execute(q)]
+
+    def incident_facts(
+        self,
+        tenant_id: str,
+        reasons: Sequence[str],
+        steps: Sequence[str],
+        since: datetime,
+        until: datetime,
+        sample: int = 10,
+    ) -> IncidentFacts:
+        """Counted in SQL: the failures by the (tenant, reason, at) index, the attempts by the (tenant,
+        step, at) one, the distinct users and devices over both in one pass; only the samples are loaded."""
+        t = s.events
+        reasons = list(dict.fromkeys(reasons))
+        window = and_(t.c.tenant_id == tenant_id, t.c.at >= since, t.c.at < until)
+        failed = and_(window, t.c.reason.in_(reasons), t.c.outcome == Outcome.FAILED.value)
+        user = func.nullif(t.c.upn, "")
+        device = func.coalesce(func.nullif(t.c.udid, ""), func.nullif(t.c.serial, ""))
+        failures: dict[str, tuple[int, datetime, datetime]] = {}
+        kinds: list[tuple[str, dict[str, object]]] = []
+        samples: dict[str, list[Event]] = {}
+        if reasons:
+            for r in self.conn.execute(
+                select(t.c.reason, func.count(), func.min(t.c.at), func.max(t.c.at))
+                .where(failed)
+                .group_by(t.c.reason)
+            ):
+                failures[str(r[0])] = (int(r[1]), utc_req(r[2]), utc_req(r[3]))
+            fields = [self._detail_field(k) for k in INCIDENT_DETAIL]
+            for step, *values in self.conn.execute(select(t.c.step, *fields).where(failed).distinct()):
+                decoded = [None if v is None else json.loads(v) for v in values]
+                detail = {k: v for k, v in zip(INCIDENT_DETAIL, decoded, strict=True) if v is not None}
+                kinds.append((str(step), detail))
+            for reason in failures:
+                q = (
+                    select(t)
+                    .where(failed, t.c.reason == reason)
+                    .order_by(t.c.at, t.c.id.desc())
+                    .limit(sample)
+                )
+                samples[reason] = [EVENT.load_row(r) for r in self.conn.execute(q)]
+        parts = []
+        if steps:
+            parts.append(
+                select(user.label("u"), device.label("d"), literal(0).label("f")).where(
+                    window, t.c.step.in_(list(steps))
+                )
+            )
+        if reasons:
+            parts.append(select(user.label("u"), device.label("d"), literal(1).label("f")).where(failed))
+        counts = [0, 0, 0, 0]
+        if parts:
+            both = union_all(*parts).subquery()
+            row = self.conn.execute(
+                select(
+                    func.count(distinct(case((both.c.f == 1, both.c.u)))),
+                    func.count(distinct(case((both.c.f == 1, both.c.d)))),
+                    func.count(distinct(both.c.u)),
+                    func.count(distinct(both.c.d)),
+                )
+            ).one()
+            counts = [int(n) for n in row]
+        return IncidentFacts(
+            failures,
+            failing_users=counts[0],
+            failing_devices=counts[1],
+            attempting_users=counts[2],
+            attempting_devices=counts[3],
+            kinds=kinds,
+            samples=samples,
+        )
+
+    def _detail_field(self, key: str) -> ColumnElement[Any]:
+        """The JSON text of a field of the event's detail (NULL or 'null' when absent)."""
+        detail = func.nullif(s.events.c.detail, "")
+        if self.conn.dialect.name == "postgresql":
+            return cast(cast(detail, JSONB).op("->")(key), Text)
+        # SQLite's json_extract gives strings unquoted and booleans as 1/0 (its -> operator, which gives
+        # JSON, needs 3.38): quoted back by the value's JSON type.
+        path = f"$.{key}"
+        kind = func.json_type(detail, path)
+        value = func.json_extract(detail, path)
+        return case(
+            (kind.in_(("true", "false")), kind),
+            (kind.in_(("object", "array")), value),
+            else_=func.json_quote(value),
+        )
 
     def query(self, tenant_id: str, **filters: Unpack[EventFilters]) -> list[Event]:
         t = s.events

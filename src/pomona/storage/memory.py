@@ -35,12 +35,14 @@ from pomona.domain.models import (
     Event,
     Group,
     IssuedCert,
+    Outcome,
     QueuedCommand,
     Tenant,
     User,
 )
 from pomona.domain.policy import Restriction
 from pomona.ports import (
+    INCIDENT_DETAIL,
     RULE_FIELDS,
     AbmAssignment,
     AbmAssignmentRule,
@@ -61,6 +63,7 @@ from pomona.ports import (
     DeviceFilter,
     DeviceSort,
     EventFilters,
+    IncidentFacts,
     Leases,
     PortalSession,
     PushAttempt,
@@ -685,6 +688,49 @@ class MemoryEventLog(_Store):
         if after is not None:
             return sorted(found, key=lambda e: e.id or 0)[: filters.get("limit", 100)]
         return sorted(found, key=lambda e: (e.at, e.id or 0), reverse=True)[: filters.get("limit", 100)]
+
+    def incident_facts(
+        self,
+        tenant_id: str,
+        reasons: Sequence[str],
+        steps: Sequence[str],
+        since: datetime,
+        until: datetime,
+        sample: int = 10,
+    ) -> IncidentFacts:
+        wanted = set(reasons)
+        window = [e for e in self.d.events.values() if e.tenant_id == tenant_id and since <= e.at < until]
+        failed = [e for e in window if e.reason in wanted and e.outcome is Outcome.FAILED]
+        tried = [e for e in window if e.step.value in steps]
+        by_reason: dict[str, list[Event]] = {}
+        for e in failed:
+            by_reason.setdefault(str(e.reason), []).append(e)
+
+        def who(events: list[Event]) -> tuple[set[str], set[str]]:
+            users = {u for e in events if (u := e.upn)}
+            return users, {d for e in events if (d := e.udid or e.serial)}
+
+        users, devices = who(failed)
+        att_users, att_devices = who(tried)
+        kinds: list[tuple[str, dict[str, object]]] = []
+        for e in failed:
+            detail = {k: v for k in INCIDENT_DETAIL if (v := e.detail.get(k)) is not None}
+            kind = (e.step.value, detail)
+            if kind not in kinds:
+                kinds.append(kind)
+        return IncidentFacts(
+            failures={
+                r: (len(es), min(e.at for e in es), max(e.at for e in es)) for r, es in by_reason.items()
+            },
+            failing_users=len(users),
+            failing_devices=len(devices),
+            attempting_users=len(users | att_users),
+            attempting_devices=len(devices | att_devices),
+            kinds=kinds,
+            samples={
+                r: sorted(es, key=lambda e: (e.at, -(e.id or 0)))[:sample] for r, es in by_reason.items()
+            },
+        )
 
     def failure_report(
         self, tenant_id: str, since: datetime, until: datetime, group_by: str

@@ -304,6 +304,8 @@ events = Table(
     Index("ix_events_tenant_serial_at", "tenant_id", "serial", "at"),
     Index("ix_events_tenant_udid_at", "tenant_id", "udid", "at"),
     Index("ix_events_tenant_upn_at", "tenant_id", "upn", "at"),
+    # The incident summary counts the attempts at the enrollment steps in its window (migration 0017).
+    Index("ix_events_tenant_step_at", "tenant_id", "step", "at"),
 )
 
 # --- troubleshooting (diagnose, health, reports) -------------------------------------------------
@@ -493,6 +495,12 @@ abm_devices = Table(
     Column("first_seen_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
     Column("order_number", String(64), nullable=False, server_default=""),  # when ABM gives one
+    # An ADE profile's page walks the devices ABM lists with its UUID under a token, and the Apple
+    # settings page counts them, from the index alone (migration 0017).
+    Index(
+        "ix_abm_devices_tenant_token_profile",
+        *("tenant_id", "token_id", "profile_uuid", "serial_number", "profile_status", "deleted"),
+    ),
 )
 
 abm_device_history = Table(
@@ -551,6 +559,9 @@ abm_assignments = Table(
     Column("last_try_at", TS),
     Column("last_error", String(64)),
     Column("rule_id", ID),  # not explicit: the assignment rule it came from (NULL: the default)
+    # An ADE profile's page walks the assignments wanting it, by serial; the Apple settings page counts
+    # them and their refusals per profile, from the index alone (migration 0017).
+    Index("ix_abm_assignments_tenant_profile", "tenant_id", "profile_id", "serial_number", "last_error"),
 )
 
 abm_assignment_rules = Table(
