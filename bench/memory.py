@@ -29,6 +29,7 @@ import asyncio
 import os
 import random
 import re
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +58,17 @@ def rss_mb(pids: list[int]) -> float:
         except OSError:
             pass
     return total / 1024
+
+
+def slope(samples: list[tuple[float, float]]) -> float:
+    """Least-squares MB per second of (seconds, MB) samples: a leak keeps it above zero; a cache that
+    fills once (a step, then flat) does not."""
+    if len(samples) < 2:
+        return 0.0
+    mt = sum(t for t, _ in samples) / len(samples)
+    mm = sum(mb for _, mb in samples) / len(samples)
+    var = sum((t - mt) ** 2 for t, _ in samples)
+    return sum((t - mt) * (mb - mm) for t, mb in samples) / var if var else 0.0
 
 
 def load() -> str:
@@ -330,13 +342,16 @@ def main() -> None:
         mark = min(120.0, args.soak_seconds / 2)
         at_mark = next(mb for t, mb in s.samples if t >= mark)
         end_mb = s.samples[-1][1]
+        half = [(t, mb) for t, mb in s.samples if t >= args.soak_seconds / 2]
         print(
             f"soak: RSS {at_mark:.1f} MB at {mark:.0f} s, {end_mb:.1f} MB at the end: growth "
-            f"{end_mb - at_mark:+.1f} MB; peak {s.peak():.1f} MB   target: no growth   | load {load()}",
+            f"{end_mb - at_mark:+.1f} MB; over the second half {slope(half) * 60:+.2f} MB per minute "
+            f"(least squares); peak {s.peak():.1f} MB   target: no growth   | load {load()}",
             flush=True,
         )
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
