@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import random
 import resource
@@ -36,17 +37,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from _common import (
-    drop_pg_database,
-    fresh_pg_database,
-    live,
-    machine,
-    server_pids,
-    signed_idle_requests,
-    total_cpu,
-)
+from _common import drop_pg_database, fresh_pg_database, live, machine, server_pids, total_cpu
 
+from pomona.protocol import cms
+from pomona.protocol.command import COMMAND_CONTENT_TYPE
 from pomona.testing.keypool import KeyPool
 from pomona.testing.virtual_device import VirtualDevice
 
@@ -317,7 +313,26 @@ def run(db_name: str, database_url: str | None, args: argparse.Namespace) -> Non
         )
 
         # Each device's idle report, signed by its own identity, with an iPhone's headers.
-        host, port, requests = signed_idle_requests(devices)
+        url = urlsplit(devices[0].server_url or "")
+        host, port = url.hostname or "127.0.0.1", url.port or 80
+        requests = []
+        for d in devices:
+            body = d.idle_message()
+            assert d.identity_cert is not None
+            sig = base64.b64encode(cms.sign_detached(body, d.identity_cert, d.key)).decode()
+            head = (
+                f"PUT {url.path} HTTP/1.1\r\n"
+                f"Host: {url.netloc}\r\n"
+                f"Content-Type: {COMMAND_CONTENT_TYPE}\r\n"
+                f"Mdm-Signature: {sig}\r\n"
+                f"User-Agent: MDM/1.0 iPhone/17.5 (21F79)\r\n"
+                "Accept: */*\r\n"
+                "Accept-Language: en-GB,en;q=0.9\r\n"
+                "Accept-Encoding: gzip, deflate, br\r\n"
+                "Connection: keep-alive\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            requests.append(head.encode() + body)
 
         async def main() -> None:
             fleet = Fleet(host, port, requests)
