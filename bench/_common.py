@@ -8,6 +8,7 @@ import platform
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -98,3 +99,34 @@ def drop_pg_database(admin_url: str, url: str) -> None:
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def signed_idle_requests(devices: list[Any]) -> tuple[str, int, list[bytes]]:
+    """Each enrolled VirtualDevice's idle report as an iPhone sends it: its own identity's signature, an
+    MDM user agent, keep-alive. Returns (host, port, one raw HTTP/1.1 request per device)."""
+    import base64
+    from urllib.parse import urlsplit
+
+    from pomona.protocol import cms
+    from pomona.protocol.command import COMMAND_CONTENT_TYPE
+
+    url = urlsplit(devices[0].server_url or "")
+    requests = []
+    for d in devices:
+        body = d.idle_message()
+        assert d.identity_cert is not None
+        sig = base64.b64encode(cms.sign_detached(body, d.identity_cert, d.key)).decode()
+        head = (
+            f"PUT {url.path} HTTP/1.1\r\n"
+            f"Host: {url.netloc}\r\n"
+            f"Content-Type: {COMMAND_CONTENT_TYPE}\r\n"
+            f"Mdm-Signature: {sig}\r\n"
+            f"User-Agent: MDM/1.0 iPhone/17.5 (21F79)\r\n"
+            "Accept: */*\r\n"
+            "Accept-Language: en-GB,en;q=0.9\r\n"
+            "Accept-Encoding: gzip, deflate, br\r\n"
+            "Connection: keep-alive\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        requests.append(head.encode() + body)
+    return url.hostname or "127.0.0.1", url.port or 80, requests

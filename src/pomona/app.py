@@ -86,8 +86,11 @@ class Pomona:
 
     def build_all(self) -> Pomona:
         """Build every service now (the server: nothing is built later, on a request's thread)."""
+        from pomona.storage.sql import SqlUnitOfWork
+
         for name in _SERVICES:
             getattr(self, name)
+        SqlUnitOfWork.load_stores()  # the stores' modules too (imported on first use otherwise)
         return self
 
     def _metrics(self, measure: bool) -> Metrics:

@@ -21,18 +21,22 @@ The lines Pomona writes on purpose:
 - ``serving`` (logger ``pomona.serve``, info) with ``url``, ``public_url``, ``database`` (its password
   hidden): `pomona serve`'s start-up banner when the format is JSON (console: the translated text), and
   ``plain_http_public_url`` (warning) for an http:// public URL off this machine.
+
+structlog is imported when the first line is formatted with ``configure(..., lazy=True)`` (the CLI: most
+commands write no log line, and importing structlog, with rich behind its console renderer, was a fifth
+of `pomona tenant list`'s start-up; issue 14). The server configures eagerly.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import structlog
-from structlog.typing import EventDict, Processor, WrappedLogger
+if TYPE_CHECKING:
+    from structlog.typing import EventDict, Processor, WrappedLogger
 
-from pomona.settings import LogFormat, LogLevel
+    from pomona.settings import LogFormat, LogLevel
 
 __all__ = ["ACCESS_LOGGER", "QUIET", "REFUSAL_LOGGER", "configure", "log_serving", "reset"]
 
@@ -62,10 +66,46 @@ def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> Eve
     return event_dict
 
 
-def configure(format: LogFormat = "console", level: LogLevel | str = "info") -> None:
+class _FirstUseFormatter(logging.Formatter):
+    """Sets up structlog (:func:`_structlog_formatter`) when the first line is formatted, then formats
+    every line with it: the lines are the same as with an eager set-up."""
+
+    def __init__(self, format: LogFormat) -> None:
+        super().__init__()
+        self._format: LogFormat = format
+        self._formatter: logging.Formatter | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self._formatter is None:
+            self._formatter = _structlog_formatter(self._format)
+        return self._formatter.format(record)
+
+
+def configure(format: LogFormat = "console", level: LogLevel | str = "info", *, lazy: bool = False) -> None:
     """Route every logger of this process through structlog, written to stderr. Calling it again
-    replaces the previous set-up (the CLI configures, then `pomona serve` configures for itself)."""
+    replaces the previous set-up (the CLI configures, then `pomona serve` configures for itself).
+
+    ``lazy``: structlog is imported and configured when the first line is written, not now (the CLI's
+    start-up); the levels are set now either way."""
     global _handler, _level_before
+    handler = _StderrHandler()
+    handler.setFormatter(_FirstUseFormatter(format) if lazy else _structlog_formatter(format))
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    else:
+        _level_before = root.level
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.NOTSET if level.lower() == "debug" else logging.WARNING)
+    _handler = handler
+
+
+def _structlog_formatter(format: LogFormat) -> logging.Formatter:
+    """structlog configured for this process, and the formatter of the one handler."""
+    import structlog
+
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -89,7 +129,7 @@ def configure(format: LogFormat = "console", level: LogLevel | str = "info") -> 
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
+    return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.ExtraAdder(), _drop_color_message],
         processors=[
             *shared,
@@ -97,18 +137,6 @@ def configure(format: LogFormat = "console", level: LogLevel | str = "info") -> 
             renderer,
         ],
     )
-    handler = _StderrHandler()
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    if _handler is not None:
-        root.removeHandler(_handler)
-    else:
-        _level_before = root.level
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    for name in QUIET:
-        logging.getLogger(name).setLevel(logging.NOTSET if level.lower() == "debug" else logging.WARNING)
-    _handler = handler
 
 
 def reset() -> None:
@@ -121,7 +149,10 @@ def reset() -> None:
         for name in QUIET:
             logging.getLogger(name).setLevel(logging.NOTSET)
         _handler = None
-    structlog.reset_defaults()
+    if "structlog" in sys.modules:  # not imported: nothing configured it
+        import structlog
+
+        structlog.reset_defaults()
 
 
 def log_serving(url: str, public_url: str, database: str, *, plain_http: bool) -> None:

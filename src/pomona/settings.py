@@ -44,18 +44,11 @@ from pydantic import (
     field_serializer,
 )
 from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
 
 from pomona.domain.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from pomona.services.push import PushSettings
+    from pomona.services.push_settings import PushSettings
 
 __all__ = [
     "HANDOFF_ENV",
@@ -79,7 +72,7 @@ LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 def _push_defaults() -> PushSettings:
     """The push service's own defaults (written once, there; imported when first needed, not at start-up)."""
-    from pomona.services.push import PushSettings
+    from pomona.services.push_settings import PushSettings
 
     return PushSettings()
 
@@ -87,7 +80,7 @@ def _push_defaults() -> PushSettings:
 def _schedule(value: object) -> object:
     """'60,300,1800,3600' -> (60.0, 300.0, 1800.0, 3600.0); sequences pass through to validation."""
     if isinstance(value, str):
-        from pomona.services.push import PushSettings
+        from pomona.services.push_settings import PushSettings
 
         try:
             return PushSettings.parse_schedule(value)
@@ -134,10 +127,10 @@ def _networks(value: object) -> object:
     return tuple(out)
 
 
-Networks = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_networks)]
+Networks = Annotated[tuple[str, ...], BeforeValidator(_networks)]
 
 Schedule = Annotated[
-    tuple[Annotated[float, Field(gt=0)], ...], Field(min_length=1), NoDecode, BeforeValidator(_schedule)
+    tuple[Annotated[float, Field(gt=0)], ...], Field(min_length=1), BeforeValidator(_schedule)
 ]
 Lang = Annotated[Literal["en", "zh-CN"], BeforeValidator(_lang)]
 Seconds = Annotated[float, Field(gt=0)]
@@ -190,14 +183,13 @@ class PushConfig(BaseModel):
         )
 
 
-class Settings(BaseSettings):
-    """Everything Pomona reads from its environment. See the module docstring for how to make one."""
+class Settings(BaseModel):
+    """Everything Pomona reads from its environment. See the module docstring for how to make one.
 
-    model_config = SettingsConfigDict(
-        env_prefix=PREFIX,
-        env_nested_delimiter="_",
-        env_nested_max_split=1,  # POMONA_PUSH_REPUSH_CAP is push.repush_cap
-        env_ignore_empty=True,
+    A plain pydantic model: the environment is read by :func:`_read_env`, not by pydantic-settings,
+    whose import (asyncio with it) cost a sixth of the CLI's start-up (issue 14)."""
+
+    model_config = ConfigDict(
         frozen=True,
         extra="forbid",
         validate_by_name=True,
@@ -347,18 +339,6 @@ class Settings(BaseSettings):
     )
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Construction in code reads nothing from the environment: only ``from_env`` does."""
-        return (init_settings,)
-
-    @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """The settings from the environment (or the serve hand-off), then ``overrides`` that are not None."""
         return cls.from_environ(os.environ, overrides)
@@ -370,9 +350,14 @@ class Settings(BaseSettings):
         """``from_env`` over the given variables instead of the process's."""
         handoff = environ.get(HANDOFF_ENV)
         try:
-            values: dict[str, Any] = json.loads(handoff) if handoff else _read_env(cls, environ)
+            values: dict[str, Any] = json.loads(handoff) if handoff else {}
         except ValueError as exc:
             raise InvalidInputError(f"invalid settings: {HANDOFF_ENV} is not JSON ({exc})") from None
+        if not handoff:
+            try:
+                values = _read_env(cls, environ)
+            except ValueError as exc:
+                raise InvalidInputError(f"invalid settings: {exc}") from None
         if not handoff:
             values.setdefault("push_worker", True)
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -408,14 +393,37 @@ class Settings(BaseSettings):
 
 # --- the environment -----------------------------------------------------------------------------
 def _read_env(cls: type[Settings], env: Mapping[str, str]) -> dict[str, Any]:
-    """The raw values of every field set in ``env`` (nested ones as dicts), keyed by field name."""
-    source = EnvSettingsSource(cls)
-    source.env_vars = {k.lower(): v for k, v in env.items() if v != ""}  # empty counts as unset
-    raw = source()
-    for name, field in cls.model_fields.items():  # an alias (POMONA_LANG) -> the field's name
-        for alias in _aliases(field):
-            if alias in raw:
-                raw[name] = raw.pop(alias)
+    """The raw values of every field set in ``env`` (nested ones as dicts), keyed by field name.
+
+    Names are case-insensitive and empty values count as unset. A field is ``POMONA_<NAME>``, or its
+    aliases, the first set winning (``lang``: POMONA_LANG, LC_ALL, LANG). A nested model (``push``) is
+    its own variable as a JSON object, with ``POMONA_PUSH_<FIELD>`` over it (``POMONA_PUSH_REPUSH_CAP``
+    is ``push.repush_cap``); its unknown keys are ignored by the model. The values stay text: the fields'
+    validators parse them (lists are comma-separated, not JSON)."""
+    lowered = {k.lower(): v for k, v in env.items() if v != ""}  # empty counts as unset
+    raw: dict[str, Any] = {}
+    for name, field in cls.model_fields.items():
+        names = [a.lower() for a in _aliases(field)] or [f"{PREFIX}{name}".lower()]
+        value = next((lowered[n] for n in names if n in lowered), None)
+        nested = isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        if not nested:
+            if value is not None:
+                raw[name] = value
+            continue
+        parts: dict[str, Any] = {}
+        if value is not None:
+            try:
+                parts = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"{names[0].upper()}: not JSON ({exc})") from None
+            if not isinstance(parts, dict):
+                raise ValueError(f"{names[0].upper()}: not a JSON object")
+        prefix = names[0] + "_"
+        parts.update(
+            {k[len(prefix) :]: v for k, v in lowered.items() if k.startswith(prefix) and k != prefix}
+        )
+        if value is not None or parts:
+            raw[name] = parts
     return raw
 
 

@@ -14,6 +14,19 @@ import pytest
 #: Never imported by `import pomona.cli.main` nor by `pomona tenant list` on a migrated database.
 SERVER_ONLY = ("fastapi", "starlette", "uvicorn", "prometheus_client", "jinja2", "alembic")
 
+#: Not needed to read the database and print a table: `pomona tenant list` on a migrated database imports
+#: none of them (logging's structlog is imported when a line is written; the ORM is never used; the
+#: stores a command does not read are imported on first use; the push service is the server's).
+NOT_FOR_A_READ = (
+    "structlog",
+    "rich",
+    "pydantic_settings",
+    "sqlalchemy.orm",
+    "pomona.services.push",
+    "pomona.storage.push_sql",
+    "pomona.storage.console_sql",
+)
+
 #: Runs `pomona ARGS` in this process, then writes the top-level names of sys.modules to the file
 #: POMONA_TEST_MODULES names (atexit: after click's sys.exit).
 RUNNER = """
@@ -74,6 +87,20 @@ def test_tenant_list_on_a_migrated_database_loads_no_server_module(tmp_path: Pat
     assert not tops(modules) & set(SERVER_ONLY), sorted(tops(modules) & set(SERVER_ONLY))
     for lazy in ("pomona.services.diagnose", "pomona.http", "pomona.cli.diagnose_cmds", "pomona.net.dns"):
         assert lazy not in modules, lazy
+    assert not modules & set(NOT_FOR_A_READ), sorted(modules & set(NOT_FOR_A_READ))
+
+
+def test_a_command_that_logs_still_writes_through_structlog(tmp_path: Path) -> None:
+    """The CLI's logging is set up lazily, yet a line written (here at debug) is structlog's JSON."""
+    env = {**_env(tmp_path), "POMONA_LOG_LEVEL": "debug", "POMONA_LOG_FORMAT": "json"}
+    args = ["tenant", "list", "--data-dir", str(tmp_path / "data")]
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in proc.stderr.splitlines() if x.startswith("{")]
+    assert lines and all({"event", "level", "logger", "timestamp"} <= set(x) for x in lines)
+    assert "structlog" in tops(set(json.loads((tmp_path / "modules.json").read_text())))
 
 
 def test_version_loads_no_command_module(tmp_path: Path) -> None:
@@ -97,6 +124,24 @@ def test_self_contained_groups_are_complete_in_main() -> None:
             assert sub.callback is not None
             module = getattr(sub.callback, "__module__", None)
             assert module == "pomona.cli.main", f"{name} {sub.name}: defined in {module}"
+
+
+def test_stores_are_imported_on_first_use_and_by_the_server() -> None:
+    """A unit of work imports a store's module when it is first read; load_stores imports them all."""
+    code = (
+        "import sys\n"
+        "from pomona.storage.sql import SqlDatabase, SqlUnitOfWork\n"
+        "db = SqlDatabase('sqlite://')\n"
+        "before = 'pomona.storage.push_sql' in sys.modules\n"
+        "with db.unit_of_work() as uow:\n"
+        "    uow.pushes\n"
+        "used = 'pomona.storage.push_sql' in sys.modules\n"
+        "SqlUnitOfWork.load_stores()\n"
+        "print(before, used, 'pomona.storage.console_sql' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True", "True"]
 
 
 def test_the_head_read_from_the_files_is_alembics() -> None:

@@ -155,6 +155,26 @@ class TestRequestId:
         assert not err.lstrip().startswith("{")
 
 
+class TestLazySetUp:
+    def test_a_lazy_set_up_writes_the_lines_an_eager_one_writes(
+        self, restore_logging: None, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """configure(lazy=True) (the CLI) writes the same JSON line, level filter and request id as eager."""
+        lines = []
+        for lazy in (False, True):
+            logs.configure("json", "warning", lazy=lazy)
+            token = bind_request_id("rid-lazy")
+            try:
+                logging.getLogger("pomona.refusal").info("not at warning")
+                logging.getLogger("pomona.refusal").warning("refusal", extra={"reason": "CERT_NOT_TRUSTED"})
+            finally:
+                reset_request_id(token)
+            (line,) = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+            lines.append({k: v for k, v in line.items() if k != "timestamp"})
+        assert lines[0] == lines[1]
+        assert lines[1]["reason"] == "CERT_NOT_TRUSTED" and lines[1]["request_id"] == "rid-lazy"
+
+
 async def _ok(scope: Any, receive: Any, send: Any) -> None:
     await send(
         {"type": "http.response.start", "status": 204, "headers": [(b"x-request-id", b"rid-answered")]}

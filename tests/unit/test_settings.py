@@ -178,6 +178,18 @@ class TestErrors:
         assert "POMONA_PUSH_LEASE" in exc.detail and "POMONA_LOG_LEVEL" in exc.detail
         assert "\n" not in exc.detail
 
+    @pytest.mark.parametrize("value", ["{not json", "[1, 2]"])
+    def test_a_push_object_that_is_not_json_is_one_line(self, value: str) -> None:
+        """The push settings as one JSON object: anything else is one line naming the variable."""
+        exc = refused({"POMONA_PUSH": value})
+        assert exc.reason is ReasonCode.INVALID_INPUT
+        assert "POMONA_PUSH:" in exc.detail and "\n" not in exc.detail
+
+    def test_a_push_object_sets_the_push_settings_under_its_own_variables(self) -> None:
+        """POMONA_PUSH (JSON) sets push fields; POMONA_PUSH_<FIELD> wins over it."""
+        push = Settings.from_environ({"POMONA_PUSH": '{"lease": 5, "poll": 9}', "POMONA_PUSH_POLL": "3"}).push
+        assert (push.lease, push.poll) == (5.0, 3.0)
+
     def test_a_bad_secret_is_not_echoed(self) -> None:
         """The error for a bad POMONA_SECRET_KEY does not repeat the value."""
         value = base64.b64encode(b"a secret of the wrong length").decode()

@@ -259,7 +259,7 @@ def main(debug: bool) -> None:
         settings = Settings.from_env()
     except InvalidInputError as exc:
         raise _SettingsError(exc.detail) from None
-    configure(settings.log_format, settings.log_level or "warning")
+    configure(settings.log_format, settings.log_level or "warning", lazy=True)
 
 
 main.commands = _Commands(main.commands)

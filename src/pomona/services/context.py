@@ -13,8 +13,6 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from structlog.contextvars import bind_contextvars, reset_contextvars
-
 request_id_var: ContextVar[str | None] = ContextVar("pomona_request_id", default=None)
 
 
@@ -28,12 +26,18 @@ def current_request_id() -> str | None:
 
 
 def bind_request_id(request_id: str) -> RequestIdToken:
-    """Make ``request_id`` the current request's id, for services (events) and for every log line."""
+    """Make ``request_id`` the current request's id, for services (events) and for every log line.
+    structlog is imported here, by the server's first request, not with this module: the CLI imports
+    the services without serving a request (start-up time, issue 14)."""
+    from structlog.contextvars import bind_contextvars
+
     return RequestIdToken(request_id_var.set(request_id), bind_contextvars(request_id=request_id))
 
 
 def reset_request_id(token: RequestIdToken) -> None:
     """Back to the id bound before :func:`bind_request_id` (none, outside a request)."""
+    from structlog.contextvars import reset_contextvars
+
     request_id_var.reset(token.own)
     reset_contextvars(**token.log)
 

@@ -23,14 +23,13 @@ passes, and commands live in their own table until the device reports a result.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pomona.domain.models import Event, Outcome, Step
 from pomona.domain.reasons import ReasonCode
@@ -51,31 +50,15 @@ from pomona.ports import (
     TokenRefusal,
 )
 from pomona.services.base import ServiceBase, find_tenant
+from pomona.services.push_settings import PushSettings as PushSettings  # re-exported
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("pomona.push")
 
 #: The hot path refreshes devices.last_seen_at at most this often (services/checkin.py TOUCH_EVERY).
 SEEN_SLACK = timedelta(seconds=60)
-
-
-@dataclass(frozen=True)
-class PushSettings:
-    batch: int = 1000
-    poll_interval: float = 0.5  # seconds between looks at the queue when idle
-    lease: float = 60.0  # seconds a claim holds; a dead process's rows are free again after it
-    repush: tuple[float, ...] = (60.0, 300.0, 1800.0, 3600.0)  # then the last value, repeated
-    repush_cap: float = 72 * 3600.0  # stop re-pushing this long after the first accepted push
-    retry_base: float = 5.0  # transient failures: retry_base * 2**n, up to retry_max, jittered
-    retry_max: float = 300.0
-    tenant_hold: float = 3600.0  # no or refused certificate: look again after this (a new one: at once)
-    unresponsive_after: float = 4 * 3600.0  # DEVICE_UNRESPONSIVE: accepted pushes, silent this long
-
-    @staticmethod
-    def parse_schedule(text: str) -> tuple[float, ...]:
-        values = tuple(float(x) for x in text.replace(" ", "").split(",") if x)
-        if not values or any(v <= 0 for v in values):
-            raise ValueError(f"a re-push schedule is positive seconds, comma-separated, not {text!r}")
-        return values
 
 
 @dataclass
@@ -132,6 +115,8 @@ class PushService(ServiceBase[PushStores]):
     # -- the worker --------------------------------------------------------------------------------
     async def run(self) -> None:
         """Claim, send and record until :meth:`stop`."""
+        import asyncio  # the server only: the CLI reads the push settings without asyncio
+
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         while not self._stopping:
@@ -157,6 +142,8 @@ class PushService(ServiceBase[PushStores]):
 
     async def run_once(self) -> BatchStats:
         """One batch: claim due rows, send, record. Returns what happened."""
+        import asyncio
+
         now = self.clock.now()
         jobs = await asyncio.to_thread(self._claim, now)
         stats = BatchStats(claimed=len(jobs))

@@ -18,12 +18,11 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from asyncio import events
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
 from sqlalchemy.exc import (
@@ -45,36 +44,39 @@ from pomona.i18n import msg
 from pomona.ports import ChannelState, ChannelTx, Sealer
 from pomona.storage import schema as s
 from pomona.storage import shared_sql
-from pomona.storage.abm_sql import SqlAbmStore
-from pomona.storage.commands_sql import CHANNEL_ANY, CHANNEL_SKIP_NOT_NOW, SqlCommandQueue
-from pomona.storage.console_sql import (
-    SqlAbmListing,
-    SqlAdminStore,
-    SqlAuditLog,
-    SqlConsoleSessionStore,
-    SqlDeviceListing,
-    SqlReportListing,
-    SqlUserListing,
-)
-from pomona.storage.devices_sql import SqlDeviceStore
-from pomona.storage.enrollments_sql import SqlEnrollmentStore
-from pomona.storage.events_sql import SqlEventLog
-from pomona.storage.health_sql import SqlHealthStore
-from pomona.storage.hot_sql import HotReads
-from pomona.storage.policy_sql import SqlBlockStore, SqlCorporateStore, SqlGroupStore, SqlRestrictionStore
-from pomona.storage.push_sql import (
-    SqlPushCertStore,
-    SqlPushQueue,
-    SqlPushReachability,
-    SqlReEnrollmentStore,
-    SqlWebhookStore,
-)
+from pomona.storage.commands_sql import CHANNEL_ANY, CHANNEL_SKIP_NOT_NOW
+from pomona.storage.hot_sql import HotReads, running_loop
 from pomona.storage.rows import utc
 from pomona.storage.sealed import SealReport, seal, seal_all, unseal
-from pomona.storage.sessions_sql import SqlPortalSessionStore
-from pomona.storage.tenants_sql import SqlApiTokenStore, SqlTenantStore
-from pomona.storage.tokens_sql import SqlCertStore, SqlEnrollmentTokenStore
-from pomona.storage.users_sql import SqlUserStore
+
+if TYPE_CHECKING:
+    from pomona.storage.abm_sql import SqlAbmStore
+    from pomona.storage.commands_sql import SqlCommandQueue
+    from pomona.storage.console_sql import (
+        SqlAbmListing,
+        SqlAdminStore,
+        SqlAuditLog,
+        SqlConsoleSessionStore,
+        SqlDeviceListing,
+        SqlReportListing,
+        SqlUserListing,
+    )
+    from pomona.storage.devices_sql import SqlDeviceStore
+    from pomona.storage.enrollments_sql import SqlEnrollmentStore
+    from pomona.storage.events_sql import SqlEventLog
+    from pomona.storage.health_sql import SqlHealthStore
+    from pomona.storage.policy_sql import SqlBlockStore, SqlCorporateStore, SqlGroupStore, SqlRestrictionStore
+    from pomona.storage.push_sql import (
+        SqlPushCertStore,
+        SqlPushQueue,
+        SqlPushReachability,
+        SqlReEnrollmentStore,
+        SqlWebhookStore,
+    )
+    from pomona.storage.sessions_sql import SqlPortalSessionStore
+    from pomona.storage.tenants_sql import SqlApiTokenStore, SqlTenantStore
+    from pomona.storage.tokens_sql import SqlCertStore, SqlEnrollmentTokenStore
+    from pomona.storage.users_sql import SqlUserStore
 
 #: Lock-wait bound of a transaction begun on an event loop's thread (then StorageBusyError).
 LOOP_LOCK_WAIT_MS = 150
@@ -138,8 +140,8 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'pomona.db').resolve()}"
 
 
-#: The loop running on this thread, or None (a C call: cheap enough for every BEGIN).
-_get_running_loop = events._get_running_loop
+#: The loop running on this thread, or None (cheap enough for every BEGIN).
+_get_running_loop = running_loop
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -427,16 +429,26 @@ _S = TypeVar("_S")
 
 class _Store(Generic[_S]):
     """A store of the unit of work, made over its connection on first use and then kept (a check-in
-    touches two or three of them)."""
+    touches two or three of them). Its class is imported from ``pomona.storage.<module>`` when a unit of
+    work first uses it: a CLI command imports the stores it reads, not all of them (start-up, issue 14)."""
 
-    def __init__(self, make: Callable[[Connection], _S]) -> None:
-        self.make = make
+    def __init__(self, module: str, cls: str) -> None:
+        self.module = module
+        self.cls = cls
+        self.make: Callable[[Connection], _S] | None = None
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
+    def load(self) -> Callable[[Connection], _S]:
+        if self.make is None:
+            import importlib
+
+            self.make = getattr(importlib.import_module(f"pomona.storage.{self.module}"), self.cls)
+        return self.make
+
     def __get__(self, uow: SqlUnitOfWork, owner: type | None = None) -> _S:
-        store = self.make(uow.conn)
+        store = (self.make or self.load())(uow.conn)
         uow.__dict__[self.name] = store
         return store
 
@@ -444,18 +456,29 @@ class _Store(Generic[_S]):
 class SqlUnitOfWork:
     """The stores over one transaction's connection."""
 
+    @classmethod
+    def load_stores(cls) -> None:
+        """Import every store now (the server, before it serves: no import on a request's thread)."""
+        for member in vars(cls).values():
+            if isinstance(member, _Store):
+                member.load()
+
     def __init__(self, conn: Connection, sealer: Sealer | None = None) -> None:
         self.conn = conn
         self.sealer = sealer
 
     @property
     def tenants(self) -> SqlTenantStore:
+        from pomona.storage.tenants_sql import SqlTenantStore
+
         store = SqlTenantStore(self.conn, self.sealer)
         self.__dict__["tenants"] = store  # not a data descriptor: the next read finds the instance's
         return store
 
     @property
     def abm(self) -> SqlAbmStore:
+        from pomona.storage.abm_sql import SqlAbmStore
+
         store = SqlAbmStore(self.conn, self.sealer)
         self.__dict__["abm"] = store
         return store
@@ -464,29 +487,29 @@ class SqlUnitOfWork:
     def abm_view(self) -> SqlAbmStore:
         return self.abm  # the same store; readers of the view (ports.AbmView) see no secrets
 
-    api_tokens = _Store(SqlApiTokenStore)
-    users = _Store(SqlUserStore)
-    enrollment_tokens = _Store(SqlEnrollmentTokenStore)
-    certs = _Store(SqlCertStore)
-    devices = _Store(SqlDeviceStore)
-    enrollments = _Store(SqlEnrollmentStore)
-    commands = _Store(SqlCommandQueue)
-    events = _Store(SqlEventLog)
-    groups = _Store(SqlGroupStore)
-    restrictions = _Store(SqlRestrictionStore)
-    corporate = _Store(SqlCorporateStore)
-    blocks = _Store(SqlBlockStore)
-    pushes = _Store(SqlPushQueue)
-    reachability = _Store(SqlPushReachability)
-    push_certs = _Store(SqlPushCertStore)
-    reenrollments = _Store(SqlReEnrollmentStore)
-    webhooks = _Store(SqlWebhookStore)
-    health = _Store(SqlHealthStore)
-    portal_sessions = _Store(SqlPortalSessionStore)
-    admins = _Store(SqlAdminStore)
-    console_sessions = _Store(SqlConsoleSessionStore)
-    audit = _Store(SqlAuditLog)
-    device_listing = _Store(SqlDeviceListing)
-    user_listing = _Store(SqlUserListing)
-    abm_listing = _Store(SqlAbmListing)
-    report_listing = _Store(SqlReportListing)
+    api_tokens: _Store[SqlApiTokenStore] = _Store("tenants_sql", "SqlApiTokenStore")
+    users: _Store[SqlUserStore] = _Store("users_sql", "SqlUserStore")
+    enrollment_tokens: _Store[SqlEnrollmentTokenStore] = _Store("tokens_sql", "SqlEnrollmentTokenStore")
+    certs: _Store[SqlCertStore] = _Store("tokens_sql", "SqlCertStore")
+    devices: _Store[SqlDeviceStore] = _Store("devices_sql", "SqlDeviceStore")
+    enrollments: _Store[SqlEnrollmentStore] = _Store("enrollments_sql", "SqlEnrollmentStore")
+    commands: _Store[SqlCommandQueue] = _Store("commands_sql", "SqlCommandQueue")
+    events: _Store[SqlEventLog] = _Store("events_sql", "SqlEventLog")
+    groups: _Store[SqlGroupStore] = _Store("policy_sql", "SqlGroupStore")
+    restrictions: _Store[SqlRestrictionStore] = _Store("policy_sql", "SqlRestrictionStore")
+    corporate: _Store[SqlCorporateStore] = _Store("policy_sql", "SqlCorporateStore")
+    blocks: _Store[SqlBlockStore] = _Store("policy_sql", "SqlBlockStore")
+    pushes: _Store[SqlPushQueue] = _Store("push_sql", "SqlPushQueue")
+    reachability: _Store[SqlPushReachability] = _Store("push_sql", "SqlPushReachability")
+    push_certs: _Store[SqlPushCertStore] = _Store("push_sql", "SqlPushCertStore")
+    reenrollments: _Store[SqlReEnrollmentStore] = _Store("push_sql", "SqlReEnrollmentStore")
+    webhooks: _Store[SqlWebhookStore] = _Store("push_sql", "SqlWebhookStore")
+    health: _Store[SqlHealthStore] = _Store("health_sql", "SqlHealthStore")
+    portal_sessions: _Store[SqlPortalSessionStore] = _Store("sessions_sql", "SqlPortalSessionStore")
+    admins: _Store[SqlAdminStore] = _Store("console_sql", "SqlAdminStore")
+    console_sessions: _Store[SqlConsoleSessionStore] = _Store("console_sql", "SqlConsoleSessionStore")
+    audit: _Store[SqlAuditLog] = _Store("console_sql", "SqlAuditLog")
+    device_listing: _Store[SqlDeviceListing] = _Store("console_sql", "SqlDeviceListing")
+    user_listing: _Store[SqlUserListing] = _Store("console_sql", "SqlUserListing")
+    abm_listing: _Store[SqlAbmListing] = _Store("console_sql", "SqlAbmListing")
+    report_listing: _Store[SqlReportListing] = _Store("console_sql", "SqlReportListing")

@@ -25,8 +25,8 @@ transactions: :class:`Prepared`, the last section of this module.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
-from asyncio import events
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,7 +34,15 @@ from sqlalchemy import Engine, Select
 
 from pomona.storage import schema as s
 
-_get_running_loop = events._get_running_loop
+
+def running_loop() -> object | None:
+    """The asyncio loop running on this thread, or None. No loop runs before asyncio is imported, and
+    the CLI does not import it (start-up time, issue 14): asyncio is looked up, not imported, here."""
+    events = sys.modules.get("asyncio.events")
+    return None if events is None else events._get_running_loop()
+
+
+_get_running_loop = running_loop
 _Processor = Callable[[Any], Any] | None
 
 
