@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import os
 import random
 import resource
@@ -37,12 +36,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from _common import drop_pg_database, fresh_pg_database, live, machine, server_pids, total_cpu
+from _common import (
+    drop_pg_database,
+    fresh_pg_database,
+    live,
+    machine,
+    server_pids,
+    signed_idle_requests,
+    total_cpu,
+)
 
-from pomona.protocol import cms
-from pomona.protocol.command import COMMAND_CONTENT_TYPE
 from pomona.testing.keypool import KeyPool
 from pomona.testing.virtual_device import VirtualDevice
 
@@ -279,30 +283,7 @@ async def measure_rate(
     }
 
 
-def idle_requests(devices: list[VirtualDevice]) -> tuple[str, int, list[bytes]]:
-    """Each enrolled device's idle report, signed by its own identity, with an iPhone's headers, as raw
-    HTTP/1.1 requests: (host, port, requests)."""
-    url = urlsplit(devices[0].server_url or "")
-    host, port = url.hostname or "127.0.0.1", url.port or 80
-    requests = []
-    for d in devices:
-        body = d.idle_message()
-        assert d.identity_cert is not None
-        sig = base64.b64encode(cms.sign_detached(body, d.identity_cert, d.key)).decode()
-        head = (
-            f"PUT {url.path} HTTP/1.1\r\n"
-            f"Host: {url.netloc}\r\n"
-            f"Content-Type: {COMMAND_CONTENT_TYPE}\r\n"
-            f"Mdm-Signature: {sig}\r\n"
-            f"User-Agent: MDM/1.0 iPhone/17.5 (21F79)\r\n"
-            "Accept: */*\r\n"
-            "Accept-Language: en-GB,en;q=0.9\r\n"
-            "Accept-Encoding: gzip, deflate, br\r\n"
-            "Connection: keep-alive\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        requests.append(head.encode() + body)
-    return host, port, requests
+idle_requests = signed_idle_requests  # one builder for every bench (bench/_common.py)
 
 
 def run(db_name: str, database_url: str | None, args: argparse.Namespace) -> None:
