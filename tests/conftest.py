@@ -101,7 +101,7 @@ def _pg_tables(conn: Any) -> set[str]:
 
 
 def _pg_reset(url: str, template_tables: set[str], head: str) -> bool:
-    """Empty a test's database for the next test (one TRUNCATE), if it still has the template's tables at
+    """Empty a test's database for the next test (one transaction of DELETEs), if it still has the template's tables at
     the head revision and nothing holds a lock on them; False when it must be dropped instead."""
     import psycopg
 
@@ -111,9 +111,17 @@ def _pg_reset(url: str, template_tables: set[str], head: str) -> bool:
                 return False
             if conn.execute("SELECT version_num FROM alembic_version").fetchall() != [(head,)]:
                 return False
-            conn.execute("SET lock_timeout = '1s'")
-            names = ", ".join(f'"{t}"' for t in sorted(template_tables - {"alembic_version"}))
-            conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")  # type: ignore[arg-type]
+            # DELETE rather than TRUNCATE: a test leaves a few rows, and TRUNCATE gives each of the ~40
+            # tables a new file (tenths of a second a test); with the foreign keys' triggers off (replica
+            # role) the order does not matter. The sequences restart, as TRUNCATE ... RESTART IDENTITY did.
+            with conn.transaction():
+                conn.execute("SET LOCAL lock_timeout = '1s'")
+                conn.execute("SET LOCAL session_replication_role = replica")
+                for table in sorted(template_tables - {"alembic_version"}):
+                    conn.execute(f'DELETE FROM "{table}"')  # type: ignore[arg-type]
+                seqs = conn.execute("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'")
+                for (seq,) in seqs.fetchall():
+                    conn.execute(f'ALTER SEQUENCE "{seq}" RESTART')  # type: ignore[arg-type]
             return True
     except psycopg.Error:
         return False
@@ -132,7 +140,7 @@ def pg_template_state(pg_admin_url: str, pg_template: str) -> tuple[set[str], st
 @pytest.fixture
 def pg_url(pg_admin_url: str, pg_template: str, pg_template_state: tuple[set[str], str]) -> Iterator[str]:
     """A PostgreSQL database for one test, migrated to head and empty: a copy of the template, or one an
-    earlier test of this process used and left emptied (TRUNCATE costs a fraction of CREATE and DROP
+    earlier test of this process used and left emptied (emptying costs a fraction of CREATE and DROP
     DATABASE). A database whose tables or revision a test changed, or that is still locked, is dropped."""
     name = _PG_FREE.pop() if _PG_FREE else _pg_create(pg_admin_url, pg_template)
     url = _pg(pg_admin_url, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,10 +46,17 @@ class Zone:
             self.port = s.getsockname()[1]
         quiet = DNSLogger(logf=lambda _line: None)  # its lines would land in a CLI test's captured output
         self.server = DNSServer(Resolver(), port=self.port, address="127.0.0.1", logger=quiet)
-        self.server.start_thread()
+        # Its own thread rather than start_thread(): serve_forever's default poll interval (0.5 s) is what
+        # shutdown() waits out, half a second of every test with a zone.
+        self.thread = threading.Thread(
+            target=self.server.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self.thread.start()
 
     def stop(self) -> None:
-        self.server.stop()
+        self.server.server.shutdown()
+        self.server.server.server_close()
+        self.thread.join()
 
 
 @pytest.fixture
@@ -74,7 +82,7 @@ def p(db_url: str, tmp_path: Path, zone: Zone) -> Iterator[Pomona]:
 
 @pytest.fixture
 def client(p: Pomona) -> Iterator[TestClient]:
-    with TestClient(create_app(pomona=p), base_url=f"https://{SERVER_HOST}") as c:  # type: ignore[arg-type]
+    with TestClient(create_app(pomona=p, eager=False), base_url=f"https://{SERVER_HOST}") as c:  # type: ignore[arg-type]
         yield c
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -27,6 +28,15 @@ def missing(what: str) -> None:
     pytest.skip(f"MISSING PART: {what}")
 
 
+@functools.cache
+def push_key() -> Any:
+    """One RSA key for the stand-in push certificates that setup_tenant makes (each its own certificate and
+    topic): a 2048-bit key costs tens of milliseconds, and nothing checks that two tenants' keys differ."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 @dataclass
 class TenantSetup:
     name: str
@@ -44,7 +54,7 @@ def setup_tenant(
     t = p.admin.create_tenant(name, f"{name}.example")
     topic = ""
     if push:
-        cert, key = make_standin_push_cert()
+        cert, key = make_standin_push_cert(key=push_key())
         topic = p.apns.upload(name, cert, key, canary=False).topic
     upn = upn or f"ana@{name}.example"
     p.admin.set_authority(name, "pomona")

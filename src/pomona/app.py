@@ -521,9 +521,11 @@ def _signer(settings: Settings, db: SqlDatabase) -> CmsProfileSigner:
         return _configured_signer(settings.signing_identity)
     pem = db.settings_get(SIGNING_IDENTITY_KEY)
     if pem is None:
-        signer, pem = CmsProfileSigner.generate("Pomona profile signing")
+        signer, mine = CmsProfileSigner.generate("Pomona profile signing")
         # Two processes starting at once: the first writer's identity, for both.
-        pem = db.settings_add(SIGNING_IDENTITY_KEY, pem)
+        pem = db.settings_add(SIGNING_IDENTITY_KEY, mine)
+        if pem == mine:
+            return signer  # ours: not parsed back (loading an RSA key checks it, tens of milliseconds)
     return CmsProfileSigner.from_pem(pem)
 
 
@@ -753,13 +755,18 @@ def run_doctor(settings: Settings, *, public_url: str | None, ca_file: Path | No
     return lines
 
 
-def create_app(settings: Settings | None = None, *, pomona: Pomona | None = None) -> object:
-    """The ASGI application: device endpoints (lean, raw ASGI) in front of the admin API."""
+def create_app(
+    settings: Settings | None = None, *, pomona: Pomona | None = None, eager: bool = True
+) -> object:
+    """The ASGI application: device endpoints (lean, raw ASGI) in front of the admin API. Not `eager`
+    (tests): the admin API, portal, console and ADE web view are each built on their first request."""
     from pomona.http.root import RootApp
 
     p = pomona or build(settings or Settings.from_env(), measure=True)
     p.build_all()
-    return RootApp(p, trusted_proxies=p.settings.trusted_proxies, metrics_allow=p.settings.metrics_allow)
+    return RootApp(
+        p, trusted_proxies=p.settings.trusted_proxies, metrics_allow=p.settings.metrics_allow, eager=eager
+    )
 
 
 __all__ = [

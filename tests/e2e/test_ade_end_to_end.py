@@ -106,7 +106,7 @@ def test_keypair_token_sync_default_profile_enroll_hold_release(
 
         # 5. The device in Setup Assistant, against the real server's HTTP app.
         with (
-            TestClient(create_app(pomona=p), base_url=PUBLIC) as app,  # type: ignore[arg-type]
+            TestClient(create_app(pomona=p, eager=False), base_url=PUBLIC) as app,  # type: ignore[arg-type]
             httpx.Client(timeout=10) as abm_client,
         ):
             device = VirtualDevice(serial=serial, client=app)  # type: ignore[arg-type]

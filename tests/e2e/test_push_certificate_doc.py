@@ -115,7 +115,7 @@ class TestPushCertificateDoc:
 
         p = build(Settings(data_dir=data))  # two devices enroll under the first certificate
         try:
-            client = TestClient(create_app(pomona=p), base_url="https://pomona.test")  # type: ignore[arg-type]
+            client = TestClient(create_app(pomona=p, eager=False), base_url="https://pomona.test")  # type: ignore[arg-type]
             for _ in range(2):
                 link = p.enrollment.urls.enroll(p.admin.create_enrollment_token("acme", setup.upn).secret)
                 VirtualDevice(link, client=client).enroll()  # type: ignore[arg-type]

@@ -130,7 +130,7 @@ class TestUpgradeFromPreviousRelease:
         """Devices enrolled by the previous release check in after the upgrade and get a new command."""
         p, devices = upgraded
         try:
-            with TestClient(create_app(pomona=p), base_url=BASE) as client:
+            with TestClient(create_app(pomona=p, eager=False), base_url=BASE) as client:
                 for d in devices:
                     assert idle(client, d) == (200, b"")
                 queued = p.commands.enqueue("acme", "DeviceInformation", {}, [devices[0]["udid"]], push=False)

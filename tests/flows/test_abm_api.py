@@ -76,7 +76,7 @@ def w(db_url: str, tmp_path: Path, abm: tuple[AbmEmulator, AbmEmulatorServer]) -
         def bearer(tenant: str | None) -> dict[str, str]:
             return {"Authorization": f"Bearer {p.admin.create_api_token(tenant, 'abm').secret}"}
 
-        with TestClient(create_app(pomona=p), base_url=PUBLIC) as client:  # type: ignore[arg-type]
+        with TestClient(create_app(pomona=p, eager=False), base_url=PUBLIC) as client:  # type: ignore[arg-type]
             yield World(p, client, emu, bearer(None), bearer(TENANT), bearer("beta"))
     finally:
         p.close()

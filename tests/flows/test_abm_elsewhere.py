@@ -155,7 +155,7 @@ class TestAssignedElsewhere:
         emu, _ = abm
         s = setup_tenant(pomona, TENANT)
         s1, _, _ = synced(monkeypatch, db_url, tmp_path, emu, create=False)
-        with TestClient(create_app(pomona=pomona), base_url="https://pomona.test") as client:  # type: ignore[arg-type]
+        with TestClient(create_app(pomona=pomona, eager=False), base_url="https://pomona.test") as client:  # type: ignore[arg-type]
             VirtualDevice(s.enroll_url, client=client, serial=s1).enroll()  # type: ignore[arg-type]
             emu.set_fault("assigned-elsewhere", s1)
             ok(monkeypatch, db_url, "abm", "sync", "--tenant", TENANT)

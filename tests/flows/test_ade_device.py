@@ -265,7 +265,7 @@ class StandIn:
 
 @pytest.fixture
 def app(pomona: Pomona) -> Iterator[TestClient]:
-    with TestClient(create_app(pomona=pomona), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
+    with TestClient(create_app(pomona=pomona, eager=False), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
         yield c
 
 

@@ -98,7 +98,7 @@ def make_ade(
     p.abm.sync(s.name)
     p.abm.create_profile(s.name, "staff", auth=auth, default=True)
     serials = sorted(emu.s.devices)
-    with TestClient(create_app(pomona=p), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
+    with TestClient(create_app(pomona=p, eager=False), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
         yield Ade(p, c, emu, s, ca, serials)
     p.close()
 

@@ -475,7 +475,7 @@ class TestRelease:
         p7m.write_bytes(emu.issue_token(cert.read_bytes()))
         emu.add_device("HELD00000001")
         upload_and_sync(monkeypatch, db_url, p7m)
-        with TestClient(create_app(pomona=pomona), base_url="https://pomona.test") as client:  # type: ignore[arg-type]
+        with TestClient(create_app(pomona=pomona, eager=False), base_url="https://pomona.test") as client:  # type: ignore[arg-type]
             url = pomona.enrollment.urls.enroll(
                 pomona.admin.create_enrollment_token(TENANT, f"ana@{TENANT}.example").secret
             )

@@ -33,7 +33,7 @@ def clock(pomona: Pomona) -> FrozenClock:
 
 @pytest.fixture
 def client(pomona: Pomona, clock: FrozenClock) -> Iterator[TestClient]:
-    with TestClient(create_app(pomona=pomona), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
+    with TestClient(create_app(pomona=pomona, eager=False), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
         yield c
 
 

@@ -99,7 +99,7 @@ def world(
         "main",
     )
     ok(monkeypatch, db_url, "abm", "sync", "--tenant", TENANT)
-    with TestClient(create_app(pomona=p), base_url=PUBLIC) as app:  # type: ignore[arg-type]
+    with TestClient(create_app(pomona=p, eager=False), base_url=PUBLIC) as app:  # type: ignore[arg-type]
         yield World(p, s, emu, server, app, db_url, device_ca)
     p.close()
     server.close()

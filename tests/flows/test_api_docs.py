@@ -22,7 +22,7 @@ METHODS = ("get", "post", "put", "patch", "delete")
 def client(tmp_path: Path) -> Iterator[TestClient]:
     p: Pomona = build(Settings(data_dir=tmp_path, public_url="https://pomona.test"))
     try:
-        with TestClient(create_app(pomona=p), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
+        with TestClient(create_app(pomona=p, eager=False), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
             yield c
     finally:
         p.close()

@@ -23,7 +23,7 @@ USER_ID = "B5A5C2D4-0000-4C4B-9E2A-3C1D0E5F6A7B"
 
 @pytest.fixture
 def client(pomona: Pomona) -> Iterator[TestClient]:
-    with TestClient(create_app(pomona=pomona), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
+    with TestClient(create_app(pomona=pomona, eager=False), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
         yield c
 
 

@@ -59,7 +59,7 @@ class Admin:
 
 @pytest.fixture
 def app(pomona: Pomona) -> object:
-    return create_app(pomona=pomona)
+    return create_app(pomona=pomona, eager=False)
 
 
 @pytest.fixture
@@ -730,7 +730,7 @@ def abm_app(abm_emu: Any, pomona: Pomona, db_url: str, tmp_path: Any) -> Iterato
             abm_assign_backoff=0,
         )
     )
-    yield create_app(pomona=p)
+    yield create_app(pomona=p, eager=False)
     p.close()
 
 
@@ -1058,7 +1058,7 @@ def private_app(pomona: Pomona, db_url: str, tmp_path: Any) -> Iterator[tuple[Po
             webhook_allow_private=True,
         )
     )
-    yield p, create_app(pomona=p)
+    yield p, create_app(pomona=p, eager=False)
     p.close()
 
 
@@ -1919,7 +1919,7 @@ class TestTotpEnrolment:
 
 
 def browser_app(p: Pomona) -> object:
-    return create_app(pomona=p)
+    return create_app(pomona=p, eager=False)
 
 
 # OpenID Connect: two providers on 127.0.0.1, one per tenant.

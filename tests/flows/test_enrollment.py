@@ -22,7 +22,7 @@ from pomona.testing.virtual_device import EnrollmentRefused, VirtualDevice
 
 @pytest.fixture
 def client(pomona: Pomona) -> Iterator[TestClient]:
-    with TestClient(create_app(pomona=pomona), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
+    with TestClient(create_app(pomona=pomona, eager=False), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
         yield c
 
 

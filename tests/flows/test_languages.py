@@ -236,7 +236,7 @@ class TestAdminApi:
     def api(self, pomona: Pomona) -> Iterator[tuple[TestClient, str]]:
         """The admin API in process, with a tenant `acme` and its admin token."""
         s = setup_tenant(pomona)
-        with TestClient(create_app(pomona=pomona), base_url="https://mdm.acme.example") as c:  # type: ignore[arg-type]
+        with TestClient(create_app(pomona=pomona, eager=False), base_url="https://mdm.acme.example") as c:  # type: ignore[arg-type]
             yield c, s.admin_token
 
     def test_errors_follow_accept_language(self, api: tuple[TestClient, str]) -> None:

@@ -28,7 +28,7 @@ LANGS = {"en": "en-GB,en;q=0.9", "zh-CN": "zh-CN,zh-Hans;q=0.9,en;q=0.5"}
 
 @pytest.fixture
 def client(pomona: Pomona) -> Iterator[TestClient]:
-    with TestClient(create_app(pomona=pomona), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
+    with TestClient(create_app(pomona=pomona, eager=False), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
         yield c
 
 

@@ -29,7 +29,7 @@ def measured(db_url: str, tmp_path: Path) -> Iterator[Pomona]:
 
 
 def client_from(p: Pomona, address: tuple[str, int]) -> TestClient:
-    return TestClient(create_app(pomona=p), base_url="https://pomona.test", client=address)  # type: ignore[arg-type]
+    return TestClient(create_app(pomona=p, eager=False), base_url="https://pomona.test", client=address)  # type: ignore[arg-type]
 
 
 def scrape(c: TestClient, **headers: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -77,7 +77,7 @@ class Portal:
 
 @pytest.fixture
 def app(pomona: Pomona) -> object:
-    return create_app(pomona=pomona)
+    return create_app(pomona=pomona, eager=False)
 
 
 @pytest.fixture

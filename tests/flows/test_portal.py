@@ -193,7 +193,7 @@ def lang_of(html: str) -> str:
 
 @pytest.fixture
 def app(pomona: Pomona) -> object:
-    return create_app(pomona=pomona)
+    return create_app(pomona=pomona, eager=False)
 
 
 @pytest.fixture

@@ -79,7 +79,7 @@ def tenant_on_emulator(p: Pomona, emu: ApnsEmulator, name: str = "acme") -> Any:
 
 
 def enroll(p: Pomona, setup: Any, emu: ApnsEmulator, count: int = 1) -> list[VirtualDevice]:
-    client = TestClient(create_app(pomona=p), base_url="https://pomona.test")  # type: ignore[arg-type]
+    client = TestClient(create_app(pomona=p, eager=False), base_url="https://pomona.test")  # type: ignore[arg-type]
     devices = []
     for _ in range(count):
         issued = p.admin.create_enrollment_token(setup.name, setup.upn)
@@ -143,7 +143,7 @@ class TestPushQueue:
             t = uow.tenants.by_name("acme")
             assert t is not None
         # a queue row needs an enrollment: enroll one device through the app
-        client = TestClient(create_app(pomona=pomona), base_url="https://pomona.test")  # type: ignore[arg-type]
+        client = TestClient(create_app(pomona=pomona, eager=False), base_url="https://pomona.test")  # type: ignore[arg-type]
         issued = pomona.admin.create_enrollment_token("acme", "ana@acme.example")
         d = VirtualDevice(pomona.enrollment.urls.enroll(issued.secret), client=client)  # type: ignore[arg-type]
         d.enroll()

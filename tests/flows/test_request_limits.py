@@ -21,7 +21,7 @@ IPHONE_UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/
 
 @pytest.fixture
 def client(pomona: Pomona) -> Iterator[TestClient]:
-    app = create_app(pomona=pomona)
+    app = create_app(pomona=pomona, eager=False)
     with TestClient(app, base_url="https://pomona.test", raise_server_exceptions=False) as c:  # type: ignore[arg-type]
         yield c
 
@@ -72,14 +72,14 @@ class TestBodiesBeforeAuthentication:
     def test_declared_oversized_body_is_refused_unread(self, pomona: Pomona, client: TestClient) -> None:
         """A 50 MB body with no token is answered 413 MALFORMED_REQUEST without the app reading any of it."""
         status, pulled = _asgi_post(
-            create_app(pomona=pomona), "/api/v1/tenants", 50, 1 << 20, content_length=True
+            create_app(pomona=pomona, eager=False), "/api/v1/tenants", 50, 1 << 20, content_length=True
         )
         assert (status, pulled) == (413, 0)
 
     def test_chunked_oversized_body_stops_at_the_limit(self, pomona: Pomona) -> None:
         """A chunked body (no Content-Length) is read only until it passes the route's limit."""
         status, pulled = _asgi_post(
-            create_app(pomona=pomona), "/api/v1/tenants", 50, 1 << 20, content_length=False
+            create_app(pomona=pomona, eager=False), "/api/v1/tenants", 50, 1 << 20, content_length=False
         )
         assert status == 413
         assert pulled <= API_BODY_LIMITS.default // (1 << 20) + 1

@@ -52,7 +52,7 @@ def enrolled(pomona: Pomona) -> Iterator[Pomona]:
     """A Pomona with one tenant and one enrolled device (every secret written once)."""
     acme = setup_tenant(pomona)
     pomona.portal.session_secret()
-    with TestClient(create_app(pomona=pomona), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
+    with TestClient(create_app(pomona=pomona, eager=False), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
         VirtualDevice(acme.enroll_url, client=c).enroll()  # type: ignore[arg-type]
     yield pomona
 
@@ -94,7 +94,7 @@ class TestPlaintextDatabaseUpgrade:
             assert not any(b"PRIVATE KEY" in v for v in raw_secrets(p.db))
             assert p.portal.session_secret() == "old-plaintext-session-secret"
             acme = setup_tenant(p, "beta")  # the new tenant's CA, and the old one's, sign
-            with TestClient(create_app(pomona=p), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
+            with TestClient(create_app(pomona=p, eager=False), base_url="https://pomona.test") as c:  # type: ignore[arg-type]
                 VirtualDevice(acme.enroll_url, client=c).enroll()  # type: ignore[arg-type]
                 assert c.get(f"/scep/{old_tenant.id}", params={"operation": "GetCACert"}).status_code == 200
             again = p.db.seal_at_rest()

@@ -60,7 +60,7 @@ def browsers(pomona: Pomona, twin: Pomona) -> Iterator[tuple[Browser, Browser]]:
     setup_tenant(pomona, push=False)
     pomona.admin.create_user("acme", PIA, password=PASSWORD)
     pomona.policy.licence("acme", PIA, assign=True)
-    a, b = Browser(create_app(pomona=pomona)), Browser(create_app(pomona=twin))
+    a, b = Browser(create_app(pomona=pomona, eager=False)), Browser(create_app(pomona=twin, eager=False))
     yield a, b
     a.c.close()
     b.c.close()
@@ -115,7 +115,7 @@ def test_p256_tenant_has_one_ra_for_every_instance(pomona: Pomona, twin: Pomona)
     pomona.policy.set_seats("acme", 10)
     pomona.admin.create_user("acme", PIA)
     pomona.policy.licence("acme", PIA, assign=True)
-    a, b = create_app(pomona=pomona), create_app(pomona=twin)
+    a, b = create_app(pomona=pomona, eager=False), create_app(pomona=twin, eager=False)
     answers = []
     for app in (a, b):
         client = TestClient(app, base_url=BASE)  # type: ignore[arg-type]

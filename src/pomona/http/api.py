@@ -10,8 +10,7 @@ import base64
 import binascii
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path as FilePath
@@ -553,16 +552,8 @@ def docs_html(openapi_url: str) -> str:
 
 
 def create_api(p: Services) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await p.background.start()
-        try:
-            yield
-        finally:
-            await p.background.stop()
-
+    # The background tasks run in the server's lifespan, which http/root.py's RootApp answers itself.
     api = FastAPI(
-        lifespan=lifespan,
         title="Pomona admin API",
         version="1",
         openapi_url="/api/v1/openapi.json",

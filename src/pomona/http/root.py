@@ -28,7 +28,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from contextlib import asynccontextmanager
+from functools import cached_property
 from os import urandom
 from typing import Any
 from urllib.parse import parse_qsl
@@ -45,6 +47,7 @@ from pomona.http.middleware import (
     API_BODY_LIMITS,
     METHODS,
     PORTAL_BODY_LIMITS,
+    ASGIApp,
     RequestLimits,
     RequestMetrics,
     TrustedProxies,
@@ -163,28 +166,59 @@ class RootApp:
         *,
         trusted_proxies: Sequence[str] = (),
         metrics_allow: Sequence[str] = ("127.0.0.0/8", "::1/128"),
+        eager: bool = True,
     ) -> None:
-        from pomona.http.api import create_api
-
+        """``eager`` (the server): the admin API, portal, console and ADE web view are built now, not on a
+        request's thread; otherwise each is built on its first request (tests that use one of them)."""
         self.pomona = pomona
         self.link_page = LinkRefusalPage(pomona.clock)
         self._large_bodies = asyncio.Semaphore(1)  # device requests over INLINE_BODY, off the loop
-        from pomona.http.portal import create_portal
-
-        # The admin API and the portal read bodies through FastAPI/Starlette, after no check of ours:
-        # RequestLimits bounds them first (http/middleware.py).
         self.metrics = pomona.metrics
-        self.api = RequestMetrics(RequestLimits(create_api(pomona), API_BODY_LIMITS), self.metrics)
-        self.portal = RequestMetrics(RequestLimits(create_portal(pomona), PORTAL_BODY_LIMITS), self.metrics)
         self.metrics_allow = [ipaddress.ip_network(n, strict=False) for n in metrics_allow]
-        from pomona.http.console import create_console
+        # The background tasks run while the server serves (the ASGI lifespan), whether or not the admin
+        # API has been built.
+        from starlette.applications import Starlette
 
-        self.console = RequestMetrics(RequestLimits(create_console(pomona), PORTAL_BODY_LIMITS), self.metrics)
-        from pomona.http.ade import create_ade_web
-
-        self.ade_web = RequestMetrics(RequestLimits(create_ade_web(pomona), PORTAL_BODY_LIMITS), self.metrics)
+        self._lifespan = Starlette(lifespan=self._background)
+        if eager:
+            for name in ("api", "portal", "console", "ade_web"):
+                getattr(self, name)
         # X-Forwarded-For is believed from the configured proxies only (POMONA_TRUSTED_PROXIES).
         self._entry = TrustedProxies(self._dispatch, trusted_proxies)
+
+    @asynccontextmanager
+    async def _background(self, _app: object) -> AsyncIterator[None]:
+        await self.pomona.background.start()
+        try:
+            yield
+        finally:
+            await self.pomona.background.stop()
+
+    # The admin API and the portal read bodies through FastAPI/Starlette, after no check of ours:
+    # RequestLimits bounds them first (http/middleware.py).
+    @cached_property
+    def api(self) -> ASGIApp:
+        from pomona.http.api import create_api
+
+        return RequestMetrics(RequestLimits(create_api(self.pomona), API_BODY_LIMITS), self.metrics)
+
+    @cached_property
+    def portal(self) -> ASGIApp:
+        from pomona.http.portal import create_portal
+
+        return RequestMetrics(RequestLimits(create_portal(self.pomona), PORTAL_BODY_LIMITS), self.metrics)
+
+    @cached_property
+    def console(self) -> ASGIApp:
+        from pomona.http.console import create_console
+
+        return RequestMetrics(RequestLimits(create_console(self.pomona), PORTAL_BODY_LIMITS), self.metrics)
+
+    @cached_property
+    def ade_web(self) -> ASGIApp:
+        from pomona.http.ade import create_ade_web
+
+        return RequestMetrics(RequestLimits(create_ade_web(self.pomona), PORTAL_BODY_LIMITS), self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._entry(scope, receive, send)
@@ -220,7 +254,7 @@ class RootApp:
                 await send({"type": "http.response.body", "body": b""})
                 return None
         elif scope["type"] == "lifespan":
-            return await self.api(scope, receive, send)
+            return await self._lifespan(scope, receive, send)
         await self.api(scope, receive, send)
 
     def _device_endpoint(self, path: str) -> Callable[[Scope, Receive, Send], Awaitable[int]] | None:
