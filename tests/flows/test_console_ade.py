@@ -106,7 +106,7 @@ def ade(pomona: Pomona, db_url: str, tmp_path: Any) -> Iterator[Ade]:
     p.abm.upload_token("acme", emu.issue_token(cert), "main")
     p.abm.sync("acme")
     report = p.abm.create_profile("acme", "staff")
-    yield Ade(p, create_app(pomona=p), emu, acme, report.profile.record.id, server.url)
+    yield Ade(p, create_app(pomona=p, eager=False), emu, acme, report.profile.record.id, server.url)
     p.close()
     server.close()
 

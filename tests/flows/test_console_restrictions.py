@@ -78,7 +78,7 @@ def priorities(p: Pomona, tenant: str) -> dict[str, int | None]:
 
 @pytest.fixture
 def app(pomona: Pomona) -> object:
-    return create_app(pomona=pomona)
+    return create_app(pomona=pomona, eager=False)
 
 
 @pytest.fixture

@@ -132,6 +132,13 @@ def events(
         code = code.strip().upper()
     filters: dict[str, Any] = {"upn": upn, "serial": serial, "udid": udid, "reason": code, "since": since}
     p = _pomona()
+
+    def newest_id() -> int:
+        latest = p.commands.events(tenant_name, limit=1)
+        return (latest[0].id or 0) if latest else 0
+
+    # The floor is read before the events shown: one written between the two reads is followed, not lost.
+    start = newest_id() if follow else 0
     shown = list(reversed(p.commands.events(tenant_name, **filters, until=until, limit=limit)))
     as_json = _json()
     if as_json and not follow:
@@ -154,11 +161,7 @@ def events(
     if not as_json and not shown:
         click.echo(t("cli.events.following", tenant=tenant_name), err=True)
 
-    def newest_id() -> int:
-        latest = p.commands.events(tenant_name, limit=1)
-        return (latest[0].id or 0) if latest else 0
-
-    floor = max([newest_id(), *(e.id or 0 for e in shown)])
+    floor = max([start, *(e.id or 0 for e in shown)])
     try:
         follow_events(
             lambda after: p.commands.events(tenant_name, **filters, after_id=after, limit=PAGE),
