@@ -107,8 +107,28 @@ def start_server(
     env: dict[str, str] | None = None,
 ) -> LiveServer:
     """Run `pomona serve` as a real uvicorn process on 127.0.0.1 and wait until it answers. Its public URL
-    is its own address unless given (a reverse proxy's); ``env`` adds variables to its environment."""
-    port = port or free_port()
+    is its own address unless given (a reverse proxy's); ``env`` adds variables to its environment.
+    A port picked here is an ephemeral one that any outgoing connection may take before the server binds
+    it: the server refusing it (PORT_UNAVAILABLE) is retried on another, twice."""
+    if port is not None:
+        return _start_server(data_dir, database_url, workers, port, public_url, env)
+    for attempt in range(3):
+        try:
+            return _start_server(data_dir, database_url, workers, free_port(), public_url, env)
+        except RuntimeError as exc:
+            if "PORT_UNAVAILABLE" not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_server(
+    data_dir: Path,
+    database_url: str | None,
+    workers: int,
+    port: int,
+    public_url: str | None,
+    env: dict[str, str] | None,
+) -> LiveServer:
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, **(env or {})}
     env.pop("POMONA_DATABASE_URL", None)
