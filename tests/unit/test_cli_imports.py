@@ -123,6 +123,27 @@ def test_version_loads_no_command_module(tmp_path: Path) -> None:
     modules = imported(tmp_path, "--version")
     assert not {m for m in modules if m.startswith("pomona.cli.") and m != "pomona.cli.main"}
     assert "pomona.app" not in modules and not tops(modules) & set(SERVER_ONLY)
+    assert "importlib.metadata" not in modules  # the version is the package's own (__version__)
+
+
+def test_the_version_printed_is_the_installed_packages(tmp_path: Path) -> None:
+    """`pomona --version` prints pomona.__version__, which is the installed package's and pyproject's."""
+    import importlib.metadata
+    import tomllib
+
+    import pomona
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pomona", "--version"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith(f"version {pomona.__version__}"), proc.stdout
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert pomona.__version__ == importlib.metadata.version("pomona") == pyproject["project"]["version"]
 
 
 def test_self_contained_groups_are_complete_in_main() -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from pomona import __version__
 from pomona.domain.errors import (
     InvalidInputError,
     PomonaError,
@@ -245,7 +246,9 @@ class _PomonaGroup(click.Group):
 
 
 @click.group(cls=_PomonaGroup)
-@click.version_option(package_name="pomona")
+# The version written in the package, not read from its installed metadata: importlib.metadata's import and
+# its scan of sys.path were a fifth of `pomona --version` (tests/unit/test_cli_imports.py keeps them equal).
+@click.version_option(version=__version__, package_name="pomona")
 @click.option("--debug", is_flag=True, help="On an error, print its traceback too.")
 def main(debug: bool) -> None:
     """Pomona: enroll and manage iPhones and iPads, and explain every enrollment failure."""
