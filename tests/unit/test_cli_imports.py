@@ -239,6 +239,7 @@ def fleet(db_url: str, tmp_path: Path) -> Settings:
         tmp_path.chmod(0o700)
         settings = Settings(data_dir=tmp_path)
     else:
+        tmp_path.chmod(0o700)
         settings = Settings(data_dir=tmp_path, database_url=db_url)
     _fleet(settings)
     return settings
@@ -255,20 +256,17 @@ def _listed(settings: Settings) -> list[object]:
 
 
 def test_tenant_list_prints_what_the_store_reads(fleet: Settings) -> None:
-    """`tenant list --json` prints the tenants the store reads: on SQLite read on the raw driver (equal
-    records), on PostgreSQL through the store (the fast path declines)."""
+    """`tenant list --json` prints the tenants the store reads; the fast path reads equal records on the
+    raw driver, sqlite3 or psycopg."""
     from pomona import fastread
     from pomona.cli.main import main
     from pomona.presenters import tenant_json
 
     expected = _listed(fleet)
     quick = fastread.tenants(fleet)
-    if fleet.database_url is None:
-        assert quick == expected and len(expected) == 3
-        assert [x.name for x in expected] == ["acme", "globex", "initech"]
-        assert expected[0].push_not_after == datetime(2027, 3, 1, 12, 30, 15, 250000, tzinfo=UTC)
-    else:
-        assert quick is None
+    assert quick == expected and len(expected) == 3
+    assert [x.name for x in expected] == ["acme", "globex", "initech"]
+    assert expected[0].push_not_after == datetime(2027, 3, 1, 12, 30, 15, 250000, tzinfo=UTC)
     env = {"POMONA_DATA_DIR": str(fleet.data_dir), "POMONA_DATABASE_URL": fleet.database_url}
     res = CliRunner().invoke(main, ["tenant", "list", "--json"], env=env)
     assert res.exit_code == 0, res.output
@@ -340,3 +338,22 @@ def test_another_server_key_is_refused(tmp_path: Path) -> None:
         fastread.tenants(settings)
     res = CliRunner().invoke(main, ["tenant", "list"], env={"POMONA_DATA_DIR": str(settings.data_dir)})
     assert res.exit_code == 2 and "SERVER_KEY_MISMATCH" in res.output, res.output
+
+
+def test_postgresql_needing_start_up_work_is_left_to_build(pg_empty_url: str, tmp_path: Path) -> None:
+    """On PostgreSQL the fast path declines a database not migrated yet, one it cannot reach, and a
+    URL of another driver; `tenant list` then migrates the new database through build()."""
+    from pomona import fastread
+    from pomona.cli.main import main
+    from pomona.settings import Settings
+
+    tmp_path.chmod(0o700)
+    assert fastread.tenants(Settings(data_dir=tmp_path, database_url=pg_empty_url)) is None
+    unreachable = "postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=2"
+    assert fastread.tenants(Settings(data_dir=tmp_path, database_url=unreachable)) is None
+    other = "postgresql+asyncpg://" + pg_empty_url.split("://", 1)[1]
+    assert fastread.tenants(Settings(data_dir=tmp_path, database_url=other)) is None
+    env = {"POMONA_DATA_DIR": str(tmp_path), "POMONA_DATABASE_URL": pg_empty_url}
+    res = CliRunner().invoke(main, ["tenant", "list", "--json"], env=env)
+    assert res.exit_code == 0 and json.loads(res.output) == [], res.output
+    assert fastread.tenants(Settings(data_dir=tmp_path, database_url=pg_empty_url)) == []
