@@ -46,6 +46,7 @@ ALLOWED: dict[str, set[str]] = {
         "i18n",
         "knowledge",
         "app",
+        "fastread",
         "settings",
         "logs",
         "testing",
@@ -73,6 +74,8 @@ ALLOWED: dict[str, set[str]] = {
         "i18n",
         "knowledge",
     },
+    # the composition root's read-only fast path for the CLI's read commands (raw driver, no services)
+    "fastread": {"domain", "storage", "pki", "settings"},
     # the server's ASGI entry (uvicorn's factory): the composition root plus logging and settings
     "asgi": {"app", "http", "logs", "settings", "i18n"},
     "__main__": {"cli"},

@@ -169,10 +169,10 @@ def inspect_backup(path: Path) -> BackupInfo:
             row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
             keys: set[str] = set()
             for col in SEALED_COLUMNS:
-                if col.table.name not in tables:
+                if col.table not in tables:
                     continue
                 for (value,) in conn.execute(
-                    f'SELECT "{col.column}" FROM "{col.table.name}" WHERE "{col.column}" IS NOT NULL'
+                    f'SELECT "{col.column}" FROM "{col.table}" WHERE "{col.column}" IS NOT NULL'
                 ):
                     raw = bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode()
                     if raw[:1] == _V2:

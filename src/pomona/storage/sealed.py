@@ -9,14 +9,15 @@ sealing: it is returned as it is, and :func:`seal_all` seals it in place at the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Connection, Table, select, update
+from sqlalchemy import Column, Connection, select, update
 
 from pomona.domain.errors import ServerKeyError
 from pomona.ports import Sealer
 from pomona.storage import schema as s
+from pomona.storage.sealed_columns import SEALED_COLUMNS, SealedColumn
 
 
 def seal(sealer: Sealer | None, value: bytes, context: str) -> bytes:
@@ -33,27 +34,6 @@ def unseal(sealer: Sealer | None, value: bytes, context: str) -> bytes:
     return sealer.open(value, context) if sealer.is_sealed(value) else value
 
 
-@dataclass(frozen=True)
-class SealedColumn:
-    table: Table
-    column: str
-    key: str  # the row's key column
-    context: Callable[[str], str]  # the sealing context of the row with that key
-    pushkit: bool = False  # sealed by the push certificate kit (never plaintext in a database)
-
-
-SEALED_COLUMNS: tuple[SealedColumn, ...] = (
-    SealedColumn(s.tenants, "ca_key_pem", "id", lambda k: f"ca-key:{k}"),
-    SealedColumn(s.tenants, "scep_ra_key_pem", "id", lambda k: f"scep-ra-key:{k}"),
-    SealedColumn(s.tenants, "push_key_pem", "id", lambda k: f"push-key:{k}", pushkit=True),
-    SealedColumn(s.tenants, "push_pending_key", "id", lambda k: f"pending-push-key:{k}", pushkit=True),
-    SealedColumn(s.webhooks, "secret", "tenant_id", lambda k: f"webhook:{k}", pushkit=True),
-    SealedColumn(s.settings, "value", "key", lambda k: f"setting:{k}"),
-    SealedColumn(s.abm_keypairs, "key_pem", "tenant_id", lambda k: f"abm-key:{k}"),
-    SealedColumn(s.abm_tokens, "secret", "id", lambda k: f"abm-token:{k}"),
-)
-
-
 @dataclass
 class SealReport:
     """What :func:`seal_all` did: plaintext values sealed, sealed values re-sealed under the current key,
@@ -65,8 +45,9 @@ class SealReport:
 
 
 def _rows(conn: Connection, col: SealedColumn) -> Iterator[tuple[str, bytes]]:
-    c: Column[bytes] = col.table.c[col.column]
-    k = col.table.c[col.key]
+    table = s.metadata.tables[col.table]
+    c: Column[bytes] = table.c[col.column]
+    k = table.c[col.key]
     for key, value in conn.execute(select(k, c).where(c.is_not(None))):
         yield str(key), bytes(value)
 
@@ -89,7 +70,7 @@ def seal_all(conn: Connection, sealer: Sealer, *, verify_current: bool = True) -
             else:
                 plain = value
                 report.sealed += 1
-            t = col.table
+            t = s.metadata.tables[col.table]
             conn.execute(
                 update(t).where(t.c[col.key] == key).values({col.column: sealer.seal(plain, context)})
             )
