@@ -3,12 +3,9 @@ ABM key and the tokens' credentials at rest on SQL."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -19,27 +16,9 @@ from pomona.ports import AbmTokenInfo, AbmUpsert, Database
 from pomona.protocol.dep import AbmDevice, ServerToken
 from pomona.storage import schema as s
 from pomona.storage.sql import SqlDatabase
-from pomona.testing import MemoryDatabase
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 CREDS = ServerToken("CK_1", "CS_secret", "AT_1", "AS_secret", NOW + timedelta(days=300))
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """Every test runs on each backend."""
-    if request.param == "memory":
-        yield MemoryDatabase()
-        return
-    if request.param == "sqlite":
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / "pomona.db")
-        url = f"sqlite:///{tmp_path / 'pomona.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    d = SqlDatabase(url)
-    d.create_all()
-    yield d
-    d.dispose()
 
 
 def tenant(db: Database) -> str:

@@ -3,39 +3,15 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from pomona.domain.models import Device, Event, Outcome, Step, Tenant
 from pomona.ports import AbmAssignment, AbmProfileRecord, AbmTokenInfo, Database
 from pomona.protocol.dep import AbmDevice, ServerToken
-from pomona.storage.sql import SqlDatabase
-from pomona.testing import MemoryDatabase
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 CREDS = ServerToken("CK_1", "CS_secret", "AT_1", "AS_secret", NOW + timedelta(days=300))
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """Every test runs on each backend."""
-    if request.param == "memory":
-        yield MemoryDatabase()
-        return
-    if request.param == "sqlite":
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / "pomona.db")
-        url = f"sqlite:///{tmp_path / 'pomona.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    d = SqlDatabase(url)
-    d.create_all()
-    yield d
-    d.dispose()
 
 
 def seeded(db: Database) -> tuple[str, str, str]:

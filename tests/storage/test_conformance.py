@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,27 +46,9 @@ from pomona.ports import (
 )
 from pomona.storage.migrate import current
 from pomona.storage.sql import SqlDatabase
-from pomona.testing import MemoryDatabase
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 CA_KEY = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """Every test runs on each backend."""
-    if request.param == "memory":
-        yield MemoryDatabase()
-        return
-    if request.param == "sqlite":
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / "pomona.db")
-        url = f"sqlite:///{tmp_path / 'pomona.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    d = SqlDatabase(url)
-    d.create_all()
-    yield d
-    d.dispose()
 
 
 @pytest.fixture

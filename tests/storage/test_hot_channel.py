@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +33,6 @@ from pomona.ports import ChannelTx, Database
 from pomona.storage import schema as s
 from pomona.storage.channel import StoreChannel, store_take
 from pomona.storage.sql import SqlDatabase
-from pomona.testing import MemoryDatabase
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
@@ -45,23 +42,6 @@ CHAIN: list[dict[str, object]] = [{"ErrorCode": 12021, "ErrorDomain": "MCMDMErro
 @pytest.fixture
 def sql(db_url: str) -> Iterator[SqlDatabase]:
     d = SqlDatabase(db_url)
-    d.create_all()
-    yield d
-    d.dispose()
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """Every backend: memory, SQLite, PostgreSQL."""
-    if request.param == "memory":
-        yield MemoryDatabase()
-        return
-    if request.param == "sqlite":
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / "pomona.db")
-        url = f"sqlite:///{tmp_path / 'pomona.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    d = SqlDatabase(url)
     d.create_all()
     yield d
     d.dispose()
@@ -303,11 +283,11 @@ def test_a_held_lock_on_the_loop_is_storage_busy(db_url: str) -> None:
 
 
 class TestChannelContract:
-    def test_reads(self, any_db: Database) -> None:
+    def test_reads(self, db: Database) -> None:
         """An unknown identity has no enrollment; another enrollment's CommandUUID is no command of this
         one; NotNow is skipped only when asked."""
-        _, (a, b) = _seed(any_db, 2)
-        with any_db.command_channel() as ch:
+        _, (a, b) = _seed(db, 2)
+        with db.command_channel() as ch:
             assert ch.bound("nope") is None
             ea, eb = ch.bound("fp0"), ch.bound("fp1")
             assert ea is not None and eb is not None and ea.id == a.id and eb.id == b.id
@@ -321,13 +301,13 @@ class TestChannelContract:
             again = ch.next_command(a.id, skip_not_now=False)
             assert again is not None and again[0] == first.id
 
-    def test_ended_enrollment_is_not_bound(self, any_db: Database) -> None:
+    def test_ended_enrollment_is_not_bound(self, db: Database) -> None:
         """An identity whose enrollment ended is bound to nothing, and its command is not taken."""
-        _, (a,) = _seed(any_db, 1)
-        with any_db.unit_of_work() as uow:
+        _, (a,) = _seed(db, 1)
+        with db.unit_of_work() as uow:
             first = uow.commands.next_for(a.id, skip_not_now=False)
             uow.enrollments.end(a.id, EnrollmentStatus.RETIRED, LATER)
         assert first is not None
-        with any_db.command_channel() as ch:
+        with db.command_channel() as ch:
             assert ch.bound("fp0") is None
-        assert not any_db.take_command(first.id, a.id, a.device_id, LATER)
+        assert not db.take_command(first.id, a.id, a.device_id, LATER)
