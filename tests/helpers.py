@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,6 +18,51 @@ import pytest
 
 from pomona.app import Pomona
 from pomona.testing.pushcert import make_standin_push_cert
+
+CONSOLE_PASSWORD = "console-pass-1"
+
+
+class ConsoleBrowser:
+    """A browser on the console: keeps its cookies and posts the last page's CSRF token."""
+
+    def __init__(self, app: object, lang: str = "en", base_url: str = "https://pomona.test") -> None:
+        from starlette.testclient import TestClient
+
+        self.c = TestClient(app, base_url=base_url, headers={"Accept-Language": lang}, follow_redirects=False)  # type: ignore[arg-type]
+        self.last = ""
+
+    def close(self) -> None:
+        self.c.close()
+
+    def csrf(self) -> str:
+        m = re.search(r'name="csrf" value="([^"]+)"', self.last)
+        assert m, self.last[:300]
+        return m.group(1)
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        r = self.c.get(path, **kw)
+        self.last = r.text
+        return r
+
+    def post(self, path: str, data: dict[str, str] | None = None, csrf: str | None = None) -> httpx.Response:
+        r = self.c.post(path, data={"csrf": self.csrf() if csrf is None else csrf, **(data or {})})
+        self.last = r.text
+        return r
+
+    def sign_in(self, email: str, password: str = CONSOLE_PASSWORD, code: str = "") -> httpx.Response:
+        """The sign-in form posted; a success (303) followed to the page it leads to."""
+        self.get("/console/signin")
+        r = self.post("/console/signin", {"email": email, "password": password, "code": code})
+        if r.status_code == 303:
+            r = self.get(r.headers["location"], follow_redirects=True)
+        return r
+
+    def must_sign_in(self, email: str) -> None:
+        """Sign in with the tests' password, which must succeed (the form answers 303)."""
+        self.get("/console/signin")
+        r = self.post("/console/signin", {"email": email, "password": CONSOLE_PASSWORD, "code": ""})
+        assert r.status_code == 303, r.text[:300]
+
 
 IN_CI = os.environ.get("CI") == "true"
 

@@ -14,47 +14,17 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from helpers import TenantSetup, cli, same_data_dir, setup_tenant  # noqa: F401
+from helpers import CONSOLE_PASSWORD, ConsoleBrowser, TenantSetup, cli, same_data_dir, setup_tenant  # noqa: F401
 from pomona.app import Pomona, create_app
 from pomona.services.portal import totp_now
 from pomona.testing.virtual_device import VirtualDevice
 
 BASE = "https://pomona.test"
-PASSWORD = "console-pass-1"
+PASSWORD = CONSOLE_PASSWORD
 EVIL = '<script>alert("pwned")</script>'
 
 
-class Admin:
-    """A browser on the console: keeps its cookies and reads the CSRF token from the last page."""
-
-    def __init__(self, app: object, lang: str = "en") -> None:
-        self.c = TestClient(app, base_url=BASE, headers={"Accept-Language": lang}, follow_redirects=False)  # type: ignore[arg-type]
-        self.last = ""
-
-    def close(self) -> None:
-        self.c.close()
-
-    def csrf(self) -> str:
-        m = re.search(r'name="csrf" value="([^"]+)"', self.last)
-        assert m, self.last[:300]
-        return m.group(1)
-
-    def get(self, path: str, **kw: Any) -> httpx.Response:
-        r = self.c.get(path, **kw)
-        self.last = r.text
-        return r
-
-    def post(self, path: str, data: dict[str, str] | None = None, csrf: str | None = None) -> httpx.Response:
-        r = self.c.post(path, data={"csrf": self.csrf() if csrf is None else csrf, **(data or {})})
-        self.last = r.text
-        return r
-
-    def sign_in(self, email: str, password: str = PASSWORD, code: str = "") -> httpx.Response:
-        self.get("/console/signin")
-        r = self.post("/console/signin", {"email": email, "password": password, "code": code})
-        if r.status_code == 303:
-            r = self.get(r.headers["location"], follow_redirects=True)
-        return r
+Admin = ConsoleBrowser
 
 
 @pytest.fixture

@@ -12,50 +12,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
-from starlette.testclient import TestClient
 
-from helpers import TenantSetup, cli, setup_tenant
+from helpers import CONSOLE_PASSWORD, ConsoleBrowser, TenantSetup, cli, setup_tenant
 from pomona.app import Pomona, Settings, build, create_app
 from pomona.domain.models import Device, Event, Outcome, Step
 from pomona.testing.abm_emulator import AbmEmulator
 
 BASE = "https://pomona.test"
-PASSWORD = "console-pass-1"
+PASSWORD = CONSOLE_PASSWORD
 DEVICES = 55  # more than a page (50)
 CJK = re.compile("[\u4e00-\u9fff]")
 
 
-class Admin:
-    """A browser on the console: keeps its cookies and reads the CSRF token from the last page."""
-
-    def __init__(self, app: object, lang: str = "en") -> None:
-        self.c = TestClient(app, base_url=BASE, headers={"Accept-Language": lang}, follow_redirects=False)  # type: ignore[arg-type]
-        self.last = ""
-
-    def close(self) -> None:
-        self.c.close()
-
-    def csrf(self) -> str:
-        m = re.search(r'name="csrf" value="([^"]+)"', self.last)
-        assert m, self.last[:300]
-        return m.group(1)
-
-    def get(self, path: str) -> httpx.Response:
-        r = self.c.get(path)
-        self.last = r.text
-        return r
-
-    def post(self, path: str, data: dict[str, str] | None = None, csrf: str | None = None) -> httpx.Response:
-        r = self.c.post(path, data={"csrf": self.csrf() if csrf is None else csrf, **(data or {})})
-        self.last = r.text
-        return r
-
-    def sign_in(self, email: str) -> None:
-        self.get("/console/signin")
-        r = self.post("/console/signin", {"email": email, "password": PASSWORD, "code": ""})
-        assert r.status_code == 303, r.text[:300]
+Admin = ConsoleBrowser
 
 
 @dataclass
@@ -77,7 +47,7 @@ class Ade:
     def browser(self, email: str, role: str = "admin", lang: str = "en", tenant: str = "acme") -> Admin:
         self.p.console.create_account(email, PASSWORD, role, tenant)
         b = Admin(self.app, lang)
-        b.sign_in(email)
+        b.must_sign_in(email)
         b.get(self.page)
         return b
 
@@ -338,7 +308,7 @@ class TestRefusals:
         theirs = ade.p.abm.create_profile("globex", "globex-staff").profile.record.id
         g = Admin(ade.app)
         ade.p.console.create_account("ad@globex.example", PASSWORD, "admin", "globex")
-        g.sign_in("ad@globex.example")
+        g.must_sign_in("ad@globex.example")
         g.get("/console/t/globex/apple")
         assert g.get(ade.page).status_code == 404 and "staff" not in g.last
         assert g.get(f"/console/t/globex/apple/profiles/{ade.profile_id}").status_code == 404

@@ -10,46 +10,17 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from starlette.testclient import TestClient
 
-from helpers import TenantSetup, setup_tenant
+from helpers import CONSOLE_PASSWORD, ConsoleBrowser, TenantSetup, setup_tenant
 from pomona.app import Pomona, create_app
 from pomona.domain.policy import Restriction
 
 ACME = "/console/t/acme/restrictions"
 BASE = "https://pomona.test"
-PASSWORD = "console-pass-1"
+PASSWORD = CONSOLE_PASSWORD
 
 
-class Admin:
-    """A browser on the console (as test_console's): keeps its cookies, posts the last page's CSRF token."""
-
-    def __init__(self, app: object, lang: str = "en") -> None:
-        self.c = TestClient(app, base_url=BASE, headers={"Accept-Language": lang}, follow_redirects=False)  # type: ignore[arg-type]
-        self.last = ""
-
-    def close(self) -> None:
-        self.c.close()
-
-    def csrf(self) -> str:
-        m = re.search(r'name="csrf" value="([^"]+)"', self.last)
-        assert m, self.last[:300]
-        return m.group(1)
-
-    def get(self, path: str) -> httpx.Response:
-        r = self.c.get(path)
-        self.last = r.text
-        return r
-
-    def post(self, path: str, data: dict[str, str] | None = None, csrf: str | None = None) -> httpx.Response:
-        r = self.c.post(path, data={"csrf": self.csrf() if csrf is None else csrf, **(data or {})})
-        self.last = r.text
-        return r
-
-    def sign_in(self, email: str) -> None:
-        self.get("/console/signin")
-        r = self.post("/console/signin", {"email": email, "password": PASSWORD, "code": ""})
-        assert r.status_code == 303, r.text[:300]
+Admin = ConsoleBrowser
 
 
 def account(p: Pomona, email: str, role: str, tenant: str | None = None) -> None:
@@ -91,7 +62,7 @@ def admin(pomona: Pomona, app: object, acme: TenantSetup) -> Iterator[Admin]:
     """acme's admin, signed in, on the restrictions page."""
     account(pomona, "ad@acme.example", "admin", "acme")
     b = Admin(app)
-    b.sign_in("ad@acme.example")
+    b.must_sign_in("ad@acme.example")
     b.get(ACME)
     yield b
     b.close()
@@ -195,7 +166,7 @@ class TestCreate:
         two_limits(pomona, acme)
         account(pomona, "ad@acme.example", "admin", "acme")
         b = Admin(app, lang)
-        b.sign_in("ad@acme.example")
+        b.must_sign_in("ad@acme.example")
         b.get(ACME)
         texts = {
             "en": ("the device limit is a number from 1 to 15", "already has priority 1"),
@@ -414,7 +385,7 @@ class TestRoles:
         tight, _ = two_limits(pomona, acme)
         account(pomona, "hd@acme.example", "helpdesk", "acme")
         b = Admin(app)
-        b.sign_in("hd@acme.example")
+        b.must_sign_in("hd@acme.example")
         r = b.get(f"{ACME}?upn={acme.upn}")
         assert dry(r.text)["limit"] == tight
         assert "data-create" not in r.text and "data-priority-submit" not in r.text
@@ -488,7 +459,7 @@ def test_every_restriction_page_in_both_languages(
     d = default_of(pomona, "acme", "limit")
     account(pomona, "ad@acme.example", "admin", "acme")
     b = Admin(app, lang)
-    b.sign_in("ad@acme.example")
+    b.must_sign_in("ad@acme.example")
     marker = {"en": "Enrollment restrictions", "zh-CN": "注册限制"}[lang]
     for path in (ACME, f"{ACME}/{tight}?upn={acme.upn}", f"{ACME}/{d.id}", f"{ACME}/{tight}/delete"):
         r = b.get(path)
