@@ -228,3 +228,24 @@ def cli(
     monkeypatch.setenv("POMONA_DATABASE_URL", db_url)
     res = CliRunner().invoke(main, list(args), input=stdin)
     return res.exit_code, res.output
+
+
+def two_limits(p: Pomona, s: TenantSetup) -> tuple[str, str]:
+    """The tenant's user in groups Sales and Staff; "Tight" (limit 1, priority 1) for Sales and "Loose"
+    (limit 5, priority 2) for Staff: Tight applies. Their ids."""
+    for g in ("Sales", "Staff"):
+        p.policy.create_group(s.name, g)
+        p.policy.add_member(s.name, g, s.upn)
+    tight = p.policy.create_restriction(
+        s.name, type_="limit", priority=1, groups=["Sales"], name="Tight", limit=1
+    )
+    loose = p.policy.create_restriction(
+        s.name, type_="limit", priority=2, groups=["Staff"], name="Loose", limit=5
+    )
+    return tight.id, loose.id
+
+
+def priorities(p: Pomona, tenant: str) -> dict[str, int | None]:
+    """Each restriction's priority by name (None for the Defaults)."""
+    rs, _ = p.policy.list_restrictions(tenant)
+    return {r.name: None if r.is_default else r.priority for r in rs}

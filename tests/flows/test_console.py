@@ -14,7 +14,16 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from helpers import CONSOLE_PASSWORD, ConsoleBrowser, TenantSetup, cli, same_data_dir, setup_tenant  # noqa: F401
+from helpers import (  # noqa: F401
+    CONSOLE_PASSWORD,
+    ConsoleBrowser,
+    TenantSetup,
+    cli,
+    priorities,
+    same_data_dir,
+    setup_tenant,
+    two_limits,
+)
 from pomona.app import Pomona, create_app
 from pomona.services.portal import totp_now
 from pomona.testing.virtual_device import VirtualDevice
@@ -447,24 +456,6 @@ class TestTroubleshoot:
 
 
 # --- users and groups, enrollment restrictions (issue 13, pages 4 and 5) ------------------------------
-def two_limits(p: Pomona, s: TenantSetup) -> tuple[str, str]:
-    """The tenant's user in groups Sales and Staff; "Tight" (limit 1, priority 1) for Sales and "Loose"
-    (limit 5, priority 2) for Staff: Tight applies. Their ids."""
-    for g in ("Sales", "Staff"):
-        p.policy.create_group(s.name, g)
-        p.policy.add_member(s.name, g, s.upn)
-    tight = p.policy.create_restriction(
-        s.name, type_="limit", priority=1, groups=["Sales"], name="Tight", limit=1
-    )
-    loose = p.policy.create_restriction(
-        s.name, type_="limit", priority=2, groups=["Staff"], name="Loose", limit=5
-    )
-    return tight.id, loose.id
-
-
-def priorities(p: Pomona, tenant: str) -> dict[str, int | None]:
-    rs, _ = p.policy.list_restrictions(tenant)
-    return {r.name: None if r.is_default else r.priority for r in rs}
 
 
 class TestUsersPage:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from helpers import CONSOLE_PASSWORD, ConsoleBrowser, TenantSetup, setup_tenant
+from helpers import CONSOLE_PASSWORD, ConsoleBrowser, TenantSetup, priorities, setup_tenant, two_limits
 from pomona.app import Pomona, create_app
 from pomona.domain.policy import Restriction
 
@@ -25,26 +25,6 @@ Admin = ConsoleBrowser
 
 def account(p: Pomona, email: str, role: str, tenant: str | None = None) -> None:
     p.console.create_account(email, PASSWORD, role, tenant)
-
-
-def two_limits(p: Pomona, s: TenantSetup) -> tuple[str, str]:
-    """The tenant's user in groups Sales and Staff; "Tight" (limit 1, priority 1) for Sales and "Loose"
-    (limit 5, priority 2) for Staff: Tight applies. Their ids."""
-    for g in ("Sales", "Staff"):
-        p.policy.create_group(s.name, g)
-        p.policy.add_member(s.name, g, s.upn)
-    tight = p.policy.create_restriction(
-        s.name, type_="limit", priority=1, groups=["Sales"], name="Tight", limit=1
-    )
-    loose = p.policy.create_restriction(
-        s.name, type_="limit", priority=2, groups=["Staff"], name="Loose", limit=5
-    )
-    return tight.id, loose.id
-
-
-def priorities(p: Pomona, tenant: str) -> dict[str, int | None]:
-    rs, _ = p.policy.list_restrictions(tenant)
-    return {r.name: None if r.is_default else r.priority for r in rs}
 
 
 @pytest.fixture
