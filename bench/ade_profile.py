@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from _common import machine, setup_tenant
-from console import EMAIL, PASSWORD, seed, seed_abm, server_ms
+from console import EMAIL, PASSWORD, p95, seed, seed_abm, time_page
 from sqlalchemy import insert, select
 
 from pomona.app import Settings, build, create_app
@@ -89,16 +89,11 @@ def main() -> None:
             }
             print(f"{'page':<36} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} {'rows':>5}")
             for name, path in pages.items():
-                times = []
-                for i in range(args.rounds + 2):
-                    r = c.get(path)
-                    assert r.status_code == 200, (path, r.status_code)
-                    if i >= 2:  # two warm-up requests
-                        times.append(server_ms(r))
-                times.sort()
+                times, r = time_page(c, path, args.rounds)
                 n = len(re.findall(r"<tr data-serial=", r.text))
-                p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
-                print(f"{name:<36} {statistics.median(times):>10.1f} {p95:>8.1f} {times[-1]:>8.1f} {n:>5}")
+                print(
+                    f"{name:<36} {statistics.median(times):>10.1f} {p95(times):>8.1f} {times[-1]:>8.1f} {n:>5}"
+                )
         p.close()
 
 

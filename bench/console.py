@@ -31,6 +31,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from _common import machine, setup_tenant
 from sqlalchemy import insert, select, text
@@ -49,6 +50,23 @@ def server_ms(resp: object) -> float:
     m = re.search(r"app;dur=([0-9.]+)", resp.headers.get("server-timing", ""))  # type: ignore[attr-defined]
     assert m, resp
     return float(m.group(1))
+
+
+def time_page(c: Any, path: str, rounds: int) -> tuple[list[float], Any]:
+    """The page's server times (ms, sorted) over ``rounds`` requests after two warm-up ones, and the last
+    response."""
+    times = []
+    for i in range(rounds + 2):
+        r = c.get(path)
+        assert r.status_code == 200, (path, r.status_code)
+        if i >= 2:  # two warm-up requests
+            times.append(server_ms(r))
+    times.sort()
+    return times, r
+
+
+def p95(times: list[float]) -> float:
+    return times[min(len(times) - 1, int(len(times) * 0.95))]
 
 
 def seed(p: object, tenant_id: str, n: int, n_users: int) -> float:
@@ -464,15 +482,8 @@ def main() -> None:
             }
             print(f"{'page':<36} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
             for name, path in pages.items():
-                times = []
-                for i in range(args.rounds + 2):
-                    r = c.get(path)
-                    assert r.status_code == 200, (path, r.status_code)
-                    if i >= 2:  # two warm-up requests
-                        times.append(server_ms(r))
-                times.sort()
-                p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
-                print(f"{name:<36} {statistics.median(times):>10.1f} {p95:>8.1f} {times[-1]:>8.1f}")
+                times, _ = time_page(c, path, args.rounds)
+                print(f"{name:<36} {statistics.median(times):>10.1f} {p95(times):>8.1f} {times[-1]:>8.1f}")
             # The chart's enrollment counts are reused for a minute (services/console_reports.py): a first
             # view pays for counting them.
             for name, path in (("dashboard", "/console/t/acme"), ("reports", "/console/t/acme/reports")):
