@@ -94,6 +94,10 @@ REGISTRY: dict[tuple[str, int], tuple[str, tuple[str, ...]]] = {
         "--device-ca abm-lab/device-ca --insecure",
         (ADE_LAB,),
     ),
+    ("docs/scaling.md", 0): (
+        "PYTHONPATH=src .venv/bin/python bench/capacity.py --model docs/scaling-figures.json",
+        ("tests/unit/test_scaling_doc.py::test_the_doc_command_prints_its_tables",),
+    ),
     ("docs/getting-started.md", 0): ("./scripts/demo", (GETTING_STARTED,)),
     ("docs/getting-started.md", 1): (
         ".venv/bin/pomona emulate apns --port 2197 --state-dir lab/apns",

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from doc_blocks import shell_blocks
+
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "scaling.md"
 FIGURES = ROOT / "docs" / "scaling-figures.json"
@@ -91,3 +93,15 @@ def test_measured_tables_match_the_figures(db: str) -> None:
     assert len(shown) >= 8, shown
     wrong = {k: (v, computed.get(k)) for k, v in shown.items() if computed.get(k) != v}
     assert not wrong, f"docs/scaling.md differs from bench/capacity.py --model (doc, script): {wrong}"
+
+
+def test_the_doc_command_prints_its_tables() -> None:
+    """docs/scaling.md's one shell block, run literally from the repository root, prints the figures and
+    the model the page's tables are checked against."""
+    (block,) = shell_blocks(DOC)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run(
+        ["bash", "-e", "-c", block.text], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == script_output()
