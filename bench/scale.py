@@ -21,6 +21,13 @@ can reach 1.7 only if their CPU per check-in together is under ~18% of the serve
 "ceiling" column is the ratio the measured CPU figures allow. A Python client costs more CPU per check-in
 than the server, hence wrk (it exits 2 when wrk is missing). Compare ratios, and read the machine line
 printed first. Not a test: run it on a quiet machine.
+
+Then the same runs again with each backend process capped at ``--server-cpu-cap`` of a core (default
+0.25; a CPU cgroup per backend, which needs root and a cgroup v1 or v2 CPU controller; 0 skips these
+runs). Capped, the backends are the bottleneck and the machine has cores to spare for nginx, PostgreSQL
+and wrk, so the ratios show how throughput grows with the backends' own capacity: what one more host
+adds when it brings its own cores. A shared bottleneck (a lock, a hot row, the database's commits) would
+show there as a ratio well under the backend count.
 """
 
 from __future__ import annotations
@@ -40,7 +47,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import CLK_TCK, ROOT, cpu_seconds, drop_pg_database, fresh_pg_database, machine, total_cpu
+from _common import (
+    CLK_TCK,
+    ROOT,
+    cpu_seconds,
+    drop_pg_database,
+    fresh_pg_database,
+    machine,
+    server_pids,
+    total_cpu,
+)
 
 from deploy_support import make_cert, nginx_main, replace_once, stop, tool, wait_for
 from helpers import LiveServer, free_port, setup_tenant, start_server
@@ -123,6 +139,64 @@ def machine_busy() -> float:
     return (sum(fields[:8]) - idle) / CLK_TCK
 
 
+class CpuCap:
+    """A CPU cgroup holding some processes to ``fraction`` of one core (cgroup v2 ``cpu.max`` or v1
+    ``cpu.cfs_quota_us``, over a 10 ms period so that a capped server is throttled in short slices)."""
+
+    PERIOD_US = 10_000
+
+    def __init__(self, name: str, fraction: float) -> None:
+        root, v2 = cpu_cgroup_root()
+        self.path = root / name
+        self.path.mkdir()
+        quota = max(1000, int(fraction * self.PERIOD_US))
+        if v2:
+            (self.path / "cpu.max").write_text(f"{quota} {self.PERIOD_US}")
+        else:
+            (self.path / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+        self.root = root
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def throttled_share(self) -> float:
+        """The share of periods in which the cap held these processes back."""
+        stat = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines())
+        return int(stat.get("nr_throttled", 0)) / max(int(stat.get("nr_periods", 0)), 1)
+
+    def close(self) -> None:
+        for pid in (self.path / "cgroup.procs").read_text().split():  # still running: back to the root
+            try:
+                (self.root / "cgroup.procs").write_text(pid)
+            except OSError:
+                pass
+        for _ in range(50):
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
+
+
+def cpu_cgroup_root() -> tuple[Path, bool]:
+    """Where a CPU cgroup can be made (its folder, and True for cgroup v2), from /proc/self/mountinfo;
+    SystemExit (exit 2) when there is none or it cannot be written (not root)."""
+    v1: Path | None = None
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        mount, (fstype, _, options) = Path(left.split()[4]), right.split()[:3]
+        if fstype == "cgroup2" and "cpu" in (mount / "cgroup.controllers").read_text().split():
+            if os.access(mount / "cgroup.subtree_control", os.W_OK):
+                (mount / "cgroup.subtree_control").write_text("+cpu")
+                return mount, True
+        if fstype == "cgroup" and "cpu" in options.split(","):
+            v1 = mount
+    if v1 is not None and os.access(v1, os.W_OK):
+        return v1, False
+    sys.exit("--server-cpu-cap needs root and a cgroup CPU controller (pass --server-cpu-cap 0 to skip)")
+
+
 def run_wrk(url: str, fleet: Path, args: argparse.Namespace) -> dict[str, Any]:
     """wrk's idle check-ins against ``url``: its SCALE-JSON summary plus ``client_cpu``, wrk's own CPU."""
     cmd = [
@@ -152,9 +226,11 @@ def run_wrk(url: str, fleet: Path, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def run(n: int, database_url: str, args: argparse.Namespace) -> dict[str, float]:
+def run(n: int, database_url: str, args: argparse.Namespace, cap: float = 0.0) -> dict[str, float]:
+    """One row: ``n`` backends behind nginx, each held to ``cap`` of a core when ``cap`` is given."""
     work = Path(tempfile.mkdtemp(prefix="pomona-scale-"))
     servers: list[LiveServer] = []
+    caps: list[CpuCap] = []
     proc: subprocess.Popen[bytes] | None = None
     try:
         cert = make_cert(work)
@@ -172,6 +248,11 @@ def run(n: int, database_url: str, args: argparse.Namespace) -> dict[str, float]
             servers = list(
                 ex.map(lambda _: start_server(data, database_url, public_url=base, env=env), range(n))
             )
+        if cap:
+            for i, server in enumerate(servers):
+                caps.append(CpuCap(f"pomona-scale-{os.getpid()}-{i}", cap))
+                for pid in server_pids(server):
+                    caps[-1].add(pid)
         prefix = work / "nginx"
         prefix.mkdir()
         conf = prefix / "pomona-multi.conf"
@@ -264,12 +345,15 @@ def run(n: int, database_url: str, args: argparse.Namespace) -> dict[str, float]
             "p50_ms": idle["p50_us"] / 1000,
             "p99_ms": idle["p99_us"] / 1000,
             "errors": errors,
+            "throttled": max((c.throttled_share() for c in caps), default=0.0),
         }
     finally:
         if proc is not None:
             stop(proc)
         for s in servers:
             s.stop()
+        for c in caps:
+            c.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -285,6 +369,12 @@ def main() -> None:
         default=True,
         help="nginx keeps its connections to the backends (as shipped); --no-upstream-keepalive to compare",
     )
+    ap.add_argument(
+        "--server-cpu-cap",
+        type=float,
+        default=0.25,
+        help="then run again with each backend held to this share of a core (0: skip those runs)",
+    )
     args = ap.parse_args()
     if not WRK:
         print(
@@ -293,55 +383,69 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+    if args.server_cpu_cap:
+        cpu_cgroup_root()  # before the first run: exit 2 now when there is no CPU controller to use
     print(f"machine: {machine()}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     pg_admin = os.environ.get("POMONA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-    rows: list[tuple[int, dict[str, float]]] = []
-    for n in (int(x) for x in args.backends.split(",")):
-        url = fresh_pg_database(pg_admin)
-        if url is None:
-            sys.exit("PostgreSQL is needed (POMONA_TEST_PG)")
-        try:
-            r = run(n, url, args)
-        finally:
-            drop_pg_database(pg_admin, url)
-        rows.append((n, r))
-        other = r["nginx_cpu_ms"] + r["pg_cpu_ms"] + r["client_cpu_ms"]
+    counts = [int(x) for x in args.backends.split(",")]
+    modes = [0.0] + ([args.server_cpu_cap] if args.server_cpu_cap else [])
+    tables: list[tuple[float, list[tuple[int, dict[str, float]]]]] = []
+    for cap in modes:
+        rows: list[tuple[int, dict[str, float]]] = []
+        for n in counts:
+            url = fresh_pg_database(pg_admin)
+            if url is None:
+                sys.exit("PostgreSQL is needed (POMONA_TEST_PG)")
+            try:
+                r = run(n, url, args, cap)
+            finally:
+                drop_pg_database(pg_admin, url)
+            rows.append((n, r))
+            other = r["nginx_cpu_ms"] + r["pg_cpu_ms"] + r["client_cpu_ms"]
+            capped = (
+                f", each capped at {cap:g} core (throttled in {r['throttled']:.0%} of periods)" if cap else ""
+            )
+            print(
+                f"[{n} backend{'s' if n > 1 else ''}{capped}] CPU per idle check-in: servers "
+                f"{r['idle_cpu_ms']:.3f} ms, nginx {r['nginx_cpu_ms']:.3f} ms, PostgreSQL {r['pg_cpu_ms']:.3f} ms "
+                f"({r['pg_aux_ms']:.3f} of it its own processes), wrk {r['client_cpu_ms']:.3f} ms "
+                f"(not the servers: {other / r['idle_cpu_ms']:.0%} of the servers'), "
+                f"whole machine {r['machine_cpu_ms']:.3f} ms; {r['errors']:.0f} errors",
+                flush=True,
+            )
+        tables.append((cap, rows))
+    for cap, rows in tables:
+        first = rows[0][1]
+        print()
+        print(f"each backend capped at {cap:g} of a core:" if cap else "the backends share the cores:")
         print(
-            f"[{n} backend{'s' if n > 1 else ''}] CPU per idle check-in: servers {r['idle_cpu_ms']:.3f} ms, "
-            f"nginx {r['nginx_cpu_ms']:.3f} ms, PostgreSQL {r['pg_cpu_ms']:.3f} ms "
-            f"({r['pg_aux_ms']:.3f} of it its own processes), wrk {r['client_cpu_ms']:.3f} ms "
-            f"(not the servers: {other / r['idle_cpu_ms']:.0%} of the servers'), "
-            f"whole machine {r['machine_cpu_ms']:.3f} ms; {r['errors']:.0f} errors",
-            flush=True,
+            f"{'backends':>8} {'idle/s':>8} {'srv ms/ci':>9} {'enroll/s':>8} {'enr ms':>7} "
+            f"{'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} {'ceiling':>7}"
         )
-    first = rows[0][1]
-    print()
-    print(
-        f"{'backends':>8} {'idle/s':>8} {'srv ms/ci':>9} {'enroll/s':>8} {'enr ms':>7} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} {'ceiling':>7}"
-    )
-    for n, r in rows:
-        ceiling = bound(n, r) / bound(rows[0][0], first)
-        print(
-            f"{n:>8} {r['idle_per_s']:>8.0f} {r['idle_cpu_ms']:>9.3f} {r['enroll_per_s']:>8.1f} "
-            f"{r['enroll_cpu_ms']:>7.1f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} "
-            f"{r['idle_per_s'] / first['idle_per_s']:>5.2f}x {ceiling:>6.2f}x"
-        )
+        for n, r in rows:
+            ceiling = bound(n, r, cap) / bound(rows[0][0], first, cap)
+            print(
+                f"{n:>8} {r['idle_per_s']:>8.0f} {r['idle_cpu_ms']:>9.3f} {r['enroll_per_s']:>8.1f} "
+                f"{r['enroll_cpu_ms']:>7.1f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} "
+                f"{r['idle_per_s'] / first['idle_per_s']:>5.2f}x {ceiling:>6.2f}x"
+            )
     print(
         "ratio: idle check-ins/s against the first row's. ceiling: the ratio the CPU per check-in measured "
         "allows on this machine's cores, which the servers share with nginx, PostgreSQL and wrk; with 2 "
         "backends on 2 cores it is 2 / (1 + non-server CPU / server CPU) when the server's CPU per check-in "
-        "stays the same, so 1.7 needs the non-server share under 18%."
+        "stays the same, so 1.7 needs the non-server share under 18%. Capped rows: each backend has at most "
+        "its cap, so the ratio can reach the backend count while the machine has cores to spare."
     )
 
 
-def bound(n: int, r: dict[str, float]) -> float:
+def bound(n: int, r: dict[str, float], cap: float = 0.0) -> float:
     """The most check-ins per second ``n`` backends can serve at the CPU per check-in in ``r``: each backend
-    uses at most one core, and everything together uses at most all of them."""
+    uses at most one core (``cap`` of one when given), and everything together uses at most all of them."""
     cores = os.cpu_count() or 1
     other = r["nginx_cpu_ms"] + r["pg_cpu_ms"] + r["client_cpu_ms"]
-    return min(min(n, cores) / r["idle_cpu_ms"], cores / (r["idle_cpu_ms"] + other))
+    per_backend = cap or 1.0
+    return min(min(n, cores) * per_backend / r["idle_cpu_ms"], cores / (r["idle_cpu_ms"] + other))
 
 
 if __name__ == "__main__":
