@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from pomona.services.portal import PortalService
     from pomona.services.push import PushService
     from pomona.services.reports import ReportService
+    from pomona.services.retention import RetentionService
     from pomona.services.scep import ScepService
     from pomona.storage.backup import BackupInfo
 
@@ -300,9 +301,16 @@ class Pomona:
     def background(self) -> Background:
         from pomona.services.jobs import Background, LeaderLease, SingletonJob
         from pomona.services.release import WATCH_EVERY
+        from pomona.services.retention import EVERY as RETENTION_EVERY
 
         settings, clock = self.settings, self.clock
         portal = self.portal
+        singletons = [
+            SingletonJob("shared-state-cleanup", 600, lambda: portal.limiter.purge(clock.now())),
+            SingletonJob("ade-release-watch", WATCH_EVERY, self.health.flag_stuck),  # held too long
+        ]
+        if self.retention.retention.is_on():  # POMONA_*_RETENTION_DAYS: old history deleted hourly
+            singletons.append(SingletonJob("history-retention", RETENTION_EVERY, self.retention.run))
         return Background(
             jobs=self._jobs,
             push=self.push,
@@ -314,10 +322,7 @@ class Pomona:
             abm_interval=settings.abm_sync_interval,
             # Singleton jobs run in the one process that holds their lease (services/jobs.py).
             leader=LeaderLease(self.db, clock),
-            singletons=[
-                SingletonJob("shared-state-cleanup", 600, lambda: portal.limiter.purge(clock.now())),
-                SingletonJob("ade-release-watch", WATCH_EVERY, self.health.flag_stuck),  # held too long
-            ],
+            singletons=singletons,
         )
 
     @cached_property
@@ -325,6 +330,14 @@ class Pomona:
         from pomona.services.commands import CommandService
 
         return CommandService(self.db, self.clock, self.push.wake, metrics=self.metrics)
+
+    @cached_property
+    def retention(self) -> RetentionService:
+        from pomona.services.retention import Retention, RetentionService
+
+        s = self.settings
+        keep = Retention(s.event_retention_days, s.command_retention_days)
+        return RetentionService(self.db, self.clock, keep, metrics=self.metrics)
 
     @cached_property
     def scep(self) -> ScepService:
@@ -435,6 +448,7 @@ _SERVICES = (
     "ade",
     "background",
     "commands",
+    "retention",
     "scep",
     "checkin",
     "reports",

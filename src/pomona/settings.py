@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Union, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -134,6 +135,19 @@ Schedule = Annotated[
 ]
 Lang = Annotated[Literal["en", "zh-CN"], BeforeValidator(_lang)]
 Seconds = Annotated[float, Field(gt=0)]
+
+
+def _retention_days(value: int) -> int:
+    """0 (keep forever) or at least services.retention.MIN_DAYS days (diagnosis reads a week back)."""
+    if value:
+        from pomona.services.retention import MIN_DAYS
+
+        if value < MIN_DAYS:
+            raise ValueError(f"0 (keep forever) or at least {MIN_DAYS} days")
+    return value
+
+
+RetentionDays = Annotated[int, Field(ge=0), AfterValidator(_retention_days)]
 
 
 class PushConfig(BaseModel):
@@ -292,6 +306,20 @@ class Settings(BaseModel):
         300.0,
         description="Seconds before an ADE profile assignment that did not take is tried again (doubled "
         "at each further try, at most six hours).",
+    )
+    event_retention_days: RetentionDays = Field(
+        0,
+        description="Days the event log is kept: events older than this are deleted every hour, in batches "
+        "(`pomona prune` does it at once). 0: kept forever; else at least 7 (diagnosis reads a week back). "
+        "The daily failure counts of reports are kept either way.",
+        json_schema_extra={"doc_type": "days"},
+    )
+    command_retention_days: RetentionDays = Field(
+        0,
+        description="Days answered commands are kept (Acknowledged, Error, CommandFormatError), counted from "
+        "their result: older ones are deleted every hour, in batches (`pomona prune` does it at once). "
+        "Commands still waiting (Queued, Sent, NotNow) are never deleted. 0: kept forever; else at least 7.",
+        json_schema_extra={"doc_type": "days"},
     )
     ade_test_device_ca: Path | None = Field(
         None,

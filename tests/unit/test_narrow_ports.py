@@ -42,6 +42,7 @@ from pomona.services.policy import PolicyService
 from pomona.services.portal import PortalService
 from pomona.services.push import PushService
 from pomona.services.reports import ReportService
+from pomona.services.retention import RetentionService
 from pomona.services.scep import ScepService
 from pomona.storage.database import SqlUnitOfWork
 from pomona.testing import FrozenClock, MemoryDatabase
@@ -144,6 +145,7 @@ EXPECTED: dict[type, set[str]] = {
     PortalService: DECISION | {"tenants", "devices", "events", "portal_sessions"},
     PushService: {"tenants", "pushes", "reachability", "push_certs", "events"},
     ReportService: {"tenants", "events"},
+    RetentionService: {"tenants", "history", "events"},
     ScepService: {"tenants", "events"},
 }
 

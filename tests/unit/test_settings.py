@@ -56,6 +56,9 @@ class TestFromEnvironment:
             ("POMONA_LOG_FORMAT", "json", "log_format", "json"),
             ("POMONA_LOG_LEVEL", "debug", "log_level", "debug"),
             ("POMONA_ACCESS_LOG", "1", "access_log", True),
+            ("POMONA_EVENT_RETENTION_DAYS", "90", "event_retention_days", 90),
+            ("POMONA_COMMAND_RETENTION_DAYS", "7", "command_retention_days", 7),
+            ("POMONA_COMMAND_RETENTION_DAYS", "0", "command_retention_days", 0),
         ],
     )
     def test_each_variable_sets_its_field(
@@ -162,6 +165,9 @@ class TestErrors:
             ({"POMONA_LOG_LEVEL": "loud"}, "POMONA_LOG_LEVEL"),
             ({"POMONA_SECRET_KEY": "not base64!"}, "POMONA_SECRET_KEY"),
             ({"POMONA_SECRET_KEY": base64.b64encode(b"short").decode()}, "POMONA_SECRET_KEY"),
+            ({"POMONA_EVENT_RETENTION_DAYS": "3"}, "POMONA_EVENT_RETENTION_DAYS"),
+            ({"POMONA_EVENT_RETENTION_DAYS": "a year"}, "POMONA_EVENT_RETENTION_DAYS"),
+            ({"POMONA_COMMAND_RETENTION_DAYS": "-1"}, "POMONA_COMMAND_RETENTION_DAYS"),
         ],
     )
     def test_a_bad_value_is_one_line_naming_the_variable(

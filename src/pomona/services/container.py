@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pomona.services.portal import PortalService
     from pomona.services.push import PushService
     from pomona.services.reports import ReportService
+    from pomona.services.retention import RetentionService
     from pomona.services.scep import ScepService
 
 
@@ -63,6 +64,8 @@ class Services(Protocol):
     def health(self) -> HealthService: ...
     @property
     def reports(self) -> ReportService: ...
+    @property
+    def retention(self) -> RetentionService: ...
     @property
     def push(self) -> PushService: ...
     @property

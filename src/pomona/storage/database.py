@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from pomona.storage.enrollments_sql import SqlEnrollmentStore
     from pomona.storage.events_sql import SqlEventLog
     from pomona.storage.health_sql import SqlHealthStore
+    from pomona.storage.history_sql import SqlHistoryStore
     from pomona.storage.policy_sql import SqlBlockStore, SqlCorporateStore, SqlGroupStore, SqlRestrictionStore
     from pomona.storage.push_sql import (
         SqlPushCertStore,
@@ -495,6 +496,7 @@ class SqlUnitOfWork:
     enrollments: _Store[SqlEnrollmentStore] = _Store("enrollments_sql", "SqlEnrollmentStore")
     commands: _Store[SqlCommandQueue] = _Store("commands_sql", "SqlCommandQueue")
     events: _Store[SqlEventLog] = _Store("events_sql", "SqlEventLog")
+    history: _Store[SqlHistoryStore] = _Store("history_sql", "SqlHistoryStore")
     groups: _Store[SqlGroupStore] = _Store("policy_sql", "SqlGroupStore")
     restrictions: _Store[SqlRestrictionStore] = _Store("policy_sql", "SqlRestrictionStore")
     corporate: _Store[SqlCorporateStore] = _Store("policy_sql", "SqlCorporateStore")

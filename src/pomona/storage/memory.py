@@ -744,6 +744,42 @@ class MemoryEventLog(_Store):
         return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
+_FINISHED = (CommandStatus.ACKNOWLEDGED, CommandStatus.ERROR, CommandStatus.COMMAND_FORMAT_ERROR)
+
+
+class MemoryHistoryStore(_Store):
+    def _old_events(self, tenant_id: str, before: datetime) -> list[int]:
+        return [k for k, e in self.d.events.items() if e.tenant_id == tenant_id and e.at < before]
+
+    def _old_commands(self, tenant_id: str, before: datetime) -> list[int]:
+        return [
+            k
+            for k, c in self.d.commands.items()
+            if c.tenant_id == tenant_id
+            and c.status in _FINISHED
+            and c.result_at is not None
+            and c.result_at < before
+        ]
+
+    def old_events(self, tenant_id: str, before: datetime) -> int:
+        return len(self._old_events(tenant_id, before))
+
+    def old_commands(self, tenant_id: str, before: datetime) -> int:
+        return len(self._old_commands(tenant_id, before))
+
+    def prune_events(self, tenant_id: str, before: datetime, limit: int) -> int:
+        batch = self._old_events(tenant_id, before)[:limit]
+        for k in batch:
+            self.tx.pop(self.d.events, k)
+        return len(batch)
+
+    def prune_commands(self, tenant_id: str, before: datetime, limit: int) -> int:
+        batch = self._old_commands(tenant_id, before)[:limit]
+        for k in batch:
+            self.tx.pop(self.d.commands, k)
+        return len(batch)
+
+
 class MemoryGroupStore(_Store):
     def add(self, group: Group) -> None:
         if group.id in self.d.groups or self.by_name(group.tenant_id, group.name) is not None:
@@ -1851,6 +1887,7 @@ class MemoryUnitOfWork:
         self.enrollments = MemoryEnrollmentStore(tx)
         self.commands = MemoryCommandQueue(tx)
         self.events = MemoryEventLog(tx)
+        self.history = MemoryHistoryStore(tx)
         self.groups = MemoryGroupStore(tx)
         self.restrictions = MemoryRestrictionStore(tx)
         self.corporate = MemoryCorporateStore(tx)
