@@ -432,7 +432,7 @@ class Assumptions:
     burst_minutes: float = 60.0  # one command to the whole fleet must be done in this time
     utilisation: float = 0.7  # the share of a core planned for
     cores_per_host: int = 4
-    retention_days: int = 365  # Pomona does not prune events or finished commands: a year kept
+    retention_days: int = 365  # history kept a year (POMONA_*_RETENTION_DAYS; the default 0 keeps it all)
     pg_cores: int = 8  # one PostgreSQL host's cores
     pg_disk_gb: int = 1000  # one PostgreSQL host's disk
     pg_commits_per_s: int = 5000  # what one primary commits (group commit, SSD): assumed, not measured here

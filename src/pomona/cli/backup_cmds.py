@@ -5,40 +5,13 @@ options, a progress bar on a terminal (rich, imported only then), and the lines 
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from pomona.cli.main import _json, _out, _settings, common, main
+from pomona.cli.main import _out, _settings, common, main
+from pomona.cli.output import progress as _progress
 from pomona.i18n import t
-
-
-@contextmanager
-def _progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar on stderr while the pages are copied, when a person watches (a terminal, no
-    --json); nothing otherwise (a timer's log stays clean)."""
-    if _json() or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=None)
-
-        def advance(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield advance
 
 
 @main.command("backup")

@@ -823,6 +823,7 @@ def _import_command_modules() -> None:
     import pomona.cli.ops_cmds  # noqa: F401  (pomona doctor)
     import pomona.cli.policy_cmds  # noqa: F401  (registers its commands on `main`)
     import pomona.cli.portal_cmds  # noqa: F401
+    import pomona.cli.prune_cmds  # noqa: F401  (pomona prune)
     import pomona.cli.server_cmds  # noqa: F401
     import pomona.cli.user_cmds  # noqa: F401
     from pomona.cli.emulate import emulate

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -136,6 +137,32 @@ def echo_wrapped(text: str, *, indent: int = 0, first: str = "") -> None:
 
     for line in wrapped(text, width(), indent=indent, first=first):
         click.echo(line)
+
+
+@contextmanager
+def progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr, advanced by ``advance(done, total)``, when a person watches (a terminal,
+    no --json); None otherwise (a timer's log stays clean). Used by the long commands (backup, restore,
+    prune)."""
+    if is_json() or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance
 
 
 F = TypeVar("F", bound=Callable[..., Any])
