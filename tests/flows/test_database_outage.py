@@ -192,3 +192,44 @@ def test_the_lease_and_job_loops_live_through_a_database_outage(
     assert _lines(err, "leases: the database answers again") == 1
     assert _lines(err, "push worker: the database did not answer") == 1  # the push worker's own line
     assert "Traceback" not in err and "renewal failed" not in err and "job probe failed" not in err
+
+
+def test_requests_while_the_database_is_gone_get_503_and_one_line_each(
+    pg_admin_url: str, pg_template: str, tmp_path: Path, console: Callable[[], str]
+) -> None:
+    """With the PostgreSQL database dropped under the server, a device endpoint answers 503
+    DATABASE_UNAVAILABLE (no cause shown) and the portal its 503 page; each writes one warning line, no
+    traceback."""
+    import httpx
+
+    from pomona.app import build
+    from pomona.asgi import create
+    from pomona.settings import Settings
+
+    pg = PostgresOutside(pg_admin_url, pg_template)
+    try:
+        settings = Settings(data_dir=tmp_path, database_url=pg.url, push_worker=False)
+        p = build(settings)
+        tenant = p.admin.create_tenant("acme", "acme.example", key_type="p256")
+        p.close()
+        app = create(settings)
+
+        async def requests() -> tuple[httpx.Response, httpx.Response]:
+            transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+            async with httpx.AsyncClient(transport=transport, base_url="http://pomona.test") as client:
+                assert (await client.get("/portal/acme/signin")).status_code == 200
+                pg.break_()
+                headers = {"content-type": "application/x-apple-aspen-mdm-checkin"}
+                device = await client.put(f"/mdm/{tenant.id}/checkin", content=b"<plist/>", headers=headers)
+                portal = await client.get("/portal/acme/signin")
+                return device, portal
+
+        device, portal = asyncio.run(requests())
+    finally:
+        pg.drop()
+    assert device.status_code == 503 and device.json()["reason"] == "DATABASE_UNAVAILABLE"
+    assert pg.name not in device.text and "Traceback" not in device.text
+    assert portal.status_code == 503 and "text/html" in portal.headers["content-type"]
+    err = console()
+    assert "Traceback" not in err
+    assert len(re.findall(r"\[warning *\] request \w+: the database did not answer", err)) == 2, err

@@ -289,6 +289,8 @@ class SqlDatabase:
             if not self.is_sqlite and not conn.invalidated:  # (a connection lost is opened again afresh)
                 conn.info.pop("lock_wait_ms", None)  # the rollback undid a SET made in the transaction
             if _driver_error(exc) and (err := _storage_error(exc)) is not exc:
+                if isinstance(err, StorageUnavailableError) and not conn.invalidated:
+                    conn.invalidate()  # not back to the pool (its reset would log a traceback)
                 raise err from exc
             raise
         finally:
