@@ -22,6 +22,10 @@ The lines Pomona writes on purpose:
   hidden): `pomona serve`'s start-up banner when the format is JSON (console: the translated text), and
   ``plain_http_public_url`` (warning) for an http:// public URL off this machine.
 
+A logged exception (``log.exception``, ``exc_info=``) is written with its traceback but never with
+its frames' local variables, which hold secrets (:func:`_exception_formatter`; the JSON format's
+``exception`` is the standard library's text, which has none).
+
 structlog is imported when the first line is formatted with ``configure(..., lazy=True)`` (the CLI: most
 commands write no log line, and importing structlog, with rich behind its console renderer, was a fifth
 of `pomona tenant list`'s start-up; issue 14). The server configures eagerly.
@@ -34,7 +38,7 @@ import sys
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from structlog.typing import EventDict, Processor, WrappedLogger
+    from structlog.typing import EventDict, ExceptionRenderer, Processor, WrappedLogger
 
     from pomona.settings import LogFormat, LogLevel
 
@@ -113,11 +117,12 @@ def _structlog_formatter(format: LogFormat) -> logging.Formatter:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Processor
+    tty = sys.stderr.isatty()
     if format == "json":
         renderer = structlog.processors.JSONRenderer()
         shared.append(structlog.processors.format_exc_info)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = structlog.dev.ConsoleRenderer(colors=tty, exception_formatter=_exception_formatter(tty))
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
@@ -137,6 +142,19 @@ def _structlog_formatter(format: LogFormat) -> logging.Formatter:
             renderer,
         ],
     )
+
+
+def _exception_formatter(tty: bool) -> ExceptionRenderer:
+    """How the console format writes a traceback: never with the frames' local variables (structlog's
+    rich default shows them, and they hold what a server must not log: database URLs, keys, enrollment
+    tokens, SCEP challenges, passwords; rendering them also cost a server with its database gone half a
+    core). rich's boxes, without locals, on a terminal; elsewhere (journald, a file) the standard
+    library's plain traceback, the cheapest to write and to read back."""
+    import structlog
+
+    if tty:
+        return structlog.dev.RichTracebackFormatter(show_locals=False)
+    return structlog.dev.plain_traceback
 
 
 def reset() -> None:

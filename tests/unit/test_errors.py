@@ -106,9 +106,13 @@ class TestTree:
         assert tree_classes() - {E.AuthError, E.PolicyError} == {c for c, _, _ in TREE}
 
     def test_storage_faults_are_internal_errors(self) -> None:
-        """A storage fault is no refusal: answered as INTERNAL_ERROR, a busy database with 503."""
+        """A storage fault is no refusal: answered as INTERNAL_ERROR, a busy database with 503, one that
+        does not answer with 503 DATABASE_UNAVAILABLE; the cause stays internal."""
         busy = E.describe(E.StorageBusyError("lock wait"))
         assert (busy.status, busy.reason, busy.internal) == (503, R.INTERNAL_ERROR, True)
+        away = E.describe(E.StorageUnavailableError('database "pomona" does not exist'))
+        assert (away.status, away.reason, away.internal) == (503, R.DATABASE_UNAVAILABLE, True)
+        assert "pomona" not in away.message and "pomona" in away.detail
         assert not issubclass(E.StorageError, E.PomonaError)
 
     def test_docstring_draws_every_class(self) -> None:

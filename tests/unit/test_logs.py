@@ -4,8 +4,12 @@ every line, and the access log only when it is on."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
+import re
+import secrets
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +27,7 @@ from pomona.domain.reasons import ReasonCode
 from pomona.http.middleware import AccessLog, with_access_log
 from pomona.services.base import ServiceBase
 from pomona.services.context import bind_request_id, current_request_id, reset_request_id
-from pomona.settings import Settings
+from pomona.settings import LogFormat, Settings
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -270,3 +274,41 @@ class TestAccessLog:
         )  # decoded before the signature
         assert refusal["request_id"] == request["request_id"] == rid
         assert request["status"] == response.status_code
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal (the console format then draws rich tracebacks)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _fail_holding(secret: str) -> None:
+    password = secret  # a local of the failing frame, as a database URL or an enrollment token would be
+    raise RuntimeError(f"boom after {len(password)} characters")
+
+
+class TestTracebacks:
+    @pytest.mark.parametrize(("format", "terminal"), [("console", False), ("console", True), ("json", False)])
+    def test_a_logged_exception_never_shows_its_frames_locals(
+        self,
+        format: LogFormat,
+        terminal: bool,
+        restore_logging: None,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """log.exception writes the traceback without any frame's local variables, in every format."""
+        secret = "pw-" + secrets.token_hex(8)  # made at run time: no source line shown holds it
+        stream = _Terminal()
+        if terminal:
+            monkeypatch.setattr(sys, "stderr", stream)
+        logs.configure(format, "info")
+        try:
+            _fail_holding(secret)
+        except RuntimeError:
+            logging.getLogger("pomona.push").exception("push batch failed")
+        err = re.sub(r"\x1b\[[0-9;]*m", "", stream.getvalue() if terminal else capsys.readouterr().err)
+        assert "push batch failed" in err and "boom after 19 characters" in err  # the traceback is there
+        assert "_fail_holding" in err
+        assert secret not in err and " locals " not in err  # rich's title of a frame's locals

@@ -76,9 +76,12 @@ Faults of the storage layer are not refusals (no event is recorded for them, the
 own) and stand beside the tree; :func:`describe` answers them as internal errors:
 
     StorageError                         INTERNAL_ERROR, 500: a store could not do what was asked
-    └── StorageBusyError                 INTERNAL_ERROR, 503: a lock wait on the event loop hit its bound
-                                         (the transaction rolled back; the device adapter runs it again
-                                         in a worker thread)
+    ├── StorageBusyError                 INTERNAL_ERROR, 503: a lock wait on the event loop hit its bound
+    │                                    (the transaction rolled back; the device adapter runs it again
+    │                                    in a worker thread)
+    └── StorageUnavailableError          DATABASE_UNAVAILABLE, 503: the database did not answer (down,
+                                         dropped, unreachable, refusing logins); its text is the driver's
+                                         first line, never a statement or its parameters
 
 A uniqueness conflict in a store is a refusal: ConflictError (ALREADY_EXISTS, 409).
 
@@ -120,6 +123,7 @@ __all__ = [
     "HeadersTooLargeError",
     "StorageBusyError",
     "StorageError",
+    "StorageUnavailableError",
     "MessageTypeUnsupportedError",
     "UserChannelDeclinedError",
     "CertDeviceMismatchError",
@@ -482,6 +486,7 @@ class StorageError(Exception):
     """A store could not do what was asked: not a refusal of the request, answered as an internal error."""
 
     http_status: ClassVar[int] = 500
+    reason: ClassVar[ReasonCode] = ReasonCode.INTERNAL_ERROR
 
 
 class StorageBusyError(StorageError):
@@ -492,6 +497,16 @@ class StorageBusyError(StorageError):
     """
 
     http_status = 503
+
+
+class StorageUnavailableError(StorageError):
+    """The database did not answer: the server is down or restarting, the database was dropped, the
+    connection was cut, a login is refused, or the SQLite file cannot be opened. Nothing was done; the
+    same work may succeed once the database is back (background loops wait with a capped backoff,
+    services/outage.py). Its text is the driver's first line (no statement, no parameters)."""
+
+    http_status = 503
+    reason = ReasonCode.DATABASE_UNAVAILABLE
 
 
 class UpstreamError(PomonaError):
@@ -624,7 +639,7 @@ def describe(exc: BaseException) -> ErrorResponse:
         )
     return ErrorResponse(
         status=exc.http_status if isinstance(exc, StorageError) else 500,
-        reason=ReasonCode.INTERNAL_ERROR,
+        reason=exc.reason if isinstance(exc, StorageError) else ReasonCode.INTERNAL_ERROR,
         message=INTERNAL_MESSAGE,
         detail=f"{type(exc).__name__}: {exc}",
         internal=True,

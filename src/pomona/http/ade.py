@@ -32,7 +32,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from pomona.domain.errors import describe
-from pomona.http.middleware import RequestId
+from pomona.http.middleware import RequestId, log_internal
 from pomona.http.portal import FormPages, PortalHeaders, translate
 from pomona.protocol.errors import ProtocolError
 from pomona.protocol.machineinfo import decode_deviceinfo_header
@@ -92,7 +92,7 @@ class AdeWeb(FormPages):
         """A refusal page with its code (the event was left by the service); a fault of ours: 500."""
         e = describe(exc)
         if e.internal:
-            log.error("internal error, request %s", request_id_var.get(), exc_info=exc)
+            log_internal(log, exc, request_id_var.get())
         return self.render(request, "ade_refused.html", device, e.status, code=e.reason.value)
 
     def device(self, request: Request) -> AdeDevice | None:

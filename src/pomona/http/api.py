@@ -28,7 +28,7 @@ from pomona.domain.checks import device_subjects
 from pomona.domain.errors import ForbiddenError, InvalidInputError, NotFoundError, PomonaError, describe
 from pomona.domain.models import ApiToken
 from pomona.domain.reasons import ReasonCode
-from pomona.http.middleware import RequestId
+from pomona.http.middleware import RequestId, log_internal
 from pomona.http.portal import pick_lang
 from pomona.i18n import msg
 from pomona.presenters import (
@@ -78,7 +78,7 @@ def api_error(exc: BaseException, request_id: str, lang: str = "en") -> JSONResp
         exc = InvalidInputError("; ".join(problems))
     e = describe(exc)
     if e.internal:
-        logging.getLogger("pomona.http").error("internal error, request %s", request_id, exc_info=exc)
+        log_internal(logging.getLogger("pomona.http"), exc, request_id)
     message = e.message if e.internal else error_text(e, lang)
     return JSONResponse(
         {"reason": e.reason.value, "message": message, "request_id": request_id}, status_code=e.status

@@ -68,7 +68,7 @@ from pomona.domain.errors import (
 )
 from pomona.domain.models import EnrollmentType
 from pomona.domain.policy import parse_version
-from pomona.http.middleware import RequestId
+from pomona.http.middleware import RequestId, log_internal
 from pomona.http.portal import FormPages, PortalHeaders, _when, translate
 from pomona.ports import AdminAccount, DeviceCursor, DeviceSort
 from pomona.presenters import display_name, error_text
@@ -319,9 +319,7 @@ class Console(FormPages):
                 detail=error_text(e, self.lang(request)),
             )
         if e.internal:
-            log.error(
-                "internal error, request %s", request.scope.get("state", {}).get("request_id"), exc_info=exc
-            )
+            log_internal(log, exc, request.scope.get("state", {}).get("request_id"))
         return self.message(
             request, account, 500, "console.error.internal.title", "console.error.internal.body"
         )

@@ -1,8 +1,8 @@
 """ASGI middleware: the request id of the admin API and the portal (the device endpoints bind theirs in
 http/root.py), the request limits of the admin API and the portal (a body's size before the application
 reads it), the access log around the whole server (on only when asked; see pomona/logs.py), the request
-metrics (RequestMetrics, by route template), and the client address behind trusted proxies
-(TrustedProxies)."""
+metrics (RequestMetrics, by route template), the client address behind trusted proxies
+(TrustedProxies), and the log line of an internal error (:func:`log_internal`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from pomona.domain.errors import BodyTooLargeError, InvalidInputError, PomonaError, describe
+from pomona.domain.errors import (
+    BodyTooLargeError,
+    InvalidInputError,
+    PomonaError,
+    StorageUnavailableError,
+    describe,
+)
 from pomona.i18n import msg
 from pomona.ports import Metrics
 from pomona.services.context import bind_request_id, reset_request_id
@@ -28,6 +34,16 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 access_log = logging.getLogger("pomona.access")
+
+
+def log_internal(log: logging.Logger, exc: BaseException, request_id: object) -> None:
+    """The log line of a request answered with an internal error (the client sees no cause): a database
+    that did not answer is one warning line with the driver's reason (no bug of ours: the background
+    loops say when it answers again), anything else an error with its traceback."""
+    if isinstance(exc, StorageUnavailableError):
+        log.warning("request %s: the database did not answer (%s)", request_id, exc)
+    else:
+        log.error("internal error, request %s", request_id, exc_info=exc)
 
 
 class RequestId:

@@ -51,7 +51,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pomona.domain.errors import NotFoundError, describe
 from pomona.domain.models import Tenant, User
 from pomona.domain.reasons import ReasonCode
-from pomona.http.middleware import RequestId
+from pomona.http.middleware import RequestId, log_internal
 from pomona.i18n import catalogue
 from pomona.presenters import display_name
 from pomona.services.container import Services
@@ -298,13 +298,14 @@ class Portal(FormPages):
         }
         return RedirectResponse(f"/portal/{tenant.name}/refused", status_code=303)
 
-    def error_response(self, request: Request, tenant: Tenant, exc: BaseException) -> Response:
+    def error_response(self, request: Request, tenant: Tenant | None, exc: BaseException) -> Response:
         """The portal's answer to an error (built on ``domain.errors.describe``): a refusal is the refusal
-        page with its reason; a fault (ours, or a service we call) a message page with the request id."""
+        page with its reason; a fault (ours, or a service we call, or a database that did not answer
+        while the tenant was looked up) a message page with the request id."""
         e = describe(exc)
         if e.internal:
-            log.error("internal error, request %s", request_id_var.get(), exc_info=exc)
-        if e.status >= 500:
+            log_internal(log, exc, request_id_var.get())
+        if e.status >= 500 or tenant is None:
             return self.message(
                 request, tenant, e.status, "portal.error.internal.title", "portal.error.internal.body"
             )
@@ -608,7 +609,10 @@ class Portal(FormPages):
     # --- routing ----------------------------------------------------------------------------------
     def route(self, handler: Callable[[Request, Tenant], Awaitable[Response]]) -> Handler:
         async def endpoint(request: Request) -> Response:
-            tenant = await self.tenant(request)
+            try:
+                tenant = await self.tenant(request)
+            except Exception as exc:  # noqa: BLE001 - the database did not answer: its page, not a 500
+                return self.error_response(request, None, exc)
             if tenant is None:
                 return self.message(
                     request, None, 404, "portal.error.no_tenant.title", "portal.error.no_tenant.body"

@@ -52,6 +52,7 @@ from pomona.http.middleware import (
     RequestMetrics,
     TrustedProxies,
     is_local_caller,
+    log_internal,
     route_template,
 )
 from pomona.services.ade import MAX_MACHINE_INFO, AdeAnswer, AdeAnswerKind
@@ -114,7 +115,7 @@ def described(exc: BaseException, request_id: str) -> ErrorResponse:
     """``domain.errors.describe``, and an internal error logged with its traceback (never shown)."""
     e = describe(exc)
     if e.internal:
-        log.error("internal error, request %s", request_id, exc_info=exc)
+        log_internal(log, exc, request_id)
     return e
 
 

@@ -11,6 +11,11 @@ not an advisory lock: the same code on SQLite and PostgreSQL, no connection held
 (and none to lose behind a transaction-pooling proxy), and a host that vanishes without closing its TCP
 connection still loses the lease on time.
 
+A database that does not answer (StorageUnavailableError) is no bug: each loop (the lease renewals,
+each singleton job, the push worker) writes one warning line when the outage starts, waits with a
+capped backoff, and one info line when the database answers again (services/outage.py). Any other
+failure is logged with its traceback.
+
 ``Background.start()`` runs in the server's lifespan, on its event loop; ``stop()`` ends every task.
 Outside a started server (the CLI, scripts, tests) ``submit`` runs a job at once, in the caller's thread,
 so a CLI command still waits for its canary and prints the result.
@@ -29,7 +34,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from pomona.domain.errors import StorageUnavailableError
 from pomona.ports import Clock, Leases
+from pomona.services.outage import LONGEST_WAIT, Outage
 
 log = logging.getLogger("pomona.jobs")
 
@@ -60,20 +67,24 @@ class LeaderLease:
         self.ttl = ttl
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._until: dict[str, float] = {}  # name -> monotonic time the held lease runs out
-        self._unanswered: set[str] = set()  # leases whose last renewal found no database
+        self._failed: set[str] = set()  # leases whose last renewal failed with an unexpected error
 
     def renew(self, name: str) -> bool:
-        """Take or renew the lease ``name``: whether this process holds it now."""
+        """Take or renew the lease ``name``: whether this process holds it now. A database that does not
+        answer leads nothing and raises StorageUnavailableError (the lease loop logs it and backs off)."""
         asked = time.monotonic()
         try:
             held = self.leases.lease_acquire(name, self.holder, self.clock.now(), self.ttl)
-        except Exception:  # the database is away: lead nothing until it answers again
-            if name not in self._unanswered:  # once per outage, not every renewal
-                log.warning("lease %s: the database did not answer", name, exc_info=True)
-                self._unanswered.add(name)
+        except StorageUnavailableError:  # the database is away: lead nothing until it answers again
+            self._until.pop(name, None)
+            raise
+        except Exception:  # a bug: lead nothing, and say so once, with the traceback
+            if name not in self._failed:
+                log.exception("lease %s: renewal failed", name)
+                self._failed.add(name)
             held = False
         else:
-            self._unanswered.discard(name)
+            self._failed.discard(name)
         if held:
             if name not in self._until or self._until[name] < asked:
                 log.info("this process now leads %s (%s)", name, self.holder)
@@ -122,6 +133,9 @@ class JobRunner:
         async def job() -> object:
             try:
                 return await asyncio.to_thread(fn)
+            except StorageUnavailableError as exc:  # not a bug: one line, no traceback
+                log.warning("background job %s: the database did not answer (%s)", name, exc)
+                return None
             except Exception:  # a failed job is logged; it never takes the server down
                 log.exception("background job %s failed", name)
                 return None
@@ -157,6 +171,7 @@ class Background:
         abm_interval: float = 0.0,
         leader: LeaderLease | None = None,
         singletons: Sequence[SingletonJob] = (),
+        outage_wait: float = LONGEST_WAIT,
     ) -> None:
         self.jobs = jobs
         self.push = push
@@ -170,6 +185,11 @@ class Background:
             self.singletons.insert(0, SingletonJob("health", health_interval, self._health_round))
         if abm_interval > 0 and abm_round is not None:  # the ABM sync (main's signature), led alike
             self.singletons.append(SingletonJob("abm-sync", abm_interval, abm_round))
+        #: The longest wait between rounds while the database does not answer (services/outage.py),
+        #: and each loop's view of it: "leases" and each singleton job's name.
+        self.outages = {job.name: Outage(job.name, log, longest=outage_wait) for job in self.singletons}
+        if leader is not None:
+            self.outages["leases"] = Outage("leases", log, first=self._renew_every(), longest=outage_wait)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._push_task: asyncio.Task[None] | None = None
 
@@ -211,25 +231,42 @@ class Background:
         """Whether this process runs the singleton job ``name`` now."""
         return self.leader is None or self.leader.holds(name)
 
+    def _renew_every(self) -> float:
+        return LEASE_RENEW if self.leader is None else min(LEASE_RENEW, self.leader.ttl / 3)
+
     async def _lease_loop(self) -> None:
-        """Take or renew every singleton job's lease, every LEASE_RENEW seconds."""
+        """Take or renew every singleton job's lease, every LEASE_RENEW seconds; while the database does
+        not answer, with a capped backoff from there (services/outage.py)."""
         assert self.leader is not None
         leader = self.leader
+        every = self._renew_every()
+        outage = self.outages["leases"]
         while True:
-            for job in self.singletons:
-                await asyncio.to_thread(leader.renew, job.name)
-            await asyncio.sleep(min(LEASE_RENEW, leader.ttl / 3))
+            try:
+                for job in self.singletons:
+                    await asyncio.to_thread(leader.renew, job.name)
+            except StorageUnavailableError as exc:  # the leases not renewed run out: nothing is led
+                await asyncio.sleep(outage.failed(exc))
+                continue
+            outage.answered()
+            await asyncio.sleep(every)
 
     async def _singleton_loop(self, job: SingletonJob) -> None:
-        """Run ``job`` every ``interval`` seconds while this process holds its lease."""
+        """Run ``job`` every ``interval`` seconds while this process holds its lease (while the database
+        does not answer, at most as often as the backoff allows)."""
+        outage = self.outages[job.name]
         while True:
-            await asyncio.sleep(job.interval)
+            await asyncio.sleep(max(job.interval, outage.wait))
             if not self.leads(job.name):
                 continue
             try:
                 await asyncio.to_thread(job.run)
+            except StorageUnavailableError as exc:
+                outage.failed(exc)
             except Exception:  # a failed round must not stop the schedule
                 log.exception("scheduled job %s failed", job.name)
+            else:
+                outage.answered()
 
     def _health_round(self) -> object:
         return self.health_round()

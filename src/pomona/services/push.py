@@ -17,6 +17,9 @@ process, and records what APNs said (push/apns.py ``classify``):
 - 429, 500, 503, GOAWAY, no connection (transient; PUSH_UNREACHABLE when APNs could not be reached):
   retried later with backoff, the row is kept: nothing is lost.
 
+A database that does not answer (StorageUnavailableError) is one warning line, not a traceback per
+batch: the worker waits 0.5 s, doubling to 30 s, and says when it answers again (services/outage.py).
+
 A process killed mid-batch loses nothing either: its claimed rows become claimable again when the lease
 passes, and commands live in their own table until the device reports a result.
 """
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from pomona.domain.errors import StorageUnavailableError
 from pomona.domain.models import Event, Outcome, Step
 from pomona.domain.reasons import ReasonCode
 from pomona.ports import (
@@ -50,6 +54,7 @@ from pomona.ports import (
     TokenRefusal,
 )
 from pomona.services.base import ServiceBase, find_tenant
+from pomona.services.outage import Outage
 from pomona.services.push_settings import PushSettings as PushSettings  # re-exported
 
 if TYPE_CHECKING:
@@ -100,6 +105,7 @@ class PushService(ServiceBase[PushStores]):
         self._stopping = False
         self._rng = random.Random()
         self.totals = BatchStats()
+        self.outage = Outage("push worker", log)  # the database's answers, and the wait when it is away
 
     # -- requests (sync; any thread) ---------------------------------------------------------------
     def request(self, uow: PushRequestStores, tenant_id: str, enrollment_ids: Sequence[str]) -> None:
@@ -124,17 +130,29 @@ class PushService(ServiceBase[PushStores]):
                 stats = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the worker must outlive a bad batch or a lost database
+            except StorageUnavailableError as exc:  # one line when it starts, then a capped backoff
+                await self._idle(self.outage.failed(exc))
+                continue
+            except Exception:  # noqa: BLE001 - the worker must outlive a bad batch
                 log.exception("push batch failed")
                 stats = BatchStats()
                 await asyncio.sleep(1.0)
+            else:
+                self.outage.answered()
             if stats.claimed >= self.settings.batch:
                 continue
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await self._idle(self.settings.poll_interval)
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if woken (a push was queued, or :meth:`stop`)."""
+        import asyncio
+
+        assert self._wake is not None
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+        self._wake.clear()
 
     def stop(self) -> None:
         self._stopping = True

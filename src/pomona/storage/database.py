@@ -39,6 +39,7 @@ from pomona.domain.errors import (
     DatabaseUnavailableError,
     DataDirError,
     StorageBusyError,
+    StorageUnavailableError,
 )
 from pomona.i18n import msg
 from pomona.ports import ChannelState, ChannelTx, Sealer
@@ -153,18 +154,58 @@ def _is_busy(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE
 
 
-def _storage_error(exc: DBAPIError | sqlite3.OperationalError) -> Exception:
-    """A driver error as the ports' error type when it means something to a caller, else itself."""
+#: PostgreSQL SQLSTATEs of a database that is not there for us: a connection exception (class 08), an
+#: administrator's or a crash's shutdown, a server starting up (57P01-57P03, also what DROP DATABASE ...
+#: WITH (FORCE) ends sessions with), a database that does not exist (3D000), a refused login (28000,
+#: 28P01), no connection slot left (53300).
+_PG_UNAVAILABLE = ("08", "57P01", "57P02", "57P03", "3D000", "28000", "28P01", "53300")
+#: SQLite's texts for a database file that cannot be used at all (its folder gone, its disk failing).
+_SQLITE_UNAVAILABLE = ("unable to open database file", "disk I/O error")
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """Whether a driver error means the database did not answer (rather than refused this statement)."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:  # SQLAlchemy saw a disconnect
+            return True
+        exc = exc.orig if isinstance(exc.orig, BaseException) else exc
+    if isinstance(exc, sqlite3.OperationalError):
+        return any(text in str(exc) for text in _SQLITE_UNAVAILABLE)
+    if type(exc).__module__.startswith("psycopg"):
+        import psycopg
+
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            state: str | None = getattr(exc, "sqlstate", None)
+            return state is None or state.startswith(_PG_UNAVAILABLE)  # None: libpq's own (no connection)
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's first line (SQLAlchemy's text adds the statement and its parameters: not for logs)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) and isinstance(exc.orig, BaseException) else exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+
+
+def _storage_error(exc: BaseException) -> BaseException:
+    """A driver error (SQLAlchemy's, sqlite3's or psycopg's raw) as the ports' error type when it means
+    something to a caller, else itself."""
     if isinstance(exc, IntegrityError):  # the driver's text names tables and columns: not for a client
         log.debug("integrity error: %s", exc.orig)
         return ConflictError(msg("error.conflict"))
     if _is_busy(exc):
         return StorageBusyError(str(exc))
+    if _is_unavailable(exc):
+        return StorageUnavailableError(_first_line(exc))
     return exc
 
 
-#: What _storage_error() looks at (SQLite raises its lock error raw from the BEGIN hook).
+#: What _storage_error() looks at in unit_of_work (SQLite raises its lock error raw from the BEGIN hook;
+#: the PostgreSQL lock-wait SET is made on psycopg itself).
 _DRIVER_ERRORS = (DBAPIError, sqlite3.OperationalError)
+
+
+def _driver_error(exc: BaseException) -> bool:
+    return isinstance(exc, _DRIVER_ERRORS) or type(exc).__module__.startswith("psycopg")
 
 
 class SqlDatabase:
@@ -186,6 +227,7 @@ class SqlDatabase:
                 url,
                 connect_args={"check_same_thread": False, "timeout": LOCK_WAIT_MS / 1000},
                 pool_size=pool_size,
+                hide_parameters=True,  # an error's text goes to the log: no values (tokens, secrets)
             )
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
@@ -195,7 +237,7 @@ class SqlDatabase:
             self.url = url
             try:
                 self.engine = create_engine(
-                    url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
+                    url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, hide_parameters=True
                 )
             except (ArgumentError, NoSuchModuleError, ValueError):
                 raise DatabaseUnavailableError(msg("error.database.url", url=self.display_url)) from None
@@ -231,18 +273,25 @@ class SqlDatabase:
 
     @contextmanager
     def unit_of_work(self, *, readonly: bool = False) -> Iterator[SqlUnitOfWork]:
-        conn = self.engine.connect()
-        if self.is_sqlite:
-            conn.info["sqlite_readonly"] = readonly  # read by _sqlite_on_begin
-        else:
-            _pg_lock_wait(conn)
         try:
+            conn = self.engine.connect()
+        except _DRIVER_ERRORS as exc:  # no connection: the database is away (StorageUnavailableError)
+            if (err := _storage_error(exc)) is not exc:
+                raise err from exc
+            raise
+        try:
+            if self.is_sqlite:
+                conn.info["sqlite_readonly"] = readonly  # read by _sqlite_on_begin
+            else:
+                _pg_lock_wait(conn)
             with conn.begin():
                 yield SqlUnitOfWork(conn, self.sealer)
         except BaseException as exc:
-            if not self.is_sqlite:
+            if not self.is_sqlite and not conn.invalidated:  # (a connection lost is opened again afresh)
                 conn.info.pop("lock_wait_ms", None)  # the rollback undid a SET made in the transaction
-            if isinstance(exc, _DRIVER_ERRORS) and (err := _storage_error(exc)) is not exc:
+            if _driver_error(exc) and (err := _storage_error(exc)) is not exc:
+                if isinstance(err, StorageUnavailableError) and not conn.invalidated:
+                    conn.invalidate()  # not back to the pool (its reset would log a traceback)
                 raise err from exc
             raise
         finally:
@@ -374,18 +423,14 @@ _SQLITE_PRAGMAS = (
 @contextmanager
 def _hot_errors() -> Iterator[None]:
     """The raw driver's errors as ``unit_of_work`` gives them: a lock wait past its bound is
-    StorageBusyError (the request runs again in a worker thread)."""
+    StorageBusyError (the request runs again in a worker thread), a database that did not answer
+    StorageUnavailableError."""
     try:
         yield
-    except _DRIVER_ERRORS as exc:
-        err = _storage_error(exc)
-        if err is exc:
+    except Exception as exc:  # also psycopg's own errors (the raw driver)
+        if not _driver_error(exc) or (err := _storage_error(exc)) is exc:
             raise
         raise err from exc
-    except Exception as exc:  # psycopg's own errors (the raw driver): a lock wait is StorageBusyError
-        if _is_busy(exc):
-            raise StorageBusyError(str(exc)) from exc
-        raise
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
