@@ -72,3 +72,18 @@ def test_a_database_dropped_under_its_connections_is_unavailable(pg_dropped: tup
         assert "SELECT" not in str(raised.value)
     with pytest.raises(StorageUnavailableError, match=f'database "{name}" does not exist'):
         db.channel_state("fp1", skip_not_now=False)
+
+
+def test_postgresql_connections_give_up_connecting_after_a_bound() -> None:
+    """A PostgreSQL URL without connect_timeout gets PG_CONNECT_TIMEOUT_S; one naming its own keeps it."""
+    from pomona.storage.database import PG_CONNECT_TIMEOUT_S
+
+    plain = SqlDatabase("postgresql://pomona@127.0.0.1:1/none")
+    own = SqlDatabase("postgresql://pomona@127.0.0.1:1/none?connect_timeout=30")
+    try:
+        assert plain.engine.url.query["connect_timeout"] == str(PG_CONNECT_TIMEOUT_S)
+        assert own.engine.url.query["connect_timeout"] == "30"
+        assert "connect_timeout" not in plain.display_url  # messages show the URL as given
+    finally:
+        plain.dispose()
+        own.dispose()

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
 from sqlalchemy.exc import (
@@ -208,6 +208,24 @@ def _driver_error(exc: BaseException) -> bool:
     return isinstance(exc, _DRIVER_ERRORS) or type(exc).__module__.startswith("psycopg")
 
 
+#: Seconds a new PostgreSQL connection may take (libpq's connect_timeout) unless the URL sets its own. A
+#: device request opens its connection on the event loop: a database host that drops packets instead of
+#: refusing would otherwise hold the loop for the kernel's TCP connect timeout (minutes).
+PG_CONNECT_TIMEOUT_S: Final = 5
+
+
+def _with_connect_timeout(url: str) -> str:
+    """``url`` with ``connect_timeout`` set to :data:`PG_CONNECT_TIMEOUT_S`, unless it names one."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if "connect_timeout" in parsed.query:
+        return url
+    return parsed.update_query_dict({"connect_timeout": str(PG_CONNECT_TIMEOUT_S)}).render_as_string(
+        hide_password=False
+    )
+
+
 class SqlDatabase:
     """An engine plus the unit-of-work factory. One per process."""
 
@@ -236,6 +254,7 @@ class SqlDatabase:
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             self.url = url
             try:
+                url = _with_connect_timeout(url)
                 self.engine = create_engine(
                     url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, hide_parameters=True
                 )
