@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pomona.domain.errors import ConflictError, StorageBusyError
@@ -29,7 +29,7 @@ from pomona.domain.models import (
 )
 from pomona.storage import schema as s
 from pomona.storage.database import SqlDatabase
-from pomona.storage.hot_sql import Prepared
+from pomona.storage.hot_sql import DriverStatement, Prepared
 
 NOW = datetime(2026, 11, 26, 12, 0, 5, 123456, tzinfo=UTC)
 
@@ -207,3 +207,35 @@ def test_lock_wait_on_the_loop_is_storage_busy(db: SqlDatabase) -> None:
         uow.events.append(event(t))  # the lock is gone: the same write goes through
     with db.unit_of_work(readonly=True) as uow:
         assert len(uow.events.query(t.id)) == 1
+
+
+_SET_TOKEN = (
+    update(s.enrollments)
+    .where(s.enrollments.c.id == bindparam("eid"), s.enrollments.c.status == EnrollmentStatus.ACTIVE.value)
+    .values(
+        push_token=bindparam("tok"),
+        awaiting_configuration=bindparam("awaiting"),
+        token_updated_at=bindparam("at"),
+    )
+)
+
+
+def test_values_by_position_or_by_name_bind_the_same(db: SqlDatabase) -> None:
+    """One statement called with values in ``names`` order (the command channel) or by name (the stores)
+    sends the same parameters: its constant, bytes, a boolean and a timestamp read back as written."""
+    _, _, e = seed(db)
+    dialect = db.engine.dialect
+    by_position = DriverStatement(_SET_TOKEN, dialect, ["eid", "tok", "awaiting", "at"])
+    by_name = DriverStatement(_SET_TOKEN, dialect)
+    assert by_position.sql == by_name.sql
+    for statement, values, token in (
+        (by_position, (e.id, b"\x01pos", False, NOW), b"\x01pos"),
+        (by_name, {"eid": e.id, "tok": b"\x02name", "awaiting": False, "at": NOW}, b"\x02name"),
+    ):
+        with db.unit_of_work() as uow:
+            driver = uow.conn.connection.driver_connection
+            assert statement.run(driver, statement.params(values)).rowcount == 1
+        with db.unit_of_work(readonly=True) as uow:
+            active = uow.enrollments.active_by_fingerprint("fp1")
+        assert active is not None and active[0].push_token == token
+        assert active[0].awaiting_configuration is False and active[0].token_updated_at == NOW

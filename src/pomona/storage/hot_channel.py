@@ -5,9 +5,10 @@ They run on :class:`~pomona.storage.hot_sql.HotReads`' per-thread connections (s
 SQLAlchemy execute, pool or transaction per request (issue 14: a fan-out's check-in that fetched a command
 and its result cost 4.6 ms of server CPU per device through SQLAlchemy).
 
-Each SQLAlchemy statement is compiled once for the dialect; its constants and its bind and result
-processors (SQLite's timestamps and booleans) are worked out once too, so a call binds plain values and
-runs the SQL on the driver, as SQLAlchemy would have sent it. A transaction is the driver's: SQLite
+Each SQLAlchemy statement is a :class:`~pomona.storage.hot_sql.DriverStatement`, compiled once for the
+dialect with its constants and its bind and result processors (SQLite's timestamps and booleans), called
+with a tuple of plain values: the SQL runs on the driver as SQLAlchemy would have sent it, prepared on
+PostgreSQL (the same runner as the enrollment's ``Prepared`` statements). A transaction is the driver's: SQLite
 ``BEGIN IMMEDIATE`` ... ``COMMIT`` (ROLLBACK when the block raises) with the connection's busy_timeout
 (the loop's short one on the event loop's thread); PostgreSQL ``conn.transaction()`` with the same
 ``lock_timeout`` bound as ``SqlDatabase.unit_of_work``. A result and the command state it changes, its
@@ -27,7 +28,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, Select, and_, bindparam, insert, literal, select
-from sqlalchemy.engine import Dialect
 
 from pomona.domain.models import CommandStatus, EnrollmentStatus, Event, Outcome
 from pomona.ports import ChannelEnrollment, ReportedCommand
@@ -35,65 +35,8 @@ from pomona.storage import schema as s
 from pomona.storage.commands_sql import _MARK_SENT, _RECORD_RESULT, _TAKE, PENDING
 from pomona.storage.devices_sql import _TOUCH
 from pomona.storage.events_sql import _NEW_EVENT
-from pomona.storage.hot_sql import HotReads, _get_running_loop
+from pomona.storage.hot_sql import DriverStatement, HotReads, _get_running_loop
 from pomona.storage.rows import utc
-
-
-class ChannelStatement:
-    """One statement compiled for a dialect, called with the values of ``names`` (in that order)."""
-
-    def __init__(self, stmt: Any, dialect: Dialect, names: Sequence[str]) -> None:
-        compiled = stmt.compile(dialect=dialect, column_keys=list(names) if stmt.is_insert else None)
-        self.sql = compiled.string
-        self.names = tuple(names)
-        procs: dict[str, Any] = {}
-        for bind, name in compiled.bind_names.items():
-            procs[name] = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        constants = compiled.construct_params({n: None for n in names})
-        self.positional = bool(compiled.positiontup)
-        # a slot per position: (index of the call's value, its processor) or (-1, the bound constant)
-        self.slots: list[tuple[int, Any]] = []
-        self.named: dict[str, Any] = {}
-        self.procs: list[tuple[str, int, Any]] = []
-        for name, value in constants.items():
-            if name not in self.names:
-                proc = procs.get(name)
-                self.named[name] = value if proc is None or value is None else proc(value)
-        for i, name in enumerate(self.names):
-            self.procs.append((name, i, procs.get(name)))
-        if self.positional:
-            for name in compiled.positiontup or ():
-                if name in self.names:
-                    self.slots.append((self.names.index(name), procs.get(name)))
-                else:
-                    self.slots.append((-1, self.named[name]))
-        columns = getattr(stmt, "selected_columns", None)
-        self.results: list[Any] = []
-        if columns is not None and not stmt.is_dml:
-            self.results = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
-
-    def params(self, values: Sequence[Any]) -> Any:
-        """The driver's parameters for these values (a tuple for qmark, a dict for pyformat)."""
-        if self.positional:
-            out = []
-            for i, proc in self.slots:
-                if i < 0:
-                    out.append(proc)
-                else:
-                    v = values[i]
-                    out.append(v if proc is None or v is None else proc(v))
-            return tuple(out)
-        named = dict(self.named)
-        for name, i, proc in self.procs:
-            v = values[i]
-            named[name] = v if proc is None or v is None else proc(v)
-        return named
-
-    def row(self, raw: Sequence[Any] | None) -> tuple[Any, ...] | None:
-        """A fetched row with the column types' result processors applied."""
-        if raw is None:
-            return None
-        return tuple(v if p is None or v is None else p(v) for p, v in zip(self.results, raw, strict=True))
 
 
 def _next(statuses: tuple[str, ...]) -> Select[Any]:
@@ -142,19 +85,17 @@ class HotChannel:
         self._loop_wait = loop_lock_wait_ms
         self._local = threading.local()
         d = engine.dialect
-        self.bound_q = ChannelStatement(_BOUND, d, ["fp"])
-        self.command_q = ChannelStatement(_COMMAND, d, ["tid", "cuuid", "eid"])
-        self.record_q = ChannelStatement(
-            _RECORD_RESULT, d, ["cid", "b_status", "b_result", "b_at", "b_chain"]
-        )
-        self.event_q = ChannelStatement(insert(s.events), d, _NEW_EVENT.fields)
+        self.bound_q = DriverStatement(_BOUND, d, ["fp"])
+        self.command_q = DriverStatement(_COMMAND, d, ["tid", "cuuid", "eid"])
+        self.record_q = DriverStatement(_RECORD_RESULT, d, ["cid", "b_status", "b_result", "b_at", "b_chain"])
+        self.event_q = DriverStatement(insert(s.events), d, _NEW_EVENT.fields)
         self.next_q = {
-            True: ChannelStatement(_next(PENDING[:2]), d, ["eid"]),
-            False: ChannelStatement(_next(PENDING), d, ["eid"]),
+            True: DriverStatement(_next(PENDING[:2]), d, ["eid"]),
+            False: DriverStatement(_next(PENDING), d, ["eid"]),
         }
-        self.mark_q = ChannelStatement(_MARK_SENT, d, ["cid", "at"])
-        self.touch_q = ChannelStatement(_TOUCH, d, ["did", "at"])
-        self.take_q = ChannelStatement(_TAKE, d, ["cid", "eid", "at"])
+        self.mark_q = DriverStatement(_MARK_SENT, d, ["cid", "at"])
+        self.touch_q = DriverStatement(_TOUCH, d, ["did", "at"])
+        self.take_q = DriverStatement(_TAKE, d, ["cid", "eid", "at"])
 
     @contextmanager
     def transaction(self) -> Iterator[HotTx]:
@@ -220,21 +161,15 @@ class HotTx:
     def __init__(self, channel: HotChannel, conn: Any) -> None:
         self.ch = channel
         self.conn = conn
-        self.prepare = not channel.is_sqlite
 
-    def _execute(self, q: ChannelStatement, values: Sequence[Any]) -> Any:
-        if self.prepare:
-            return self.conn.execute(q.sql, q.params(values), prepare=True)
-        return self.conn.execute(q.sql, q.params(values))
+    def run(self, q: DriverStatement, values: Sequence[Any]) -> None:
+        q.run(self.conn, q.params(values))
 
-    def run(self, q: ChannelStatement, values: Sequence[Any]) -> None:
-        self._execute(q, values)
+    def rowcount(self, q: DriverStatement, values: Sequence[Any]) -> int:
+        return int(q.run(self.conn, q.params(values)).rowcount)
 
-    def rowcount(self, q: ChannelStatement, values: Sequence[Any]) -> int:
-        return int(self._execute(q, values).rowcount)
-
-    def first(self, q: ChannelStatement, values: Sequence[Any]) -> tuple[Any, ...] | None:
-        return q.row(self._execute(q, values).fetchone())
+    def first(self, q: DriverStatement, values: Sequence[Any]) -> Sequence[Any] | None:
+        return q.row(q.run(self.conn, q.params(values)))
 
     def bound(self, fingerprint: str) -> ChannelEnrollment | None:
         r = self.first(self.ch.bound_q, (fingerprint,))

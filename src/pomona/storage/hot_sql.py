@@ -156,88 +156,159 @@ class HotReads:
 
 
 # ==========================================================================================================
-# Enrollment: prepared statements inside a unit of work (profile, SCEP, Authenticate, TokenUpdate)
+# Statements on the driver: DriverStatement, compiled once; Prepared, inside a unit of work
 # ==========================================================================================================
 #
 # A full enrollment runs some thirty statements through the stores; SQLAlchemy spent 50-60 us building,
 # keying and compiling each one (SQLite: a store's get 64 us, the same SQL on the driver 3 us; PostgreSQL
-# 116 us against 23 us prepared). :class:`Prepared` keeps what the stores say (the SQLAlchemy Core
-# statement, named bind parameters) and runs it on the driver connection the unit of work already holds,
-# inside its transaction: the unit of work still begins, commits and rolls back as before (BEGIN
-# IMMEDIATE, lock waits, StorageBusyError), and every event of a step is still written in its transaction.
+# 116 us against 23 us prepared). :class:`DriverStatement` is how a SQLAlchemy Core statement runs on a
+# DBAPI connection (sqlite3, psycopg): the enrollment's statements (:class:`Prepared`) and the command
+# channel's transactions (storage/hot_channel.py) both run through it.
 #
-# - Compiled once per dialect. Bind and result values go through the type processors SQLAlchemy itself
+# - Compiled once per dialect, so schema and SQL stay in the stores' statements. Its constants (statuses,
+#   a LIMIT) are bound once; bind and result values go through the type processors SQLAlchemy itself
 #   would apply (SQLite: timestamps as text, booleans as integers), so what is written and read back is
 #   the same.
+# - Called with the bind parameters by name (a mapping: the stores), or with a sequence of values in the
+#   order of the ``names`` it was compiled with (the command channel: no dict per call).
 # - PostgreSQL: server-side prepared (``prepare=True``), as the idle check-in's read.
-# - A driver error comes out as SQLAlchemy's (``DBAPIError.instance``: IntegrityError, OperationalError),
-#   so the callers' and the unit of work's handling (a lock wait is StorageBusyError) are unchanged.
-# - A connection outside a transaction (nothing begun yet) runs the statement through SQLAlchemy, which
-#   begins one as it always did: the driver alone would run it in autocommit.
+# - A driver error comes out as the driver's; :class:`Prepared` raises it as SQLAlchemy's
+#   (``DBAPIError.instance``: IntegrityError, OperationalError), so the callers' and the unit of work's
+#   handling (a lock wait is StorageBusyError) are unchanged.
+#
+# :class:`Prepared` keeps what the stores say (the statement, named bind parameters) and runs it on the
+# driver connection the unit of work already holds, inside its transaction: the unit of work still begins,
+# commits and rolls back as before (BEGIN IMMEDIATE, lock waits, StorageBusyError), and every event of a
+# step is still written in its transaction. A connection outside a transaction (nothing begun yet) runs the
+# statement through SQLAlchemy, which begins one as it always did: the driver alone would run it in
+# autocommit.
 
 
-class _Compiled:
+class DriverStatement:
+    """A Core statement compiled for one dialect and run on a DBAPI connection as SQLAlchemy sends it.
+
+    With ``names``, a call gives a sequence of values in that order (an insert without ``.values()``
+    takes those columns); without, a mapping of the statement's unbound parameters by name."""
+
     __slots__ = (
         "sql",
-        "order",
-        "defaults",
-        "binds",
-        "columns",
+        "prepare",
         "keys",
-        "results",
-        "dialect",
         "dbapi_error",
-        "is_sqlite",
+        "_tuple",
+        "_by_name",
+        "_slots",
+        "_constants",
+        "_columns",
+        "_results",
+        "_dialect",
     )
 
-    def __init__(self, stmt: Any, dialect: Any) -> None:
-        from sqlalchemy.sql.elements import BindParameter
-
-        compiled = stmt.compile(dialect=dialect)
+    def __init__(self, stmt: Any, dialect: Any, names: Sequence[str] | None = None) -> None:
+        compiled = stmt.compile(
+            dialect=dialect, column_keys=list(names) if names is not None and stmt.is_insert else None
+        )
         self.sql: str = compiled.string
-        self.is_sqlite = dialect.name == "sqlite"
-        self.order: list[str] | None = list(compiled.positiontup) if compiled.positiontup else None
-        binds: dict[str, BindParameter[Any]] = compiled.binds
-        self.defaults: dict[str, Any] = {k: b.value for k, b in binds.items() if not b.required}
-        self.binds: dict[str, Callable[[Any], Any]] = {}
-        for name, bind in binds.items():
-            proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if proc is not None:
-                self.binds[name] = proc
-        self.columns = list(getattr(stmt, "selected_columns", ()))
-        self.keys: tuple[str, ...] = tuple(c.key for c in self.columns)
-        self.results: list[tuple[int, Callable[[Any], Any]]] | None = None  # at the first rows read
-        self.dialect = dialect
+        self.prepare = dialect.name != "sqlite"  # psycopg: server-side prepared
+        procs: dict[str, _Processor] = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+            for bind, name in compiled.bind_names.items()
+        }
+        # where a call's value is: its index in ``names``, or its name in the mapping
+        at: dict[str, int | str]
+        if names is not None:
+            at = {name: i for i, name in enumerate(names)}
+        else:
+            at = {name: name for bind, name in compiled.bind_names.items() if bind.required}
+        self._constants: dict[str, Any] = {}  # the other parameters' values, processed once
+        for name, value in compiled.construct_params(dict.fromkeys(at)).items():
+            if name not in at:
+                proc = procs.get(name)
+                self._constants[name] = value if proc is None else proc(value)
+        self._tuple = bool(compiled.positiontup)  # sqlite3 (qmark) takes a tuple, psycopg a dict
+        self._by_name = names is None
+        self._slots: tuple[tuple[Any, ...], ...]
+        if self._tuple:  # per position: (where the call's value is, its processor) or (None, the constant)
+            self._slots = tuple(
+                (at[name], procs.get(name)) if name in at else (None, self._constants[name])
+                for name in compiled.positiontup or ()
+            )
+        elif self._by_name:  # the mapping over the constants, then (name, processor) where there is one
+            self._slots = tuple((name, proc) for name in at if (proc := procs.get(name)) is not None)
+        else:  # (name, index, processor) per value, set over a copy of the constants
+            self._slots = tuple((name, i, procs.get(name)) for name, i in at.items())
+        self._columns = list(getattr(stmt, "selected_columns", ()))
+        self.keys: tuple[str, ...] = tuple(c.key for c in self._columns)
+        self._results: list[tuple[int, Callable[[Any], Any]]] | None = None  # at the first rows read
+        self._dialect = dialect
         self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
 
-    def result_processors(self, description: Sequence[Any]) -> list[tuple[int, Callable[[Any], Any]]]:
+    def params(self, given: Any) -> Any:
+        """The driver's parameters for a call's values: a tuple (qmark) or a dict (pyformat). A mapping
+        given for a statement without constants is processed in place, not copied (the stores pass a
+        fresh one)."""
+        if self._tuple:
+            return tuple([x if w is None else given[w] if x is None else x(given[w]) for w, x in self._slots])
+        if self._by_name:
+            out = {**self._constants, **given} if self._constants else given
+            for name, proc in self._slots:
+                out[name] = proc(out[name])
+            return out
+        out = self._constants.copy()
+        for name, i, proc in self._slots:
+            out[name] = given[i] if proc is None else proc(given[i])
+        return out
+
+    def run(self, conn: Any, params: Any) -> Any:
+        """The driver's cursor for this statement run with :meth:`params`' parameters on a DBAPI connection.
+        A driver error is the driver's (:meth:`sqlalchemy_error` says it as SQLAlchemy would)."""
+        if self.prepare:
+            return conn.execute(self.sql, params, prepare=True)
+        return conn.execute(self.sql, params)
+
+    def sqlalchemy_error(self, exc: Exception, params: Any) -> Exception:
+        """A driver error of :meth:`run` as SQLAlchemy raises it (IntegrityError, OperationalError)."""
+        from sqlalchemy.exc import DBAPIError
+
+        return DBAPIError.instance(self.sql, params, exc, self.dbapi_error, dialect=self._dialect)
+
+    def _result_processors(self, description: Sequence[Any]) -> list[tuple[int, Callable[[Any], Any]]]:
         """The columns' result processors, given the driver's column types (as SQLAlchemy passes them:
         psycopg's numeric processors depend on the type the server answered)."""
         out = []
-        for i, c in enumerate(self.columns):
-            proc = c.type.dialect_impl(self.dialect).result_processor(self.dialect, description[i][1])
+        for i, c in enumerate(self._columns):
+            proc = c.type.dialect_impl(self._dialect).result_processor(self._dialect, description[i][1])
             if proc is not None:
                 out.append((i, proc))
-        self.results = out
+        self._results = out
         return out
 
-    def params(self, given: dict[str, Any]) -> Any:
-        values = {**self.defaults, **given} if self.defaults else given
-        for name, proc in self.binds.items():
-            if name in values:
-                values[name] = proc(values[name])
-        if self.order is not None:
-            return tuple(values[name] for name in self.order)
+    def row(self, cursor: Any) -> Sequence[Any] | None:
+        """The cursor's next row with the result processors applied, or None."""
+        raw = cursor.fetchone()
+        if raw is None:
+            return None
+        results = self._results if self._results is not None else self._result_processors(cursor.description)
+        if not results:
+            return raw  # type: ignore[no-any-return]
+        values = list(raw)
+        for i, proc in results:
+            values[i] = proc(values[i])
         return values
 
-    def mapping(self, row: Sequence[Any], description: Sequence[Any]) -> dict[str, Any]:
-        results = self.results if self.results is not None else self.result_processors(description)
-        if results:
-            values = list(row)
+    def rows(self, cursor: Any) -> list[Sequence[Any]]:
+        """The cursor's remaining rows with the result processors applied."""
+        raw: list[Sequence[Any]] = cursor.fetchall()
+        results = self._results if self._results is not None else self._result_processors(cursor.description)
+        if not results:
+            return raw
+        out: list[Sequence[Any]] = []
+        for r in raw:
+            values = list(r)
             for i, proc in results:
                 values[i] = proc(values[i])
-            return dict(zip(self.keys, values, strict=True))
-        return dict(zip(self.keys, row, strict=True))
+            out.append(values)
+        return out
 
 
 class Prepared:
@@ -250,25 +321,21 @@ class Prepared:
 
     def __init__(self, stmt: Any) -> None:
         self.stmt = stmt
-        self._compiled: dict[str, _Compiled] = {}
+        self._compiled: dict[str, DriverStatement] = {}
 
-    def _cursor(self, conn: Any, params: dict[str, Any]) -> tuple[Any, _Compiled] | None:
+    def _cursor(self, conn: Any, params: dict[str, Any]) -> tuple[Any, DriverStatement] | None:
         if not conn.in_transaction():
             return None
         dialect = conn.dialect
         c = self._compiled.get(dialect.name)
         if c is None:
-            c = self._compiled[dialect.name] = _Compiled(self.stmt, dialect)
+            c = self._compiled[dialect.name] = DriverStatement(self.stmt, dialect)
         driver = conn.connection.driver_connection
         bound = c.params(params)
         try:
-            if c.is_sqlite:
-                return driver.execute(c.sql, bound), c
-            return driver.execute(c.sql, bound, prepare=True), c
+            return c.run(driver, bound), c
         except c.dbapi_error as exc:
-            from sqlalchemy.exc import DBAPIError
-
-            raise DBAPIError.instance(c.sql, bound, exc, c.dbapi_error, dialect=dialect) from exc
+            raise c.sqlalchemy_error(exc, bound) from exc
 
     def first(self, conn: Any, params: dict[str, Any]) -> dict[str, Any] | None:
         found = self._cursor(conn, params)
@@ -276,15 +343,15 @@ class Prepared:
             r = conn.execute(self.stmt, params).first()
             return None if r is None else dict(r._mapping)
         cursor, c = found
-        row = cursor.fetchone()
-        return None if row is None else c.mapping(row, cursor.description)
+        row = c.row(cursor)
+        return None if row is None else dict(zip(c.keys, row, strict=True))
 
     def all(self, conn: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
         found = self._cursor(conn, params)
         if found is None:
             return [dict(r._mapping) for r in conn.execute(self.stmt, params)]
         cursor, c = found
-        return [c.mapping(row, cursor.description) for row in cursor.fetchall()]
+        return [dict(zip(c.keys, row, strict=True)) for row in c.rows(cursor)]
 
     def run(self, conn: Any, params: dict[str, Any]) -> int:
         found = self._cursor(conn, params)
