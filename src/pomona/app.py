@@ -760,12 +760,17 @@ def create_app(
 ) -> object:
     """The ASGI application: device endpoints (lean, raw ASGI) in front of the admin API. Not `eager`
     (tests): the admin API, portal, console and ADE web view are each built on their first request."""
-    from pomona.http.root import RootApp
+    from pomona.http.root import DEVICE_THREADS, RootApp
 
     p = pomona or build(settings or Settings.from_env(), measure=True)
     p.build_all()
     return RootApp(
-        p, trusted_proxies=p.settings.trusted_proxies, metrics_allow=p.settings.metrics_allow, eager=eager
+        p,
+        trusted_proxies=p.settings.trusted_proxies,
+        metrics_allow=p.settings.metrics_allow,
+        eager=eager,
+        # PostgreSQL's durable commits wait for the WAL flush: off the event loop (http/root.py, _run)
+        device_threads=0 if p.db.is_sqlite else DEVICE_THREADS,
     )
 
 

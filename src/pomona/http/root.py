@@ -23,12 +23,15 @@ Operations:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ipaddress
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import cached_property
 from os import urandom
@@ -72,6 +75,13 @@ CHECKIN_TYPE = "application/x-apple-aspen-mdm-checkin"
 COMMAND_TYPE = "application/x-apple-aspen-mdm"
 MAX_SCEP_BODY = 256 * 1024
 INLINE_BODY = 64 * 1024  # a check-in or command report larger than this is handled off the event loop
+#: Worker threads per process for the device messages whose commit waits for a durable write
+#: (PostgreSQL: the WAL flush), see RootApp._run. Each keeps a raw PostgreSQL connection of its own
+#: (storage/hot_sql.py HotReads) and takes its unit of work's from the engine's pool.
+DEVICE_THREADS = 4
+# An Idle report (``Status`` ``Idle``): on the command channel, every other message writes a result.
+# Only where a request runs is decided by it: a report it misjudges is handled alike, inline or not.
+_IDLE = re.compile(rb"<key>Status</key>\s*<string>Idle</string>")
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -167,12 +177,18 @@ class RootApp:
         trusted_proxies: Sequence[str] = (),
         metrics_allow: Sequence[str] = ("127.0.0.0/8", "::1/128"),
         eager: bool = True,
+        device_threads: int = 0,
     ) -> None:
         """``eager`` (the server): the admin API, portal, console and ADE web view are built now, not on a
-        request's thread; otherwise each is built on its first request (tests that use one of them)."""
+        request's thread; otherwise each is built on its first request (tests that use one of them).
+        ``device_threads``: worker threads for the device messages that commit a durable write (0: all
+        inline; the composition root gives PostgreSQL ``DEVICE_THREADS``, see :meth:`_run`)."""
         self.pomona = pomona
         self.link_page = LinkRefusalPage(pomona.clock)
         self._large_bodies = asyncio.Semaphore(1)  # device requests over INLINE_BODY, off the loop
+        self.device_threads = device_threads
+        self._device_slots = asyncio.Semaphore(max(device_threads, 1))  # in flight on the threads
+        self._device_pool: ThreadPoolExecutor | None = None  # started on first use, ended with the server
         self.metrics = pomona.metrics
         self.metrics_allow = [ipaddress.ip_network(n, strict=False) for n in metrics_allow]
         # The background tasks run while the server serves (the ASGI lifespan), whether or not the admin
@@ -193,6 +209,9 @@ class RootApp:
             yield
         finally:
             await self.pomona.background.stop()
+            pool, self._device_pool = self._device_pool, None
+            if pool is not None:  # the server answered its last request: the threads end, idle
+                await asyncio.to_thread(pool.shutdown)
 
     # The admin API and the portal read bodies through FastAPI/Starlette, after no check of ours:
     # RequestLimits bounds them first (http/middleware.py).
@@ -277,11 +296,13 @@ class RootApp:
         fn: Callable[[], Answer],
         *,
         inline: bool = True,
+        durable: bool = False,
         error: ErrorAnswer = device_error,
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> int:
         """Run ``fn`` (or ``error`` on its exception) and send its answer, with ``headers`` as ``fn`` or
-        ``error`` left them (the ADE endpoint's WWW-Authenticate and Retry-After)."""
+        ``error`` left them (the ADE endpoint's WWW-Authenticate and Retry-After). ``durable``: ``fn``
+        commits a write that must survive a crash (a command result, a check-in message)."""
         rid = urandom(8).hex()  # 16 hex digits, as uuid4().hex[:16] gave, for a third of its cost
         client = scope.get("client")
         address = str(client[0]) if client else "?"  # after trusted proxies (http/middleware.py)
@@ -309,9 +330,22 @@ class RootApp:
         # a check-in is a few KiB, and a 1 MiB body of garbage cost ~8 ms of decoding on the loop; and
         # every busy thread competes with the loop for the GIL. A few clients sending such bodies held
         # /healthz past 100 ms (tests/e2e/test_request_limits_live.py).
+        #
+        # PostgreSQL (``device_threads``): a durable commit waits for the WAL flush, a few ms, and on the
+        # loop every other device would wait with it (fan-out of one command: ~100 results a second per
+        # process). Those requests run on the device threads instead, at most ``device_threads`` at a
+        # time (the rest wait their turn on the loop, first come first served): the loop keeps serving
+        # Idle reports meanwhile, and PostgreSQL flushes the concurrent commits together. An Idle report
+        # stays inline: it reads, or takes its command with a commit that does not wait for the flush
+        # (storage/hot_channel.py). SQLite commits in microseconds, one writer at a time: all inline.
         if not inline:
             async with self._large_bodies:
                 status, body, ctype = await asyncio.to_thread(call, False)
+        elif durable and self.device_threads:
+            async with self._device_slots:
+                context = contextvars.copy_context()
+                loop = asyncio.get_running_loop()
+                status, body, ctype = await loop.run_in_executor(self._devices(), context.run, call, False)
         else:
             try:
                 status, body, ctype = call(inline=True)
@@ -321,6 +355,12 @@ class RootApp:
         if ctype == PAGE_TYPE:
             extra += PAGE_HEADERS
         return await respond(send, status, body, ctype, extra)
+
+    def _devices(self) -> ThreadPoolExecutor:
+        pool = self._device_pool
+        if pool is None:
+            pool = self._device_pool = ThreadPoolExecutor(self.device_threads, "pomona-device")
+        return pool
 
     async def _mdm(self, scope: Scope, receive: Receive, send: Send) -> int:
         parts = scope["path"].strip("/").split("/")
@@ -340,14 +380,16 @@ class RootApp:
         # Apple's devices label check-ins and command reports; the content type decides.
         if ctype == CHECKIN_TYPE or (not ctype and parts[2] == "checkin"):
             handler = self.pomona.checkin.checkin
+            durable = True  # Authenticate, TokenUpdate, CheckOut: each commits what it changes
         else:
             handler = self.pomona.checkin.connect
+            durable = self.device_threads > 0 and _IDLE.search(body) is None  # a result
 
         def work() -> Answer:
             out = handler(tenant_id, body, signature)
             return 200, out, ("application/xml" if out else None)
 
-        return await self._run(scope, send, work, inline=len(body) <= INLINE_BODY)
+        return await self._run(scope, send, work, inline=len(body) <= INLINE_BODY, durable=durable)
 
     async def _enroll(self, scope: Scope, receive: Receive, send: Send) -> int:
         if scope["method"] not in ("GET", "HEAD"):
