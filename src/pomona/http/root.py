@@ -320,9 +320,10 @@ class RootApp:
                 reset_caller(caller)
                 reset_request_id(token)
 
-        # Device requests run inline on the event loop. Each is one short, self-contained transaction,
-        # and the hand-off to a worker thread cost more CPU than the whole check-in (bench/checkin.py:
-        # 0.78 ms vs 0.42 ms per idle check-in on SQLite). Scale out with --workers on PostgreSQL.
+        # Device requests run inline on the event loop (on PostgreSQL, all but those below). Each is one
+        # short, self-contained transaction, and the hand-off to a worker thread cost more CPU than the
+        # whole check-in (bench/checkin.py: 0.78 ms vs 0.42 ms per idle check-in on SQLite). Scale out
+        # with --workers on PostgreSQL.
         # On the loop a lock wait is bounded (storage/database.py, LOOP_LOCK_WAIT_MS): past it the
         # transaction rolled back and StorageBusyError comes out; the request then runs again in a
         # worker thread, where it may wait as long as the lock is held, while the loop serves others.
