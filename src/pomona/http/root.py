@@ -79,9 +79,14 @@ INLINE_BODY = 64 * 1024  # a check-in or command report larger than this is hand
 #: (PostgreSQL: the WAL flush), see RootApp._run. Each keeps a raw PostgreSQL connection of its own
 #: (storage/hot_sql.py HotReads) and takes its unit of work's from the engine's pool.
 DEVICE_THREADS = 4
-# An Idle report (``Status`` ``Idle``): on the command channel, every other message writes a result.
-# Only where a request runs is decided by it: a report it misjudges is handled alike, inline or not.
 _IDLE = re.compile(rb"<key>Status</key>\s*<string>Idle</string>")
+
+
+def looks_idle(body: bytes) -> bool:
+    """Whether a command-channel body reads as an Idle report (``Status`` ``Idle``, as devices write
+    their XML plists), without decoding it: every other report carries a result. It decides only where
+    the request runs (RootApp._run): a body it misjudges is handled alike, inline or on a thread."""
+    return _IDLE.search(body) is not None
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -384,7 +389,7 @@ class RootApp:
             durable = True  # Authenticate, TokenUpdate, CheckOut: each commits what it changes
         else:
             handler = self.pomona.checkin.connect
-            durable = self.device_threads > 0 and _IDLE.search(body) is None  # a result
+            durable = self.device_threads > 0 and not looks_idle(body)  # a result
 
         def work() -> Answer:
             out = handler(tenant_id, body, signature)
