@@ -760,7 +760,7 @@ def create_app(
 ) -> object:
     """The ASGI application: device endpoints (lean, raw ASGI) in front of the admin API. Not `eager`
     (tests): the admin API, portal, console and ADE web view are each built on their first request."""
-    from pomona.http.root import DEVICE_THREADS, RootApp
+    from pomona.http.root import RootApp
 
     p = pomona or build(settings or Settings.from_env(), measure=True)
     p.build_all()
@@ -770,7 +770,7 @@ def create_app(
         metrics_allow=p.settings.metrics_allow,
         eager=eager,
         # PostgreSQL's durable commits wait for the WAL flush: off the event loop (http/root.py, _run)
-        device_threads=0 if p.db.is_sqlite else DEVICE_THREADS,
+        device_threads=0 if p.db.is_sqlite else p.settings.device_threads,
     )
 
 

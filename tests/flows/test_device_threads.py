@@ -11,7 +11,6 @@ from starlette.testclient import TestClient
 
 from helpers import setup_tenant
 from pomona.app import Pomona, create_app
-from pomona.http.root import DEVICE_THREADS
 from pomona.testing.virtual_device import HandledCommand, VirtualDevice
 
 BASE = "https://pomona.test"
@@ -27,7 +26,7 @@ class TestResultsOffTheLoop:
     def test_concurrent_results_recorded_once(self, pomona: Pomona) -> None:
         """Twelve devices poll at once, each answering three queued commands: every command is
         Acknowledged with one result event, none is sent twice or left pending; on PostgreSQL the results
-        ran on at most DEVICE_THREADS device threads, which end with the server; SQLite starts none."""
+        ran on at most POMONA_DEVICE_THREADS device threads, which end with the server; SQLite starts none."""
         app = create_app(pomona=pomona, eager=False)
         setup = setup_tenant(pomona, uses=DEVICES)
         before = set(device_threads())
@@ -56,7 +55,7 @@ class TestResultsOffTheLoop:
         if pomona.db.is_sqlite:
             assert mine == []
         else:
-            assert 1 <= len(mine) <= DEVICE_THREADS
+            assert 1 <= len(mine) <= pomona.settings.device_threads
         for got in handled:
             assert sorted(h.request_type for h in got) == sorted(COMMANDS)
             assert {h.status for h in got} == {"Acknowledged"}

@@ -75,10 +75,6 @@ CHECKIN_TYPE = "application/x-apple-aspen-mdm-checkin"
 COMMAND_TYPE = "application/x-apple-aspen-mdm"
 MAX_SCEP_BODY = 256 * 1024
 INLINE_BODY = 64 * 1024  # a check-in or command report larger than this is handled off the event loop
-#: Worker threads per process for the device messages whose commit waits for a durable write
-#: (PostgreSQL: the WAL flush), see RootApp._run. Each keeps a raw PostgreSQL connection of its own
-#: (storage/hot_sql.py HotReads) and takes its unit of work's from the engine's pool.
-DEVICE_THREADS = 4
 _IDLE = re.compile(rb"<key>Status</key>\s*<string>Idle</string>")
 
 
@@ -187,7 +183,9 @@ class RootApp:
         """``eager`` (the server): the admin API, portal, console and ADE web view are built now, not on a
         request's thread; otherwise each is built on its first request (tests that use one of them).
         ``device_threads``: worker threads for the device messages that commit a durable write (0: all
-        inline; the composition root gives PostgreSQL ``DEVICE_THREADS``, see :meth:`_run`)."""
+        inline; the composition root gives PostgreSQL POMONA_DEVICE_THREADS, 4 by default; see
+        :meth:`_run`). Each keeps a raw PostgreSQL connection of its own (storage/hot_sql.py HotReads)
+        and takes its unit of work's from the engine's pool."""
         self.pomona = pomona
         self.link_page = LinkRefusalPage(pomona.clock)
         self._large_bodies = asyncio.Semaphore(1)  # device requests over INLINE_BODY, off the loop
