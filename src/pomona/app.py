@@ -779,7 +779,12 @@ def create_app(
     p = pomona or build(settings or Settings.from_env(), measure=True)
     p.build_all()
     return RootApp(
-        p, trusted_proxies=p.settings.trusted_proxies, metrics_allow=p.settings.metrics_allow, eager=eager
+        p,
+        trusted_proxies=p.settings.trusted_proxies,
+        metrics_allow=p.settings.metrics_allow,
+        eager=eager,
+        # PostgreSQL's durable commits wait for the WAL flush: off the event loop (http/root.py, _run)
+        device_threads=0 if p.db.is_sqlite else p.settings.device_threads,
     )
 
 

@@ -286,6 +286,12 @@ class Settings(BaseModel):
         300.0,
         description="Seconds between scheduled tenant health checks (0: off).",
     )
+    device_threads: Annotated[int, Field(ge=0, le=64)] = Field(
+        4,
+        description="PostgreSQL: threads per server process for the device messages that commit a durable "
+        "write (command results, check-in messages), so that their wait for the WAL flush does not hold "
+        "the event loop; each keeps a database connection (0: all on the event loop). SQLite: unused.",
+    )
     push: PushConfig = Field(default_factory=PushConfig, description="The push queue.")
     abm_url: str = Field(
         "https://mdmenrollment.apple.com",

@@ -23,12 +23,15 @@ Operations:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ipaddress
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import cached_property
 from os import urandom
@@ -73,6 +76,14 @@ CHECKIN_TYPE = "application/x-apple-aspen-mdm-checkin"
 COMMAND_TYPE = "application/x-apple-aspen-mdm"
 MAX_SCEP_BODY = 256 * 1024
 INLINE_BODY = 64 * 1024  # a check-in or command report larger than this is handled off the event loop
+_IDLE = re.compile(rb"<key>Status</key>\s*<string>Idle</string>")
+
+
+def looks_idle(body: bytes) -> bool:
+    """Whether a command-channel body reads as an Idle report (``Status`` ``Idle``, as devices write
+    their XML plists), without decoding it: every other report carries a result. It decides only where
+    the request runs (RootApp._run): a body it misjudges is handled alike, inline or on a thread."""
+    return _IDLE.search(body) is not None
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -168,12 +179,20 @@ class RootApp:
         trusted_proxies: Sequence[str] = (),
         metrics_allow: Sequence[str] = ("127.0.0.0/8", "::1/128"),
         eager: bool = True,
+        device_threads: int = 0,
     ) -> None:
         """``eager`` (the server): the admin API, portal, console and ADE web view are built now, not on a
-        request's thread; otherwise each is built on its first request (tests that use one of them)."""
+        request's thread; otherwise each is built on its first request (tests that use one of them).
+        ``device_threads``: worker threads for the device messages that commit a durable write (0: all
+        inline; the composition root gives PostgreSQL POMONA_DEVICE_THREADS, 4 by default; see
+        :meth:`_run`). Each keeps a raw PostgreSQL connection of its own (storage/hot_sql.py HotReads)
+        and takes its unit of work's from the engine's pool."""
         self.pomona = pomona
         self.link_page = LinkRefusalPage(pomona.clock)
         self._large_bodies = asyncio.Semaphore(1)  # device requests over INLINE_BODY, off the loop
+        self.device_threads = device_threads
+        self._device_slots = asyncio.Semaphore(max(device_threads, 1))  # in flight on the threads
+        self._device_pool: ThreadPoolExecutor | None = None  # started on first use, ended with the server
         self.metrics = pomona.metrics
         self.metrics_allow = [ipaddress.ip_network(n, strict=False) for n in metrics_allow]
         # The background tasks run while the server serves (the ASGI lifespan), whether or not the admin
@@ -194,6 +213,9 @@ class RootApp:
             yield
         finally:
             await self.pomona.background.stop()
+            pool, self._device_pool = self._device_pool, None
+            if pool is not None:  # the server answered its last request: the threads end, idle
+                await asyncio.to_thread(pool.shutdown)
 
     # The admin API and the portal read bodies through FastAPI/Starlette, after no check of ours:
     # RequestLimits bounds them first (http/middleware.py).
@@ -278,11 +300,13 @@ class RootApp:
         fn: Callable[[], Answer],
         *,
         inline: bool = True,
+        durable: bool = False,
         error: ErrorAnswer = device_error,
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> int:
         """Run ``fn`` (or ``error`` on its exception) and send its answer, with ``headers`` as ``fn`` or
-        ``error`` left them (the ADE endpoint's WWW-Authenticate and Retry-After)."""
+        ``error`` left them (the ADE endpoint's WWW-Authenticate and Retry-After). ``durable``: ``fn``
+        commits a write that must survive a crash (a command result, a check-in message)."""
         rid = urandom(8).hex()  # 16 hex digits, as uuid4().hex[:16] gave, for a third of its cost
         client = scope.get("client")
         address = str(client[0]) if client else "?"  # after trusted proxies (http/middleware.py)
@@ -300,9 +324,10 @@ class RootApp:
                 reset_caller(caller)
                 reset_request_id(token)
 
-        # Device requests run inline on the event loop. Each is one short, self-contained transaction,
-        # and the hand-off to a worker thread cost more CPU than the whole check-in (bench/checkin.py:
-        # 0.78 ms vs 0.42 ms per idle check-in on SQLite). Scale out with --workers on PostgreSQL.
+        # Device requests run inline on the event loop (on PostgreSQL, all but those below). Each is one
+        # short, self-contained transaction, and the hand-off to a worker thread cost more CPU than the
+        # whole check-in (bench/checkin.py: 0.78 ms vs 0.42 ms per idle check-in on SQLite). Scale out
+        # with --workers on PostgreSQL.
         # On the loop a lock wait is bounded (storage/database.py, LOOP_LOCK_WAIT_MS): past it the
         # transaction rolled back and StorageBusyError comes out; the request then runs again in a
         # worker thread, where it may wait as long as the lock is held, while the loop serves others.
@@ -310,9 +335,22 @@ class RootApp:
         # a check-in is a few KiB, and a 1 MiB body of garbage cost ~8 ms of decoding on the loop; and
         # every busy thread competes with the loop for the GIL. A few clients sending such bodies held
         # /healthz past 100 ms (tests/e2e/test_request_limits_live.py).
+        #
+        # PostgreSQL (``device_threads``): a durable commit waits for the WAL flush, a few ms, and on the
+        # loop every other device would wait with it (fan-out of one command: ~100 results a second per
+        # process). Those requests run on the device threads instead, at most ``device_threads`` at a
+        # time (the rest wait their turn on the loop, first come first served): the loop keeps serving
+        # Idle reports meanwhile, and PostgreSQL flushes the concurrent commits together. An Idle report
+        # stays inline: it reads, or takes its command with a commit that does not wait for the flush
+        # (storage/hot_channel.py). SQLite commits in microseconds, one writer at a time: all inline.
         if not inline:
             async with self._large_bodies:
                 status, body, ctype = await asyncio.to_thread(call, False)
+        elif durable and self.device_threads:
+            async with self._device_slots:
+                context = contextvars.copy_context()
+                loop = asyncio.get_running_loop()
+                status, body, ctype = await loop.run_in_executor(self._devices(), context.run, call, False)
         else:
             try:
                 status, body, ctype = call(inline=True)
@@ -322,6 +360,12 @@ class RootApp:
         if ctype == PAGE_TYPE:
             extra += PAGE_HEADERS
         return await respond(send, status, body, ctype, extra)
+
+    def _devices(self) -> ThreadPoolExecutor:
+        pool = self._device_pool
+        if pool is None:
+            pool = self._device_pool = ThreadPoolExecutor(self.device_threads, "pomona-device")
+        return pool
 
     async def _mdm(self, scope: Scope, receive: Receive, send: Send) -> int:
         parts = scope["path"].strip("/").split("/")
@@ -341,14 +385,16 @@ class RootApp:
         # Apple's devices label check-ins and command reports; the content type decides.
         if ctype == CHECKIN_TYPE or (not ctype and parts[2] == "checkin"):
             handler = self.pomona.checkin.checkin
+            durable = True  # Authenticate, TokenUpdate, CheckOut: each commits what it changes
         else:
             handler = self.pomona.checkin.connect
+            durable = self.device_threads > 0 and not looks_idle(body)  # a result
 
         def work() -> Answer:
             out = handler(tenant_id, body, signature)
             return 200, out, ("application/xml" if out else None)
 
-        return await self._run(scope, send, work, inline=len(body) <= INLINE_BODY)
+        return await self._run(scope, send, work, inline=len(body) <= INLINE_BODY, durable=durable)
 
     async def _enroll(self, scope: Scope, receive: Receive, send: Send) -> int:
         if scope["method"] not in ("GET", "HEAD"):
