@@ -47,6 +47,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from pomona.domain.errors import InvalidInputError
+from pomona.i18n import Msg, msg
 
 if TYPE_CHECKING:
     from pomona.services.push_settings import PushSettings
@@ -86,7 +87,7 @@ def _schedule(value: object) -> object:
         try:
             return PushSettings.parse_schedule(value)
         except ValueError:
-            raise ValueError("positive seconds, comma-separated, e.g. 60,300,1800,3600") from None
+            raise ValueError(msg("error.settings.schedule")) from None
     return value
 
 
@@ -103,10 +104,10 @@ def _secret_key(value: object) -> object:
         try:
             value = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
-            raise ValueError("not base64") from None
+            raise ValueError(msg("error.settings.not_base64")) from None
     raw = value.get_secret_value() if isinstance(value, SecretBytes) else value
     if isinstance(raw, bytes) and len(raw) != 32:
-        raise ValueError(f"must decode to 32 bytes, not {len(raw)}")
+        raise ValueError(msg("error.settings.key_length", length=len(raw)))
     return value
 
 
@@ -124,7 +125,7 @@ def _networks(value: object) -> object:
             try:
                 out.append(str(ipaddress.ip_network(text, strict=False)))
             except ValueError:
-                raise ValueError(f"not an IP address or CIDR network: {text!r}") from None
+                raise ValueError(msg("error.settings.network", value=repr(text))) from None
     return tuple(out)
 
 
@@ -143,7 +144,7 @@ def _retention_days(value: int) -> int:
         from pomona.services.retention import MIN_DAYS
 
         if value < MIN_DAYS:
-            raise ValueError(f"0 (keep forever) or at least {MIN_DAYS} days")
+            raise ValueError(msg("error.settings.retention", min=MIN_DAYS))
     return value
 
 
@@ -386,12 +387,17 @@ class Settings(BaseModel):
         try:
             values: dict[str, Any] = json.loads(handoff) if handoff else {}
         except ValueError as exc:
-            raise InvalidInputError(f"invalid settings: {HANDOFF_ENV} is not JSON ({exc})") from None
+            raise InvalidInputError(
+                msg(
+                    "error.settings.invalid",
+                    detail=msg("error.settings.not_json", var=HANDOFF_ENV, error=str(exc)),
+                )
+            ) from None
         if not handoff:
             try:
                 values = _read_env(cls, environ)
             except ValueError as exc:
-                raise InvalidInputError(f"invalid settings: {exc}") from None
+                raise InvalidInputError(msg("error.settings.invalid", detail=exc.args[0])) from None
         if not handoff:
             values.setdefault("push_worker", True)
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -449,9 +455,11 @@ def _read_env(cls: type[Settings], env: Mapping[str, str]) -> dict[str, Any]:
             try:
                 parts = json.loads(value)
             except ValueError as exc:
-                raise ValueError(f"{names[0].upper()}: not JSON ({exc})") from None
+                raise ValueError(
+                    msg("error.settings.not_json", var=names[0].upper(), error=str(exc))
+                ) from None
             if not isinstance(parts, dict):
-                raise ValueError(f"{names[0].upper()}: not a JSON object")
+                raise ValueError(msg("error.settings.not_object", var=names[0].upper()))
         prefix = names[0] + "_"
         parts.update(
             {k[len(prefix) :]: v for k, v in lowered.items() if k.startswith(prefix) and k != prefix}
@@ -464,7 +472,11 @@ def _read_env(cls: type[Settings], env: Mapping[str, str]) -> dict[str, Any]:
 def lang_from_env(environ: Mapping[str, str] | None = None) -> str | None:
     """The language setting alone (POMONA_LANG, else LC_ALL, else LANG): what the command line needs
     before anything else (its help texts), without failing on the other settings."""
-    raw = _read_env(Settings, os.environ if environ is None else environ).get("lang")  # nothing validated
+    environ = os.environ if environ is None else environ
+    try:
+        raw = _read_env(Settings, environ).get("lang")  # nothing validated
+    except ValueError:  # another variable does not parse (the push object not JSON): the language alone
+        raw = next((environ[n] for n in ("POMONA_LANG", "LC_ALL", "LANG") if environ.get(n)), None)
     return str(_lang(raw)) if isinstance(raw, str) else None
 
 
@@ -487,9 +499,42 @@ def env_names() -> dict[str, tuple[str, ...]]:
     return out
 
 
-def _one_line(exc: ValidationError) -> str:
+#: pydantic's error types Pomona words itself (catalogue key, and the constraint its message names).
+_PROBLEMS: Final[dict[str, tuple[str, str | None]]] = {
+    "greater_than_equal": ("error.settings.at_least", "ge"),
+    "greater_than": ("error.settings.more_than", "gt"),
+    "less_than_equal": ("error.settings.at_most", "le"),
+    "less_than": ("error.settings.less_than", "lt"),
+    "int_parsing": ("error.settings.integer", None),
+    "int_type": ("error.settings.integer", None),
+    "int_from_float": ("error.settings.integer", None),
+    "float_parsing": ("error.settings.number", None),
+    "float_type": ("error.settings.number", None),
+    "bool_parsing": ("error.settings.boolean", None),
+    "bool_type": ("error.settings.boolean", None),
+    "literal_error": ("error.settings.one_of", "expected"),
+    "too_short": ("error.settings.too_short", "min_length"),
+}
+
+
+def _problem(err: Any) -> str:
+    """What is wrong with one value, as a catalogue message where Pomona words it (its own validators'
+    messages, the common constraint types), else pydantic's English text."""
+    ctx = err.get("ctx") or {}
+    raised = ctx.get("error")
+    if isinstance(raised, ValueError) and raised.args and isinstance(raised.args[0], Msg):
+        return raised.args[0]
+    known = _PROBLEMS.get(err["type"])
+    if known is not None:
+        key, limit = known
+        return msg(key, limit=str(ctx[limit])) if limit and limit in ctx else msg(key)
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def _one_line(exc: ValidationError) -> Msg:
+    """Every bad variable of ``exc``, named, on one line (a catalogue message: the reader's language)."""
     names = env_names()
-    parts = []
+    parts: list[Msg] = []
     for err in exc.errors():
         loc = [str(x) for x in err["loc"] if not isinstance(x, int)]
         key = ".".join(loc[:2])
@@ -497,13 +542,17 @@ def _one_line(exc: ValidationError) -> str:
             key = "lang"
         var = names.get(key, (key,))[0]
         if err["type"] == "extra_forbidden":
-            parts.append(f"{var}: not a setting")
+            parts.append(msg("error.settings.field", var=var, problem=msg("error.settings.unknown")))
             continue
-        msg = str(err["msg"]).removeprefix("Value error, ")
         given = err.get("input")
-        shown = "" if key == "secret_key" or not isinstance(given, str | int | float) else f" (got {given!r})"
-        parts.append(f"{var}: {msg}{shown}")
-    return "invalid settings: " + "; ".join(parts)
+        if key == "secret_key" or not isinstance(given, str | int | float):
+            parts.append(msg("error.settings.field", var=var, problem=_problem(err)))
+        else:
+            parts.append(msg("error.settings.field_got", var=var, problem=_problem(err), given=repr(given)))
+    detail = parts[0]
+    for part in parts[1:]:
+        detail = msg("error.settings.and", first=detail, then=part)
+    return msg("error.settings.invalid", detail=detail)
 
 
 # --- docs/configuration.md ------------------------------------------------------------------------

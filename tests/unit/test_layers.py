@@ -25,7 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     # one JSON shape per object, for every adapter
     "presenters": PURE | {"i18n"},  # names and messages rendered in the reader's language
     # cross-cutting set-up, read by the composition root and the CLI
-    "settings": {"domain", "services", "storage"},  # the push queue's defaults and the SQLite URL, lazily
+    # the push queue's defaults and the SQLite URL, lazily; its refusals carry catalogue messages
+    "settings": {"domain", "services", "storage", "i18n"},
     "logs": {"services", "settings"},
     # use cases over the ports
     "services": CORE | {"knowledge", "i18n"},

@@ -13,9 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from pomona import logs
+from pomona.cli import main as cli_main
 from pomona.cli.main import main
 from pomona.domain.errors import InvalidInputError
 from pomona.domain.reasons import ReasonCode
+from pomona.i18n import set_process_lang
 from pomona.services.push import PushSettings
 from pomona.settings import HANDOFF_ENV, Settings, env_names, lang_from_env, markdown
 
@@ -262,12 +264,41 @@ def restore_logging() -> Iterator[None]:
     logs.reset()
 
 
+@pytest.fixture
+def chinese_cli() -> Iterator[None]:
+    """The command line reads its language afresh from the environment (it reads it once a process)."""
+    previous = set_process_lang(None)
+    cli_main._process_lang.cache_clear()
+    yield
+    cli_main._process_lang.cache_clear()
+    set_process_lang(previous)
+
+
 class TestCommandLine:
     def test_a_bad_variable_stops_any_command_with_one_line(self, restore_logging: None) -> None:
         """Any command refuses to start on a bad variable: exit code 2, one line naming it."""
         result = CliRunner().invoke(main, ["tenant", "list"], env={"POMONA_PUSH_LEASE": "soon"})
         assert result.exit_code == 2
         assert "POMONA_PUSH_LEASE" in result.output and len(result.output.strip().splitlines()) == 1
+
+    def test_a_bad_variable_is_told_in_the_command_lines_language(
+        self, restore_logging: None, chinese_cli: None
+    ) -> None:
+        """A bad variable's line is in Simplified Chinese under a Chinese locale, the variable named."""
+        env = {"LANG": "zh_CN.UTF-8", "POMONA_LANG": None, "LC_ALL": None, "POMONA_EVENT_RETENTION_DAYS": "3"}
+        result = CliRunner().invoke(main, ["tenant", "list"], env=env)
+        assert result.exit_code == 2
+        assert "设置无效：POMONA_EVENT_RETENTION_DAYS：应为 0（永久保留）或不少于 7 天" in result.output
+
+    def test_a_push_object_that_is_not_json_is_one_line_not_a_traceback(
+        self, restore_logging: None, chinese_cli: None
+    ) -> None:
+        """POMONA_PUSH that is not JSON stops a command with one line, its language still read."""
+        env = {"LANG": "zh_CN.UTF-8", "POMONA_LANG": None, "LC_ALL": None, "POMONA_PUSH": "{x"}
+        result = CliRunner().invoke(main, ["tenant", "list"], env=env)
+        assert result.exit_code == 2
+        assert result.output.strip().splitlines() == [result.output.strip()]
+        assert "POMONA_PUSH：不是 JSON" in result.output and "Traceback" not in result.output
 
     def test_data_dir_comes_from_the_environment_unless_given(
         self, tmp_path: Path, restore_logging: None

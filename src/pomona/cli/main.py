@@ -261,7 +261,9 @@ def main(debug: bool) -> None:
     try:
         settings = Settings.from_env()
     except InvalidInputError as exc:
-        raise _SettingsError(exc.detail) from None
+        from pomona.presenters import error_text
+
+        raise _SettingsError(error_text(describe(exc))) from None  # in the command line's language
     configure(settings.log_format, settings.log_level or "warning", lazy=True)
 
 
