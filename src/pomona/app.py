@@ -298,6 +298,7 @@ class Pomona:
 
     @cached_property
     def background(self) -> Background:
+        from pomona.heap import release_free_heap
         from pomona.services.jobs import Background, LeaderLease, SingletonJob
         from pomona.services.release import WATCH_EVERY
 
@@ -318,6 +319,7 @@ class Pomona:
                 SingletonJob("shared-state-cleanup", 600, lambda: portal.limiter.purge(clock.now())),
                 SingletonJob("ade-release-watch", WATCH_EVERY, self.health.flag_stuck),  # held too long
             ],
+            trim=release_free_heap,  # per process: the heap's free pages back to the system
         )
 
     @cached_property
