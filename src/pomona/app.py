@@ -299,6 +299,7 @@ class Pomona:
 
     @cached_property
     def background(self) -> Background:
+        from pomona.heap import release_free_heap
         from pomona.services.jobs import Background, LeaderLease, SingletonJob
         from pomona.services.release import WATCH_EVERY
         from pomona.services.retention import EVERY as RETENTION_EVERY
@@ -323,6 +324,7 @@ class Pomona:
             # Singleton jobs run in the one process that holds their lease (services/jobs.py).
             leader=LeaderLease(self.db, clock),
             singletons=singletons,
+            trim=release_free_heap,  # per process: the heap's free pages back to the system
         )
 
     @cached_property

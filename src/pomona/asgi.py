@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from pomona.app import create_app
+from pomona.heap import bound_malloc_arenas
 from pomona.http.middleware import ASGIApp, with_access_log
 from pomona.i18n import set_process_lang
 from pomona.logs import configure
@@ -17,29 +18,10 @@ from pomona.settings import Settings
 
 __all__ = ["bound_malloc_arenas", "create"]
 
-#: malloc arenas a server process may have (glibc's default: 8 per core).
-MALLOC_ARENAS = 2
-
-
-def bound_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Bound glibc's malloc arenas (``mallopt(M_ARENA_MAX)``), as ``MALLOC_ARENA_MAX`` would. glibc gives
-    each thread that allocates an arena of its own, up to 8 per core; the server's threads (anyio's
-    workers, which come and go, the jobs' executor, SQLite's page caches allocated from them) leave
-    memory spread over many arenas that is seldom returned: RSS rose in steps over a soak (issue 14,
-    bench/memory.py). Returns whether the bound was set (False off glibc: nothing to do)."""
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # this process's C library
-    except (OSError, AttributeError):
-        return False
-    m_arena_max = -8  # glibc's malloc.h
-    return bool(mallopt(m_arena_max, arenas))
-
 
 def create(settings: Settings | None = None) -> ASGIApp:
     """The server: logging configured (POMONA_LOG_*), the application, and the access log when it is on;
-    malloc's arenas bounded before the server's threads start (:func:`bound_malloc_arenas`)."""
+    malloc's arenas bounded before the server's threads start (:func:`pomona.heap.bound_malloc_arenas`)."""
     bound_malloc_arenas()
     settings = settings or Settings.from_env()
     configure(settings.log_format, settings.log_level or "info")

@@ -143,3 +143,31 @@ class TestReports:
         assert any(s["action"] == "restriction.edit" for s in inc["suspect_changes"])  # type: ignore[attr-defined]
         md = pomona.reports.incident_markdown(inc, "zh-CN")
         assert "restriction.edit" in md and "租户" in md
+
+
+def test_health_checks_without_holding_the_write_lock(pomona: Pomona, acme: TenantSetup, db_url: str) -> None:
+    """The checks run in a read transaction: while they run, another connection can begin a write at once
+    (SQLite); the findings are still recorded."""
+    import dataclasses
+    import sqlite3
+
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLite's database-wide write lock")
+    got_lock: list[bool] = []
+
+    def writer_check(tenant_id: str, now: datetime) -> list[object]:
+        conn = sqlite3.connect(db_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            got_lock.append(True)
+        except sqlite3.OperationalError:
+            got_lock.append(False)
+        finally:
+            conn.close()
+        return []
+
+    health = dataclasses.replace(pomona.health, push_cert=writer_check)
+    result = health.run(acme.name)
+    assert got_lock == [True]
+    assert result["tenant"] == acme.name and isinstance(result["findings"], list)

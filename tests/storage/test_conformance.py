@@ -730,8 +730,8 @@ def test_same_answer_as_sqlalchemy(hot_db: SqlDatabase) -> None:
 
 
 def test_a_connection_per_thread_and_closed_at_dispose(hot_db: SqlDatabase) -> None:
-    """Each thread (an event loop's, a worker's) reads on its own connection; dispose closes them all and
-    a later read opens a new one."""
+    """Each thread (an event loop's, a worker's) reads on its own connection, closed when the thread ends
+    (tests/storage/test_hot_connections.py); dispose closes them all and a later read opens a new one."""
     import asyncio
     import threading
 
@@ -750,9 +750,9 @@ def test_a_connection_per_thread_and_closed_at_dispose(hot_db: SqlDatabase) -> N
     th.start()
     th.join()
     assert seen and seen[0] is not hot_db.hot._conn()
-    assert len(hot_db.hot._all) == 2
+    assert hot_db.hot.open_connections() == 1  # the ended thread's connection closed with it
     hot_db.dispose()
-    assert hot_db.hot._all == []
+    assert hot_db.hot.open_connections() == 0
     assert hot_db.channel_state("fp1", skip_not_now=False) is not None
 
 

@@ -74,11 +74,14 @@ ALLOWED: dict[str, set[str]] = {
         "presenters",
         "i18n",
         "knowledge",
+        "heap",
     },
     # the composition root's read-only fast path for the CLI's read commands (raw driver, no services)
     "fastread": {"domain", "storage", "pki", "settings"},
     # the server's ASGI entry (uvicorn's factory): the composition root plus logging and settings
-    "asgi": {"app", "http", "logs", "settings", "i18n"},
+    "asgi": {"app", "http", "logs", "settings", "i18n", "heap"},
+    # the server process's C heap (glibc malloc: arenas bounded, free pages handed back): a leaf
+    "heap": set(),
     "__main__": {"cli"},
     "__init__": set(),
 }

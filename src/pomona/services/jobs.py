@@ -16,6 +16,11 @@ each singleton job, the push worker) writes one warning line when the outage sta
 capped backoff, and one info line when the database answers again (services/outage.py). Any other
 failure is logged with its traceback.
 
+Each server process also hands its heap's free memory back to the system every ``TRIM_EVERY`` seconds
+(``trim``, a worker thread; the composition root passes ``pomona.heap.release_free_heap``): memory a
+console page, a health round or a SQLite cache freed stays the process's otherwise, and RSS rose in
+steps over a soak (issue 14, bench/memory.py).
+
 ``Background.start()`` runs in the server's lifespan, on its event loop; ``stop()`` ends every task.
 Outside a started server (the CLI, scripts, tests) ``submit`` runs a job at once, in the caller's thread,
 so a CLI command still waits for its canary and prints the result.
@@ -44,6 +49,9 @@ log = logging.getLogger("pomona.jobs")
 #: Seconds a lease lasts past its holder's last renewal, and seconds between renewals.
 LEASE_TTL: Final = 10.0
 LEASE_RENEW: Final = 2.0
+
+#: Seconds between two hand-backs of the heap's free memory (``Background.trim``), in every process.
+TRIM_EVERY: Final = 60.0
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,8 @@ class Background:
         leader: LeaderLease | None = None,
         singletons: Sequence[SingletonJob] = (),
         outage_wait: float = LONGEST_WAIT,
+        trim: Callable[[], object] | None = None,
+        trim_interval: float = TRIM_EVERY,
     ) -> None:
         self.jobs = jobs
         self.push = push
@@ -181,6 +191,8 @@ class Background:
         self.health_interval = health_interval
         self.leader = leader  # None: this process is the only one (it leads every singleton job)
         self.singletons = list(singletons)
+        self.trim = trim  # this process's free heap handed back (per process: not a singleton job)
+        self.trim_interval = trim_interval
         if health_interval > 0:
             self.singletons.insert(0, SingletonJob("health", health_interval, self._health_round))
         if abm_interval > 0 and abm_round is not None:  # the ABM sync (main's signature), led alike
@@ -199,6 +211,8 @@ class Background:
             return
         self._loop = asyncio.get_running_loop()
         self.jobs.attach(self._loop)
+        if self.trim is not None and self.trim_interval > 0:
+            self.jobs.track(self._loop.create_task(self._trim_loop(self.trim), name="pomona-trim"))
         if not self.push_worker:
             return
         self._push_task = self._loop.create_task(self.push.run(), name="pomona-push")
@@ -267,6 +281,15 @@ class Background:
                 log.exception("scheduled job %s failed", job.name)
             else:
                 outage.answered()
+
+    async def _trim_loop(self, trim: Callable[[], object]) -> None:
+        """Hand this process's free heap back every ``trim_interval`` seconds."""
+        while True:
+            await asyncio.sleep(self.trim_interval)
+            try:
+                await asyncio.to_thread(trim)
+            except Exception:  # the next round tries again
+                log.exception("heap trim failed")
 
     def _health_round(self) -> object:
         return self.health_round()

@@ -3,7 +3,10 @@
 An idle device with an empty queue is most of a fleet's traffic (issue 14: SQLAlchemy's execute, connect,
 begin/rollback and pool handling cost 0.19-0.23 ms of that check-in, the same SQL on the driver 0.03 ms).
 :class:`HotReads` keeps one DBAPI connection per thread (the event loop's, and each worker thread's
-that runs a check-in), opened on first use and closed by :meth:`HotReads.close` (``SqlDatabase.dispose``).
+that runs a check-in), opened on first use and closed when its thread ends or by :meth:`HotReads.close`
+(``SqlDatabase.dispose``). A thread that ends takes its connection with it: worker threads come and go
+(anyio's idle workers end after 10 s), and a connection each kept past its thread (and its SQLite page
+cache) would add up over a server's life (issue 14, bench/memory.py).
 
 The statement is the SQLAlchemy one (``commands_sql.CHANNEL_ANY`` / ``CHANNEL_SKIP_NOT_NOW``), compiled
 once for the dialect at start-up, so schema and SQL stay in one place; its constants (the pending
@@ -27,6 +30,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,6 +48,16 @@ def running_loop() -> object | None:
 
 _get_running_loop = running_loop
 _Processor = Callable[[Any], Any] | None
+
+
+class _Held:
+    """A thread's connection, held in the thread's locals: when the thread ends its locals go, and the
+    finalizer :meth:`HotReads._open` set on this holder closes the connection."""
+
+    __slots__ = ("conn", "__weakref__")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
 
 
 class HotReads:
@@ -104,11 +118,18 @@ class HotReads:
             return self._conn().execute(sql, params, prepare=True).fetchone()  # type: ignore[no-any-return]
 
     def _conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or (not self.is_sqlite and conn.closed):
+        held = getattr(self._local, "held", None)
+        if held is None or (not self.is_sqlite and held.conn.closed):
             conn = self._open()
-            self._local.conn = conn
-        return conn
+            held = _Held(conn)
+            weakref.finalize(held, self._drop_quietly, conn)  # runs when this thread's locals go
+            self._local.held = held
+        return held.conn
+
+    def open_connections(self) -> int:
+        """How many connections are open now (one per thread that read and is still running)."""
+        with self._lock:
+            return len(self._all)
 
     def _open(self) -> Any:
         conn: Any
@@ -133,6 +154,13 @@ class HotReads:
         return conn
 
     def _drop(self, conn: Any) -> None:
+        self._drop_quietly(conn)
+        held = getattr(self._local, "held", None)
+        if held is not None and held.conn is conn:
+            self._local.held = None
+
+    def _drop_quietly(self, conn: Any) -> None:
+        """``conn`` closed and forgotten (its thread ended, or the server dropped it)."""
         with self._lock:
             if conn in self._all:
                 self._all.remove(conn)
@@ -140,8 +168,6 @@ class HotReads:
             conn.close()
         except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is gone either way
             pass
-        if getattr(self._local, "conn", None) is conn:
-            self._local.conn = None
 
     def close(self) -> None:
         """Close every thread's connection; a thread that reads again afterwards opens a new one."""
