@@ -145,14 +145,13 @@ class TestReports:
         assert "restriction.edit" in md and "租户" in md
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # SQLite's database-wide write lock
 def test_health_checks_without_holding_the_write_lock(pomona: Pomona, acme: TenantSetup, db_url: str) -> None:
     """The checks run in a read transaction: while they run, another connection can begin a write at once
     (SQLite); the findings are still recorded."""
     import dataclasses
     import sqlite3
 
-    if not db_url.startswith("sqlite"):
-        pytest.skip("SQLite's database-wide write lock")
     got_lock: list[bool] = []
 
     def writer_check(tenant_id: str, now: datetime) -> list[object]:
