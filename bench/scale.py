@@ -444,8 +444,8 @@ def bound(n: int, r: dict[str, float], cap: float = 0.0) -> float:
     uses at most one core (``cap`` of one when given), and everything together uses at most all of them."""
     cores = os.cpu_count() or 1
     other = r["nginx_cpu_ms"] + r["pg_cpu_ms"] + r["client_cpu_ms"]
-    per_backend = cap or 1.0
-    return min(min(n, cores) * per_backend / r["idle_cpu_ms"], cores / (r["idle_cpu_ms"] + other))
+    servers = min(n * (cap or 1.0), cores)  # the cores the backends may use together
+    return min(servers / r["idle_cpu_ms"], cores / (r["idle_cpu_ms"] + other))
 
 
 if __name__ == "__main__":
