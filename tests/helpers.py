@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import httpx
 import pytest
 
 from pomona.app import Pomona
+from pomona.domain.models import Device, Enrollment, EnrollmentStatus, EnrollmentType
 from pomona.testing.pushcert import make_standin_push_cert
 
 CONSOLE_PASSWORD = "console-pass-1"
@@ -249,3 +252,22 @@ def priorities(p: Pomona, tenant: str) -> dict[str, int | None]:
     """Each restriction's priority by name (None for the Defaults)."""
     rs, _ = p.policy.list_restrictions(tenant)
     return {r.name: None if r.is_default else r.priority for r in rs}
+
+
+def active_enrollment(
+    device: Device, fingerprint: str, started_at: datetime, *, user_id: str | None = None, **more: Any
+) -> Enrollment:
+    """A storage test's row: ``device``'s active BYOD enrollment, bound to the identity ``fingerprint``."""
+    return Enrollment(
+        id=str(uuid.uuid4()),
+        tenant_id=device.tenant_id,
+        device_id=device.id,
+        udid=device.udid,
+        user_id=user_id,
+        status=EnrollmentStatus.ACTIVE,
+        type=EnrollmentType.BYOD,
+        cert_fingerprint=fingerprint,
+        topic="com.apple.mgmt.x",
+        started_at=started_at,
+        **more,
+    )

@@ -13,15 +13,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from helpers import setup_tenant
+from helpers import active_enrollment, setup_tenant
 from pomona.app import Pomona, Settings, build
 from pomona.cli.main import main
 from pomona.domain.models import (
     CommandStatus,
     Device,
-    Enrollment,
-    EnrollmentStatus,
-    EnrollmentType,
     Event,
     Outcome,
     QueuedCommand,
@@ -43,18 +40,7 @@ def old_history(p: Pomona, tenant: str, events: int) -> None:
         d = uow.devices.upsert(
             Device(id=str(uuid.uuid4()), tenant_id=t.id, udid=f"U-{tenant}", serial=None, created_at=now)
         )
-        e = Enrollment(
-            id=str(uuid.uuid4()),
-            tenant_id=t.id,
-            device_id=d.id,
-            udid=d.udid,
-            user_id=None,
-            status=EnrollmentStatus.ACTIVE,
-            type=EnrollmentType.BYOD,
-            cert_fingerprint=f"fp-{tenant}",
-            topic="com.apple.mgmt.x",
-            started_at=now - OLD,
-        )
+        e = active_enrollment(d, f"fp-{tenant}", now - OLD)
         uow.enrollments.add(e)
         for i in range(events):
             uow.events.append(

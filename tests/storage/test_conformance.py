@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from helpers import active_enrollment
 from pomona.domain.checks import Finding, Severity
 from pomona.domain.errors import ConflictError
 from pomona.domain.models import (
@@ -83,18 +84,7 @@ def seed(db: Database) -> tuple[Tenant, User, Device, Enrollment]:
     d = Device(
         id=str(uuid.uuid4()), tenant_id=t.id, udid="UDID-1", serial="SER1", created_at=NOW, last_seen_at=NOW
     )
-    e = Enrollment(
-        id=str(uuid.uuid4()),
-        tenant_id=t.id,
-        device_id=d.id,
-        udid=d.udid,
-        user_id=u.id,
-        status=EnrollmentStatus.ACTIVE,
-        type=EnrollmentType.BYOD,
-        cert_fingerprint="fp1",
-        topic="com.apple.mgmt.x",
-        started_at=NOW,
-    )
+    e = active_enrollment(d, "fp1", NOW, user_id=u.id)
     with db.unit_of_work() as uow:
         uow.tenants.add(t, CA_KEY)
         uow.users.add(u)

@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Delete, Select, text
 
+from helpers import active_enrollment
 from pomona.domain.errors import InvalidInputError
 from pomona.domain.models import (
     CommandStatus,
     Device,
     Enrollment,
-    EnrollmentStatus,
-    EnrollmentType,
     Event,
     Outcome,
     QueuedCommand,
@@ -42,18 +41,7 @@ def make_tenant(db: Database, name: str) -> tuple[Tenant, Enrollment]:
     """A tenant with one device and its active enrollment."""
     t = Tenant(id=str(uuid.uuid4()), name=name, domain=f"{name}.example", created_at=NOW, ca_cert_pem=b"c")
     d = Device(id=str(uuid.uuid4()), tenant_id=t.id, udid=f"UDID-{name}", serial=f"S-{name}", created_at=NOW)
-    e = Enrollment(
-        id=str(uuid.uuid4()),
-        tenant_id=t.id,
-        device_id=d.id,
-        udid=d.udid,
-        user_id=None,
-        status=EnrollmentStatus.ACTIVE,
-        type=EnrollmentType.BYOD,
-        cert_fingerprint=f"fp-{name}",
-        topic="com.apple.mgmt.x",
-        started_at=NOW,
-    )
+    e = active_enrollment(d, f"fp-{name}", NOW)
     with db.unit_of_work() as uow:
         uow.tenants.add(t, CA_KEY)
         uow.devices.upsert(d)

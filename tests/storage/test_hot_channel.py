@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from helpers import active_enrollment
 from pomona.domain.errors import StorageBusyError
 from pomona.domain.models import (
     CommandStatus,
     Device,
     Enrollment,
     EnrollmentStatus,
-    EnrollmentType,
     Event,
     Outcome,
     QueuedCommand,
@@ -73,18 +73,7 @@ def _seed(db: Database, n: int, *, last_seen: datetime | None = NOW) -> tuple[Te
                 last_seen_at=last_seen,
             )
             uow.devices.upsert(d)
-            e = Enrollment(
-                id=str(uuid.uuid4()),
-                tenant_id=t.id,
-                device_id=d.id,
-                udid=d.udid,
-                user_id=u.id,
-                status=EnrollmentStatus.ACTIVE,
-                type=EnrollmentType.BYOD,
-                cert_fingerprint=f"fp{i}",
-                topic="com.apple.mgmt.x",
-                started_at=NOW,
-            )
+            e = active_enrollment(d, f"fp{i}", NOW, user_id=u.id)
             uow.enrollments.add(e)
             uow.commands.enqueue_many(
                 [

@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
+from helpers import active_enrollment
 from pomona.domain.errors import ConflictError, StorageBusyError
 from pomona.domain.models import (
     Device,
     Enrollment,
     EnrollmentStatus,
-    EnrollmentType,
     Event,
     IssuedCert,
     Outcome,
@@ -46,19 +46,8 @@ def seed(db: SqlDatabase) -> tuple[Tenant, User, Enrollment]:
     t = Tenant(str(uuid.uuid4()), "acme", "acme.example", NOW, b"ca-cert", push_topic="com.apple.mgmt.x")
     u = User(str(uuid.uuid4()), t.id, "ana@acme.example", "ana@acme.example", "Ana", created_at=NOW)
     d = Device(str(uuid.uuid4()), t.id, "UDID-1", serial="SER1", created_at=NOW, last_seen_at=NOW)
-    e = Enrollment(
-        id=str(uuid.uuid4()),
-        tenant_id=t.id,
-        device_id=d.id,
-        udid=d.udid,
-        user_id=u.id,
-        status=EnrollmentStatus.ACTIVE,
-        type=EnrollmentType.BYOD,
-        cert_fingerprint="fp1",
-        topic="com.apple.mgmt.x",
-        started_at=NOW,
-        push_token=b"\x00\xfftoken",
-        awaiting_configuration=True,
+    e = active_enrollment(
+        d, "fp1", NOW, user_id=u.id, push_token=b"\x00\xfftoken", awaiting_configuration=True
     )
     with db.unit_of_work() as uow:
         uow.tenants.add(t, b"ca-key")
