@@ -271,3 +271,17 @@ def active_enrollment(
         started_at=started_at,
         **more,
     )
+
+
+def insert_old_tenant(conn: Any, tenant_id: str, at: datetime) -> None:
+    """A tenant row written with SQL on a database at an older migration (the migration tests: the stores
+    speak the newest schema): tenant "acme", no seats, policy version 0."""
+    from sqlalchemy import text
+
+    conn.execute(
+        text(
+            "INSERT INTO tenants (id, name, domain, created_at, ca_cert_pem, ca_key_pem, "
+            "licence_seats, policy_version) VALUES (:i, 'acme', 'x.example', :c, :p, :p, 0, 0)"
+        ),
+        {"i": tenant_id, "c": at, "p": b"pem"},
+    )

@@ -5,8 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import text
-
+from helpers import insert_old_tenant
 from pomona.ports import CaKeyPair
 from pomona.storage.migrate import upgrade
 from pomona.storage.sql import SqlDatabase
@@ -21,13 +20,7 @@ class TestMigration0012:
             upgrade(d.engine, "0011")
             tid = str(uuid.uuid4())
             with d.engine.begin() as conn:
-                conn.execute(
-                    text(
-                        "INSERT INTO tenants (id, name, domain, created_at, ca_cert_pem, ca_key_pem, "
-                        "licence_seats, policy_version) VALUES (:i, 'acme', 'x.example', :c, :p, :p, 0, 0)"
-                    ),
-                    {"i": tid, "c": datetime.now(UTC), "p": b"pem"},
-                )
+                insert_old_tenant(conn, tid, datetime.now(UTC))
             upgrade(d.engine)
             with d.unit_of_work() as uow:
                 assert uow.tenants.ca_keypair(tid) == CaKeyPair(b"pem", b"pem")

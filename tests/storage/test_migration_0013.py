@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
+from helpers import insert_old_tenant
 from pomona.ports import AbmAssignment, AbmProfileRecord
 from pomona.storage.migrate import upgrade
 from pomona.storage.sql import SqlDatabase
@@ -22,13 +23,7 @@ class TestMigration0013:
             upgrade(d.engine, "0012")
             tid = str(uuid.uuid4())
             with d.engine.begin() as conn:
-                conn.execute(
-                    text(
-                        "INSERT INTO tenants (id, name, domain, created_at, ca_cert_pem, ca_key_pem, "
-                        "licence_seats, policy_version) VALUES (:i, 'acme', 'x.example', :c, :p, :p, 0, 0)"
-                    ),
-                    {"i": tid, "c": now, "p": b"pem"},
-                )
+                insert_old_tenant(conn, tid, now)
                 conn.execute(
                     text(
                         "INSERT INTO abm_device_history (tenant_id, serial_number, token_id, at, op_type, "

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
+from helpers import insert_old_tenant
 from pomona.domain.models import EnrollmentToken, IssuedCert
 from pomona.ports import AbmAssignment, AbmProfileRecord
 from pomona.storage.migrate import upgrade
@@ -24,13 +25,7 @@ class TestMigration0014:
             upgrade(d.engine, "0013")
             tid = str(uuid.uuid4())
             with d.engine.begin() as conn:
-                conn.execute(
-                    text(
-                        "INSERT INTO tenants (id, name, domain, created_at, ca_cert_pem, ca_key_pem, "
-                        "licence_seats, policy_version) VALUES (:i, 'acme', 'x.example', :c, :p, :p, 0, 0)"
-                    ),
-                    {"i": tid, "c": now, "p": b"pem"},
-                )
+                insert_old_tenant(conn, tid, now)
                 conn.execute(
                     text(
                         "INSERT INTO enrollment_tokens (id, tenant_id, token_hash, expires_at, uses_allowed, "

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import inspect, text
 
+from helpers import insert_old_tenant
 from pomona.domain.models import Event, Outcome, Step
 from pomona.storage import schema as s
 from pomona.storage.migrate import upgrade
@@ -42,13 +43,7 @@ class TestMigration0017:
             upgrade(d.engine, "0016")
             tid = str(uuid.uuid4())
             with d.engine.begin() as conn:
-                conn.execute(
-                    text(
-                        "INSERT INTO tenants (id, name, domain, created_at, ca_cert_pem, ca_key_pem, "
-                        "licence_seats, policy_version) VALUES (:i, 'acme', 'x.example', :c, :p, :p, 0, 0)"
-                    ),
-                    {"i": tid, "c": now, "p": b"pem"},
-                )
+                insert_old_tenant(conn, tid, now)
                 conn.execute(
                     text(
                         "INSERT INTO abm_profiles (id, tenant_id, name, settings, is_default, created_at, "

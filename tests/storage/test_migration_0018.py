@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from alembic import command as alembic
 from sqlalchemy import inspect, text
 
+from helpers import insert_old_tenant
 from pomona.storage import schema as s
 from pomona.storage.migrate import alembic_config, upgrade
 from pomona.storage.sql import SqlDatabase
@@ -34,13 +35,7 @@ class TestMigration0018:
             upgrade(d.engine, "0017")
             tid = str(uuid.uuid4())
             with d.engine.begin() as conn:
-                conn.execute(
-                    text(
-                        "INSERT INTO tenants (id, name, domain, created_at, ca_cert_pem, ca_key_pem, "
-                        "licence_seats, policy_version) VALUES (:i, 'acme', 'x.example', :c, :p, :p, 0, 0)"
-                    ),
-                    {"i": tid, "c": now, "p": b"pem"},
-                )
+                insert_old_tenant(conn, tid, now)
                 conn.execute(
                     text("INSERT INTO devices (id, tenant_id, udid, created_at) VALUES ('d', :i, 'u', :c)"),
                     {"i": tid, "c": now},
