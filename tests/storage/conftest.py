@@ -28,3 +28,13 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     d.create_all()
     yield d
     d.dispose()
+
+
+@pytest.fixture
+def sql(db_url: str) -> Iterator[SqlDatabase]:
+    """A SQL database (SQLite, then PostgreSQL), migrated: for what only SQL storage has (the driver's
+    statements, its connections, lock waits)."""
+    d = SqlDatabase(db_url)
+    d.create_all()
+    yield d
+    d.dispose()

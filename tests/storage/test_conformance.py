@@ -694,24 +694,17 @@ class TestChannelState:
 
 
 # --- the idle check-in's read on the raw driver (storage/hot_sql.py) ------------------------------
-@pytest.fixture
-def hot_db(db_url: str) -> Iterator[SqlDatabase]:
-    """A SQL database (SQLite, PostgreSQL) for the idle check-in's raw-driver read (storage/hot_sql.py)."""
-    d = SqlDatabase(db_url)
-    d.create_all()
-    yield d
-    d.dispose()
 
 
-def test_same_answer_as_sqlalchemy(hot_db: SqlDatabase) -> None:
+def test_same_answer_as_sqlalchemy(sql: SqlDatabase) -> None:
     """The raw read returns what the SQLAlchemy statement returns, the timestamp in UTC."""
     from pomona.storage.commands_sql import CHANNEL_ANY
 
-    t, _, d, e = seed(hot_db)
-    with hot_db.unit_of_work() as uow:
+    t, _, d, e = seed(sql)
+    with sql.unit_of_work() as uow:
         c1 = uow.commands.enqueue(command(t, e, 1))
-    st = hot_db.channel_state("fp1", skip_not_now=False)
-    with hot_db.unit_of_work(readonly=True) as uow:
+    st = sql.channel_state("fp1", skip_not_now=False)
+    with sql.unit_of_work(readonly=True) as uow:
         row = uow.conn.execute(CHANNEL_ANY, {"fp": "fp1"}).one()
     assert st is not None
     assert (st.enrollment_id, st.tenant_id, st.udid, st.device_id) == tuple(row[:4])
@@ -719,31 +712,31 @@ def test_same_answer_as_sqlalchemy(hot_db: SqlDatabase) -> None:
     assert st.next_command_body == bytes(row[6])
 
 
-def test_a_connection_per_thread_and_closed_at_dispose(hot_db: SqlDatabase) -> None:
+def test_a_connection_per_thread_and_closed_at_dispose(sql: SqlDatabase) -> None:
     """Each thread (an event loop's, a worker's) reads on its own connection, closed when the thread ends
     (tests/storage/test_hot_connections.py); dispose closes them all and a later read opens a new one."""
     import asyncio
     import threading
 
-    seed(hot_db)
-    assert hot_db.channel_state("fp1", skip_not_now=False) is not None
+    seed(sql)
+    assert sql.channel_state("fp1", skip_not_now=False) is not None
     seen: list[object] = []
 
     def other() -> None:
         async def on_loop() -> None:
-            assert hot_db.channel_state("fp1", skip_not_now=True) is not None
-            seen.append(hot_db.hot._conn())
+            assert sql.channel_state("fp1", skip_not_now=True) is not None
+            seen.append(sql.hot._conn())
 
         asyncio.run(on_loop())
 
     th = threading.Thread(target=other)
     th.start()
     th.join()
-    assert seen and seen[0] is not hot_db.hot._conn()
-    assert hot_db.hot.open_connections() == 1  # the ended thread's connection closed with it
-    hot_db.dispose()
-    assert hot_db.hot.open_connections() == 0
-    assert hot_db.channel_state("fp1", skip_not_now=False) is not None
+    assert seen and seen[0] is not sql.hot._conn()
+    assert sql.hot.open_connections() == 1  # the ended thread's connection closed with it
+    sql.dispose()
+    assert sql.hot.open_connections() == 0
+    assert sql.channel_state("fp1", skip_not_now=False) is not None
 
 
 def test_dropped_connection_is_opened_again(pg_url: str) -> None:
@@ -756,17 +749,17 @@ def test_dropped_connection_is_opened_again(pg_url: str) -> None:
         sql.dispose()
 
 
-def _dropped_and_read_again(hot_db: SqlDatabase) -> None:
+def _dropped_and_read_again(sql: SqlDatabase) -> None:
     from sqlalchemy import text
 
-    seed(hot_db)
-    assert hot_db.channel_state("fp1", skip_not_now=False) is not None
-    pid = hot_db.hot._conn().info.backend_pid
-    with hot_db.engine.connect() as conn:
+    seed(sql)
+    assert sql.channel_state("fp1", skip_not_now=False) is not None
+    pid = sql.hot._conn().info.backend_pid
+    with sql.engine.connect() as conn:
         conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
-    st = hot_db.channel_state("fp1", skip_not_now=False)
+    st = sql.channel_state("fp1", skip_not_now=False)
     assert st is not None and st.udid == "UDID-1"
-    assert hot_db.hot._conn().info.backend_pid != pid
+    assert sql.hot._conn().info.backend_pid != pid
 
 
 class TestGroups:

@@ -8,7 +8,6 @@ import asyncio
 import re
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,14 +36,6 @@ from pomona.storage.sql import SqlDatabase
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
 CHAIN: list[dict[str, object]] = [{"ErrorCode": 12021, "ErrorDomain": "MCMDMErrorDomain", "Note": "<é>"}]
-
-
-@pytest.fixture
-def sql(db_url: str) -> Iterator[SqlDatabase]:
-    d = SqlDatabase(db_url)
-    d.create_all()
-    yield d
-    d.dispose()
 
 
 def _seed(db: Database, n: int, *, last_seen: datetime | None = NOW) -> tuple[Tenant, list[Enrollment]]:

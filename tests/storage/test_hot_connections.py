@@ -6,19 +6,8 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
-
-import pytest
 
 from pomona.storage.sql import SqlDatabase
-
-
-@pytest.fixture
-def sql(db_url: str) -> Iterator[SqlDatabase]:
-    d = SqlDatabase(db_url)
-    d.create_all()
-    yield d
-    d.dispose()
 
 
 def _read(db: SqlDatabase) -> None:

@@ -7,7 +7,6 @@ import asyncio
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -34,22 +33,14 @@ from pomona.storage.hot_sql import DriverStatement, Prepared
 NOW = datetime(2026, 11, 26, 12, 0, 5, 123456, tzinfo=UTC)
 
 
-@pytest.fixture
-def db(db_url: str) -> Iterator[SqlDatabase]:
-    d = SqlDatabase(db_url)
-    d.create_all()
-    yield d
-    d.dispose()
-
-
-def seed(db: SqlDatabase) -> tuple[Tenant, User, Enrollment]:
+def seed(sql: SqlDatabase) -> tuple[Tenant, User, Enrollment]:
     t = Tenant(str(uuid.uuid4()), "acme", "acme.example", NOW, b"ca-cert", push_topic="com.apple.mgmt.x")
     u = User(str(uuid.uuid4()), t.id, "ana@acme.example", "ana@acme.example", "Ana", created_at=NOW)
     d = Device(str(uuid.uuid4()), t.id, "UDID-1", serial="SER1", created_at=NOW, last_seen_at=NOW)
     e = active_enrollment(
         d, "fp1", NOW, user_id=u.id, push_token=b"\x00\xfftoken", awaiting_configuration=True
     )
-    with db.unit_of_work() as uow:
+    with sql.unit_of_work() as uow:
         uow.tenants.add(t, b"ca-key")
         uow.users.add(u)
         uow.devices.upsert(d)
@@ -72,11 +63,11 @@ _ENROLLMENT_AND_SEEN = (
 )
 
 
-def test_rows_as_sqlalchemy_reads_them(db: SqlDatabase) -> None:
+def test_rows_as_sqlalchemy_reads_them(sql: SqlDatabase) -> None:
     """A row read on the driver is what SQLAlchemy reads: timestamps (UTC), booleans, bytes, a join."""
-    seed(db)
+    seed(sql)
     prepared = Prepared(_ENROLLMENT_AND_SEEN)
-    with db.unit_of_work(readonly=True) as uow:
+    with sql.unit_of_work(readonly=True) as uow:
         ours = prepared.first(uow.conn, {"fp": "fp1"})
         theirs = dict(uow.conn.execute(_ENROLLMENT_AND_SEEN, {"fp": "fp1"}).one()._mapping)
         assert prepared.all(uow.conn, {"fp": "fp1"}) == [theirs]
@@ -86,15 +77,15 @@ def test_rows_as_sqlalchemy_reads_them(db: SqlDatabase) -> None:
     assert ours["last_seen_at"].replace(tzinfo=UTC) == NOW
 
 
-def test_stores_read_back_what_they_wrote(db: SqlDatabase) -> None:
+def test_stores_read_back_what_they_wrote(sql: SqlDatabase) -> None:
     """The enrollment's store methods (now on the driver) give back the records written, as before."""
-    t, u, e = seed(db)
-    with db.unit_of_work() as uow:
+    t, u, e = seed(sql)
+    with sql.unit_of_work() as uow:
         uow.certs.add(cert(t, "fp1"))
         uow.certs.bind("fp1", e.id)
         uow.enrollments.update_token(e.id, b"new", "magic", None, False, NOW)
         uow.events.append(event(t))
-    with db.unit_of_work(readonly=True) as uow:
+    with sql.unit_of_work(readonly=True) as uow:
         assert uow.tenants.get(t.id) == t
         assert uow.users.get(t.id, u.id) == u
         got = uow.certs.get("fp1")
@@ -111,40 +102,40 @@ def test_stores_read_back_what_they_wrote(db: SqlDatabase) -> None:
         assert [x.detail for x in uow.events.query(t.id)] == [{"repeat_download": False}]
 
 
-def test_writes_are_in_the_unit_of_works_transaction(db: SqlDatabase) -> None:
+def test_writes_are_in_the_unit_of_works_transaction(sql: SqlDatabase) -> None:
     """A unit of work that fails rolls back what its driver statements wrote (an event, a certificate)."""
-    t, _, _ = seed(db)
-    with pytest.raises(RuntimeError), db.unit_of_work() as uow:
+    t, _, _ = seed(sql)
+    with pytest.raises(RuntimeError), sql.unit_of_work() as uow:
         uow.events.append(event(t))
         uow.certs.add(cert(t, "fp-rolled-back"))
         raise RuntimeError("the step fails after its writes")
-    with db.unit_of_work(readonly=True) as uow:
+    with sql.unit_of_work(readonly=True) as uow:
         assert uow.certs.get("fp-rolled-back") is None
         assert uow.events.query(t.id) == []
 
 
-def test_driver_errors_come_out_as_sqlalchemys(db: SqlDatabase) -> None:
+def test_driver_errors_come_out_as_sqlalchemys(sql: SqlDatabase) -> None:
     """A constraint the driver reports is SQLAlchemy's IntegrityError, which the unit of work turns into
     ConflictError as before; nothing of the transaction is kept."""
-    t, _, _ = seed(db)
-    with db.unit_of_work() as uow:
+    t, _, _ = seed(sql)
+    with sql.unit_of_work() as uow:
         uow.certs.add(cert(t, "fp-twice"))
-    with pytest.raises(ConflictError) as caught, db.unit_of_work() as uow:
+    with pytest.raises(ConflictError) as caught, sql.unit_of_work() as uow:
         uow.events.append(event(t))
         uow.certs.add(cert(t, "fp-twice"))
     assert isinstance(caught.value.__cause__, IntegrityError)
-    with db.unit_of_work(readonly=True) as uow:
+    with sql.unit_of_work(readonly=True) as uow:
         assert uow.events.query(t.id) == []
 
 
-def test_outside_a_transaction_sqlalchemy_begins_one(db: SqlDatabase) -> None:
+def test_outside_a_transaction_sqlalchemy_begins_one(sql: SqlDatabase) -> None:
     """On a connection with nothing begun, the statement runs through SQLAlchemy (which begins a
     transaction), so a rollback still undoes it: the driver alone would have committed it."""
-    t, _, _ = seed(db)
+    t, _, _ = seed(sql)
     columns = ("fingerprint", "tenant_id", "serial", "not_after", "issued_at")
     add = Prepared(s.certs.insert().values({k: bindparam(k) for k in columns}))
     get = Prepared(select(s.certs.c.fingerprint).where(s.certs.c.fingerprint == bindparam("fingerprint")))
-    with db.engine.connect() as conn:
+    with sql.engine.connect() as conn:
         assert not conn.in_transaction()
         values = {
             "fingerprint": "fp-autobegin",
@@ -159,24 +150,24 @@ def test_outside_a_transaction_sqlalchemy_begins_one(db: SqlDatabase) -> None:
         assert get.first(conn, {"fingerprint": "fp-autobegin"}) is None
 
 
-def test_lock_wait_on_the_loop_is_storage_busy(db: SqlDatabase) -> None:
+def test_lock_wait_on_the_loop_is_storage_busy(sql: SqlDatabase) -> None:
     """A write that waits for a lock on the event loop's thread gives up after the loop's bound with
     StorageBusyError (PostgreSQL: raised by the driver statement itself), as through SQLAlchemy."""
-    t, _, _ = seed(db)
+    t, _, _ = seed(sql)
     holder: object
-    if db.is_sqlite:
-        holder = sqlite3.connect(db.engine.url.database or "", isolation_level=None, check_same_thread=False)
+    if sql.is_sqlite:
+        holder = sqlite3.connect(sql.engine.url.database or "", isolation_level=None, check_same_thread=False)
         holder.execute("BEGIN IMMEDIATE")  # type: ignore[attr-defined]
     else:
         import psycopg
 
-        holder = psycopg.connect(db.url.replace("postgresql+psycopg://", "postgresql://"))
+        holder = psycopg.connect(sql.url.replace("postgresql+psycopg://", "postgresql://"))
         holder.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")  # type: ignore[attr-defined]
     errors: list[BaseException] = []
 
     def on_loop() -> None:
         async def write() -> None:
-            with db.unit_of_work() as uow:
+            with sql.unit_of_work() as uow:
                 uow.events.append(event(t))
 
         try:
@@ -192,9 +183,9 @@ def test_lock_wait_on_the_loop_is_storage_busy(db: SqlDatabase) -> None:
         holder.rollback()  # type: ignore[attr-defined]
         holder.close()  # type: ignore[attr-defined]
     assert len(errors) == 1 and isinstance(errors[0], StorageBusyError)
-    with db.unit_of_work() as uow:
+    with sql.unit_of_work() as uow:
         uow.events.append(event(t))  # the lock is gone: the same write goes through
-    with db.unit_of_work(readonly=True) as uow:
+    with sql.unit_of_work(readonly=True) as uow:
         assert len(uow.events.query(t.id)) == 1
 
 
@@ -209,11 +200,11 @@ _SET_TOKEN = (
 )
 
 
-def test_values_by_position_or_by_name_bind_the_same(db: SqlDatabase) -> None:
+def test_values_by_position_or_by_name_bind_the_same(sql: SqlDatabase) -> None:
     """One statement called with values in ``names`` order (the command channel) or by name (the stores)
     sends the same parameters: its constant, bytes, a boolean and a timestamp read back as written."""
-    _, _, e = seed(db)
-    dialect = db.engine.dialect
+    _, _, e = seed(sql)
+    dialect = sql.engine.dialect
     by_position = DriverStatement(_SET_TOKEN, dialect, ["eid", "tok", "awaiting", "at"])
     by_name = DriverStatement(_SET_TOKEN, dialect)
     assert by_position.sql == by_name.sql
@@ -221,10 +212,10 @@ def test_values_by_position_or_by_name_bind_the_same(db: SqlDatabase) -> None:
         (by_position, (e.id, b"\x01pos", False, NOW), b"\x01pos"),
         (by_name, {"eid": e.id, "tok": b"\x02name", "awaiting": False, "at": NOW}, b"\x02name"),
     ):
-        with db.unit_of_work() as uow:
+        with sql.unit_of_work() as uow:
             driver = uow.conn.connection.driver_connection
             assert statement.run(driver, statement.params(values)).rowcount == 1
-        with db.unit_of_work(readonly=True) as uow:
+        with sql.unit_of_work(readonly=True) as uow:
             active = uow.enrollments.active_by_fingerprint("fp1")
         assert active is not None and active[0].push_token == token
         assert active[0].awaiting_configuration is False and active[0].token_updated_at == NOW
