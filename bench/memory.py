@@ -15,11 +15,12 @@ TokenUpdate), so that their signed check-ins are accepted. Printed, with the loa
 - RSS over a mixed soak of ``--soak-seconds``, sampled every ``--sample`` seconds: paced idle check-ins
   over the whole fleet (keep-alive connections, ``--rate`` per second), commands queued through the
   admin API and fetched and answered by the devices (``--command-rate``), and console, portal and API
-  pages (``--web-rate``); the growth from the sample at two minutes (or half-way, in a shorter soak)
-  to the end.
+  pages (``--web-rate``). From the sample at two minutes (or half-way, in a shorter soak) to the end:
+  the difference, each minute's peak, and the trend (least squares), which decides: RSS moves by 2-4 MB
+  within a minute, so two single samples differ by that much either way (GROWTH_LIMIT).
 
 RSS is the server's (and its workers'), from /proc/<pid>/status. Targets: < 150 MB at rest, < 250 MB
-under the 1,000 concurrent check-ins, no growth over the soak.
+under the 1,000 concurrent check-ins, no growth over the soak (a trend under GROWTH_LIMIT).
 """
 
 from __future__ import annotations
@@ -69,6 +70,27 @@ def slope(samples: list[tuple[float, float]]) -> float:
     mm = sum(mb for _, mb in samples) / len(samples)
     var = sum((t - mt) ** 2 for t, _ in samples)
     return sum((t - mt) * (mb - mm) for t, mb in samples) / var if var else 0.0
+
+
+#: The soak's "no growth": a least-squares trend under this many MB per minute. RSS moves up and down by
+#: 2-4 MB within a minute (glibc's heap between two hand-backs of its free pages, services/jobs.py
+#: Background.trim), so the first and last samples alone differ by that much either way; a leak of a
+#: few hundred bytes per request shows as a steady trend of a megabyte a minute or more at these rates.
+GROWTH_LIMIT = 0.1
+
+
+def minute_peaks(samples: list[tuple[float, float]]) -> list[float]:
+    """The highest RSS of each whole minute of (seconds, MB) samples, from the first sample on (a last
+    minute cut short is left out)."""
+    if not samples:
+        return []
+    t0 = samples[0][0]
+    peaks: dict[int, float] = {}
+    for t, mb in samples:
+        k = int((t - t0) // 60)
+        peaks[k] = max(peaks.get(k, 0.0), mb)
+    last = int((samples[-1][0] - t0) // 60)
+    return [peaks[k] for k in sorted(peaks) if k < last]
 
 
 def load() -> str:
@@ -342,11 +364,25 @@ def main() -> None:
         mark = min(120.0, args.soak_seconds / 2)
         at_mark = next(mb for t, mb in s.samples if t >= mark)
         end_mb = s.samples[-1][1]
+        after = [(t, mb) for t, mb in s.samples if t >= mark]
         half = [(t, mb) for t, mb in s.samples if t >= args.soak_seconds / 2]
+        trend = slope(after) * 60
+        minutes = minute_peaks(after)
         print(
-            f"soak: RSS {at_mark:.1f} MB at {mark:.0f} s, {end_mb:.1f} MB at the end: growth "
-            f"{end_mb - at_mark:+.1f} MB; over the second half {slope(half) * 60:+.2f} MB per minute "
-            f"(least squares); peak {s.peak():.1f} MB   target: no growth   | load {load()}",
+            f"soak: RSS {at_mark:.1f} MB at {mark:.0f} s, {end_mb:.1f} MB at the end ({end_mb - at_mark:+.1f} MB); "
+            f"peak {s.peak():.1f} MB   | load {load()}",
+            flush=True,
+        )
+        print(
+            f"soak: each minute's peak from {mark:.0f} s: {' '.join(f'{mb:.1f}' for mb in minutes)} MB",
+            flush=True,
+        )
+        print(
+            f"soak: trend from {mark:.0f} s to the end {trend:+.2f} MB per minute "
+            f"({trend * (s.samples[-1][0] - mark) / 60:+.1f} MB over those {(s.samples[-1][0] - mark) / 60:.0f} "
+            f"minutes; least squares), over the second half {slope(half) * 60:+.2f} MB per minute   "
+            f"target: no growth (a trend under {GROWTH_LIMIT:g} MB per minute)"
+            f"{'' if trend < GROWTH_LIMIT else '   ** GROWING **'}",
             flush=True,
         )
     finally:
