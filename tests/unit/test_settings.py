@@ -4,6 +4,7 @@ and docs/configuration.md generated from the model."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 
 from pomona import logs
 from pomona.cli import main as cli_main
-from pomona.cli.main import main
+from pomona.cli.main import _asks_for_json, main
 from pomona.domain.errors import InvalidInputError
 from pomona.domain.reasons import ReasonCode
 from pomona.i18n import set_process_lang
@@ -280,6 +281,21 @@ class TestCommandLine:
         result = CliRunner().invoke(main, ["tenant", "list"], env={"POMONA_PUSH_LEASE": "soon"})
         assert result.exit_code == 2
         assert "POMONA_PUSH_LEASE" in result.output and len(result.output.strip().splitlines()) == 1
+
+    @pytest.mark.parametrize("flag", [["--json"], ["--format", "json"]])
+    def test_a_bad_variable_is_json_when_the_command_asks_for_json(
+        self, restore_logging: None, flag: list[str]
+    ) -> None:
+        """With --json, a settings error is the JSON object of every other error, on stdout, exit 2."""
+        result = CliRunner().invoke(main, ["tenant", "list", *flag], env={"POMONA_PUSH_LEASE": "soon"})
+        assert result.exit_code == 2, result.output
+        body = json.loads(result.stdout)
+        assert body["reason"] == "INVALID_INPUT" and "POMONA_PUSH_LEASE" in body["message"]
+
+    def test_json_after_a_double_dash_is_not_the_option(self) -> None:
+        """Only an option before ``--`` asks for JSON; ``--format json`` does, ``--format table`` not."""
+        assert _asks_for_json(["list", "--json"]) and _asks_for_json(["x", "--format=json"])
+        assert not _asks_for_json(["run", "--", "--json"]) and not _asks_for_json(["x", "--format", "table"])
 
     def test_a_bad_variable_is_told_in_the_command_lines_language(
         self, restore_logging: None, chinese_cli: None

@@ -165,12 +165,33 @@ def _out(data: object, text: str) -> None:
 
 
 class _SettingsError(click.ClickException):
-    """Settings the environment gives that do not validate: one line with its reason code, exit 2."""
+    """Settings the environment gives that do not validate: one line with its reason code, exit 2; with
+    --json on the command line, the JSON object of every other error (cli_error)."""
 
     exit_code = 2  # as for every PomonaError
 
+    def __init__(self, message: str, *, as_json: bool) -> None:
+        super().__init__(message)
+        self.as_json = as_json
+
     def show(self, file: Any = None) -> None:
-        click.echo(t("cli.error", reason=InvalidInputError.reason.value, message=self.message), err=True)
+        reason = InvalidInputError.reason.value
+        if self.as_json:
+            click.echo(json.dumps({"reason": reason, "message": self.message}, ensure_ascii=False))
+        else:
+            click.echo(t("cli.error", reason=reason, message=self.message), err=True)
+
+
+WANTS_JSON = "pomona.wants_json"  # ctx.meta: the command line asks for --json (its subcommand's option)
+
+
+def _asks_for_json(args: list[str]) -> bool:
+    """``--json`` (or the deprecated ``--format json``) among a subcommand's arguments, before any ``--``.
+    The settings are read before the subcommand parses its options: their error still has to come as
+    JSON to a script that asked for it."""
+    args = args[: args.index("--")] if "--" in args else args
+    pairs = zip(args, [*args[1:], ""], strict=True)
+    return any(a == "--json" or a == "--format=json" or (a == "--format" and b == "json") for a, b in pairs)
 
 
 #: Commands complete in this module: no command module adds to them, so running one imports none of
@@ -237,6 +258,9 @@ class _PomonaGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
+        first = getattr(ctx, "_protected_args", None)  # click 8.2 on; before, ``protected_args``
+        rest = [*(ctx.protected_args if first is None else first), *ctx.args]
+        ctx.meta[WANTS_JSON] = _asks_for_json([str(a) for a in rest])
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
@@ -263,7 +287,8 @@ def main(debug: bool) -> None:
     except InvalidInputError as exc:
         from pomona.presenters import error_text
 
-        raise _SettingsError(error_text(describe(exc))) from None  # in the command line's language
+        as_json = bool(click.get_current_context().meta.get(WANTS_JSON))
+        raise _SettingsError(error_text(describe(exc)), as_json=as_json) from None  # in its language
     configure(settings.log_format, settings.log_level or "warning", lazy=True)
 
 
