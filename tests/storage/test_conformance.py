@@ -237,6 +237,46 @@ class TestSettings:
             t.join(30)
         assert len(got) == 8 and len(set(got)) == 1, got
 
+    def test_a_setting_put_while_another_process_inserts_it_is_written(self, sql_db: SqlDatabase) -> None:
+        """A setting put while another transaction inserts the same key waits and overwrites it, never
+        ALREADY_EXISTS (hosts starting together on a new database each record the public URL)."""
+        import threading
+        import time
+
+        from sqlalchemy import insert, text
+
+        from pomona.storage import schema as s
+
+        errors: list[BaseException] = []
+
+        def put() -> None:
+            try:
+                sql_db.settings_put("public_url", b"mine")
+            except BaseException as exc:  # noqa: BLE001 - the test's answer
+                errors.append(exc)
+
+        other = sql_db.engine.connect()
+        tx = other.begin()
+        other.execute(insert(s.settings).values(key="public_url", value=b"theirs"))
+        thread = threading.Thread(target=put)
+        thread.start()
+        if sql_db.is_sqlite:
+            time.sleep(0.3)  # waiting for the write lock
+        else:  # until the put waits for the other insert (a lock not granted), so the race is real
+            with sql_db.engine.connect() as watch:
+                for _ in range(500):
+                    waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+                    if watch.execute(text(waiting)).scalar():
+                        break
+                    time.sleep(0.01)
+                else:
+                    pytest.fail("the put never waited for the other transaction")
+        tx.commit()
+        other.close()
+        thread.join(30)
+        assert not errors, errors
+        assert sql_db.settings_get("public_url") == b"mine"
+
 
 class TestTokensAndCerts:
     def test_token_consume(self, db: Database) -> None:

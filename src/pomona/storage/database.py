@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -356,29 +356,32 @@ class SqlDatabase:
         return None if row is None else unseal(self.sealer, bytes(row[0]), f"setting:{key}")
 
     def settings_put(self, key: str, value: bytes) -> None:
-        value = seal(self.sealer, value, f"setting:{key}")
+        """Set a setting: one upsert, so that processes starting together on a new database (each
+        `pomona serve` records its public URL) do not collide on the first insert (ALREADY_EXISTS)."""
+        sealed = seal(self.sealer, value, f"setting:{key}")
+        stmt = self._settings_upsert().values(key=key, value=sealed)
         with self.unit_of_work() as uow:
-            done = uow.conn.execute(
-                update(s.settings).where(s.settings.c.key == key).values(value=value)
-            ).rowcount
-            if not done:
-                uow.conn.execute(insert(s.settings).values(key=key, value=value))
+            uow.conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": sealed}))
 
     def settings_add(self, key: str, value: bytes) -> bytes:
-        if self.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert as upsert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as upsert  # type: ignore[assignment]
         sealed = seal(self.sealer, value, f"setting:{key}")
         with self.unit_of_work() as uow:
             uow.conn.execute(
-                upsert(s.settings)
+                self._settings_upsert()
                 .values(key=key, value=sealed)
                 .on_conflict_do_nothing(index_elements=["key"])
             )
         stored = self.settings_get(key)
         assert stored is not None
         return stored
+
+    def _settings_upsert(self) -> Any:
+        """``INSERT INTO settings`` in this database's dialect, with its ``ON CONFLICT`` clauses."""
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as upsert  # type: ignore[assignment]
+        return upsert(s.settings)
 
     # --- state shared between processes (storage/shared_sql.py; ports.Leases, ports.SharedLimits) ---
     def lease_acquire(self, name: str, holder: str, now: datetime, ttl: float) -> bool:
