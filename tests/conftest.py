@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 IN_CI = os.environ.get("CI") == "true"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+# A suite started in the background by a shell without job control (or under nohup) inherits SIGINT
+# ignored, and so would every process a test starts: the tests that stop a command or a server with
+# Ctrl-C (events --follow, the README's demo) then wait for it in vain. Their children get it back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 from helpers import missing  # noqa: E402
