@@ -83,13 +83,18 @@ def cli_error(exc: BaseException, *, as_json: bool) -> int:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
-    if as_json:
-        click.echo(json.dumps({"reason": e.reason.value, "message": message}, ensure_ascii=False))
-    else:
-        click.echo(t("cli.error", reason=e.reason.value, message=message), err=True)
+    _print_error(e.reason.value, message, as_json=as_json)
     if e.internal:
         return 1
     return exc.exit_code if isinstance(exc, PomonaError) else 2
+
+
+def _print_error(reason: str, message: str, *, as_json: bool) -> None:
+    """An error's one line on stderr, or with --json its object ``{"reason", "message"}`` on stdout."""
+    if as_json:
+        click.echo(json.dumps({"reason": reason, "message": message}, ensure_ascii=False))
+    else:
+        click.echo(t("cli.error", reason=reason, message=message), err=True)
 
 
 def cli_warning(reason: str | None, message: str) -> None:
@@ -175,11 +180,7 @@ class _SettingsError(click.ClickException):
         self.as_json = as_json
 
     def show(self, file: Any = None) -> None:
-        reason = InvalidInputError.reason.value
-        if self.as_json:
-            click.echo(json.dumps({"reason": reason, "message": self.message}, ensure_ascii=False))
-        else:
-            click.echo(t("cli.error", reason=reason, message=self.message), err=True)
+        _print_error(InvalidInputError.reason.value, self.message, as_json=self.as_json)
 
 
 WANTS_JSON = "pomona.wants_json"  # ctx.meta: the command line asks for --json (its subcommand's option)
