@@ -158,9 +158,20 @@ def demo(data_dir: Path | None, host: str, port: int, devices: int, exit_after_s
         except KeyboardInterrupt:
             pass
     finally:
-        server.should_exit = True
-        thread.join(10)
+        _stop_server(server, thread)
         emulator_cm.__exit__(None, None, None)
+
+
+def _stop_server(server: Any, thread: threading.Thread, graceful: float = 30.0) -> None:
+    """Stop the server thread before this (main) thread returns: the interpreter's exit shuts the
+    threads' executors down, and a server still running then fails its next background step ("cannot
+    schedule new futures after interpreter shutdown"). A graceful stop (open requests answered, the push
+    worker's batch finished) gets ``graceful`` seconds, then uvicorn is told to stop at once."""
+    server.should_exit = True
+    thread.join(graceful)
+    if thread.is_alive():
+        server.force_exit = True
+        thread.join(5)
 
 
 def _enroll_fleet(emu: Any, enroll_url: str, count: int, progress: Any) -> list[Any]:
