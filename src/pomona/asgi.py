@@ -21,7 +21,9 @@ __all__ = ["bound_malloc_arenas", "create"]
 
 def create(settings: Settings | None = None) -> ASGIApp:
     """The server: logging configured (POMONA_LOG_*), the application, and the access log when it is on;
-    malloc's arenas bounded before the server's threads start (:func:`pomona.heap.bound_malloc_arenas`)."""
+    malloc's arenas bounded before the server's threads start (:func:`pomona.heap.bound_malloc_arenas`).
+    (SQLite's page slab, :func:`pomona.heap.give_sqlite_a_page_slab`, must come before this module's
+    import: ``pomona serve`` sets it on SQLite; its worker processes run on PostgreSQL.)"""
     bound_malloc_arenas()
     settings = settings or Settings.from_env()
     configure(settings.log_format, settings.log_level or "info")

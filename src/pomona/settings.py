@@ -422,6 +422,12 @@ class Settings(BaseModel):
         """The 32 bytes of POMONA_SECRET_KEY, or None (the key file under the data directory)."""
         return None if self.secret_key is None else self.secret_key.get_secret_value()
 
+    @property
+    def on_sqlite(self) -> bool:
+        """Whether the database is SQLite (no ``database_url``, or a ``sqlite`` one): known without
+        :meth:`url`, which imports the storage package (and with it SQLite)."""
+        return not self.database_url or self.database_url.startswith("sqlite")
+
     def url(self) -> str:
         """The database URL: ``database_url``, else SQLite under ``data_dir`` (created)."""
         if self.database_url:

@@ -70,15 +70,21 @@ def reusable_token(p: Any, secret: str | None) -> str | None:
 )
 def demo(data_dir: Path | None, host: str, port: int, devices: int, exit_after_setup: bool) -> None:
     """Run Pomona on SQLite with a demo tenant, the APNs emulator and virtual devices that answer pushes."""
+    from pomona.settings import Settings
+
+    base = f"http://{host}:{port}"
+    settings = Settings.from_env(data_dir=data_dir, public_url=base)
+    if settings.on_sqlite:  # a server, as `pomona serve`: before this process's first SQLite connection
+        from pomona.heap import give_sqlite_a_page_slab
+
+        give_sqlite_a_page_slab()
+
     import uvicorn
 
     from pomona.app import build, create_app
     from pomona.services.installation import served_public_url
-    from pomona.settings import Settings
     from pomona.testing.apns_emulator import ApnsEmulator
 
-    base = f"http://{host}:{port}"
-    settings = Settings.from_env(data_dir=data_dir, public_url=base)
     # The APNs emulator plays Apple in this process; its CA persists beside the data so that the demo
     # tenant's push certificate (issued by it) stays valid across runs.
     emulator_cm = ApnsEmulator.start(settings.data_dir / "apns-emulator")

@@ -721,6 +721,11 @@ def serve(
 
     scheme = "https" if tls_cert else "http"
     settings = _settings(log_level=log_level, access_log=access_log or None)
+    slab = False
+    if settings.on_sqlite:  # before this process's first SQLite connection (build, below)
+        from pomona.heap import give_sqlite_a_page_slab
+
+        slab = give_sqlite_a_page_slab()
     given = public_url or (settings.public_url if "public_url" in settings.model_fields_set else None)
     if given:
         given = validate_public_url(given)
@@ -730,6 +735,9 @@ def serve(
     check_server_tls(tls_cert, tls_key)
     check_listen(host, port)
     configure(settings.log_format, level)
+    import logging
+
+    logging.getLogger("pomona.serve").debug("SQLite page caches in a slab of their own: %s", slab)
     from pomona.app import build
     from pomona.services.installation import served_public_url
 
