@@ -22,7 +22,7 @@ Off glibc (musl, macOS) the first two do nothing and say so (False).
   the heap's long-lived objects. A freed 4.3 KB block holds a whole aligned page about one time in
   fourteen, so ``malloc_trim`` could not give those holes back: the heap's free space rose from 7 to 12
   MB in five minutes of bench/memory.py's soak (mallinfo2; in-use memory flat at 34 MB), faster with each
-  health round (a round reads 4.5 MB of pages). In the slab a freed page goes back to the slab's free
+  health round (its reads took SQLite's memory from 2.3 to 4.5 MB). In the slab a freed page goes back to the slab's free
   list and is the next one handed out. Set before SQLite starts (before the ``sqlite3`` module's first
   import in the process): ``pomona serve`` and ``pomona demo`` do it on SQLite before their first
   connection. ``uvicorn pomona.asgi:app`` runs without it.
@@ -40,9 +40,10 @@ from typing import Any
 MALLOC_ARENAS = 2
 
 #: Pages of SQLite's slab (:func:`give_sqlite_a_page_slab`): 4.4 MB, all resident from the start (SQLite
-#: links its free list through every slot). A server's connections held 1.5-2.5 MB of pages together
-#: under bench/memory.py's soak and 4.5 MB at a health round's peak (two full 2 MB caches); past the
-#: slab, SQLite mallocs as before. A larger slab costs its size in RSS at rest (3,800 pages: +15 MB).
+#: links its free list through every slot). With 1 MB caches per connection (storage/database.py
+#: SQLITE_CACHE_KIB) the server's connections held at most 334 pages at once in bench/memory.py's soak
+#: with a health round every 30 s (sampled every 2 s), none past the slab; past it, SQLite mallocs as
+#: before. A larger slab costs its size in RSS at rest (3,800 pages: +15 MB).
 SQLITE_SLAB_PAGES = 1024
 #: The page size the slab's slots hold (SQLite's default; the server does not change it). A database
 #: with larger pages gets its pages from malloc, as without the slab.

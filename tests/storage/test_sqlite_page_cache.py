@@ -19,5 +19,5 @@ def test_every_sqlite_connection_keeps_a_1_mb_page_cache(sql: SqlDatabase) -> No
 
 
 def test_four_full_caches_fit_the_slab() -> None:
-    """The numbers agree: four connections with full caches need fewer pages than the slab holds."""
+    """The numbers agree: four connections with full caches need no more pages than the slab holds."""
     assert 4 * SQLITE_CACHE_KIB * 1024 // SQLITE_PAGE_SIZE <= SQLITE_SLAB_PAGES
