@@ -39,7 +39,9 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": CORE,
     # adapters: services and presenters, never a backend, never each other, never the composition root
     "http": CORE | {"services", "presenters", "i18n", "knowledge"},
-    # the CLI picks backends (through app), runs the emulators and the virtual device; never http
+    # the CLI picks backends (through app), runs the emulators and the virtual device; never http.
+    # heap: `serve` and `demo` start server processes and set SQLite's page slab before importing app
+    # (which starts SQLite)
     "cli": CORE
     | {
         "services",
@@ -54,6 +56,7 @@ ALLOWED: dict[str, set[str]] = {
         "pki",
         "push",
         "metrics",
+        "heap",
     },
     # public test helpers: the virtual device, emulators, in-memory backends, a frozen clock
     "testing": CORE | {"pki", "push", "storage", "services", "i18n"},
@@ -80,7 +83,8 @@ ALLOWED: dict[str, set[str]] = {
     "fastread": {"domain", "storage", "pki", "settings"},
     # the server's ASGI entry (uvicorn's factory): the composition root plus logging and settings
     "asgi": {"app", "http", "logs", "settings", "i18n", "heap"},
-    # the server process's C heap (glibc malloc: arenas bounded, free pages handed back): a leaf
+    # the server process's C heap (glibc malloc: arenas bounded, free pages handed back; SQLite's page
+    # slab): a leaf
     "heap": set(),
     "__main__": {"cli"},
     "__init__": set(),
