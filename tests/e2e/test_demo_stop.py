@@ -1,17 +1,17 @@
-"""`pomona demo` stops its server thread before the main thread returns, even with a request still open."""
+"""`pomona demo` runs its server in a thread and stops that thread before the main thread returns, even
+with a request still open."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from typing import Any
 
 import uvicorn
 
 from helpers import free_port
-from pomona.cli.demo import _stop_server
+from pomona.cli.demo import _start_server, _stop_server
 
 
 async def stuck_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -30,11 +30,7 @@ class TestDemoStop:
         port = free_port()
         config = uvicorn.Config(stuck_app, host="127.0.0.1", port=port, log_level="critical", lifespan="on")
         server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+        thread = _start_server(server)
         assert server.started
         client = socket.create_connection(("127.0.0.1", port))
         try:

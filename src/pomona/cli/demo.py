@@ -129,11 +129,7 @@ def demo(data_dir: Path | None, host: str, port: int, devices: int, exit_after_s
         log_config=None,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
+    thread = _start_server(server)
     if not server.started:
         raise click.ClickException(f"the server did not start on {base}")
 
@@ -166,6 +162,17 @@ def demo(data_dir: Path | None, host: str, port: int, devices: int, exit_after_s
     finally:
         _stop_server(server, thread)
         emulator_cm.__exit__(None, None, None)
+
+
+def _start_server(server: Any, wait: float = 15.0) -> threading.Thread:
+    """Run the uvicorn ``server`` in a daemon thread and wait up to ``wait`` seconds until it has started
+    (``server.started`` says whether it did)."""
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + wait
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return thread
 
 
 def _stop_server(server: Any, thread: threading.Thread, graceful: float = 30.0) -> None:
